@@ -1,0 +1,59 @@
+/* pt_config: the YAML config, parsed once into an immutable snapshot.
+ * Nothing in a snapshot changes after pt_config_load returns, so workers read
+ * it without locks. Relative paths in the file are resolved against the
+ * directory of the config file. */
+#ifndef PT_CONFIG_H
+#define PT_CONFIG_H
+
+#include "pt_log.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { PT_CHANNEL_REST = 0, PT_CHANNEL_GATEWAY } pt_channel_type_t;
+
+typedef struct {
+    char *name;
+    pt_channel_type_t type;
+    char *url_path;        /* exact path or template with {name} segments */
+    uint64_t methods;      /* bit (1 << llhttp method) per allowed method; HEAD follows GET */
+    char *service;         /* REST: the service it runs */
+    char **service_list;   /* gateway: the allowlist, matched exactly */
+    size_t n_service_list;
+    char *data_format;     /* "json" */
+    int line;              /* where it was defined, for messages */
+} pt_channel_t;
+
+typedef struct {
+    char *path; /* the config file */
+    char *dir;  /* its directory */
+    char *listen_host;
+    int listen_port;
+    int workers;
+    uint64_t max_connections;
+    uint64_t max_header_bytes;
+    uint64_t max_body_bytes;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t drain_timeout_ms;
+    pt_log_level_t log_level;
+    char *lua_path;
+    char **service_dirs;
+    size_t n_service_dirs;
+    pt_channel_t *channels;
+    size_t n_channels;
+} pt_config_t;
+
+/* Reads and checks path. On success returns 0 and a snapshot in *out that the
+ * caller frees with pt_config_free. On failure returns -1 and writes
+ * "file:line: what is wrong" into err. */
+int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen);
+
+/* Frees a snapshot and everything it owns. NULL is fine. */
+void pt_config_free(pt_config_t *cfg);
+
+/* Maps a method name ("GET") to its llhttp method number, or -1. */
+int pt_config_method(const char *name);
+
+#endif

@@ -1,0 +1,598 @@
+#include "pt_http.h"
+#include "pt_log.h"
+#include "pt_lua.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__LINGER_MS 2000
+#define PT__STACK_HEADERS 64
+
+typedef struct {
+    uv_write_t req;
+    pt_conn_t *c;
+    size_t len;
+    char data[];
+} pt__write_t;
+
+static void pt__dispatch(pt_conn_t *c);
+static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra);
+
+static const char *pt__reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+/* ---- lifetime ---- */
+
+static void pt__free(pt_conn_t *c)
+{
+    pt_buf_free(&c->head);
+    pt_buf_free(&c->body);
+    pt_buf_free(&c->pending);
+    free(c->headers);
+    free(c);
+}
+
+static void pt__on_handle_closed(uv_handle_t *h)
+{
+    pt_conn_t *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    pt_worker_conn_closed(c->w, c);
+    if (c->in_service)
+        c->dead = 1; /* the service's done callback frees it */
+    else
+        pt__free(c);
+}
+
+void pt_http_close(pt_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, pt__on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, pt__on_handle_closed);
+}
+
+void pt_http_drain(pt_conn_t *c)
+{
+    if (c->state == PT_CONN_WAIT && c->pending.len == c->pending_off)
+        pt_http_close(c);
+    else
+        c->close_after = 1;
+}
+
+/* ---- timers ---- */
+
+static void pt__on_timer(uv_timer_t *t)
+{
+    pt_conn_t *c = t->data;
+    switch (c->state) {
+    case PT_CONN_WAIT:
+    case PT_CONN_LINGER:
+        pt_http_close(c);
+        break;
+    case PT_CONN_HEAD:
+    case PT_CONN_BODY:
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->state = PT_CONN_HANDLE;
+        c->close_after = 1;
+        if (!c->cid[0])
+            pt_cid_new(c->cid);
+        pt__send_error(c, 408, "the request took too long to arrive", NULL);
+        break;
+    case PT_CONN_HANDLE:
+        break;
+    }
+}
+
+static void pt__timer(pt_conn_t *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, pt__on_timer, ms, 0);
+}
+
+/* ---- parser callbacks ---- */
+
+static int pt__limit(pt_conn_t *c)
+{
+    if (c->head.len > c->w->cfg->max_header_bytes) {
+        c->error_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int pt__on_message_begin(llhttp_t *p)
+{
+    pt_conn_t *c = p->data;
+    c->state = PT_CONN_HEAD;
+    c->head.len = 0;
+    c->url_len = 0;
+    c->n_headers = 0;
+    c->body.len = 0;
+    c->in_header_field = 0;
+    c->cid[0] = '\0';
+    pt__timer(c, c->w->cfg->header_timeout_ms);
+    return 0;
+}
+
+static int pt__on_url(llhttp_t *p, const char *at, size_t len)
+{
+    pt_conn_t *c = p->data;
+    if (pt_buf_append(&c->head, at, len) != 0)
+        return -1;
+    c->url_len += (uint32_t)len;
+    return pt__limit(c);
+}
+
+static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    pt_conn_t *c = p->data;
+    if (!c->in_header_field) {
+        if (c->n_headers == c->cap_headers) {
+            size_t cap = c->cap_headers ? c->cap_headers * 2 : 16;
+            pt_http_header_t *h = realloc(c->headers, cap * sizeof *h);
+            if (!h)
+                return -1;
+            c->headers = h;
+            c->cap_headers = cap;
+        }
+        pt_http_header_t *h = &c->headers[c->n_headers++];
+        memset(h, 0, sizeof *h);
+        h->name_off = (uint32_t)c->head.len;
+        c->in_header_field = 1;
+    }
+    if (pt_buf_append(&c->head, at, len) != 0)
+        return -1;
+    c->headers[c->n_headers - 1].name_len += (uint32_t)len;
+    return pt__limit(c);
+}
+
+static int pt__on_header_field_complete(llhttp_t *p)
+{
+    pt_conn_t *c = p->data;
+    c->in_header_field = 0;
+    c->headers[c->n_headers - 1].value_off = (uint32_t)c->head.len;
+    return 0;
+}
+
+static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    pt_conn_t *c = p->data;
+    if (pt_buf_append(&c->head, at, len) != 0)
+        return -1;
+    c->headers[c->n_headers - 1].value_len += (uint32_t)len;
+    return pt__limit(c);
+}
+
+static int pt__header_is(pt_conn_t *c, const pt_http_header_t *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && strncasecmp(c->head.data + h->name_off, name, n) == 0;
+}
+
+static const pt_http_header_t *pt__find_header(pt_conn_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_headers; i++)
+        if (pt__header_is(c, &c->headers[i], name))
+            return &c->headers[i];
+    return NULL;
+}
+
+static void pt__on_continue_written(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+static int pt__on_headers_complete(llhttp_t *p)
+{
+    pt_conn_t *c = p->data;
+    const pt_config_t *cfg = c->w->cfg;
+    const pt_http_header_t *h = pt__find_header(c, "x-correlation-id");
+    if (h && pt_cid_valid(c->head.data + h->value_off, h->value_len)) {
+        memcpy(c->cid, c->head.data + h->value_off, h->value_len);
+        c->cid[h->value_len] = '\0';
+    } else {
+        pt_cid_new(c->cid);
+    }
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes) {
+        c->error_status = 413;
+        return -1;
+    }
+    if (p->upgrade)
+        c->close_after = 1; /* no protocol switch here: answer, then close */
+    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+    h = pt__find_header(c, "expect");
+    if (h) {
+        if (h->value_len != 12 || strncasecmp(c->head.data + h->value_off, "100-continue", 12)) {
+            c->error_status = 417;
+            return -1;
+        }
+        if (has_body && p->http_major == 1 && p->http_minor == 1) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            uv_write_t *req = malloc(sizeof *req);
+            uv_buf_t buf = uv_buf_init((char *)cont, sizeof cont - 1);
+            if (req && uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_continue_written))
+                free(req);
+        }
+    }
+    c->state = PT_CONN_BODY;
+    pt__timer(c, cfg->body_timeout_ms);
+    return 0;
+}
+
+static int pt__on_body(llhttp_t *p, const char *at, size_t len)
+{
+    pt_conn_t *c = p->data;
+    if (c->body.len + len > c->w->cfg->max_body_bytes) {
+        c->error_status = 413;
+        return -1;
+    }
+    return pt_buf_append(&c->body, at, len);
+}
+
+static int pt__on_message_complete(llhttp_t *p)
+{
+    pt_conn_t *c = p->data;
+    uv_timer_stop(&c->timer);
+    c->state = PT_CONN_HANDLE;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t pt__settings = {
+    .on_message_begin = pt__on_message_begin,
+    .on_url = pt__on_url,
+    .on_header_field = pt__on_header_field,
+    .on_header_field_complete = pt__on_header_field_complete,
+    .on_header_value = pt__on_header_value,
+    .on_headers_complete = pt__on_headers_complete,
+    .on_body = pt__on_body,
+    .on_message_complete = pt__on_message_complete,
+};
+
+/* ---- reading ---- */
+
+static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    pt_conn_t *c = h->data;
+    *buf = uv_buf_init(c->w->read_buf, sizeof c->w->read_buf);
+}
+
+static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Parses data. from_pending: data lies in c->pending at pending_off. */
+static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pending)
+{
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    if (err == HPE_OK) {
+        if (from_pending)
+            c->pending.len = c->pending_off = 0;
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (err == HPE_PAUSED) {
+        size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+        if (from_pending) {
+            c->pending_off += used;
+        } else if (used < len) {
+            c->pending.len = c->pending_off = 0;
+            pt_buf_append(&c->pending, data + used, len - used);
+        }
+        pt__dispatch(c);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    int status = c->error_status ? c->error_status : 400;
+    const char *msg = status == 413   ? "the request body is larger than the limit"
+                      : status == 431 ? "the request headers are larger than the limit"
+                      : status == 417 ? "only 'Expect: 100-continue' is supported"
+                                      : NULL;
+    char why[160];
+    if (!msg) {
+        snprintf(why, sizeof why, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+        msg = why;
+    }
+    if (!c->cid[0])
+        pt_cid_new(c->cid);
+    c->state = PT_CONN_HANDLE;
+    c->close_after = 1;
+    pt__send_error(c, status, msg, NULL);
+}
+
+static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    pt_conn_t *c = s->data;
+    if (nread < 0) {
+        pt_http_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->state == PT_CONN_LINGER)
+        return; /* discarded: the response is out, the socket is closing */
+    if (c->state == PT_CONN_BODY)
+        pt__timer(c, c->w->cfg->body_timeout_ms);
+    pt__feed(c, buf->base, (size_t)nread, 0);
+}
+
+/* The response is out: shut the write side and drain what the client still
+ * sends, so a close never turns into a reset that eats the response. */
+static void pt__on_shutdown(uv_shutdown_t *req, int status)
+{
+    pt_conn_t *c = req->data;
+    free(req);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        pt_http_close(c);
+        return;
+    }
+    c->state = PT_CONN_LINGER;
+    pt__timer(c, PT__LINGER_MS);
+    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+        pt_http_close(c);
+}
+
+static void pt__next_request(pt_conn_t *c)
+{
+    c->served++;
+    c->state = PT_CONN_WAIT;
+    llhttp_resume(&c->parser);
+    if (c->pending.len > c->pending_off) {
+        pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
+        if (c->state == PT_CONN_HANDLE || c->closing)
+            return;
+    }
+    if (c->state == PT_CONN_WAIT)
+        pt__timer(c, c->w->cfg->idle_timeout_ms);
+    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+        pt_http_close(c);
+}
+
+static void pt__on_written(uv_write_t *req, int status)
+{
+    pt__write_t *wr = (pt__write_t *)req;
+    pt_conn_t *c = wr->c;
+    free(wr);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        pt_http_close(c);
+        return;
+    }
+    if (c->close_after || c->w->draining) {
+        uv_shutdown_t *sd = malloc(sizeof *sd);
+        if (!sd) {
+            pt_http_close(c);
+            return;
+        }
+        sd->data = c;
+        if (uv_shutdown(sd, (uv_stream_t *)&c->tcp, pt__on_shutdown) != 0) {
+            free(sd);
+            pt_http_close(c);
+        }
+        return;
+    }
+    pt__next_request(c);
+}
+
+/* ---- writing ---- */
+
+static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char *extra,
+                        size_t extra_len, const char *body, size_t body_len)
+{
+    if (c->w->draining || !llhttp_should_keep_alive(&c->parser))
+        c->close_after = 1;
+    int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
+    int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+    size_t cap = 512 + extra_len + strlen(c->cid) + (ctype ? strlen(ctype) : 0) +
+                 (head_only ? 0 : body_len);
+    pt__write_t *wr = malloc(sizeof *wr + cap);
+    if (!wr) {
+        pt_http_close(c);
+        return;
+    }
+    char *o = wr->data;
+    o += sprintf(o, "HTTP/1.%d %d %s\r\n%sContent-Length: %zu\r\nX-Correlation-Id: %s\r\n",
+                 http10 ? 0 : 1, status, pt__reason(status), pt_worker_date(c->w), body_len,
+                 c->cid);
+    if (ctype)
+        o += sprintf(o, "Content-Type: %s\r\n", ctype);
+    if (c->close_after)
+        o += sprintf(o, "Connection: close\r\n");
+    else if (http10)
+        o += sprintf(o, "Connection: keep-alive\r\n");
+    if (extra_len) {
+        memcpy(o, extra, extra_len);
+        o += extra_len;
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    if (!head_only && body_len) {
+        memcpy(o, body, body_len);
+        o += body_len;
+    }
+    wr->c = c;
+    wr->len = (size_t)(o - wr->data);
+    uv_buf_t buf = uv_buf_init(wr->data, (unsigned)wr->len);
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
+        free(wr);
+        pt_http_close(c);
+    }
+}
+
+static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra)
+{
+    pt_buf_t b = {0};
+    pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
+    pt_buf_json_escape(&b, msg, strlen(msg));
+    pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->cid);
+    if (status >= 500)
+        pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg, strlen(msg));
+    else
+        pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
+    if (b.data)
+        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data,
+                    b.len);
+    else
+        pt_http_close(c);
+    pt_buf_free(&b);
+}
+
+/* ---- dispatch ---- */
+
+static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
+{
+    pt_conn_t *c = ud;
+    c->in_service = 0;
+    if (c->dead) {
+        pt__free(c);
+        return;
+    }
+    if (c->closing)
+        return;
+    pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
+                res->body_len);
+}
+
+static void pt__dispatch(pt_conn_t *c)
+{
+    pt_worker_t *w = c->w;
+    const char *url = c->head.data ? c->head.data : "";
+    size_t url_len = c->url_len;
+    const char *q = memchr(url, '?', url_len);
+    size_t path_len = q ? (size_t)(q - url) : url_len;
+    const char *query = q ? q + 1 : "";
+    size_t query_len = q ? url_len - path_len - 1 : 0;
+    int method = llhttp_get_method(&c->parser);
+    char stackbuf[2048];
+    char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
+    pt_route_match_t m;
+    char msg[256];
+
+    if (!buf) {
+        pt__send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    int rc = pt_router_match(w->router, method, url, path_len, query, query_len, buf, &m);
+    if (rc == 400) {
+        pt__send_error(c, 400, m.error, NULL);
+    } else if (rc == 404) {
+        pt__send_error(c, 404, "no channel at this path", NULL);
+    } else if (rc == 405) {
+        char allow[160], extra[200];
+        snprintf(extra, sizeof extra, "Allow: %s\r\n",
+                 pt_router_allow_header(m.allow, allow, sizeof allow));
+        pt__send_error(c, 405, "method not allowed on this channel", extra);
+    } else if (!pt_lua_has_service(w->lua, m.service)) {
+        snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
+        pt__send_error(c, 404, msg, NULL);
+    } else if (!m.listed) {
+        snprintf(msg, sizeof msg, "service '%s' is not on this channel's allowlist", m.service);
+        pt__send_error(c, 403, msg, NULL);
+    } else {
+        pt_lua_header_t hstack[PT__STACK_HEADERS];
+        pt_lua_header_t *hs =
+            c->n_headers <= PT__STACK_HEADERS ? hstack : malloc(c->n_headers * sizeof *hs);
+        for (size_t i = 0; hs && i < c->n_headers; i++) {
+            hs[i].name = c->head.data + c->headers[i].name_off;
+            hs[i].name_len = c->headers[i].name_len;
+            hs[i].value = c->head.data + c->headers[i].value_off;
+            hs[i].value_len = c->headers[i].value_len;
+        }
+        pt_lua_call_t call = {
+            .service = m.service,
+            .cid = c->cid,
+            .method = llhttp_method_name((llhttp_method_t)method),
+            .path = url,
+            .path_len = path_len,
+            .query = query,
+            .query_len = query_len,
+            .headers = hs,
+            .n_headers = hs ? c->n_headers : 0,
+            .body = c->body.data,
+            .body_len = c->body.len,
+            .channel = m.channel,
+            .username = NULL,
+            .params = m.params,
+            .n_params = m.n_params,
+        };
+        c->in_service = 1;
+        if (pt_lua_dispatch(w->lua, &call, pt__on_service_done, c) != 0) {
+            c->in_service = 0;
+            pt__send_error(c, 500, "cannot start the service", NULL);
+        }
+        if (hs != hstack)
+            free(hs);
+    }
+    if (buf != stackbuf)
+        free(buf);
+}
+
+/* ---- accepting ---- */
+
+void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
+{
+    pt_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    uv_timer_init(&w->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        pt_http_close(c);
+        return;
+    }
+    if (w->n_conns > w->max_conns || w->draining) {
+        pt_log_warn("connection refused: %zu open, the limit is %zu", w->n_conns - 1,
+                    w->max_conns);
+        pt_http_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &pt__settings);
+    c->parser.data = c;
+    c->state = PT_CONN_WAIT;
+    pt__timer(c, w->cfg->header_timeout_ms);
+    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+        pt_http_close(c);
+}

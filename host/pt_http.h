@@ -1,0 +1,63 @@
+/* pt_http: HTTP/1.1 connections on llhttp. One request at a time per
+ * connection: parsing pauses at the end of each request and resumes after its
+ * response is written, so pipelined requests are answered in order. Limits:
+ * header bytes (431), body bytes (413), header/body time-outs (408), idle
+ * keep-alive time-out (close). Every error is a JSON body with the cid. */
+#ifndef PT_HTTP_H
+#define PT_HTTP_H
+
+#include "pt_worker.h"
+#include "pt_util.h"
+
+#include <llhttp.h>
+#include <uv.h>
+
+typedef struct {
+    uint32_t name_off, name_len;
+    uint32_t value_off, value_len;
+} pt_http_header_t;
+
+typedef enum {
+    PT_CONN_WAIT = 0, /* no byte of the next request yet */
+    PT_CONN_HEAD,     /* reading the request line and headers */
+    PT_CONN_BODY,     /* reading the body */
+    PT_CONN_HANDLE,   /* the request is with a service or being written */
+    PT_CONN_LINGER,   /* response sent, write side shut: drain input, then close */
+} pt_conn_state_t;
+
+struct pt_conn_s {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    int handles_open;
+    pt_worker_t *w;
+    pt_conn_t *prev, *next;
+    llhttp_t parser;
+    pt_conn_state_t state;
+    unsigned served;        /* requests answered on this connection */
+    int closing;            /* uv_close called */
+    int in_service;         /* a service holds this request (done callback pending) */
+    int dead;               /* handles closed while in_service: freed by the callback */
+    int close_after;        /* close once the current response is written */
+    int error_status;       /* set by a parser callback that refused the request */
+    int in_header_field;
+    pt_buf_t head;          /* URL then header names and values; offsets below */
+    uint32_t url_len;
+    pt_http_header_t *headers;
+    size_t n_headers, cap_headers;
+    pt_buf_t body;
+    pt_buf_t pending;       /* bytes read but not parsed (pipelined requests) */
+    size_t pending_off;
+    char cid[65];
+};
+
+/* Accepts a connection from the worker's listener. */
+void pt_http_accept(pt_worker_t *w, uv_stream_t *listener);
+
+/* Closes a connection now (no response). */
+void pt_http_close(pt_conn_t *c);
+
+/* Draining: closes c if it waits for a request, else marks it to close after
+ * the response in progress. */
+void pt_http_drain(pt_conn_t *c);
+
+#endif

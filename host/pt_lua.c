@@ -1,0 +1,471 @@
+#include "pt_lua.h"
+#include "pt_log.h"
+#include "pt_util.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+
+struct pt_lua_task_s {
+    pt_lua_t *pl;
+    lua_State *co;
+    int ref;
+    int waiting;
+    pt_lua_done_cb done;
+    void *ud;
+    pt_lua_task_t *next_free;
+};
+
+struct pt_lua_s {
+    lua_State *L;
+    int dispatch_ref;
+    pt_lua_task_t *free_tasks;
+    pt_lua_task_t *running;
+    size_t n_waiting;
+    char **services;
+    size_t n_services;
+    pt_buf_t scratch;
+};
+
+/* ---- portico.host: the C primitives under the lua/portico modules ---- */
+
+static int pt__host_log(lua_State *L)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    size_t len;
+    const char *msg = luaL_checklstring(L, 2, &len);
+    const char *cid = luaL_optstring(L, 3, NULL);
+    const char *service = luaL_optstring(L, 4, NULL);
+    pt_log_write((pt_log_level_t)level, cid, service, msg, len);
+    return 0;
+}
+
+static int pt__host_utcnow(lua_State *L)
+{
+    char now[32];
+    pt_utcnow(now);
+    lua_pushstring(L, now);
+    return 1;
+}
+
+static int pt__host_now(lua_State *L)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6);
+    return 1;
+}
+
+static void pt__open_host(lua_State *L, int worker)
+{
+    static const luaL_Reg fns[] = {
+        {"log", pt__host_log}, {"utcnow", pt__host_utcnow}, {"now", pt__host_now}, {NULL, NULL}};
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    lua_pushinteger(L, worker);
+    lua_setfield(L, -2, "worker");
+    lua_setfield(L, -2, "portico.host");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
+    lua_pushcfunction(L, luaopen_cjson_safe);
+    lua_setfield(L, -2, "cjson.safe");
+    lua_pop(L, 2);
+}
+
+/* ---- service files ---- */
+
+static int pt__cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Collects *.lua below dir (sorted, so the load order is the same everywhere). */
+static int pt__scan(const char *dir, char ***files, size_t *n, size_t *cap, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (depth < 16)
+                pt__scan(path, files, n, cap, depth + 1);
+            continue;
+        }
+        size_t len = strlen(e->d_name);
+        if (!S_ISREG(st.st_mode) || len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
+            continue;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 16;
+            *files = realloc(*files, *cap * sizeof **files);
+        }
+        (*files)[(*n)++] = strdup(path);
+    }
+    closedir(d);
+    return 0;
+}
+
+static int pt__load_services(pt_lua_t *pl, const pt_config_t *cfg, char *err, size_t errlen)
+{
+    lua_State *L = pl->L;
+    char **files = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < cfg->n_service_dirs; i++) {
+        size_t first = n;
+        if (pt__scan(cfg->service_dirs[i], &files, &n, &cap, 0) != 0) {
+            snprintf(err, errlen, "%s: cannot read service directory %s", cfg->path,
+                     cfg->service_dirs[i]);
+            rc = -1;
+            goto done;
+        }
+        qsort(files + first, n - first, sizeof *files, pt__cmp_str);
+    }
+    pl->services = calloc(n ? n : 1, sizeof *pl->services);
+    for (size_t i = 0; i < n; i++) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "portico.runtime");
+        lua_call(L, 1, 1);
+        lua_getfield(L, -1, "load");
+        lua_pushstring(L, files[i]);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : files[i]);
+            lua_pop(L, 2);
+            rc = -1;
+            goto done;
+        }
+        const char *name = lua_tostring(L, -1);
+        pl->services[pl->n_services++] = strdup(name ? name : "");
+        lua_pop(L, 2);
+    }
+done:
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
+    return rc;
+}
+
+int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, size_t errlen)
+{
+    pt_lua_t *pl = calloc(1, sizeof *pl);
+    if (!pl || !(pl->L = luaL_newstate())) {
+        free(pl);
+        snprintf(err, errlen, "cannot create a Lua VM");
+        return -1;
+    }
+    lua_State *L = pl->L;
+    luaL_openlibs(L);
+    pt__open_host(L, worker);
+
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", cfg->lua_path, cfg->lua_path);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "portico.runtime");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        snprintf(err, errlen, "%s: cannot load portico.runtime from %s: %s", cfg->path,
+                 cfg->lua_path, lua_tostring(L, -1));
+        goto fail;
+    }
+    lua_getfield(L, -1, "dispatch");
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errlen, "portico.runtime has no dispatch function");
+        goto fail;
+    }
+    pl->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    if (pt__load_services(pl, cfg, err, errlen) != 0)
+        goto fail;
+    *out = pl;
+    return 0;
+fail:
+    pt_lua_free(pl);
+    return -1;
+}
+
+void pt_lua_free(pt_lua_t *pl)
+{
+    if (!pl)
+        return;
+    while (pl->free_tasks) {
+        pt_lua_task_t *t = pl->free_tasks;
+        pl->free_tasks = t->next_free;
+        free(t);
+    }
+    if (pl->L)
+        lua_close(pl->L);
+    for (size_t i = 0; i < pl->n_services; i++)
+        free(pl->services[i]);
+    free(pl->services);
+    pt_buf_free(&pl->scratch);
+    free(pl);
+}
+
+int pt_lua_has_service(const pt_lua_t *pl, const char *name)
+{
+    for (size_t i = 0; i < pl->n_services; i++)
+        if (strcmp(pl->services[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+size_t pt_lua_service_count(const pt_lua_t *pl)
+{
+    return pl->n_services;
+}
+
+size_t pt_lua_tasks_waiting(const pt_lua_t *pl)
+{
+    return pl->n_waiting;
+}
+
+/* ---- the run loop ---- */
+
+static pt_lua_task_t *pt__task_get(pt_lua_t *pl)
+{
+    pt_lua_task_t *t = pl->free_tasks;
+    if (t) {
+        pl->free_tasks = t->next_free;
+        return t;
+    }
+    if (!(t = calloc(1, sizeof *t)))
+        return NULL;
+    t->pl = pl;
+    t->co = lua_newthread(pl->L);
+    t->ref = luaL_ref(pl->L, LUA_REGISTRYINDEX);
+    return t;
+}
+
+/* A coroutine that ended in an error cannot run again: drop it. */
+static void pt__task_put(pt_lua_task_t *t, int reusable)
+{
+    pt_lua_t *pl = t->pl;
+    if (!reusable) {
+        luaL_unref(pl->L, LUA_REGISTRYINDEX, t->ref);
+        t->co = lua_newthread(pl->L);
+        t->ref = luaL_ref(pl->L, LUA_REGISTRYINDEX);
+    }
+    lua_settop(t->co, 0);
+    t->done = NULL;
+    t->ud = NULL;
+    t->waiting = 0;
+    t->next_free = pl->free_tasks;
+    pl->free_tasks = t;
+}
+
+static int pt__header_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 256)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c))
+            return 0;
+    }
+    return 1;
+}
+
+static int pt__header_value_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Headers the host owns: a service cannot set or duplicate them. */
+static int pt__header_reserved(const char *s, size_t n)
+{
+    static const char *const names[] = {"content-length", "transfer-encoding", "connection",
+                                        "date", "x-correlation-id", "content-type",
+                                        "keep-alive", "upgrade", NULL};
+    for (const char *const *r = names; *r; r++)
+        if (strlen(*r) == n && strncasecmp(*r, s, n) == 0)
+            return 1;
+    return 0;
+}
+
+static void pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx, const char *service)
+{
+    pl->scratch.len = 0;
+    if (!lua_istable(co, idx))
+        return;
+    lua_pushnil(co);
+    while (lua_next(co, idx)) {
+        size_t nlen, vlen;
+        if (lua_type(co, -2) == LUA_TSTRING &&
+            (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)) {
+            const char *name = lua_tolstring(co, -2, &nlen);
+            const char *value = lua_tolstring(co, -1, &vlen);
+            if (pt__header_name_ok(name, nlen) && pt__header_value_ok(value, vlen) &&
+                !pt__header_reserved(name, nlen)) {
+                pt_buf_append(&pl->scratch, name, nlen);
+                pt_buf_append(&pl->scratch, ": ", 2);
+                pt_buf_append(&pl->scratch, value, vlen);
+                pt_buf_append(&pl->scratch, "\r\n", 2);
+            } else {
+                pt_log_write(PT_LOG_WARN, NULL, service, "response header dropped: bad name or value",
+                             42);
+            }
+        }
+        lua_pop(co, 1);
+    }
+}
+
+static void pt__finish(pt_lua_task_t *t, int rc)
+{
+    pt_lua_t *pl = t->pl;
+    lua_State *co = t->co;
+    pt_lua_result_t res = {0};
+    static const char internal[] = "{\"error\":{\"status\":500,\"message\":\"internal error\"}}";
+
+    if (rc == 0 && lua_gettop(co) >= 2 && lua_isnumber(co, 1)) {
+        res.status = (int)lua_tointeger(co, 1);
+        res.body = lua_tolstring(co, 2, &res.body_len);
+        res.content_type = lua_tostring(co, 3);
+        pt__collect_headers(pl, co, 4, NULL);
+        res.headers = pl->scratch.data;
+        res.headers_len = pl->scratch.len;
+    }
+    if (res.status < 100 || res.status > 599 || !res.body) {
+        const char *why = rc == LUA_YIELD ? "a service yielded outside a waiting call"
+                          : rc != 0 && lua_isstring(co, -1) ? lua_tostring(co, -1)
+                                                             : "runtime.dispatch returned no answer";
+        pt_log_error("dispatch failed: %s", why);
+        res.status = 500;
+        res.body = internal;
+        res.body_len = sizeof internal - 1;
+        res.content_type = "application/json";
+        res.headers = NULL;
+        res.headers_len = 0;
+    }
+    pt_lua_done_cb done = t->done;
+    void *ud = t->ud;
+    done(ud, &res);
+    pt__task_put(t, rc == 0);
+}
+
+static void pt__run(pt_lua_task_t *t, int nargs)
+{
+    pt_lua_t *pl = t->pl;
+    pt_lua_task_t *outer = pl->running;
+    pl->running = t;
+    int rc = lua_resume(t->co, nargs);
+    pl->running = outer;
+    if (rc == LUA_YIELD && t->waiting)
+        return; /* a primitive holds the task and will resume it */
+    pt__finish(t, rc);
+}
+
+pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl)
+{
+    pt_lua_task_t *t = pl->running;
+    if (!t)
+        return NULL;
+    t->waiting = 1;
+    pl->n_waiting++;
+    return t;
+}
+
+lua_State *pt_lua_task_state(pt_lua_task_t *t)
+{
+    return t->co;
+}
+
+void pt_lua_task_resume(pt_lua_task_t *t, int nargs)
+{
+    t->waiting = 0;
+    t->pl->n_waiting--;
+    pt__run(t, nargs);
+}
+
+int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, void *ud)
+{
+    pt_lua_task_t *t = pt__task_get(pl);
+    if (!t)
+        return -1;
+    t->done = done;
+    t->ud = ud;
+    lua_State *co = t->co;
+    lua_settop(co, 0);
+    lua_checkstack(co, 16);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, pl->dispatch_ref);
+    lua_pushstring(co, c->service);
+    lua_pushstring(co, c->cid);
+    lua_pushstring(co, c->method);
+    lua_pushlstring(co, c->path, c->path_len);
+    lua_pushlstring(co, c->query ? c->query : "", c->query_len);
+
+    /* Header names are lower-cased; a repeated header is joined with ", ". */
+    lua_createtable(co, 0, (int)c->n_headers);
+    for (size_t i = 0; i < c->n_headers; i++) {
+        const pt_lua_header_t *h = &c->headers[i];
+        char stackbuf[128];
+        char *lower = h->name_len < sizeof stackbuf ? stackbuf : malloc(h->name_len + 1);
+        if (!lower)
+            continue;
+        for (size_t k = 0; k < h->name_len; k++) {
+            char ch = h->name[k];
+            lower[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        lua_pushlstring(co, lower, h->name_len);
+        lua_pushvalue(co, -1);
+        lua_rawget(co, -3);
+        if (lua_isstring(co, -1)) {
+            lua_pushliteral(co, ", ");
+            lua_pushlstring(co, h->value, h->value_len);
+            lua_concat(co, 3);
+        } else {
+            lua_pop(co, 1);
+            lua_pushlstring(co, h->value, h->value_len);
+        }
+        lua_rawset(co, -3);
+        if (lower != stackbuf)
+            free(lower);
+    }
+    lua_pushlstring(co, c->body ? c->body : "", c->body_len);
+    lua_pushstring(co, c->channel ? c->channel->name : "");
+    lua_pushstring(co, !c->channel                          ? "internal"
+                       : c->channel->type == PT_CHANNEL_REST ? "rest"
+                                                             : "gateway");
+    if (c->username)
+        lua_pushstring(co, c->username);
+    else
+        lua_pushnil(co);
+    if (c->n_params > 0) {
+        lua_createtable(co, 0, c->n_params);
+        for (int i = 0; i < c->n_params; i++) {
+            lua_pushlstring(co, c->params[i].value, c->params[i].value_len);
+            lua_setfield(co, -2, c->params[i].name);
+        }
+    } else {
+        lua_pushnil(co);
+    }
+    pt__run(t, 11);
+    return 0;
+}

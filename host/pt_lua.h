@@ -1,0 +1,94 @@
+/* pt_lua: one LuaJIT VM per worker, with every service loaded, and the run
+ * loop of request coroutines.
+ *
+ * Each request runs runtime.dispatch (lua/portico/runtime.lua) in a coroutine
+ * taken from a pool (anchored in the registry with luaL_ref) and given back
+ * when the request is done. A waiting primitive yields the coroutine after
+ * storing its operation in the task (pt_lua_task_wait); its libuv callback
+ * later pushes results and calls pt_lua_task_resume. Every path that ends a
+ * request goes through one function that calls the done callback exactly once. */
+#ifndef PT_LUA_H
+#define PT_LUA_H
+
+#include "pt_config.h"
+#include "pt_router.h"
+
+#include <lua.h>
+#include <stddef.h>
+
+typedef struct pt_lua_s pt_lua_t;
+typedef struct pt_lua_task_s pt_lua_task_t;
+
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} pt_lua_header_t;
+
+/* What the host hands to runtime.dispatch. Everything is copied into Lua
+ * before pt_lua_dispatch returns, so the caller may free it then. */
+typedef struct {
+    const char *service;
+    const char *cid;
+    const char *method;
+    const char *path;
+    size_t path_len;
+    const char *query;
+    size_t query_len;
+    const pt_lua_header_t *headers;
+    size_t n_headers;
+    const char *body;
+    size_t body_len;
+    const pt_channel_t *channel;
+    const char *username; /* NULL: anonymous */
+    const pt_route_param_t *params;
+    int n_params;
+} pt_lua_call_t;
+
+/* The answer of a service. Valid only during the done callback. */
+typedef struct {
+    int status;
+    const char *body;
+    size_t body_len;
+    const char *content_type;
+    const char *headers; /* extra "Name: value\r\n" lines, checked; may be empty */
+    size_t headers_len;
+} pt_lua_result_t;
+
+typedef void (*pt_lua_done_cb)(void *ud, const pt_lua_result_t *res);
+
+/* Creates a VM for worker (1..N; 0 for a check on the main thread), opens the
+ * standard libraries, cjson and portico.host, and loads every service under
+ * cfg->service_dirs. Returns 0, or -1 with "file:line: message" in err. */
+int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, size_t errlen);
+
+/* Closes the VM. No task may be in flight. */
+void pt_lua_free(pt_lua_t *pl);
+
+/* Non-zero when a service of that name is loaded. */
+int pt_lua_has_service(const pt_lua_t *pl, const char *name);
+
+/* Number of services loaded. */
+size_t pt_lua_service_count(const pt_lua_t *pl);
+
+/* Starts a request. done(ud, result) is called exactly once: before this
+ * returns when the service does not wait, later otherwise. Returns 0, or -1
+ * when no coroutine could be made (done is not called then). */
+int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *call, pt_lua_done_cb done, void *ud);
+
+/* Number of requests currently suspended in a waiting primitive. */
+size_t pt_lua_tasks_waiting(const pt_lua_t *pl);
+
+/* For waiting primitives (C functions called from a service): marks the
+ * running request as waiting and returns its task; the primitive then returns
+ * lua_yield(L, 0). Returns NULL when called outside a request. */
+pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl);
+
+/* The coroutine of a task: push the primitive's results here, then resume. */
+lua_State *pt_lua_task_state(pt_lua_task_t *t);
+
+/* Resumes a waiting task with the nargs values pushed on its coroutine. */
+void pt_lua_task_resume(pt_lua_task_t *t, int nargs);
+
+#endif

@@ -1,0 +1,261 @@
+#include "pt_router.h"
+#include "pt_util.h"
+
+#include <llhttp.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__MAX_SEGMENTS 32
+
+typedef struct {
+    char *text; /* literal text, or the capture's name */
+    size_t len;
+    int capture;
+} pt__seg_t;
+
+typedef struct {
+    const pt_channel_t *channel;
+    pt__seg_t segs[PT__MAX_SEGMENTS];
+    int n_segs;
+    int service_seg; /* gateway: index of {service} */
+} pt__route_t;
+
+struct pt_router_s {
+    pt__route_t *routes;
+    size_t n_routes;
+};
+
+static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_t errlen)
+{
+    const char *p = ch->url_path + 1;
+    rt->channel = ch;
+    rt->service_seg = -1;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (rt->n_segs == PT__MAX_SEGMENTS) {
+            snprintf(err, errlen, "channel '%s': url_path has too many segments", ch->name);
+            return -1;
+        }
+        pt__seg_t *s = &rt->segs[rt->n_segs];
+        if (len >= 2 && p[0] == '{' && p[len - 1] == '}') {
+            s->capture = 1;
+            s->text = strndup(p + 1, len - 2);
+            s->len = len - 2;
+            if (strcmp(s->text, "service") == 0)
+                rt->service_seg = rt->n_segs;
+        } else {
+            s->text = strndup(p, len);
+            s->len = len;
+        }
+        rt->n_segs++;
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    if (ch->type == PT_CHANNEL_GATEWAY && rt->service_seg < 0) {
+        snprintf(err, errlen, "channel '%s': a gateway url_path needs a {service} segment",
+                 ch->name);
+        return -1;
+    }
+    return 0;
+}
+
+int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t errlen)
+{
+    pt_router_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->routes = calloc(cfg->n_channels ? cfg->n_channels : 1, sizeof *r->routes))) {
+        free(r);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_channels; i++) {
+        r->n_routes++;
+        if (pt__compile(&r->routes[i], &cfg->channels[i], err, errlen) != 0) {
+            pt_router_free(r);
+            return -1;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+void pt_router_free(pt_router_t *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_routes; i++)
+        for (int j = 0; j < r->routes[i].n_segs; j++)
+            free(r->routes[i].segs[j].text);
+    free(r->routes);
+    free(r);
+}
+
+int pt_router_valid_service_name(const char *name, size_t len)
+{
+    if (len == 0 || len > PT_SERVICE_NAME_MAX || name[0] == '.' || name[0] == '-')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (int m = 0; m < 64; m++) {
+        if (!(mask & (1ull << m)))
+            continue;
+        int n = snprintf(out + o, outlen - o, "%s%s", o ? ", " : "",
+                         llhttp_method_name((llhttp_method_t)m));
+        if (n < 0 || (size_t)n >= outlen - o)
+            break;
+        o += (size_t)n;
+    }
+    return out;
+}
+
+/* Finds key in a raw query string and decodes its value into out. */
+static long pt__query_value(const char *q, size_t qlen, const char *key, char *out, size_t outlen)
+{
+    size_t klen = strlen(key);
+    const char *end = q + qlen;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        if (eq && (size_t)(eq - q) == klen && memcmp(q, key, klen) == 0) {
+            size_t vlen = (size_t)(stop - eq - 1);
+            if (vlen + 1 > outlen)
+                return -2;
+            return pt_percent_decode(eq + 1, vlen, out, 1);
+        }
+        q = stop + 1;
+    }
+    return -3;
+}
+
+int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
+                    const char *query, size_t query_len, char *buf, pt_route_match_t *m)
+{
+    struct {
+        const char *p;
+        size_t len;
+    } segs[PT__MAX_SEGMENTS];
+    int n_segs = 0;
+    size_t o = 0;
+
+    memset(m, 0, offsetof(pt_route_match_t, name_buf));
+    if (path_len == 0 || path[0] != '/') {
+        m->error = "the request target must be an absolute path";
+        return 400;
+    }
+    const char *p = path + 1, *end = path + path_len;
+    for (;;) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *stop = slash ? slash : end;
+        if (n_segs == PT__MAX_SEGMENTS)
+            return 404;
+        long n = pt_percent_decode(p, (size_t)(stop - p), buf + o, 0);
+        if (n < 0) {
+            m->error = "malformed percent-encoding in the path";
+            return 400;
+        }
+        for (long i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)buf[o + i];
+            if (c < 0x20 || c == 0x7f) {
+                m->error = "control characters in the path";
+                return 400;
+            }
+        }
+        if ((n == 1 && buf[o] == '.') || (n == 2 && buf[o] == '.' && buf[o + 1] == '.')) {
+            m->error = "dot segments in the path";
+            return 400;
+        }
+        segs[n_segs].p = buf + o;
+        segs[n_segs].len = (size_t)n;
+        n_segs++;
+        o += (size_t)n;
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+
+    const pt__route_t *hit = NULL;
+    for (size_t i = 0; i < r->n_routes; i++) {
+        const pt__route_t *rt = &r->routes[i];
+        if (rt->n_segs != n_segs)
+            continue;
+        int ok = 1;
+        for (int s = 0; ok && s < n_segs; s++) {
+            if (rt->segs[s].capture)
+                ok = segs[s].len > 0;
+            else
+                ok = rt->segs[s].len == segs[s].len &&
+                     memcmp(rt->segs[s].text, segs[s].p, segs[s].len) == 0;
+        }
+        if (!ok)
+            continue;
+        if (rt->channel->methods & (1ull << method)) {
+            hit = rt;
+            break;
+        }
+        m->allow |= rt->channel->methods;
+    }
+    if (!hit)
+        return m->allow ? 405 : 404;
+
+    m->channel = hit->channel;
+    for (int s = 0; s < n_segs && m->n_params < PT_ROUTE_MAX_PARAMS; s++) {
+        if (!hit->segs[s].capture)
+            continue;
+        pt_route_param_t *prm = &m->params[m->n_params++];
+        prm->name = hit->segs[s].text;
+        prm->value = segs[s].p;
+        prm->value_len = segs[s].len;
+    }
+    if (hit->channel->type == PT_CHANNEL_REST) {
+        m->service = hit->channel->service;
+        m->listed = 1;
+        return 0;
+    }
+
+    /* Gateway: the name comes from {service}, or from ?service= on /invoke. */
+    const char *name = segs[hit->service_seg].p;
+    size_t name_len = segs[hit->service_seg].len;
+    if (name_len == 6 && memcmp(name, "invoke", 6) == 0) {
+        long n = pt__query_value(query, query_len, "service", m->name_buf, sizeof m->name_buf);
+        if (n == -3) {
+            m->error = "/invoke needs ?service=NAME";
+            return 400;
+        }
+        if (n < 0 || memchr(m->name_buf, '\0', (size_t)n)) {
+            m->error = "malformed service name";
+            return 400;
+        }
+        name_len = (size_t)n;
+    } else {
+        if (name_len > PT_SERVICE_NAME_MAX) {
+            m->error = "malformed service name";
+            return 400;
+        }
+        memcpy(m->name_buf, name, name_len);
+        m->name_buf[name_len] = '\0';
+    }
+    if (!pt_router_valid_service_name(m->name_buf, name_len)) {
+        m->error = "malformed service name";
+        return 400;
+    }
+    m->service = m->name_buf;
+    for (size_t i = 0; i < hit->channel->n_service_list; i++)
+        if (strcmp(hit->channel->service_list[i], m->name_buf) == 0)
+            m->listed = 1;
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* pt_router: maps a method and a raw request path to a channel.
+ * The path is split on '/' and each segment percent-decoded on its own, so an
+ * encoded slash never joins segments and no encoding gets round a literal
+ * match or an allowlist. Dot segments, NULs and control bytes are refused. */
+#ifndef PT_ROUTER_H
+#define PT_ROUTER_H
+
+#include "pt_config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_ROUTE_MAX_PARAMS 8
+#define PT_SERVICE_NAME_MAX 128
+
+typedef struct {
+    const char *name; /* points into the router (template name) */
+    const char *value;
+    size_t value_len; /* value points into the caller's decode buffer */
+} pt_route_param_t;
+
+typedef struct {
+    const pt_channel_t *channel;
+    pt_route_param_t params[PT_ROUTE_MAX_PARAMS];
+    int n_params;
+    const char *service; /* the service to run: REST channel's, or the gateway's checked name */
+    int listed;          /* gateway: the name is on the allowlist; REST: 1 */
+    uint64_t allow;      /* on 405: the methods the path accepts */
+    const char *error;   /* on 400: why */
+    char name_buf[PT_SERVICE_NAME_MAX + 1];
+} pt_route_match_t;
+
+typedef struct pt_router_s pt_router_t;
+
+/* Compiles the channels of cfg (which must outlive the router). Returns 0, or
+ * -1 with a message in err. */
+int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t errlen);
+void pt_router_free(pt_router_t *r);
+
+/* Matches method (llhttp number) and the raw path/query of a request target.
+ * buf must hold path_len + 1 bytes; decoded captures point into it.
+ * Returns 0 (matched), 400 (bad path or service name, m->error says why),
+ * 404 (no channel) or 405 (m->allow holds the accepted methods). */
+int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
+                    const char *query, size_t query_len, char *buf, pt_route_match_t *m);
+
+/* Non-zero when name is a well-formed service name: [A-Za-z0-9_][A-Za-z0-9._-]*,
+ * at most PT_SERVICE_NAME_MAX bytes. */
+int pt_router_valid_service_name(const char *name, size_t len);
+
+/* Writes "GET, POST" style text for a method mask into out; returns out. */
+char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,50 @@
+/* pt_util: small helpers shared by the host: growable buffers, JSON string
+ * escaping, time formatting, correlation ids, durations and sizes. */
+#ifndef PT_UTIL_H
+#define PT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A growable byte buffer. Owns data (malloc); pt_buf_free releases it. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} pt_buf_t;
+
+/* Ensures room for extra more bytes; returns 0 or -1 (out of memory). */
+int pt_buf_reserve(pt_buf_t *b, size_t extra);
+/* Appends n bytes; returns 0 or -1. */
+int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
+/* Appends a NUL-terminated string; returns 0 or -1. */
+int pt_buf_puts(pt_buf_t *b, const char *s);
+/* Appends printf-style text; returns 0 or -1. */
+int pt_buf_printf(pt_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as the inside of a JSON string (quotes not included); returns 0 or -1. */
+int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n);
+void pt_buf_free(pt_buf_t *b);
+
+/* Writes the current UTC time as "YYYY-MM-DDTHH:MM:SS.ffffff" (27 bytes + NUL). */
+void pt_utcnow(char out[32]);
+
+/* Fills out with a fresh 24-hex-digit correlation id and a NUL. Thread-safe. */
+void pt_cid_new(char out[25]);
+
+/* A sane correlation id from a client: 1..64 bytes of [A-Za-z0-9._:-]. */
+int pt_cid_valid(const char *s, size_t n);
+
+/* Parses a duration: a number of seconds ("1.5") or with a unit ("500ms", "10s",
+ * "2m"). Returns 0 and milliseconds in *ms, or -1. */
+int pt_parse_duration_ms(const char *s, uint64_t *ms);
+
+/* Parses a size: bytes ("1048576") or with a unit ("16KB", "1MB", "1GB", "k"/"m"
+ * also accepted). Returns 0 and bytes in *out, or -1. */
+int pt_parse_size(const char *s, uint64_t *out);
+
+/* Decodes %XX escapes of in[0..n) into out (room for n+1 bytes), NUL-terminates.
+ * plus_is_space turns '+' into ' ' (query strings). Returns the decoded length,
+ * or -1 for a malformed escape. NUL bytes may appear in the output: callers check. */
+long pt_percent_decode(const char *in, size_t n, char *out, int plus_is_space);
+
+#endif

@@ -1,0 +1,175 @@
+#include "pt_worker.h"
+#include "pt_http.h"
+#include "pt_log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr)
+{
+    memset(addr, 0, sizeof *addr);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
+    if (uv_ip4_addr(host, port, a4) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, a6) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return -1;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    if (res->ai_family == AF_INET)
+        a4->sin_port = htons((uint16_t)port);
+    else
+        a6->sin6_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+const char *pt_worker_date(pt_worker_t *w)
+{
+    time_t now = time(NULL);
+    if (now != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(w->date, sizeof w->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        w->date_sec = now;
+    }
+    return w->date;
+}
+
+static void pt__on_connection(uv_stream_t *listener, int status)
+{
+    pt_worker_t *w = listener->data;
+    if (status < 0) {
+        pt_log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    pt_http_accept(w, listener);
+}
+
+/* The listener is a socket of our own with SO_REUSEPORT set before bind, so
+ * every worker listens on the same port and the kernel spreads connections. */
+static int pt__listen(pt_worker_t *w)
+{
+    int one = 1, rc;
+    int fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    socklen_t len = w->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                  : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&w->addr, len) != 0) {
+        rc = uv_translate_sys_error(errno);
+        close(fd);
+        return rc;
+    }
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    if ((rc = uv_tcp_open(&w->listener, fd)) != 0)
+        return rc;
+    return uv_listen((uv_stream_t *)&w->listener, 511, pt__on_connection);
+}
+
+static void pt__maybe_finish(pt_worker_t *w)
+{
+    if (!w->draining || w->n_conns > 0)
+        return;
+    if (!uv_is_closing((uv_handle_t *)&w->drain_timer))
+        uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->stop_async))
+        uv_close((uv_handle_t *)&w->stop_async, NULL);
+}
+
+void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    pt__maybe_finish(w);
+}
+
+static void pt__on_drain_timeout(uv_timer_t *t)
+{
+    pt_worker_t *w = t->data;
+    pt_log_warn("drain time-out: closing %zu connections", w->n_conns);
+    for (pt_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        pt_http_close(c);
+    }
+}
+
+static void pt__on_stop(uv_async_t *a)
+{
+    pt_worker_t *w = a->data;
+    if (w->draining)
+        return;
+    w->draining = 1;
+    if (!uv_is_closing((uv_handle_t *)&w->listener))
+        uv_close((uv_handle_t *)&w->listener, NULL);
+    for (pt_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        pt_http_drain(c);
+    }
+    uv_timer_start(&w->drain_timer, pt__on_drain_timeout, w->cfg->drain_timeout_ms, 0);
+    uv_unref((uv_handle_t *)&w->drain_timer);
+    pt__maybe_finish(w);
+}
+
+static void pt__run(void *arg)
+{
+    pt_worker_t *w = arg;
+    pt_log_set_worker(w->id);
+    int rc = uv_loop_init(&w->loop);
+    if (rc == 0) {
+        uv_async_init(&w->loop, &w->stop_async, pt__on_stop);
+        uv_timer_init(&w->loop, &w->drain_timer);
+        w->stop_async.data = w->drain_timer.data = w;
+    }
+    if (rc == 0 && pt_lua_new(w->cfg, w->id, &w->lua, w->start_err, sizeof w->start_err) != 0)
+        rc = -1;
+    if (rc == 0 && (rc = pt__listen(w)) != 0)
+        snprintf(w->start_err, sizeof w->start_err, "cannot listen on %s:%d: %s",
+                 w->cfg->listen_host, w->cfg->listen_port, uv_strerror(rc));
+    w->start_rc = rc;
+    uv_sem_post(w->started);
+    if (rc != 0) {
+        /* Close what was opened so the loop can be freed. */
+        if (!uv_is_closing((uv_handle_t *)&w->stop_async))
+            uv_close((uv_handle_t *)&w->stop_async, NULL);
+        uv_close((uv_handle_t *)&w->drain_timer, NULL);
+        if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
+            uv_close((uv_handle_t *)&w->listener, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    } else {
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&w->loop);
+    pt_lua_free(w->lua);
+    w->lua = NULL;
+}
+
+int pt_worker_start(pt_worker_t *w)
+{
+    return uv_thread_create(&w->thread, pt__run, w);
+}
+
+void pt_worker_stop(pt_worker_t *w)
+{
+    uv_async_send(&w->stop_async);
+}
+
+void pt_worker_join(pt_worker_t *w)
+{
+    uv_thread_join(&w->thread);
+}

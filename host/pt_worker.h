@@ -1,0 +1,60 @@
+/* pt_worker: one thread with its own libuv loop, its own SO_REUSEPORT
+ * listener and its own Lua VM. Workers share only the immutable config and
+ * router; nothing mutable is shared on the request path. */
+#ifndef PT_WORKER_H
+#define PT_WORKER_H
+
+#include "pt_config.h"
+#include "pt_lua.h"
+#include "pt_router.h"
+
+#include <sys/socket.h>
+#include <time.h>
+#include <uv.h>
+
+typedef struct pt_conn_s pt_conn_t;
+
+typedef struct pt_worker_s {
+    int id; /* 1..N */
+    const pt_config_t *cfg;
+    const pt_router_t *router;
+    struct sockaddr_storage addr;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t stop_async;
+    uv_timer_t drain_timer;
+    uv_thread_t thread;
+    uv_sem_t *started; /* posted once start_rc is known */
+    int start_rc;
+    char start_err[512];
+    pt_lua_t *lua;
+    pt_conn_t *conns; /* every open connection, doubly linked */
+    size_t n_conns;
+    size_t max_conns;
+    int draining;
+    time_t date_sec;
+    char date[40]; /* "Date: ...\r\n" of date_sec */
+    char read_buf[64 * 1024];
+} pt_worker_t;
+
+/* Starts a worker thread. It binds, loads its VM, then posts started; the
+ * caller reads w->start_rc after uv_sem_wait. Returns 0 or a libuv error. */
+int pt_worker_start(pt_worker_t *w);
+
+/* Asks the worker to stop accepting, finish in-flight requests (at most
+ * cfg->drain_timeout_ms) and end its loop. Safe from any thread. */
+void pt_worker_stop(pt_worker_t *w);
+
+/* Waits for the worker thread to end. */
+void pt_worker_join(pt_worker_t *w);
+
+/* Resolves host:port into addr; returns 0 or -1. */
+int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr);
+
+/* Called by pt_http when a connection is gone (after its handles closed). */
+void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c);
+
+/* "Date: <RFC 7231 date>\r\n" for now, cached per second. */
+const char *pt_worker_date(pt_worker_t *w);
+
+#endif

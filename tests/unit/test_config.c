@@ -1,0 +1,43 @@
+#include "pt_config.h"
+#include "pt_test.h"
+
+#include <llhttp.h>
+
+static int load_fails_with(const char *path, const char *needle)
+{
+    pt_config_t *cfg = NULL;
+    char err[512] = "";
+    int rc = pt_config_load(path, &cfg, err, sizeof err);
+    pt_config_free(cfg);
+    if (rc == 0 || !strstr(err, needle)) {
+        fprintf(stderr, "  %s: rc=%d err=\"%s\" (wanted \"%s\")\n", path, rc, err, needle);
+        return 0;
+    }
+    return 1;
+}
+
+int main(void)
+{
+    pt_config_t *cfg;
+    char err[512];
+    int rc = pt_config_load("config/portico.yaml", &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_STR(cfg->listen_host, "127.0.0.1");
+        PT_CHECK_INT(cfg->listen_port, 11223);
+        PT_CHECK_INT(cfg->max_body_bytes, 1024 * 1024);
+        PT_CHECK_INT(cfg->max_header_bytes, 16 * 1024);
+        PT_CHECK_INT(cfg->header_timeout_ms, 10000);
+        PT_CHECK(cfg->n_channels >= 3);
+        PT_CHECK_INT(cfg->channels[0].type, PT_CHANNEL_GATEWAY);
+        PT_CHECK_INT(cfg->channels[0].n_service_list, 2);
+        PT_CHECK(cfg->channels[0].methods & (1ull << HTTP_HEAD));
+        PT_CHECK(strstr(cfg->service_dirs[0], "config/../services") != NULL);
+        pt_config_free(cfg);
+    }
+    PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml", "bad_key.yaml:3: server: unknown key 'wokers'"));
+    PT_CHECK(load_fails_with("tests/unit/data/bad_yaml.yaml", "bad_yaml.yaml:3: YAML error"));
+    PT_CHECK(load_fails_with("tests/unit/data/bad_duration.yaml", "bad_duration.yaml:2: server.header_timeout"));
+    PT_CHECK(load_fails_with("tests/unit/data/missing.yaml", "cannot open"));
+    return PT_TEST_DONE();
+}

@@ -1,0 +1,87 @@
+#include "pt_router.h"
+#include "pt_test.h"
+
+#include <llhttp.h>
+
+static pt_router_t *router;
+static char buf[4096];
+
+static int match(int method, const char *target, pt_route_match_t *m)
+{
+    const char *q = strchr(target, '?');
+    size_t plen = q ? (size_t)(q - target) : strlen(target);
+    return pt_router_match(router, method, target, plen, q ? q + 1 : "", q ? strlen(q + 1) : 0,
+                           buf, m);
+}
+
+int main(void)
+{
+    pt_config_t *cfg;
+    char err[512];
+    pt_route_match_t m;
+    if (pt_config_load("tests/unit/data/router.yaml", &cfg, err, sizeof err) != 0 ||
+        pt_router_new(cfg, &router, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+
+    /* exact REST paths and methods */
+    PT_CHECK_INT(match(HTTP_POST, "/api/echo", &m), 0);
+    PT_CHECK_STR(m.service, "demo.echo");
+    PT_CHECK_STR(m.channel->name, "echo");
+    PT_CHECK_INT(match(HTTP_GET, "/api/echo", &m), 405);
+    PT_CHECK(m.allow & (1ull << HTTP_POST));
+    PT_CHECK_INT(match(HTTP_POST, "/api/echo/", &m), 404);
+    PT_CHECK_INT(match(HTTP_POST, "/api/ech%6F", &m), 0); /* decoded before matching */
+    PT_CHECK_INT(match(HTTP_POST, "/api%2Fecho", &m), 404); /* an encoded slash joins nothing */
+    PT_CHECK_INT(match(HTTP_POST, "/nope", &m), 404);
+
+    /* templates capture one decoded segment */
+    PT_CHECK_INT(match(HTTP_GET, "/api/customer/123", &m), 0);
+    PT_CHECK_INT(m.n_params, 1);
+    PT_CHECK_STR(m.params[0].name, "customer_id");
+    PT_CHECK_INT(m.params[0].value_len, 3);
+    PT_CHECK_INT(match(HTTP_HEAD, "/api/customer/123", &m), 0); /* HEAD follows GET */
+
+    /* gateway names: allowlist, unknown, encodings */
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer.get", &m), 0);
+    PT_CHECK_STR(m.service, "customer.get");
+    PT_CHECK_INT(m.listed, 1);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer.get-details", &m), 0);
+    PT_CHECK_INT(m.listed, 0);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer.get.x", &m), 0);
+    PT_CHECK_INT(m.listed, 0);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/Customer.get", &m), 0);
+    PT_CHECK_INT(m.listed, 0);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer%2Eget", &m), 0);
+    PT_CHECK_STR(m.service, "customer.get");
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer.get%2F..%2Fadmin", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/customer.get/../admin", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/..", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/...", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/a%00b", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/a%0Ab", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/a%zz", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/", &m), 404);
+
+    /* /gateway/invoke?service= */
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=customer.get", &m), 0);
+    PT_CHECK_STR(m.service, "customer.get");
+    PT_CHECK_INT(m.listed, 1);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?x=1&service=demo%2Eecho", &m), 0);
+    PT_CHECK_STR(m.service, "demo.echo");
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=a%2Fb", &m), 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=a%00", &m), 400);
+
+    /* absolute-form and asterisk targets are not paths */
+    PT_CHECK_INT(match(HTTP_POST, "http://x/api/echo", &m), 400);
+
+    char allow[64];
+    PT_CHECK_STR(pt_router_allow_header((1ull << HTTP_GET) | (1ull << HTTP_POST), allow, 64),
+                 "GET, POST");
+
+    pt_router_free(router);
+    pt_config_free(cfg);
+    return PT_TEST_DONE();
+}
