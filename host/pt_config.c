@@ -260,6 +260,20 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     return 0;
 }
 
+static int pt__listen(pt__cfg_ctx_t *c, yaml_node_t *v, const char *what, char **host, int *port)
+{
+    const char *s = pt__scalar(v);
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    char *end;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || *end != '\0' || p < 0 || p > 65535)
+        return pt__fail(c, v, "%s: expected host:port such as 127.0.0.1:11223", what);
+    free(*host);
+    *host = strndup(s, (size_t)(colon - s));
+    *port = (int)p;
+    return 0;
+}
+
 static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
     static const char *const keys[] = {"listen",         "workers",        "max_connections",
@@ -269,17 +283,9 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     if (pt__check_keys(c, n, "server", keys) != 0)
         return -1;
     yaml_node_t *v;
-    if ((v = pt__get(c, n, "listen"))) {
-        const char *s = pt__scalar(v);
-        const char *colon = s ? strrchr(s, ':') : NULL;
-        char *end;
-        long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        if (!colon || colon == s || *end != '\0' || port < 0 || port > 65535)
-            return pt__fail(c, v, "server.listen: expected host:port such as 127.0.0.1:11223");
-        free(cfg->listen_host);
-        cfg->listen_host = strndup(s, (size_t)(colon - s));
-        cfg->listen_port = (int)port;
-    }
+    if ((v = pt__get(c, n, "listen")) &&
+        pt__listen(c, v, "server.listen", &cfg->listen_host, &cfg->listen_port) != 0)
+        return -1;
     if ((v = pt__get(c, n, "workers"))) {
         const char *s = pt__scalar(v);
         char *end;
@@ -319,7 +325,7 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server", "log", "lua", "services", "channels", NULL};
+    static const char *const keys[] = {"server", "log", "lua", "services", "channels", "admin", NULL};
     yaml_node_t *root = yaml_document_get_root_node(&c->doc);
     if (!root)
         return pt__fail(c, NULL, "the file is empty");
@@ -335,6 +341,13 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
         yaml_node_t *lv = pt__get(c, v, "level");
         if (lv && (!pt__scalar(lv) || pt_log_parse_level(pt__scalar(lv), &cfg->log_level) != 0))
             return pt__fail(c, lv, "log.level: expected debug, info, warn or error");
+    }
+    if ((v = pt__get(c, root, "admin"))) {
+        static const char *const admin_keys[] = {"listen", NULL};
+        if (pt__check_keys(c, v, "admin", admin_keys) != 0 ||
+            pt__listen(c, pt__get(c, v, "listen"), "admin.listen", &cfg->admin_host,
+                       &cfg->admin_port) != 0)
+            return -1;
     }
     if ((v = pt__get(c, root, "lua"))) {
         static const char *const lua_keys[] = {"path", NULL};
@@ -448,6 +461,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->path);
     free(cfg->dir);
     free(cfg->listen_host);
+    free(cfg->admin_host);
     free(cfg->lua_path);
     free(cfg);
 }

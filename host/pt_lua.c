@@ -1,11 +1,11 @@
 #include "pt_lua.h"
 #include "pt_log.h"
 #include "pt_util.h"
+#include "pt_watch.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +25,19 @@ struct pt_lua_task_s {
     pt_lua_task_t *next_free;
 };
 
+typedef struct {
+    char *path;
+    char *name;
+} pt__svc_t;
+
 struct pt_lua_s {
     lua_State *L;
     int dispatch_ref;
     pt_lua_task_t *free_tasks;
     pt_lua_task_t *running;
     size_t n_waiting;
-    char **services;
+    int runtime_ref;
+    pt__svc_t *services; /* what each loaded file registered */
     size_t n_services;
     pt_buf_t scratch;
 };
@@ -88,81 +94,79 @@ static void pt__open_host(lua_State *L, int worker)
 
 /* ---- service files ---- */
 
-static int pt__cmp_str(const void *a, const void *b)
+static pt__svc_t *pt__find_path(pt_lua_t *pl, const char *path)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    for (size_t i = 0; i < pl->n_services; i++)
+        if (strcmp(pl->services[i].path, path) == 0)
+            return &pl->services[i];
+    return NULL;
 }
 
-/* Collects *.lua below dir (sorted, so the load order is the same everywhere). */
-static int pt__scan(const char *dir, char ***files, size_t *n, size_t *cap, int depth)
+/* Calls runtime[fn](path) under pcall; leaves one result on the stack. */
+static int pt__runtime_call(pt_lua_t *pl, const char *fn, const char *path)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    lua_State *L = pl->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pl->runtime_ref);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    return lua_pcall(L, 1, 1, 0);
+}
+
+int pt_lua_load_file(pt_lua_t *pl, const char *path, char *err, size_t errlen)
+{
+    lua_State *L = pl->L;
+    if (pt__runtime_call(pl, "load", path) != 0) {
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : path);
+        lua_pop(L, 1);
         return -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(path, &st) != 0)
-            continue;
-        if (S_ISDIR(st.st_mode)) {
-            if (depth < 16)
-                pt__scan(path, files, n, cap, depth + 1);
-            continue;
-        }
-        size_t len = strlen(e->d_name);
-        if (!S_ISREG(st.st_mode) || len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0)
-            continue;
-        if (*n == *cap) {
-            *cap = *cap ? *cap * 2 : 16;
-            *files = realloc(*files, *cap * sizeof **files);
-        }
-        (*files)[(*n)++] = strdup(path);
     }
-    closedir(d);
+    const char *name = lua_tostring(L, -1);
+    char *copy = strdup(name ? name : "");
+    lua_pop(L, 1);
+    pt__svc_t *svc = pt__find_path(pl, path);
+    if (!svc) {
+        pt__svc_t *grown = realloc(pl->services, (pl->n_services + 1) * sizeof *grown);
+        if (!grown) {
+            free(copy);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        pl->services = grown;
+        svc = &pl->services[pl->n_services++];
+        svc->path = strdup(path);
+    } else {
+        free(svc->name);
+    }
+    svc->name = copy;
+    return 0;
+}
+
+int pt_lua_unload_file(pt_lua_t *pl, const char *path)
+{
+    pt__svc_t *svc = pt__find_path(pl, path);
+    if (!svc)
+        return -1;
+    if (pt__runtime_call(pl, "unload", path) != 0)
+        pt_log_error("unloading %s: %s", path, lua_tostring(pl->L, -1));
+    lua_pop(pl->L, 1);
+    free(svc->path);
+    free(svc->name);
+    *svc = pl->services[--pl->n_services];
     return 0;
 }
 
 static int pt__load_services(pt_lua_t *pl, const pt_config_t *cfg, char *err, size_t errlen)
 {
-    lua_State *L = pl->L;
-    char **files = NULL;
-    size_t n = 0, cap = 0;
+    pt_watch_list_t files;
+    if (pt_watch_scan(cfg->service_dirs, cfg->n_service_dirs, &files) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     int rc = 0;
-    for (size_t i = 0; i < cfg->n_service_dirs; i++) {
-        size_t first = n;
-        if (pt__scan(cfg->service_dirs[i], &files, &n, &cap, 0) != 0) {
-            snprintf(err, errlen, "%s: cannot read service directory %s", cfg->path,
-                     cfg->service_dirs[i]);
-            rc = -1;
-            goto done;
-        }
-        qsort(files + first, n - first, sizeof *files, pt__cmp_str);
-    }
-    pl->services = calloc(n ? n : 1, sizeof *pl->services);
-    for (size_t i = 0; i < n; i++) {
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "portico.runtime");
-        lua_call(L, 1, 1);
-        lua_getfield(L, -1, "load");
-        lua_pushstring(L, files[i]);
-        if (lua_pcall(L, 1, 1, 0) != 0) {
-            snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : files[i]);
-            lua_pop(L, 2);
-            rc = -1;
-            goto done;
-        }
-        const char *name = lua_tostring(L, -1);
-        pl->services[pl->n_services++] = strdup(name ? name : "");
-        lua_pop(L, 2);
-    }
-done:
-    for (size_t i = 0; i < n; i++)
-        free(files[i]);
-    free(files);
+    for (size_t i = 0; rc == 0 && i < files.n; i++)
+        rc = pt_lua_load_file(pl, files.files[i].path, err, errlen);
+    pt_watch_list_free(&files);
     return rc;
 }
 
@@ -190,6 +194,8 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
                  cfg->lua_path, lua_tostring(L, -1));
         goto fail;
     }
+    lua_pushvalue(L, -1);
+    pl->runtime_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "dispatch");
     if (!lua_isfunction(L, -1)) {
         snprintf(err, errlen, "portico.runtime has no dispatch function");
@@ -217,8 +223,10 @@ void pt_lua_free(pt_lua_t *pl)
     }
     if (pl->L)
         lua_close(pl->L);
-    for (size_t i = 0; i < pl->n_services; i++)
-        free(pl->services[i]);
+    for (size_t i = 0; i < pl->n_services; i++) {
+        free(pl->services[i].path);
+        free(pl->services[i].name);
+    }
     free(pl->services);
     pt_buf_free(&pl->scratch);
     free(pl);
@@ -227,7 +235,7 @@ void pt_lua_free(pt_lua_t *pl)
 int pt_lua_has_service(const pt_lua_t *pl, const char *name)
 {
     for (size_t i = 0; i < pl->n_services; i++)
-        if (strcmp(pl->services[i], name) == 0)
+        if (strcmp(pl->services[i].name, name) == 0)
             return 1;
     return 0;
 }

@@ -66,6 +66,16 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
 /* Closes the VM. No task may be in flight. */
 void pt_lua_free(pt_lua_t *pl);
 
+/* Loads (or reloads) one service file through runtime.load. The previous
+ * version of that file keeps serving unless this returns 0; requests already
+ * running finish on the version they started with. Returns 0, or -1 with
+ * "file:line: message" in err. */
+int pt_lua_load_file(pt_lua_t *pl, const char *path, char *err, size_t errlen);
+
+/* Removes the service a file registered (runtime.unload). Returns 0, or -1
+ * when that file is not loaded. */
+int pt_lua_unload_file(pt_lua_t *pl, const char *path);
+
 /* Non-zero when a service of that name is loaded. */
 int pt_lua_has_service(const pt_lua_t *pl, const char *name);
 

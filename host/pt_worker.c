@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -85,6 +86,69 @@ static void pt__maybe_finish(pt_worker_t *w)
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
         uv_close((uv_handle_t *)&w->stop_async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->msg_async))
+        uv_close((uv_handle_t *)&w->msg_async, NULL);
+}
+
+static size_t pt__max_conns(const pt_worker_t *w)
+{
+    uint64_t n = (uint64_t)w->n_workers;
+    return (size_t)((w->cfg->max_connections + n - 1) / n);
+}
+
+static void pt__on_msg(uv_async_t *a)
+{
+    pt_worker_t *w = a->data;
+    uv_mutex_lock(&w->msg_lock);
+    pt_worker_msg_t *m = w->msg_head;
+    w->msg_head = w->msg_tail = NULL;
+    uv_mutex_unlock(&w->msg_lock);
+    while (m) {
+        pt_worker_msg_t *next = m->next;
+        char err[1024];
+        switch (m->type) {
+        case PT_WORKER_LOAD:
+            if (w->lua && pt_lua_load_file(w->lua, m->path, err, sizeof err) != 0)
+                pt_log_error("service reload failed, the previous version keeps serving: %s", err);
+            break;
+        case PT_WORKER_UNLOAD:
+            if (w->lua)
+                pt_lua_unload_file(w->lua, m->path);
+            break;
+        case PT_WORKER_SNAPSHOT: {
+            pt_snapshot_t *old = w->snap;
+            w->snap = m->snap;
+            w->cfg = m->snap->cfg;
+            w->router = m->snap->router;
+            w->max_conns = pt__max_conns(w);
+            pt_log_set_level(w->cfg->log_level);
+            pt_snapshot_release(old);
+            break;
+        }
+        }
+        free(m->path);
+        free(m);
+        m = next;
+    }
+}
+
+void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
+                    pt_snapshot_t *snap)
+{
+    pt_worker_msg_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return;
+    m->type = type;
+    m->path = path ? strdup(path) : NULL;
+    m->snap = snap;
+    uv_mutex_lock(&w->msg_lock);
+    if (w->msg_tail)
+        w->msg_tail->next = m;
+    else
+        w->msg_head = m;
+    w->msg_tail = m;
+    uv_mutex_unlock(&w->msg_lock);
+    uv_async_send(&w->msg_async);
 }
 
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
@@ -130,11 +194,15 @@ static void pt__run(void *arg)
 {
     pt_worker_t *w = arg;
     pt_log_set_worker(w->id);
+    w->cfg = w->snap->cfg;
+    w->router = w->snap->router;
+    w->max_conns = pt__max_conns(w);
     int rc = uv_loop_init(&w->loop);
     if (rc == 0) {
         uv_async_init(&w->loop, &w->stop_async, pt__on_stop);
+        uv_async_init(&w->loop, &w->msg_async, pt__on_msg);
         uv_timer_init(&w->loop, &w->drain_timer);
-        w->stop_async.data = w->drain_timer.data = w;
+        w->stop_async.data = w->msg_async.data = w->drain_timer.data = w;
     }
     if (rc == 0 && pt_lua_new(w->cfg, w->id, &w->lua, w->start_err, sizeof w->start_err) != 0)
         rc = -1;
@@ -147,6 +215,7 @@ static void pt__run(void *arg)
         /* Close what was opened so the loop can be freed. */
         if (!uv_is_closing((uv_handle_t *)&w->stop_async))
             uv_close((uv_handle_t *)&w->stop_async, NULL);
+        uv_close((uv_handle_t *)&w->msg_async, NULL);
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
         if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
             uv_close((uv_handle_t *)&w->listener, NULL);
@@ -155,12 +224,16 @@ static void pt__run(void *arg)
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&w->loop);
+    pt__on_msg(&w->msg_async); /* frees what arrived too late */
     pt_lua_free(w->lua);
     w->lua = NULL;
+    pt_snapshot_release(w->snap);
+    w->snap = NULL;
 }
 
 int pt_worker_start(pt_worker_t *w)
 {
+    uv_mutex_init(&w->msg_lock);
     return uv_thread_create(&w->thread, pt__run, w);
 }
 
@@ -172,4 +245,5 @@ void pt_worker_stop(pt_worker_t *w)
 void pt_worker_join(pt_worker_t *w)
 {
     uv_thread_join(&w->thread);
+    uv_mutex_destroy(&w->msg_lock);
 }

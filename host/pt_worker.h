@@ -7,6 +7,7 @@
 #include "pt_config.h"
 #include "pt_lua.h"
 #include "pt_router.h"
+#include "pt_snapshot.h"
 
 #include <sys/socket.h>
 #include <time.h>
@@ -14,14 +15,33 @@
 
 typedef struct pt_conn_s pt_conn_t;
 
+/* What the main thread tells a worker. Messages are handled in order. */
+typedef enum {
+    PT_WORKER_LOAD = 0, /* path: load or reload a service file */
+    PT_WORKER_UNLOAD,   /* path: remove the service of a file */
+    PT_WORKER_SNAPSHOT, /* snap: serve with this config from now on */
+} pt_worker_msg_type_t;
+
+typedef struct pt_worker_msg_s {
+    pt_worker_msg_type_t type;
+    char *path;
+    pt_snapshot_t *snap; /* a reference the worker takes over */
+    struct pt_worker_msg_s *next;
+} pt_worker_msg_t;
+
 typedef struct pt_worker_s {
     int id; /* 1..N */
-    const pt_config_t *cfg;
-    const pt_router_t *router;
+    int n_workers;
+    pt_snapshot_t *snap;      /* the generation this worker serves with (a reference) */
+    const pt_config_t *cfg;   /* snap->cfg */
+    const pt_router_t *router; /* snap->router */
     struct sockaddr_storage addr;
     uv_loop_t loop;
     uv_tcp_t listener;
     uv_async_t stop_async;
+    uv_async_t msg_async;
+    uv_mutex_t msg_lock;
+    pt_worker_msg_t *msg_head, *msg_tail;
     uv_timer_t drain_timer;
     uv_thread_t thread;
     uv_sem_t *started; /* posted once start_rc is known */
@@ -37,13 +57,18 @@ typedef struct pt_worker_s {
     char read_buf[64 * 1024];
 } pt_worker_t;
 
-/* Starts a worker thread. It binds, loads its VM, then posts started; the
- * caller reads w->start_rc after uv_sem_wait. Returns 0 or a libuv error. */
+/* Starts a worker thread serving with w->snap (a reference the worker owns).
+ * It binds, loads its VM, then posts started; the caller reads w->start_rc
+ * after uv_sem_wait. Returns 0 or a libuv error. */
 int pt_worker_start(pt_worker_t *w);
 
 /* Asks the worker to stop accepting, finish in-flight requests (at most
  * cfg->drain_timeout_ms) and end its loop. Safe from any thread. */
 void pt_worker_stop(pt_worker_t *w);
+
+/* Queues a message for the worker (which frees it). Safe from any thread. */
+void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
+                    pt_snapshot_t *snap);
 
 /* Waits for the worker thread to end. */
 void pt_worker_join(pt_worker_t *w);

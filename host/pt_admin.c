@@ -1,0 +1,295 @@
+#include "pt_admin.h"
+#include "pt_log.h"
+#include "pt_server.h"
+#include "pt_util.h"
+
+#include <llhttp.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define PT__ADMIN_MAX_REQUEST 8192
+
+typedef struct pt__admin_conn_s {
+    uv_tcp_t tcp;
+    pt_admin_t *admin;
+    llhttp_t parser;
+    pt_buf_t url;
+    int done;
+    struct pt__admin_conn_s *prev, *next;
+} pt__admin_conn_t;
+
+struct pt_admin_s {
+    pt_server_t *server;
+    uv_tcp_t listener;
+    pt__admin_conn_t *conns;
+};
+
+typedef struct {
+    int method;
+    const char *path;
+    int (*handle)(pt_server_t *s, pt_buf_t *body); /* returns the status */
+} pt__admin_route_t;
+
+static int pt__healthz(pt_server_t *s, pt_buf_t *body)
+{
+    pt_buf_puts(body, "{\"status\":\"ok\"}");
+    return 200;
+}
+
+static int pt__readyz(pt_server_t *s, pt_buf_t *body)
+{
+    pt_buf_printf(body, "{\"ready\":%s,\"generation\":%llu}", s->ready ? "true" : "false",
+                  (unsigned long long)s->snap->generation);
+    return s->ready ? 200 : 503;
+}
+
+static int pt__reload(pt_server_t *s, pt_buf_t *body)
+{
+    char err[1024];
+    if (pt_server_reload(s, err, sizeof err) != 0) {
+        pt_buf_puts(body, "{\"accepted\":false,\"error\":\"");
+        pt_buf_json_escape(body, err, strlen(err));
+        pt_buf_puts(body, "\"}");
+        return 422;
+    }
+    pt_buf_printf(body, "{\"accepted\":true,\"generation\":%llu}",
+                  (unsigned long long)s->snap->generation);
+    return 200;
+}
+
+static const pt__admin_route_t pt__routes[] = {
+    {HTTP_GET, "/healthz", pt__healthz},
+    {HTTP_GET, "/readyz", pt__readyz},
+    {HTTP_POST, "/reload", pt__reload},
+};
+
+static void pt__on_conn_closed(uv_handle_t *h)
+{
+    pt__admin_conn_t *c = h->data;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->admin->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pt_buf_free(&c->url);
+    free(c);
+}
+
+static void pt__on_written(uv_write_t *req, int status)
+{
+    pt__admin_conn_t *c = req->data;
+    free(req);
+    uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+}
+
+static void pt__respond(pt__admin_conn_t *c, int status, const pt_buf_t *body)
+{
+    pt_buf_t out = {0};
+    pt_buf_printf(&out,
+                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "Connection: close\r\n\r\n",
+                  status, status == 200 ? "OK" : "Error", body->len);
+    pt_buf_append(&out, body->data ? body->data : "", body->len);
+    uv_write_t *req = malloc(sizeof *req + out.len);
+    if (!req) {
+        pt_buf_free(&out);
+        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        return;
+    }
+    memcpy(req + 1, out.data, out.len);
+    req->data = c;
+    uv_buf_t buf = uv_buf_init((char *)(req + 1), (unsigned)out.len);
+    pt_buf_free(&out);
+    c->done = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
+        free(req);
+        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+    }
+}
+
+static int pt__on_url(llhttp_t *p, const char *at, size_t len)
+{
+    pt__admin_conn_t *c = p->data;
+    if (c->url.len + len > PT__ADMIN_MAX_REQUEST)
+        return -1;
+    return pt_buf_append(&c->url, at, len);
+}
+
+static int pt__on_message_complete(llhttp_t *p)
+{
+    pt__admin_conn_t *c = p->data;
+    pt_buf_t body = {0};
+    int status = 404, method = llhttp_get_method(p);
+    size_t plen = c->url.len;
+    const char *q = c->url.data ? memchr(c->url.data, '?', c->url.len) : NULL;
+    if (q)
+        plen = (size_t)(q - c->url.data);
+    for (size_t i = 0; i < sizeof pt__routes / sizeof pt__routes[0]; i++) {
+        const pt__admin_route_t *r = &pt__routes[i];
+        if (strlen(r->path) != plen || memcmp(r->path, c->url.data, plen) != 0)
+            continue;
+        if (r->method != method) {
+            status = 405;
+            continue;
+        }
+        status = r->handle(c->admin->server, &body);
+        break;
+    }
+    if (status == 404 || status == 405)
+        pt_buf_printf(&body, "{\"error\":{\"status\":%d,\"message\":\"%s\"}}", status,
+                      status == 404 ? "not found" : "method not allowed");
+    pt__respond(c, status, &body);
+    pt_buf_free(&body);
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t pt__settings = {
+    .on_url = pt__on_url,
+    .on_message_complete = pt__on_message_complete,
+};
+
+static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char slab[4096]; /* the main loop is single-threaded */
+    *buf = uv_buf_init(slab, sizeof slab);
+}
+
+static void pt__on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    pt__admin_conn_t *c = st->data;
+    if (c->done)
+        return;
+    if (nread < 0) {
+        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+    if (e != HPE_OK && e != HPE_PAUSED && !c->done) {
+        pt_buf_t body = {0};
+        pt_buf_puts(&body, "{\"error\":{\"status\":400,\"message\":\"malformed request\"}}");
+        pt__respond(c, 400, &body);
+        pt_buf_free(&body);
+    }
+}
+
+static void pt__on_connection(uv_stream_t *l, int status)
+{
+    pt_admin_t *a = l->data;
+    if (status < 0)
+        return;
+    pt__admin_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->admin = a;
+    uv_tcp_init(l->loop, &c->tcp);
+    c->tcp.data = c;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        return;
+    }
+    llhttp_init(&c->parser, HTTP_REQUEST, &pt__settings);
+    c->parser.data = c;
+    uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read);
+}
+
+static void pt__on_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
+{
+    const pt_config_t *cfg = s->snap->cfg;
+    *out = NULL;
+    if (!cfg->admin_host)
+        return 0;
+    struct sockaddr_storage addr;
+    if (pt_worker_resolve(cfg->admin_host, cfg->admin_port, &addr) != 0) {
+        snprintf(err, errlen, "%s: cannot resolve admin.listen %s", cfg->path, cfg->admin_host);
+        return -1;
+    }
+    pt_admin_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return -1;
+    a->server = s;
+    uv_tcp_init(s->loop, &a->listener);
+    a->listener.data = a;
+    int rc = uv_tcp_bind(&a->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->listener, 64, pt__on_connection);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on admin address %s:%d: %s", cfg->admin_host,
+                 cfg->admin_port, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->listener, pt__on_listener_closed);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+void pt_admin_stop(pt_admin_t *a)
+{
+    if (!a)
+        return;
+    for (pt__admin_conn_t *c = a->conns; c; c = c->next)
+        if (!uv_is_closing((uv_handle_t *)&c->tcp))
+            uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+    uv_close((uv_handle_t *)&a->listener, pt__on_listener_closed);
+}
+
+int pt_admin_request(const char *host, int port, const char *method, const char *path,
+                     char *out, size_t outlen, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    if (pt_worker_resolve(host, port, &addr) != 0) {
+        snprintf(err, errlen, "cannot resolve %s", host);
+        return -1;
+    }
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 30};
+    socklen_t len =
+        addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        connect(fd, (struct sockaddr *)&addr, len) != 0) {
+        snprintf(err, errlen, "cannot reach the admin listener at %s:%d: %s", host, port,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n",
+                     method, path, host);
+    size_t got = 0;
+    char resp[8192];
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        snprintf(err, errlen, "cannot send to the admin listener: %s", strerror(errno));
+        return -1;
+    }
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    resp[got] = '\0';
+    int status = 0;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
+        snprintf(err, errlen, "no answer from the admin listener");
+        return -1;
+    }
+    const char *body = strstr(resp, "\r\n\r\n");
+    snprintf(out, outlen, "%s", body ? body + 4 : "");
+    return status;
+}

@@ -1,0 +1,253 @@
+#include "pt_server.h"
+#include "pt_admin.h"
+#include "pt_log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PT__WATCH_INTERVAL_MS 200
+
+/* Builds the VM a worker would build for snap and checks the channels'
+ * references against it. */
+static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errlen)
+{
+    const pt_config_t *cfg = snap->cfg;
+    pt_lua_t *vm = NULL;
+    if (pt_lua_new(cfg, 0, &vm, err, errlen) != 0)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_channels; i++) {
+        const pt_channel_t *ch = &cfg->channels[i];
+        if (ch->type == PT_CHANNEL_REST && !pt_lua_has_service(vm, ch->service)) {
+            snprintf(err, errlen, "%s:%d: channel '%s' runs service '%s', which is not loaded",
+                     cfg->path, ch->line, ch->name, ch->service);
+            goto fail;
+        }
+        for (size_t j = 0; j < ch->n_service_list; j++) {
+            const char *name = ch->service_list[j];
+            if (!pt_router_valid_service_name(name, strlen(name))) {
+                snprintf(err, errlen, "%s:%d: channel '%s' lists a malformed service name '%s'",
+                         cfg->path, ch->line, ch->name, name);
+                goto fail;
+            }
+        }
+    }
+    return vm;
+fail:
+    pt_lua_free(vm);
+    return NULL;
+}
+
+int pt_server_check(const char *config_path)
+{
+    char err[1024];
+    pt_snapshot_t *snap = pt_snapshot_load(config_path, 0, err, sizeof err);
+    pt_lua_t *vm = snap ? pt__validate(snap, err, sizeof err) : NULL;
+    if (!vm) {
+        fprintf(stderr, "portico: %s\n", err);
+        pt_snapshot_release(snap);
+        return -1;
+    }
+    printf("portico: %s is valid: %zu channels, %zu services\n", config_path,
+           snap->cfg->n_channels, pt_lua_service_count(vm));
+    pt_lua_free(vm);
+    pt_snapshot_release(snap);
+    return 0;
+}
+
+static void pt__broadcast(pt_server_t *s, pt_worker_msg_type_t type, const char *path)
+{
+    for (int i = 0; i < s->n_workers; i++)
+        pt_worker_post(&s->workers[i], type, path, NULL);
+}
+
+/* A settled change of a service file: check it on the reference VM, then
+ * hand it to the workers. A file that fails is reported once per version. */
+static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
+{
+    pt_server_t *s = ud;
+    char err[1024];
+    if (ev == PT_WATCH_REMOVED) {
+        if (pt_lua_unload_file(s->ref_vm, path) == 0) {
+            pt__broadcast(s, PT_WORKER_UNLOAD, path);
+            pt_log_info("service file removed: %s", path);
+        }
+        return;
+    }
+    if (pt_lua_load_file(s->ref_vm, path, err, sizeof err) != 0) {
+        s->reload_failures++;
+        pt_log_error("service file refused, the previous version keeps serving: %s", err);
+        return;
+    }
+    s->reloads++;
+    pt__broadcast(s, PT_WORKER_LOAD, path);
+    pt_log_info("service file loaded: %s", path);
+}
+
+int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
+{
+    pt_snapshot_t *snap = pt_snapshot_load(s->config_path, s->snap->generation + 1, err, errlen);
+    pt_lua_t *vm = snap ? pt__validate(snap, err, errlen) : NULL;
+    if (!vm) {
+        pt_snapshot_release(snap);
+        s->reload_failures++;
+        pt_log_error("config reload refused, the running config keeps serving: %s", err);
+        return -1;
+    }
+    const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
+    if (strcmp(old->listen_host, cfg->listen_host) != 0 || old->listen_port != cfg->listen_port ||
+        old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0)
+        pt_log_warn("server.listen, server.workers and lua.path take effect after a restart");
+    pt_lua_free(s->ref_vm);
+    s->ref_vm = vm;
+    /* Service changes go out first, so no new channel sees a missing service. */
+    pt_watch_retarget(&s->watch, cfg->service_dirs, cfg->n_service_dirs);
+    for (int i = 0; i < s->n_workers; i++)
+        pt_worker_post(&s->workers[i], PT_WORKER_SNAPSHOT, NULL, pt_snapshot_ref(snap));
+    pt_snapshot_release(s->snap);
+    s->snap = snap;
+    pt_log_set_level(cfg->log_level);
+    s->reloads++;
+    pt_log_info("config reloaded: generation %llu, %zu channels, %zu services",
+                (unsigned long long)snap->generation, cfg->n_channels,
+                pt_lua_service_count(s->ref_vm));
+    return 0;
+}
+
+static void pt__on_signal(uv_signal_t *sig, int signum)
+{
+    pt_server_t *s = sig->data;
+    if (signum == SIGHUP) {
+        char err[1024];
+        pt_log_info("SIGHUP: reloading %s", s->config_path);
+        pt_server_reload(s, err, sizeof err);
+        return;
+    }
+    if (s->stopping) {
+        pt_log_warn("second signal: exiting now");
+        _exit(1);
+    }
+    s->stopping = 1;
+    s->ready = 0;
+    pt_log_info("%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    for (int i = 0; i < s->n_workers; i++)
+        pt_worker_stop(&s->workers[i]);
+    uv_stop(s->loop);
+}
+
+/* Refuses a port that another process already serves: SO_REUSEPORT would
+ * otherwise let a second instance share it silently. */
+static int pt__port_free(const struct sockaddr_storage *addr)
+{
+    int one = 1, fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (const struct sockaddr *)addr, len);
+    close(fd);
+    return rc;
+}
+
+int pt_server_run(const char *config_path)
+{
+    pt_server_t s = {.config_path = config_path, .loop = uv_default_loop()};
+    char err[1024];
+    int failed = 0, exit_code = 1;
+    uv_sem_t started;
+    struct sockaddr_storage addr;
+
+    if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
+        !(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
+        fprintf(stderr, "portico: %s\n", err);
+        pt_snapshot_release(s.snap);
+        return 1;
+    }
+    const pt_config_t *cfg = s.snap->cfg;
+    pt_log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    if (pt_worker_resolve(cfg->listen_host, cfg->listen_port, &addr) != 0) {
+        fprintf(stderr, "portico: %s: cannot resolve listen address %s\n", config_path,
+                cfg->listen_host);
+        goto done;
+    }
+    if (pt__port_free(&addr) != 0) {
+        fprintf(stderr, "portico: cannot listen on %s:%d: %s\n", cfg->listen_host,
+                cfg->listen_port, strerror(errno));
+        goto done;
+    }
+    if (pt_admin_start(&s, &s.admin, err, sizeof err) != 0) {
+        fprintf(stderr, "portico: %s\n", err);
+        goto done;
+    }
+    s.n_workers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+    s.workers = calloc((size_t)s.n_workers, sizeof *s.workers);
+    uv_sem_init(&started, 0);
+    int n_started = 0;
+    for (int i = 0; i < s.n_workers && !failed; i++) {
+        pt_worker_t *w = &s.workers[i];
+        w->id = i + 1;
+        w->n_workers = s.n_workers;
+        w->snap = pt_snapshot_ref(s.snap);
+        w->addr = addr;
+        w->started = &started;
+        if (pt_worker_start(w) != 0) {
+            pt_snapshot_release(w->snap);
+            failed = 1;
+            break;
+        }
+        n_started++;
+        uv_sem_wait(&started);
+        if (w->start_rc != 0) {
+            fprintf(stderr, "portico: %s\n", w->start_err);
+            failed = 1;
+        }
+    }
+    s.n_workers = n_started;
+
+    if (!failed) {
+        pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
+                       PT__WATCH_INTERVAL_MS, pt__on_file, &s);
+        uv_signal_init(s.loop, &s.sigterm);
+        uv_signal_init(s.loop, &s.sigint);
+        uv_signal_init(s.loop, &s.sighup);
+        s.sigterm.data = s.sigint.data = s.sighup.data = &s;
+        uv_signal_start(&s.sigterm, pt__on_signal, SIGTERM);
+        uv_signal_start(&s.sigint, pt__on_signal, SIGINT);
+        uv_signal_start(&s.sighup, pt__on_signal, SIGHUP);
+        s.ready = 1;
+        pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
+                    PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
+                    pt_lua_service_count(s.ref_vm), cfg->n_channels);
+        uv_run(s.loop, UV_RUN_DEFAULT);
+        exit_code = 0;
+    } else {
+        for (int i = 0; i < s.n_workers; i++)
+            if (s.workers[i].start_rc == 0)
+                pt_worker_stop(&s.workers[i]);
+    }
+    /* Drain: workers finish their requests; meanwhile the main loop only
+     * closes its own handles. */
+    for (int i = 0; i < s.n_workers; i++)
+        pt_worker_join(&s.workers[i]);
+    uv_sem_destroy(&started);
+    if (!failed) {
+        pt_watch_stop(&s.watch);
+        uv_close((uv_handle_t *)&s.sigterm, NULL);
+        uv_close((uv_handle_t *)&s.sigint, NULL);
+        uv_close((uv_handle_t *)&s.sighup, NULL);
+        pt_log_info("stopped");
+    }
+    free(s.workers);
+done:
+    pt_admin_stop(s.admin);
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    uv_loop_close(s.loop);
+    pt_lua_free(s.ref_vm);
+    pt_snapshot_release(s.snap);
+    return exit_code;
+}

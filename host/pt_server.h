@@ -1,0 +1,46 @@
+/* pt_server: the process on the main thread. Owns the current config
+ * snapshot, a reference Lua VM that mirrors what the workers run (every
+ * change is checked there first), the service-file watcher, the signals and
+ * the admin listener. Workers only ever receive changes that passed. */
+#ifndef PT_SERVER_H
+#define PT_SERVER_H
+
+#include "pt_lua.h"
+#include "pt_snapshot.h"
+#include "pt_watch.h"
+#include "pt_worker.h"
+
+#include <uv.h>
+
+typedef struct pt_admin_s pt_admin_t;
+
+typedef struct pt_server_s {
+    const char *config_path;
+    uv_loop_t *loop;
+    pt_snapshot_t *snap; /* the accepted config */
+    pt_lua_t *ref_vm;    /* services as the workers run them */
+    pt_worker_t *workers;
+    int n_workers;
+    pt_watch_t watch;
+    uv_signal_t sigterm, sigint, sighup;
+    pt_admin_t *admin;
+    int ready;    /* every worker listens */
+    int stopping; /* a drain has begun */
+    uint64_t reloads, reload_failures;
+} pt_server_t;
+
+/* Loads config_path and every service the way a worker would, and checks
+ * that channels name loaded services. Returns 0, or -1 after printing
+ * "file:line: message" to stderr. */
+int pt_server_check(const char *config_path);
+
+/* Runs the gateway until SIGTERM/SIGINT and the drain are over. Returns the
+ * process exit code (0 after a clean drain). */
+int pt_server_run(const char *config_path);
+
+/* Reloads the config file (SIGHUP, admin POST /reload): builds and checks the
+ * new snapshot whole, then swaps it into every worker. On refusal the old
+ * config keeps serving. Returns 0 (accepted) or -1 with the reason in err. */
+int pt_server_reload(pt_server_t *s, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,214 @@
+#include "pt_watch.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int pt__push(pt_watch_list_t *l, size_t *cap, const pt_watch_file_t *src)
+{
+    if (l->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 32;
+        pt_watch_file_t *f = realloc(l->files, ncap * sizeof *f);
+        if (!f)
+            return -1;
+        l->files = f;
+        *cap = ncap;
+    }
+    pt_watch_file_t *f = &l->files[l->n];
+    *f = *src;
+    if (!(f->path = strdup(src->path)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static int pt__scan_dir(const char *dir, pt_watch_list_t *l, size_t *cap, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue; /* hidden files and editors' swap files */
+        char path[4096];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path)
+            continue;
+        struct stat st;
+        if (stat(path, &st) != 0)
+            continue;
+        size_t len = strlen(e->d_name);
+        if (S_ISDIR(st.st_mode)) {
+            if (depth < 16)
+                rc = pt__scan_dir(path, l, cap, depth + 1);
+        } else if (S_ISREG(st.st_mode) && len > 4 && strcmp(e->d_name + len - 4, ".lua") == 0) {
+            pt_watch_file_t f = {
+                .path = path,
+                .ino = st.st_ino,
+                .size = (uint64_t)st.st_size,
+                .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+                .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec,
+            };
+            rc = pt__push(l, cap, &f);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int pt__cmp(const void *a, const void *b)
+{
+    return strcmp(((const pt_watch_file_t *)a)->path, ((const pt_watch_file_t *)b)->path);
+}
+
+int pt_watch_scan(char *const *dirs, size_t n_dirs, pt_watch_list_t *out)
+{
+    size_t cap = 0;
+    out->files = NULL;
+    out->n = 0;
+    for (size_t i = 0; i < n_dirs; i++) {
+        if (pt__scan_dir(dirs[i], out, &cap, 0) != 0) {
+            pt_watch_list_free(out);
+            return -1;
+        }
+    }
+    if (out->n)
+        qsort(out->files, out->n, sizeof *out->files, pt__cmp);
+    return 0;
+}
+
+void pt_watch_list_free(pt_watch_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->files[i].path);
+    free(l->files);
+    l->files = NULL;
+    l->n = 0;
+}
+
+static const pt_watch_file_t *pt__find(const pt_watch_list_t *l, const char *path)
+{
+    pt_watch_file_t key = {.path = (char *)path};
+    return l->n ? bsearch(&key, l->files, l->n, sizeof key, pt__cmp) : NULL;
+}
+
+static int pt__same(const pt_watch_file_t *a, const pt_watch_file_t *b)
+{
+    if (!a || !b)
+        return a == b;
+    return a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+           a->ctime_ns == b->ctime_ns;
+}
+
+static int pt__copy(pt_watch_list_t *dst, const pt_watch_list_t *src)
+{
+    size_t cap = 0;
+    dst->files = NULL;
+    dst->n = 0;
+    for (size_t i = 0; i < src->n; i++)
+        if (pt__push(dst, &cap, &src->files[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* Reports paths where now differs from accepted; with settle, only those
+ * where the previous scan already agreed with now. Then accepted follows. */
+static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle)
+{
+    pt_watch_list_t next = {0};
+    size_t cap = 0;
+    size_t i = 0, j = 0;
+    /* Walk accepted and now in path order, building the next accepted list. */
+    while (i < w->accepted.n || j < now->n) {
+        int c = i == w->accepted.n ? 1
+                : j == now->n      ? -1
+                                   : strcmp(w->accepted.files[i].path, now->files[j].path);
+        const pt_watch_file_t *acc = c <= 0 ? &w->accepted.files[i] : NULL;
+        const pt_watch_file_t *cur = c >= 0 ? &now->files[j] : NULL;
+        const char *path = acc ? acc->path : cur->path;
+        const pt_watch_file_t *prev = pt__find(&w->last, path);
+        int settled = !settle || pt__same(prev, cur);
+        const pt_watch_file_t *keep = acc;
+        if (!pt__same(acc, cur) && settled) {
+            w->cb(w->ud, path, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED);
+            keep = cur;
+        }
+        if (keep)
+            pt__push(&next, &cap, keep);
+        if (c <= 0)
+            i++;
+        if (c >= 0)
+            j++;
+    }
+    pt_watch_list_free(&w->accepted);
+    w->accepted = next;
+}
+
+static void pt__tick(uv_timer_t *t)
+{
+    pt_watch_t *w = t->data;
+    pt_watch_list_t now;
+    if (pt_watch_scan(w->dirs, w->n_dirs, &now) != 0)
+        return;
+    pt__diff(w, &now, 1);
+    pt_watch_list_free(&w->last);
+    w->last = now;
+}
+
+static void pt__free_dirs(pt_watch_t *w)
+{
+    for (size_t i = 0; i < w->n_dirs; i++)
+        free(w->dirs[i]);
+    free(w->dirs);
+    w->dirs = NULL;
+    w->n_dirs = 0;
+}
+
+static int pt__set_dirs(pt_watch_t *w, char *const *dirs, size_t n_dirs)
+{
+    pt__free_dirs(w);
+    w->dirs = calloc(n_dirs ? n_dirs : 1, sizeof *w->dirs);
+    if (!w->dirs)
+        return -1;
+    for (size_t i = 0; i < n_dirs; i++)
+        w->dirs[w->n_dirs++] = strdup(dirs[i]);
+    return 0;
+}
+
+int pt_watch_start(pt_watch_t *w, uv_loop_t *loop, char *const *dirs, size_t n_dirs,
+                   uint64_t interval_ms, pt_watch_cb cb, void *ud)
+{
+    w->cb = cb;
+    w->ud = ud;
+    if (pt__set_dirs(w, dirs, n_dirs) != 0 || pt_watch_scan(w->dirs, w->n_dirs, &w->last) != 0 ||
+        pt__copy(&w->accepted, &w->last) != 0)
+        return -1;
+    uv_timer_init(loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, pt__tick, interval_ms, interval_ms);
+    uv_unref((uv_handle_t *)&w->timer);
+    return 0;
+}
+
+int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs)
+{
+    pt_watch_list_t now;
+    if (pt__set_dirs(w, dirs, n_dirs) != 0 || pt_watch_scan(w->dirs, w->n_dirs, &now) != 0)
+        return -1;
+    pt__diff(w, &now, 0);
+    pt_watch_list_free(&w->last);
+    w->last = now;
+    return 0;
+}
+
+void pt_watch_stop(pt_watch_t *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->timer))
+        uv_close((uv_handle_t *)&w->timer, NULL);
+    pt_watch_list_free(&w->accepted);
+    pt_watch_list_free(&w->last);
+    pt__free_dirs(w);
+}

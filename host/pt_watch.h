@@ -1,0 +1,59 @@
+/* pt_watch: finds the service files (*.lua below the service directories)
+ * and notices when they change. A scan records each file's fingerprint
+ * (inode, size, mtime, ctime). The watcher reports a change only once two
+ * scans in a row agree on it, so a file caught half-written, or deleted and
+ * written again at once, is never acted on. Runs on the main thread. */
+#ifndef PT_WATCH_H
+#define PT_WATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct {
+    char *path;
+    uint64_t ino, size;
+    int64_t mtime_ns, ctime_ns;
+} pt_watch_file_t;
+
+typedef struct {
+    pt_watch_file_t *files; /* sorted by path */
+    size_t n;
+} pt_watch_list_t;
+
+typedef enum { PT_WATCH_CHANGED = 0, PT_WATCH_REMOVED } pt_watch_event_t;
+
+/* Called for each settled change; path is valid during the call. */
+typedef void (*pt_watch_cb)(void *ud, const char *path, pt_watch_event_t ev);
+
+typedef struct {
+    uv_timer_t timer;
+    char **dirs;
+    size_t n_dirs;
+    pt_watch_list_t accepted; /* what the workers run */
+    pt_watch_list_t last;     /* the previous scan */
+    pt_watch_cb cb;
+    void *ud;
+} pt_watch_t;
+
+/* Scans dirs (recursively) into *out, sorted by path. Unreadable directories
+ * are skipped. Returns 0 or -1 (out of memory). */
+int pt_watch_scan(char *const *dirs, size_t n_dirs, pt_watch_list_t *out);
+
+/* Frees a list's contents. */
+void pt_watch_list_free(pt_watch_list_t *l);
+
+/* Starts watching dirs every interval_ms on loop; the current files count as
+ * accepted. dirs are copied. Returns 0 or -1. */
+int pt_watch_start(pt_watch_t *w, uv_loop_t *loop, char *const *dirs, size_t n_dirs,
+                   uint64_t interval_ms, pt_watch_cb cb, void *ud);
+
+/* Points the watcher at other dirs (a config reload) and reports at once,
+ * without waiting for a second scan, every difference between what is
+ * accepted and what is on disk now. */
+int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs);
+
+/* Stops the timer (closed on the loop) and frees the lists. */
+void pt_watch_stop(pt_watch_t *w);
+
+#endif
