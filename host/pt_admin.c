@@ -63,7 +63,22 @@ static int pt__reload(pt_server_t *s, pt_buf_t *body)
     return 200;
 }
 
+static int pt__metrics(pt_server_t *s, pt_buf_t *body)
+{
+    pt_metrics_t *workers[256];
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers && n < 256; i++)
+        workers[n++] = &s->workers[i].metrics;
+    pt_metrics_process_t proc = {.reloads = s->reloads,
+                                 .reload_failures = s->reload_failures,
+                                 .generation = s->snap->generation,
+                                 .workers = s->n_workers};
+    pt_metrics_render(workers, n, &proc, body);
+    return 200;
+}
+
 static const pt__admin_route_t pt__routes[] = {
+    {HTTP_GET, "/metrics", pt__metrics},
     {HTTP_GET, "/healthz", pt__healthz},
     {HTTP_GET, "/readyz", pt__readyz},
     {HTTP_POST, "/reload", pt__reload},
@@ -89,13 +104,13 @@ static void pt__on_written(uv_write_t *req, int status)
     uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
 }
 
-static void pt__respond(pt__admin_conn_t *c, int status, const pt_buf_t *body)
+static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, const pt_buf_t *body)
 {
     pt_buf_t out = {0};
     pt_buf_printf(&out,
-                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                   "Connection: close\r\n\r\n",
-                  status, status == 200 ? "OK" : "Error", body->len);
+                  status, status == 200 ? "OK" : "Error", ctype, body->len);
     pt_buf_append(&out, body->data ? body->data : "", body->len);
     uv_write_t *req = malloc(sizeof *req + out.len);
     if (!req) {
@@ -146,7 +161,8 @@ static int pt__on_message_complete(llhttp_t *p)
     if (status == 404 || status == 405)
         pt_buf_printf(&body, "{\"error\":{\"status\":%d,\"message\":\"%s\"}}", status,
                       status == 404 ? "not found" : "method not allowed");
-    pt__respond(c, status, &body);
+    int text = status == 200 && plen == 8 && memcmp(c->url.data, "/metrics", 8) == 0;
+    pt__respond(c, status, text ? "text/plain; version=0.0.4" : "application/json", &body);
     pt_buf_free(&body);
     return HPE_PAUSED;
 }
@@ -175,7 +191,7 @@ static void pt__on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (e != HPE_OK && e != HPE_PAUSED && !c->done) {
         pt_buf_t body = {0};
         pt_buf_puts(&body, "{\"error\":{\"status\":400,\"message\":\"malformed request\"}}");
-        pt__respond(c, 400, &body);
+        pt__respond(c, 400, "application/json", &body);
         pt_buf_free(&body);
     }
 }

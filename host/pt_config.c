@@ -335,9 +335,20 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     if ((v = pt__get(c, root, "server")) && pt__server(c, v, cfg) != 0)
         return -1;
     if ((v = pt__get(c, root, "log"))) {
-        static const char *const log_keys[] = {"level", NULL};
+        static const char *const log_keys[] = {"level", "access", NULL};
         if (pt__check_keys(c, v, "log", log_keys) != 0)
             return -1;
+        yaml_node_t *acc = pt__get(c, v, "access");
+        if (acc) {
+            free(cfg->access_log);
+            if (pt__string(c, acc, "log.access", &cfg->access_log) != 0)
+                return -1;
+            if (strcmp(cfg->access_log, "stdout") != 0 && strcmp(cfg->access_log, "off") != 0) {
+                char *abs = pt__resolve(cfg->dir, cfg->access_log);
+                free(cfg->access_log);
+                cfg->access_log = abs;
+            }
+        }
         yaml_node_t *lv = pt__get(c, v, "level");
         if (lv && (!pt__scalar(lv) || pt_log_parse_level(pt__scalar(lv), &cfg->log_level) != 0))
             return pt__fail(c, lv, "log.level: expected debug, info, warn or error");
@@ -405,6 +416,7 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     cfg->idle_timeout_ms = 60000;
     cfg->drain_timeout_ms = 30000;
     cfg->log_level = PT_LOG_INFO;
+    cfg->access_log = strdup("off");
     cfg->lua_path = strdup(PT_LUA_DIR);
 
     if (!(f = fopen(path, "rb"))) {
@@ -462,6 +474,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->dir);
     free(cfg->listen_host);
     free(cfg->admin_host);
+    free(cfg->access_log);
     free(cfg->lua_path);
     free(cfg);
 }

@@ -38,6 +38,7 @@ typedef struct {
     uint64_t idle_timeout_ms;
     uint64_t drain_timeout_ms;
     pt_log_level_t log_level;
+    char *access_log; /* "stdout", "off" or an absolute path */
     char *admin_host; /* NULL: no admin listener */
     int admin_port;
     char *lua_path;

@@ -1,4 +1,5 @@
 #include "pt_http.h"
+#include "pt_accesslog.h"
 #include "pt_log.h"
 #include "pt_lua.h"
 
@@ -67,6 +68,7 @@ static void pt__on_handle_closed(uv_handle_t *h)
     pt_conn_t *c = h->data;
     if (--c->handles_open > 0)
         return;
+    pt_metrics_add(&c->w->metrics.connections_open, -1);
     pt_worker_conn_closed(c->w, c);
     if (c->in_service)
         c->dead = 1; /* the service's done callback frees it */
@@ -143,6 +145,10 @@ static int pt__on_message_begin(llhttp_t *p)
     c->body.len = 0;
     c->in_header_field = 0;
     c->cid[0] = '\0';
+    c->channel_name = NULL;
+    c->service[0] = '\0';
+    c->username[0] = '\0';
+    c->started_ns = 0;
     pt__timer(c, c->w->cfg->header_timeout_ms);
     return 0;
 }
@@ -267,6 +273,7 @@ static int pt__on_message_complete(llhttp_t *p)
     pt_conn_t *c = p->data;
     uv_timer_stop(&c->timer);
     c->state = PT_CONN_HANDLE;
+    c->started_ns = uv_hrtime();
     return HPE_PAUSED;
 }
 
@@ -409,9 +416,36 @@ static void pt__on_written(uv_write_t *req, int status)
 
 /* ---- writing ---- */
 
+/* Counts the answer in the worker's metrics and access log. */
+static void pt__observe(pt_conn_t *c, int status, size_t body_len)
+{
+    pt_worker_t *w = c->w;
+    uint64_t now = uv_hrtime();
+    uint64_t us = c->started_ns ? (now - c->started_ns) / 1000 : 0;
+    pt_metrics_observe(&w->metrics, c->channel_name, c->service, status, us);
+    if (!pt_accesslog_enabled())
+        return;
+    const char *url = c->head.data ? c->head.data : "";
+    const char *q = memchr(url, '?', c->url_len);
+    pt_accesslog_entry_t e = {
+        .cid = c->cid,
+        .channel = c->channel_name,
+        .service = c->service[0] ? c->service : NULL,
+        .method = c->url_len ? llhttp_method_name(llhttp_get_method(&c->parser)) : NULL,
+        .path = url,
+        .path_len = q ? (size_t)(q - url) : c->url_len,
+        .status = status,
+        .bytes = body_len,
+        .duration_us = us,
+        .username = c->username[0] ? c->username : NULL,
+    };
+    pt_accesslog_append(&w->access_buf, &e);
+}
+
 static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char *extra,
                         size_t extra_len, const char *body, size_t body_len)
 {
+    pt__observe(c, status, body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser))
         c->close_after = 1;
     int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
@@ -476,6 +510,7 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 {
     pt_conn_t *c = ud;
     c->in_service = 0;
+    pt_metrics_add(&c->w->metrics.in_flight, -1);
     if (c->dead) {
         pt__free(c);
         return;
@@ -506,6 +541,10 @@ static void pt__dispatch(pt_conn_t *c)
         return;
     }
     int rc = pt_router_match(w->router, method, url, path_len, query, query_len, buf, &m);
+    if (rc == 0) {
+        c->channel_name = m.channel->name;
+        snprintf(c->service, sizeof c->service, "%s", m.service);
+    }
     if (rc == 400) {
         pt__send_error(c, 400, m.error, NULL);
     } else if (rc == 404) {
@@ -549,8 +588,10 @@ static void pt__dispatch(pt_conn_t *c)
             .n_params = m.n_params,
         };
         c->in_service = 1;
+        pt_metrics_add(&w->metrics.in_flight, 1);
         if (pt_lua_dispatch(w->lua, &call, pt__on_service_done, c) != 0) {
             c->in_service = 0;
+            pt_metrics_add(&w->metrics.in_flight, -1);
             pt__send_error(c, 500, "cannot start the service", NULL);
         }
         if (hs != hstack)
@@ -572,6 +613,8 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles_open = 2;
+    pt_metrics_add(&w->metrics.connections_open, 1);
+    pt_metrics_add(&w->metrics.connections_total, 1);
     c->prev = NULL;
     c->next = w->conns;
     if (w->conns)

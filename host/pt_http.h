@@ -48,6 +48,10 @@ struct pt_conn_s {
     pt_buf_t pending;       /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
     char cid[65];
+    uint64_t started_ns;       /* the request was complete (uv_hrtime) */
+    const char *channel_name;  /* the matched channel, for metrics and the access log */
+    char service[PT_SERVICE_NAME_MAX + 1];
+    char username[256];        /* the authenticated user, "" when none */
 };
 
 /* Accepts a connection from the worker's listener. */

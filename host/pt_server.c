@@ -1,4 +1,5 @@
 #include "pt_server.h"
+#include "pt_accesslog.h"
 #include "pt_admin.h"
 #include "pt_log.h"
 
@@ -99,8 +100,10 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     }
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
     if (strcmp(old->listen_host, cfg->listen_host) != 0 || old->listen_port != cfg->listen_port ||
-        old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0)
-        pt_log_warn("server.listen, server.workers and lua.path take effect after a restart");
+        old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0 ||
+        strcmp(old->access_log, cfg->access_log) != 0)
+        pt_log_warn("server.listen, server.workers, lua.path and log.access take effect after "
+                    "a restart");
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */
@@ -120,6 +123,13 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
 static void pt__on_signal(uv_signal_t *sig, int signum)
 {
     pt_server_t *s = sig->data;
+    if (signum == SIGUSR1) {
+        if (pt_accesslog_reopen() != 0)
+            pt_log_error("SIGUSR1: cannot reopen the access log");
+        else
+            pt_log_info("SIGUSR1: access log reopened");
+        return;
+    }
     if (signum == SIGHUP) {
         char err[1024];
         pt_log_info("SIGHUP: reloading %s", s->config_path);
@@ -180,7 +190,8 @@ int pt_server_run(const char *config_path)
                 cfg->listen_port, strerror(errno));
         goto done;
     }
-    if (pt_admin_start(&s, &s.admin, err, sizeof err) != 0) {
+    if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
+        pt_admin_start(&s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
     }
@@ -215,7 +226,9 @@ int pt_server_run(const char *config_path)
         uv_signal_init(s.loop, &s.sigterm);
         uv_signal_init(s.loop, &s.sigint);
         uv_signal_init(s.loop, &s.sighup);
-        s.sigterm.data = s.sigint.data = s.sighup.data = &s;
+        uv_signal_init(s.loop, &s.sigusr1);
+        s.sigterm.data = s.sigint.data = s.sighup.data = s.sigusr1.data = &s;
+        uv_signal_start(&s.sigusr1, pt__on_signal, SIGUSR1);
         uv_signal_start(&s.sigterm, pt__on_signal, SIGTERM);
         uv_signal_start(&s.sigint, pt__on_signal, SIGINT);
         uv_signal_start(&s.sighup, pt__on_signal, SIGHUP);
@@ -240,6 +253,7 @@ int pt_server_run(const char *config_path)
         uv_close((uv_handle_t *)&s.sigterm, NULL);
         uv_close((uv_handle_t *)&s.sigint, NULL);
         uv_close((uv_handle_t *)&s.sighup, NULL);
+        uv_close((uv_handle_t *)&s.sigusr1, NULL);
         pt_log_info("stopped");
     }
     free(s.workers);
@@ -249,5 +263,6 @@ done:
     uv_loop_close(s.loop);
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);
+    pt_accesslog_close();
     return exit_code;
 }

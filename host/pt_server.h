@@ -22,7 +22,7 @@ typedef struct pt_server_s {
     pt_worker_t *workers;
     int n_workers;
     pt_watch_t watch;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
     pt_admin_t *admin;
     int ready;    /* every worker listens */
     int stopping; /* a drain has begun */

@@ -1,4 +1,5 @@
 #include "pt_worker.h"
+#include "pt_accesslog.h"
 #include "pt_http.h"
 #include "pt_log.h"
 
@@ -88,6 +89,16 @@ static void pt__maybe_finish(pt_worker_t *w)
         uv_close((uv_handle_t *)&w->stop_async, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->msg_async))
         uv_close((uv_handle_t *)&w->msg_async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->flush_check))
+        uv_close((uv_handle_t *)&w->flush_check, NULL);
+}
+
+/* Once per loop iteration: the access log lines of all requests it ended. */
+static void pt__on_check(uv_check_t *h)
+{
+    pt_worker_t *w = h->data;
+    if (w->access_buf.len)
+        pt_accesslog_flush(&w->access_buf);
 }
 
 static size_t pt__max_conns(const pt_worker_t *w)
@@ -202,7 +213,10 @@ static void pt__run(void *arg)
         uv_async_init(&w->loop, &w->stop_async, pt__on_stop);
         uv_async_init(&w->loop, &w->msg_async, pt__on_msg);
         uv_timer_init(&w->loop, &w->drain_timer);
-        w->stop_async.data = w->msg_async.data = w->drain_timer.data = w;
+        uv_check_init(&w->loop, &w->flush_check);
+        uv_check_start(&w->flush_check, pt__on_check);
+        uv_unref((uv_handle_t *)&w->flush_check);
+        w->stop_async.data = w->msg_async.data = w->drain_timer.data = w->flush_check.data = w;
     }
     if (rc == 0 && pt_lua_new(w->cfg, w->id, &w->lua, w->start_err, sizeof w->start_err) != 0)
         rc = -1;
@@ -217,6 +231,7 @@ static void pt__run(void *arg)
             uv_close((uv_handle_t *)&w->stop_async, NULL);
         uv_close((uv_handle_t *)&w->msg_async, NULL);
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
+        uv_close((uv_handle_t *)&w->flush_check, NULL);
         if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
             uv_close((uv_handle_t *)&w->listener, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -225,6 +240,8 @@ static void pt__run(void *arg)
     }
     uv_loop_close(&w->loop);
     pt__on_msg(&w->msg_async); /* frees what arrived too late */
+    pt_accesslog_flush(&w->access_buf);
+    pt_buf_free(&w->access_buf);
     pt_lua_free(w->lua);
     w->lua = NULL;
     pt_snapshot_release(w->snap);
@@ -234,6 +251,8 @@ static void pt__run(void *arg)
 int pt_worker_start(pt_worker_t *w)
 {
     uv_mutex_init(&w->msg_lock);
+    if (pt_metrics_init(&w->metrics) != 0)
+        return UV_ENOMEM;
     return uv_thread_create(&w->thread, pt__run, w);
 }
 
@@ -246,4 +265,5 @@ void pt_worker_join(pt_worker_t *w)
 {
     uv_thread_join(&w->thread);
     uv_mutex_destroy(&w->msg_lock);
+    pt_metrics_free(&w->metrics);
 }

@@ -6,6 +6,7 @@
 
 #include "pt_config.h"
 #include "pt_lua.h"
+#include "pt_metrics.h"
 #include "pt_router.h"
 #include "pt_snapshot.h"
 
@@ -52,6 +53,9 @@ typedef struct pt_worker_s {
     size_t n_conns;
     size_t max_conns;
     int draining;
+    pt_metrics_t metrics;  /* written by this worker only; read on scrape */
+    pt_buf_t access_buf;   /* access log lines of this loop iteration */
+    uv_check_t flush_check;
     time_t date_sec;
     char date[40]; /* "Date: ...\r\n" of date_sec */
     char read_buf[64 * 1024];

@@ -1,0 +1,48 @@
+/* pt_accesslog: one JSON line per request, to stdout or a file.
+ * Each worker appends lines to its own buffer and writes the buffer once per
+ * loop iteration (pt_accesslog_flush from a uv_check handle), so a busy
+ * worker makes one write(2) for many requests. The file is opened with
+ * O_APPEND and reopened in place (dup2 onto the same descriptor) on SIGUSR1,
+ * so log rotation needs no restart and no coordination with the workers. */
+#ifndef PT_ACCESSLOG_H
+#define PT_ACCESSLOG_H
+
+#include "pt_util.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Opens the process-wide access log: "stdout", "off", or a file path.
+ * Returns 0, or -1 with a message in err. Main thread, before workers start. */
+int pt_accesslog_open(const char *target, char *err, size_t errlen);
+
+/* Reopens the file (after rotation). Returns 0 or -1 (the old file stays). */
+int pt_accesslog_reopen(void);
+
+/* Non-zero when access logging is on. */
+int pt_accesslog_enabled(void);
+
+/* One request, as the worker saw it. Strings may be NULL. */
+typedef struct {
+    const char *cid;
+    const char *channel;
+    const char *service;
+    const char *method;
+    const char *path; /* without the query string, which may carry secrets */
+    size_t path_len;
+    int status;
+    size_t bytes;
+    uint64_t duration_us;
+    const char *username;
+} pt_accesslog_entry_t;
+
+/* Appends a line to buf (the worker's own). */
+void pt_accesslog_append(pt_buf_t *buf, const pt_accesslog_entry_t *e);
+
+/* Writes buf out and empties it. */
+void pt_accesslog_flush(pt_buf_t *buf);
+
+/* Closes the log (at exit). */
+void pt_accesslog_close(void);
+
+#endif

@@ -1,0 +1,238 @@
+#include "pt_metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__INDEX_SLOTS (PT_METRICS_MAX_SERIES * 2)
+
+/* Upper bounds of the latency buckets, in microseconds. */
+static const uint64_t pt__bounds_us[PT_METRICS_BUCKETS] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000, 10000000};
+static const char *const pt__bounds_text[PT_METRICS_BUCKETS] = {
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+    "0.1",    "0.25",  "0.5",    "1",     "2.5",   "5",    "10"};
+
+int pt_metrics_init(pt_metrics_t *m)
+{
+    memset(m, 0, sizeof *m);
+    m->series = calloc(PT_METRICS_MAX_SERIES, sizeof *m->series);
+    m->index = calloc(PT__INDEX_SLOTS, sizeof *m->index);
+    if (!m->series || !m->index) {
+        pt_metrics_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void pt_metrics_free(pt_metrics_t *m)
+{
+    free(m->series);
+    free(m->index);
+    m->series = NULL;
+    m->index = NULL;
+}
+
+static uint32_t pt__hash(const char *a, const char *b, int status)
+{
+    uint32_t h = 2166136261u;
+    for (; *a; a++)
+        h = (h ^ (uint8_t)*a) * 16777619u;
+    h = (h ^ 0xff) * 16777619u;
+    for (; *b; b++)
+        h = (h ^ (uint8_t)*b) * 16777619u;
+    return (h ^ (uint32_t)status) * 16777619u;
+}
+
+void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *service, int status,
+                        uint64_t duration_us)
+{
+    channel = channel ? channel : "";
+    service = service ? service : "";
+    uint32_t slot = pt__hash(channel, service, status) % PT__INDEX_SLOTS;
+    pt_metrics_series_t *s = NULL;
+    for (;;) {
+        int32_t i = m->index[slot];
+        if (i == 0)
+            break;
+        pt_metrics_series_t *c = &m->series[i - 1];
+        if (c->status == status && strcmp(c->service, service) == 0 &&
+            strcmp(c->channel, channel) == 0) {
+            s = c;
+            break;
+        }
+        slot = (slot + 1) % PT__INDEX_SLOTS;
+    }
+    if (!s) {
+        size_t n = m->n_series;
+        if (n == PT_METRICS_MAX_SERIES) {
+            pt_metrics_add(&m->dropped, 1);
+            return;
+        }
+        s = &m->series[n];
+        snprintf(s->channel, sizeof s->channel, "%s", channel);
+        snprintf(s->service, sizeof s->service, "%s", service);
+        s->status = status;
+        m->index[slot] = (int32_t)n + 1;
+        __atomic_store_n(&m->n_series, n + 1, __ATOMIC_RELEASE);
+    }
+    int b = 0;
+    while (b < PT_METRICS_BUCKETS && duration_us > pt__bounds_us[b])
+        b++;
+    pt_metrics_add(&s->count, 1);
+    pt_metrics_add(&s->sum_us, (int64_t)duration_us);
+    if (b < PT_METRICS_BUCKETS)
+        pt_metrics_add(&s->buckets[b], 1);
+}
+
+static uint64_t pt__load(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void pt__label(pt_buf_t *out, const char *name, const char *value, int first)
+{
+    pt_buf_printf(out, "%s%s=\"", first ? "" : ",", name);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            pt_buf_append(out, "\\", 1);
+        if (*p == '\n')
+            pt_buf_puts(out, "\\n");
+        else
+            pt_buf_append(out, p, 1);
+    }
+    pt_buf_append(out, "\"", 1);
+}
+
+/* The merged view: series of all workers summed by (channel, service, status). */
+typedef struct {
+    const char *channel, *service;
+    int status;
+    uint64_t count, sum_us, buckets[PT_METRICS_BUCKETS];
+} pt__merged_t;
+
+static int pt__cmp(const void *a, const void *b)
+{
+    const pt__merged_t *x = a, *y = b;
+    int c = strcmp(x->channel, y->channel);
+    if (!c)
+        c = strcmp(x->service, y->service);
+    return c ? c : x->status - y->status;
+}
+
+void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_process_t *proc,
+                       pt_buf_t *out)
+{
+    size_t total = 0, k = 0;
+    for (size_t w = 0; w < n; w++)
+        total += __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
+    pt__merged_t *all = calloc(total ? total : 1, sizeof *all);
+    if (!all)
+        return;
+    for (size_t w = 0; w < n; w++) {
+        size_t ns = __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
+        for (size_t i = 0; i < ns && k < total; i++) {
+            const pt_metrics_series_t *s = &workers[w]->series[i];
+            pt__merged_t *d = &all[k++];
+            d->channel = s->channel;
+            d->service = s->service;
+            d->status = s->status;
+            d->count = pt__load(&s->count);
+            d->sum_us = pt__load(&s->sum_us);
+            for (int b = 0; b < PT_METRICS_BUCKETS; b++)
+                d->buckets[b] = pt__load(&s->buckets[b]);
+        }
+    }
+    qsort(all, k, sizeof *all, pt__cmp);
+    /* fold equal keys into the first of each run */
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (m && pt__cmp(&all[m - 1], &all[i]) == 0) {
+            all[m - 1].count += all[i].count;
+            all[m - 1].sum_us += all[i].sum_us;
+            for (int b = 0; b < PT_METRICS_BUCKETS; b++)
+                all[m - 1].buckets[b] += all[i].buckets[b];
+        } else {
+            all[m++] = all[i];
+        }
+    }
+
+    pt_buf_puts(out, "# HELP portico_requests_total Requests answered, by channel, service and "
+                     "status.\n# TYPE portico_requests_total counter\n");
+    for (size_t i = 0; i < m; i++) {
+        pt_buf_puts(out, "portico_requests_total{");
+        pt__label(out, "channel", all[i].channel, 1);
+        pt__label(out, "service", all[i].service, 0);
+        pt_buf_printf(out, ",status=\"%d\"} %llu\n", all[i].status,
+                      (unsigned long long)all[i].count);
+    }
+
+    pt_buf_puts(out, "# HELP portico_request_duration_seconds Time from the end of the request "
+                     "to the response, by channel and service.\n"
+                     "# TYPE portico_request_duration_seconds histogram\n");
+    for (size_t i = 0; i < m;) {
+        uint64_t buckets[PT_METRICS_BUCKETS] = {0}, count = 0, sum_us = 0;
+        size_t j = i;
+        for (; j < m && strcmp(all[j].channel, all[i].channel) == 0 &&
+               strcmp(all[j].service, all[i].service) == 0;
+             j++) {
+            count += all[j].count;
+            sum_us += all[j].sum_us;
+            for (int b = 0; b < PT_METRICS_BUCKETS; b++)
+                buckets[b] += all[j].buckets[b];
+        }
+        uint64_t cumulative = 0;
+        for (int b = 0; b <= PT_METRICS_BUCKETS; b++) {
+            cumulative = b < PT_METRICS_BUCKETS ? cumulative + buckets[b] : count;
+            pt_buf_puts(out, "portico_request_duration_seconds_bucket{");
+            pt__label(out, "channel", all[i].channel, 1);
+            pt__label(out, "service", all[i].service, 0);
+            pt__label(out, "le", b < PT_METRICS_BUCKETS ? pt__bounds_text[b] : "+Inf", 0);
+            pt_buf_printf(out, "} %llu\n", (unsigned long long)cumulative);
+        }
+        const char *suffix[2] = {"_sum", "_count"};
+        for (int x = 0; x < 2; x++) {
+            pt_buf_printf(out, "portico_request_duration_seconds%s{", suffix[x]);
+            pt__label(out, "channel", all[i].channel, 1);
+            pt__label(out, "service", all[i].service, 0);
+            if (x == 0)
+                pt_buf_printf(out, "} %.6f\n", (double)sum_us / 1e6);
+            else
+                pt_buf_printf(out, "} %llu\n", (unsigned long long)count);
+        }
+        i = j;
+    }
+    free(all);
+
+    uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0;
+    for (size_t w = 0; w < n; w++) {
+        in_flight += pt__load(&workers[w]->in_flight);
+        open += pt__load(&workers[w]->connections_open);
+        accepted += pt__load(&workers[w]->connections_total);
+        dropped += pt__load(&workers[w]->dropped);
+    }
+    pt_buf_printf(out,
+                  "# HELP portico_requests_in_flight Requests being handled now.\n"
+                  "# TYPE portico_requests_in_flight gauge\nportico_requests_in_flight %llu\n"
+                  "# HELP portico_connections_open Client connections open now.\n"
+                  "# TYPE portico_connections_open gauge\nportico_connections_open %llu\n"
+                  "# HELP portico_connections_total Client connections accepted.\n"
+                  "# TYPE portico_connections_total counter\nportico_connections_total %llu\n"
+                  "# HELP portico_metrics_series_dropped_total Observations past the series "
+                  "limit.\n# TYPE portico_metrics_series_dropped_total counter\n"
+                  "portico_metrics_series_dropped_total %llu\n"
+                  "# HELP portico_reloads_total Accepted reloads of the config or a service file.\n"
+                  "# TYPE portico_reloads_total counter\nportico_reloads_total %llu\n"
+                  "# HELP portico_reload_failures_total Refused reloads.\n"
+                  "# TYPE portico_reload_failures_total counter\n"
+                  "portico_reload_failures_total %llu\n"
+                  "# HELP portico_config_generation The config generation being served.\n"
+                  "# TYPE portico_config_generation gauge\nportico_config_generation %llu\n"
+                  "# HELP portico_workers Worker threads.\n"
+                  "# TYPE portico_workers gauge\nportico_workers %d\n",
+                  (unsigned long long)in_flight, (unsigned long long)open,
+                  (unsigned long long)accepted, (unsigned long long)dropped,
+                  (unsigned long long)proc->reloads, (unsigned long long)proc->reload_failures,
+                  (unsigned long long)proc->generation, proc->workers);
+}
