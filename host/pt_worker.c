@@ -126,6 +126,9 @@ static void pt__on_msg(uv_async_t *a)
             if (w->lua)
                 pt_lua_unload_file(w->lua, m->path);
             break;
+        case PT_WORKER_CALL:
+            m->fn(w, m->arg);
+            break;
         case PT_WORKER_SNAPSHOT: {
             pt_snapshot_t *old = w->snap;
             w->snap = m->snap;
@@ -143,23 +146,45 @@ static void pt__on_msg(uv_async_t *a)
     }
 }
 
-void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
-                    pt_snapshot_t *snap)
+static __thread pt_worker_t *pt__self;
+
+pt_worker_t *pt_worker_self(void)
+{
+    return pt__self;
+}
+
+static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
+                    pt_snapshot_t *snap, pt_worker_fn fn, void *arg)
 {
     pt_worker_msg_t *m = calloc(1, sizeof *m);
     if (!m)
-        return;
+        return -1;
     m->type = type;
     m->path = path ? strdup(path) : NULL;
     m->snap = snap;
+    m->fn = fn;
+    m->arg = arg;
     uv_mutex_lock(&w->msg_lock);
     if (w->msg_tail)
         w->msg_tail->next = m;
     else
         w->msg_head = m;
     w->msg_tail = m;
+    if (!w->ended)
+        uv_async_send(&w->msg_async);
     uv_mutex_unlock(&w->msg_lock);
-    uv_async_send(&w->msg_async);
+    return 0;
+}
+
+void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
+                    pt_snapshot_t *snap)
+{
+    pt__post(w, type, path, snap, NULL, NULL);
+}
+
+int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg)
+{
+    return pt__post(w, PT_WORKER_CALL, NULL, NULL, fn, arg);
 }
 
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
@@ -205,6 +230,7 @@ static void pt__run(void *arg)
 {
     pt_worker_t *w = arg;
     pt_log_set_worker(w->id);
+    pt__self = w;
     w->cfg = w->snap->cfg;
     w->router = w->snap->router;
     w->max_conns = pt__max_conns(w);
@@ -239,11 +265,14 @@ static void pt__run(void *arg)
         uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&w->loop);
+    uv_mutex_lock(&w->msg_lock);
+    w->ended = 1; /* msg_async is closed: later messages wait for the join */
+    uv_mutex_unlock(&w->msg_lock);
+    pt_lua_free(w->lua);
+    w->lua = NULL;
     pt__on_msg(&w->msg_async); /* frees what arrived too late */
     pt_accesslog_flush(&w->access_buf);
     pt_buf_free(&w->access_buf);
-    pt_lua_free(w->lua);
-    w->lua = NULL;
     pt_snapshot_release(w->snap);
     w->snap = NULL;
 }
@@ -264,6 +293,7 @@ void pt_worker_stop(pt_worker_t *w)
 void pt_worker_join(pt_worker_t *w)
 {
     uv_thread_join(&w->thread);
+    pt__on_msg(&w->msg_async); /* what other threads posted after the end */
     uv_mutex_destroy(&w->msg_lock);
     pt_metrics_free(&w->metrics);
 }

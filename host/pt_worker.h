@@ -21,12 +21,19 @@ typedef enum {
     PT_WORKER_LOAD = 0, /* path: load or reload a service file */
     PT_WORKER_UNLOAD,   /* path: remove the service of a file */
     PT_WORKER_SNAPSHOT, /* snap: serve with this config from now on */
+    PT_WORKER_CALL,     /* fn(w, arg) on the worker's loop: how other threads
+                           (AMQP, resolvers) hand results back to a request */
 } pt_worker_msg_type_t;
+
+struct pt_worker_s;
+typedef void (*pt_worker_fn)(struct pt_worker_s *w, void *arg);
 
 typedef struct pt_worker_msg_s {
     pt_worker_msg_type_t type;
     char *path;
     pt_snapshot_t *snap; /* a reference the worker takes over */
+    pt_worker_fn fn;
+    void *arg;
     struct pt_worker_msg_s *next;
 } pt_worker_msg_t;
 
@@ -43,6 +50,7 @@ typedef struct pt_worker_s {
     uv_async_t msg_async;
     uv_mutex_t msg_lock;
     pt_worker_msg_t *msg_head, *msg_tail;
+    int ended; /* the loop is gone (under msg_lock) */
     uv_timer_t drain_timer;
     uv_thread_t thread;
     uv_sem_t *started; /* posted once start_rc is known */
@@ -73,6 +81,15 @@ void pt_worker_stop(pt_worker_t *w);
 /* Queues a message for the worker (which frees it). Safe from any thread. */
 void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
                     pt_snapshot_t *snap);
+
+/* Runs fn(w, arg) on the worker's loop, in order with other messages. Safe
+ * from any thread. Returns 0, or -1 (out of memory: fn is not called). If
+ * the worker has ended, fn still runs once, on the joining thread, so arg is
+ * never leaked; fn must then only free it (w->lua is NULL). */
+int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg);
+
+/* The worker running on this thread, or NULL on any other thread. */
+pt_worker_t *pt_worker_self(void);
 
 /* Waits for the worker thread to end. */
 void pt_worker_join(pt_worker_t *w);
