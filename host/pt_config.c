@@ -1,6 +1,7 @@
 #include "pt_config.h"
 #include "pt_util.h"
 
+#include <amqp.h>
 #include <llhttp.h>
 #include <yaml.h>
 
@@ -223,9 +224,11 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     return 0;
 }
 
+static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg);
+
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"rest", "gateway", NULL};
+    static const char *const keys[] = {"rest", "gateway", "amqp", NULL};
     if (pt__check_keys(c, n, "channels", keys) != 0)
         return -1;
     yaml_node_t *lists[2] = {pt__get(c, n, "rest"), pt__get(c, n, "gateway")};
@@ -257,6 +260,9 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                     return pt__fail(c, item, "channel name '%s' is used twice", ch->name);
         }
     }
+    yaml_node_t *amqp = pt__get(c, n, "amqp");
+    if (amqp && !pt__is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0)
+        return -1;
     return 0;
 }
 
@@ -323,9 +329,277 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     return 0;
 }
 
+/* ---- AMQP: outgoing.amqp and channels.amqp ---- */
+
+#define PT__AMQP_DEFAULT_URL "amqp://guest:guest@127.0.0.1:5672/"
+
+static int pt__bool(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "True", "TRUE", NULL};
+    static const char *const no[] = {"false", "no", "off", "False", "FALSE", NULL};
+    const char *s = pt__scalar(n);
+    for (int i = 0; s && yes[i]; i++)
+        if (strcmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+    for (int i = 0; s && no[i]; i++)
+        if (strcmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    return pt__fail(c, n, "%s: expected true or false", what);
+}
+
+static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out)
+{
+    const char *s = pt__scalar(n);
+    char *end;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || *s == '\0' || *end != '\0' || v < lo || v > hi)
+        return pt__fail(c, n, "%s: expected a whole number from %ld to %ld", what, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+static void pt__endpoint_free(pt_amqp_endpoint_t *ep)
+{
+    free(ep->host);
+    free(ep->user);
+    free(ep->password);
+    free(ep->vhost);
+    free(ep->display);
+}
+
+static int pt__endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src)
+{
+    *dst = *src;
+    dst->host = strdup(src->host);
+    dst->user = strdup(src->user);
+    dst->password = strdup(src->password);
+    dst->vhost = strdup(src->vhost);
+    dst->display = strdup(src->display);
+    return dst->host && dst->user && dst->password && dst->vhost && dst->display ? 0 : -1;
+}
+
+/* url, url_env (its value wins when set and not empty) and heartbeat of n. */
+static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_amqp_endpoint_t *ep)
+{
+    char key[128], *url = NULL;
+    yaml_node_t *v, *at = n;
+    const char *src = PT__AMQP_DEFAULT_URL, *env_name = NULL;
+    if ((v = pt__get(c, n, "url"))) {
+        snprintf(key, sizeof key, "%s.url", what);
+        if (!pt__scalar(v) || pt__is_null(v))
+            return pt__fail(c, v, "%s: expected a URL such as %s", key, PT__AMQP_DEFAULT_URL);
+        src = pt__scalar(v);
+        at = v;
+    }
+    if ((v = pt__get(c, n, "url_env"))) {
+        snprintf(key, sizeof key, "%s.url_env", what);
+        if (!pt__scalar(v) || pt__is_null(v))
+            return pt__fail(c, v, "%s: expected the name of an environment variable", key);
+        const char *val = getenv(pt__scalar(v));
+        if (val && *val) {
+            src = val;
+            env_name = pt__scalar(v);
+            at = v;
+        }
+    }
+    if (!(url = strdup(src))) return pt__fail(c, n, "out of memory");
+    struct amqp_connection_info info;
+    if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || !info.host || !*info.host) {
+        free(url);
+        if (env_name)
+            return pt__fail(c, at,
+                            "%s.url_env: $%s is not an AMQP URL (amqp://user:pass@host:port/vhost)",
+                            what, env_name);
+        return pt__fail(c, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)", what);
+    }
+    if (info.ssl) {
+        free(url);
+        return pt__fail(c, at, "%s.url: amqps:// is not supported", what);
+    }
+    ep->host = strdup(info.host);
+    ep->port = info.port;
+    ep->user = strdup(info.user ? info.user : "guest");
+    ep->password = strdup(info.password ? info.password : "guest");
+    /* amqp://host/ names the empty vhost in the AMQP URI spec; every broker
+     * in practice means "/", which is what users expect. */
+    ep->vhost = strdup(info.vhost && *info.vhost ? info.vhost : "/");
+    free(url);
+    if (!ep->host || !ep->user || !ep->password || !ep->vhost)
+        return pt__fail(c, n, "out of memory");
+    char disp[512];
+    snprintf(disp, sizeof disp, "amqp://%s@%s:%d/%s", ep->user, ep->host, ep->port,
+             strcmp(ep->vhost, "/") == 0 ? "" : ep->vhost);
+    ep->display = strdup(disp);
+    ep->heartbeat = 30;
+    if ((v = pt__get(c, n, "heartbeat"))) {
+        uint64_t ms;
+        snprintf(key, sizeof key, "%s.heartbeat", what);
+        if (pt__duration(c, v, key, &ms) != 0) return -1;
+        if (ms > 3600 * 1000) return pt__fail(c, v, "%s: at most 1h", key);
+        ep->heartbeat = (int)((ms + 999) / 1000);
+    }
+    return ep->display ? 0 : pt__fail(c, n, "out of memory");
+}
+
+static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_out_cfg_t *o)
+{
+    static const char *const keys[] = {"name",     "url",       "url_env", "heartbeat",
+                                       "confirms", "pool_size", "timeout", NULL};
+    char what[64], key[96];
+    yaml_node_t *v;
+    snprintf(what, sizeof what, "outgoing.amqp[%zu]", idx);
+    if (pt__check_keys(c, n, what, keys) != 0) return -1;
+    o->line = (int)n->start_mark.line + 1;
+    o->confirms = 1;
+    o->pool_size = 1;
+    o->timeout_ms = 10000;
+    snprintf(key, sizeof key, "%s.name", what);
+    if (pt__string(c, pt__get(c, n, "name"), key, &o->name) != 0 ||
+        pt__endpoint(c, n, what, &o->ep) != 0)
+        return -1;
+    snprintf(key, sizeof key, "%s.confirms", what);
+    if ((v = pt__get(c, n, "confirms")) && pt__bool(c, v, key, &o->confirms) != 0) return -1;
+    snprintf(key, sizeof key, "%s.pool_size", what);
+    if ((v = pt__get(c, n, "pool_size")) && pt__int(c, v, key, 1, 64, &o->pool_size) != 0)
+        return -1;
+    snprintf(key, sizeof key, "%s.timeout", what);
+    if ((v = pt__get(c, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0) return -1;
+    if (o->timeout_ms < 1) return pt__fail(c, v, "%s: must be more than 0", key);
+    return 0;
+}
+
+static int pt__outgoing(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
+{
+    static const char *const keys[] = {"amqp", NULL};
+    if (pt__check_keys(c, n, "outgoing", keys) != 0) return -1;
+    yaml_node_t *list = pt__get(c, n, "amqp");
+    if (!list || pt__is_null(list)) return 0;
+    if (list->type != YAML_SEQUENCE_NODE)
+        return pt__fail(c, list, "outgoing.amqp: expected a list");
+    size_t len = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+    if (!(cfg->amqp_out = calloc(len ? len : 1, sizeof *cfg->amqp_out)))
+        return pt__fail(c, n, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = yaml_document_get_node(&c->doc, list->data.sequence.items.start[i]);
+        pt_amqp_out_cfg_t *o = &cfg->amqp_out[cfg->n_amqp_out++];
+        if (pt__amqp_out(c, item, i, o) != 0) return -1;
+        for (size_t j = 0; j + 1 < cfg->n_amqp_out; j++)
+            if (strcmp(cfg->amqp_out[j].name, o->name) == 0)
+                return pt__fail(c, item, "outgoing AMQP connection name '%s' is used twice",
+                                o->name);
+    }
+    return 0;
+}
+
+static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_config_t *cfg,
+                            pt_amqp_channel_cfg_t *a)
+{
+    static const char *const keys[] = {"name",        "connection", "url",         "url_env",
+                                       "heartbeat",   "queue",      "service",     "prefetch",
+                                       "concurrency", "on_error",   "data_format", NULL};
+    char what[64], key[96];
+    yaml_node_t *v;
+    snprintf(what, sizeof what, "channels.amqp[%zu]", idx);
+    if (pt__check_keys(c, n, what, keys) != 0) return -1;
+    a->channel.type = PT_CHANNEL_AMQP;
+    a->channel.line = (int)n->start_mark.line + 1;
+    a->prefetch = 10;
+    snprintf(key, sizeof key, "%s.name", what);
+    if (pt__string(c, pt__get(c, n, "name"), key, &a->channel.name) != 0) return -1;
+    snprintf(key, sizeof key, "%s.queue", what);
+    if (pt__string(c, pt__get(c, n, "queue"), key, &a->queue) != 0) return -1;
+    snprintf(key, sizeof key, "%s.service", what);
+    if (pt__string(c, pt__get(c, n, "service"), key, &a->channel.service) != 0) return -1;
+    if ((v = pt__get(c, n, "connection"))) {
+        const char *name = pt__scalar(v);
+        if (pt__get(c, n, "url") || pt__get(c, n, "url_env") || pt__get(c, n, "heartbeat"))
+            return pt__fail(c, v, "%s: give either connection or url/url_env/heartbeat", what);
+        const pt_amqp_out_cfg_t *o = NULL;
+        for (size_t i = 0; name && i < cfg->n_amqp_out; i++)
+            if (strcmp(cfg->amqp_out[i].name, name) == 0) o = &cfg->amqp_out[i];
+        if (!o)
+            return pt__fail(c, v, "%s.connection: no outgoing.amqp connection named '%s'", what,
+                            name ? name : "?");
+        if (pt__endpoint_copy(&a->ep, &o->ep) != 0) return pt__fail(c, v, "out of memory");
+    } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
+        return -1;
+    }
+    snprintf(key, sizeof key, "%s.prefetch", what);
+    if ((v = pt__get(c, n, "prefetch")) && pt__int(c, v, key, 1, 65535, &a->prefetch) != 0)
+        return -1;
+    a->concurrency = a->prefetch;
+    snprintf(key, sizeof key, "%s.concurrency", what);
+    if ((v = pt__get(c, n, "concurrency")) &&
+        pt__int(c, v, key, 1, a->prefetch, &a->concurrency) != 0)
+        return -1;
+    if ((v = pt__get(c, n, "on_error"))) {
+        const char *s = pt__scalar(v);
+        if (s && strcmp(s, "dead_letter") == 0)
+            a->requeue = 0;
+        else if (s && strcmp(s, "requeue") == 0)
+            a->requeue = 1;
+        else
+            return pt__fail(c, v, "%s.on_error: expected dead_letter or requeue", what);
+    }
+    yaml_node_t *df = pt__get(c, n, "data_format");
+    if (df && !pt__is_null(df)) {
+        snprintf(key, sizeof key, "%s.data_format", what);
+        if (pt__string(c, df, key, &a->channel.data_format) != 0) return -1;
+        if (strcmp(a->channel.data_format, "json") != 0)
+            return pt__fail(c, df, "%s: only \"json\" is supported", key);
+    } else if (!(a->channel.data_format = strdup("json"))) {
+        return pt__fail(c, n, "out of memory");
+    }
+    return 0;
+}
+
+static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
+{
+    if (list->type != YAML_SEQUENCE_NODE)
+        return pt__fail(c, list, "channels.amqp: expected a list");
+    size_t len = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+    if (!(cfg->amqp_channels = calloc(len ? len : 1, sizeof *cfg->amqp_channels)))
+        return pt__fail(c, list, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = yaml_document_get_node(&c->doc, list->data.sequence.items.start[i]);
+        pt_amqp_channel_cfg_t *a = &cfg->amqp_channels[cfg->n_amqp_channels++];
+        if (pt__amqp_channel(c, item, i, cfg, a) != 0) return -1;
+        int dup = 0;
+        for (size_t j = 0; j < cfg->n_channels; j++)
+            dup |= strcmp(cfg->channels[j].name, a->channel.name) == 0;
+        for (size_t j = 0; j + 1 < cfg->n_amqp_channels; j++)
+            dup |= strcmp(cfg->amqp_channels[j].channel.name, a->channel.name) == 0;
+        if (dup) return pt__fail(c, item, "channel name '%s' is used twice", a->channel.name);
+    }
+    return 0;
+}
+
+static void pt__amqp_free(pt_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_amqp_out; i++) {
+        free(cfg->amqp_out[i].name);
+        pt__endpoint_free(&cfg->amqp_out[i].ep);
+    }
+    free(cfg->amqp_out);
+    for (size_t i = 0; i < cfg->n_amqp_channels; i++) {
+        pt_amqp_channel_cfg_t *a = &cfg->amqp_channels[i];
+        free(a->channel.name);
+        free(a->channel.service);
+        free(a->channel.data_format);
+        free(a->queue);
+        pt__endpoint_free(&a->ep);
+    }
+    free(cfg->amqp_channels);
+}
+
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server", "log", "lua", "services", "channels", "admin", NULL};
+    static const char *const keys[] = {"server", "log",   "lua",      "services",
+                                       "channels", "admin", "outgoing", NULL};
     yaml_node_t *root = yaml_document_get_root_node(&c->doc);
     if (!root)
         return pt__fail(c, NULL, "the file is empty");
@@ -385,6 +659,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                                 "services.dirs: cannot read directory %s", abs);
         }
     }
+    if ((v = pt__get(c, root, "outgoing")) && !pt__is_null(v) && pt__outgoing(c, v, cfg) != 0)
+        return -1;
     if ((v = pt__get(c, root, "channels")) && !pt__is_null(v) && pt__channels(c, v, cfg) != 0)
         return -1;
     return 0;
@@ -469,6 +745,7 @@ void pt_config_free(pt_config_t *cfg)
         pt__free_list(ch->service_list, ch->n_service_list);
     }
     free(cfg->channels);
+    pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
     free(cfg->path);
     free(cfg->dir);

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { PT_CHANNEL_REST = 0, PT_CHANNEL_GATEWAY } pt_channel_type_t;
+typedef enum { PT_CHANNEL_REST = 0, PT_CHANNEL_GATEWAY, PT_CHANNEL_AMQP } pt_channel_type_t;
 
 typedef struct {
     char *name;
@@ -23,6 +23,37 @@ typedef struct {
     char *data_format;     /* "json" */
     int line;              /* where it was defined, for messages */
 } pt_channel_t;
+
+/* Where an AMQP connection goes, parsed from an amqp:// URL. */
+typedef struct {
+    char *host;
+    int port;
+    char *user;
+    char *password; /* never logged */
+    char *vhost;    /* "/" when the URL names none */
+    char *display;  /* amqp://user@host:port/vhost, for logs */
+    int heartbeat;  /* seconds; 0 = off */
+} pt_amqp_endpoint_t;
+
+/* outgoing.amqp[]: a broker connection that services publish through. */
+typedef struct {
+    char *name;
+    pt_amqp_endpoint_t ep;
+    int confirms;        /* wait for the broker's ack (default on) */
+    int pool_size;       /* connections, each with its own thread */
+    uint64_t timeout_ms; /* a send fails after this long without a confirm */
+    int line;
+} pt_amqp_out_cfg_t;
+
+/* channels.amqp[]: a queue whose deliveries run a service. */
+typedef struct {
+    pt_channel_t channel; /* name, service, data_format; type PT_CHANNEL_AMQP */
+    pt_amqp_endpoint_t ep;
+    char *queue;
+    int prefetch;    /* unacknowledged deliveries the broker may send */
+    int concurrency; /* deliveries being handled at once (<= prefetch) */
+    int requeue;     /* on a failed delivery: requeue instead of dead-lettering */
+} pt_amqp_channel_cfg_t;
 
 typedef struct {
     char *path; /* the config file */
@@ -46,6 +77,10 @@ typedef struct {
     size_t n_service_dirs;
     pt_channel_t *channels;
     size_t n_channels;
+    pt_amqp_out_cfg_t *amqp_out; /* outgoing.amqp */
+    size_t n_amqp_out;
+    pt_amqp_channel_cfg_t *amqp_channels; /* channels.amqp (not routed over HTTP) */
+    size_t n_amqp_channels;
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

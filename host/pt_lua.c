@@ -1,5 +1,6 @@
 #include "pt_lua.h"
 #include "pt_log.h"
+#include "pt_lua_amqp.h"
 #include "pt_util.h"
 #include "pt_watch.h"
 
@@ -80,6 +81,7 @@ static void pt__open_host(lua_State *L, int worker)
     lua_getfield(L, -1, "loaded");
     lua_newtable(L);
     luaL_register(L, NULL, fns);
+    pt_lua_amqp_register(L);
     lua_pushinteger(L, worker);
     lua_setfield(L, -2, "worker");
     lua_setfield(L, -2, "portico.host");
@@ -400,6 +402,11 @@ pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl)
     return t;
 }
 
+lua_State *pt_lua_running(pt_lua_t *pl)
+{
+    return pl->running ? pl->running->co : NULL;
+}
+
 lua_State *pt_lua_task_state(pt_lua_task_t *t)
 {
     return t->co;
@@ -460,6 +467,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     lua_pushstring(co, c->channel ? c->channel->name : "");
     lua_pushstring(co, !c->channel                          ? "internal"
                        : c->channel->type == PT_CHANNEL_REST ? "rest"
+                       : c->channel->type == PT_CHANNEL_AMQP ? "amqp"
                                                              : "gateway");
     if (c->username)
         lua_pushstring(co, c->username);
@@ -474,6 +482,8 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     } else {
         lua_pushnil(co);
     }
-    pt__run(t, 11);
+    if (c->push_extra)
+        c->push_extra(co, c->extra_ud);
+    pt__run(t, c->push_extra ? 12 : 11);
     return 0;
 }

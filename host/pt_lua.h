@@ -44,6 +44,10 @@ typedef struct {
     const char *username; /* NULL: anonymous */
     const pt_route_param_t *params;
     int n_params;
+    /* Optional: pushes one more argument for runtime.dispatch (the AMQP
+     * channels pass the delivery's properties this way). */
+    void (*push_extra)(lua_State *co, void *ud);
+    void *extra_ud;
 } pt_lua_call_t;
 
 /* The answer of a service. Valid only during the done callback. */
@@ -94,6 +98,11 @@ size_t pt_lua_tasks_waiting(const pt_lua_t *pl);
  * running request as waiting and returns its task; the primitive then returns
  * lua_yield(L, 0). Returns NULL when called outside a request. */
 pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl);
+
+/* The coroutine of the request running right now, or NULL. A waiting
+ * primitive checks it is called from there, not from a coroutine of the
+ * service's own, before it yields. */
+lua_State *pt_lua_running(pt_lua_t *pl);
 
 /* The coroutine of a task: push the primitive's results here, then resume. */
 lua_State *pt_lua_task_state(pt_lua_task_t *t);

@@ -1,6 +1,8 @@
 #include "pt_server.h"
 #include "pt_accesslog.h"
 #include "pt_admin.h"
+#include "pt_amqp.h"
+#include "pt_amqp_channel.h"
 #include "pt_log.h"
 
 #include <errno.h>
@@ -36,10 +38,52 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
             }
         }
     }
+    for (size_t i = 0; i < cfg->n_amqp_channels; i++) {
+        const pt_channel_t *ch = &cfg->amqp_channels[i].channel;
+        if (!pt_lua_has_service(vm, ch->service)) {
+            snprintf(err, errlen, "%s:%d: channel '%s' runs service '%s', which is not loaded",
+                     cfg->path, ch->line, ch->name, ch->service);
+            goto fail;
+        }
+    }
     return vm;
 fail:
     pt_lua_free(vm);
     return NULL;
+}
+
+/* Whether the AMQP connections or channels differ (they are set up once). */
+static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
+{
+    if (a->n_amqp_out != b->n_amqp_out || a->n_amqp_channels != b->n_amqp_channels)
+        return 1;
+    for (size_t i = 0; i < a->n_amqp_out; i++)
+        if (strcmp(a->amqp_out[i].name, b->amqp_out[i].name) != 0 ||
+            strcmp(a->amqp_out[i].ep.display, b->amqp_out[i].ep.display) != 0)
+            return 1;
+    for (size_t i = 0; i < a->n_amqp_channels; i++)
+        if (strcmp(a->amqp_channels[i].channel.name, b->amqp_channels[i].channel.name) != 0 ||
+            strcmp(a->amqp_channels[i].queue, b->amqp_channels[i].queue) != 0)
+            return 1;
+    return 0;
+}
+
+/* AMQP threads hand results to workers until the workers' loops have ended;
+ * they are stopped in between, before pt_worker_join takes a worker's
+ * message queue down. */
+static void pt__wait_workers_ended(pt_server_t *s)
+{
+    for (int i = 0; i < s->n_workers; i++) {
+        pt_worker_t *w = &s->workers[i];
+        for (;;) {
+            uv_mutex_lock(&w->msg_lock);
+            int ended = w->ended;
+            uv_mutex_unlock(&w->msg_lock);
+            if (ended)
+                break;
+            uv_sleep(10);
+        }
+    }
 }
 
 int pt_server_check(const char *config_path)
@@ -104,6 +148,8 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         strcmp(old->access_log, cfg->access_log) != 0)
         pt_log_warn("server.listen, server.workers, lua.path and log.access take effect after "
                     "a restart");
+    if (pt__amqp_changed(old, cfg))
+        pt_log_warn("outgoing.amqp and channels.amqp take effect after a restart");
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */
@@ -170,6 +216,8 @@ int pt_server_run(const char *config_path)
     int failed = 0, exit_code = 1;
     uv_sem_t started;
     struct sockaddr_storage addr;
+    pt_amqp_t *amqp = NULL;
+    pt_amqp_channels_t *amqp_channels = NULL;
 
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
         !(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
@@ -193,6 +241,12 @@ int pt_server_run(const char *config_path)
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
         pt_admin_start(&s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
+        goto done;
+    }
+    /* Before the workers, so services find their connections; a broker that
+     * is down does not stop the start. */
+    if (pt_amqp_start(cfg, &amqp) != 0) {
+        fprintf(stderr, "portico: cannot start the AMQP connection threads\n");
         goto done;
     }
     s.n_workers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
@@ -219,6 +273,10 @@ int pt_server_run(const char *config_path)
         }
     }
     s.n_workers = n_started;
+    if (!failed && pt_amqp_channels_start(cfg, s.workers, s.n_workers, &amqp_channels) != 0) {
+        fprintf(stderr, "portico: cannot start the AMQP channel threads\n");
+        failed = 1;
+    }
 
     if (!failed) {
         pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
@@ -244,9 +302,15 @@ int pt_server_run(const char *config_path)
                 pt_worker_stop(&s.workers[i]);
     }
     /* Drain: workers finish their requests; meanwhile the main loop only
-     * closes its own handles. */
+     * closes its own handles. AMQP channels take no new deliveries. */
+    pt_amqp_channels_quiesce(amqp_channels);
+    pt__wait_workers_ended(&s);
+    pt_amqp_channels_stop(amqp_channels);
+    pt_amqp_stop(amqp);
+    amqp = NULL;
     for (int i = 0; i < s.n_workers; i++)
         pt_worker_join(&s.workers[i]);
+    pt_amqp_channels_free(amqp_channels);
     uv_sem_destroy(&started);
     if (!failed) {
         pt_watch_stop(&s.watch);
@@ -258,6 +322,7 @@ int pt_server_run(const char *config_path)
     }
     free(s.workers);
 done:
+    pt_amqp_stop(amqp);
     pt_admin_stop(s.admin);
     uv_run(s.loop, UV_RUN_DEFAULT);
     uv_loop_close(s.loop);

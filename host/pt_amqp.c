@@ -1,0 +1,769 @@
+#include "pt_amqp.h"
+#include "pt_log.h"
+
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define PT__BACKOFF_MIN_MS 100
+#define PT__BACKOFF_MAX_MS 5000
+#define PT__CONNECT_TIMEOUT_MS 5000
+#define PT__CH_PUBLISH 1 /* publishes, in confirm mode when configured */
+#define PT__CH_CHECK 2   /* passive exchange checks: a refusal closes this one only */
+
+typedef struct pt__member_s {
+    pt_amqp_out_t *oc;
+    int index;
+    uv_thread_t thread;
+    int started;
+    int efd;
+    uv_mutex_t lock;
+    pt_amqp_job_t *q_head, *q_tail; /* submitted, not yet published (under lock) */
+    int stop;                       /* under lock */
+    atomic_int up;
+    /* Owned by the member's thread. */
+    amqp_connection_state_t conn;
+    pt_amqp_job_t *fl_head, *fl_tail; /* published, waiting for a confirm, by tag */
+    uint64_t next_tag;
+    char **exchanges; /* known to exist on this connection */
+    size_t n_exchanges;
+} pt__member_t;
+
+struct pt_amqp_out_s {
+    char *name;
+    pt_amqp_endpoint_t ep;
+    int confirms;
+    uint64_t timeout_ms;
+    pt__member_t *members;
+    int n_members;
+    atomic_uint rr;
+};
+
+struct pt_amqp_s {
+    pt_amqp_out_t *outs;
+    size_t n;
+};
+
+/* Set before the workers start and cleared after they ended, so workers
+ * read it without a lock. */
+static pt_amqp_t *pt__registry;
+
+/* ---- jobs ---- */
+
+pt_amqp_job_t *pt_amqp_job_new(void)
+{
+    pt_amqp_job_t *job = calloc(1, sizeof *job);
+    if (job) init_amqp_pool(&job->pool, 4096);
+    return job;
+}
+
+amqp_bytes_t pt_amqp_job_bytes(pt_amqp_job_t *job, const void *p, size_t n)
+{
+    amqp_bytes_t b = {0, NULL};
+    if (n == 0) return amqp_empty_bytes;
+    amqp_pool_alloc_bytes(&job->pool, n, &b);
+    if (b.bytes) memcpy(b.bytes, p, n);
+    return b;
+}
+
+void pt_amqp_job_free(pt_amqp_job_t *job)
+{
+    if (!job) return;
+    empty_amqp_pool(&job->pool);
+    free(job);
+}
+
+static void pt__complete(pt_amqp_job_t *job, const char *err)
+{
+    job->next = NULL;
+    if (err) {
+        job->failed = 1;
+        if (err != job->error) snprintf(job->error, sizeof job->error, "%s", err);
+    }
+    job->done(job);
+}
+
+static void pt__fail_list(pt_amqp_job_t *job, const char *err)
+{
+    while (job) {
+        pt_amqp_job_t *next = job->next;
+        pt__complete(job, err);
+        job = next;
+    }
+}
+
+/* ---- shared helpers ---- */
+
+uint64_t pt_amqp_now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+void pt_amqp_reply_error(amqp_rpc_reply_t r, char *err, size_t errlen)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        snprintf(err, errlen, "no error");
+        break;
+    case AMQP_RESPONSE_NONE:
+        snprintf(err, errlen, "no reply from the broker");
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(err, errlen, "%s", amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%u %.*s", m->reply_code, (int)m->reply_text.len,
+                     (const char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%u %.*s", m->reply_code, (int)m->reply_text.len,
+                     (const char *)m->reply_text.bytes);
+        } else {
+            snprintf(err, errlen, "unexpected %s from the broker", amqp_method_name(r.reply.id));
+        }
+        break;
+    }
+}
+
+void pt_amqp_answer_close(amqp_connection_state_t conn, amqp_channel_t ch, const amqp_method_t *m,
+                          char *err, size_t errlen)
+{
+    if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *c = m->decoded;
+        amqp_channel_close_ok_t ok = {0};
+        snprintf(err, errlen, "%u %.*s", c->reply_code, (int)c->reply_text.len,
+                 (const char *)c->reply_text.bytes);
+        amqp_send_method(conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    } else if (m->id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_t *c = m->decoded;
+        amqp_connection_close_ok_t ok = {0};
+        snprintf(err, errlen, "%u %.*s", c->reply_code, (int)c->reply_text.len,
+                 (const char *)c->reply_text.bytes);
+        amqp_send_method(conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+    } else {
+        snprintf(err, errlen, "unexpected %s from the broker", amqp_method_name(m->id));
+    }
+}
+
+amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t timeout_ms,
+                                        char *err, size_t errlen)
+{
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    char why[200];
+    amqp_connection_state_t conn = amqp_new_connection();
+    amqp_socket_t *sock = conn ? amqp_tcp_socket_new(conn) : NULL;
+    if (!sock) {
+        snprintf(err, errlen, "out of memory");
+        if (conn) amqp_destroy_connection(conn);
+        return NULL;
+    }
+    amqp_set_handshake_timeout(conn, &tv);
+    amqp_set_rpc_timeout(conn, &tv);
+    int rc = amqp_socket_open_noblock(sock, ep->host, ep->port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", ep->host, ep->port,
+                 amqp_error_string2(rc));
+        amqp_destroy_connection(conn);
+        return NULL;
+    }
+    amqp_rpc_reply_t r = amqp_login(conn, ep->vhost, 0, 131072, ep->heartbeat,
+                                    AMQP_SASL_METHOD_PLAIN, ep->user, ep->password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        pt_amqp_reply_error(r, why, sizeof why);
+        snprintf(err, errlen, "cannot log in to %s: %s", ep->display, why);
+        amqp_destroy_connection(conn);
+        return NULL;
+    }
+    amqp_channel_open(conn, 1);
+    r = amqp_get_rpc_reply(conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        pt_amqp_reply_error(r, why, sizeof why);
+        snprintf(err, errlen, "cannot open a channel on %s: %s", ep->display, why);
+        amqp_destroy_connection(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+void pt_amqp_disconnect(amqp_connection_state_t conn, int polite)
+{
+    if (!conn) return;
+    if (polite) amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    amqp_destroy_connection(conn);
+}
+
+int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms)
+{
+    int ready = 0;
+    struct pollfd p[2] = {{.fd = efd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+    if (conn) {
+        if (amqp_frames_enqueued(conn) || amqp_data_in_buffer(conn)) {
+            ready = 1;
+            timeout_ms = 0;
+        }
+        p[1].fd = amqp_get_sockfd(conn);
+    }
+    if (poll(p, 2, timeout_ms < 0 ? 0 : timeout_ms) > 0) {
+        if (p[0].revents) {
+            uint64_t v;
+            ssize_t n = read(efd, &v, sizeof v);
+            (void)n;
+            ready |= 2;
+        }
+        if (p[1].revents) ready |= 1;
+    }
+    return ready;
+}
+
+void pt_amqp_wake(int efd)
+{
+    uint64_t one = 1;
+    ssize_t n = write(efd, &one, sizeof one);
+    (void)n;
+}
+
+/* ---- a pooled connection's thread ---- */
+
+static pt_amqp_job_t *pt__take_queue(pt__member_t *m, int *stop)
+{
+    uv_mutex_lock(&m->lock);
+    pt_amqp_job_t *jobs = m->q_head;
+    m->q_head = m->q_tail = NULL;
+    if (stop) *stop = m->stop;
+    uv_mutex_unlock(&m->lock);
+    return jobs;
+}
+
+static void pt__fail_inflight(pt__member_t *m, const char *err)
+{
+    pt_amqp_job_t *jobs = m->fl_head;
+    m->fl_head = m->fl_tail = NULL;
+    pt__fail_list(jobs, err);
+}
+
+static void pt__forget_exchanges(pt__member_t *m)
+{
+    for (size_t i = 0; i < m->n_exchanges; i++)
+        free(m->exchanges[i]);
+    free(m->exchanges);
+    m->exchanges = NULL;
+    m->n_exchanges = 0;
+}
+
+static int pt__open(pt__member_t *m, char *err, size_t errlen)
+{
+    pt_amqp_out_t *oc = m->oc;
+    char why[200];
+    uint64_t t = oc->timeout_ms < PT__CONNECT_TIMEOUT_MS ? oc->timeout_ms : PT__CONNECT_TIMEOUT_MS;
+    if (!(m->conn = pt_amqp_connect(&oc->ep, t < 1000 ? 1000 : t, err, errlen))) return -1;
+    amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_NORMAL};
+    if (oc->confirms) {
+        amqp_confirm_select(m->conn, PT__CH_PUBLISH);
+        r = amqp_get_rpc_reply(m->conn);
+    }
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        amqp_channel_open(m->conn, PT__CH_CHECK);
+        r = amqp_get_rpc_reply(m->conn);
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        pt_amqp_reply_error(r, why, sizeof why);
+        snprintf(err, errlen, "cannot set up channels on %s: %s", oc->ep.display, why);
+        pt_amqp_disconnect(m->conn, 0);
+        m->conn = NULL;
+        return -1;
+    }
+    m->next_tag = 0;
+    return 0;
+}
+
+/* The connection is gone: everything waiting on it fails, since nobody can
+ * tell whether the broker kept an unconfirmed message. */
+static void pt__down(pt__member_t *m, const char *why)
+{
+    char msg[sizeof((pt_amqp_job_t *)0)->error];
+    atomic_store(&m->up, 0);
+    snprintf(msg, sizeof msg, "connection to the broker lost before it confirmed: %s", why);
+    pt__fail_inflight(m, msg);
+    snprintf(msg, sizeof msg, "connection to the broker lost: %s", why);
+    pt__fail_list(pt__take_queue(m, NULL), msg);
+    pt_amqp_disconnect(m->conn, 0);
+    m->conn = NULL;
+    pt__forget_exchanges(m);
+}
+
+/* Is the exchange there? 1 yes, 0 no (job_err says why), -1 the connection
+ * failed (err says why). A passive declare on a channel of its own, once
+ * per exchange and connection: publishing to a missing exchange would close
+ * the publishing channel and fail every unconfirmed message on it. */
+static int pt__exchange_check(pt__member_t *m, amqp_bytes_t ex, char *job_err, size_t job_errlen,
+                              char *err, size_t errlen)
+{
+    char why[200];
+    for (size_t i = 0; i < m->n_exchanges; i++)
+        if (strlen(m->exchanges[i]) == ex.len && memcmp(m->exchanges[i], ex.bytes, ex.len) == 0)
+            return 1;
+    amqp_exchange_declare(m->conn, PT__CH_CHECK, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0,
+                          amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(m->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        char **grown = realloc(m->exchanges, (m->n_exchanges + 1) * sizeof *grown);
+        char *copy = strndup(ex.bytes, ex.len);
+        if (grown) m->exchanges = grown;
+        if (grown && copy)
+            m->exchanges[m->n_exchanges++] = copy;
+        else
+            free(copy);
+        return 1;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        pt_amqp_answer_close(m->conn, PT__CH_CHECK, &r.reply, why, sizeof why);
+        snprintf(job_err, job_errlen, "the broker refused exchange '%.*s': %s", (int)ex.len,
+                 (const char *)ex.bytes, why);
+        amqp_channel_open(m->conn, PT__CH_CHECK);
+        r = amqp_get_rpc_reply(m->conn);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) return 0;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+        r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+        pt_amqp_answer_close(m->conn, 0, &r.reply, why, sizeof why);
+    else
+        pt_amqp_reply_error(r, why, sizeof why);
+    snprintf(err, errlen, "%s", why);
+    snprintf(job_err, job_errlen, "connection to the broker lost: %s", why);
+    return -1;
+}
+
+/* Publishes one job. Returns 0, or -1 when the connection failed (the job
+ * has been failed then, and err says why). */
+static int pt__publish(pt__member_t *m, pt_amqp_job_t *job, char *err, size_t errlen)
+{
+    char job_err[sizeof job->error];
+    if (job->exchange.len > 0) {
+        int rc = pt__exchange_check(m, job->exchange, job_err, sizeof job_err, err, errlen);
+        if (rc <= 0) {
+            pt__complete(job, job_err);
+            return rc;
+        }
+    }
+    int rc = amqp_basic_publish(m->conn, PT__CH_PUBLISH, job->exchange, job->routing_key, 1, 0,
+                                &job->props, job->body);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "cannot publish: %s", amqp_error_string2(rc));
+        pt__complete(job, err);
+        return -1;
+    }
+    if (!m->oc->confirms) {
+        pt__complete(job, NULL);
+        return 0;
+    }
+    job->tag = ++m->next_tag;
+    job->next = NULL;
+    if (m->fl_tail)
+        m->fl_tail->next = job;
+    else
+        m->fl_head = job;
+    m->fl_tail = job;
+    return 0;
+}
+
+/* Basic.Ack / Basic.Nack for tag (and every earlier one when multiple). */
+static void pt__confirm(pt__member_t *m, uint64_t tag, int multiple, const char *nack)
+{
+    pt_amqp_job_t *prev = NULL, *job = m->fl_head;
+    while (job && job->tag <= tag) {
+        pt_amqp_job_t *next = job->next;
+        if (multiple || job->tag == tag) {
+            if (prev)
+                prev->next = next;
+            else
+                m->fl_head = next;
+            if (m->fl_tail == job) m->fl_tail = prev;
+            pt__complete(job, nack ? nack : job->returned ? job->error : NULL);
+            if (!multiple) return;
+        } else {
+            prev = job;
+        }
+        job = next;
+    }
+}
+
+/* A Basic.Return names no delivery tag. RabbitMQ sends it before the ack of
+ * the same message, so it belongs to the oldest unconfirmed message with
+ * that exchange, routing key and body not returned yet. */
+static void pt__returned(pt__member_t *m, const char *ex, size_t exlen, const char *rk,
+                         size_t rklen, amqp_bytes_t body, const char *text)
+{
+    for (pt_amqp_job_t *job = m->fl_head; job; job = job->next) {
+        if (job->returned || job->exchange.len != exlen || job->routing_key.len != rklen ||
+            job->body.len != body.len || memcmp(job->exchange.bytes, ex, exlen) != 0 ||
+            memcmp(job->routing_key.bytes, rk, rklen) != 0 ||
+            (body.len && memcmp(job->body.bytes, body.bytes, body.len) != 0))
+            continue;
+        job->returned = 1;
+        snprintf(job->error, sizeof job->error, "%s", text);
+        return;
+    }
+    if (!m->oc->confirms) pt_log_warn("AMQP '%s': %s", m->oc->name, text);
+}
+
+static int pt__on_method(pt__member_t *m, amqp_frame_t *f, char *err, size_t errlen)
+{
+    pt_amqp_out_t *oc = m->oc;
+    char why[200];
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *a = f->payload.method.decoded;
+        pt__confirm(m, a->delivery_tag, a->multiple, NULL);
+        return 0;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *a = f->payload.method.decoded;
+        pt__confirm(m, a->delivery_tag, a->multiple,
+                    "the broker did not accept the message (nack)");
+        return 0;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_basic_return_t *r = f->payload.method.decoded;
+        char text[256], ex[256], rk[256];
+        size_t exlen = r->exchange.len < sizeof ex ? r->exchange.len : sizeof ex - 1;
+        size_t rklen = r->routing_key.len < sizeof rk ? r->routing_key.len : sizeof rk - 1;
+        memcpy(ex, r->exchange.bytes, exlen);
+        memcpy(rk, r->routing_key.bytes, rklen);
+        snprintf(text, sizeof text,
+                 "the broker returned the message: %u %.*s (exchange '%.*s', routing key '%.*s')",
+                 r->reply_code, (int)r->reply_text.len, (const char *)r->reply_text.bytes,
+                 (int)exlen, ex, (int)rklen, rk);
+        amqp_message_t msg;
+        amqp_rpc_reply_t rr = amqp_read_message(m->conn, f->channel, &msg, 0);
+        if (rr.reply_type != AMQP_RESPONSE_NORMAL) {
+            pt_amqp_reply_error(rr, err, errlen);
+            return -1;
+        }
+        pt__returned(m, ex, exlen, rk, rklen, msg.body, text);
+        amqp_destroy_message(&msg);
+        return 0;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_rpc_reply_t r;
+        pt_amqp_answer_close(m->conn, f->channel, &f->payload.method, why, sizeof why);
+        pt_log_warn("AMQP '%s': the broker closed channel %u: %s", oc->name, f->channel, why);
+        if (f->channel == PT__CH_PUBLISH) {
+            char msg[PT_AMQP_ERRLEN];
+            snprintf(msg, sizeof msg, "the broker closed the channel: %s", why);
+            pt__fail_inflight(m, msg);
+            pt__forget_exchanges(m);
+            m->next_tag = 0;
+        }
+        amqp_channel_open(m->conn, f->channel);
+        r = amqp_get_rpc_reply(m->conn);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL && oc->confirms && f->channel == PT__CH_PUBLISH) {
+            amqp_confirm_select(m->conn, PT__CH_PUBLISH);
+            r = amqp_get_rpc_reply(m->conn);
+        }
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            pt_amqp_reply_error(r, why, sizeof why);
+            snprintf(err, errlen, "cannot reopen channel %u: %s", f->channel, why);
+            return -1;
+        }
+        return 0;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD:
+        pt_amqp_answer_close(m->conn, 0, &f->payload.method, why, sizeof why);
+        snprintf(err, errlen, "the broker closed the connection: %s", why);
+        return -1;
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        pt_log_warn("AMQP '%s': the broker blocks publishing (resource alarm)", oc->name);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Reads every frame there is, without waiting. The tiny time-out (not 0)
+ * lets rabbitmq-c notice missed heartbeats; it also sends ours when due. */
+static int pt__read(pt__member_t *m, char *err, size_t errlen)
+{
+    for (;;) {
+        amqp_frame_t f;
+        struct timeval tick = {0, 1};
+        amqp_maybe_release_buffers(m->conn);
+        int rc = amqp_simple_wait_frame_noblock(m->conn, &f, &tick);
+        if (rc == AMQP_STATUS_TIMEOUT) return 0;
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "%s", amqp_error_string2(rc));
+            return -1;
+        }
+        if (f.frame_type == AMQP_FRAME_METHOD && pt__on_method(m, &f, err, errlen) != 0) return -1;
+    }
+}
+
+static int pt__poll_timeout(pt__member_t *m)
+{
+    int t = 1000, hb = amqp_get_heartbeat(m->conn);
+    if (hb > 0 && hb * 500 < t) t = hb * 500;
+    if (m->fl_head) {
+        uint64_t now = pt_amqp_now_ms();
+        uint64_t d = m->fl_head->deadline_ms > now ? m->fl_head->deadline_ms - now : 0;
+        if (d < (uint64_t)t) t = (int)d;
+    }
+    return t;
+}
+
+/* One round on a live connection: publish what was submitted, wait for
+ * input, read it, expire old confirms. -1 when the connection failed. */
+static int pt__step(pt__member_t *m, char *err, size_t errlen)
+{
+    int stop;
+    pt_amqp_job_t *jobs = pt__take_queue(m, &stop);
+    while (jobs) {
+        pt_amqp_job_t *next = jobs->next;
+        jobs->next = NULL;
+        if (pt__publish(m, jobs, err, errlen) != 0) {
+            char msg[PT_AMQP_ERRLEN];
+            snprintf(msg, sizeof msg, "connection to the broker lost: %s", err);
+            pt__fail_list(next, msg);
+            return -1;
+        }
+        jobs = next;
+    }
+    if (stop) return 0;
+    pt_amqp_wait(m->conn, m->efd, pt__poll_timeout(m));
+    if (pt__read(m, err, errlen) != 0) return -1;
+    uint64_t now = pt_amqp_now_ms();
+    while (m->fl_head && m->fl_head->deadline_ms <= now) {
+        pt_amqp_job_t *job = m->fl_head;
+        char msg[128];
+        if (!(m->fl_head = job->next)) m->fl_tail = NULL;
+        snprintf(msg, sizeof msg, "time-out: no confirm from the broker within %llu ms",
+                 (unsigned long long)m->oc->timeout_ms);
+        pt__complete(job, msg);
+    }
+    return 0;
+}
+
+/* Waits ms before the next attempt; what is submitted meanwhile fails at
+ * once. Returns non-zero when asked to stop. */
+static int pt__backoff(pt__member_t *m, int ms, const char *why)
+{
+    char msg[PT_AMQP_ERRLEN];
+    int stop = 0;
+    uint64_t until = pt_amqp_now_ms() + (uint64_t)ms;
+    snprintf(msg, sizeof msg, "no connection to the broker: %s", why);
+    for (;;) {
+        pt__fail_list(pt__take_queue(m, &stop), msg);
+        uint64_t now = pt_amqp_now_ms();
+        if (stop || now >= until) return stop;
+        pt_amqp_wait(NULL, m->efd, (int)(until - now));
+    }
+}
+
+static void pt__member_main(void *arg)
+{
+    pt__member_t *m = arg;
+    pt_amqp_out_t *oc = m->oc;
+    char err[320];
+    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop = 0;
+    for (;;) {
+        uv_mutex_lock(&m->lock);
+        stop = m->stop;
+        uv_mutex_unlock(&m->lock);
+        if (stop) break;
+        if (!m->conn) {
+            if (pt__open(m, err, sizeof err) != 0) {
+                pt_log(failures++ == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
+                       "AMQP '%s' [%d]: %s; retrying in the background", oc->name, m->index + 1,
+                       err);
+                if (pt__backoff(m, backoff, err)) break;
+                backoff = backoff * 2 > PT__BACKOFF_MAX_MS ? PT__BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            pt_log_info("AMQP '%s' [%d]: connected to %s%s", oc->name, m->index + 1, oc->ep.display,
+                        oc->confirms ? " (publisher confirms)" : "");
+            failures = 0;
+            backoff = PT__BACKOFF_MIN_MS;
+            atomic_store(&m->up, 1);
+        }
+        if (pt__step(m, err, sizeof err) != 0) {
+            pt_log_warn("AMQP '%s' [%d]: connection lost: %s; reconnecting", oc->name, m->index + 1,
+                        err);
+            pt__down(m, err);
+            failures = 1;
+        }
+    }
+    atomic_store(&m->up, 0);
+    pt__fail_list(pt__take_queue(m, NULL), "portico is shutting down");
+    pt__fail_inflight(m, "portico is shutting down before the broker confirmed");
+    pt_amqp_disconnect(m->conn, 1);
+    m->conn = NULL;
+    pt__forget_exchanges(m);
+}
+
+/* ---- the pools ---- */
+
+pt_amqp_out_t *pt_amqp_find(const char *name)
+{
+    pt_amqp_t *a = pt__registry;
+    for (size_t i = 0; a && i < a->n; i++)
+        if (strcmp(a->outs[i].name, name) == 0) return &a->outs[i];
+    return NULL;
+}
+
+const char *pt_amqp_name(const pt_amqp_out_t *oc)
+{
+    return oc->name;
+}
+
+int pt_amqp_available(pt_amqp_out_t *oc)
+{
+    for (int i = 0; i < oc->n_members; i++)
+        if (atomic_load(&oc->members[i].up)) return 1;
+    return 0;
+}
+
+void pt_amqp_submit(pt_amqp_out_t *oc, pt_amqp_job_t *job)
+{
+    unsigned start = atomic_fetch_add(&oc->rr, 1);
+    pt__member_t *m = &oc->members[start % (unsigned)oc->n_members];
+    for (int i = 0; i < oc->n_members; i++) {
+        pt__member_t *c = &oc->members[(start + (unsigned)i) % (unsigned)oc->n_members];
+        if (atomic_load(&c->up)) {
+            m = c;
+            break;
+        }
+    }
+    job->next = NULL;
+    uv_mutex_lock(&m->lock);
+    if (m->stop) {
+        uv_mutex_unlock(&m->lock);
+        pt__complete(job, "portico is shutting down");
+        return;
+    }
+    /* Set under the lock, so deadlines grow with the queue order. */
+    job->deadline_ms = pt_amqp_now_ms() + oc->timeout_ms;
+    int was_empty = m->q_head == NULL;
+    if (m->q_tail)
+        m->q_tail->next = job;
+    else
+        m->q_head = job;
+    m->q_tail = job;
+    uv_mutex_unlock(&m->lock);
+    if (was_empty) pt_amqp_wake(m->efd);
+}
+
+static char *pt__dup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void pt__free(pt_amqp_t *a)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        pt_amqp_out_t *oc = &a->outs[i];
+        for (int j = 0; oc->members && j < oc->n_members; j++) {
+            pt__member_t *m = &oc->members[j];
+            if (m->efd >= 0) close(m->efd);
+            uv_mutex_destroy(&m->lock);
+        }
+        free(oc->members);
+        free(oc->name);
+        free(oc->ep.host);
+        free(oc->ep.user);
+        free(oc->ep.password);
+        free(oc->ep.vhost);
+        free(oc->ep.display);
+    }
+    free(a->outs);
+    free(a);
+}
+
+void pt_amqp_stop(pt_amqp_t *a)
+{
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++)
+        for (int j = 0; j < a->outs[i].n_members; j++) {
+            pt__member_t *m = &a->outs[i].members[j];
+            uv_mutex_lock(&m->lock);
+            m->stop = 1;
+            uv_mutex_unlock(&m->lock);
+            pt_amqp_wake(m->efd);
+        }
+    for (size_t i = 0; i < a->n; i++)
+        for (int j = 0; j < a->outs[i].n_members; j++)
+            if (a->outs[i].members[j].started) uv_thread_join(&a->outs[i].members[j].thread);
+    if (pt__registry == a) pt__registry = NULL;
+    pt__free(a);
+}
+
+int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
+{
+    *out = NULL;
+    if (cfg->n_amqp_out == 0) return 0;
+    pt_amqp_t *a = calloc(1, sizeof *a);
+    if (!a || !(a->outs = calloc(cfg->n_amqp_out, sizeof *a->outs))) {
+        free(a);
+        return -1;
+    }
+    int ok = 1;
+    for (size_t i = 0; i < cfg->n_amqp_out; i++, a->n++) {
+        const pt_amqp_out_cfg_t *c = &cfg->amqp_out[i];
+        pt_amqp_out_t *oc = &a->outs[i];
+        oc->name = pt__dup(c->name);
+        oc->ep = c->ep;
+        oc->ep.host = pt__dup(c->ep.host);
+        oc->ep.user = pt__dup(c->ep.user);
+        oc->ep.password = pt__dup(c->ep.password);
+        oc->ep.vhost = pt__dup(c->ep.vhost);
+        oc->ep.display = pt__dup(c->ep.display);
+        oc->confirms = c->confirms;
+        oc->timeout_ms = c->timeout_ms;
+        oc->members = calloc((size_t)c->pool_size, sizeof *oc->members);
+        if (!oc->name || !oc->ep.host || !oc->ep.user || !oc->ep.password || !oc->ep.vhost ||
+            !oc->ep.display || !oc->members) {
+            ok = 0;
+            a->n++;
+            break;
+        }
+        for (int j = 0; j < c->pool_size; j++, oc->n_members++) {
+            pt__member_t *m = &oc->members[j];
+            m->oc = oc;
+            m->index = j;
+            uv_mutex_init(&m->lock);
+            if ((m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+                ok = 0;
+                oc->n_members++;
+                break;
+            }
+        }
+        if (!ok) {
+            a->n++;
+            break;
+        }
+    }
+    if (!ok) {
+        pt__free(a);
+        return -1;
+    }
+    pt__registry = a;
+    for (size_t i = 0; i < a->n; i++)
+        for (int j = 0; j < a->outs[i].n_members; j++) {
+            pt__member_t *m = &a->outs[i].members[j];
+            if (uv_thread_create(&m->thread, pt__member_main, m) != 0) {
+                pt_amqp_stop(a);
+                return -1;
+            }
+            m->started = 1;
+        }
+    *out = a;
+    return 0;
+}

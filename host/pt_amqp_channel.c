@@ -1,0 +1,712 @@
+#include "pt_amqp_channel.h"
+#include "pt_amqp.h"
+#include "pt_log.h"
+#include "pt_lua.h"
+#include "pt_util.h"
+
+#include <amqp_framing.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define PT__BACKOFF_MIN_MS 100
+#define PT__BACKOFF_MAX_MS 5000
+#define PT__CONNECT_TIMEOUT_MS 5000
+
+typedef struct pt__consumer_s pt__consumer_t;
+
+typedef struct pt__delivery_s {
+    pt__consumer_t *c;
+    uint64_t gen; /* the connection it came on: tags mean nothing on another */
+    uint64_t tag;
+    amqp_envelope_t env; /* read-only while a worker has it */
+    char cid[65];
+    /* The answer, written by the worker before it hands the delivery back. */
+    int status; /* 0: not handled (the worker was gone) */
+    char *resp;
+    size_t resp_len;
+    char *resp_ctype;
+    struct pt__delivery_s *next;                /* pending or answered list */
+    struct pt__delivery_s *all_prev, *all_next; /* handed to a worker (under lock) */
+} pt__delivery_t;
+
+struct pt__consumer_s {
+    pt_amqp_channels_t *owner;
+    pt_channel_t channel; /* name, service, type PT_CHANNEL_AMQP, for dispatch */
+    pt_amqp_endpoint_t ep;
+    char *queue;
+    int prefetch, concurrency, requeue;
+    uv_thread_t thread;
+    int started;
+    int efd;
+    uv_mutex_t lock;
+    pt__delivery_t *done_head, *done_tail; /* answered by workers (under lock) */
+    pt__delivery_t *all;                   /* out with workers (under lock) */
+    int stop, quiesce;                     /* under lock */
+    /* Owned by the thread. */
+    amqp_connection_state_t conn;
+    uint64_t gen;
+    pt__delivery_t *pend_head, *pend_tail; /* received, not handed out yet */
+    int inflight;
+    unsigned rr;
+};
+
+struct pt_amqp_channels_s {
+    pt__consumer_t *consumers;
+    size_t n;
+    pt_worker_t *workers;
+    int n_workers;
+};
+
+static void pt__delivery_free(pt__delivery_t *d)
+{
+    amqp_destroy_envelope(&d->env);
+    free(d->resp);
+    free(d->resp_ctype);
+    free(d);
+}
+
+/* ---- on a worker ---- */
+
+static void pt__push_bytes(lua_State *L, amqp_bytes_t b)
+{
+    lua_pushlstring(L, b.len ? (const char *)b.bytes : "", b.len);
+}
+
+static void pt__push_table(lua_State *L, const amqp_table_t *t);
+
+static void pt__push_field(lua_State *L, const amqp_field_value_t *v)
+{
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_BOOLEAN:
+        lua_pushboolean(L, v->value.boolean);
+        break;
+    case AMQP_FIELD_KIND_I8:
+        lua_pushnumber(L, v->value.i8);
+        break;
+    case AMQP_FIELD_KIND_U8:
+        lua_pushnumber(L, v->value.u8);
+        break;
+    case AMQP_FIELD_KIND_I16:
+        lua_pushnumber(L, v->value.i16);
+        break;
+    case AMQP_FIELD_KIND_U16:
+        lua_pushnumber(L, v->value.u16);
+        break;
+    case AMQP_FIELD_KIND_I32:
+        lua_pushnumber(L, v->value.i32);
+        break;
+    case AMQP_FIELD_KIND_U32:
+        lua_pushnumber(L, v->value.u32);
+        break;
+    case AMQP_FIELD_KIND_I64:
+        lua_pushnumber(L, (double)v->value.i64);
+        break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        lua_pushnumber(L, (double)v->value.u64);
+        break;
+    case AMQP_FIELD_KIND_F32:
+        lua_pushnumber(L, v->value.f32);
+        break;
+    case AMQP_FIELD_KIND_F64:
+        lua_pushnumber(L, v->value.f64);
+        break;
+    case AMQP_FIELD_KIND_DECIMAL: {
+        double d = v->value.decimal.value;
+        for (int i = 0; i < v->value.decimal.decimals; i++)
+            d /= 10;
+        lua_pushnumber(L, d);
+        break;
+    }
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        pt__push_bytes(L, v->value.bytes);
+        break;
+    case AMQP_FIELD_KIND_ARRAY:
+        lua_createtable(L, v->value.array.num_entries, 0);
+        for (int i = 0; i < v->value.array.num_entries; i++) {
+            pt__push_field(L, &v->value.array.entries[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        break;
+    case AMQP_FIELD_KIND_TABLE:
+        pt__push_table(L, &v->value.table);
+        break;
+    default:
+        lua_pushnil(L);
+        break;
+    }
+}
+
+static void pt__push_table(lua_State *L, const amqp_table_t *t)
+{
+    lua_createtable(L, 0, t->num_entries);
+    for (int i = 0; i < t->num_entries; i++) {
+        pt__push_bytes(L, t->entries[i].key);
+        pt__push_field(L, &t->entries[i].value);
+        lua_rawset(L, -3);
+    }
+}
+
+/* The 12th argument of runtime.dispatch: self.request.amqp. */
+static void pt__push_amqp(lua_State *L, void *ud)
+{
+    pt__delivery_t *d = ud;
+    const amqp_envelope_t *e = &d->env;
+    const amqp_basic_properties_t *p = &e->message.properties;
+    lua_createtable(L, 0, 20);
+    pt__push_bytes(L, e->exchange);
+    lua_setfield(L, -2, "exchange");
+    pt__push_bytes(L, e->routing_key);
+    lua_setfield(L, -2, "routing_key");
+    lua_pushstring(L, d->c->queue);
+    lua_setfield(L, -2, "queue");
+    lua_pushboolean(L, e->redelivered);
+    lua_setfield(L, -2, "redelivered");
+    lua_pushnumber(L, (double)e->delivery_tag);
+    lua_setfield(L, -2, "delivery_tag");
+    static const struct {
+        const char *key;
+        size_t off;
+        amqp_flags_t flag;
+    } strings[] = {
+        {"content_type", offsetof(amqp_basic_properties_t, content_type),
+         AMQP_BASIC_CONTENT_TYPE_FLAG},
+        {"content_encoding", offsetof(amqp_basic_properties_t, content_encoding),
+         AMQP_BASIC_CONTENT_ENCODING_FLAG},
+        {"correlation_id", offsetof(amqp_basic_properties_t, correlation_id),
+         AMQP_BASIC_CORRELATION_ID_FLAG},
+        {"reply_to", offsetof(amqp_basic_properties_t, reply_to), AMQP_BASIC_REPLY_TO_FLAG},
+        {"expiration", offsetof(amqp_basic_properties_t, expiration), AMQP_BASIC_EXPIRATION_FLAG},
+        {"message_id", offsetof(amqp_basic_properties_t, message_id), AMQP_BASIC_MESSAGE_ID_FLAG},
+        {"type", offsetof(amqp_basic_properties_t, type), AMQP_BASIC_TYPE_FLAG},
+        {"user_id", offsetof(amqp_basic_properties_t, user_id), AMQP_BASIC_USER_ID_FLAG},
+        {"app_id", offsetof(amqp_basic_properties_t, app_id), AMQP_BASIC_APP_ID_FLAG},
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        if (p->_flags & strings[i].flag) {
+            pt__push_bytes(L, *(const amqp_bytes_t *)((const char *)p + strings[i].off));
+            lua_setfield(L, -2, strings[i].key);
+        }
+    if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) {
+        lua_pushboolean(L, p->delivery_mode == 2);
+        lua_setfield(L, -2, "persistent");
+    }
+    if (p->_flags & AMQP_BASIC_PRIORITY_FLAG) {
+        lua_pushnumber(L, p->priority);
+        lua_setfield(L, -2, "priority");
+    }
+    if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
+        lua_pushnumber(L, (double)p->timestamp);
+        lua_setfield(L, -2, "timestamp");
+    }
+    if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
+        pt__push_table(L, &p->headers);
+    else
+        lua_newtable(L);
+    lua_setfield(L, -2, "headers");
+}
+
+static void pt__answer(pt__delivery_t *d)
+{
+    pt__consumer_t *c = d->c;
+    d->next = NULL;
+    uv_mutex_lock(&c->lock);
+    if (c->done_tail)
+        c->done_tail->next = d;
+    else
+        c->done_head = d;
+    c->done_tail = d;
+    uv_mutex_unlock(&c->lock);
+    pt_amqp_wake(c->efd);
+}
+
+static void pt__on_done(void *ud, const pt_lua_result_t *res)
+{
+    pt__delivery_t *d = ud;
+    d->status = res->status;
+    if ((d->resp = malloc(res->body_len + 1))) {
+        memcpy(d->resp, res->body, res->body_len);
+        d->resp_len = res->body_len;
+    }
+    d->resp_ctype = res->content_type ? strdup(res->content_type) : NULL;
+    pt__answer(d);
+}
+
+/* Headers whose values are text or numbers also go into
+ * self.request.http.headers, so a service reads them the same way from
+ * every channel. */
+static void pt__on_worker(pt_worker_t *w, void *arg)
+{
+    pt__delivery_t *d = arg;
+    pt__consumer_t *c = d->c;
+    if (!w->lua) {
+        pt__answer(d); /* status 0: requeued */
+        return;
+    }
+    if (!pt_lua_has_service(w->lua, c->channel.service)) {
+        /* Removed since the start: a failure, not a "not found" to ack. */
+        static const char msg[] = "{\"error\":{\"status\":503,\"message\":\"service not loaded\"}}";
+        pt_log_error("AMQP channel '%s': service '%s' is not loaded", c->channel.name,
+                     c->channel.service);
+        d->status = 503;
+        if ((d->resp = strdup(msg))) d->resp_len = sizeof msg - 1;
+        d->resp_ctype = strdup("application/json");
+        pt__answer(d);
+        return;
+    }
+    const amqp_table_t *h = &d->env.message.properties.headers;
+    int n = (d->env.message.properties._flags & AMQP_BASIC_HEADERS_FLAG) ? h->num_entries : 0;
+    pt_lua_header_t *hdrs = n ? calloc((size_t)n, sizeof *hdrs) : NULL;
+    char(*nums)[32] = n ? calloc((size_t)n, sizeof *nums) : NULL;
+    size_t nh = 0;
+    for (int i = 0; hdrs && nums && i < n; i++) {
+        const amqp_table_entry_t *e = &h->entries[i];
+        pt_lua_header_t *o = &hdrs[nh];
+        o->name = e->key.bytes;
+        o->name_len = e->key.len;
+        switch (e->value.kind) {
+        case AMQP_FIELD_KIND_UTF8:
+        case AMQP_FIELD_KIND_BYTES:
+            o->value = e->value.value.bytes.bytes ? e->value.value.bytes.bytes : "";
+            o->value_len = e->value.value.bytes.len;
+            break;
+        case AMQP_FIELD_KIND_I8:
+            snprintf(nums[i], 32, "%d", e->value.value.i8);
+            goto num;
+        case AMQP_FIELD_KIND_U8:
+            snprintf(nums[i], 32, "%u", e->value.value.u8);
+            goto num;
+        case AMQP_FIELD_KIND_I16:
+            snprintf(nums[i], 32, "%d", e->value.value.i16);
+            goto num;
+        case AMQP_FIELD_KIND_U16:
+            snprintf(nums[i], 32, "%u", e->value.value.u16);
+            goto num;
+        case AMQP_FIELD_KIND_I32:
+            snprintf(nums[i], 32, "%" PRId32, e->value.value.i32);
+            goto num;
+        case AMQP_FIELD_KIND_U32:
+            snprintf(nums[i], 32, "%" PRIu32, e->value.value.u32);
+            goto num;
+        case AMQP_FIELD_KIND_I64:
+            snprintf(nums[i], 32, "%" PRId64, e->value.value.i64);
+            goto num;
+        case AMQP_FIELD_KIND_U64:
+            snprintf(nums[i], 32, "%" PRIu64, e->value.value.u64);
+            goto num;
+        case AMQP_FIELD_KIND_BOOLEAN:
+            snprintf(nums[i], 32, "%s", e->value.value.boolean ? "true" : "false");
+        num:
+            o->value = nums[i];
+            o->value_len = strlen(nums[i]);
+            break;
+        default:
+            continue;
+        }
+        nh++;
+    }
+    amqp_bytes_t body = d->env.message.body;
+    pt_lua_call_t call = {
+        .service = c->channel.service,
+        .cid = d->cid,
+        .method = "POST",
+        .path = c->queue,
+        .path_len = strlen(c->queue),
+        .query = "",
+        .query_len = 0,
+        .headers = hdrs,
+        .n_headers = nh,
+        .body = body.len ? body.bytes : "",
+        .body_len = body.len,
+        .channel = &c->channel,
+        .push_extra = pt__push_amqp,
+        .extra_ud = d,
+    };
+    if (pt_lua_dispatch(w->lua, &call, pt__on_done, d) != 0) pt__answer(d);
+    free(hdrs);
+    free(nums);
+}
+
+/* ---- the consumer's thread ---- */
+
+static int pt__consumer_open(pt__consumer_t *c, char *err, size_t errlen)
+{
+    char why[200];
+    if (!(c->conn = pt_amqp_connect(&c->ep, PT__CONNECT_TIMEOUT_MS, err, errlen))) return -1;
+    amqp_basic_qos(c->conn, 1, 0, (uint16_t)c->prefetch, 0);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        amqp_basic_consume(c->conn, 1, amqp_cstring_bytes(c->queue), amqp_empty_bytes, 0, 0, 0,
+                           amqp_empty_table);
+        r = amqp_get_rpc_reply(c->conn);
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        pt_amqp_reply_error(r, why, sizeof why);
+        snprintf(err, errlen, "cannot consume from queue '%s' on %s: %s", c->queue, c->ep.display,
+                 why);
+        pt_amqp_disconnect(c->conn, r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+                                        r.reply.id == AMQP_CHANNEL_CLOSE_METHOD);
+        c->conn = NULL;
+        return -1;
+    }
+    c->gen++;
+    c->inflight = 0;
+    return 0;
+}
+
+static void pt__drop_pending(pt__consumer_t *c)
+{
+    while (c->pend_head) {
+        pt__delivery_t *d = c->pend_head;
+        c->pend_head = d->next;
+        pt__delivery_free(d);
+    }
+    c->pend_tail = NULL;
+}
+
+static void pt__unlink_all(pt__consumer_t *c, pt__delivery_t *d)
+{
+    uv_mutex_lock(&c->lock);
+    if (d->all_prev)
+        d->all_prev->all_next = d->all_next;
+    else if (c->all == d)
+        c->all = d->all_next;
+    if (d->all_next) d->all_next->all_prev = d->all_prev;
+    d->all_prev = d->all_next = NULL;
+    uv_mutex_unlock(&c->lock);
+}
+
+/* The reply to reply_to, on the default exchange, with the request's
+ * correlation_id and the service's status in the x-portico-status header. */
+static int pt__reply(pt__consumer_t *c, pt__delivery_t *d)
+{
+    const amqp_basic_properties_t *in = &d->env.message.properties;
+    amqp_basic_properties_t p = {0};
+    amqp_table_entry_t status = {.key = amqp_cstring_bytes("x-portico-status")};
+    status.value.kind = AMQP_FIELD_KIND_I32;
+    status.value.value.i32 = d->status;
+    p._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    p.headers.num_entries = 1;
+    p.headers.entries = &status;
+    p.delivery_mode = 1;
+    if (in->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = in->correlation_id;
+    }
+    if (d->resp_ctype) {
+        p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        p.content_type = amqp_cstring_bytes(d->resp_ctype);
+    }
+    amqp_bytes_t body = {d->resp ? d->resp_len : 0, d->resp};
+    return amqp_basic_publish(c->conn, 1, amqp_empty_bytes, in->reply_to, 0, 0, &p, body);
+}
+
+/* Acks or rejects one answered delivery. -1 when the connection failed. */
+static int pt__settle(pt__consumer_t *c, pt__delivery_t *d)
+{
+    int rc = AMQP_STATUS_OK;
+    int has_reply = (d->env.message.properties._flags & AMQP_BASIC_REPLY_TO_FLAG) &&
+                    d->env.message.properties.reply_to.len > 0;
+    c->inflight--;
+    if (d->status == 0) {
+        rc = amqp_basic_reject(c->conn, 1, d->tag, 1);
+    } else if (d->status == 400 || d->status >= 500) {
+        pt_log(PT_LOG_WARN, "AMQP channel '%s': delivery %" PRIu64 " failed with status %d; %s",
+               c->channel.name, d->tag, d->status,
+               c->requeue ? "requeued" : "rejected to the dead-letter exchange");
+        if (has_reply && !c->requeue) rc = pt__reply(c, d);
+        if (rc == AMQP_STATUS_OK) rc = amqp_basic_reject(c->conn, 1, d->tag, c->requeue);
+    } else {
+        if (has_reply) rc = pt__reply(c, d);
+        if (rc == AMQP_STATUS_OK) rc = amqp_basic_ack(c->conn, 1, d->tag, 0);
+    }
+    return rc == AMQP_STATUS_OK ? 0 : -1;
+}
+
+/* Settles every answer that came back. Answers of an older connection are
+ * dropped: the broker has requeued those deliveries already. */
+static int pt__settle_answers(pt__consumer_t *c, char *err, size_t errlen)
+{
+    uv_mutex_lock(&c->lock);
+    pt__delivery_t *d = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    uv_mutex_unlock(&c->lock);
+    int rc = 0;
+    while (d) {
+        pt__delivery_t *next = d->next;
+        pt__unlink_all(c, d);
+        if (rc == 0 && c->conn && d->gen == c->gen && pt__settle(c, d) != 0) {
+            snprintf(err, errlen, "cannot acknowledge: the connection failed");
+            rc = -1;
+        }
+        pt__delivery_free(d);
+        d = next;
+    }
+    return rc;
+}
+
+static int pt__receive(pt__consumer_t *c, char *err, size_t errlen)
+{
+    for (;;) {
+        amqp_envelope_t env;
+        struct timeval tick = {0, 1};
+        amqp_maybe_release_buffers(c->conn);
+        amqp_rpc_reply_t r = amqp_consume_message(c->conn, &env, &tick, 0);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            pt__delivery_t *d = calloc(1, sizeof *d);
+            if (!d) {
+                amqp_destroy_envelope(&env);
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            d->c = c;
+            d->gen = c->gen;
+            d->tag = env.delivery_tag;
+            d->env = env;
+            const amqp_basic_properties_t *p = &env.message.properties;
+            if ((p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+                pt_cid_valid(p->correlation_id.bytes, p->correlation_id.len))
+                snprintf(d->cid, sizeof d->cid, "%.*s", (int)p->correlation_id.len,
+                         (const char *)p->correlation_id.bytes);
+            else
+                pt_cid_new(d->cid);
+            if (c->pend_tail)
+                c->pend_tail->next = d;
+            else
+                c->pend_head = d;
+            c->pend_tail = d;
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
+            return 0;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            if (amqp_simple_wait_frame(c->conn, &f) != AMQP_STATUS_OK) {
+                snprintf(err, errlen, "connection failed");
+                return -1;
+            }
+            if (f.frame_type != AMQP_FRAME_METHOD) continue;
+            switch (f.payload.method.id) {
+            case AMQP_CHANNEL_CLOSE_METHOD:
+            case AMQP_CONNECTION_CLOSE_METHOD: {
+                char why[200];
+                pt_amqp_answer_close(c->conn, f.channel, &f.payload.method, why, sizeof why);
+                snprintf(err, errlen, "the broker closed the %s: %s",
+                         f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ? "channel"
+                                                                          : "connection",
+                         why);
+                return -1;
+            }
+            case AMQP_BASIC_CANCEL_METHOD:
+                snprintf(err, errlen, "the broker cancelled the consumer (queue deleted?)");
+                return -1;
+            default:
+                continue; /* basic.ack of a reply and the like */
+            }
+        }
+        pt_amqp_reply_error(r, err, errlen);
+        return -1;
+    }
+}
+
+static void pt__dispatch(pt__consumer_t *c)
+{
+    pt_amqp_channels_t *chs = c->owner;
+    while (c->pend_head && c->inflight < c->concurrency) {
+        pt__delivery_t *d = c->pend_head;
+        pt_worker_t *w = &chs->workers[c->rr++ % (unsigned)chs->n_workers];
+        uv_mutex_lock(&c->lock);
+        d->all_prev = NULL;
+        d->all_next = c->all;
+        if (c->all) c->all->all_prev = d;
+        c->all = d;
+        uv_mutex_unlock(&c->lock);
+        if (!(c->pend_head = d->next)) c->pend_tail = NULL;
+        d->next = NULL;
+        c->inflight++;
+        if (pt_worker_call(w, pt__on_worker, d) != 0) pt__answer(d); /* not handled: requeued */
+    }
+}
+
+static void pt__down(pt__consumer_t *c)
+{
+    pt__drop_pending(c);
+    pt_amqp_disconnect(c->conn, 0);
+    c->conn = NULL;
+    c->inflight = 0;
+}
+
+static void pt__consumer_main(void *arg)
+{
+    pt__consumer_t *c = arg;
+    char err[320];
+    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop, quiesce;
+    for (;;) {
+        uv_mutex_lock(&c->lock);
+        stop = c->stop;
+        quiesce = c->quiesce;
+        uv_mutex_unlock(&c->lock);
+        if (stop) break;
+        if (!c->conn) {
+            pt__settle_answers(c, err, sizeof err); /* stale ones: freed */
+            if (quiesce) {
+                pt_amqp_wait(NULL, c->efd, 1000);
+                continue;
+            }
+            if (pt__consumer_open(c, err, sizeof err) != 0) {
+                pt_log(failures++ == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
+                       "AMQP channel '%s': %s; retrying in the background", c->channel.name, err);
+                pt_amqp_wait(NULL, c->efd, backoff);
+                backoff = backoff * 2 > PT__BACKOFF_MAX_MS ? PT__BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            pt_log_info("AMQP channel '%s': consuming queue '%s' on %s (prefetch %d)",
+                        c->channel.name, c->queue, c->ep.display, c->prefetch);
+            failures = 0;
+            backoff = PT__BACKOFF_MIN_MS;
+        }
+        int hb = amqp_get_heartbeat(c->conn);
+        if (pt__settle_answers(c, err, sizeof err) != 0 || pt__receive(c, err, sizeof err) != 0) {
+            pt_log_warn("AMQP channel '%s': connection lost: %s; reconnecting", c->channel.name,
+                        err);
+            pt__down(c);
+            failures = 1;
+            continue;
+        }
+        if (!quiesce) pt__dispatch(c);
+        pt_amqp_wait(c->conn, c->efd, hb > 0 && hb * 500 < 1000 ? hb * 500 : 1000);
+    }
+    /* Stopping: ack what came back; the rest is requeued when we close. */
+    if (c->conn && pt__settle_answers(c, err, sizeof err) == 0) {
+        pt__drop_pending(c);
+        pt_amqp_disconnect(c->conn, 1);
+    } else {
+        pt__drop_pending(c);
+        pt_amqp_disconnect(c->conn, 0);
+    }
+    c->conn = NULL;
+}
+
+/* ---- the set ---- */
+
+static void pt__set_flag(pt_amqp_channels_t *chs, int stop)
+{
+    for (size_t i = 0; chs && i < chs->n; i++) {
+        pt__consumer_t *c = &chs->consumers[i];
+        uv_mutex_lock(&c->lock);
+        if (stop)
+            c->stop = 1;
+        else
+            c->quiesce = 1;
+        uv_mutex_unlock(&c->lock);
+        pt_amqp_wake(c->efd);
+    }
+}
+
+void pt_amqp_channels_quiesce(pt_amqp_channels_t *chs)
+{
+    pt__set_flag(chs, 0);
+}
+
+void pt_amqp_channels_stop(pt_amqp_channels_t *chs)
+{
+    pt__set_flag(chs, 1);
+    for (size_t i = 0; chs && i < chs->n; i++)
+        if (chs->consumers[i].started) {
+            uv_thread_join(&chs->consumers[i].thread);
+            chs->consumers[i].started = 0;
+        }
+}
+
+void pt_amqp_channels_free(pt_amqp_channels_t *chs)
+{
+    if (!chs) return;
+    pt_amqp_channels_stop(chs);
+    for (size_t i = 0; i < chs->n; i++) {
+        pt__consumer_t *c = &chs->consumers[i];
+        /* Answered deliveries are on both lists; free through "all". */
+        for (pt__delivery_t *d = c->done_head, *next; d; d = next) {
+            next = d->next;
+            if (!d->all_prev && c->all != d) pt__delivery_free(d);
+        }
+        for (pt__delivery_t *d = c->all, *next; d; d = next) {
+            next = d->all_next;
+            pt__delivery_free(d);
+        }
+        pt__drop_pending(c);
+        if (c->efd >= 0) close(c->efd);
+        uv_mutex_destroy(&c->lock);
+        free(c->channel.name);
+        free(c->channel.service);
+        free(c->queue);
+        free(c->ep.host);
+        free(c->ep.user);
+        free(c->ep.password);
+        free(c->ep.vhost);
+        free(c->ep.display);
+    }
+    free(chs->consumers);
+    free(chs);
+}
+
+int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_workers,
+                           pt_amqp_channels_t **out)
+{
+    *out = NULL;
+    if (cfg->n_amqp_channels == 0 || n_workers < 1) return 0;
+    pt_amqp_channels_t *chs = calloc(1, sizeof *chs);
+    if (!chs || !(chs->consumers = calloc(cfg->n_amqp_channels, sizeof *chs->consumers))) {
+        free(chs);
+        return -1;
+    }
+    chs->workers = workers;
+    chs->n_workers = n_workers;
+    int ok = 1;
+    for (size_t i = 0; i < cfg->n_amqp_channels; i++) {
+        const pt_amqp_channel_cfg_t *a = &cfg->amqp_channels[i];
+        pt__consumer_t *c = &chs->consumers[chs->n++];
+        c->owner = chs;
+        uv_mutex_init(&c->lock);
+        c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        c->channel.type = PT_CHANNEL_AMQP;
+        c->channel.name = strdup(a->channel.name);
+        c->channel.service = strdup(a->channel.service);
+        c->channel.line = a->channel.line;
+        c->queue = strdup(a->queue);
+        c->ep = a->ep;
+        c->ep.host = strdup(a->ep.host);
+        c->ep.user = strdup(a->ep.user);
+        c->ep.password = strdup(a->ep.password);
+        c->ep.vhost = strdup(a->ep.vhost);
+        c->ep.display = strdup(a->ep.display);
+        c->prefetch = a->prefetch;
+        c->concurrency = a->concurrency;
+        c->requeue = a->requeue;
+        if (c->efd < 0 || !c->channel.name || !c->channel.service || !c->queue || !c->ep.host ||
+            !c->ep.user || !c->ep.password || !c->ep.vhost || !c->ep.display)
+            ok = 0;
+    }
+    for (size_t i = 0; ok && i < chs->n; i++) {
+        pt__consumer_t *c = &chs->consumers[i];
+        if (uv_thread_create(&c->thread, pt__consumer_main, c) != 0)
+            ok = 0;
+        else
+            c->started = 1;
+    }
+    if (!ok) {
+        pt_amqp_channels_free(chs);
+        return -1;
+    }
+    *out = chs;
+    return 0;
+}
