@@ -645,7 +645,12 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
         free(p);
     }
     if ((v = pt__get(c, root, "services"))) {
-        static const char *const svc_keys[] = {"dirs", NULL};
+        static const char *const svc_keys[] = {"dirs", "watch_interval", NULL};
+        yaml_node_t *wi = pt__get(c, v, "watch_interval");
+        if (wi && pt__duration(c, wi, "services.watch_interval", &cfg->watch_interval_ms) != 0)
+            return -1;
+        if (cfg->watch_interval_ms < 10 || cfg->watch_interval_ms > 60000)
+            return pt__fail(c, wi, "services.watch_interval: from 10ms to 60s");
         if (pt__check_keys(c, v, "services", svc_keys) != 0 ||
             pt__string_list(c, pt__get(c, v, "dirs"), "services.dirs", &cfg->service_dirs,
                             &cfg->n_service_dirs) != 0)
@@ -693,6 +698,7 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     cfg->drain_timeout_ms = 30000;
     cfg->log_level = PT_LOG_INFO;
     cfg->access_log = strdup("off");
+    cfg->watch_interval_ms = 200;
     cfg->lua_path = strdup(PT_LUA_DIR);
 
     if (!(f = fopen(path, "rb"))) {

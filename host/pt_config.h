@@ -75,6 +75,7 @@ typedef struct {
     char *lua_path;
     char **service_dirs;
     size_t n_service_dirs;
+    uint64_t watch_interval_ms; /* how often the service dirs are scanned */
     pt_channel_t *channels;
     size_t n_channels;
     pt_amqp_out_cfg_t *amqp_out; /* outgoing.amqp */

@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,21 +105,63 @@ static pt__svc_t *pt__find_path(pt_lua_t *pl, const char *path)
     return NULL;
 }
 
-/* Calls runtime[fn](path) under pcall; leaves one result on the stack. */
-static int pt__runtime_call(pt_lua_t *pl, const char *fn, const char *path)
+/* Calls runtime[fn](path[, source]) under pcall; leaves one result on the stack. */
+static int pt__runtime_call(pt_lua_t *pl, const char *fn, const char *path, const char *source,
+                            size_t source_len)
 {
     lua_State *L = pl->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, pl->runtime_ref);
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     lua_pushstring(L, path);
-    return lua_pcall(L, 1, 1, 0);
+    if (source)
+        lua_pushlstring(L, source, source_len);
+    return lua_pcall(L, source ? 2 : 1, 1, 0);
 }
 
-int pt_lua_load_file(pt_lua_t *pl, const char *path, char *err, size_t errlen)
+int pt_lua_read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    pt_buf_t b = {0};
+    char chunk[8192];
+    size_t n;
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (pt_buf_append(&b, chunk, n) != 0)
+            break;
+    int failed = ferror(f) || (!feof(f));
+    fclose(f);
+    if (failed || !b.data) {
+        if (!failed && !b.data) { /* an empty file */
+            *out = strdup("");
+            *len = 0;
+            return *out ? 0 : -1;
+        }
+        pt_buf_free(&b);
+        snprintf(err, errlen, "%s: cannot read", path);
+        return -1;
+    }
+    *out = b.data;
+    *len = b.len;
+    return 0;
+}
+
+int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t source_len,
+                     char *err, size_t errlen)
 {
     lua_State *L = pl->L;
-    if (pt__runtime_call(pl, "load", path) != 0) {
+    char *own = NULL;
+    if (!source) {
+        if (pt_lua_read_file(path, &own, &source_len, err, errlen) != 0)
+            return -1;
+        source = own;
+    }
+    int rc = pt__runtime_call(pl, "load", path, source, source_len);
+    free(own);
+    if (rc != 0) {
         snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : path);
         lua_pop(L, 1);
         return -1;
@@ -149,7 +192,7 @@ int pt_lua_unload_file(pt_lua_t *pl, const char *path)
     pt__svc_t *svc = pt__find_path(pl, path);
     if (!svc)
         return -1;
-    if (pt__runtime_call(pl, "unload", path) != 0)
+    if (pt__runtime_call(pl, "unload", path, NULL, 0) != 0)
         pt_log_error("unloading %s: %s", path, lua_tostring(pl->L, -1));
     lua_pop(pl->L, 1);
     free(svc->path);
@@ -167,7 +210,7 @@ static int pt__load_services(pt_lua_t *pl, const pt_config_t *cfg, char *err, si
     }
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < files.n; i++)
-        rc = pt_lua_load_file(pl, files.files[i].path, err, errlen);
+        rc = pt_lua_load_file(pl, files.files[i].path, NULL, 0, err, errlen);
     pt_watch_list_free(&files);
     return rc;
 }

@@ -70,11 +70,18 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
 /* Closes the VM. No task may be in flight. */
 void pt_lua_free(pt_lua_t *pl);
 
-/* Loads (or reloads) one service file through runtime.load. The previous
- * version of that file keeps serving unless this returns 0; requests already
- * running finish on the version they started with. Returns 0, or -1 with
+/* Loads (or reloads) one service file through runtime.load. source is the
+ * file's text as already read (so a worker compiles exactly what the main
+ * thread checked), or NULL to read path now. The previous version of that
+ * file keeps serving unless this returns 0; requests already running finish
+ * on the version they started with. Returns 0, or -1 with
  * "file:line: message" in err. */
-int pt_lua_load_file(pt_lua_t *pl, const char *path, char *err, size_t errlen);
+int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t source_len,
+                     char *err, size_t errlen);
+
+/* Reads a whole file into *out (malloc, NUL-terminated). Returns 0, or -1
+ * with a message in err. */
+int pt_lua_read_file(const char *path, char **out, size_t *len, char *err, size_t errlen);
 
 /* Removes the service a file registered (runtime.unload). Returns 0, or -1
  * when that file is not loaded. */

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PT__WATCH_INTERVAL_MS 200
-
 /* Builds the VM a worker would build for snap and checks the channels'
  * references against it. */
 static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errlen)
@@ -122,13 +120,19 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         }
         return;
     }
-    if (pt_lua_load_file(s->ref_vm, path, err, sizeof err) != 0) {
+    char *source = NULL;
+    size_t len = 0;
+    if (pt_lua_read_file(path, &source, &len, err, sizeof err) != 0 ||
+        pt_lua_load_file(s->ref_vm, path, source, len, err, sizeof err) != 0) {
+        free(source);
         s->reload_failures++;
         pt_log_error("service file refused, the previous version keeps serving: %s", err);
         return;
     }
     s->reloads++;
-    pt__broadcast(s, PT_WORKER_LOAD, path);
+    for (int i = 0; i < s->n_workers; i++)
+        pt_worker_post_source(&s->workers[i], path, source, len);
+    free(source);
     pt_log_info("service file loaded: %s", path);
 }
 
@@ -280,7 +284,7 @@ int pt_server_run(const char *config_path)
 
     if (!failed) {
         pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
-                       PT__WATCH_INTERVAL_MS, pt__on_file, &s);
+                       cfg->watch_interval_ms, pt__on_file, &s);
         uv_signal_init(s.loop, &s.sigterm);
         uv_signal_init(s.loop, &s.sigint);
         uv_signal_init(s.loop, &s.sighup);

@@ -119,7 +119,8 @@ static void pt__on_msg(uv_async_t *a)
         char err[1024];
         switch (m->type) {
         case PT_WORKER_LOAD:
-            if (w->lua && pt_lua_load_file(w->lua, m->path, err, sizeof err) != 0)
+            if (w->lua && pt_lua_load_file(w->lua, m->path, m->source, m->source_len, err,
+                                           sizeof err) != 0)
                 pt_log_error("service reload failed, the previous version keeps serving: %s", err);
             break;
         case PT_WORKER_UNLOAD:
@@ -141,6 +142,7 @@ static void pt__on_msg(uv_async_t *a)
         }
         }
         free(m->path);
+        free(m->source);
         free(m);
         m = next;
     }
@@ -154,11 +156,21 @@ pt_worker_t *pt_worker_self(void)
 }
 
 static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
-                    pt_snapshot_t *snap, pt_worker_fn fn, void *arg)
+                    pt_snapshot_t *snap, pt_worker_fn fn, void *arg, const char *source,
+                    size_t source_len)
 {
     pt_worker_msg_t *m = calloc(1, sizeof *m);
     if (!m)
         return -1;
+    if (source) {
+        if (!(m->source = malloc(source_len + 1))) {
+            free(m);
+            return -1;
+        }
+        memcpy(m->source, source, source_len);
+        m->source[source_len] = '\0';
+        m->source_len = source_len;
+    }
     m->type = type;
     m->path = path ? strdup(path) : NULL;
     m->snap = snap;
@@ -179,12 +191,17 @@ static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
 void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
                     pt_snapshot_t *snap)
 {
-    pt__post(w, type, path, snap, NULL, NULL);
+    pt__post(w, type, path, snap, NULL, NULL, NULL, 0);
+}
+
+void pt_worker_post_source(pt_worker_t *w, const char *path, const char *source, size_t len)
+{
+    pt__post(w, PT_WORKER_LOAD, path, NULL, NULL, NULL, source, len);
 }
 
 int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg)
 {
-    return pt__post(w, PT_WORKER_CALL, NULL, NULL, fn, arg);
+    return pt__post(w, PT_WORKER_CALL, NULL, NULL, fn, arg, NULL, 0);
 }
 
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)

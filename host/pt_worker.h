@@ -18,7 +18,7 @@ typedef struct pt_conn_s pt_conn_t;
 
 /* What the main thread tells a worker. Messages are handled in order. */
 typedef enum {
-    PT_WORKER_LOAD = 0, /* path: load or reload a service file */
+    PT_WORKER_LOAD = 0, /* path, source: load or reload a service file */
     PT_WORKER_UNLOAD,   /* path: remove the service of a file */
     PT_WORKER_SNAPSHOT, /* snap: serve with this config from now on */
     PT_WORKER_CALL,     /* fn(w, arg) on the worker's loop: how other threads
@@ -31,6 +31,8 @@ typedef void (*pt_worker_fn)(struct pt_worker_s *w, void *arg);
 typedef struct pt_worker_msg_s {
     pt_worker_msg_type_t type;
     char *path;
+    char *source; /* PT_WORKER_LOAD: the text the main thread checked */
+    size_t source_len;
     pt_snapshot_t *snap; /* a reference the worker takes over */
     pt_worker_fn fn;
     void *arg;
@@ -81,6 +83,10 @@ void pt_worker_stop(pt_worker_t *w);
 /* Queues a message for the worker (which frees it). Safe from any thread. */
 void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
                     pt_snapshot_t *snap);
+
+/* Queues PT_WORKER_LOAD of path with the text the main thread checked
+ * (copied). Safe from any thread. */
+void pt_worker_post_source(pt_worker_t *w, const char *path, const char *source, size_t len);
 
 /* Runs fn(w, arg) on the worker's loop, in order with other messages. Safe
  * from any thread. Returns 0, or -1 (out of memory: fn is not called). If

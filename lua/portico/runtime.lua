@@ -1,7 +1,7 @@
 -- portico.runtime: the registry of loaded services and the entry point the
 -- host calls for every request (see docs/contract.md).
 --
---   runtime.load(path) -> name        compile, check and register a service file
+--   runtime.load(path[, source]) -> name   compile, check and register a service file
 --   runtime.unload(path) -> name|nil  forget the service a file registered
 --   runtime.dispatch(service, cid, method, path, query_string, headers, body,
 --                    channel_name, channel_type, username, params, gateway, amqp)
@@ -55,8 +55,15 @@ local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return 
 
 -- ---- loading ----
 
-function M.load(path)
-  local chunk, err = loadfile(path)
+-- source: the file's text when the host has read it already (so every worker
+-- compiles exactly what was checked); otherwise the file is read here.
+function M.load(path, source)
+  local chunk, err
+  if source then
+    chunk, err = loadstring(source, "@" .. path)
+  else
+    chunk, err = loadfile(path)
+  end
   if not chunk then error(err, 0) end
   local ok, svc = pcall(chunk)
   if not ok then error(path .. ": " .. tostring(svc), 0) end
