@@ -18,6 +18,7 @@ typedef struct {
 } pt__write_t;
 
 static void pt__dispatch(pt_conn_t *c);
+static void pt__read_off(pt_conn_t *c);
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra);
 
 static const char *pt__reason(int status)
@@ -81,6 +82,7 @@ void pt_http_close(pt_conn_t *c)
     if (c->closing)
         return;
     c->closing = 1;
+    c->reading = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, pt__on_handle_closed);
@@ -107,7 +109,7 @@ static void pt__on_timer(uv_timer_t *t)
         break;
     case PT_CONN_HEAD:
     case PT_CONN_BODY:
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        pt__read_off(c);
         c->state = PT_CONN_HANDLE;
         c->close_after = 1;
         if (!c->cid[0])
@@ -298,6 +300,26 @@ static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* Reading stays on while a request is handled: bytes of the next pipelined
+ * request are kept in c->pending, so a keep-alive request costs no epoll_ctl.
+ * Reading stops only when pending grows past this. */
+#define PT__PENDING_MAX (256 * 1024)
+
+static int pt__read_on(pt_conn_t *c)
+{
+    if (c->reading)
+        return 0;
+    c->reading = 1;
+    return uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read);
+}
+
+static void pt__read_off(pt_conn_t *c)
+{
+    if (c->reading)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
 /* Parses data. from_pending: data lies in c->pending at pending_off. */
 static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pending)
 {
@@ -307,7 +329,6 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
             c->pending.len = c->pending_off = 0;
         return;
     }
-    uv_read_stop((uv_stream_t *)&c->tcp);
     if (err == HPE_PAUSED) {
         size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
         if (from_pending) {
@@ -319,6 +340,7 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
         pt__dispatch(c);
         return;
     }
+    pt__read_off(c);
     uv_timer_stop(&c->timer);
     int status = c->error_status ? c->error_status : 400;
     const char *msg = status == 413   ? "the request body is larger than the limit"
@@ -341,6 +363,12 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pt_conn_t *c = s->data;
     if (nread < 0) {
+        if (nread == UV_EOF && c->state == PT_CONN_HANDLE) {
+            /* The client sent its request and shut its side: answer, then close. */
+            pt__read_off(c);
+            c->close_after = 1;
+            return;
+        }
         pt_http_close(c);
         return;
     }
@@ -348,6 +376,14 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
+    if (c->state == PT_CONN_HANDLE) {
+        if (c->pending_off == c->pending.len)
+            c->pending.len = c->pending_off = 0;
+        pt_buf_append(&c->pending, buf->base, (size_t)nread);
+        if (c->pending.len - c->pending_off > PT__PENDING_MAX)
+            pt__read_off(c);
+        return;
+    }
     if (c->state == PT_CONN_BODY)
         pt__timer(c, c->w->cfg->body_timeout_ms);
     pt__feed(c, buf->base, (size_t)nread, 0);
@@ -367,7 +403,7 @@ static void pt__on_shutdown(uv_shutdown_t *req, int status)
     }
     c->state = PT_CONN_LINGER;
     pt__timer(c, PT__LINGER_MS);
-    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+    if (pt__read_on(c) != 0)
         pt_http_close(c);
 }
 
@@ -383,7 +419,7 @@ static void pt__next_request(pt_conn_t *c)
     }
     if (c->state == PT_CONN_WAIT)
         pt__timer(c, c->w->cfg->idle_timeout_ms);
-    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+    if (pt__read_on(c) != 0)
         pt_http_close(c);
 }
 
@@ -636,6 +672,6 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
     c->parser.data = c;
     c->state = PT_CONN_WAIT;
     pt__timer(c, w->cfg->header_timeout_ms);
-    if (uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read) != 0)
+    if (pt__read_on(c) != 0)
         pt_http_close(c);
 }

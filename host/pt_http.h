@@ -35,6 +35,7 @@ struct pt_conn_s {
     pt_conn_state_t state;
     unsigned served;        /* requests answered on this connection */
     int closing;            /* uv_close called */
+    int reading;            /* uv_read_start is in effect */
     int in_service;         /* a service holds this request (done callback pending) */
     int dead;               /* handles closed while in_service: freed by the callback */
     int close_after;        /* close once the current response is written */
