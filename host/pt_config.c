@@ -144,6 +144,57 @@ static char *pt__resolve(const char *dir, const char *p)
     return strdup(buf);
 }
 
+/* The settings only a WebSocket channel has. */
+static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
+{
+    char key[96];
+    yaml_node_t *v;
+    snprintf(key, sizeof key, "%s.service", what);
+    if (pt__string(c, pt__get(c, n, "service"), key, &ch->service) != 0)
+        return -1;
+    if ((v = pt__get(c, n, "service_list"))) {
+        snprintf(key, sizeof key, "%s.service_list", what);
+        if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0)
+            return -1;
+    }
+    ch->ws_ping_interval_ms = 30000;
+    ch->ws_missed_pings = 2;
+    ch->ws_max_message = 1024 * 1024;
+    ch->ws_idle_timeout_ms = 0;
+    struct {
+        const char *key;
+        uint64_t *out;
+        int is_duration;
+    } fields[] = {{"ping_interval", &ch->ws_ping_interval_ms, 1},
+                  {"max_message_size", &ch->ws_max_message, 0},
+                  {"idle_timeout", &ch->ws_idle_timeout_ms, 1}};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (!(v = pt__get(c, n, fields[i].key)))
+            continue;
+        snprintf(key, sizeof key, "%s.%s", what, fields[i].key);
+        if ((fields[i].is_duration ? pt__duration(c, v, key, fields[i].out)
+                                   : pt__size(c, v, key, fields[i].out)) != 0)
+            return -1;
+    }
+    if ((v = pt__get(c, n, "missed_pings"))) {
+        const char *s = pt__scalar(v);
+        char *end;
+        long k = s ? strtol(s, &end, 10) : -1;
+        if (!s || *end || k < 1 || k > 100)
+            return pt__fail(c, v, "%s.missed_pings: from 1 to 100", what);
+        ch->ws_missed_pings = (int)k;
+    }
+    if ((v = pt__get(c, n, "token_query_param"))) {
+        snprintf(key, sizeof key, "%s.token_query_param", what);
+        if (pt__string(c, v, key, &ch->ws_token_param) != 0)
+            return -1;
+    }
+    if (ch->ws_ping_interval_ms < 100)
+        return pt__fail(c, pt__get(c, n, "ping_interval"), "%s.ping_interval: at least 100ms",
+                        what);
+    return 0;
+}
+
 static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type, size_t idx,
                        pt_channel_t *ch)
 {
@@ -151,10 +202,18 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
                                             "service",  "security",    "data_format", NULL};
     static const char *const gw_keys[] = {
         "name", "url_path", "methods", "gateway_service_list", "security", "data_format", NULL};
+    static const char *const ws_keys[] = {"name",          "url_path",         "service",
+                                          "service_list",  "security",         "data_format",
+                                          "ping_interval", "missed_pings",     "max_message_size",
+                                          "idle_timeout",  "token_query_param", NULL};
     char what[64];
-    snprintf(what, sizeof what, "channels.%s[%zu]", type == PT_CHANNEL_REST ? "rest" : "gateway",
+    snprintf(what, sizeof what, "channels.%s[%zu]",
+             type == PT_CHANNEL_REST ? "rest" : type == PT_CHANNEL_GATEWAY ? "gateway" : "websocket",
              idx);
-    if (pt__check_keys(c, n, what, type == PT_CHANNEL_REST ? rest_keys : gw_keys) != 0)
+    if (pt__check_keys(c, n, what,
+                       type == PT_CHANNEL_REST      ? rest_keys
+                       : type == PT_CHANNEL_GATEWAY ? gw_keys
+                                                    : ws_keys) != 0)
         return -1;
     ch->type = type;
     ch->line = (int)n->start_mark.line + 1;
@@ -169,7 +228,9 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         return pt__fail(c, pt__get(c, n, "url_path"), "%s: must start with '/'", key);
 
     yaml_node_t *m = pt__get(c, n, "methods");
-    if (!m) {
+    if (type == PT_CHANNEL_WEBSOCKET) {
+        ch->methods = 1ull << HTTP_GET; /* the upgrade */
+    } else if (!m) {
         ch->methods = (1ull << HTTP_GET) | (1ull << HTTP_POST);
     } else {
         char **names = NULL;
@@ -194,7 +255,10 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     if (ch->methods & (1ull << HTTP_GET))
         ch->methods |= 1ull << HTTP_HEAD;
 
-    if (type == PT_CHANNEL_REST) {
+    if (type == PT_CHANNEL_WEBSOCKET) {
+        if (pt__websocket(c, n, what, ch) != 0)
+            return -1;
+    } else if (type == PT_CHANNEL_REST) {
         snprintf(key, sizeof key, "%s.service", what);
         if (pt__string(c, pt__get(c, n, "service"), key, &ch->service) != 0)
             return -1;
@@ -228,23 +292,26 @@ static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *c
 
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"rest", "gateway", "amqp", NULL};
+    static const char *const keys[] = {"rest", "gateway", "amqp", "websocket", NULL};
+    static const char *const kinds[] = {"rest", "gateway", "websocket"};
+    static const pt_channel_type_t types[] = {PT_CHANNEL_REST, PT_CHANNEL_GATEWAY,
+                                              PT_CHANNEL_WEBSOCKET};
     if (pt__check_keys(c, n, "channels", keys) != 0)
         return -1;
-    yaml_node_t *lists[2] = {pt__get(c, n, "rest"), pt__get(c, n, "gateway")};
+    yaml_node_t *lists[3] = {pt__get(c, n, "rest"), pt__get(c, n, "gateway"),
+                             pt__get(c, n, "websocket")};
     size_t total = 0;
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 3; t++) {
         if (!lists[t] || pt__is_null(lists[t]))
             continue;
         if (lists[t]->type != YAML_SEQUENCE_NODE)
-            return pt__fail(c, lists[t], "channels.%s: expected a list",
-                            t == 0 ? "rest" : "gateway");
+            return pt__fail(c, lists[t], "channels.%s: expected a list", kinds[t]);
         total += (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
     }
     cfg->channels = calloc(total ? total : 1, sizeof *cfg->channels);
     if (!cfg->channels)
         return pt__fail(c, n, "out of memory");
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 3; t++) {
         if (!lists[t] || pt__is_null(lists[t]))
             continue;
         size_t len =
@@ -253,7 +320,7 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
             yaml_node_t *item =
                 yaml_document_get_node(&c->doc, lists[t]->data.sequence.items.start[i]);
             pt_channel_t *ch = &cfg->channels[cfg->n_channels++];
-            if (pt__channel(c, item, t == 0 ? PT_CHANNEL_REST : PT_CHANNEL_GATEWAY, i, ch) != 0)
+            if (pt__channel(c, item, types[t], i, ch) != 0)
                 return -1;
             for (size_t j = 0; j + 1 < cfg->n_channels; j++)
                 if (strcmp(cfg->channels[j].name, ch->name) == 0)
@@ -748,6 +815,7 @@ void pt_config_free(pt_config_t *cfg)
         free(ch->url_path);
         free(ch->service);
         free(ch->data_format);
+        free(ch->ws_token_param);
         pt__free_list(ch->service_list, ch->n_service_list);
     }
     free(cfg->channels);

@@ -10,7 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { PT_CHANNEL_REST = 0, PT_CHANNEL_GATEWAY, PT_CHANNEL_AMQP } pt_channel_type_t;
+typedef enum {
+    PT_CHANNEL_REST = 0,
+    PT_CHANNEL_GATEWAY,
+    PT_CHANNEL_AMQP,
+    PT_CHANNEL_WEBSOCKET
+} pt_channel_type_t;
 
 typedef struct {
     char *name;
@@ -22,6 +27,13 @@ typedef struct {
     size_t n_service_list;
     char *data_format;     /* "json" */
     int line;              /* where it was defined, for messages */
+    /* WebSocket channels: service is the default, service_list what a
+     * {"service": ...} message may call besides it */
+    uint64_t ws_ping_interval_ms;
+    int ws_missed_pings;      /* pings without a pong before the socket is closed */
+    uint64_t ws_max_message;  /* bytes; a larger message closes with 1009 */
+    uint64_t ws_idle_timeout_ms; /* 0: none (pings keep a live peer) */
+    char *ws_token_param;     /* query parameter that may carry the credential */
 } pt_channel_t;
 
 /* Where an AMQP connection goes, parsed from an amqp:// URL. */

@@ -2,6 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_log.h"
 #include "pt_lua.h"
+#include "pt_ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,9 @@ static void pt__on_handle_closed(uv_handle_t *h)
     if (--c->handles_open > 0)
         return;
     pt_metrics_add(&c->w->metrics.connections_open, -1);
+    if (c->ws)
+        pt_ws_detach(c->ws);
+    c->ws = NULL;
     pt_worker_conn_closed(c->w, c);
     if (c->in_service)
         c->dead = 1; /* the service's done callback frees it */
@@ -91,6 +95,8 @@ void pt_http_close(pt_conn_t *c)
 
 void pt_http_drain(pt_conn_t *c)
 {
+    if (c->state == PT_CONN_WS)
+        return; /* pt_ws_close_all says goodbye to these */
     if (c->state == PT_CONN_WAIT && c->pending.len == c->pending_off)
         pt_http_close(c);
     else
@@ -117,6 +123,7 @@ static void pt__on_timer(uv_timer_t *t)
         pt__send_error(c, 408, "the request took too long to arrive", NULL);
         break;
     case PT_CONN_HANDLE:
+    case PT_CONN_WS:
         break;
     }
 }
@@ -363,6 +370,10 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     pt_conn_t *c = s->data;
     if (nread < 0) {
+        if (c->state == PT_CONN_WS && c->ws && nread == UV_EOF) {
+            pt_http_close(c);
+            return;
+        }
         if (nread == UV_EOF && c->state == PT_CONN_HANDLE) {
             /* The client sent its request and shut its side: answer, then close. */
             pt__read_off(c);
@@ -374,6 +385,10 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    if (c->state == PT_CONN_WS) {
+        pt_ws_on_read(c->ws, buf->base, (size_t)nread);
+        return;
+    }
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
     if (c->state == PT_CONN_HANDLE) {
@@ -590,6 +605,13 @@ static void pt__dispatch(pt_conn_t *c)
         snprintf(extra, sizeof extra, "Allow: %s\r\n",
                  pt_router_allow_header(m.allow, allow, sizeof allow));
         pt__send_error(c, 405, "method not allowed on this channel", extra);
+    } else if (m.channel->type == PT_CHANNEL_WEBSOCKET) {
+        int status = pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
+        if (status == 426)
+            pt__send_error(c, 426, "this channel speaks WebSocket: upgrade the connection",
+                           "Upgrade: websocket\r\n");
+        else if (status)
+            pt__send_error(c, status, "malformed WebSocket handshake", NULL);
     } else if (!pt_lua_has_service(w->lua, m.service)) {
         snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
         pt__send_error(c, 404, msg, NULL);

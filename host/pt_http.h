@@ -23,6 +23,7 @@ typedef enum {
     PT_CONN_BODY,     /* reading the body */
     PT_CONN_HANDLE,   /* the request is with a service or being written */
     PT_CONN_LINGER,   /* response sent, write side shut: drain input, then close */
+    PT_CONN_WS,       /* upgraded: bytes go to pt_ws */
 } pt_conn_state_t;
 
 struct pt_conn_s {
@@ -53,6 +54,7 @@ struct pt_conn_s {
     const char *channel_name;  /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
     char username[256];        /* the authenticated user, "" when none */
+    struct pt_ws_s *ws;        /* set once upgraded to a WebSocket */
 };
 
 /* Accepts a connection from the worker's listener. */

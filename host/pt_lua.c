@@ -1,6 +1,7 @@
 #include "pt_lua.h"
 #include "pt_log.h"
 #include "pt_lua_amqp.h"
+#include "pt_ws.h"
 #include "pt_util.h"
 #include "pt_watch.h"
 
@@ -83,6 +84,7 @@ static void pt__open_host(lua_State *L, int worker)
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     pt_lua_amqp_register(L);
+    pt_ws_lua_register(L);
     lua_pushinteger(L, worker);
     lua_setfield(L, -2, "worker");
     lua_setfield(L, -2, "portico.host");
@@ -511,6 +513,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     lua_pushstring(co, !c->channel                          ? "internal"
                        : c->channel->type == PT_CHANNEL_REST ? "rest"
                        : c->channel->type == PT_CHANNEL_AMQP ? "amqp"
+                       : c->channel->type == PT_CHANNEL_WEBSOCKET ? "websocket"
                                                              : "gateway");
     if (c->username)
         lua_pushstring(co, c->username);

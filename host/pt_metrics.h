@@ -35,6 +35,7 @@ typedef struct {
     uint64_t in_flight;
     uint64_t connections_open;
     uint64_t connections_total;
+    uint64_t websockets_open;
 } pt_metrics_t;
 
 /* Allocates the series table; returns 0 or -1. */

@@ -221,7 +221,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
         prm->value = segs[s].p;
         prm->value_len = segs[s].len;
     }
-    if (hit->channel->type == PT_CHANNEL_REST) {
+    if (hit->channel->type != PT_CHANNEL_GATEWAY) {
         m->service = hit->channel->service;
         m->listed = 1;
         return 0;

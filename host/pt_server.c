@@ -277,6 +277,8 @@ int pt_server_run(const char *config_path)
         }
     }
     s.n_workers = n_started;
+    if (!failed)
+        pt_worker_set_all(s.workers, s.n_workers);
     if (!failed && pt_amqp_channels_start(cfg, s.workers, s.n_workers, &amqp_channels) != 0) {
         fprintf(stderr, "portico: cannot start the AMQP channel threads\n");
         failed = 1;

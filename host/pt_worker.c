@@ -2,6 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_http.h"
 #include "pt_log.h"
+#include "pt_ws.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -149,6 +150,21 @@ static void pt__on_msg(uv_async_t *a)
 }
 
 static __thread pt_worker_t *pt__self;
+static pt_worker_t *pt__all;
+static int pt__n_all;
+
+void pt_worker_set_all(pt_worker_t *workers, int n)
+{
+    __atomic_store_n(&pt__n_all, 0, __ATOMIC_RELEASE);
+    pt__all = workers;
+    __atomic_store_n(&pt__n_all, n, __ATOMIC_RELEASE);
+}
+
+pt_worker_t *pt_worker_all(int *n)
+{
+    *n = __atomic_load_n(&pt__n_all, __ATOMIC_ACQUIRE);
+    return pt__all;
+}
 
 pt_worker_t *pt_worker_self(void)
 {
@@ -238,6 +254,7 @@ static void pt__on_stop(uv_async_t *a)
         next = c->next;
         pt_http_drain(c);
     }
+    pt_ws_close_all(w);
     uv_timer_start(&w->drain_timer, pt__on_drain_timeout, w->cfg->drain_timeout_ms, 0);
     uv_unref((uv_handle_t *)&w->drain_timer);
     pt__maybe_finish(w);

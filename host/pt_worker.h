@@ -60,6 +60,7 @@ typedef struct pt_worker_s {
     char start_err[512];
     pt_lua_t *lua;
     pt_conn_t *conns; /* every open connection, doubly linked */
+    void *ws_list;    /* pt_ws's own list of upgraded connections */
     size_t n_conns;
     size_t max_conns;
     int draining;
@@ -93,6 +94,13 @@ void pt_worker_post_source(pt_worker_t *w, const char *path, const char *source,
  * the worker has ended, fn still runs once, on the joining thread, so arg is
  * never leaked; fn must then only free it (w->lua is NULL). */
 int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg);
+
+/* Publishes the array of all workers (main thread, once they run), so a
+ * primitive can reach every worker (WebSocket push). */
+void pt_worker_set_all(pt_worker_t *workers, int n);
+
+/* All workers and their number (NULL, 0 before pt_worker_set_all). */
+pt_worker_t *pt_worker_all(int *n);
 
 /* The worker running on this thread, or NULL on any other thread. */
 pt_worker_t *pt_worker_self(void);

@@ -116,7 +116,7 @@ Logger.warn, Logger.error = logger_at("warn"), logger_at("error")
 
 -- ---- the outgoing side: self.out.amqp, ... made on first use ----
 
-local out_modules = { amqp = "portico.amqp" }
+local out_modules = { amqp = "portico.amqp", websocket = "portico.websocket" }
 
 local out_mt = {
   __index = function(t, k)

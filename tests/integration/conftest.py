@@ -30,6 +30,7 @@ TEST_SERVICES = {
         local M = service.new { name = "test.slow" }
         function M:handle()
           local host = require "portico.host"
+          self.logger:info("slow: started")
           local t = host.now() + (self.request.payload and self.request.payload.seconds or 0.3)
           while host.now() < t do end
           self.response.payload = { slept = true }
@@ -173,6 +174,23 @@ def recv_all(sock, timeout=2.0):
     except socket.timeout:
         pass
     return data
+
+
+def read_until_close(sock, timeout=3.0):
+    """Reads until the peer closes; returns (data, closed). closed is False
+    when nothing came for timeout seconds and the socket was still open."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except ConnectionResetError:
+        return data, True
+    except socket.timeout:
+        return data, False
 
 
 def parse_responses(data):

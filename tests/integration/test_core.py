@@ -8,13 +8,24 @@ import threading
 import time
 
 from amqp_support import ROOT
-from conftest import parse_responses, recv_all
+from conftest import parse_responses, read_until_close, recv_all
 
 CUSTOMER = {"name": "John Doe", "email": "john.doe@example.com", "tier": "gold"}
 
 
 def body_json(data):
     return json.loads(data.decode())
+
+
+def assert_error(status, headers, body, want):
+    """A JSON error answer: the status, the same status in the body, and the
+    body's cid equal to the x-correlation-id header."""
+    assert status == want, (status, body)
+    assert headers["content-type"] == "application/json"
+    err = body_json(body)["error"]
+    assert err["status"] == want
+    assert err["cid"] and err["cid"] == headers["x-correlation-id"]
+    return err
 
 
 def test_customer_get_same_answer_on_every_path(gw):
@@ -39,6 +50,38 @@ def test_correlation_id_echoed_or_made(gw):
     # an insane one (spaces) is replaced, never reflected
     _, h3, _ = c.post("/api/echo", {}, {"x-correlation-id": "a b<script>"})
     assert h3["x-correlation-id"] != "a b<script>"
+
+
+def test_every_answer_has_a_correlation_id(gw):
+    c = gw.http()
+    cases = [("POST", "/gateway/customer.get", {"customer_id": 123}, 200),
+             ("POST", "/gateway/customer.get", "{", 400),
+             ("POST", "/gateway/customer.get-details", {"customer_id": 123}, 403),
+             ("POST", "/gateway/nope", {}, 404),
+             ("POST", "/no/such/path", {}, 404),
+             ("DELETE", "/gateway/customer.get", None, 405)]
+    seen = set()
+    for method, path, body, want in cases:
+        s, h, b = c.request(method, path, body)
+        assert s == want, (method, path, b)
+        assert len(h["x-correlation-id"]) >= 8, (method, path)
+        seen.add(h["x-correlation-id"])
+        # a sane cid sent by the caller comes back, on errors too
+        s, h, b = c.request(method, path, body, {"x-correlation-id": "req-%d-%s" % (want, method)})
+        assert s == want and h["x-correlation-id"] == "req-%d-%s" % (want, method)
+        if want != 200:
+            assert body_json(b)["error"]["cid"] == "req-%d-%s" % (want, method)
+    assert len(seen) == len(cases), "made correlation ids repeat: %r" % seen
+    # answers the HTTP layer makes on its own (parse error, limits) carry one as well
+    for raw, want in ((b"GARBAGE\r\n\r\n", 400),
+                      (b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 +
+                       b"\r\n\r\n", 431),
+                      (b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n",
+                       413)):
+        s = gw.raw()
+        s.sendall(raw)
+        (status, h, b), = parse_responses(read_until_close(s)[0])
+        assert_error(status, h, b, want)
 
 
 def test_bad_json_is_400_with_cid(gw):
@@ -70,31 +113,39 @@ def test_raising_handler_is_500_and_the_worker_keeps_serving(gw):
     c = gw.http()
     for _ in range(4):  # both workers, same keep-alive connection
         s, h, b = c.post("/gateway/test.raise", {"fail": True})
-        assert s == 500
-        err = body_json(b)["error"]
-        assert err["cid"] == h["x-correlation-id"]
+        err = assert_error(s, h, b, 500)
+        cid = err["cid"]
         assert "secret" not in b.decode() and "traceback" not in b.decode()
         s, _, b = c.post("/gateway/test.raise", {})
         assert s == 200 and body_json(b) == {"ok": True}
     logged = [e for e in gw.log_lines("error") if "deliberate failure" in e["msg"]]
     assert len(logged) == 4 and all("traceback" in e["msg"] for e in logged)
-    assert logged[0]["cid"]
+    assert logged[-1]["cid"] == cid  # the log line names the failed request
 
 
 def test_gateway_allowlist_unknown_and_methods(gw):
     c = gw.http()
-    s, _, b = c.post("/gateway/no.such.service", {})
-    assert s == 404 and "unknown service" in body_json(b)["error"]["message"]
-    s, _, b = c.post("/gateway/customer.get-details", {"customer_id": 123})
-    assert s == 403 and "allowlist" in body_json(b)["error"]["message"]
-    s, _, b = c.post("/gateway/invoke?service=customer.get-details", {"customer_id": 123})
-    assert s == 403
-    s, h, _ = c.request("DELETE", "/gateway/customer.get")
-    assert s == 405 and "POST" in h["allow"]
-    s, _, _ = c.request("GET", "/api/customer/get")
-    assert s == 405
-    s, _, _ = c.post("/no/such/path", {})
-    assert s == 404
+    s, h, b = c.post("/gateway/no.such.service", {})
+    assert "unknown service" in assert_error(s, h, b, 404)["message"]
+    s, h, b = c.post("/gateway/customer.get-details", {"customer_id": 123})
+    assert "allowlist" in assert_error(s, h, b, 403)["message"]
+    s, h, b = c.post("/gateway/invoke?service=customer.get-details", {"customer_id": 123})
+    assert_error(s, h, b, 403)
+    s, h, b = c.post("/gateway/invoke?service=no.such.service", {})
+    assert_error(s, h, b, 404)
+    s, h, b = c.request("DELETE", "/gateway/customer.get")
+    assert_error(s, h, b, 405)
+    assert sorted(m.strip() for m in h["allow"].split(",")) == ["GET", "HEAD", "POST"]
+    s, h, b = c.request("GET", "/api/customer/get")
+    assert_error(s, h, b, 405)
+    assert [m.strip() for m in h["allow"].split(",")] == ["POST"]
+    s, h, b = c.post("/no/such/path", {})
+    assert_error(s, h, b, 404)
+    s, h, b = c.post("/gateway", {})
+    assert_error(s, h, b, 404)
+    # GET is a method of the gateway channel too: the input comes from the body
+    s, _, b = c.request("GET", "/gateway/customer.get", {"customer_id": 456})
+    assert s == 200 and body_json(b)["name"] == "Jane Roe"
 
 
 def test_allowlist_holds_under_encodings(gw):
@@ -127,7 +178,21 @@ def test_demo_echo_reports_what_it_got(gw):
     assert got["method"] == "PUT" and got["path"] == "/api/echo"
     assert got["query"] == {"x": "1", "y": "a b"}
     assert got["headers"]["x-custom"] == "Value"
+    assert got["headers"]["host"] == "127.0.0.1:%d" % gw.port
     assert got.get("username") is None
+
+
+def test_demo_echo_over_the_gateway_channel(gw):
+    s, _, b = gw.http().request("GET", "/gateway/demo.echo?a=1", None,
+                                {"X-Repeat": "one", "x-portico-tenant": "acme"})
+    assert s == 200
+    got = body_json(b)
+    assert got["channel"] == {"name": "gateway", "type": "gateway"}
+    assert got["method"] == "GET" and got["path"] == "/gateway/demo.echo"
+    assert got["query"] == {"a": "1"}
+    assert got["headers"]["x-repeat"] == "one" and got["headers"]["x-portico-tenant"] == "acme"
+    assert got.get("username") is None
+    assert got.get("payload") is None
 
 
 def test_keep_alive_many_requests_one_socket(gw):
@@ -183,6 +248,15 @@ def test_expect_100_continue(gw):
     assert status == 200 and body_json(b) == CUSTOMER
 
 
+def test_expect_100_continue_over_the_limit_is_413_without_100(gw):
+    s = gw.raw()
+    s.sendall(b"POST /api/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2097152\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    data, closed = read_until_close(s)
+    assert data.startswith(b"HTTP/1.1 413 "), data
+    assert closed
+
+
 def test_head_has_headers_and_no_body(gw):
     s = gw.raw()
     s.sendall(b"HEAD /api/echo HTTP/1.1\r\nHost: t\r\n\r\nGET /api/echo HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -190,6 +264,7 @@ def test_head_has_headers_and_no_body(gw):
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"Content-Length: " in head and b"Content-Length: 0" not in head
+    assert b"X-Correlation-Id: " in head and b"Content-Type: application/json" in head
     assert rest.startswith(b"HTTP/1.1 200"), "the HEAD answer carried a body"
 
 
@@ -201,9 +276,10 @@ def test_body_over_the_limit_is_413_and_the_server_stays_up(gw):
         s.sendall(big)
     except OSError:
         pass
-    (status, h, b), = parse_responses(recv_all(s, 1))[:1]
-    assert status == 413 and h["connection"] == "close"
-    assert body_json(b)["error"]["status"] == 413
+    data, closed = read_until_close(s)
+    (status, h, b), = parse_responses(data)
+    assert_error(status, h, b, 413)
+    assert h["connection"] == "close" and closed
     # chunked, with no Content-Length to refuse up front
     s = gw.raw()
     s.sendall(b"POST /api/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -212,15 +288,33 @@ def test_body_over_the_limit_is_413_and_the_server_stays_up(gw):
             s.sendall(b"10000\r\n" + b"y" * 0x10000 + b"\r\n")
     except OSError:
         pass
-    assert parse_responses(recv_all(s, 1))[0][0] == 413
-    assert gw.http().post("/api/customer/get", {"customer_id": 123})[0] == 200
+    data, closed = read_until_close(s)
+    assert parse_responses(data)[0][0] == 413 and closed
+    s, _, b = gw.http().post("/api/customer/get", {"customer_id": 123})
+    assert s == 200 and body_json(b) == CUSTOMER
+    # exactly at the limit is fine
+    body = json.dumps({"pad": "z" * (1024 * 1024 - 11)})
+    assert len(body) == 1024 * 1024
+    s, _, b = gw.http().post("/api/echo", body)
+    assert s == 200 and len(body_json(b)["payload"]["pad"]) == 1024 * 1024 - 11
 
 
 def test_headers_over_the_limit_are_431(gw):
     s = gw.raw()
     s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
-    assert parse_responses(recv_all(s, 1))[0][0] == 431
-    assert gw.http().post("/api/echo", {})[0] == 200
+    data, closed = read_until_close(s)
+    (status, h, b), = parse_responses(data)
+    assert_error(status, h, b, 431)
+    assert h["connection"] == "close" and closed
+    # many small headers count too
+    s = gw.raw()
+    s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n" +
+              b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(400)) + b"\r\n")
+    data, closed = read_until_close(s)
+    assert parse_responses(data)[0][0] == 431 and closed
+    # headers under the limit are fine
+    s, _, b = gw.http().request("GET", "/api/echo", None, {"X-Big": "a" * 8000})
+    assert s == 200 and body_json(b)["headers"]["x-big"] == "a" * 8000
 
 
 def test_malformed_http_is_400_and_close(gw):
@@ -231,11 +325,11 @@ def test_malformed_http_is_400_and_close(gw):
                 b"POST /api/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"):
         s = gw.raw()
         s.sendall(raw)
-        data = recv_all(s, 1)
+        data, closed = read_until_close(s)
         res = parse_responses(data)
-        assert res and res[0][0] == 400, (raw, data)
-        assert res[0][1]["connection"] == "close"
-        assert body_json(res[0][2])["error"]["status"] == 400
+        assert len(res) == 1 and res[0][0] == 400, (raw, data)
+        assert_error(*res[0], 400)
+        assert res[0][1]["connection"] == "close" and closed, raw
     assert gw.http().post("/api/echo", {})[0] == 200
 
 
@@ -244,10 +338,11 @@ def test_slow_headers_get_408_then_close(start_gateway):
     s = gw.raw()
     t0 = time.time()
     s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n")
-    data = recv_all(s, 5)
+    data, closed = read_until_close(s, 5)
     took = time.time() - t0
-    assert parse_responses(data)[0][0] == 408
-    assert 0.8 < took < 4
+    (status, h, b), = parse_responses(data)
+    assert_error(status, h, b, 408)
+    assert closed and 0.8 < took < 4, took
     assert gw.http().post("/api/echo", {})[0] == 200
 
 
@@ -256,9 +351,9 @@ def test_idle_keep_alive_connection_is_closed(start_gateway):
     s = gw.raw()
     s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\r\n")
     t0 = time.time()
-    data = recv_all(s, 5)
-    assert parse_responses(data)[0][0] == 200
-    assert 0.8 < time.time() - t0 < 4, "the idle connection was not closed by the server"
+    data, closed = read_until_close(s, 5)
+    assert [r[0] for r in parse_responses(data)] == [200]
+    assert closed and 0.8 < time.time() - t0 < 4, "the idle connection was not closed"
 
 
 def test_sigterm_drains_in_flight_requests(start_gateway):
@@ -270,11 +365,14 @@ def test_sigterm_drains_in_flight_requests(start_gateway):
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.15)
+    assert gw.log_has("slow: started"), "the slow request never reached its handler"
+    t0 = time.time()
     gw.proc.proc.send_signal(signal.SIGTERM)
     t.join(5)
-    assert result["r"][0] == 200
+    s, _, b = result["r"]
+    assert s == 200 and body_json(b) == {"slept": True}
     assert gw.proc.proc.wait(5) == 0
+    assert time.time() - t0 < 3, "exit waited for more than the request in flight"
 
 
 def test_check_help_version(tmp_path):
@@ -296,6 +394,11 @@ def test_check_help_version(tmp_path):
     bad_key.write_text("server:\n  listen: 127.0.0.1:1\n  wokers: 2\n")
     r = run("--check", "-c", str(bad_key))
     assert r.returncode == 1 and "key.yaml:3: server: unknown key 'wokers'" in r.stderr
+
+    bad_type = tmp_path / "type.yaml"
+    bad_type.write_text("server:\n  listen: 127.0.0.1:1\n  header_timeout: soon\n")
+    r = run("--check", "-c", str(bad_type))
+    assert r.returncode == 1 and "type.yaml:3: server.header_timeout" in r.stderr
 
     svc_dir = tmp_path / "svc"
     svc_dir.mkdir()

@@ -1,0 +1,49 @@
+-- portico.websocket: self.out.websocket, server push to WebSocket clients.
+--
+--   self.out.websocket:send(channel, username_or_nil, data)
+--
+-- Sends data (a table is sent as JSON, a string as it is) as a text message
+-- to every socket of the WebSocket channel named channel, on every worker, or
+-- only to username's sockets. Returns true once it is handed to the workers;
+-- sockets that close meanwhile simply miss it.
+local cjson = require "cjson"
+
+local has_host, host = pcall(require, "portico.host")
+if not has_host then host = nil end
+
+local M = {}
+local Push = {}
+Push.__index = Push
+
+function M.new()
+  return setmetatable({}, Push)
+end
+
+function Push:send(channel, username, data)
+  if getmetatable(self) ~= Push then
+    error("call it as self.out.websocket:send(...), with a colon", 2)
+  end
+  if type(channel) ~= "string" or channel == "" then
+    error("websocket:send: channel must be the name of a WebSocket channel", 2)
+  end
+  if username ~= nil and type(username) ~= "string" then
+    error("websocket:send: username must be a string or nil", 2)
+  end
+  local text
+  if type(data) == "table" then
+    local ok, encoded = pcall(cjson.encode, data)
+    if not ok then error("websocket:send: data cannot be sent as JSON: " .. tostring(encoded), 2) end
+    text = encoded
+  elseif type(data) == "string" then
+    text = data
+  else
+    error("websocket:send: data must be a table or a string, got " .. type(data), 2)
+  end
+  if not host or not host.ws_push then
+    return nil, "WebSocket push is not available outside the portico host"
+  end
+  host.ws_push(channel, username, text)
+  return true
+end
+
+return M
