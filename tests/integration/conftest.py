@@ -48,7 +48,7 @@ server:
   header_timeout: {header_timeout}
   body_timeout: {body_timeout}
   idle_timeout: {idle_timeout}
-  drain_timeout: 10s
+  drain_timeout: {drain}
 admin:
   listen: 127.0.0.1:{admin_port}
 log:
@@ -88,7 +88,7 @@ class Gateway:
                 f.write(textwrap.dedent(text))
         values = dict(port=self.port, admin_port=self.admin_port, root=ROOT, tmp=self.tmp,
                       header_timeout="10s", body_timeout="10s", idle_timeout="60s",
-                      access="off")
+                      access="off", drain="10s")
         values.update(opts)
         self.config = os.path.join(self.tmp, "portico.yaml")
         with open(self.config, "w") as f:

@@ -1,0 +1,191 @@
+"""WebSocket channels with a client no one here wrote: the `ws` package from
+npm, run by Node (tests/integration/ws/client.js drives it)."""
+import json
+import os
+import resource
+import subprocess
+import time
+
+import pytest
+
+from amqp_support import ROOT
+
+WS_DIR = os.path.join(ROOT, "tests", "integration", "ws")
+
+WS_CONFIG_TAIL = """
+  websocket:
+    - name: ws
+      url_path: /ws
+      service: demo.echo
+      service_list: [demo.echo, customer.get, test.raise]
+      ping_interval: 300ms
+      missed_pings: 2
+      max_message_size: 64KB
+"""
+
+PUSH_SERVICE = """
+local service = require "portico.service"
+local M = service.new { name = "test.push", input = { text = "string", user = "string?" } }
+function M:handle()
+  self.out.websocket:send("ws", self.request.input.user, { pushed = self.request.input.text })
+  self.response.payload = { sent = true }
+end
+return M
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ws_package():
+    if not os.path.isdir(os.path.join(WS_DIR, "node_modules", "ws")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WS_DIR, check=True,
+                       capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def wsgw(start_gateway, tmp_path):
+    from conftest import BASE_CONFIG
+    svc = tmp_path / "services" / "test"
+    svc.mkdir(parents=True, exist_ok=True)
+    (svc / "push.lua").write_text(PUSH_SERVICE)
+    cfg = BASE_CONFIG.replace("test.raise, test.slow]", "test.raise, test.slow, test.push]")
+    return start_gateway(cfg.rstrip("\n") + "\n" + WS_CONFIG_TAIL)
+
+
+def client(gw, timeout=30, path="/ws", **plan):
+    plan.setdefault("url", "ws://127.0.0.1:%d%s" % (gw.port, path))
+    r = subprocess.run(["node", os.path.join(WS_DIR, "client.js"), json.dumps(plan)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def env(service, request_id, data):
+    return json.dumps({"service": service, "request_id": request_id, "data": data})
+
+
+def test_same_payload_as_rest(wsgw):
+    rest = wsgw.http().post("/gateway/customer.get", {"customer_id": 123})
+    res = client(wsgw, send=[env("customer.get", "r1", {"customer_id": 123})], expect=1)
+    reply = json.loads(res["messages"][0][0])
+    assert reply["request_id"] == "r1" and reply["status"] == 200
+    assert reply["data"] == json.loads(rest[2])
+    # a plain message runs the channel's own service and gets the bare payload
+    res = client(wsgw, send=[json.dumps({"hello": "ws"})], expect=1)
+    echo = json.loads(res["messages"][0][0])
+    assert echo["payload"] == {"hello": "ws"}
+    assert echo["channel"] == {"name": "ws", "type": "websocket"}
+
+
+def test_hundred_requests_in_flight_on_one_socket(wsgw):
+    msgs = [env("customer.get" if i % 2 else "demo.echo", i,
+                {"customer_id": 123} if i % 2 else {"n": i}) for i in range(100)]
+    res = client(wsgw, send=msgs, expect=100)
+    replies = [json.loads(m) for m in res["messages"][0]]
+    assert sorted(r["request_id"] for r in replies) == list(range(100))
+    for r in replies:
+        assert r["status"] == 200
+        if r["request_id"] % 2:
+            assert r["data"]["name"] == "John Doe"
+        else:
+            assert r["data"]["payload"] == {"n": r["request_id"]}
+
+
+def test_errors_come_back_as_messages(wsgw):
+    wsgw.expect_error("deliberate failure")
+    res = client(wsgw, send=["{not json",
+                             env("no.such", "a", {}),
+                             env("customer.get-details", "b", {"customer_id": 123}),
+                             env("customer.get", "c", {"customer_id": "x"}),
+                             env("test.raise", "d", {"fail": True}),
+                             env("customer.get", "e", {"customer_id": 123})], expect=6)
+    replies = {}
+    for m in res["messages"][0]:
+        r = json.loads(m)
+        replies[r["request_id"]] = r
+    assert replies[None]["error"]["status"] == 400
+    assert replies[None]["error"]["message"].startswith("invalid JSON")
+    assert replies["a"]["error"]["status"] == 404
+    assert replies["b"]["error"]["status"] == 403
+    assert replies["c"]["error"]["status"] == 400
+    assert "customer_id: expected integer" in replies["c"]["error"]["message"]
+    assert replies["d"]["error"]["status"] == 500
+    assert "secret" not in json.dumps(replies["d"])
+    assert replies["e"]["status"] == 200, "the socket kept working after the errors"
+    assert res["closes"][0]["code"] == 1000
+
+
+def test_protocol_violations_close_with_the_right_code(wsgw):
+    res = client(wsgw, send=["x" * (70 * 1024)], wait_for_close=True)
+    assert res["closes"][0]["code"] == 1009
+    res = client(wsgw, send=["{}"], binary=True, wait_for_close=True)
+    assert res["closes"][0]["code"] == 1003
+
+
+def test_refused_handshakes(wsgw):
+    s = wsgw.raw()
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 426")
+    s = wsgw.raw()
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 400")
+    res = client(wsgw, path="/nope")
+    assert res["http_status"] == 404 and res["opened"] == 0
+
+
+def test_silent_client_is_closed_after_missed_pings(wsgw):
+    t0 = time.time()
+    res = client(wsgw, autoPong=False, wait_for_close=True, wait_ms=5000)
+    assert res["closes"], res
+    # 300 ms pings, 2 missed: closed after about a second, well before the client gave up
+    assert res["closes"][0]["code"] == 1006
+    assert time.time() - t0 < 4
+    res = client(wsgw, hold_ms=1500)  # a client that answers pings stays
+    assert res["closes"][0]["code"] == 1000 and res["closes"][0]["after_ms"] >= 1400
+
+
+def test_server_push_reaches_sockets(wsgw):
+    import threading
+    holder = {}
+
+    def listen():
+        holder["res"] = client(wsgw, expect=1, wait_ms=5000)
+
+    t = threading.Thread(target=listen)
+    t.start()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        time.sleep(0.1)
+        st, _, _ = wsgw.http().post("/gateway/test.push", {"text": "hi"})
+        assert st == 200
+        if not t.is_alive():
+            break
+        t.join(0.2)
+        if not t.is_alive():
+            break
+    t.join(6)
+    assert json.loads(holder["res"]["messages"][0][0]) == {"pushed": "hi"}
+
+
+def test_thousand_concurrent_sockets(wsgw):
+    pid = wsgw.proc.proc.pid
+
+    def rss():
+        with open("/proc/%d/status" % pid) as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+    before = rss()
+    holder = {}
+    import threading
+    t = threading.Thread(target=lambda: holder.update(res=client(wsgw, sockets=1000,
+                                                                 hold_ms=4000, timeout=60)))
+    t.start()
+    peak = before
+    while t.is_alive():
+        peak = max(peak, rss())
+        time.sleep(0.2)
+    res = holder["res"]
+    assert res["opened"] == 1000
+    assert len(res["closes"]) == 1000 and all(c["code"] == 1000 for c in res["closes"])
+    print("\nWebSocket memory: %d KB before, %d KB with 1000 sockets: %.1f KB per socket"
+          % (before, peak, (peak - before) / 1000.0))
