@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from amqp_support import ROOT
 from conftest import BASE_CONFIG
 
@@ -189,6 +191,8 @@ def rss_kb(pid):
     return total
 
 
+@pytest.mark.skipif(os.environ.get("PT_ASAN") == "1",
+                    reason="AddressSanitizer keeps freed memory in quarantine")
 def test_memory_does_not_grow_with_reloads(start_gateway, tmp_path):
     gw, path = gateway_with_version(start_gateway, tmp_path)
     c = gw.http()
