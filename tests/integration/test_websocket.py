@@ -189,3 +189,18 @@ def test_thousand_concurrent_sockets(wsgw):
     assert len(res["closes"]) == 1000 and all(c["code"] == 1000 for c in res["closes"])
     print("\nWebSocket memory: %d KB before, %d KB with 1000 sockets: %.1f KB per socket"
           % (before, peak, (peak - before) / 1000.0))
+
+
+def test_browser_websocket_in_headless_chromium(wsgw):
+    """The browser's own WebSocket (Debian's chromium, headless) against /ws."""
+    import shutil
+    assert shutil.which("chromium"), "chromium is installed by scripts/install-deps"
+    r = subprocess.run(["node", os.path.join(WS_DIR, "browser.js"),
+                        "ws://127.0.0.1:%d/ws" % wsgw.port,
+                        env("customer.get", "b1", {"customer_id": 123})],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "HeadlessChrome" in out["agent"]
+    reply = json.loads(out["replies"][0])
+    assert reply["request_id"] == "b1" and reply["data"]["name"] == "John Doe"

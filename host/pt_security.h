@@ -1,0 +1,130 @@
+/* pt_security: who may call a channel, checked in C before any Lua runs.
+ *
+ * The top-level `security:` section of the config holds named definitions of
+ * three kinds (basic_auth, api_key, jwt); a channel names one with
+ * `security: NAME`. pt_security_parse compiles them into an immutable
+ * pt_security_t that hangs off the config snapshot (cfg->security), so a
+ * reload swaps definitions with the rest of the config and workers read them
+ * without locks.
+ *
+ * Secrets never sit in the file in the clear: basic-auth passwords are argon2id
+ * hashes (`portico hash-password`) or come from an environment variable, API
+ * keys are BLAKE2b hashes or come from the environment, JWT secrets come from
+ * the environment or a file. Nothing this module writes (error messages,
+ * config errors) ever contains what a caller presented or a secret.
+ *
+ * A verified basic-auth credential is remembered in a per-thread cache keyed
+ * by a keyed hash of what was presented, so the hot path costs a BLAKE2b, not
+ * an argon2id run. An argon2id run is never done on the caller's thread: the
+ * check answers PT_SECURITY_VERIFY and the caller hands the job to
+ * pt_security_verify (libuv's thread pool), then checks again when it is done;
+ * the second check answers from the cache.
+ *
+ * Trusted upstream gateways: a definition with `trust_username_header: NAME`
+ * takes the end user's name from that header once the caller has
+ * authenticated with it; the gateway's own name is kept apart. Any header
+ * named so by any definition (and x-portico-username always) is refused with
+ * 403 from every caller whose channel's definition does not trust it, and on
+ * channels with no security at all. */
+#ifndef PT_SECURITY_H
+#define PT_SECURITY_H
+
+#include <uv.h>
+#include <yaml.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pt_security_s pt_security_t;
+typedef struct pt_security_def_s pt_security_def_t;
+typedef struct pt_security_verify_s pt_security_verify_t;
+
+#define PT_SECURITY_NAME_MAX 255 /* bytes of a username */
+
+/* The header always treated as a trusted gateway's end-user header. */
+#define PT_SECURITY_USERNAME_HEADER "x-portico-username"
+
+/* Compiles the `security:` mapping node of doc (NULL: none) into *out. file
+ * and dir name the config file and its directory (relative key files are
+ * resolved against dir). Environment variables named by the definitions are
+ * read now. Returns 0, or -1 with "file:line: message" in err. */
+int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
+                      const char *dir, pt_security_t **out, char *err, size_t errlen);
+
+/* Frees a compiled set and every definition in it. NULL is fine. */
+void pt_security_free(pt_security_t *sec);
+
+/* The definition called name, or NULL. It lives as long as sec. */
+const pt_security_def_t *pt_security_find(const pt_security_t *sec, const char *name);
+
+/* The name a definition was given in the config. */
+const char *pt_security_def_name(const pt_security_def_t *def);
+
+/* How the check reads the request's headers: returns how many headers are
+ * called name (lower-case; compare case-insensitively), and the first one's
+ * value in *value/*len when there is one. */
+typedef int (*pt_security_header_fn)(void *ud, const char *name, const char **value,
+                                     size_t *len);
+
+typedef struct {
+    pt_security_header_fn header;
+    void *ud;
+    /* Optional: a credential that came another way (a WebSocket's query
+     * parameter). Used as the bearer token (jwt) or the key (api_key) when
+     * the request has no header carrying one; basic_auth ignores it. */
+    const char *token;
+    size_t token_len;
+} pt_security_request_t;
+
+/* pt_security_check's answers besides 0. */
+#define PT_SECURITY_REFUSE 1 /* res->status, res->message, res->extra say how */
+#define PT_SECURITY_VERIFY 2 /* res->verify holds a slow check to run first */
+
+typedef struct {
+    int status;          /* refused: 400, 401, 403, 500 or 503 */
+    const char *message; /* refused: a static text, safe for a response body and a log */
+    char extra[224];     /* refused: header lines ("Name: value\r\n"), may be "" */
+    char username[PT_SECURITY_NAME_MAX + 1]; /* let through: the caller, "" anonymous */
+    char gateway[PT_SECURITY_NAME_MAX + 1];  /* let through: the trusted gateway's own
+                                                user when the end user came in its
+                                                header, else "" */
+    const char *hide_header; /* let through: a header (lower-case) that carried the
+                                credential; the service is not shown it. NULL: none */
+    pt_security_verify_t *verify; /* PT_SECURITY_VERIFY: owned by the caller, who passes
+                                     it to pt_security_verify(_now) or _free */
+} pt_security_result_t;
+
+/* Checks a request against def (NULL: a channel with no security, where only
+ * the trusted-gateway header rule applies). Returns 0 (let through: username
+ * and gateway filled), PT_SECURITY_REFUSE, or PT_SECURITY_VERIFY. Runs on any
+ * thread; each thread keeps its own cache of verified credentials. */
+int pt_security_check(const pt_security_t *sec, const pt_security_def_t *def,
+                      const pt_security_request_t *req, pt_security_result_t *res);
+
+typedef void (*pt_security_verify_cb)(void *ud);
+
+/* Runs a slow check on loop's thread pool, records its outcome in the cache
+ * of the loop's thread, then calls cb(ud) on the loop's thread; the caller
+ * then runs pt_security_check again. Takes over job. Returns 0, or a negative
+ * libuv error (job freed, cb not called). */
+int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_verify_cb cb,
+                       void *ud);
+
+/* Runs a slow check here and now (tests, threads without a loop) and records
+ * its outcome in this thread's cache. Takes over job. */
+void pt_security_verify_now(pt_security_verify_t *job);
+
+/* Drops a job that will not be run. NULL is fine. */
+void pt_security_verify_free(pt_security_verify_t *job);
+
+/* `portico hash-password [--api-key]`: reads a password (or an API key) from
+ * stdin, without echo and twice when stdin is a terminal, never from argv,
+ * and prints the line to paste into the config: an argon2id string for
+ * password_hash, or "blake2b:<hex>" for key_hash. Returns the exit status. */
+int pt_security_hash_password_cli(int api_key);
+
+/* The same hashes for tests and tools. out must hold 128 bytes. Return 0 or -1. */
+int pt_security_hash_password(const char *password, size_t len, char out[128]);
+int pt_security_hash_api_key(const char *key, size_t len, char out[128]);
+
+#endif
