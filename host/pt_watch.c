@@ -114,12 +114,24 @@ static int pt__copy(pt_watch_list_t *dst, const pt_watch_list_t *src)
     return 0;
 }
 
-/* Reports paths where now differs from accepted; with settle, only those
- * where the previous scan already agreed with now. Then accepted follows. */
-static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle)
+/* Gives each file of now the time its fingerprint was first seen. */
+static void pt__stamp(pt_watch_t *w, pt_watch_list_t *now, uint64_t now_ms)
 {
-    pt_watch_list_t next = {0};
-    size_t cap = 0;
+    for (size_t i = 0; i < now->n; i++) {
+        const pt_watch_file_t *prev = pt__find(&w->last, now->files[i].path);
+        now->files[i].since_ms = pt__same(prev, &now->files[i]) ? prev->since_ms : now_ms;
+    }
+}
+
+/* Reports paths where now differs from accepted, then accepted follows.
+ * With settle, a change counts once the file has kept its fingerprint for
+ * settle_ms, a removal once the file has been gone for remove_ms: an editor
+ * that truncates and writes, or deletes and writes again, is never caught
+ * half-way. An empty file is always taken as a write in progress. */
+static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle, uint64_t now_ms)
+{
+    pt_watch_list_t next = {0}, gone = {0};
+    size_t cap = 0, gone_cap = 0;
     size_t i = 0, j = 0;
     /* Walk accepted and now in path order, building the next accepted list. */
     while (i < w->accepted.n || j < now->n) {
@@ -129,12 +141,22 @@ static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle)
         const pt_watch_file_t *acc = c <= 0 ? &w->accepted.files[i] : NULL;
         const pt_watch_file_t *cur = c >= 0 ? &now->files[j] : NULL;
         const char *path = acc ? acc->path : cur->path;
-        const pt_watch_file_t *prev = pt__find(&w->last, path);
-        int settled = !settle || pt__same(prev, cur);
         const pt_watch_file_t *keep = acc;
-        if (!pt__same(acc, cur) && settled) {
-            w->cb(w->ud, path, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED);
-            keep = cur;
+        if (!pt__same(acc, cur)) {
+            int settled;
+            if (cur) {
+                settled = cur->size > 0 && (!settle || now_ms - cur->since_ms >= w->settle_ms);
+            } else {
+                const pt_watch_file_t *g = pt__find(&w->gone, path);
+                pt_watch_file_t mark = {.path = (char *)path, .since_ms = g ? g->since_ms : now_ms};
+                settled = !settle || now_ms - mark.since_ms >= w->remove_ms;
+                if (!settled)
+                    pt__push(&gone, &gone_cap, &mark);
+            }
+            if (settled) {
+                w->cb(w->ud, path, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED);
+                keep = cur;
+            }
         }
         if (keep)
             pt__push(&next, &cap, keep);
@@ -145,15 +167,19 @@ static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle)
     }
     pt_watch_list_free(&w->accepted);
     w->accepted = next;
+    pt_watch_list_free(&w->gone);
+    w->gone = gone;
 }
 
 static void pt__tick(uv_timer_t *t)
 {
     pt_watch_t *w = t->data;
     pt_watch_list_t now;
+    uint64_t now_ms = uv_now(t->loop);
     if (pt_watch_scan(w->dirs, w->n_dirs, &now) != 0)
         return;
-    pt__diff(w, &now, 1);
+    pt__stamp(w, &now, now_ms);
+    pt__diff(w, &now, 1, now_ms);
     pt_watch_list_free(&w->last);
     w->last = now;
 }
@@ -183,6 +209,8 @@ int pt_watch_start(pt_watch_t *w, uv_loop_t *loop, char *const *dirs, size_t n_d
 {
     w->cb = cb;
     w->ud = ud;
+    w->settle_ms = interval_ms * 2 > 100 ? interval_ms * 2 : 100;
+    w->remove_ms = interval_ms * 3 > 500 ? interval_ms * 3 : 500;
     if (pt__set_dirs(w, dirs, n_dirs) != 0 || pt_watch_scan(w->dirs, w->n_dirs, &w->last) != 0 ||
         pt__copy(&w->accepted, &w->last) != 0)
         return -1;
@@ -198,7 +226,8 @@ int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs)
     pt_watch_list_t now;
     if (pt__set_dirs(w, dirs, n_dirs) != 0 || pt_watch_scan(w->dirs, w->n_dirs, &now) != 0)
         return -1;
-    pt__diff(w, &now, 0);
+    pt__stamp(w, &now, uv_now(w->timer.loop));
+    pt__diff(w, &now, 0, uv_now(w->timer.loop));
     pt_watch_list_free(&w->last);
     w->last = now;
     return 0;
@@ -210,5 +239,6 @@ void pt_watch_stop(pt_watch_t *w)
         uv_close((uv_handle_t *)&w->timer, NULL);
     pt_watch_list_free(&w->accepted);
     pt_watch_list_free(&w->last);
+    pt_watch_list_free(&w->gone);
     pt__free_dirs(w);
 }

@@ -1,8 +1,10 @@
 /* pt_watch: finds the service files (*.lua below the service directories)
  * and notices when they change. A scan records each file's fingerprint
- * (inode, size, mtime, ctime). The watcher reports a change only once two
- * scans in a row agree on it, so a file caught half-written, or deleted and
- * written again at once, is never acted on. Runs on the main thread. */
+ * (inode, size, mtime, ctime). The watcher reports a change only once the
+ * file has kept its fingerprint for a while (twice the scan interval), and a
+ * removal once the file has stayed away for a while (three intervals, at
+ * least 500 ms), so a file caught half-written, or deleted and written again
+ * by an editor, is never acted on. Runs on the main thread. */
 #ifndef PT_WATCH_H
 #define PT_WATCH_H
 
@@ -14,6 +16,7 @@ typedef struct {
     char *path;
     uint64_t ino, size;
     int64_t mtime_ns, ctime_ns;
+    uint64_t since_ms; /* loop time this fingerprint was first seen */
 } pt_watch_file_t;
 
 typedef struct {
@@ -32,6 +35,9 @@ typedef struct {
     size_t n_dirs;
     pt_watch_list_t accepted; /* what the workers run */
     pt_watch_list_t last;     /* the previous scan */
+    pt_watch_list_t gone;     /* accepted files missing from disk, since when */
+    uint64_t settle_ms;
+    uint64_t remove_ms;
     pt_watch_cb cb;
     void *ud;
 } pt_watch_t;
