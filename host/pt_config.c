@@ -1,4 +1,5 @@
 #include "pt_config.h"
+#include "pt_security.h"
 #include "pt_util.h"
 
 #include <amqp.h>
@@ -18,6 +19,7 @@ typedef struct {
     const char *file;
     char *err;
     size_t errlen;
+    const pt_security_t *security; /* compiled before the channels that name it */
 } pt__cfg_ctx_t;
 
 static int pt__fail(pt__cfg_ctx_t *c, yaml_node_t *node, const char *fmt, ...)
@@ -195,13 +197,49 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     return 0;
 }
 
+/* rate_limit: {rate: 10/s, burst: 20, per: user|channel} */
+static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
+                          pt_ratelimit_cfg_t *rl)
+{
+    static const char *const keys[] = {"rate", "burst", "per", NULL};
+    char key[96];
+    yaml_node_t *v;
+    snprintf(key, sizeof key, "%s.rate_limit", what);
+    if (pt__check_keys(c, n, key, keys) != 0) return -1;
+    v = pt__get(c, n, "rate");
+    if (!pt__scalar(v) || pt_ratelimit_parse_rate(pt__scalar(v), &rl->rate) != 0 || rl->rate > 1e6)
+        return pt__fail(c, v ? v : n,
+                        "%s.rate: expected requests per second such as 10, "
+                        "\"10/s\", \"600/m\" or \"1000/h\"",
+                        key);
+    rl->burst = rl->rate < 1 ? 1 : (double)(uint64_t)(rl->rate + 0.999999);
+    if ((v = pt__get(c, n, "burst"))) {
+        const char *s = pt__scalar(v);
+        char *end;
+        long b = s ? strtol(s, &end, 10) : 0;
+        if (!s || !*s || *end || b < 1 || b > 1000000)
+            return pt__fail(c, v, "%s.burst: a whole number from 1 to 1000000", key);
+        rl->burst = (double)b;
+    }
+    rl->per_user = 0;
+    if ((v = pt__get(c, n, "per"))) {
+        const char *s = pt__scalar(v);
+        if (s && !strcmp(s, "user"))
+            rl->per_user = 1;
+        else if (!s || strcmp(s, "channel") != 0)
+            return pt__fail(c, v, "%s.per: expected user or channel", key);
+    }
+    return 0;
+}
+
 static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type, size_t idx,
                        pt_channel_t *ch)
 {
-    static const char *const rest_keys[] = {"name",     "url_path",    "methods",
-                                            "service",  "security",    "data_format", NULL};
+    static const char *const rest_keys[] = {"name",     "url_path",    "methods",    "service",
+                                            "security", "data_format", "rate_limit", NULL};
     static const char *const gw_keys[] = {
-        "name", "url_path", "methods", "gateway_service_list", "security", "data_format", NULL};
+        "name",     "url_path",    "methods",    "gateway_service_list",
+        "security", "data_format", "rate_limit", NULL};
     static const char *const ws_keys[] = {"name",          "url_path",         "service",
                                           "service_list",  "security",         "data_format",
                                           "ping_interval", "missed_pings",     "max_message_size",
@@ -282,9 +320,12 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         ch->data_format = strdup("json");
     }
     yaml_node_t *sec = pt__get(c, n, "security");
-    if (sec && !pt__is_null(sec))
+    if (sec && !pt__is_null(sec) &&
+        !(pt__scalar(sec) && (ch->security = pt_security_find(c->security, pt__scalar(sec)))))
         return pt__fail(c, sec, "%s.security: no security definition named '%s'", what,
                         pt__scalar(sec) ? pt__scalar(sec) : "?");
+    yaml_node_t *rl = pt__get(c, n, "rate_limit");
+    if (rl && !pt__is_null(rl) && pt__rate_limit(c, rl, what, &ch->rate_limit) != 0) return -1;
     return 0;
 }
 
@@ -665,8 +706,8 @@ static void pt__amqp_free(pt_config_t *cfg)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server", "log",   "lua",      "services",
-                                       "channels", "admin", "outgoing", NULL};
+    static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
+                                       "admin",  "outgoing", "security", NULL};
     yaml_node_t *root = yaml_document_get_root_node(&c->doc);
     if (!root)
         return pt__fail(c, NULL, "the file is empty");
@@ -733,6 +774,10 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     }
     if ((v = pt__get(c, root, "outgoing")) && !pt__is_null(v) && pt__outgoing(c, v, cfg) != 0)
         return -1;
+    if (pt_security_parse(&c->doc, pt__get(c, root, "security"), c->file, cfg->dir, &cfg->security,
+                          c->err, c->errlen) != 0)
+        return -1;
+    c->security = cfg->security;
     if ((v = pt__get(c, root, "channels")) && !pt__is_null(v) && pt__channels(c, v, cfg) != 0)
         return -1;
     return 0;
@@ -819,6 +864,7 @@ void pt_config_free(pt_config_t *cfg)
         pt__free_list(ch->service_list, ch->n_service_list);
     }
     free(cfg->channels);
+    pt_security_free(cfg->security);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
     free(cfg->path);

@@ -6,6 +6,7 @@
 #define PT_CONFIG_H
 
 #include "pt_log.h"
+#include "pt_ratelimit.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,10 @@ typedef struct {
     uint64_t ws_max_message;  /* bytes; a larger message closes with 1009 */
     uint64_t ws_idle_timeout_ms; /* 0: none (pings keep a live peer) */
     char *ws_token_param;     /* query parameter that may carry the credential */
+    /* security: NAME; NULL: open (pt_security_check still refuses a trusted
+     * gateway's username header). Points into the snapshot's security. */
+    const struct pt_security_def_s *security;
+    pt_ratelimit_cfg_t rate_limit; /* rate_limit: {rate, burst, per}; rate 0: none */
 } pt_channel_t;
 
 /* Where an AMQP connection goes, parsed from an amqp:// URL. */
@@ -94,6 +99,7 @@ typedef struct {
     size_t n_amqp_out;
     pt_amqp_channel_cfg_t *amqp_channels; /* channels.amqp (not routed over HTTP) */
     size_t n_amqp_channels;
+    struct pt_security_s *security; /* the compiled security: section (never NULL) */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

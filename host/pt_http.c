@@ -2,6 +2,8 @@
 #include "pt_accesslog.h"
 #include "pt_log.h"
 #include "pt_lua.h"
+#include "pt_ratelimit.h"
+#include "pt_security.h"
 #include "pt_ws.h"
 
 #include <stdio.h>
@@ -572,6 +574,113 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
                 res->body_len);
 }
 
+/* ---- security and rate limits, before any Lua ---- */
+
+static int pt__sec_header(void *ud, const char *name, const char **value, size_t *len)
+{
+    pt_conn_t *c = ud;
+    int n = 0;
+    for (size_t i = 0; i < c->n_headers; i++) {
+        const pt_http_header_t *h = &c->headers[i];
+        if (!pt__header_is(c, h, name)) continue;
+        if (n++ == 0) {
+            *value = c->head.data + h->value_off;
+            *len = h->value_len;
+        }
+    }
+    return n;
+}
+
+/* A password check ran on the thread pool; its outcome is in this thread's
+ * cache now, so dispatching the request again answers at once. */
+static void pt__on_verified(void *ud)
+{
+    pt_conn_t *c = ud;
+    c->in_service = 0;
+    if (c->dead) {
+        pt__free(c);
+        return;
+    }
+    if (!c->closing) pt__dispatch(c);
+}
+
+/* Decodes the value of query parameter name into out (room for cap bytes).
+ * Returns its length, or -1 when absent or malformed. */
+static long pt__query_param(const char *q, size_t qlen, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = q, *end = q + qlen; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > nlen && p[nlen] == '=' && !memcmp(p, name, nlen)) {
+            size_t vlen = (size_t)(stop - p) - nlen - 1;
+            if (vlen + 1 > cap) return -1;
+            return pt_percent_decode(p + nlen + 1, vlen, out, 1);
+        }
+        p = stop + 1;
+    }
+    return -1;
+}
+
+/* Runs the channel's security and rate limit. Returns 0 to go on (res
+ * filled, c->username set), or 1 when the request is answered or waits for
+ * a password check. */
+static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, size_t query_len,
+                      pt_security_result_t *res)
+{
+    char token[2048];
+    pt_security_request_t req = {.header = pt__sec_header, .ud = c};
+    if (ch->ws_token_param) {
+        long n = pt__query_param(query, query_len, ch->ws_token_param, token, sizeof token);
+        if (n > 0 && !memchr(token, '\0', (size_t)n)) {
+            req.token = token;
+            req.token_len = (size_t)n;
+        }
+    }
+    int rc = pt_security_check(c->w->cfg->security, ch->security, &req, res);
+    if (rc == PT_SECURITY_VERIFY) {
+        c->in_service = 1;
+        rc = pt_security_verify(&c->w->loop, res->verify, pt__on_verified, c);
+        if (rc == 0) return 1;
+        c->in_service = 0;
+        pt__send_error(c, 500, "cannot check the password", NULL);
+        return 1;
+    }
+    if (rc == PT_SECURITY_REFUSE) {
+        pt__send_error(c, res->status, res->message, res->extra[0] ? res->extra : NULL);
+        return 1;
+    }
+    snprintf(c->username, sizeof c->username, "%s", res->username);
+
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
+    if (limiter) {
+        /* one bucket per channel name (and user): it outlives a reload */
+        const char *user = rl->per_user ? c->username : "";
+        size_t nlen = strlen(ch->name), ulen = strlen(user);
+        char kbuf[512];
+        char *key = nlen + ulen + 1 <= sizeof kbuf ? kbuf : malloc(nlen + ulen + 1);
+        uint32_t retry = 1;
+        if (!key) {
+            pt__send_error(c, 500, "out of memory", NULL);
+            return 1;
+        }
+        memcpy(key, ch->name, nlen);
+        key[nlen] = '\0';
+        memcpy(key + nlen + 1, user, ulen);
+        rc = pt_ratelimit_take(limiter, key, nlen + 1 + ulen, rl->rate, rl->burst, uv_hrtime(),
+                               &retry);
+        if (key != kbuf) free(key);
+        if (rc == 1) {
+            char extra[48];
+            snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry);
+            pt__send_error(c, 429, "rate limit exceeded", extra);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void pt__dispatch(pt_conn_t *c)
 {
     pt_worker_t *w = c->w;
@@ -585,6 +694,7 @@ static void pt__dispatch(pt_conn_t *c)
     char stackbuf[2048];
     char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
     pt_route_match_t m;
+    pt_security_result_t sec;
     char msg[256];
 
     if (!buf) {
@@ -605,6 +715,8 @@ static void pt__dispatch(pt_conn_t *c)
         snprintf(extra, sizeof extra, "Allow: %s\r\n",
                  pt_router_allow_header(m.allow, allow, sizeof allow));
         pt__send_error(c, 405, "method not allowed on this channel", extra);
+    } else if (pt__secure(c, m.channel, query, query_len, &sec) != 0) {
+        /* refused, or dispatched again once a password check is done */
     } else if (m.channel->type == PT_CHANNEL_WEBSOCKET) {
         int status = pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
         if (status == 426)
@@ -622,11 +734,16 @@ static void pt__dispatch(pt_conn_t *c)
         pt_lua_header_t hstack[PT__STACK_HEADERS];
         pt_lua_header_t *hs =
             c->n_headers <= PT__STACK_HEADERS ? hstack : malloc(c->n_headers * sizeof *hs);
+        size_t n_hs = 0;
         for (size_t i = 0; hs && i < c->n_headers; i++) {
-            hs[i].name = c->head.data + c->headers[i].name_off;
-            hs[i].name_len = c->headers[i].name_len;
-            hs[i].value = c->head.data + c->headers[i].value_off;
-            hs[i].value_len = c->headers[i].value_len;
+            /* the credential that let the request in stays here */
+            if (sec.hide_header && pt__header_is(c, &c->headers[i], sec.hide_header))
+                continue;
+            hs[n_hs].name = c->head.data + c->headers[i].name_off;
+            hs[n_hs].name_len = c->headers[i].name_len;
+            hs[n_hs].value = c->head.data + c->headers[i].value_off;
+            hs[n_hs].value_len = c->headers[i].value_len;
+            n_hs++;
         }
         pt_lua_call_t call = {
             .service = m.service,
@@ -637,11 +754,12 @@ static void pt__dispatch(pt_conn_t *c)
             .query = query,
             .query_len = query_len,
             .headers = hs,
-            .n_headers = hs ? c->n_headers : 0,
+            .n_headers = n_hs,
             .body = c->body.data,
             .body_len = c->body.len,
             .channel = m.channel,
-            .username = NULL,
+            .username = c->username[0] ? c->username : NULL,
+            .gateway = sec.gateway[0] ? sec.gateway : NULL,
             .params = m.params,
             .n_params = m.n_params,
         };

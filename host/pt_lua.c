@@ -528,8 +528,12 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     } else {
         lua_pushnil(co);
     }
+    if (c->gateway)
+        lua_pushstring(co, c->gateway);
+    else
+        lua_pushnil(co);
     if (c->push_extra)
         c->push_extra(co, c->extra_ud);
-    pt__run(t, c->push_extra ? 12 : 11);
+    pt__run(t, c->push_extra ? 13 : 12);
     return 0;
 }

@@ -42,10 +42,12 @@ typedef struct {
     size_t body_len;
     const pt_channel_t *channel;
     const char *username; /* NULL: anonymous */
+    const char *gateway;  /* the trusted gateway's own user when username came in its
+                             header (self.channel.security.gateway); NULL: none */
     const pt_route_param_t *params;
     int n_params;
-    /* Optional: pushes one more argument for runtime.dispatch (the AMQP
-     * channels pass the delivery's properties this way). */
+    /* Optional: pushes one more argument for runtime.dispatch, after gateway
+     * (the AMQP channels pass the delivery's properties this way). */
     void (*push_extra)(lua_State *co, void *ud);
     void *extra_ud;
 } pt_lua_call_t;

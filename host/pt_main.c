@@ -2,6 +2,7 @@
  * pt_server.c; this file only reads the arguments. */
 #include "pt_admin.h"
 #include "pt_config.h"
+#include "pt_security.h"
 #include "pt_server.h"
 
 #include <stdio.h>
@@ -13,6 +14,9 @@ static const char pt__usage[] =
     "usage: portico [-c FILE]            run the gateway\n"
     "       portico --check [-c FILE]    validate a config and its services\n"
     "       portico reload [-c FILE]     ask the running gateway to reload its config\n"
+    "       portico hash-password [--api-key]\n"
+    "                                    read a password (or API key) on stdin, print\n"
+    "                                    the hash to put in the config's security section\n"
     "       portico --help | --version\n"
     "\n"
     "  -c, --config FILE  the YAML config (default: " PT_DEFAULT_CONFIG ")\n"
@@ -65,6 +69,20 @@ int main(int argc, char **argv)
             command = "check";
         } else if (!strcmp(a, "reload") && !command) {
             command = "reload";
+        } else if (!strcmp(a, "hash-password") && !command) {
+            /* the secret comes from stdin, never from argv (ps, shell history) */
+            int api_key = 0;
+            for (int j = i + 1; j < argc; j++) {
+                if (!strcmp(argv[j], "--api-key")) {
+                    api_key = 1;
+                } else {
+                    fprintf(stderr, "portico hash-password: unknown argument '%s' (the %s is "
+                                    "read from stdin)\n\n%s",
+                            argv[j], "password", pt__usage);
+                    return 2;
+                }
+            }
+            return pt_security_hash_password_cli(api_key);
         } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc) {
             path = argv[++i];
         } else if (!strncmp(a, "--config=", 9)) {

@@ -37,10 +37,8 @@ struct pt_ratelimit_s {
 int pt_ratelimit_new(size_t max_buckets, pt_ratelimit_t **out)
 {
     pt_ratelimit_t *rl = NULL;
-    if (sodium_init() < 0)
-        return -1;
-    if (posix_memalign((void **)&rl, 64, sizeof *rl) != 0)
-        return -1;
+    if (sodium_init() < 0) return -1;
+    if (posix_memalign((void **)&rl, 64, sizeof *rl) != 0) return -1;
     memset(rl, 0, sizeof *rl);
     /* SipHash with a secret key: users are named by their callers (a JWT
      * claim, a gateway's header), so the buckets they land in must not be
@@ -66,8 +64,7 @@ int pt_ratelimit_new(size_t max_buckets, pt_ratelimit_t **out)
 
 void pt_ratelimit_free(pt_ratelimit_t *rl)
 {
-    if (!rl)
-        return;
+    if (!rl) return;
     for (int i = 0; i < PT__SHARDS; i++) {
         pt__shard_t *s = &rl->shards[i];
         for (size_t j = 0; j < s->n_slots; j++) {
@@ -88,8 +85,7 @@ static pt_ratelimit_t *pt__global;
 
 static void pt__global_init(void)
 {
-    if (pt_ratelimit_new(PT__GLOBAL_MAX_BUCKETS, &pt__global) != 0)
-        pt__global = NULL;
+    if (pt_ratelimit_new(PT__GLOBAL_MAX_BUCKETS, &pt__global) != 0) pt__global = NULL;
 }
 
 pt_ratelimit_t *pt_ratelimit_global(void)
@@ -110,8 +106,7 @@ static void pt__grow(pt__shard_t *s)
 {
     size_t n = s->n_slots * 2;
     pt__bucket_t **slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return;
+    if (!slots) return;
     for (size_t i = 0; i < s->n_slots; i++) {
         pt__bucket_t *b = s->slots[i], *next;
         for (; b; b = next) {
@@ -144,13 +139,11 @@ static void pt__evict(pt__shard_t *s, size_t max, uint64_t now_ns)
             }
         }
     }
-    if (s->count < max)
-        return;
+    if (s->count < max) return;
     pt__bucket_t **oldest = NULL;
     for (size_t i = 0; i < s->n_slots; i++)
         for (pt__bucket_t **pb = &s->slots[i]; *pb; pb = &(*pb)->next)
-            if (!oldest || (*pb)->last_ns < (*oldest)->last_ns)
-                oldest = pb;
+            if (!oldest || (*pb)->last_ns < (*oldest)->last_ns) oldest = pb;
     if (oldest) {
         pt__bucket_t *b = *oldest;
         *oldest = b->next;
@@ -168,8 +161,7 @@ int pt_ratelimit_take(pt_ratelimit_t *rl, const void *key, size_t key_len, doubl
     crypto_shorthash(hb, key, key_len, rl->hash_key);
     memcpy(&h, hb, sizeof h);
     pt__shard_t *s = &rl->shards[h & (PT__SHARDS - 1)];
-    if (burst < 1)
-        burst = 1;
+    if (burst < 1) burst = 1;
 
     pthread_mutex_lock(&s->lock);
     size_t slot = (size_t)(h >> 6) & (s->n_slots - 1);
@@ -188,8 +180,7 @@ int pt_ratelimit_take(pt_ratelimit_t *rl, const void *key, size_t key_len, doubl
             pt__grow(s);
             slot = (size_t)(h >> 6) & (s->n_slots - 1);
         }
-        if (!(b = malloc(sizeof *b + key_len)))
-            goto unlock;
+        if (!(b = malloc(sizeof *b + key_len))) goto unlock;
         b->hash = h;
         b->key_len = key_len;
         memcpy(b->key, key, key_len);
@@ -229,11 +220,9 @@ size_t pt_ratelimit_count(pt_ratelimit_t *rl)
 int pt_ratelimit_parse_rate(const char *s, double *per_sec)
 {
     char *end;
-    if (!s || !*s)
-        return -1;
+    if (!s || !*s) return -1;
     double v = strtod(s, &end);
-    if (end == s || !isfinite(v) || v <= 0)
-        return -1;
+    if (end == s || !isfinite(v) || v <= 0) return -1;
     while (*end == ' ')
         end++;
     double div = 1;

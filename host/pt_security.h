@@ -48,8 +48,8 @@ typedef struct pt_security_verify_s pt_security_verify_t;
  * and dir name the config file and its directory (relative key files are
  * resolved against dir). Environment variables named by the definitions are
  * read now. Returns 0, or -1 with "file:line: message" in err. */
-int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
-                      const char *dir, pt_security_t **out, char *err, size_t errlen);
+int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file, const char *dir,
+                      pt_security_t **out, char *err, size_t errlen);
 
 /* Frees a compiled set and every definition in it. NULL is fine. */
 void pt_security_free(pt_security_t *sec);
@@ -62,9 +62,8 @@ const char *pt_security_def_name(const pt_security_def_t *def);
 
 /* How the check reads the request's headers: returns how many headers are
  * called name (lower-case; compare case-insensitively), and the first one's
- * value in *value/*len when there is one. */
-typedef int (*pt_security_header_fn)(void *ud, const char *name, const char **value,
-                                     size_t *len);
+ * value in *value and *len when there is one. */
+typedef int (*pt_security_header_fn)(void *ud, const char *name, const char **value, size_t *len);
 
 typedef struct {
     pt_security_header_fn header;
@@ -88,10 +87,10 @@ typedef struct {
     char gateway[PT_SECURITY_NAME_MAX + 1];  /* let through: the trusted gateway's own
                                                 user when the end user came in its
                                                 header, else "" */
-    const char *hide_header; /* let through: a header (lower-case) that carried the
-                                credential; the service is not shown it. NULL: none */
-    pt_security_verify_t *verify; /* PT_SECURITY_VERIFY: owned by the caller, who passes
-                                     it to pt_security_verify(_now) or _free */
+    const char *hide_header;                 /* let through: a header (lower-case) that carried the
+                                                credential; the service is not shown it. NULL: none */
+    pt_security_verify_t *verify;            /* PT_SECURITY_VERIFY: owned by the caller, who passes
+                                                it to pt_security_verify(_now) or _free */
 } pt_security_result_t;
 
 /* Checks a request against def (NULL: a channel with no security, where only

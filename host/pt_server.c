@@ -182,6 +182,10 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
     }
     if (signum == SIGHUP) {
         char err[1024];
+        if (!s->ready) {
+            pt_log_warn("SIGHUP while starting or stopping: ignored");
+            return;
+        }
         pt_log_info("SIGHUP: reloading %s", s->config_path);
         pt_server_reload(s, err, sizeof err);
         return;
@@ -253,6 +257,17 @@ int pt_server_run(const char *config_path)
         fprintf(stderr, "portico: cannot start the AMQP connection threads\n");
         goto done;
     }
+    /* Signals are caught before any worker listens: a SIGTERM that comes
+     * while the workers start waits for the loop and drains them then. */
+    uv_signal_init(s.loop, &s.sigterm);
+    uv_signal_init(s.loop, &s.sigint);
+    uv_signal_init(s.loop, &s.sighup);
+    uv_signal_init(s.loop, &s.sigusr1);
+    s.sigterm.data = s.sigint.data = s.sighup.data = s.sigusr1.data = &s;
+    uv_signal_start(&s.sigusr1, pt__on_signal, SIGUSR1);
+    uv_signal_start(&s.sigterm, pt__on_signal, SIGTERM);
+    uv_signal_start(&s.sigint, pt__on_signal, SIGINT);
+    uv_signal_start(&s.sighup, pt__on_signal, SIGHUP);
     s.n_workers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
     s.workers = calloc((size_t)s.n_workers, sizeof *s.workers);
     uv_sem_init(&started, 0);
@@ -287,15 +302,6 @@ int pt_server_run(const char *config_path)
     if (!failed) {
         pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
                        cfg->watch_interval_ms, pt__on_file, &s);
-        uv_signal_init(s.loop, &s.sigterm);
-        uv_signal_init(s.loop, &s.sigint);
-        uv_signal_init(s.loop, &s.sighup);
-        uv_signal_init(s.loop, &s.sigusr1);
-        s.sigterm.data = s.sigint.data = s.sighup.data = s.sigusr1.data = &s;
-        uv_signal_start(&s.sigusr1, pt__on_signal, SIGUSR1);
-        uv_signal_start(&s.sigterm, pt__on_signal, SIGTERM);
-        uv_signal_start(&s.sigint, pt__on_signal, SIGINT);
-        uv_signal_start(&s.sighup, pt__on_signal, SIGHUP);
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -318,12 +324,12 @@ int pt_server_run(const char *config_path)
         pt_worker_join(&s.workers[i]);
     pt_amqp_channels_free(amqp_channels);
     uv_sem_destroy(&started);
+    uv_close((uv_handle_t *)&s.sigterm, NULL);
+    uv_close((uv_handle_t *)&s.sigint, NULL);
+    uv_close((uv_handle_t *)&s.sighup, NULL);
+    uv_close((uv_handle_t *)&s.sigusr1, NULL);
     if (!failed) {
         pt_watch_stop(&s.watch);
-        uv_close((uv_handle_t *)&s.sigterm, NULL);
-        uv_close((uv_handle_t *)&s.sigint, NULL);
-        uv_close((uv_handle_t *)&s.sighup, NULL);
-        uv_close((uv_handle_t *)&s.sigusr1, NULL);
         pt_log_info("stopped");
     }
     free(s.workers);

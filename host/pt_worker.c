@@ -80,6 +80,17 @@ static int pt__listen(pt_worker_t *w)
     return uv_listen((uv_stream_t *)&w->listener, 511, pt__on_connection);
 }
 
+/* No uv_async_send may reach msg_async once it closes: from here on other
+ * threads only queue, and the joining thread runs what they queued. */
+static void pt__end_messages(pt_worker_t *w)
+{
+    uv_mutex_lock(&w->msg_lock);
+    w->ended = 1;
+    uv_mutex_unlock(&w->msg_lock);
+    if (!uv_is_closing((uv_handle_t *)&w->msg_async))
+        uv_close((uv_handle_t *)&w->msg_async, NULL);
+}
+
 static void pt__maybe_finish(pt_worker_t *w)
 {
     if (!w->draining || w->n_conns > 0)
@@ -88,8 +99,7 @@ static void pt__maybe_finish(pt_worker_t *w)
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
         uv_close((uv_handle_t *)&w->stop_async, NULL);
-    if (!uv_is_closing((uv_handle_t *)&w->msg_async))
-        uv_close((uv_handle_t *)&w->msg_async, NULL);
+    pt__end_messages(w);
     if (!uv_is_closing((uv_handle_t *)&w->flush_check))
         uv_close((uv_handle_t *)&w->flush_check, NULL);
 }
@@ -289,7 +299,7 @@ static void pt__run(void *arg)
         /* Close what was opened so the loop can be freed. */
         if (!uv_is_closing((uv_handle_t *)&w->stop_async))
             uv_close((uv_handle_t *)&w->stop_async, NULL);
-        uv_close((uv_handle_t *)&w->msg_async, NULL);
+        pt__end_messages(w);
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
         uv_close((uv_handle_t *)&w->flush_check, NULL);
         if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))

@@ -1,0 +1,669 @@
+/* pt_security: config checks, each kind of definition, the trusted-gateway
+ * rule, the verified-credential cache and the hashes of hash-password. */
+#include "pt_config.h"
+#include "pt_security.h"
+#include "pt_test.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <sodium.h>
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tmpdir[] = "/tmp/pt_test_security.XXXXXX";
+static char err[1024];
+
+/* ---- a request: a few headers ---- */
+
+typedef struct {
+    const char *h[8][2];
+    int n;
+} req_t;
+
+static int header(void *ud, const char *name, const char **value, size_t *len)
+{
+    req_t *r = ud;
+    int count = 0;
+    for (int i = 0; i < r->n; i++)
+        if (!strcasecmp(r->h[i][0], name) && count++ == 0) {
+            *value = r->h[i][1];
+            *len = strlen(r->h[i][1]);
+        }
+    return count;
+}
+
+static req_t R(int n, ...)
+{
+    req_t r = {.n = n};
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        r.h[i][0] = va_arg(ap, const char *);
+        r.h[i][1] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    return r;
+}
+
+static pt_security_result_t res;
+
+/* Checks r against the definition called def (NULL: an open channel); runs a
+ * password check inline when one is asked for, then checks again, as pt_http
+ * does. Returns what the final check returned; *slow says whether it ran. */
+static int check2(const pt_config_t *cfg, const char *def, req_t r, const char *token, int *slow)
+{
+    const pt_security_def_t *d = def ? pt_security_find(cfg->security, def) : NULL;
+    pt_security_request_t req = {
+        .header = header, .ud = &r, .token = token, .token_len = token ? strlen(token) : 0};
+    if (def && !d) return -100;
+    int rc = pt_security_check(cfg->security, d, &req, &res);
+    if (slow) *slow = rc == PT_SECURITY_VERIFY;
+    if (rc == PT_SECURITY_VERIFY) {
+        pt_security_verify_now(res.verify);
+        rc = pt_security_check(cfg->security, d, &req, &res);
+        PT_CHECK(rc != PT_SECURITY_VERIFY); /* the cache answers the second time */
+    }
+    return rc;
+}
+
+static int check(const pt_config_t *cfg, const char *def, req_t r)
+{
+    return check2(cfg, def, r, NULL, NULL);
+}
+
+static char *basic(const char *user_pass)
+{
+    static char out[8][256];
+    static int i;
+    char *o = out[i++ % 8];
+    strcpy(o, "Basic ");
+    sodium_bin2base64(o + 6, sizeof out[0] - 6, (const unsigned char *)user_pass, strlen(user_pass),
+                      sodium_base64_VARIANT_ORIGINAL);
+    return o;
+}
+
+/* ---- config files ---- */
+
+static char *write_file(const char *name, const char *text)
+{
+    static char path[8][512];
+    static int i;
+    char *p = path[i++ % 8];
+    snprintf(p, sizeof path[0], "%s/%s", tmpdir, name);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static pt_config_t *load(const char *text)
+{
+    pt_config_t *cfg = NULL;
+    if (pt_config_load(write_file("c.yaml", text), &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "load: %s\n", err);
+        return NULL;
+    }
+    return cfg;
+}
+
+static int load_fails_with(const char *text, const char *expect)
+{
+    pt_config_t *cfg = NULL;
+    if (pt_config_load(write_file("bad.yaml", text), &cfg, err, sizeof err) == 0) {
+        pt_config_free(cfg);
+        fprintf(stderr, "loaded, expected: %s\n", expect);
+        return 0;
+    }
+    if (!strstr(err, expect)) {
+        fprintf(stderr, "error '%s', expected '%s'\n", err, expect);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- JWTs ---- */
+
+static void b64url(const unsigned char *in, size_t n, char *out, size_t cap)
+{
+    sodium_bin2base64(out, cap, in, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+static EVP_PKEY *rsa_key, *other_rsa_key;
+static const char *hs_secret = "0123456789abcdef0123456789abcdef-hs256";
+
+/* Makes header.payload.signature; alg "none" leaves the signature empty. key:
+ * NULL signs with the HS256 secret (or RS256 with rsa_key). */
+static char *jwt(const char *alg, const char *payload, EVP_PKEY *key)
+{
+    static char out[4][4096];
+    static int i;
+    char *o = out[i++ % 4];
+    char hdr[128], b1[512], b2[2048], sig[1024];
+    unsigned char mac[512];
+    size_t mac_len = 0;
+    snprintf(hdr, sizeof hdr, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
+    b64url((unsigned char *)hdr, strlen(hdr), b1, sizeof b1);
+    b64url((unsigned char *)payload, strlen(payload), b2, sizeof b2);
+    char input[3072];
+    snprintf(input, sizeof input, "%s.%s", b1, b2);
+    if (!strcmp(alg, "HS256")) {
+        unsigned int l = 0;
+        HMAC(EVP_sha256(), hs_secret, (int)strlen(hs_secret), (unsigned char *)input, strlen(input),
+             mac, &l);
+        mac_len = l;
+    } else if (!strcmp(alg, "RS256")) {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        mac_len = sizeof mac;
+        EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key ? key : rsa_key);
+        EVP_DigestSign(ctx, mac, &mac_len, (unsigned char *)input, strlen(input));
+        EVP_MD_CTX_free(ctx);
+    }
+    sig[0] = '\0';
+    if (mac_len) b64url(mac, mac_len, sig, sizeof sig);
+    snprintf(o, sizeof out[0], "%s.%s", input, sig);
+    return o;
+}
+
+static char *bearer(const char *token)
+{
+    static char out[4][4200];
+    static int i;
+    char *o = out[i++ % 4];
+    snprintf(o, sizeof out[0], "Bearer %s", token);
+    return o;
+}
+
+/* ---- the tests ---- */
+
+static void test_config_errors(void)
+{
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
+                             "        - username: u\n          password: x\n",
+                             "bad.yaml:6: security.basic_auth[0].users[0]: no plain password"));
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
+                             "        - username: u\n          password_hash: nope\n",
+                             "bad.yaml:6: security.basic_auth[0].users[0].password_hash: not an "
+                             "argon2id hash"));
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
+                             "        - username: u\n          password_env: PT_TEST_UNSET_VAR\n",
+                             "the environment variable PT_TEST_UNSET_VAR is not set"));
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
+                             "        - username: 'a:b'\n          password_env: PT_TEST_PW\n",
+                             "no ':'"));
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
+                             "        - username: u\n          password_env: PT_TEST_PW\n"
+                             "  api_key:\n    - name: a\n      header: x-key\n      keys:\n"
+                             "        - username: u\n          key_env: PT_TEST_KEY\n",
+                             "security definition name 'a' is used twice"));
+    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
+                             "      keys:\n        - username: u\n          key: abc\n",
+                             "no plain key in the file"));
+    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
+                             "      keys:\n        - username: u\n          key_hash: abc\n",
+                             "key_hash: expected blake2b:"));
+    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: none\n",
+                             "algorithm: expected HS256 or RS256"));
+    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
+                             "      secret_env: PT_TEST_PW\n",
+                             "an HS256 secret needs at least 32 bytes"));
+    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
+                             "      secret: abc\n",
+                             "no plain secret in the file"));
+    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n"
+                             "      trust_username_header: Authorization\n      users:\n"
+                             "        - username: u\n          password_env: PT_TEST_PW\n",
+                             "not the Authorization header"));
+    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-user\n"
+                             "      keys:\n        - username: u\n          key_env: PT_TEST_KEY\n"
+                             "  basic_auth:\n    - name: a\n      trust_username_header: x-user\n"
+                             "      users:\n        - username: u\n          password_env: "
+                             "PT_TEST_PW\n",
+                             "'x-user' is both a credential header and a trusted username header"));
+    PT_CHECK(load_fails_with("channels:\n  rest:\n    - name: r\n      url_path: /r\n"
+                             "      service: s\n      security: nobody\n",
+                             "bad.yaml:6: channels.rest[0].security: no security definition named "
+                             "'nobody'"));
+    PT_CHECK(load_fails_with("security:\n  bogus: []\n", "security: unknown key 'bogus'"));
+}
+
+static const char *CONFIG = "security:\n"
+                            "  basic_auth:\n"
+                            "    - name: upstream\n"
+                            "      realm: the gate\n"
+                            "      trust_username_header: x-portico-username\n"
+                            "      users:\n"
+                            "        - username: gateway\n"
+                            "          password_hash: \"%s\"\n"
+                            "    - name: direct\n"
+                            "      users:\n"
+                            "        - username: john.doe\n"
+                            "          password_hash: \"%s\"\n"
+                            "        - username: ci\n"
+                            "          password_env: PT_TEST_PW\n"
+                            "    - name: env.only\n"
+                            "      trust_username_header: x-end-user\n"
+                            "      users:\n"
+                            "        - username: ci\n"
+                            "          password_env: PT_TEST_PW\n"
+                            "  api_key:\n"
+                            "    - name: keys\n"
+                            "      header: X-Api-Key\n"
+                            "      keys:\n"
+                            "        - username: acme\n"
+                            "          key_hash: \"%s\"\n"
+                            "        - username: beta\n"
+                            "          key_env: PT_TEST_KEY\n"
+                            "  jwt:\n"
+                            "    - name: hs\n"
+                            "      algorithm: HS256\n"
+                            "      secret_file: hs.secret\n"
+                            "      issuer: https://id.example\n"
+                            "      audience: [portico, other]\n"
+                            "      username_claim: preferred_username\n"
+                            "      leeway: 0\n"
+                            "    - name: rs\n"
+                            "      algorithm: RS256\n"
+                            "      public_key: rsa.pem\n"
+                            "      require_exp: false\n"
+                            "channels:\n"
+                            "  rest:\n"
+                            "    - name: r\n"
+                            "      url_path: /r\n"
+                            "      service: s\n"
+                            "      security: direct\n";
+
+static void test_basic(pt_config_t *cfg)
+{
+    int slow;
+    /* right password: one slow check, then the cache */
+    PT_CHECK_INT(
+        check2(cfg, "direct", R(1, "Authorization", basic("john.doe:secret")), NULL, &slow), 0);
+    PT_CHECK_INT(slow, 1);
+    PT_CHECK_STR(res.username, "john.doe");
+    PT_CHECK_STR(res.gateway, "");
+    PT_CHECK_STR(res.hide_header, "authorization");
+    PT_CHECK_INT(
+        check2(cfg, "direct", R(1, "authorization", basic("john.doe:secret")), NULL, &slow), 0);
+    PT_CHECK_INT(slow, 0);
+    PT_CHECK_STR(res.username, "john.doe");
+    /* scheme in any case, several spaces */
+    char v[256];
+    snprintf(v, sizeof v, "bAsIc   %s", basic("john.doe:secret") + 6);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "authorization", v)), 0);
+
+    /* wrong password, unknown user: 401 with the realm, and no hint which */
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe:Secret"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 401);
+    PT_CHECK_STR(res.message, "wrong username or password");
+    PT_CHECK_STR(res.extra, "WWW-Authenticate: Basic realm=\"portico\", charset=\"UTF-8\"\r\n");
+    PT_CHECK_INT(check2(cfg, "direct", R(1, "Authorization", basic("jane:secret")), NULL, &slow),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(slow, 1); /* an unknown user costs the same time as a known one */
+    PT_CHECK_STR(res.message, "wrong username or password");
+    /* a password that is a prefix or extension of the right one */
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe:secre"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe:secret "))),
+                 PT_SECURITY_REFUSE);
+    /* the right password of another user */
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe:env-pass"))),
+                 PT_SECURITY_REFUSE);
+
+    /* malformed */
+    PT_CHECK_INT(check(cfg, "direct", R(0)), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 401);
+    PT_CHECK_STR(res.message, "authentication required");
+    PT_CHECK(strstr(res.extra, "WWW-Authenticate: Basic realm=\"portico\"") != NULL);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Basic !!!notbase64")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "malformed Basic credentials: not base64");
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Basic am9obi5kb2U6c2VjcmV0")), 0);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Basic am9obi5kb2U6c2VjcmV0=")),
+                 PT_SECURITY_REFUSE); /* bad padding */
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Basic ")), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "malformed Basic credentials: no ':' after the username");
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic(":secret"))), PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "malformed Basic credentials: empty username");
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("john.doe:sec\nret"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Bearer abc")), PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "expected Basic credentials");
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", "Basicam9obi5kb2U6c2VjcmV0")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(check(cfg, "direct",
+                       R(2, "Authorization", basic("john.doe:secret"), "Authorization",
+                         basic("john.doe:secret"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 400);
+
+    /* a password from the environment: no slow check at all */
+    PT_CHECK_INT(check2(cfg, "direct", R(1, "Authorization", basic("ci:env-pass")), NULL, &slow),
+                 0);
+    PT_CHECK_INT(slow, 0);
+    PT_CHECK_STR(res.username, "ci");
+    PT_CHECK_INT(check(cfg, "direct", R(1, "Authorization", basic("ci:env-pas"))),
+                 PT_SECURITY_REFUSE);
+    /* definitions are apart: gateway's password is not john.doe's */
+    PT_CHECK_INT(check(cfg, "upstream", R(1, "Authorization", basic("john.doe:secret"))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.extra, "WWW-Authenticate: Basic realm=\"the gate\", charset=\"UTF-8\"\r\n");
+}
+
+/* The slow check on a real loop's thread pool, as pt_http runs it. */
+static int verified;
+static void on_verified(void *ud)
+{
+    (*(int *)ud)++;
+}
+
+static void test_verify_on_loop(pt_config_t *cfg)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    req_t r = R(1, "Authorization", basic("gateway:gateway-demo"));
+    pt_security_request_t req = {.header = header, .ud = &r};
+    const pt_security_def_t *d = pt_security_find(cfg->security, "upstream");
+    PT_CHECK_INT(pt_security_check(cfg->security, d, &req, &res), PT_SECURITY_VERIFY);
+    PT_CHECK(res.verify != NULL);
+    PT_CHECK_INT(pt_security_verify(&loop, res.verify, on_verified, &verified), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    PT_CHECK_INT(verified, 1);
+    PT_CHECK_INT(pt_security_check(cfg->security, d, &req, &res), 0);
+    PT_CHECK_STR(res.username, "gateway");
+    /* a job that is dropped frees what it holds */
+    r = R(1, "Authorization", basic("gateway:other"));
+    PT_CHECK_INT(pt_security_check(cfg->security, d, &req, &res), PT_SECURITY_VERIFY);
+    pt_security_verify_free(res.verify);
+    uv_loop_close(&loop);
+}
+
+static void test_trusted_gateway(pt_config_t *cfg)
+{
+    const char *gw = basic("gateway:gateway-demo");
+    /* the gateway names the end user */
+    PT_CHECK_INT(
+        check(cfg, "upstream", R(2, "Authorization", gw, "X-Portico-Username", "john.doe")), 0);
+    PT_CHECK_STR(res.username, "john.doe");
+    PT_CHECK_STR(res.gateway, "gateway");
+    /* without the header the gateway is the caller */
+    PT_CHECK_INT(check(cfg, "upstream", R(1, "Authorization", gw)), 0);
+    PT_CHECK_STR(res.username, "gateway");
+    PT_CHECK_STR(res.gateway, "");
+    /* the header alone proves nothing */
+    PT_CHECK_INT(check(cfg, "upstream", R(1, "x-portico-username", "john.doe")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 401);
+    PT_CHECK_INT(
+        check(cfg, "upstream",
+              R(2, "Authorization", basic("gateway:wrong"), "x-portico-username", "john.doe")),
+        PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 401);
+    PT_CHECK_STR(res.username, "");
+    /* a bad or doubled name */
+    PT_CHECK_INT(check(cfg, "upstream", R(2, "Authorization", gw, "x-portico-username", "a\tb")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 400);
+    PT_CHECK_INT(
+        check(cfg, "upstream",
+              R(3, "Authorization", gw, "x-portico-username", "a", "x-portico-username", "b")),
+        PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 400);
+    /* from callers whose definition does not trust it: 403, whoever they are */
+    PT_CHECK_INT(
+        check(cfg, "direct",
+              R(2, "Authorization", basic("john.doe:secret"), "x-portico-username", "admin")),
+        PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 403);
+    PT_CHECK_STR(res.username, "");
+    PT_CHECK_INT(check(cfg, NULL, R(1, "x-portico-username", "admin")), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 403);
+    PT_CHECK_INT(check(cfg, "keys", R(2, "x-api-key", "key-one", "x-portico-username", "admin")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 403);
+    /* another definition's header is refused everywhere else too, even where
+     * x-portico-username is trusted */
+    PT_CHECK_INT(check(cfg, "upstream", R(2, "Authorization", gw, "x-end-user", "x")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 403);
+    PT_CHECK_INT(check(cfg, NULL, R(1, "X-End-User", "x")), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(
+        check(cfg, "env.only", R(2, "Authorization", basic("ci:env-pass"), "x-end-user", "mary")),
+        0);
+    PT_CHECK_STR(res.username, "mary");
+    PT_CHECK_STR(res.gateway, "ci");
+    PT_CHECK_INT(check(cfg, "env.only",
+                       R(2, "Authorization", basic("ci:env-pass"), "x-portico-username", "mary")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 403);
+    /* an open channel with no such header lets anyone through, anonymous */
+    PT_CHECK_INT(check(cfg, NULL, R(1, "x-other", "1")), 0);
+    PT_CHECK_STR(res.username, "");
+}
+
+static void test_api_key(pt_config_t *cfg)
+{
+    PT_CHECK_INT(check(cfg, "keys", R(1, "X-API-KEY", "key-one")), 0);
+    PT_CHECK_STR(res.username, "acme");
+    PT_CHECK_STR(res.hide_header, "x-api-key");
+    PT_CHECK_INT(check(cfg, "keys", R(1, "x-api-key", "key-two")), 0);
+    PT_CHECK_STR(res.username, "beta");
+    PT_CHECK_INT(check(cfg, "keys", R(1, "x-api-key", "key-one ")), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 401);
+    PT_CHECK_STR(res.message, "unknown API key");
+    PT_CHECK_STR(res.extra, "WWW-Authenticate: Key realm=\"portico\"\r\n");
+    PT_CHECK_INT(check(cfg, "keys", R(1, "Authorization", "key-one")), PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "API key required");
+    PT_CHECK_INT(check(cfg, "keys", R(2, "x-api-key", "key-one", "x-api-key", "key-two")),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 400);
+    /* a key from another way in (a WebSocket query parameter) */
+    PT_CHECK_INT(check2(cfg, "keys", R(0), "key-two", NULL), 0);
+    PT_CHECK_STR(res.username, "beta");
+    PT_CHECK_INT(check2(cfg, "keys", R(0), "key-three", NULL), PT_SECURITY_REFUSE);
+}
+
+static void test_jwt(pt_config_t *cfg)
+{
+    char p[512];
+    long now = (long)time(NULL);
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":%ld,\"nbf\":%ld}",
+             now + 60, now - 5);
+    char good[4096]; /* jwt() reuses its buffers */
+    snprintf(good, sizeof good, "%s", jwt("HS256", p, NULL));
+    PT_CHECK_INT(check(cfg, "hs", R(1, "Authorization", bearer(good))), 0);
+    PT_CHECK_STR(res.username, "mary");
+    PT_CHECK_INT(check2(cfg, "hs", R(0), good, NULL), 0); /* from a query parameter */
+
+    /* every refusal is a 401 with a Bearer challenge */
+#define REFUSED(req, msg)                                                                          \
+    do {                                                                                           \
+        PT_CHECK_INT(check(cfg, "hs", req), PT_SECURITY_REFUSE);                                   \
+        PT_CHECK_INT(res.status, 401);                                                             \
+        PT_CHECK_STR(res.message, msg);                                                            \
+        PT_CHECK(!strncmp(res.extra, "WWW-Authenticate: Bearer realm=\"portico\"", 40));           \
+    } while (0)
+
+    REFUSED(R(0), "bearer token required");
+    REFUSED(R(1, "Authorization", good), "expected a Bearer token");
+    REFUSED(R(1, "Authorization", "Bearer abc.def"), "malformed token");
+    REFUSED(R(1, "Authorization", "Bearer a.b.c.d"), "malformed token");
+
+    /* expired (leeway 0) and not yet valid */
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":%ld}",
+             now - 1);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token expired");
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":%ld,\"nbf\":%ld}",
+             now + 600, now + 300);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token not valid yet");
+    snprintf(
+        p, sizeof p,
+        "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\",\"aud\":\"portico\"}");
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token has no exp claim");
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":\"%ld\"}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token exp is not a number");
+
+    /* tampered: the payload changed after signing */
+    char tampered[4096];
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"root\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":%ld}",
+             now + 60);
+    const char *evil = jwt("HS256", p, NULL);
+    const char *d1 = strchr(good, '.'), *d2 = strrchr(good, '.');
+    const char *e1 = strchr(evil, '.'), *e2 = strrchr(evil, '.');
+    snprintf(tampered, sizeof tampered, "%.*s%.*s%s", (int)(d1 - good), good, (int)(e2 - e1), e1,
+             d2);
+    REFUSED(R(1, "Authorization", bearer(tampered)), "invalid token signature");
+    /* a flipped signature byte */
+    snprintf(tampered, sizeof tampered, "%s", good);
+    char *last = tampered + strlen(tampered) - 2;
+    *last = *last == 'A' ? 'B' : 'A';
+    REFUSED(R(1, "Authorization", bearer(tampered)), "invalid token signature");
+
+    /* alg=none, with or without a signature, and the other algorithm */
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"portico\",\"exp\":%ld}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("none", p, NULL))), "token algorithm not accepted");
+    const char *none = jwt("none", p, NULL);
+    snprintf(tampered, sizeof tampered, "%.*s%s", (int)(strrchr(none, '.') - none), none, d2);
+    REFUSED(R(1, "Authorization", bearer(tampered)), "token algorithm not accepted");
+    REFUSED(R(1, "Authorization", bearer(jwt("RS256", p, NULL))), "token algorithm not accepted");
+
+    /* issuer, audience (a list in the token works), the username claim */
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://evil.example\","
+             "\"aud\":\"portico\",\"exp\":%ld}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token issuer not accepted");
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":\"someone-else\",\"exp\":%ld}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))), "token audience not accepted");
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"mary\",\"iss\":\"https://id.example\","
+             "\"aud\":[\"x\",\"other\"],\"exp\":%ld}",
+             now + 60);
+    PT_CHECK_INT(check(cfg, "hs", R(1, "Authorization", bearer(jwt("HS256", p, NULL)))), 0);
+    snprintf(p, sizeof p,
+             "{\"sub\":\"mary\",\"iss\":\"https://id.example\",\"aud\":\"portico\",\"exp\":%ld}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))),
+            "token has no usable username claim");
+    snprintf(p, sizeof p,
+             "{\"preferred_username\":\"\",\"iss\":\"https://id.example\",\"aud\":\"portico\","
+             "\"exp\":%ld}",
+             now + 60);
+    REFUSED(R(1, "Authorization", bearer(jwt("HS256", p, NULL))),
+            "token has no usable username claim");
+#undef REFUSED
+
+    /* RS256: the configured key only; no expiry needed by this definition */
+    PT_CHECK_INT(
+        check(cfg, "rs", R(1, "Authorization", bearer(jwt("RS256", "{\"sub\":\"svc-a\"}", NULL)))),
+        0);
+    PT_CHECK_STR(res.username, "svc-a");
+    PT_CHECK_INT(
+        check(cfg, "rs",
+              R(1, "Authorization", bearer(jwt("RS256", "{\"sub\":\"svc-a\"}", other_rsa_key)))),
+        PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "invalid token signature");
+    snprintf(p, sizeof p, "{\"sub\":\"svc-a\",\"exp\":%ld}", now - 100);
+    PT_CHECK_INT(check(cfg, "rs", R(1, "Authorization", bearer(jwt("RS256", p, NULL)))),
+                 PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "token expired");
+    /* key confusion: HS256 signed with the RSA public key as the secret */
+    PT_CHECK_INT(
+        check(cfg, "rs", R(1, "Authorization", bearer(jwt("HS256", "{\"sub\":\"svc-a\"}", NULL)))),
+        PT_SECURITY_REFUSE);
+    PT_CHECK_STR(res.message, "token algorithm not accepted");
+}
+
+static void test_reload_forgets(const char *text)
+{
+    /* a new compiled config has a new cache key: nothing verified before counts */
+    pt_config_t *cfg = load(text);
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    int slow;
+    PT_CHECK_INT(
+        check2(cfg, "direct", R(1, "Authorization", basic("john.doe:secret")), NULL, &slow), 0);
+    PT_CHECK_INT(slow, 1);
+    pt_config_free(cfg);
+}
+
+static void test_hashes(void)
+{
+    char out[128];
+    PT_CHECK_INT(pt_security_hash_password("pw", 2, out), 0);
+    PT_CHECK(!strncmp(out, "$argon2id$v=19$", 15));
+    PT_CHECK_INT(crypto_pwhash_str_verify(out, "pw", 2), 0);
+    PT_CHECK(crypto_pwhash_str_verify(out, "pW", 2) != 0);
+    PT_CHECK_INT(pt_security_hash_api_key("abc", 3, out), 0);
+    /* BLAKE2b-256("abc") */
+    PT_CHECK_STR(out, "blake2b:bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
+}
+
+int main(void)
+{
+    if (sodium_init() < 0 || !mkdtemp(tmpdir)) return 1;
+    setenv("PT_TEST_PW", "env-pass", 1);
+    setenv("PT_TEST_KEY", "key-two", 1);
+    test_config_errors();
+    test_hashes();
+
+    /* keys for the JWT definitions */
+    rsa_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    other_rsa_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    char path[600];
+    snprintf(path, sizeof path, "%s/rsa.pem", tmpdir);
+    FILE *f = fopen(path, "w");
+    PEM_write_PUBKEY(f, rsa_key);
+    fclose(f);
+    write_file("hs.secret", "0123456789abcdef0123456789abcdef-hs256\n");
+
+    char gw_hash[128], john_hash[128], key_hash[128];
+    pt_security_hash_password("gateway-demo", 12, gw_hash);
+    pt_security_hash_password("secret", 6, john_hash);
+    pt_security_hash_api_key("key-one", 7, key_hash);
+    char *text = malloc(8192);
+    snprintf(text, 8192, CONFIG, gw_hash, john_hash, key_hash);
+    pt_config_t *cfg = load(text);
+    PT_CHECK(cfg != NULL);
+    if (cfg) {
+        PT_CHECK(cfg->channels[0].security == pt_security_find(cfg->security, "direct"));
+        PT_CHECK_STR(pt_security_def_name(cfg->channels[0].security), "direct");
+        test_basic(cfg);
+        test_verify_on_loop(cfg);
+        test_trusted_gateway(cfg);
+        test_api_key(cfg);
+        test_jwt(cfg);
+        test_reload_forgets(text);
+        pt_config_free(cfg);
+    }
+    free(text);
+    EVP_PKEY_free(rsa_key);
+    EVP_PKEY_free(other_rsa_key);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
+    return PT_TEST_DONE();
+}
