@@ -14,6 +14,11 @@ WS_DIR = os.path.join(ROOT, "tests", "integration", "ws")
 
 WS_CONFIG_TAIL = """
   websocket:
+    - name: ws.secure
+      url_path: /ws-secure
+      service: demo.echo
+      security: ws.users
+      ping_interval: 30s
     - name: ws
       url_path: /ws
       service: demo.echo
@@ -41,6 +46,14 @@ def ws_package():
                        capture_output=True, timeout=300)
 
 
+def password_hash(password):
+    binary = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "build", "portico")
+    r = subprocess.run([binary, "hash-password"], input=password + "\n", capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 @pytest.fixture
 def wsgw(start_gateway, tmp_path):
     from conftest import BASE_CONFIG
@@ -48,6 +61,10 @@ def wsgw(start_gateway, tmp_path):
     svc.mkdir(parents=True, exist_ok=True)
     (svc / "push.lua").write_text(PUSH_SERVICE)
     cfg = BASE_CONFIG.replace("test.raise, test.slow]", "test.raise, test.slow, test.push]")
+    security = ("security:\n  basic_auth:\n    - name: ws.users\n      users:\n"
+                "        - username: john.doe\n          password_hash: \"%s\"\n"
+                % password_hash("secret"))
+    cfg = cfg.replace("channels:\n", security + "channels:\n", 1)
     return start_gateway(cfg.rstrip("\n") + "\n" + WS_CONFIG_TAIL)
 
 
@@ -119,6 +136,21 @@ def test_protocol_violations_close_with_the_right_code(wsgw):
     assert res["closes"][0]["code"] == 1009
     res = client(wsgw, send=["{}"], binary=True, wait_for_close=True)
     assert res["closes"][0]["code"] == 1003
+
+
+def test_authenticated_handshake(wsgw):
+    import base64
+    auth = lambda user, pw: {"Authorization": "Basic " +
+                             base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()}
+    assert client(wsgw, path="/ws-secure")["http_status"] == 401
+    assert client(wsgw, path="/ws-secure", headers=auth("john.doe", "wrong"))["http_status"] == 401
+    assert client(wsgw, path="/ws-secure", headers={"Authorization": "Basic !!"})["http_status"] == 401
+    res = client(wsgw, path="/ws-secure", headers=auth("john.doe", "secret"),
+                 send=[json.dumps({"x": 1})], expect=1)
+    assert res["opened"] == 1
+    echo = json.loads(res["messages"][0][0])
+    assert echo["username"] == "john.doe" and echo["channel"]["type"] == "websocket"
+    assert "authorization" not in echo["headers"]
 
 
 def test_refused_handshakes(wsgw):
