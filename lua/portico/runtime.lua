@@ -1,35 +1,58 @@
 -- portico.runtime: the registry of loaded services and the entry point the
--- host calls for every request (see docs/contract.md).
+-- host calls for every request (docs/contract.md is the contract).
 --
 --   runtime.load(path[, source]) -> name   compile, check and register a service file
---   runtime.unload(path) -> name|nil  forget the service a file registered
+--   runtime.unload(path) -> name|nil       forget the service a file registered
 --   runtime.dispatch(service, cid, method, path, query_string, headers, body,
 --                    channel_name, channel_type, username, params, gateway, amqp)
 --     -> status, body, content_type, headers|nil
+--   runtime.get(name) -> the service module, or nil
 --
 -- dispatch runs inside the request's coroutine and never raises: every failure
--- becomes a JSON error body. LuaJIT lets waiting primitives yield through the
--- xpcall below.
+-- becomes {"error":{"status":N,"message":"...","cid":"..."}}. It only uses
+-- pcall/xpcall, through which LuaJIT lets the host's waiting primitives yield.
+--
+-- What a service's `self` holds (one table per request; its metatable's
+-- __index is the service module, so self:handle(), self:error() work):
+--   name, cid, time (time.utcnow(), tostring(time)), logger (:debug/:info/:warn/
+--   :error(fmt, ...)), request = { payload, input, raw, http = { method, path,
+--   query, query_string, headers, params }, amqp }, channel = { name, type,
+--   security = { username, gateway } }, response = { payload, status, headers,
+--   content_type }, out (amqp, websocket, made on first use), invoke(name, input).
+--
+-- http.query is parsed on first use (a repeated key gives a list of values),
+-- so pairs(self.request.http) shows it only after it has been read.
 local cjson = require "cjson"
 local cjson_safe = require "cjson.safe"
 local service = require "portico.service"
 local schema = require "portico.schema"
 
 local ok_host, host = pcall(require, "portico.host")
-if not ok_host then host = nil end
+if not ok_host or type(host) ~= "table" then host = nil end
 
-local type, pairs, setmetatable, getmetatable, tostring, select, xpcall, pcall, error =
-  type, pairs, setmetatable, getmetatable, tostring, select, xpcall, pcall, error
-local fmt, concat, traceback = string.format, table.concat, debug.traceback
+local type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select =
+  type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select
+local xpcall, pcall, error, loadstring, loadfile = xpcall, pcall, error, loadstring, loadfile
+local fmt, find, gsub, sub, char = string.format, string.find, string.gsub, string.sub, string.char
+local concat, traceback, getinfo, floor = table.concat, debug.traceback, debug.getinfo, math.floor
 local encode, decode = cjson.encode, cjson_safe.decode
+local check = schema.check
+local COMPILED = service.marker
 local ServiceError = service.ServiceError
-
-schema.null = cjson.null
 
 local M = {}
 
-local by_name = {}  -- name -> service table
-local by_path = {}  -- path -> name
+local by_name = {}       -- name -> service module
+local path_by_name = {}  -- name -> the file that registered it
+local name_by_path = {}  -- file -> the name it registered
+
+-- tostring that cannot raise (a __tostring metamethod may)
+local function safe_tostring(v)
+  local ok, s = pcall(tostring, v)
+  return ok and s or "(an error value that cannot be printed)"
+end
+
+local EMPTY = setmetatable({}, { __newindex = function() error("read-only table", 2) end })
 
 -- ---- host primitives, with fallbacks for busted ----
 
@@ -37,14 +60,36 @@ local utcnow, log
 if host then
   utcnow, log = host.utcnow, host.log
 else
-  utcnow = function()
-    local t = os.time()
-    return os.date("!%Y-%m-%dT%H:%M:%S", t) .. ".000000"
+  local date, time = os.date, os.time
+  local now = function() return time(), 0 end
+  local ok_ffi, ffi = pcall(require, "ffi")
+  if ok_ffi then
+    -- microseconds when gettimeofday can be declared here; seconds otherwise
+    local ok = pcall(function()
+      ffi.cdef [[
+        typedef struct { long tv_sec; long tv_usec; } portico_timeval_t;
+        int gettimeofday(portico_timeval_t *tv, void *tz);
+      ]]
+      local tv = ffi.new("portico_timeval_t")
+      local C = ffi.C
+      assert(C.gettimeofday(tv, nil) == 0)
+      now = function()
+        C.gettimeofday(tv, nil)
+        return tonumber(tv.tv_sec), tonumber(tv.tv_usec)
+      end
+    end)
+    if not ok then now = function() return time(), 0 end end
   end
+  utcnow = function()
+    local s, us = now()
+    return date("!%Y-%m-%dT%H:%M:%S", s) .. fmt(".%06d", us)
+  end
+  local stderr = io.stderr
   log = function(level, msg, cid, svc)
-    io.stderr:write(fmt("%s [%s] %s %s\n", level, svc or "-", cid or "-", msg))
+    stderr:write(fmt("%s %s [%s] %s %s\n", utcnow(), level, svc or "-", cid or "-", msg))
   end
 end
+M.utcnow = utcnow
 M.log = log       -- portico.testing replaces it to record what services log
 M.stubs = nil     -- portico.testing: name -> function(input, self) standing in for invoke targets
 M.on_invoke = nil -- portico.testing: called with (name, input) for every invoke
@@ -55,44 +100,62 @@ local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return 
 
 -- ---- loading ----
 
+-- An error handler for running a service file: gives the message the
+-- position "path:line:" of the deepest frame in that file when it has none.
+local function load_error_handler(path)
+  local prefix, src = path .. ":", "@" .. path
+  return function(e)
+    e = safe_tostring(e)
+    if sub(e, 1, #prefix) == prefix then return e end
+    for level = 2, 100 do
+      local info = getinfo(level, "Sl")
+      if not info then break end
+      if info.source == src and info.currentline > 0 then
+        return prefix .. info.currentline .. ": " .. e
+      end
+    end
+    return prefix .. "1: " .. e
+  end
+end
+
 -- source: the file's text when the host has read it already (so every worker
 -- compiles exactly what was checked); otherwise the file is read here.
+-- Raises "path:line: message"; nothing changes when it raises.
 function M.load(path, source)
+  if type(path) ~= "string" then error("runtime.load(path[, source]): path must be a string", 2) end
   local chunk, err
-  if source then
+  if source ~= nil then
     chunk, err = loadstring(source, "@" .. path)
   else
     chunk, err = loadfile(path)
   end
   if not chunk then error(err, 0) end
-  local ok, svc = pcall(chunk)
-  if not ok then error(path .. ": " .. tostring(svc), 0) end
+  local ok, svc = xpcall(chunk, load_error_handler(path))
+  if not ok then error(svc, 0) end
   if not service.compiled(svc) then
-    error(path .. ":1: the file must return the table made by service.new{...}", 0)
+    error(path .. ":1: the file must return the table made by service.new{...}, it returned "
+      .. (type(svc) == "table" and "another table" or type(svc)), 0)
   end
+  local name = svc.name
   if type(svc.handle) ~= "function" then
-    error(path .. ":1: service '" .. svc.name .. "' has no handle function", 0)
+    error(path .. ":1: service '" .. name .. "' has no handle function (function M:handle() ... end)", 0)
   end
-  local other = by_name[svc.name]
-  if other and by_path[path] ~= svc.name then
-    for p, n in pairs(by_path) do
-      if n == svc.name and p ~= path then
-        error(path .. ":1: service name '" .. svc.name .. "' is already used by " .. p, 0)
-      end
-    end
+  local owner = path_by_name[name]
+  if owner and owner ~= path then
+    error(path .. ":1: service name '" .. name .. "' is already used by " .. owner, 0)
   end
-  local old = by_path[path]
-  if old and old ~= svc.name then by_name[old] = nil end
-  by_name[svc.name] = svc
-  by_path[path] = svc.name
-  return svc.name
+  local old = name_by_path[path]
+  if old and old ~= name then
+    by_name[old], path_by_name[old] = nil, nil
+  end
+  by_name[name], path_by_name[name], name_by_path[path] = svc, path, name
+  return name
 end
 
 function M.unload(path)
-  local name = by_path[path]
+  local name = name_by_path[path]
   if name then
-    by_name[name] = nil
-    by_path[path] = nil
+    by_name[name], path_by_name[name], name_by_path[path] = nil, nil, nil
   end
   return name
 end
@@ -105,22 +168,31 @@ end
 
 local Logger = {}
 Logger.__index = Logger
-local function logger_at(level)
-  return function(self, f, ...)
-    local msg = select("#", ...) > 0 and fmt(f, ...) or tostring(f)
-    M.log(level, msg, self.cid, self.service)
+
+-- A log call never fails the request: a bad format is logged as it is.
+local function write_log(level, logger, f, ...)
+  local msg
+  if select("#", ...) == 0 then
+    msg = tostring(f)
+  else
+    local ok, s = pcall(fmt, f, ...)
+    msg = ok and s or tostring(f) .. " (bad log format: " .. s .. ")"
   end
+  M.log(level, msg, logger.cid, logger.service)
 end
-Logger.debug, Logger.info = logger_at("debug"), logger_at("info")
-Logger.warn, Logger.error = logger_at("warn"), logger_at("error")
+
+function Logger:debug(f, ...) write_log("debug", self, f, ...) end
+function Logger:info(f, ...) write_log("info", self, f, ...) end
+function Logger:warn(f, ...) write_log("warn", self, f, ...) end
+function Logger:error(f, ...) write_log("error", self, f, ...) end
 
 -- ---- the outgoing side: self.out.amqp, ... made on first use ----
 
-local out_modules = { amqp = "portico.amqp", websocket = "portico.websocket" }
+M.out_modules = { amqp = "portico.amqp", websocket = "portico.websocket" }
 
 local out_mt = {
   __index = function(t, k)
-    local mod = out_modules[k]
+    local mod = M.out_modules[k] -- M.: portico.testing swaps the table
     if not mod then return nil end
     if type(mod) == "string" then mod = require(mod) end
     local v = mod.new(t._self)
@@ -128,33 +200,49 @@ local out_mt = {
     return v
   end,
 }
-M.out_modules = out_modules
 
 -- ---- query strings ----
 
+local function hex_char(h) return char(tonumber(h, 16)) end
+
 local function unescape(s)
-  s = s:gsub("+", " ")
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  if find(s, "+", 1, true) then s = gsub(s, "%+", " ") end
+  if find(s, "%", 1, true) then s = gsub(s, "%%(%x%x)", hex_char) end
+  return s
 end
 
+-- "a=1&a=2&b=x+y" -> { a = { "1", "2" }, b = "x y" }; "flag" -> { flag = "" }
 local function parse_query(qs)
   local q = {}
   if qs == nil or qs == "" then return q end
   for pair in qs:gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
-    k, v = unescape(k), unescape(v)
-    local prev = q[k]
-    if prev == nil then
-      q[k] = v
-    elseif type(prev) == "table" then
-      prev[#prev + 1] = v
-    else
-      q[k] = { prev, v }
+    k = unescape(k)
+    if k ~= "" then
+      v = unescape(v)
+      local prev = q[k]
+      if prev == nil then
+        q[k] = v
+      elseif type(prev) == "table" then
+        prev[#prev + 1] = v
+      else
+        q[k] = { prev, v }
+      end
     end
   end
   return q
 end
 M.parse_query = parse_query
+
+local http_mt = {
+  __index = function(http, k)
+    if k == "query" then
+      local q = parse_query(http.query_string)
+      http.query = q
+      return q
+    end
+  end,
+}
 
 -- ---- errors ----
 
@@ -164,120 +252,138 @@ local function error_body(status, message, cid)
 end
 M.error_body = error_body
 
-local function problems_message(prefix, problems)
-  return prefix .. ": " .. concat(problems, "; ")
+local function internal_error(name, cid)
+  return error_body(500, "internal error in service " .. tostring(name), cid)
 end
 
 -- ---- running a service ----
 
 local invoke
 
--- Builds self for svc. req holds what the caller knows.
-local function new_self(svc, req)
+local function new_self(svc, cid, request, channel)
+  local name = svc.name
   local self = setmetatable({
-    name = svc.name,
-    cid = req.cid,
+    name = name,
+    cid = cid,
     time = time,
-    logger = setmetatable({ cid = req.cid, service = svc.name }, Logger),
-    request = req.request,
-    channel = req.channel,
+    logger = setmetatable({ cid = cid, service = name }, Logger),
+    request = request,
+    channel = channel,
     response = { payload = nil, status = 200, headers = {}, content_type = nil },
+    out = false,
+    invoke = invoke,
   }, svc)
   self.out = setmetatable({ _self = self }, out_mt)
-  self.invoke = invoke
   return self
 end
 M.new_self = new_self
 
--- self:invoke(name, input): another service in-process, with its checks.
+-- Whether a response with this status has its payload checked against output.
+local function is_success(status)
+  return type(status) == "number" and status >= 200 and status < 300
+end
+
+-- self:invoke(name, input) -> the payload the other service answered.
+-- In-process, same cid, channel { name = the caller's, type = "invoke",
+-- security = the caller's }. Checks name's input and output schemas. The
+-- callee's self:error() and raises go up through the caller as they are.
 invoke = function(self, name, input)
-  if M.on_invoke then M.on_invoke(name, input) end
-  local stub = M.stubs and M.stubs[name]
+  local on_invoke = M.on_invoke
+  if on_invoke then on_invoke(name, input) end
+  local stubs = M.stubs
+  local stub = stubs and stubs[name]
   if stub then return stub(input, self) end
   local svc = by_name[name]
   if not svc then error("invoke: no service named '" .. tostring(name) .. "'", 2) end
-  local c = service.compiled(svc)
+  local c = svc[COMPILED]
   local checked = input
   if c.input then
     local problems
-    checked, problems = schema.check(c.input, input == nil and {} or input)
+    checked, problems = check(c.input, input == nil and EMPTY or input)
     if not checked then
-      error(problems_message("invoke " .. name .. ": invalid input", problems), 2)
+      error("invoke " .. name .. ": invalid input: " .. concat(problems, "; "), 2)
     end
   end
-  local child = new_self(svc, {
-    cid = self.cid,
-    request = { payload = input, input = checked, raw = nil, http = self.request.http,
-                amqp = self.request.amqp },
-    channel = { name = self.channel.name, type = "invoke", security = self.channel.security },
-  })
+  local preq, pch = self.request, self.channel
+  local child = new_self(svc, self.cid,
+    { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
+    { name = pch.name, type = "invoke", security = pch.security })
   svc.handle(child)
-  local payload = child.response.payload
-  if c.output and type(payload) == "table" then
-    local ok, problems = schema.check(c.output, payload)
+  local res = child.response
+  local payload = res.payload
+  if c.output and type(payload) == "table" and is_success(res.status) then
+    local ok, problems = check(c.output, payload)
     if not ok then
-      error(problems_message("invoke " .. name .. ": output failed its schema", problems), 2)
+      error("invoke " .. name .. ": its output failed the output schema: " .. concat(problems, "; "), 2)
     end
   end
   return payload
 end
 
-local function handler_error(e)
+-- xpcall's handler: structured errors pass as they are, anything else gets
+-- its traceback (for the log only).
+local function on_error(e)
   if getmetatable(e) == ServiceError then return e end
-  return traceback(tostring(e), 2)
+  return traceback(safe_tostring(e), 2)
 end
 
-local function encode_response(self, svc)
-  local res = self.response
-  local payload, status = res.payload, res.status or 200
-  local headers = next(res.headers) and res.headers or nil
-  if type(payload) == "table" then
-    local c = service.compiled(svc)
-    if c.output then
-      local ok, problems = schema.check(c.output, payload)
+local function encode_response(self, svc, c)
+  local res, cid, name = self.response, self.cid, svc.name
+  local status, payload, ctype, headers = res.status, res.payload, res.content_type, res.headers
+  if type(status) ~= "number" or status < 100 or status > 599 or status ~= floor(status) then
+    M.log("error", "response.status must be a whole number from 100 to 599, got " .. tostring(status),
+      cid, name)
+    return internal_error(name, cid)
+  end
+  if type(headers) ~= "table" or next(headers) == nil then headers = nil end
+  local tp = type(payload)
+  if tp == "table" then
+    if c.output and status >= 200 and status < 300 then
+      local ok, problems = check(c.output, payload)
       if not ok then
-        M.log("error", problems_message("output failed its schema", problems), self.cid, svc.name)
-        return error_body(500, "internal error in service " .. svc.name, self.cid)
+        M.log("error", "the response failed the output schema: " .. concat(problems, "; "), cid, name)
+        return internal_error(name, cid)
       end
     end
     local ok, body = pcall(encode, payload)
     if not ok then
-      M.log("error", "cannot encode the response: " .. tostring(body), self.cid, svc.name)
-      return error_body(500, "internal error in service " .. svc.name, self.cid)
+      M.log("error", "cannot encode the response as JSON: " .. tostring(body), cid, name)
+      return internal_error(name, cid)
     end
-    return status, body, res.content_type or "application/json", headers
-  elseif type(payload) == "string" then
-    return status, payload, res.content_type or "text/plain; charset=utf-8", headers
+    return status, body, ctype or "application/json", headers
+  elseif tp == "string" then
+    return status, payload, ctype or "text/plain; charset=utf-8", headers
   elseif payload == nil then
-    return status, "", res.content_type, headers
+    return status, "", ctype, headers
   end
-  return status, tostring(payload), res.content_type or "text/plain; charset=utf-8", headers
+  return status, tostring(payload), ctype or "text/plain; charset=utf-8", headers
 end
 
--- Runs svc for a request whose payload and channel are known; used by
--- dispatch and by the other channel types.
-function M.run(svc, cid, request, channel)
-  local c = service.compiled(svc)
+-- Runs svc for a request whose payload and channel are known: checks the
+-- input, calls handle, encodes the response. Returns what dispatch returns.
+local function run(svc, cid, request, channel)
+  local c = svc[COMPILED]
   local input = request.payload
   if c.input then
-    local checked, problems = schema.check(c.input, input == nil and {} or input)
+    local checked, problems = check(c.input, input == nil and EMPTY or input)
     if not checked then
-      return error_body(400, problems_message("invalid input", problems), cid)
+      return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
     end
     input = checked
   end
   request.input = input
-  local self = new_self(svc, { cid = cid, request = request, channel = channel })
-  local ok, err = xpcall(svc.handle, handler_error, self)
+  local self = new_self(svc, cid, request, channel)
+  local ok, err = xpcall(svc.handle, on_error, self)
   if not ok then
     if getmetatable(err) == ServiceError then
       return error_body(err.status, err.message, cid)
     end
     M.log("error", "handler raised: " .. tostring(err), cid, svc.name)
-    return error_body(500, "internal error in service " .. svc.name, cid)
+    return internal_error(svc.name, cid)
   end
-  return encode_response(self, svc)
+  return encode_response(self, svc, c)
 end
+M.run = run
 
 function M.dispatch(name, cid, method, path, query_string, headers, body, channel_name,
                     channel_type, username, params, gateway, amqp)
@@ -295,21 +401,22 @@ function M.dispatch(name, cid, method, path, query_string, headers, body, channe
   end
   local request = {
     payload = payload,
-    raw = body,
-    http = {
-      method = method, path = path, query = parse_query(query_string),
-      query_string = query_string, headers = headers or {}, params = params or {},
-    },
+    input = nil,
+    raw = body or "",
+    http = setmetatable({
+      method = method, path = path, query_string = query_string or "",
+      headers = headers or {}, params = params or {},
+    }, http_mt),
     amqp = amqp,
   }
   local channel = {
     name = channel_name, type = channel_type,
     security = { username = username, gateway = gateway },
   }
-  local ok, status, rbody, ctype, rheaders = pcall(M.run, svc, cid, request, channel)
+  local ok, status, rbody, ctype, rheaders = pcall(run, svc, cid, request, channel)
   if not ok then
-    M.log("error", "dispatch failed: " .. tostring(status), cid, name)
-    return error_body(500, "internal error in service " .. tostring(name), cid)
+    pcall(M.log, "error", "dispatch failed: " .. safe_tostring(status), cid, name)
+    return internal_error(name, cid)
   end
   return status, rbody, ctype, rheaders
 end

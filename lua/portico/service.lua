@@ -1,60 +1,90 @@
 -- portico.service: what a service file is made of.
 --
 --   local service = require "portico.service"
---   local M = service.new { name = "customer.get", input = {...}, output = {...} }
+--   local M = service.new {
+--     name   = "customer.get",                  -- [A-Za-z0-9_][A-Za-z0-9._-]*, unique
+--     input  = { customer_id = "integer" },     -- optional, see portico.schema
+--     output = { name = "string" },             -- optional
+--   }
 --   function M:handle() ... end
 --   return M
+--
+-- The table new returns is the service module; portico.runtime makes one
+-- `self` per request whose metatable's __index is it, so M's own functions
+-- and these methods are all reachable as self:fn():
+--   self:error(status, message)   end the request with a JSON error
+-- (self:invoke and the rest of self are made by portico.runtime.)
 local schema = require "portico.schema"
 
-local setmetatable, type, error, tostring = setmetatable, type, error, tostring
+local setmetatable, getmetatable, type, error, tostring, pairs, pcall, floor =
+  setmetatable, getmetatable, type, error, tostring, pairs, pcall, math.floor
 
 local M = {}
 
--- Marks the tables service.new makes, so the runtime can tell them apart.
-M.marker = setmetatable({}, { __tostring = function() return "portico.service" end })
+-- The key under which a service keeps its compiled schemas; also how the
+-- runtime tells a service table from any other table.
+local COMPILED = setmetatable({}, { __tostring = function() return "portico.service" end })
+M.marker = COMPILED
 
 -- The structured error self:error() raises; the runtime turns it into the
--- response's status and JSON error body.
+-- response's status and {"error": {...}} body.
 local ServiceError = {}
 ServiceError.__index = ServiceError
 ServiceError.__tostring = function(e) return tostring(e.status) .. ": " .. tostring(e.message) end
 M.ServiceError = ServiceError
 
+function M.is_error(e)
+  return getmetatable(e) == ServiceError
+end
+
 local methods = {}
 
--- Ends the request with status and message: self:error(404, "no such customer").
+-- Ends the request with status (400..599) and message:
+--   self:error(404, "customer 999 not found")
+-- The caller sees {"error":{"status":404,"message":"customer 999 not found","cid":"..."}}.
 function methods:error(status, message)
-  if type(status) ~= "number" or status < 400 or status > 599 then
-    error("self:error(status, message): status must be a number from 400 to 599", 2)
+  if type(status) ~= "number" or status < 400 or status > 599 or status ~= floor(status) then
+    error("self:error(status, message): status must be a whole number from 400 to 599, got "
+      .. tostring(status), 2)
   end
   error(setmetatable({ status = status, message = tostring(message or "") }, ServiceError), 0)
 end
 
+local KNOWN = { name = true, input = true, output = true, description = true }
+
 function M.new(def)
-  if type(def) ~= "table" then error("service.new expects a table", 2) end
-  if type(def.name) ~= "string" or def.name == "" then
-    error("service.new: name must be a non-empty string", 2)
+  if type(def) ~= "table" then error("service.new expects a table { name = ..., ... }", 2) end
+  for k in pairs(def) do
+    if not KNOWN[k] then
+      error("service.new: unknown field '" .. tostring(k)
+        .. "' (known: name, input, output, description)", 2)
+    end
   end
-  if not def.name:match("^[%w_][%w%._%-]*$") then
-    error("service.new: name '" .. def.name .. "' may hold letters, digits, '.', '_' and '-'", 2)
+  local name = def.name
+  if type(name) ~= "string" or not name:match("^[%w_][%w%._%-]*$") or not name:find("[^%.]") then
+    error("service.new: name must be a string of letters, digits, '.', '_' and '-' not starting "
+      .. "with '.' or '-', got " .. (type(name) == "string" and "'" .. name .. "'" or tostring(name)), 2)
   end
+  local ok_in, input = pcall(schema.compile, def.input, "input")
+  if not ok_in then error("service.new: " .. input, 2) end
+  local ok_out, output = pcall(schema.compile, def.output, "output")
+  if not ok_out then error("service.new: " .. output, 2) end
+
   local svc = {
-    name = def.name,
+    name = name,
+    description = def.description,
     input = def.input,
     output = def.output,
-    [M.marker] = {
-      input = schema.compile(def.input, "input"),
-      output = schema.compile(def.output, "output"),
-    },
+    [COMPILED] = { input = input, output = output },
   }
   for k, v in pairs(methods) do svc[k] = v end
   svc.__index = svc
   return svc
 end
 
--- The compiled schemas of a service made by new, or nil.
+-- The compiled schemas { input =, output = } of a table made by new, or nil.
 function M.compiled(svc)
-  return type(svc) == "table" and svc[M.marker] or nil
+  return type(svc) == "table" and svc[COMPILED] or nil
 end
 
 return M

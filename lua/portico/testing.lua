@@ -1,49 +1,119 @@
--- portico.testing: call a service from busted with no host.
+-- portico.testing: call services from busted with no host.
 --
 --   local testing = require "portico.testing"
---   local t = testing.new()                         -- an isolated registry
---   t:load("services/customer/get.lua")             -- -> "customer.get"
---   t:stub("customer.get-details", function(input, self) return { name = "x", ... } end)
---   local res = t:call("customer.get", {
---     payload  = { customer_id = 123 },             -- or body = '{"customer_id": 123}'
---     headers  = { ["x-portico-tenant"] = "acme" }, -- lower-case names
---     username = "john.doe",
---     channel  = { name = "api", type = "rest" },   -- the default is this one
---     method = "POST", path = "/api/customer/get", query = "a=1",
+--   local t = testing.new()                       -- its own registry, records and stubs
+--   t:load("services/customer/get.lua")           -- -> "customer.get"; raises "path:line: ..."
+--   t:load_dir("services")                        -- every *.lua below, -> { names }
+--   t:stub("customer.get-details", function(input, self) return { name = "x" } end)
+--   t:stub("other.service", { ok = true })        -- a table: answered as it is
+--   t:stub("other.service", nil)                  -- the real service again
+--
+--   local res = t:call("customer.get", {          -- a name, or a file path (loaded on first use)
+--     input    = { customer_id = 123 },           -- or payload = ..., or body = '{"raw":"JSON"}'
+--     headers  = { ["X-Portico-Tenant"] = "acme" }, -- names are lower-cased as the host does
+--     username = "john.doe",                      -- self.channel.security.username
+--     channel  = "api.customer",                  -- or { name =, type = } (default "test", "rest")
+--     query    = { page = "1" },                  -- or "page=1&size=20"
+--     method   = "POST", path = "/api/customer/get", params = { id = "1" },
+--     cid      = "cid-1",                         -- default "test-cid-N"
+--     gateway  = nil, amqp = nil,                 -- the last two arguments of runtime.dispatch
 --   })
---   res.status, res.payload (decoded JSON), res.body, res.content_type,
---   res.headers, res.error (the message of a JSON error body)
---   t.invocations   -- { {name=, input=}, ... } every self:invoke
---   t.logs          -- { {level=, message=, cid=, service=}, ... }
---   t.sent.amqp     -- { {data=, outconn=, exchange=, routing_key=, props=}, ... }
---   t:amqp_fails("connection lost")   -- later sends return nil, "connection lost"
+--   res.status, res.body, res.content_type, res.headers (a table, maybe empty), res.cid
+--   res.payload   -- the decoded JSON body (nil when it is not JSON)
+--   res.error     -- the message of a {"error": {...}} body, else nil
+--
+--   t.invocations -- { { name =, input = }, ... } every self:invoke, stubbed or not
+--   t.logs        -- { { level =, message =, cid =, service = }, ... } everything logged
+--   t:logged("pattern"[, level]) -> the first log entry whose message matches, or nil
+--   t.sent.amqp   -- { { data =, body =, outconn =, exchange =, routing_key =, props = }, ... }
+--   t:amqp_fails("connection lost")  -- later self.out.amqp:send return nil, err (nil: true again)
+--   t.sent.websocket -- { { channel =, username =, data = }, ... } self.out.websocket:send
+--   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
+--
+--   testing.call("services/demo/echo.lua", { ... }) -> res, t   -- one-shot
 --
 -- Calls go through the same runtime.dispatch the host calls, so input and
--- output schemas, JSON decoding and error bodies behave as in the gateway.
+-- output schemas, JSON decoding, self:error and error bodies behave as in the
+-- gateway. Stubbed invokes skip the target's schemas. The fake
+-- self.out.amqp:send checks its arguments' types, records the call and
+-- returns true.
 local cjson = require "cjson"
+
+local type, pairs, ipairs, tostring, setmetatable, error = type, pairs, ipairs, tostring, setmetatable, error
+local sort, concat = table.sort, table.concat
 
 local M = {}
 
 local Harness = {}
 Harness.__index = Harness
 
--- A fresh copy of the runtime, so each harness has its own registry.
+-- A fresh copy of portico.runtime, so each harness has its own registry.
 local function fresh_runtime()
   local saved = package.loaded["portico.runtime"]
   package.loaded["portico.runtime"] = nil
-  local rt = require "portico.runtime"
+  local ok, rt = pcall(require, "portico.runtime")
   package.loaded["portico.runtime"] = saved
+  if not ok then error(rt, 0) end
   return rt
 end
+
+-- ---- the fakes of self.out ----
+
+local FakeAmqp = {}
+FakeAmqp.__index = FakeAmqp
+
+function FakeAmqp:send(data, outconn, exchange, routing_key, props)
+  local td = type(data)
+  if td ~= "table" and td ~= "string" then
+    error("amqp:send: data must be a table or a string, got " .. td, 2)
+  end
+  if type(outconn) ~= "string" or outconn == "" then
+    error("amqp:send: outconn must be the name of an outgoing AMQP connection", 2)
+  end
+  if type(exchange) ~= "string" then error("amqp:send: exchange must be a string", 2) end
+  if type(routing_key) ~= "string" then error("amqp:send: routing_key must be a string", 2) end
+  if props ~= nil and type(props) ~= "table" then error("amqp:send: props must be a table", 2) end
+  local body = data
+  if td == "table" then
+    local ok, encoded = pcall(cjson.encode, data)
+    if not ok then error("amqp:send: data cannot be sent as JSON: " .. tostring(encoded), 2) end
+    body = encoded
+  end
+  local t = self.t
+  t.sent.amqp[#t.sent.amqp + 1] = {
+    data = data, body = body, outconn = outconn, exchange = exchange,
+    routing_key = routing_key, props = props,
+  }
+  if t.amqp_error then return nil, t.amqp_error end
+  return true
+end
+
+local FakeWebsocket = {}
+FakeWebsocket.__index = FakeWebsocket
+
+function FakeWebsocket:send(channel, username, data)
+  if type(channel) ~= "string" or channel == "" then
+    error("websocket:send: channel must be the name of a WebSocket channel", 2)
+  end
+  if type(data) ~= "table" and type(data) ~= "string" then
+    error("websocket:send: data must be a table or a string, got " .. type(data), 2)
+  end
+  local sent = self.t.sent.websocket
+  sent[#sent + 1] = { channel = channel, username = username, data = data }
+  return true
+end
+
+-- ---- the harness ----
 
 function M.new()
   local t = setmetatable({
     runtime = fresh_runtime(),
     invocations = {},
     logs = {},
-    sent = { amqp = {} },
+    sent = { amqp = {}, websocket = {} },
     stubs = {},
     amqp_error = nil,
+    loaded = {}, -- path -> name
     counter = 0,
   }, Harness)
   local rt = t.runtime
@@ -54,58 +124,122 @@ function M.new()
   rt.on_invoke = function(name, input)
     t.invocations[#t.invocations + 1] = { name = name, input = input }
   end
-  -- self.out.amqp records instead of publishing.
-  local fake_amqp = {}
-  fake_amqp.__index = fake_amqp
-  function fake_amqp:send(data, outconn, exchange, routing_key, props)
-    if type(data) ~= "table" and type(data) ~= "string" then
-      error("amqp:send: data must be a table or a string, got " .. type(data), 2)
-    end
-    t.sent.amqp[#t.sent.amqp + 1] = {
-      data = data, outconn = outconn, exchange = exchange, routing_key = routing_key, props = props,
-    }
-    if t.amqp_error then return nil, t.amqp_error end
-    return true
-  end
-  rt.out_modules = setmetatable({ amqp = { new = function() return setmetatable({}, fake_amqp) end } },
-    { __index = rt.out_modules })
+  rt.out_modules = setmetatable({
+    amqp = { new = function() return setmetatable({ t = t }, FakeAmqp) end },
+    websocket = { new = function() return setmetatable({ t = t }, FakeWebsocket) end },
+  }, { __index = rt.out_modules })
   return t
 end
 
 -- Loads a service file; returns its name. Raises the load error as is.
 function Harness:load(path)
-  return self.runtime.load(path)
+  local name = self.runtime.load(path)
+  self.loaded[path] = name
+  return name
 end
 
--- Makes self:invoke(name, ...) call fn(input, self) instead of the service.
+-- Loads every *.lua file below dir (sorted by path); returns their names.
+function Harness:load_dir(dir)
+  local p = assert(io.popen("find '" .. dir:gsub("'", "'\\''") .. "' -type f -name '*.lua' | sort"))
+  local names = {}
+  for path in p:lines() do names[#names + 1] = self:load(path) end
+  p:close()
+  return names
+end
+
+-- Makes self:invoke(name, input) answer fn(input, self) (or the table fn)
+-- instead of calling the service; fn = nil removes the stub.
 function Harness:stub(name, fn)
+  if type(name) ~= "string" then error("stub(name, fn): name must be a string", 2) end
+  if type(fn) == "table" then
+    local payload = fn
+    fn = function() return payload end
+  elseif fn ~= nil and type(fn) ~= "function" then
+    error("stub(name, fn): fn must be a function, a table or nil", 2)
+  end
   self.stubs[name] = fn
 end
 
--- Later self.out.amqp:send calls return nil, err (nil: succeed again).
+-- Later self.out.amqp:send calls return nil, err; nil: they succeed again.
 function Harness:amqp_fails(err)
   self.amqp_error = err
 end
 
+function Harness:reset()
+  self.invocations, self.logs = {}, {}
+  self.sent.amqp, self.sent.websocket = {}, {}
+end
+
+-- The first log entry whose message matches pattern (and level, if given).
+function Harness:logged(pattern, level)
+  for _, l in ipairs(self.logs) do
+    if (level == nil or l.level == level) and l.message:find(pattern) then return l end
+  end
+  return nil
+end
+
+local function escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- { b = "2", a = { "1", "3" } } -> "a=1&a=3&b=2"
+local function query_string(q)
+  if q == nil then return "" end
+  if type(q) == "string" then return q end
+  local keys = {}
+  for k in pairs(q) do keys[#keys + 1] = k end
+  sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = q[k]
+    if type(v) == "table" then
+      for _, x in ipairs(v) do parts[#parts + 1] = escape(k) .. "=" .. escape(x) end
+    else
+      parts[#parts + 1] = escape(k) .. "=" .. escape(v)
+    end
+  end
+  return concat(parts, "&")
+end
+M.query_string = query_string
+
+-- Calls a service (a loaded name, or a file path) as the host would; see the top.
 function Harness:call(name, req)
   req = req or {}
+  if self.runtime.get(name) == nil and type(name) == "string" and name:match("%.lua$") then
+    name = self.loaded[name] or self:load(name)
+  end
   self.counter = self.counter + 1
   local body = req.body
-  if body == nil and req.payload ~= nil then body = cjson.encode(req.payload) end
-  if body == nil and req.input ~= nil then body = cjson.encode(req.input) end
-  local channel = req.channel or {}
-  local status, rbody, ctype, headers = self.runtime.dispatch(
-    name, req.cid or ("test-cid-" .. self.counter), req.method or "POST", req.path or "/test",
-    req.query or "", req.headers or {}, body or "", channel.name or "test",
-    channel.type or "rest", req.username, req.params, req.gateway, req.amqp)
-  local res = { status = status, body = rbody, content_type = ctype, headers = headers or {} }
-  if ctype == "application/json" and rbody ~= "" then
-    res.payload = cjson.decode(rbody)
-    if type(res.payload) == "table" and type(res.payload.error) == "table" and status >= 400 then
-      res.error = res.payload.error.message
+  if body == nil then
+    local payload = req.payload
+    if payload == nil then payload = req.input end
+    if payload ~= nil then body = cjson.encode(payload) end
+  end
+  local headers = {}
+  for k, v in pairs(req.headers or {}) do headers[k:lower()] = v end
+  local channel = req.channel
+  if type(channel) == "string" then channel = { name = channel } end
+  channel = channel or {}
+  local cid = req.cid or ("test-cid-" .. self.counter)
+  local status, rbody, ctype, rheaders = self.runtime.dispatch(
+    name, cid, req.method or "POST", req.path or "/test", query_string(req.query), headers,
+    body or "", channel.name or "test", channel.type or "rest", req.username, req.params,
+    req.gateway, req.amqp)
+  local res = { status = status, body = rbody, content_type = ctype, headers = rheaders or {}, cid = cid }
+  if ctype and ctype:find("json", 1, true) and rbody ~= "" then
+    local ok, decoded = pcall(cjson.decode, rbody)
+    if ok then res.payload = decoded end
+    if ok and type(decoded) == "table" and type(decoded.error) == "table" and status >= 400 then
+      res.error = decoded.error.message
     end
   end
   return res
+end
+
+-- One-shot: a new harness, the service file loaded, one call. -> res, harness
+function M.call(path, req)
+  local t = M.new()
+  return t:call(path, req), t
 end
 
 return M

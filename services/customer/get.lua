@@ -1,4 +1,5 @@
--- customer.get: the example from the design, called over REST and the gateway.
+-- customer.get: DESIGN.md's example service, as it is there: the caller's
+-- customer, looked up through customer.get-details.
 local service = require "portico.service"
 
 local M = service.new {
@@ -9,7 +10,7 @@ local M = service.new {
 
 function M:handle()
   local username = self.channel.security.username   -- the authenticated caller
-  self.logger:info("API call from %s", tostring(username))
+  self.logger:info("API call from %s", username)
   local id       = self.request.input.customer_id   -- parsed and checked input
   local tenant   = self.request.http.headers["x-portico-tenant"] or ""
   local customer = self:invoke("customer.get-details", { customer_id = id, tenant = tenant })

@@ -1,129 +1,398 @@
+-- portico.runtime through runtime.dispatch itself, with the arguments and
+-- results of docs/contract.md. Each test gets its own runtime (via
+-- portico.testing) so registries and logs do not leak between tests.
 local testing = require "portico.testing"
 local cjson = require "cjson"
 
 local function write(path, text)
-  local f = assert(io.open(path, "w")); f:write(text); f:close()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
 end
 
 describe("portico.runtime", function()
-  local dir, t
-  before_each(function()
-    dir = os.tmpname(); os.remove(dir); assert(os.execute("mkdir -p " .. dir) == 0 or true)
-    t = testing.new()
-  end)
-  after_each(function() os.execute("rm -rf " .. dir) end)
+  local dir, t, rt
 
-  local function service(name, body, extra)
-    local path = dir .. "/" .. name .. ".lua"
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "'")
+    t = testing.new()
+    rt = t.runtime
+  end)
+
+  after_each(function()
+    os.execute("rm -rf '" .. dir .. "'")
+    package.loaded["test.probe"] = nil
+  end)
+
+  -- Writes a service file: name, the body of handle, and more fields for service.new.
+  local function service(name, body, extra, file)
+    local path = dir .. "/" .. (file or name) .. ".lua"
     write(path, ([[
-      local service = require "portico.service"
-      local M = service.new { name = %q %s }
-      function M:handle() %s end
-      return M
-    ]]):format(name, extra or "", body))
+local service = require "portico.service"
+local M = service.new { name = %q %s }
+function M:handle()
+%s
+end
+return M
+]]):format(name, extra and (", " .. extra) or "", body or ""))
     return path
   end
 
-  it("loads a service and dispatches to it", function()
-    t:load(service("s.ok", "self.response.payload = { got = self.request.input.n }", ", input = { n = 'integer' }"))
-    local res = t:call("s.ok", { payload = { n = 7 } })
-    assert.equal(200, res.status)
-    assert.same({ got = 7 }, res.payload)
+  -- runtime.dispatch with defaults for what a test does not care about.
+  local function dispatch(name, o)
+    o = o or {}
+    return rt.dispatch(name, o.cid or "cid-1", o.method or "POST", o.path or "/p",
+      o.query_string or "", o.headers or {}, o.body or "", o.channel or "api", o.channel_type or "rest",
+      o.username, o.params, o.gateway, o.amqp)
+  end
+
+  -- A function a service can call as require("test.probe")(self) to hand self to the spec.
+  local function probe()
+    local seen = {}
+    package.loaded["test.probe"] = function(self) seen[#seen + 1] = self end
+    return seen
+  end
+
+  local function decode_error(body)
+    local e = cjson.decode(body)
+    return e.error
+  end
+
+  describe("dispatch", function()
+    it("answers a table payload as JSON", function()
+      rt.load(service("s.ok", "self.response.payload = { got = self.request.input.n }", "input = { n = 'integer' }"))
+      local status, body, ctype, headers = dispatch("s.ok", { body = '{"n": 7, "other": 1}' })
+      assert.equal(200, status)
+      assert.same({ got = 7 }, cjson.decode(body))
+      assert.equal("application/json", ctype)
+      assert.is_nil(headers)
+    end)
+
+    it("builds self as the contract says", function()
+      local seen = probe()
+      rt.load(service("s.self", "require('test.probe')(self); self.response.payload = {}",
+        "input = { id = 'integer', tenant = 'string?' }"))
+      local status = dispatch("s.self", {
+        cid = "cid-self", method = "GET", path = "/gateway/s.self", query_string = "a=1&a=2&b=x+y&c=%41",
+        headers = { ["x-h"] = "v" }, body = '{"id": 5, "extra": true}', channel = "gw",
+        channel_type = "gateway", username = "john.doe", params = { service = "s.self" },
+        gateway = "upstream", amqp = { queue = "q" },
+      })
+      assert.equal(200, status)
+      local self = assert(seen[1])
+      local M = rt.get("s.self")
+      assert.equal(M, getmetatable(self).__index)
+      assert.equal(M.handle, self.handle)
+      assert.equal("s.self", self.name)
+      assert.equal("cid-self", self.cid)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d$", self.time.utcnow())
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", tostring(self.time))
+      assert.same({ id = 5, extra = true }, self.request.payload)
+      assert.same({ id = 5 }, self.request.input)
+      assert.equal('{"id": 5, "extra": true}', self.request.raw)
+      local http = self.request.http
+      assert.equal("GET", http.method)
+      assert.equal("/gateway/s.self", http.path)
+      assert.equal("a=1&a=2&b=x+y&c=%41", http.query_string)
+      assert.same({ a = { "1", "2" }, b = "x y", c = "A" }, http.query)
+      assert.same({ ["x-h"] = "v" }, http.headers)
+      assert.same({ service = "s.self" }, http.params)
+      assert.same({ queue = "q" }, self.request.amqp)
+      assert.same({ name = "gw", type = "gateway", security = { username = "john.doe", gateway = "upstream" } },
+        self.channel)
+      assert.equal(200, self.response.status)
+      assert.same({}, self.response.headers)
+      assert.is_nil(self.response.content_type)
+      assert.is_table(self.out)
+      assert.is_function(self.invoke)
+      assert.is_function(self.logger.info)
+    end)
+
+    it("gives nil payload for an empty body, and input = payload with no input schema", function()
+      local seen = probe()
+      rt.load(service("s.bare", "require('test.probe')(self)"))
+      dispatch("s.bare", { body = "" })
+      assert.is_nil(seen[1].request.payload)
+      assert.is_nil(seen[1].request.input)
+      assert.same({}, seen[1].request.http.query)
+      dispatch("s.bare", { body = "[1, 2]" })
+      assert.same({ 1, 2 }, seen[2].request.input)
+      assert.equal(seen[2].request.payload, seen[2].request.input)
+    end)
+
+    it("answers 400 for bad JSON, with the cid", function()
+      rt.load(service("s.ok", "self.response.payload = {}"))
+      local status, body, ctype = dispatch("s.ok", { body = "{bad", cid = "c-1" })
+      assert.equal(400, status)
+      assert.equal("application/json", ctype)
+      local e = decode_error(body)
+      assert.equal(400, e.status)
+      assert.matches("^invalid JSON: ", e.message)
+      assert.equal("c-1", e.cid)
+    end)
+
+    it("answers 400 naming every field that fails the input schema", function()
+      rt.load(service("s.in", "self.response.payload = {}", "input = { a = 'integer', b = 'string', c = 'boolean?' }"))
+      local status, body = dispatch("s.in", { body = '{"a": "x", "c": 1}' })
+      assert.equal(400, status)
+      assert.equal("invalid input: a: expected integer, got string; b: missing; c: expected boolean, got integer",
+        decode_error(body).message)
+      status, body = dispatch("s.in", { body = "" })
+      assert.equal(400, status)
+      assert.equal("invalid input: a: missing; b: missing", decode_error(body).message)
+      status, body = dispatch("s.in", { body = "[1]" })
+      assert.equal(400, status)
+      assert.equal("invalid input: expected a JSON object, got array", decode_error(body).message)
+    end)
+
+    it("turns a raise into a 500 with the cid, the traceback only in the log", function()
+      rt.load(service("s.raise", "local x = nil; error('secret detail ' .. 'x')"))
+      local status, body, ctype = dispatch("s.raise", { cid = "c-2" })
+      assert.equal(500, status)
+      assert.equal("application/json", ctype)
+      assert.same({ status = 500, message = "internal error in service s.raise", cid = "c-2" }, decode_error(body))
+      assert.not_matches("secret", body)
+      assert.not_matches("traceback", body)
+      local l = assert(t:logged("secret detail", "error"))
+      assert.equal("c-2", l.cid)
+      assert.equal("s.raise", l.service)
+      assert.matches("stack traceback", l.message, 1, true)
+      assert.matches("s.raise.lua:4:", l.message, 1, true)
+    end)
+
+    it("survives raises of any value", function()
+      local bad = "error(setmetatable({}, { __tostring = function() error('worse') end }))"
+      for i, body in ipairs({ "error()", "error({ code = 1 })", bad, "local a = nil; a.b = 1" }) do
+        rt.load(service("s.e" .. i, body))
+        local ok, status, rbody = pcall(dispatch, "s.e" .. i)
+        assert.is_true(ok)
+        assert.equal(500, status)
+        assert.equal("internal error in service s.e" .. i, decode_error(rbody).message)
+      end
+    end)
+
+    it("answers 500 even when logging the failure fails", function()
+      rt.load(service("s.raise", "error('x')"))
+      rt.log = function() error("the log is broken") end
+      local ok, status, body = pcall(dispatch, "s.raise", { cid = "c-log" })
+      assert.is_true(ok)
+      assert.equal(500, status)
+      assert.equal("c-log", decode_error(body).cid)
+    end)
+
+    it("maps self:error to its status and message", function()
+      rt.load(service("s.nf", "self:error(404, 'customer 999 not found')"))
+      local status, body = dispatch("s.nf", { cid = "c-3" })
+      assert.equal(404, status)
+      assert.same({ status = 404, message = "customer 999 not found", cid = "c-3" }, decode_error(body))
+      rt.load(service("s.bad_status", "self:error(200, 'fine?')"))
+      assert.equal(500, (dispatch("s.bad_status")))
+    end)
+
+    it("refuses an answer that fails the output schema, naming its problems in the log", function()
+      rt.load(service("s.out", "self.response.payload = { n = 'x' }", "output = { n = 'integer', m = 'string' }"))
+      local status, body = dispatch("s.out", { cid = "c-4" })
+      assert.equal(500, status)
+      assert.same({ status = 500, message = "internal error in service s.out", cid = "c-4" }, decode_error(body))
+      assert.not_matches("expected", body)
+      local l = assert(t:logged("output schema", "error"))
+      assert.matches("m: missing; n: expected integer, got string", l.message, 1, true)
+      assert.equal("c-4", l.cid)
+    end)
+
+    it("checks the output schema only for a 2xx table payload", function()
+      rt.load(service("s.oerr", "self.response.status = 409; self.response.payload = { reason = 'x' }",
+        "output = { n = 'integer' }"))
+      local status, body = dispatch("s.oerr")
+      assert.equal(409, status)
+      assert.same({ reason = "x" }, cjson.decode(body))
+      rt.load(service("s.otext", "self.response.payload = 'plain'", "output = { n = 'integer' }"))
+      assert.equal(200, (dispatch("s.otext")))
+    end)
+
+    it("passes strings through as text unless content_type says otherwise, with headers", function()
+      rt.load(service("s.text", "self.response.payload = 'hi'; self.response.headers['x-a'] = '1'; self.response.status = 201"))
+      local status, body, ctype, headers = dispatch("s.text")
+      assert.equal(201, status)
+      assert.equal("hi", body)
+      assert.equal("text/plain; charset=utf-8", ctype)
+      assert.same({ ["x-a"] = "1" }, headers)
+      rt.load(service("s.xml", "self.response.payload = '<a/>'; self.response.content_type = 'application/xml'"))
+      local _, b2, c2 = dispatch("s.xml")
+      assert.equal("<a/>", b2)
+      assert.equal("application/xml", c2)
+    end)
+
+    it("sends an empty body for a nil payload and {} for an empty table", function()
+      rt.load(service("s.none", "self.response.status = 204"))
+      local status, body, ctype = dispatch("s.none")
+      assert.equal(204, status)
+      assert.equal("", body)
+      assert.is_nil(ctype)
+      rt.load(service("s.empty", "self.response.payload = {}"))
+      local _, b2 = dispatch("s.empty")
+      assert.equal("{}", b2)
+    end)
+
+    it("answers 500 for a bad status or a payload JSON cannot hold", function()
+      rt.load(service("s.st", "self.response.status = 'ok'; self.response.payload = {}"))
+      assert.equal(500, (dispatch("s.st")))
+      assert.is_truthy(t:logged("response.status must be", "error"))
+      rt.load(service("s.fn", "self.response.payload = { f = print }"))
+      assert.equal(500, (dispatch("s.fn")))
+      assert.is_truthy(t:logged("cannot encode", "error"))
+    end)
+
+    it("answers 404 for an unknown service", function()
+      local status, body = dispatch("no.such", { cid = "c-5" })
+      assert.equal(404, status)
+      assert.same({ status = 404, message = "unknown service 'no.such'", cid = "c-5" }, decode_error(body))
+    end)
+
+    it("lets a handler yield through dispatch (host waiting primitives)", function()
+      rt.load(service("s.wait", "local v = coroutine.yield('waiting'); self.response.payload = { v = v }"))
+      local co = coroutine.create(dispatch)
+      local ok, what = coroutine.resume(co, "s.wait")
+      assert.is_true(ok)
+      assert.equal("waiting", what)
+      local ok2, status, body = coroutine.resume(co, 42)
+      assert.is_true(ok2)
+      assert.equal(200, status)
+      assert.same({ v = 42 }, cjson.decode(body))
+    end)
   end)
 
-  it("answers 400 for bad JSON with the cid", function()
-    t:load(service("s.ok", "self.response.payload = {}"))
-    local res = t:call("s.ok", { body = "{bad", cid = "c-1" })
-    assert.equal(400, res.status)
-    assert.matches("^invalid JSON", res.error)
-    assert.equal("c-1", res.payload.error.cid)
+  describe("logger", function()
+    it("formats with string.format and logs with the level, cid and service name", function()
+      rt.load(service("s.log", [[
+        self.logger:debug("d %d", 1)
+        self.logger:info("user %s", "john")
+        self.logger:warn("100%")
+        self.logger:error("bad %d", "not a number")]]))
+      assert.equal(200, (dispatch("s.log", { cid = "c-log" })))
+      assert.same({ level = "debug", message = "d 1", cid = "c-log", service = "s.log" }, t.logs[1])
+      assert.same({ level = "info", message = "user john", cid = "c-log", service = "s.log" }, t.logs[2])
+      assert.same({ level = "warn", message = "100%", cid = "c-log", service = "s.log" }, t.logs[3])
+      assert.equal("error", t.logs[4].level)
+      assert.matches("^bad %%d %(bad log format", t.logs[4].message)
+    end)
   end)
 
-  it("answers 400 naming every field that fails the input schema", function()
-    t:load(service("s.in", "self.response.payload = {}", ", input = { a = 'integer', b = 'string' }"))
-    local res = t:call("s.in", { payload = { a = "x" } })
-    assert.equal(400, res.status)
-    assert.equal("invalid input: a: expected integer, got string; b: missing", res.error)
-    res = t:call("s.in", { body = "" })
-    assert.equal("invalid input: a: missing; b: missing", res.error)
+  describe("invoke", function()
+    it("calls another service in-process with the same cid, as channel type invoke", function()
+      local seen = probe()
+      rt.load(service("s.inner", "require('test.probe')(self); self.response.payload = { twice = self.request.input.n * 2 }",
+        "input = { n = 'integer' }"))
+      rt.load(service("s.outer", "self.response.payload = self:invoke('s.inner', { n = self.request.payload.n, x = 1 })"))
+      local status, body = dispatch("s.outer", { body = '{"n": 5}', cid = "c-inv", channel = "api.outer", username = "u1" })
+      assert.equal(200, status)
+      assert.same({ twice = 10 }, cjson.decode(body))
+      local child = seen[1]
+      assert.equal("c-inv", child.cid)
+      assert.equal("s.inner", child.name)
+      assert.equal("s.inner", child.logger.service)
+      assert.same({ name = "api.outer", type = "invoke", security = { username = "u1" } }, child.channel)
+      assert.same({ n = 5 }, child.request.input)
+      assert.same({ n = 5, x = 1 }, child.request.payload)
+      assert.same({ { name = "s.inner", input = { n = 5, x = 1 } } }, t.invocations)
+    end)
+
+    it("raises at the caller's line for an unknown service or bad input", function()
+      rt.load(service("s.inner", "self.response.payload = {}", "input = { n = 'integer', m = 'string' }"))
+      rt.load(service("s.unknown", "self:invoke('no.such', {})"))
+      rt.load(service("s.badin", "self:invoke('s.inner', { n = 'five' })"))
+      local status, body = dispatch("s.unknown")
+      assert.equal(500, status)
+      assert.not_matches("no.such", body)
+      assert.matches("s.unknown.lua:4: invoke: no service named 'no.such'", assert(t:logged("no service named")).message, 1, true)
+      assert.equal(500, (dispatch("s.badin")))
+      assert.matches("s.badin.lua:4: invoke s.inner: invalid input: m: missing; n: expected integer, got string",
+        assert(t:logged("invalid input")).message, 1, true)
+    end)
+
+    it("checks the output schema of the service it calls", function()
+      rt.load(service("s.liar", "self.response.payload = { n = 'x' }", "output = { n = 'integer' }"))
+      rt.load(service("s.caller", "local ok, err = pcall(self.invoke, self, 's.liar'); self.response.payload = { err = err }"))
+      local _, body = dispatch("s.caller")
+      assert.matches("invoke s.liar: its output failed the output schema: n: expected integer, got string",
+        cjson.decode(body).err, 1, true)
+    end)
+
+    it("lets the callee's self:error answer the request", function()
+      rt.load(service("s.gone", "self:error(410, 'gone for good')"))
+      rt.load(service("s.front", "self:invoke('s.gone')"))
+      local status, body = dispatch("s.front")
+      assert.equal(410, status)
+      assert.equal("gone for good", decode_error(body).message)
+    end)
   end)
 
-  it("turns a raise into a 500 with the cid and no traceback in the body", function()
-    t:load(service("s.raise", "error('secret detail')"))
-    local res = t:call("s.raise", { cid = "c-2" })
-    assert.equal(500, res.status)
-    assert.equal("internal error in service s.raise", res.error)
-    assert.equal("c-2", res.payload.error.cid)
-    assert.not_matches("secret", res.body)
-    assert.equal("error", t.logs[1].level)
-    assert.matches("secret detail", t.logs[1].message)
-    assert.matches("traceback", t.logs[1].message)
+  describe("load", function()
+    it("returns the name and registers the service", function()
+      assert.equal("s.ok", rt.load(service("s.ok", "")))
+      assert.is_table(rt.get("s.ok"))
+    end)
+
+    it("compiles the given source instead of the file", function()
+      local path = dir .. "/from-source.lua"
+      local src = 'local s = require "portico.service"; local M = s.new{name="s.src"}; '
+        .. 'function M:handle() self.response.payload = "from source" end; return M'
+      assert.equal("s.src", rt.load(path, src))
+      local _, body = dispatch("s.src")
+      assert.equal("from source", body)
+    end)
+
+    it("raises path:line: message for every kind of problem, and changes nothing", function()
+      local good = service("s.keep", "self.response.payload = 'v1'", nil, "keep")
+      rt.load(good)
+      local function load_error(path, src)
+        local ok, err = pcall(rt.load, path, src)
+        assert.is_false(ok)
+        assert.is_string(err)
+        return err
+      end
+      local p = dir .. "/keep.lua"
+      assert.matches("keep.lua:1: ", load_error(p, "return {"), 1, true)                          -- syntax
+      assert.matches("keep.lua:2: boom", load_error(p, "local x = 1\nerror('boom')"), 1, true)   -- raises
+      assert.matches("keep.lua:2: service.new: input schema: field id has unknown type 'int'",
+        load_error(p, 'local s = require "portico.service"\nlocal M = s.new{name="s.keep", input={id="int"}}\nreturn M'), 1, true)
+      assert.matches("keep.lua:1: the file must return the table made by service.new",
+        load_error(p, "return {}"), 1, true)
+      assert.matches("keep.lua:1: service 's.keep' has no handle function",
+        load_error(p, 'return require("portico.service").new{name="s.keep"}'), 1, true)
+      assert.matches("keep.lua:2: module 'no.such.module' not found",
+        load_error(p, "local x = 1\nrequire 'no.such.module'"), 1, true)
+      local _, body = dispatch("s.keep")
+      assert.equal("v1", body)
+    end)
+
+    it("refuses a name another file registered", function()
+      rt.load(service("dup", "", nil, "first"))
+      local ok, err = pcall(rt.load, service("dup", "", nil, "second"))
+      assert.is_false(ok)
+      assert.matches("second.lua:1: service name 'dup' is already used by .*first.lua", err)
+    end)
+
+    it("replaces the service of a reloaded file, and forgets a renamed or unloaded one", function()
+      local p = service("s.v", "self.response.payload = 'v1'", nil, "v")
+      rt.load(p)
+      rt.load(service("s.v", "self.response.payload = 'v2'", nil, "v"))
+      assert.equal("v2", select(2, dispatch("s.v")))
+      rt.load(service("s.w", "self.response.payload = 'w'", nil, "v"))
+      assert.equal(404, (dispatch("s.v")))
+      assert.equal("w", select(2, dispatch("s.w")))
+      rt.load(service("s.v", "", nil, "other")) -- the old name is free again
+      assert.equal("s.w", rt.unload(p))
+      assert.is_nil(rt.unload(p))
+      assert.equal(404, (dispatch("s.w")))
+    end)
   end)
 
-  it("maps self:error to its status", function()
-    t:load(service("s.nf", "self:error(404, 'nothing here')"))
-    local res = t:call("s.nf")
-    assert.equal(404, res.status)
-    assert.equal("nothing here", res.error)
-  end)
-
-  it("refuses an answer that fails the output schema", function()
-    t:load(service("s.out", "self.response.payload = { n = 'x' }", ", output = { n = 'integer' }"))
-    local res = t:call("s.out")
-    assert.equal(500, res.status)
-    assert.matches("n: expected integer", t.logs[1].message)
-  end)
-
-  it("invokes another service with its own input checks", function()
-    t:load(service("s.inner", "self.response.payload = { twice = self.request.input.n * 2 }", ", input = { n = 'integer' }"))
-    t:load(service("s.outer", "self.response.payload = self:invoke('s.inner', { n = self.request.payload.n })"))
-    assert.same({ twice = 10 }, t:call("s.outer", { payload = { n = 5 } }).payload)
-    local res = t:call("s.outer", { payload = { n = "five" } })
-    assert.equal(500, res.status)
-    assert.matches("invoke s.inner: invalid input: n: expected integer", t.logs[#t.logs].message)
-    assert.same({ name = "s.inner", input = { n = 5 } }, t.invocations[1])
-  end)
-
-  it("raises for an unknown invoke target", function()
-    t:load(service("s.bad", "self:invoke('no.such', {})"))
-    local res = t:call("s.bad")
-    assert.equal(500, res.status)
-    assert.matches("no service named 'no.such'", t.logs[1].message)
-  end)
-
-  it("passes strings through with their content type and custom headers", function()
-    t:load(service("s.text", "self.response.payload = 'hi'; self.response.headers['x-a'] = '1'; self.response.status = 201"))
-    local res = t:call("s.text")
-    assert.equal(201, res.status)
-    assert.equal("hi", res.body)
-    assert.equal("text/plain; charset=utf-8", res.content_type)
-    assert.equal("1", res.headers["x-a"])
-  end)
-
-  it("refuses a file that does not return a service, a duplicate name and a syntax error", function()
-    local p = dir .. "/plain.lua"; write(p, "return {}")
-    assert.has_error(function() t:load(p) end)
-    t:load(service("dup", "x()"))
-    local other = dir .. "/other.lua"
-    write(other, 'local s = require "portico.service"; local M = s.new{name="dup"}; function M:handle() end; return M')
-    assert.has_error(function() t:load(other) end)
-    local broken = dir .. "/broken.lua"; write(broken, "return {")
-    local ok, err = pcall(t.load, t, broken)
-    assert.is_false(ok)
-    assert.matches("broken.lua:1:", err)
-  end)
-
-  it("replaces a reloaded file and forgets an unloaded one", function()
-    local p = service("s.v", "self.response.payload = { v = 1 }")
-    t:load(p)
-    write(p, 'local s = require "portico.service"; local M = s.new{name="s.v"}; function M:handle() self.response.payload = {v=2} end; return M')
-    t:load(p)
-    assert.same({ v = 2 }, t:call("s.v").payload)
-    t.runtime.unload(p)
-    assert.equal(404, t:call("s.v").status)
-  end)
-
-  it("parses query strings with repeated keys", function()
-    assert.same({ a = { "1", "2" }, b = "x y" }, t.runtime.parse_query("a=1&a=2&b=x+y"))
+  it("parses query strings: repeated keys give lists, + and %XX are decoded", function()
+    assert.same({ a = { "1", "2", "3" }, b = "x y", c = "/", flag = "" },
+      rt.parse_query("a=1&a=2&a=3&b=x+y&c=%2F&flag&&=nokey"))
+    assert.same({}, rt.parse_query(""))
   end)
 end)
