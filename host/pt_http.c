@@ -440,11 +440,9 @@ static void pt__next_request(pt_conn_t *c)
         pt_http_close(c);
 }
 
-static void pt__on_written(uv_write_t *req, int status)
+/* The response is out (status < 0: it could not be written). */
+static void pt__written(pt_conn_t *c, int status)
 {
-    pt__write_t *wr = (pt__write_t *)req;
-    pt_conn_t *c = wr->c;
-    free(wr);
     if (c->closing)
         return;
     if (status < 0) {
@@ -465,6 +463,14 @@ static void pt__on_written(uv_write_t *req, int status)
         return;
     }
     pt__next_request(c);
+}
+
+static void pt__on_written(uv_write_t *req, int status)
+{
+    pt__write_t *wr = (pt__write_t *)req;
+    pt_conn_t *c = wr->c;
+    free(wr);
+    pt__written(c, status);
 }
 
 /* ---- writing ---- */
@@ -533,6 +539,26 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     wr->c = c;
     wr->len = (size_t)(o - wr->data);
     uv_buf_t buf = uv_buf_init(wr->data, (unsigned)wr->len);
+    /* Most answers fit the socket buffer: writing them at once saves the
+     * epoll re-arm uv_write does (libuv 1.44), and the next pipelined request
+     * goes on here. depth bounds that recursion; past it uv_write breaks it. */
+    if (c->write_depth < 8) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+        if (n == (int)wr->len) {
+            free(wr);
+            c->write_depth++;
+            pt__written(c, 0);
+            c->write_depth--;
+            return;
+        }
+        if (n > 0)
+            buf = uv_buf_init(wr->data + n, (unsigned)(wr->len - (size_t)n));
+        else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+            free(wr);
+            pt_http_close(c);
+            return;
+        }
+    }
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
         free(wr);
         pt_http_close(c);

@@ -37,6 +37,7 @@ struct pt_conn_s {
     unsigned served;        /* requests answered on this connection */
     int closing;            /* uv_close called */
     int reading;            /* uv_read_start is in effect */
+    int write_depth;        /* responses written synchronously on this stack */
     int in_service;         /* a service holds this request (done callback pending) */
     int dead;               /* handles closed while in_service: freed by the callback */
     int close_after;        /* close once the current response is written */
