@@ -107,9 +107,24 @@ void pt_http_drain(pt_conn_t *c)
 
 /* ---- timers ---- */
 
+/* Timers are lazy: a connection keeps one deadline, and its libuv timer is
+ * started again only when the deadline comes before the time it is armed
+ * for. Moving a deadline later, or clearing it, costs no timer operation; a
+ * timer that fires early re-arms for what is left. A keep-alive request then
+ * costs about no timer work instead of four heap updates. */
 static void pt__on_timer(uv_timer_t *t)
 {
     pt_conn_t *c = t->data;
+    uint64_t now = uv_now(t->loop);
+    c->timer_due = 0;
+    if (!c->deadline)
+        return;
+    if (now < c->deadline) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, pt__on_timer, c->deadline - now, 0);
+        return;
+    }
+    c->deadline = 0;
     switch (c->state) {
     case PT_CONN_WAIT:
     case PT_CONN_LINGER:
@@ -132,7 +147,16 @@ static void pt__on_timer(uv_timer_t *t)
 
 static void pt__timer(pt_conn_t *c, uint64_t ms)
 {
+    c->deadline = uv_now(&c->w->loop) + ms;
+    if (c->timer_due && c->timer_due <= c->deadline)
+        return; /* fires no later than needed and re-arms then */
+    c->timer_due = c->deadline;
     uv_timer_start(&c->timer, pt__on_timer, ms, 0);
+}
+
+static void pt__timer_off(pt_conn_t *c)
+{
+    c->deadline = 0;
 }
 
 /* ---- parser callbacks ---- */
@@ -282,7 +306,7 @@ static int pt__on_body(llhttp_t *p, const char *at, size_t len)
 static int pt__on_message_complete(llhttp_t *p)
 {
     pt_conn_t *c = p->data;
-    uv_timer_stop(&c->timer);
+    pt__timer_off(c);
     c->state = PT_CONN_HANDLE;
     c->started_ns = uv_hrtime();
     return HPE_PAUSED;
@@ -350,7 +374,7 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
         return;
     }
     pt__read_off(c);
-    uv_timer_stop(&c->timer);
+    pt__timer_off(c);
     int status = c->error_status ? c->error_status : 400;
     const char *msg = status == 413   ? "the request body is larger than the limit"
                       : status == 431 ? "the request headers are larger than the limit"

@@ -38,6 +38,8 @@ struct pt_conn_s {
     int closing;            /* uv_close called */
     int reading;            /* uv_read_start is in effect */
     int write_depth;        /* responses written synchronously on this stack */
+    uint64_t deadline;      /* loop time the current time-out ends; 0: none */
+    uint64_t timer_due;     /* loop time the libuv timer fires; 0: not armed */
     int in_service;         /* a service holds this request (done callback pending) */
     int dead;               /* handles closed while in_service: freed by the callback */
     int close_after;        /* close once the current response is written */

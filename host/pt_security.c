@@ -89,7 +89,20 @@ struct pt_security_verify_s {
     uint64_t ttl_ns;
     pt_security_verify_cb cb;
     void *ud;
+    struct pt__waiter_s *waiters; /* requests that presented the same credential meanwhile */
+    struct pt_security_verify_s *next_running;
 };
+
+typedef struct pt__waiter_s {
+    pt_security_verify_cb cb;
+    void *ud;
+    struct pt__waiter_s *next;
+} pt__waiter_t;
+
+/* argon2id runs this thread has under way: a credential presented again while
+ * its check runs waits for that check instead of starting another (many
+ * connections with one new credential cost one KDF run, not one each). */
+static __thread struct pt_security_verify_s *pt__running;
 
 /* ------------------------------------------------------------------ config */
 
@@ -1123,16 +1136,41 @@ static void pt__on_work_done(uv_work_t *w, int status)
 {
     pt_security_verify_t *job = w->data;
     pt__pending--;
+    for (pt_security_verify_t **p = &pt__running; *p; p = &(*p)->next_running)
+        if (*p == job) {
+            *p = job->next_running;
+            break;
+        }
     if (status == 0) pt__cache_put(job->digest, job->ok, job->ttl_ns);
     pt_security_verify_cb cb = job->cb;
     void *ud = job->ud;
+    pt__waiter_t *waiters = job->waiters;
     pt_security_verify_free(job);
     cb(ud);
+    while (waiters) {
+        pt__waiter_t *next = waiters->next;
+        waiters->cb(waiters->ud);
+        free(waiters);
+        waiters = next;
+    }
 }
 
 int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_verify_cb cb,
                        void *ud)
 {
+    for (pt_security_verify_t *r = pt__running; r; r = r->next_running) {
+        if (sodium_memcmp(r->digest, job->digest, sizeof job->digest) != 0)
+            continue;
+        pt__waiter_t *wt = malloc(sizeof *wt);
+        if (!wt)
+            break; /* run a check of its own */
+        wt->cb = cb;
+        wt->ud = ud;
+        wt->next = r->waiters;
+        r->waiters = wt;
+        pt_security_verify_free(job);
+        return 0;
+    }
     job->cb = cb;
     job->ud = ud;
     job->work.data = job;
@@ -1141,6 +1179,8 @@ int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_v
         pt_security_verify_free(job);
         return rc;
     }
+    job->next_running = pt__running;
+    pt__running = job;
     pt__pending++;
     return 0;
 }

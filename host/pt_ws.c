@@ -466,6 +466,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     c->close_after = 0;
     c->state = PT_CONN_WS;
     uv_timer_stop(&c->timer);
+    c->deadline = c->timer_due = 0;
     uv_timer_init(&c->w->loop, &ws->ping_timer);
     ws->ping_timer.data = ws;
     ws->timer_open = 1;
