@@ -182,20 +182,25 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
         pt__pump(ws);
 }
 
-/* An error as a message: {"error": {...}, "request_id": ...}. */
-static void pt__send_error(pt_ws_t *ws, json_t *request_id, int status, const char *message,
-                           const char *cid)
+/* Sends root with the request's id added, and releases root. */
+static void pt__send_reply(pt_ws_t *ws, json_t *root, json_t *request_id)
 {
-    json_t *root = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "message", message,
-                             "cid", cid);
-    if (!root)
-        return;
     json_object_set(root, "request_id", request_id ? request_id : json_null());
     char *text = json_dumps(root, JSON_COMPACT);
     if (text)
         pt__send_text(ws, text, strlen(text));
     free(text);
     json_decref(root);
+}
+
+/* An error as a message: {"error": {...}, "request_id": ...}. */
+static void pt__send_error(pt_ws_t *ws, json_t *request_id, int status, const char *message,
+                           const char *cid)
+{
+    json_t *root = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "message", message,
+                             "cid", cid);
+    if (root)
+        pt__send_reply(ws, root, request_id);
 }
 
 static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *res)
@@ -220,12 +225,7 @@ static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *re
         json_object_set_new(root, "status", json_integer(res->status));
         json_object_set_new(root, "data", body);
     }
-    json_object_set(root, "request_id", request_id ? request_id : json_null());
-    char *text = json_dumps(root, JSON_COMPACT);
-    if (text)
-        pt__send_text(ws, text, strlen(text));
-    free(text);
-    json_decref(root);
+    pt__send_reply(ws, root, request_id);
 }
 
 static int pt__allowed(const pt_channel_t *ch, const char *name)

@@ -236,3 +236,78 @@ def test_browser_websocket_in_headless_chromium(wsgw):
     assert "HeadlessChrome" in out["agent"]
     reply = json.loads(out["replies"][0])
     assert reply["request_id"] == "b1" and reply["data"]["name"] == "John Doe"
+
+
+def ws_frame(opcode, payload):
+    """A masked client frame (RFC 6455 5.2), for the few raw-socket checks below."""
+    import struct
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    else:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read(sock):
+    """Reads one unmasked server frame: (opcode, payload)."""
+    import struct
+
+    def need(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "the server closed the socket"
+            data += chunk
+        return data
+    b0, b1 = need(2)
+    n = b1 & 0x7f
+    if n == 126:
+        n = struct.unpack("!H", need(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", need(8))[0]
+    return b0 & 0x0f, need(n)
+
+
+def test_socket_survives_reloads_and_answers_client_pings(wsgw, tmp_path):
+    s = wsgw.raw(timeout=5)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example
+
+    def call(i):
+        s.sendall(ws_frame(1, env("test.raise", i, {}).encode()))
+        while True:
+            op, payload = ws_read(s)
+            if op == 1:
+                return json.loads(payload)
+
+    assert call(1)["status"] == 200
+    # the client pings, the server answers with the same payload
+    s.sendall(ws_frame(9, b"are you there"))
+    while True:
+        op, payload = ws_read(s)
+        if op == 10:
+            assert payload == b"are you there"
+            break
+    # a config reload that keeps the channel, and a service file rewritten
+    admin = __import__("amqp_support").Http(wsgw.admin_port)
+    assert admin.request("POST", "/reload")[0] == 200
+    raise_lua = tmp_path / "services" / "test" / "raise.lua"
+    raise_lua.write_text(raise_lua.read_text().replace("ok = true", "ok = 2"))
+    deadline = time.time() + 3
+    while True:
+        reply = call(2)
+        if reply["data"] == {"ok": 2}:
+            break
+        assert reply["data"] == {"ok": True} and time.time() < deadline
+        time.sleep(0.1)
+    s.sendall(ws_frame(8, b"\x03\xe8"))
+    op, payload = ws_read(s)
+    assert op == 8 and payload[:2] == b"\x03\xe8"
