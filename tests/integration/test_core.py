@@ -425,3 +425,23 @@ def test_curl_as_a_client(gw):
     head, _, body = r.stdout.decode().partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 200") and "X-Correlation-Id:" in head
     assert json.loads(body) == CUSTOMER
+
+
+def test_connection_limit(start_gateway):
+    from conftest import BASE_CONFIG
+    cfg = BASE_CONFIG.replace("workers: 2", "workers: 1\n  max_connections: 2")
+    gw = start_gateway(cfg)
+    time.sleep(0.3)  # the fixture's readiness probe connection must be gone first
+    a, b = gw.raw(), gw.raw()
+    for s in (a, b):
+        s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    c = gw.raw()
+    c.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_until_close(c, 3) == (b"", True), "a third connection was served past the limit"
+    a.close()
+    time.sleep(0.2)
+    d = gw.raw()
+    d.sendall(b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert d.recv(100).startswith(b"HTTP/1.1 200")
+    assert any("connection refused" in e["msg"] for e in gw.log_lines("warn"))
