@@ -1,4 +1,6 @@
 #include "pt_amqp.h"
+
+#include <stddef.h>
 #include "pt_log.h"
 
 #include <amqp_framing.h>
@@ -677,11 +679,7 @@ static void pt__free(pt_amqp_t *a)
         }
         free(oc->members);
         free(oc->name);
-        free(oc->ep.host);
-        free(oc->ep.user);
-        free(oc->ep.password);
-        free(oc->ep.vhost);
-        free(oc->ep.display);
+        pt_amqp_endpoint_free(&oc->ep);
     }
     free(a->outs);
     free(a);
@@ -719,17 +717,11 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
         const pt_amqp_out_cfg_t *c = &cfg->amqp_out[i];
         pt_amqp_out_t *oc = &a->outs[i];
         oc->name = pt__dup(c->name);
-        oc->ep = c->ep;
-        oc->ep.host = pt__dup(c->ep.host);
-        oc->ep.user = pt__dup(c->ep.user);
-        oc->ep.password = pt__dup(c->ep.password);
-        oc->ep.vhost = pt__dup(c->ep.vhost);
-        oc->ep.display = pt__dup(c->ep.display);
+        int ep_rc = pt_amqp_endpoint_copy(&oc->ep, &c->ep);
         oc->confirms = c->confirms;
         oc->timeout_ms = c->timeout_ms;
         oc->members = calloc((size_t)c->pool_size, sizeof *oc->members);
-        if (!oc->name || !oc->ep.host || !oc->ep.user || !oc->ep.password || !oc->ep.vhost ||
-            !oc->ep.display || !oc->members) {
+        if (!oc->name || ep_rc != 0 || !oc->members) {
             ok = 0;
             a->n++;
             break;
@@ -767,3 +759,18 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
     *out = a;
     return 0;
 }
+
+#define PT__PROP(key, field, flag, publishable)                                                   \
+    {key, offsetof(amqp_basic_properties_t, field), flag, publishable}
+const pt_amqp_string_prop_t pt_amqp_string_props[] = {
+    PT__PROP("content_type", content_type, AMQP_BASIC_CONTENT_TYPE_FLAG, 1),
+    PT__PROP("content_encoding", content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG, 1),
+    PT__PROP("message_id", message_id, AMQP_BASIC_MESSAGE_ID_FLAG, 1),
+    PT__PROP("correlation_id", correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG, 1),
+    PT__PROP("reply_to", reply_to, AMQP_BASIC_REPLY_TO_FLAG, 1),
+    PT__PROP("expiration", expiration, AMQP_BASIC_EXPIRATION_FLAG, 1),
+    PT__PROP("type", type, AMQP_BASIC_TYPE_FLAG, 1),
+    PT__PROP("app_id", app_id, AMQP_BASIC_APP_ID_FLAG, 1),
+    PT__PROP("user_id", user_id, AMQP_BASIC_USER_ID_FLAG, 0),
+};
+const size_t pt_amqp_n_string_props = sizeof pt_amqp_string_props / sizeof pt_amqp_string_props[0];

@@ -120,4 +120,17 @@ int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms);
 /* Wakes a thread waiting in pt_amqp_wait on efd. Any thread. */
 void pt_amqp_wake(int efd);
 
+/* The string properties of a message under their Lua names: what
+ * self.request.amqp shows and what out.amqp:send takes in props (all but the
+ * ones marked not publishable, which the broker sets). */
+typedef struct {
+    const char *key;
+    size_t off; /* of the amqp_bytes_t in amqp_basic_properties_t */
+    amqp_flags_t flag;
+    int publishable;
+} pt_amqp_string_prop_t;
+
+extern const pt_amqp_string_prop_t pt_amqp_string_props[];
+extern const size_t pt_amqp_n_string_props;
+
 #endif

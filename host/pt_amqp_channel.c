@@ -172,29 +172,13 @@ static void pt__push_amqp(lua_State *L, void *ud)
     lua_setfield(L, -2, "redelivered");
     lua_pushnumber(L, (double)e->delivery_tag);
     lua_setfield(L, -2, "delivery_tag");
-    static const struct {
-        const char *key;
-        size_t off;
-        amqp_flags_t flag;
-    } strings[] = {
-        {"content_type", offsetof(amqp_basic_properties_t, content_type),
-         AMQP_BASIC_CONTENT_TYPE_FLAG},
-        {"content_encoding", offsetof(amqp_basic_properties_t, content_encoding),
-         AMQP_BASIC_CONTENT_ENCODING_FLAG},
-        {"correlation_id", offsetof(amqp_basic_properties_t, correlation_id),
-         AMQP_BASIC_CORRELATION_ID_FLAG},
-        {"reply_to", offsetof(amqp_basic_properties_t, reply_to), AMQP_BASIC_REPLY_TO_FLAG},
-        {"expiration", offsetof(amqp_basic_properties_t, expiration), AMQP_BASIC_EXPIRATION_FLAG},
-        {"message_id", offsetof(amqp_basic_properties_t, message_id), AMQP_BASIC_MESSAGE_ID_FLAG},
-        {"type", offsetof(amqp_basic_properties_t, type), AMQP_BASIC_TYPE_FLAG},
-        {"user_id", offsetof(amqp_basic_properties_t, user_id), AMQP_BASIC_USER_ID_FLAG},
-        {"app_id", offsetof(amqp_basic_properties_t, app_id), AMQP_BASIC_APP_ID_FLAG},
-    };
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
-        if (p->_flags & strings[i].flag) {
-            pt__push_bytes(L, *(const amqp_bytes_t *)((const char *)p + strings[i].off));
-            lua_setfield(L, -2, strings[i].key);
+    for (size_t i = 0; i < pt_amqp_n_string_props; i++) {
+        const pt_amqp_string_prop_t *sp = &pt_amqp_string_props[i];
+        if (p->_flags & sp->flag) {
+            pt__push_bytes(L, *(const amqp_bytes_t *)((const char *)p + sp->off));
+            lua_setfield(L, -2, sp->key);
         }
+    }
     if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) {
         lua_pushboolean(L, p->delivery_mode == 2);
         lua_setfield(L, -2, "persistent");
@@ -649,11 +633,7 @@ void pt_amqp_channels_free(pt_amqp_channels_t *chs)
         free(c->channel.name);
         free(c->channel.service);
         free(c->queue);
-        free(c->ep.host);
-        free(c->ep.user);
-        free(c->ep.password);
-        free(c->ep.vhost);
-        free(c->ep.display);
+        pt_amqp_endpoint_free(&c->ep);
     }
     free(chs->consumers);
     free(chs);
@@ -683,17 +663,11 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         c->channel.service = strdup(a->channel.service);
         c->channel.line = a->channel.line;
         c->queue = strdup(a->queue);
-        c->ep = a->ep;
-        c->ep.host = strdup(a->ep.host);
-        c->ep.user = strdup(a->ep.user);
-        c->ep.password = strdup(a->ep.password);
-        c->ep.vhost = strdup(a->ep.vhost);
-        c->ep.display = strdup(a->ep.display);
+        int ep_rc = pt_amqp_endpoint_copy(&c->ep, &a->ep);
         c->prefetch = a->prefetch;
         c->concurrency = a->concurrency;
         c->requeue = a->requeue;
-        if (c->efd < 0 || !c->channel.name || !c->channel.service || !c->queue || !c->ep.host ||
-            !c->ep.user || !c->ep.password || !c->ep.vhost || !c->ep.display)
+        if (c->efd < 0 || !c->channel.name || !c->channel.service || !c->queue || ep_rc != 0)
             ok = 0;
     }
     for (size_t i = 0; ok && i < chs->n; i++) {

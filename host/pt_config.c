@@ -470,7 +470,7 @@ static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, 
     return 0;
 }
 
-static void pt__endpoint_free(pt_amqp_endpoint_t *ep)
+void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep)
 {
     free(ep->host);
     free(ep->user);
@@ -479,7 +479,7 @@ static void pt__endpoint_free(pt_amqp_endpoint_t *ep)
     free(ep->display);
 }
 
-static int pt__endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src)
+int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src)
 {
     *dst = *src;
     dst->host = strdup(src->host);
@@ -632,7 +632,7 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
         if (!o)
             return pt__fail(c, v, "%s.connection: no outgoing.amqp connection named '%s'", what,
                             name ? name : "?");
-        if (pt__endpoint_copy(&a->ep, &o->ep) != 0) return pt__fail(c, v, "out of memory");
+        if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0) return pt__fail(c, v, "out of memory");
     } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
         return -1;
     }
@@ -690,7 +690,7 @@ static void pt__amqp_free(pt_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->n_amqp_out; i++) {
         free(cfg->amqp_out[i].name);
-        pt__endpoint_free(&cfg->amqp_out[i].ep);
+        pt_amqp_endpoint_free(&cfg->amqp_out[i].ep);
     }
     free(cfg->amqp_out);
     for (size_t i = 0; i < cfg->n_amqp_channels; i++) {
@@ -699,7 +699,7 @@ static void pt__amqp_free(pt_config_t *cfg)
         free(a->channel.service);
         free(a->channel.data_format);
         free(a->queue);
-        pt__endpoint_free(&a->ep);
+        pt_amqp_endpoint_free(&a->ep);
     }
     free(cfg->amqp_channels);
 }

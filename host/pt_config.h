@@ -52,6 +52,13 @@ typedef struct {
     int heartbeat;  /* seconds; 0 = off */
 } pt_amqp_endpoint_t;
 
+/* Copies src into dst (every string duplicated). Returns 0, or -1 when out of
+ * memory (dst then holds what was copied: free it). */
+int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src);
+
+/* Frees the strings of ep (not ep itself). */
+void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep);
+
 /* outgoing.amqp[]: a broker connection that services publish through. */
 typedef struct {
     char *name;

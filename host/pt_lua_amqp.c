@@ -177,28 +177,13 @@ static int pt__props(lua_State *L, int idx, pt_amqp_job_t *job, char *err, size_
     p->_flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
     p->delivery_mode = 2; /* persistent unless asked otherwise */
     if (idx == 0) return 0;
-    static const struct {
-        const char *key;
-        size_t off;
-        amqp_flags_t flag;
-    } strings[] = {
-        {"content_type", offsetof(amqp_basic_properties_t, content_type),
-         AMQP_BASIC_CONTENT_TYPE_FLAG},
-        {"content_encoding", offsetof(amqp_basic_properties_t, content_encoding),
-         AMQP_BASIC_CONTENT_ENCODING_FLAG},
-        {"message_id", offsetof(amqp_basic_properties_t, message_id), AMQP_BASIC_MESSAGE_ID_FLAG},
-        {"correlation_id", offsetof(amqp_basic_properties_t, correlation_id),
-         AMQP_BASIC_CORRELATION_ID_FLAG},
-        {"reply_to", offsetof(amqp_basic_properties_t, reply_to), AMQP_BASIC_REPLY_TO_FLAG},
-        {"expiration", offsetof(amqp_basic_properties_t, expiration), AMQP_BASIC_EXPIRATION_FLAG},
-        {"type", offsetof(amqp_basic_properties_t, type), AMQP_BASIC_TYPE_FLAG},
-        {"app_id", offsetof(amqp_basic_properties_t, app_id), AMQP_BASIC_APP_ID_FLAG},
-    };
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
-        if (pt__prop_bytes(L, idx, strings[i].key, job,
-                           (amqp_bytes_t *)((char *)p + strings[i].off), strings[i].flag, err,
-                           errlen) != 0)
+    for (size_t i = 0; i < pt_amqp_n_string_props; i++) {
+        const pt_amqp_string_prop_t *sp = &pt_amqp_string_props[i];
+        if (sp->publishable &&
+            pt__prop_bytes(L, idx, sp->key, job, (amqp_bytes_t *)((char *)p + sp->off), sp->flag,
+                           err, errlen) != 0)
             return -1;
+    }
     lua_getfield(L, idx, "persistent");
     int t = lua_type(L, -1);
     if (t == LUA_TBOOLEAN) p->delivery_mode = lua_toboolean(L, -1) ? 2 : 1;
