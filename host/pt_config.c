@@ -1,6 +1,7 @@
 #include "pt_config.h"
 #include "pt_security.h"
 #include "pt_util.h"
+#include "pt_yaml.h"
 
 #include <amqp.h>
 #include <llhttp.h>
@@ -15,91 +16,24 @@
 #include <unistd.h>
 
 typedef struct {
+    pt_yaml_t y; /* y.doc is &doc */
     yaml_document_t doc;
-    const char *file;
-    char *err;
-    size_t errlen;
     const pt_security_t *security; /* compiled before the channels that name it */
 } pt__cfg_ctx_t;
 
-static int pt__fail(pt__cfg_ctx_t *c, yaml_node_t *node, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(c->err, c->errlen, "%s:%lu: %s", c->file,
-             node ? (unsigned long)node->start_mark.line + 1 : 1ul, msg);
-    return -1;
-}
-
-static const char *pt__scalar(yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static int pt__is_null(yaml_node_t *n)
-{
-    const char *s = pt__scalar(n);
-    return n == NULL || (s && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                         (strcmp(s, "") == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0));
-}
-
-/* Walks a mapping; every key must be one of allowed (NULL-terminated). */
-static int pt__check_keys(pt__cfg_ctx_t *c, yaml_node_t *map, const char *what,
-                          const char *const *allowed)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return pt__fail(c, map, "%s: expected a mapping", what);
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key);
-        const char *ks = pt__scalar(k);
-        int ok = 0;
-        for (const char *const *a = allowed; ks && *a; a++)
-            ok |= strcmp(ks, *a) == 0;
-        if (!ok)
-            return pt__fail(c, k, "%s: unknown key '%s'", what, ks ? ks : "?");
-    }
-    return 0;
-}
-
-static yaml_node_t *pt__get(pt__cfg_ctx_t *c, yaml_node_t *map, const char *key)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        const char *ks = pt__scalar(yaml_document_get_node(&c->doc, p->key));
-        if (ks && strcmp(ks, key) == 0)
-            return yaml_document_get_node(&c->doc, p->value);
-    }
-    return NULL;
-}
-
-static int pt__string(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, char **out)
-{
-    const char *s = pt__scalar(n);
-    if (!s || pt__is_null(n))
-        return pt__fail(c, n, "%s: expected a string", what);
-    *out = strdup(s);
-    return *out ? 0 : pt__fail(c, n, "out of memory");
-}
-
 static int pt__size(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t *out)
 {
-    const char *s = pt__scalar(n);
+    const char *s = pt_yaml_scalar(n);
     if (!s || pt_parse_size(s, out) != 0)
-        return pt__fail(c, n, "%s: expected a size such as 16384 or \"1MB\"", what);
+        return pt_yaml_fail(&c->y, n, "%s: expected a size such as 16384 or \"1MB\"", what);
     return 0;
 }
 
 static int pt__duration(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t *out)
 {
-    const char *s = pt__scalar(n);
+    const char *s = pt_yaml_scalar(n);
     if (!s || pt_parse_duration_ms(s, out) != 0)
-        return pt__fail(c, n, "%s: expected a duration such as 10, \"500ms\" or \"2m\"", what);
+        return pt_yaml_fail(&c->y, n, "%s: expected a duration such as 10, \"500ms\" or \"2m\"", what);
     return 0;
 }
 
@@ -107,16 +41,16 @@ static int pt__string_list(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, c
                            size_t *count)
 {
     if (!n || n->type != YAML_SEQUENCE_NODE)
-        return pt__fail(c, n, "%s: expected a list", what);
+        return pt_yaml_fail(&c->y, n, "%s: expected a list", what);
     size_t len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     char **list = calloc(len + 1, sizeof *list);
     if (!list)
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(&c->y, n, "out of memory");
     *out = list;
     *count = 0;
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *item = yaml_document_get_node(&c->doc, n->data.sequence.items.start[i]);
-        if (pt__string(c, item, what, &list[i]) != 0)
+        yaml_node_t *item = yaml_document_get_node(c->y.doc, n->data.sequence.items.start[i]);
+        if (pt_yaml_string(&c->y, item, what, &list[i]) != 0)
             return -1;
         (*count)++;
     }
@@ -152,9 +86,9 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     char key[96];
     yaml_node_t *v;
     snprintf(key, sizeof key, "%s.service", what);
-    if (pt__string(c, pt__get(c, n, "service"), key, &ch->service) != 0)
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
         return -1;
-    if ((v = pt__get(c, n, "service_list"))) {
+    if ((v = pt_yaml_get(&c->y, n, "service_list"))) {
         snprintf(key, sizeof key, "%s.service_list", what);
         if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0)
             return -1;
@@ -171,28 +105,28 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
                   {"max_message_size", &ch->ws_max_message, 0},
                   {"idle_timeout", &ch->ws_idle_timeout_ms, 1}};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        if (!(v = pt__get(c, n, fields[i].key)))
+        if (!(v = pt_yaml_get(&c->y, n, fields[i].key)))
             continue;
         snprintf(key, sizeof key, "%s.%s", what, fields[i].key);
         if ((fields[i].is_duration ? pt__duration(c, v, key, fields[i].out)
                                    : pt__size(c, v, key, fields[i].out)) != 0)
             return -1;
     }
-    if ((v = pt__get(c, n, "missed_pings"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(&c->y, n, "missed_pings"))) {
+        const char *s = pt_yaml_scalar(v);
         char *end;
         long k = s ? strtol(s, &end, 10) : -1;
         if (!s || *end || k < 1 || k > 100)
-            return pt__fail(c, v, "%s.missed_pings: from 1 to 100", what);
+            return pt_yaml_fail(&c->y, v, "%s.missed_pings: from 1 to 100", what);
         ch->ws_missed_pings = (int)k;
     }
-    if ((v = pt__get(c, n, "token_query_param"))) {
+    if ((v = pt_yaml_get(&c->y, n, "token_query_param"))) {
         snprintf(key, sizeof key, "%s.token_query_param", what);
-        if (pt__string(c, v, key, &ch->ws_token_param) != 0)
+        if (pt_yaml_string(&c->y, v, key, &ch->ws_token_param) != 0)
             return -1;
     }
     if (ch->ws_ping_interval_ms < 100)
-        return pt__fail(c, pt__get(c, n, "ping_interval"), "%s.ping_interval: at least 100ms",
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "ping_interval"), "%s.ping_interval: at least 100ms",
                         what);
     return 0;
 }
@@ -205,29 +139,29 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     char key[96];
     yaml_node_t *v;
     snprintf(key, sizeof key, "%s.rate_limit", what);
-    if (pt__check_keys(c, n, key, keys) != 0) return -1;
-    v = pt__get(c, n, "rate");
-    if (!pt__scalar(v) || pt_ratelimit_parse_rate(pt__scalar(v), &rl->rate) != 0 || rl->rate > 1e6)
-        return pt__fail(c, v ? v : n,
+    if (pt_yaml_check_keys(&c->y, n, key, keys) != 0) return -1;
+    v = pt_yaml_get(&c->y, n, "rate");
+    if (!pt_yaml_scalar(v) || pt_ratelimit_parse_rate(pt_yaml_scalar(v), &rl->rate) != 0 || rl->rate > 1e6)
+        return pt_yaml_fail(&c->y, v ? v : n,
                         "%s.rate: expected requests per second such as 10, "
                         "\"10/s\", \"600/m\" or \"1000/h\"",
                         key);
     rl->burst = rl->rate < 1 ? 1 : (double)(uint64_t)(rl->rate + 0.999999);
-    if ((v = pt__get(c, n, "burst"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(&c->y, n, "burst"))) {
+        const char *s = pt_yaml_scalar(v);
         char *end;
         long b = s ? strtol(s, &end, 10) : 0;
         if (!s || !*s || *end || b < 1 || b > 1000000)
-            return pt__fail(c, v, "%s.burst: a whole number from 1 to 1000000", key);
+            return pt_yaml_fail(&c->y, v, "%s.burst: a whole number from 1 to 1000000", key);
         rl->burst = (double)b;
     }
     rl->per_user = 0;
-    if ((v = pt__get(c, n, "per"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(&c->y, n, "per"))) {
+        const char *s = pt_yaml_scalar(v);
         if (s && !strcmp(s, "user"))
             rl->per_user = 1;
         else if (!s || strcmp(s, "channel") != 0)
-            return pt__fail(c, v, "%s.per: expected user or channel", key);
+            return pt_yaml_fail(&c->y, v, "%s.per: expected user or channel", key);
     }
     return 0;
 }
@@ -248,7 +182,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     snprintf(what, sizeof what, "channels.%s[%zu]",
              type == PT_CHANNEL_REST ? "rest" : type == PT_CHANNEL_GATEWAY ? "gateway" : "websocket",
              idx);
-    if (pt__check_keys(c, n, what,
+    if (pt_yaml_check_keys(&c->y, n, what,
                        type == PT_CHANNEL_REST      ? rest_keys
                        : type == PT_CHANNEL_GATEWAY ? gw_keys
                                                     : ws_keys) != 0)
@@ -257,15 +191,15 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     ch->line = (int)n->start_mark.line + 1;
     char key[96];
     snprintf(key, sizeof key, "%s.name", what);
-    if (pt__string(c, pt__get(c, n, "name"), key, &ch->name) != 0)
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &ch->name) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.url_path", what);
-    if (pt__string(c, pt__get(c, n, "url_path"), key, &ch->url_path) != 0)
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "url_path"), key, &ch->url_path) != 0)
         return -1;
     if (ch->url_path[0] != '/')
-        return pt__fail(c, pt__get(c, n, "url_path"), "%s: must start with '/'", key);
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"), "%s: must start with '/'", key);
 
-    yaml_node_t *m = pt__get(c, n, "methods");
+    yaml_node_t *m = pt_yaml_get(&c->y, n, "methods");
     if (type == PT_CHANNEL_WEBSOCKET) {
         ch->methods = 1ull << HTTP_GET; /* the upgrade */
     } else if (!m) {
@@ -278,7 +212,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         for (size_t i = 0; rc == 0 && i < count; i++) {
             int method = pt_config_method(names[i]);
             if (method < 0)
-                rc = pt__fail(c, m, "%s: unknown method '%s'", key, names[i]);
+                rc = pt_yaml_fail(&c->y, m, "%s: unknown method '%s'", key, names[i]);
             else
                 ch->methods |= 1ull << method;
         }
@@ -288,7 +222,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         if (rc != 0)
             return -1;
         if (ch->methods == 0)
-            return pt__fail(c, m, "%s: empty", key);
+            return pt_yaml_fail(&c->y, m, "%s: empty", key);
     }
     if (ch->methods & (1ull << HTTP_GET))
         ch->methods |= 1ull << HTTP_HEAD;
@@ -298,34 +232,34 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
             return -1;
     } else if (type == PT_CHANNEL_REST) {
         snprintf(key, sizeof key, "%s.service", what);
-        if (pt__string(c, pt__get(c, n, "service"), key, &ch->service) != 0)
+        if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
             return -1;
     } else {
         snprintf(key, sizeof key, "%s.gateway_service_list", what);
-        if (pt__string_list(c, pt__get(c, n, "gateway_service_list"), key, &ch->service_list,
+        if (pt__string_list(c, pt_yaml_get(&c->y, n, "gateway_service_list"), key, &ch->service_list,
                             &ch->n_service_list) != 0)
             return -1;
         if (!strstr(ch->url_path, "{service}"))
-            return pt__fail(c, pt__get(c, n, "url_path"),
+            return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"),
                             "%s.url_path: a gateway path needs a {service} segment", what);
     }
-    yaml_node_t *df = pt__get(c, n, "data_format");
-    if (df && !pt__is_null(df)) {
+    yaml_node_t *df = pt_yaml_get(&c->y, n, "data_format");
+    if (df && !pt_yaml_is_null(df)) {
         snprintf(key, sizeof key, "%s.data_format", what);
-        if (pt__string(c, df, key, &ch->data_format) != 0)
+        if (pt_yaml_string(&c->y, df, key, &ch->data_format) != 0)
             return -1;
         if (strcmp(ch->data_format, "json") != 0)
-            return pt__fail(c, df, "%s: only \"json\" is supported", key);
+            return pt_yaml_fail(&c->y, df, "%s: only \"json\" is supported", key);
     } else {
         ch->data_format = strdup("json");
     }
-    yaml_node_t *sec = pt__get(c, n, "security");
-    if (sec && !pt__is_null(sec) &&
-        !(pt__scalar(sec) && (ch->security = pt_security_find(c->security, pt__scalar(sec)))))
-        return pt__fail(c, sec, "%s.security: no security definition named '%s'", what,
-                        pt__scalar(sec) ? pt__scalar(sec) : "?");
-    yaml_node_t *rl = pt__get(c, n, "rate_limit");
-    if (rl && !pt__is_null(rl) && pt__rate_limit(c, rl, what, &ch->rate_limit) != 0) return -1;
+    yaml_node_t *sec = pt_yaml_get(&c->y, n, "security");
+    if (sec && !pt_yaml_is_null(sec) &&
+        !(pt_yaml_scalar(sec) && (ch->security = pt_security_find(c->security, pt_yaml_scalar(sec)))))
+        return pt_yaml_fail(&c->y, sec, "%s.security: no security definition named '%s'", what,
+                        pt_yaml_scalar(sec) ? pt_yaml_scalar(sec) : "?");
+    yaml_node_t *rl = pt_yaml_get(&c->y, n, "rate_limit");
+    if (rl && !pt_yaml_is_null(rl) && pt__rate_limit(c, rl, what, &ch->rate_limit) != 0) return -1;
     return 0;
 }
 
@@ -337,51 +271,51 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     static const char *const kinds[] = {"rest", "gateway", "websocket"};
     static const pt_channel_type_t types[] = {PT_CHANNEL_REST, PT_CHANNEL_GATEWAY,
                                               PT_CHANNEL_WEBSOCKET};
-    if (pt__check_keys(c, n, "channels", keys) != 0)
+    if (pt_yaml_check_keys(&c->y, n, "channels", keys) != 0)
         return -1;
-    yaml_node_t *lists[3] = {pt__get(c, n, "rest"), pt__get(c, n, "gateway"),
-                             pt__get(c, n, "websocket")};
+    yaml_node_t *lists[3] = {pt_yaml_get(&c->y, n, "rest"), pt_yaml_get(&c->y, n, "gateway"),
+                             pt_yaml_get(&c->y, n, "websocket")};
     size_t total = 0;
     for (int t = 0; t < 3; t++) {
-        if (!lists[t] || pt__is_null(lists[t]))
+        if (!lists[t] || pt_yaml_is_null(lists[t]))
             continue;
         if (lists[t]->type != YAML_SEQUENCE_NODE)
-            return pt__fail(c, lists[t], "channels.%s: expected a list", kinds[t]);
+            return pt_yaml_fail(&c->y, lists[t], "channels.%s: expected a list", kinds[t]);
         total += (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
     }
     cfg->channels = calloc(total ? total : 1, sizeof *cfg->channels);
     if (!cfg->channels)
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(&c->y, n, "out of memory");
     for (int t = 0; t < 3; t++) {
-        if (!lists[t] || pt__is_null(lists[t]))
+        if (!lists[t] || pt_yaml_is_null(lists[t]))
             continue;
         size_t len =
             (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
         for (size_t i = 0; i < len; i++) {
             yaml_node_t *item =
-                yaml_document_get_node(&c->doc, lists[t]->data.sequence.items.start[i]);
+                yaml_document_get_node(c->y.doc, lists[t]->data.sequence.items.start[i]);
             pt_channel_t *ch = &cfg->channels[cfg->n_channels++];
             if (pt__channel(c, item, types[t], i, ch) != 0)
                 return -1;
             for (size_t j = 0; j + 1 < cfg->n_channels; j++)
                 if (strcmp(cfg->channels[j].name, ch->name) == 0)
-                    return pt__fail(c, item, "channel name '%s' is used twice", ch->name);
+                    return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", ch->name);
         }
     }
-    yaml_node_t *amqp = pt__get(c, n, "amqp");
-    if (amqp && !pt__is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0)
+    yaml_node_t *amqp = pt_yaml_get(&c->y, n, "amqp");
+    if (amqp && !pt_yaml_is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0)
         return -1;
     return 0;
 }
 
 static int pt__listen(pt__cfg_ctx_t *c, yaml_node_t *v, const char *what, char **host, int *port)
 {
-    const char *s = pt__scalar(v);
+    const char *s = pt_yaml_scalar(v);
     const char *colon = s ? strrchr(s, ':') : NULL;
     char *end;
     long p = colon ? strtol(colon + 1, &end, 10) : -1;
     if (!colon || colon == s || *end != '\0' || p < 0 || p > 65535)
-        return pt__fail(c, v, "%s: expected host:port such as 127.0.0.1:11223", what);
+        return pt_yaml_fail(&c->y, v, "%s: expected host:port such as 127.0.0.1:11223", what);
     free(*host);
     *host = strndup(s, (size_t)(colon - s));
     *port = (int)p;
@@ -394,18 +328,18 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                                        "max_header_bytes", "max_body_bytes", "header_timeout",
                                        "body_timeout",   "idle_timeout",   "drain_timeout",
                                        NULL};
-    if (pt__check_keys(c, n, "server", keys) != 0)
+    if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0)
         return -1;
     yaml_node_t *v;
-    if ((v = pt__get(c, n, "listen")) &&
+    if ((v = pt_yaml_get(&c->y, n, "listen")) &&
         pt__listen(c, v, "server.listen", &cfg->listen_host, &cfg->listen_port) != 0)
         return -1;
-    if ((v = pt__get(c, n, "workers"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(&c->y, n, "workers"))) {
+        const char *s = pt_yaml_scalar(v);
         char *end;
         long w = s ? strtol(s, &end, 10) : -1;
         if (!s || *end != '\0' || w < 0 || w > 256)
-            return pt__fail(c, v, "server.workers: expected 0 (one per core) to 256");
+            return pt_yaml_fail(&c->y, v, "server.workers: expected 0 (one per core) to 256");
         cfg->workers = (int)w;
     }
     struct {
@@ -422,7 +356,7 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "server.%s", fields[i].key);
-        if (!(v = pt__get(c, n, fields[i].key)))
+        if (!(v = pt_yaml_get(&c->y, n, fields[i].key)))
             continue;
         int rc = fields[i].is_duration ? pt__duration(c, v, what, fields[i].out)
                                        : pt__size(c, v, what, fields[i].out);
@@ -430,10 +364,10 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
             return -1;
     }
     if (cfg->max_header_bytes < 1024)
-        return pt__fail(c, pt__get(c, n, "max_header_bytes"),
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_header_bytes"),
                         "server.max_header_bytes: at least 1024");
     if (cfg->max_connections < 1)
-        return pt__fail(c, pt__get(c, n, "max_connections"), "server.max_connections: at least 1");
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_connections"), "server.max_connections: at least 1");
     return 0;
 }
 
@@ -441,31 +375,13 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 
 #define PT__AMQP_DEFAULT_URL "amqp://guest:guest@127.0.0.1:5672/"
 
-static int pt__bool(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, int *out)
-{
-    static const char *const yes[] = {"true", "yes", "on", "True", "TRUE", NULL};
-    static const char *const no[] = {"false", "no", "off", "False", "FALSE", NULL};
-    const char *s = pt__scalar(n);
-    for (int i = 0; s && yes[i]; i++)
-        if (strcmp(s, yes[i]) == 0) {
-            *out = 1;
-            return 0;
-        }
-    for (int i = 0; s && no[i]; i++)
-        if (strcmp(s, no[i]) == 0) {
-            *out = 0;
-            return 0;
-        }
-    return pt__fail(c, n, "%s: expected true or false", what);
-}
-
 static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out)
 {
-    const char *s = pt__scalar(n);
+    const char *s = pt_yaml_scalar(n);
     char *end;
     long v = s ? strtol(s, &end, 10) : 0;
     if (!s || *s == '\0' || *end != '\0' || v < lo || v > hi)
-        return pt__fail(c, n, "%s: expected a whole number from %ld to %ld", what, lo, hi);
+        return pt_yaml_fail(&c->y, n, "%s: expected a whole number from %ld to %ld", what, lo, hi);
     *out = (int)v;
     return 0;
 }
@@ -496,37 +412,37 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     char key[128], *url = NULL;
     yaml_node_t *v, *at = n;
     const char *src = PT__AMQP_DEFAULT_URL, *env_name = NULL;
-    if ((v = pt__get(c, n, "url"))) {
+    if ((v = pt_yaml_get(&c->y, n, "url"))) {
         snprintf(key, sizeof key, "%s.url", what);
-        if (!pt__scalar(v) || pt__is_null(v))
-            return pt__fail(c, v, "%s: expected a URL such as %s", key, PT__AMQP_DEFAULT_URL);
-        src = pt__scalar(v);
+        if (!pt_yaml_scalar(v) || pt_yaml_is_null(v))
+            return pt_yaml_fail(&c->y, v, "%s: expected a URL such as %s", key, PT__AMQP_DEFAULT_URL);
+        src = pt_yaml_scalar(v);
         at = v;
     }
-    if ((v = pt__get(c, n, "url_env"))) {
+    if ((v = pt_yaml_get(&c->y, n, "url_env"))) {
         snprintf(key, sizeof key, "%s.url_env", what);
-        if (!pt__scalar(v) || pt__is_null(v))
-            return pt__fail(c, v, "%s: expected the name of an environment variable", key);
-        const char *val = getenv(pt__scalar(v));
+        if (!pt_yaml_scalar(v) || pt_yaml_is_null(v))
+            return pt_yaml_fail(&c->y, v, "%s: expected the name of an environment variable", key);
+        const char *val = getenv(pt_yaml_scalar(v));
         if (val && *val) {
             src = val;
-            env_name = pt__scalar(v);
+            env_name = pt_yaml_scalar(v);
             at = v;
         }
     }
-    if (!(url = strdup(src))) return pt__fail(c, n, "out of memory");
+    if (!(url = strdup(src))) return pt_yaml_fail(&c->y, n, "out of memory");
     struct amqp_connection_info info;
     if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || !info.host || !*info.host) {
         free(url);
         if (env_name)
-            return pt__fail(c, at,
+            return pt_yaml_fail(&c->y, at,
                             "%s.url_env: $%s is not an AMQP URL (amqp://user:pass@host:port/vhost)",
                             what, env_name);
-        return pt__fail(c, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)", what);
+        return pt_yaml_fail(&c->y, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)", what);
     }
     if (info.ssl) {
         free(url);
-        return pt__fail(c, at, "%s.url: amqps:// is not supported", what);
+        return pt_yaml_fail(&c->y, at, "%s.url: amqps:// is not supported", what);
     }
     ep->host = strdup(info.host);
     ep->port = info.port;
@@ -537,20 +453,20 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     ep->vhost = strdup(info.vhost && *info.vhost ? info.vhost : "/");
     free(url);
     if (!ep->host || !ep->user || !ep->password || !ep->vhost)
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(&c->y, n, "out of memory");
     char disp[512];
     snprintf(disp, sizeof disp, "amqp://%s@%s:%d/%s", ep->user, ep->host, ep->port,
              strcmp(ep->vhost, "/") == 0 ? "" : ep->vhost);
     ep->display = strdup(disp);
     ep->heartbeat = 30;
-    if ((v = pt__get(c, n, "heartbeat"))) {
+    if ((v = pt_yaml_get(&c->y, n, "heartbeat"))) {
         uint64_t ms;
         snprintf(key, sizeof key, "%s.heartbeat", what);
         if (pt__duration(c, v, key, &ms) != 0) return -1;
-        if (ms > 3600 * 1000) return pt__fail(c, v, "%s: at most 1h", key);
+        if (ms > 3600 * 1000) return pt_yaml_fail(&c->y, v, "%s: at most 1h", key);
         ep->heartbeat = (int)((ms + 999) / 1000);
     }
-    return ep->display ? 0 : pt__fail(c, n, "out of memory");
+    return ep->display ? 0 : pt_yaml_fail(&c->y, n, "out of memory");
 }
 
 static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_out_cfg_t *o)
@@ -560,44 +476,44 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "outgoing.amqp[%zu]", idx);
-    if (pt__check_keys(c, n, what, keys) != 0) return -1;
+    if (pt_yaml_check_keys(&c->y, n, what, keys) != 0) return -1;
     o->line = (int)n->start_mark.line + 1;
     o->confirms = 1;
     o->pool_size = 1;
     o->timeout_ms = 10000;
     snprintf(key, sizeof key, "%s.name", what);
-    if (pt__string(c, pt__get(c, n, "name"), key, &o->name) != 0 ||
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &o->name) != 0 ||
         pt__endpoint(c, n, what, &o->ep) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.confirms", what);
-    if ((v = pt__get(c, n, "confirms")) && pt__bool(c, v, key, &o->confirms) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, n, "confirms")) && pt_yaml_bool(&c->y, v, key, &o->confirms) != 0) return -1;
     snprintf(key, sizeof key, "%s.pool_size", what);
-    if ((v = pt__get(c, n, "pool_size")) && pt__int(c, v, key, 1, 64, &o->pool_size) != 0)
+    if ((v = pt_yaml_get(&c->y, n, "pool_size")) && pt__int(c, v, key, 1, 64, &o->pool_size) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.timeout", what);
-    if ((v = pt__get(c, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0) return -1;
-    if (o->timeout_ms < 1) return pt__fail(c, v, "%s: must be more than 0", key);
+    if ((v = pt_yaml_get(&c->y, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0) return -1;
+    if (o->timeout_ms < 1) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
     return 0;
 }
 
 static int pt__outgoing(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
     static const char *const keys[] = {"amqp", NULL};
-    if (pt__check_keys(c, n, "outgoing", keys) != 0) return -1;
-    yaml_node_t *list = pt__get(c, n, "amqp");
-    if (!list || pt__is_null(list)) return 0;
+    if (pt_yaml_check_keys(&c->y, n, "outgoing", keys) != 0) return -1;
+    yaml_node_t *list = pt_yaml_get(&c->y, n, "amqp");
+    if (!list || pt_yaml_is_null(list)) return 0;
     if (list->type != YAML_SEQUENCE_NODE)
-        return pt__fail(c, list, "outgoing.amqp: expected a list");
+        return pt_yaml_fail(&c->y, list, "outgoing.amqp: expected a list");
     size_t len = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
     if (!(cfg->amqp_out = calloc(len ? len : 1, sizeof *cfg->amqp_out)))
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(&c->y, n, "out of memory");
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *item = yaml_document_get_node(&c->doc, list->data.sequence.items.start[i]);
+        yaml_node_t *item = yaml_document_get_node(c->y.doc, list->data.sequence.items.start[i]);
         pt_amqp_out_cfg_t *o = &cfg->amqp_out[cfg->n_amqp_out++];
         if (pt__amqp_out(c, item, i, o) != 0) return -1;
         for (size_t j = 0; j + 1 < cfg->n_amqp_out; j++)
             if (strcmp(cfg->amqp_out[j].name, o->name) == 0)
-                return pt__fail(c, item, "outgoing AMQP connection name '%s' is used twice",
+                return pt_yaml_fail(&c->y, item, "outgoing AMQP connection name '%s' is used twice",
                                 o->name);
     }
     return 0;
@@ -612,55 +528,55 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "channels.amqp[%zu]", idx);
-    if (pt__check_keys(c, n, what, keys) != 0) return -1;
+    if (pt_yaml_check_keys(&c->y, n, what, keys) != 0) return -1;
     a->channel.type = PT_CHANNEL_AMQP;
     a->channel.line = (int)n->start_mark.line + 1;
     a->prefetch = 10;
     snprintf(key, sizeof key, "%s.name", what);
-    if (pt__string(c, pt__get(c, n, "name"), key, &a->channel.name) != 0) return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &a->channel.name) != 0) return -1;
     snprintf(key, sizeof key, "%s.queue", what);
-    if (pt__string(c, pt__get(c, n, "queue"), key, &a->queue) != 0) return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "queue"), key, &a->queue) != 0) return -1;
     snprintf(key, sizeof key, "%s.service", what);
-    if (pt__string(c, pt__get(c, n, "service"), key, &a->channel.service) != 0) return -1;
-    if ((v = pt__get(c, n, "connection"))) {
-        const char *name = pt__scalar(v);
-        if (pt__get(c, n, "url") || pt__get(c, n, "url_env") || pt__get(c, n, "heartbeat"))
-            return pt__fail(c, v, "%s: give either connection or url/url_env/heartbeat", what);
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &a->channel.service) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, n, "connection"))) {
+        const char *name = pt_yaml_scalar(v);
+        if (pt_yaml_get(&c->y, n, "url") || pt_yaml_get(&c->y, n, "url_env") || pt_yaml_get(&c->y, n, "heartbeat"))
+            return pt_yaml_fail(&c->y, v, "%s: give either connection or url/url_env/heartbeat", what);
         const pt_amqp_out_cfg_t *o = NULL;
         for (size_t i = 0; name && i < cfg->n_amqp_out; i++)
             if (strcmp(cfg->amqp_out[i].name, name) == 0) o = &cfg->amqp_out[i];
         if (!o)
-            return pt__fail(c, v, "%s.connection: no outgoing.amqp connection named '%s'", what,
+            return pt_yaml_fail(&c->y, v, "%s.connection: no outgoing.amqp connection named '%s'", what,
                             name ? name : "?");
-        if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0) return pt__fail(c, v, "out of memory");
+        if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0) return pt_yaml_fail(&c->y, v, "out of memory");
     } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
         return -1;
     }
     snprintf(key, sizeof key, "%s.prefetch", what);
-    if ((v = pt__get(c, n, "prefetch")) && pt__int(c, v, key, 1, 65535, &a->prefetch) != 0)
+    if ((v = pt_yaml_get(&c->y, n, "prefetch")) && pt__int(c, v, key, 1, 65535, &a->prefetch) != 0)
         return -1;
     a->concurrency = a->prefetch;
     snprintf(key, sizeof key, "%s.concurrency", what);
-    if ((v = pt__get(c, n, "concurrency")) &&
+    if ((v = pt_yaml_get(&c->y, n, "concurrency")) &&
         pt__int(c, v, key, 1, a->prefetch, &a->concurrency) != 0)
         return -1;
-    if ((v = pt__get(c, n, "on_error"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(&c->y, n, "on_error"))) {
+        const char *s = pt_yaml_scalar(v);
         if (s && strcmp(s, "dead_letter") == 0)
             a->requeue = 0;
         else if (s && strcmp(s, "requeue") == 0)
             a->requeue = 1;
         else
-            return pt__fail(c, v, "%s.on_error: expected dead_letter or requeue", what);
+            return pt_yaml_fail(&c->y, v, "%s.on_error: expected dead_letter or requeue", what);
     }
-    yaml_node_t *df = pt__get(c, n, "data_format");
-    if (df && !pt__is_null(df)) {
+    yaml_node_t *df = pt_yaml_get(&c->y, n, "data_format");
+    if (df && !pt_yaml_is_null(df)) {
         snprintf(key, sizeof key, "%s.data_format", what);
-        if (pt__string(c, df, key, &a->channel.data_format) != 0) return -1;
+        if (pt_yaml_string(&c->y, df, key, &a->channel.data_format) != 0) return -1;
         if (strcmp(a->channel.data_format, "json") != 0)
-            return pt__fail(c, df, "%s: only \"json\" is supported", key);
+            return pt_yaml_fail(&c->y, df, "%s: only \"json\" is supported", key);
     } else if (!(a->channel.data_format = strdup("json"))) {
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(&c->y, n, "out of memory");
     }
     return 0;
 }
@@ -668,12 +584,12 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
 static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
 {
     if (list->type != YAML_SEQUENCE_NODE)
-        return pt__fail(c, list, "channels.amqp: expected a list");
+        return pt_yaml_fail(&c->y, list, "channels.amqp: expected a list");
     size_t len = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
     if (!(cfg->amqp_channels = calloc(len ? len : 1, sizeof *cfg->amqp_channels)))
-        return pt__fail(c, list, "out of memory");
+        return pt_yaml_fail(&c->y, list, "out of memory");
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *item = yaml_document_get_node(&c->doc, list->data.sequence.items.start[i]);
+        yaml_node_t *item = yaml_document_get_node(c->y.doc, list->data.sequence.items.start[i]);
         pt_amqp_channel_cfg_t *a = &cfg->amqp_channels[cfg->n_amqp_channels++];
         if (pt__amqp_channel(c, item, i, cfg, a) != 0) return -1;
         int dup = 0;
@@ -681,7 +597,7 @@ static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *c
             dup |= strcmp(cfg->channels[j].name, a->channel.name) == 0;
         for (size_t j = 0; j + 1 < cfg->n_amqp_channels; j++)
             dup |= strcmp(cfg->amqp_channels[j].channel.name, a->channel.name) == 0;
-        if (dup) return pt__fail(c, item, "channel name '%s' is used twice", a->channel.name);
+        if (dup) return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", a->channel.name);
     }
     return 0;
 }
@@ -708,22 +624,22 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
                                        "admin",  "outgoing", "security", NULL};
-    yaml_node_t *root = yaml_document_get_root_node(&c->doc);
+    yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root)
-        return pt__fail(c, NULL, "the file is empty");
-    if (pt__check_keys(c, root, "top level", keys) != 0)
+        return pt_yaml_fail(&c->y, NULL, "the file is empty");
+    if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0)
         return -1;
     yaml_node_t *v;
-    if ((v = pt__get(c, root, "server")) && pt__server(c, v, cfg) != 0)
+    if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0)
         return -1;
-    if ((v = pt__get(c, root, "log"))) {
+    if ((v = pt_yaml_get(&c->y, root, "log"))) {
         static const char *const log_keys[] = {"level", "access", NULL};
-        if (pt__check_keys(c, v, "log", log_keys) != 0)
+        if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0)
             return -1;
-        yaml_node_t *acc = pt__get(c, v, "access");
+        yaml_node_t *acc = pt_yaml_get(&c->y, v, "access");
         if (acc) {
             free(cfg->access_log);
-            if (pt__string(c, acc, "log.access", &cfg->access_log) != 0)
+            if (pt_yaml_string(&c->y, acc, "log.access", &cfg->access_log) != 0)
                 return -1;
             if (strcmp(cfg->access_log, "stdout") != 0 && strcmp(cfg->access_log, "off") != 0) {
                 char *abs = pt__resolve(cfg->dir, cfg->access_log);
@@ -731,36 +647,36 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                 cfg->access_log = abs;
             }
         }
-        yaml_node_t *lv = pt__get(c, v, "level");
-        if (lv && (!pt__scalar(lv) || pt_log_parse_level(pt__scalar(lv), &cfg->log_level) != 0))
-            return pt__fail(c, lv, "log.level: expected debug, info, warn or error");
+        yaml_node_t *lv = pt_yaml_get(&c->y, v, "level");
+        if (lv && (!pt_yaml_scalar(lv) || pt_log_parse_level(pt_yaml_scalar(lv), &cfg->log_level) != 0))
+            return pt_yaml_fail(&c->y, lv, "log.level: expected debug, info, warn or error");
     }
-    if ((v = pt__get(c, root, "admin"))) {
+    if ((v = pt_yaml_get(&c->y, root, "admin"))) {
         static const char *const admin_keys[] = {"listen", NULL};
-        if (pt__check_keys(c, v, "admin", admin_keys) != 0 ||
-            pt__listen(c, pt__get(c, v, "listen"), "admin.listen", &cfg->admin_host,
+        if (pt_yaml_check_keys(&c->y, v, "admin", admin_keys) != 0 ||
+            pt__listen(c, pt_yaml_get(&c->y, v, "listen"), "admin.listen", &cfg->admin_host,
                        &cfg->admin_port) != 0)
             return -1;
     }
-    if ((v = pt__get(c, root, "lua"))) {
+    if ((v = pt_yaml_get(&c->y, root, "lua"))) {
         static const char *const lua_keys[] = {"path", NULL};
         char *p = NULL;
-        if (pt__check_keys(c, v, "lua", lua_keys) != 0 ||
-            pt__string(c, pt__get(c, v, "path"), "lua.path", &p) != 0)
+        if (pt_yaml_check_keys(&c->y, v, "lua", lua_keys) != 0 ||
+            pt_yaml_string(&c->y, pt_yaml_get(&c->y, v, "path"), "lua.path", &p) != 0)
             return -1;
         free(cfg->lua_path);
         cfg->lua_path = pt__resolve(cfg->dir, p);
         free(p);
     }
-    if ((v = pt__get(c, root, "services"))) {
+    if ((v = pt_yaml_get(&c->y, root, "services"))) {
         static const char *const svc_keys[] = {"dirs", "watch_interval", NULL};
-        yaml_node_t *wi = pt__get(c, v, "watch_interval");
+        yaml_node_t *wi = pt_yaml_get(&c->y, v, "watch_interval");
         if (wi && pt__duration(c, wi, "services.watch_interval", &cfg->watch_interval_ms) != 0)
             return -1;
         if (cfg->watch_interval_ms < 10 || cfg->watch_interval_ms > 60000)
-            return pt__fail(c, wi, "services.watch_interval: from 10ms to 60s");
-        if (pt__check_keys(c, v, "services", svc_keys) != 0 ||
-            pt__string_list(c, pt__get(c, v, "dirs"), "services.dirs", &cfg->service_dirs,
+            return pt_yaml_fail(&c->y, wi, "services.watch_interval: from 10ms to 60s");
+        if (pt_yaml_check_keys(&c->y, v, "services", svc_keys) != 0 ||
+            pt__string_list(c, pt_yaml_get(&c->y, v, "dirs"), "services.dirs", &cfg->service_dirs,
                             &cfg->n_service_dirs) != 0)
             return -1;
         for (size_t i = 0; i < cfg->n_service_dirs; i++) {
@@ -768,17 +684,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             free(cfg->service_dirs[i]);
             cfg->service_dirs[i] = abs;
             if (access(abs, R_OK | X_OK) != 0)
-                return pt__fail(c, pt__get(c, v, "dirs"),
+                return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, v, "dirs"),
                                 "services.dirs: cannot read directory %s", abs);
         }
     }
-    if ((v = pt__get(c, root, "outgoing")) && !pt__is_null(v) && pt__outgoing(c, v, cfg) != 0)
+    if ((v = pt_yaml_get(&c->y, root, "outgoing")) && !pt_yaml_is_null(v) && pt__outgoing(c, v, cfg) != 0)
         return -1;
-    if (pt_security_parse(&c->doc, pt__get(c, root, "security"), c->file, cfg->dir, &cfg->security,
-                          c->err, c->errlen) != 0)
+    if (pt_security_parse(c->y.doc, pt_yaml_get(&c->y, root, "security"), c->y.file, cfg->dir,
+                          &cfg->security, c->y.err, c->y.errlen) != 0)
         return -1;
     c->security = cfg->security;
-    if ((v = pt__get(c, root, "channels")) && !pt__is_null(v) && pt__channels(c, v, cfg) != 0)
+    if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) && pt__channels(c, v, cfg) != 0)
         return -1;
     return 0;
 }
@@ -786,7 +702,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen)
 {
     pt_config_t *cfg = calloc(1, sizeof *cfg);
-    pt__cfg_ctx_t c = {.file = path, .err = err, .errlen = errlen};
+    pt__cfg_ctx_t c = {.y = {.file = path, .err = err, .errlen = errlen}};
     yaml_parser_t parser;
     int rc = -1, have_doc = 0;
     FILE *f = NULL;
@@ -819,6 +735,8 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     }
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
+    c.y.doc = &c.doc;
+    c.y.dir = cfg->dir;
     if (!yaml_parser_load(&parser, &c.doc)) {
         snprintf(err, errlen, "%s:%lu: YAML error: %s %s", path,
                  (unsigned long)parser.problem_mark.line + 1,

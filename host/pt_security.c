@@ -1,4 +1,5 @@
 #include "pt_security.h"
+#include "pt_yaml.h"
 #include "pt_util.h"
 
 #include <jansson.h>
@@ -106,91 +107,27 @@ static __thread struct pt_security_verify_s *pt__running;
 
 /* ------------------------------------------------------------------ config */
 
-typedef struct {
-    yaml_document_t *doc;
-    const char *file;
-    const char *dir;
-    char *err;
-    size_t errlen;
-} pt__ctx_t;
+typedef pt_yaml_t pt__ctx_t;
 
-static int pt__fail(pt__ctx_t *c, yaml_node_t *node, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int pt__fail(pt__ctx_t *c, yaml_node_t *node, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(c->err, c->errlen, "%s:%lu: %s", c->file,
-             node ? (unsigned long)node->start_mark.line + 1 : 1ul, msg);
-    return -1;
-}
-
-static const char *pt__scalar(yaml_node_t *n)
-{
-    if (!n || n->type != YAML_SCALAR_NODE) return NULL;
-    const char *s = (const char *)n->data.scalar.value;
-    if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-        (!*s || !strcmp(s, "~") || !strcmp(s, "null")))
-        return NULL;
-    return s;
-}
-
-static yaml_node_t *pt__get(pt__ctx_t *c, yaml_node_t *map, const char *key)
-{
-    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE && !strcmp((char *)k->data.scalar.value, key))
-            return yaml_document_get_node(c->doc, p->value);
-    }
-    return NULL;
-}
-
+/* The shared key check, after refusing a plain secret with what to use. */
 static int pt__check_keys(pt__ctx_t *c, yaml_node_t *map, const char *what,
                           const char *const *allowed)
 {
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return pt__fail(c, map, "%s: expected a mapping", what);
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-        const char *ks = k && k->type == YAML_SCALAR_NODE ? (char *)k->data.scalar.value : NULL;
-        int ok = 0;
-        for (const char *const *a = allowed; ks && *a; a++)
-            ok |= !strcmp(ks, *a);
-        if (ks && !strcmp(ks, "password"))
-            return pt__fail(c, k,
-                            "%s: no plain password in the file: use password_hash "
-                            "(`portico hash-password`) or password_env",
-                            what);
-        if (ks && !strcmp(ks, "key"))
-            return pt__fail(c, k,
-                            "%s: no plain key in the file: use key_hash "
-                            "(`portico hash-password --api-key`) or key_env",
-                            what);
-        if (ks && !strcmp(ks, "secret"))
-            return pt__fail(c, k,
-                            "%s: no plain secret in the file: use secret_env or "
-                            "secret_file",
-                            what);
-        if (!ok) return pt__fail(c, k, "%s: unknown key '%s'", what, ks ? ks : "?");
+    static const struct {
+        const char *key, *instead;
+    } plain[] = {
+        {"password", "no plain password in the file: use password_hash (`portico "
+                     "hash-password`) or password_env"},
+        {"key", "no plain key in the file: use key_hash (`portico hash-password --api-key`) "
+                "or key_env"},
+        {"secret", "no plain secret in the file: use secret_env or secret_file"},
+    };
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+        yaml_node_t *v = pt_yaml_get(c, map, plain[i].key);
+        if (v)
+            return pt_yaml_fail(c, v, "%s: %s", what, plain[i].instead);
     }
-    return 0;
-}
-
-static size_t pt__len(yaml_node_t *seq)
-{
-    return (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-}
-
-static yaml_node_t *pt__item(pt__ctx_t *c, yaml_node_t *seq, size_t i)
-{
-    return yaml_document_get_node(c->doc, seq->data.sequence.items.start[i]);
+    return pt_yaml_check_keys(c, map, what, allowed);
 }
 
 /* A name fit for a header value and a log line: 1..255 bytes, no control
@@ -224,37 +161,17 @@ static char *pt__header_name(const char *s)
     return out;
 }
 
-static int pt__string(pt__ctx_t *c, yaml_node_t *n, const char *what, char **out)
-{
-    const char *s = pt__scalar(n);
-    if (!s) return pt__fail(c, n, "%s: expected a string", what);
-    if (!(*out = strdup(s))) return pt__fail(c, n, "out of memory");
-    return 0;
-}
-
-static int pt__bool(pt__ctx_t *c, yaml_node_t *n, const char *what, int *out)
-{
-    const char *s = pt__scalar(n);
-    if (s && (!strcasecmp(s, "true") || !strcasecmp(s, "yes") || !strcasecmp(s, "on")))
-        *out = 1;
-    else if (s && (!strcasecmp(s, "false") || !strcasecmp(s, "no") || !strcasecmp(s, "off")))
-        *out = 0;
-    else
-        return pt__fail(c, n, "%s: expected true or false", what);
-    return 0;
-}
-
 /* Reads an environment variable a definition names; it must be set. */
 static const char *pt__env(pt__ctx_t *c, yaml_node_t *n, const char *what)
 {
-    const char *name = pt__scalar(n);
+    const char *name = pt_yaml_value(n);
     if (!name) {
-        pt__fail(c, n, "%s: expected the name of an environment variable", what);
+        pt_yaml_fail(c, n, "%s: expected the name of an environment variable", what);
         return NULL;
     }
     const char *v = getenv(name);
     if (!v || !*v) {
-        pt__fail(c, n, "%s: the environment variable %s is not set", what, name);
+        pt_yaml_fail(c, n, "%s: the environment variable %s is not set", what, name);
         return NULL;
     }
     return v;
@@ -281,27 +198,27 @@ static int pt__common(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
     yaml_node_t *v;
     char key[128];
     snprintf(key, sizeof key, "%s.name", what);
-    if (pt__string(c, pt__get(c, n, "name"), key, &d->name) != 0) return -1;
+    if (pt_yaml_string(c, pt_yaml_get(c, n, "name"), key, &d->name) != 0) return -1;
     d->hide_credentials = 1;
-    if ((v = pt__get(c, n, "realm"))) {
+    if ((v = pt_yaml_get(c, n, "realm"))) {
         snprintf(key, sizeof key, "%s.realm", what);
-        if (pt__string(c, v, key, &d->realm) != 0) return -1;
+        if (pt_yaml_string(c, v, key, &d->realm) != 0) return -1;
         for (const char *p = d->realm; *p; p++)
             if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\' || *p == 0x7f)
-                return pt__fail(c, v, "%s: no quotes, backslashes or control characters", key);
+                return pt_yaml_fail(c, v, "%s: no quotes, backslashes or control characters", key);
     } else if (!(d->realm = strdup("portico"))) {
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(c, n, "out of memory");
     }
-    if ((v = pt__get(c, n, "trust_username_header"))) {
-        const char *s = pt__scalar(v);
+    if ((v = pt_yaml_get(c, n, "trust_username_header"))) {
+        const char *s = pt_yaml_value(v);
         if (!s || !(d->trust_header = pt__header_name(s)))
-            return pt__fail(c, v, "%s.trust_username_header: expected a header name", what);
+            return pt_yaml_fail(c, v, "%s.trust_username_header: expected a header name", what);
         if (!strcmp(d->trust_header, "authorization"))
-            return pt__fail(c, v, "%s.trust_username_header: not the Authorization header", what);
+            return pt_yaml_fail(c, v, "%s.trust_username_header: not the Authorization header", what);
     }
-    if ((v = pt__get(c, n, "hide_credentials"))) {
+    if ((v = pt_yaml_get(c, n, "hide_credentials"))) {
         snprintf(key, sizeof key, "%s.hide_credentials", what);
-        if (pt__bool(c, v, key, &d->hide_credentials) != 0) return -1;
+        if (pt_yaml_bool(c, v, key, &d->hide_credentials) != 0) return -1;
     }
     return 0;
 }
@@ -316,50 +233,50 @@ static int pt__basic(pt__ctx_t *c, pt_security_t *sec, yaml_node_t *n, const cha
     yaml_node_t *v;
     if (pt__check_keys(c, n, what, keys) != 0 || pt__common(c, n, what, d) != 0) return -1;
     d->kind = PT__BASIC;
-    if (!(d->header = strdup("authorization"))) return pt__fail(c, n, "out of memory");
+    if (!(d->header = strdup("authorization"))) return pt_yaml_fail(c, n, "out of memory");
     d->cache_ttl_ns = 300ull * 1000000000ull;
-    if ((v = pt__get(c, n, "cache_ttl"))) {
+    if ((v = pt_yaml_get(c, n, "cache_ttl"))) {
         uint64_t ms;
-        if (!pt__scalar(v) || pt_parse_duration_ms(pt__scalar(v), &ms) != 0 || ms < 1000 ||
+        if (!pt_yaml_value(v) || pt_parse_duration_ms(pt_yaml_value(v), &ms) != 0 || ms < 1000 ||
             ms > 86400000ull)
-            return pt__fail(c, v, "%s.cache_ttl: a duration from 1s to 24h", what);
+            return pt_yaml_fail(c, v, "%s.cache_ttl: a duration from 1s to 24h", what);
         d->cache_ttl_ns = ms * 1000000ull;
     }
-    yaml_node_t *list = pt__get(c, n, "users");
-    if (!list || list->type != YAML_SEQUENCE_NODE || pt__len(list) == 0)
-        return pt__fail(c, list ? list : n, "%s.users: expected a list of users", what);
-    if (!(d->users = calloc(pt__len(list), sizeof *d->users)))
-        return pt__fail(c, n, "out of memory");
-    for (size_t i = 0; i < pt__len(list); i++) {
-        yaml_node_t *u = pt__item(c, list, i);
+    yaml_node_t *list = pt_yaml_get(c, n, "users");
+    if (!list || list->type != YAML_SEQUENCE_NODE || pt_yaml_len(list) == 0)
+        return pt_yaml_fail(c, list ? list : n, "%s.users: expected a list of users", what);
+    if (!(d->users = calloc(pt_yaml_len(list), sizeof *d->users)))
+        return pt_yaml_fail(c, n, "out of memory");
+    for (size_t i = 0; i < pt_yaml_len(list); i++) {
+        yaml_node_t *u = pt_yaml_item(c, list, i);
         pt__user_t *user = &d->users[d->n_users++];
         char uwhat[160];
         snprintf(uwhat, sizeof uwhat, "%s.users[%zu]", what, i);
         if (pt__check_keys(c, u, uwhat, user_keys) != 0) return -1;
         snprintf(key, sizeof key, "%s.username", uwhat);
-        if (pt__string(c, pt__get(c, u, "username"), key, &user->name) != 0) return -1;
+        if (pt_yaml_string(c, pt_yaml_get(c, u, "username"), key, &user->name) != 0) return -1;
         if (!pt__valid_username(user->name, strlen(user->name), 1))
-            return pt__fail(c, pt__get(c, u, "username"),
+            return pt_yaml_fail(c, pt_yaml_get(c, u, "username"),
                             "%s: 1 to 255 characters, no ':' and no control characters", key);
         for (size_t j = 0; j + 1 < d->n_users; j++)
             if (!strcmp(d->users[j].name, user->name))
-                return pt__fail(c, u, "%s: user '%s' is listed twice", what, user->name);
-        yaml_node_t *h = pt__get(c, u, "password_hash"), *e = pt__get(c, u, "password_env");
-        if (!h == !e) return pt__fail(c, u, "%s: give either password_hash or password_env", uwhat);
+                return pt_yaml_fail(c, u, "%s: user '%s' is listed twice", what, user->name);
+        yaml_node_t *h = pt_yaml_get(c, u, "password_hash"), *e = pt_yaml_get(c, u, "password_env");
+        if (!h == !e) return pt_yaml_fail(c, u, "%s: give either password_hash or password_env", uwhat);
         if (h) {
-            const char *s = pt__scalar(h);
+            const char *s = pt_yaml_value(h);
             /* needs_rehash answers -1 for anything that is not a well-formed hash */
             if (!s || strncmp(s, "$argon2id$", 10) != 0 || strlen(s) >= crypto_pwhash_STRBYTES ||
                 crypto_pwhash_str_needs_rehash(s, crypto_pwhash_OPSLIMIT_INTERACTIVE,
                                                crypto_pwhash_MEMLIMIT_INTERACTIVE) < 0)
-                return pt__fail(c, h,
+                return pt_yaml_fail(c, h,
                                 "%s.password_hash: not an argon2id hash (make one with "
                                 "`portico hash-password`)",
                                 uwhat);
             if (pt__argon2_memory_kib(s) > PT__MAX_MEMLIMIT / 1024)
-                return pt__fail(c, h, "%s.password_hash: uses more than %u MiB per check", uwhat,
+                return pt_yaml_fail(c, h, "%s.password_hash: uses more than %u MiB per check", uwhat,
                                 PT__MAX_MEMLIMIT >> 20);
-            if (!(user->hash = strdup(s))) return pt__fail(c, h, "out of memory");
+            if (!(user->hash = strdup(s))) return pt_yaml_fail(c, h, "out of memory");
             if (!d->dummy_hash) d->dummy_hash = user->hash;
         } else {
             snprintf(key, sizeof key, "%s.password_env", uwhat);
@@ -381,30 +298,30 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
     yaml_node_t *v;
     if (pt__check_keys(c, n, what, keys) != 0 || pt__common(c, n, what, d) != 0) return -1;
     d->kind = PT__APIKEY;
-    v = pt__get(c, n, "header");
-    if (!v || !pt__scalar(v) || !(d->header = pt__header_name(pt__scalar(v))))
-        return pt__fail(c, v ? v : n, "%s.header: expected a header name such as x-api-key", what);
-    yaml_node_t *list = pt__get(c, n, "keys");
-    if (!list || list->type != YAML_SEQUENCE_NODE || pt__len(list) == 0)
-        return pt__fail(c, list ? list : n, "%s.keys: expected a list of keys", what);
-    if (!(d->keys = calloc(pt__len(list), sizeof *d->keys))) return pt__fail(c, n, "out of memory");
-    for (size_t i = 0; i < pt__len(list); i++) {
-        yaml_node_t *k = pt__item(c, list, i);
+    v = pt_yaml_get(c, n, "header");
+    if (!v || !pt_yaml_value(v) || !(d->header = pt__header_name(pt_yaml_value(v))))
+        return pt_yaml_fail(c, v ? v : n, "%s.header: expected a header name such as x-api-key", what);
+    yaml_node_t *list = pt_yaml_get(c, n, "keys");
+    if (!list || list->type != YAML_SEQUENCE_NODE || pt_yaml_len(list) == 0)
+        return pt_yaml_fail(c, list ? list : n, "%s.keys: expected a list of keys", what);
+    if (!(d->keys = calloc(pt_yaml_len(list), sizeof *d->keys))) return pt_yaml_fail(c, n, "out of memory");
+    for (size_t i = 0; i < pt_yaml_len(list); i++) {
+        yaml_node_t *k = pt_yaml_item(c, list, i);
         pt__key_t *ak = &d->keys[d->n_keys++];
         char kwhat[160];
         snprintf(kwhat, sizeof kwhat, "%s.keys[%zu]", what, i);
         if (pt__check_keys(c, k, kwhat, key_keys) != 0) return -1;
         snprintf(key, sizeof key, "%s.username", kwhat);
-        if (pt__string(c, pt__get(c, k, "username"), key, &ak->username) != 0) return -1;
+        if (pt_yaml_string(c, pt_yaml_get(c, k, "username"), key, &ak->username) != 0) return -1;
         if (!pt__valid_username(ak->username, strlen(ak->username), 0))
-            return pt__fail(c, pt__get(c, k, "username"),
+            return pt_yaml_fail(c, pt_yaml_get(c, k, "username"),
                             "%s: 1 to 255 characters, no control characters", key);
-        yaml_node_t *h = pt__get(c, k, "key_hash"), *e = pt__get(c, k, "key_env");
-        if (!h == !e) return pt__fail(c, k, "%s: give either key_hash or key_env", kwhat);
+        yaml_node_t *h = pt_yaml_get(c, k, "key_hash"), *e = pt_yaml_get(c, k, "key_env");
+        if (!h == !e) return pt_yaml_fail(c, k, "%s: give either key_hash or key_env", kwhat);
         if (h) {
-            const char *s = pt__scalar(h);
+            const char *s = pt_yaml_value(h);
             if (!s || strncmp(s, "blake2b:", 8) != 0 || pt__hex(s + 8, ak->digest, PT__DIGEST))
-                return pt__fail(c, h,
+                return pt_yaml_fail(c, h,
                                 "%s.key_hash: expected blake2b:<64 hex digits> (make one with "
                                 "`portico hash-password --api-key`)",
                                 kwhat);
@@ -417,7 +334,7 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
         }
         for (size_t j = 0; j + 1 < d->n_keys; j++)
             if (!sodium_memcmp(d->keys[j].digest, ak->digest, PT__DIGEST))
-                return pt__fail(c, k, "%s: the same key is listed twice", what);
+                return pt_yaml_fail(c, k, "%s: the same key is listed twice", what);
     }
     return 0;
 }
@@ -469,21 +386,21 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
     yaml_node_t *v;
     if (pt__check_keys(c, n, what, keys) != 0 || pt__common(c, n, what, d) != 0) return -1;
     d->kind = PT__JWT;
-    if (!(d->header = strdup("authorization"))) return pt__fail(c, n, "out of memory");
-    v = pt__get(c, n, "algorithm");
-    const char *alg = pt__scalar(v);
+    if (!(d->header = strdup("authorization"))) return pt_yaml_fail(c, n, "out of memory");
+    v = pt_yaml_get(c, n, "algorithm");
+    const char *alg = pt_yaml_value(v);
     if (alg && !strcmp(alg, "HS256"))
         d->alg = PT__HS256;
     else if (alg && !strcmp(alg, "RS256"))
         d->alg = PT__RS256;
     else
-        return pt__fail(c, v ? v : n, "%s.algorithm: expected HS256 or RS256", what);
+        return pt_yaml_fail(c, v ? v : n, "%s.algorithm: expected HS256 or RS256", what);
 
-    yaml_node_t *se = pt__get(c, n, "secret_env"), *sf = pt__get(c, n, "secret_file");
-    yaml_node_t *pk = pt__get(c, n, "public_key");
+    yaml_node_t *se = pt_yaml_get(c, n, "secret_env"), *sf = pt_yaml_get(c, n, "secret_file");
+    yaml_node_t *pk = pt_yaml_get(c, n, "public_key");
     if (d->alg == PT__HS256) {
         if (pk || !se == !sf)
-            return pt__fail(c, n, "%s: HS256 takes either secret_env or secret_file", what);
+            return pt_yaml_fail(c, n, "%s: HS256 takes either secret_env or secret_file", what);
         if (se) {
             snprintf(key, sizeof key, "%s.secret_env", what);
             const char *s = pt__env(c, se, key);
@@ -491,63 +408,63 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
             d->secret_len = strlen(s);
             d->secret = (unsigned char *)strdup(s);
         } else {
-            const char *p = pt__scalar(sf);
+            const char *p = pt_yaml_value(sf);
             char *path = p ? pt__resolve(c->dir, p) : NULL;
             d->secret = path ? pt__slurp(path, &d->secret_len) : NULL;
             free(path);
             if (!d->secret)
-                return pt__fail(c, sf, "%s.secret_file: cannot read %s", what, p ? p : "?");
+                return pt_yaml_fail(c, sf, "%s.secret_file: cannot read %s", what, p ? p : "?");
         }
-        if (!d->secret) return pt__fail(c, n, "out of memory");
+        if (!d->secret) return pt_yaml_fail(c, n, "out of memory");
         if (d->secret_len < 32)
-            return pt__fail(c, se ? se : sf, "%s: an HS256 secret needs at least 32 bytes", what);
+            return pt_yaml_fail(c, se ? se : sf, "%s: an HS256 secret needs at least 32 bytes", what);
     } else {
-        if (se || sf || !pk) return pt__fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
-        const char *p = pt__scalar(pk);
+        if (se || sf || !pk) return pt_yaml_fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
+        const char *p = pt_yaml_value(pk);
         char *path = p ? pt__resolve(c->dir, p) : NULL;
         FILE *f = path ? fopen(path, "rb") : NULL;
         free(path);
-        if (!f) return pt__fail(c, pk, "%s.public_key: cannot read %s", what, p ? p : "?");
+        if (!f) return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s", what, p ? p : "?");
         d->pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
         fclose(f);
         if (!d->pkey || !EVP_PKEY_is_a(d->pkey, "RSA"))
-            return pt__fail(c, pk, "%s.public_key: not a PEM RSA public key (BEGIN PUBLIC KEY)",
+            return pt_yaml_fail(c, pk, "%s.public_key: not a PEM RSA public key (BEGIN PUBLIC KEY)",
                             what);
         if (EVP_PKEY_get_bits(d->pkey) < 2048)
-            return pt__fail(c, pk, "%s.public_key: an RSA key needs at least 2048 bits", what);
+            return pt_yaml_fail(c, pk, "%s.public_key: an RSA key needs at least 2048 bits", what);
     }
-    if ((v = pt__get(c, n, "issuer"))) {
+    if ((v = pt_yaml_get(c, n, "issuer"))) {
         snprintf(key, sizeof key, "%s.issuer", what);
-        if (pt__string(c, v, key, &d->issuer) != 0) return -1;
+        if (pt_yaml_string(c, v, key, &d->issuer) != 0) return -1;
     }
-    if ((v = pt__get(c, n, "audience"))) {
-        size_t len = v->type == YAML_SEQUENCE_NODE ? pt__len(v) : 1;
+    if ((v = pt_yaml_get(c, n, "audience"))) {
+        size_t len = v->type == YAML_SEQUENCE_NODE ? pt_yaml_len(v) : 1;
         if (!(d->audiences = calloc(len, sizeof *d->audiences)))
-            return pt__fail(c, v, "out of memory");
+            return pt_yaml_fail(c, v, "out of memory");
         snprintf(key, sizeof key, "%s.audience", what);
         for (size_t i = 0; i < len; i++) {
-            yaml_node_t *item = v->type == YAML_SEQUENCE_NODE ? pt__item(c, v, i) : v;
-            if (pt__string(c, item, key, &d->audiences[d->n_audiences]) != 0) return -1;
+            yaml_node_t *item = v->type == YAML_SEQUENCE_NODE ? pt_yaml_item(c, v, i) : v;
+            if (pt_yaml_string(c, item, key, &d->audiences[d->n_audiences]) != 0) return -1;
             d->n_audiences++;
         }
     }
-    if ((v = pt__get(c, n, "username_claim"))) {
+    if ((v = pt_yaml_get(c, n, "username_claim"))) {
         snprintf(key, sizeof key, "%s.username_claim", what);
-        if (pt__string(c, v, key, &d->username_claim) != 0) return -1;
+        if (pt_yaml_string(c, v, key, &d->username_claim) != 0) return -1;
     } else if (!(d->username_claim = strdup("sub"))) {
-        return pt__fail(c, n, "out of memory");
+        return pt_yaml_fail(c, n, "out of memory");
     }
     d->leeway_s = 30;
-    if ((v = pt__get(c, n, "leeway"))) {
+    if ((v = pt_yaml_get(c, n, "leeway"))) {
         uint64_t ms;
-        if (!pt__scalar(v) || pt_parse_duration_ms(pt__scalar(v), &ms) != 0 || ms > 3600000)
-            return pt__fail(c, v, "%s.leeway: a duration up to 1h", what);
+        if (!pt_yaml_value(v) || pt_parse_duration_ms(pt_yaml_value(v), &ms) != 0 || ms > 3600000)
+            return pt_yaml_fail(c, v, "%s.leeway: a duration up to 1h", what);
         d->leeway_s = (int64_t)(ms / 1000);
     }
     d->require_exp = 1;
-    if ((v = pt__get(c, n, "require_exp"))) {
+    if ((v = pt_yaml_get(c, n, "require_exp"))) {
         snprintf(key, sizeof key, "%s.require_exp", what);
-        if (pt__bool(c, v, key, &d->require_exp) != 0) return -1;
+        if (pt_yaml_bool(c, v, key, &d->require_exp) != 0) return -1;
     }
     return 0;
 }
@@ -613,36 +530,36 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
     int rc = -1;
 
     if (!sec || sodium_init() < 0) {
-        pt__fail(&c, node, "cannot start libsodium");
+        pt_yaml_fail(&c, node, "cannot start libsodium");
         goto done;
     }
     randombytes_buf(sec->cache_key, sizeof sec->cache_key);
     randombytes_buf(sec->env_key, sizeof sec->env_key);
     if (pt__add_trust_header(sec, PT_SECURITY_USERNAME_HEADER) != 0) {
-        pt__fail(&c, node, "out of memory");
+        pt_yaml_fail(&c, node, "out of memory");
         goto done;
     }
-    if (node && !(node->type == YAML_SCALAR_NODE && !pt__scalar(node))) {
+    if (node && !(node->type == YAML_SCALAR_NODE && !pt_yaml_value(node))) {
         if (pt__check_keys(&c, node, "security", keys) != 0) goto done;
         size_t total = 0;
         for (int k = 0; k < 3; k++) {
-            yaml_node_t *list = pt__get(&c, node, kinds[k]);
-            if (!list || (list->type == YAML_SCALAR_NODE && !pt__scalar(list))) continue;
+            yaml_node_t *list = pt_yaml_get(&c, node, kinds[k]);
+            if (!list || (list->type == YAML_SCALAR_NODE && !pt_yaml_value(list))) continue;
             if (list->type != YAML_SEQUENCE_NODE) {
-                pt__fail(&c, list, "security.%s: expected a list", kinds[k]);
+                pt_yaml_fail(&c, list, "security.%s: expected a list", kinds[k]);
                 goto done;
             }
-            total += pt__len(list);
+            total += pt_yaml_len(list);
         }
         if (!(sec->defs = calloc(total ? total : 1, sizeof *sec->defs))) {
-            pt__fail(&c, node, "out of memory");
+            pt_yaml_fail(&c, node, "out of memory");
             goto done;
         }
         for (int k = 0; k < 3; k++) {
-            yaml_node_t *list = pt__get(&c, node, kinds[k]);
+            yaml_node_t *list = pt_yaml_get(&c, node, kinds[k]);
             if (!list || list->type != YAML_SEQUENCE_NODE) continue;
-            for (size_t i = 0; i < pt__len(list); i++) {
-                yaml_node_t *item = pt__item(&c, list, i);
+            for (size_t i = 0; i < pt_yaml_len(list); i++) {
+                yaml_node_t *item = pt_yaml_item(&c, list, i);
                 pt_security_def_t *d = &sec->defs[sec->n_defs];
                 char what[64];
                 snprintf(what, sizeof what, "security.%s[%zu]", kinds[k], i);
@@ -653,11 +570,11 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
                 if (r != 0) goto done;
                 for (size_t j = 0; j < d->index; j++)
                     if (!strcmp(sec->defs[j].name, d->name)) {
-                        pt__fail(&c, item, "security definition name '%s' is used twice", d->name);
+                        pt_yaml_fail(&c, item, "security definition name '%s' is used twice", d->name);
                         goto done;
                     }
                 if (d->trust_header && pt__add_trust_header(sec, d->trust_header) != 0) {
-                    pt__fail(&c, item, "out of memory");
+                    pt_yaml_fail(&c, item, "out of memory");
                     goto done;
                 }
             }
@@ -666,7 +583,7 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
         for (size_t i = 0; i < sec->n_defs; i++)
             for (size_t j = 0; j < sec->n_trust_headers; j++)
                 if (!strcmp(sec->defs[i].header, sec->trust_headers[j])) {
-                    pt__fail(&c, node,
+                    pt_yaml_fail(&c, node,
                              "security: '%s' is both a credential header and a "
                              "trusted username header",
                              sec->trust_headers[j]);
