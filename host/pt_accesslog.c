@@ -13,8 +13,7 @@ static char *pt__path; /* NULL for stdout */
 int pt_accesslog_open(const char *target, char *err, size_t errlen)
 {
     pt_accesslog_close();
-    if (!target || strcmp(target, "off") == 0)
-        return 0;
+    if (!target || strcmp(target, "off") == 0) return 0;
     if (strcmp(target, "stdout") == 0) {
         pt__fd = STDOUT_FILENO;
         return 0;
@@ -31,11 +30,9 @@ int pt_accesslog_open(const char *target, char *err, size_t errlen)
 
 int pt_accesslog_reopen(void)
 {
-    if (!pt__path)
-        return 0;
+    if (!pt__path) return 0;
     int fd = open(pt__path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     /* dup2 swaps the file under the same number: workers never see a gap. */
     int rc = dup2(fd, pt__fd) < 0 ? -1 : 0;
     close(fd);
@@ -80,10 +77,8 @@ void pt_accesslog_flush(pt_buf_t *b)
     size_t off = 0;
     while (pt__fd >= 0 && off < b->len) {
         ssize_t n = write(pt__fd, b->data + off, b->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
         off += (size_t)n;
     }
     b->len = 0;
@@ -91,8 +86,7 @@ void pt_accesslog_flush(pt_buf_t *b)
 
 void pt_accesslog_close(void)
 {
-    if (pt__fd > STDERR_FILENO)
-        close(pt__fd);
+    if (pt__fd > STDERR_FILENO) close(pt__fd);
     pt__fd = -1;
     free(pt__path);
     pt__path = NULL;

@@ -91,8 +91,7 @@ static void pt__on_conn_closed(uv_handle_t *h)
         c->prev->next = c->next;
     else
         c->admin->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     pt_buf_free(&c->url);
     free(c);
 }
@@ -133,8 +132,7 @@ static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, cons
 static int pt__on_url(llhttp_t *p, const char *at, size_t len)
 {
     pt__admin_conn_t *c = p->data;
-    if (c->url.len + len > PT__ADMIN_MAX_REQUEST)
-        return -1;
+    if (c->url.len + len > PT__ADMIN_MAX_REQUEST) return -1;
     return pt_buf_append(&c->url, at, len);
 }
 
@@ -145,12 +143,10 @@ static int pt__on_message_complete(llhttp_t *p)
     int status = 404, method = llhttp_get_method(p);
     size_t plen = c->url.len;
     const char *q = c->url.data ? memchr(c->url.data, '?', c->url.len) : NULL;
-    if (q)
-        plen = (size_t)(q - c->url.data);
+    if (q) plen = (size_t)(q - c->url.data);
     for (size_t i = 0; i < sizeof pt__routes / sizeof pt__routes[0]; i++) {
         const pt__admin_route_t *r = &pt__routes[i];
-        if (strlen(r->path) != plen || memcmp(r->path, c->url.data, plen) != 0)
-            continue;
+        if (strlen(r->path) != plen || memcmp(r->path, c->url.data, plen) != 0) continue;
         if (r->method != method) {
             status = 405;
             continue;
@@ -181,8 +177,7 @@ static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void pt__on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     pt__admin_conn_t *c = st->data;
-    if (c->done)
-        return;
+    if (c->done) return;
     if (nread < 0) {
         uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
         return;
@@ -199,17 +194,14 @@ static void pt__on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static void pt__on_connection(uv_stream_t *l, int status)
 {
     pt_admin_t *a = l->data;
-    if (status < 0)
-        return;
+    if (status < 0) return;
     pt__admin_conn_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
+    if (!c) return;
     c->admin = a;
     uv_tcp_init(l->loop, &c->tcp);
     c->tcp.data = c;
     c->next = a->conns;
-    if (a->conns)
-        a->conns->prev = c;
+    if (a->conns) a->conns->prev = c;
     a->conns = c;
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
@@ -229,22 +221,19 @@ int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
 {
     const pt_config_t *cfg = s->snap->cfg;
     *out = NULL;
-    if (!cfg->admin_host)
-        return 0;
+    if (!cfg->admin_host) return 0;
     struct sockaddr_storage addr;
     if (pt_worker_resolve(cfg->admin_host, cfg->admin_port, &addr) != 0) {
         snprintf(err, errlen, "%s: cannot resolve admin.listen %s", cfg->path, cfg->admin_host);
         return -1;
     }
     pt_admin_t *a = calloc(1, sizeof *a);
-    if (!a)
-        return -1;
+    if (!a) return -1;
     a->server = s;
     uv_tcp_init(s->loop, &a->listener);
     a->listener.data = a;
     int rc = uv_tcp_bind(&a->listener, (const struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&a->listener, 64, pt__on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&a->listener, 64, pt__on_connection);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on admin address %s:%d: %s", cfg->admin_host,
                  cfg->admin_port, uv_strerror(rc));
@@ -257,16 +246,15 @@ int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
 
 void pt_admin_stop(pt_admin_t *a)
 {
-    if (!a)
-        return;
+    if (!a) return;
     for (pt__admin_conn_t *c = a->conns; c; c = c->next)
         if (!uv_is_closing((uv_handle_t *)&c->tcp))
             uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
     uv_close((uv_handle_t *)&a->listener, pt__on_listener_closed);
 }
 
-int pt_admin_request(const char *host, int port, const char *method, const char *path,
-                     char *out, size_t outlen, char *err, size_t errlen)
+int pt_admin_request(const char *host, int port, const char *method, const char *path, char *out,
+                     size_t outlen, char *err, size_t errlen)
 {
     struct sockaddr_storage addr;
     if (pt_worker_resolve(host, port, &addr) != 0) {
@@ -281,8 +269,7 @@ int pt_admin_request(const char *host, int port, const char *method, const char 
         connect(fd, (struct sockaddr *)&addr, len) != 0) {
         snprintf(err, errlen, "cannot reach the admin listener at %s:%d: %s", host, port,
                  strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return -1;
     }
     char req[512];

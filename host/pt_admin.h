@@ -19,7 +19,7 @@ void pt_admin_stop(pt_admin_t *a);
 /* Blocking client: sends "METHOD path" to host:port and reads the answer.
  * Returns the HTTP status and the body in out (NUL-terminated), or -1 when
  * nothing answered (err says why). */
-int pt_admin_request(const char *host, int port, const char *method, const char *path,
-                     char *out, size_t outlen, char *err, size_t errlen);
+int pt_admin_request(const char *host, int port, const char *method, const char *path, char *out,
+                     size_t outlen, char *err, size_t errlen);
 
 #endif

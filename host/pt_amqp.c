@@ -760,8 +760,10 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
     return 0;
 }
 
-#define PT__PROP(key, field, flag, publishable)                                                   \
-    {key, offsetof(amqp_basic_properties_t, field), flag, publishable}
+#define PT__PROP(key, field, flag, publishable)                                                    \
+    {                                                                                              \
+        key, offsetof(amqp_basic_properties_t, field), flag, publishable                           \
+    }
 const pt_amqp_string_prop_t pt_amqp_string_props[] = {
     PT__PROP("content_type", content_type, AMQP_BASIC_CONTENT_TYPE_FLAG, 1),
     PT__PROP("content_encoding", content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG, 1),

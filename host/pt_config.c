@@ -33,7 +33,8 @@ static int pt__duration(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint
 {
     const char *s = pt_yaml_scalar(n);
     if (!s || pt_parse_duration_ms(s, out) != 0)
-        return pt_yaml_fail(&c->y, n, "%s: expected a duration such as 10, \"500ms\" or \"2m\"", what);
+        return pt_yaml_fail(&c->y, n, "%s: expected a duration such as 10, \"500ms\" or \"2m\"",
+                            what);
     return 0;
 }
 
@@ -44,14 +45,12 @@ static int pt__string_list(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, c
         return pt_yaml_fail(&c->y, n, "%s: expected a list", what);
     size_t len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     char **list = calloc(len + 1, sizeof *list);
-    if (!list)
-        return pt_yaml_fail(&c->y, n, "out of memory");
+    if (!list) return pt_yaml_fail(&c->y, n, "out of memory");
     *out = list;
     *count = 0;
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = yaml_document_get_node(c->y.doc, n->data.sequence.items.start[i]);
-        if (pt_yaml_string(&c->y, item, what, &list[i]) != 0)
-            return -1;
+        if (pt_yaml_string(&c->y, item, what, &list[i]) != 0) return -1;
         (*count)++;
     }
     return 0;
@@ -62,20 +61,18 @@ int pt_config_method(const char *name)
     static const struct {
         const char *name;
         int method;
-    } methods[] = {{"GET", HTTP_GET},         {"POST", HTTP_POST},   {"PUT", HTTP_PUT},
-                   {"DELETE", HTTP_DELETE},   {"PATCH", HTTP_PATCH}, {"HEAD", HTTP_HEAD},
+    } methods[] = {{"GET", HTTP_GET},        {"POST", HTTP_POST},   {"PUT", HTTP_PUT},
+                   {"DELETE", HTTP_DELETE},  {"PATCH", HTTP_PATCH}, {"HEAD", HTTP_HEAD},
                    {"OPTIONS", HTTP_OPTIONS}};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (strcasecmp(name, methods[i].name) == 0)
-            return methods[i].method;
+        if (strcasecmp(name, methods[i].name) == 0) return methods[i].method;
     return -1;
 }
 
 static char *pt__resolve(const char *dir, const char *p)
 {
     char buf[PATH_MAX];
-    if (p[0] == '/')
-        return strdup(p);
+    if (p[0] == '/') return strdup(p);
     snprintf(buf, sizeof buf, "%s/%s", dir, p);
     return strdup(buf);
 }
@@ -86,12 +83,10 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     char key[96];
     yaml_node_t *v;
     snprintf(key, sizeof key, "%s.service", what);
-    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
-        return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, n, "service_list"))) {
         snprintf(key, sizeof key, "%s.service_list", what);
-        if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0)
-            return -1;
+        if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0) return -1;
     }
     ch->ws_ping_interval_ms = 30000;
     ch->ws_missed_pings = 2;
@@ -105,8 +100,7 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
                   {"max_message_size", &ch->ws_max_message, 0},
                   {"idle_timeout", &ch->ws_idle_timeout_ms, 1}};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        if (!(v = pt_yaml_get(&c->y, n, fields[i].key)))
-            continue;
+        if (!(v = pt_yaml_get(&c->y, n, fields[i].key))) continue;
         snprintf(key, sizeof key, "%s.%s", what, fields[i].key);
         if ((fields[i].is_duration ? pt__duration(c, v, key, fields[i].out)
                                    : pt__size(c, v, key, fields[i].out)) != 0)
@@ -122,12 +116,11 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     }
     if ((v = pt_yaml_get(&c->y, n, "token_query_param"))) {
         snprintf(key, sizeof key, "%s.token_query_param", what);
-        if (pt_yaml_string(&c->y, v, key, &ch->ws_token_param) != 0)
-            return -1;
+        if (pt_yaml_string(&c->y, v, key, &ch->ws_token_param) != 0) return -1;
     }
     if (ch->ws_ping_interval_ms < 100)
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "ping_interval"), "%s.ping_interval: at least 100ms",
-                        what);
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "ping_interval"),
+                            "%s.ping_interval: at least 100ms", what);
     return 0;
 }
 
@@ -141,11 +134,12 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     snprintf(key, sizeof key, "%s.rate_limit", what);
     if (pt_yaml_check_keys(&c->y, n, key, keys) != 0) return -1;
     v = pt_yaml_get(&c->y, n, "rate");
-    if (!pt_yaml_scalar(v) || pt_ratelimit_parse_rate(pt_yaml_scalar(v), &rl->rate) != 0 || rl->rate > 1e6)
+    if (!pt_yaml_scalar(v) || pt_ratelimit_parse_rate(pt_yaml_scalar(v), &rl->rate) != 0 ||
+        rl->rate > 1e6)
         return pt_yaml_fail(&c->y, v ? v : n,
-                        "%s.rate: expected requests per second such as 10, "
-                        "\"10/s\", \"600/m\" or \"1000/h\"",
-                        key);
+                            "%s.rate: expected requests per second such as 10, "
+                            "\"10/s\", \"600/m\" or \"1000/h\"",
+                            key);
     rl->burst = rl->rate < 1 ? 1 : (double)(uint64_t)(rl->rate + 0.999999);
     if ((v = pt_yaml_get(&c->y, n, "burst"))) {
         const char *s = pt_yaml_scalar(v);
@@ -174,30 +168,32 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     static const char *const gw_keys[] = {
         "name",     "url_path",    "methods",    "gateway_service_list",
         "security", "data_format", "rate_limit", NULL};
-    static const char *const ws_keys[] = {"name",          "url_path",         "service",
-                                          "service_list",  "security",         "data_format",
-                                          "ping_interval", "missed_pings",     "max_message_size",
+    static const char *const ws_keys[] = {"name",          "url_path",          "service",
+                                          "service_list",  "security",          "data_format",
+                                          "ping_interval", "missed_pings",      "max_message_size",
                                           "idle_timeout",  "token_query_param", NULL};
     char what[64];
     snprintf(what, sizeof what, "channels.%s[%zu]",
-             type == PT_CHANNEL_REST ? "rest" : type == PT_CHANNEL_GATEWAY ? "gateway" : "websocket",
+             type == PT_CHANNEL_REST      ? "rest"
+             : type == PT_CHANNEL_GATEWAY ? "gateway"
+                                          : "websocket",
              idx);
     if (pt_yaml_check_keys(&c->y, n, what,
-                       type == PT_CHANNEL_REST      ? rest_keys
-                       : type == PT_CHANNEL_GATEWAY ? gw_keys
-                                                    : ws_keys) != 0)
+                           type == PT_CHANNEL_REST      ? rest_keys
+                           : type == PT_CHANNEL_GATEWAY ? gw_keys
+                                                        : ws_keys) != 0)
         return -1;
     ch->type = type;
     ch->line = (int)n->start_mark.line + 1;
     char key[96];
     snprintf(key, sizeof key, "%s.name", what);
-    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &ch->name) != 0)
-        return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &ch->name) != 0) return -1;
     snprintf(key, sizeof key, "%s.url_path", what);
     if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "url_path"), key, &ch->url_path) != 0)
         return -1;
     if (ch->url_path[0] != '/')
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"), "%s: must start with '/'", key);
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"), "%s: must start with '/'",
+                            key);
 
     yaml_node_t *m = pt_yaml_get(&c->y, n, "methods");
     if (type == PT_CHANNEL_WEBSOCKET) {
@@ -219,35 +215,30 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         for (size_t i = 0; names && i < count; i++)
             free(names[i]);
         free(names);
-        if (rc != 0)
-            return -1;
-        if (ch->methods == 0)
-            return pt_yaml_fail(&c->y, m, "%s: empty", key);
+        if (rc != 0) return -1;
+        if (ch->methods == 0) return pt_yaml_fail(&c->y, m, "%s: empty", key);
     }
-    if (ch->methods & (1ull << HTTP_GET))
-        ch->methods |= 1ull << HTTP_HEAD;
+    if (ch->methods & (1ull << HTTP_GET)) ch->methods |= 1ull << HTTP_HEAD;
 
     if (type == PT_CHANNEL_WEBSOCKET) {
-        if (pt__websocket(c, n, what, ch) != 0)
-            return -1;
+        if (pt__websocket(c, n, what, ch) != 0) return -1;
     } else if (type == PT_CHANNEL_REST) {
         snprintf(key, sizeof key, "%s.service", what);
         if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
             return -1;
     } else {
         snprintf(key, sizeof key, "%s.gateway_service_list", what);
-        if (pt__string_list(c, pt_yaml_get(&c->y, n, "gateway_service_list"), key, &ch->service_list,
-                            &ch->n_service_list) != 0)
+        if (pt__string_list(c, pt_yaml_get(&c->y, n, "gateway_service_list"), key,
+                            &ch->service_list, &ch->n_service_list) != 0)
             return -1;
         if (!strstr(ch->url_path, "{service}"))
             return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"),
-                            "%s.url_path: a gateway path needs a {service} segment", what);
+                                "%s.url_path: a gateway path needs a {service} segment", what);
     }
     yaml_node_t *df = pt_yaml_get(&c->y, n, "data_format");
     if (df && !pt_yaml_is_null(df)) {
         snprintf(key, sizeof key, "%s.data_format", what);
-        if (pt_yaml_string(&c->y, df, key, &ch->data_format) != 0)
-            return -1;
+        if (pt_yaml_string(&c->y, df, key, &ch->data_format) != 0) return -1;
         if (strcmp(ch->data_format, "json") != 0)
             return pt_yaml_fail(&c->y, df, "%s: only \"json\" is supported", key);
     } else {
@@ -255,9 +246,10 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     }
     yaml_node_t *sec = pt_yaml_get(&c->y, n, "security");
     if (sec && !pt_yaml_is_null(sec) &&
-        !(pt_yaml_scalar(sec) && (ch->security = pt_security_find(c->security, pt_yaml_scalar(sec)))))
+        !(pt_yaml_scalar(sec) &&
+          (ch->security = pt_security_find(c->security, pt_yaml_scalar(sec)))))
         return pt_yaml_fail(&c->y, sec, "%s.security: no security definition named '%s'", what,
-                        pt_yaml_scalar(sec) ? pt_yaml_scalar(sec) : "?");
+                            pt_yaml_scalar(sec) ? pt_yaml_scalar(sec) : "?");
     yaml_node_t *rl = pt_yaml_get(&c->y, n, "rate_limit");
     if (rl && !pt_yaml_is_null(rl) && pt__rate_limit(c, rl, what, &ch->rate_limit) != 0) return -1;
     return 0;
@@ -271,40 +263,34 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     static const char *const kinds[] = {"rest", "gateway", "websocket"};
     static const pt_channel_type_t types[] = {PT_CHANNEL_REST, PT_CHANNEL_GATEWAY,
                                               PT_CHANNEL_WEBSOCKET};
-    if (pt_yaml_check_keys(&c->y, n, "channels", keys) != 0)
-        return -1;
+    if (pt_yaml_check_keys(&c->y, n, "channels", keys) != 0) return -1;
     yaml_node_t *lists[3] = {pt_yaml_get(&c->y, n, "rest"), pt_yaml_get(&c->y, n, "gateway"),
                              pt_yaml_get(&c->y, n, "websocket")};
     size_t total = 0;
     for (int t = 0; t < 3; t++) {
-        if (!lists[t] || pt_yaml_is_null(lists[t]))
-            continue;
+        if (!lists[t] || pt_yaml_is_null(lists[t])) continue;
         if (lists[t]->type != YAML_SEQUENCE_NODE)
             return pt_yaml_fail(&c->y, lists[t], "channels.%s: expected a list", kinds[t]);
         total += (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
     }
     cfg->channels = calloc(total ? total : 1, sizeof *cfg->channels);
-    if (!cfg->channels)
-        return pt_yaml_fail(&c->y, n, "out of memory");
+    if (!cfg->channels) return pt_yaml_fail(&c->y, n, "out of memory");
     for (int t = 0; t < 3; t++) {
-        if (!lists[t] || pt_yaml_is_null(lists[t]))
-            continue;
+        if (!lists[t] || pt_yaml_is_null(lists[t])) continue;
         size_t len =
             (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
         for (size_t i = 0; i < len; i++) {
             yaml_node_t *item =
                 yaml_document_get_node(c->y.doc, lists[t]->data.sequence.items.start[i]);
             pt_channel_t *ch = &cfg->channels[cfg->n_channels++];
-            if (pt__channel(c, item, types[t], i, ch) != 0)
-                return -1;
+            if (pt__channel(c, item, types[t], i, ch) != 0) return -1;
             for (size_t j = 0; j + 1 < cfg->n_channels; j++)
                 if (strcmp(cfg->channels[j].name, ch->name) == 0)
                     return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", ch->name);
         }
     }
     yaml_node_t *amqp = pt_yaml_get(&c->y, n, "amqp");
-    if (amqp && !pt_yaml_is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0)
-        return -1;
+    if (amqp && !pt_yaml_is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0) return -1;
     return 0;
 }
 
@@ -324,12 +310,10 @@ static int pt__listen(pt__cfg_ctx_t *c, yaml_node_t *v, const char *what, char *
 
 static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"listen",         "workers",        "max_connections",
-                                       "max_header_bytes", "max_body_bytes", "header_timeout",
-                                       "body_timeout",   "idle_timeout",   "drain_timeout",
-                                       NULL};
-    if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0)
-        return -1;
+    static const char *const keys[] = {
+        "listen",         "workers",      "max_connections", "max_header_bytes", "max_body_bytes",
+        "header_timeout", "body_timeout", "idle_timeout",    "drain_timeout",    NULL};
+    if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0) return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(&c->y, n, "listen")) &&
         pt__listen(c, v, "server.listen", &cfg->listen_host, &cfg->listen_port) != 0)
@@ -356,18 +340,17 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "server.%s", fields[i].key);
-        if (!(v = pt_yaml_get(&c->y, n, fields[i].key)))
-            continue;
+        if (!(v = pt_yaml_get(&c->y, n, fields[i].key))) continue;
         int rc = fields[i].is_duration ? pt__duration(c, v, what, fields[i].out)
                                        : pt__size(c, v, what, fields[i].out);
-        if (rc != 0)
-            return -1;
+        if (rc != 0) return -1;
     }
     if (cfg->max_header_bytes < 1024)
         return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_header_bytes"),
-                        "server.max_header_bytes: at least 1024");
+                            "server.max_header_bytes: at least 1024");
     if (cfg->max_connections < 1)
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_connections"), "server.max_connections: at least 1");
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_connections"),
+                            "server.max_connections: at least 1");
     return 0;
 }
 
@@ -415,7 +398,8 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     if ((v = pt_yaml_get(&c->y, n, "url"))) {
         snprintf(key, sizeof key, "%s.url", what);
         if (!pt_yaml_scalar(v) || pt_yaml_is_null(v))
-            return pt_yaml_fail(&c->y, v, "%s: expected a URL such as %s", key, PT__AMQP_DEFAULT_URL);
+            return pt_yaml_fail(&c->y, v, "%s: expected a URL such as %s", key,
+                                PT__AMQP_DEFAULT_URL);
         src = pt_yaml_scalar(v);
         at = v;
     }
@@ -435,10 +419,11 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     if (amqp_parse_url(url, &info) != AMQP_STATUS_OK || !info.host || !*info.host) {
         free(url);
         if (env_name)
-            return pt_yaml_fail(&c->y, at,
-                            "%s.url_env: $%s is not an AMQP URL (amqp://user:pass@host:port/vhost)",
-                            what, env_name);
-        return pt_yaml_fail(&c->y, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)", what);
+            return pt_yaml_fail(
+                &c->y, at, "%s.url_env: $%s is not an AMQP URL (amqp://user:pass@host:port/vhost)",
+                what, env_name);
+        return pt_yaml_fail(&c->y, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)",
+                            what);
     }
     if (info.ssl) {
         free(url);
@@ -486,12 +471,14 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
         pt__endpoint(c, n, what, &o->ep) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.confirms", what);
-    if ((v = pt_yaml_get(&c->y, n, "confirms")) && pt_yaml_bool(&c->y, v, key, &o->confirms) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, n, "confirms")) && pt_yaml_bool(&c->y, v, key, &o->confirms) != 0)
+        return -1;
     snprintf(key, sizeof key, "%s.pool_size", what);
     if ((v = pt_yaml_get(&c->y, n, "pool_size")) && pt__int(c, v, key, 1, 64, &o->pool_size) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.timeout", what);
-    if ((v = pt_yaml_get(&c->y, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0)
+        return -1;
     if (o->timeout_ms < 1) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
     return 0;
 }
@@ -514,7 +501,7 @@ static int pt__outgoing(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
         for (size_t j = 0; j + 1 < cfg->n_amqp_out; j++)
             if (strcmp(cfg->amqp_out[j].name, o->name) == 0)
                 return pt_yaml_fail(&c->y, item, "outgoing AMQP connection name '%s' is used twice",
-                                o->name);
+                                    o->name);
     }
     return 0;
 }
@@ -537,18 +524,22 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
     snprintf(key, sizeof key, "%s.queue", what);
     if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "queue"), key, &a->queue) != 0) return -1;
     snprintf(key, sizeof key, "%s.service", what);
-    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &a->channel.service) != 0) return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &a->channel.service) != 0)
+        return -1;
     if ((v = pt_yaml_get(&c->y, n, "connection"))) {
         const char *name = pt_yaml_scalar(v);
-        if (pt_yaml_get(&c->y, n, "url") || pt_yaml_get(&c->y, n, "url_env") || pt_yaml_get(&c->y, n, "heartbeat"))
-            return pt_yaml_fail(&c->y, v, "%s: give either connection or url/url_env/heartbeat", what);
+        if (pt_yaml_get(&c->y, n, "url") || pt_yaml_get(&c->y, n, "url_env") ||
+            pt_yaml_get(&c->y, n, "heartbeat"))
+            return pt_yaml_fail(&c->y, v, "%s: give either connection or url/url_env/heartbeat",
+                                what);
         const pt_amqp_out_cfg_t *o = NULL;
         for (size_t i = 0; name && i < cfg->n_amqp_out; i++)
             if (strcmp(cfg->amqp_out[i].name, name) == 0) o = &cfg->amqp_out[i];
         if (!o)
-            return pt_yaml_fail(&c->y, v, "%s.connection: no outgoing.amqp connection named '%s'", what,
-                            name ? name : "?");
-        if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0) return pt_yaml_fail(&c->y, v, "out of memory");
+            return pt_yaml_fail(&c->y, v, "%s.connection: no outgoing.amqp connection named '%s'",
+                                what, name ? name : "?");
+        if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0)
+            return pt_yaml_fail(&c->y, v, "out of memory");
     } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
         return -1;
     }
@@ -597,7 +588,8 @@ static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *c
             dup |= strcmp(cfg->channels[j].name, a->channel.name) == 0;
         for (size_t j = 0; j + 1 < cfg->n_amqp_channels; j++)
             dup |= strcmp(cfg->amqp_channels[j].channel.name, a->channel.name) == 0;
-        if (dup) return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", a->channel.name);
+        if (dup)
+            return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", a->channel.name);
     }
     return 0;
 }
@@ -625,22 +617,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
                                        "admin",  "outgoing", "security", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
-    if (!root)
-        return pt_yaml_fail(&c->y, NULL, "the file is empty");
-    if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0)
-        return -1;
+    if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
+    if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
     yaml_node_t *v;
-    if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0)
-        return -1;
+    if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, root, "log"))) {
         static const char *const log_keys[] = {"level", "access", NULL};
-        if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0)
-            return -1;
+        if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0) return -1;
         yaml_node_t *acc = pt_yaml_get(&c->y, v, "access");
         if (acc) {
             free(cfg->access_log);
-            if (pt_yaml_string(&c->y, acc, "log.access", &cfg->access_log) != 0)
-                return -1;
+            if (pt_yaml_string(&c->y, acc, "log.access", &cfg->access_log) != 0) return -1;
             if (strcmp(cfg->access_log, "stdout") != 0 && strcmp(cfg->access_log, "off") != 0) {
                 char *abs = pt__resolve(cfg->dir, cfg->access_log);
                 free(cfg->access_log);
@@ -648,7 +635,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             }
         }
         yaml_node_t *lv = pt_yaml_get(&c->y, v, "level");
-        if (lv && (!pt_yaml_scalar(lv) || pt_log_parse_level(pt_yaml_scalar(lv), &cfg->log_level) != 0))
+        if (lv &&
+            (!pt_yaml_scalar(lv) || pt_log_parse_level(pt_yaml_scalar(lv), &cfg->log_level) != 0))
             return pt_yaml_fail(&c->y, lv, "log.level: expected debug, info, warn or error");
     }
     if ((v = pt_yaml_get(&c->y, root, "admin"))) {
@@ -685,16 +673,18 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             cfg->service_dirs[i] = abs;
             if (access(abs, R_OK | X_OK) != 0)
                 return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, v, "dirs"),
-                                "services.dirs: cannot read directory %s", abs);
+                                    "services.dirs: cannot read directory %s", abs);
         }
     }
-    if ((v = pt_yaml_get(&c->y, root, "outgoing")) && !pt_yaml_is_null(v) && pt__outgoing(c, v, cfg) != 0)
+    if ((v = pt_yaml_get(&c->y, root, "outgoing")) && !pt_yaml_is_null(v) &&
+        pt__outgoing(c, v, cfg) != 0)
         return -1;
     if (pt_security_parse(c->y.doc, pt_yaml_get(&c->y, root, "security"), c->y.file, cfg->dir,
                           &cfg->security, c->y.err, c->y.errlen) != 0)
         return -1;
     c->security = cfg->security;
-    if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) && pt__channels(c, v, cfg) != 0)
+    if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) &&
+        pt__channels(c, v, cfg) != 0)
         return -1;
     return 0;
 }
@@ -739,8 +729,8 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     c.y.dir = cfg->dir;
     if (!yaml_parser_load(&parser, &c.doc)) {
         snprintf(err, errlen, "%s:%lu: YAML error: %s %s", path,
-                 (unsigned long)parser.problem_mark.line + 1,
-                 parser.problem ? parser.problem : "?", parser.context ? parser.context : "");
+                 (unsigned long)parser.problem_mark.line + 1, parser.problem ? parser.problem : "?",
+                 parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
         goto done;
     }
@@ -749,10 +739,8 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     rc = pt__parse(&c, cfg);
 
 done:
-    if (have_doc)
-        yaml_document_delete(&c.doc);
-    if (f)
-        fclose(f);
+    if (have_doc) yaml_document_delete(&c.doc);
+    if (f) fclose(f);
     if (rc != 0) {
         pt_config_free(cfg);
         return -1;
@@ -770,8 +758,7 @@ static void pt__free_list(char **list, size_t n)
 
 void pt_config_free(pt_config_t *cfg)
 {
-    if (!cfg)
-        return;
+    if (!cfg) return;
     for (size_t i = 0; i < cfg->n_channels; i++) {
         pt_channel_t *ch = &cfg->channels[i];
         free(ch->name);

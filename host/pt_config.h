@@ -21,20 +21,20 @@ typedef enum {
 typedef struct {
     char *name;
     pt_channel_type_t type;
-    char *url_path;        /* exact path or template with {name} segments */
-    uint64_t methods;      /* bit (1 << llhttp method) per allowed method; HEAD follows GET */
-    char *service;         /* REST: the service it runs */
-    char **service_list;   /* gateway: the allowlist, matched exactly */
+    char *url_path;      /* exact path or template with {name} segments */
+    uint64_t methods;    /* bit (1 << llhttp method) per allowed method; HEAD follows GET */
+    char *service;       /* REST: the service it runs */
+    char **service_list; /* gateway: the allowlist, matched exactly */
     size_t n_service_list;
-    char *data_format;     /* "json" */
-    int line;              /* where it was defined, for messages */
+    char *data_format; /* "json" */
+    int line;          /* where it was defined, for messages */
     /* WebSocket channels: service is the default, service_list what a
      * {"service": ...} message may call besides it */
     uint64_t ws_ping_interval_ms;
-    int ws_missed_pings;      /* pings without a pong before the socket is closed */
-    uint64_t ws_max_message;  /* bytes; a larger message closes with 1009 */
+    int ws_missed_pings;         /* pings without a pong before the socket is closed */
+    uint64_t ws_max_message;     /* bytes; a larger message closes with 1009 */
     uint64_t ws_idle_timeout_ms; /* 0: none (pings keep a live peer) */
-    char *ws_token_param;     /* query parameter that may carry the credential */
+    char *ws_token_param;        /* query parameter that may carry the credential */
     /* security: NAME; NULL: open (pt_security_check still refuses a trusted
      * gateway's username header). Points into the snapshot's security. */
     const struct pt_security_def_s *security;

@@ -27,32 +27,58 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
 static const char *pt__reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -70,11 +96,9 @@ static void pt__free(pt_conn_t *c)
 static void pt__on_handle_closed(uv_handle_t *h)
 {
     pt_conn_t *c = h->data;
-    if (--c->handles_open > 0)
-        return;
+    if (--c->handles_open > 0) return;
     pt_metrics_add(&c->w->metrics.connections_open, -1);
-    if (c->ws)
-        pt_ws_detach(c->ws);
+    if (c->ws) pt_ws_detach(c->ws);
     c->ws = NULL;
     pt_worker_conn_closed(c->w, c);
     if (c->in_service)
@@ -85,8 +109,7 @@ static void pt__on_handle_closed(uv_handle_t *h)
 
 void pt_http_close(pt_conn_t *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = 1;
     c->reading = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -97,8 +120,7 @@ void pt_http_close(pt_conn_t *c)
 
 void pt_http_drain(pt_conn_t *c)
 {
-    if (c->state == PT_CONN_WS)
-        return; /* pt_ws_close_all says goodbye to these */
+    if (c->state == PT_CONN_WS) return; /* pt_ws_close_all says goodbye to these */
     if (c->state == PT_CONN_WAIT && c->pending.len == c->pending_off)
         pt_http_close(c);
     else
@@ -117,8 +139,7 @@ static void pt__on_timer(uv_timer_t *t)
     pt_conn_t *c = t->data;
     uint64_t now = uv_now(t->loop);
     c->timer_due = 0;
-    if (!c->deadline)
-        return;
+    if (!c->deadline) return;
     if (now < c->deadline) {
         c->timer_due = c->deadline;
         uv_timer_start(&c->timer, pt__on_timer, c->deadline - now, 0);
@@ -135,8 +156,7 @@ static void pt__on_timer(uv_timer_t *t)
         pt__read_off(c);
         c->state = PT_CONN_HANDLE;
         c->close_after = 1;
-        if (!c->cid[0])
-            pt_cid_new(c->cid);
+        if (!c->cid[0]) pt_cid_new(c->cid);
         pt__send_error(c, 408, "the request took too long to arrive", NULL);
         break;
     case PT_CONN_HANDLE:
@@ -191,8 +211,7 @@ static int pt__on_message_begin(llhttp_t *p)
 static int pt__on_url(llhttp_t *p, const char *at, size_t len)
 {
     pt_conn_t *c = p->data;
-    if (pt_buf_append(&c->head, at, len) != 0)
-        return -1;
+    if (pt_buf_append(&c->head, at, len) != 0) return -1;
     c->url_len += (uint32_t)len;
     return pt__limit(c);
 }
@@ -204,8 +223,7 @@ static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
         if (c->n_headers == c->cap_headers) {
             size_t cap = c->cap_headers ? c->cap_headers * 2 : 16;
             pt_http_header_t *h = realloc(c->headers, cap * sizeof *h);
-            if (!h)
-                return -1;
+            if (!h) return -1;
             c->headers = h;
             c->cap_headers = cap;
         }
@@ -214,8 +232,7 @@ static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
         h->name_off = (uint32_t)c->head.len;
         c->in_header_field = 1;
     }
-    if (pt_buf_append(&c->head, at, len) != 0)
-        return -1;
+    if (pt_buf_append(&c->head, at, len) != 0) return -1;
     c->headers[c->n_headers - 1].name_len += (uint32_t)len;
     return pt__limit(c);
 }
@@ -231,8 +248,7 @@ static int pt__on_header_field_complete(llhttp_t *p)
 static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     pt_conn_t *c = p->data;
-    if (pt_buf_append(&c->head, at, len) != 0)
-        return -1;
+    if (pt_buf_append(&c->head, at, len) != 0) return -1;
     c->headers[c->n_headers - 1].value_len += (uint32_t)len;
     return pt__limit(c);
 }
@@ -246,8 +262,7 @@ static int pt__header_is(pt_conn_t *c, const pt_http_header_t *h, const char *na
 static const pt_http_header_t *pt__find_header(pt_conn_t *c, const char *name)
 {
     for (size_t i = 0; i < c->n_headers; i++)
-        if (pt__header_is(c, &c->headers[i], name))
-            return &c->headers[i];
+        if (pt__header_is(c, &c->headers[i], name)) return &c->headers[i];
     return NULL;
 }
 
@@ -271,8 +286,7 @@ static int pt__on_headers_complete(llhttp_t *p)
         c->error_status = 413;
         return -1;
     }
-    if (p->upgrade)
-        c->close_after = 1; /* no protocol switch here: answer, then close */
+    if (p->upgrade) c->close_after = 1; /* no protocol switch here: answer, then close */
     int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     h = pt__find_header(c, "expect");
     if (h) {
@@ -340,16 +354,14 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static int pt__read_on(pt_conn_t *c)
 {
-    if (c->reading)
-        return 0;
+    if (c->reading) return 0;
     c->reading = 1;
     return uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read);
 }
 
 static void pt__read_off(pt_conn_t *c)
 {
-    if (c->reading)
-        uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
 }
 
@@ -358,8 +370,7 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
 {
     llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
     if (err == HPE_OK) {
-        if (from_pending)
-            c->pending.len = c->pending_off = 0;
+        if (from_pending) c->pending.len = c->pending_off = 0;
         return;
     }
     if (err == HPE_PAUSED) {
@@ -382,11 +393,11 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
                                       : NULL;
     char why[160];
     if (!msg) {
-        snprintf(why, sizeof why, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+        snprintf(why, sizeof why, "malformed HTTP request: %s",
+                 llhttp_get_error_reason(&c->parser));
         msg = why;
     }
-    if (!c->cid[0])
-        pt_cid_new(c->cid);
+    if (!c->cid[0]) pt_cid_new(c->cid);
     c->state = PT_CONN_HANDLE;
     c->close_after = 1;
     pt__send_error(c, status, msg, NULL);
@@ -409,8 +420,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         pt_http_close(c);
         return;
     }
-    if (nread == 0)
-        return;
+    if (nread == 0) return;
     if (c->state == PT_CONN_WS) {
         pt_ws_on_read(c->ws, buf->base, (size_t)nread);
         return;
@@ -418,15 +428,12 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
     if (c->state == PT_CONN_HANDLE) {
-        if (c->pending_off == c->pending.len)
-            c->pending.len = c->pending_off = 0;
+        if (c->pending_off == c->pending.len) c->pending.len = c->pending_off = 0;
         pt_buf_append(&c->pending, buf->base, (size_t)nread);
-        if (c->pending.len - c->pending_off > PT__PENDING_MAX)
-            pt__read_off(c);
+        if (c->pending.len - c->pending_off > PT__PENDING_MAX) pt__read_off(c);
         return;
     }
-    if (c->state == PT_CONN_BODY)
-        pt__timer(c, c->w->cfg->body_timeout_ms);
+    if (c->state == PT_CONN_BODY) pt__timer(c, c->w->cfg->body_timeout_ms);
     pt__feed(c, buf->base, (size_t)nread, 0);
 }
 
@@ -436,16 +443,14 @@ static void pt__on_shutdown(uv_shutdown_t *req, int status)
 {
     pt_conn_t *c = req->data;
     free(req);
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (status < 0) {
         pt_http_close(c);
         return;
     }
     c->state = PT_CONN_LINGER;
     pt__timer(c, PT__LINGER_MS);
-    if (pt__read_on(c) != 0)
-        pt_http_close(c);
+    if (pt__read_on(c) != 0) pt_http_close(c);
 }
 
 static void pt__next_request(pt_conn_t *c)
@@ -455,20 +460,16 @@ static void pt__next_request(pt_conn_t *c)
     llhttp_resume(&c->parser);
     if (c->pending.len > c->pending_off) {
         pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
-        if (c->state == PT_CONN_HANDLE || c->closing)
-            return;
+        if (c->state == PT_CONN_HANDLE || c->closing) return;
     }
-    if (c->state == PT_CONN_WAIT)
-        pt__timer(c, c->w->cfg->idle_timeout_ms);
-    if (pt__read_on(c) != 0)
-        pt_http_close(c);
+    if (c->state == PT_CONN_WAIT) pt__timer(c, c->w->cfg->idle_timeout_ms);
+    if (pt__read_on(c) != 0) pt_http_close(c);
 }
 
 /* The response is out (status < 0: it could not be written). */
 static void pt__written(pt_conn_t *c, int status)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (status < 0) {
         pt_http_close(c);
         return;
@@ -506,8 +507,7 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     uint64_t now = uv_hrtime();
     uint64_t us = c->started_ns ? (now - c->started_ns) / 1000 : 0;
     pt_metrics_observe(&w->metrics, c->channel_name, c->service, status, us);
-    if (!pt_accesslog_enabled())
-        return;
+    if (!pt_accesslog_enabled()) return;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
     pt_accesslog_entry_t e = {
@@ -529,23 +529,21 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
                         size_t extra_len, const char *body, size_t body_len)
 {
     pt__observe(c, status, body_len);
-    if (c->w->draining || !llhttp_should_keep_alive(&c->parser))
-        c->close_after = 1;
+    if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
     int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
     int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
-    size_t cap = 512 + extra_len + strlen(c->cid) + (ctype ? strlen(ctype) : 0) +
-                 (head_only ? 0 : body_len);
+    size_t cap =
+        512 + extra_len + strlen(c->cid) + (ctype ? strlen(ctype) : 0) + (head_only ? 0 : body_len);
     pt__write_t *wr = malloc(sizeof *wr + cap);
     if (!wr) {
         pt_http_close(c);
         return;
     }
     char *o = wr->data;
-    o += sprintf(o, "HTTP/1.%d %d %s\r\n%sContent-Length: %zu\r\nX-Correlation-Id: %s\r\n",
-                 http10 ? 0 : 1, status, pt__reason(status), pt_worker_date(c->w), body_len,
-                 c->cid);
-    if (ctype)
-        o += sprintf(o, "Content-Type: %s\r\n", ctype);
+    o +=
+        sprintf(o, "HTTP/1.%d %d %s\r\n%sContent-Length: %zu\r\nX-Correlation-Id: %s\r\n",
+                http10 ? 0 : 1, status, pt__reason(status), pt_worker_date(c->w), body_len, c->cid);
+    if (ctype) o += sprintf(o, "Content-Type: %s\r\n", ctype);
     if (c->close_after)
         o += sprintf(o, "Connection: close\r\n");
     else if (http10)
@@ -600,8 +598,7 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     else
         pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
     if (b.data)
-        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data,
-                    b.len);
+        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data, b.len);
     else
         pt_http_close(c);
     pt_buf_free(&b);
@@ -618,8 +615,7 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
         pt__free(c);
         return;
     }
-    if (c->closing)
-        return;
+    if (c->closing) return;
     pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
                 res->body_len);
 }
@@ -787,8 +783,7 @@ static void pt__dispatch(pt_conn_t *c)
         size_t n_hs = 0;
         for (size_t i = 0; hs && i < c->n_headers; i++) {
             /* the credential that let the request in stays here */
-            if (sec.hide_header && pt__header_is(c, &c->headers[i], sec.hide_header))
-                continue;
+            if (sec.hide_header && pt__header_is(c, &c->headers[i], sec.hide_header)) continue;
             hs[n_hs].name = c->head.data + c->headers[i].name_off;
             hs[n_hs].name_len = c->headers[i].name_len;
             hs[n_hs].value = c->head.data + c->headers[i].value_off;
@@ -820,11 +815,9 @@ static void pt__dispatch(pt_conn_t *c)
             pt_metrics_add(&w->metrics.in_flight, -1);
             pt__send_error(c, 500, "cannot start the service", NULL);
         }
-        if (hs != hstack)
-            free(hs);
+        if (hs != hstack) free(hs);
     }
-    if (buf != stackbuf)
-        free(buf);
+    if (buf != stackbuf) free(buf);
 }
 
 /* ---- accepting ---- */
@@ -832,8 +825,7 @@ static void pt__dispatch(pt_conn_t *c)
 void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
 {
     pt_conn_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
+    if (!c) return;
     c->w = w;
     uv_tcp_init(&w->loop, &c->tcp);
     uv_timer_init(&w->loop, &c->timer);
@@ -843,8 +835,7 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
     pt_metrics_add(&w->metrics.connections_total, 1);
     c->prev = NULL;
     c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
+    if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->n_conns++;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
@@ -852,8 +843,7 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
         return;
     }
     if (w->n_conns > w->max_conns || w->draining) {
-        pt_log_warn("connection refused: %zu open, the limit is %zu", w->n_conns - 1,
-                    w->max_conns);
+        pt_log_warn("connection refused: %zu open, the limit is %zu", w->n_conns - 1, w->max_conns);
         pt_http_close(c);
         return;
     }
@@ -862,6 +852,5 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
     c->parser.data = c;
     c->state = PT_CONN_WAIT;
     pt__timer(c, w->cfg->header_timeout_ms);
-    if (pt__read_on(c) != 0)
-        pt_http_close(c);
+    if (pt__read_on(c) != 0) pt_http_close(c);
 }

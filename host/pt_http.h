@@ -34,30 +34,30 @@ struct pt_conn_s {
     pt_conn_t *prev, *next;
     llhttp_t parser;
     pt_conn_state_t state;
-    unsigned served;        /* requests answered on this connection */
-    int closing;            /* uv_close called */
-    int reading;            /* uv_read_start is in effect */
-    int write_depth;        /* responses written synchronously on this stack */
-    uint64_t deadline;      /* loop time the current time-out ends; 0: none */
-    uint64_t timer_due;     /* loop time the libuv timer fires; 0: not armed */
-    int in_service;         /* a service holds this request (done callback pending) */
-    int dead;               /* handles closed while in_service: freed by the callback */
-    int close_after;        /* close once the current response is written */
-    int error_status;       /* set by a parser callback that refused the request */
+    unsigned served;    /* requests answered on this connection */
+    int closing;        /* uv_close called */
+    int reading;        /* uv_read_start is in effect */
+    int write_depth;    /* responses written synchronously on this stack */
+    uint64_t deadline;  /* loop time the current time-out ends; 0: none */
+    uint64_t timer_due; /* loop time the libuv timer fires; 0: not armed */
+    int in_service;     /* a service holds this request (done callback pending) */
+    int dead;           /* handles closed while in_service: freed by the callback */
+    int close_after;    /* close once the current response is written */
+    int error_status;   /* set by a parser callback that refused the request */
     int in_header_field;
-    pt_buf_t head;          /* URL then header names and values; offsets below */
+    pt_buf_t head; /* URL then header names and values; offsets below */
     uint32_t url_len;
     pt_http_header_t *headers;
     size_t n_headers, cap_headers;
     pt_buf_t body;
-    pt_buf_t pending;       /* bytes read but not parsed (pipelined requests) */
+    pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
     char cid[65];
-    uint64_t started_ns;       /* the request was complete (uv_hrtime) */
-    const char *channel_name;  /* the matched channel, for metrics and the access log */
+    uint64_t started_ns;      /* the request was complete (uv_hrtime) */
+    const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
-    char username[256];        /* the authenticated user, "" when none */
-    struct pt_ws_s *ws;        /* set once upgraded to a WebSocket */
+    char username[256]; /* the authenticated user, "" when none */
+    struct pt_ws_s *ws; /* set once upgraded to a WebSocket */
 };
 
 /* Accepts a connection from the worker's listener. */

@@ -39,8 +39,7 @@ int pt_log_enabled(pt_log_level_t level)
 void pt_log_write(pt_log_level_t level, const char *cid, const char *service, const char *msg,
                   size_t msg_len)
 {
-    if (!pt_log_enabled(level))
-        return;
+    if (!pt_log_enabled(level)) return;
     char now[32];
     pt_utcnow(now);
     pt_buf_t b = {0};
@@ -62,8 +61,7 @@ void pt_log_write(pt_log_level_t level, const char *cid, const char *service, co
         size_t off = 0;
         while (off < b.len) {
             ssize_t n = write(STDERR_FILENO, b.data + off, b.len - off);
-            if (n <= 0)
-                break;
+            if (n <= 0) break;
             off += (size_t)n;
         }
     }
@@ -72,16 +70,13 @@ void pt_log_write(pt_log_level_t level, const char *cid, const char *service, co
 
 void pt_log(pt_log_level_t level, const char *fmt, ...)
 {
-    if (!pt_log_enabled(level))
-        return;
+    if (!pt_log_enabled(level)) return;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof msg)
-        n = sizeof msg - 1;
+    if (n < 0) return;
+    if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
     pt_log_write(level, NULL, NULL, msg, (size_t)n);
 }

@@ -102,8 +102,7 @@ static void pt__open_host(lua_State *L, int worker)
 static pt__svc_t *pt__find_path(pt_lua_t *pl, const char *path)
 {
     for (size_t i = 0; i < pl->n_services; i++)
-        if (strcmp(pl->services[i].path, path) == 0)
-            return &pl->services[i];
+        if (strcmp(pl->services[i].path, path) == 0) return &pl->services[i];
     return NULL;
 }
 
@@ -116,8 +115,7 @@ static int pt__runtime_call(pt_lua_t *pl, const char *fn, const char *path, cons
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     lua_pushstring(L, path);
-    if (source)
-        lua_pushlstring(L, source, source_len);
+    if (source) lua_pushlstring(L, source, source_len);
     return lua_pcall(L, source ? 2 : 1, 1, 0);
 }
 
@@ -132,8 +130,7 @@ int pt_lua_read_file(const char *path, char **out, size_t *len, char *err, size_
         return -1;
     }
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (pt_buf_append(&b, chunk, n) != 0)
-            break;
+        if (pt_buf_append(&b, chunk, n) != 0) break;
     int failed = ferror(f) || (!feof(f));
     fclose(f);
     if (failed || !b.data) {
@@ -157,8 +154,7 @@ int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t 
     lua_State *L = pl->L;
     char *own = NULL;
     if (!source) {
-        if (pt_lua_read_file(path, &own, &source_len, err, errlen) != 0)
-            return -1;
+        if (pt_lua_read_file(path, &own, &source_len, err, errlen) != 0) return -1;
         source = own;
     }
     int rc = pt__runtime_call(pl, "load", path, source, source_len);
@@ -192,8 +188,7 @@ int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t 
 int pt_lua_unload_file(pt_lua_t *pl, const char *path)
 {
     pt__svc_t *svc = pt__find_path(pl, path);
-    if (!svc)
-        return -1;
+    if (!svc) return -1;
     if (pt__runtime_call(pl, "unload", path, NULL, 0) != 0)
         pt_log_error("unloading %s: %s", path, lua_tostring(pl->L, -1));
     lua_pop(pl->L, 1);
@@ -250,8 +245,7 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
     }
     pl->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
-    if (pt__load_services(pl, cfg, err, errlen) != 0)
-        goto fail;
+    if (pt__load_services(pl, cfg, err, errlen) != 0) goto fail;
     *out = pl;
     return 0;
 fail:
@@ -261,15 +255,13 @@ fail:
 
 void pt_lua_free(pt_lua_t *pl)
 {
-    if (!pl)
-        return;
+    if (!pl) return;
     while (pl->free_tasks) {
         pt_lua_task_t *t = pl->free_tasks;
         pl->free_tasks = t->next_free;
         free(t);
     }
-    if (pl->L)
-        lua_close(pl->L);
+    if (pl->L) lua_close(pl->L);
     for (size_t i = 0; i < pl->n_services; i++) {
         free(pl->services[i].path);
         free(pl->services[i].name);
@@ -282,8 +274,7 @@ void pt_lua_free(pt_lua_t *pl)
 int pt_lua_has_service(const pt_lua_t *pl, const char *name)
 {
     for (size_t i = 0; i < pl->n_services; i++)
-        if (strcmp(pl->services[i].name, name) == 0)
-            return 1;
+        if (strcmp(pl->services[i].name, name) == 0) return 1;
     return 0;
 }
 
@@ -306,8 +297,7 @@ static pt_lua_task_t *pt__task_get(pt_lua_t *pl)
         pl->free_tasks = t->next_free;
         return t;
     }
-    if (!(t = calloc(1, sizeof *t)))
-        return NULL;
+    if (!(t = calloc(1, sizeof *t))) return NULL;
     t->pl = pl;
     t->co = lua_newthread(pl->L);
     t->ref = luaL_ref(pl->L, LUA_REGISTRYINDEX);
@@ -333,12 +323,10 @@ static void pt__task_put(pt_lua_task_t *t, int reusable)
 
 static int pt__header_name_ok(const char *s, size_t n)
 {
-    if (n == 0 || n > 256)
-        return 0;
+    if (n == 0 || n > 256) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c))
-            return 0;
+        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c)) return 0;
     }
     return 1;
 }
@@ -347,8 +335,7 @@ static int pt__header_value_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
     }
     return 1;
 }
@@ -357,19 +344,17 @@ static int pt__header_value_ok(const char *s, size_t n)
 static int pt__header_reserved(const char *s, size_t n)
 {
     static const char *const names[] = {"content-length", "transfer-encoding", "connection",
-                                        "date", "x-correlation-id", "content-type",
-                                        "keep-alive", "upgrade", NULL};
+                                        "date",           "x-correlation-id",  "content-type",
+                                        "keep-alive",     "upgrade",           NULL};
     for (const char *const *r = names; *r; r++)
-        if (strlen(*r) == n && strncasecmp(*r, s, n) == 0)
-            return 1;
+        if (strlen(*r) == n && strncasecmp(*r, s, n) == 0) return 1;
     return 0;
 }
 
 static void pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx, const char *service)
 {
     pl->scratch.len = 0;
-    if (!lua_istable(co, idx))
-        return;
+    if (!lua_istable(co, idx)) return;
     lua_pushnil(co);
     while (lua_next(co, idx)) {
         size_t nlen, vlen;
@@ -384,8 +369,8 @@ static void pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx, const char
                 pt_buf_append(&pl->scratch, value, vlen);
                 pt_buf_append(&pl->scratch, "\r\n", 2);
             } else {
-                pt_log_write(PT_LOG_WARN, NULL, service, "response header dropped: bad name or value",
-                             42);
+                pt_log_write(PT_LOG_WARN, NULL, service,
+                             "response header dropped: bad name or value", 42);
             }
         }
         lua_pop(co, 1);
@@ -410,7 +395,7 @@ static void pt__finish(pt_lua_task_t *t, int rc)
     if (res.status < 100 || res.status > 599 || !res.body) {
         const char *why = rc == LUA_YIELD ? "a service yielded outside a waiting call"
                           : rc != 0 && lua_isstring(co, -1) ? lua_tostring(co, -1)
-                                                             : "runtime.dispatch returned no answer";
+                                                            : "runtime.dispatch returned no answer";
         pt_log_error("dispatch failed: %s", why);
         res.status = 500;
         res.body = internal;
@@ -432,16 +417,14 @@ static void pt__run(pt_lua_task_t *t, int nargs)
     pl->running = t;
     int rc = lua_resume(t->co, nargs);
     pl->running = outer;
-    if (rc == LUA_YIELD && t->waiting)
-        return; /* a primitive holds the task and will resume it */
+    if (rc == LUA_YIELD && t->waiting) return; /* a primitive holds the task and will resume it */
     pt__finish(t, rc);
 }
 
 pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl)
 {
     pt_lua_task_t *t = pl->running;
-    if (!t)
-        return NULL;
+    if (!t) return NULL;
     t->waiting = 1;
     pl->n_waiting++;
     return t;
@@ -467,8 +450,7 @@ void pt_lua_task_resume(pt_lua_task_t *t, int nargs)
 int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, void *ud)
 {
     pt_lua_task_t *t = pt__task_get(pl);
-    if (!t)
-        return -1;
+    if (!t) return -1;
     t->done = done;
     t->ud = ud;
     lua_State *co = t->co;
@@ -487,8 +469,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
         const pt_lua_header_t *h = &c->headers[i];
         char stackbuf[128];
         char *lower = h->name_len < sizeof stackbuf ? stackbuf : malloc(h->name_len + 1);
-        if (!lower)
-            continue;
+        if (!lower) continue;
         for (size_t k = 0; k < h->name_len; k++) {
             char ch = h->name[k];
             lower[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
@@ -505,16 +486,15 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
             lua_pushlstring(co, h->value, h->value_len);
         }
         lua_rawset(co, -3);
-        if (lower != stackbuf)
-            free(lower);
+        if (lower != stackbuf) free(lower);
     }
     lua_pushlstring(co, c->body ? c->body : "", c->body_len);
     lua_pushstring(co, c->channel ? c->channel->name : "");
-    lua_pushstring(co, !c->channel                          ? "internal"
-                       : c->channel->type == PT_CHANNEL_REST ? "rest"
-                       : c->channel->type == PT_CHANNEL_AMQP ? "amqp"
+    lua_pushstring(co, !c->channel                                ? "internal"
+                       : c->channel->type == PT_CHANNEL_REST      ? "rest"
+                       : c->channel->type == PT_CHANNEL_AMQP      ? "amqp"
                        : c->channel->type == PT_CHANNEL_WEBSOCKET ? "websocket"
-                                                             : "gateway");
+                                                                  : "gateway");
     if (c->username)
         lua_pushstring(co, c->username);
     else
@@ -532,8 +512,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
         lua_pushstring(co, c->gateway);
     else
         lua_pushnil(co);
-    if (c->push_extra)
-        c->push_extra(co, c->extra_ud);
+    if (c->push_extra) c->push_extra(co, c->extra_ud);
     pt__run(t, c->push_extra ? 13 : 12);
     return 0;
 }

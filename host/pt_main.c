@@ -76,8 +76,9 @@ int main(int argc, char **argv)
                 if (!strcmp(argv[j], "--api-key")) {
                     api_key = 1;
                 } else {
-                    fprintf(stderr, "portico hash-password: unknown argument '%s' (the %s is "
-                                    "read from stdin)\n\n%s",
+                    fprintf(stderr,
+                            "portico hash-password: unknown argument '%s' (the %s is "
+                            "read from stdin)\n\n%s",
                             argv[j], "password", pt__usage);
                     return 2;
                 }
@@ -92,9 +93,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (command && !strcmp(command, "check"))
-        return pt_server_check(path) == 0 ? 0 : 1;
-    if (command && !strcmp(command, "reload"))
-        return pt__reload(path);
+    if (command && !strcmp(command, "check")) return pt_server_check(path) == 0 ? 0 : 1;
+    if (command && !strcmp(command, "reload")) return pt__reload(path);
     return pt_server_run(path);
 }

@@ -8,11 +8,11 @@
 
 /* Upper bounds of the latency buckets, in microseconds. */
 static const uint64_t pt__bounds_us[PT_METRICS_BUCKETS] = {
-    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000};
+    500,    1000,   2500,   5000,    10000,   25000,   50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 static const char *const pt__bounds_text[PT_METRICS_BUCKETS] = {
     "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
-    "0.1",    "0.25",  "0.5",    "1",     "2.5",   "5",    "10"};
+    "0.1",    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
 
 int pt_metrics_init(pt_metrics_t *m)
 {
@@ -54,8 +54,7 @@ void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *servic
     pt_metrics_series_t *s = NULL;
     for (;;) {
         int32_t i = m->index[slot];
-        if (i == 0)
-            break;
+        if (i == 0) break;
         pt_metrics_series_t *c = &m->series[i - 1];
         if (c->status == status && strcmp(c->service, service) == 0 &&
             strcmp(c->channel, channel) == 0) {
@@ -82,8 +81,7 @@ void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *servic
         b++;
     pt_metrics_add(&s->count, 1);
     pt_metrics_add(&s->sum_us, (int64_t)duration_us);
-    if (b < PT_METRICS_BUCKETS)
-        pt_metrics_add(&s->buckets[b], 1);
+    if (b < PT_METRICS_BUCKETS) pt_metrics_add(&s->buckets[b], 1);
 }
 
 static uint64_t pt__load(const uint64_t *p)
@@ -95,8 +93,7 @@ static void pt__label(pt_buf_t *out, const char *name, const char *value, int fi
 {
     pt_buf_printf(out, "%s%s=\"", first ? "" : ",", name);
     for (const char *p = value; *p; p++) {
-        if (*p == '\\' || *p == '"')
-            pt_buf_append(out, "\\", 1);
+        if (*p == '\\' || *p == '"') pt_buf_append(out, "\\", 1);
         if (*p == '\n')
             pt_buf_puts(out, "\\n");
         else
@@ -116,8 +113,7 @@ static int pt__cmp(const void *a, const void *b)
 {
     const pt__merged_t *x = a, *y = b;
     int c = strcmp(x->channel, y->channel);
-    if (!c)
-        c = strcmp(x->service, y->service);
+    if (!c) c = strcmp(x->service, y->service);
     return c ? c : x->status - y->status;
 }
 
@@ -128,8 +124,7 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
     for (size_t w = 0; w < n; w++)
         total += __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
     pt__merged_t *all = calloc(total ? total : 1, sizeof *all);
-    if (!all)
-        return;
+    if (!all) return;
     for (size_t w = 0; w < n; w++) {
         size_t ns = __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
         for (size_t i = 0; i < ns && k < total; i++) {
@@ -213,8 +208,9 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
         dropped += pt__load(&workers[w]->dropped);
         ws += pt__load(&workers[w]->websockets_open);
     }
-    pt_buf_printf(out, "# HELP portico_websockets_open WebSocket connections open now.\n"
-                       "# TYPE portico_websockets_open gauge\nportico_websockets_open %llu\n",
+    pt_buf_printf(out,
+                  "# HELP portico_websockets_open WebSocket connections open now.\n"
+                  "# TYPE portico_websockets_open gauge\nportico_websockets_open %llu\n",
                   (unsigned long long)ws);
     pt_buf_printf(out,
                   "# HELP portico_requests_in_flight Requests being handled now.\n"

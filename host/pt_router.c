@@ -44,15 +44,13 @@ static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_
             s->capture = 1;
             s->text = strndup(p + 1, len - 2);
             s->len = len - 2;
-            if (strcmp(s->text, "service") == 0)
-                rt->service_seg = rt->n_segs;
+            if (strcmp(s->text, "service") == 0) rt->service_seg = rt->n_segs;
         } else {
             s->text = strndup(p, len);
             s->len = len;
         }
         rt->n_segs++;
-        if (!slash)
-            break;
+        if (!slash) break;
         p = slash + 1;
     }
     if (ch->type == PT_CHANNEL_GATEWAY && rt->service_seg < 0) {
@@ -84,8 +82,7 @@ int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t e
 
 void pt_router_free(pt_router_t *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     for (size_t i = 0; i < r->n_routes; i++)
         for (int j = 0; j < r->routes[i].n_segs; j++)
             free(r->routes[i].segs[j].text);
@@ -95,8 +92,7 @@ void pt_router_free(pt_router_t *r)
 
 int pt_router_valid_service_name(const char *name, size_t len)
 {
-    if (len == 0 || len > PT_SERVICE_NAME_MAX || name[0] == '.' || name[0] == '-')
-        return 0;
+    if (len == 0 || len > PT_SERVICE_NAME_MAX || name[0] == '.' || name[0] == '-') return 0;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -111,12 +107,10 @@ char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen)
     size_t o = 0;
     out[0] = '\0';
     for (int m = 0; m < 64; m++) {
-        if (!(mask & (1ull << m)))
-            continue;
+        if (!(mask & (1ull << m))) continue;
         int n = snprintf(out + o, outlen - o, "%s%s", o ? ", " : "",
                          llhttp_method_name((llhttp_method_t)m));
-        if (n < 0 || (size_t)n >= outlen - o)
-            break;
+        if (n < 0 || (size_t)n >= outlen - o) break;
         o += (size_t)n;
     }
     return out;
@@ -133,8 +127,7 @@ static long pt__query_value(const char *q, size_t qlen, const char *key, char *o
         const char *eq = memchr(q, '=', (size_t)(stop - q));
         if (eq && (size_t)(eq - q) == klen && memcmp(q, key, klen) == 0) {
             size_t vlen = (size_t)(stop - eq - 1);
-            if (vlen + 1 > outlen)
-                return -2;
+            if (vlen + 1 > outlen) return -2;
             return pt_percent_decode(eq + 1, vlen, out, 1);
         }
         q = stop + 1;
@@ -161,8 +154,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
     for (;;) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *stop = slash ? slash : end;
-        if (n_segs == PT__MAX_SEGMENTS)
-            return 404;
+        if (n_segs == PT__MAX_SEGMENTS) return 404;
         long n = pt_percent_decode(p, (size_t)(stop - p), buf + o, 0);
         if (n < 0) {
             m->error = "malformed percent-encoding in the path";
@@ -183,16 +175,14 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
         segs[n_segs].len = (size_t)n;
         n_segs++;
         o += (size_t)n;
-        if (!slash)
-            break;
+        if (!slash) break;
         p = slash + 1;
     }
 
     const pt__route_t *hit = NULL;
     for (size_t i = 0; i < r->n_routes; i++) {
         const pt__route_t *rt = &r->routes[i];
-        if (rt->n_segs != n_segs)
-            continue;
+        if (rt->n_segs != n_segs) continue;
         int ok = 1;
         for (int s = 0; ok && s < n_segs; s++) {
             if (rt->segs[s].capture)
@@ -201,21 +191,18 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
                 ok = rt->segs[s].len == segs[s].len &&
                      memcmp(rt->segs[s].text, segs[s].p, segs[s].len) == 0;
         }
-        if (!ok)
-            continue;
+        if (!ok) continue;
         if (rt->channel->methods & (1ull << method)) {
             hit = rt;
             break;
         }
         m->allow |= rt->channel->methods;
     }
-    if (!hit)
-        return m->allow ? 405 : 404;
+    if (!hit) return m->allow ? 405 : 404;
 
     m->channel = hit->channel;
     for (int s = 0; s < n_segs && m->n_params < PT_ROUTE_MAX_PARAMS; s++) {
-        if (!hit->segs[s].capture)
-            continue;
+        if (!hit->segs[s].capture) continue;
         pt_route_param_t *prm = &m->params[m->n_params++];
         prm->name = hit->segs[s].text;
         prm->value = segs[s].p;
@@ -255,7 +242,6 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
     }
     m->service = m->name_buf;
     for (size_t i = 0; i < hit->channel->n_service_list; i++)
-        if (strcmp(hit->channel->service_list[i], m->name_buf) == 0)
-            m->listed = 1;
+        if (strcmp(hit->channel->service_list[i], m->name_buf) == 0) m->listed = 1;
     return 0;
 }

@@ -124,8 +124,7 @@ static int pt__check_keys(pt__ctx_t *c, yaml_node_t *map, const char *what,
     };
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
         yaml_node_t *v = pt_yaml_get(c, map, plain[i].key);
-        if (v)
-            return pt_yaml_fail(c, v, "%s: %s", what, plain[i].instead);
+        if (v) return pt_yaml_fail(c, v, "%s: %s", what, plain[i].instead);
     }
     return pt_yaml_check_keys(c, map, what, allowed);
 }
@@ -214,7 +213,8 @@ static int pt__common(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
         if (!s || !(d->trust_header = pt__header_name(s)))
             return pt_yaml_fail(c, v, "%s.trust_username_header: expected a header name", what);
         if (!strcmp(d->trust_header, "authorization"))
-            return pt_yaml_fail(c, v, "%s.trust_username_header: not the Authorization header", what);
+            return pt_yaml_fail(c, v, "%s.trust_username_header: not the Authorization header",
+                                what);
     }
     if ((v = pt_yaml_get(c, n, "hide_credentials"))) {
         snprintf(key, sizeof key, "%s.hide_credentials", what);
@@ -257,12 +257,13 @@ static int pt__basic(pt__ctx_t *c, pt_security_t *sec, yaml_node_t *n, const cha
         if (pt_yaml_string(c, pt_yaml_get(c, u, "username"), key, &user->name) != 0) return -1;
         if (!pt__valid_username(user->name, strlen(user->name), 1))
             return pt_yaml_fail(c, pt_yaml_get(c, u, "username"),
-                            "%s: 1 to 255 characters, no ':' and no control characters", key);
+                                "%s: 1 to 255 characters, no ':' and no control characters", key);
         for (size_t j = 0; j + 1 < d->n_users; j++)
             if (!strcmp(d->users[j].name, user->name))
                 return pt_yaml_fail(c, u, "%s: user '%s' is listed twice", what, user->name);
         yaml_node_t *h = pt_yaml_get(c, u, "password_hash"), *e = pt_yaml_get(c, u, "password_env");
-        if (!h == !e) return pt_yaml_fail(c, u, "%s: give either password_hash or password_env", uwhat);
+        if (!h == !e)
+            return pt_yaml_fail(c, u, "%s: give either password_hash or password_env", uwhat);
         if (h) {
             const char *s = pt_yaml_value(h);
             /* needs_rehash answers -1 for anything that is not a well-formed hash */
@@ -270,12 +271,12 @@ static int pt__basic(pt__ctx_t *c, pt_security_t *sec, yaml_node_t *n, const cha
                 crypto_pwhash_str_needs_rehash(s, crypto_pwhash_OPSLIMIT_INTERACTIVE,
                                                crypto_pwhash_MEMLIMIT_INTERACTIVE) < 0)
                 return pt_yaml_fail(c, h,
-                                "%s.password_hash: not an argon2id hash (make one with "
-                                "`portico hash-password`)",
-                                uwhat);
+                                    "%s.password_hash: not an argon2id hash (make one with "
+                                    "`portico hash-password`)",
+                                    uwhat);
             if (pt__argon2_memory_kib(s) > PT__MAX_MEMLIMIT / 1024)
-                return pt_yaml_fail(c, h, "%s.password_hash: uses more than %u MiB per check", uwhat,
-                                PT__MAX_MEMLIMIT >> 20);
+                return pt_yaml_fail(c, h, "%s.password_hash: uses more than %u MiB per check",
+                                    uwhat, PT__MAX_MEMLIMIT >> 20);
             if (!(user->hash = strdup(s))) return pt_yaml_fail(c, h, "out of memory");
             if (!d->dummy_hash) d->dummy_hash = user->hash;
         } else {
@@ -300,11 +301,13 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
     d->kind = PT__APIKEY;
     v = pt_yaml_get(c, n, "header");
     if (!v || !pt_yaml_value(v) || !(d->header = pt__header_name(pt_yaml_value(v))))
-        return pt_yaml_fail(c, v ? v : n, "%s.header: expected a header name such as x-api-key", what);
+        return pt_yaml_fail(c, v ? v : n, "%s.header: expected a header name such as x-api-key",
+                            what);
     yaml_node_t *list = pt_yaml_get(c, n, "keys");
     if (!list || list->type != YAML_SEQUENCE_NODE || pt_yaml_len(list) == 0)
         return pt_yaml_fail(c, list ? list : n, "%s.keys: expected a list of keys", what);
-    if (!(d->keys = calloc(pt_yaml_len(list), sizeof *d->keys))) return pt_yaml_fail(c, n, "out of memory");
+    if (!(d->keys = calloc(pt_yaml_len(list), sizeof *d->keys)))
+        return pt_yaml_fail(c, n, "out of memory");
     for (size_t i = 0; i < pt_yaml_len(list); i++) {
         yaml_node_t *k = pt_yaml_item(c, list, i);
         pt__key_t *ak = &d->keys[d->n_keys++];
@@ -315,16 +318,16 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
         if (pt_yaml_string(c, pt_yaml_get(c, k, "username"), key, &ak->username) != 0) return -1;
         if (!pt__valid_username(ak->username, strlen(ak->username), 0))
             return pt_yaml_fail(c, pt_yaml_get(c, k, "username"),
-                            "%s: 1 to 255 characters, no control characters", key);
+                                "%s: 1 to 255 characters, no control characters", key);
         yaml_node_t *h = pt_yaml_get(c, k, "key_hash"), *e = pt_yaml_get(c, k, "key_env");
         if (!h == !e) return pt_yaml_fail(c, k, "%s: give either key_hash or key_env", kwhat);
         if (h) {
             const char *s = pt_yaml_value(h);
             if (!s || strncmp(s, "blake2b:", 8) != 0 || pt__hex(s + 8, ak->digest, PT__DIGEST))
                 return pt_yaml_fail(c, h,
-                                "%s.key_hash: expected blake2b:<64 hex digits> (make one with "
-                                "`portico hash-password --api-key`)",
-                                kwhat);
+                                    "%s.key_hash: expected blake2b:<64 hex digits> (make one with "
+                                    "`portico hash-password --api-key`)",
+                                    kwhat);
         } else {
             snprintf(key, sizeof key, "%s.key_env", kwhat);
             const char *kv = pt__env(c, e, key);
@@ -417,9 +420,11 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
         }
         if (!d->secret) return pt_yaml_fail(c, n, "out of memory");
         if (d->secret_len < 32)
-            return pt_yaml_fail(c, se ? se : sf, "%s: an HS256 secret needs at least 32 bytes", what);
+            return pt_yaml_fail(c, se ? se : sf, "%s: an HS256 secret needs at least 32 bytes",
+                                what);
     } else {
-        if (se || sf || !pk) return pt_yaml_fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
+        if (se || sf || !pk)
+            return pt_yaml_fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
         const char *p = pt_yaml_value(pk);
         char *path = p ? pt__resolve(c->dir, p) : NULL;
         FILE *f = path ? fopen(path, "rb") : NULL;
@@ -429,7 +434,7 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
         fclose(f);
         if (!d->pkey || !EVP_PKEY_is_a(d->pkey, "RSA"))
             return pt_yaml_fail(c, pk, "%s.public_key: not a PEM RSA public key (BEGIN PUBLIC KEY)",
-                            what);
+                                what);
         if (EVP_PKEY_get_bits(d->pkey) < 2048)
             return pt_yaml_fail(c, pk, "%s.public_key: an RSA key needs at least 2048 bits", what);
     }
@@ -570,7 +575,8 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
                 if (r != 0) goto done;
                 for (size_t j = 0; j < d->index; j++)
                     if (!strcmp(sec->defs[j].name, d->name)) {
-                        pt_yaml_fail(&c, item, "security definition name '%s' is used twice", d->name);
+                        pt_yaml_fail(&c, item, "security definition name '%s' is used twice",
+                                     d->name);
                         goto done;
                     }
                 if (d->trust_header && pt__add_trust_header(sec, d->trust_header) != 0) {
@@ -584,9 +590,9 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
             for (size_t j = 0; j < sec->n_trust_headers; j++)
                 if (!strcmp(sec->defs[i].header, sec->trust_headers[j])) {
                     pt_yaml_fail(&c, node,
-                             "security: '%s' is both a credential header and a "
-                             "trusted username header",
-                             sec->trust_headers[j]);
+                                 "security: '%s' is both a credential header and a "
+                                 "trusted username header",
+                                 sec->trust_headers[j]);
                     goto done;
                 }
     }
@@ -1076,11 +1082,9 @@ int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_v
                        void *ud)
 {
     for (pt_security_verify_t *r = pt__running; r; r = r->next_running) {
-        if (sodium_memcmp(r->digest, job->digest, sizeof job->digest) != 0)
-            continue;
+        if (sodium_memcmp(r->digest, job->digest, sizeof job->digest) != 0) continue;
         pt__waiter_t *wt = malloc(sizeof *wt);
-        if (!wt)
-            break; /* run a check of its own */
+        if (!wt) break; /* run a check of its own */
         wt->cb = cb;
         wt->ud = ud;
         wt->next = r->waiters;

@@ -18,8 +18,7 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
 {
     const pt_config_t *cfg = snap->cfg;
     pt_lua_t *vm = NULL;
-    if (pt_lua_new(cfg, 0, &vm, err, errlen) != 0)
-        return NULL;
+    if (pt_lua_new(cfg, 0, &vm, err, errlen) != 0) return NULL;
     for (size_t i = 0; i < cfg->n_channels; i++) {
         const pt_channel_t *ch = &cfg->channels[i];
         if (ch->type == PT_CHANNEL_REST && !pt_lua_has_service(vm, ch->service)) {
@@ -53,8 +52,7 @@ fail:
 /* Whether the AMQP connections or channels differ (they are set up once). */
 static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
 {
-    if (a->n_amqp_out != b->n_amqp_out || a->n_amqp_channels != b->n_amqp_channels)
-        return 1;
+    if (a->n_amqp_out != b->n_amqp_out || a->n_amqp_channels != b->n_amqp_channels) return 1;
     for (size_t i = 0; i < a->n_amqp_out; i++)
         if (strcmp(a->amqp_out[i].name, b->amqp_out[i].name) != 0 ||
             strcmp(a->amqp_out[i].ep.display, b->amqp_out[i].ep.display) != 0)
@@ -77,8 +75,7 @@ static void pt__wait_workers_ended(pt_server_t *s)
             uv_mutex_lock(&w->msg_lock);
             int ended = w->ended;
             uv_mutex_unlock(&w->msg_lock);
-            if (ended)
-                break;
+            if (ended) break;
             uv_sleep(10);
         }
     }
@@ -94,8 +91,8 @@ int pt_server_check(const char *config_path)
         pt_snapshot_release(snap);
         return -1;
     }
-    printf("portico: %s is valid: %zu channels, %zu services\n", config_path,
-           snap->cfg->n_channels, pt_lua_service_count(vm));
+    printf("portico: %s is valid: %zu channels, %zu services\n", config_path, snap->cfg->n_channels,
+           pt_lua_service_count(vm));
     pt_lua_free(vm);
     pt_snapshot_release(snap);
     return 0;
@@ -209,8 +206,7 @@ static int pt__port_free(const struct sockaddr_storage *addr)
     int one = 1, fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     socklen_t len =
         addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     int rc = bind(fd, (const struct sockaddr *)addr, len);
     close(fd);
@@ -242,8 +238,8 @@ int pt_server_run(const char *config_path)
         goto done;
     }
     if (pt__port_free(&addr) != 0) {
-        fprintf(stderr, "portico: cannot listen on %s:%d: %s\n", cfg->listen_host,
-                cfg->listen_port, strerror(errno));
+        fprintf(stderr, "portico: cannot listen on %s:%d: %s\n", cfg->listen_host, cfg->listen_port,
+                strerror(errno));
         goto done;
     }
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
@@ -292,8 +288,7 @@ int pt_server_run(const char *config_path)
         }
     }
     s.n_workers = n_started;
-    if (!failed)
-        pt_worker_set_all(s.workers, s.n_workers);
+    if (!failed) pt_worker_set_all(s.workers, s.n_workers);
     if (!failed && pt_amqp_channels_start(cfg, s.workers, s.n_workers, &amqp_channels) != 0) {
         fprintf(stderr, "portico: cannot start the AMQP channel threads\n");
         failed = 1;
@@ -310,8 +305,7 @@ int pt_server_run(const char *config_path)
         exit_code = 0;
     } else {
         for (int i = 0; i < s.n_workers; i++)
-            if (s.workers[i].start_rc == 0)
-                pt_worker_stop(&s.workers[i]);
+            if (s.workers[i].start_rc == 0) pt_worker_stop(&s.workers[i]);
     }
     /* Drain: workers finish their requests; meanwhile the main loop only
      * closes its own handles. AMQP channels take no new deliveries. */

@@ -5,8 +5,7 @@
 pt_snapshot_t *pt_snapshot_load(const char *path, uint64_t generation, char *err, size_t errlen)
 {
     pt_snapshot_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     if (pt_config_load(path, &s->cfg, err, errlen) != 0 ||
         pt_router_new(s->cfg, &s->router, err, errlen) != 0) {
         pt_config_free(s->cfg);

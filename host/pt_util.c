@@ -11,14 +11,12 @@
 
 int pt_buf_reserve(pt_buf_t *b, size_t extra)
 {
-    if (b->len + extra <= b->cap)
-        return 0;
+    if (b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra)
         cap *= 2;
     char *p = realloc(b->data, cap);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     b->data = p;
     b->cap = cap;
     return 0;
@@ -26,8 +24,7 @@ int pt_buf_reserve(pt_buf_t *b, size_t extra)
 
 int pt_buf_append(pt_buf_t *b, const void *p, size_t n)
 {
-    if (pt_buf_reserve(b, n + 1) != 0)
-        return -1;
+    if (pt_buf_reserve(b, n + 1) != 0) return -1;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
@@ -45,8 +42,7 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || pt_buf_reserve(b, (size_t)n + 1) != 0)
-        return -1;
+    if (n < 0 || pt_buf_reserve(b, (size_t)n + 1) != 0) return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -57,8 +53,7 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (pt_buf_reserve(b, n * 6 + 1) != 0)
-        return -1;
+    if (pt_buf_reserve(b, n * 6 + 1) != 0) return -1;
     char *o = b->data + b->len;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -126,8 +121,7 @@ void pt_cid_new(char out[25])
 
 int pt_cid_valid(const char *s, size_t n)
 {
-    if (n == 0 || n > 64)
-        return 0;
+    if (n == 0 || n > 64) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -142,8 +136,7 @@ int pt_parse_duration_ms(const char *s, uint64_t *ms)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno != 0 || v < 0)
-        return -1;
+    if (end == s || errno != 0 || v < 0) return -1;
     double mul = 1000;
     if (strcmp(end, "ms") == 0)
         mul = 1;
@@ -164,8 +157,7 @@ int pt_parse_size(const char *s, uint64_t *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno != 0 || v < 0)
-        return -1;
+    if (end == s || errno != 0 || v < 0) return -1;
     uint64_t mul = 1;
     if (*end == '\0' || strcasecmp(end, "b") == 0)
         mul = 1;
@@ -183,12 +175,9 @@ int pt_parse_size(const char *s, uint64_t *out)
 
 static int pt__hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -197,11 +186,9 @@ long pt_percent_decode(const char *in, size_t n, char *out, int plus_is_space)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         if (in[i] == '%') {
-            if (i + 2 >= n)
-                return -1;
+            if (i + 2 >= n) return -1;
             int h = pt__hexval(in[i + 1]), l = pt__hexval(in[i + 2]);
-            if (h < 0 || l < 0)
-                return -1;
+            if (h < 0 || l < 0) return -1;
             out[o++] = (char)(h * 16 + l);
             i += 2;
         } else if (plus_is_space && in[i] == '+') {

@@ -11,15 +11,13 @@ static int pt__push(pt_watch_list_t *l, size_t *cap, const pt_watch_file_t *src)
     if (l->n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 32;
         pt_watch_file_t *f = realloc(l->files, ncap * sizeof *f);
-        if (!f)
-            return -1;
+        if (!f) return -1;
         l->files = f;
         *cap = ncap;
     }
     pt_watch_file_t *f = &l->files[l->n];
     *f = *src;
-    if (!(f->path = strdup(src->path)))
-        return -1;
+    if (!(f->path = strdup(src->path))) return -1;
     l->n++;
     return 0;
 }
@@ -27,23 +25,18 @@ static int pt__push(pt_watch_list_t *l, size_t *cap, const pt_watch_file_t *src)
 static int pt__scan_dir(const char *dir, pt_watch_list_t *l, size_t *cap, int depth)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return 0;
+    if (!d) return 0;
     struct dirent *e;
     int rc = 0;
     while (rc == 0 && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue; /* hidden files and editors' swap files */
+        if (e->d_name[0] == '.') continue; /* hidden files and editors' swap files */
         char path[4096];
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path)
-            continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) continue;
         struct stat st;
-        if (stat(path, &st) != 0)
-            continue;
+        if (stat(path, &st) != 0) continue;
         size_t len = strlen(e->d_name);
         if (S_ISDIR(st.st_mode)) {
-            if (depth < 16)
-                rc = pt__scan_dir(path, l, cap, depth + 1);
+            if (depth < 16) rc = pt__scan_dir(path, l, cap, depth + 1);
         } else if (S_ISREG(st.st_mode) && len > 4 && strcmp(e->d_name + len - 4, ".lua") == 0) {
             pt_watch_file_t f = {
                 .path = path,
@@ -75,8 +68,7 @@ int pt_watch_scan(char *const *dirs, size_t n_dirs, pt_watch_list_t *out)
             return -1;
         }
     }
-    if (out->n)
-        qsort(out->files, out->n, sizeof *out->files, pt__cmp);
+    if (out->n) qsort(out->files, out->n, sizeof *out->files, pt__cmp);
     return 0;
 }
 
@@ -97,8 +89,7 @@ static const pt_watch_file_t *pt__find(const pt_watch_list_t *l, const char *pat
 
 static int pt__same(const pt_watch_file_t *a, const pt_watch_file_t *b)
 {
-    if (!a || !b)
-        return a == b;
+    if (!a || !b) return a == b;
     return a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
            a->ctime_ns == b->ctime_ns;
 }
@@ -109,8 +100,7 @@ static int pt__copy(pt_watch_list_t *dst, const pt_watch_list_t *src)
     dst->files = NULL;
     dst->n = 0;
     for (size_t i = 0; i < src->n; i++)
-        if (pt__push(dst, &cap, &src->files[i]) != 0)
-            return -1;
+        if (pt__push(dst, &cap, &src->files[i]) != 0) return -1;
     return 0;
 }
 
@@ -150,20 +140,16 @@ static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle, uint64_t n
                 const pt_watch_file_t *g = pt__find(&w->gone, path);
                 pt_watch_file_t mark = {.path = (char *)path, .since_ms = g ? g->since_ms : now_ms};
                 settled = !settle || now_ms - mark.since_ms >= w->remove_ms;
-                if (!settled)
-                    pt__push(&gone, &gone_cap, &mark);
+                if (!settled) pt__push(&gone, &gone_cap, &mark);
             }
             if (settled) {
                 w->cb(w->ud, path, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED);
                 keep = cur;
             }
         }
-        if (keep)
-            pt__push(&next, &cap, keep);
-        if (c <= 0)
-            i++;
-        if (c >= 0)
-            j++;
+        if (keep) pt__push(&next, &cap, keep);
+        if (c <= 0) i++;
+        if (c >= 0) j++;
     }
     pt_watch_list_free(&w->accepted);
     w->accepted = next;
@@ -176,8 +162,7 @@ static void pt__tick(uv_timer_t *t)
     pt_watch_t *w = t->data;
     pt_watch_list_t now;
     uint64_t now_ms = uv_now(t->loop);
-    if (pt_watch_scan(w->dirs, w->n_dirs, &now) != 0)
-        return;
+    if (pt_watch_scan(w->dirs, w->n_dirs, &now) != 0) return;
     pt__stamp(w, &now, now_ms);
     pt__diff(w, &now, 1, now_ms);
     pt_watch_list_free(&w->last);
@@ -197,8 +182,7 @@ static int pt__set_dirs(pt_watch_t *w, char *const *dirs, size_t n_dirs)
 {
     pt__free_dirs(w);
     w->dirs = calloc(n_dirs ? n_dirs : 1, sizeof *w->dirs);
-    if (!w->dirs)
-        return -1;
+    if (!w->dirs) return -1;
     for (size_t i = 0; i < n_dirs; i++)
         w->dirs[w->n_dirs++] = strdup(dirs[i]);
     return 0;
@@ -235,8 +219,7 @@ int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs)
 
 void pt_watch_stop(pt_watch_t *w)
 {
-    if (!uv_is_closing((uv_handle_t *)&w->timer))
-        uv_close((uv_handle_t *)&w->timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->timer)) uv_close((uv_handle_t *)&w->timer, NULL);
     pt_watch_list_free(&w->accepted);
     pt_watch_list_free(&w->last);
     pt_watch_list_free(&w->gone);

@@ -18,13 +18,10 @@ int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr)
     memset(addr, 0, sizeof *addr);
     struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
-    if (uv_ip4_addr(host, port, a4) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, a6) == 0)
-        return 0;
+    if (uv_ip4_addr(host, port, a4) == 0) return 0;
+    if (uv_ip6_addr(host, port, a6) == 0) return 0;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0)
-        return -1;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) return -1;
     memcpy(addr, res->ai_addr, res->ai_addrlen);
     if (res->ai_family == AF_INET)
         a4->sin_port = htons((uint16_t)port);
@@ -62,10 +59,9 @@ static int pt__listen(pt_worker_t *w)
 {
     int one = 1, rc;
     int fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return uv_translate_sys_error(errno);
-    socklen_t len = w->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                  : sizeof(struct sockaddr_in);
+    if (fd < 0) return uv_translate_sys_error(errno);
+    socklen_t len =
+        w->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
         bind(fd, (struct sockaddr *)&w->addr, len) != 0) {
@@ -75,8 +71,7 @@ static int pt__listen(pt_worker_t *w)
     }
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
-    if ((rc = uv_tcp_open(&w->listener, fd)) != 0)
-        return rc;
+    if ((rc = uv_tcp_open(&w->listener, fd)) != 0) return rc;
     return uv_listen((uv_stream_t *)&w->listener, 511, pt__on_connection);
 }
 
@@ -87,14 +82,12 @@ static void pt__end_messages(pt_worker_t *w)
     uv_mutex_lock(&w->msg_lock);
     w->ended = 1;
     uv_mutex_unlock(&w->msg_lock);
-    if (!uv_is_closing((uv_handle_t *)&w->msg_async))
-        uv_close((uv_handle_t *)&w->msg_async, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->msg_async)) uv_close((uv_handle_t *)&w->msg_async, NULL);
 }
 
 static void pt__maybe_finish(pt_worker_t *w)
 {
-    if (!w->draining || w->n_conns > 0)
-        return;
+    if (!w->draining || w->n_conns > 0) return;
     if (!uv_is_closing((uv_handle_t *)&w->drain_timer))
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
@@ -108,8 +101,7 @@ static void pt__maybe_finish(pt_worker_t *w)
 static void pt__on_check(uv_check_t *h)
 {
     pt_worker_t *w = h->data;
-    if (w->access_buf.len)
-        pt_accesslog_flush(&w->access_buf);
+    if (w->access_buf.len) pt_accesslog_flush(&w->access_buf);
 }
 
 static size_t pt__max_conns(const pt_worker_t *w)
@@ -130,13 +122,12 @@ static void pt__on_msg(uv_async_t *a)
         char err[1024];
         switch (m->type) {
         case PT_WORKER_LOAD:
-            if (w->lua && pt_lua_load_file(w->lua, m->path, m->source, m->source_len, err,
-                                           sizeof err) != 0)
+            if (w->lua &&
+                pt_lua_load_file(w->lua, m->path, m->source, m->source_len, err, sizeof err) != 0)
                 pt_log_error("service reload failed, the previous version keeps serving: %s", err);
             break;
         case PT_WORKER_UNLOAD:
-            if (w->lua)
-                pt_lua_unload_file(w->lua, m->path);
+            if (w->lua) pt_lua_unload_file(w->lua, m->path);
             break;
         case PT_WORKER_CALL:
             m->fn(w, m->arg);
@@ -186,8 +177,7 @@ static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
                     size_t source_len)
 {
     pt_worker_msg_t *m = calloc(1, sizeof *m);
-    if (!m)
-        return -1;
+    if (!m) return -1;
     if (source) {
         if (!(m->source = malloc(source_len + 1))) {
             free(m);
@@ -208,8 +198,7 @@ static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
     else
         w->msg_head = m;
     w->msg_tail = m;
-    if (!w->ended)
-        uv_async_send(&w->msg_async);
+    if (!w->ended) uv_async_send(&w->msg_async);
     uv_mutex_unlock(&w->msg_lock);
     return 0;
 }
@@ -236,8 +225,7 @@ void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
         c->prev->next = c->next;
     else
         w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     w->n_conns--;
     pt__maybe_finish(w);
 }
@@ -255,11 +243,9 @@ static void pt__on_drain_timeout(uv_timer_t *t)
 static void pt__on_stop(uv_async_t *a)
 {
     pt_worker_t *w = a->data;
-    if (w->draining)
-        return;
+    if (w->draining) return;
     w->draining = 1;
-    if (!uv_is_closing((uv_handle_t *)&w->listener))
-        uv_close((uv_handle_t *)&w->listener, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->listener)) uv_close((uv_handle_t *)&w->listener, NULL);
     for (pt_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         pt_http_drain(c);
@@ -324,8 +310,7 @@ static void pt__run(void *arg)
 int pt_worker_start(pt_worker_t *w)
 {
     uv_mutex_init(&w->msg_lock);
-    if (pt_metrics_init(&w->metrics) != 0)
-        return UV_ENOMEM;
+    if (pt_metrics_init(&w->metrics) != 0) return UV_ENOMEM;
     return uv_thread_create(&w->thread, pt__run, w);
 }
 

@@ -42,8 +42,8 @@ typedef struct pt_worker_msg_s {
 typedef struct pt_worker_s {
     int id; /* 1..N */
     int n_workers;
-    pt_snapshot_t *snap;      /* the generation this worker serves with (a reference) */
-    const pt_config_t *cfg;   /* snap->cfg */
+    pt_snapshot_t *snap;       /* the generation this worker serves with (a reference) */
+    const pt_config_t *cfg;    /* snap->cfg */
     const pt_router_t *router; /* snap->router */
     struct sockaddr_storage addr;
     uv_loop_t loop;
@@ -64,8 +64,8 @@ typedef struct pt_worker_s {
     size_t n_conns;
     size_t max_conns;
     int draining;
-    pt_metrics_t metrics;  /* written by this worker only; read on scrape */
-    pt_buf_t access_buf;   /* access log lines of this loop iteration */
+    pt_metrics_t metrics; /* written by this worker only; read on scrape */
+    pt_buf_t access_buf;  /* access log lines of this loop iteration */
     uv_check_t flush_check;
     time_t date_sec;
     char date[40]; /* "Date: ...\r\n" of date_sec */

@@ -52,8 +52,7 @@ static void pt__link(pt_ws_t *ws)
 {
     pt_ws_t **head = pt__list(ws->w);
     ws->next = *head;
-    if (*head)
-        (*head)->prev = ws;
+    if (*head) (*head)->prev = ws;
     *head = ws;
     pt_metrics_add(&ws->w->metrics.websockets_open, 1);
 }
@@ -64,8 +63,7 @@ static void pt__unlink(pt_ws_t *ws)
         ws->prev->next = ws->next;
     else
         *pt__list(ws->w) = ws->next;
-    if (ws->next)
-        ws->next->prev = ws->prev;
+    if (ws->next) ws->next->prev = ws->prev;
     ws->prev = ws->next = NULL;
     pt_metrics_add(&ws->w->metrics.websockets_open, -1);
 }
@@ -80,8 +78,7 @@ static void pt__on_written(uv_write_t *req, int status)
 static int pt__write(pt_conn_t *c, const void *data, size_t len)
 {
     pt__ws_write_t *wr = malloc(sizeof *wr + len);
-    if (!wr)
-        return -1;
+    if (!wr) return -1;
     memcpy(wr->data, data, len);
     uv_buf_t buf = uv_buf_init(wr->data, (unsigned)len);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
@@ -103,8 +100,7 @@ static void pt__on_shutdown(uv_shutdown_t *req, int status)
 static void pt__pump(pt_ws_t *ws)
 {
     pt_conn_t *c = ws->c;
-    if (!c || c->closing)
-        return;
+    if (!c || c->closing) return;
     if (wslay_event_send(ws->ctx) != 0) {
         pt_http_close(c);
         return;
@@ -122,8 +118,7 @@ static void pt__pump(pt_ws_t *ws)
 
 static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 {
-    if (!ws->c)
-        return;
+    if (!ws->c) return;
     wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, strlen(reason));
     pt__pump(ws);
 }
@@ -131,8 +126,7 @@ static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 static void pt__send_text(pt_ws_t *ws, const char *text, size_t len)
 {
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    if (ws->c && wslay_event_queue_msg(ws->ctx, &msg) == 0)
-        pt__pump(ws);
+    if (ws->c && wslay_event_queue_msg(ws->ctx, &msg) == 0) pt__pump(ws);
 }
 
 /* ---- wslay callbacks ---- */
@@ -146,15 +140,14 @@ static ssize_t pt__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    if (len > have)
-        len = have;
+    if (len > have) len = have;
     memcpy(buf, ws->in.data + ws->in_off, len);
     ws->in_off += len;
     return (ssize_t)len;
 }
 
-static ssize_t pt__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
-                           int flags, void *ud)
+static ssize_t pt__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                           void *ud)
 {
     pt_ws_t *ws = ud;
     if (!ws->c || ws->c->closing || pt__write(ws->c, data, len) != 0) {
@@ -171,10 +164,8 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     pt__ws_call_t *call = ud;
     pt_ws_t *ws = call->ws;
     ws->in_flight--;
-    if (ws->c)
-        pt__reply(ws, call->request_id, res);
-    if (call->request_id)
-        json_decref(call->request_id);
+    if (ws->c) pt__reply(ws, call->request_id, res);
+    if (call->request_id) json_decref(call->request_id);
     free(call);
     if (!ws->c && ws->in_flight == 0 && !ws->timer_open)
         free(ws);
@@ -187,8 +178,7 @@ static void pt__send_reply(pt_ws_t *ws, json_t *root, json_t *request_id)
 {
     json_object_set(root, "request_id", request_id ? request_id : json_null());
     char *text = json_dumps(root, JSON_COMPACT);
-    if (text)
-        pt__send_text(ws, text, strlen(text));
+    if (text) pt__send_text(ws, text, strlen(text));
     free(text);
     json_decref(root);
 }
@@ -197,10 +187,9 @@ static void pt__send_reply(pt_ws_t *ws, json_t *root, json_t *request_id)
 static void pt__send_error(pt_ws_t *ws, json_t *request_id, int status, const char *message,
                            const char *cid)
 {
-    json_t *root = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "message", message,
-                             "cid", cid);
-    if (root)
-        pt__send_reply(ws, root, request_id);
+    json_t *root =
+        json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "message", message, "cid", cid);
+    if (root) pt__send_reply(ws, root, request_id);
 }
 
 static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *res)
@@ -215,8 +204,7 @@ static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *re
         body = json_null();
     else if (is_json)
         body = json_loadb(res->body, res->body_len, JSON_DECODE_ANY, NULL);
-    if (!body)
-        body = json_stringn(res->body, res->body_len);
+    if (!body) body = json_stringn(res->body, res->body_len);
     json_t *root;
     if (res->status >= 400 && json_is_object(body) && json_object_get(body, "error")) {
         root = body; /* the runtime's {"error": {...}} */
@@ -230,11 +218,9 @@ static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *re
 
 static int pt__allowed(const pt_channel_t *ch, const char *name)
 {
-    if (strcmp(ch->service, name) == 0)
-        return 1;
+    if (strcmp(ch->service, name) == 0) return 1;
     for (size_t i = 0; i < ch->n_service_list; i++)
-        if (strcmp(ch->service_list[i], name) == 0)
-            return 1;
+        if (strcmp(ch->service_list[i], name) == 0) return 1;
     return 0;
 }
 
@@ -300,8 +286,7 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
         goto done;
     }
     pt__ws_call_t *call = calloc(1, sizeof *call);
-    if (!call)
-        goto done;
+    if (!call) goto done;
     call->ws = ws;
     call->request_id = request_id;
     request_id = NULL;
@@ -325,8 +310,7 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
         free(call);
     }
 done:
-    if (request_id)
-        json_decref(request_id);
+    if (request_id) json_decref(request_id);
     free(body);
     json_decref(msg);
 }
@@ -357,8 +341,7 @@ static void pt__on_ping_timer(uv_timer_t *t)
 {
     pt_ws_t *ws = t->data;
     const pt_channel_t *ch = pt__channel(ws);
-    if (!ws->c)
-        return;
+    if (!ws->c) return;
     if (!ch) {
         pt__close(ws, WSLAY_CODE_GOING_AWAY, "channel removed");
         return;
@@ -375,8 +358,7 @@ static void pt__on_ping_timer(uv_timer_t *t)
     }
     struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"", 0};
     ws->missed++;
-    if (wslay_event_queue_msg(ws->ctx, &ping) == 0)
-        pt__pump(ws);
+    if (wslay_event_queue_msg(ws->ctx, &ping) == 0) pt__pump(ws);
 }
 
 /* ---- the upgrade ---- */
@@ -408,8 +390,7 @@ static void pt__on_timer_closed(uv_handle_t *h)
 {
     pt_ws_t *ws = h->data;
     ws->timer_open = 0;
-    if (!ws->c && ws->in_flight == 0)
-        free(ws);
+    if (!ws->c && ws->in_flight == 0) free(ws);
 }
 
 int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
@@ -422,8 +403,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     if (!up || !pt__has_token(up, ulen, "websocket") || !conn ||
         !pt__has_token(conn, clen, "upgrade"))
         return 426;
-    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0 || !key || klen != 24)
-        return 400;
+    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0 || !key || klen != 24) return 400;
 
     unsigned char digest[SHA_DIGEST_LENGTH];
     char src[24 + sizeof PT__WS_GUID], accept[32];
@@ -433,8 +413,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
 
     pt_ws_t *ws = calloc(1, sizeof *ws);
-    if (!ws)
-        return 500;
+    if (!ws) return 500;
     static const struct wslay_event_callbacks callbacks = {
         .recv_callback = pt__recv_cb,
         .send_callback = pt__send_cb,
@@ -483,8 +462,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
 
 void pt_ws_on_read(pt_ws_t *ws, const char *data, size_t len)
 {
-    if (ws->in_off == ws->in.len)
-        ws->in.len = ws->in_off = 0;
+    if (ws->in_off == ws->in.len) ws->in.len = ws->in_off = 0;
     if (pt_buf_append(&ws->in, data, len) != 0) {
         pt_http_close(ws->c);
         return;
@@ -560,8 +538,7 @@ static int pt__lua_push(lua_State *L)
     pt_worker_t *all = pt_worker_all(&n);
     for (int i = 0; i < n; i++) {
         pt__push_t *p = malloc(sizeof *p + len + 1);
-        if (!p)
-            break;
+        if (!p) break;
         p->channel = strdup(channel);
         p->username = username ? strdup(username) : NULL;
         p->len = len;

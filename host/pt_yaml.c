@@ -37,13 +37,11 @@ const char *pt_yaml_value(yaml_node_t *n)
 
 yaml_node_t *pt_yaml_get(const pt_yaml_t *y, yaml_node_t *map, const char *key)
 {
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
+    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
         const char *ks = pt_yaml_scalar(yaml_document_get_node(y->doc, p->key));
-        if (ks && strcmp(ks, key) == 0)
-            return yaml_document_get_node(y->doc, p->value);
+        if (ks && strcmp(ks, key) == 0) return yaml_document_get_node(y->doc, p->value);
     }
     return NULL;
 }
@@ -60,8 +58,7 @@ int pt_yaml_check_keys(const pt_yaml_t *y, yaml_node_t *map, const char *what,
         int ok = 0;
         for (const char *const *a = allowed; ks && *a; a++)
             ok |= strcmp(ks, *a) == 0;
-        if (!ok)
-            return pt_yaml_fail(y, k, "%s: unknown key '%s'", what, ks ? ks : "?");
+        if (!ok) return pt_yaml_fail(y, k, "%s: unknown key '%s'", what, ks ? ks : "?");
     }
     return 0;
 }
@@ -69,10 +66,8 @@ int pt_yaml_check_keys(const pt_yaml_t *y, yaml_node_t *map, const char *what,
 int pt_yaml_string(const pt_yaml_t *y, yaml_node_t *n, const char *what, char **out)
 {
     const char *s = pt_yaml_value(n);
-    if (!s)
-        return pt_yaml_fail(y, n, "%s: expected a string", what);
-    if (!(*out = strdup(s)))
-        return pt_yaml_fail(y, n, "out of memory");
+    if (!s) return pt_yaml_fail(y, n, "%s: expected a string", what);
+    if (!(*out = strdup(s))) return pt_yaml_fail(y, n, "out of memory");
     return 0;
 }
 

@@ -31,8 +31,7 @@ int main(void)
         PT_CHECK(cfg->n_channels >= 3);
         const pt_channel_t *gw = NULL;
         for (size_t i = 0; i < cfg->n_channels; i++)
-            if (strcmp(cfg->channels[i].name, "gateway") == 0)
-                gw = &cfg->channels[i];
+            if (strcmp(cfg->channels[i].name, "gateway") == 0) gw = &cfg->channels[i];
         PT_CHECK(gw != NULL);
         if (gw) {
             PT_CHECK_INT(gw->type, PT_CHANNEL_GATEWAY);
@@ -42,9 +41,11 @@ int main(void)
         PT_CHECK(strstr(cfg->service_dirs[0], "config/../services") != NULL);
         pt_config_free(cfg);
     }
-    PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml", "bad_key.yaml:3: server: unknown key 'wokers'"));
+    PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml",
+                             "bad_key.yaml:3: server: unknown key 'wokers'"));
     PT_CHECK(load_fails_with("tests/unit/data/bad_yaml.yaml", "bad_yaml.yaml:3: YAML error"));
-    PT_CHECK(load_fails_with("tests/unit/data/bad_duration.yaml", "bad_duration.yaml:2: server.header_timeout"));
+    PT_CHECK(load_fails_with("tests/unit/data/bad_duration.yaml",
+                             "bad_duration.yaml:2: server.header_timeout"));
     PT_CHECK(load_fails_with("tests/unit/data/missing.yaml", "cannot open"));
     return PT_TEST_DONE();
 }

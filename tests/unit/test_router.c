@@ -10,8 +10,8 @@ static int match(int method, const char *target, pt_route_match_t *m)
 {
     const char *q = strchr(target, '?');
     size_t plen = q ? (size_t)(q - target) : strlen(target);
-    return pt_router_match(router, method, target, plen, q ? q + 1 : "", q ? strlen(q + 1) : 0,
-                           buf, m);
+    return pt_router_match(router, method, target, plen, q ? q + 1 : "", q ? strlen(q + 1) : 0, buf,
+                           m);
 }
 
 int main(void)
@@ -32,7 +32,7 @@ int main(void)
     PT_CHECK_INT(match(HTTP_GET, "/api/echo", &m), 405);
     PT_CHECK(m.allow & (1ull << HTTP_POST));
     PT_CHECK_INT(match(HTTP_POST, "/api/echo/", &m), 404);
-    PT_CHECK_INT(match(HTTP_POST, "/api/ech%6F", &m), 0); /* decoded before matching */
+    PT_CHECK_INT(match(HTTP_POST, "/api/ech%6F", &m), 0);   /* decoded before matching */
     PT_CHECK_INT(match(HTTP_POST, "/api%2Fecho", &m), 404); /* an encoded slash joins nothing */
     PT_CHECK_INT(match(HTTP_POST, "/nope", &m), 404);
 
