@@ -23,7 +23,8 @@ typedef struct pt__consumer_s pt__consumer_t;
 
 typedef struct pt__delivery_s {
     pt__consumer_t *c;
-    uint64_t gen; /* the connection it came on: tags mean nothing on another */
+    pt_worker_t *w; /* the worker running it, while it does */
+    uint64_t gen;   /* the connection it came on: tags mean nothing on another */
     uint64_t tag;
     amqp_envelope_t env; /* read-only while a worker has it */
     char cid[65];
@@ -221,7 +222,9 @@ static void pt__on_done(void *ud, const pt_lua_result_t *res)
         d->resp_len = res->body_len;
     }
     d->resp_ctype = res->content_type ? strdup(res->content_type) : NULL;
+    pt_worker_t *w = d->w;
     pt__answer(d);
+    pt_worker_task_end(w); /* a draining worker may end now */
 }
 
 /* Headers whose values are text or numbers also go into
@@ -314,7 +317,12 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         .push_extra = pt__push_amqp,
         .extra_ud = d,
     };
-    if (pt_lua_dispatch(w->lua, &call, pt__on_done, d) != 0) pt__answer(d);
+    d->w = w;
+    pt_worker_task_begin(w);
+    if (pt_lua_dispatch(w->lua, &call, pt__on_done, d) != 0) {
+        pt__answer(d);
+        pt_worker_task_end(w);
+    }
     free(hdrs);
     free(nums);
 }

@@ -87,7 +87,7 @@ static void pt__end_messages(pt_worker_t *w)
 
 static void pt__maybe_finish(pt_worker_t *w)
 {
-    if (!w->draining || w->n_conns > 0) return;
+    if (!w->draining || w->n_conns > 0 || (w->tasks > 0 && !w->drain_expired)) return;
     if (!uv_is_closing((uv_handle_t *)&w->drain_timer))
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
@@ -233,11 +233,24 @@ void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
 static void pt__on_drain_timeout(uv_timer_t *t)
 {
     pt_worker_t *w = t->data;
-    pt_log_warn("drain time-out: closing %zu connections", w->n_conns);
+    pt_log_warn("drain time-out: closing %zu connections, leaving %zu tasks", w->n_conns, w->tasks);
+    w->drain_expired = 1;
     for (pt_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         pt_http_close(c);
     }
+    pt__maybe_finish(w);
+}
+
+void pt_worker_task_begin(pt_worker_t *w)
+{
+    w->tasks++;
+}
+
+void pt_worker_task_end(pt_worker_t *w)
+{
+    w->tasks--;
+    pt__maybe_finish(w);
 }
 
 static void pt__on_stop(uv_async_t *a)

@@ -64,6 +64,8 @@ typedef struct pt_worker_s {
     size_t n_conns;
     size_t max_conns;
     int draining;
+    int drain_expired;    /* drain_timeout passed: stop waiting for tasks */
+    size_t tasks;         /* service calls that hold no connection (AMQP deliveries) */
     pt_metrics_t metrics; /* written by this worker only; read on scrape */
     pt_buf_t access_buf;  /* access log lines of this loop iteration */
     uv_check_t flush_check;
@@ -80,6 +82,12 @@ int pt_worker_start(pt_worker_t *w);
 /* Asks the worker to stop accepting, finish in-flight requests (at most
  * cfg->drain_timeout_ms) and end its loop. Safe from any thread. */
 void pt_worker_stop(pt_worker_t *w);
+
+/* A service call that holds no HTTP connection (an AMQP delivery) starts or
+ * ends on this worker; a draining worker waits for them (at most
+ * drain_timeout). Worker thread only. */
+void pt_worker_task_begin(pt_worker_t *w);
+void pt_worker_task_end(pt_worker_t *w);
 
 /* Queues a message for the worker (which frees it). Safe from any thread. */
 void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
