@@ -69,14 +69,6 @@ int pt_config_method(const char *name)
     return -1;
 }
 
-static char *pt__resolve(const char *dir, const char *p)
-{
-    char buf[PATH_MAX];
-    if (p[0] == '/') return strdup(p);
-    snprintf(buf, sizeof buf, "%s/%s", dir, p);
-    return strdup(buf);
-}
-
 /* The settings only a WebSocket channel has. */
 static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
 {
@@ -629,7 +621,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             free(cfg->access_log);
             if (pt_yaml_string(&c->y, acc, "log.access", &cfg->access_log) != 0) return -1;
             if (strcmp(cfg->access_log, "stdout") != 0 && strcmp(cfg->access_log, "off") != 0) {
-                char *abs = pt__resolve(cfg->dir, cfg->access_log);
+                char *abs = pt_yaml_path(&c->y, cfg->access_log);
                 free(cfg->access_log);
                 cfg->access_log = abs;
             }
@@ -653,7 +645,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             pt_yaml_string(&c->y, pt_yaml_get(&c->y, v, "path"), "lua.path", &p) != 0)
             return -1;
         free(cfg->lua_path);
-        cfg->lua_path = pt__resolve(cfg->dir, p);
+        cfg->lua_path = pt_yaml_path(&c->y, p);
         free(p);
     }
     if ((v = pt_yaml_get(&c->y, root, "services"))) {
@@ -668,7 +660,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                             &cfg->n_service_dirs) != 0)
             return -1;
         for (size_t i = 0; i < cfg->n_service_dirs; i++) {
-            char *abs = pt__resolve(cfg->dir, cfg->service_dirs[i]);
+            char *abs = pt_yaml_path(&c->y, cfg->service_dirs[i]);
             free(cfg->service_dirs[i]);
             cfg->service_dirs[i] = abs;
             if (access(abs, R_OK | X_OK) != 0)

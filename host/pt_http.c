@@ -266,6 +266,14 @@ static const pt_http_header_t *pt__find_header(pt_conn_t *c, const char *name)
     return NULL;
 }
 
+const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len)
+{
+    const pt_http_header_t *h = pt__find_header(c, name);
+    if (!h) return NULL;
+    *len = h->value_len;
+    return c->head.data + h->value_off;
+}
+
 static void pt__on_continue_written(uv_write_t *req, int status)
 {
     free(req);
@@ -650,24 +658,6 @@ static void pt__on_verified(void *ud)
     if (!c->closing) pt__dispatch(c);
 }
 
-/* Decodes the value of query parameter name into out (room for cap bytes).
- * Returns its length, or -1 when absent or malformed. */
-static long pt__query_param(const char *q, size_t qlen, const char *name, char *out, size_t cap)
-{
-    size_t nlen = strlen(name);
-    for (const char *p = q, *end = q + qlen; p < end;) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > nlen && p[nlen] == '=' && !memcmp(p, name, nlen)) {
-            size_t vlen = (size_t)(stop - p) - nlen - 1;
-            if (vlen + 1 > cap) return -1;
-            return pt_percent_decode(p + nlen + 1, vlen, out, 1);
-        }
-        p = stop + 1;
-    }
-    return -1;
-}
-
 /* Runs the channel's security and rate limit. Returns 0 to go on (res
  * filled, c->username set), or 1 when the request is answered or waits for
  * a password check. */
@@ -677,7 +667,7 @@ static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, s
     char token[2048];
     pt_security_request_t req = {.header = pt__sec_header, .ud = c};
     if (ch->ws_token_param) {
-        long n = pt__query_param(query, query_len, ch->ws_token_param, token, sizeof token);
+        long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
         if (n > 0 && !memchr(token, '\0', (size_t)n)) {
             req.token = token;
             req.token_len = (size_t)n;

@@ -63,6 +63,10 @@ struct pt_conn_s {
 /* Accepts a connection from the worker's listener. */
 void pt_http_accept(pt_worker_t *w, uv_stream_t *listener);
 
+/* The value of the first request header called name (any case), its length
+ * in *len; NULL when there is none. Valid while the request is. */
+const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len);
+
 /* Closes a connection now (no response). */
 void pt_http_close(pt_conn_t *c);
 

@@ -116,25 +116,6 @@ char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen)
     return out;
 }
 
-/* Finds key in a raw query string and decodes its value into out. */
-static long pt__query_value(const char *q, size_t qlen, const char *key, char *out, size_t outlen)
-{
-    size_t klen = strlen(key);
-    const char *end = q + qlen;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(stop - q));
-        if (eq && (size_t)(eq - q) == klen && memcmp(q, key, klen) == 0) {
-            size_t vlen = (size_t)(stop - eq - 1);
-            if (vlen + 1 > outlen) return -2;
-            return pt_percent_decode(eq + 1, vlen, out, 1);
-        }
-        q = stop + 1;
-    }
-    return -3;
-}
-
 int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
                     const char *query, size_t query_len, char *buf, pt_route_match_t *m)
 {
@@ -218,8 +199,8 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
     const char *name = segs[hit->service_seg].p;
     size_t name_len = segs[hit->service_seg].len;
     if (name_len == 6 && memcmp(name, "invoke", 6) == 0) {
-        long n = pt__query_value(query, query_len, "service", m->name_buf, sizeof m->name_buf);
-        if (n == -3) {
+        long n = pt_query_param(query, query_len, "service", m->name_buf, sizeof m->name_buf);
+        if (n == -1) {
             m->error = "/invoke needs ?service=NAME";
             return 400;
         }

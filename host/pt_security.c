@@ -342,14 +342,6 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
     return 0;
 }
 
-static char *pt__resolve(const char *dir, const char *p)
-{
-    char buf[PATH_MAX];
-    if (p[0] == '/' || !dir) return strdup(p);
-    snprintf(buf, sizeof buf, "%s/%s", dir, p);
-    return strdup(buf);
-}
-
 /* Reads a whole (small) file; *len excludes a trailing newline. */
 static unsigned char *pt__slurp(const char *path, size_t *len)
 {
@@ -412,7 +404,7 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
             d->secret = (unsigned char *)strdup(s);
         } else {
             const char *p = pt_yaml_value(sf);
-            char *path = p ? pt__resolve(c->dir, p) : NULL;
+            char *path = p ? pt_yaml_path(c, p) : NULL;
             d->secret = path ? pt__slurp(path, &d->secret_len) : NULL;
             free(path);
             if (!d->secret)
@@ -426,7 +418,7 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
         if (se || sf || !pk)
             return pt_yaml_fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
         const char *p = pt_yaml_value(pk);
-        char *path = p ? pt__resolve(c->dir, p) : NULL;
+        char *path = p ? pt_yaml_path(c, p) : NULL;
         FILE *f = path ? fopen(path, "rb") : NULL;
         free(path);
         if (!f) return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s", what, p ? p : "?");

@@ -200,3 +200,20 @@ long pt_percent_decode(const char *in, size_t n, char *out, int plus_is_space)
     out[o] = '\0';
     return (long)o;
 }
+
+long pt_query_param(const char *q, size_t qlen, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = q, *end = q + qlen; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > nlen && p[nlen] == '=' && memcmp(p, name, nlen) == 0) {
+            size_t vlen = (size_t)(stop - p) - nlen - 1;
+            if (vlen + 1 > cap) return -2;
+            long n = pt_percent_decode(p + nlen + 1, vlen, out, 1);
+            return n < 0 ? -2 : n;
+        }
+        p = stop + 1;
+    }
+    return -1;
+}

@@ -47,4 +47,10 @@ int pt_parse_size(const char *s, uint64_t *out);
  * or -1 for a malformed escape. NUL bytes may appear in the output: callers check. */
 long pt_percent_decode(const char *in, size_t n, char *out, int plus_is_space);
 
+/* Finds name in a raw query string ("a=1&b=2") and decodes its value into
+ * out (room for cap bytes, NUL-terminated; '+' is a space). Returns the
+ * decoded length, -1 when name is absent, or -2 when its value is too long
+ * or malformed. The value may hold NUL bytes: callers check. */
+long pt_query_param(const char *q, size_t qlen, const char *name, char *out, size_t cap);
+
 #endif

@@ -363,19 +363,6 @@ static void pt__on_ping_timer(uv_timer_t *t)
 
 /* ---- the upgrade ---- */
 
-static const char *pt__header(pt_conn_t *c, const char *name, size_t *len)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < c->n_headers; i++) {
-        const pt_http_header_t *h = &c->headers[i];
-        if (h->name_len == n && strncasecmp(c->head.data + h->name_off, name, n) == 0) {
-            *len = h->value_len;
-            return c->head.data + h->value_off;
-        }
-    }
-    return NULL;
-}
-
 static int pt__has_token(const char *v, size_t len, const char *token)
 {
     size_t n = strlen(token);
@@ -396,10 +383,10 @@ static void pt__on_timer_closed(uv_handle_t *h)
 int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
 {
     size_t ulen = 0, clen = 0, vlen = 0, klen = 0;
-    const char *up = pt__header(c, "upgrade", &ulen);
-    const char *conn = pt__header(c, "connection", &clen);
-    const char *ver = pt__header(c, "sec-websocket-version", &vlen);
-    const char *key = pt__header(c, "sec-websocket-key", &klen);
+    const char *up = pt_http_header(c, "upgrade", &ulen);
+    const char *conn = pt_http_header(c, "connection", &clen);
+    const char *ver = pt_http_header(c, "sec-websocket-version", &vlen);
+    const char *key = pt_http_header(c, "sec-websocket-key", &klen);
     if (!up || !pt__has_token(up, ulen, "websocket") || !conn ||
         !pt__has_token(conn, clen, "upgrade"))
         return 426;

@@ -1,5 +1,6 @@
 #include "pt_yaml.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,4 +92,12 @@ size_t pt_yaml_len(yaml_node_t *seq)
 yaml_node_t *pt_yaml_item(const pt_yaml_t *y, yaml_node_t *seq, size_t i)
 {
     return yaml_document_get_node(y->doc, seq->data.sequence.items.start[i]);
+}
+
+char *pt_yaml_path(const pt_yaml_t *y, const char *p)
+{
+    char buf[PATH_MAX];
+    if (p[0] == '/' || !y->dir) return strdup(p);
+    snprintf(buf, sizeof buf, "%s/%s", y->dir, p);
+    return strdup(buf);
 }

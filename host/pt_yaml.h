@@ -42,6 +42,10 @@ int pt_yaml_string(const pt_yaml_t *y, yaml_node_t *n, const char *what, char **
 /* true/yes/on or false/no/off into *out. Returns 0 or -1. */
 int pt_yaml_bool(const pt_yaml_t *y, yaml_node_t *n, const char *what, int *out);
 
+/* p made absolute against the config file's directory (y->dir); an absolute
+ * p is copied as it is. Returns a malloc'd string, or NULL. */
+char *pt_yaml_path(const pt_yaml_t *y, const char *p);
+
 /* Items of a sequence node. */
 size_t pt_yaml_len(yaml_node_t *seq);
 yaml_node_t *pt_yaml_item(const pt_yaml_t *y, yaml_node_t *seq, size_t i);
