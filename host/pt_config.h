@@ -15,8 +15,43 @@ typedef enum {
     PT_CHANNEL_REST = 0,
     PT_CHANNEL_GATEWAY,
     PT_CHANNEL_AMQP,
-    PT_CHANNEL_WEBSOCKET
+    PT_CHANNEL_WEBSOCKET,
+    PT_CHANNEL_HTTP_PROXY, /* url_path is a prefix: /<prefix>/<service>/rest -> a target */
+    PT_CHANNEL_AMQP_BUS    /* url_path is a prefix: /<prefix>/<exchange>/a/b -> key a.b */
 } pt_channel_type_t;
+
+/* Where an AMQP connection goes, parsed from an amqp:// URL. */
+typedef struct {
+    char *host;
+    int port;
+    char *user;
+    char *password; /* never logged */
+    char *vhost;    /* "/" when the URL names none */
+    char *display;  /* amqp://user@host:port/vhost, for logs */
+    int heartbeat;  /* seconds; 0 = off */
+} pt_amqp_endpoint_t;
+
+/* One target of an upstream: http://host:port. */
+typedef struct {
+    char *host; /* a name (resolved on the upstream's resolve_ttl) or an IP literal */
+    int port;
+    char *display; /* "host:port", for logs, metrics and the Host header */
+} pt_target_cfg_t;
+
+/* An upstream: a proxied service (channels.http_proxy[].services) or an
+ * outgoing HTTP connection (outgoing.http). */
+typedef struct {
+    char *name;
+    pt_target_cfg_t *targets;
+    size_t n_targets;
+    uint64_t connect_timeout_ms; /* connecting to a target */
+    uint64_t read_timeout_ms;    /* between two reads of the answer: 504 before its head */
+    uint64_t fail_timeout_ms;    /* a failed target sits out this long */
+    int max_fails;               /* failures in a row that take a target out */
+    int keepalive;               /* idle connections kept per target and worker */
+    uint64_t resolve_ttl_ms;     /* how long a name's addresses are used */
+    int line;
+} pt_upstream_cfg_t;
 
 typedef struct {
     char *name;
@@ -39,18 +74,13 @@ typedef struct {
      * gateway's username header). Points into the snapshot's security. */
     const struct pt_security_def_s *security;
     pt_ratelimit_cfg_t rate_limit; /* rate_limit: {rate, burst, per}; rate 0: none */
+    /* http_proxy: the services it reaches, each an upstream */
+    pt_upstream_cfg_t *upstreams;
+    size_t n_upstreams;
+    /* amqp_bus: service_list (optional) limits the exchanges */
+    pt_amqp_endpoint_t bus_ep;
+    uint64_t bus_reply_timeout_ms; /* no reply in this long: 504 */
 } pt_channel_t;
-
-/* Where an AMQP connection goes, parsed from an amqp:// URL. */
-typedef struct {
-    char *host;
-    int port;
-    char *user;
-    char *password; /* never logged */
-    char *vhost;    /* "/" when the URL names none */
-    char *display;  /* amqp://user@host:port/vhost, for logs */
-    int heartbeat;  /* seconds; 0 = off */
-} pt_amqp_endpoint_t;
 
 /* Copies src into dst (every string duplicated). Returns 0, or -1 when out of
  * memory (dst then holds what was copied: free it). */
@@ -106,6 +136,8 @@ typedef struct {
     size_t n_amqp_out;
     pt_amqp_channel_cfg_t *amqp_channels; /* channels.amqp (not routed over HTTP) */
     size_t n_amqp_channels;
+    pt_upstream_cfg_t *http_out; /* outgoing.http */
+    size_t n_http_out;
     struct pt_security_s *security; /* the compiled security: section (never NULL) */
 } pt_config_t;
 
