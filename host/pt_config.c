@@ -1,4 +1,5 @@
 #include "pt_config.h"
+#include "pt_router.h"
 #include "pt_security.h"
 #include "pt_util.h"
 #include "pt_yaml.h"
@@ -152,6 +153,193 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     return 0;
 }
 
+static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi,
+                   int *out);
+static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
+                        pt_amqp_endpoint_t *ep);
+
+static const char *pt__channel_kind(pt_channel_type_t type)
+{
+    static const char *const kinds[] = {
+        [PT_CHANNEL_REST] = "rest",           [PT_CHANNEL_GATEWAY] = "gateway",
+        [PT_CHANNEL_AMQP] = "amqp",           [PT_CHANNEL_WEBSOCKET] = "websocket",
+        [PT_CHANNEL_HTTP_PROXY] = "http_proxy", [PT_CHANNEL_AMQP_BUS] = "amqp_bus"};
+    return kinds[type];
+}
+
+/* What a prefix channel accepts when it names no methods. */
+static const char *const pt__all_methods[] = {"GET",    "HEAD",  "POST",    "PUT",
+                                              "DELETE", "PATCH", "OPTIONS", NULL};
+
+/* "http://host:port", "host:port" or "[v6]:port" (port 80 when none). */
+static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_target_cfg_t *t)
+{
+    const char *s = pt_yaml_value(n);
+    if (!s) return pt_yaml_fail(&c->y, n, "%s: expected http://host:port", what);
+    if (strncasecmp(s, "https://", 8) == 0)
+        return pt_yaml_fail(&c->y, n, "%s: https targets are not supported", what);
+    if (strncasecmp(s, "http://", 7) == 0) s += 7;
+    const char *end = s + strlen(s);
+    if (end > s && end[-1] == '/') end--;
+    const char *host = s, *host_end, *colon;
+    if (*s == '[') {
+        host = s + 1;
+        host_end = memchr(host, ']', (size_t)(end - host));
+        if (!host_end) return pt_yaml_fail(&c->y, n, "%s: unclosed '[' in '%s'", what, s);
+        colon = host_end + 1 < end && host_end[1] == ':' ? host_end + 1 : NULL;
+        if (!colon && host_end + 1 != end)
+            return pt_yaml_fail(&c->y, n, "%s: expected http://host:port, no path", what);
+    } else {
+        colon = memchr(s, ':', (size_t)(end - s));
+        host_end = colon ? colon : end;
+    }
+    long port = 80;
+    if (colon) {
+        char *pe;
+        port = strtol(colon + 1, &pe, 10);
+        if (pe != end || colon + 1 == end || port < 1 || port > 65535)
+            return pt_yaml_fail(&c->y, n, "%s: expected http://host:port (a port 1-65535, no path)",
+                                what);
+    }
+    if (host_end == host || memchr(host, '/', (size_t)(host_end - host)))
+        return pt_yaml_fail(&c->y, n, "%s: expected http://host:port", what);
+    t->host = strndup(host, (size_t)(host_end - host));
+    t->port = (int)port;
+    char disp[300];
+    snprintf(disp, sizeof disp, *s == '[' ? "[%s]:%d" : "%s:%d", t->host ? t->host : "", t->port);
+    t->display = strdup(disp);
+    if (!t->host || !t->display) return pt_yaml_fail(&c->y, n, "out of memory");
+    return 0;
+}
+
+/* The settings of an upstream under n; defaults come from def (NULL: the
+ * built-in ones). n must hold targets unless need_targets is 0. */
+static int pt__upstream(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
+                        const pt_upstream_cfg_t *def, int need_targets, pt_upstream_cfg_t *u)
+{
+    char key[160];
+    yaml_node_t *v;
+    if (def) {
+        u->connect_timeout_ms = def->connect_timeout_ms;
+        u->read_timeout_ms = def->read_timeout_ms;
+        u->fail_timeout_ms = def->fail_timeout_ms;
+        u->max_fails = def->max_fails;
+        u->keepalive = def->keepalive;
+        u->resolve_ttl_ms = def->resolve_ttl_ms;
+    } else {
+        u->connect_timeout_ms = 5000;
+        u->read_timeout_ms = 60000;
+        u->fail_timeout_ms = 10000;
+        u->max_fails = 1;
+        u->keepalive = 32;
+        u->resolve_ttl_ms = 30000;
+    }
+    u->line = (int)n->start_mark.line + 1;
+    struct {
+        const char *key;
+        uint64_t *out;
+    } durations[] = {{"connect_timeout", &u->connect_timeout_ms},
+                     {"read_timeout", &u->read_timeout_ms},
+                     {"fail_timeout", &u->fail_timeout_ms},
+                     {"resolve_ttl", &u->resolve_ttl_ms}};
+    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
+        if (!(v = pt_yaml_get(&c->y, n, durations[i].key))) continue;
+        snprintf(key, sizeof key, "%s.%s", what, durations[i].key);
+        if (pt__duration(c, v, key, durations[i].out) != 0) return -1;
+        if (*durations[i].out == 0 && i < 2)
+            return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
+    }
+    snprintf(key, sizeof key, "%s.max_fails", what);
+    if ((v = pt_yaml_get(&c->y, n, "max_fails")) && pt__int(c, v, key, 1, 1000, &u->max_fails))
+        return -1;
+    snprintf(key, sizeof key, "%s.keepalive", what);
+    if ((v = pt_yaml_get(&c->y, n, "keepalive")) && pt__int(c, v, key, 0, 10000, &u->keepalive))
+        return -1;
+    v = pt_yaml_get(&c->y, n, "targets");
+    if (!need_targets && !v) return 0;
+    snprintf(key, sizeof key, "%s.targets", what);
+    if (!v || v->type != YAML_SEQUENCE_NODE || pt_yaml_len(v) == 0)
+        return pt_yaml_fail(&c->y, v ? v : n, "%s: expected a list of http://host:port", key);
+    if (!(u->targets = calloc(pt_yaml_len(v), sizeof *u->targets)))
+        return pt_yaml_fail(&c->y, v, "out of memory");
+    for (size_t i = 0; i < pt_yaml_len(v); i++) {
+        char tk[192];
+        snprintf(tk, sizeof tk, "%s[%zu]", key, i);
+        u->n_targets++;
+        if (pt__target(c, pt_yaml_item(&c->y, v, i), tk, &u->targets[i]) != 0) return -1;
+    }
+    return 0;
+}
+
+static void pt__upstream_free(pt_upstream_cfg_t *u)
+{
+    free(u->name);
+    for (size_t i = 0; i < u->n_targets; i++) {
+        free(u->targets[i].host);
+        free(u->targets[i].display);
+    }
+    free(u->targets);
+}
+
+/* http_proxy: settings for every service, then services: {name: {targets}} */
+static int pt__proxy(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
+{
+    static const char *const svc_keys[] = {"targets",      "connect_timeout", "read_timeout",
+                                           "fail_timeout", "max_fails",       "keepalive",
+                                           "resolve_ttl",  NULL};
+    char key[160];
+    pt_upstream_cfg_t def = {0};
+    if (pt__upstream(c, n, what, NULL, 0, &def) != 0) return -1;
+    yaml_node_t *svcs = pt_yaml_get(&c->y, n, "services");
+    snprintf(key, sizeof key, "%s.services", what);
+    if (!svcs || svcs->type != YAML_MAPPING_NODE ||
+        svcs->data.mapping.pairs.top == svcs->data.mapping.pairs.start)
+        return pt_yaml_fail(&c->y, svcs ? svcs : n,
+                            "%s: expected a mapping of service name to {targets: [...]}", key);
+    size_t len = (size_t)(svcs->data.mapping.pairs.top - svcs->data.mapping.pairs.start);
+    if (!(ch->upstreams = calloc(len, sizeof *ch->upstreams)))
+        return pt_yaml_fail(&c->y, svcs, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_pair_t *pair = &svcs->data.mapping.pairs.start[i];
+        yaml_node_t *kn = yaml_document_get_node(c->y.doc, pair->key);
+        yaml_node_t *vn = yaml_document_get_node(c->y.doc, pair->value);
+        const char *name = pt_yaml_value(kn);
+        pt_upstream_cfg_t *u = &ch->upstreams[ch->n_upstreams++];
+        if (!name || !pt_router_valid_service_name(name, strlen(name)))
+            return pt_yaml_fail(&c->y, kn, "%s: '%s' is not a service name ([A-Za-z0-9._-])", key,
+                                name ? name : "?");
+        for (size_t j = 0; j + 1 < ch->n_upstreams; j++)
+            if (strcmp(ch->upstreams[j].name, name) == 0)
+                return pt_yaml_fail(&c->y, kn, "%s: '%s' is named twice", key, name);
+        if (!(u->name = strdup(name))) return pt_yaml_fail(&c->y, kn, "out of memory");
+        char sk[224];
+        snprintf(sk, sizeof sk, "%s.%s", key, name);
+        if (pt_yaml_check_keys(&c->y, vn, sk, svc_keys) != 0 ||
+            pt__upstream(c, vn, sk, &def, 1, u) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* amqp_bus: the broker, the reply time-out and an optional exchange allowlist */
+static int pt__bus(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
+{
+    char key[160];
+    yaml_node_t *v;
+    if (pt__endpoint(c, n, what, &ch->bus_ep) != 0) return -1;
+    ch->bus_reply_timeout_ms = 30000;
+    snprintf(key, sizeof key, "%s.reply_timeout", what);
+    if ((v = pt_yaml_get(&c->y, n, "reply_timeout")) &&
+        pt__duration(c, v, key, &ch->bus_reply_timeout_ms) != 0)
+        return -1;
+    if (ch->bus_reply_timeout_ms == 0) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
+    if ((v = pt_yaml_get(&c->y, n, "service_list"))) {
+        snprintf(key, sizeof key, "%s.service_list", what);
+        if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0) return -1;
+    }
+    return 0;
+}
+
 static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type, size_t idx,
                        pt_channel_t *ch)
 {
@@ -164,32 +352,49 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
                                           "service_list",  "security",          "data_format",
                                           "ping_interval", "missed_pings",      "max_message_size",
                                           "idle_timeout",  "token_query_param", NULL};
+    static const char *const proxy_keys[] = {
+        "name",         "url_prefix",   "methods",   "services",  "security",
+        "rate_limit",   "connect_timeout", "read_timeout", "fail_timeout", "max_fails",
+        "keepalive",    "resolve_ttl",  NULL};
+    static const char *const bus_keys[] = {"name",          "url_prefix", "methods",
+                                           "service_list",  "security",   "rate_limit",
+                                           "url",           "url_env",    "heartbeat",
+                                           "reply_timeout", NULL};
+    static const char *const *const keys[] = {
+        [PT_CHANNEL_REST] = rest_keys,         [PT_CHANNEL_GATEWAY] = gw_keys,
+        [PT_CHANNEL_WEBSOCKET] = ws_keys,      [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
+        [PT_CHANNEL_AMQP_BUS] = bus_keys};
+    int prefixed = type == PT_CHANNEL_HTTP_PROXY || type == PT_CHANNEL_AMQP_BUS;
+    const char *path_key = prefixed ? "url_prefix" : "url_path";
     char what[64];
-    snprintf(what, sizeof what, "channels.%s[%zu]",
-             type == PT_CHANNEL_REST      ? "rest"
-             : type == PT_CHANNEL_GATEWAY ? "gateway"
-                                          : "websocket",
-             idx);
-    if (pt_yaml_check_keys(&c->y, n, what,
-                           type == PT_CHANNEL_REST      ? rest_keys
-                           : type == PT_CHANNEL_GATEWAY ? gw_keys
-                                                        : ws_keys) != 0)
-        return -1;
+    snprintf(what, sizeof what, "channels.%s[%zu]", pt__channel_kind(type), idx);
+    if (pt_yaml_check_keys(&c->y, n, what, keys[type]) != 0) return -1;
     ch->type = type;
     ch->line = (int)n->start_mark.line + 1;
     char key[96];
     snprintf(key, sizeof key, "%s.name", what);
     if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &ch->name) != 0) return -1;
-    snprintf(key, sizeof key, "%s.url_path", what);
-    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "url_path"), key, &ch->url_path) != 0)
+    snprintf(key, sizeof key, "%s.%s", what, path_key);
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, path_key), key, &ch->url_path) != 0)
         return -1;
     if (ch->url_path[0] != '/')
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"), "%s: must start with '/'",
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, path_key), "%s: must start with '/'",
                             key);
+    if (prefixed) {
+        size_t len = strlen(ch->url_path);
+        while (len > 1 && ch->url_path[len - 1] == '/')
+            ch->url_path[--len] = '\0'; /* "/svc/" and "/svc" are the same prefix */
+        if (strchr(ch->url_path, '{'))
+            return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, path_key),
+                                "%s: a prefix has no {name} segments", key);
+    }
 
     yaml_node_t *m = pt_yaml_get(&c->y, n, "methods");
     if (type == PT_CHANNEL_WEBSOCKET) {
         ch->methods = 1ull << HTTP_GET; /* the upgrade */
+    } else if (!m && prefixed) {
+        for (const char *const *mn = pt__all_methods; *mn; mn++)
+            ch->methods |= 1ull << pt_config_method(*mn);
     } else if (!m) {
         ch->methods = (1ull << HTTP_GET) | (1ull << HTTP_POST);
     } else {
@@ -214,6 +419,10 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
 
     if (type == PT_CHANNEL_WEBSOCKET) {
         if (pt__websocket(c, n, what, ch) != 0) return -1;
+    } else if (type == PT_CHANNEL_HTTP_PROXY) {
+        if (pt__proxy(c, n, what, ch) != 0) return -1;
+    } else if (type == PT_CHANNEL_AMQP_BUS) {
+        if (pt__bus(c, n, what, ch) != 0) return -1;
     } else if (type == PT_CHANNEL_REST) {
         snprintf(key, sizeof key, "%s.service", what);
         if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
@@ -233,7 +442,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         if (pt_yaml_string(&c->y, df, key, &ch->data_format) != 0) return -1;
         if (strcmp(ch->data_format, "json") != 0)
             return pt_yaml_fail(&c->y, df, "%s: only \"json\" is supported", key);
-    } else {
+    } else if (!prefixed) {
         ch->data_format = strdup("json");
     }
     yaml_node_t *sec = pt_yaml_get(&c->y, n, "security");
@@ -251,23 +460,26 @@ static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *c
 
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"rest", "gateway", "amqp", "websocket", NULL};
-    static const char *const kinds[] = {"rest", "gateway", "websocket"};
+    static const char *const keys[] = {"rest",       "gateway",  "amqp", "websocket",
+                                       "http_proxy", "amqp_bus", NULL};
     static const pt_channel_type_t types[] = {PT_CHANNEL_REST, PT_CHANNEL_GATEWAY,
-                                              PT_CHANNEL_WEBSOCKET};
+                                              PT_CHANNEL_WEBSOCKET, PT_CHANNEL_HTTP_PROXY,
+                                              PT_CHANNEL_AMQP_BUS};
+    enum { n_types = sizeof types / sizeof types[0] };
     if (pt_yaml_check_keys(&c->y, n, "channels", keys) != 0) return -1;
-    yaml_node_t *lists[3] = {pt_yaml_get(&c->y, n, "rest"), pt_yaml_get(&c->y, n, "gateway"),
-                             pt_yaml_get(&c->y, n, "websocket")};
+    yaml_node_t *lists[n_types];
     size_t total = 0;
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < n_types; t++) {
+        lists[t] = pt_yaml_get(&c->y, n, pt__channel_kind(types[t]));
         if (!lists[t] || pt_yaml_is_null(lists[t])) continue;
         if (lists[t]->type != YAML_SEQUENCE_NODE)
-            return pt_yaml_fail(&c->y, lists[t], "channels.%s: expected a list", kinds[t]);
+            return pt_yaml_fail(&c->y, lists[t], "channels.%s: expected a list",
+                                pt__channel_kind(types[t]));
         total += (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
     }
     cfg->channels = calloc(total ? total : 1, sizeof *cfg->channels);
     if (!cfg->channels) return pt_yaml_fail(&c->y, n, "out of memory");
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < n_types; t++) {
         if (!lists[t] || pt_yaml_is_null(lists[t])) continue;
         size_t len =
             (size_t)(lists[t]->data.sequence.items.top - lists[t]->data.sequence.items.start);
@@ -475,10 +687,48 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
     return 0;
 }
 
+/* outgoing.http[]: {name, targets, time-outs, keepalive} for self.out.http */
+static int pt__http_out(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
+{
+    static const char *const keys[] = {"name",      "targets",   "connect_timeout",
+                                       "timeout",   "fail_timeout", "max_fails",
+                                       "keepalive", "resolve_ttl",  NULL};
+    if (list->type != YAML_SEQUENCE_NODE)
+        return pt_yaml_fail(&c->y, list, "outgoing.http: expected a list");
+    size_t len = pt_yaml_len(list);
+    if (!(cfg->http_out = calloc(len ? len : 1, sizeof *cfg->http_out)))
+        return pt_yaml_fail(&c->y, list, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = pt_yaml_item(&c->y, list, i);
+        pt_upstream_cfg_t *u = &cfg->http_out[cfg->n_http_out++];
+        char what[64], key[96];
+        yaml_node_t *v;
+        snprintf(what, sizeof what, "outgoing.http[%zu]", i);
+        if (pt_yaml_check_keys(&c->y, item, what, keys) != 0) return -1;
+        snprintf(key, sizeof key, "%s.name", what);
+        if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, item, "name"), key, &u->name) != 0 ||
+            pt__upstream(c, item, what, NULL, 1, u) != 0)
+            return -1;
+        /* timeout: the whole answer's read time-out, as services think of it */
+        snprintf(key, sizeof key, "%s.timeout", what);
+        if ((v = pt_yaml_get(&c->y, item, "timeout")) &&
+            pt__duration(c, v, key, &u->read_timeout_ms) != 0)
+            return -1;
+        if (u->read_timeout_ms == 0) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
+        for (size_t j = 0; j + 1 < cfg->n_http_out; j++)
+            if (strcmp(cfg->http_out[j].name, u->name) == 0)
+                return pt_yaml_fail(&c->y, item, "outgoing HTTP connection name '%s' is used twice",
+                                    u->name);
+    }
+    return 0;
+}
+
 static int pt__outgoing(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"amqp", NULL};
+    static const char *const keys[] = {"amqp", "http", NULL};
     if (pt_yaml_check_keys(&c->y, n, "outgoing", keys) != 0) return -1;
+    yaml_node_t *http = pt_yaml_get(&c->y, n, "http");
+    if (http && !pt_yaml_is_null(http) && pt__http_out(c, http, cfg) != 0) return -1;
     yaml_node_t *list = pt_yaml_get(&c->y, n, "amqp");
     if (!list || pt_yaml_is_null(list)) return 0;
     if (list->type != YAML_SEQUENCE_NODE)
@@ -759,8 +1009,15 @@ void pt_config_free(pt_config_t *cfg)
         free(ch->data_format);
         free(ch->ws_token_param);
         pt__free_list(ch->service_list, ch->n_service_list);
+        for (size_t j = 0; j < ch->n_upstreams; j++)
+            pt__upstream_free(&ch->upstreams[j]);
+        free(ch->upstreams);
+        pt_amqp_endpoint_free(&ch->bus_ep);
     }
     free(cfg->channels);
+    for (size_t i = 0; i < cfg->n_http_out; i++)
+        pt__upstream_free(&cfg->http_out[i]);
+    free(cfg->http_out);
     pt_security_free(cfg->security);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);

@@ -1,7 +1,9 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
 #include "pt_log.h"
+#include "pt_bus.h"
 #include "pt_lua.h"
+#include "pt_proxy.h"
 #include "pt_ratelimit.h"
 #include "pt_security.h"
 #include "pt_ws.h"
@@ -24,9 +26,29 @@ static void pt__dispatch(pt_conn_t *c);
 static void pt__read_off(pt_conn_t *c);
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra);
 
-static const char *pt__reason(int status)
+const char *pt_http_reason(int status)
 {
     switch (status) {
+    case 101:
+        return "Switching Protocols";
+    case 206:
+        return "Partial Content";
+    case 303:
+        return "See Other";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 406:
+        return "Not Acceptable";
+    case 410:
+        return "Gone";
+    case 412:
+        return "Precondition Failed";
+    case 417:
+        return "Expectation Failed";
+    case 426:
+        return "Upgrade Required";
     case 100:
         return "Continue";
     case 200:
@@ -112,6 +134,7 @@ void pt_http_close(pt_conn_t *c)
     if (c->closing) return;
     c->closing = 1;
     c->reading = 0;
+    if (c->proxy) pt_proxy_abort(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, pt__on_handle_closed);
@@ -153,6 +176,7 @@ static void pt__on_timer(uv_timer_t *t)
         break;
     case PT_CONN_HEAD:
     case PT_CONN_BODY:
+        if (c->proxy) pt_proxy_abort(c);
         pt__read_off(c);
         c->state = PT_CONN_HANDLE;
         c->close_after = 1;
@@ -161,12 +185,15 @@ static void pt__on_timer(uv_timer_t *t)
         break;
     case PT_CONN_HANDLE:
     case PT_CONN_WS:
+    case PT_CONN_HELD:
+    case PT_CONN_TUNNEL:
         break;
     }
 }
 
 static void pt__timer(pt_conn_t *c, uint64_t ms)
 {
+    if (c->closing) return;
     c->deadline = uv_now(&c->w->loop) + ms;
     if (c->timer_due && c->timer_due <= c->deadline)
         return; /* fires no later than needed and re-arms then */
@@ -204,6 +231,7 @@ static int pt__on_message_begin(llhttp_t *p)
     c->service[0] = '\0';
     c->username[0] = '\0';
     c->started_ns = 0;
+    c->proxied = 0;
     pt__timer(c, c->w->cfg->header_timeout_ms);
     return 0;
 }
@@ -279,6 +307,24 @@ static void pt__on_continue_written(uv_write_t *req, int status)
     free(req);
 }
 
+/* Non-zero when the request goes to an http_proxy channel: its body then
+ * streams to the target instead of being read whole first. */
+static int pt__proxied(pt_conn_t *c)
+{
+    const pt_router_t *r = c->w->router;
+    if (!pt_router_has_proxy(r)) return 0;
+    const char *url = c->head.data ? c->head.data : "";
+    const char *q = memchr(url, '?', c->url_len);
+    size_t path_len = q ? (size_t)(q - url) : c->url_len;
+    char stackbuf[2048];
+    char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
+    pt_route_match_t m;
+    if (!buf) return 0;
+    int rc = pt_router_match(r, llhttp_get_method(&c->parser), url, path_len, "", 0, buf, &m);
+    if (buf != stackbuf) free(buf);
+    return rc == 0 && m.channel->type == PT_CHANNEL_HTTP_PROXY;
+}
+
 static int pt__on_headers_complete(llhttp_t *p)
 {
     pt_conn_t *c = p->data;
@@ -290,11 +336,13 @@ static int pt__on_headers_complete(llhttp_t *p)
     } else {
         pt_cid_new(c->cid);
     }
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes) {
+    c->proxied = pt__proxied(c);
+    if (!c->proxied && (p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes) {
         c->error_status = 413;
         return -1;
     }
-    if (p->upgrade) c->close_after = 1; /* no protocol switch here: answer, then close */
+    /* no protocol switch here (a proxied one goes to the target): answer, then close */
+    if (p->upgrade) c->close_after = 1;
     int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     h = pt__find_header(c, "expect");
     if (h) {
@@ -310,6 +358,12 @@ static int pt__on_headers_complete(llhttp_t *p)
                 free(req);
         }
     }
+    if (c->proxied) {
+        /* parsing waits here until a target is connected (pt_http_release) */
+        pt__timer_off(c);
+        c->state = PT_CONN_HELD;
+        return HPE_PAUSED;
+    }
     c->state = PT_CONN_BODY;
     pt__timer(c, cfg->body_timeout_ms);
     return 0;
@@ -318,6 +372,7 @@ static int pt__on_headers_complete(llhttp_t *p)
 static int pt__on_body(llhttp_t *p, const char *at, size_t len)
 {
     pt_conn_t *c = p->data;
+    if (c->proxied) return c->proxy ? pt_proxy_body(c, at, len) : 0;
     if (c->body.len + len > c->w->cfg->max_body_bytes) {
         c->error_status = 413;
         return -1;
@@ -330,7 +385,11 @@ static int pt__on_message_complete(llhttp_t *p)
     pt_conn_t *c = p->data;
     pt__timer_off(c);
     c->state = PT_CONN_HANDLE;
-    c->started_ns = uv_hrtime();
+    if (c->proxied) {
+        if (c->proxy) pt_proxy_request_end(c);
+    } else {
+        c->started_ns = uv_hrtime();
+    }
     return HPE_PAUSED;
 }
 
@@ -362,7 +421,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static int pt__read_on(pt_conn_t *c)
 {
-    if (c->reading) return 0;
+    if (c->reading || c->hold_reads) return 0;
     c->reading = 1;
     return uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read);
 }
@@ -381,7 +440,7 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
         if (from_pending) c->pending.len = c->pending_off = 0;
         return;
     }
-    if (err == HPE_PAUSED) {
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
         if (from_pending) {
             c->pending_off += used;
@@ -389,9 +448,11 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
             c->pending.len = c->pending_off = 0;
             pt_buf_append(&c->pending, data + used, len - used);
         }
-        pt__dispatch(c);
+        /* a proxied request's end: pt_proxy was told by the parser callback */
+        if (!c->proxied || c->state == PT_CONN_HELD) pt__dispatch(c);
         return;
     }
+    if (c->proxy) pt_proxy_abort(c);
     pt__read_off(c);
     pt__timer_off(c);
     int status = c->error_status ? c->error_status : 400;
@@ -435,7 +496,11 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
-    if (c->state == PT_CONN_HANDLE) {
+    if (c->state == PT_CONN_TUNNEL) {
+        pt_proxy_tunnel_data(c, buf->base, (size_t)nread);
+        return;
+    }
+    if (c->state == PT_CONN_HANDLE || c->state == PT_CONN_HELD) {
         if (c->pending_off == c->pending.len) c->pending.len = c->pending_off = 0;
         pt_buf_append(&c->pending, buf->base, (size_t)nread);
         if (c->pending.len - c->pending_off > PT__PENDING_MAX) pt__read_off(c);
@@ -538,6 +603,8 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
 {
     pt__observe(c, status, body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
+    /* answered before the whole request was read: the rest cannot be parsed */
+    if (c->state == PT_CONN_HELD || c->state == PT_CONN_BODY) c->close_after = 1;
     int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
     int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
     size_t cap =
@@ -550,7 +617,7 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     char *o = wr->data;
     o +=
         sprintf(o, "HTTP/1.%d %d %s\r\n%sContent-Length: %zu\r\nX-Correlation-Id: %s\r\n",
-                http10 ? 0 : 1, status, pt__reason(status), pt_worker_date(c->w), body_len, c->cid);
+                http10 ? 0 : 1, status, pt_http_reason(status), pt_worker_date(c->w), body_len, c->cid);
     if (ctype) o += sprintf(o, "Content-Type: %s\r\n", ctype);
     if (c->close_after)
         o += sprintf(o, "Connection: close\r\n");
@@ -595,9 +662,15 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     }
 }
 
+void pt_http_send_error(pt_conn_t *c, int status, const char *msg, const char *extra)
+{
+    pt__send_error(c, status, msg, extra);
+}
+
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra)
 {
     pt_buf_t b = {0};
+    if (c->proxy) pt_proxy_abort(c);
     pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
     pt_buf_json_escape(&b, msg, strlen(msg));
     pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->cid);
@@ -610,6 +683,115 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     else
         pt_http_close(c);
     pt_buf_free(&b);
+}
+
+/* ---- streamed responses (pt_proxy) ---- */
+
+#define PT__OUT_LOW (64 * 1024)
+
+static void pt__on_stream_written(uv_write_t *req, int status)
+{
+    pt__write_t *wr = (pt__write_t *)req;
+    pt_conn_t *c = wr->c; /* write callbacks come before the close callback */
+    c->out_queued -= wr->len;
+    free(wr);
+    if (c->closing) return;
+    if (status < 0) {
+        pt_http_close(c);
+        return;
+    }
+    if (c->end_pending && c->out_queued == 0) {
+        c->end_pending = 0;
+        pt__written(c, 0);
+        return;
+    }
+    if (c->proxy && c->out_queued < PT__OUT_LOW) pt_proxy_client_drained(c);
+}
+
+int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (c->closing) return -1;
+    size_t total = 0, done = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (total == 0) return 0;
+    if (c->out_queued == 0) {
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r == (int)total) return 0;
+        if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+            pt_http_close(c);
+            return -1;
+        }
+        done = r > 0 ? (size_t)r : 0;
+    }
+    pt__write_t *wr = malloc(sizeof *wr + total - done);
+    if (!wr) {
+        pt_http_close(c);
+        return -1;
+    }
+    size_t skip = done, o = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(wr->data + o, bufs[i].base + skip, len - skip);
+        o += len - skip;
+        skip = 0;
+    }
+    wr->c = c;
+    wr->len = o;
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)o);
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, pt__on_stream_written) != 0) {
+        free(wr);
+        pt_http_close(c);
+        return -1;
+    }
+    c->out_queued += o;
+    return 0;
+}
+
+void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes)
+{
+    if (!c->started_ns) c->started_ns = uv_hrtime();
+    pt__observe(c, status, (size_t)bytes);
+    c->hold_reads = 0;
+    if (c->closing) return;
+    if (c->state != PT_CONN_HANDLE) c->close_after = 1; /* the request was not read whole */
+    if (c->state == PT_CONN_TUNNEL) c->state = PT_CONN_HANDLE;
+    if (c->out_queued == 0)
+        pt__written(c, 0);
+    else
+        c->end_pending = 1;
+}
+
+void pt_http_reading(pt_conn_t *c, int on)
+{
+    if (c->closing) return;
+    if (!on) {
+        c->hold_reads = 1;
+        pt__read_off(c);
+        if (c->state == PT_CONN_BODY) pt__timer_off(c);
+        return;
+    }
+    c->hold_reads = 0;
+    if (c->state == PT_CONN_BODY) pt__timer(c, c->w->cfg->body_timeout_ms);
+    if (pt__read_on(c) != 0) pt_http_close(c);
+}
+
+void pt_http_release(pt_conn_t *c)
+{
+    if (c->closing || c->state != PT_CONN_HELD) return;
+    c->state = PT_CONN_BODY;
+    pt__timer(c, c->w->cfg->body_timeout_ms);
+    llhttp_resume(&c->parser);
+    /* fed even when nothing is pending: a request without a body ends here */
+    if (c->pending.len > c->pending_off)
+        pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
+    else
+        pt__feed(c, "", 0, 0);
+    if (!c->closing && c->state != PT_CONN_LINGER && pt__read_on(c) != 0) pt_http_close(c);
 }
 
 /* ---- dispatch ---- */
@@ -626,6 +808,53 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     if (c->closing) return;
     pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
                 res->body_len);
+}
+
+static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
+{
+    pt_conn_t *c = ud;
+    c->in_service = 0;
+    pt_metrics_add(&c->w->metrics.in_flight, -1);
+    if (c->dead) {
+        pt__free(c);
+        return;
+    }
+    if (c->closing) return;
+    if (res->error)
+        pt__send_error(c, res->status, res->error, NULL);
+    else
+        pt__respond(c, res->status, res->content_type, NULL, 0, res->body, res->body_len);
+}
+
+/* An amqp_bus request: published without Lua, answered from the reply. */
+static void pt__bus(pt_conn_t *c, const pt_route_match_t *m, const char *path, size_t path_len,
+                    const char *query, size_t query_len)
+{
+    size_t ct_len = 0;
+    const char *ct = pt_http_header(c, "content-type", &ct_len);
+    pt_bus_request_t req = {
+        .channel = m->channel,
+        .exchange = m->service,
+        .rest = m->rest,
+        .rest_len = m->rest_len,
+        .method = llhttp_method_name(llhttp_get_method(&c->parser)),
+        .query = query,
+        .query_len = query_len,
+        .content_type = ct,
+        .content_type_len = ct_len,
+        .body = c->body.data ? c->body.data : "",
+        .body_len = c->body.len,
+        .cid = c->cid,
+    };
+    (void)path;
+    (void)path_len;
+    c->in_service = 1;
+    pt_metrics_add(&c->w->metrics.in_flight, 1);
+    if (pt_bus_send(c->w, &req, pt__on_bus_done, c) != 0) {
+        c->in_service = 0;
+        pt_metrics_add(&c->w->metrics.in_flight, -1);
+        pt__send_error(c, 500, "cannot queue the message", NULL);
+    }
 }
 
 /* ---- security and rate limits, before any Lua ---- */
@@ -751,8 +980,27 @@ static void pt__dispatch(pt_conn_t *c)
         snprintf(extra, sizeof extra, "Allow: %s\r\n",
                  pt_router_allow_header(m.allow, allow, sizeof allow));
         pt__send_error(c, 405, "method not allowed on this channel", extra);
+    } else if ((m.channel->type == PT_CHANNEL_HTTP_PROXY) != (c->state == PT_CONN_HELD)) {
+        /* a reload changed the channels between the headers and the body */
+        c->close_after = 1;
+        pt__send_error(c, 503, "the configuration changed during the request: try again", NULL);
     } else if (pt__secure(c, m.channel, query, query_len, &sec) != 0) {
         /* refused, or dispatched again once a password check is done */
+    } else if (m.channel->type == PT_CHANNEL_HTTP_PROXY) {
+        if (!m.listed) {
+            snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
+            pt__send_error(c, 404, msg, NULL);
+        } else {
+            pt_proxy_start(c, &m, sec.hide_header);
+        }
+    } else if (m.channel->type == PT_CHANNEL_AMQP_BUS) {
+        if (!m.listed) {
+            snprintf(msg, sizeof msg, "service '%s' is not on this channel's service_list",
+                     m.service);
+            pt__send_error(c, 403, msg, NULL);
+        } else {
+            pt__bus(c, &m, url, path_len, query, query_len);
+        }
     } else if (m.channel->type == PT_CHANNEL_WEBSOCKET) {
         int status = pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
         if (status == 426)

@@ -24,6 +24,8 @@ typedef enum {
     PT_CONN_HANDLE,   /* the request is with a service or being written */
     PT_CONN_LINGER,   /* response sent, write side shut: drain input, then close */
     PT_CONN_WS,       /* upgraded: bytes go to pt_ws */
+    PT_CONN_HELD,     /* proxied: parsing waits at the end of the headers for the target */
+    PT_CONN_TUNNEL,   /* proxied upgrade: bytes go to the target as they are */
 } pt_conn_state_t;
 
 struct pt_conn_s {
@@ -58,6 +60,11 @@ struct pt_conn_s {
     char service[PT_SERVICE_NAME_MAX + 1];
     char username[256]; /* the authenticated user, "" when none */
     struct pt_ws_s *ws; /* set once upgraded to a WebSocket */
+    struct pt_proxy_s *proxy; /* the request is being proxied (pt_proxy) */
+    int proxied;              /* this request goes to an http_proxy channel */
+    int hold_reads;           /* pt_http_reading(c, 0): the target is slow */
+    size_t out_queued;        /* bytes of pt_http_write still in uv_write */
+    int end_pending;          /* pt_http_response_end waits for out_queued to reach 0 */
 };
 
 /* Accepts a connection from the worker's listener. */
@@ -66,6 +73,30 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener);
 /* The value of the first request header called name (any case), its length
  * in *len; NULL when there is none. Valid while the request is. */
 const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len);
+
+/* Answers with a JSON error body {"error": {status, message, cid}}; extra
+ * holds more "Name: value\r\n" lines or is NULL. */
+void pt_http_send_error(pt_conn_t *c, int status, const char *msg, const char *extra);
+
+/* The reason phrase of status ("Unknown" for codes it does not know). */
+const char *pt_http_reason(int status);
+
+/* Writes n buffers to the client as they are (copied when they cannot go at
+ * once). Returns 0, or -1 after closing the connection. c->out_queued says
+ * how much waits; pt_proxy_client_drained is called when it falls low. */
+int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n);
+
+/* A streamed response is complete (status and body bytes for the metrics and
+ * the access log): once the queued bytes are out, the connection goes on to
+ * the next request, or closes when c->close_after is set. */
+void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes);
+
+/* Stops (0) or resumes (1) reading from the client; the body time-out does
+ * not run while stopped. */
+void pt_http_reading(pt_conn_t *c, int on);
+
+/* A held request goes on: its body is parsed (pt_proxy_body) as it comes. */
+void pt_http_release(pt_conn_t *c);
 
 /* Closes a connection now (no response). */
 void pt_http_close(pt_conn_t *c);

@@ -1,10 +1,11 @@
 #include "pt_metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PT__INDEX_SLOTS (PT_METRICS_MAX_SERIES * 2)
+#define PT__MAX_TARGET_SERIES 256
 
 /* Upper bounds of the latency buckets, in microseconds. */
 static const uint64_t pt__bounds_us[PT_METRICS_BUCKETS] = {
@@ -14,12 +15,26 @@ static const char *const pt__bounds_text[PT_METRICS_BUCKETS] = {
     "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
     "0.1",    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
 
+static int pt__table_init(pt_metrics_table_t *t, size_t max)
+{
+    t->series = calloc(max, sizeof *t->series);
+    t->index = calloc(max * 2, sizeof *t->index);
+    return t->series && t->index ? 0 : -1;
+}
+
+static void pt__table_free(pt_metrics_table_t *t)
+{
+    free(t->series);
+    free(t->index);
+    t->series = NULL;
+    t->index = NULL;
+}
+
 int pt_metrics_init(pt_metrics_t *m)
 {
     memset(m, 0, sizeof *m);
-    m->series = calloc(PT_METRICS_MAX_SERIES, sizeof *m->series);
-    m->index = calloc(PT__INDEX_SLOTS, sizeof *m->index);
-    if (!m->series || !m->index) {
+    if (pt__table_init(&m->requests, PT_METRICS_MAX_SERIES) != 0 ||
+        pt__table_init(&m->targets, PT__MAX_TARGET_SERIES) != 0) {
         pt_metrics_free(m);
         return -1;
     }
@@ -28,10 +43,8 @@ int pt_metrics_init(pt_metrics_t *m)
 
 void pt_metrics_free(pt_metrics_t *m)
 {
-    free(m->series);
-    free(m->index);
-    m->series = NULL;
-    m->index = NULL;
+    pt__table_free(&m->requests);
+    pt__table_free(&m->targets);
 }
 
 static uint32_t pt__hash(const char *a, const char *b, int status)
@@ -45,36 +58,37 @@ static uint32_t pt__hash(const char *a, const char *b, int status)
     return (h ^ (uint32_t)status) * 16777619u;
 }
 
-void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *service, int status,
-                        uint64_t duration_us)
+static void pt__observe(pt_metrics_t *m, pt_metrics_table_t *t, size_t max, const char *channel,
+                        const char *service, int status, uint64_t duration_us)
 {
     channel = channel ? channel : "";
     service = service ? service : "";
-    uint32_t slot = pt__hash(channel, service, status) % PT__INDEX_SLOTS;
+    size_t slots = max * 2;
+    uint32_t slot = pt__hash(channel, service, status) % slots;
     pt_metrics_series_t *s = NULL;
     for (;;) {
-        int32_t i = m->index[slot];
+        int32_t i = t->index[slot];
         if (i == 0) break;
-        pt_metrics_series_t *c = &m->series[i - 1];
+        pt_metrics_series_t *c = &t->series[i - 1];
         if (c->status == status && strcmp(c->service, service) == 0 &&
             strcmp(c->channel, channel) == 0) {
             s = c;
             break;
         }
-        slot = (slot + 1) % PT__INDEX_SLOTS;
+        slot = (slot + 1) % slots;
     }
     if (!s) {
-        size_t n = m->n_series;
-        if (n == PT_METRICS_MAX_SERIES) {
+        size_t n = t->n_series;
+        if (n == max) {
             pt_metrics_add(&m->dropped, 1);
             return;
         }
-        s = &m->series[n];
+        s = &t->series[n];
         snprintf(s->channel, sizeof s->channel, "%s", channel);
         snprintf(s->service, sizeof s->service, "%s", service);
         s->status = status;
-        m->index[slot] = (int32_t)n + 1;
-        __atomic_store_n(&m->n_series, n + 1, __ATOMIC_RELEASE);
+        t->index[slot] = (int32_t)n + 1;
+        __atomic_store_n(&t->n_series, n + 1, __ATOMIC_RELEASE);
     }
     int b = 0;
     while (b < PT_METRICS_BUCKETS && duration_us > pt__bounds_us[b])
@@ -82,6 +96,18 @@ void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *servic
     pt_metrics_add(&s->count, 1);
     pt_metrics_add(&s->sum_us, (int64_t)duration_us);
     if (b < PT_METRICS_BUCKETS) pt_metrics_add(&s->buckets[b], 1);
+}
+
+void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *service, int status,
+                        uint64_t duration_us)
+{
+    pt__observe(m, &m->requests, PT_METRICS_MAX_SERIES, channel, service, status, duration_us);
+}
+
+void pt_metrics_target(pt_metrics_t *m, const char *upstream, const char *target, int ok,
+                       uint64_t duration_us)
+{
+    pt__observe(m, &m->targets, PT__MAX_TARGET_SERIES, upstream, target, ok ? 1 : 0, duration_us);
 }
 
 static uint64_t pt__load(const uint64_t *p)
@@ -117,18 +143,22 @@ static int pt__cmp(const void *a, const void *b)
     return c ? c : x->status - y->status;
 }
 
-void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_process_t *proc,
-                       pt_buf_t *out)
+/* The series of one table in every worker, summed by key and sorted. */
+static pt__merged_t *pt__merge(pt_metrics_t *const *workers, size_t n, size_t table_off,
+                               size_t *out_n)
 {
     size_t total = 0, k = 0;
-    for (size_t w = 0; w < n; w++)
-        total += __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
-    pt__merged_t *all = calloc(total ? total : 1, sizeof *all);
-    if (!all) return;
     for (size_t w = 0; w < n; w++) {
-        size_t ns = __atomic_load_n(&workers[w]->n_series, __ATOMIC_ACQUIRE);
+        const pt_metrics_table_t *t = (const void *)((const char *)workers[w] + table_off);
+        total += __atomic_load_n(&t->n_series, __ATOMIC_ACQUIRE);
+    }
+    pt__merged_t *all = calloc(total ? total : 1, sizeof *all);
+    if (!all) return NULL;
+    for (size_t w = 0; w < n; w++) {
+        const pt_metrics_table_t *t = (const void *)((const char *)workers[w] + table_off);
+        size_t ns = __atomic_load_n(&t->n_series, __ATOMIC_ACQUIRE);
         for (size_t i = 0; i < ns && k < total; i++) {
-            const pt_metrics_series_t *s = &workers[w]->series[i];
+            const pt_metrics_series_t *s = &t->series[i];
             pt__merged_t *d = &all[k++];
             d->channel = s->channel;
             d->service = s->service;
@@ -152,20 +182,15 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
             all[m++] = all[i];
         }
     }
+    *out_n = m;
+    return all;
+}
 
-    pt_buf_puts(out, "# HELP portico_requests_total Requests answered, by channel, service and "
-                     "status.\n# TYPE portico_requests_total counter\n");
-    for (size_t i = 0; i < m; i++) {
-        pt_buf_puts(out, "portico_requests_total{");
-        pt__label(out, "channel", all[i].channel, 1);
-        pt__label(out, "service", all[i].service, 0);
-        pt_buf_printf(out, ",status=\"%d\"} %llu\n", all[i].status,
-                      (unsigned long long)all[i].count);
-    }
-
-    pt_buf_puts(out, "# HELP portico_request_duration_seconds Time from the end of the request "
-                     "to the response, by channel and service.\n"
-                     "# TYPE portico_request_duration_seconds histogram\n");
+/* A latency histogram per (first, second) key of merged series. */
+static void pt__histogram(pt_buf_t *out, const char *metric, const char *help, const char *l1,
+                          const char *l2, const pt__merged_t *all, size_t m)
+{
+    pt_buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", metric, help, metric);
     for (size_t i = 0; i < m;) {
         uint64_t buckets[PT_METRICS_BUCKETS] = {0}, count = 0, sum_us = 0;
         size_t j = i;
@@ -180,17 +205,17 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
         uint64_t cumulative = 0;
         for (int b = 0; b <= PT_METRICS_BUCKETS; b++) {
             cumulative = b < PT_METRICS_BUCKETS ? cumulative + buckets[b] : count;
-            pt_buf_puts(out, "portico_request_duration_seconds_bucket{");
-            pt__label(out, "channel", all[i].channel, 1);
-            pt__label(out, "service", all[i].service, 0);
+            pt_buf_printf(out, "%s_bucket{", metric);
+            pt__label(out, l1, all[i].channel, 1);
+            pt__label(out, l2, all[i].service, 0);
             pt__label(out, "le", b < PT_METRICS_BUCKETS ? pt__bounds_text[b] : "+Inf", 0);
             pt_buf_printf(out, "} %llu\n", (unsigned long long)cumulative);
         }
         const char *suffix[2] = {"_sum", "_count"};
         for (int x = 0; x < 2; x++) {
-            pt_buf_printf(out, "portico_request_duration_seconds%s{", suffix[x]);
-            pt__label(out, "channel", all[i].channel, 1);
-            pt__label(out, "service", all[i].service, 0);
+            pt_buf_printf(out, "%s%s{", metric, suffix[x]);
+            pt__label(out, l1, all[i].channel, 1);
+            pt__label(out, l2, all[i].service, 0);
             if (x == 0)
                 pt_buf_printf(out, "} %.6f\n", (double)sum_us / 1e6);
             else
@@ -198,6 +223,43 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
         }
         i = j;
     }
+}
+
+void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_process_t *proc,
+                       pt_buf_t *out)
+{
+    size_t m = 0;
+    pt__merged_t *all = pt__merge(workers, n, offsetof(pt_metrics_t, requests), &m);
+    if (!all) return;
+    pt_buf_puts(out, "# HELP portico_requests_total Requests answered, by channel, service and "
+                     "status.\n# TYPE portico_requests_total counter\n");
+    for (size_t i = 0; i < m; i++) {
+        pt_buf_puts(out, "portico_requests_total{");
+        pt__label(out, "channel", all[i].channel, 1);
+        pt__label(out, "service", all[i].service, 0);
+        pt_buf_printf(out, ",status=\"%d\"} %llu\n", all[i].status,
+                      (unsigned long long)all[i].count);
+    }
+    pt__histogram(out, "portico_request_duration_seconds",
+                  "Time from the end of the request to the response, by channel and service.",
+                  "channel", "service", all, m);
+    free(all);
+
+    all = pt__merge(workers, n, offsetof(pt_metrics_t, targets), &m);
+    if (!all) return;
+    pt_buf_puts(out, "# HELP portico_upstream_requests_total Exchanges with upstream targets "
+                     "(proxied services and outgoing.http), by result.\n"
+                     "# TYPE portico_upstream_requests_total counter\n");
+    for (size_t i = 0; i < m; i++) {
+        pt_buf_puts(out, "portico_upstream_requests_total{");
+        pt__label(out, "upstream", all[i].channel, 1);
+        pt__label(out, "target", all[i].service, 0);
+        pt_buf_printf(out, ",result=\"%s\"} %llu\n", all[i].status ? "ok" : "error",
+                      (unsigned long long)all[i].count);
+    }
+    pt__histogram(out, "portico_upstream_request_duration_seconds",
+                  "Time from the start of an exchange with an upstream target to its end.",
+                  "upstream", "target", all, m);
     free(all);
 
     uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0, ws = 0;

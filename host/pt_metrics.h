@@ -26,11 +26,17 @@ typedef struct {
     uint64_t buckets[PT_METRICS_BUCKETS]; /* not cumulative; summed on render */
 } pt_metrics_series_t;
 
+/* A table of series keyed by two names and a status. */
 typedef struct {
     pt_metrics_series_t *series;
-    size_t n_series;  /* published with release */
-    int32_t *index;   /* worker-private hash: slot -> series + 1 */
-    uint64_t dropped; /* observations past PT_METRICS_MAX_SERIES */
+    size_t n_series; /* published with release */
+    int32_t *index;  /* worker-private hash: slot -> series + 1 */
+} pt_metrics_table_t;
+
+typedef struct {
+    pt_metrics_table_t requests; /* channel, service, status */
+    pt_metrics_table_t targets;  /* upstream, target, 1 ok / 0 failed */
+    uint64_t dropped;            /* observations past PT_METRICS_MAX_SERIES */
     /* gauges and counters of the worker */
     uint64_t in_flight;
     uint64_t connections_open;
@@ -45,6 +51,10 @@ void pt_metrics_free(pt_metrics_t *m);
 /* Counts one answered request (worker thread only). NULL names count as "". */
 void pt_metrics_observe(pt_metrics_t *m, const char *channel, const char *service, int status,
                         uint64_t duration_us);
+
+/* Counts one exchange with an upstream's target (worker thread only). */
+void pt_metrics_target(pt_metrics_t *m, const char *upstream, const char *target, int ok,
+                       uint64_t duration_us);
 
 /* Adds delta to a gauge or counter of m (worker thread only). */
 static inline void pt_metrics_add(uint64_t *counter, int64_t delta)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PT__MAX_SEGMENTS 32
+#define PT__MAX_SEGMENTS 128
 
 typedef struct {
     char *text; /* literal text, or the capture's name */
@@ -25,7 +25,13 @@ typedef struct {
 struct pt_router_s {
     pt__route_t *routes;
     size_t n_routes;
+    int has_proxy;
 };
+
+static int pt__prefixed(const pt__route_t *rt)
+{
+    return rt->channel->type == PT_CHANNEL_HTTP_PROXY || rt->channel->type == PT_CHANNEL_AMQP_BUS;
+}
 
 static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_t errlen)
 {
@@ -53,6 +59,7 @@ static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_
         if (!slash) break;
         p = slash + 1;
     }
+    if (rt->n_segs == 1 && rt->segs[0].len == 0) rt->n_segs = 0; /* prefix "/" */
     if (ch->type == PT_CHANNEL_GATEWAY && rt->service_seg < 0) {
         snprintf(err, errlen, "channel '%s': a gateway url_path needs a {service} segment",
                  ch->name);
@@ -71,6 +78,7 @@ int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t e
     }
     for (size_t i = 0; i < cfg->n_channels; i++) {
         r->n_routes++;
+        r->has_proxy |= cfg->channels[i].type == PT_CHANNEL_HTTP_PROXY;
         if (pt__compile(&r->routes[i], &cfg->channels[i], err, errlen) != 0) {
             pt_router_free(r);
             return -1;
@@ -88,6 +96,11 @@ void pt_router_free(pt_router_t *r)
             free(r->routes[i].segs[j].text);
     free(r->routes);
     free(r);
+}
+
+int pt_router_has_proxy(const pt_router_t *r)
+{
+    return r->has_proxy;
 }
 
 int pt_router_valid_service_name(const char *name, size_t len)
@@ -122,6 +135,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
     struct {
         const char *p;
         size_t len;
+        const char *raw; /* where the segment starts in path */
     } segs[PT__MAX_SEGMENTS];
     int n_segs = 0;
     size_t o = 0;
@@ -154,6 +168,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
         }
         segs[n_segs].p = buf + o;
         segs[n_segs].len = (size_t)n;
+        segs[n_segs].raw = p;
         n_segs++;
         o += (size_t)n;
         if (!slash) break;
@@ -161,9 +176,9 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
     }
 
     const pt__route_t *hit = NULL;
-    for (size_t i = 0; i < r->n_routes; i++) {
+    for (size_t i = 0; !hit && i < r->n_routes; i++) {
         const pt__route_t *rt = &r->routes[i];
-        if (rt->n_segs != n_segs) continue;
+        if (pt__prefixed(rt) || rt->n_segs != n_segs) continue;
         int ok = 1;
         for (int s = 0; ok && s < n_segs; s++) {
             if (rt->segs[s].capture)
@@ -178,6 +193,42 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
             break;
         }
         m->allow |= rt->channel->methods;
+    }
+    /* prefix channels: the prefix, then the service, then anything */
+    for (size_t i = 0; !hit && !m->allow && i < r->n_routes; i++) {
+        const pt__route_t *rt = &r->routes[i];
+        if (!pt__prefixed(rt) || n_segs <= rt->n_segs) continue;
+        int ok = 1;
+        for (int s = 0; ok && s < rt->n_segs; s++)
+            ok = rt->segs[s].len == segs[s].len &&
+                 memcmp(rt->segs[s].text, segs[s].p, segs[s].len) == 0;
+        if (!ok) continue;
+        if (!(rt->channel->methods & (1ull << method))) {
+            m->allow |= rt->channel->methods;
+            continue;
+        }
+        size_t k = (size_t)rt->n_segs;
+        if (!pt_router_valid_service_name(segs[k].p, segs[k].len)) {
+            m->error = "malformed service name";
+            return 400;
+        }
+        memcpy(m->name_buf, segs[k].p, segs[k].len);
+        m->name_buf[segs[k].len] = '\0';
+        m->channel = rt->channel;
+        m->service = m->name_buf;
+        m->rest = k + 1 < (size_t)n_segs ? segs[k + 1].raw - 1 : path + path_len;
+        m->rest_len = (size_t)(path + path_len - m->rest);
+        if (rt->channel->type == PT_CHANNEL_HTTP_PROXY) {
+            for (size_t u = 0; u < rt->channel->n_upstreams; u++)
+                if (strcmp(rt->channel->upstreams[u].name, m->name_buf) == 0)
+                    m->upstream = &rt->channel->upstreams[u];
+            m->listed = m->upstream != NULL;
+        } else {
+            m->listed = rt->channel->n_service_list == 0;
+            for (size_t u = 0; u < rt->channel->n_service_list; u++)
+                if (strcmp(rt->channel->service_list[u], m->name_buf) == 0) m->listed = 1;
+        }
+        return 0;
     }
     if (!hit) return m->allow ? 405 : 404;
 

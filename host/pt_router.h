@@ -1,4 +1,6 @@
 /* pt_router: maps a method and a raw request path to a channel.
+ * Exact paths and templates win over prefix channels (http_proxy, amqp_bus),
+ * whose next segment after the prefix names the service.
  * The path is split on '/' and each segment percent-decoded on its own, so an
  * encoded slash never joins segments and no encoding gets round a literal
  * match or an allowlist. Dot segments, NULs and control bytes are refused. */
@@ -24,7 +26,11 @@ typedef struct {
     pt_route_param_t params[PT_ROUTE_MAX_PARAMS];
     int n_params;
     const char *service; /* the service to run: REST channel's, or the gateway's checked name */
-    int listed;          /* gateway: the name is on the allowlist; REST: 1 */
+    int listed;          /* gateway: the name is on the allowlist; REST: 1; http_proxy:
+                            the channel has the service; amqp_bus: the exchange is allowed */
+    const pt_upstream_cfg_t *upstream; /* http_proxy: the service's targets, when listed */
+    const char *rest; /* prefix channels: the raw path after the service ("" or "/a/b"), */
+    size_t rest_len;  /* pointing into the caller's path */
     uint64_t allow;      /* on 405: the methods the path accepts */
     const char *error;   /* on 400: why */
     char name_buf[PT_SERVICE_NAME_MAX + 1];
@@ -43,6 +49,10 @@ void pt_router_free(pt_router_t *r);
  * 404 (no channel) or 405 (m->allow holds the accepted methods). */
 int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
                     const char *query, size_t query_len, char *buf, pt_route_match_t *m);
+
+/* Non-zero when some channel is an http_proxy: requests are then routed
+ * when their headers are in, so a proxied body can stream. */
+int pt_router_has_proxy(const pt_router_t *r);
 
 /* Non-zero when name is a well-formed service name: [A-Za-z0-9_][A-Za-z0-9._-]*,
  * at most PT_SERVICE_NAME_MAX bytes. */

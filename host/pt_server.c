@@ -3,6 +3,7 @@
 #include "pt_admin.h"
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
+#include "pt_bus.h"
 #include "pt_log.h"
 
 #include <errno.h>
@@ -221,6 +222,7 @@ int pt_server_run(const char *config_path)
     uv_sem_t started;
     struct sockaddr_storage addr;
     pt_amqp_t *amqp = NULL;
+    pt_bus_t *bus = NULL;
     pt_amqp_channels_t *amqp_channels = NULL;
 
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
@@ -249,7 +251,7 @@ int pt_server_run(const char *config_path)
     }
     /* Before the workers, so services find their connections; a broker that
      * is down does not stop the start. */
-    if (pt_amqp_start(cfg, &amqp) != 0) {
+    if (pt_amqp_start(cfg, &amqp) != 0 || pt_bus_start(cfg, &bus) != 0) {
         fprintf(stderr, "portico: cannot start the AMQP connection threads\n");
         goto done;
     }
@@ -314,6 +316,8 @@ int pt_server_run(const char *config_path)
     pt_amqp_channels_stop(amqp_channels);
     pt_amqp_stop(amqp);
     amqp = NULL;
+    pt_bus_stop(bus);
+    bus = NULL;
     for (int i = 0; i < s.n_workers; i++)
         pt_worker_join(&s.workers[i]);
     pt_amqp_channels_free(amqp_channels);
@@ -329,6 +333,7 @@ int pt_server_run(const char *config_path)
     free(s.workers);
 done:
     pt_amqp_stop(amqp);
+    pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     uv_run(s.loop, UV_RUN_DEFAULT);
     uv_loop_close(s.loop);

@@ -2,6 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_http.h"
 #include "pt_log.h"
+#include "pt_upstream.h"
 #include "pt_ws.h"
 
 #include <arpa/inet.h>
@@ -95,6 +96,8 @@ static void pt__maybe_finish(pt_worker_t *w)
     pt__end_messages(w);
     if (!uv_is_closing((uv_handle_t *)&w->flush_check))
         uv_close((uv_handle_t *)&w->flush_check, NULL);
+    pt_upstreams_retire(w->upstreams); /* idle upstream connections close */
+    w->upstreams = NULL;
 }
 
 /* Once per loop iteration: the access log lines of all requests it ended. */
@@ -139,6 +142,13 @@ static void pt__on_msg(uv_async_t *a)
             w->router = m->snap->router;
             w->max_conns = pt__max_conns(w);
             pt_log_set_level(w->cfg->log_level);
+            pt_upstreams_t *ups = pt_upstreams_new(&w->loop, w->snap, &w->metrics);
+            if (ups) { /* exchanges in flight finish on the old set */
+                pt_upstreams_retire(w->upstreams);
+                w->upstreams = ups;
+            } else {
+                pt_log_error("out of memory: the upstreams keep their previous config");
+            }
             pt_snapshot_release(old);
             break;
         }
@@ -289,6 +299,10 @@ static void pt__run(void *arg)
     }
     if (rc == 0 && pt_lua_new(w->cfg, w->id, &w->lua, w->start_err, sizeof w->start_err) != 0)
         rc = -1;
+    if (rc == 0 && !(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
+        snprintf(w->start_err, sizeof w->start_err, "out of memory");
+        rc = -1;
+    }
     if (rc == 0 && (rc = pt__listen(w)) != 0)
         snprintf(w->start_err, sizeof w->start_err, "cannot listen on %s:%d: %s",
                  w->cfg->listen_host, w->cfg->listen_port, uv_strerror(rc));
@@ -303,6 +317,8 @@ static void pt__run(void *arg)
         uv_close((uv_handle_t *)&w->flush_check, NULL);
         if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
             uv_close((uv_handle_t *)&w->listener, NULL);
+        pt_upstreams_retire(w->upstreams);
+        w->upstreams = NULL;
         uv_run(&w->loop, UV_RUN_DEFAULT);
     } else {
         uv_run(&w->loop, UV_RUN_DEFAULT);

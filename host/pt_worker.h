@@ -59,6 +59,7 @@ typedef struct pt_worker_s {
     int start_rc;
     char start_err[512];
     pt_lua_t *lua;
+    struct pt_upstreams_s *upstreams; /* targets, pools and health of w->snap's upstreams */
     pt_conn_t *conns; /* every open connection, doubly linked */
     void *ws_list;    /* pt_ws's own list of upgraded connections */
     size_t n_conns;

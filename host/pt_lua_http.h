@@ -1,0 +1,40 @@
+/* pt_lua_http: the outgoing HTTP primitive of portico.host, under the Lua
+ * module lua/portico/http.lua (self.out.http[name]:get(...) and the rest):
+ *
+ *   host.http_request(name, head, body, retry, head_only, timeout_ms, max_body)
+ *       -> status, headers, body | nil, kind, detail
+ *     Sends one request to the outgoing.http connection called name (the
+ *     worker's pt_upstream of it) and yields the request's coroutine until
+ *     the whole answer is in. head: the request line and header lines, each
+ *     ending in CRLF, without Host and without the blank line (portico.http
+ *     builds and checks it; a malformed head raises). body: a string or nil.
+ *     retry: the method is idempotent, so a failed connection may be tried
+ *     again on another target. head_only: a HEAD request. timeout_ms: the
+ *     read time-out instead of the connection's (nil or 0: the config's).
+ *     max_body: the most response body bytes kept (default 16 MB).
+ *     On an answer: status (a number), headers (a table, lower-case names, a
+ *     repeated header joined with ", ") and body (a string). Otherwise nil,
+ *     kind, detail, kind one of "unknown" (no such connection; detail is the
+ *     message), "context" (called outside a request's own coroutine),
+ *     "connect", "timeout", "broken", "too_large", "nomem", "cancelled".
+ *
+ * A call in flight keeps its exchange and the task: the task is resumed
+ * exactly once, from the worker's loop. */
+#ifndef PT_LUA_HTTP_H
+#define PT_LUA_HTTP_H
+
+#include <lua.h>
+
+/* Adds the primitive to the table on top of L's stack (portico.host). */
+void pt_lua_http_register(lua_State *L);
+
+/* Ends every outgoing HTTP call of the worker running on this thread: each
+ * exchange is aborted and its service resumed with nil, "cancelled" (a
+ * worker whose drain time-out passed need not wait for slow backends).
+ * Worker thread only; calls on other workers are untouched. */
+void pt_lua_http_cancel_all(void);
+
+/* Number of outgoing HTTP calls in flight on this thread's worker. */
+size_t pt_lua_http_in_flight(void);
+
+#endif

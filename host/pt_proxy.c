@@ -1,0 +1,370 @@
+#include "pt_proxy.h"
+#include "pt_log.h"
+#include "pt_upstream.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PT__OUT_HIGH (256 * 1024) /* answer bytes queued to the client that pause the target */
+
+struct pt_proxy_s {
+    pt_conn_t *c;
+    pt_upx_t *x;
+    int chunked_req;  /* the client's body came chunked: it goes chunked */
+    int chunked_resp; /* the answer goes to the client chunked */
+    int head_only;    /* HEAD, 204, 304: no answer body */
+    int tunnel;       /* after a 101 */
+    int status;
+    uint64_t bytes; /* answer body bytes passed on */
+    int paused;     /* the target's answer is paused for a slow client */
+};
+
+/* ---- headers ---- */
+
+static int pt__is(const char *p, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    return len == n && strncasecmp(p, name, n) == 0;
+}
+
+/* Non-zero when the comma-separated token list v names token. */
+static int pt__token_in(const char *v, size_t len, const char *token, size_t tlen)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+        size_t start = i;
+        while (i < len && v[i] != ',') i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+        if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Hop-by-hop: never forwarded (RFC 9110 7.6.1), nor what Connection names. */
+static int pt__hop(const char *name, size_t len, const char *conn_v, size_t conn_len)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                      "trailer",    "transfer-encoding", "upgrade", NULL};
+    for (const char *const *h = hop; *h; h++)
+        if (pt__is(name, len, *h)) return 1;
+    return conn_v && pt__token_in(conn_v, conn_len, name, len);
+}
+
+static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    pt_buf_append(b, name, nlen);
+    pt_buf_append(b, ": ", 2);
+    pt_buf_append(b, value, vlen);
+    pt_buf_append(b, "\r\n", 2);
+}
+
+/* ---- the answer ---- */
+
+static void pt__free(pt_proxy_t *px)
+{
+    if (px->c && px->c->proxy == px) px->c->proxy = NULL;
+    free(px);
+}
+
+static void pt__on_ready(void *ud)
+{
+    pt_proxy_t *px = ud;
+    /* the body can be read now: a failed connect before this loses nothing */
+    pt_http_release(px->c);
+}
+
+static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n,
+                       int64_t content_length, int chunked)
+{
+    pt_proxy_t *px = ud;
+    pt_conn_t *c = px->c;
+    const char *conn_v = NULL;
+    size_t conn_len = 0;
+    int has_cid = 0;
+    (void)chunked;
+    for (size_t i = 0; i < n; i++) {
+        if (pt__is(hs[i].name, hs[i].name_len, "connection")) {
+            conn_v = hs[i].value;
+            conn_len = hs[i].value_len;
+        }
+        has_cid |= pt__is(hs[i].name, hs[i].name_len, "x-correlation-id");
+    }
+    int method = llhttp_get_method(&c->parser);
+    int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+    px->status = status;
+    px->tunnel = status == 101;
+    px->head_only = method == HTTP_HEAD || status == 204 || status == 304;
+    if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
+    if (c->state != PT_CONN_HANDLE && !px->tunnel) c->close_after = 1; /* answered early */
+
+    pt_buf_t b = {0};
+    pt_buf_printf(&b, "HTTP/1.%d %d %s\r\n", http10 ? 0 : 1, status, pt_http_reason(status));
+    for (size_t i = 0; i < n; i++) {
+        if (pt__hop(hs[i].name, hs[i].name_len, conn_v, conn_len)) continue;
+        if (pt__is(hs[i].name, hs[i].name_len, "content-length")) continue; /* framed below */
+        pt__line(&b, hs[i].name, hs[i].name_len, hs[i].value, hs[i].value_len);
+    }
+    if (!has_cid) pt_buf_printf(&b, "X-Correlation-Id: %s\r\n", c->cid);
+    if (px->tunnel) {
+        for (size_t i = 0; i < n; i++)
+            if (pt__is(hs[i].name, hs[i].name_len, "upgrade"))
+                pt__line(&b, "Upgrade", 7, hs[i].value, hs[i].value_len);
+        pt_buf_puts(&b, "Connection: upgrade\r\n");
+    } else {
+        if (content_length >= 0)
+            pt_buf_printf(&b, "Content-Length: %lld\r\n", (long long)content_length);
+        else if (!px->head_only && !http10)
+            px->chunked_resp = 1;
+        else if (!px->head_only)
+            c->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+        if (px->chunked_resp) pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+        if (c->close_after)
+            pt_buf_puts(&b, "Connection: close\r\n");
+        else if (http10)
+            pt_buf_puts(&b, "Connection: keep-alive\r\n");
+    }
+    pt_buf_append(&b, "\r\n", 2);
+    if (!b.data) return -1;
+    uv_buf_t buf = uv_buf_init(b.data, (unsigned)b.len);
+    int rc = pt_http_write(c, &buf, 1);
+    pt_buf_free(&b);
+    if (rc != 0) return -1; /* c is closing; pt_proxy_abort ran */
+    if (px->tunnel) {
+        /* from here on both sides are bytes: what the client sent after its
+         * handshake goes first */
+        c->state = PT_CONN_TUNNEL;
+        if (c->pending.len > c->pending_off) {
+            pt_upx_write(px->x, c->pending.data + c->pending_off, c->pending.len - c->pending_off);
+            c->pending.len = c->pending_off = 0;
+        }
+        pt_http_reading(c, 1);
+    }
+    return 0;
+}
+
+static void pt__on_body(void *ud, const char *data, size_t len)
+{
+    pt_proxy_t *px = ud;
+    pt_conn_t *c = px->c;
+    if (px->head_only && !px->tunnel) return;
+    px->bytes += len;
+    int rc;
+    if (px->chunked_resp) {
+        char size[24];
+        int sn = snprintf(size, sizeof size, "%zx\r\n", len);
+        uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn), uv_buf_init((char *)data, (unsigned)len),
+                            uv_buf_init("\r\n", 2)};
+        rc = pt_http_write(c, bufs, 3);
+    } else {
+        uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+        rc = pt_http_write(c, &buf, 1);
+    }
+    if (rc != 0) return; /* closing: the exchange was aborted */
+    if (c->out_queued >= PT__OUT_HIGH && !px->paused) {
+        px->paused = 1;
+        pt_upx_pause(px->x, 1);
+    }
+}
+
+static void pt__on_drain(void *ud)
+{
+    pt_proxy_t *px = ud;
+    pt_http_reading(px->c, 1);
+}
+
+static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
+{
+    pt_proxy_t *px = ud;
+    pt_conn_t *c = px->c;
+    int status = px->status, started = status != 0;
+    uint64_t bytes = px->bytes;
+    int chunked = px->chunked_resp;
+    px->x = NULL;
+    pt__free(px); /* c->proxy is NULL from here on */
+    if (!started) {
+        int code = err == PT_UPX_TIMEOUT ? 504 : err == PT_UPX_NOMEM ? 500 : 502;
+        pt_http_send_error(c, code, msg ? msg : "the target failed", NULL);
+        return;
+    }
+    if (err != PT_UPX_OK) {
+        pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg ? msg : "the target failed",
+                     strlen(msg ? msg : "the target failed"));
+        pt_http_close(c); /* the answer is cut short: the client must see it */
+        return;
+    }
+    if (chunked) {
+        uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+        if (pt_http_write(c, &end, 1) != 0) return;
+    }
+    pt_http_response_end(c, status, bytes);
+}
+
+static const pt_upx_handler_t pt__handler = {
+    .on_ready = pt__on_ready,
+    .on_head = pt__on_head,
+    .on_body = pt__on_body,
+    .on_drain = pt__on_drain,
+    .on_done = pt__on_done,
+};
+
+/* ---- the request ---- */
+
+static void pt__client_ip(pt_conn_t *c, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    out[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, out, outlen);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, out, outlen);
+}
+
+void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_header)
+{
+    pt_worker_t *w = c->w;
+    pt_upstream_t *u = pt_upstreams_find(w->upstreams, m->upstream, NULL);
+    if (!u) {
+        pt_http_send_error(c, 503, "the service's targets are not ready: try again", NULL);
+        return;
+    }
+    pt_proxy_t *px = calloc(1, sizeof *px);
+    pt_buf_t b = {0};
+    if (!px) {
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    px->c = c;
+    int method = llhttp_get_method(&c->parser);
+    const char *url = c->head.data;
+    const char *q = memchr(url, '?', c->url_len);
+
+    /* METHOD /rest?query HTTP/1.1 */
+    pt_buf_printf(&b, "%s ", llhttp_method_name((llhttp_method_t)method));
+    if (m->rest_len)
+        pt_buf_append(&b, m->rest, m->rest_len);
+    else
+        pt_buf_append(&b, "/", 1);
+    if (q) pt_buf_append(&b, q, (size_t)(url + c->url_len - q));
+    pt_buf_puts(&b, " HTTP/1.1\r\n");
+
+    size_t conn_len = 0, host_len = 0, xff_len = 0;
+    const char *conn_v = pt_http_header(c, "connection", &conn_len);
+    const char *host = pt_http_header(c, "host", &host_len);
+    const char *xff = NULL;
+    int upgrade = c->parser.upgrade;
+    for (size_t i = 0; i < c->n_headers; i++) {
+        const pt_http_header_t *h = &c->headers[i];
+        const char *name = c->head.data + h->name_off, *value = c->head.data + h->value_off;
+        if (pt__hop(name, h->name_len, conn_v, conn_len)) continue;
+        if (pt__is(name, h->name_len, "host") || pt__is(name, h->name_len, "content-length") ||
+            pt__is(name, h->name_len, "expect") || pt__is(name, h->name_len, "x-correlation-id") ||
+            pt__is(name, h->name_len, "x-forwarded-proto") ||
+            pt__is(name, h->name_len, "x-forwarded-host") ||
+            (hide_header && pt__is(name, h->name_len, hide_header)))
+            continue;
+        if (pt__is(name, h->name_len, "x-forwarded-for")) {
+            if (!xff) {
+                xff = value;
+                xff_len = h->value_len;
+            }
+            continue;
+        }
+        pt__line(&b, name, h->name_len, value, h->value_len);
+    }
+    char ip[64];
+    pt__client_ip(c, ip, sizeof ip);
+    if (xff)
+        pt_buf_printf(&b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, ip);
+    else
+        pt_buf_printf(&b, "X-Forwarded-For: %s\r\n", ip);
+    pt_buf_puts(&b, "X-Forwarded-Proto: http\r\n");
+    if (host) pt_buf_printf(&b, "X-Forwarded-Host: %.*s\r\n", (int)host_len, host);
+    pt_buf_printf(&b, "X-Correlation-Id: %s\r\nVia: 1.1 portico\r\n", c->cid);
+    if (c->parser.flags & F_CHUNKED) {
+        px->chunked_req = 1;
+        pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
+    } else if (c->parser.flags & F_CONTENT_LENGTH) {
+        pt_buf_printf(&b, "Content-Length: %llu\r\n", (unsigned long long)c->parser.content_length);
+    }
+    if (upgrade) {
+        size_t up_len = 0;
+        const char *up = pt_http_header(c, "upgrade", &up_len);
+        if (up) pt_buf_printf(&b, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)up_len, up);
+    }
+    if (!b.data) {
+        free(px);
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    int idempotent = method == HTTP_GET || method == HTTP_HEAD || method == HTTP_PUT ||
+                     method == HTTP_DELETE || method == HTTP_OPTIONS || method == HTTP_TRACE;
+    c->started_ns = uv_hrtime();
+    c->proxy = px;
+    int rc = pt_upx_start(u, b.data, b.len, idempotent, method == HTTP_HEAD, 0, &pt__handler, px,
+                          &px->x);
+    pt_buf_free(&b);
+    if (rc != 0) {
+        c->proxy = NULL;
+        free(px);
+        pt_http_send_error(c, 502, "no target of the service can be reached", NULL);
+    }
+}
+
+int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)
+{
+    pt_proxy_t *px = c->proxy;
+    int rc;
+    if (!px || !px->x) return 0;
+    if (px->chunked_req) {
+        char size[24];
+        int sn = snprintf(size, sizeof size, "%zx\r\n", len);
+        rc = pt_upx_write(px->x, size, (size_t)sn);
+        rc |= pt_upx_write(px->x, data, len);
+        rc |= pt_upx_write(px->x, "\r\n", 2);
+    } else {
+        rc = pt_upx_write(px->x, data, len);
+    }
+    if (rc) pt_http_reading(c, 0); /* the target is slower than the client: wait for on_drain */
+    return 0;
+}
+
+void pt_proxy_request_end(pt_conn_t *c)
+{
+    pt_proxy_t *px = c->proxy;
+    if (!px || !px->x) return;
+    if (px->chunked_req) pt_upx_write(px->x, "0\r\n\r\n", 5);
+    pt_upx_end_request(px->x);
+}
+
+void pt_proxy_client_drained(pt_conn_t *c)
+{
+    pt_proxy_t *px = c->proxy;
+    if (!px || !px->x || !px->paused) return;
+    px->paused = 0;
+    pt_upx_pause(px->x, 0);
+}
+
+void pt_proxy_tunnel_data(pt_conn_t *c, const char *data, size_t len)
+{
+    pt_proxy_t *px = c->proxy;
+    if (!px || !px->x) return;
+    if (pt_upx_write(px->x, data, len)) pt_http_reading(c, 0);
+}
+
+void pt_proxy_abort(pt_conn_t *c)
+{
+    pt_proxy_t *px = c->proxy;
+    if (!px) return;
+    c->proxy = NULL;
+    if (px->x) pt_upx_abort(px->x);
+    px->x = NULL;
+    px->c = NULL;
+    free(px);
+}

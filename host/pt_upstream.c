@@ -1,0 +1,936 @@
+#include "pt_upstream.h"
+#include "pt_log.h"
+#include "pt_util.h"
+
+#include <llhttp.h>
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__IDLE_MS 60000         /* an idle keep-alive connection is closed after this */
+#define PT__HIGH_WATER (256 * 1024) /* queued request bytes that ask the caller to wait */
+#define PT__LOW_WATER (64 * 1024)
+#define PT__MAX_HEAD (64 * 1024) /* response header bytes */
+
+typedef struct pt__conn_s pt__conn_t;
+
+typedef struct {
+    pt_upstream_t *up;
+    const pt_target_cfg_t *cfg;
+    struct sockaddr_storage addr;
+    int have_addr;
+    int literal;          /* an IP literal: never resolved again */
+    uint64_t resolved_at; /* loop time */
+    int resolving;
+    pt_upx_t *waiting; /* exchanges waiting for the first resolution */
+    int fails;
+    uint64_t down_until; /* loop time; 0: up */
+    pt__conn_t *idle;    /* idle keep-alive connections */
+    int n_idle;
+} pt__target_t;
+
+struct pt_upstream_s {
+    pt_upstreams_t *set;
+    const pt_upstream_cfg_t *cfg;
+    int outgoing; /* an outgoing.http entry: found by name */
+    pt__target_t *targets;
+    size_t rr;
+};
+
+struct pt_upstreams_s {
+    uv_loop_t *loop;
+    pt_snapshot_t *snap; /* the config the upstreams point into */
+    pt_metrics_t *metrics;
+    pt_upstream_t *ups;
+    size_t n;
+    size_t refs; /* the owner, every live connection, exchange and name lookup */
+    int retired;
+    char read_buf[64 * 1024];
+};
+
+/* What the connection's one timer is counting. */
+typedef enum {
+    PT__T_NONE = 0,
+    PT__T_CONNECT, /* connect_timeout */
+    PT__T_READY,   /* 0 ms: an idle connection was taken; tell the caller from the loop */
+    PT__T_READ,    /* read_timeout (or the target not reading the request) */
+    PT__T_IDLE,    /* an idle keep-alive connection is closed */
+    PT__T_FAIL,    /* 0 ms: report a failure the caller caused from its own stack */
+} pt__tmode_t;
+
+struct pt__conn_s {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    int handles;
+    int closing;
+    pt__tmode_t tmode;
+    pt__target_t *t;
+    pt_upstreams_t *set;
+    pt_upx_t *x; /* the exchange it is leased to; NULL when idle */
+    pt__conn_t *next;
+    int reused; /* served an exchange before */
+    llhttp_t parser;
+};
+
+struct pt_upx_s {
+    pt_upstream_t *up;
+    pt__target_t *t;
+    pt__target_t *failed; /* the target of a failed first try */
+    pt__conn_t *conn;
+    const pt_upx_handler_t *h;
+    void *ud;
+    char *head;
+    size_t head_len;
+    uint64_t timeout_ms;
+    uint64_t started_ns;
+    size_t queued; /* request bytes in uv_write */
+    pt_upx_t *next_waiting;
+    int retry, tries, head_only;
+    int ready_called, body_sent, req_ended, paused, want_drain;
+    int got_head, upgraded, complete, reusable, busy, aborted, finished;
+    int in_header_field;
+    int starting; /* inside pt_upx_start: a failure is its return value, not on_done */
+    char errmsg[160];
+    pt_buf_t rhead;
+    struct {
+        uint32_t name_off, name_len, value_off, value_len;
+    } hdrs[128];
+    size_t n_hdrs;
+};
+
+typedef struct {
+    uv_write_t req;
+    pt__conn_t *conn;
+    size_t len;
+    char data[];
+} pt__write_t;
+
+static void pt__connect(pt_upx_t *x);
+static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, const char *msg, int health);
+
+/* ---- the set ---- */
+
+static void pt__set_unref(pt_upstreams_t *set)
+{
+    if (--set->refs > 0) return;
+    for (size_t i = 0; i < set->n; i++)
+        free(set->ups[i].targets);
+    free(set->ups);
+    if (set->snap) pt_snapshot_release(set->snap);
+    free(set);
+}
+
+static int pt__init_upstream(pt_upstreams_t *set, pt_upstream_t *u, const pt_upstream_cfg_t *cfg)
+{
+    u->set = set;
+    u->cfg = cfg;
+    if (!(u->targets = calloc(cfg->n_targets ? cfg->n_targets : 1, sizeof *u->targets))) return -1;
+    for (size_t i = 0; i < cfg->n_targets; i++) {
+        pt__target_t *t = &u->targets[i];
+        t->up = u;
+        t->cfg = &cfg->targets[i];
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&t->addr;
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&t->addr;
+        if (uv_ip4_addr(t->cfg->host, t->cfg->port, a4) == 0 ||
+            uv_ip6_addr(t->cfg->host, t->cfg->port, a6) == 0)
+            t->have_addr = t->literal = 1;
+    }
+    return 0;
+}
+
+pt_upstreams_t *pt_upstreams_new(uv_loop_t *loop, pt_snapshot_t *snap, pt_metrics_t *metrics)
+{
+    const pt_config_t *cfg = snap->cfg;
+    pt_upstreams_t *set = calloc(1, sizeof *set);
+    if (!set) return NULL;
+    set->snap = pt_snapshot_ref(snap);
+    set->loop = loop;
+    set->metrics = metrics;
+    set->refs = 1;
+    size_t n = cfg->n_http_out;
+    for (size_t i = 0; i < cfg->n_channels; i++)
+        n += cfg->channels[i].n_upstreams;
+    if (!(set->ups = calloc(n ? n : 1, sizeof *set->ups))) goto fail;
+    for (size_t i = 0; i < cfg->n_channels; i++)
+        for (size_t j = 0; j < cfg->channels[i].n_upstreams; j++)
+            if (pt__init_upstream(set, &set->ups[set->n++], &cfg->channels[i].upstreams[j]) != 0)
+                goto fail;
+    for (size_t i = 0; i < cfg->n_http_out; i++) {
+        set->ups[set->n].outgoing = 1;
+        if (pt__init_upstream(set, &set->ups[set->n++], &cfg->http_out[i]) != 0) goto fail;
+    }
+    return set;
+fail:
+    set->refs = 1;
+    pt__set_unref(set);
+    return NULL;
+}
+
+pt_upstream_t *pt_upstreams_find(pt_upstreams_t *set, const pt_upstream_cfg_t *cfg,
+                                 const char *name)
+{
+    if (!set) return NULL;
+    for (size_t i = 0; i < set->n; i++) {
+        if (cfg ? set->ups[i].cfg == cfg
+                : set->ups[i].outgoing && name && strcmp(set->ups[i].cfg->name, name) == 0)
+            return &set->ups[i];
+    }
+    return NULL;
+}
+
+const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u)
+{
+    return u->cfg;
+}
+
+/* ---- connections ---- */
+
+static void pt__on_conn_closed(uv_handle_t *h)
+{
+    pt__conn_t *conn = h->data;
+    if (--conn->handles > 0) return;
+    pt_upstreams_t *set = conn->set;
+    free(conn);
+    pt__set_unref(set);
+}
+
+static void pt__idle_remove(pt__conn_t *conn)
+{
+    pt__target_t *t = conn->t;
+    for (pt__conn_t **p = &t->idle; *p; p = &(*p)->next)
+        if (*p == conn) {
+            *p = conn->next;
+            t->n_idle--;
+            break;
+        }
+    conn->next = NULL;
+}
+
+static void pt__conn_close(pt__conn_t *conn)
+{
+    if (conn->closing) return;
+    conn->closing = 1;
+    if (!conn->x) pt__idle_remove(conn);
+    conn->x = NULL;
+    uv_close((uv_handle_t *)&conn->timer, pt__on_conn_closed);
+    uv_close((uv_handle_t *)&conn->tcp, pt__on_conn_closed);
+}
+
+void pt_upstreams_retire(pt_upstreams_t *set)
+{
+    if (!set) return;
+    set->retired = 1;
+    for (size_t i = 0; i < set->n; i++)
+        for (size_t j = 0; j < set->ups[i].cfg->n_targets; j++) {
+            pt__target_t *t = &set->ups[i].targets[j];
+            while (t->idle)
+                pt__conn_close(t->idle);
+        }
+    pt__set_unref(set);
+}
+
+static void pt__on_timer(uv_timer_t *tm);
+
+static void pt__timer(pt__conn_t *conn, pt__tmode_t mode, uint64_t ms)
+{
+    conn->tmode = mode;
+    uv_timer_start(&conn->timer, pt__on_timer, ms, 0);
+}
+
+static void pt__timer_off(pt__conn_t *conn)
+{
+    conn->tmode = PT__T_NONE;
+    uv_timer_stop(&conn->timer);
+}
+
+/* ---- finishing ---- */
+
+static void pt__free(pt_upx_t *x)
+{
+    pt_upstreams_t *set = x->up->set;
+    pt_buf_free(&x->rhead);
+    free(x->head);
+    free(x);
+    pt__set_unref(set);
+}
+
+/* Gives the connection back: to the idle list when it can serve again. */
+static void pt__release(pt_upx_t *x)
+{
+    pt__conn_t *conn = x->conn;
+    if (!conn) return;
+    x->conn = NULL;
+    conn->x = NULL;
+    pt__target_t *t = conn->t;
+    if (x->reusable && !conn->set->retired && t->n_idle < t->up->cfg->keepalive &&
+        !conn->closing) {
+        if (x->paused) /* an idle connection must see its peer close */
+            uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
+        conn->reused = 1;
+        conn->next = t->idle;
+        t->idle = conn;
+        t->n_idle++;
+        pt__timer(conn, PT__T_IDLE, PT__IDLE_MS);
+        return;
+    }
+    conn->x = x; /* so pt__conn_close does not look for it in the idle list */
+    pt__conn_close(conn);
+}
+
+static void pt__observe(pt_upx_t *x, int ok)
+{
+    if (!x->t || !x->up->set->metrics) return;
+    uint64_t us = (uv_hrtime() - x->started_ns) / 1000;
+    pt_metrics_target(x->up->set->metrics, x->up->cfg->name, x->t->cfg->display, ok, us);
+}
+
+static void pt__finish(pt_upx_t *x, pt_upx_err_t err, const char *msg)
+{
+    if (x->finished) return;
+    x->finished = 1;
+    pt__observe(x, err == PT_UPX_OK);
+    pt__release(x);
+    if (!x->aborted && !x->starting) x->h->on_done(x->ud, err, msg);
+    if (!x->busy) pt__free(x);
+}
+
+/* ---- health ---- */
+
+static void pt__health(pt__target_t *t, int ok)
+{
+    if (ok) {
+        t->fails = 0;
+        t->down_until = 0;
+        return;
+    }
+    if (++t->fails >= t->up->cfg->max_fails) {
+        uint64_t now = uv_now(t->up->set->loop);
+        if (!t->down_until || t->down_until <= now)
+            pt_log_warn("upstream %s: target %s is out for %llu ms", t->up->cfg->name,
+                        t->cfg->display, (unsigned long long)t->up->cfg->fail_timeout_ms);
+        t->down_until = now + t->up->cfg->fail_timeout_ms;
+    }
+}
+
+/* The next target in round-robin order that is up and not avoid. When all
+ * are out, the one that comes back first (a probe), unless it is avoid. */
+static pt__target_t *pt__pick(pt_upstream_t *u, const pt__target_t *avoid)
+{
+    size_t n = u->cfg->n_targets;
+    uint64_t now = uv_now(u->set->loop);
+    pt__target_t *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = (u->rr + i) % n;
+        pt__target_t *t = &u->targets[k];
+        if (t == avoid) continue;
+        if (t->down_until <= now) {
+            u->rr = k + 1;
+            return t;
+        }
+        if (!best || t->down_until < best->down_until) best = t;
+    }
+    return best;
+}
+
+/* ---- response parsing ---- */
+
+static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x || x->aborted) return -1;
+    if (!x->in_header_field) {
+        if (x->n_hdrs == sizeof x->hdrs / sizeof x->hdrs[0]) return -1;
+        x->hdrs[x->n_hdrs].name_off = (uint32_t)x->rhead.len;
+        x->hdrs[x->n_hdrs].name_len = 0;
+        x->hdrs[x->n_hdrs].value_len = 0;
+        x->n_hdrs++;
+        x->in_header_field = 1;
+    }
+    x->hdrs[x->n_hdrs - 1].name_len += (uint32_t)len;
+    return pt_buf_append(&x->rhead, at, len) || x->rhead.len > PT__MAX_HEAD ? -1 : 0;
+}
+
+static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x || x->aborted) return -1;
+    if (x->in_header_field) {
+        x->in_header_field = 0;
+        x->hdrs[x->n_hdrs - 1].value_off = (uint32_t)x->rhead.len;
+    }
+    x->hdrs[x->n_hdrs - 1].value_len += (uint32_t)len;
+    return pt_buf_append(&x->rhead, at, len) || x->rhead.len > PT__MAX_HEAD ? -1 : 0;
+}
+
+static int pt__on_headers_complete(llhttp_t *p)
+{
+    pt__conn_t *conn = p->data;
+    pt_upx_t *x = conn->x;
+    if (!x || x->aborted) return -1;
+    int status = p->status_code;
+    x->in_header_field = 0;
+    if (status >= 100 && status < 200 && status != 101) return 0; /* 1xx: skipped */
+    pt_upx_header_t hs[128];
+    for (size_t i = 0; i < x->n_hdrs; i++) {
+        hs[i].name = x->rhead.data + x->hdrs[i].name_off;
+        hs[i].name_len = x->hdrs[i].name_len;
+        hs[i].value = x->rhead.data + x->hdrs[i].value_off;
+        hs[i].value_len = x->hdrs[i].value_len;
+    }
+    x->got_head = 1;
+    pt__health(x->t, 1);
+    int64_t clen = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    if (status == 101) x->upgraded = 1;
+    if (x->h->on_head(x->ud, status, hs, x->n_hdrs, clen, (p->flags & F_CHUNKED) != 0) != 0 ||
+        x->aborted) {
+        x->aborted = 1;
+        return -1;
+    }
+    if (x->head_only) return 1;
+    return 0;
+}
+
+static int pt__on_body(llhttp_t *p, const char *at, size_t len)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x || x->aborted) return -1;
+    x->h->on_body(x->ud, at, len);
+    return x->aborted ? -1 : 0;
+}
+
+static int pt__on_message_begin(llhttp_t *p)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x) return -1;
+    x->n_hdrs = 0;
+    x->rhead.len = 0;
+    x->in_header_field = 0;
+    return 0;
+}
+
+static int pt__on_message_complete(llhttp_t *p)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x || x->aborted) return -1;
+    if (!x->got_head) return 0; /* a 1xx answer: the real one follows */
+    if (x->upgraded) return 0;  /* llhttp stops with HPE_PAUSED_UPGRADE */
+    x->complete = 1;
+    x->reusable = llhttp_should_keep_alive(p) && !x->upgraded;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t pt__settings = {
+    .on_message_begin = pt__on_message_begin,
+    .on_header_field = pt__on_header_field,
+    .on_header_value = pt__on_header_value,
+    .on_headers_complete = pt__on_headers_complete,
+    .on_body = pt__on_body,
+    .on_message_complete = pt__on_message_complete,
+};
+
+/* ---- reading ---- */
+
+static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    pt__conn_t *conn = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(conn->set->read_buf, sizeof conn->set->read_buf);
+}
+
+static void pt__read_timer(pt_upx_t *x)
+{
+    if (x->conn && x->req_ended && !x->paused && !x->upgraded)
+        pt__timer(x->conn, PT__T_READ, x->timeout_ms);
+}
+
+static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    pt__conn_t *conn = s->data;
+    pt_upx_t *x = conn->x;
+    if (!x) {
+        /* idle: the target closed it, or sent what nobody asked for */
+        if (nread != 0) pt__conn_close(conn);
+        return;
+    }
+    if (nread == 0) return;
+    if (x->upgraded && x->complete) {
+        if (nread < 0) {
+            x->reusable = 0;
+            pt__finish(x, PT_UPX_OK, NULL);
+            return;
+        }
+        x->busy = 1;
+        x->h->on_body(x->ud, buf->base, (size_t)nread);
+        x->busy = 0;
+        if (x->aborted || x->finished) {
+            x->finished = 1;
+            pt__release(x);
+            pt__free(x);
+        }
+        return;
+    }
+    if (nread < 0) {
+        if (x->got_head && llhttp_finish(&conn->parser) == HPE_OK && x->complete) {
+            x->reusable = 0;
+            pt__finish(x, PT_UPX_OK, NULL);
+            return;
+        }
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s closed the connection%s: %s", x->t->cfg->display,
+                 x->got_head ? " in the middle of the answer" : " before answering",
+                 uv_strerror((int)nread));
+        /* a kept-alive connection the target had given up on costs it nothing */
+        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        return;
+    }
+    pt__read_timer(x);
+    x->busy = 1;
+    llhttp_errno_t e = llhttp_execute(&conn->parser, buf->base, (size_t)nread);
+    x->busy = 0;
+    if (x->aborted || x->finished) {
+        if (!x->finished) {
+            x->finished = 1;
+            x->reusable = 0;
+            pt__release(x);
+        }
+        pt__free(x);
+        return;
+    }
+    if ((e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED) && x->upgraded) {
+        x->complete = 1;
+        pt__timer_off(conn);
+        const char *at = llhttp_get_error_pos(&conn->parser);
+        size_t used = at ? (size_t)(at - buf->base) : (size_t)nread;
+        if (used < (size_t)nread) {
+            x->busy = 1;
+            x->h->on_body(x->ud, buf->base + used, (size_t)nread - used);
+            x->busy = 0;
+            if (x->aborted || x->finished) {
+                x->finished = 1;
+                pt__release(x);
+                pt__free(x);
+            }
+        }
+        return;
+    }
+    if (e == HPE_PAUSED && x->complete) {
+        const char *at = llhttp_get_error_pos(&conn->parser);
+        if (at && at != buf->base + nread) x->reusable = 0; /* bytes nobody asked for */
+        if (!x->req_ended) x->reusable = 0;
+        pt__finish(x, PT_UPX_OK, NULL);
+        return;
+    }
+    if (e != HPE_OK) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s sent a malformed answer: %s", x->t->cfg->display,
+                 llhttp_get_error_reason(&conn->parser));
+        x->reusable = 0;
+        if (x->got_head)
+            pt__finish(x, PT_UPX_BROKEN, msg);
+        else
+            pt__attempt_failed(x, PT_UPX_BROKEN, msg, 1);
+    }
+}
+
+/* ---- writing ---- */
+
+static void pt__on_written(uv_write_t *req, int status)
+{
+    pt__write_t *wr = (pt__write_t *)req;
+    pt__conn_t *conn = wr->conn; /* write callbacks come before the close callback */
+    pt_upx_t *x = conn->x;
+    size_t len = wr->len;
+    free(wr);
+    if (!x || conn->closing || x->finished) return;
+    x->queued -= len;
+    if (status < 0) {
+        if (status == UV_ECANCELED) return;
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot write to %s: %s", x->t->cfg->display,
+                 uv_strerror(status));
+        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        return;
+    }
+    if (x->want_drain && x->queued < PT__LOW_WATER) {
+        x->want_drain = 0;
+        pt__read_timer(x);
+        if (x->conn && x->conn->tmode != PT__T_READ) pt__timer_off(x->conn);
+        x->h->on_drain(x->ud);
+    }
+}
+
+/* Writes len bytes to the exchange's connection; returns 0 or a libuv error. */
+static int pt__send(pt_upx_t *x, const char *data, size_t len)
+{
+    uv_stream_t *s = (uv_stream_t *)&x->conn->tcp;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write(s, &b, 1);
+    if (n == (int)len) return 0;
+    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) return n;
+    if (n < 0) n = 0;
+    pt__write_t *wr = malloc(sizeof *wr + len - (size_t)n);
+    if (!wr) return UV_ENOMEM;
+    wr->conn = x->conn;
+    wr->len = len - (size_t)n;
+    memcpy(wr->data, data + n, wr->len);
+    b = uv_buf_init(wr->data, (unsigned)wr->len);
+    int rc = uv_write(&wr->req, s, &b, 1, pt__on_written);
+    if (rc != 0) {
+        free(wr);
+        return rc;
+    }
+    x->queued += wr->len;
+    return 0;
+}
+
+/* Writes the head with this target's Host. */
+static int pt__send_head(pt_upx_t *x)
+{
+    const char *host = x->t->cfg->display;
+    size_t hl = strlen(host);
+    char stack[4096];
+    size_t n = x->head_len + hl + 10;
+    char *b = n <= sizeof stack ? stack : malloc(n);
+    if (!b) return UV_ENOMEM;
+    memcpy(b, x->head, x->head_len);
+    memcpy(b + x->head_len, "Host: ", 6);
+    memcpy(b + x->head_len + 6, host, hl);
+    memcpy(b + x->head_len + 6 + hl, "\r\n\r\n", 4);
+    int rc = pt__send(x, b, x->head_len + hl + 10);
+    if (b != stack) free(b);
+    return rc;
+}
+
+/* The connection is ready: head out, caller told (once). */
+static void pt__ready(pt_upx_t *x)
+{
+    pt__conn_t *conn = x->conn;
+    llhttp_init(&conn->parser, HTTP_RESPONSE, &pt__settings);
+    conn->parser.data = conn;
+    int rc = pt__send_head(x);
+    if (rc != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot write to %s: %s", x->t->cfg->display, uv_strerror(rc));
+        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        return;
+    }
+    pt__timer_off(conn);
+    pt__read_timer(x);
+    if (!x->ready_called) {
+        x->ready_called = 1;
+        x->h->on_ready(x->ud);
+    }
+}
+
+static void pt__on_timer(uv_timer_t *tm)
+{
+    pt__conn_t *conn = tm->data;
+    pt__tmode_t mode = conn->tmode;
+    conn->tmode = PT__T_NONE;
+    pt_upx_t *x = conn->x;
+    char msg[160];
+    switch (mode) {
+    case PT__T_IDLE:
+        pt__conn_close(conn);
+        break;
+    case PT__T_READY:
+        if (x) pt__ready(x);
+        break;
+    case PT__T_CONNECT:
+        if (!x) break;
+        snprintf(msg, sizeof msg, "connecting to %s timed out after %llu ms", x->t->cfg->display,
+                 (unsigned long long)x->up->cfg->connect_timeout_ms);
+        pt__attempt_failed(x, PT_UPX_TIMEOUT, msg, 1);
+        break;
+    case PT__T_READ:
+        if (!x) break;
+        snprintf(msg, sizeof msg, "%s did not answer within %llu ms", x->t->cfg->display,
+                 (unsigned long long)x->timeout_ms);
+        x->reusable = 0;
+        pt__health(x->t, 0);
+        pt__finish(x, PT_UPX_TIMEOUT, msg);
+        break;
+    case PT__T_FAIL:
+        if (x) pt__attempt_failed(x, PT_UPX_BROKEN, x->errmsg, 1);
+        break;
+    case PT__T_NONE:
+        break;
+    }
+}
+
+static void pt__on_connect(uv_connect_t *req, int status)
+{
+    pt__conn_t *conn = req->data;
+    free(req);
+    if (status == UV_ECANCELED || conn->closing) return;
+    pt_upx_t *x = conn->x;
+    if (!x) {
+        pt__conn_close(conn);
+        return;
+    }
+    if (status < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot connect to %s: %s", x->t->cfg->display,
+                 uv_strerror(status));
+        pt__attempt_failed(x, PT_UPX_CONNECT, msg, 1);
+        return;
+    }
+    uv_tcp_nodelay(&conn->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read) != 0) {
+        pt__attempt_failed(x, PT_UPX_CONNECT, "cannot read from the target", 1);
+        return;
+    }
+    pt__ready(x);
+}
+
+static void pt__open(pt_upx_t *x)
+{
+    pt__target_t *t = x->t;
+    pt_upstreams_t *set = x->up->set;
+    /* an idle connection first: the newest, whose peer is least likely to
+     * have given up on it */
+    if (t->idle) {
+        pt__conn_t *conn = t->idle;
+        pt__idle_remove(conn);
+        conn->x = x;
+        x->conn = conn;
+        pt__timer(conn, PT__T_READY, 0); /* callbacks never come from pt_upx_start */
+        return;
+    }
+    pt__conn_t *conn = calloc(1, sizeof *conn);
+    uv_connect_t *req = malloc(sizeof *req);
+    if (!conn || !req) {
+        free(conn);
+        free(req);
+        pt__finish(x, PT_UPX_NOMEM, "out of memory");
+        return;
+    }
+    conn->set = set;
+    conn->t = t;
+    conn->x = x;
+    set->refs++;
+    uv_tcp_init(set->loop, &conn->tcp);
+    uv_timer_init(set->loop, &conn->timer);
+    conn->tcp.data = conn->timer.data = conn;
+    conn->handles = 2;
+    x->conn = conn;
+    req->data = conn;
+    int rc = uv_tcp_connect(req, &conn->tcp, (struct sockaddr *)&t->addr, pt__on_connect);
+    if (rc != 0) {
+        free(req);
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot connect to %s: %s", t->cfg->display, uv_strerror(rc));
+        pt__attempt_failed(x, PT_UPX_CONNECT, msg, 1);
+        return;
+    }
+    pt__timer(conn, PT__T_CONNECT, x->up->cfg->connect_timeout_ms);
+}
+
+/* ---- names ---- */
+
+static void pt__on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    pt__target_t *t = req->data;
+    pt_upstreams_t *set = t->up->set;
+    free(req);
+    t->resolving = 0;
+    if (status == 0 && res) {
+        memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+        if (t->addr.ss_family == AF_INET)
+            ((struct sockaddr_in *)&t->addr)->sin_port = htons((uint16_t)t->cfg->port);
+        else
+            ((struct sockaddr_in6 *)&t->addr)->sin6_port = htons((uint16_t)t->cfg->port);
+        t->have_addr = 1;
+        t->resolved_at = uv_now(set->loop);
+    } else if (!t->have_addr || status != 0) {
+        pt_log_warn("upstream %s: cannot resolve %s: %s", t->up->cfg->name, t->cfg->host,
+                    uv_strerror(status ? status : UV_EAI_NONAME));
+    }
+    if (res) uv_freeaddrinfo(res);
+    pt_upx_t *w = t->waiting;
+    t->waiting = NULL;
+    while (w) {
+        pt_upx_t *next = w->next_waiting;
+        w->next_waiting = NULL;
+        if (t->have_addr) {
+            pt__open(w);
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof msg, "cannot resolve %s: %s", t->cfg->host,
+                     uv_strerror(status ? status : UV_EAI_NONAME));
+            pt__attempt_failed(w, PT_UPX_CONNECT, msg, 1);
+        }
+        w = next;
+    }
+    pt__set_unref(set);
+}
+
+static int pt__resolve(pt__target_t *t)
+{
+    if (t->resolving) return 0;
+    pt_upstreams_t *set = t->up->set;
+    uv_getaddrinfo_t *req = malloc(sizeof *req);
+    if (!req) return -1;
+    req->data = t;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    char port[16];
+    snprintf(port, sizeof port, "%d", t->cfg->port);
+    if (uv_getaddrinfo(set->loop, req, pt__on_resolved, t->cfg->host, port, &hints) != 0) {
+        free(req);
+        return -1;
+    }
+    t->resolving = 1;
+    set->refs++;
+    return 0;
+}
+
+/* Picks a target and connects to it (or waits for its name). */
+static void pt__connect(pt_upx_t *x)
+{
+    pt_upstream_t *u = x->up;
+    pt__target_t *t = pt__pick(u, x->failed);
+    if (!t && x->failed && x->conn == NULL) t = x->failed; /* one target: a fresh connection */
+    if (!t) {
+        pt__finish(x, PT_UPX_CONNECT, "the upstream has no target");
+        return;
+    }
+    x->t = t;
+    if (!t->literal) {
+        uint64_t now = uv_now(u->set->loop);
+        int stale = !t->have_addr || now - t->resolved_at >= u->cfg->resolve_ttl_ms;
+        if (stale && pt__resolve(t) != 0 && !t->have_addr) {
+            pt__finish(x, PT_UPX_NOMEM, "cannot start resolving the target's name");
+            return;
+        }
+        if (!t->have_addr) { /* the first lookup: wait for it; later ones run behind */
+            x->next_waiting = t->waiting;
+            t->waiting = x;
+            return;
+        }
+    }
+    pt__open(x);
+}
+
+static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, const char *msg, int health)
+{
+    pt__target_t *t = x->t;
+    if (health && t) pt__health(t, 0);
+    if (x->conn) {
+        x->reusable = 0;
+        pt__release(x);
+    }
+    if (x->retry && x->tries == 0 && !x->body_sent && !x->got_head) {
+        x->tries++;
+        x->failed = t;
+        pt_log_info("upstream %s: %s; trying again", x->up->cfg->name, msg);
+        pt__connect(x);
+        return;
+    }
+    pt__finish(x, err, msg);
+}
+
+/* ---- the exchange API ---- */
+
+int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
+                 uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out)
+{
+    pt_upx_t *x = calloc(1, sizeof *x);
+    if (!x || !(x->head = malloc(head_len ? head_len : 1))) {
+        free(x);
+        return -1;
+    }
+    memcpy(x->head, head, head_len);
+    x->head_len = head_len;
+    x->up = u;
+    x->h = h;
+    x->ud = ud;
+    x->retry = retry;
+    x->head_only = head_only;
+    x->timeout_ms = timeout_ms ? timeout_ms : u->cfg->read_timeout_ms;
+    x->started_ns = uv_hrtime();
+    u->set->refs++;
+    *out = x;
+    x->starting = 1;
+    pt__connect(x);
+    x->starting = 0;
+    if (x->finished) { /* nothing reachable at once: the caller answers itself */
+        pt__free(x);
+        return -1;
+    }
+    return 0;
+}
+
+int pt_upx_write(pt_upx_t *x, const char *data, size_t len)
+{
+    if (x->finished || !x->conn || len == 0) return 0;
+    if (x->conn->tmode == PT__T_FAIL) return 1;
+    x->body_sent = 1;
+    int rc = pt__send(x, data, len);
+    if (rc != 0) {
+        /* reported from the loop: the caller is in the middle of feeding us */
+        snprintf(x->errmsg, sizeof x->errmsg, "cannot write to %s: %s", x->t->cfg->display,
+                 uv_strerror(rc));
+        x->reusable = 0;
+        pt__timer(x->conn, PT__T_FAIL, 0);
+        return 1;
+    }
+    if (x->queued >= PT__HIGH_WATER) {
+        if (!x->want_drain && x->conn)
+            pt__timer(x->conn, PT__T_READ, x->timeout_ms); /* the target must keep reading */
+        x->want_drain = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void pt_upx_end_request(pt_upx_t *x)
+{
+    if (x->finished) return;
+    x->req_ended = 1;
+    if (x->conn && x->conn->tmode != PT__T_READY && x->conn->tmode != PT__T_CONNECT)
+        pt__read_timer(x);
+}
+
+void pt_upx_pause(pt_upx_t *x, int paused)
+{
+    if (x->finished || x->paused == paused) return;
+    x->paused = paused;
+    pt__conn_t *conn = x->conn;
+    if (!conn || conn->tmode == PT__T_READY || conn->tmode == PT__T_CONNECT) return;
+    if (paused) {
+        uv_read_stop((uv_stream_t *)&conn->tcp);
+        if (conn->tmode == PT__T_READ) pt__timer_off(conn);
+    } else {
+        uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
+        pt__read_timer(x);
+    }
+}
+
+void pt_upx_abort(pt_upx_t *x)
+{
+    if (x->aborted) return;
+    x->aborted = 1;
+    x->reusable = 0;
+    if (x->t && !x->conn) /* maybe waiting for a name */
+        for (pt_upx_t **p = &x->t->waiting; *p; p = &(*p)->next_waiting)
+            if (*p == x) {
+                *p = x->next_waiting;
+                break;
+            }
+    if (x->busy) return; /* the parser loop frees it */
+    if (!x->finished) {
+        x->finished = 1;
+        pt__observe(x, 0);
+        pt__release(x);
+    }
+    pt__free(x);
+}
+
+const char *pt_upx_target(const pt_upx_t *x)
+{
+    return x->t ? x->t->cfg->display : "";
+}
