@@ -149,7 +149,7 @@ int main(void)
                         ":4: outgoing AMQP connection name 'x' is used twice"));
     PT_CHECK(fails_with("outgoing:\n  amqp:\n    - url: amqp://h/\n",
                         "outgoing.amqp[0].name: expected a string"));
-    PT_CHECK(fails_with("outgoing:\n  http: []\n", ":2: outgoing: unknown key 'http'"));
+    PT_CHECK(fails_with("outgoing:\n  ftp: []\n", ":2: outgoing: unknown key 'ftp'"));
     PT_CHECK(
         fails_with("channels:\n  amqp:\n    - name: c\n      connection: nope\n"
                    "      queue: q\n      service: s\n",

@@ -36,6 +36,36 @@ int main(void)
     PT_CHECK_INT(match(HTTP_POST, "/api%2Fecho", &m), 404); /* an encoded slash joins nothing */
     PT_CHECK_INT(match(HTTP_POST, "/nope", &m), 404);
 
+    /* prefix channels: the next segment is the service, the rest stays raw */
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/bar/baz%2Fq?x=1", &m), 0);
+    PT_CHECK_STR(m.channel->name, "px");
+    PT_CHECK_STR(m.service, "foo");
+    PT_CHECK_INT(m.listed, 1);
+    PT_CHECK(m.upstream && strcmp(m.upstream->name, "foo") == 0);
+    PT_CHECK_INT(m.rest_len, 12);
+    PT_CHECK(m.rest && strncmp(m.rest, "/bar/baz%2Fq", 12) == 0);
+    PT_CHECK_INT(match(HTTP_DELETE, "/svc/foo", &m), 0); /* every method by default */
+    PT_CHECK_INT(m.rest_len, 0);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/", &m), 0);
+    PT_CHECK_INT(m.rest_len, 1);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/bar/x", &m), 0);
+    PT_CHECK_INT(m.listed, 0); /* no such service: 404 in pt_http */
+    PT_CHECK(m.upstream == NULL);
+    PT_CHECK_INT(match(HTTP_GET, "/svc", &m), 404); /* no service named */
+    PT_CHECK_INT(match(HTTP_GET, "/svcfoo/x", &m), 404);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/../../api/echo", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/a%00b", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/f%20o/x", &m), 400); /* not a service name */
+    PT_CHECK_INT(match(HTTP_POST, "/bus/orders/new/eu", &m), 0);
+    PT_CHECK_STR(m.channel->name, "bus");
+    PT_CHECK_STR(m.service, "orders");
+    PT_CHECK_INT(m.listed, 1);
+    PT_CHECK_INT(m.rest_len, 7);
+    PT_CHECK_INT(match(HTTP_POST, "/bus/payments/x", &m), 0);
+    PT_CHECK_INT(m.listed, 0); /* not on service_list: 403 */
+    PT_CHECK_INT(match(HTTP_POST, "/api/echo", &m), 0); /* exact paths still win */
+    PT_CHECK_STR(m.channel->name, "echo");
+
     /* templates capture one decoded segment */
     PT_CHECK_INT(match(HTTP_GET, "/api/customer/123", &m), 0);
     PT_CHECK_INT(m.n_params, 1);
