@@ -63,7 +63,7 @@ struct pt__conn_s {
     atomic_int up;
     /* Owned by the connection's thread. */
     amqp_connection_state_t conn;
-    pt__job_t **table; /* in flight, by seq */
+    pt__job_t **table; /* in flight, by seq; a power of two of buckets, never none */
     size_t table_size, n_inflight;
     pt__job_t *dl_head, *dl_tail;
     char **exchanges; /* known to exist on this connection */
@@ -175,7 +175,7 @@ static void pt__fail_list(pt__job_t *job, int status, const char *err)
 static void pt__track(pt__conn_t *c, pt__job_t *job)
 {
     if (c->n_inflight >= c->table_size) {
-        size_t size = c->table_size ? c->table_size * 2 : PT__TABLE_MIN;
+        size_t size = c->table_size * 2;
         pt__job_t **t = calloc(size, sizeof *t);
         if (t) { /* without memory the chains just grow longer */
             for (size_t i = 0; i < c->table_size; i++)
@@ -236,7 +236,7 @@ static pt__job_t *pt__lookup(pt__conn_t *c, amqp_bytes_t corr)
     const char *s = corr.bytes;
     size_t i = corr.len;
     uint64_t seq = 0, mul = 1;
-    if (!c->table_size || corr.len == 0 || corr.len > PT__SHORTSTR) return NULL;
+    if (corr.len == 0 || corr.len > PT__SHORTSTR) return NULL;
     while (i > 0 && s[i - 1] >= '0' && s[i - 1] <= '9' && corr.len - i < 19) {
         seq += (uint64_t)(s[i - 1] - '0') * mul;
         mul *= 10;
@@ -425,7 +425,7 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
 }
 
 /* X-WASP-STATUS (any case) as a number, or a string of digits, clamped to
- * 100..599; 200 when absent or anything else. */
+ * 200..599 (a 1xx is not a final answer); 200 when absent or anything else. */
 static int pt__reply_status(const amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) return 200;
@@ -474,7 +474,7 @@ static int pt__reply_status(const amqp_basic_properties_t *p)
         default:
             return 200;
         }
-        return n < 100 ? 100 : n > 599 ? 599 : (int)n;
+        return n < 200 ? 200 : n > 599 ? 599 : (int)n;
     }
     return 200;
 }
@@ -849,7 +849,8 @@ int pt_bus_start(const pt_config_t *cfg, pt_bus_t **out)
         c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         c->name = strdup(ch->name ? ch->name : "");
         int ep_rc = pt_amqp_endpoint_copy(&c->ep, &ch->bus_ep);
-        if (c->efd < 0 || !c->name || ep_rc != 0) ok = 0;
+        if ((c->table = calloc(PT__TABLE_MIN, sizeof *c->table))) c->table_size = PT__TABLE_MIN;
+        if (c->efd < 0 || !c->name || ep_rc != 0 || !c->table) ok = 0;
     }
     if (!ok) {
         pt__free(b);

@@ -606,6 +606,7 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     /* answered before the whole request was read: the rest cannot be parsed */
     if (c->state == PT_CONN_HELD || c->state == PT_CONN_BODY) c->close_after = 1;
     int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
+    if (status == 204 || status == 304) body_len = 0; /* these never carry a body */
     int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
     size_t cap =
         512 + extra_len + strlen(c->cid) + (ctype ? strlen(ctype) : 0) + (head_only ? 0 : body_len);
@@ -615,10 +616,11 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
         return;
     }
     char *o = wr->data;
-    o +=
-        sprintf(o, "HTTP/1.%d %d %s\r\n%sContent-Length: %zu\r\nX-Correlation-Id: %s\r\n",
-                http10 ? 0 : 1, status, pt_http_reason(status), pt_worker_date(c->w), body_len, c->cid);
-    if (ctype) o += sprintf(o, "Content-Type: %s\r\n", ctype);
+    o += sprintf(o, "HTTP/1.%d %d %s\r\n%s", http10 ? 0 : 1, status, pt_http_reason(status),
+                 pt_worker_date(c->w));
+    if (status != 204) o += sprintf(o, "Content-Length: %zu\r\n", body_len);
+    o += sprintf(o, "X-Correlation-Id: %s\r\n", c->cid);
+    if (ctype && body_len) o += sprintf(o, "Content-Type: %s\r\n", ctype);
     if (c->close_after)
         o += sprintf(o, "Connection: close\r\n");
     else if (http10)

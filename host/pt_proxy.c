@@ -20,6 +20,7 @@ struct pt_proxy_s {
     int status;
     uint64_t bytes; /* answer body bytes passed on */
     int paused;     /* the target's answer is paused for a slow client */
+    pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
 };
 
 /* ---- headers ---- */
@@ -68,7 +69,21 @@ static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *val
 static void pt__free(pt_proxy_t *px)
 {
     if (px->c && px->c->proxy == px) px->c->proxy = NULL;
+    pt_buf_free(&px->head);
     free(px);
+}
+
+/* Writes the held head (if any) and n more buffers in one go. */
+static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
+{
+    uv_buf_t bufs[4];
+    unsigned k = 0;
+    if (px->head.len) bufs[k++] = uv_buf_init(px->head.data, (unsigned)px->head.len);
+    for (unsigned i = 0; i < n && k < 4; i++)
+        bufs[k++] = more[i];
+    int rc = pt_http_write(px->c, bufs, k);
+    px->head.len = 0;
+    return rc;
 }
 
 static void pt__on_ready(void *ud)
@@ -102,7 +117,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
     if (c->state != PT_CONN_HANDLE && !px->tunnel) c->close_after = 1; /* answered early */
 
-    pt_buf_t b = {0};
+    pt_buf_t *hb = &px->head, b = {0};
     pt_buf_printf(&b, "HTTP/1.%d %d %s\r\n", http10 ? 0 : 1, status, pt_http_reason(status));
     for (size_t i = 0; i < n; i++) {
         if (pt__hop(hs[i].name, hs[i].name_len, conn_v, conn_len)) continue;
@@ -130,20 +145,18 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     }
     pt_buf_append(&b, "\r\n", 2);
     if (!b.data) return -1;
-    uv_buf_t buf = uv_buf_init(b.data, (unsigned)b.len);
-    int rc = pt_http_write(c, &buf, 1);
-    pt_buf_free(&b);
-    if (rc != 0) return -1; /* c is closing; pt_proxy_abort ran */
-    if (px->tunnel) {
-        /* from here on both sides are bytes: what the client sent after its
-         * handshake goes first */
-        c->state = PT_CONN_TUNNEL;
-        if (c->pending.len > c->pending_off) {
-            pt_upx_write(px->x, c->pending.data + c->pending_off, c->pending.len - c->pending_off);
-            c->pending.len = c->pending_off = 0;
-        }
-        pt_http_reading(c, 1);
+    pt_buf_free(hb);
+    *hb = b;
+    if (!px->tunnel) return 0; /* the head goes with the first body bytes */
+    if (pt__send(px, NULL, 0) != 0) return -1; /* c is closing; pt_proxy_abort ran */
+    /* from here on both sides are bytes: what the client sent after its
+     * handshake goes first */
+    c->state = PT_CONN_TUNNEL;
+    if (c->pending.len > c->pending_off) {
+        pt_upx_write(px->x, c->pending.data + c->pending_off, c->pending.len - c->pending_off);
+        c->pending.len = c->pending_off = 0;
     }
+    pt_http_reading(c, 1);
     return 0;
 }
 
@@ -159,10 +172,10 @@ static void pt__on_body(void *ud, const char *data, size_t len)
         int sn = snprintf(size, sizeof size, "%zx\r\n", len);
         uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn), uv_buf_init((char *)data, (unsigned)len),
                             uv_buf_init("\r\n", 2)};
-        rc = pt_http_write(c, bufs, 3);
+        rc = pt__send(px, bufs, 3);
     } else {
         uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-        rc = pt_http_write(c, &buf, 1);
+        rc = pt__send(px, &buf, 1);
     }
     if (rc != 0) return; /* closing: the exchange was aborted */
     if (c->out_queued >= PT__OUT_HIGH && !px->paused) {
@@ -185,6 +198,14 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
     uint64_t bytes = px->bytes;
     int chunked = px->chunked_resp;
     px->x = NULL;
+    if (started && err == PT_UPX_OK) {
+        /* the held head (an answer without body bytes) and the last chunk */
+        uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
+        if (pt__send(px, &end, chunked ? 1 : 0) != 0) {
+            pt__free(px);
+            return;
+        }
+    }
     pt__free(px); /* c->proxy is NULL from here on */
     if (!started) {
         int code = err == PT_UPX_TIMEOUT ? 504 : err == PT_UPX_NOMEM ? 500 : 502;
@@ -196,10 +217,6 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
                      strlen(msg ? msg : "the target failed"));
         pt_http_close(c); /* the answer is cut short: the client must see it */
         return;
-    }
-    if (chunked) {
-        uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-        if (pt_http_write(c, &end, 1) != 0) return;
     }
     pt_http_response_end(c, status, bytes);
 }
@@ -314,7 +331,9 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         c->proxy = NULL;
         free(px);
         pt_http_send_error(c, 502, "no target of the service can be reached", NULL);
+        return;
     }
+    if (pt_upx_ready(px->x)) pt_http_release(c); /* a kept-alive connection took the head */
 }
 
 int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)

@@ -62,6 +62,22 @@ static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
         if (strcmp(a->amqp_channels[i].channel.name, b->amqp_channels[i].channel.name) != 0 ||
             strcmp(a->amqp_channels[i].queue, b->amqp_channels[i].queue) != 0)
             return 1;
+    /* the amqp_bus connections too (their reply time-outs do follow a reload) */
+    size_t na = 0, nb = 0;
+    for (size_t i = 0; i < a->n_channels; i++)
+        if (a->channels[i].type == PT_CHANNEL_AMQP_BUS) na++;
+    for (size_t i = 0; i < b->n_channels; i++)
+        if (b->channels[i].type == PT_CHANNEL_AMQP_BUS) nb++;
+    if (na != nb) return 1;
+    for (size_t i = 0, j = 0; i < a->n_channels; i++) {
+        if (a->channels[i].type != PT_CHANNEL_AMQP_BUS) continue;
+        while (b->channels[j].type != PT_CHANNEL_AMQP_BUS)
+            j++;
+        if (strcmp(a->channels[i].name, b->channels[j].name) != 0 ||
+            strcmp(a->channels[i].bus_ep.display, b->channels[j].bus_ep.display) != 0)
+            return 1;
+        j++;
+    }
     return 0;
 }
 
@@ -151,7 +167,8 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_log_warn("server.listen, server.workers, lua.path and log.access take effect after "
                     "a restart");
     if (pt__amqp_changed(old, cfg))
-        pt_log_warn("outgoing.amqp and channels.amqp take effect after a restart");
+        pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
+                    "restart");
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */

@@ -606,7 +606,9 @@ static int pt__send_head(pt_upx_t *x)
 }
 
 /* The connection is ready: head out, caller told (once). */
-static void pt__ready(pt_upx_t *x)
+/* The connection is the exchange's: the parser is reset and the head goes
+ * out. Returns 0, or -1 after the failure was handled. */
+static int pt__begin(pt_upx_t *x)
 {
     pt__conn_t *conn = x->conn;
     llhttp_init(&conn->parser, HTTP_RESPONSE, &pt__settings);
@@ -616,14 +618,19 @@ static void pt__ready(pt_upx_t *x)
         char msg[160];
         snprintf(msg, sizeof msg, "cannot write to %s: %s", x->t->cfg->display, uv_strerror(rc));
         pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
-        return;
+        return -1;
     }
     pt__timer_off(conn);
     pt__read_timer(x);
-    if (!x->ready_called) {
-        x->ready_called = 1;
-        x->h->on_ready(x->ud);
-    }
+    return 0;
+}
+
+/* Tells the caller (once) that body bytes may come. */
+static void pt__ready(pt_upx_t *x)
+{
+    if (x->ready_called) return;
+    x->ready_called = 1;
+    x->h->on_ready(x->ud);
 }
 
 static void pt__on_timer(uv_timer_t *tm)
@@ -638,7 +645,10 @@ static void pt__on_timer(uv_timer_t *tm)
         pt__conn_close(conn);
         break;
     case PT__T_READY:
-        if (x) pt__ready(x);
+        if (x) {
+            pt__read_timer(x);
+            pt__ready(x);
+        }
         break;
     case PT__T_CONNECT:
         if (!x) break;
@@ -684,7 +694,7 @@ static void pt__on_connect(uv_connect_t *req, int status)
         pt__attempt_failed(x, PT_UPX_CONNECT, "cannot read from the target", 1);
         return;
     }
-    pt__ready(x);
+    if (pt__begin(x) == 0) pt__ready(x);
 }
 
 static void pt__open(pt_upx_t *x)
@@ -698,7 +708,9 @@ static void pt__open(pt_upx_t *x)
         pt__idle_remove(conn);
         conn->x = x;
         x->conn = conn;
-        pt__timer(conn, PT__T_READY, 0); /* callbacks never come from pt_upx_start */
+        pt__timer_off(conn);
+        /* the head goes now; on_ready from the loop (or pt_upx_ready says so) */
+        if (pt__begin(x) == 0) pt__timer(conn, PT__T_READY, 0);
         return;
     }
     pt__conn_t *conn = calloc(1, sizeof *conn);
@@ -928,6 +940,14 @@ void pt_upx_abort(pt_upx_t *x)
         pt__release(x);
     }
     pt__free(x);
+}
+
+int pt_upx_ready(pt_upx_t *x)
+{
+    if (x->ready_called || !x->conn || x->conn->tmode != PT__T_READY) return 0;
+    pt__timer_off(x->conn);
+    x->ready_called = 1;
+    return 1;
 }
 
 const char *pt_upx_target(const pt_upx_t *x)

@@ -93,6 +93,11 @@ const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u);
 int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
                  uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out);
 
+/* Non-zero when the head is already out (pt_upx_start took an idle
+ * keep-alive connection): the caller may send body bytes now, and on_ready
+ * will not come. Zero: wait for on_ready. */
+int pt_upx_ready(pt_upx_t *x);
+
 /* Queues request body bytes (copied; chunk framing is the caller's). Only
  * after on_ready. Returns 0, or 1 when enough is queued that the caller
  * should stop until on_drain. */
