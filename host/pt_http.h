@@ -62,6 +62,7 @@ struct pt_conn_s {
     struct pt_ws_s *ws; /* set once upgraded to a WebSocket */
     struct pt_proxy_s *proxy; /* the request is being proxied (pt_proxy) */
     int proxied;              /* this request goes to an http_proxy channel */
+    char peer[48];            /* the client's address, found on first use ("" before) */
     int hold_reads;           /* pt_http_reading(c, 0): the target is slow */
     size_t out_queued;        /* bytes of pt_http_write still in uv_write */
     int end_pending;          /* pt_http_response_end waits for out_queued to reach 0 */

@@ -118,21 +118,27 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     if (c->state != PT_CONN_HANDLE && !px->tunnel) c->close_after = 1; /* answered early */
 
     pt_buf_t *hb = &px->head, b = {0};
-    pt_buf_printf(&b, "HTTP/1.%d %d %s\r\n", http10 ? 0 : 1, status, pt_http_reason(status));
+    char line[64];
+    int ll = snprintf(line, sizeof line, "HTTP/1.%d %d ", http10 ? 0 : 1, status);
+    pt_buf_append(&b, line, (size_t)ll);
+    pt_buf_puts(&b, pt_http_reason(status));
+    pt_buf_append(&b, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
         if (pt__hop(hs[i].name, hs[i].name_len, conn_v, conn_len)) continue;
         if (pt__is(hs[i].name, hs[i].name_len, "content-length")) continue; /* framed below */
         pt__line(&b, hs[i].name, hs[i].name_len, hs[i].value, hs[i].value_len);
     }
-    if (!has_cid) pt_buf_printf(&b, "X-Correlation-Id: %s\r\n", c->cid);
+    if (!has_cid) pt__line(&b, "X-Correlation-Id", 16, c->cid, strlen(c->cid));
     if (px->tunnel) {
         for (size_t i = 0; i < n; i++)
             if (pt__is(hs[i].name, hs[i].name_len, "upgrade"))
                 pt__line(&b, "Upgrade", 7, hs[i].value, hs[i].value_len);
         pt_buf_puts(&b, "Connection: upgrade\r\n");
     } else {
-        if (content_length >= 0)
-            pt_buf_printf(&b, "Content-Length: %lld\r\n", (long long)content_length);
+        if (content_length >= 0) {
+            ll = snprintf(line, sizeof line, "Content-Length: %lld\r\n", (long long)content_length);
+            pt_buf_append(&b, line, (size_t)ll);
+        }
         else if (!px->head_only && !http10)
             px->chunked_resp = 1;
         else if (!px->head_only)
@@ -231,16 +237,18 @@ static const pt_upx_handler_t pt__handler = {
 
 /* ---- the request ---- */
 
-static void pt__client_ip(pt_conn_t *c, char *out, size_t outlen)
+/* The client's address, looked up once per connection. */
+static const char *pt__client_ip(pt_conn_t *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    out[0] = '\0';
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+    if (c->peer[0] || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return c->peer;
     if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, out, outlen);
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
     else if (ss.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&ss, out, outlen);
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    return c->peer;
 }
 
 void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_header)
@@ -263,7 +271,8 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     const char *q = memchr(url, '?', c->url_len);
 
     /* METHOD /rest?query HTTP/1.1 */
-    pt_buf_printf(&b, "%s ", llhttp_method_name((llhttp_method_t)method));
+    pt_buf_puts(&b, llhttp_method_name((llhttp_method_t)method));
+    pt_buf_append(&b, " ", 1);
     if (m->rest_len)
         pt_buf_append(&b, m->rest, m->rest_len);
     else
@@ -295,15 +304,17 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         }
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
-    char ip[64];
-    pt__client_ip(c, ip, sizeof ip);
-    if (xff)
-        pt_buf_printf(&b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff_len, xff, ip);
-    else
-        pt_buf_printf(&b, "X-Forwarded-For: %s\r\n", ip);
-    pt_buf_puts(&b, "X-Forwarded-Proto: http\r\n");
-    if (host) pt_buf_printf(&b, "X-Forwarded-Host: %.*s\r\n", (int)host_len, host);
-    pt_buf_printf(&b, "X-Correlation-Id: %s\r\nVia: 1.1 portico\r\n", c->cid);
+    pt_buf_puts(&b, "X-Forwarded-For: ");
+    if (xff) {
+        pt_buf_append(&b, xff, xff_len);
+        pt_buf_append(&b, ", ", 2);
+    }
+    pt_buf_puts(&b, pt__client_ip(c));
+    pt_buf_puts(&b, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host) pt__line(&b, "X-Forwarded-Host", 16, host, host_len);
+    pt_buf_puts(&b, "X-Correlation-Id: ");
+    pt_buf_puts(&b, c->cid);
+    pt_buf_puts(&b, "\r\nVia: 1.1 portico\r\n");
     if (c->parser.flags & F_CHUNKED) {
         px->chunked_req = 1;
         pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");

@@ -66,6 +66,8 @@ struct pt__conn_s {
     int handles;
     int closing;
     pt__tmode_t tmode;
+    uint64_t deadline;  /* loop time tmode's time-out ends; 0: none */
+    uint64_t timer_due; /* loop time the libuv timer fires; 0: not armed */
     pt__target_t *t;
     pt_upstreams_t *set;
     pt_upx_t *x; /* the exchange it is leased to; NULL when idle */
@@ -235,16 +237,22 @@ void pt_upstreams_retire(pt_upstreams_t *set)
 
 static void pt__on_timer(uv_timer_t *tm);
 
+/* Lazy, as in pt_http: the libuv timer is started again only when the new
+ * deadline comes before the time it is armed for; one that fires early
+ * re-arms for what is left. A kept-alive exchange then costs no timer work. */
 static void pt__timer(pt__conn_t *conn, pt__tmode_t mode, uint64_t ms)
 {
     conn->tmode = mode;
+    conn->deadline = uv_now(conn->set->loop) + ms;
+    if (conn->timer_due && conn->timer_due <= conn->deadline) return;
+    conn->timer_due = conn->deadline;
     uv_timer_start(&conn->timer, pt__on_timer, ms, 0);
 }
 
 static void pt__timer_off(pt__conn_t *conn)
 {
     conn->tmode = PT__T_NONE;
-    uv_timer_stop(&conn->timer);
+    conn->deadline = 0;
 }
 
 /* ---- finishing ---- */
@@ -636,8 +644,17 @@ static void pt__ready(pt_upx_t *x)
 static void pt__on_timer(uv_timer_t *tm)
 {
     pt__conn_t *conn = tm->data;
+    uint64_t now = uv_now(tm->loop);
+    conn->timer_due = 0;
+    if (!conn->deadline) return;
+    if (now < conn->deadline) {
+        conn->timer_due = conn->deadline;
+        uv_timer_start(&conn->timer, pt__on_timer, conn->deadline - now, 0);
+        return;
+    }
     pt__tmode_t mode = conn->tmode;
     conn->tmode = PT__T_NONE;
+    conn->deadline = 0;
     pt_upx_t *x = conn->x;
     char msg[160];
     switch (mode) {
