@@ -1,6 +1,7 @@
 #include "pt_lua.h"
 #include "pt_log.h"
 #include "pt_lua_amqp.h"
+#include "pt_lua_http.h"
 #include "pt_ws.h"
 #include "pt_util.h"
 #include "pt_watch.h"
@@ -84,6 +85,7 @@ static void pt__open_host(lua_State *L, int worker)
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     pt_lua_amqp_register(L);
+    pt_lua_http_register(L);
     pt_ws_lua_register(L);
     lua_pushinteger(L, worker);
     lua_setfield(L, -2, "worker");

@@ -15,8 +15,9 @@
  *     On an answer: status (a number), headers (a table, lower-case names, a
  *     repeated header joined with ", ") and body (a string). Otherwise nil,
  *     kind, detail, kind one of "unknown" (no such connection; detail is the
- *     message), "context" (called outside a request's own coroutine),
- *     "connect", "timeout", "broken", "too_large", "nomem", "cancelled".
+ *     message), "context" (called outside a request's own coroutine; detail
+ *     is the message), "connect", "timeout", "broken", "too_large", "nomem",
+ *     "cancelled"; detail then is pt_upstream's reason.
  *
  * A call in flight keeps its exchange and the task: the task is resumed
  * exactly once, from the worker's loop. */
@@ -24,6 +25,7 @@
 #define PT_LUA_HTTP_H
 
 #include <lua.h>
+#include <stddef.h>
 
 /* Adds the primitive to the table on top of L's stack (portico.host). */
 void pt_lua_http_register(lua_State *L);

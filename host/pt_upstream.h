@@ -89,7 +89,8 @@ const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u);
  * retried once on another target. head_only: a HEAD request (no response
  * body). timeout_ms overrides read_timeout when > 0. Callbacks come later,
  * never from inside this call. Returns 0 and the exchange in *out, or -1
- * when out of memory. */
+ * when out of memory or no target can be reached at once (no callbacks then:
+ * the caller answers itself). */
 int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
                  uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out);
 

@@ -2,6 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_http.h"
 #include "pt_log.h"
+#include "pt_lua_http.h"
 #include "pt_upstream.h"
 #include "pt_ws.h"
 
@@ -245,6 +246,7 @@ static void pt__on_drain_timeout(uv_timer_t *t)
     pt_worker_t *w = t->data;
     pt_log_warn("drain time-out: closing %zu connections, leaving %zu tasks", w->n_conns, w->tasks);
     w->drain_expired = 1;
+    pt_lua_http_cancel_all(); /* services waiting on a slow backend answer now */
     for (pt_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         pt_http_close(c);

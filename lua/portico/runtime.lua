@@ -18,7 +18,7 @@
 --   :error(fmt, ...)), request = { payload, input, raw, http = { method, path,
 --   query, query_string, headers, params }, amqp }, channel = { name, type,
 --   security = { username, gateway } }, response = { payload, status, headers,
---   content_type }, out (amqp, websocket, made on first use), invoke(name, input).
+--   content_type }, out (amqp, http, websocket, made on first use), invoke(name, input).
 --
 -- http.query is parsed on first use (a repeated key gives a list of values),
 -- so pairs(self.request.http) shows it only after it has been read.
@@ -188,7 +188,7 @@ function Logger:error(f, ...) write_log("error", self, f, ...) end
 
 -- ---- the outgoing side: self.out.amqp, ... made on first use ----
 
-M.out_modules = { amqp = "portico.amqp", websocket = "portico.websocket" }
+M.out_modules = { amqp = "portico.amqp", http = "portico.http", websocket = "portico.websocket" }
 
 local out_mt = {
   __index = function(t, k)

@@ -28,6 +28,14 @@
 --   t.sent.amqp   -- { { data =, body =, outconn =, exchange =, routing_key =, props = }, ... }
 --   t:amqp_fails("connection lost")  -- later self.out.amqp:send return nil, err (nil: true again)
 --   t.sent.websocket -- { { channel =, username =, data = }, ... } self.out.websocket:send
+--   t:http_stub("crm", function(req) return { status = 200, json = { id = 1 } } end)
+--   t:http_stub("crm", { status = 404, body = "no" })  -- a table: answered as it is
+--   t:http_stub("crm", nil)   -- "crm" unknown again: calls return nil, "no outgoing.http ..."
+--     A stub answers { status (default 200), headers, body or json } or nil, err
+--     (err is returned as it is, e.g. "crm: timed out"). self.out.http[name]
+--     runs the real portico.http checks and shaping; only the host is faked.
+--   t.sent.http   -- { { name =, method =, path =, query_string =, query = (parsed),
+--                 --     headers = (lower-case, as sent), body =, data =, timeout = }, ... }
 --   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
 --
 --   testing.call("services/demo/echo.lua", { ... }) -> res, t   -- one-shot
@@ -103,6 +111,46 @@ function FakeWebsocket:send(channel, username, data)
   return true
 end
 
+-- self.out.http: portico.http with a transport that answers from t.http_stubs.
+local function http_transport(t)
+  return function(name, head, body, retry, head_only, timeout_ms, max_body, p)
+    local headers = {}
+    for line in head:gmatch("[^\r\n]+") do
+      local k, v = line:match("^([^:]+):%s*(.*)$")
+      if k then
+        k = k:lower()
+        headers[k] = headers[k] and (headers[k] .. ", " .. v) or v
+      end
+    end
+    local path, qs = p.target:match("^([^?]*)%??(.*)$")
+    local req = {
+      name = name, method = p.method, path = path, query_string = qs,
+      query = t.runtime.parse_query(qs), headers = headers, body = body,
+      data = p.data, timeout = timeout_ms and timeout_ms / 1000 or nil,
+    }
+    local sent = t.sent.http
+    sent[#sent + 1] = req
+    local stub = t.http_stubs[name]
+    if stub == nil then
+      return nil, "unknown", "no outgoing.http connection named '" .. name .. "'"
+    end
+    local res, err = stub(req)
+    if res == nil then return nil, "as_is", tostring(err or (name .. ": the stub answered nil")) end
+    if type(res) ~= "table" then
+      error("http stub of '" .. name .. "' must return a table or nil, err, got " .. type(res), 0)
+    end
+    local rh = {}
+    for k, v in pairs(res.headers or {}) do rh[k:lower()] = tostring(v) end
+    local rbody = res.body
+    if rbody == nil and res.json ~= nil then
+      rbody = cjson.encode(res.json)
+      rh["content-type"] = rh["content-type"] or "application/json"
+    end
+    if head_only then rbody = "" end
+    return res.status or 200, rh, rbody or ""
+  end
+end
+
 -- ---- the harness ----
 
 function M.new()
@@ -110,8 +158,9 @@ function M.new()
     runtime = fresh_runtime(),
     invocations = {},
     logs = {},
-    sent = { amqp = {}, websocket = {} },
+    sent = { amqp = {}, websocket = {}, http = {} },
     stubs = {},
+    http_stubs = {},
     amqp_error = nil,
     loaded = {}, -- path -> name
     counter = 0,
@@ -127,6 +176,7 @@ function M.new()
   rt.out_modules = setmetatable({
     amqp = { new = function() return setmetatable({ t = t }, FakeAmqp) end },
     websocket = { new = function() return setmetatable({ t = t }, FakeWebsocket) end },
+    http = { new = function(ctx) return require("portico.http").new(ctx, http_transport(t)) end },
   }, { __index = rt.out_modules })
   return t
 end
@@ -160,6 +210,19 @@ function Harness:stub(name, fn)
   self.stubs[name] = fn
 end
 
+-- Makes the outgoing.http connection name answer from fn(req) (or the
+-- table fn); fn = nil: the name is unknown again.
+function Harness:http_stub(name, fn)
+  if type(name) ~= "string" then error("http_stub(name, fn): name must be a string", 2) end
+  if type(fn) == "table" then
+    local res = fn
+    fn = function() return res end
+  elseif fn ~= nil and type(fn) ~= "function" then
+    error("http_stub(name, fn): fn must be a function, a table or nil", 2)
+  end
+  self.http_stubs[name] = fn
+end
+
 -- Later self.out.amqp:send calls return nil, err; nil: they succeed again.
 function Harness:amqp_fails(err)
   self.amqp_error = err
@@ -167,7 +230,7 @@ end
 
 function Harness:reset()
   self.invocations, self.logs = {}, {}
-  self.sent.amqp, self.sent.websocket = {}, {}
+  self.sent.amqp, self.sent.websocket, self.sent.http = {}, {}, {}
 end
 
 -- The first log entry whose message matches pattern (and level, if given).

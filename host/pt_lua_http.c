@@ -1,0 +1,355 @@
+#include "pt_lua_http.h"
+#include "pt_lua.h"
+#include "pt_upstream.h"
+#include "pt_util.h"
+#include "pt_worker.h"
+
+#include <lauxlib.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__DEFAULT_MAX_BODY (16u * 1024 * 1024)
+
+/* One call of host.http_request: owned here from the start of the exchange
+ * until the task is resumed (pt__complete frees it). */
+typedef struct pt__call_s {
+    pt_worker_t *w;
+    pt_lua_task_t *task; /* set once the coroutine yields */
+    pt_upx_t *x;         /* NULL once the exchange is over or aborted */
+    int body_ref;        /* the request body string, anchored until the task resumes */
+    const char *body;
+    size_t body_len;
+    size_t max_body;
+    int head_only;
+    int status;
+    pt_buf_t heads;   /* "name\0value\0" per response header, names lower-cased */
+    pt_buf_t resp;    /* the response body */
+    const char *kind; /* NULL: answered; else why not (see pt_lua_http.h) */
+    char detail[256];
+    int in_cb;    /* inside our own on_ready */
+    int finished; /* the outcome is known */
+    int deferred; /* a pt_worker_call will complete it */
+    uint64_t seq;
+    struct pt__call_s *prev, *next;
+} pt__call_t;
+
+/* The calls in flight on this thread's worker, newest first. */
+static __thread pt__call_t *pt__calls;
+static __thread size_t pt__n_calls;
+static __thread uint64_t pt__seq;
+
+static void pt__unlink(pt__call_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (pt__calls == c)
+        pt__calls = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    pt__n_calls--;
+}
+
+static void pt__free(pt__call_t *c)
+{
+    pt_buf_free(&c->heads);
+    pt_buf_free(&c->resp);
+    free(c);
+}
+
+static void pt__fail(pt__call_t *c, const char *kind, const char *detail)
+{
+    c->finished = 1;
+    c->kind = kind;
+    snprintf(c->detail, sizeof c->detail, "%s", detail ? detail : "");
+}
+
+/* Pushes the response headers as a table; a repeated name is joined with ", ". */
+static void pt__push_headers(lua_State *co, const pt__call_t *c)
+{
+    lua_newtable(co);
+    const char *p = c->heads.data, *end = p ? p + c->heads.len : NULL;
+    while (p && p < end) {
+        size_t nlen = strlen(p);
+        const char *v = p + nlen + 1;
+        size_t vlen = strlen(v);
+        lua_pushlstring(co, p, nlen);
+        lua_pushvalue(co, -1);
+        lua_rawget(co, -3);
+        if (lua_isstring(co, -1)) {
+            lua_pushliteral(co, ", ");
+            lua_pushlstring(co, v, vlen);
+            lua_concat(co, 3);
+        } else {
+            lua_pop(co, 1);
+            lua_pushlstring(co, v, vlen);
+        }
+        lua_rawset(co, -3);
+        p = v + vlen + 1;
+    }
+}
+
+/* Resumes the service with the outcome and frees the call. When the
+ * worker's VM is gone (shutdown), only frees. */
+static void pt__complete(pt__call_t *c)
+{
+    pt_worker_t *w = c->w;
+    pt_lua_task_t *t = c->task;
+    if (!w->lua) {
+        /* after the worker's loop ended (maybe on the joining thread): the
+         * list and the VM are gone with it */
+        pt__free(c);
+        return;
+    }
+    pt__unlink(c);
+    if (!t) {
+        pt__free(c);
+        return;
+    }
+    lua_State *co = pt_lua_task_state(t);
+    lua_checkstack(co, 8);
+    luaL_unref(co, LUA_REGISTRYINDEX, c->body_ref);
+    if (c->kind) {
+        lua_pushnil(co);
+        lua_pushstring(co, c->kind);
+        lua_pushstring(co, c->detail);
+    } else {
+        lua_pushinteger(co, c->status);
+        pt__push_headers(co, c);
+        lua_pushlstring(co, c->resp.data ? c->resp.data : "", c->resp.len);
+    }
+    pt__free(c);
+    pt_lua_task_resume(t, 3);
+}
+
+static void pt__on_deferred(pt_worker_t *w, void *arg)
+{
+    pt__call_t *c = arg;
+    (void)w;
+    pt__complete(c);
+}
+
+/* Completes from the loop, not from inside the callback that found the
+ * outcome (pt_upstream is in the middle of parsing then). */
+static void pt__defer(pt__call_t *c)
+{
+    if (c->deferred) return;
+    c->deferred = 1;
+    if (pt_worker_call(c->w, pt__on_deferred, c) != 0) pt__complete(c); /* out of memory */
+}
+
+/* ---- the exchange's callbacks ---- */
+
+static void pt__on_ready(void *ud)
+{
+    pt__call_t *c = ud;
+    c->in_cb++;
+    if (c->body_len) pt_upx_write(c->x, c->body, c->body_len); /* copied; flow control is moot */
+    if (!c->finished) pt_upx_end_request(c->x);
+    c->in_cb--;
+    if (c->finished) pt__complete(c); /* the write failed: on_done came meanwhile */
+}
+
+static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n,
+                       int64_t content_length, int chunked)
+{
+    pt__call_t *c = ud;
+    (void)chunked;
+    c->status = status;
+    if (!c->head_only && content_length > 0 && (uint64_t)content_length > c->max_body) {
+        pt__fail(c, "too_large", NULL);
+        c->x = NULL; /* returning -1 aborts it: no more callbacks */
+        pt__defer(c);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *at;
+        if (pt_buf_reserve(&c->heads, hs[i].name_len + hs[i].value_len + 2) != 0) goto nomem;
+        at = c->heads.data + c->heads.len;
+        for (size_t k = 0; k < hs[i].name_len; k++) {
+            char ch = hs[i].name[k];
+            at[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        at[hs[i].name_len] = '\0';
+        memcpy(at + hs[i].name_len + 1, hs[i].value, hs[i].value_len);
+        at[hs[i].name_len + 1 + hs[i].value_len] = '\0';
+        c->heads.len += hs[i].name_len + hs[i].value_len + 2;
+    }
+    if (!c->head_only && content_length > 0 &&
+        pt_buf_reserve(&c->resp, (size_t)content_length) != 0)
+        goto nomem;
+    return 0;
+nomem:
+    pt__fail(c, "nomem", "out of memory buffering the answer");
+    c->x = NULL;
+    pt__defer(c);
+    return -1;
+}
+
+static void pt__on_body(void *ud, const char *data, size_t len)
+{
+    pt__call_t *c = ud;
+    if (c->finished) return;
+    if (c->resp.len + len > c->max_body) {
+        pt__fail(c, "too_large", NULL);
+    } else if (pt_buf_append(&c->resp, data, len) != 0) {
+        pt__fail(c, "nomem", "out of memory buffering the answer");
+    } else {
+        return;
+    }
+    pt_upx_t *x = c->x;
+    c->x = NULL;
+    pt_upx_abort(x); /* inside the parser: it only marks it, and no callback follows */
+    pt__defer(c);
+}
+
+static void pt__on_drain(void *ud)
+{
+    (void)ud;
+}
+
+static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
+{
+    pt__call_t *c = ud;
+    c->x = NULL;
+    if (!c->finished) {
+        switch (err) {
+        case PT_UPX_OK:
+            c->finished = 1;
+            break;
+        case PT_UPX_CONNECT:
+            pt__fail(c, "connect", msg);
+            break;
+        case PT_UPX_TIMEOUT:
+            pt__fail(c, "timeout", msg);
+            break;
+        case PT_UPX_NOMEM:
+            pt__fail(c, "nomem", msg);
+            break;
+        default:
+            pt__fail(c, "broken", msg);
+        }
+    }
+    if (c->in_cb || c->deferred) return; /* they complete it */
+    pt__complete(c);
+}
+
+static const pt_upx_handler_t pt__handler = {
+    .on_ready = pt__on_ready,
+    .on_head = pt__on_head,
+    .on_body = pt__on_body,
+    .on_drain = pt__on_drain,
+    .on_done = pt__on_done,
+};
+
+/* ---- the primitive ---- */
+
+static int pt__nil_err(lua_State *L, const char *kind, const char *detail)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, kind);
+    lua_pushstring(L, detail);
+    return 3;
+}
+
+/* Lines ending in CRLF, no bare CR or LF, no NUL, no blank line: what
+ * portico.http builds. A service calling portico.host itself gets no more. */
+static int pt__head_ok(const char *h, size_t n)
+{
+    if (n < 16 || h[n - 2] != '\r' || h[n - 1] != '\n') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = h[i];
+        if (ch == '\0') return 0;
+        if (ch == '\r' && (i + 1 >= n || h[i + 1] != '\n')) return 0;
+        if (ch == '\n' && (i == 0 || h[i - 1] != '\r')) return 0;
+        if (ch == '\n' && i + 2 < n && h[i + 1] == '\r') return 0; /* a blank line */
+    }
+    return 1;
+}
+
+static int pt__http_request(lua_State *L)
+{
+    size_t head_len, body_len = 0;
+    char detail[256];
+    const char *name = luaL_checkstring(L, 1);
+    const char *head = luaL_checklstring(L, 2, &head_len);
+    const char *body = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &body_len);
+    int retry = lua_toboolean(L, 4), head_only = lua_toboolean(L, 5);
+    lua_Number timeout_ms = lua_isnoneornil(L, 6) ? 0 : luaL_checknumber(L, 6);
+    lua_Number max_body = lua_isnoneornil(L, 7) ? PT__DEFAULT_MAX_BODY : luaL_checknumber(L, 7);
+    if (!pt__head_ok(head, head_len))
+        return luaL_error(L, "http_request: the head must be CRLF-terminated lines, no blank one");
+    if (!(timeout_ms >= 0 && timeout_ms <= 86400000.0))
+        return luaL_error(L, "http_request: timeout_ms must be from 0 to 86400000");
+    if (!(max_body >= 0 && max_body <= (lua_Number)SIZE_MAX / 2))
+        return luaL_error(L, "http_request: max_body out of range");
+
+    pt_worker_t *w = pt_worker_self();
+    if (!w || !w->lua || pt_lua_running(w->lua) != L)
+        return pt__nil_err(L, "context",
+                           "outgoing HTTP calls work only while handling a request, in its own "
+                           "coroutine");
+    pt_upstream_t *u = w->upstreams ? pt_upstreams_find(w->upstreams, NULL, name) : NULL;
+    if (!u) {
+        snprintf(detail, sizeof detail, "no outgoing.http connection named '%s'", name);
+        return pt__nil_err(L, "unknown", detail);
+    }
+    pt__call_t *c = calloc(1, sizeof *c);
+    if (!c) return pt__nil_err(L, "nomem", "out of memory");
+    c->w = w;
+    c->max_body = (size_t)max_body;
+    c->head_only = head_only;
+    c->body = body;
+    c->body_len = body_len;
+    c->body_ref = LUA_NOREF;
+    if (body) {
+        lua_pushvalue(L, 3); /* LuaJIT strings do not move: body stays valid while referenced */
+        c->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    c->seq = ++pt__seq;
+    c->next = pt__calls;
+    if (pt__calls) pt__calls->prev = c;
+    pt__calls = c;
+    pt__n_calls++;
+
+    int rc = pt_upx_start(u, head, head_len, retry, head_only, (uint64_t)timeout_ms, &pt__handler,
+                          c, &c->x);
+    if (rc != 0) { /* nothing in flight, and no on_done will come */
+        int n = pt__nil_err(L, "connect", "no target can be reached");
+        luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
+        pt__unlink(c);
+        pt__free(c);
+        return n;
+    }
+    c->task = pt_lua_task_wait(w->lua);
+    return lua_yield(L, 0);
+}
+
+void pt_lua_http_cancel_all(void)
+{
+    uint64_t upto = pt__seq; /* not the calls the resumed services start */
+    for (;;) {
+        pt__call_t *c = pt__calls;
+        while (c && (c->finished || c->seq > upto))
+            c = c->next;
+        if (!c) break;
+        pt_upx_t *x = c->x;
+        c->x = NULL;
+        pt__fail(c, "cancelled", "the worker is stopping");
+        if (x) pt_upx_abort(x);
+        pt__complete(c);
+    }
+}
+
+size_t pt_lua_http_in_flight(void)
+{
+    return pt__n_calls;
+}
+
+void pt_lua_http_register(lua_State *L)
+{
+    lua_pushcfunction(L, pt__http_request);
+    lua_setfield(L, -2, "http_request");
+}
