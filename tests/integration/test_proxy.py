@@ -423,3 +423,68 @@ def test_client_going_away_mid_download_leaks_nothing(proxy, backends):
     h = gw.http()
     assert h.request("GET", "/svc/one/after")[0] == 200
     h.close()
+
+
+def test_targets_by_host_name_and_pipelined_requests(start_gateway, backends):
+    """A target given by name is resolved off the loop; pipelined proxied
+    requests on one client connection are answered in order."""
+    gw = start_gateway("""
+server:
+  listen: 127.0.0.1:{port}
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin_port}
+lua:
+  path: {root}/lua
+services:
+  dirs: [{root}/services]
+channels:
+  http_proxy:
+    - name: byname
+      url_prefix: /n
+      resolve_ttl: 100ms
+      services:
+        local:
+          targets: [http://localhost:%d]
+        nowhere:
+          targets: [http://no-such-host.invalid:80]
+""" % backends[0].port)
+    gw.expect_error("cannot resolve")
+    h = gw.http()
+    for _ in range(3):
+        status, _, data = h.request("GET", "/n/local/x")
+        assert status == 200 and seen(data)["port"] == backends[0].port
+        time.sleep(0.15)  # past resolve_ttl: the name is looked up again meanwhile
+    status, _, data = h.request("GET", "/n/nowhere/x")
+    assert status == 502 and "cannot resolve" in json.loads(data)["error"]["message"]
+    s = gw.raw()
+    s.sendall(b"".join(b"GET /n/local/p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)) +
+              b"POST /n/local/last HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+    for i in range(5):
+        assert seen(read_response(s)["body"])["target"] == "/p%d" % i
+    info = seen(read_response(s)["body"])
+    assert (info["target"], info["body"]) == ("/last", "body")
+    s.close()
+
+
+def test_http10_client_and_a_post_that_is_not_retried(proxy, backends):
+    gw = proxy()
+    gw.expect_error("cannot connect")
+    # HTTP/1.0: an answer without a length ends with the close
+    s = gw.raw()
+    s.sendall(b"GET /svc/one/download?size=70000&chunked=1 HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    assert body == pattern_bytes(70000)
+    # a POST that meets a dead target is not sent again (it may have had effects)
+    backends[1].kill()
+    h = gw.http()
+    codes = [h.request("POST", "/svc/foo/x", body=b"once")[0] for _ in range(4)]
+    assert 502 in codes and 200 in codes
+    h.close()
