@@ -798,16 +798,23 @@ void pt_http_release(pt_conn_t *c)
 
 /* ---- dispatch ---- */
 
-static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
+/* A service or the bus answered: whether c can still take the answer (it
+ * may have closed meanwhile, or be gone: then it is freed here). */
+static int pt__answer_due(pt_conn_t *c)
 {
-    pt_conn_t *c = ud;
     c->in_service = 0;
     pt_metrics_add(&c->w->metrics.in_flight, -1);
     if (c->dead) {
         pt__free(c);
-        return;
+        return 0;
     }
-    if (c->closing) return;
+    return !c->closing;
+}
+
+static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
+{
+    pt_conn_t *c = ud;
+    if (!pt__answer_due(c)) return;
     pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
                 res->body_len);
 }
@@ -815,13 +822,7 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
 {
     pt_conn_t *c = ud;
-    c->in_service = 0;
-    pt_metrics_add(&c->w->metrics.in_flight, -1);
-    if (c->dead) {
-        pt__free(c);
-        return;
-    }
-    if (c->closing) return;
+    if (!pt__answer_due(c)) return;
     if (res->error)
         pt__send_error(c, res->status, res->error, NULL);
     else

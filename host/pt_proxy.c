@@ -73,7 +73,9 @@ static void pt__free(pt_proxy_t *px)
     free(px);
 }
 
-/* Writes the held head (if any) and n more buffers in one go. */
+/* Writes the held head (if any) and n more buffers in one go. Returns 0,
+ * or -1 when the client connection failed: it is closing, and px is gone
+ * unless it was already detached from c. */
 static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
 {
     uv_buf_t bufs[4];
@@ -81,9 +83,8 @@ static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
     if (px->head.len) bufs[k++] = uv_buf_init(px->head.data, (unsigned)px->head.len);
     for (unsigned i = 0; i < n && k < 4; i++)
         bufs[k++] = more[i];
-    int rc = pt_http_write(px->c, bufs, k);
     px->head.len = 0;
-    return rc;
+    return pt_http_write(px->c, bufs, k);
 }
 
 static void pt__on_ready(void *ud)
@@ -202,17 +203,16 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
     pt_conn_t *c = px->c;
     int status = px->status, started = status != 0;
     uint64_t bytes = px->bytes;
-    int chunked = px->chunked_resp;
     px->x = NULL;
+    c->proxy = NULL; /* the exchange is over: a close from here on has nothing to abort */
+    int rc = 0;
     if (started && err == PT_UPX_OK) {
         /* the held head (an answer without body bytes) and the last chunk */
         uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
-        if (pt__send(px, &end, chunked ? 1 : 0) != 0) {
-            pt__free(px);
-            return;
-        }
+        rc = pt__send(px, &end, px->chunked_resp ? 1 : 0);
     }
-    pt__free(px); /* c->proxy is NULL from here on */
+    pt__free(px);
+    if (rc != 0) return;
     if (!started) {
         int code = err == PT_UPX_TIMEOUT ? 504 : err == PT_UPX_NOMEM ? 500 : 502;
         pt_http_send_error(c, code, msg ? msg : "the target failed", NULL);
@@ -395,6 +395,5 @@ void pt_proxy_abort(pt_conn_t *c)
     c->proxy = NULL;
     if (px->x) pt_upx_abort(px->x);
     px->x = NULL;
-    px->c = NULL;
-    free(px);
+    pt__free(px);
 }

@@ -442,6 +442,30 @@ static const llhttp_settings_t pt__settings = {
 
 /* ---- reading ---- */
 
+/* After the caller's code ran from inside the read path: an exchange it
+ * ended meanwhile (pt_upx_abort, or a failure it caused) is freed here.
+ * Returns 1 then. */
+static int pt__settled(pt_upx_t *x)
+{
+    if (!x->aborted && !x->finished) return 0;
+    if (!x->finished) {
+        x->finished = 1;
+        x->reusable = 0;
+        pt__release(x);
+    }
+    pt__free(x);
+    return 1;
+}
+
+/* Bytes of a tunnel (after a 101) for the caller. */
+static void pt__tunnel(pt_upx_t *x, const char *data, size_t len)
+{
+    x->busy = 1;
+    x->h->on_body(x->ud, data, len);
+    x->busy = 0;
+    pt__settled(x);
+}
+
 static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     pt__conn_t *conn = h->data;
@@ -471,14 +495,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             pt__finish(x, PT_UPX_OK, NULL);
             return;
         }
-        x->busy = 1;
-        x->h->on_body(x->ud, buf->base, (size_t)nread);
-        x->busy = 0;
-        if (x->aborted || x->finished) {
-            x->finished = 1;
-            pt__release(x);
-            pt__free(x);
-        }
+        pt__tunnel(x, buf->base, (size_t)nread);
         return;
     }
     if (nread < 0) {
@@ -499,30 +516,13 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     x->busy = 1;
     llhttp_errno_t e = llhttp_execute(&conn->parser, buf->base, (size_t)nread);
     x->busy = 0;
-    if (x->aborted || x->finished) {
-        if (!x->finished) {
-            x->finished = 1;
-            x->reusable = 0;
-            pt__release(x);
-        }
-        pt__free(x);
-        return;
-    }
+    if (pt__settled(x)) return;
     if ((e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED) && x->upgraded) {
         x->complete = 1;
         pt__timer_off(conn);
         const char *at = llhttp_get_error_pos(&conn->parser);
         size_t used = at ? (size_t)(at - buf->base) : (size_t)nread;
-        if (used < (size_t)nread) {
-            x->busy = 1;
-            x->h->on_body(x->ud, buf->base + used, (size_t)nread - used);
-            x->busy = 0;
-            if (x->aborted || x->finished) {
-                x->finished = 1;
-                pt__release(x);
-                pt__free(x);
-            }
-        }
+        if (used < (size_t)nread) pt__tunnel(x, buf->base + used, (size_t)nread - used);
         return;
     }
     if (e == HPE_PAUSED && x->complete) {

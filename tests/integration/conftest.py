@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from amqp_support import ROOT, Http, Portico, free_port
+from amqp_support import ROOT, Broker, Http, Portico, broker_serving, free_port
 
 TEST_SERVICES = {
     "test/raise.lua": """
@@ -154,6 +154,17 @@ def start_gateway(tmp_path):
         assert code == 0, "portico exited with %r: %s" % (code, gw.log_text())
         assert gw.errors() == [], "unexpected errors in the log"
         assert "Sanitizer" not in gw.log_text(), gw.log_text()
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """The test broker (scripts/rabbitmq), serving again after a module that
+    stopped it."""
+    b = Broker()
+    b.start()
+    yield b
+    if not broker_serving():
+        b.start_app()
 
 
 @pytest.fixture

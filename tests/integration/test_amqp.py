@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from amqp_support import (BROKER_URL, ROOT, AmqpClient, AmqpError, Broker, Http, Portico,
+from amqp_support import (BROKER_URL, ROOT, AmqpClient, AmqpError, Http, Portico,
                           broker_serving, derive_config, free_port, rabbitmq)
 
 EXAMPLE_CONFIG = os.path.join(ROOT, "config", "api-gateway.yaml")
@@ -35,15 +35,6 @@ Q_REPLIES = "portico-test.replies"
 
 
 # ---- fixtures --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = Broker()
-    b.start()
-    yield b
-    if not broker_serving():
-        b.start_app()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from amqp_support import (BROKER_URL, AmqpClient, AmqpError, Broker, Http, _shortstr, _table,
+from amqp_support import (BROKER_URL, AmqpClient, AmqpError, Http, _shortstr, _table,
                           broker_serving)
 
 X_FOO = "foo"                    # WASP's example exchange
@@ -48,15 +48,6 @@ channels:
 
 
 # ---- the broker and a backend on it -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = Broker()
-    b.start()
-    yield b
-    if not broker_serving():
-        b.start_app()
 
 
 @pytest.fixture

@@ -5,16 +5,13 @@ import base64
 import hashlib
 import json
 import os
-import resource
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from amqp_support import ROOT, Http, free_port
+from amqp_support import free_port
 from http_backend import pattern_bytes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -240,9 +237,13 @@ def test_streaming_larger_than_the_memory_limit_both_ways(proxy, backends):
     256 MB: only streaming gets it through, and its peak RSS stays flat."""
     gw = proxy()
     pid = gw.proc.proc.pid
+    # AddressSanitizer's shadow memory does not fit a data limit: there the
+    # bytes still go through whole, only the memory figures are not checked
+    asan = os.environ.get("PT_ASAN") == "1"
     limit = 256 * 1024 * 1024
-    subprocess.run(["prlimit", "--pid", str(pid), "--data=%d:%d" % (limit, limit)], check=True)
-    size = 512 * 1024 * 1024
+    if not asan:
+        subprocess.run(["prlimit", "--pid", str(pid), "--data=%d:%d" % (limit, limit)], check=True)
+    size = (64 if asan else 512) * 1024 * 1024
     # upload: a client that sends 512 MB with Content-Length
     s = gw.raw(timeout=60)
     s.sendall(b"PUT /svc/one/upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
@@ -268,7 +269,8 @@ def test_streaming_larger_than_the_memory_limit_both_ways(proxy, backends):
         got = digest_stream(s, rest, head, size)
         assert got == hashlib.sha256(pattern_bytes(64 * 1024) * (size // (64 * 1024))).hexdigest()
     s.close()
-    assert peak_rss_kb(pid) < 64 * 1024, "peak RSS %d kB" % peak_rss_kb(pid)
+    if not asan:
+        assert peak_rss_kb(pid) < 64 * 1024, "peak RSS %d kB" % peak_rss_kb(pid)
 
 
 def digest_stream(s, rest, head, size):
