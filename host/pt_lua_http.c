@@ -316,13 +316,14 @@ static int pt__http_request(lua_State *L)
 
     int rc = pt_upx_start(u, head, head_len, retry, head_only, (uint64_t)timeout_ms, &pt__handler,
                           c, &c->x);
-    if (rc != 0) { /* nothing in flight, and no on_done will come */
+    if (rc < 0) { /* nothing in flight, and no on_done will come */
         int n = pt__nil_err(L, "connect", "no target can be reached");
         luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
         pt__unlink(c);
         pt__free(c);
         return n;
     }
+    if (rc == 1) pt__on_ready(c); /* a kept-alive connection took the head */
     c->task = pt_lua_task_wait(w->lua);
     return lua_yield(L, 0);
 }

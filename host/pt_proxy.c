@@ -119,9 +119,10 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     if (c->state != PT_CONN_HANDLE && !px->tunnel) c->close_after = 1; /* answered early */
 
     pt_buf_t *hb = &px->head, b = {0};
-    char line[64];
-    int ll = snprintf(line, sizeof line, "HTTP/1.%d %d ", http10 ? 0 : 1, status);
-    pt_buf_append(&b, line, (size_t)ll);
+    pt_buf_reserve(&b, 512);
+    pt_buf_puts(&b, http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    pt_buf_put_u64(&b, (uint64_t)status);
+    pt_buf_append(&b, " ", 1);
     pt_buf_puts(&b, pt_http_reason(status));
     pt_buf_append(&b, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
@@ -137,8 +138,9 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
         pt_buf_puts(&b, "Connection: upgrade\r\n");
     } else {
         if (content_length >= 0) {
-            ll = snprintf(line, sizeof line, "Content-Length: %lld\r\n", (long long)content_length);
-            pt_buf_append(&b, line, (size_t)ll);
+            pt_buf_puts(&b, "Content-Length: ");
+            pt_buf_put_u64(&b, (uint64_t)content_length);
+            pt_buf_append(&b, "\r\n", 2);
         }
         else if (!px->head_only && !http10)
             px->chunked_resp = 1;
@@ -266,6 +268,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         return;
     }
     px->c = c;
+    pt_buf_reserve(&b, 1024); /* one allocation for a usual head */
     int method = llhttp_get_method(&c->parser);
     const char *url = c->head.data;
     const char *q = memchr(url, '?', c->url_len);
@@ -319,7 +322,9 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         px->chunked_req = 1;
         pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
     } else if (c->parser.flags & F_CONTENT_LENGTH) {
-        pt_buf_printf(&b, "Content-Length: %llu\r\n", (unsigned long long)c->parser.content_length);
+        pt_buf_puts(&b, "Content-Length: ");
+        pt_buf_put_u64(&b, c->parser.content_length);
+        pt_buf_append(&b, "\r\n", 2);
     }
     if (upgrade) {
         size_t up_len = 0;
@@ -338,13 +343,13 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     int rc = pt_upx_start(u, b.data, b.len, idempotent, method == HTTP_HEAD, 0, &pt__handler, px,
                           &px->x);
     pt_buf_free(&b);
-    if (rc != 0) {
+    if (rc < 0) {
         c->proxy = NULL;
         free(px);
         pt_http_send_error(c, 502, "no target of the service can be reached", NULL);
         return;
     }
-    if (pt_upx_ready(px->x)) pt_http_release(c); /* a kept-alive connection took the head */
+    if (rc == 1) pt_http_release(c); /* a kept-alive connection took the head */
 }
 
 int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)

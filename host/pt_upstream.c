@@ -54,7 +54,6 @@ struct pt_upstreams_s {
 typedef enum {
     PT__T_NONE = 0,
     PT__T_CONNECT, /* connect_timeout */
-    PT__T_READY,   /* 0 ms: an idle connection was taken; tell the caller from the loop */
     PT__T_READ,    /* read_timeout (or the target not reading the request) */
     PT__T_IDLE,    /* an idle keep-alive connection is closed */
     PT__T_FAIL,    /* 0 ms: report a failure the caller caused from its own stack */
@@ -93,7 +92,8 @@ struct pt_upx_s {
     int ready_called, body_sent, req_ended, paused, want_drain;
     int got_head, upgraded, complete, reusable, busy, aborted, finished;
     int in_header_field;
-    int starting; /* inside pt_upx_start: a failure is its return value, not on_done */
+    int starting;  /* inside pt_upx_start: a failure is its return value, not on_done */
+    int ready_now; /* pt_upx_start took an idle connection: it returns 1 */
     char errmsg[160];
     pt_buf_t rhead;
     struct {
@@ -661,12 +661,6 @@ static void pt__on_timer(uv_timer_t *tm)
     case PT__T_IDLE:
         pt__conn_close(conn);
         break;
-    case PT__T_READY:
-        if (x) {
-            pt__read_timer(x);
-            pt__ready(x);
-        }
-        break;
     case PT__T_CONNECT:
         if (!x) break;
         snprintf(msg, sizeof msg, "connecting to %s timed out after %llu ms", x->t->cfg->display,
@@ -726,8 +720,14 @@ static void pt__open(pt_upx_t *x)
         conn->x = x;
         x->conn = conn;
         pt__timer_off(conn);
-        /* the head goes now; on_ready from the loop (or pt_upx_ready says so) */
-        if (pt__begin(x) == 0) pt__timer(conn, PT__T_READY, 0);
+        /* the head goes now: pt_upx_start says so to its caller, a retry
+         * (from the loop) tells it at once */
+        if (pt__begin(x) == 0) {
+            if (x->starting)
+                x->ready_called = x->ready_now = 1;
+            else
+                pt__ready(x);
+        }
         return;
     }
     pt__conn_t *conn = calloc(1, sizeof *conn);
@@ -890,7 +890,7 @@ int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry,
         pt__free(x);
         return -1;
     }
-    return 0;
+    return x->ready_now;
 }
 
 int pt_upx_write(pt_upx_t *x, const char *data, size_t len)
@@ -920,8 +920,7 @@ void pt_upx_end_request(pt_upx_t *x)
 {
     if (x->finished) return;
     x->req_ended = 1;
-    if (x->conn && x->conn->tmode != PT__T_READY && x->conn->tmode != PT__T_CONNECT)
-        pt__read_timer(x);
+    if (x->conn && x->conn->tmode != PT__T_CONNECT) pt__read_timer(x);
 }
 
 void pt_upx_pause(pt_upx_t *x, int paused)
@@ -929,7 +928,7 @@ void pt_upx_pause(pt_upx_t *x, int paused)
     if (x->finished || x->paused == paused) return;
     x->paused = paused;
     pt__conn_t *conn = x->conn;
-    if (!conn || conn->tmode == PT__T_READY || conn->tmode == PT__T_CONNECT) return;
+    if (!conn || conn->tmode == PT__T_CONNECT) return;
     if (paused) {
         uv_read_stop((uv_stream_t *)&conn->tcp);
         if (conn->tmode == PT__T_READ) pt__timer_off(conn);
@@ -957,14 +956,6 @@ void pt_upx_abort(pt_upx_t *x)
         pt__release(x);
     }
     pt__free(x);
-}
-
-int pt_upx_ready(pt_upx_t *x)
-{
-    if (x->ready_called || !x->conn || x->conn->tmode != PT__T_READY) return 0;
-    pt__timer_off(x->conn);
-    x->ready_called = 1;
-    return 1;
 }
 
 const char *pt_upx_target(const pt_upx_t *x)

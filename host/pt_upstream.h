@@ -88,16 +88,13 @@ const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u);
  * (copied; no Host, no final blank line). retry: a failed connection may be
  * retried once on another target. head_only: a HEAD request (no response
  * body). timeout_ms overrides read_timeout when > 0. Callbacks come later,
- * never from inside this call. Returns 0 and the exchange in *out, or -1
- * when out of memory or no target can be reached at once (no callbacks then:
- * the caller answers itself). */
+ * never from inside this call. Returns the exchange in *out and 1 (an idle
+ * keep-alive connection took the head: body bytes may follow at once and
+ * on_ready will not come) or 0 (connecting: wait for on_ready); or -1 when
+ * out of memory or no target can be reached at once (no callbacks then: the
+ * caller answers itself). */
 int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
                  uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out);
-
-/* Non-zero when the head is already out (pt_upx_start took an idle
- * keep-alive connection): the caller may send body bytes now, and on_ready
- * will not come. Zero: wait for on_ready. */
-int pt_upx_ready(pt_upx_t *x);
 
 /* Queues request body bytes (copied; chunk framing is the caller's). Only
  * after on_ready. Returns 0, or 1 when enough is queued that the caller

@@ -50,6 +50,17 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
     return 0;
 }
 
+int pt_buf_put_u64(pt_buf_t *b, uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return pt_buf_append(b, d + sizeof d - n, n);
+}
+
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

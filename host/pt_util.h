@@ -21,6 +21,8 @@ int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
 int pt_buf_puts(pt_buf_t *b, const char *s);
 /* Appends printf-style text; returns 0 or -1. */
 int pt_buf_printf(pt_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends the decimal digits of v (no printf on hot paths); returns 0 or -1. */
+int pt_buf_put_u64(pt_buf_t *b, uint64_t v);
 /* Appends s as the inside of a JSON string (quotes not included); returns 0 or -1. */
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n);
 void pt_buf_free(pt_buf_t *b);

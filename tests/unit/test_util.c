@@ -31,6 +31,12 @@ int main(void)
     pt_buf_json_escape(&b, "a\"b\\c\n\x01", 7);
     PT_CHECK_STR(b.data, "a\\\"b\\\\c\\n\\u0001");
     pt_buf_free(&b);
+    pt_buf_put_u64(&b, 0);
+    pt_buf_append(&b, " ", 1);
+    pt_buf_put_u64(&b, 18446744073709551615ull);
+    pt_buf_append(&b, "", 1);
+    PT_CHECK_STR(b.data, "0 18446744073709551615");
+    pt_buf_free(&b);
 
     char c1[25], c2[25];
     pt_cid_new(c1);
