@@ -312,10 +312,10 @@ static void pt__on_continue_written(uv_write_t *req, int status)
 static int pt__proxied(pt_conn_t *c)
 {
     const pt_router_t *r = c->w->router;
-    if (!pt_router_has_proxy(r)) return 0;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
     size_t path_len = q ? (size_t)(q - url) : c->url_len;
+    if (!pt_router_may_proxy(r, url, path_len)) return 0;
     char stackbuf[2048];
     char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
     pt_route_match_t m;
@@ -598,6 +598,20 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     pt_accesslog_append(&w->access_buf, &e);
 }
 
+/* Copies s to o; returns the end. */
+static char *pt__put(char *o, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(o, s, n);
+    return o + n;
+}
+
+/* Writes the decimal digits of v at o; returns the end. */
+static char *pt__put_uint(char *o, uint64_t v)
+{
+    return o + pt_u64_digits(v, o);
+}
+
 static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char *extra,
                         size_t extra_len, const char *body, size_t body_len)
 {
@@ -615,16 +629,31 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
         pt_http_close(c);
         return;
     }
+    /* no printf here: it was a few per cent of a small JSON answer */
     char *o = wr->data;
-    o += sprintf(o, "HTTP/1.%d %d %s\r\n%s", http10 ? 0 : 1, status, pt_http_reason(status),
-                 pt_worker_date(c->w));
-    if (status != 204) o += sprintf(o, "Content-Length: %zu\r\n", body_len);
-    o += sprintf(o, "X-Correlation-Id: %s\r\n", c->cid);
-    if (ctype && body_len) o += sprintf(o, "Content-Type: %s\r\n", ctype);
+    o = pt__put(o, http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    o = pt__put_uint(o, (uint64_t)status);
+    *o++ = ' ';
+    o = pt__put(o, pt_http_reason(status));
+    o = pt__put(o, "\r\n");
+    o = pt__put(o, pt_worker_date(c->w));
+    if (status != 204) {
+        o = pt__put(o, "Content-Length: ");
+        o = pt__put_uint(o, body_len);
+        o = pt__put(o, "\r\n");
+    }
+    o = pt__put(o, "X-Correlation-Id: ");
+    o = pt__put(o, c->cid);
+    o = pt__put(o, "\r\n");
+    if (ctype && body_len) {
+        o = pt__put(o, "Content-Type: ");
+        o = pt__put(o, ctype);
+        o = pt__put(o, "\r\n");
+    }
     if (c->close_after)
-        o += sprintf(o, "Connection: close\r\n");
+        o = pt__put(o, "Connection: close\r\n");
     else if (http10)
-        o += sprintf(o, "Connection: keep-alive\r\n");
+        o = pt__put(o, "Connection: keep-alive\r\n");
     if (extra_len) {
         memcpy(o, extra, extra_len);
         o += extra_len;

@@ -98,9 +98,18 @@ void pt_router_free(pt_router_t *r)
     free(r);
 }
 
-int pt_router_has_proxy(const pt_router_t *r)
+int pt_router_may_proxy(const pt_router_t *r, const char *path, size_t len)
 {
-    return r->has_proxy;
+    if (!r->has_proxy) return 0;
+    if (memchr(path, '%', len)) return 1;
+    for (size_t i = 0; i < r->n_routes; i++) {
+        const pt_channel_t *ch = r->routes[i].channel;
+        if (ch->type != PT_CHANNEL_HTTP_PROXY) continue;
+        size_t n = strlen(ch->url_path);
+        if (n == 1) return 1; /* the prefix "/" */
+        if (len > n && path[n] == '/' && memcmp(path, ch->url_path, n) == 0) return 1;
+    }
+    return 0;
 }
 
 int pt_router_valid_service_name(const char *name, size_t len)

@@ -50,9 +50,11 @@ void pt_router_free(pt_router_t *r);
 int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
                     const char *query, size_t query_len, char *buf, pt_route_match_t *m);
 
-/* Non-zero when some channel is an http_proxy: requests are then routed
- * when their headers are in, so a proxied body can stream. */
-int pt_router_has_proxy(const pt_router_t *r);
+/* Non-zero when the raw path may reach an http_proxy channel (its raw text
+ * starts with a proxy prefix and a '/', or it has a '%' that may encode one):
+ * only then is a request routed when its headers are in, so a proxied body
+ * can stream. Zero is certain; non-zero asks pt_router_match. */
+int pt_router_may_proxy(const pt_router_t *r, const char *path, size_t len);
 
 /* Non-zero when name is a well-formed service name: [A-Za-z0-9_][A-Za-z0-9._-]*,
  * at most PT_SERVICE_NAME_MAX bytes. */

@@ -50,7 +50,7 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
     return 0;
 }
 
-int pt_buf_put_u64(pt_buf_t *b, uint64_t v)
+size_t pt_u64_digits(uint64_t v, char *out)
 {
     char d[20];
     size_t n = 0;
@@ -58,7 +58,14 @@ int pt_buf_put_u64(pt_buf_t *b, uint64_t v)
         d[sizeof d - ++n] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    return pt_buf_append(b, d + sizeof d - n, n);
+    memcpy(out, d + sizeof d - n, n);
+    return n;
+}
+
+int pt_buf_put_u64(pt_buf_t *b, uint64_t v)
+{
+    char d[20];
+    return pt_buf_append(b, d, pt_u64_digits(v, d));
 }
 
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n)

@@ -21,7 +21,10 @@ int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
 int pt_buf_puts(pt_buf_t *b, const char *s);
 /* Appends printf-style text; returns 0 or -1. */
 int pt_buf_printf(pt_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends the decimal digits of v (no printf on hot paths); returns 0 or -1. */
+/* Writes the decimal digits of v at out (room for 20; no NUL, no printf on
+ * hot paths); returns how many. */
+size_t pt_u64_digits(uint64_t v, char *out);
+/* Appends the decimal digits of v; returns 0 or -1. */
 int pt_buf_put_u64(pt_buf_t *b, uint64_t v);
 /* Appends s as the inside of a JSON string (quotes not included); returns 0 or -1. */
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n);

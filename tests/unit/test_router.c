@@ -63,6 +63,13 @@ int main(void)
     PT_CHECK_INT(m.rest_len, 7);
     PT_CHECK_INT(match(HTTP_POST, "/bus/payments/x", &m), 0);
     PT_CHECK_INT(m.listed, 0); /* not on service_list: 403 */
+    PT_CHECK(pt_router_may_proxy(router, "/svc/foo", 8));
+    PT_CHECK(pt_router_may_proxy(router, "/%73vc/foo", 10)); /* may be encoded */
+    PT_CHECK(!pt_router_may_proxy(router, "/svc", 4));
+    PT_CHECK(!pt_router_may_proxy(router, "/svcfoo/x", 9));
+    PT_CHECK(!pt_router_may_proxy(router, "/bus/orders/x", 13)); /* the bus reads bodies whole */
+    PT_CHECK_INT(match(HTTP_GET, "/%73vc/foo/x", &m), 0);
+    PT_CHECK_STR(m.channel->name, "px");
     PT_CHECK_INT(match(HTTP_POST, "/api/echo", &m), 0); /* exact paths still win */
     PT_CHECK_STR(m.channel->name, "echo");
 
