@@ -5,8 +5,10 @@ import base64
 import hashlib
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -493,3 +495,59 @@ def test_http10_client_and_a_post_that_is_not_retried(proxy, backends):
     codes = [h.request("POST", "/svc/foo/x", body=b"once")[0] for _ in range(4)]
     assert 502 in codes and 200 in codes
     h.close()
+
+
+def test_a_stalled_upload_gets_408_and_the_target_exchange_ends(proxy, backends):
+    """A client that stops sending its proxied body meets the body time-out
+    (5 s here): 408, the connection closes, and the gateway serves on."""
+    gw = proxy()
+    s = gw.raw(timeout=15)
+    s.sendall(b"POST /svc/one/up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" +
+              b"x" * 1000)
+    t0 = time.time()
+    resp = read_response(s)
+    assert resp["status"] == 408 and 4 < time.time() - t0 < 8
+    assert resp["headers"]["connection"] == "close"
+    s.close()
+    h = gw.http()
+    assert h.request("GET", "/svc/one/after")[0] == 200
+    h.close()
+
+
+def test_a_target_head_too_large_is_a_502(start_gateway):
+    """A target whose answer head passes 64 KB is refused, like a malformed one."""
+    class Huge(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 +
+                                 b"\r\nContent-Length: 0\r\n\r\n")
+
+    srv = socketserver.TCPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = start_gateway("""
+server:
+  listen: 127.0.0.1:{port}
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin_port}
+lua:
+  path: {root}/lua
+services:
+  dirs: [{root}/services]
+channels:
+  http_proxy:
+    - name: p
+      url_prefix: /p
+      services:
+        huge:
+          targets: [http://127.0.0.1:%d]
+""" % srv.server_address[1])
+        gw.expect_error("malformed answer")
+        h = gw.http()
+        status, _, data = h.request("GET", "/p/huge/x")
+        assert status == 502 and "malformed answer" in json.loads(data)["error"]["message"]
+        h.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
