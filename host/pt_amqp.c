@@ -48,6 +48,7 @@ struct pt_amqp_out_s {
     pt__member_t *members;
     int n_members;
     atomic_uint rr;
+    pt_metrics_amqp_t *mx; /* its figures on /metrics */
 };
 
 struct pt_amqp_s {
@@ -87,6 +88,7 @@ void pt_amqp_job_free(pt_amqp_job_t *job)
 static void pt__complete(pt_amqp_job_t *job, const char *err)
 {
     job->next = NULL;
+    if (err && job->mx) pt_metrics_inc(&job->mx->failed, 1);
     if (err) {
         job->failed = 1;
         if (err != job->error) snprintf(job->error, sizeof job->error, "%s", err);
@@ -365,6 +367,7 @@ static int pt__publish(pt__member_t *m, pt_amqp_job_t *job, char *err, size_t er
         pt__complete(job, err);
         return -1;
     }
+    pt_metrics_inc(&m->oc->mx->published, 1);
     if (!m->oc->confirms) {
         pt__complete(job, NULL);
         return 0;
@@ -391,6 +394,7 @@ static void pt__confirm(pt__member_t *m, uint64_t tag, int multiple, const char 
             else
                 m->fl_head = next;
             if (m->fl_tail == job) m->fl_tail = prev;
+            if (!nack && !job->returned && job->mx) pt_metrics_inc(&job->mx->confirmed, 1);
             pt__complete(job, nack ? nack : job->returned ? job->error : NULL);
             if (!multiple) return;
         } else {
@@ -575,7 +579,7 @@ static void pt__member_main(void *arg)
     pt__member_t *m = arg;
     pt_amqp_out_t *oc = m->oc;
     char err[320];
-    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop = 0;
+    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop = 0, ever_up = 0;
     for (;;) {
         uv_mutex_lock(&m->lock);
         stop = m->stop;
@@ -592,6 +596,9 @@ static void pt__member_main(void *arg)
             }
             pt_log_info("AMQP '%s' [%d]: connected to %s%s", oc->name, m->index + 1, oc->ep.display,
                         oc->confirms ? " (publisher confirms)" : "");
+            if (ever_up) pt_metrics_inc(&oc->mx->reconnects, 1);
+            pt_metrics_inc((uint64_t *)&oc->mx->up, 1);
+            ever_up = 1;
             failures = 0;
             backoff = PT__BACKOFF_MIN_MS;
             atomic_store(&m->up, 1);
@@ -600,9 +607,11 @@ static void pt__member_main(void *arg)
             pt_log_warn("AMQP '%s' [%d]: connection lost: %s; reconnecting", oc->name, m->index + 1,
                         err);
             pt__down(m, err);
+            pt_metrics_inc((uint64_t *)&oc->mx->up, -1);
             failures = 1;
         }
     }
+    if (m->conn) pt_metrics_inc((uint64_t *)&oc->mx->up, -1);
     atomic_store(&m->up, 0);
     pt__fail_list(pt__take_queue(m, NULL), "portico is shutting down");
     pt__fail_inflight(m, "portico is shutting down before the broker confirmed");
@@ -645,6 +654,7 @@ void pt_amqp_submit(pt_amqp_out_t *oc, pt_amqp_job_t *job)
         }
     }
     job->next = NULL;
+    job->mx = oc->mx;
     uv_mutex_lock(&m->lock);
     if (m->stop) {
         uv_mutex_unlock(&m->lock);
@@ -719,6 +729,7 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
         oc->name = pt__dup(c->name);
         int ep_rc = pt_amqp_endpoint_copy(&oc->ep, &c->ep);
         oc->confirms = c->confirms;
+        oc->mx = pt_metrics_amqp("outgoing", c->name);
         oc->timeout_ms = c->timeout_ms;
         oc->members = calloc((size_t)c->pool_size, sizeof *oc->members);
         if (!oc->name || ep_rc != 0 || !oc->members) {

@@ -15,6 +15,7 @@
 #define PT_AMQP_H
 
 #include "pt_config.h"
+#include "pt_metrics.h"
 
 #include <amqp.h>
 #include <stdint.h>
@@ -48,6 +49,7 @@ struct pt_amqp_job_s {
     uint64_t deadline_ms;
     uint64_t tag;
     int returned;
+    pt_metrics_amqp_t *mx; /* the pool's figures */
     pt_amqp_job_t *next;
 };
 

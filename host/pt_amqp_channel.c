@@ -43,6 +43,7 @@ struct pt__consumer_s {
     pt_amqp_endpoint_t ep;
     char *queue;
     int prefetch, concurrency, requeue;
+    pt_metrics_amqp_t *mx; /* its figures on /metrics */
     uv_thread_t thread;
     int started;
     int efd;
@@ -398,6 +399,7 @@ static int pt__reply(pt__consumer_t *c, pt__delivery_t *d)
         p.content_type = amqp_cstring_bytes(d->resp_ctype);
     }
     amqp_bytes_t body = {d->resp ? d->resp_len : 0, d->resp};
+    pt_metrics_inc(&c->mx->published, 1);
     return amqp_basic_publish(c->conn, 1, amqp_empty_bytes, in->reply_to, 0, 0, &p, body);
 }
 
@@ -408,6 +410,7 @@ static int pt__settle(pt__consumer_t *c, pt__delivery_t *d)
     int has_reply = (d->env.message.properties._flags & AMQP_BASIC_REPLY_TO_FLAG) &&
                     d->env.message.properties.reply_to.len > 0;
     c->inflight--;
+    if (d->status == 0 || d->status == 400 || d->status >= 500) pt_metrics_inc(&c->mx->failed, 1);
     if (d->status == 0) {
         rc = amqp_basic_reject(c->conn, 1, d->tag, 1);
     } else if (d->status == 400 || d->status >= 500) {
@@ -459,6 +462,7 @@ static int pt__receive(pt__consumer_t *c, char *err, size_t errlen)
                 snprintf(err, errlen, "out of memory");
                 return -1;
             }
+            pt_metrics_inc(&c->mx->delivered, 1);
             d->c = c;
             d->gen = c->gen;
             d->tag = env.delivery_tag;
@@ -542,7 +546,7 @@ static void pt__consumer_main(void *arg)
 {
     pt__consumer_t *c = arg;
     char err[320];
-    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop, quiesce;
+    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop, quiesce, ever_up = 0;
     for (;;) {
         uv_mutex_lock(&c->lock);
         stop = c->stop;
@@ -564,6 +568,9 @@ static void pt__consumer_main(void *arg)
             }
             pt_log_info("AMQP channel '%s': consuming queue '%s' on %s (prefetch %d)",
                         c->channel.name, c->queue, c->ep.display, c->prefetch);
+            if (ever_up) pt_metrics_inc(&c->mx->reconnects, 1);
+            pt_metrics_inc((uint64_t *)&c->mx->up, 1);
+            ever_up = 1;
             failures = 0;
             backoff = PT__BACKOFF_MIN_MS;
         }
@@ -572,12 +579,14 @@ static void pt__consumer_main(void *arg)
             pt_log_warn("AMQP channel '%s': connection lost: %s; reconnecting", c->channel.name,
                         err);
             pt__down(c);
+            pt_metrics_inc((uint64_t *)&c->mx->up, -1);
             failures = 1;
             continue;
         }
         if (!quiesce) pt__dispatch(c);
         pt_amqp_wait(c->conn, c->efd, hb > 0 && hb * 500 < 1000 ? hb * 500 : 1000);
     }
+    if (c->conn) pt_metrics_inc((uint64_t *)&c->mx->up, -1);
     /* Stopping: ack what came back; the rest is requeued when we close. */
     if (c->conn && pt__settle_answers(c, err, sizeof err) == 0) {
         pt__drop_pending(c);
@@ -668,6 +677,7 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         c->channel.type = PT_CHANNEL_AMQP;
         c->channel.name = strdup(a->channel.name);
+        c->mx = pt_metrics_amqp("channel", a->channel.name);
         c->channel.service = strdup(a->channel.service);
         c->channel.line = a->channel.line;
         c->queue = strdup(a->queue);

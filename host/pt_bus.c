@@ -45,6 +45,7 @@ typedef struct pt__job_s {
     int has_reply_ctype;
     amqp_message_t reply; /* its body is the answer's */
     int has_reply;
+    pt_metrics_amqp_t *mx;               /* its connection's figures; NULL: none */
     struct pt__job_s *next;              /* the submission queue */
     struct pt__job_s *hnext;             /* a bucket of the in-flight table */
     struct pt__job_s *dl_prev, *dl_next; /* in flight, by deadline */
@@ -53,6 +54,7 @@ typedef struct pt__job_s {
 
 struct pt__conn_s {
     char *name;
+    pt_metrics_amqp_t *mx; /* its figures on /metrics */
     pt_amqp_endpoint_t ep;
     uv_thread_t thread;
     int started;
@@ -133,6 +135,7 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
     pt__job_t *job = arg;
     pt_bus_result_t res = {.status = job->status};
     (void)w;
+    if (job->mx) pt_metrics_inc(job->has_reply ? &job->mx->confirmed : &job->mx->failed, 1);
     if (job->has_reply) {
         res.body = job->reply.body.len ? (const char *)job->reply.body.bytes : "";
         res.body_len = job->reply.body.len;
@@ -420,6 +423,7 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
         pt__hand_back(job);
         return -1;
     }
+    pt_metrics_inc(&c->mx->published, 1);
     pt__track(c, job);
     return 0;
 }
@@ -673,7 +677,7 @@ static void pt__conn_main(void *arg)
 {
     pt__conn_t *c = arg;
     char err[320];
-    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop;
+    int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop, ever_up = 0;
     for (;;) {
         uv_mutex_lock(&c->lock);
         stop = c->stop;
@@ -688,6 +692,9 @@ static void pt__conn_main(void *arg)
                 continue;
             }
             pt_log_info("AMQP bus '%s': connected to %s", c->name, c->ep.display);
+            if (ever_up) pt_metrics_inc(&c->mx->reconnects, 1);
+            pt_metrics_inc((uint64_t *)&c->mx->up, 1);
+            ever_up = 1;
             failures = 0;
             backoff = PT__BACKOFF_MIN_MS;
             atomic_store(&c->up, 1);
@@ -695,9 +702,11 @@ static void pt__conn_main(void *arg)
         if (pt__step(c, err, sizeof err) != 0) {
             pt_log_warn("AMQP bus '%s': connection lost: %s; reconnecting", c->name, err);
             pt__down(c, err);
+            pt_metrics_inc((uint64_t *)&c->mx->up, -1);
             failures = 1;
         }
     }
+    if (c->conn) pt_metrics_inc((uint64_t *)&c->mx->up, -1);
     atomic_store(&c->up, 0);
     pt__fail_list(pt__take_queue(c, NULL), 503, "portico is shutting down");
     pt__fail_inflight(c, 503, "portico is shutting down");
@@ -761,6 +770,7 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     job->deadline_ms = pt_amqp_now_ms() + job->timeout_ms;
 
     pt__conn_t *c = pt__find(ch->name);
+    job->mx = c ? c->mx : NULL;
     if (rklen < 0) {
         pt__set_error(job, 400,
                       "the path does not make a routing key (bad percent-encoding, a "
@@ -848,6 +858,7 @@ int pt_bus_start(const pt_config_t *cfg, pt_bus_t **out)
         uv_mutex_init(&c->lock);
         c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         c->name = strdup(ch->name ? ch->name : "");
+        c->mx = pt_metrics_amqp("bus", ch->name ? ch->name : "");
         int ep_rc = pt_amqp_endpoint_copy(&c->ep, &ch->bus_ep);
         if ((c->table = calloc(PT__TABLE_MIN, sizeof *c->table))) c->table_size = PT__TABLE_MIN;
         if (c->efd < 0 || !c->name || ep_rc != 0 || !c->table) ok = 0;

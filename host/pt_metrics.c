@@ -1,5 +1,6 @@
 #include "pt_metrics.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,29 @@ void pt_metrics_target(pt_metrics_t *m, const char *upstream, const char *target
                        uint64_t duration_us)
 {
     pt__observe(m, &m->targets, PT__MAX_TARGET_SERIES, upstream, target, ok ? 1 : 0, duration_us);
+}
+
+#define PT__MAX_AMQP 64
+
+static pt_metrics_amqp_t pt__amqp[PT__MAX_AMQP];
+static size_t pt__n_amqp; /* published with release */
+static pthread_mutex_t pt__amqp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_metrics_amqp_t pt__amqp_spill; /* counts what a full table has no room for */
+
+pt_metrics_amqp_t *pt_metrics_amqp(const char *kind, const char *name)
+{
+    pt_metrics_amqp_t *e = NULL;
+    pthread_mutex_lock(&pt__amqp_lock);
+    for (size_t i = 0; i < pt__n_amqp && !e; i++)
+        if (!strcmp(pt__amqp[i].kind, kind) && !strcmp(pt__amqp[i].name, name)) e = &pt__amqp[i];
+    if (!e && pt__n_amqp < PT__MAX_AMQP) {
+        e = &pt__amqp[pt__n_amqp];
+        snprintf(e->kind, sizeof e->kind, "%s", kind);
+        snprintf(e->name, sizeof e->name, "%s", name);
+        __atomic_store_n(&pt__n_amqp, pt__n_amqp + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&pt__amqp_lock);
+    return e ? e : &pt__amqp_spill;
 }
 
 static uint64_t pt__load(const uint64_t *p)
@@ -261,6 +285,39 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
                   "Time from the start of an exchange with an upstream target to its end.",
                   "upstream", "target", all, m);
     free(all);
+
+    size_t na = __atomic_load_n(&pt__n_amqp, __ATOMIC_ACQUIRE);
+    static const struct {
+        const char *metric, *type, *help;
+        size_t off;
+    } fams[] = {
+        {"portico_amqp_published_total", "counter", "Messages handed to the broker.",
+         offsetof(pt_metrics_amqp_t, published)},
+        {"portico_amqp_confirmed_total", "counter",
+         "Publisher confirms (outgoing) and replies matched (bus).",
+         offsetof(pt_metrics_amqp_t, confirmed)},
+        {"portico_amqp_failed_total", "counter",
+         "Sends that failed (nack, return, time-out, no connection) and deliveries rejected.",
+         offsetof(pt_metrics_amqp_t, failed)},
+        {"portico_amqp_delivered_total", "counter", "Deliveries received by AMQP channels.",
+         offsetof(pt_metrics_amqp_t, delivered)},
+        {"portico_amqp_reconnects_total", "counter", "Connections made again after a loss.",
+         offsetof(pt_metrics_amqp_t, reconnects)},
+        {"portico_amqp_connections_up", "gauge", "AMQP connections up now.",
+         offsetof(pt_metrics_amqp_t, up)},
+    };
+    for (size_t f = 0; na && f < sizeof fams / sizeof fams[0]; f++) {
+        pt_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fams[f].metric, fams[f].help,
+                      fams[f].metric, fams[f].type);
+        for (size_t i = 0; i < na; i++) {
+            pt_buf_printf(out, "%s{", fams[f].metric);
+            pt__label(out, "kind", pt__amqp[i].kind, 1);
+            pt__label(out, "name", pt__amqp[i].name, 0);
+            pt_buf_printf(out, "} %lld\n",
+                          (long long)pt__load((const uint64_t *)((const char *)&pt__amqp[i] +
+                                                                 fams[f].off)));
+        }
+    }
 
     uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0, ws = 0;
     for (size_t w = 0; w < n; w++) {

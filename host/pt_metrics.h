@@ -63,6 +63,32 @@ static inline void pt_metrics_add(uint64_t *counter, int64_t delta)
                      __ATOMIC_RELAXED);
 }
 
+/* The figures of one AMQP connection (an outgoing.amqp pool, a
+ * channels.amqp consumer, an amqp_bus channel). Its own threads bump them
+ * with relaxed atomic adds; the scraper reads them. Entries live as long as
+ * the process. */
+typedef struct {
+    char kind[16]; /* "outgoing", "channel", "bus" */
+    char name[PT_METRICS_NAME_MAX + 1];
+    uint64_t published;  /* messages handed to the broker */
+    uint64_t confirmed;  /* outgoing: broker acks; bus: replies matched */
+    uint64_t failed;     /* outgoing: nack, return, time-out, no connection; bus: the
+                            same and 504s; channel: deliveries rejected or requeued */
+    uint64_t delivered;  /* channel: deliveries received */
+    uint64_t reconnects; /* connections made again after a loss */
+    int64_t up;          /* connections up now */
+} pt_metrics_amqp_t;
+
+/* The entry of kind and name, made on first use (any thread; a mutex guards
+ * the making). Never NULL: past 64 entries one unlisted spill entry counts. */
+pt_metrics_amqp_t *pt_metrics_amqp(const char *kind, const char *name);
+
+/* Adds delta to a counter shared by threads (NULL: nothing). */
+static inline void pt_metrics_inc(uint64_t *counter, int64_t delta)
+{
+    if (counter) __atomic_fetch_add(counter, (uint64_t)delta, __ATOMIC_RELAXED);
+}
+
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from amqp_support import (BROKER_URL, ROOT, AmqpClient, AmqpError, Http, Portico,
+from amqp_support import (scrape, value, BROKER_URL, ROOT, AmqpClient, AmqpError, Http, Portico,
                           broker_serving, derive_config, free_port, rabbitmq)
 
 EXAMPLE_CONFIG = os.path.join(ROOT, "config", "api-gateway.yaml")
@@ -117,12 +117,14 @@ def lab(tmp_path, amqp):
     services.mkdir()
     (services / "send.lua").write_text(SEND_SERVICE)
     (services / "consume.lua").write_text(CONSUME_SERVICE)
-    port = free_port()
+    port, admin = free_port(), free_port()
     cfg = tmp_path / "lab.yaml"
     cfg.write_text(textwrap.dedent("""\
         server:
           listen: 127.0.0.1:%(port)d
           workers: 2
+        admin:
+          listen: 127.0.0.1:%(admin)d
         services:
           dirs: [%(services)s]
         outgoing:
@@ -148,8 +150,10 @@ def lab(tmp_path, amqp):
               service: amqp.test.consume
               prefetch: 8
               concurrency: 4
-        """) % {"port": port, "services": services, "url": BROKER_URL, "q_in": Q_IN})
+        """) % {"port": port, "admin": admin, "services": services, "url": BROKER_URL,
+                "q_in": Q_IN})
     gw = Portico(str(cfg), port)
+    gw.admin_port = admin
     wait_for_log(gw, "consuming queue '%s'" % Q_IN)
     yield gw
     assert gw.stop() == 0, gw.errors()
@@ -395,6 +399,18 @@ def test_send_confirms_and_errors(lab, amqp):
                 routing_key="ok") == (200, {"sent": True})
     assert amqp.wait_get(Q_TEST).json() == {"k": 4}
 
+    # /metrics: 4 handed to My Backend (the unroutable one too), 3 confirmed,
+    # 2 failed (missing exchange, unroutable); Unconfirmed published 1
+    m = scrape(lab)
+    mine = {"kind": "outgoing", "name": "My Backend"}
+    assert value(m, "portico_amqp_published_total", **mine) == 4
+    assert value(m, "portico_amqp_confirmed_total", **mine) == 3
+    assert value(m, "portico_amqp_failed_total", **mine) == 2
+    assert value(m, "portico_amqp_connections_up", **mine) == 2  # pool_size
+    unconfirmed = {"kind": "outgoing", "name": "Unconfirmed"}
+    assert value(m, "portico_amqp_published_total", **unconfirmed) == 1
+    assert value(m, "portico_amqp_confirmed_total", **unconfirmed) == 0
+
     # A programmer mistake raises (500), it is not a broker error.
     status, body = send(data={"k": 5}, outconn="No Such Connection", exchange=X_TEST,
                         routing_key="ok")
@@ -447,4 +463,11 @@ def test_amqp_channel_acks_replies_and_dead_letters(lab, amqp):
     assert {r.props["correlation_id"] for r in replies} == {"c-%d" % n for n in range(40)}
     assert queue_counts(Q_IN) == (0, 0)  # nothing waiting, nothing unacknowledged
     assert amqp.queue_count(Q_DEAD) == 0
+    # /metrics: 44 deliveries, 3 of them rejected, 41 replies published
+    m = scrape(lab)
+    ch = {"kind": "channel", "name": "test.in"}
+    assert value(m, "portico_amqp_delivered_total", **ch) == 44
+    assert value(m, "portico_amqp_failed_total", **ch) == 3
+    assert value(m, "portico_amqp_published_total", **ch) == 41
+    assert value(m, "portico_amqp_connections_up", **ch) == 1
     assert unexpected_errors(lab, allowed=("negative numbers are refused",)) == []

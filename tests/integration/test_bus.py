@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from amqp_support import (BROKER_URL, AmqpClient, AmqpError, Http, _shortstr, _table,
+from amqp_support import (scrape, value, BROKER_URL, AmqpClient, AmqpError, Http, _shortstr, _table,
                           broker_serving)
 
 X_FOO = "foo"                    # WASP's example exchange
@@ -314,6 +314,16 @@ def test_unroutable_and_missing_exchange_are_502(start_gateway, amqp, responders
             c._expect(1, 50, 51)
     assert http.request("GET", "/bus/foo/bar/%zz")[0] == 400
     http.close()
+    # /metrics counted it all: 3 published (the unroutable one too), 2 replies,
+    # 2 failures (unroutable, missing exchange; the router refused the bad
+    # encoding before the bus saw it), 1 connection up
+    m = scrape(gw)
+    labels = {"kind": "bus", "name": "bus"}
+    assert value(m, "portico_amqp_published_total", **labels) == 3
+    assert value(m, "portico_amqp_confirmed_total", **labels) == 2
+    assert value(m, "portico_amqp_failed_total", **labels) == 2
+    assert value(m, "portico_amqp_connections_up", **labels) == 1
+    assert value(m, "portico_amqp_reconnects_total", **labels) == 0
 
 
 # ---- many at once ------------------------------------------------------------------
@@ -417,6 +427,9 @@ def test_broker_down_is_503_and_the_bus_recovers(start_gateway, amqp, broker, re
         time.sleep(0.2)
     assert json.loads(body)["headers"] == {"X-WASP-METHOD": "GET", "X-WASP-QS": "back=1"}
     http.close()
+    m = scrape(gw)
+    assert value(m, "portico_amqp_reconnects_total", kind="bus", name="bus") >= 1
+    assert value(m, "portico_amqp_connections_up", kind="bus", name="bus") == 1
 
 
 def test_broker_down_at_start(start_gateway, amqp, broker, responders):

@@ -1,43 +1,10 @@
 """Metrics on the admin listener, health endpoints and the JSON access log."""
 import json
 import os
-import re
 import signal
 import time
 
-from amqp_support import Http
-
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|\+Inf|NaN)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(gw):
-    """Parses the Prometheus text format strictly; returns {(name, labels): value}."""
-    c = Http(gw.admin_port)
-    status, headers, body = c.request("GET", "/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain")
-    samples, typed = {}, {}
-    for line in body.decode().splitlines():
-        if line.startswith("# HELP "):
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            assert kind in ("counter", "gauge", "histogram"), line
-            typed[name] = kind
-            continue
-        m = LINE.match(line)
-        assert m, "not Prometheus text: %r" % line
-        name, labels = m.group(1), tuple(sorted(LABEL.findall(m.group(3) or "")))
-        base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in typed or base in typed, "sample without # TYPE: %s" % name
-        assert (name, labels) not in samples, "duplicate sample %s %s" % (name, labels)
-        samples[(name, labels)] = float(m.group(4))
-    return samples
-
-
-def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
+from amqp_support import Http, scrape, value
 
 def test_metrics_change_by_the_right_amounts(gw):
     before = scrape(gw)
