@@ -11,6 +11,7 @@ single-channel; any broker error raises AmqpError with the broker's text.
 import base64
 import json
 import os
+import random
 import re
 import socket
 import struct
@@ -486,10 +487,32 @@ class AmqpClient:
 # ---- portico under test ----------------------------------------------------
 
 
+_taken = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the kernel's ephemeral range (so no outgoing connection of
+    the tests can be holding it by the time the server binds) that nothing
+    listens on now, and never the same one twice in a run."""
+    low = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = min(low, int(f.read().split()[0]) - 5000)
+    except (OSError, ValueError):
+        pass
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 10000), low)
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def derive_config(src, dst_dir, listen_port, admin_port=None):
