@@ -70,6 +70,22 @@ channels:
 """
 
 
+# One worker and an http_proxy list to append channels to.
+ONE_WORKER = """
+server:
+  listen: 127.0.0.1:{port}
+  workers: 1
+admin:
+  listen: 127.0.0.1:{admin_port}
+lua:
+  path: {root}/lua
+services:
+  dirs: [{root}/services]
+channels:
+  http_proxy:
+"""
+
+
 class Backend:
     """http_backend.py on a port, as a process the test can kill."""
 
@@ -432,19 +448,7 @@ def test_client_going_away_mid_download_leaks_nothing(proxy, backends):
 def test_targets_by_host_name_and_pipelined_requests(start_gateway, backends):
     """A target given by name is resolved off the loop; pipelined proxied
     requests on one client connection are answered in order."""
-    gw = start_gateway("""
-server:
-  listen: 127.0.0.1:{port}
-  workers: 1
-admin:
-  listen: 127.0.0.1:{admin_port}
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services]
-channels:
-  http_proxy:
-    - name: byname
+    gw = start_gateway(ONE_WORKER + """    - name: byname
       url_prefix: /n
       resolve_ttl: 100ms
       services:
@@ -525,19 +529,7 @@ def test_a_target_head_too_large_is_a_502(start_gateway):
     srv = socketserver.TCPServer(("127.0.0.1", 0), Huge)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        gw = start_gateway("""
-server:
-  listen: 127.0.0.1:{port}
-  workers: 1
-admin:
-  listen: 127.0.0.1:{admin_port}
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services]
-channels:
-  http_proxy:
-    - name: p
+        gw = start_gateway(ONE_WORKER + """    - name: p
       url_prefix: /p
       services:
         huge:

@@ -1,39 +1,8 @@
 /* outgoing.amqp and channels.amqp in the config (pt_config.c). */
-#include "pt_config.h"
-#include "pt_test.h"
+#include "pt_test_config.h"
 
 #include <stdlib.h>
 #include <unistd.h>
-
-static char path[64];
-
-/* Writes yaml to a temporary file and loads it. */
-static int load(const char *yaml, pt_config_t **cfg, char *err, size_t errlen)
-{
-    snprintf(path, sizeof path, "/tmp/pt_test_amqp_XXXXXX.yaml");
-    int fd = mkstemps(path, 5);
-    if (fd < 0) return -2;
-    FILE *f = fdopen(fd, "w");
-    fputs(yaml, f);
-    fclose(f);
-    *cfg = NULL;
-    int rc = pt_config_load(path, cfg, err, errlen);
-    unlink(path);
-    return rc;
-}
-
-static int fails_with(const char *yaml, const char *needle)
-{
-    pt_config_t *cfg;
-    char err[512] = "";
-    int rc = load(yaml, &cfg, err, sizeof err);
-    pt_config_free(cfg);
-    if (rc == 0 || !strstr(err, needle)) {
-        fprintf(stderr, "  rc=%d err=\"%s\" (wanted \"%s\")\n", rc, err, needle);
-        return 0;
-    }
-    return 1;
-}
 
 int main(void)
 {
@@ -42,7 +11,7 @@ int main(void)
 
     /* Defaults. */
     unsetenv("PT_TEST_AMQP_URL");
-    int rc = load("outgoing:\n"
+    int rc = pt_test_load("outgoing:\n"
                   "  amqp:\n"
                   "    - name: My Backend\n",
                   &cfg, err, sizeof err);
@@ -82,7 +51,7 @@ int main(void)
                                "      prefetch: 20\n"
                                "      concurrency: 5\n"
                                "      on_error: requeue\n";
-    rc = load(full, &cfg, err, sizeof err);
+    rc = pt_test_load(full, &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         const pt_amqp_out_cfg_t *o = &cfg->amqp_out[0];
@@ -112,7 +81,7 @@ int main(void)
 
     /* The variable named by url_env wins when set and not empty. */
     setenv("PT_TEST_AMQP_URL", "amqp://env:pw@10.0.0.9:5999/%2f", 1);
-    rc = load(full, &cfg, err, sizeof err);
+    rc = pt_test_load(full, &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_STR(cfg->amqp_out[0].ep.host, "10.0.0.9");
@@ -123,7 +92,7 @@ int main(void)
         pt_config_free(cfg);
     }
     setenv("PT_TEST_AMQP_URL", "", 1);
-    rc = load(full, &cfg, err, sizeof err);
+    rc = pt_test_load(full, &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_STR(cfg->amqp_out[0].ep.host, "rabbit.example");
@@ -131,38 +100,38 @@ int main(void)
     }
     setenv("PT_TEST_AMQP_URL", "http://nope", 1);
     PT_CHECK(
-        fails_with(full, ":5: outgoing.amqp[0].url_env: $PT_TEST_AMQP_URL is not an AMQP URL"));
+        pt_test_fails_with(full, ":5: outgoing.amqp[0].url_env: $PT_TEST_AMQP_URL is not an AMQP URL"));
     unsetenv("PT_TEST_AMQP_URL");
 
     /* Mistakes name the file and line. */
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n      confirm: true\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirm: true\n",
                         ":4: outgoing.amqp[0]: unknown key 'confirm'"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n      url: rabbit:5672\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: rabbit:5672\n",
                         ":4: outgoing.amqp[0].url: not an AMQP URL"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n      url: amqps://h/\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: amqps://h/\n",
                         ":4: outgoing.amqp[0].url: amqps:// is not supported"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n      pool_size: 0\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      pool_size: 0\n",
                         ":4: outgoing.amqp[0].pool_size: expected a whole number from 1 to 64"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n      confirms: maybe\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirms: maybe\n",
                         ":4: outgoing.amqp[0].confirms: expected true or false"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - name: x\n    - name: x\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n    - name: x\n",
                         ":4: outgoing AMQP connection name 'x' is used twice"));
-    PT_CHECK(fails_with("outgoing:\n  amqp:\n    - url: amqp://h/\n",
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - url: amqp://h/\n",
                         "outgoing.amqp[0].name: expected a string"));
-    PT_CHECK(fails_with("outgoing:\n  ftp: []\n", ":2: outgoing: unknown key 'ftp'"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  ftp: []\n", ":2: outgoing: unknown key 'ftp'"));
     PT_CHECK(
-        fails_with("channels:\n  amqp:\n    - name: c\n      connection: nope\n"
+        pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      connection: nope\n"
                    "      queue: q\n      service: s\n",
                    ":4: channels.amqp[0].connection: no outgoing.amqp connection named 'nope'"));
-    PT_CHECK(fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
                         "      prefetch: 2\n      concurrency: 3\n",
                         ":7: channels.amqp[0].concurrency: expected a whole number from 1 to 2"));
-    PT_CHECK(fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
                         "      on_error: drop\n",
                         ":6: channels.amqp[0].on_error: expected dead_letter or requeue"));
-    PT_CHECK(fails_with("channels:\n  amqp:\n    - name: c\n      service: s\n",
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      service: s\n",
                         "channels.amqp[0].queue: expected a string"));
-    PT_CHECK(fails_with("channels:\n  rest:\n    - name: c\n      url_path: /c\n      service: s\n"
+    PT_CHECK(pt_test_fails_with("channels:\n  rest:\n    - name: c\n      url_path: /c\n      service: s\n"
                         "  amqp:\n    - name: c\n      queue: q\n      service: s\n",
                         ":7: channel name 'c' is used twice"));
     return PT_TEST_DONE();

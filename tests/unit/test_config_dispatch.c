@@ -1,41 +1,10 @@
 /* The dispatch strategies' config: channels.http_proxy, channels.amqp_bus and
  * outgoing.http, from config/wasp.yaml and from broken snippets. */
-#include "pt_config.h"
-#include "pt_test.h"
+#include "pt_test_config.h"
 
 #include <llhttp.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-/* Loads text from a temporary file; returns rc, the message in err. */
-static int load_text(const char *text, pt_config_t **cfg, char *err, size_t errlen)
-{
-    char path[] = "/tmp/pt-test-config-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return -2;
-    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-        close(fd);
-        return -2;
-    }
-    close(fd);
-    *cfg = NULL;
-    int rc = pt_config_load(path, cfg, err, errlen);
-    unlink(path);
-    return rc;
-}
-
-static int fails_with(const char *text, const char *needle)
-{
-    pt_config_t *cfg = NULL;
-    char err[512] = "";
-    int rc = load_text(text, &cfg, err, sizeof err);
-    pt_config_free(cfg);
-    if (rc == 0 || !strstr(err, needle)) {
-        fprintf(stderr, "  rc=%d err=\"%s\" (wanted \"%s\")\n", rc, err, needle);
-        return 0;
-    }
-    return 1;
-}
 
 int main(void)
 {
@@ -65,7 +34,7 @@ int main(void)
         pt_config_free(cfg);
     }
 
-    rc = load_text("outgoing:\n"
+    rc = pt_test_load("outgoing:\n"
                    "  http:\n"
                    "    - name: crm\n"
                    "      targets: [\"http://[::1]:8080/\", crm.internal]\n"
@@ -96,34 +65,34 @@ int main(void)
     const char *px = "channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p\n";
     char text[1024];
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [https://x:1]}\n", px);
-    PT_CHECK(fails_with(text, "https targets are not supported"));
+    PT_CHECK(pt_test_fails_with(text, "https targets are not supported"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [http://x:1/path]}\n", px);
-    PT_CHECK(fails_with(text, "no path"));
+    PT_CHECK(pt_test_fails_with(text, "no path"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [x:99999]}\n", px);
-    PT_CHECK(fails_with(text, "a port 1-65535"));
+    PT_CHECK(pt_test_fails_with(text, "a port 1-65535"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: []}\n", px);
-    PT_CHECK(fails_with(text, "services.a.targets: expected a list"));
+    PT_CHECK(pt_test_fails_with(text, "services.a.targets: expected a list"));
     snprintf(text, sizeof text, "%s      services:\n        \"a/b\": {targets: [x:1]}\n", px);
-    PT_CHECK(fails_with(text, "is not a service name"));
+    PT_CHECK(pt_test_fails_with(text, "is not a service name"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [x:1], nope: 1}\n", px);
-    PT_CHECK(fails_with(text, "unknown key 'nope'"));
-    PT_CHECK(fails_with(px, "services: expected a mapping"));
+    PT_CHECK(pt_test_fails_with(text, "unknown key 'nope'"));
+    PT_CHECK(pt_test_fails_with(px, "services: expected a mapping"));
     snprintf(text, sizeof text, "%s      connect_timeout: 0\n      services:\n        a: {targets: [x:1]}\n",
              px);
-    PT_CHECK(fails_with(text, "connect_timeout: must be more than 0"));
-    PT_CHECK(fails_with("channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p/{x}\n"
+    PT_CHECK(pt_test_fails_with(text, "connect_timeout: must be more than 0"));
+    PT_CHECK(pt_test_fails_with("channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p/{x}\n"
                         "      services:\n        a: {targets: [x:1]}\n",
                         "a prefix has no {name} segments"));
-    PT_CHECK(fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
                         "      url: http://nope\n",
                         "not an AMQP URL"));
-    PT_CHECK(fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
                         "      reply_timeout: 0\n",
                         "reply_timeout: must be more than 0"));
-    PT_CHECK(fails_with("outgoing:\n  http:\n    - name: a\n      targets: [x:1]\n"
+    PT_CHECK(pt_test_fails_with("outgoing:\n  http:\n    - name: a\n      targets: [x:1]\n"
                         "    - name: a\n      targets: [x:2]\n",
                         "name 'a' is used twice"));
-    PT_CHECK(fails_with("outgoing:\n  http:\n    - name: a\n", "targets: expected a list"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  http:\n    - name: a\n", "targets: expected a list"));
 
     printf("%d checks, %d failed\n", pt_test_checks, pt_test_failures);
     return pt_test_failures != 0;
