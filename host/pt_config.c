@@ -153,17 +153,17 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     return 0;
 }
 
-static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi,
-                   int *out);
-static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
-                        pt_amqp_endpoint_t *ep);
+static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out);
+static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_amqp_endpoint_t *ep);
 
 static const char *pt__channel_kind(pt_channel_type_t type)
 {
-    static const char *const kinds[] = {
-        [PT_CHANNEL_REST] = "rest",           [PT_CHANNEL_GATEWAY] = "gateway",
-        [PT_CHANNEL_AMQP] = "amqp",           [PT_CHANNEL_WEBSOCKET] = "websocket",
-        [PT_CHANNEL_HTTP_PROXY] = "http_proxy", [PT_CHANNEL_AMQP_BUS] = "amqp_bus"};
+    static const char *const kinds[] = {[PT_CHANNEL_REST] = "rest",
+                                        [PT_CHANNEL_GATEWAY] = "gateway",
+                                        [PT_CHANNEL_AMQP] = "amqp",
+                                        [PT_CHANNEL_WEBSOCKET] = "websocket",
+                                        [PT_CHANNEL_HTTP_PROXY] = "http_proxy",
+                                        [PT_CHANNEL_AMQP_BUS] = "amqp_bus"};
     return kinds[type];
 }
 
@@ -284,9 +284,9 @@ static void pt__upstream_free(pt_upstream_cfg_t *u)
 /* http_proxy: settings for every service, then services: {name: {targets}} */
 static int pt__proxy(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
 {
-    static const char *const svc_keys[] = {"targets",      "connect_timeout", "read_timeout",
-                                           "fail_timeout", "max_fails",       "keepalive",
-                                           "resolve_ttl",  NULL};
+    static const char *const svc_keys[] = {
+        "targets",   "connect_timeout", "read_timeout", "fail_timeout",
+        "max_fails", "keepalive",       "resolve_ttl",  NULL};
     char key[160];
     pt_upstream_cfg_t def = {0};
     if (pt__upstream(c, n, what, NULL, 0, &def) != 0) return -1;
@@ -332,7 +332,8 @@ static int pt__bus(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channe
     if ((v = pt_yaml_get(&c->y, n, "reply_timeout")) &&
         pt__duration(c, v, key, &ch->bus_reply_timeout_ms) != 0)
         return -1;
-    if (ch->bus_reply_timeout_ms == 0) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
+    if (ch->bus_reply_timeout_ms == 0)
+        return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
     if ((v = pt_yaml_get(&c->y, n, "service_list"))) {
         snprintf(key, sizeof key, "%s.service_list", what);
         if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0) return -1;
@@ -352,18 +353,27 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
                                           "service_list",  "security",          "data_format",
                                           "ping_interval", "missed_pings",      "max_message_size",
                                           "idle_timeout",  "token_query_param", NULL};
-    static const char *const proxy_keys[] = {
-        "name",         "url_prefix",   "methods",   "services",  "security",
-        "rate_limit",   "connect_timeout", "read_timeout", "fail_timeout", "max_fails",
-        "keepalive",    "resolve_ttl",  NULL};
-    static const char *const bus_keys[] = {"name",          "url_prefix", "methods",
-                                           "service_list",  "security",   "rate_limit",
-                                           "url",           "url_env",    "heartbeat",
-                                           "reply_timeout", NULL};
-    static const char *const *const keys[] = {
-        [PT_CHANNEL_REST] = rest_keys,         [PT_CHANNEL_GATEWAY] = gw_keys,
-        [PT_CHANNEL_WEBSOCKET] = ws_keys,      [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
-        [PT_CHANNEL_AMQP_BUS] = bus_keys};
+    static const char *const proxy_keys[] = {"name",
+                                             "url_prefix",
+                                             "methods",
+                                             "services",
+                                             "security",
+                                             "rate_limit",
+                                             "connect_timeout",
+                                             "read_timeout",
+                                             "fail_timeout",
+                                             "max_fails",
+                                             "keepalive",
+                                             "resolve_ttl",
+                                             NULL};
+    static const char *const bus_keys[] = {"name",      "url_prefix",    "methods", "service_list",
+                                           "security",  "rate_limit",    "url",     "url_env",
+                                           "heartbeat", "reply_timeout", NULL};
+    static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
+                                              [PT_CHANNEL_GATEWAY] = gw_keys,
+                                              [PT_CHANNEL_WEBSOCKET] = ws_keys,
+                                              [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
+                                              [PT_CHANNEL_AMQP_BUS] = bus_keys};
     int prefixed = type == PT_CHANNEL_HTTP_PROXY || type == PT_CHANNEL_AMQP_BUS;
     const char *path_key = prefixed ? "url_prefix" : "url_path";
     char what[64];
@@ -375,11 +385,9 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     snprintf(key, sizeof key, "%s.name", what);
     if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "name"), key, &ch->name) != 0) return -1;
     snprintf(key, sizeof key, "%s.%s", what, path_key);
-    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, path_key), key, &ch->url_path) != 0)
-        return -1;
+    if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, path_key), key, &ch->url_path) != 0) return -1;
     if (ch->url_path[0] != '/')
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, path_key), "%s: must start with '/'",
-                            key);
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, path_key), "%s: must start with '/'", key);
     if (prefixed) {
         size_t len = strlen(ch->url_path);
         while (len > 1 && ch->url_path[len - 1] == '/')
@@ -690,7 +698,7 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
 /* outgoing.http[]: {name, targets, time-outs, keepalive} for self.out.http */
 static int pt__http_out(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"name",      "targets",   "connect_timeout",
+    static const char *const keys[] = {"name",      "targets",      "connect_timeout",
                                        "timeout",   "fail_timeout", "max_fails",
                                        "keepalive", "resolve_ttl",  NULL};
     if (list->type != YAML_SEQUENCE_NODE)

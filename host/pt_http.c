@@ -176,7 +176,6 @@ static void pt__on_timer(uv_timer_t *t)
         break;
     case PT_CONN_HEAD:
     case PT_CONN_BODY:
-        if (c->proxy) pt_proxy_abort(c);
         pt__read_off(c);
         c->state = PT_CONN_HANDLE;
         c->close_after = 1;
@@ -452,7 +451,6 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
         if (!c->proxied || c->state == PT_CONN_HELD) pt__dispatch(c);
         return;
     }
-    if (c->proxy) pt_proxy_abort(c);
     pt__read_off(c);
     pt__timer_off(c);
     int status = c->error_status ? c->error_status : 400;
@@ -701,6 +699,7 @@ void pt_http_send_error(pt_conn_t *c, int status, const char *msg, const char *e
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra)
 {
     pt_buf_t b = {0};
+    /* an answer of our own ends any exchange with a target (408, a parse error) */
     if (c->proxy) pt_proxy_abort(c);
     pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
     pt_buf_json_escape(&b, msg, strlen(msg));

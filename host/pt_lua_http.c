@@ -29,7 +29,6 @@ typedef struct pt__call_s {
     pt_buf_t resp;    /* the response body */
     const char *kind; /* NULL: answered; else why not (see pt_lua_http.h) */
     char detail[256];
-    int in_cb;    /* inside our own on_ready */
     int finished; /* the outcome is known */
     int deferred; /* a pt_worker_call will complete it */
     uint64_t seq;
@@ -142,14 +141,13 @@ static void pt__defer(pt__call_t *c)
 
 /* ---- the exchange's callbacks ---- */
 
+/* Also called from pt__http_request when pt_upx_start took a kept-alive
+ * connection: neither call below calls back (pt_upstream.h). */
 static void pt__on_ready(void *ud)
 {
     pt__call_t *c = ud;
-    c->in_cb++;
     if (c->body_len) pt_upx_write(c->x, c->body, c->body_len); /* copied; flow control is moot */
-    if (!c->finished) pt_upx_end_request(c->x);
-    c->in_cb--;
-    if (c->finished) pt__complete(c); /* the write failed: on_done came meanwhile */
+    pt_upx_end_request(c->x);
 }
 
 static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n,
@@ -232,7 +230,7 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
             pt__fail(c, "broken", msg);
         }
     }
-    if (c->in_cb || c->deferred) return; /* they complete it */
+    if (c->deferred) return; /* pt__on_deferred completes it */
     pt__complete(c);
 }
 

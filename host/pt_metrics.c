@@ -313,9 +313,9 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
             pt_buf_printf(out, "%s{", fams[f].metric);
             pt__label(out, "kind", pt__amqp[i].kind, 1);
             pt__label(out, "name", pt__amqp[i].name, 0);
-            pt_buf_printf(out, "} %lld\n",
-                          (long long)pt__load((const uint64_t *)((const char *)&pt__amqp[i] +
-                                                                 fams[f].off)));
+            pt_buf_printf(
+                out, "} %lld\n",
+                (long long)pt__load((const uint64_t *)((const char *)&pt__amqp[i] + fams[f].off)));
         }
     }
 

@@ -36,11 +36,14 @@ static int pt__token_in(const char *v, size_t len, const char *token, size_t tle
 {
     size_t i = 0;
     while (i < len) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
         size_t start = i;
-        while (i < len && v[i] != ',') i++;
+        while (i < len && v[i] != ',')
+            i++;
         size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
         if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0) return 1;
     }
     return 0;
@@ -49,8 +52,8 @@ static int pt__token_in(const char *v, size_t len, const char *token, size_t tle
 /* Hop-by-hop: never forwarded (RFC 9110 7.6.1), nor what Connection names. */
 static int pt__hop(const char *name, size_t len, const char *conn_v, size_t conn_len)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                      "trailer",    "transfer-encoding", "upgrade", NULL};
+    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection", "te",
+                                      "trailer",    "transfer-encoding", "upgrade",          NULL};
     for (const char *const *h = hop; *h; h++)
         if (pt__is(name, len, *h)) return 1;
     return conn_v && pt__token_in(conn_v, conn_len, name, len);
@@ -141,8 +144,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
             pt_buf_puts(&b, "Content-Length: ");
             pt_buf_put_u64(&b, (uint64_t)content_length);
             pt_buf_append(&b, "\r\n", 2);
-        }
-        else if (!px->head_only && !http10)
+        } else if (!px->head_only && !http10)
             px->chunked_resp = 1;
         else if (!px->head_only)
             c->close_after = 1; /* HTTP/1.0: the end of the body is the close */
@@ -156,7 +158,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     if (!b.data) return -1;
     pt_buf_free(hb);
     *hb = b;
-    if (!px->tunnel) return 0; /* the head goes with the first body bytes */
+    if (!px->tunnel) return 0;                 /* the head goes with the first body bytes */
     if (pt__send(px, NULL, 0) != 0) return -1; /* c is closing; pt_proxy_abort ran */
     /* from here on both sides are bytes: what the client sent after its
      * handshake goes first */
@@ -179,8 +181,8 @@ static void pt__on_body(void *ud, const char *data, size_t len)
     if (px->chunked_resp) {
         char size[24];
         int sn = snprintf(size, sizeof size, "%zx\r\n", len);
-        uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn), uv_buf_init((char *)data, (unsigned)len),
-                            uv_buf_init("\r\n", 2)};
+        uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn),
+                            uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
         rc = pt__send(px, bufs, 3);
     } else {
         uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);

@@ -24,7 +24,7 @@
 typedef enum { PT__BASIC = 0, PT__APIKEY, PT__JWT } pt__kind_t;
 typedef enum { PT__HS256 = 0, PT__RS256 } pt__alg_t;
 
-#define PT__DIGEST 32           /* BLAKE2b-256 */
+#define PT__DIGEST 32                                      /* BLAKE2b-256 */
 #define PT__CACHE_DIGEST crypto_shorthash_siphashx24_BYTES /* 128-bit keyed SipHash */
 _Static_assert(crypto_generichash_KEYBYTES >= crypto_shorthash_siphashx24_KEYBYTES,
                "the cache key serves SipHash too");

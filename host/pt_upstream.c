@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PT__IDLE_MS 60000         /* an idle keep-alive connection is closed after this */
+#define PT__IDLE_MS 60000           /* an idle keep-alive connection is closed after this */
 #define PT__HIGH_WATER (256 * 1024) /* queued request bytes that ask the caller to wait */
 #define PT__LOW_WATER (64 * 1024)
 #define PT__MAX_HEAD (64 * 1024) /* response header bytes */
@@ -72,6 +72,7 @@ struct pt__conn_s {
     pt_upx_t *x; /* the exchange it is leased to; NULL when idle */
     pt__conn_t *next;
     int reused; /* served an exchange before */
+    int idle;   /* in its target's idle list */
     llhttp_t parser;
 };
 
@@ -203,6 +204,8 @@ static void pt__on_conn_closed(uv_handle_t *h)
 static void pt__idle_remove(pt__conn_t *conn)
 {
     pt__target_t *t = conn->t;
+    if (!conn->idle) return;
+    conn->idle = 0;
     for (pt__conn_t **p = &t->idle; *p; p = &(*p)->next)
         if (*p == conn) {
             *p = conn->next;
@@ -216,7 +219,7 @@ static void pt__conn_close(pt__conn_t *conn)
 {
     if (conn->closing) return;
     conn->closing = 1;
-    if (!conn->x) pt__idle_remove(conn);
+    pt__idle_remove(conn);
     conn->x = NULL;
     uv_close((uv_handle_t *)&conn->timer, pt__on_conn_closed);
     uv_close((uv_handle_t *)&conn->tcp, pt__on_conn_closed);
@@ -274,18 +277,17 @@ static void pt__release(pt_upx_t *x)
     x->conn = NULL;
     conn->x = NULL;
     pt__target_t *t = conn->t;
-    if (x->reusable && !conn->set->retired && t->n_idle < t->up->cfg->keepalive &&
-        !conn->closing) {
+    if (x->reusable && !conn->set->retired && t->n_idle < t->up->cfg->keepalive && !conn->closing) {
         if (x->paused) /* an idle connection must see its peer close */
             uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
         conn->reused = 1;
+        conn->idle = 1;
         conn->next = t->idle;
         t->idle = conn;
         t->n_idle++;
         pt__timer(conn, PT__T_IDLE, PT__IDLE_MS);
         return;
     }
-    conn->x = x; /* so pt__conn_close does not look for it in the idle list */
     pt__conn_close(conn);
 }
 

@@ -98,10 +98,12 @@ int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry,
 
 /* Queues request body bytes (copied; chunk framing is the caller's). Only
  * after on_ready. Returns 0, or 1 when enough is queued that the caller
- * should stop until on_drain. */
+ * should stop until on_drain. Never calls back: a failed write is reported
+ * through on_done from the loop. */
 int pt_upx_write(pt_upx_t *x, const char *data, size_t len);
 
-/* The request is complete: the read time-out starts counting. */
+/* The request is complete: the read time-out starts counting. Never calls
+ * back. */
 void pt_upx_end_request(pt_upx_t *x);
 
 /* Stops (1) or resumes (0) reading the response: the caller's own peer is

@@ -12,9 +12,9 @@ int main(void)
     /* Defaults. */
     unsetenv("PT_TEST_AMQP_URL");
     int rc = pt_test_load("outgoing:\n"
-                  "  amqp:\n"
-                  "    - name: My Backend\n",
-                  &cfg, err, sizeof err);
+                          "  amqp:\n"
+                          "    - name: My Backend\n",
+                          &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->n_amqp_out, 1);
@@ -99,40 +99,44 @@ int main(void)
         pt_config_free(cfg);
     }
     setenv("PT_TEST_AMQP_URL", "http://nope", 1);
-    PT_CHECK(
-        pt_test_fails_with(full, ":5: outgoing.amqp[0].url_env: $PT_TEST_AMQP_URL is not an AMQP URL"));
+    PT_CHECK(pt_test_fails_with(
+        full, ":5: outgoing.amqp[0].url_env: $PT_TEST_AMQP_URL is not an AMQP URL"));
     unsetenv("PT_TEST_AMQP_URL");
 
     /* Mistakes name the file and line. */
     PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirm: true\n",
-                        ":4: outgoing.amqp[0]: unknown key 'confirm'"));
+                                ":4: outgoing.amqp[0]: unknown key 'confirm'"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: rabbit:5672\n",
-                        ":4: outgoing.amqp[0].url: not an AMQP URL"));
+                                ":4: outgoing.amqp[0].url: not an AMQP URL"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: amqps://h/\n",
-                        ":4: outgoing.amqp[0].url: amqps:// is not supported"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      pool_size: 0\n",
-                        ":4: outgoing.amqp[0].pool_size: expected a whole number from 1 to 64"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirms: maybe\n",
-                        ":4: outgoing.amqp[0].confirms: expected true or false"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n    - name: x\n",
-                        ":4: outgoing AMQP connection name 'x' is used twice"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - url: amqp://h/\n",
-                        "outgoing.amqp[0].name: expected a string"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  ftp: []\n", ":2: outgoing: unknown key 'ftp'"));
+                                ":4: outgoing.amqp[0].url: amqps:// is not supported"));
     PT_CHECK(
-        pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      connection: nope\n"
-                   "      queue: q\n      service: s\n",
-                   ":4: channels.amqp[0].connection: no outgoing.amqp connection named 'nope'"));
-    PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
-                        "      prefetch: 2\n      concurrency: 3\n",
-                        ":7: channels.amqp[0].concurrency: expected a whole number from 1 to 2"));
-    PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
-                        "      on_error: drop\n",
-                        ":6: channels.amqp[0].on_error: expected dead_letter or requeue"));
+        pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      pool_size: 0\n",
+                           ":4: outgoing.amqp[0].pool_size: expected a whole number from 1 to 64"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirms: maybe\n",
+                                ":4: outgoing.amqp[0].confirms: expected true or false"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n    - name: x\n",
+                                ":4: outgoing AMQP connection name 'x' is used twice"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - url: amqp://h/\n",
+                                "outgoing.amqp[0].name: expected a string"));
+    PT_CHECK(pt_test_fails_with("outgoing:\n  ftp: []\n", ":2: outgoing: unknown key 'ftp'"));
+    PT_CHECK(pt_test_fails_with(
+        "channels:\n  amqp:\n    - name: c\n      connection: nope\n"
+        "      queue: q\n      service: s\n",
+        ":4: channels.amqp[0].connection: no outgoing.amqp connection named 'nope'"));
+    PT_CHECK(pt_test_fails_with(
+        "channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
+        "      prefetch: 2\n      concurrency: 3\n",
+        ":7: channels.amqp[0].concurrency: expected a whole number from 1 to 2"));
+    PT_CHECK(
+        pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      queue: q\n      service: s\n"
+                           "      on_error: drop\n",
+                           ":6: channels.amqp[0].on_error: expected dead_letter or requeue"));
     PT_CHECK(pt_test_fails_with("channels:\n  amqp:\n    - name: c\n      service: s\n",
-                        "channels.amqp[0].queue: expected a string"));
-    PT_CHECK(pt_test_fails_with("channels:\n  rest:\n    - name: c\n      url_path: /c\n      service: s\n"
-                        "  amqp:\n    - name: c\n      queue: q\n      service: s\n",
-                        ":7: channel name 'c' is used twice"));
+                                "channels.amqp[0].queue: expected a string"));
+    PT_CHECK(pt_test_fails_with(
+        "channels:\n  rest:\n    - name: c\n      url_path: /c\n      service: s\n"
+        "  amqp:\n    - name: c\n      queue: q\n      service: s\n",
+        ":7: channel name 'c' is used twice"));
     return PT_TEST_DONE();
 }

@@ -35,20 +35,20 @@ int main(void)
     }
 
     rc = pt_test_load("outgoing:\n"
-                   "  http:\n"
-                   "    - name: crm\n"
-                   "      targets: [\"http://[::1]:8080/\", crm.internal]\n"
-                   "      timeout: 3s\n"
-                   "      keepalive: 4\n"
-                   "channels:\n"
-                   "  http_proxy:\n"
-                   "    - name: p\n"
-                   "      url_prefix: /p\n"
-                   "      read_timeout: 7s\n"
-                   "      services:\n"
-                   "        a: {targets: [127.0.0.1:1], read_timeout: 9s}\n"
-                   "        b: {targets: [127.0.0.1:2]}\n",
-                   &cfg, err, sizeof err);
+                      "  http:\n"
+                      "    - name: crm\n"
+                      "      targets: [\"http://[::1]:8080/\", crm.internal]\n"
+                      "      timeout: 3s\n"
+                      "      keepalive: 4\n"
+                      "channels:\n"
+                      "  http_proxy:\n"
+                      "    - name: p\n"
+                      "      url_prefix: /p\n"
+                      "      read_timeout: 7s\n"
+                      "      services:\n"
+                      "        a: {targets: [127.0.0.1:1], read_timeout: 9s}\n"
+                      "        b: {targets: [127.0.0.1:2]}\n",
+                      &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->n_http_out, 1);
@@ -77,21 +77,22 @@ int main(void)
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [x:1], nope: 1}\n", px);
     PT_CHECK(pt_test_fails_with(text, "unknown key 'nope'"));
     PT_CHECK(pt_test_fails_with(px, "services: expected a mapping"));
-    snprintf(text, sizeof text, "%s      connect_timeout: 0\n      services:\n        a: {targets: [x:1]}\n",
-             px);
+    snprintf(text, sizeof text,
+             "%s      connect_timeout: 0\n      services:\n        a: {targets: [x:1]}\n", px);
     PT_CHECK(pt_test_fails_with(text, "connect_timeout: must be more than 0"));
-    PT_CHECK(pt_test_fails_with("channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p/{x}\n"
-                        "      services:\n        a: {targets: [x:1]}\n",
-                        "a prefix has no {name} segments"));
+    PT_CHECK(
+        pt_test_fails_with("channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p/{x}\n"
+                           "      services:\n        a: {targets: [x:1]}\n",
+                           "a prefix has no {name} segments"));
     PT_CHECK(pt_test_fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
-                        "      url: http://nope\n",
-                        "not an AMQP URL"));
+                                "      url: http://nope\n",
+                                "not an AMQP URL"));
     PT_CHECK(pt_test_fails_with("channels:\n  amqp_bus:\n    - name: b\n      url_prefix: /b\n"
-                        "      reply_timeout: 0\n",
-                        "reply_timeout: must be more than 0"));
+                                "      reply_timeout: 0\n",
+                                "reply_timeout: must be more than 0"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  http:\n    - name: a\n      targets: [x:1]\n"
-                        "    - name: a\n      targets: [x:2]\n",
-                        "name 'a' is used twice"));
+                                "    - name: a\n      targets: [x:2]\n",
+                                "name 'a' is used twice"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  http:\n    - name: a\n", "targets: expected a list"));
 
     printf("%d checks, %d failed\n", pt_test_checks, pt_test_failures);
