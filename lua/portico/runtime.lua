@@ -18,7 +18,8 @@
 --   :error(fmt, ...)), request = { payload, input, raw, http = { method, path,
 --   query, query_string, headers, params }, amqp }, channel = { name, type,
 --   security = { username, gateway } }, response = { payload, status, headers,
---   content_type }, out (amqp, http, websocket, made on first use), invoke(name, input).
+--   content_type }, out (amqp, http, websocket), invoke(name, input). logger and
+--   out are made on first use, so pairs(self) shows them only after that.
 --
 -- http.query is parsed on first use (a repeated key gives a list of values),
 -- so pairs(self.request.http) shows it only after it has been read.
@@ -100,6 +101,8 @@ local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return 
 
 -- ---- loading ----
 
+local self_index -- (svc) -> the __index of svc's selves, under "running a service"
+
 -- An error handler for running a service file: gives the message the
 -- position "path:line:" of the deepest frame in that file when it has none.
 local function load_error_handler(path)
@@ -148,6 +151,7 @@ function M.load(path, source)
   if old and old ~= name then
     by_name[old], path_by_name[old] = nil, nil
   end
+  svc.__index = self_index(svc)
   by_name[name], path_by_name[name], name_by_path[path] = svc, path, name
   return name
 end
@@ -260,21 +264,37 @@ end
 
 local invoke
 
+-- The fields of self made on first use: most requests never log or call
+-- out, and two tables fewer per request is measurable (docs/benchmarks.md).
+local lazy = {
+  logger = function(self) return setmetatable({ cid = self.cid, service = self.name }, Logger) end,
+  out = function(self) return setmetatable({ _self = self }, out_mt) end,
+}
+
+-- The __index of a service's selves (the service module is their metatable):
+-- a lazy field, else the module's own functions and fields.
+self_index = function(svc)
+  return function(self, k)
+    local make = lazy[k]
+    if make then
+      local v = make(self)
+      rawset(self, k, v)
+      return v
+    end
+    return svc[k]
+  end
+end
+
 local function new_self(svc, cid, request, channel)
-  local name = svc.name
-  local self = setmetatable({
-    name = name,
+  return setmetatable({
+    name = svc.name,
     cid = cid,
     time = time,
-    logger = setmetatable({ cid = cid, service = name }, Logger),
     request = request,
     channel = channel,
     response = { payload = nil, status = 200, headers = {}, content_type = nil },
-    out = false,
     invoke = invoke,
   }, svc)
-  self.out = setmetatable({ _self = self }, out_mt)
-  return self
 end
 M.new_self = new_self
 
@@ -360,7 +380,9 @@ local function encode_response(self, svc, c)
 end
 
 -- Runs svc for a request whose payload and channel are known: checks the
--- input, calls handle, encodes the response. Returns what dispatch returns.
+-- input, calls handle, encodes the response. Returns what dispatch returns;
+-- raises what handle raises (dispatch's xpcall turns it into the answer, the
+-- one protected call of a request).
 local function run(svc, cid, request, channel)
   local c = svc[COMPILED]
   local input = request.payload
@@ -373,17 +395,9 @@ local function run(svc, cid, request, channel)
   end
   request.input = input
   local self = new_self(svc, cid, request, channel)
-  local ok, err = xpcall(svc.handle, on_error, self)
-  if not ok then
-    if getmetatable(err) == ServiceError then
-      return error_body(err.status, err.message, cid)
-    end
-    M.log("error", "handler raised: " .. tostring(err), cid, svc.name)
-    return internal_error(svc.name, cid)
-  end
+  svc.handle(self)
   return encode_response(self, svc, c)
 end
-M.run = run
 
 function M.dispatch(name, cid, method, path, query_string, headers, body, channel_name,
                     channel_type, username, params, gateway, amqp)
@@ -413,12 +427,13 @@ function M.dispatch(name, cid, method, path, query_string, headers, body, channe
     name = channel_name, type = channel_type,
     security = { username = username, gateway = gateway },
   }
-  local ok, status, rbody, ctype, rheaders = pcall(run, svc, cid, request, channel)
-  if not ok then
-    pcall(M.log, "error", "dispatch failed: " .. safe_tostring(status), cid, name)
-    return internal_error(name, cid)
+  local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
+  if ok then return status, rbody, ctype, rheaders end
+  if getmetatable(status) == ServiceError then
+    return error_body(status.status, status.message, cid)
   end
-  return status, rbody, ctype, rheaders
+  pcall(M.log, "error", "handler raised: " .. safe_tostring(status), cid, name)
+  return internal_error(name, cid)
 end
 
 return M

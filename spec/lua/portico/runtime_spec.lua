@@ -83,8 +83,9 @@ return M
       assert.equal(200, status)
       local self = assert(seen[1])
       local M = rt.get("s.self")
-      assert.equal(M, getmetatable(self).__index)
+      assert.equal(M, getmetatable(self))
       assert.equal(M.handle, self.handle)
+      assert.equal(M.error, self.error)
       assert.equal("s.self", self.name)
       assert.equal("cid-self", self.cid)
       assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d$", self.time.utcnow())
@@ -105,9 +106,43 @@ return M
       assert.equal(200, self.response.status)
       assert.same({}, self.response.headers)
       assert.is_nil(self.response.content_type)
-      assert.is_table(self.out)
       assert.is_function(self.invoke)
-      assert.is_function(self.logger.info)
+      -- logger and out are made on first use, once per request
+      assert.is_nil(rawget(self, "logger"))
+      assert.is_nil(rawget(self, "out"))
+      local logger, out = self.logger, self.out
+      assert.is_function(logger.info)
+      assert.equal("cid-self", logger.cid)
+      assert.equal("s.self", logger.service)
+      assert.is_table(out)
+      assert.equal(logger, self.logger)
+      assert.equal(out, self.out)
+      assert.equal(logger, rawget(self, "logger"))
+    end)
+
+    it("gives each request its own logger and out", function()
+      local seen = probe()
+      rt.load(service("s.lazy", "require('test.probe')(self); self.logger:info('x'); local _ = self.out"))
+      dispatch("s.lazy", { cid = "c-a" })
+      dispatch("s.lazy", { cid = "c-b" })
+      assert.equal("c-a", seen[1].logger.cid)
+      assert.equal("c-b", seen[2].logger.cid)
+      assert.are_not.equal(seen[1].out, seen[2].out)
+      assert.equal(seen[1], seen[1].out._self)
+    end)
+
+    it("lets a service's own field of the same name lose to the lazy ones", function()
+      local seen = probe()
+      local path = dir .. "/s.shadow.lua"
+      write(path, [[
+local M = require("portico.service").new { name = "s.shadow" }
+M.logger = "mine"
+function M:handle() require("test.probe")(self) end
+return M
+]])
+      rt.load(path)
+      dispatch("s.shadow", {})
+      assert.is_table(seen[1].logger)
     end)
 
     it("gives nil payload for an empty body, and input = payload with no input schema", function()
