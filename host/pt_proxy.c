@@ -52,10 +52,17 @@ static int pt__token_in(const char *v, size_t len, const char *token, size_t tle
 /* Hop-by-hop: never forwarded (RFC 9110 7.6.1), nor what Connection names. */
 static int pt__hop(const char *name, size_t len, const char *conn_v, size_t conn_len)
 {
-    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection", "te",
-                                      "trailer",    "transfer-encoding", "upgrade",          NULL};
-    for (const char *const *h = hop; *h; h++)
-        if (pt__is(name, len, *h)) return 1;
+#define PT__HOP(s) {s, sizeof s - 1}
+    static const struct {
+        const char *name;
+        size_t len;
+    } hop[] = {PT__HOP("connection"), PT__HOP("keep-alive"),        PT__HOP("proxy-connection"),
+               PT__HOP("te"),         PT__HOP("transfer-encoding"), PT__HOP("trailer"),
+               PT__HOP("upgrade")};
+#undef PT__HOP
+    /* lengths first: this runs for every header of every proxied message */
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (len == hop[i].len && strncasecmp(name, hop[i].name, len) == 0) return 1;
     return conn_v && pt__token_in(conn_v, conn_len, name, len);
 }
 
