@@ -38,6 +38,16 @@ class Backend:
         self.port = port
         self.connections = 0
 
+    @staticmethod
+    async def read_exactly(reader, left):
+        """Yields the next `left` bytes in pieces of at most 64 KB."""
+        while left:
+            piece = await reader.read(min(left, 65536))
+            if not piece:
+                raise ConnectionError("eof in body")
+            left -= len(piece)
+            yield piece
+
     async def read_body(self, reader, headers):
         """Yields the body in pieces (Content-Length or chunked)."""
         te = headers.get("transfer-encoding", "").lower()
@@ -49,21 +59,11 @@ class Backend:
                     while (await reader.readline()) not in (b"\r\n", b""):
                         pass
                     return
-                left = size
-                while left:
-                    piece = await reader.read(min(left, 65536))
-                    if not piece:
-                        raise ConnectionError("eof in body")
-                    left -= len(piece)
+                async for piece in self.read_exactly(reader, size):
                     yield piece
                 await reader.readexactly(2)
         else:
-            left = int(headers.get("content-length", "0"))
-            while left:
-                piece = await reader.read(min(left, 65536))
-                if not piece:
-                    raise ConnectionError("eof in body")
-                left -= len(piece)
+            async for piece in self.read_exactly(reader, int(headers.get("content-length", "0"))):
                 yield piece
 
     async def handle(self, reader, writer):
