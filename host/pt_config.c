@@ -897,14 +897,19 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             return -1;
     }
     if ((v = pt_yaml_get(&c->y, root, "lua"))) {
-        static const char *const lua_keys[] = {"path", NULL};
-        char *p = NULL;
+        static const char *const lua_keys[] = {"path", "gc_pause", NULL};
+        yaml_node_t *gp = pt_yaml_get(&c->y, v, "gc_pause");
         if (pt_yaml_check_keys(&c->y, v, "lua", lua_keys) != 0 ||
-            pt_yaml_string(&c->y, pt_yaml_get(&c->y, v, "path"), "lua.path", &p) != 0)
+            (gp && pt__int(c, gp, "lua.gc_pause", 100, 1000, &cfg->lua_gc_pause) != 0))
             return -1;
-        free(cfg->lua_path);
-        cfg->lua_path = pt_yaml_path(&c->y, p);
-        free(p);
+        yaml_node_t *lp = pt_yaml_get(&c->y, v, "path");
+        if (lp) {
+            char *p = NULL;
+            if (pt_yaml_string(&c->y, lp, "lua.path", &p) != 0) return -1;
+            free(cfg->lua_path);
+            cfg->lua_path = pt_yaml_path(&c->y, p);
+            free(p);
+        }
     }
     if ((v = pt_yaml_get(&c->y, root, "services"))) {
         static const char *const svc_keys[] = {"dirs", "watch_interval", NULL};
@@ -968,6 +973,7 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     cfg->access_log = strdup("off");
     cfg->watch_interval_ms = 200;
     cfg->lua_path = strdup(PT_LUA_DIR);
+    cfg->lua_gc_pause = 400;
 
     if (!(f = fopen(path, "rb"))) {
         snprintf(err, errlen, "%s: cannot open: %m", path);

@@ -127,6 +127,8 @@ typedef struct {
     char *admin_host; /* NULL: no admin listener */
     int admin_port;
     char *lua_path;
+    int lua_gc_pause; /* LuaJIT's GC pause, per cent: a cycle starts when the heap
+                         reaches this share of what the last one left live */
     char **service_dirs;
     size_t n_service_dirs;
     uint64_t watch_interval_ms; /* how often the service dirs are scanned */

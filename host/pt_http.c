@@ -946,7 +946,7 @@ static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, s
         pt__send_error(c, res->status, res->message, res->extra[0] ? res->extra : NULL);
         return 1;
     }
-    snprintf(c->username, sizeof c->username, "%s", res->username);
+    pt_strcpy_cap(c->username, res->username, sizeof c->username);
 
     const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
     pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
@@ -1000,7 +1000,7 @@ static void pt__dispatch(pt_conn_t *c)
     int rc = pt_router_match(w->router, method, url, path_len, query, query_len, buf, &m);
     if (rc == 0) {
         c->channel_name = m.channel->name;
-        snprintf(c->service, sizeof c->service, "%s", m.service);
+        pt_strcpy_cap(c->service, m.service, sizeof c->service);
     }
     if (rc == 400) {
         pt__send_error(c, 400, m.error, NULL);

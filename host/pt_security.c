@@ -744,7 +744,7 @@ static int pt__check_basic(const pt_security_t *sec, const pt_security_def_t *d,
     int known = pt__cache_get(digest, &ui);
     if (known == 0) return pt__unauthorized(d, res, "wrong username or password", 1);
     if (known == 1 && ui < d->n_users) {
-        snprintf(res->username, sizeof res->username, "%s", d->users[ui].name);
+        pt_strcpy_cap(res->username, d->users[ui].name, sizeof res->username);
         return 0;
     }
     memcpy(cred, &d->index, 4);

@@ -163,9 +163,9 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
     if (strcmp(old->listen_host, cfg->listen_host) != 0 || old->listen_port != cfg->listen_port ||
         old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0 ||
-        strcmp(old->access_log, cfg->access_log) != 0)
-        pt_log_warn("server.listen, server.workers, lua.path and log.access take effect after "
-                    "a restart");
+        old->lua_gc_pause != cfg->lua_gc_pause || strcmp(old->access_log, cfg->access_log) != 0)
+        pt_log_warn("server.listen, server.workers, lua.path, lua.gc_pause and log.access take "
+                    "effect after a restart");
     if (pt__amqp_changed(old, cfg))
         pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
                     "restart");

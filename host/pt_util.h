@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A growable byte buffer. Owns data (malloc); pt_buf_free releases it. */
 typedef struct {
@@ -15,6 +16,14 @@ typedef struct {
 
 /* Ensures room for extra more bytes; returns 0 or -1 (out of memory). */
 int pt_buf_reserve(pt_buf_t *b, size_t extra);
+/* Copies the string src into dst of cap bytes (cap > 0), cut short if it
+ * must be, always NUL-terminated. For per-request copies, where
+ * snprintf("%s") costs a printf. */
+static inline void pt_strcpy_cap(char *dst, const char *src, size_t cap)
+{
+    if (!memccpy(dst, src, '\0', cap)) dst[cap - 1] = '\0';
+}
+
 /* Appends n bytes; returns 0 or -1. */
 int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
 /* Appends a NUL-terminated string; returns 0 or -1. */

@@ -1,5 +1,6 @@
 #include "pt_config.h"
 #include "pt_test.h"
+#include "pt_test_config.h"
 
 #include <llhttp.h>
 
@@ -39,8 +40,19 @@ int main(void)
             PT_CHECK(gw->methods & (1ull << HTTP_HEAD));
         }
         PT_CHECK(strstr(cfg->service_dirs[0], "config/../services") != NULL);
+        PT_CHECK_INT(cfg->lua_gc_pause, 400); /* the default */
         pt_config_free(cfg);
     }
+    /* lua.gc_pause alone (lua.path keeps its default), and its bounds */
+    rc = pt_test_load("lua:\n  gc_pause: 250\n", &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_INT(cfg->lua_gc_pause, 250);
+        PT_CHECK(cfg->lua_path && cfg->lua_path[0]);
+        pt_config_free(cfg);
+    }
+    PT_CHECK(pt_test_fails_with("lua:\n  gc_pause: 50\n", "lua.gc_pause"));
+    PT_CHECK(pt_test_fails_with("lua:\n  gc_pause: lots\n", "lua.gc_pause"));
     PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml",
                              "bad_key.yaml:3: server: unknown key 'wokers'"));
     PT_CHECK(load_fails_with("tests/unit/data/bad_yaml.yaml", "bad_yaml.yaml:3: YAML error"));

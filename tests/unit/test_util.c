@@ -27,6 +27,14 @@ int main(void)
     PT_CHECK_INT(pt_percent_decode("%", 1, out, 0), -1);
     PT_CHECK_INT(pt_percent_decode("%g0", 3, out, 0), -1);
 
+    char small[6];
+    pt_strcpy_cap(small, "abc", sizeof small);
+    PT_CHECK_STR(small, "abc");
+    pt_strcpy_cap(small, "abcdef", sizeof small); /* one too long: cut, still terminated */
+    PT_CHECK_STR(small, "abcde");
+    pt_strcpy_cap(small, "", sizeof small);
+    PT_CHECK_STR(small, "");
+
     pt_buf_t b = {0};
     pt_buf_json_escape(&b, "a\"b\\c\n\x01", 7);
     PT_CHECK_STR(b.data, "a\\\"b\\\\c\\n\\u0001");

@@ -145,6 +145,42 @@ return M
       assert.is_table(seen[1].logger)
     end)
 
+    it("keeps per-request tables to the fields a request has, making the rest on first use", function()
+      local seen = probe()
+      local path = dir .. "/s.small.lua"
+      write(path, [[
+local M = require("portico.service").new { name = "s.small" }
+M.time = "mine"
+function M:handle() require("test.probe")(self) end
+return M
+]])
+      rt.load(path)
+      dispatch("s.small", {})
+      local self = seen[1]
+      local keys = {}
+      for k in pairs(self) do keys[#keys + 1] = k end
+      table.sort(keys)
+      assert.same({ "channel", "cid", "request", "response" }, keys)
+      -- the fields shared by every request come through __index, ahead of the module's own
+      assert.equal("s.small", self.name)
+      assert.is_function(self.time.utcnow)
+      assert.equal(rt.get("s.small").invoke, nil)
+      assert.is_function(self.invoke)
+      -- no route params, no AMQP message: none in the request until asked for
+      local http = self.request.http
+      assert.is_nil(rawget(http, "params"))
+      assert.is_nil(rawget(self.request, "amqp"))
+      local params = http.params
+      assert.same({}, params)
+      assert.equal(params, http.params)
+      -- response.headers likewise; a header set through it reaches the answer
+      assert.is_nil(rawget(self.response, "headers"))
+      assert.equal(self.response.headers, rawget(self.response, "headers"))
+      rt.load(service("s.hdr", "self.response.headers['x-made'] = 'late'; self.response.payload = 'ok'"))
+      local _, _, _, headers = dispatch("s.hdr", {})
+      assert.same({ ["x-made"] = "late" }, headers)
+    end)
+
     it("gives nil payload for an empty body, and input = payload with no input schema", function()
       local seen = probe()
       rt.load(service("s.bare", "require('test.probe')(self)"))
