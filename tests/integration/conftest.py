@@ -39,26 +39,32 @@ TEST_SERVICES = {
     """,
 }
 
-BASE_CONFIG = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: 2
-  max_body_bytes: 1MB
-  max_header_bytes: 16KB
-  header_timeout: {header_timeout}
-  body_timeout: {body_timeout}
-  idle_timeout: {idle_timeout}
-  drain_timeout: {drain}
-admin:
-  listen: 127.0.0.1:{admin_port}
-log:
-  level: info
-  access: {access}
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services, {tmp}/services]
-channels:
+def config_head(server, log="level: info", dirs="{root}/services, {tmp}/services"):
+    """The start of a test config, as a template Gateway fills in: server
+    (listen on {port}, then the given fields), admin on {admin_port}, log
+    (the given fields; None: no log section), lua.path and services.dirs.
+    server and log are YAML lines without their indentation."""
+    def block(name, *fields):
+        lines = [l for f in fields for l in textwrap.dedent(f).splitlines() if l.strip()]
+        return name + ":\n" + "".join("  " + line + "\n" for line in lines)
+    return ("\n" + block("server", "listen: 127.0.0.1:{port}", server) +
+            block("admin", "listen: 127.0.0.1:{admin_port}") +
+            (block("log", log) if log is not None else "") +
+            block("lua", "path: {root}/lua") + block("services", "dirs: [" + dirs + "]"))
+
+
+BASE_CONFIG = config_head("""
+    workers: 2
+    max_body_bytes: 1MB
+    max_header_bytes: 16KB
+    header_timeout: {header_timeout}
+    body_timeout: {body_timeout}
+    idle_timeout: {idle_timeout}
+    drain_timeout: {drain}
+""", log="""
+    level: info
+    access: {access}
+""") + """channels:
   gateway:
     - name: gateway
       url_path: /gateway/{{service}}

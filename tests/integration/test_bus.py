@@ -20,25 +20,16 @@ import pytest
 
 from amqp_support import (scrape, value, BROKER_URL, AmqpClient, AmqpError, Http, _shortstr, _table,
                           broker_serving)
+from conftest import config_head
 
 X_FOO = "foo"                    # WASP's example exchange
 Q_FOO = "portico-test.bus.foo"   # bound to foo with "bar.baz"
 X_MISSING = "portico-test.bus.no-such-exchange"
 
-BUS_CONFIG = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: 2
-  drain_timeout: 5s
-admin:
-  listen: 127.0.0.1:{admin_port}
-log:
-  level: info
-lua:
-  path: {root}/lua
-services:
-  dirs: [{tmp}/services]
-channels:
+BUS_CONFIG = config_head("""
+    workers: 2
+    drain_timeout: 5s
+""", dirs="{tmp}/services") + """channels:
   amqp_bus:
     - name: bus
       url_prefix: /bus

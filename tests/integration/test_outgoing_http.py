@@ -16,21 +16,12 @@ import urllib.parse
 import pytest
 
 from amqp_support import free_port
+from conftest import config_head
 
-CONFIG = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: {workers}
-  drain_timeout: 10s
-admin:
-  listen: 127.0.0.1:{admin_port}
-log:
-  level: info
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services, {tmp}/services]
-channels:
+CONFIG = config_head("""
+    workers: {workers}
+    drain_timeout: 10s
+""") + """channels:
   gateway:
     - name: gateway
       url_path: /gateway/{{service}}

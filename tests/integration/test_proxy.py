@@ -14,26 +14,19 @@ import time
 import pytest
 
 from amqp_support import free_port
+from conftest import config_head
 from http_backend import pattern_bytes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-PROXY_CONFIG = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: {workers}
-  max_body_bytes: 1MB
-  body_timeout: 5s
-admin:
-  listen: 127.0.0.1:{admin_port}
-log:
-  level: info
-  access: {access}
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services]
-security:
+PROXY_CONFIG = config_head("""
+    workers: {workers}
+    max_body_bytes: 1MB
+    body_timeout: 5s
+""", log="""
+    level: info
+    access: {access}
+""", dirs="{root}/services") + """security:
   basic_auth:
     - name: proxy.users
       realm: portico
@@ -71,17 +64,7 @@ channels:
 
 
 # One worker and an http_proxy list to append channels to.
-ONE_WORKER = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: 1
-admin:
-  listen: 127.0.0.1:{admin_port}
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services]
-channels:
+ONE_WORKER = config_head("workers: 1", log=None, dirs="{root}/services") + """channels:
   http_proxy:
 """
 

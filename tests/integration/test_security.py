@@ -14,6 +14,7 @@ import time
 import pytest
 
 from amqp_support import ROOT
+from conftest import config_head
 
 BIN = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "build", "portico")
 
@@ -35,24 +36,16 @@ end
 return M
 """
 
-CONFIG = """
-server:
-  listen: 127.0.0.1:{port}
-  workers: 4
-  header_timeout: {header_timeout}
-  body_timeout: {body_timeout}
-  idle_timeout: {idle_timeout}
-  drain_timeout: 10s
-admin:
-  listen: 127.0.0.1:{admin_port}
-log:
-  level: debug
-  access: {tmp}/access.log
-lua:
-  path: {root}/lua
-services:
-  dirs: [{root}/services, {tmp}/services]
-security:
+CONFIG = config_head("""
+    workers: 4
+    header_timeout: {header_timeout}
+    body_timeout: {body_timeout}
+    idle_timeout: {idle_timeout}
+    drain_timeout: 10s
+""", log="""
+    level: debug
+    access: {tmp}/access.log
+""") + """security:
   basic_auth:
     - name: upstream.gateway
       realm: portico
