@@ -131,37 +131,32 @@ return M
       assert.equal(seen[1], seen[1].out._self)
     end)
 
-    it("lets a service's own field of the same name lose to the lazy ones", function()
+    it("lets a service's own field of the same name lose to the lazy and shared ones", function()
       local seen = probe()
       local path = dir .. "/s.shadow.lua"
       write(path, [[
 local M = require("portico.service").new { name = "s.shadow" }
 M.logger = "mine"
+M.time = "mine"
 function M:handle() require("test.probe")(self) end
 return M
 ]])
       rt.load(path)
       dispatch("s.shadow", {})
       assert.is_table(seen[1].logger)
+      assert.is_function(seen[1].time.utcnow)
     end)
 
     it("keeps per-request tables to the fields a request has, making the rest on first use", function()
       local seen = probe()
-      local path = dir .. "/s.small.lua"
-      write(path, [[
-local M = require("portico.service").new { name = "s.small" }
-M.time = "mine"
-function M:handle() require("test.probe")(self) end
-return M
-]])
-      rt.load(path)
+      rt.load(service("s.small", "require('test.probe')(self)"))
       dispatch("s.small", {})
       local self = seen[1]
       local keys = {}
       for k in pairs(self) do keys[#keys + 1] = k end
       table.sort(keys)
       assert.same({ "channel", "cid", "request", "response" }, keys)
-      -- the fields shared by every request come through __index, ahead of the module's own
+      -- the fields shared by every request come through __index
       assert.equal("s.small", self.name)
       assert.is_function(self.time.utcnow)
       assert.equal(rt.get("s.small").invoke, nil)
