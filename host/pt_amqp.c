@@ -237,6 +237,37 @@ void pt_amqp_wake(int efd)
     (void)n;
 }
 
+int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms)
+{
+    int t = 1000, hb = amqp_get_heartbeat(conn);
+    if (hb > 0 && hb * 500 < t) t = hb * 500;
+    if (deadline_ms) {
+        uint64_t now = pt_amqp_now_ms();
+        uint64_t d = deadline_ms > now ? deadline_ms - now : 0;
+        if (d < (uint64_t)t) t = (int)d;
+    }
+    return t;
+}
+
+/* The tiny time-out (not 0) lets rabbitmq-c notice missed heartbeats; it
+ * also sends ours when due. */
+int pt_amqp_read_frames(amqp_connection_state_t conn, pt_amqp_method_cb on_method, void *ud,
+                        char *err, size_t errlen)
+{
+    for (;;) {
+        amqp_frame_t f;
+        struct timeval tick = {0, 1};
+        amqp_maybe_release_buffers(conn);
+        int rc = amqp_simple_wait_frame_noblock(conn, &f, &tick);
+        if (rc == AMQP_STATUS_TIMEOUT) return 0;
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "%s", amqp_error_string2(rc));
+            return -1;
+        }
+        if (f.frame_type == AMQP_FRAME_METHOD && on_method(ud, &f, err, errlen) != 0) return -1;
+    }
+}
+
 /* ---- a pooled connection's thread ---- */
 
 static pt_amqp_job_t *pt__take_queue(pt__member_t *m, int *stop)
@@ -423,8 +454,9 @@ static void pt__returned(pt__member_t *m, const char *ex, size_t exlen, const ch
     if (!m->oc->confirms) pt_log_warn("AMQP '%s': %s", m->oc->name, text);
 }
 
-static int pt__on_method(pt__member_t *m, amqp_frame_t *f, char *err, size_t errlen)
+static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
 {
+    pt__member_t *m = ud;
     pt_amqp_out_t *oc = m->oc;
     char why[200];
     switch (f->payload.method.id) {
@@ -496,35 +528,6 @@ static int pt__on_method(pt__member_t *m, amqp_frame_t *f, char *err, size_t err
     }
 }
 
-/* Reads every frame there is, without waiting. The tiny time-out (not 0)
- * lets rabbitmq-c notice missed heartbeats; it also sends ours when due. */
-static int pt__read(pt__member_t *m, char *err, size_t errlen)
-{
-    for (;;) {
-        amqp_frame_t f;
-        struct timeval tick = {0, 1};
-        amqp_maybe_release_buffers(m->conn);
-        int rc = amqp_simple_wait_frame_noblock(m->conn, &f, &tick);
-        if (rc == AMQP_STATUS_TIMEOUT) return 0;
-        if (rc != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "%s", amqp_error_string2(rc));
-            return -1;
-        }
-        if (f.frame_type == AMQP_FRAME_METHOD && pt__on_method(m, &f, err, errlen) != 0) return -1;
-    }
-}
-
-static int pt__poll_timeout(pt__member_t *m)
-{
-    int t = 1000, hb = amqp_get_heartbeat(m->conn);
-    if (hb > 0 && hb * 500 < t) t = hb * 500;
-    if (m->fl_head) {
-        uint64_t now = pt_amqp_now_ms();
-        uint64_t d = m->fl_head->deadline_ms > now ? m->fl_head->deadline_ms - now : 0;
-        if (d < (uint64_t)t) t = (int)d;
-    }
-    return t;
-}
 
 /* One round on a live connection: publish what was submitted, wait for
  * input, read it, expire old confirms. -1 when the connection failed. */
@@ -544,8 +547,9 @@ static int pt__step(pt__member_t *m, char *err, size_t errlen)
         jobs = next;
     }
     if (stop) return 0;
-    pt_amqp_wait(m->conn, m->efd, pt__poll_timeout(m));
-    if (pt__read(m, err, errlen) != 0) return -1;
+    pt_amqp_wait(m->conn, m->efd,
+                 pt_amqp_wait_ms(m->conn, m->fl_head ? m->fl_head->deadline_ms : 0));
+    if (pt_amqp_read_frames(m->conn, pt__on_method, m, err, errlen) != 0) return -1;
     uint64_t now = pt_amqp_now_ms();
     while (m->fl_head && m->fl_head->deadline_ms <= now) {
         pt_amqp_job_t *job = m->fl_head;

@@ -122,6 +122,19 @@ int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms);
 /* Wakes a thread waiting in pt_amqp_wait on efd. Any thread. */
 void pt_amqp_wake(int efd);
 
+/* How long a connection's thread may wait in pt_amqp_wait: 1 s at most, half
+ * the heartbeat interval, and not past deadline_ms (0: no deadline). */
+int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms);
+
+/* Handles a method frame that arrived on its own; non-zero: the connection
+ * failed, why in err. */
+typedef int (*pt_amqp_method_cb)(void *ud, amqp_frame_t *f, char *err, size_t errlen);
+
+/* Reads every frame conn has, without waiting, and hands each method frame
+ * to on_method. Returns 0, or -1 with why in err. */
+int pt_amqp_read_frames(amqp_connection_state_t conn, pt_amqp_method_cb on_method, void *ud,
+                        char *err, size_t errlen);
+
 /* The string properties of a message under their Lua names: what
  * self.request.amqp shows and what out.amqp:send takes in props (all but the
  * ones marked not publishable, which the broker sets). */

@@ -517,8 +517,9 @@ static void pt__on_reply(pt__conn_t *c, amqp_message_t *msg)
     pt__finish(c, job, job->status, NULL);
 }
 
-static int pt__on_method(pt__conn_t *c, amqp_frame_t *f, char *err, size_t errlen)
+static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
 {
+    pt__conn_t *c = ud;
     char why[200];
     amqp_message_t msg;
     amqp_rpc_reply_t r;
@@ -590,35 +591,6 @@ static int pt__on_method(pt__conn_t *c, amqp_frame_t *f, char *err, size_t errle
     }
 }
 
-/* Reads every frame there is, without waiting. The tiny time-out (not 0)
- * lets rabbitmq-c notice missed heartbeats; it also sends ours when due. */
-static int pt__read(pt__conn_t *c, char *err, size_t errlen)
-{
-    for (;;) {
-        amqp_frame_t f;
-        struct timeval tick = {0, 1};
-        amqp_maybe_release_buffers(c->conn);
-        int rc = amqp_simple_wait_frame_noblock(c->conn, &f, &tick);
-        if (rc == AMQP_STATUS_TIMEOUT) return 0;
-        if (rc != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "%s", amqp_error_string2(rc));
-            return -1;
-        }
-        if (f.frame_type == AMQP_FRAME_METHOD && pt__on_method(c, &f, err, errlen) != 0) return -1;
-    }
-}
-
-static int pt__poll_timeout(pt__conn_t *c)
-{
-    int t = 1000, hb = amqp_get_heartbeat(c->conn);
-    if (hb > 0 && hb * 500 < t) t = hb * 500;
-    if (c->dl_head) {
-        uint64_t now = pt_amqp_now_ms();
-        uint64_t d = c->dl_head->deadline_ms > now ? c->dl_head->deadline_ms - now : 0;
-        if (d < (uint64_t)t) t = (int)d;
-    }
-    return t;
-}
 
 static void pt__expire(pt__conn_t *c)
 {
@@ -651,8 +623,9 @@ static int pt__step(pt__conn_t *c, char *err, size_t errlen)
         jobs = next;
     }
     if (stop) return 0;
-    pt_amqp_wait(c->conn, c->efd, pt__poll_timeout(c));
-    if (pt__read(c, err, errlen) != 0) return -1;
+    pt_amqp_wait(c->conn, c->efd,
+                 pt_amqp_wait_ms(c->conn, c->dl_head ? c->dl_head->deadline_ms : 0));
+    if (pt_amqp_read_frames(c->conn, pt__on_method, c, err, errlen) != 0) return -1;
     pt__expire(c);
     return 0;
 }
