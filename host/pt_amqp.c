@@ -36,8 +36,7 @@ typedef struct pt__member_s {
     amqp_connection_state_t conn;
     pt_amqp_job_t *fl_head, *fl_tail; /* published, waiting for a confirm, by tag */
     uint64_t next_tag;
-    char **exchanges; /* known to exist on this connection */
-    size_t n_exchanges;
+    pt_amqp_exchanges_t exchanges; /* known to exist on this connection */
 } pt__member_t;
 
 struct pt_amqp_out_s {
@@ -268,6 +267,53 @@ int pt_amqp_read_frames(amqp_connection_state_t conn, pt_amqp_method_cb on_metho
     }
 }
 
+int pt_amqp_exchange_check(amqp_connection_state_t conn, amqp_channel_t ch,
+                           pt_amqp_exchanges_t *known, amqp_bytes_t ex, char *job_err,
+                           size_t job_errlen, char *err, size_t errlen)
+{
+    char why[200];
+    for (size_t i = 0; i < known->n; i++)
+        if (strlen(known->names[i]) == ex.len && memcmp(known->names[i], ex.bytes, ex.len) == 0)
+            return 1;
+    amqp_exchange_declare(conn, ch, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0,
+                          amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        char **grown = realloc(known->names, (known->n + 1) * sizeof *grown);
+        char *copy = strndup(ex.bytes, ex.len);
+        if (grown) known->names = grown;
+        if (grown && copy)
+            known->names[known->n++] = copy;
+        else
+            free(copy);
+        return 1;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        pt_amqp_answer_close(conn, ch, &r.reply, why, sizeof why);
+        snprintf(job_err, job_errlen, "the broker refused exchange '%.*s': %s", (int)ex.len,
+                 (const char *)ex.bytes, why);
+        amqp_channel_open(conn, ch);
+        r = amqp_get_rpc_reply(conn);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) return 0;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+        r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+        pt_amqp_answer_close(conn, 0, &r.reply, why, sizeof why);
+    else
+        pt_amqp_reply_error(r, why, sizeof why);
+    snprintf(err, errlen, "%s", why);
+    return -1;
+}
+
+void pt_amqp_exchanges_forget(pt_amqp_exchanges_t *known)
+{
+    for (size_t i = 0; i < known->n; i++)
+        free(known->names[i]);
+    free(known->names);
+    known->names = NULL;
+    known->n = 0;
+}
+
 /* ---- a pooled connection's thread ---- */
 
 static pt_amqp_job_t *pt__take_queue(pt__member_t *m, int *stop)
@@ -285,15 +331,6 @@ static void pt__fail_inflight(pt__member_t *m, const char *err)
     pt_amqp_job_t *jobs = m->fl_head;
     m->fl_head = m->fl_tail = NULL;
     pt__fail_list(jobs, err);
-}
-
-static void pt__forget_exchanges(pt__member_t *m)
-{
-    for (size_t i = 0; i < m->n_exchanges; i++)
-        free(m->exchanges[i]);
-    free(m->exchanges);
-    m->exchanges = NULL;
-    m->n_exchanges = 0;
 }
 
 static int pt__open(pt__member_t *m, char *err, size_t errlen)
@@ -334,49 +371,7 @@ static void pt__down(pt__member_t *m, const char *why)
     pt__fail_list(pt__take_queue(m, NULL), msg);
     pt_amqp_disconnect(m->conn, 0);
     m->conn = NULL;
-    pt__forget_exchanges(m);
-}
-
-/* Is the exchange there? 1 yes, 0 no (job_err says why), -1 the connection
- * failed (err says why). A passive declare on a channel of its own, once
- * per exchange and connection: publishing to a missing exchange would close
- * the publishing channel and fail every unconfirmed message on it. */
-static int pt__exchange_check(pt__member_t *m, amqp_bytes_t ex, char *job_err, size_t job_errlen,
-                              char *err, size_t errlen)
-{
-    char why[200];
-    for (size_t i = 0; i < m->n_exchanges; i++)
-        if (strlen(m->exchanges[i]) == ex.len && memcmp(m->exchanges[i], ex.bytes, ex.len) == 0)
-            return 1;
-    amqp_exchange_declare(m->conn, PT__CH_CHECK, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0,
-                          amqp_empty_table);
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(m->conn);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-        char **grown = realloc(m->exchanges, (m->n_exchanges + 1) * sizeof *grown);
-        char *copy = strndup(ex.bytes, ex.len);
-        if (grown) m->exchanges = grown;
-        if (grown && copy)
-            m->exchanges[m->n_exchanges++] = copy;
-        else
-            free(copy);
-        return 1;
-    }
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        pt_amqp_answer_close(m->conn, PT__CH_CHECK, &r.reply, why, sizeof why);
-        snprintf(job_err, job_errlen, "the broker refused exchange '%.*s': %s", (int)ex.len,
-                 (const char *)ex.bytes, why);
-        amqp_channel_open(m->conn, PT__CH_CHECK);
-        r = amqp_get_rpc_reply(m->conn);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) return 0;
-    }
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-        r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
-        pt_amqp_answer_close(m->conn, 0, &r.reply, why, sizeof why);
-    else
-        pt_amqp_reply_error(r, why, sizeof why);
-    snprintf(err, errlen, "%s", why);
-    snprintf(job_err, job_errlen, "connection to the broker lost: %s", why);
-    return -1;
+    pt_amqp_exchanges_forget(&m->exchanges);
 }
 
 /* Publishes one job. Returns 0, or -1 when the connection failed (the job
@@ -385,7 +380,9 @@ static int pt__publish(pt__member_t *m, pt_amqp_job_t *job, char *err, size_t er
 {
     char job_err[sizeof job->error];
     if (job->exchange.len > 0) {
-        int rc = pt__exchange_check(m, job->exchange, job_err, sizeof job_err, err, errlen);
+        int rc = pt_amqp_exchange_check(m->conn, PT__CH_CHECK, &m->exchanges, job->exchange,
+                                        job_err, sizeof job_err, err, errlen);
+        if (rc < 0) snprintf(job_err, sizeof job_err, "connection to the broker lost: %s", err);
         if (rc <= 0) {
             pt__complete(job, job_err);
             return rc;
@@ -500,7 +497,7 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
             char msg[PT_AMQP_ERRLEN];
             snprintf(msg, sizeof msg, "the broker closed the channel: %s", why);
             pt__fail_inflight(m, msg);
-            pt__forget_exchanges(m);
+            pt_amqp_exchanges_forget(&m->exchanges);
             m->next_tag = 0;
         }
         amqp_channel_open(m->conn, f->channel);
@@ -621,7 +618,7 @@ static void pt__member_main(void *arg)
     pt__fail_inflight(m, "portico is shutting down before the broker confirmed");
     pt_amqp_disconnect(m->conn, 1);
     m->conn = NULL;
-    pt__forget_exchanges(m);
+    pt_amqp_exchanges_forget(&m->exchanges);
 }
 
 /* ---- the pools ---- */

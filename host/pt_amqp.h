@@ -122,6 +122,25 @@ int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms);
 /* Wakes a thread waiting in pt_amqp_wait on efd. Any thread. */
 void pt_amqp_wake(int efd);
 
+/* The exchanges a connection has found to exist: each is checked once per
+ * connection, and forgotten when the connection goes. */
+typedef struct {
+    char **names;
+    size_t n;
+} pt_amqp_exchanges_t;
+
+/* Is exchange ex there? A passive declare on ch, a channel of its own:
+ * publishing to a missing exchange would close the publishing channel, and
+ * with it whatever is still to come on it. 1 yes (remembered in known), 0 no
+ * (job_err says why; ch is open again), -1 the connection failed (err says
+ * why). */
+int pt_amqp_exchange_check(amqp_connection_state_t conn, amqp_channel_t ch,
+                           pt_amqp_exchanges_t *known, amqp_bytes_t ex, char *job_err,
+                           size_t job_errlen, char *err, size_t errlen);
+
+/* Forgets every exchange in known (the connection is gone). */
+void pt_amqp_exchanges_forget(pt_amqp_exchanges_t *known);
+
 /* How long a connection's thread may wait in pt_amqp_wait: 1 s at most, half
  * the heartbeat interval, and not past deadline_ms (0: no deadline). */
 int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms);

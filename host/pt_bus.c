@@ -68,8 +68,7 @@ struct pt__conn_s {
     pt__job_t **table; /* in flight, by seq; a power of two of buckets, never none */
     size_t table_size, n_inflight;
     pt__job_t *dl_head, *dl_tail;
-    char **exchanges; /* known to exist on this connection */
-    size_t n_exchanges;
+    pt_amqp_exchanges_t exchanges; /* known to exist on this connection */
 };
 
 struct pt_bus_s {
@@ -277,15 +276,6 @@ static pt__job_t *pt__take_queue(pt__conn_t *c, int *stop)
     return jobs;
 }
 
-static void pt__forget_exchanges(pt__conn_t *c)
-{
-    for (size_t i = 0; i < c->n_exchanges; i++)
-        free(c->exchanges[i]);
-    free(c->exchanges);
-    c->exchanges = NULL;
-    c->n_exchanges = 0;
-}
-
 /* Replies to amq.rabbitmq.reply-to come to a consumer of that pseudo-queue
  * on the channel that published, in no-ack mode. */
 static amqp_rpc_reply_t pt__consume_replies(pt__conn_t *c)
@@ -325,48 +315,7 @@ static void pt__down(pt__conn_t *c, const char *why)
     pt__fail_list(pt__take_queue(c, NULL), 503, msg);
     pt_amqp_disconnect(c->conn, 0);
     c->conn = NULL;
-    pt__forget_exchanges(c);
-}
-
-/* Is the exchange there? 1 yes, 0 no (job_err says why), -1 the connection
- * failed (err says why). Publishing to a missing exchange would close the
- * publishing channel, and with it every reply still to come; so a passive
- * declare on a channel of its own, once per exchange and connection. */
-static int pt__exchange_check(pt__conn_t *c, amqp_bytes_t ex, char *job_err, size_t job_errlen,
-                              char *err, size_t errlen)
-{
-    char why[200];
-    for (size_t i = 0; i < c->n_exchanges; i++)
-        if (strlen(c->exchanges[i]) == ex.len && memcmp(c->exchanges[i], ex.bytes, ex.len) == 0)
-            return 1;
-    amqp_exchange_declare(c->conn, PT__CH_CHECK, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0,
-                          amqp_empty_table);
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->conn);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-        char **grown = realloc(c->exchanges, (c->n_exchanges + 1) * sizeof *grown);
-        char *copy = strndup(ex.bytes, ex.len);
-        if (grown) c->exchanges = grown;
-        if (grown && copy)
-            c->exchanges[c->n_exchanges++] = copy;
-        else
-            free(copy);
-        return 1;
-    }
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        pt_amqp_answer_close(c->conn, PT__CH_CHECK, &r.reply, why, sizeof why);
-        snprintf(job_err, job_errlen, "the broker refused exchange '%.*s': %s", (int)ex.len,
-                 (const char *)ex.bytes, why);
-        amqp_channel_open(c->conn, PT__CH_CHECK);
-        r = amqp_get_rpc_reply(c->conn);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) return 0;
-    }
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-        r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
-        pt_amqp_answer_close(c->conn, 0, &r.reply, why, sizeof why);
-    else
-        pt_amqp_reply_error(r, why, sizeof why);
-    snprintf(err, errlen, "%s", why);
-    return -1;
+    pt_amqp_exchanges_forget(&c->exchanges);
 }
 
 /* Publishes one job and tracks it until its reply. Returns 0, or -1 when
@@ -382,7 +331,8 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
         return 0;
     }
     if (job->exchange.len > 0) {
-        int rc = pt__exchange_check(c, job->exchange, job_err, sizeof job_err, err, errlen);
+        int rc = pt_amqp_exchange_check(c->conn, PT__CH_CHECK, &c->exchanges, job->exchange,
+                                        job_err, sizeof job_err, err, errlen);
         if (rc == 0) {
             pt__set_error(job, 502, job_err);
             pt__hand_back(job);
@@ -564,7 +514,7 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
             char msgtext[PT_AMQP_ERRLEN];
             snprintf(msgtext, sizeof msgtext, "the broker closed the channel: %s", why);
             pt__fail_inflight(c, 502, msgtext);
-            pt__forget_exchanges(c);
+            pt_amqp_exchanges_forget(&c->exchanges);
         }
         amqp_channel_open(c->conn, ch);
         r = amqp_get_rpc_reply(c->conn);
@@ -685,7 +635,7 @@ static void pt__conn_main(void *arg)
     pt__fail_inflight(c, 503, "portico is shutting down");
     pt_amqp_disconnect(c->conn, 1);
     c->conn = NULL;
-    pt__forget_exchanges(c);
+    pt_amqp_exchanges_forget(&c->exchanges);
 }
 
 /* ---- the connections ---- */
