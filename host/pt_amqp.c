@@ -525,7 +525,6 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
     }
 }
 
-
 /* One round on a live connection: publish what was submitted, wait for
  * input, read it, expire old confirms. -1 when the connection failed. */
 static int pt__step(pt__member_t *m, char *err, size_t errlen)

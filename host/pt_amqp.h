@@ -90,7 +90,7 @@ const char *pt_amqp_name(const pt_amqp_out_t *oc);
  * exactly once, on a connection thread. Never blocks on the broker. */
 void pt_amqp_submit(pt_amqp_out_t *oc, pt_amqp_job_t *job);
 
-/* ---- shared with pt_amqp_channel ---- */
+/* ---- shared with pt_amqp_channel and pt_bus ---- */
 
 /* Milliseconds of a monotonic clock. */
 uint64_t pt_amqp_now_ms(void);

@@ -541,7 +541,6 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
     }
 }
 
-
 static void pt__expire(pt__conn_t *c)
 {
     uint64_t now = pt_amqp_now_ms();

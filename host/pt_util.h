@@ -1,5 +1,6 @@
-/* pt_util: small helpers shared by the host: growable buffers, JSON string
- * escaping, time formatting, correlation ids, durations and sizes. */
+/* pt_util: small helpers shared by the host: growable buffers, bounded string
+ * copies, JSON string escaping, time formatting, correlation ids, durations
+ * and sizes. */
 #ifndef PT_UTIL_H
 #define PT_UTIL_H
 
@@ -16,14 +17,6 @@ typedef struct {
 
 /* Ensures room for extra more bytes; returns 0 or -1 (out of memory). */
 int pt_buf_reserve(pt_buf_t *b, size_t extra);
-/* Copies the string src into dst of cap bytes (cap > 0), cut short if it
- * must be, always NUL-terminated. For per-request copies, where
- * snprintf("%s") costs a printf. */
-static inline void pt_strcpy_cap(char *dst, const char *src, size_t cap)
-{
-    if (!memccpy(dst, src, '\0', cap)) dst[cap - 1] = '\0';
-}
-
 /* Appends n bytes; returns 0 or -1. */
 int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
 /* Appends a NUL-terminated string; returns 0 or -1. */
@@ -38,6 +31,14 @@ int pt_buf_put_u64(pt_buf_t *b, uint64_t v);
 /* Appends s as the inside of a JSON string (quotes not included); returns 0 or -1. */
 int pt_buf_json_escape(pt_buf_t *b, const char *s, size_t n);
 void pt_buf_free(pt_buf_t *b);
+
+/* Copies the string src into dst of cap bytes (cap > 0), cut short if it
+ * must be, always NUL-terminated. For per-request copies, where
+ * snprintf("%s") costs a printf. */
+static inline void pt_strcpy_cap(char *dst, const char *src, size_t cap)
+{
+    if (!memccpy(dst, src, '\0', cap)) dst[cap - 1] = '\0';
+}
 
 /* Writes the current UTC time as "YYYY-MM-DDTHH:MM:SS.ffffff" (27 bytes + NUL). */
 void pt_utcnow(char out[32]);
