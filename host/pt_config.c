@@ -85,13 +85,17 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     ch->ws_missed_pings = 2;
     ch->ws_max_message = 1024 * 1024;
     ch->ws_idle_timeout_ms = 0;
+    ch->ws_max_output = 1024 * 1024;
+    ch->ws_send_timeout_ms = 10000;
     struct {
         const char *key;
         uint64_t *out;
         int is_duration;
     } fields[] = {{"ping_interval", &ch->ws_ping_interval_ms, 1},
                   {"max_message_size", &ch->ws_max_message, 0},
-                  {"idle_timeout", &ch->ws_idle_timeout_ms, 1}};
+                  {"idle_timeout", &ch->ws_idle_timeout_ms, 1},
+                  {"max_output", &ch->ws_max_output, 0},
+                  {"send_timeout", &ch->ws_send_timeout_ms, 1}};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (!(v = pt_yaml_get(&c->y, n, fields[i].key))) continue;
         snprintf(key, sizeof key, "%s.%s", what, fields[i].key);
@@ -114,6 +118,12 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     if (ch->ws_ping_interval_ms < 100)
         return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "ping_interval"),
                             "%s.ping_interval: at least 100ms", what);
+    if (ch->ws_max_output < 1024)
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_output"),
+                            "%s.max_output: at least 1KB", what);
+    if (ch->ws_send_timeout_ms < 100)
+        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "send_timeout"),
+                            "%s.send_timeout: at least 100ms", what);
     return 0;
 }
 
@@ -349,10 +359,20 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     static const char *const gw_keys[] = {
         "name",     "url_path",    "methods",    "gateway_service_list",
         "security", "data_format", "rate_limit", NULL};
-    static const char *const ws_keys[] = {"name",          "url_path",          "service",
-                                          "service_list",  "security",          "data_format",
-                                          "ping_interval", "missed_pings",      "max_message_size",
-                                          "idle_timeout",  "token_query_param", NULL};
+    static const char *const ws_keys[] = {"name",
+                                          "url_path",
+                                          "service",
+                                          "service_list",
+                                          "security",
+                                          "data_format",
+                                          "ping_interval",
+                                          "missed_pings",
+                                          "max_message_size",
+                                          "idle_timeout",
+                                          "token_query_param",
+                                          "max_output",
+                                          "send_timeout",
+                                          NULL};
     static const char *const proxy_keys[] = {"name",
                                              "url_prefix",
                                              "methods",
@@ -944,13 +964,14 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     return 0;
 }
 
-int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen)
+/* Parses text as the config file path (which names it in messages and
+ * anchors its relative paths). */
+static int pt__load(const char *path, const char *text, size_t len, pt_config_t **out, char *err,
+                    size_t errlen)
 {
     pt_config_t *cfg = calloc(1, sizeof *cfg);
     pt__cfg_ctx_t c = {.y = {.file = path, .err = err, .errlen = errlen}};
-    yaml_parser_t parser;
-    int rc = -1, have_doc = 0;
-    FILE *f = NULL;
+    int rc = -1;
 
     if (!cfg) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -975,34 +996,41 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     cfg->lua_path = strdup(PT_LUA_DIR);
     cfg->lua_gc_pause = 400;
 
-    if (!(f = fopen(path, "rb"))) {
-        snprintf(err, errlen, "%s: cannot open: %m", path);
-        goto done;
-    }
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
     c.y.doc = &c.doc;
     c.y.dir = cfg->dir;
-    if (!yaml_parser_load(&parser, &c.doc)) {
-        snprintf(err, errlen, "%s:%lu: YAML error: %s %s", path,
-                 (unsigned long)parser.problem_mark.line + 1, parser.problem ? parser.problem : "?",
-                 parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        goto done;
+    if (pt_yaml_load(path, text, len, &c.doc, err, errlen) == 0) {
+        rc = pt__parse(&c, cfg);
+        yaml_document_delete(&c.doc);
     }
-    have_doc = 1;
-    yaml_parser_delete(&parser);
-    rc = pt__parse(&c, cfg);
-
-done:
-    if (have_doc) yaml_document_delete(&c.doc);
-    if (f) fclose(f);
     if (rc != 0) {
         pt_config_free(cfg);
         return -1;
     }
     *out = cfg;
     return 0;
+}
+
+int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen)
+{
+    char *text, why[128];
+    size_t len;
+    if (pt_read_small_file(path, PT_CONFIG_MAX_BYTES, &text, &len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, why);
+        return -1;
+    }
+    int rc = pt__load(path, text, len, out, err, errlen);
+    free(text);
+    return rc;
+}
+
+int pt_config_load_text(const char *path, const char *text, size_t len, pt_config_t **out,
+                        char *err, size_t errlen)
+{
+    if (len > PT_CONFIG_MAX_BYTES) {
+        snprintf(err, errlen, "%s: larger than %d bytes", path, PT_CONFIG_MAX_BYTES);
+        return -1;
+    }
+    return pt__load(path, text, len, out, err, errlen);
 }
 
 static void pt__free_list(char **list, size_t n)

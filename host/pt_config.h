@@ -70,6 +70,8 @@ typedef struct {
     uint64_t ws_max_message;     /* bytes; a larger message closes with 1009 */
     uint64_t ws_idle_timeout_ms; /* 0: none (pings keep a live peer) */
     char *ws_token_param;        /* query parameter that may carry the credential */
+    uint64_t ws_max_output;      /* bytes queued for a socket before its frames wait */
+    uint64_t ws_send_timeout_ms; /* output over ws_max_output this long: close 1008 */
     /* security: NAME; NULL: open (pt_security_check still refuses a trusted
      * gateway's username header). Points into the snapshot's security. */
     const struct pt_security_def_s *security;
@@ -147,6 +149,15 @@ typedef struct {
  * caller frees with pt_config_free. On failure returns -1 and writes
  * "file:line: what is wrong" into err. */
 int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen);
+
+/* A config file is refused past this size (it is a few kilobytes). */
+#define PT_CONFIG_MAX_BYTES (4 * 1024 * 1024)
+
+/* pt_config_load of text[0..len) as if it were the file path (which names it
+ * in messages and anchors its relative paths; it need not exist). For the
+ * fuzzer and tests. */
+int pt_config_load_text(const char *path, const char *text, size_t len, pt_config_t **out,
+                        char *err, size_t errlen);
 
 /* Frees a snapshot and everything it owns. NULL is fine. */
 void pt_config_free(pt_config_t *cfg);

@@ -1,6 +1,7 @@
 #include "pt_watch.h"
+#include "pt_log.h"
+#include "pt_util.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,34 +23,25 @@ static int pt__push(pt_watch_list_t *l, size_t *cap, const pt_watch_file_t *src)
     return 0;
 }
 
-static int pt__scan_dir(const char *dir, pt_watch_list_t *l, size_t *cap, int depth)
+typedef struct {
+    pt_watch_list_t *l;
+    size_t cap;
+} pt__scan_t;
+
+static int pt__scan_file(void *ud, const char *path, const struct stat *st)
 {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *e;
-    int rc = 0;
-    while (rc == 0 && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue; /* hidden files and editors' swap files */
-        char path[4096];
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) continue;
-        struct stat st;
-        if (stat(path, &st) != 0) continue;
-        size_t len = strlen(e->d_name);
-        if (S_ISDIR(st.st_mode)) {
-            if (depth < 16) rc = pt__scan_dir(path, l, cap, depth + 1);
-        } else if (S_ISREG(st.st_mode) && len > 4 && strcmp(e->d_name + len - 4, ".lua") == 0) {
-            pt_watch_file_t f = {
-                .path = path,
-                .ino = st.st_ino,
-                .size = (uint64_t)st.st_size,
-                .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
-                .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec,
-            };
-            rc = pt__push(l, cap, &f);
-        }
-    }
-    closedir(d);
-    return rc;
+    pt__scan_t *sc = ud;
+    const char *base = strrchr(path, '/');
+    size_t len = strlen(base ? base + 1 : path);
+    if (len <= 4 || strcmp(path + strlen(path) - 4, ".lua") != 0) return 0;
+    pt_watch_file_t f = {
+        .path = (char *)path,
+        .ino = st->st_ino,
+        .size = (uint64_t)st->st_size,
+        .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+        .ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec,
+    };
+    return pt__push(sc->l, &sc->cap, &f);
 }
 
 static int pt__cmp(const void *a, const void *b)
@@ -59,14 +51,14 @@ static int pt__cmp(const void *a, const void *b)
 
 int pt_watch_scan(char *const *dirs, size_t n_dirs, pt_watch_list_t *out)
 {
-    size_t cap = 0;
+    pt__scan_t sc = {.l = out};
     out->files = NULL;
     out->n = 0;
-    for (size_t i = 0; i < n_dirs; i++) {
-        if (pt__scan_dir(dirs[i], out, &cap, 0) != 0) {
-            pt_watch_list_free(out);
-            return -1;
-        }
+    /* a loop or a too deep tree leaves those directories out (the config
+     * refused them at load; here one has appeared since): the rest is watched */
+    if (pt_walk_files(dirs, n_dirs, pt__scan_file, &sc, out->problem, sizeof out->problem) == -1) {
+        pt_watch_list_free(out);
+        return -1;
     }
     if (out->n) qsort(out->files, out->n, sizeof *out->files, pt__cmp);
     return 0;
@@ -163,6 +155,8 @@ static void pt__tick(uv_timer_t *t)
     pt_watch_list_t now;
     uint64_t now_ms = uv_now(t->loop);
     if (pt_watch_scan(w->dirs, w->n_dirs, &now) != 0) return;
+    if (now.problem[0] && strcmp(now.problem, w->last.problem) != 0)
+        pt_log_warn("service directories: %s, left out of the scan", now.problem);
     pt__stamp(w, &now, now_ms);
     pt__diff(w, &now, 1, now_ms);
     pt_watch_list_free(&w->last);

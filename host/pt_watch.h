@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     pt_watch_file_t *files; /* sorted by path */
     size_t n;
+    char problem[256]; /* a scan: "" or the first directory left out and why */
 } pt_watch_list_t;
 
 typedef enum { PT_WATCH_CHANGED = 0, PT_WATCH_REMOVED } pt_watch_event_t;
@@ -42,8 +43,10 @@ typedef struct {
     void *ud;
 } pt_watch_t;
 
-/* Scans dirs (recursively) into *out, sorted by path. Unreadable directories
- * are skipped. Returns 0 or -1 (out of memory). */
+/* Scans dirs (recursively, with pt_walk_files) into *out, sorted by path.
+ * Unreadable directories are skipped; a symlink loop, a tree deeper than
+ * PT_WALK_MAX_DEPTH or too many directories are left out and named in
+ * out->problem. Returns 0 or -1 (out of memory). */
 int pt_watch_scan(char *const *dirs, size_t n_dirs, pt_watch_list_t *out);
 
 /* Frees a list's contents. */

@@ -15,6 +15,23 @@ typedef struct {
     size_t errlen;
 } pt_yaml_t;
 
+/* Limits of pt_yaml_load. A config is a few hundred nodes; these stop a
+ * file made to exhaust the parser ("[[[[..." costs libyaml the square of its
+ * depth) or the memory of whoever walks the tree (an alias bomb). */
+#define PT_YAML_MAX_DEPTH 64
+#define PT_YAML_MAX_NODES 100000 /* an alias counts as a copy of what it names */
+#define PT_YAML_MAX_ANCHORS 1000
+
+/* Parses text[0..len) into *doc (free it with yaml_document_delete), first
+ * checking the event stream for what a config never needs and a hostile file
+ * uses: a second document, a key given twice in one mapping, nesting deeper
+ * than PT_YAML_MAX_DEPTH, more than PT_YAML_MAX_NODES nodes or
+ * PT_YAML_MAX_ANCHORS anchors, an alias of no finished anchor (its own
+ * node: a cycle). Returns 0, or -1 with "file:line: message" in err (doc then
+ * holds nothing). */
+int pt_yaml_load(const char *file, const char *text, size_t len, yaml_document_t *doc, char *err,
+                 size_t errlen);
+
 /* Writes "file:line: message" (node's line, 1 without a node); returns -1. */
 int pt_yaml_fail(const pt_yaml_t *y, yaml_node_t *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
