@@ -208,9 +208,11 @@ static void pt__on_drain(void *ud)
     (void)ud;
 }
 
-static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
+/* The service sees msg, which names the target: its own error to shape. */
+static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char *safe)
 {
     pt__call_t *c = ud;
+    (void)safe;
     c->x = NULL;
     if (!c->finished) {
         switch (err) {
@@ -312,8 +314,13 @@ static int pt__http_request(lua_State *L)
     pt__calls = c;
     pt__n_calls++;
 
-    int rc = pt_upx_start(u, head, head_len, retry, head_only, (uint64_t)timeout_ms, &pt__handler,
-                          c, &c->x);
+    /* no upgrade asked for: a 101 is a broken answer */
+    pt_upx_req_t req = {.head = head,
+                        .head_len = head_len,
+                        .retry = retry,
+                        .head_only = head_only,
+                        .timeout_ms = (uint64_t)timeout_ms};
+    int rc = pt_upx_start(u, &req, &pt__handler, c, &c->x);
     if (rc < 0) { /* nothing in flight, and no on_done will come */
         int n = pt__nil_err(L, "connect", "no target can be reached");
         luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);

@@ -20,8 +20,18 @@ struct pt_proxy_s {
     int status;
     uint64_t bytes; /* answer body bytes passed on */
     int paused;     /* the target's answer is paused for a slow client */
+    int sent;       /* a byte of the answer went to the client: a failure can only close */
     pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
 };
+
+/* The values of a message's Connection fields: what they name is hop-by-hop
+ * too. A message has one or two; more than PT__CONN_MAX is refused. */
+#define PT__CONN_MAX 16
+typedef struct {
+    const char *v[PT__CONN_MAX];
+    size_t len[PT__CONN_MAX];
+    size_t n;
+} pt__conn_list_t;
 
 /* ---- headers ---- */
 
@@ -49,10 +59,23 @@ static int pt__token_in(const char *v, size_t len, const char *token, size_t tle
     return 0;
 }
 
-/* Hop-by-hop: never forwarded (RFC 9110 7.6.1), nor what Connection names. */
-static int pt__hop(const char *name, size_t len, const char *conn_v, size_t conn_len)
+/* Adds a Connection field's value; returns 0, or -1 when there are too many. */
+static int pt__conn_add(pt__conn_list_t *l, const char *v, size_t len)
 {
-#define PT__HOP(s) {s, sizeof s - 1}
+    if (l->n == PT__CONN_MAX) return -1;
+    l->v[l->n] = v;
+    l->len[l->n++] = len;
+    return 0;
+}
+
+/* Hop-by-hop: never forwarded (RFC 9110 7.6.1), nor what any Connection
+ * field names. */
+static int pt__hop(const char *name, size_t len, const pt__conn_list_t *conns)
+{
+#define PT__HOP(s)                                                                                 \
+    {                                                                                              \
+        s, sizeof s - 1                                                                            \
+    }
     static const struct {
         const char *name;
         size_t len;
@@ -63,7 +86,9 @@ static int pt__hop(const char *name, size_t len, const char *conn_v, size_t conn
     /* lengths first: this runs for every header of every proxied message */
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (len == hop[i].len && strncasecmp(name, hop[i].name, len) == 0) return 1;
-    return conn_v && pt__token_in(conn_v, conn_len, name, len);
+    for (size_t i = 0; i < conns->n; i++)
+        if (pt__token_in(conns->v[i], conns->len[i], name, len)) return 1;
+    return 0;
 }
 
 static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -94,6 +119,8 @@ static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
     for (unsigned i = 0; i < n && k < 4; i++)
         bufs[k++] = more[i];
     px->head.len = 0;
+    if (!k) return 0;
+    px->sent = 1;
     return pt_http_write(px->c, bufs, k);
 }
 
@@ -109,14 +136,17 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
 {
     pt_proxy_t *px = ud;
     pt_conn_t *c = px->c;
-    const char *conn_v = NULL;
-    size_t conn_len = 0;
+    pt__conn_list_t conns = {.n = 0};
     int has_cid = 0;
     (void)chunked;
     for (size_t i = 0; i < n; i++) {
-        if (pt__is(hs[i].name, hs[i].name_len, "connection")) {
-            conn_v = hs[i].value;
-            conn_len = hs[i].value_len;
+        if (pt__is(hs[i].name, hs[i].name_len, "connection") &&
+            pt__conn_add(&conns, hs[i].value, hs[i].value_len) != 0) {
+            static const char why[] = "the target sent too many Connection fields";
+            pt_log_write(PT_LOG_WARN, c->cid, NULL, why, sizeof why - 1);
+            /* answers here: pt_proxy_abort ends the exchange, and -1 says no more */
+            pt_http_send_error(c, 502, "the target sent a malformed answer", NULL);
+            return -1;
         }
         has_cid |= pt__is(hs[i].name, hs[i].name_len, "x-correlation-id");
     }
@@ -136,7 +166,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     pt_buf_puts(&b, pt_http_reason(status));
     pt_buf_append(&b, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
-        if (pt__hop(hs[i].name, hs[i].name_len, conn_v, conn_len)) continue;
+        if (pt__hop(hs[i].name, hs[i].name_len, &conns)) continue;
         if (pt__is(hs[i].name, hs[i].name_len, "content-length")) continue; /* framed below */
         pt__line(&b, hs[i].name, hs[i].name_len, hs[i].value, hs[i].value_len);
     }
@@ -147,7 +177,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
                 pt__line(&b, "Upgrade", 7, hs[i].value, hs[i].value_len);
         pt_buf_puts(&b, "Connection: upgrade\r\n");
     } else {
-        if (content_length >= 0) {
+        if (content_length >= 0 && status != 204) { /* pt_upstream gives none for 204/304 */
             pt_buf_puts(&b, "Content-Length: ");
             pt_buf_put_u64(&b, (uint64_t)content_length);
             pt_buf_append(&b, "\r\n", 2);
@@ -208,34 +238,36 @@ static void pt__on_drain(void *ud)
     pt_http_reading(px->c, 1);
 }
 
-static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg)
+static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char *safe)
 {
     pt_proxy_t *px = ud;
     pt_conn_t *c = px->c;
-    int status = px->status, started = status != 0;
+    int status = px->status, sent = px->sent;
     uint64_t bytes = px->bytes;
     px->x = NULL;
     c->proxy = NULL; /* the exchange is over: a close from here on has nothing to abort */
     int rc = 0;
-    if (started && err == PT_UPX_OK) {
+    if (err == PT_UPX_OK) {
         /* the held head (an answer without body bytes) and the last chunk */
         uv_buf_t end = uv_buf_init("0\r\n\r\n", 5);
         rc = pt__send(px, &end, px->chunked_resp ? 1 : 0);
     }
-    pt__free(px);
+    pt__free(px); /* a held head of a failed answer goes with it */
     if (rc != 0) return;
-    if (!started) {
+    if (err == PT_UPX_OK) {
+        pt_http_response_end(c, status, bytes);
+        return;
+    }
+    /* the log names the target; the client learns no internal address */
+    if (!msg) msg = "the target failed";
+    if (!sent) {
         int code = err == PT_UPX_TIMEOUT ? 504 : err == PT_UPX_NOMEM ? 500 : 502;
-        pt_http_send_error(c, code, msg ? msg : "the target failed", NULL);
+        pt_log_write(PT_LOG_WARN, c->cid, NULL, msg, strlen(msg));
+        pt_http_send_error(c, code, safe ? safe : "the target failed", NULL);
         return;
     }
-    if (err != PT_UPX_OK) {
-        pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg ? msg : "the target failed",
-                     strlen(msg ? msg : "the target failed"));
-        pt_http_close(c); /* the answer is cut short: the client must see it */
-        return;
-    }
-    pt_http_response_end(c, status, bytes);
+    pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg, strlen(msg));
+    pt_http_close(c); /* the answer is cut short: the client must see it */
 }
 
 static const pt_upx_handler_t pt__handler = {
@@ -292,15 +324,25 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     if (q) pt_buf_append(&b, q, (size_t)(url + c->url_len - q));
     pt_buf_puts(&b, " HTTP/1.1\r\n");
 
-    size_t conn_len = 0, host_len = 0, xff_len = 0;
-    const char *conn_v = pt_http_header(c, "connection", &conn_len);
+    size_t host_len = 0, xff_len = 0, up_len = 0;
     const char *host = pt_http_header(c, "host", &host_len);
-    const char *xff = NULL;
-    int upgrade = c->parser.upgrade;
+    const char *xff = NULL, *up = NULL;
+    pt__conn_list_t conns = {.n = 0};
+    for (size_t i = 0; i < c->n_headers; i++) {
+        const pt_http_header_t *h = &c->headers[i];
+        if (pt__is(c->head.data + h->name_off, h->name_len, "connection") &&
+            pt__conn_add(&conns, c->head.data + h->value_off, h->value_len) != 0) {
+            free(px);
+            pt_buf_free(&b);
+            pt_http_send_error(c, 400, "too many Connection header fields", NULL);
+            return;
+        }
+    }
+    if (c->parser.upgrade) up = pt_http_header(c, "upgrade", &up_len);
     for (size_t i = 0; i < c->n_headers; i++) {
         const pt_http_header_t *h = &c->headers[i];
         const char *name = c->head.data + h->name_off, *value = c->head.data + h->value_off;
-        if (pt__hop(name, h->name_len, conn_v, conn_len)) continue;
+        if (pt__hop(name, h->name_len, &conns)) continue;
         if (pt__is(name, h->name_len, "host") || pt__is(name, h->name_len, "content-length") ||
             pt__is(name, h->name_len, "expect") || pt__is(name, h->name_len, "x-correlation-id") ||
             pt__is(name, h->name_len, "x-forwarded-proto") ||
@@ -335,11 +377,8 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         pt_buf_put_u64(&b, c->parser.content_length);
         pt_buf_append(&b, "\r\n", 2);
     }
-    if (upgrade) {
-        size_t up_len = 0;
-        const char *up = pt_http_header(c, "upgrade", &up_len);
-        if (up) pt_buf_printf(&b, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)up_len, up);
-    }
+    /* the 101 must switch to one of these (pt_upstream checks it) */
+    if (up) pt_buf_printf(&b, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)up_len, up);
     if (!b.data) {
         free(px);
         pt_http_send_error(c, 500, "out of memory", NULL);
@@ -349,8 +388,13 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
                      method == HTTP_DELETE || method == HTTP_OPTIONS || method == HTTP_TRACE;
     c->started_ns = uv_hrtime();
     c->proxy = px;
-    int rc = pt_upx_start(u, b.data, b.len, idempotent, method == HTTP_HEAD, 0, &pt__handler, px,
-                          &px->x);
+    pt_upx_req_t req = {.head = b.data,
+                        .head_len = b.len,
+                        .upgrade = up,
+                        .upgrade_len = up_len,
+                        .retry = idempotent,
+                        .head_only = method == HTTP_HEAD};
+    int rc = pt_upx_start(u, &req, &pt__handler, px, &px->x);
     pt_buf_free(&b);
     if (rc < 0) {
         c->proxy = NULL;

@@ -1,18 +1,23 @@
 #include "pt_upstream.h"
+#include "pt_field.h"
 #include "pt_log.h"
 #include "pt_util.h"
 
 #include <llhttp.h>
 
+#include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #define PT__IDLE_MS 60000           /* an idle keep-alive connection is closed after this */
 #define PT__HIGH_WATER (256 * 1024) /* queued request bytes that ask the caller to wait */
 #define PT__LOW_WATER (64 * 1024)
-#define PT__MAX_HEAD (64 * 1024) /* response header bytes */
+#define PT__MAX_HEAD (64 * 1024) /* bytes of a response head (with 1xx before it), of trailers */
 
 typedef struct pt__conn_s pt__conn_t;
 
@@ -83,8 +88,10 @@ struct pt_upx_s {
     pt__conn_t *conn;
     const pt_upx_handler_t *h;
     void *ud;
-    char *head;
+    char *head; /* the request head, then the Upgrade tokens asked for */
     size_t head_len;
+    const char *upgrade; /* into head; NULL: no protocol switch was asked for */
+    size_t upgrade_len;
     uint64_t timeout_ms;
     uint64_t started_ns;
     size_t queued; /* request bytes in uv_write */
@@ -93,9 +100,13 @@ struct pt_upx_s {
     int ready_called, body_sent, req_ended, paused, want_drain;
     int got_head, upgraded, complete, reusable, busy, aborted, finished;
     int in_header_field;
-    int starting;  /* inside pt_upx_start: a failure is its return value, not on_done */
-    int ready_now; /* pt_upx_start took an idle connection: it returns 1 */
-    char errmsg[160];
+    int starting;         /* inside pt_upx_start: a failure is its return value, not on_done */
+    int ready_now;        /* pt_upx_start took an idle connection: it returns 1 */
+    int invalid;          /* the answer was refused (errmsg says why): no retry */
+    size_t head_seen;     /* bytes read before the head was complete, 1xx answers included */
+    size_t trailer_bytes; /* trailer bytes read (and dropped) */
+    char errmsg[200];     /* why it failed, naming the target */
+    char safe[200];       /* the same, naming no address */
     pt_buf_t rhead;
     struct {
         uint32_t name_off, name_len, value_off, value_len;
@@ -113,7 +124,30 @@ typedef struct {
 static void pt__connect(pt_upx_t *x);
 static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, const char *msg, int health);
+static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health);
+
+/* Sets why the exchange fails, twice: errmsg with who (the target's address
+ * or name) for the log and Lua services, safe with "the target" there for an
+ * error answer to a client, which must not learn internal addresses. */
+static void pt__why(pt_upx_t *x, const char *pre, const char *who, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void pt__why(pt_upx_t *x, const char *pre, const char *who, const char *fmt, ...)
+{
+    char rest[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    snprintf(x->errmsg, sizeof x->errmsg, "%s%s%s", pre, who, rest);
+    snprintf(x->safe, sizeof x->safe, "%sthe target%s", pre, rest);
+}
+
+/* A failure that names no target: both texts alike. */
+static void pt__why_plain(pt_upx_t *x, const char *msg)
+{
+    snprintf(x->errmsg, sizeof x->errmsg, "%s", msg);
+    snprintf(x->safe, sizeof x->safe, "%s", msg);
+}
 
 /* ---- the set ---- */
 
@@ -277,7 +311,10 @@ static void pt__release(pt_upx_t *x)
     x->conn = NULL;
     conn->x = NULL;
     pt__target_t *t = conn->t;
-    if (x->reusable && !conn->set->retired && t->n_idle < t->up->cfg->keepalive && !conn->closing) {
+    /* reusable is set only where a message ended exactly at the end of what
+     * was read, with keep-alive agreed (pt__on_read) */
+    if (x->reusable && !x->invalid && !x->queued && !conn->set->retired &&
+        t->n_idle < t->up->cfg->keepalive && !conn->closing) {
         if (x->paused) /* an idle connection must see its peer close */
             uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
         conn->reused = 1;
@@ -298,13 +335,16 @@ static void pt__observe(pt_upx_t *x, int ok)
     pt_metrics_target(x->up->set->metrics, x->up->cfg->name, x->t->cfg->display, ok, us);
 }
 
-static void pt__finish(pt_upx_t *x, pt_upx_err_t err, const char *msg)
+/* Ends the exchange; a failure's texts are in errmsg and safe (pt__why). */
+static void pt__finish(pt_upx_t *x, pt_upx_err_t err)
 {
     if (x->finished) return;
     x->finished = 1;
     pt__observe(x, err == PT_UPX_OK);
     pt__release(x);
-    if (!x->aborted && !x->starting) x->h->on_done(x->ud, err, msg);
+    if (!x->aborted && !x->starting)
+        x->h->on_done(x->ud, err, err == PT_UPX_OK ? NULL : x->errmsg,
+                      err == PT_UPX_OK ? NULL : x->safe);
     if (!x->busy) pt__free(x);
 }
 
@@ -348,32 +388,149 @@ static pt__target_t *pt__pick(pt_upstream_t *u, const pt__target_t *avoid)
 
 /* ---- response parsing ---- */
 
+/* Refuses the answer (errmsg and safe say why): no retry, since the target
+ * did answer. Returns -1, a parser callback's "stop". */
+static int pt__invalid(pt_upx_t *x, const char *what)
+{
+    if (!x->invalid) pt__why(x, "", x->t->cfg->display, " sent a malformed answer: %s", what);
+    x->invalid = 1;
+    return -1;
+}
+
+/* Trailer fields are read (llhttp checks their syntax) and dropped: the
+ * client gets none (docs/dispatch.md). Only their size is kept. */
+static int pt__trailer(pt_upx_t *x, size_t len)
+{
+    x->trailer_bytes += len;
+    return x->trailer_bytes > PT__MAX_HEAD ? pt__invalid(x, "trailers larger than 64 KB") : 0;
+}
+
 static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     pt_upx_t *x = ((pt__conn_t *)p->data)->x;
     if (!x || x->aborted) return -1;
+    if (x->got_head) return pt__trailer(x, len);
     if (!x->in_header_field) {
-        if (x->n_hdrs == sizeof x->hdrs / sizeof x->hdrs[0]) return -1;
+        if (x->n_hdrs == sizeof x->hdrs / sizeof x->hdrs[0])
+            return pt__invalid(x, "more than 128 header fields");
         x->hdrs[x->n_hdrs].name_off = (uint32_t)x->rhead.len;
         x->hdrs[x->n_hdrs].name_len = 0;
+        x->hdrs[x->n_hdrs].value_off = (uint32_t)x->rhead.len;
         x->hdrs[x->n_hdrs].value_len = 0;
         x->n_hdrs++;
         x->in_header_field = 1;
     }
     x->hdrs[x->n_hdrs - 1].name_len += (uint32_t)len;
-    return pt_buf_append(&x->rhead, at, len) || x->rhead.len > PT__MAX_HEAD ? -1 : 0;
+    if (x->rhead.len + len > PT__MAX_HEAD) return pt__invalid(x, "a head larger than 64 KB");
+    return pt_buf_append(&x->rhead, at, len);
 }
 
 static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     pt_upx_t *x = ((pt__conn_t *)p->data)->x;
     if (!x || x->aborted) return -1;
+    if (x->got_head) return pt__trailer(x, len);
     if (x->in_header_field) {
         x->in_header_field = 0;
         x->hdrs[x->n_hdrs - 1].value_off = (uint32_t)x->rhead.len;
     }
     x->hdrs[x->n_hdrs - 1].value_len += (uint32_t)len;
-    return pt_buf_append(&x->rhead, at, len) || x->rhead.len > PT__MAX_HEAD ? -1 : 0;
+    if (x->rhead.len + len > PT__MAX_HEAD) return pt__invalid(x, "a head larger than 64 KB");
+    return pt_buf_append(&x->rhead, at, len);
+}
+
+/* s[0..n) without optional whitespace around it. */
+static const char *pt__trim(const char *s, size_t *n)
+{
+    while (*n && (s[0] == ' ' || s[0] == '\t'))
+        s++, (*n)--;
+    while (*n && (s[*n - 1] == ' ' || s[*n - 1] == '\t'))
+        (*n)--;
+    return s;
+}
+
+static int pt__ieq(const char *s, size_t n, const char *lit, size_t lit_n)
+{
+    if (n != lit_n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        if (c != lit[i]) return 0;
+    }
+    return 1;
+}
+
+/* 1 when the comma-separated list v[0..n) has at least one element and each
+ * is one of the list of[0..of_n) (compared without case): a 101 switches
+ * only to protocols the client asked for. */
+static int pt__tokens_within(const char *v, size_t n, const char *of, size_t of_n)
+{
+    int any = 0;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t len = i - start;
+        const char *tok = pt__trim(v + start, &len);
+        i++;
+        if (!len) continue;
+        int found = 0;
+        size_t j = 0;
+        while (j < of_n && !found) {
+            size_t s0 = j;
+            while (j < of_n && of[j] != ',')
+                j++;
+            size_t olen = j - s0;
+            const char *o = pt__trim(of + s0, &olen);
+            j++;
+            found = olen == len && strncasecmp(o, tok, len) == 0;
+        }
+        if (!found) return 0;
+        any = 1;
+    }
+    return any;
+}
+
+/* Checks the head in one pass over its fields (no allocation): what llhttp
+ * lets through but a proxy must not pass on. Returns 0, or -1 (refused). */
+static int pt__check_head(pt_upx_t *x, const llhttp_t *p)
+{
+    int status = p->status_code;
+    if (status < 100 || status > 599) return pt__invalid(x, "a status outside 100..599");
+    int n_cl = 0, n_te = 0, n_up = 0;
+    const char *up = NULL;
+    size_t up_len = 0;
+    for (size_t i = 0; i < x->n_hdrs; i++) {
+        const char *name = x->rhead.data + x->hdrs[i].name_off;
+        const char *value = x->rhead.data + x->hdrs[i].value_off;
+        size_t nlen = x->hdrs[i].name_len, vlen = x->hdrs[i].value_len;
+        if (!pt_field_token(name, nlen)) return pt__invalid(x, "a field name that is not a token");
+        if (!pt_field_value(value, vlen))
+            return pt__invalid(x, "a field value with a control character");
+        if (nlen == 14 && pt__ieq(name, nlen, "content-length", 14)) {
+            const char *v = pt__trim(value, &vlen);
+            if (++n_cl > 1) return pt__invalid(x, "more than one Content-Length");
+            if (!vlen) return pt__invalid(x, "an empty Content-Length");
+            for (size_t k = 0; k < vlen; k++)
+                if (v[k] < '0' || v[k] > '9') return pt__invalid(x, "an invalid Content-Length");
+        } else if (nlen == 17 && pt__ieq(name, nlen, "transfer-encoding", 17)) {
+            const char *v = pt__trim(value, &vlen);
+            if (++n_te > 1 || !pt__ieq(v, vlen, "chunked", 7))
+                return pt__invalid(x, "a Transfer-Encoding other than chunked");
+        } else if (nlen == 7 && pt__ieq(name, nlen, "upgrade", 7)) {
+            n_up++;
+            up = value;
+            up_len = vlen;
+        }
+    }
+    if (n_cl && n_te) return pt__invalid(x, "both Content-Length and Transfer-Encoding");
+    if (status == 101) {
+        if (!x->upgrade) return pt__invalid(x, "a 101 Switching Protocols nobody asked for");
+        if (!p->upgrade || n_up != 1 || !pt__tokens_within(up, up_len, x->upgrade, x->upgrade_len))
+            return pt__invalid(x, "a 101 to a protocol the client did not ask for");
+    }
+    return 0;
 }
 
 static int pt__on_headers_complete(llhttp_t *p)
@@ -383,7 +540,9 @@ static int pt__on_headers_complete(llhttp_t *p)
     if (!x || x->aborted) return -1;
     int status = p->status_code;
     x->in_header_field = 0;
-    if (status >= 100 && status < 200 && status != 101) return 0; /* 1xx: skipped */
+    if (pt__check_head(x, p) != 0) return -1;
+    /* 1xx: skipped, and never with a body, whatever its headers say */
+    if (status >= 100 && status < 200 && status != 101) return 1;
     pt_upx_header_t hs[128];
     for (size_t i = 0; i < x->n_hdrs; i++) {
         hs[i].name = x->rhead.data + x->hdrs[i].name_off;
@@ -393,15 +552,18 @@ static int pt__on_headers_complete(llhttp_t *p)
     }
     x->got_head = 1;
     pt__health(x->t, 1);
+    /* 204 and 304 have no body (RFC 9112 6.3): a length they give is not
+     * read, or the next answer's bytes would be taken for it */
+    int bodiless = x->head_only || status == 204 || status == 304;
     int64_t clen = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    if (status == 204 || status == 304) clen = -1, chunked = 0;
     if (status == 101) x->upgraded = 1;
-    if (x->h->on_head(x->ud, status, hs, x->n_hdrs, clen, (p->flags & F_CHUNKED) != 0) != 0 ||
-        x->aborted) {
+    if (x->h->on_head(x->ud, status, hs, x->n_hdrs, clen, chunked) != 0 || x->aborted) {
         x->aborted = 1;
         return -1;
     }
-    if (x->head_only) return 1;
-    return 0;
+    return bodiless && status != 101 ? 1 : 0;
 }
 
 static int pt__on_body(llhttp_t *p, const char *at, size_t len)
@@ -429,7 +591,8 @@ static int pt__on_message_complete(llhttp_t *p)
     if (!x->got_head) return 0; /* a 1xx answer: the real one follows */
     if (x->upgraded) return 0;  /* llhttp stops with HPE_PAUSED_UPGRADE */
     x->complete = 1;
-    x->reusable = llhttp_should_keep_alive(p) && !x->upgraded;
+    /* kept only if pt__on_read finds nothing after it */
+    x->reusable = llhttp_should_keep_alive(p);
     return HPE_PAUSED;
 }
 
@@ -486,15 +649,17 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     pt__conn_t *conn = s->data;
     pt_upx_t *x = conn->x;
     if (!x) {
-        /* idle: the target closed it, or sent what nobody asked for */
+        /* idle: the target closed it, or sent what nobody asked for (a late
+         * answer), which must never reach the next exchange */
         if (nread != 0) pt__conn_close(conn);
         return;
     }
     if (nread == 0) return;
+    const char *who = x->t->cfg->display;
     if (x->upgraded && x->complete) {
         if (nread < 0) {
             x->reusable = 0;
-            pt__finish(x, PT_UPX_OK, NULL);
+            pt__finish(x, PT_UPX_OK);
             return;
         }
         pt__tunnel(x, buf->base, (size_t)nread);
@@ -502,19 +667,23 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         if (x->got_head && llhttp_finish(&conn->parser) == HPE_OK && x->complete) {
-            x->reusable = 0;
-            pt__finish(x, PT_UPX_OK, NULL);
+            x->reusable = 0; /* delimited by the close */
+            pt__finish(x, PT_UPX_OK);
             return;
         }
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s closed the connection%s: %s", x->t->cfg->display,
-                 x->got_head ? " in the middle of the answer" : " before answering",
-                 uv_strerror((int)nread));
+        pt__why(x, "", who, " closed the connection%s: %s",
+                x->got_head ? " in the middle of the answer" : " before answering",
+                uv_strerror((int)nread));
         /* a kept-alive connection the target had given up on costs it nothing */
-        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return;
     }
-    pt__read_timer(x);
+    /* the time-out runs between two reads of the answer; the head has one
+     * deadline, however slowly it trickles in */
+    if (x->got_head)
+        pt__read_timer(x);
+    else
+        x->head_seen += (size_t)nread;
     x->busy = 1;
     llhttp_errno_t e = llhttp_execute(&conn->parser, buf->base, (size_t)nread);
     x->busy = 0;
@@ -528,21 +697,25 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (e == HPE_PAUSED && x->complete) {
+        /* pooled only when the answer ended exactly here, after the whole
+         * request went out: a byte more is an answer nobody asked for */
         const char *at = llhttp_get_error_pos(&conn->parser);
-        if (at && at != buf->base + nread) x->reusable = 0; /* bytes nobody asked for */
-        if (!x->req_ended) x->reusable = 0;
-        pt__finish(x, PT_UPX_OK, NULL);
+        if (!at || at != buf->base + nread || !x->req_ended || x->queued) x->reusable = 0;
+        pt__finish(x, PT_UPX_OK);
         return;
     }
+    if (e == HPE_OK && !x->got_head && x->head_seen > PT__MAX_HEAD) {
+        pt__invalid(x, "a head larger than 64 KB");
+        e = HPE_USER;
+    }
     if (e != HPE_OK) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "%s sent a malformed answer: %s", x->t->cfg->display,
-                 llhttp_get_error_reason(&conn->parser));
+        if (!x->invalid)
+            pt__why(x, "", who, " sent a malformed answer: %s",
+                    llhttp_get_error_reason(&conn->parser));
+        x->invalid = 1;
         x->reusable = 0;
-        if (x->got_head)
-            pt__finish(x, PT_UPX_BROKEN, msg);
-        else
-            pt__attempt_failed(x, PT_UPX_BROKEN, msg, 1);
+        pt__health(x->t, 0);
+        pt__finish(x, PT_UPX_BROKEN);
     }
 }
 
@@ -559,10 +732,8 @@ static void pt__on_written(uv_write_t *req, int status)
     x->queued -= len;
     if (status < 0) {
         if (status == UV_ECANCELED) return;
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot write to %s: %s", x->t->cfg->display,
-                 uv_strerror(status));
-        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(status));
+        pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return;
     }
     if (x->want_drain && x->queued < PT__LOW_WATER) {
@@ -625,9 +796,8 @@ static int pt__begin(pt_upx_t *x)
     conn->parser.data = conn;
     int rc = pt__send_head(x);
     if (rc != 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot write to %s: %s", x->t->cfg->display, uv_strerror(rc));
-        pt__attempt_failed(x, PT_UPX_BROKEN, msg, !conn->reused);
+        pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(rc));
+        pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return -1;
     }
     pt__timer_off(conn);
@@ -658,27 +828,26 @@ static void pt__on_timer(uv_timer_t *tm)
     conn->tmode = PT__T_NONE;
     conn->deadline = 0;
     pt_upx_t *x = conn->x;
-    char msg[160];
     switch (mode) {
     case PT__T_IDLE:
         pt__conn_close(conn);
         break;
     case PT__T_CONNECT:
         if (!x) break;
-        snprintf(msg, sizeof msg, "connecting to %s timed out after %llu ms", x->t->cfg->display,
-                 (unsigned long long)x->up->cfg->connect_timeout_ms);
-        pt__attempt_failed(x, PT_UPX_TIMEOUT, msg, 1);
+        pt__why(x, "connecting to ", x->t->cfg->display, " timed out after %llu ms",
+                (unsigned long long)x->up->cfg->connect_timeout_ms);
+        pt__attempt_failed(x, PT_UPX_TIMEOUT, 1);
         break;
     case PT__T_READ:
         if (!x) break;
-        snprintf(msg, sizeof msg, "%s did not answer within %llu ms", x->t->cfg->display,
-                 (unsigned long long)x->timeout_ms);
+        pt__why(x, "", x->t->cfg->display, " did not answer within %llu ms",
+                (unsigned long long)x->timeout_ms);
         x->reusable = 0;
         pt__health(x->t, 0);
-        pt__finish(x, PT_UPX_TIMEOUT, msg);
+        pt__finish(x, PT_UPX_TIMEOUT);
         break;
     case PT__T_FAIL:
-        if (x) pt__attempt_failed(x, PT_UPX_BROKEN, x->errmsg, 1);
+        if (x) pt__attempt_failed(x, PT_UPX_BROKEN, 1); /* pt_upx_write set why */
         break;
     case PT__T_NONE:
         break;
@@ -696,18 +865,30 @@ static void pt__on_connect(uv_connect_t *req, int status)
         return;
     }
     if (status < 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot connect to %s: %s", x->t->cfg->display,
-                 uv_strerror(status));
-        pt__attempt_failed(x, PT_UPX_CONNECT, msg, 1);
+        pt__why(x, "cannot connect to ", x->t->cfg->display, ": %s", uv_strerror(status));
+        pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     if (uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read) != 0) {
-        pt__attempt_failed(x, PT_UPX_CONNECT, "cannot read from the target", 1);
+        pt__why_plain(x, "cannot read from the target");
+        pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
     if (pt__begin(x) == 0) pt__ready(x);
+}
+
+/* 1 when an idle connection has nothing unread. A stray answer (or the
+ * close) can reach the socket in the same loop turn as the request that
+ * takes the connection, and be read only after it: on_read would then give
+ * it to the new exchange. One peek per reuse rules that out. */
+static int pt__idle_clean(pt__conn_t *conn)
+{
+    uv_os_fd_t fd;
+    char ch;
+    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0) return 0;
+    ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 static void pt__open(pt_upx_t *x)
@@ -715,10 +896,14 @@ static void pt__open(pt_upx_t *x)
     pt__target_t *t = x->t;
     pt_upstreams_t *set = x->up->set;
     /* an idle connection first: the newest, whose peer is least likely to
-     * have given up on it */
-    if (t->idle) {
+     * have given up on it; one with unread bytes or a close is dropped */
+    while (t->idle) {
         pt__conn_t *conn = t->idle;
         pt__idle_remove(conn);
+        if (!pt__idle_clean(conn)) {
+            pt__conn_close(conn);
+            continue;
+        }
         conn->x = x;
         x->conn = conn;
         pt__timer_off(conn);
@@ -737,7 +922,8 @@ static void pt__open(pt_upx_t *x)
     if (!conn || !req) {
         free(conn);
         free(req);
-        pt__finish(x, PT_UPX_NOMEM, "out of memory");
+        pt__why_plain(x, "out of memory");
+        pt__finish(x, PT_UPX_NOMEM);
         return;
     }
     conn->set = set;
@@ -753,9 +939,8 @@ static void pt__open(pt_upx_t *x)
     int rc = uv_tcp_connect(req, &conn->tcp, (struct sockaddr *)&t->addr, pt__on_connect);
     if (rc != 0) {
         free(req);
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot connect to %s: %s", t->cfg->display, uv_strerror(rc));
-        pt__attempt_failed(x, PT_UPX_CONNECT, msg, 1);
+        pt__why(x, "cannot connect to ", t->cfg->display, ": %s", uv_strerror(rc));
+        pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
     pt__timer(conn, PT__T_CONNECT, x->up->cfg->connect_timeout_ms);
@@ -790,10 +975,9 @@ static void pt__on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
         if (t->have_addr) {
             pt__open(w);
         } else {
-            char msg[200];
-            snprintf(msg, sizeof msg, "cannot resolve %s: %s", t->cfg->host,
-                     uv_strerror(status ? status : UV_EAI_NONAME));
-            pt__attempt_failed(w, PT_UPX_CONNECT, msg, 1);
+            pt__why(w, "cannot resolve the name of ", t->cfg->host, ": %s",
+                    uv_strerror(status ? status : UV_EAI_NONAME));
+            pt__attempt_failed(w, PT_UPX_CONNECT, 1);
         }
         w = next;
     }
@@ -826,7 +1010,8 @@ static void pt__connect(pt_upx_t *x)
     pt__target_t *t = pt__pick(u, x->failed);
     if (!t && x->failed && x->conn == NULL) t = x->failed; /* one target: a fresh connection */
     if (!t) {
-        pt__finish(x, PT_UPX_CONNECT, "the upstream has no target");
+        pt__why_plain(x, "the upstream has no target");
+        pt__finish(x, PT_UPX_CONNECT);
         return;
     }
     x->t = t;
@@ -834,7 +1019,8 @@ static void pt__connect(pt_upx_t *x)
         uint64_t now = uv_now(u->set->loop);
         int stale = !t->have_addr || now - t->resolved_at >= u->cfg->resolve_ttl_ms;
         if (stale && pt__resolve(t) != 0 && !t->have_addr) {
-            pt__finish(x, PT_UPX_NOMEM, "cannot start resolving the target's name");
+            pt__why_plain(x, "cannot start resolving the target's name");
+            pt__finish(x, PT_UPX_NOMEM);
             return;
         }
         if (!t->have_addr) { /* the first lookup: wait for it; later ones run behind */
@@ -846,7 +1032,9 @@ static void pt__connect(pt_upx_t *x)
     pt__open(x);
 }
 
-static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, const char *msg, int health)
+/* A connection attempt failed (errmsg and safe say why): once more on
+ * another target when the caller allows it and nothing was sent or read. */
+static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health)
 {
     pt__target_t *t = x->t;
     if (health && t) pt__health(t, 0);
@@ -857,31 +1045,37 @@ static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, const char *msg, i
     if (x->retry && x->tries == 0 && !x->body_sent && !x->got_head) {
         x->tries++;
         x->failed = t;
-        pt_log_info("upstream %s: %s; trying again", x->up->cfg->name, msg);
+        pt_log_info("upstream %s: %s; trying again", x->up->cfg->name, x->errmsg);
         pt__connect(x);
         return;
     }
-    pt__finish(x, err, msg);
+    pt__finish(x, err);
 }
 
 /* ---- the exchange API ---- */
 
-int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
-                 uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out)
+int pt_upx_start(pt_upstream_t *u, const pt_upx_req_t *req, const pt_upx_handler_t *h, void *ud,
+                 pt_upx_t **out)
 {
+    size_t up_len = req->upgrade ? req->upgrade_len : 0, n = req->head_len + up_len;
     pt_upx_t *x = calloc(1, sizeof *x);
-    if (!x || !(x->head = malloc(head_len ? head_len : 1))) {
+    if (!x || !(x->head = malloc(n ? n : 1))) {
         free(x);
         return -1;
     }
-    memcpy(x->head, head, head_len);
-    x->head_len = head_len;
+    memcpy(x->head, req->head, req->head_len);
+    x->head_len = req->head_len;
+    if (req->upgrade) {
+        memcpy(x->head + req->head_len, req->upgrade, up_len);
+        x->upgrade = x->head + req->head_len;
+        x->upgrade_len = up_len;
+    }
     x->up = u;
     x->h = h;
     x->ud = ud;
-    x->retry = retry;
-    x->head_only = head_only;
-    x->timeout_ms = timeout_ms ? timeout_ms : u->cfg->read_timeout_ms;
+    x->retry = req->retry;
+    x->head_only = req->head_only;
+    x->timeout_ms = req->timeout_ms ? req->timeout_ms : u->cfg->read_timeout_ms;
     x->started_ns = uv_hrtime();
     u->set->refs++;
     *out = x;
@@ -903,8 +1097,7 @@ int pt_upx_write(pt_upx_t *x, const char *data, size_t len)
     int rc = pt__send(x, data, len);
     if (rc != 0) {
         /* reported from the loop: the caller is in the middle of feeding us */
-        snprintf(x->errmsg, sizeof x->errmsg, "cannot write to %s: %s", x->t->cfg->display,
-                 uv_strerror(rc));
+        pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(rc));
         x->reusable = 0;
         pt__timer(x->conn, PT__T_FAIL, 0);
         return 1;

@@ -12,7 +12,16 @@
  * flow control on each side. A connection that fails before any request body
  * was sent is retried once on another target when the caller allows it
  * (idempotent requests). Time-outs: connect_timeout per attempt, read_timeout
- * between two reads of the response (and before its head).
+ * between two reads of the response; the head must be complete within one
+ * read_timeout of the request's end, however it trickles in.
+ *
+ * Pool integrity: a connection goes back to the idle list only when its
+ * exchange ended exactly at the end of a message, with nothing read beyond
+ * it, the request fully written, and keep-alive agreed (not HTTP/1.0 without
+ * keep-alive, no Connection: close, not delimited by the close, no 101).
+ * Idle connections are read: any byte, or the close, on one closes it, and
+ * one is checked for unread bytes again when it is taken. So an answer of
+ * one exchange never reaches the caller of another.
  *
  * The set of all upstreams of a config is built per worker and swapped on
  * reload; exchanges in flight keep the old set alive until they end. */
@@ -36,7 +45,7 @@ typedef enum {
     PT_UPX_OK = 0,
     PT_UPX_CONNECT = -1, /* no target could be reached (502) */
     PT_UPX_TIMEOUT = -2, /* connect or read time-out (504) */
-    PT_UPX_BROKEN = -3,  /* the target closed or sent a malformed answer (502) */
+    PT_UPX_BROKEN = -3,  /* the target closed early or sent an answer refused (502) */
     PT_UPX_NOMEM = -4,   /* out of memory (500) */
 } pt_upx_err_t;
 
@@ -51,9 +60,14 @@ typedef struct {
 typedef struct {
     /* Connected, the head is written: the caller may send body bytes. */
     void (*on_ready)(void *ud);
-    /* The response head (1xx other than 101 are skipped). chunked /
-     * content_length say how the target framed the body (content_length -1:
-     * none given). Return 0 to go on, -1 to abort (no more callbacks). */
+    /* The response head, checked: status 100..599, token names, values
+     * without control bytes, at most one Content-Length, no Transfer-Encoding
+     * but "chunked", at most 64 KB, a 101 only with the Upgrade asked for
+     * (anything else fails the exchange as PT_UPX_BROKEN, without a retry).
+     * 1xx other than 101 are skipped; trailers are read and dropped. chunked
+     * / content_length say how the target framed the body (content_length
+     * -1: none given; a HEAD, 204 or 304 answer has no body whatever it
+     * says). Return 0 to go on, -1 to abort (no more callbacks). */
     int (*on_head)(void *ud, int status, const pt_upx_header_t *headers, size_t n_headers,
                    int64_t content_length, int chunked);
     /* A piece of the response body (decoded from chunked framing), or after
@@ -62,9 +76,11 @@ typedef struct {
     /* The request bytes queued with pt_upx_write went out: more may come. */
     void (*on_drain)(void *ud);
     /* The exchange is over (err PT_UPX_OK: the whole response arrived, or a
-     * tunnel was closed by the target). msg says why it failed. The
+     * tunnel was closed by the target). On a failure msg says why and names
+     * the target (for the log and a Lua service), safe says the same of "the
+     * target" (for an error answer to a client: no internal address). The
      * exchange is freed after this returns. */
-    void (*on_done)(void *ud, pt_upx_err_t err, const char *msg);
+    void (*on_done)(void *ud, pt_upx_err_t err, const char *msg, const char *safe);
 } pt_upx_handler_t;
 
 /* Builds the runtime of every upstream in snap's config (channels.http_proxy
@@ -84,17 +100,26 @@ pt_upstream_t *pt_upstreams_find(pt_upstreams_t *set, const pt_upstream_cfg_t *c
 /* The upstream's config. */
 const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u);
 
-/* Starts an exchange. head is "METHOD /path HTTP/1.1\r\n" and header lines
- * (copied; no Host, no final blank line). retry: a failed connection may be
- * retried once on another target. head_only: a HEAD request (no response
- * body). timeout_ms overrides read_timeout when > 0. Callbacks come later,
- * never from inside this call. Returns the exchange in *out and 1 (an idle
- * keep-alive connection took the head: body bytes may follow at once and
- * on_ready will not come) or 0 (connecting: wait for on_ready); or -1 when
- * out of memory or no target can be reached at once (no callbacks then: the
- * caller answers itself). */
-int pt_upx_start(pt_upstream_t *u, const char *head, size_t head_len, int retry, int head_only,
-                 uint64_t timeout_ms, const pt_upx_handler_t *h, void *ud, pt_upx_t **out);
+/* One request to send. */
+typedef struct {
+    const char *head; /* "METHOD /path HTTP/1.1\r\n" and header lines (no Host, no blank line) */
+    size_t head_len;
+    const char *upgrade; /* the Upgrade the client asked for (its tokens), or NULL: a 101
+                          * is then refused, as is one naming a protocol not asked for */
+    size_t upgrade_len;
+    int retry;           /* a failed connection may be retried once on another target */
+    int head_only;       /* a HEAD request (no response body) */
+    uint64_t timeout_ms; /* overrides read_timeout when > 0 */
+} pt_upx_req_t;
+
+/* Starts an exchange; req and what it points to are copied. Callbacks come
+ * later, never from inside this call. Returns the exchange in *out and 1 (an
+ * idle keep-alive connection took the head: body bytes may follow at once
+ * and on_ready will not come) or 0 (connecting: wait for on_ready); or -1
+ * when out of memory or no target can be reached at once (no callbacks then:
+ * the caller answers itself). */
+int pt_upx_start(pt_upstream_t *u, const pt_upx_req_t *req, const pt_upx_handler_t *h, void *ud,
+                 pt_upx_t **out);
 
 /* Queues request body bytes (copied; chunk framing is the caller's). Only
  * after on_ready. Returns 0, or 1 when enough is queued that the caller
