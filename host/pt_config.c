@@ -8,6 +8,7 @@
 #include <llhttp.h>
 #include <yaml.h>
 
+#include <arpa/inet.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -38,6 +39,71 @@ static int pt__duration(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint
                             what);
     return 0;
 }
+
+/* A duration or size for messages: "1h", "90s", "1500ms", "16KB", "100". */
+static const char *pt__ms_text(uint64_t ms, char *buf, size_t len)
+{
+    if (ms && ms % 3600000 == 0)
+        snprintf(buf, len, "%lluh", (unsigned long long)(ms / 3600000));
+    else if (ms && ms % 60000 == 0)
+        snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
+    else if (ms && ms % 1000 == 0)
+        snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, len, "%llums", (unsigned long long)ms);
+    return buf;
+}
+
+static const char *pt__size_text(uint64_t b, char *buf, size_t len)
+{
+    if (b && b % (1024 * 1024 * 1024) == 0)
+        snprintf(buf, len, "%lluGB", (unsigned long long)(b >> 30));
+    else if (b && b % (1024 * 1024) == 0)
+        snprintf(buf, len, "%lluMB", (unsigned long long)(b >> 20));
+    else if (b && b % 1024 == 0)
+        snprintf(buf, len, "%lluKB", (unsigned long long)(b >> 10));
+    else
+        snprintf(buf, len, "%llu", (unsigned long long)b);
+    return buf;
+}
+
+/* A duration in [lo, hi] milliseconds: 0 where it makes no sense (every
+ * request would time out at once) is refused like any other bad value. */
+static int pt__duration_in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo,
+                           uint64_t hi, uint64_t *out)
+{
+    uint64_t v;
+    char a[32], b[32];
+    if (pt__duration(c, n, what, &v) != 0) return -1;
+    if (v < lo || v > hi)
+        return pt_yaml_fail(&c->y, n, "%s: %sfrom %s to %s", what,
+                            v == 0 ? "must be more than 0, " : "", pt__ms_text(lo, a, sizeof a),
+                            pt__ms_text(hi, b, sizeof b));
+    *out = v;
+    return 0;
+}
+
+/* A size (or a count written like one, "10k") in [lo, hi]. */
+static int pt__size_in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi,
+                       uint64_t *out)
+{
+    uint64_t v;
+    char a[32], b[32];
+    if (pt__size(c, n, what, &v) != 0) return -1;
+    if (v < lo || v > hi)
+        return pt_yaml_fail(&c->y, n, "%s: %sfrom %s to %s", what,
+                            v == 0 ? "must be more than 0, " : "", pt__size_text(lo, a, sizeof a),
+                            pt__size_text(hi, b, sizeof b));
+    *out = v;
+    return 0;
+}
+
+#define PT__SEC 1000ull
+#define PT__MIN (60 * PT__SEC)
+#define PT__HOUR (60 * PT__MIN)
+#define PT__DAY (24 * PT__HOUR)
+#define PT__MB (1024ull * 1024)
+#define PT__GB (1024 * PT__MB)
 
 static int pt__string_list(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, char ***out,
                            size_t *count)
@@ -70,6 +136,19 @@ int pt_config_method(const char *name)
     return -1;
 }
 
+/* A query parameter name that reads the same raw and decoded. */
+static int pt__query_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 63) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out);
+
 /* The settings only a WebSocket channel has. */
 static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channel_t *ch)
 {
@@ -87,37 +166,36 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     ch->ws_idle_timeout_ms = 0;
     ch->ws_max_output = 1024 * 1024;
     ch->ws_send_timeout_ms = 10000;
+    /* [lo, hi]; idle_timeout 0: none (pings keep a live peer) */
     struct {
         const char *key;
         uint64_t *out;
         int is_duration;
-    } fields[] = {{"ping_interval", &ch->ws_ping_interval_ms, 1},
-                  {"max_message_size", &ch->ws_max_message, 0},
-                  {"idle_timeout", &ch->ws_idle_timeout_ms, 1},
-                  {"max_output", &ch->ws_max_output, 0},
-                  {"send_timeout", &ch->ws_send_timeout_ms, 1}};
+        uint64_t lo, hi;
+    } fields[] = {{"ping_interval", &ch->ws_ping_interval_ms, 1, 100, PT__HOUR},
+                  {"max_message_size", &ch->ws_max_message, 0, 1, 256 * PT__MB},
+                  {"idle_timeout", &ch->ws_idle_timeout_ms, 1, 0, PT__DAY},
+                  {"max_output", &ch->ws_max_output, 0, 0, PT__GB},
+                  {"send_timeout", &ch->ws_send_timeout_ms, 1, 0, PT__HOUR}};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (!(v = pt_yaml_get(&c->y, n, fields[i].key))) continue;
         snprintf(key, sizeof key, "%s.%s", what, fields[i].key);
-        if ((fields[i].is_duration ? pt__duration(c, v, key, fields[i].out)
-                                   : pt__size(c, v, key, fields[i].out)) != 0)
+        if ((fields[i].is_duration
+                 ? pt__duration_in(c, v, key, fields[i].lo, fields[i].hi, fields[i].out)
+                 : pt__size_in(c, v, key, fields[i].lo, fields[i].hi, fields[i].out)) != 0)
             return -1;
     }
-    if ((v = pt_yaml_get(&c->y, n, "missed_pings"))) {
-        const char *s = pt_yaml_scalar(v);
-        char *end;
-        long k = s ? strtol(s, &end, 10) : -1;
-        if (!s || *end || k < 1 || k > 100)
-            return pt_yaml_fail(&c->y, v, "%s.missed_pings: from 1 to 100", what);
-        ch->ws_missed_pings = (int)k;
-    }
+    snprintf(key, sizeof key, "%s.missed_pings", what);
+    if ((v = pt_yaml_get(&c->y, n, "missed_pings")) &&
+        pt__int(c, v, key, 1, 100, &ch->ws_missed_pings) != 0)
+        return -1;
     if ((v = pt_yaml_get(&c->y, n, "token_query_param"))) {
         snprintf(key, sizeof key, "%s.token_query_param", what);
         if (pt_yaml_string(&c->y, v, key, &ch->ws_token_param) != 0) return -1;
+        if (!pt__query_name_ok(ch->ws_token_param))
+            return pt_yaml_fail(&c->y, v, "%s: expected a query parameter name ([A-Za-z0-9._-])",
+                                key);
     }
-    if (ch->ws_ping_interval_ms < 100)
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "ping_interval"),
-                            "%s.ping_interval: at least 100ms", what);
     if (ch->ws_max_output < 1024)
         return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_output"),
                             "%s.max_output: at least 1KB", what);
@@ -137,8 +215,9 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     snprintf(key, sizeof key, "%s.rate_limit", what);
     if (pt_yaml_check_keys(&c->y, n, key, keys) != 0) return -1;
     v = pt_yaml_get(&c->y, n, "rate");
+    /* at least 1/h: a smaller rate is a typo, and near 0 it is 0 */
     if (!pt_yaml_scalar(v) || pt_ratelimit_parse_rate(pt_yaml_scalar(v), &rl->rate) != 0 ||
-        rl->rate > 1e6)
+        !(rl->rate <= 1e6 && rl->rate >= 1.0 / 3600))
         return pt_yaml_fail(&c->y, v ? v : n,
                             "%s.rate: expected requests per second such as 10, "
                             "\"10/s\", \"600/m\" or \"1000/h\"",
@@ -146,9 +225,9 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     rl->burst = rl->rate < 1 ? 1 : (double)(uint64_t)(rl->rate + 0.999999);
     if ((v = pt_yaml_get(&c->y, n, "burst"))) {
         const char *s = pt_yaml_scalar(v);
-        char *end;
-        long b = s ? strtol(s, &end, 10) : 0;
-        if (!s || !*s || *end || b < 1 || b > 1000000)
+        size_t digits = s ? strspn(s, "0123456789") : 0;
+        long b = digits && digits < 8 && !s[digits] ? strtol(s, NULL, 10) : 0;
+        if (b < 1 || b > 1000000)
             return pt_yaml_fail(&c->y, v, "%s.burst: a whole number from 1 to 1000000", key);
         rl->burst = (double)b;
     }
@@ -163,7 +242,6 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
     return 0;
 }
 
-static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out);
 static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_amqp_endpoint_t *ep);
 
 static const char *pt__channel_kind(pt_channel_type_t type)
@@ -180,6 +258,45 @@ static const char *pt__channel_kind(pt_channel_type_t type)
 /* What a prefix channel accepts when it names no methods. */
 static const char *const pt__all_methods[] = {"GET",    "HEAD",  "POST",    "PUT",
                                               "DELETE", "PATCH", "OPTIONS", NULL};
+
+/* A port: 1 to 65535 in plain digits (strtol would take " +80"). Returns it,
+ * or -1. */
+static long pt__port(const char *s, size_t n)
+{
+    long port = 0;
+    if (n == 0 || n > 5) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        port = port * 10 + (s[i] - '0');
+    }
+    return port >= 1 && port <= 65535 ? port : -1;
+}
+
+/* Non-zero for an IPv6 literal (bracketed: the brackets are not in h), an
+ * IPv4 literal or a DNS name (labels of [A-Za-z0-9-], not all digits, which
+ * would be a mistyped IPv4 address). */
+static int pt__host_ok(const char *h, size_t n, int bracketed)
+{
+    char buf[256];
+    unsigned char addr[16];
+    if (n == 0 || n >= sizeof buf) return 0;
+    memcpy(buf, h, n);
+    buf[n] = '\0';
+    if (bracketed) return inet_pton(AF_INET6, buf, addr) == 1;
+    if (inet_pton(AF_INET, buf, addr) == 1) return 1;
+    if (strspn(buf, "0123456789.") == n) return 0;
+    for (size_t i = 0, label = 0; i <= n; i++, label++) {
+        char c = buf[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0 || label > 63 || buf[i - 1] == '-') return 0;
+            label = (size_t)-1;
+        } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '_' || (c == '-' && label > 0))) {
+            return 0;
+        }
+    }
+    return 1;
+}
 
 /* "http://host:port", "host:port" or "[v6]:port" (port 80 when none). */
 static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_target_cfg_t *t)
@@ -204,15 +321,12 @@ static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_tar
         host_end = colon ? colon : end;
     }
     long port = 80;
-    if (colon) {
-        char *pe;
-        port = strtol(colon + 1, &pe, 10);
-        if (pe != end || colon + 1 == end || port < 1 || port > 65535)
-            return pt_yaml_fail(&c->y, n, "%s: expected http://host:port (a port 1-65535, no path)",
-                                what);
-    }
-    if (host_end == host || memchr(host, '/', (size_t)(host_end - host)))
-        return pt_yaml_fail(&c->y, n, "%s: expected http://host:port", what);
+    if (colon && (port = pt__port(colon + 1, (size_t)(end - colon - 1))) < 0)
+        return pt_yaml_fail(&c->y, n, "%s: expected http://host:port (a port 1-65535, no path)",
+                            what);
+    if (!pt__host_ok(host, (size_t)(host_end - host), *s == '['))
+        return pt_yaml_fail(&c->y, n, "%s: expected http://host:port (a host name or IP address)",
+                            what);
     t->host = strndup(host, (size_t)(host_end - host));
     t->port = (int)port;
     char disp[300];
@@ -245,19 +359,21 @@ static int pt__upstream(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
         u->resolve_ttl_ms = 30000;
     }
     u->line = (int)n->start_mark.line + 1;
+    /* fail_timeout 0: a failed target is tried again at once; resolve_ttl
+     * 0: a name is resolved for every connection */
     struct {
         const char *key;
         uint64_t *out;
-    } durations[] = {{"connect_timeout", &u->connect_timeout_ms},
-                     {"read_timeout", &u->read_timeout_ms},
-                     {"fail_timeout", &u->fail_timeout_ms},
-                     {"resolve_ttl", &u->resolve_ttl_ms}};
+        uint64_t lo, hi;
+    } durations[] = {{"connect_timeout", &u->connect_timeout_ms, 1, 10 * PT__MIN},
+                     {"read_timeout", &u->read_timeout_ms, 1, PT__DAY},
+                     {"fail_timeout", &u->fail_timeout_ms, 0, PT__DAY},
+                     {"resolve_ttl", &u->resolve_ttl_ms, 0, PT__DAY}};
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         if (!(v = pt_yaml_get(&c->y, n, durations[i].key))) continue;
         snprintf(key, sizeof key, "%s.%s", what, durations[i].key);
-        if (pt__duration(c, v, key, durations[i].out) != 0) return -1;
-        if (*durations[i].out == 0 && i < 2)
-            return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
+        if (pt__duration_in(c, v, key, durations[i].lo, durations[i].hi, durations[i].out) != 0)
+            return -1;
     }
     snprintf(key, sizeof key, "%s.max_fails", what);
     if ((v = pt_yaml_get(&c->y, n, "max_fails")) && pt__int(c, v, key, 1, 1000, &u->max_fails))
@@ -340,15 +456,103 @@ static int pt__bus(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_channe
     ch->bus_reply_timeout_ms = 30000;
     snprintf(key, sizeof key, "%s.reply_timeout", what);
     if ((v = pt_yaml_get(&c->y, n, "reply_timeout")) &&
-        pt__duration(c, v, key, &ch->bus_reply_timeout_ms) != 0)
+        pt__duration_in(c, v, key, 1, PT__DAY, &ch->bus_reply_timeout_ms) != 0)
         return -1;
-    if (ch->bus_reply_timeout_ms == 0)
-        return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
     if ((v = pt_yaml_get(&c->y, n, "service_list"))) {
         snprintf(key, sizeof key, "%s.service_list", what);
         if (pt__string_list(c, v, key, &ch->service_list, &ch->n_service_list) != 0) return -1;
     }
     return 0;
+}
+
+/* A url_path or url_prefix the router can match as written: the bytes of a
+ * URI path that need no encoding ('%' would be compared undecoded, so it
+ * could never match), no dot segments, no empty segment but a trailing one,
+ * captures only as whole "{name}" segments, each name once. */
+static int pt__url_path_check(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, const char *path)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                             "-._~!$&'()*+,;=:@/{}";
+    size_t bad = strspn(path, ok);
+    if (path[bad]) {
+        unsigned char b = (unsigned char)path[bad];
+        if (b == '%')
+            return pt_yaml_fail(&c->y, n, "%s: no percent-encoding: write the path decoded", what);
+        return pt_yaml_fail(&c->y, n,
+                            b > 0x20 && b < 0x7f ? "%s: '%c' cannot be routed (a path takes "
+                                                   "letters, digits and -._~!$&'()*+,;=:@)"
+                                                 : "%s: byte 0x%02x cannot be routed",
+                            what, b);
+    }
+    const char *names[PT_ROUTE_MAX_PARAMS];
+    size_t name_len[PT_ROUTE_MAX_PARAMS];
+    int n_names = 0, n_segs = 0;
+    for (const char *p = path + 1;; n_segs++) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (n_segs == PT_ROUTE_MAX_SEGMENTS)
+            return pt_yaml_fail(&c->y, n, "%s: more than %d segments", what, PT_ROUTE_MAX_SEGMENTS);
+        if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+            return pt_yaml_fail(&c->y, n, "%s: dot segments ('.', '..') cannot be routed", what);
+        if (len == 0 && slash)
+            return pt_yaml_fail(&c->y, n, "%s: an empty segment ('//') cannot be routed", what);
+        int capture = len >= 2 && p[0] == '{' && p[len - 1] == '}';
+        if (capture) {
+            size_t nl = len - 2;
+            if (nl == 0 || strspn(p + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789_") < nl)
+                return pt_yaml_fail(&c->y, n, "%s: a capture is {name}, name of [A-Za-z0-9_]",
+                                    what);
+            for (int i = 0; i < n_names; i++)
+                if (name_len[i] == nl && memcmp(names[i], p + 1, nl) == 0)
+                    return pt_yaml_fail(&c->y, n, "%s: {%.*s} is captured twice", what, (int)nl,
+                                        p + 1);
+            if (n_names == PT_ROUTE_MAX_PARAMS)
+                return pt_yaml_fail(&c->y, n, "%s: more than %d captures", what,
+                                    PT_ROUTE_MAX_PARAMS);
+            names[n_names] = p + 1;
+            name_len[n_names++] = nl;
+        } else if (memchr(p, '{', len) || memchr(p, '}', len)) {
+            return pt_yaml_fail(&c->y, n, "%s: '{' and '}' only around a whole segment: {name}",
+                                what);
+        }
+        if (!slash) break;
+        p = slash + 1;
+    }
+    return 0;
+}
+
+static int pt__prefixed_type(pt_channel_type_t t)
+{
+    return t == PT_CHANNEL_HTTP_PROXY || t == PT_CHANNEL_AMQP_BUS;
+}
+
+/* Non-zero when the paths of a and b match the same requests with a method
+ * in common: which channel serves them would be down to their order. Two
+ * templates clash when their segments agree, any capture matching any
+ * capture (where a literal meets a capture the router takes the literal);
+ * two prefixes clash when one holds the other. */
+static int pt__routes_clash(const pt_channel_t *a, const pt_channel_t *b)
+{
+    int pa = pt__prefixed_type(a->type), pb = pt__prefixed_type(b->type);
+    if (pa != pb || !(a->methods & b->methods)) return 0;
+    if (pa) {
+        /* /p and /p/q: /p/q/x/y could be service q of /p or service x of /p/q */
+        size_t la = strlen(a->url_path), lb = strlen(b->url_path);
+        const pt_channel_t *s = la <= lb ? a : b, *l = la <= lb ? b : a;
+        size_t ls = la <= lb ? la : lb;
+        return ls == 1 || (strncmp(s->url_path, l->url_path, ls) == 0 &&
+                           (l->url_path[ls] == '\0' || l->url_path[ls] == '/'));
+    }
+    const char *x = a->url_path, *y = b->url_path;
+    for (;;) {
+        size_t lx = strcspn(x + 1, "/"), ly = strcspn(y + 1, "/");
+        int cx = lx >= 2 && x[1] == '{', cy = ly >= 2 && y[1] == '{';
+        if (cx != cy || (!cx && (lx != ly || memcmp(x + 1, y + 1, lx) != 0))) return 0;
+        x += 1 + lx;
+        y += 1 + ly;
+        if (!*x || !*y) return !*x && !*y;
+    }
 }
 
 static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type, size_t idx,
@@ -416,6 +620,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
             return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, path_key),
                                 "%s: a prefix has no {name} segments", key);
     }
+    if (pt__url_path_check(c, pt_yaml_get(&c->y, n, path_key), key, ch->url_path) != 0) return -1;
 
     yaml_node_t *m = pt_yaml_get(&c->y, n, "methods");
     if (type == PT_CHANNEL_WEBSOCKET) {
@@ -516,9 +721,23 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                 yaml_document_get_node(c->y.doc, lists[t]->data.sequence.items.start[i]);
             pt_channel_t *ch = &cfg->channels[cfg->n_channels++];
             if (pt__channel(c, item, types[t], i, ch) != 0) return -1;
-            for (size_t j = 0; j + 1 < cfg->n_channels; j++)
-                if (strcmp(cfg->channels[j].name, ch->name) == 0)
+            for (size_t j = 0; j + 1 < cfg->n_channels; j++) {
+                const pt_channel_t *o = &cfg->channels[j];
+                if (strcmp(o->name, ch->name) == 0)
                     return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", ch->name);
+                if (pt__routes_clash(o, ch)) {
+                    const char *pk = pt__prefixed_type(o->type) ? "url_prefix" : "url_path";
+                    uint64_t both = o->methods & ch->methods;
+                    char m[128];
+                    if (both & ~(1ull << HTTP_HEAD)) both &= ~(1ull << HTTP_HEAD); /* GET says it */
+                    return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, item, pk),
+                                        "channel '%s': %s %s matches what channel '%s' (line %d) "
+                                        "does, for %s: which one answers would be down to their "
+                                        "order",
+                                        ch->name, pk, ch->url_path, o->name, o->line,
+                                        pt_router_allow_header(both, m, sizeof m));
+                }
+            }
         }
     }
     yaml_node_t *amqp = pt_yaml_get(&c->y, n, "amqp");
@@ -528,61 +747,76 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 
 static int pt__listen(pt__cfg_ctx_t *c, yaml_node_t *v, const char *what, char **host, int *port)
 {
-    const char *s = pt_yaml_scalar(v);
+    const char *s = pt_yaml_value(v);
     const char *colon = s ? strrchr(s, ':') : NULL;
-    char *end;
-    long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == s || *end != '\0' || p < 0 || p > 65535)
+    if (!colon)
         return pt_yaml_fail(&c->y, v, "%s: expected host:port such as 127.0.0.1:11223", what);
+    long p = pt__port(colon + 1, strlen(colon + 1));
+    if (p < 0)
+        return pt_yaml_fail(&c->y, v, "%s: the port must be from 1 to 65535 (in '%s')", what, s);
+    const char *h = s, *h_end = colon;
+    int bracketed = *s == '[' && colon > s && colon[-1] == ']';
+    if (bracketed) h++, h_end--;
+    if (!bracketed && memchr(s, ':', (size_t)(colon - s)) && pt__host_ok(s, (size_t)(colon - s), 1))
+        return pt_yaml_fail(&c->y, v, "%s: an IPv6 address goes in brackets: [::1]:11223", what);
+    if (!pt__host_ok(h, (size_t)(h_end - h), bracketed))
+        return pt_yaml_fail(&c->y, v, "%s: '%.*s' is not a host name or IP address", what,
+                            (int)(colon - s), s);
     free(*host);
-    *host = strndup(s, (size_t)(colon - s));
+    if (!(*host = strndup(h, (size_t)(h_end - h)))) return pt_yaml_fail(&c->y, v, "out of memory");
     *port = (int)p;
     return 0;
 }
 
 static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {
-        "listen",         "workers",      "max_connections", "max_header_bytes", "max_body_bytes",
-        "header_timeout", "body_timeout", "idle_timeout",    "drain_timeout",    NULL};
+    static const char *const keys[] = {"listen",
+                                       "workers",
+                                       "max_connections",
+                                       "max_header_bytes",
+                                       "max_body_bytes",
+                                       "header_timeout",
+                                       "body_timeout",
+                                       "idle_timeout",
+                                       "drain_timeout",
+                                       "body_deadline",
+                                       NULL};
     if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0) return -1;
+    /* the whole request body within this long (0: no deadline); body_timeout
+     * is the longest gap between two of its reads */
+    yaml_node_t *bd = pt_yaml_get(&c->y, n, "body_deadline");
+    if (bd &&
+        pt__duration_in(c, bd, "server.body_deadline", 0, PT__DAY, &cfg->body_deadline_ms) != 0)
+        return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(&c->y, n, "listen")) &&
         pt__listen(c, v, "server.listen", &cfg->listen_host, &cfg->listen_port) != 0)
         return -1;
-    if ((v = pt_yaml_get(&c->y, n, "workers"))) {
-        const char *s = pt_yaml_scalar(v);
-        char *end;
-        long w = s ? strtol(s, &end, 10) : -1;
-        if (!s || *end != '\0' || w < 0 || w > 256)
-            return pt_yaml_fail(&c->y, v, "server.workers: expected 0 (one per core) to 256");
-        cfg->workers = (int)w;
-    }
+    if ((v = pt_yaml_get(&c->y, n, "workers")) &&
+        pt__int(c, v, "server.workers (0: one per core)", 0, 256, &cfg->workers) != 0)
+        return -1;
+    /* [lo, hi] each; drain_timeout 0: in-flight requests are not waited for */
     struct {
         const char *key;
         uint64_t *out;
         int is_duration;
-    } fields[] = {{"max_connections", &cfg->max_connections, 0},
-                  {"max_header_bytes", &cfg->max_header_bytes, 0},
-                  {"max_body_bytes", &cfg->max_body_bytes, 0},
-                  {"header_timeout", &cfg->header_timeout_ms, 1},
-                  {"body_timeout", &cfg->body_timeout_ms, 1},
-                  {"idle_timeout", &cfg->idle_timeout_ms, 1},
-                  {"drain_timeout", &cfg->drain_timeout_ms, 1}};
+        uint64_t lo, hi;
+    } fields[] = {{"max_connections", &cfg->max_connections, 0, 1, 10000000},
+                  {"max_header_bytes", &cfg->max_header_bytes, 0, 1024, 16 * PT__MB},
+                  {"max_body_bytes", &cfg->max_body_bytes, 0, 1, 64 * PT__GB},
+                  {"header_timeout", &cfg->header_timeout_ms, 1, 1, PT__HOUR},
+                  {"body_timeout", &cfg->body_timeout_ms, 1, 1, PT__DAY},
+                  {"idle_timeout", &cfg->idle_timeout_ms, 1, 1, PT__DAY},
+                  {"drain_timeout", &cfg->drain_timeout_ms, 1, 0, PT__DAY}};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char what[64];
         snprintf(what, sizeof what, "server.%s", fields[i].key);
         if (!(v = pt_yaml_get(&c->y, n, fields[i].key))) continue;
-        int rc = fields[i].is_duration ? pt__duration(c, v, what, fields[i].out)
-                                       : pt__size(c, v, what, fields[i].out);
+        int rc = fields[i].is_duration
+                     ? pt__duration_in(c, v, what, fields[i].lo, fields[i].hi, fields[i].out)
+                     : pt__size_in(c, v, what, fields[i].lo, fields[i].hi, fields[i].out);
         if (rc != 0) return -1;
     }
-    if (cfg->max_header_bytes < 1024)
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_header_bytes"),
-                            "server.max_header_bytes: at least 1024");
-    if (cfg->max_connections < 1)
-        return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "max_connections"),
-                            "server.max_connections: at least 1");
     return 0;
 }
 
@@ -593,9 +827,12 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 static int pt__int(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, long lo, long hi, int *out)
 {
     const char *s = pt_yaml_scalar(n);
-    char *end;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || *s == '\0' || *end != '\0' || v < lo || v > hi)
+    /* digits only: strtol would also take blanks, a sign and "0x" */
+    int digits = s && *s && strlen(s) < 19;
+    for (const char *p = s; digits && *p; p++)
+        digits = *p >= '0' && *p <= '9';
+    long v = digits ? strtol(s, NULL, 10) : 0;
+    if (!digits || v < lo || v > hi)
         return pt_yaml_fail(&c->y, n, "%s: expected a whole number from %ld to %ld", what, lo, hi);
     *out = (int)v;
     return 0;
@@ -679,8 +916,7 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     if ((v = pt_yaml_get(&c->y, n, "heartbeat"))) {
         uint64_t ms;
         snprintf(key, sizeof key, "%s.heartbeat", what);
-        if (pt__duration(c, v, key, &ms) != 0) return -1;
-        if (ms > 3600 * 1000) return pt_yaml_fail(&c->y, v, "%s: at most 1h", key);
+        if (pt__duration_in(c, v, key, 0, PT__HOUR, &ms) != 0) return -1; /* 0: off */
         ep->heartbeat = (int)((ms + 999) / 1000);
     }
     return ep->display ? 0 : pt_yaml_fail(&c->y, n, "out of memory");
@@ -709,9 +945,9 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
     if ((v = pt_yaml_get(&c->y, n, "pool_size")) && pt__int(c, v, key, 1, 64, &o->pool_size) != 0)
         return -1;
     snprintf(key, sizeof key, "%s.timeout", what);
-    if ((v = pt_yaml_get(&c->y, n, "timeout")) && pt__duration(c, v, key, &o->timeout_ms) != 0)
+    if ((v = pt_yaml_get(&c->y, n, "timeout")) &&
+        pt__duration_in(c, v, key, 1, PT__DAY, &o->timeout_ms) != 0)
         return -1;
-    if (o->timeout_ms < 1) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
     return 0;
 }
 
@@ -740,9 +976,8 @@ static int pt__http_out(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
         /* timeout: the whole answer's read time-out, as services think of it */
         snprintf(key, sizeof key, "%s.timeout", what);
         if ((v = pt_yaml_get(&c->y, item, "timeout")) &&
-            pt__duration(c, v, key, &u->read_timeout_ms) != 0)
+            pt__duration_in(c, v, key, 1, PT__DAY, &u->read_timeout_ms) != 0)
             return -1;
-        if (u->read_timeout_ms == 0) return pt_yaml_fail(&c->y, v, "%s: must be more than 0", key);
         for (size_t j = 0; j + 1 < cfg->n_http_out; j++)
             if (strcmp(cfg->http_out[j].name, u->name) == 0)
                 return pt_yaml_fail(&c->y, item, "outgoing HTTP connection name '%s' is used twice",
@@ -882,6 +1117,11 @@ static void pt__amqp_free(pt_config_t *cfg)
     free(cfg->amqp_channels);
 }
 
+static int pt__no_file(void *ud, const char *path, const struct stat *st)
+{
+    return 0;
+}
+
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
@@ -934,10 +1174,9 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     if ((v = pt_yaml_get(&c->y, root, "services"))) {
         static const char *const svc_keys[] = {"dirs", "watch_interval", NULL};
         yaml_node_t *wi = pt_yaml_get(&c->y, v, "watch_interval");
-        if (wi && pt__duration(c, wi, "services.watch_interval", &cfg->watch_interval_ms) != 0)
+        if (wi && pt__duration_in(c, wi, "services.watch_interval", 10, PT__MIN,
+                                  &cfg->watch_interval_ms) != 0)
             return -1;
-        if (cfg->watch_interval_ms < 10 || cfg->watch_interval_ms > 60000)
-            return pt_yaml_fail(&c->y, wi, "services.watch_interval: from 10ms to 60s");
         if (pt_yaml_check_keys(&c->y, v, "services", svc_keys) != 0 ||
             pt__string_list(c, pt_yaml_get(&c->y, v, "dirs"), "services.dirs", &cfg->service_dirs,
                             &cfg->n_service_dirs) != 0)
@@ -949,6 +1188,12 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             if (access(abs, R_OK | X_OK) != 0)
                 return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, v, "dirs"),
                                     "services.dirs: cannot read directory %s", abs);
+            /* the watcher would leave a loop out at every scan: say so now */
+            char problem[256];
+            char *one[] = {abs};
+            if (pt_walk_files(one, 1, pt__no_file, NULL, problem, sizeof problem) == -2)
+                return pt_yaml_fail(&c->y, pt_yaml_item(&c->y, pt_yaml_get(&c->y, v, "dirs"), i),
+                                    "services.dirs: %s", problem);
         }
     }
     if ((v = pt_yaml_get(&c->y, root, "outgoing")) && !pt_yaml_is_null(v) &&
@@ -988,6 +1233,7 @@ static int pt__load(const char *path, const char *text, size_t len, pt_config_t 
     cfg->max_body_bytes = 1024 * 1024;
     cfg->header_timeout_ms = 10000;
     cfg->body_timeout_ms = 10000;
+    cfg->body_deadline_ms = 60000;
     cfg->idle_timeout_ms = 60000;
     cfg->drain_timeout_ms = 30000;
     cfg->log_level = PT_LOG_INFO;

@@ -122,6 +122,7 @@ typedef struct {
     uint64_t max_body_bytes;
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
+    uint64_t body_deadline_ms; /* the whole request body within this; 0: none */
     uint64_t idle_timeout_ms;
     uint64_t drain_timeout_ms;
     pt_log_level_t log_level;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PT__MAX_SEGMENTS 128
+#define PT__MAX_SEGMENTS PT_ROUTE_MAX_SEGMENTS
 
 typedef struct {
     char *text; /* literal text, or the capture's name */
@@ -20,6 +20,7 @@ typedef struct {
     pt__seg_t segs[PT__MAX_SEGMENTS];
     int n_segs;
     int service_seg; /* gateway: index of {service} */
+    size_t order;    /* the channel's place in the config */
 } pt__route_t;
 
 struct pt_router_s {
@@ -31,6 +32,23 @@ struct pt_router_s {
 static int pt__prefixed(const pt__route_t *rt)
 {
     return rt->channel->type == PT_CHANNEL_HTTP_PROXY || rt->channel->type == PT_CHANNEL_AMQP_BUS;
+}
+
+/* Non-zero when a decoded segment is "." or "..", or holds one between
+ * encoded slashes or backslashes ("a%2F..%2Fb", "..%5C"): a proxied rest is
+ * passed on raw, and a target that decodes before it normalizes would climb
+ * out of where the prefix put it. */
+static int pt__has_dot_segment(const char *s, size_t n)
+{
+    for (size_t i = 0; i <= n;) {
+        size_t j = i;
+        while (j < n && s[j] != '/' && s[j] != '\\')
+            j++;
+        size_t len = j - i;
+        if ((len == 1 && s[i] == '.') || (len == 2 && s[i] == '.' && s[i + 1] == '.')) return 1;
+        i = j + 1;
+    }
+    return 0;
 }
 
 static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_t errlen)
@@ -68,6 +86,24 @@ static int pt__compile(pt__route_t *rt, const pt_channel_t *ch, char *err, size_
     return 0;
 }
 
+/* The order routes are tried in, so that no request is answered by whichever
+ * channel the config happens to list first: templates before prefixes; of
+ * two templates, the one with a literal where the other captures (left to
+ * right: /a/new before /a/{id}). The config refuses two channels that
+ * still tie, and prefixes that hold one another (pt__routes_clash in
+ * pt_config.c); the longer prefix first all the same. */
+static int pt__route_cmp(const void *pa, const void *pb)
+{
+    const pt__route_t *a = pa, *b = pb;
+    int xa = pt__prefixed(a), xb = pt__prefixed(b);
+    if (xa != xb) return xa - xb;
+    if (xa && a->n_segs != b->n_segs) return b->n_segs - a->n_segs;
+    for (int i = 0; !xa && i < a->n_segs && i < b->n_segs; i++)
+        if (a->segs[i].capture != b->segs[i].capture)
+            return a->segs[i].capture - b->segs[i].capture;
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
 int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t errlen)
 {
     pt_router_t *r = calloc(1, sizeof *r);
@@ -79,11 +115,13 @@ int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t e
     for (size_t i = 0; i < cfg->n_channels; i++) {
         r->n_routes++;
         r->has_proxy |= cfg->channels[i].type == PT_CHANNEL_HTTP_PROXY;
+        r->routes[i].order = i;
         if (pt__compile(&r->routes[i], &cfg->channels[i], err, errlen) != 0) {
             pt_router_free(r);
             return -1;
         }
     }
+    if (r->n_routes > 1) qsort(r->routes, r->n_routes, sizeof *r->routes, pt__route_cmp);
     *out = r;
     return 0;
 }
@@ -171,7 +209,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
                 return 400;
             }
         }
-        if ((n == 1 && buf[o] == '.') || (n == 2 && buf[o] == '.' && buf[o + 1] == '.')) {
+        if (pt__has_dot_segment(buf + o, (size_t)n)) {
             m->error = "dot segments in the path";
             return 400;
         }
@@ -262,6 +300,10 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
         long n = pt_query_param(query, query_len, "service", m->name_buf, sizeof m->name_buf);
         if (n == -1) {
             m->error = "/invoke needs ?service=NAME";
+            return 400;
+        }
+        if (n == -3) {
+            m->error = "?service= is given more than once";
             return 400;
         }
         if (n < 0 || memchr(m->name_buf, '\0', (size_t)n)) {

@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PT_ROUTE_MAX_PARAMS 8
+#define PT_ROUTE_MAX_PARAMS 8     /* captures of a template (the config refuses more) */
+#define PT_ROUTE_MAX_SEGMENTS 128 /* segments of a url_path (the config refuses more) */
 #define PT_SERVICE_NAME_MAX 128
 
 typedef struct {
@@ -29,10 +30,10 @@ typedef struct {
     int listed;          /* gateway: the name is on the allowlist; REST: 1; http_proxy:
                             the channel has the service; amqp_bus: the exchange is allowed */
     const pt_upstream_cfg_t *upstream; /* http_proxy: the service's targets, when listed */
-    const char *rest; /* prefix channels: the raw path after the service ("" or "/a/b"), */
-    size_t rest_len;  /* pointing into the caller's path */
-    uint64_t allow;      /* on 405: the methods the path accepts */
-    const char *error;   /* on 400: why */
+    const char *rest;  /* prefix channels: the raw path after the service ("" or "/a/b"), */
+    size_t rest_len;   /* pointing into the caller's path */
+    uint64_t allow;    /* on 405: the methods the path accepts */
+    const char *error; /* on 400: why */
     char name_buf[PT_SERVICE_NAME_MAX + 1];
 } pt_route_match_t;
 

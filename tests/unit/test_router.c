@@ -1,5 +1,6 @@
 #include "pt_router.h"
 #include "pt_test.h"
+#include "pt_test_config.h"
 
 #include <llhttp.h>
 
@@ -111,6 +112,21 @@ int main(void)
     PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=a%2Fb", &m), 400);
     PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=a%00", &m), 400);
 
+    /* a repeated ?service= is ambiguous: which one would run? */
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=customer.get&service=demo.echo", &m),
+                 400);
+    PT_CHECK_STR(m.error, "?service= is given more than once");
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service=demo.echo&%73ervice=demo.echo", &m),
+                 400);
+    PT_CHECK_INT(match(HTTP_POST, "/gateway/invoke?service&service=demo.echo", &m), 400);
+
+    /* a dot segment between encoded slashes or backslashes, in a raw proxied rest */
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/a%2F..%2Fadmin", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/..%2Fadmin", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/x%5C..%5Cadmin", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/%2E%2E", &m), 400);
+    PT_CHECK_INT(match(HTTP_GET, "/svc/foo/a%2F.b%2F..c", &m), 0); /* dots in names are fine */
+
     /* absolute-form and asterisk targets are not paths */
     PT_CHECK_INT(match(HTTP_POST, "http://x/api/echo", &m), 400);
 
@@ -120,5 +136,37 @@ int main(void)
 
     pt_router_free(router);
     pt_config_free(cfg);
+
+    /* No answer depends on the order of the channels: literals win over
+     * captures, whichever comes first (the config refuses real ties). */
+    static const char *const ordered =
+        "channels:\n"
+        "  rest:\n"
+        "    - {name: by_id, url_path: '/u/{id}', methods: [GET], service: a}\n"
+        "    - {name: me, url_path: /u/me, methods: [GET], service: b}\n"
+        "    - {name: deep_any, url_path: '/{x}/v/w', methods: [GET], service: c}\n"
+        "    - {name: deep_lit, url_path: '/t/{y}/w', methods: [GET], service: d}\n"
+        "  http_proxy:\n"
+        "    - name: px\n"
+        "      url_prefix: /p\n"
+        "      services: {q: {targets: [http://127.0.0.1:1]}}\n";
+    PT_CHECK_INT(pt_test_load(ordered, &cfg, err, sizeof err), 0);
+    if (!cfg || pt_router_new(cfg, &router, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    PT_CHECK_INT(match(HTTP_GET, "/u/me", &m), 0);
+    PT_CHECK_STR(m.channel->name, "me");
+    PT_CHECK_INT(match(HTTP_GET, "/u/42", &m), 0);
+    PT_CHECK_STR(m.channel->name, "by_id");
+    PT_CHECK_INT(match(HTTP_GET, "/t/v/w", &m), 0);
+    PT_CHECK_STR(m.channel->name, "deep_lit");
+    pt_router_free(router);
+    pt_config_free(cfg);
+    /* ... and a tie the order alone would break is refused */
+    PT_CHECK(pt_test_fails_with("channels:\n  rest:\n"
+                                "    - {name: a, url_path: '/u/{id}', service: a}\n"
+                                "    - {name: b, url_path: '/u/{name}', service: b}\n",
+                                ":4: channel 'b': url_path /u/{name} matches what channel 'a'"));
     return PT_TEST_DONE();
 }
