@@ -319,18 +319,25 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
         }
     }
 
-    uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0, ws = 0;
+    uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0, ws = 0, slow = 0;
     for (size_t w = 0; w < n; w++) {
         in_flight += pt__load(&workers[w]->in_flight);
         open += pt__load(&workers[w]->connections_open);
         accepted += pt__load(&workers[w]->connections_total);
         dropped += pt__load(&workers[w]->dropped);
         ws += pt__load(&workers[w]->websockets_open);
+        slow += pt__load(&workers[w]->ws_slow_consumers);
     }
     pt_buf_printf(out,
                   "# HELP portico_websockets_open WebSocket connections open now.\n"
                   "# TYPE portico_websockets_open gauge\nportico_websockets_open %llu\n",
                   (unsigned long long)ws);
+    pt_buf_printf(out,
+                  "# HELP portico_ws_slow_consumers_total WebSocket connections closed because "
+                  "their output passed max_output on a push or did not drain in send_timeout.\n"
+                  "# TYPE portico_ws_slow_consumers_total counter\n"
+                  "portico_ws_slow_consumers_total %llu\n",
+                  (unsigned long long)slow);
     pt_buf_printf(out,
                   "# HELP portico_requests_in_flight Requests being handled now.\n"
                   "# TYPE portico_requests_in_flight gauge\nportico_requests_in_flight %llu\n"

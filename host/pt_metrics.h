@@ -42,6 +42,7 @@ typedef struct {
     uint64_t connections_open;
     uint64_t connections_total;
     uint64_t websockets_open;
+    uint64_t ws_slow_consumers; /* sockets closed because their output did not drain */
 } pt_metrics_t;
 
 /* Allocates the series table; returns 0 or -1. */

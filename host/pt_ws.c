@@ -10,25 +10,61 @@
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 #define PT__WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* Service calls in flight on one socket before its frames wait for answers:
+ * a client that never reads cannot pile up coroutines either. */
+#define PT__WS_MAX_IN_FLIGHT 1024
+/* A socket that held this much gives the heap back to the system when it
+ * goes (pt__trim), at most once per PT__WS_TRIM_EVERY_MS in the process. */
+#define PT__WS_TRIM_MIN (256 * 1024)
+#define PT__WS_TRIM_EVERY_MS 1000
+/* ws->out keeps its memory between frames up to this much. */
+#define PT__WS_OUT_KEEP (64 * 1024)
+
+/* Where a socket's frames go and its messages come from: the client's TCP
+ * connection, or a probe (pt_ws_probe_new: the fuzzer). The frame handling
+ * between them is the same code. */
+typedef struct {
+    /* hands ws->out (whole frames) on and empties it; 0, or -1: write failed */
+    int (*flush)(pt_ws_t *ws);
+    /* a complete text message (valid UTF-8: wslay checked it) */
+    void (*text)(pt_ws_t *ws, const char *text, size_t len);
+    /* no more frames either way: abort 0 once what is queued is out, 1 now */
+    void (*end)(pt_ws_t *ws, int abort);
+} pt__ws_io_t;
 
 struct pt_ws_s {
-    pt_conn_t *c; /* NULL once the connection is gone */
+    const pt__ws_io_t *io;
+    pt_conn_t *c; /* NULL once the connection is gone (always for a probe) */
     pt_worker_t *w;
     wslay_event_context_ptr ctx;
-    pt_buf_t in;
+    pt_buf_t in; /* bytes read, wslay takes them from in_off */
     size_t in_off;
+    pt_buf_t out;      /* frames wslay wrote since the last flush */
+    size_t out_bytes;  /* handed to uv_write and not written yet */
+    size_t max_output; /* queued output past this: frames wait (ws_max_output) */
+    uint64_t send_timeout_ms;
+    size_t peak;  /* the most output this socket queued */
+    int out_over; /* output passed max_output and is not down to half of it */
+    int paused;   /* recv_cb holds the frames in `in` (output or calls) */
+    int ended;    /* closing: wslay is not driven any more */
     uv_timer_t ping_timer;
+    uv_timer_t send_timer; /* output over the bound, or lingering, for too long */
+    int timers_open;
     int missed;
     uint64_t last_message_ms;
-    int in_flight; /* service calls not answered yet */
-    int timer_open;
+    uint64_t detached_ms; /* a deferred trim covers what was freed before this */
+    int in_flight;        /* service calls not answered yet */
     char channel[PT_SERVICE_NAME_MAX + 1];
     char username[256];
     pt_ws_t *prev, *next; /* the worker's sockets */
+    pt_ws_probe_t probe;  /* a probe's callbacks */
 };
 
 typedef struct {
@@ -38,8 +74,13 @@ typedef struct {
 
 typedef struct {
     uv_write_t req;
-    char data[];
+    pt_ws_t *ws;
+    char *data; /* the ws->out buffer it took over */
+    size_t len; /* bytes of it still to go when it was queued */
 } pt__ws_write_t;
+
+static void pt__pump(pt_ws_t *ws);
+static void pt__recv(pt_ws_t *ws);
 
 /* ---- the worker's list of sockets ---- */
 
@@ -68,23 +109,129 @@ static void pt__unlink(pt_ws_t *ws)
     pt_metrics_add(&ws->w->metrics.websockets_open, -1);
 }
 
-/* ---- writing and closing ---- */
+/* ---- giving memory back ---- */
+
+/* glibc keeps freed memory for reuse: the main heap shrinks only from its
+ * top, and the arenas of worker threads keep every page between chunks still
+ * in use. After a socket that queued megabytes (a flood, a big push) that
+ * memory would stay resident for good; malloc_trim(0) walks every arena and
+ * returns the free pages. It locks each arena while it walks it, so it runs
+ * at most once a second in the process. */
+static uint64_t pt__last_trim_ms;
+
+static uint64_t pt__now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+/* Trims unless that was done less than PT__WS_TRIM_EVERY_MS ago (force: in
+ * any case). Returns 1 when it trimmed. */
+static int pt__trim(int force)
+{
+#ifdef __GLIBC__
+    uint64_t now = pt__now_ms();
+    uint64_t last = __atomic_load_n(&pt__last_trim_ms, __ATOMIC_RELAXED);
+    if (!force && last && now - last < PT__WS_TRIM_EVERY_MS) return 0;
+    if (!__atomic_compare_exchange_n(&pt__last_trim_ms, &last, now, 0, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return 0; /* another thread trims right now */
+    malloc_trim(0);
+    return 1;
+#else
+    return 1;
+#endif
+}
+
+/* ---- output and its bound ---- */
+
+/* Bytes waiting to reach the peer: in wslay's queue, in ws->out, in libuv. */
+static size_t pt__queued(pt_ws_t *ws)
+{
+    return (ws->ctx ? wslay_event_get_queued_msg_length(ws->ctx) : 0) + ws->out.len + ws->out_bytes;
+}
+
+static void pt__on_send_timer(uv_timer_t *t);
+
+/* Output grew: past max_output the socket's frames wait (recv_cb) and
+ * send_timeout starts to run. */
+static void pt__output_grew(pt_ws_t *ws)
+{
+    size_t q = pt__queued(ws);
+    if (q > ws->peak) ws->peak = q;
+    if (ws->out_over || q <= ws->max_output) return;
+    ws->out_over = 1;
+    if (ws->timers_open && !ws->ended)
+        uv_timer_start(&ws->send_timer, pt__on_send_timer, ws->send_timeout_ms, 0);
+}
+
+/* Frames that waited are read again once the output is down to half the
+ * bound (not at once below it: that would stop and start reads per frame)
+ * and the calls in flight are under their limit. */
+static void pt__resume(pt_ws_t *ws)
+{
+    if (!ws->paused || ws->out_over || ws->in_flight >= PT__WS_MAX_IN_FLIGHT || ws->ended) return;
+    ws->paused = 0;
+    pt__recv(ws);
+    if (!ws->paused && !ws->ended && ws->c) pt_http_reading(ws->c, 1);
+}
+
+/* Output shrank (written to the socket). */
+static void pt__output_drained(pt_ws_t *ws)
+{
+    if (!ws->out_over || pt__queued(ws) > ws->max_output / 2) return;
+    ws->out_over = 0;
+    if (ws->timers_open && !ws->ended) uv_timer_stop(&ws->send_timer);
+    pt__resume(ws);
+}
 
 static void pt__on_written(uv_write_t *req, int status)
 {
-    free(req);
+    pt__ws_write_t *wr = (pt__ws_write_t *)req;
+    pt_ws_t *ws = wr->ws; /* write callbacks come before the close callback */
+    ws->out_bytes -= wr->len;
+    free(wr->data);
+    free(wr);
+    if (!ws->c || ws->c->closing) return;
+    if (status < 0) {
+        pt_http_close(ws->c);
+        return;
+    }
+    if (ws->ended && ws->out_bytes == 0 && ws->timers_open) uv_timer_stop(&ws->send_timer);
+    pt__output_drained(ws);
 }
 
-static int pt__write(pt_conn_t *c, const void *data, size_t len)
+/* Writes ws->out to the socket: at once when nothing waits before it, the
+ * rest (or all) through uv_write, which takes the buffer over. */
+static int pt__sock_flush(pt_ws_t *ws)
 {
-    pt__ws_write_t *wr = malloc(sizeof *wr + len);
+    pt_conn_t *c = ws->c;
+    size_t done = 0;
+    if (ws->out.len == 0) return 0;
+    if (!c || c->closing) return -1;
+    if (ws->out_bytes == 0) {
+        uv_buf_t b = uv_buf_init(ws->out.data, (unsigned)ws->out.len);
+        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) return -1;
+        done = r > 0 ? (size_t)r : 0;
+        if (done == ws->out.len) {
+            ws->out.len = 0;
+            if (ws->out.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->out);
+            return 0;
+        }
+    }
+    pt__ws_write_t *wr = malloc(sizeof *wr);
     if (!wr) return -1;
-    memcpy(wr->data, data, len);
-    uv_buf_t buf = uv_buf_init(wr->data, (unsigned)len);
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
+    wr->ws = ws;
+    wr->data = ws->out.data;
+    wr->len = ws->out.len - done;
+    ws->out = (pt_buf_t){0};
+    uv_buf_t b = uv_buf_init(wr->data + done, (unsigned)wr->len);
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, pt__on_written) != 0) {
+        free(wr->data);
         free(wr);
         return -1;
     }
+    ws->out_bytes += wr->len;
     return 0;
 }
 
@@ -95,30 +242,116 @@ static void pt__on_shutdown(uv_shutdown_t *req, int status)
     pt_http_close(c);
 }
 
-/* Flushes what wslay has queued; closes the connection once both sides of
- * the WebSocket are done (close frames exchanged) or wslay failed. */
-static void pt__pump(pt_ws_t *ws)
+static void pt__sock_end(pt_ws_t *ws, int abort)
 {
     pt_conn_t *c = ws->c;
     if (!c || c->closing) return;
-    if (wslay_event_send(ws->ctx) != 0) {
+    uv_timer_stop(&ws->ping_timer);
+    if (abort) {
         pt_http_close(c);
         return;
     }
-    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) && !ws->in_flight) {
-        uv_shutdown_t *sd = malloc(sizeof *sd);
-        uv_timer_stop(&ws->ping_timer);
-        c->state = PT_CONN_LINGER;
-        if (!sd || (sd->data = c, uv_shutdown(sd, (uv_stream_t *)&c->tcp, pt__on_shutdown)) != 0) {
-            free(sd);
-            pt_http_close(c);
-        }
+    /* What is still queued gets send_timeout to go out, then the socket is
+     * closed anyway: a peer that sent its close and reads no more must not
+     * hold the connection. Its further bytes are read and dropped. */
+    if (ws->out_bytes)
+        uv_timer_start(&ws->send_timer, pt__on_send_timer, ws->send_timeout_ms, 0);
+    else
+        uv_timer_stop(&ws->send_timer);
+    c->state = PT_CONN_LINGER;
+    pt_http_reading(c, 1);
+    uv_shutdown_t *sd = malloc(sizeof *sd);
+    if (!sd || (sd->data = c, uv_shutdown(sd, (uv_stream_t *)&c->tcp, pt__on_shutdown)) != 0) {
+        free(sd);
+        pt_http_close(c);
     }
+}
+
+/* No more frames either way (see pt__ws_io_t.end). */
+static void pt__end(pt_ws_t *ws, int abort)
+{
+    if (ws->ended) return;
+    ws->ended = 1;
+    if (ws->io->flush(ws) != 0) abort = 1;
+    ws->io->end(ws, abort);
+}
+
+static ssize_t pt__frame_send_cb(const uint8_t *data, size_t len, int flags, void *ud)
+{
+    pt_ws_t *ws = ud;
+    return pt_buf_append(&ws->out, data, len) == 0 ? (ssize_t)len : -1;
+}
+
+/* Appends a close frame with code to ws->out through wslay's frame layer,
+ * for the closes wslay's event layer cannot send: it is never driven again
+ * after this. Every frame before it in ws->out is whole (pt__send_cb takes
+ * all it is given), so this one starts on a frame boundary. */
+static void pt__write_close(pt_ws_t *ws, uint16_t code)
+{
+    struct wslay_frame_callbacks cb = {.send_callback = pt__frame_send_cb};
+    wslay_frame_context_ptr f;
+    uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    if (wslay_frame_context_init(&f, &cb, ws) != 0) return;
+    struct wslay_frame_iocb io = {.fin = 1,
+                                  .opcode = WSLAY_CONNECTION_CLOSE,
+                                  .payload_length = 2,
+                                  .data = payload,
+                                  .data_length = 2};
+    wslay_frame_send(f, &io);
+    wslay_frame_context_free(f);
+}
+
+/* A protocol error wslay could only answer with a close without a code. */
+static void pt__fail(pt_ws_t *ws, uint16_t code)
+{
+    if (ws->ended) return;
+    pt__write_close(ws, code);
+    pt__end(ws, 0);
+}
+
+/* The peer takes no output: the close frame goes behind what is queued
+ * (only a peer that catches up at once sees it) and the socket closes now,
+ * which frees the backlog. */
+static void pt__drop(pt_ws_t *ws, const char *why)
+{
+    if (ws->ended) return;
+    pt_log_info("websocket on %s: %s, closing with 1008", ws->channel, why);
+    if (ws->w) pt_metrics_add(&ws->w->metrics.ws_slow_consumers, 1);
+    pt__write_close(ws, WSLAY_CODE_POLICY_VIOLATION);
+    pt__end(ws, 1);
+}
+
+static void pt__on_send_timer(uv_timer_t *t)
+{
+    pt_ws_t *ws = t->data;
+    if (!ws->c || ws->c->closing) return;
+    if (ws->ended) {
+        pt_http_close(ws->c); /* lingered with output the peer did not take */
+        return;
+    }
+    char why[96];
+    snprintf(why, sizeof why, "output over max_output for %llu ms",
+             (unsigned long long)ws->send_timeout_ms);
+    pt__drop(ws, why);
+}
+
+/* Sends what wslay has queued; ends the socket once both sides are done
+ * (close frames exchanged) or wslay failed. */
+static void pt__pump(pt_ws_t *ws)
+{
+    if (ws->ended || (ws->c && ws->c->closing)) return;
+    if (wslay_event_send(ws->ctx) != 0 || ws->io->flush(ws) != 0) {
+        pt__end(ws, 1);
+        return;
+    }
+    pt__output_grew(ws);
+    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) && !ws->in_flight)
+        pt__end(ws, 0);
 }
 
 static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 {
-    if (!ws->c) return;
+    if (ws->ended) return;
     wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, strlen(reason));
     pt__pump(ws);
 }
@@ -126,17 +359,21 @@ static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 static void pt__send_text(pt_ws_t *ws, const char *text, size_t len)
 {
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    if (ws->c && wslay_event_queue_msg(ws->ctx, &msg) == 0) pt__pump(ws);
+    if (!ws->ended && wslay_event_queue_msg(ws->ctx, &msg) == 0) pt__pump(ws);
 }
 
 /* ---- wslay callbacks ---- */
 
+/* Hands wslay the bytes read, unless the output is over its bound or too
+ * many calls wait: then the frames stay in ws->in (wslay takes the "would
+ * block" as the end of the input) and reading stops until pt__resume. */
 static ssize_t pt__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                            void *ud)
 {
     pt_ws_t *ws = ud;
     size_t have = ws->in.len - ws->in_off;
-    if (have == 0) {
+    if (have && (ws->out_over || ws->in_flight >= PT__WS_MAX_IN_FLIGHT)) ws->paused = 1;
+    if (have == 0 || ws->paused || ws->ended) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -146,16 +383,105 @@ static ssize_t pt__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
     return (ssize_t)len;
 }
 
+/* Takes every byte: frames are never left half sent inside wslay, so its
+ * queue is empty after each pump and the output lives in ws->out and libuv,
+ * where pt__queued counts it. */
 static ssize_t pt__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                            void *ud)
 {
     pt_ws_t *ws = ud;
-    if (!ws->c || ws->c->closing || pt__write(ws->c, data, len) != 0) {
+    if (ws->ended || pt_buf_append(&ws->out, data, len) != 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
     return (ssize_t)len;
 }
+
+/* wslay reads a close body of one byte as "no status code" and echoes an
+ * empty close; RFC 6455 5.5.1 makes it a protocol error. The 1002 queued
+ * here goes first, and wslay's own echo then finds the close taken. */
+static void pt__on_frame_start_cb(wslay_event_context_ptr ctx,
+                                  const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
+        wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+}
+
+static void pt__on_msg_cb(wslay_event_context_ptr ctx,
+                          const struct wslay_event_on_msg_recv_arg *arg, void *ud)
+{
+    pt_ws_t *ws = ud;
+    if (ws->ended) return;
+    if (ws->w) ws->last_message_ms = uv_now(&ws->w->loop);
+    switch (arg->opcode) {
+    case WSLAY_TEXT_FRAME:
+        ws->io->text(ws, (const char *)arg->msg, arg->msg_length);
+        break;
+    case WSLAY_BINARY_FRAME:
+        pt__close(ws, WSLAY_CODE_UNSUPPORTED_DATA, "text messages only");
+        break;
+    case WSLAY_PONG:
+        ws->missed = 0;
+        break;
+    default:
+        break; /* close and ping are answered by wslay */
+    }
+}
+
+static const struct wslay_event_callbacks pt__callbacks = {
+    .recv_callback = pt__recv_cb,
+    .send_callback = pt__send_cb,
+    .on_frame_recv_start_callback = pt__on_frame_start_cb,
+    .on_msg_recv_callback = pt__on_msg_cb,
+};
+
+/* A socket's wslay context, the same for a connection and a probe. A
+ * message over max_message is closed with 1009 by wslay before it is
+ * buffered (its length is checked against each frame header). */
+static int pt__ctx_init(pt_ws_t *ws, uint64_t max_message)
+{
+    if (wslay_event_context_server_init(&ws->ctx, &pt__callbacks, ws) != 0) return -1;
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message);
+    return 0;
+}
+
+/* Runs the bytes in ws->in through wslay, then sends what that queued. */
+static void pt__recv(pt_ws_t *ws)
+{
+    if (ws->ended) return;
+    int rc = wslay_event_recv(ws->ctx);
+    if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
+        /* pt__recv_cb never fails, so this is wslay's frame layer refusing
+         * a header (a control frame over 125 bytes or fragmented, a bad
+         * length): wslay queued a close without a code, RFC 6455 7.4.1 asks
+         * for 1002, which goes out instead. */
+        pt__fail(ws, WSLAY_CODE_PROTOCOL_ERROR);
+        return;
+    }
+    if (rc != 0) {
+        pt__end(ws, 1); /* out of memory */
+        return;
+    }
+    if (ws->in_off == ws->in.len) {
+        ws->in.len = ws->in_off = 0;
+        if (ws->in.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->in);
+    }
+    pt__pump(ws);
+    if (ws->paused && !ws->ended && ws->c) pt_http_reading(ws->c, 0);
+}
+
+/* Appends bytes read to ws->in (what waited moved to its start). */
+static int pt__take(pt_ws_t *ws, const char *data, size_t len)
+{
+    if (ws->in_off) {
+        memmove(ws->in.data, ws->in.data + ws->in_off, ws->in.len - ws->in_off);
+        ws->in.len -= ws->in_off;
+        ws->in_off = 0;
+    }
+    return pt_buf_append(&ws->in, data, len);
+}
+
+/* ---- service calls ---- */
 
 static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *res);
 
@@ -164,13 +490,15 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     pt__ws_call_t *call = ud;
     pt_ws_t *ws = call->ws;
     ws->in_flight--;
-    if (ws->c) pt__reply(ws, call->request_id, res);
+    if (ws->c && !ws->ended) pt__reply(ws, call->request_id, res);
     if (call->request_id) json_decref(call->request_id);
     free(call);
-    if (!ws->c && ws->in_flight == 0 && !ws->timer_open)
+    if (!ws->c && ws->in_flight == 0 && !ws->timers_open) {
         free(ws);
-    else if (ws->c)
+    } else if (ws->c) {
         pt__pump(ws);
+        pt__resume(ws);
+    }
 }
 
 /* Sends root with the request's id added, and releases root. */
@@ -315,40 +643,20 @@ done:
     json_decref(msg);
 }
 
-static void pt__on_msg_cb(wslay_event_context_ptr ctx,
-                          const struct wslay_event_on_msg_recv_arg *arg, void *ud)
-{
-    pt_ws_t *ws = ud;
-    ws->last_message_ms = uv_now(&ws->w->loop);
-    switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME:
-        pt__on_text(ws, (const char *)arg->msg, arg->msg_length);
-        break;
-    case WSLAY_BINARY_FRAME:
-        pt__close(ws, WSLAY_CODE_UNSUPPORTED_DATA, "text messages only");
-        break;
-    case WSLAY_PONG:
-        ws->missed = 0;
-        break;
-    default:
-        break; /* close and ping are answered by wslay */
-    }
-}
-
 /* ---- keep-alive ---- */
 
 static void pt__on_ping_timer(uv_timer_t *t)
 {
     pt_ws_t *ws = t->data;
+    if (!ws->c || ws->ended) return;
     const pt_channel_t *ch = pt__channel(ws);
-    if (!ws->c) return;
     if (!ch) {
         pt__close(ws, WSLAY_CODE_GOING_AWAY, "channel removed");
         return;
     }
     if (ws->missed >= ch->ws_missed_pings) {
         pt_log_debug("websocket on %s: %d pings unanswered, closing", ws->channel, ws->missed);
-        pt_http_close(ws->c); /* a dead peer cannot take a close frame */
+        pt__end(ws, 1); /* a dead peer cannot take a close frame */
         return;
     }
     if (ch->ws_idle_timeout_ms &&
@@ -373,11 +681,32 @@ static int pt__has_token(const char *v, size_t len, const char *token)
     return 0;
 }
 
+/* Sec-WebSocket-Key is base64 of 16 bytes (RFC 6455 4.2.1 item 5): 22
+ * characters of the alphabet and "==". */
+static int pt__valid_key(const char *k, size_t n)
+{
+    if (!k || n != 24 || k[22] != '=' || k[23] != '=') return 0;
+    for (size_t i = 0; i < 22; i++)
+        if (!((k[i] >= 'A' && k[i] <= 'Z') || (k[i] >= 'a' && k[i] <= 'z') ||
+              (k[i] >= '0' && k[i] <= '9') || k[i] == '+' || k[i] == '/'))
+            return 0;
+    return 1;
+}
+
+static const pt__ws_io_t pt__sock_io = {pt__sock_flush, pt__on_text, pt__sock_end};
+
 static void pt__on_timer_closed(uv_handle_t *h)
 {
     pt_ws_t *ws = h->data;
-    ws->timer_open = 0;
-    if (!ws->c && ws->in_flight == 0) free(ws);
+    if (--ws->timers_open == 0 && !ws->c && ws->in_flight == 0) free(ws);
+}
+
+/* Refuses the handshake with status; the reply is ours so that it carries
+ * the headers RFC 6455 4.2.2 and 4.4 ask for. */
+static int pt__refuse(pt_conn_t *c, int status, const char *msg, const char *extra)
+{
+    pt_http_send_error(c, status, msg, extra);
+    return 0;
 }
 
 int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
@@ -387,10 +716,24 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     const char *conn = pt_http_header(c, "connection", &clen);
     const char *ver = pt_http_header(c, "sec-websocket-version", &vlen);
     const char *key = pt_http_header(c, "sec-websocket-key", &klen);
-    if (!up || !pt__has_token(up, ulen, "websocket") || !conn ||
-        !pt__has_token(conn, clen, "upgrade"))
-        return 426;
-    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0 || !key || klen != 24) return 400;
+    if (llhttp_get_method(&c->parser) != HTTP_GET)
+        return pt__refuse(c, 405, "a WebSocket handshake is a GET", "Allow: GET\r\n");
+    if (c->parser.http_major != 1 || c->parser.http_minor < 1)
+        return pt__refuse(c, 400, "a WebSocket handshake needs HTTP/1.1", NULL);
+    if (!up || !pt__has_token(up, ulen, "websocket"))
+        return pt__refuse(c, 426, "this channel speaks WebSocket: upgrade the connection",
+                          "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    if (!conn || !pt__has_token(conn, clen, "upgrade"))
+        return pt__refuse(c, 400, "malformed WebSocket handshake: Connection lacks 'upgrade'",
+                          NULL);
+    if (!ver || vlen != 2 || memcmp(ver, "13", 2) != 0)
+        return pt__refuse(c, 426, "unsupported WebSocket version: this server speaks 13",
+                          "Sec-WebSocket-Version: 13\r\n");
+    if (!pt__valid_key(key, klen))
+        return pt__refuse(c, 400,
+                          "malformed WebSocket handshake: Sec-WebSocket-Key is not 16 bytes "
+                          "in base64",
+                          NULL);
 
     unsigned char digest[SHA_DIGEST_LENGTH];
     char src[24 + sizeof PT__WS_GUID], accept[32];
@@ -400,33 +743,31 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     EVP_EncodeBlock((unsigned char *)accept, digest, SHA_DIGEST_LENGTH);
 
     pt_ws_t *ws = calloc(1, sizeof *ws);
-    if (!ws) return 500;
-    static const struct wslay_event_callbacks callbacks = {
-        .recv_callback = pt__recv_cb,
-        .send_callback = pt__send_cb,
-        .on_msg_recv_callback = pt__on_msg_cb,
-    };
-    if (wslay_event_context_server_init(&ws->ctx, &callbacks, ws) != 0) {
+    if (!ws) return pt__refuse(c, 500, "out of memory", NULL);
+    if (pt__ctx_init(ws, ch->ws_max_message) != 0) {
         free(ws);
-        return 500;
+        return pt__refuse(c, 500, "out of memory", NULL);
     }
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, ch->ws_max_message);
+    ws->io = &pt__sock_io;
     ws->c = c;
     ws->w = c->w;
+    ws->max_output = ch->ws_max_output;
+    ws->send_timeout_ms = ch->ws_send_timeout_ms;
     snprintf(ws->channel, sizeof ws->channel, "%s", ch->name);
     snprintf(ws->username, sizeof ws->username, "%s", username ? username : "");
     ws->last_message_ms = uv_now(&c->w->loop);
 
-    char head[256];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
-                     "X-Correlation-Id: %s\r\n\r\n",
-                     accept, c->cid);
-    if (pt__write(c, head, (size_t)n) != 0) {
+    if (pt_buf_printf(&ws->out,
+                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                      "X-Correlation-Id: %s\r\n\r\n",
+                      accept, c->cid) != 0 ||
+        pt__sock_flush(ws) != 0) {
         wslay_event_context_free(ws->ctx);
+        pt_buf_free(&ws->out);
         free(ws);
-        return 500;
+        pt_http_close(c);
+        return 0;
     }
     c->ws = ws;
     c->close_after = 0;
@@ -434,8 +775,9 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     uv_timer_stop(&c->timer);
     c->deadline = c->timer_due = 0;
     uv_timer_init(&c->w->loop, &ws->ping_timer);
-    ws->ping_timer.data = ws;
-    ws->timer_open = 1;
+    uv_timer_init(&c->w->loop, &ws->send_timer);
+    ws->ping_timer.data = ws->send_timer.data = ws;
+    ws->timers_open = 2;
     uv_timer_start(&ws->ping_timer, pt__on_ping_timer, ch->ws_ping_interval_ms,
                    ch->ws_ping_interval_ms);
     pt__link(ws);
@@ -449,27 +791,42 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
 
 void pt_ws_on_read(pt_ws_t *ws, const char *data, size_t len)
 {
-    if (ws->in_off == ws->in.len) ws->in.len = ws->in_off = 0;
-    if (pt_buf_append(&ws->in, data, len) != 0) {
-        pt_http_close(ws->c);
+    if (ws->ended) return;
+    if (pt__take(ws, data, len) != 0) {
+        pt__end(ws, 1);
         return;
     }
-    if (wslay_event_recv(ws->ctx) != 0) {
-        pt_http_close(ws->c);
-        return;
-    }
-    pt__pump(ws);
+    pt__recv(ws);
+}
+
+/* A socket that queued a lot trims the heap as it goes; when a trim ran
+ * less than a second ago, its send timer does it once that second is over
+ * (unless one ran after this socket's memory was freed). */
+static void pt__on_trim_timer(uv_timer_t *t)
+{
+    pt_ws_t *ws = t->data;
+    if (__atomic_load_n(&pt__last_trim_ms, __ATOMIC_RELAXED) <= ws->detached_ms) pt__trim(1);
+    uv_close((uv_handle_t *)t, pt__on_timer_closed);
 }
 
 void pt_ws_detach(pt_ws_t *ws)
 {
     pt__unlink(ws);
     ws->c = NULL;
+    ws->ended = 1;
     wslay_event_context_free(ws->ctx);
     ws->ctx = NULL;
     pt_buf_free(&ws->in);
+    pt_buf_free(&ws->out);
     uv_timer_stop(&ws->ping_timer);
+    uv_timer_stop(&ws->send_timer);
     uv_close((uv_handle_t *)&ws->ping_timer, pt__on_timer_closed);
+    if (ws->peak >= PT__WS_TRIM_MIN && !pt__trim(0) && !ws->w->draining) {
+        ws->detached_ms = pt__now_ms();
+        uv_timer_start(&ws->send_timer, pt__on_trim_timer, PT__WS_TRIM_EVERY_MS, 0);
+        return;
+    }
+    uv_close((uv_handle_t *)&ws->send_timer, pt__on_timer_closed);
 }
 
 size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, const char *text,
@@ -478,8 +835,17 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
     size_t n = 0;
     for (pt_ws_t *ws = *pt__list(w), *next; ws; ws = next) {
         next = ws->next;
-        if (strcmp(ws->channel, channel) != 0 || (username && strcmp(ws->username, username)))
+        if (ws->ended || strcmp(ws->channel, channel) != 0 ||
+            (username && strcmp(ws->username, username)))
             continue;
+        /* A consumer with a backlog this message would take past the bound
+         * is dropped rather than buffered for: pushes come at the service's
+         * pace, not the consumer's. */
+        size_t q = pt__queued(ws);
+        if (q > 0 && q + len > ws->max_output) {
+            pt__drop(ws, "a push found its output over max_output");
+            continue;
+        }
         pt__send_text(ws, text, len);
         n++;
     }
@@ -492,6 +858,72 @@ void pt_ws_close_all(pt_worker_t *w)
         next = ws->next;
         pt__close(ws, WSLAY_CODE_GOING_AWAY, "server going away");
     }
+}
+
+/* ---- probes (the fuzzer) ---- */
+
+static int pt__probe_flush(pt_ws_t *ws)
+{
+    if (ws->out.len && ws->probe.out)
+        ws->probe.out(ws->probe.ud, (uint8_t *)ws->out.data, ws->out.len);
+    if (ws->probe.hold_output) ws->out_bytes += ws->out.len;
+    ws->out.len = 0;
+    return 0;
+}
+
+static void pt__probe_text(pt_ws_t *ws, const char *text, size_t len)
+{
+    if (ws->probe.text) ws->probe.text(ws->probe.ud, text, len);
+}
+
+static void pt__probe_end(pt_ws_t *ws, int abort) {}
+
+static const pt__ws_io_t pt__probe_io = {pt__probe_flush, pt__probe_text, pt__probe_end};
+
+pt_ws_t *pt_ws_probe_new(const pt_ws_probe_t *probe)
+{
+    pt_ws_t *ws = calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->probe = *probe;
+    if (pt__ctx_init(ws, probe->max_message) != 0) {
+        free(ws);
+        return NULL;
+    }
+    ws->io = &pt__probe_io;
+    ws->max_output = probe->max_output;
+    return ws;
+}
+
+int pt_ws_probe_feed(pt_ws_t *ws, const uint8_t *data, size_t len)
+{
+    if (!ws->ended) {
+        if (pt__take(ws, (const char *)data, len) != 0)
+            pt__end(ws, 1);
+        else
+            pt__recv(ws);
+    }
+    return ws->ended;
+}
+
+int pt_ws_probe_drain(pt_ws_t *ws)
+{
+    ws->out_bytes = 0;
+    pt__output_drained(ws);
+    return ws->ended;
+}
+
+int pt_ws_probe_paused(const pt_ws_t *ws)
+{
+    return ws->paused;
+}
+
+void pt_ws_probe_free(pt_ws_t *ws)
+{
+    if (!ws) return;
+    wslay_event_context_free(ws->ctx);
+    pt_buf_free(&ws->in);
+    pt_buf_free(&ws->out);
+    free(ws);
 }
 
 /* ---- server push: host.ws_push(channel, username_or_nil, text) ---- */

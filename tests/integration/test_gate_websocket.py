@@ -1,0 +1,411 @@
+"""WebSocket gate: the output bound (a client that never reads, a slow
+consumer of pushes), the size limits, and RFC 6455 conformance of frames and
+handshakes. Raw sockets with hand-built frames: each case names the exact
+close code or HTTP status, and a fresh well-formed socket is served after it."""
+import errno
+import json
+import os
+import re
+import select
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from amqp_support import Http
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
+
+WS_TAIL = """
+  websocket:
+    - name: ws
+      url_path: /ws
+      service: demo.echo
+      service_list: [demo.echo]
+      ping_interval: 30s
+      max_message_size: 64KB
+      max_output: 1MB
+      send_timeout: 2s
+    - name: ws.push
+      url_path: /ws-push
+      service: demo.echo
+      ping_interval: 30s
+      max_output: 64KB
+      send_timeout: 30s
+"""
+
+PUSH_SERVICE = """
+local service = require "portico.service"
+local M = service.new { name = "test.push", input = { count = "integer", size = "integer" } }
+function M:handle()
+  local text = string.rep("p", self.request.input.size)
+  for i = 1, self.request.input.count do
+    self.out.websocket:send("ws.push", nil, text)
+  end
+  self.response.payload = { sent = self.request.input.count }
+end
+return M
+"""
+
+
+@pytest.fixture
+def gw(start_gateway, tmp_path):
+    from conftest import BASE_CONFIG
+    svc = tmp_path / "services" / "test"
+    svc.mkdir(parents=True, exist_ok=True)
+    (svc / "push.lua").write_text(PUSH_SERVICE)
+    cfg = BASE_CONFIG.replace("test.raise, test.slow]", "test.raise, test.slow, test.push]")
+    return start_gateway(cfg.rstrip("\n") + "\n" + WS_TAIL)
+
+
+# ---- frames and handshakes ----
+
+
+def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
+    """A client frame (RFC 6455 5.2). length overrides the header's length."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    k = int.from_bytes((key * (len(payload) // 4 + 1))[:len(payload)], "big")
+    body = (int.from_bytes(payload, "big") ^ k).to_bytes(len(payload), "big") if payload else b""
+    return head + key + body
+
+
+def fast_frame(payload):
+    """A masked text frame with the all-zero key (payload as is): cheap to
+    make by the megabyte, and as valid as any other key."""
+    n = len(payload)
+    head = b"\x81" + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n))
+    return head + b"\0\0\0\0" + payload
+
+
+def request(path="/ws", version=b"13", key=KEY, method=b"GET", proto=b"HTTP/1.1",
+            upgrade=b"websocket", connection=b"Upgrade"):
+    lines = [method + b" " + path.encode() + b" " + proto, b"Host: t"]
+    if upgrade is not None:
+        lines.append(b"Upgrade: " + upgrade)
+    if connection is not None:
+        lines.append(b"Connection: " + connection)
+    if version is not None:
+        lines.append(b"Sec-WebSocket-Version: " + version)
+    if key is not None:
+        lines.append(b"Sec-WebSocket-Key: " + key)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def read_head(s):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def status_of(gw, req):
+    s = gw.raw()
+    s.sendall(req)
+    head = read_head(s)
+    s.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", head)
+    assert m, head
+    return int(m.group(1)), head
+
+
+def opened(gw, path="/ws", rcvbuf=None):
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", gw.port))
+    s.settimeout(5)
+    s.sendall(request(path))
+    head = read_head(s)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def need(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def read_frame(s):
+    b0, b1 = need(s, 2)
+    assert not b1 & 0x80, "server frames are not masked"
+    n = b1 & 0x7f
+    if n == 126:
+        n = struct.unpack("!H", need(s, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", need(s, 8))[0]
+    return b0 & 0x0f, need(s, n)
+
+
+def close_code(s):
+    """The code of the server's close frame: an int, None for a close without
+    one, "eof" when the socket ended with no close frame."""
+    try:
+        while True:
+            op, payload = read_frame(s)
+            if op == 8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+    except (EOFError, ConnectionResetError):
+        return "eof"
+
+
+def echo_works(gw):
+    s = opened(gw)
+    s.sendall(frame(1, json.dumps({"service": "demo.echo", "request_id": "fresh",
+                                   "data": {"x": 1}}).encode()))
+    op, payload = read_frame(s)
+    assert op == 1 and json.loads(payload)["request_id"] == "fresh"
+    s.sendall(frame(8, b"\x03\xe8"))
+    assert close_code(s) == 1000
+    s.close()
+
+
+def closes_with(gw, data, code):
+    s = opened(gw)
+    s.sendall(data)
+    assert close_code(s) == code
+    s.close()
+    echo_works(gw)
+
+
+# ---- conformance: frames ----
+
+
+def test_close_with_a_one_byte_body_is_a_protocol_error(gw):
+    closes_with(gw, frame(8, b"\x03"), 1002)
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2999, 5000])
+def test_invalid_close_codes_are_protocol_errors(gw, code):
+    closes_with(gw, frame(8, struct.pack("!H", code)), 1002)
+
+
+def test_text_that_is_not_utf8_closes_1007(gw):
+    closes_with(gw, frame(1, b'{"a": "\xc3\x28"}'), 1007)
+    # split across fragments: the bad sequence straddles them
+    closes_with(gw, frame(1, b'{"a": "\xe2\x82', fin=False) + frame(0, b'\x28"}'), 1007)
+
+
+def test_unmasked_client_frames_close_1002(gw):
+    closes_with(gw, frame(1, b"{}", mask=False), 1002)
+
+
+def test_control_frames_over_125_bytes_or_fragmented_close_1002(gw):
+    closes_with(gw, frame(9, b"x" * 126), 1002)
+    closes_with(gw, frame(9, b"ping", fin=False), 1002)
+    closes_with(gw, frame(8, b"\x03\xe8" + b"r" * 124), 1002)
+
+
+def test_reserved_bits_and_opcodes_close_1002(gw):
+    closes_with(gw, frame(1, b"{}", rsv=4), 1002)
+    closes_with(gw, frame(3, b""), 1002)
+    closes_with(gw, frame(0, b"{}"), 1002)  # a continuation with nothing to continue
+
+
+def test_messages_over_the_limit_close_1009(gw):
+    closes_with(gw, frame(1, b"x" * (65 * 1024)), 1009)
+    # fragments that add up past it
+    closes_with(gw, frame(1, b"x" * 40000, fin=False) + frame(0, b"x" * 40000), 1009)
+    # a header announcing 1 TB: refused at its first byte, before anything is buffered
+    s = opened(gw)
+    s.sendall(frame(1, b"", length=1 << 40) + b"x")
+    assert close_code(s) == 1009
+    echo_works(gw)
+
+
+# ---- conformance: handshakes ----
+
+
+def test_unsupported_version_is_426_with_the_version_spoken(gw):
+    for v in (b"8", b"14", b"1"):
+        status, head = status_of(gw, request(version=v))
+        assert status == 426
+        assert b"\r\nSec-WebSocket-Version: 13\r\n" in head
+    echo_works(gw)
+
+
+def test_key_must_be_16_bytes_in_base64(gw):
+    for key in (b"abc", b"!!!!!!!!!!!!!!!!!!!!!!==", b"dGhlIHNhbXBsZSBub25jZQab",
+                b"dGhlIHNhbXBsZSBub25jZQ=a", b"dGhlIHNhbXBsZSBub25j"):
+        assert status_of(gw, request(key=key))[0] == 400, key
+    assert status_of(gw, request(key=None))[0] == 400
+    echo_works(gw)
+
+
+def test_handshake_needs_http11_and_get(gw):
+    assert status_of(gw, request(proto=b"HTTP/1.0"))[0] == 400
+    assert status_of(gw, request(method=b"HEAD"))[0] == 405
+    assert status_of(gw, request(method=b"POST"))[0] == 405
+    echo_works(gw)
+
+
+def test_upgrade_and_connection_tokens(gw):
+    # no Upgrade at all: this is a WebSocket endpoint, upgrade to it
+    status, head = status_of(gw, request(upgrade=None, connection=None, version=None, key=None))
+    assert status == 426 and b"\r\nUpgrade: websocket\r\n" in head
+    status, head = status_of(gw, request(upgrade=b"h2c"))
+    assert status == 426 and b"\r\nUpgrade: websocket\r\n" in head
+    # Upgrade: websocket without the Connection token is a broken handshake
+    assert status_of(gw, request(connection=b"keep-alive"))[0] == 400
+    assert status_of(gw, request(connection=None))[0] == 400
+    # tokens are matched as list items, in any case
+    s = gw.raw()
+    s.sendall(request(connection=b"keep-alive, UPGRADE", upgrade=b"WebSocket"))
+    assert read_head(s).startswith(b"HTTP/1.1 101")
+    s.close()
+    echo_works(gw)
+
+
+# ---- the output bound ----
+
+
+def rss_kb(gw):
+    with open("/proc/%d/status" % gw.proc.proc.pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def echo_requests(total_bytes, pad=1000):
+    """Frames of echo requests, about total_bytes of them, as one block."""
+    one = fast_frame(json.dumps({"service": "demo.echo", "request_id": 1,
+                                 "data": {"pad": "x" * pad}}).encode())
+    return one * (total_bytes // len(one) + 1)
+
+
+def test_client_that_never_reads_is_bounded_and_closed(gw):
+    # warm the workers up first: the baseline includes what serving costs
+    for _ in range(4):
+        echo_works(gw)
+    time.sleep(0.3)
+    baseline = rss_kb(gw)
+    s = opened(gw, rcvbuf=64 * 1024)
+    s.setblocking(False)
+    block = echo_requests(1 << 20)
+    sent, peak, stalled_at, closed_at = 0, baseline, None, None
+    deadline = time.time() + 30
+    while sent < 64 << 20 and time.time() < deadline:
+        peak = max(peak, rss_kb(gw))
+        _, w, _ = select.select([], [s], [], 0.2)
+        if not w:
+            stalled_at = stalled_at or time.time()
+            if time.time() - stalled_at > 8:
+                break
+            continue
+        try:
+            sent += s.send(block[sent % len(block):])
+            stalled_at = None
+        except BlockingIOError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            closed_at = time.time()
+            break
+    if closed_at is None:
+        # the server stopped reading: the socket must go within send_timeout (2s)
+        t0 = time.time()
+        while time.time() - t0 < 8:
+            peak = max(peak, rss_kb(gw))
+            try:
+                s.send(b"\x81")
+            except BlockingIOError:
+                time.sleep(0.1)
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed_at = time.time()
+                break
+    s.close()
+    print("\nclient that never reads: sent %.1f MB; RSS %d KB before, %d KB peak"
+          % (sent / 1048576.0, baseline, peak))
+    assert closed_at is not None, "the socket was not closed"
+    assert sent < 48 << 20, "the server kept reading frames it could not answer"
+    assert peak < baseline + 40 * 1024, (baseline, peak)
+    time.sleep(1.5)  # the heap trim is at most once a second
+    after = rss_kb(gw)
+    print("RSS after: %d KB" % after)
+    assert after < baseline + 30 * 1024, (baseline, after)
+    metrics = Http(gw.admin_port).request("GET", "/metrics")[2].decode()
+    assert re.search(r"^portico_ws_slow_consumers_total [1-9]", metrics, re.M), metrics
+    echo_works(gw)
+
+
+def test_paused_client_gets_every_reply_once_it_reads(gw):
+    """Reads stop and start again: nothing is lost on the way."""
+    n = 3000
+    frames = b"".join(fast_frame(json.dumps({"service": "demo.echo", "request_id": i,
+                                             "data": {"pad": "y" * 700}}).encode())
+                      for i in range(n))
+    s = opened(gw, rcvbuf=64 * 1024)
+    t = threading.Thread(target=s.sendall, args=(frames,))
+    t.start()
+    time.sleep(0.5)  # replies pile up past max_output (1MB): the server pauses
+    seen = set()
+    s.settimeout(10)
+    while len(seen) < n:
+        op, payload = read_frame(s)
+        if op == 1:
+            seen.add(json.loads(payload)["request_id"])
+    t.join(10)
+    assert seen == set(range(n))
+    s.sendall(frame(8, b"\x03\xe8"))
+    assert close_code(s) == 1000
+
+
+def metric(gw, name):
+    text = Http(gw.admin_port).request("GET", "/metrics")[2].decode()
+    m = re.search(r"^%s (\d+)" % re.escape(name), text, re.M)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_push_to_a_slow_consumer_drops_it(gw):
+    before = metric(gw, "portico_ws_slow_consumers_total")
+    slow = opened(gw, "/ws-push", rcvbuf=32 * 1024)  # reads nothing from here on
+    st, _, body = gw.http().post("/gateway/test.push", {"count": 300, "size": 65536})
+    assert st == 200, body
+    # the consumer is gone: what the kernel held comes, then the end
+    slow.settimeout(10)
+    got, ended = 0, False
+    t0 = time.time()
+    while time.time() - t0 < 20:
+        try:
+            chunk = slow.recv(1 << 20)
+        except ConnectionResetError:
+            ended = True
+            break
+        if not chunk:
+            ended = True
+            break
+        got += len(chunk)
+    assert ended, "the slow consumer was not dropped"
+    assert got < 300 * 65536 // 2, "most of the pushes were buffered for it"
+    deadline = time.time() + 5
+    while metric(gw, "portico_ws_slow_consumers_total") <= before:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    # a consumer that keeps up still gets pushes
+    fresh = opened(gw, "/ws-push")
+    st, _, _ = gw.http().post("/gateway/test.push", {"count": 3, "size": 100})
+    assert st == 200
+    for _ in range(3):
+        op, payload = read_frame(fresh)
+        assert op == 1 and payload == b"p" * 100
+    fresh.close()
+    echo_works(gw)
