@@ -2,6 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_log.h"
 #include "pt_bus.h"
+#include "pt_field.h"
 #include "pt_lua.h"
 #include "pt_proxy.h"
 #include "pt_ratelimit.h"
@@ -99,6 +100,8 @@ const char *pt_http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }
@@ -108,10 +111,9 @@ const char *pt_http_reason(int status)
 
 static void pt__free(pt_conn_t *c)
 {
-    pt_buf_free(&c->head);
+    pt_http_parser_free(&c->req);
     pt_buf_free(&c->body);
     pt_buf_free(&c->pending);
-    free(c->headers);
     free(c);
 }
 
@@ -205,100 +207,56 @@ static void pt__timer_off(pt_conn_t *c)
     c->deadline = 0;
 }
 
-/* ---- parser callbacks ---- */
+/* ---- the request, as pt_http_parser hands it over ---- */
 
-static int pt__limit(pt_conn_t *c)
+/* The body's time-out: body_timeout between two reads, and the whole body
+ * by c->body_due (server.body_deadline), so a body dribbled a byte at a time
+ * cannot hold a connection for ever. */
+static void pt__body_timer(pt_conn_t *c)
 {
-    if (c->head.len > c->w->cfg->max_header_bytes) {
-        c->error_status = 431;
-        return -1;
+    uint64_t ms = c->w->cfg->body_timeout_ms;
+    if (c->body_due) {
+        uint64_t now = uv_now(&c->w->loop);
+        uint64_t left = c->body_due > now ? c->body_due - now : 0;
+        if (left < ms) ms = left;
     }
-    return 0;
+    pt__timer(c, ms);
 }
 
-static int pt__on_message_begin(llhttp_t *p)
+/* The body is being read from now on. */
+static void pt__body_begins(pt_conn_t *c)
 {
-    pt_conn_t *c = p->data;
+    uint64_t d = c->w->cfg->body_deadline_ms;
+    c->state = PT_CONN_BODY;
+    c->body_due = d ? uv_now(&c->w->loop) + d : 0;
+    pt__body_timer(c);
+}
+
+static void pt__on_begin(pt_http_parser_t *p)
+{
+    pt_conn_t *c = p->ud;
     c->state = PT_CONN_HEAD;
-    c->head.len = 0;
-    c->url_len = 0;
-    c->n_headers = 0;
     c->body.len = 0;
-    c->in_header_field = 0;
+    c->body_due = 0;
     c->cid[0] = '\0';
     c->channel_name = NULL;
     c->service[0] = '\0';
     c->username[0] = '\0';
     c->started_ns = 0;
     c->proxied = 0;
-    pt__timer(c, c->w->cfg->header_timeout_ms);
-    return 0;
-}
-
-static int pt__on_url(llhttp_t *p, const char *at, size_t len)
-{
-    pt_conn_t *c = p->data;
-    if (pt_buf_append(&c->head, at, len) != 0) return -1;
-    c->url_len += (uint32_t)len;
-    return pt__limit(c);
-}
-
-static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    pt_conn_t *c = p->data;
-    if (!c->in_header_field) {
-        if (c->n_headers == c->cap_headers) {
-            size_t cap = c->cap_headers ? c->cap_headers * 2 : 16;
-            pt_http_header_t *h = realloc(c->headers, cap * sizeof *h);
-            if (!h) return -1;
-            c->headers = h;
-            c->cap_headers = cap;
-        }
-        pt_http_header_t *h = &c->headers[c->n_headers++];
-        memset(h, 0, sizeof *h);
-        h->name_off = (uint32_t)c->head.len;
-        c->in_header_field = 1;
-    }
-    if (pt_buf_append(&c->head, at, len) != 0) return -1;
-    c->headers[c->n_headers - 1].name_len += (uint32_t)len;
-    return pt__limit(c);
-}
-
-static int pt__on_header_field_complete(llhttp_t *p)
-{
-    pt_conn_t *c = p->data;
-    c->in_header_field = 0;
-    c->headers[c->n_headers - 1].value_off = (uint32_t)c->head.len;
-    return 0;
-}
-
-static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    pt_conn_t *c = p->data;
-    if (pt_buf_append(&c->head, at, len) != 0) return -1;
-    c->headers[c->n_headers - 1].value_len += (uint32_t)len;
-    return pt__limit(c);
-}
-
-static int pt__header_is(pt_conn_t *c, const pt_http_header_t *h, const char *name)
-{
-    size_t n = strlen(name);
-    return h->name_len == n && strncasecmp(c->head.data + h->name_off, name, n) == 0;
-}
-
-static const pt_http_header_t *pt__find_header(pt_conn_t *c, const char *name)
-{
-    for (size_t i = 0; i < c->n_headers; i++)
-        if (pt__header_is(c, &c->headers[i], name)) return &c->headers[i];
-    return NULL;
+    /* the head has one deadline from its first byte; the first request's
+     * runs from the accept (no idle time before it) */
+    if (c->served) pt__timer(c, c->w->cfg->header_timeout_ms);
 }
 
 const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len)
 {
-    const pt_http_header_t *h = pt__find_header(c, name);
-    if (!h) return NULL;
-    *len = h->value_len;
-    return c->head.data + h->value_off;
+    return pt_http_parser_header(&c->req, name, len);
+}
+
+static int pt__header_is(pt_conn_t *c, const pt_http_header_t *h, const char *name)
+{
+    return pt_http_parser_header_is(&c->req, h, name, strlen(name));
 }
 
 static void pt__on_continue_written(uv_write_t *req, int status)
@@ -324,32 +282,36 @@ static int pt__proxied(pt_conn_t *c)
     return rc == 0 && m.channel->type == PT_CHANNEL_HTTP_PROXY;
 }
 
-static int pt__on_headers_complete(llhttp_t *p)
+static int pt__on_head(pt_http_parser_t *p)
 {
-    pt_conn_t *c = p->data;
+    pt_conn_t *c = p->ud;
+    llhttp_t *lp = &p->parser;
     const pt_config_t *cfg = c->w->cfg;
-    const pt_http_header_t *h = pt__find_header(c, "x-correlation-id");
-    if (h && pt_cid_valid(c->head.data + h->value_off, h->value_len)) {
-        memcpy(c->cid, c->head.data + h->value_off, h->value_len);
-        c->cid[h->value_len] = '\0';
+    size_t len = 0;
+    const char *v = pt_http_header(c, "x-correlation-id", &len);
+    if (v && pt_cid_valid(v, len)) {
+        memcpy(c->cid, v, len);
+        c->cid[len] = '\0';
     } else {
         pt_cid_new(c->cid);
     }
+    if (p->close_after) c->close_after = 1;
     c->proxied = pt__proxied(c);
-    if (!c->proxied && (p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes) {
-        c->error_status = 413;
-        return -1;
+    if (!c->proxied && (lp->flags & F_CONTENT_LENGTH) && lp->content_length > cfg->max_body_bytes) {
+        p->error_msg = "the request body is larger than the limit";
+        return 413;
     }
     /* no protocol switch here (a proxied one goes to the target): answer, then close */
-    if (p->upgrade) c->close_after = 1;
-    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
-    h = pt__find_header(c, "expect");
-    if (h) {
-        if (h->value_len != 12 || strncasecmp(c->head.data + h->value_off, "100-continue", 12)) {
-            c->error_status = 417;
-            return -1;
+    if (lp->upgrade) c->close_after = 1;
+    int has_body =
+        (lp->flags & F_CHUNKED) || ((lp->flags & F_CONTENT_LENGTH) && lp->content_length);
+    v = pt_http_header(c, "expect", &len);
+    if (v) {
+        if (len != 12 || strncasecmp(v, "100-continue", 12)) {
+            p->error_msg = "only 'Expect: 100-continue' is supported";
+            return 417;
         }
-        if (has_body && p->http_major == 1 && p->http_minor == 1) {
+        if (has_body && lp->http_major == 1 && lp->http_minor == 1) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             uv_write_t *req = malloc(sizeof *req);
             uv_buf_t buf = uv_buf_init((char *)cont, sizeof cont - 1);
@@ -361,27 +323,30 @@ static int pt__on_headers_complete(llhttp_t *p)
         /* parsing waits here until a target is connected (pt_http_release) */
         pt__timer_off(c);
         c->state = PT_CONN_HELD;
-        return HPE_PAUSED;
+        return PT_HTTP_PARSER_HOLD;
     }
-    c->state = PT_CONN_BODY;
-    pt__timer(c, cfg->body_timeout_ms);
+    pt__body_begins(c);
     return 0;
 }
 
-static int pt__on_body(llhttp_t *p, const char *at, size_t len)
+static int pt__on_body(pt_http_parser_t *p, const char *at, size_t len)
 {
-    pt_conn_t *c = p->data;
+    pt_conn_t *c = p->ud;
     if (c->proxied) return c->proxy ? pt_proxy_body(c, at, len) : 0;
     if (c->body.len + len > c->w->cfg->max_body_bytes) {
-        c->error_status = 413;
-        return -1;
+        p->error_msg = "the request body is larger than the limit";
+        return 413;
     }
-    return pt_buf_append(&c->body, at, len);
+    if (pt_buf_append(&c->body, at, len) != 0) {
+        p->error_msg = "out of memory";
+        return 500;
+    }
+    return 0;
 }
 
-static int pt__on_message_complete(llhttp_t *p)
+static void pt__on_done(pt_http_parser_t *p)
 {
-    pt_conn_t *c = p->data;
+    pt_conn_t *c = p->ud;
     pt__timer_off(c);
     c->state = PT_CONN_HANDLE;
     if (c->proxied) {
@@ -389,18 +354,13 @@ static int pt__on_message_complete(llhttp_t *p)
     } else {
         c->started_ns = uv_hrtime();
     }
-    return HPE_PAUSED;
 }
 
-static const llhttp_settings_t pt__settings = {
-    .on_message_begin = pt__on_message_begin,
-    .on_url = pt__on_url,
-    .on_header_field = pt__on_header_field,
-    .on_header_field_complete = pt__on_header_field_complete,
-    .on_header_value = pt__on_header_value,
-    .on_headers_complete = pt__on_headers_complete,
+static const pt_http_parser_ops_t pt__parser_ops = {
+    .on_begin = pt__on_begin,
+    .on_head = pt__on_head,
     .on_body = pt__on_body,
-    .on_message_complete = pt__on_message_complete,
+    .on_done = pt__on_done,
 };
 
 /* ---- reading ---- */
@@ -434,13 +394,14 @@ static void pt__read_off(pt_conn_t *c)
 /* Parses data. from_pending: data lies in c->pending at pending_off. */
 static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pending)
 {
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-    if (err == HPE_OK) {
+    size_t used = 0;
+    c->req.max_header_bytes = c->w->cfg->max_header_bytes; /* a reload may change it */
+    int rc = pt_http_parser_execute(&c->req, data, len, &used);
+    if (rc == PT_HTTP_PARSER_MORE) {
         if (from_pending) c->pending.len = c->pending_off = 0;
         return;
     }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    if (rc == PT_HTTP_PARSER_DONE || rc == PT_HTTP_PARSER_HELD) {
         if (from_pending) {
             c->pending_off += used;
         } else if (used < len) {
@@ -453,15 +414,11 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
     }
     pt__read_off(c);
     pt__timer_off(c);
-    int status = c->error_status ? c->error_status : 400;
-    const char *msg = status == 413   ? "the request body is larger than the limit"
-                      : status == 431 ? "the request headers are larger than the limit"
-                      : status == 417 ? "only 'Expect: 100-continue' is supported"
-                                      : NULL;
+    int status = c->req.error_status ? c->req.error_status : 400;
+    const char *msg = c->req.error_msg ? c->req.error_msg : "malformed HTTP request";
     char why[160];
-    if (!msg) {
-        snprintf(why, sizeof why, "malformed HTTP request: %s",
-                 llhttp_get_error_reason(&c->parser));
+    if (status == 400) {
+        snprintf(why, sizeof why, "malformed HTTP request: %s", msg);
         msg = why;
     }
     if (!c->cid[0]) pt_cid_new(c->cid);
@@ -504,7 +461,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->pending.len - c->pending_off > PT__PENDING_MAX) pt__read_off(c);
         return;
     }
-    if (c->state == PT_CONN_BODY) pt__timer(c, c->w->cfg->body_timeout_ms);
+    if (c->state == PT_CONN_BODY) pt__body_timer(c);
     pt__feed(c, buf->base, (size_t)nread, 0);
 }
 
@@ -528,7 +485,7 @@ static void pt__next_request(pt_conn_t *c)
 {
     c->served++;
     c->state = PT_CONN_WAIT;
-    llhttp_resume(&c->parser);
+    pt_http_parser_resume(&c->req);
     if (c->pending.len > c->pending_off) {
         pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
         if (c->state == PT_CONN_HANDLE || c->closing) return;
@@ -610,9 +567,29 @@ static char *pt__put_uint(char *o, uint64_t v)
     return o + pt_u64_digits(v, o);
 }
 
+/* Writes the response: the one place response headers are made. What a
+ * service or a bus reply hands over (the content type, the extra
+ * "Name: value\r\n" lines) is checked first: a CR, LF or NUL there would
+ * add headers or split the response. A bad one is answered with refused (500
+ * for a service, 502 for a bus reply) and a JSON error instead; refused 0:
+ * the headers are our own (an error answer), and are dropped if bad. */
 static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char *extra,
-                        size_t extra_len, const char *body, size_t body_len)
+                        size_t extra_len, const char *body, size_t body_len, int refused)
 {
+    if ((ctype && !pt_field_value(ctype, strlen(ctype))) ||
+        (extra_len && !pt_field_lines(extra, extra_len))) {
+        if (refused) {
+            /* the log line names no byte of it: pt__send_error logs the cid */
+            pt__send_error(c, refused,
+                           refused == 502 ? "the bus reply's content type is not a valid header"
+                                          : "the service's response headers are not valid "
+                                            "(a control character or a bad name)",
+                           NULL);
+            return;
+        }
+        extra = NULL;
+        extra_len = 0;
+    }
     pt__observe(c, status, body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
     /* answered before the whole request was read: the rest cannot be parsed */
@@ -704,12 +681,15 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
     pt_buf_json_escape(&b, msg, strlen(msg));
     pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->cid);
-    if (status >= 500)
+    /* 501 and 505 answer what the client sent (a transfer coding, a
+     * version): not the gateway's failure */
+    if (status >= 500 && status != 501 && status != 505)
         pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg, strlen(msg));
     else
         pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
     if (b.data)
-        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data, b.len);
+        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data, b.len,
+                    0);
     else
         pt_http_close(c);
     pt_buf_free(&b);
@@ -806,16 +786,15 @@ void pt_http_reading(pt_conn_t *c, int on)
         return;
     }
     c->hold_reads = 0;
-    if (c->state == PT_CONN_BODY) pt__timer(c, c->w->cfg->body_timeout_ms);
+    if (c->state == PT_CONN_BODY) pt__body_timer(c);
     if (pt__read_on(c) != 0) pt_http_close(c);
 }
 
 void pt_http_release(pt_conn_t *c)
 {
     if (c->closing || c->state != PT_CONN_HELD) return;
-    c->state = PT_CONN_BODY;
-    pt__timer(c, c->w->cfg->body_timeout_ms);
-    llhttp_resume(&c->parser);
+    pt__body_begins(c);
+    pt_http_parser_resume(&c->req);
     /* fed even when nothing is pending: a request without a body ends here */
     if (c->pending.len > c->pending_off)
         pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
@@ -844,7 +823,7 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     pt_conn_t *c = ud;
     if (!pt__answer_due(c)) return;
     pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
-                res->body_len);
+                res->body_len, 500);
 }
 
 static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
@@ -854,7 +833,7 @@ static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
     if (res->error)
         pt__send_error(c, res->status, res->error, NULL);
     else
-        pt__respond(c, res->status, res->content_type, NULL, 0, res->body, res->body_len);
+        pt__respond(c, res->status, res->content_type, NULL, 0, res->body, res->body_len, 502);
 }
 
 /* An amqp_bus request: published without Lua, answered from the reply. */
@@ -925,7 +904,7 @@ static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, s
                       pt_security_result_t *res)
 {
     char token[2048];
-    pt_security_request_t req = {.header = pt__sec_header, .ud = c};
+    pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = &c->tcp};
     if (ch->ws_token_param) {
         long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
         if (n > 0 && !memchr(token, '\0', (size_t)n)) {
@@ -1111,14 +1090,12 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
         pt_http_close(c);
         return;
     }
-    if (w->n_conns > w->max_conns || w->draining) {
-        pt_log_warn("connection refused: %zu open, the limit is %zu", w->n_conns - 1, w->max_conns);
+    if (w->draining || pt_worker_conn_admit(w, c) != 0) {
         pt_http_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    llhttp_init(&c->parser, HTTP_REQUEST, &pt__settings);
-    c->parser.data = c;
+    pt_http_parser_init(&c->req, &pt__parser_ops, c, w->cfg->max_header_bytes);
     c->state = PT_CONN_WAIT;
     pt__timer(c, w->cfg->header_timeout_ms);
     if (pt__read_on(c) != 0) pt_http_close(c);

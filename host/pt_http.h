@@ -1,21 +1,21 @@
-/* pt_http: HTTP/1.1 connections on llhttp. One request at a time per
- * connection: parsing pauses at the end of each request and resumes after its
- * response is written, so pipelined requests are answered in order. Limits:
- * header bytes (431), body bytes (413), header/body time-outs (408), idle
- * keep-alive time-out (close). Every error is a JSON body with the cid. */
+/* pt_http: HTTP/1.1 connections. One request at a time per connection:
+ * parsing (pt_http_parser: llhttp and the gate's rules on the request's
+ * syntax) pauses at the end of each request and resumes after its response
+ * is written, so pipelined requests are answered in order. Limits: header
+ * bytes (431), body bytes (413), the head and the body each within a
+ * deadline and the body's reads within body_timeout of each other (408),
+ * idle keep-alive time-out (close), max_connections for the process. Every
+ * error is a JSON body with the cid; every response header a service or a
+ * bus hands over is checked before it is written (500/502 when bad). */
 #ifndef PT_HTTP_H
 #define PT_HTTP_H
 
 #include "pt_worker.h"
+#include "pt_http_parser.h"
 #include "pt_util.h"
 
 #include <llhttp.h>
 #include <uv.h>
-
-typedef struct {
-    uint32_t name_off, name_len;
-    uint32_t value_off, value_len;
-} pt_http_header_t;
 
 typedef enum {
     PT_CONN_WAIT = 0, /* no byte of the next request yet */
@@ -34,23 +34,26 @@ struct pt_conn_s {
     int handles_open;
     pt_worker_t *w;
     pt_conn_t *prev, *next;
-    llhttp_t parser;
+    /* The request parser; its public fields are named here too (c->parser,
+     * c->head, c->url_len, c->headers, c->n_headers: see pt_http_parser.h). */
+    union {
+        pt_http_parser_t req;
+        struct {
+            PT_HTTP_PARSER_FIELDS
+        };
+    };
     pt_conn_state_t state;
     unsigned served;    /* requests answered on this connection */
     int closing;        /* uv_close called */
+    int admitted;       /* counts against max_connections (pt_worker_conn_admit) */
     int reading;        /* uv_read_start is in effect */
     int write_depth;    /* responses written synchronously on this stack */
     uint64_t deadline;  /* loop time the current time-out ends; 0: none */
+    uint64_t body_due;  /* loop time the whole body must be in by; 0: no limit */
     uint64_t timer_due; /* loop time the libuv timer fires; 0: not armed */
     int in_service;     /* a service holds this request (done callback pending) */
     int dead;           /* handles closed while in_service: freed by the callback */
     int close_after;    /* close once the current response is written */
-    int error_status;   /* set by a parser callback that refused the request */
-    int in_header_field;
-    pt_buf_t head; /* URL then header names and values; offsets below */
-    uint32_t url_len;
-    pt_http_header_t *headers;
-    size_t n_headers, cap_headers;
     pt_buf_t body;
     pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
@@ -58,8 +61,8 @@ struct pt_conn_s {
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
-    char username[256]; /* the authenticated user, "" when none */
-    struct pt_ws_s *ws; /* set once upgraded to a WebSocket */
+    char username[256];       /* the authenticated user, "" when none */
+    struct pt_ws_s *ws;       /* set once upgraded to a WebSocket */
     struct pt_proxy_s *proxy; /* the request is being proxied (pt_proxy) */
     int proxied;              /* this request goes to an http_proxy channel */
     char peer[48];            /* the client's address, found on first use ("" before) */

@@ -90,6 +90,10 @@ static inline void pt_metrics_inc(uint64_t *counter, int64_t delta)
     if (counter) __atomic_fetch_add(counter, (uint64_t)delta, __ATOMIC_RELAXED);
 }
 
+/* Client connections refused because max_connections were open (any
+ * worker thread adds with pt_metrics_inc; the scrape reads it). */
+extern uint64_t pt_metrics_connections_refused;
+
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;

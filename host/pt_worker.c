@@ -108,12 +108,6 @@ static void pt__on_check(uv_check_t *h)
     if (w->access_buf.len) pt_accesslog_flush(&w->access_buf);
 }
 
-static size_t pt__max_conns(const pt_worker_t *w)
-{
-    uint64_t n = (uint64_t)w->n_workers;
-    return (size_t)((w->cfg->max_connections + n - 1) / n);
-}
-
 static void pt__on_msg(uv_async_t *a)
 {
     pt_worker_t *w = a->data;
@@ -141,7 +135,6 @@ static void pt__on_msg(uv_async_t *a)
             w->snap = m->snap;
             w->cfg = m->snap->cfg;
             w->router = m->snap->router;
-            w->max_conns = pt__max_conns(w);
             pt_log_set_level(w->cfg->log_level);
             pt_upstreams_t *ups = pt_upstreams_new(&w->loop, w->snap, &w->metrics);
             if (ups) { /* exchanges in flight finish on the old set */
@@ -230,8 +223,44 @@ int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg)
     return pt__post(w, PT_WORKER_CALL, NULL, NULL, fn, arg, NULL, 0);
 }
 
+/* Process-wide: the workers' connections count against one limit. */
+static uint64_t pt__conns_open;
+static uint64_t pt__refused_unreported;
+static int64_t pt__refused_warned; /* the second of the last warning */
+
+uint64_t pt_worker_conns_open(void)
+{
+    return __atomic_load_n(&pt__conns_open, __ATOMIC_RELAXED);
+}
+
+int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c)
+{
+    uint64_t limit = w->cfg->max_connections;
+    uint64_t open = __atomic_add_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
+    if (open <= limit) {
+        c->admitted = 1;
+        return 0;
+    }
+    __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
+    pt_metrics_inc(&pt_metrics_connections_refused, 1);
+    __atomic_add_fetch(&pt__refused_unreported, 1, __ATOMIC_RELAXED);
+    /* a flood of refusals must not flood the log: one line a second at most,
+     * from whichever worker wins the second */
+    int64_t now = (int64_t)(uv_hrtime() / 1000000000u);
+    int64_t last = __atomic_load_n(&pt__refused_warned, __ATOMIC_RELAXED);
+    if (now != last && __atomic_compare_exchange_n(&pt__refused_warned, &last, now, 0,
+                                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        uint64_t n = __atomic_exchange_n(&pt__refused_unreported, 0, __ATOMIC_RELAXED);
+        pt_log_warn("connection refused: server.max_connections (%llu) are open; %llu refused "
+                    "since the last warning",
+                    (unsigned long long)limit, (unsigned long long)n);
+    }
+    return -1;
+}
+
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
 {
+    if (c->admitted) __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -288,7 +317,6 @@ static void pt__run(void *arg)
     pt__self = w;
     w->cfg = w->snap->cfg;
     w->router = w->snap->router;
-    w->max_conns = pt__max_conns(w);
     int rc = uv_loop_init(&w->loop);
     if (rc == 0) {
         uv_async_init(&w->loop, &w->stop_async, pt__on_stop);

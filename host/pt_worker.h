@@ -60,10 +60,9 @@ typedef struct pt_worker_s {
     char start_err[512];
     pt_lua_t *lua;
     struct pt_upstreams_s *upstreams; /* targets, pools and health of w->snap's upstreams */
-    pt_conn_t *conns; /* every open connection, doubly linked */
-    void *ws_list;    /* pt_ws's own list of upgraded connections */
+    pt_conn_t *conns;                 /* every open connection, doubly linked */
+    void *ws_list;                    /* pt_ws's own list of upgraded connections */
     size_t n_conns;
-    size_t max_conns;
     int draining;
     int drain_expired;    /* drain_timeout passed: stop waiting for tasks */
     size_t tasks;         /* service calls that hold no connection (AMQP deliveries) */
@@ -119,6 +118,17 @@ void pt_worker_join(pt_worker_t *w);
 
 /* Resolves host:port into addr; returns 0 or -1. */
 int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr);
+
+/* A client connection was accepted on w: admits it (returns 0) while fewer
+ * than server.max_connections are open in the whole process (one atomic
+ * counter all workers share, so the figure is the config's, not a split of
+ * it per worker), else refuses it (returns -1): counted in
+ * portico_connections_refused_total and warned of at most once a second.
+ * An admitted connection sets c->admitted; pt_worker_conn_closed lets it go. */
+int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c);
+
+/* The connections open in the process now (admitted, not yet closed). */
+uint64_t pt_worker_conns_open(void);
 
 /* Called by pt_http when a connection is gone (after its handles closed). */
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c);

@@ -321,7 +321,7 @@ def test_malformed_http_is_400_and_close(gw):
     for raw in (b"GARBAGE\r\n\r\n",
                 b"POST /api/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
                 b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",
-                b"GET /api/echo HTTP/9.9\r\n\r\n",
+                b"GET /api/echo HTTP/1.x\r\n\r\n",
                 b"POST /api/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"):
         s = gw.raw()
         s.sendall(raw)

@@ -1,0 +1,572 @@
+#include "pt_http_parser.h"
+#include "pt_field.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* What the bytes not yet scanned are. llhttp pauses (a callback returns
+ * HPE_PAUSED) at each place the kind changes: the end of the head, of a
+ * chunk-size line, of a chunk (data and CRLF, or trailers) and of the
+ * request, so every byte is scanned knowing what it is, and before the owner
+ * hears of anything that follows it. */
+enum {
+    PT__IDLE = 0, /* before a request: empty lines are skipped */
+    PT__HEAD,     /* request line and headers */
+    PT__SIZE,     /* a chunk-size line (extensions included) */
+    PT__DATA,     /* chunk data (passed by on_body) and its CRLF */
+    PT__TRAILER,  /* the trailer section and its empty line */
+    PT__BODY,     /* a Content-Length body, or nothing */
+    PT__UPGRADED, /* after a request with Upgrade: no more parsing */
+};
+
+/* the event a callback paused llhttp for */
+enum { PT__EV_NONE = 0, PT__EV_HEAD, PT__EV_CHUNK, PT__EV_CHUNK_END, PT__EV_DONE };
+
+/* chunk-size line bytes free of charge ("ffffffff\r\n"); the rest counts */
+#define PT__CHUNK_LINE_FREE 10
+
+/* Records why the request is refused (the first reason wins); returns -1,
+ * which is also PT_HTTP_PARSER_ERROR. */
+static int pt__fail(pt_http_parser_t *p, int status, const char *msg)
+{
+    if (!p->error_status) {
+        p->error_status = status;
+        p->error_msg = msg;
+    }
+    return -1;
+}
+
+static int pt__limit(pt_http_parser_t *p)
+{
+    /* memory: what is stored, plus a line's framing per header */
+    if (p->head.len + 4 * (uint64_t)p->n_headers > p->max_header_bytes)
+        return pt__fail(p, 431, "the request headers are larger than the limit");
+    return 0;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int pt__on_message_begin(llhttp_t *lp)
+{
+    pt_http_parser_t *p = lp->data;
+    p->head.len = 0;
+    p->url_len = 0;
+    p->n_headers = 0;
+    p->authority_off = p->authority_len = 0;
+    p->trailer_name_len = 0;
+    p->meta = p->ext = p->chunk_line = 0;
+    p->in_field = 0;
+    p->has_version = 0;
+    p->line_start = 0;
+    p->after_cr = 0;
+    p->crlf_seen = 0;
+    p->lines = 0;
+    p->version_len = 0;
+    p->close_after = 0;
+    if (p->ops->on_begin) p->ops->on_begin(p);
+    return 0;
+}
+
+static int pt__on_url(llhttp_t *lp, const char *at, size_t len)
+{
+    pt_http_parser_t *p = lp->data;
+    if (pt_buf_append(&p->head, at, len) != 0) return pt__fail(p, 500, "out of memory");
+    p->url_len += (uint32_t)len;
+    return pt__limit(p);
+}
+
+static void pt__reverse(char *s, size_t n)
+{
+    for (size_t i = 0, j = n; i + 1 < j; i++, j--) {
+        char t = s[i];
+        s[i] = s[j - 1];
+        s[j - 1] = t;
+    }
+}
+
+/* An absolute-form target (RFC 9112 §3.2.2) becomes its path and query, and
+ * its authority is kept after it in head for Host. Only the target is in
+ * head yet, so the bytes are rotated in place: no copy, no allocation. */
+static int pt__on_url_complete(llhttp_t *lp)
+{
+    pt_http_parser_t *p = lp->data;
+    char *u = p->head.data;
+    size_t n = p->url_len, scheme;
+    if (n == 0 || u[0] == '/' || lp->method == HTTP_CONNECT) return 0;
+    if (n == 1 && u[0] == '*') return 0; /* asterisk form: the router answers */
+    if (n > 7 && strncasecmp(u, "http://", 7) == 0)
+        scheme = 7;
+    else if (n > 8 && strncasecmp(u, "https://", 8) == 0)
+        scheme = 8;
+    else
+        return pt__fail(p, 400, "the request target is neither a path nor an http(s) URI");
+    size_t a = scheme;
+    while (a < n && u[a] != '/' && u[a] != '?' && u[a] != '#')
+        a++;
+    if (!pt_field_host(u + scheme, a - scheme))
+        return pt__fail(p, 400, "the request target's authority is not a valid host");
+    size_t lead = a, rest = n - a;
+    pt__reverse(u, lead);
+    pt__reverse(u + lead, rest);
+    pt__reverse(u, n); /* u: rest, scheme, authority */
+    if (rest == 0 || u[0] != '/') {
+        /* "http://h" or "http://h?q": the path is "/" (the scheme's first byte goes) */
+        memmove(u + 1, u, rest);
+        u[0] = '/';
+        rest++;
+    }
+    p->url_len = (uint32_t)rest;
+    p->authority_off = (uint32_t)(n - (a - scheme));
+    p->authority_len = (uint32_t)(a - scheme);
+    return 0;
+}
+
+static int pt__on_version(llhttp_t *lp, const char *at, size_t len)
+{
+    pt_http_parser_t *p = lp->data;
+    for (size_t i = 0; i < len && p->version_len < sizeof p->version; i++)
+        p->version[p->version_len++] = at[i];
+    return 0;
+}
+
+static int pt__on_version_complete(llhttp_t *lp)
+{
+    pt_http_parser_t *p = lp->data;
+    p->has_version = 1;
+    return 0;
+}
+
+static int pt__in_trailers(const pt_http_parser_t *p)
+{
+    return p->mode != PT__HEAD;
+}
+
+static int pt__on_header_field(llhttp_t *lp, const char *at, size_t len)
+{
+    pt_http_parser_t *p = lp->data;
+    if (pt__in_trailers(p)) {
+        /* never stored: checked piece by piece (a token is tchars) */
+        if (len && !pt_field_token(at, len))
+            return pt__fail(p, 400, "a trailer field name is not a token");
+        p->trailer_name_len += (uint32_t)len;
+        p->in_field = 1;
+        return 0;
+    }
+    if (!p->in_field) {
+        if (p->n_headers == p->cap_headers) {
+            size_t cap = p->cap_headers ? p->cap_headers * 2 : 16;
+            pt_http_header_t *h = realloc(p->headers, cap * sizeof *h);
+            if (!h) return pt__fail(p, 500, "out of memory");
+            p->headers = h;
+            p->cap_headers = cap;
+        }
+        pt_http_header_t *h = &p->headers[p->n_headers++];
+        memset(h, 0, sizeof *h);
+        h->name_off = (uint32_t)p->head.len;
+        p->in_field = 1;
+    }
+    if (pt_buf_append(&p->head, at, len) != 0) return pt__fail(p, 500, "out of memory");
+    p->headers[p->n_headers - 1].name_len += (uint32_t)len;
+    return pt__limit(p);
+}
+
+static int pt__on_header_field_complete(llhttp_t *lp)
+{
+    pt_http_parser_t *p = lp->data;
+    if (pt__in_trailers(p)) {
+        if (p->trailer_name_len == 0) return pt__fail(p, 400, "a trailer field has no name");
+        p->trailer_name_len = 0;
+        p->in_field = 0;
+        return 0;
+    }
+    if (!p->in_field) { /* an empty name: llhttp may not call on_header_field */
+        int rc = pt__on_header_field(lp, "", 0);
+        if (rc) return rc;
+    }
+    p->in_field = 0;
+    pt_http_header_t *h = &p->headers[p->n_headers - 1];
+    /* "Host : x" reaches here as the name "Host ": not a token, so refused */
+    if (!pt_field_token(p->head.data + h->name_off, h->name_len))
+        return pt__fail(p, 400, "a header name is not a token (RFC 9110 §5.1)");
+    h->value_off = (uint32_t)p->head.len;
+    return 0;
+}
+
+static int pt__on_header_value(llhttp_t *lp, const char *at, size_t len)
+{
+    pt_http_parser_t *p = lp->data;
+    if (pt__in_trailers(p)) {
+        if (!pt_field_value(at, len))
+            return pt__fail(p, 400, "a trailer field value has a control character");
+        return 0;
+    }
+    if (pt_buf_append(&p->head, at, len) != 0) return pt__fail(p, 500, "out of memory");
+    p->headers[p->n_headers - 1].value_len += (uint32_t)len;
+    return pt__limit(p);
+}
+
+static int pt__on_header_value_complete(llhttp_t *lp)
+{
+    pt_http_parser_t *p = lp->data;
+    if (pt__in_trailers(p)) return 0;
+    pt_http_header_t *h = &p->headers[p->n_headers - 1];
+    const char *v = p->head.data ? p->head.data + h->value_off : "";
+    while (h->value_len && (v[h->value_len - 1] == ' ' || v[h->value_len - 1] == '\t'))
+        h->value_len--; /* trailing OWS is not part of the value (RFC 9110 §5.5) */
+    if (!pt_field_value(v, h->value_len))
+        return pt__fail(p, 400, "a header value has a control character");
+    return 0;
+}
+
+static int pt__pause(pt_http_parser_t *p, int ev)
+{
+    p->event = ev;
+    return HPE_PAUSED;
+}
+
+static int pt__on_headers_complete(llhttp_t *lp)
+{
+    return pt__pause(lp->data, PT__EV_HEAD);
+}
+
+static int pt__on_chunk_header(llhttp_t *lp)
+{
+    return pt__pause(lp->data, PT__EV_CHUNK);
+}
+
+static int pt__on_chunk_complete(llhttp_t *lp)
+{
+    return pt__pause(lp->data, PT__EV_CHUNK_END);
+}
+
+static int pt__scan(pt_http_parser_t *p, const char *s, const char *e);
+
+static int pt__on_body(llhttp_t *lp, const char *at, size_t len)
+{
+    pt_http_parser_t *p = lp->data;
+    /* what came before the data is framing: checked before the data goes on */
+    if (p->scan && p->scan < at && pt__scan(p, p->scan, at) != 0) return -1;
+    p->scan = at + len;
+    int rc = p->ops->on_body ? p->ops->on_body(p, at, len) : 0;
+    if (rc) return pt__fail(p, rc, p->error_msg ? p->error_msg : "the request body is refused");
+    return 0;
+}
+
+static int pt__on_message_complete(llhttp_t *lp)
+{
+    return pt__pause(lp->data, PT__EV_DONE);
+}
+
+static const llhttp_settings_t pt__settings = {
+    .on_message_begin = pt__on_message_begin,
+    .on_url = pt__on_url,
+    .on_url_complete = pt__on_url_complete,
+    .on_version = pt__on_version,
+    .on_version_complete = pt__on_version_complete,
+    .on_header_field = pt__on_header_field,
+    .on_header_field_complete = pt__on_header_field_complete,
+    .on_header_value = pt__on_header_value,
+    .on_header_value_complete = pt__on_header_value_complete,
+    .on_headers_complete = pt__on_headers_complete,
+    .on_chunk_header = pt__on_chunk_header,
+    .on_chunk_complete = pt__on_chunk_complete,
+    .on_body = pt__on_body,
+    .on_message_complete = pt__on_message_complete,
+};
+
+/* ---- the byte scan ---- */
+
+/* Lines of the head and of the trailers: CRLF only, no obs-fold, and the
+ * request line carries a version. Counted against max_header_bytes. */
+static int pt__scan_lines(pt_http_parser_t *p, const char *s, const char *e)
+{
+    p->meta += (uint64_t)(e - s);
+    if (p->meta > p->max_header_bytes)
+        return pt__fail(p, 431,
+                        p->mode == PT__HEAD ? "the request headers are larger than the limit"
+                                            : "the request trailers are larger than the limit");
+    for (; s < e; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (p->after_cr) {
+            if (ch != '\n') return pt__fail(p, 400, "a CR without LF in the request head");
+            p->after_cr = 0;
+            p->line_start = 1;
+            if (p->lines++ == 0 && p->mode == PT__HEAD && !p->has_version)
+                return pt__fail(p, 400, "the request line has no HTTP version");
+            continue;
+        }
+        if (ch == '\r') {
+            p->after_cr = 1;
+        } else if (ch == '\n') {
+            return pt__fail(p, 400, "a line of the request head ends in LF without CR");
+        } else if (p->line_start && (ch == ' ' || ch == '\t')) {
+            return pt__fail(p, 400, "obsolete line folding in the request head");
+        }
+        p->line_start = 0;
+    }
+    return 0;
+}
+
+/* A chunk-size line: CRLF only; its bytes past the first few (extensions,
+ * leading zeros) count against max_header_bytes for the whole request, so a
+ * line of megabytes is refused early (the CVE-2024-22019 class). */
+static int pt__scan_size(pt_http_parser_t *p, const char *s, const char *e)
+{
+    uint64_t n = (uint64_t)(e - s);
+    if (p->chunk_line + n > PT__CHUNK_LINE_FREE)
+        p->ext +=
+            p->chunk_line >= PT__CHUNK_LINE_FREE ? n : p->chunk_line + n - PT__CHUNK_LINE_FREE;
+    p->chunk_line += n;
+    if (p->ext > p->max_header_bytes)
+        return pt__fail(p, 413, "the chunk extensions are larger than the limit");
+    for (; s < e; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (p->after_cr && ch != '\n') return pt__fail(p, 400, "a CR without LF in a chunk size");
+        if (ch == '\n' && !p->after_cr)
+            return pt__fail(p, 400, "a chunk-size line ends in LF without CR");
+        p->after_cr = ch == '\r';
+    }
+    return 0;
+}
+
+/* llhttp 8.1 takes any two bytes after chunk data as its CRLF: a request
+ * smuggling risk when a proxy in front reads them differently. */
+static int pt__scan_crlf(pt_http_parser_t *p, const char *s, const char *e)
+{
+    for (; s < e; s++, p->crlf_seen++) {
+        char want = p->crlf_seen == 0 ? '\r' : p->crlf_seen == 1 ? '\n' : 0;
+        if (*s != want) return pt__fail(p, 400, "chunk data is not followed by CRLF");
+    }
+    return 0;
+}
+
+static int pt__scan(pt_http_parser_t *p, const char *s, const char *e)
+{
+    if (s >= e) return 0;
+    switch (p->mode) {
+    case PT__HEAD:
+    case PT__TRAILER:
+        return pt__scan_lines(p, s, e);
+    case PT__SIZE:
+        return pt__scan_size(p, s, e);
+    case PT__DATA:
+        return pt__scan_crlf(p, s, e);
+    default:
+        return 0;
+    }
+}
+
+/* ---- the head's rules ---- */
+
+static int pt__is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *name, size_t n)
+{
+    return h->name_len == n && strncasecmp(p->head.data + h->name_off, name, n) == 0;
+}
+
+int pt_http_parser_header_is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *name,
+                             size_t name_len)
+{
+    return pt__is(p, h, name, name_len);
+}
+
+const char *pt_http_parser_header(const pt_http_parser_t *p, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < p->n_headers; i++) {
+        const pt_http_header_t *h = &p->headers[i];
+        if (pt__is(p, h, name, n)) {
+            *len = h->value_len;
+            return p->head.data + h->value_off;
+        }
+    }
+    return NULL;
+}
+
+/* Version, framing and Host, once the whole head is in (RFC 9112 §2.3, §3.2,
+ * §6). Returns 0 or -1 with the error set. */
+static int pt__check_head(pt_http_parser_t *p)
+{
+    llhttp_t *lp = &p->parser;
+    if (!p->has_version) return pt__fail(p, 400, "the request line has no HTTP version");
+    if (lp->http_major != 1 || lp->http_minor > 1)
+        return pt__fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are supported");
+    const pt_http_header_t *host = NULL, *te = NULL;
+    int n_host = 0, n_te = 0, n_cl = 0;
+    for (size_t i = 0; i < p->n_headers; i++) {
+        const pt_http_header_t *h = &p->headers[i];
+        switch (h->name_len) {
+        case 4:
+            if (pt__is(p, h, "host", 4)) host = n_host++ ? host : h;
+            break;
+        case 14:
+            n_cl += pt__is(p, h, "content-length", 14);
+            break;
+        case 17:
+            if (pt__is(p, h, "transfer-encoding", 17)) te = n_te++ ? te : h;
+            break;
+        }
+    }
+    if (n_te) {
+        if (n_cl) return pt__fail(p, 400, "Transfer-Encoding and Content-Length together");
+        if (n_te > 1 || te->value_len != 7 ||
+            strncasecmp(p->head.data + te->value_off, "chunked", 7) != 0 ||
+            !(lp->flags & F_CHUNKED))
+            return pt__fail(p, 501, "the only transfer coding supported is chunked");
+        if (lp->http_minor == 0) p->close_after = 1; /* RFC 9112 §6.1: faulty framing */
+    }
+    if (n_host > 1) return pt__fail(p, 400, "more than one Host header");
+    if (!host && lp->http_minor == 1) return pt__fail(p, 400, "an HTTP/1.1 request needs Host");
+    if (host && !pt_field_host(p->head.data + host->value_off, host->value_len))
+        return pt__fail(p, 400, "the Host header is not a valid host");
+    if (p->authority_len) {
+        /* absolute form: its authority replaces Host (RFC 9112 §3.2.2) */
+        pt_http_header_t *h = (pt_http_header_t *)host;
+        if (!h) {
+            if (p->n_headers == p->cap_headers) {
+                size_t cap = p->cap_headers ? p->cap_headers * 2 : 16;
+                pt_http_header_t *hs = realloc(p->headers, cap * sizeof *hs);
+                if (!hs) return pt__fail(p, 500, "out of memory");
+                p->headers = hs;
+                p->cap_headers = cap;
+            }
+            h = &p->headers[p->n_headers++];
+            h->name_off = (uint32_t)p->head.len;
+            h->name_len = 4;
+            if (pt_buf_append(&p->head, "Host", 4) != 0) return pt__fail(p, 500, "out of memory");
+        }
+        h->value_off = p->authority_off;
+        h->value_len = p->authority_len;
+    }
+    return 0;
+}
+
+/* ---- driving llhttp ---- */
+
+void pt_http_parser_init(pt_http_parser_t *p, const pt_http_parser_ops_t *ops, void *ud,
+                         uint64_t max_header_bytes)
+{
+    llhttp_init(&p->parser, HTTP_REQUEST, &pt__settings);
+    p->parser.data = p;
+    p->ops = ops;
+    p->ud = ud;
+    p->max_header_bytes = max_header_bytes;
+    p->mode = PT__IDLE;
+}
+
+void pt_http_parser_free(pt_http_parser_t *p)
+{
+    pt_buf_free(&p->head);
+    free(p->headers);
+    p->headers = NULL;
+    p->n_headers = p->cap_headers = 0;
+}
+
+void pt_http_parser_resume(pt_http_parser_t *p)
+{
+    llhttp_resume(&p->parser);
+}
+
+static int pt__error(pt_http_parser_t *p, llhttp_errno_t err)
+{
+    if (p->error_status) return PT_HTTP_PARSER_ERROR;
+    const char *why = llhttp_get_error_reason(&p->parser);
+    if (err == HPE_INVALID_TRANSFER_ENCODING) {
+        p->error_status = 501;
+        p->error_msg = "the only transfer coding supported is chunked";
+    } else if (err == HPE_INVALID_VERSION && p->version_len == 3 && p->version[1] == '.' &&
+               p->version[0] >= '0' && p->version[0] <= '9' && p->version[2] >= '0' &&
+               p->version[2] <= '9') {
+        p->error_status = 505; /* well formed, just not 1.0 or 1.1 */
+        p->error_msg = "only HTTP/1.0 and HTTP/1.1 are supported";
+    } else {
+        p->error_status = 400;
+        p->error_msg = why && *why ? why : "malformed HTTP request";
+    }
+    return PT_HTTP_PARSER_ERROR;
+}
+
+int pt_http_parser_execute(pt_http_parser_t *p, const char *data, size_t len, size_t *used)
+{
+    const char *pos = data, *end = data + len;
+    *used = 0;
+    if (p->mode == PT__UPGRADED) {
+        p->error_status = 400;
+        p->error_msg = "bytes after an upgrade request";
+        return PT_HTTP_PARSER_ERROR;
+    }
+    for (;;) {
+        if (p->mode == PT__IDLE) {
+            /* empty lines before a request line are ignored (RFC 9112 §2.2);
+             * skipped here so the head's scan starts at the request line */
+            while (pos < end && (*pos == '\r' || *pos == '\n'))
+                pos++;
+            if (pos == end) {
+                *used = len;
+                return PT_HTTP_PARSER_MORE;
+            }
+            p->mode = PT__HEAD;
+        }
+        p->event = PT__EV_NONE;
+        p->scan = pos;
+        llhttp_errno_t err = llhttp_execute(&p->parser, pos, (size_t)(end - pos));
+        int ev = p->event;
+        const char *stop = err == HPE_OK ? end : llhttp_get_error_pos(&p->parser);
+        if (err != HPE_OK && err != HPE_PAUSED) return pt__error(p, err);
+        if (pt__scan(p, p->scan, stop) != 0) return PT_HTTP_PARSER_ERROR;
+        p->scan = NULL;
+        pos = stop;
+        if (err == HPE_OK) {
+            *used = len;
+            return PT_HTTP_PARSER_MORE;
+        }
+        llhttp_t *lp = &p->parser;
+        switch (ev) {
+        case PT__EV_HEAD: {
+            if (p->after_cr || !p->line_start)
+                return pt__fail(p, 400, "malformed HTTP request head");
+            if (pt__check_head(p) != 0) return PT_HTTP_PARSER_ERROR;
+            p->mode = (lp->flags & F_CHUNKED) ? PT__SIZE : PT__BODY;
+            p->after_cr = 0;
+            p->chunk_line = 0;
+            int rc = p->ops->on_head ? p->ops->on_head(p) : 0;
+            if (rc >= 400) return pt__fail(p, rc, p->error_msg ? p->error_msg : "refused");
+            if (rc == PT_HTTP_PARSER_HOLD) {
+                *used = (size_t)(pos - data);
+                return PT_HTTP_PARSER_HELD;
+            }
+            llhttp_resume(lp);
+            break;
+        }
+        case PT__EV_CHUNK:
+            if (p->after_cr) return pt__fail(p, 400, "malformed chunk size");
+            if (lp->content_length) {
+                p->mode = PT__DATA;
+                p->crlf_seen = 0;
+            } else {
+                p->mode = PT__TRAILER; /* the last chunk: trailers, then an empty line */
+                p->line_start = 1;
+                p->after_cr = 0;
+                p->lines = 1;
+            }
+            llhttp_resume(lp);
+            break;
+        case PT__EV_CHUNK_END:
+            if (p->mode == PT__DATA && p->crlf_seen != 2)
+                return pt__fail(p, 400, "chunk data is not followed by CRLF");
+            p->mode = p->mode == PT__DATA ? PT__SIZE : PT__BODY;
+            p->chunk_line = 0;
+            p->after_cr = 0;
+            llhttp_resume(lp);
+            break;
+        case PT__EV_DONE:
+            p->mode = lp->upgrade ? PT__UPGRADED : PT__IDLE;
+            if (p->ops->on_done) p->ops->on_done(p);
+            *used = (size_t)(pos - data);
+            return PT_HTTP_PARSER_DONE;
+        default:
+            /* paused by the owner from on_body: not a contract of ops */
+            return pt__fail(p, 500, "the parser paused for no reason");
+        }
+    }
+}
