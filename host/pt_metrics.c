@@ -134,6 +134,9 @@ pt_metrics_amqp_t *pt_metrics_amqp(const char *kind, const char *name)
     return e ? e : &pt__amqp_spill;
 }
 
+uint64_t pt_metrics_auth_throttled[PT_METRICS_AUTH_REASONS];
+uint64_t pt_metrics_auth_hash_checks;
+
 uint64_t pt_metrics_connections_refused;
 
 static uint64_t pt__load(const uint64_t *p)
@@ -320,6 +323,20 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
                 (long long)pt__load((const uint64_t *)((const char *)&pt__amqp[i] + fams[f].off)));
         }
     }
+
+    static const char *const auth_reasons[PT_METRICS_AUTH_REASONS] = {"address", "user", "total",
+                                                                      "failures"};
+    pt_buf_puts(out, "# HELP portico_auth_throttled_total Uncached password checks refused "
+                     "with 429 before any hashing, by the bound that refused them.\n"
+                     "# TYPE portico_auth_throttled_total counter\n");
+    for (int r = 0; r < PT_METRICS_AUTH_REASONS; r++)
+        pt_buf_printf(out, "portico_auth_throttled_total{reason=\"%s\"} %llu\n", auth_reasons[r],
+                      (unsigned long long)pt__load(&pt_metrics_auth_throttled[r]));
+    pt_buf_printf(out,
+                  "# HELP portico_auth_hash_checks_total Password hash (argon2id) checks run.\n"
+                  "# TYPE portico_auth_hash_checks_total counter\n"
+                  "portico_auth_hash_checks_total %llu\n",
+                  (unsigned long long)pt__load(&pt_metrics_auth_hash_checks));
 
     uint64_t in_flight = 0, open = 0, accepted = 0, dropped = 0, ws = 0, slow = 0;
     for (size_t w = 0; w < n; w++) {

@@ -90,6 +90,19 @@ static inline void pt_metrics_inc(uint64_t *counter, int64_t delta)
     if (counter) __atomic_fetch_add(counter, (uint64_t)delta, __ATOMIC_RELAXED);
 }
 
+/* Uncached password checks (pt_security): refused before any hashing, by
+ * the bound that refused them, and run. Any thread adds with
+ * pt_metrics_inc; the scrape reads them. */
+enum {
+    PT_METRICS_AUTH_ADDRESS = 0, /* too many checks under way for one client address */
+    PT_METRICS_AUTH_USER,        /* ... for one user name */
+    PT_METRICS_AUTH_TOTAL,       /* ... in the process */
+    PT_METRICS_AUTH_FAILURES,    /* the address failed too often of late */
+    PT_METRICS_AUTH_REASONS
+};
+extern uint64_t pt_metrics_auth_throttled[PT_METRICS_AUTH_REASONS];
+extern uint64_t pt_metrics_auth_hash_checks;
+
 /* Client connections refused because max_connections were open (any
  * worker thread adds with pt_metrics_inc; the scrape reads it). */
 extern uint64_t pt_metrics_connections_refused;

@@ -1,4 +1,5 @@
 #include "pt_security.h"
+#include "pt_metrics.h"
 #include "pt_yaml.h"
 #include "pt_util.h"
 
@@ -8,6 +9,7 @@
 #include <openssl/pem.h>
 #include <sodium.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -30,10 +32,12 @@ _Static_assert(crypto_generichash_KEYBYTES >= crypto_shorthash_siphashx24_KEYBYT
                "the cache key serves SipHash too");
 #define PT__MAX_CREDENTIAL 1024 /* decoded "user:password" */
 #define PT__MAX_TOKEN 8192      /* a JWT, in bytes */
-#define PT__MAX_PENDING 64      /* argon2id runs queued by one thread */
 #define PT__MAX_MEMLIMIT (256u << 20)
 #define PT__CACHE_SLOTS 4096 /* a power of two */
 #define PT__NEGATIVE_TTL_NS (30ull * 1000000000ull)
+#define PT__GATE_SLOTS 8192     /* a power of two */
+#define PT__GATE_PROBE 8        /* slots an entry may sit in */
+#define PT__GATE_MAX_TOTAL 1024 /* keeps entries with checks under way below 1/4 of the slots */
 
 typedef struct {
     char *name;
@@ -72,7 +76,25 @@ struct pt_security_def_s {
     int require_exp;
 };
 
+/* security.hash_checks: the bounds on uncached password checks. */
+typedef struct {
+    uint32_t per_address; /* queued or running, for one client address */
+    uint32_t per_user;    /* ... for one user name of one definition */
+    uint32_t total;       /* ... in the process */
+    uint32_t failures;    /* failed checks an address may have pending; 0: no limit */
+    uint64_t window_ns;   /* in which `failures` are forgiven */
+} pt__gate_cfg_t;
+
+/* What an admitted check holds of the gate until it ends. */
+typedef struct {
+    int held;
+    int addr, user; /* their entries; addr -1: the address is not known */
+    int clean;      /* the address had no failure pending */
+    double rate;    /* failures forgiven a second, as configured when admitted */
+} pt__ticket_t;
+
 struct pt_security_s {
+    pt__gate_cfg_t gate;
     pt_security_def_t *defs;
     size_t n_defs;
     char **trust_headers; /* lower-case; PT_SECURITY_USERNAME_HEADER first */
@@ -96,6 +118,9 @@ struct pt_security_verify_s {
     void *ud;
     struct pt__waiter_s *waiters; /* requests that presented the same credential meanwhile */
     struct pt_security_verify_s *next_running;
+    uv_loop_t *loop;
+    pt__ticket_t ticket;                      /* none for a job that joins one under way */
+    struct pt_security_verify_s *next_queued; /* kept back from the pool (pt__queue) */
 };
 
 typedef struct pt__waiter_s {
@@ -104,10 +129,15 @@ typedef struct pt__waiter_s {
     struct pt__waiter_s *next;
 } pt__waiter_t;
 
-/* argon2id runs this thread has under way: a credential presented again while
- * its check runs waits for that check instead of starting another (many
- * connections with one new credential cost one KDF run, not one each). */
+/* argon2id runs this thread has under way (queued or running): a credential
+ * presented again while its check runs waits for that check instead of
+ * starting another (many connections with one new credential cost one KDF
+ * run, not one each). */
 static __thread struct pt_security_verify_s *pt__running;
+
+/* libuv's thread pool, which every worker shares: its size, as libuv reads
+ * it when the pool starts (set when a config is compiled). */
+static unsigned pt__pool_threads = 4;
 
 /* ------------------------------------------------------------------ config */
 
@@ -349,15 +379,11 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
 /* Reads a whole (small) file; *len excludes a trailing newline. */
 static unsigned char *pt__slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *buf = malloc(65537);
-    size_t n = buf ? fread(buf, 1, 65537, f) : 0;
-    fclose(f);
-    if (!buf || n > 65536) {
-        free(buf);
-        return NULL;
-    }
+    /* a regular file only: a FIFO would block the load, /dev/zero never end */
+    char *text, why[128];
+    size_t n;
+    if (pt_read_small_file(path, 65536, &text, &n, why, sizeof why) != 0) return NULL;
+    unsigned char *buf = (unsigned char *)text;
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     buf[n] = '\0';
@@ -470,6 +496,51 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
     return 0;
 }
 
+static int pt__uint(pt__ctx_t *c, yaml_node_t *v, const char *what, unsigned long lo,
+                    unsigned long hi, uint32_t *out)
+{
+    const char *s = pt_yaml_value(v);
+    char *end = NULL;
+    errno = 0;
+    unsigned long n = s && *s >= '0' && *s <= '9' ? strtoul(s, &end, 10) : 0;
+    if (!end || *end || errno || n < lo || n > hi)
+        return pt_yaml_fail(c, v, "%s: a whole number from %lu to %lu", what, lo, hi);
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* security.hash_checks over the defaults in *g. */
+static int pt__hash_checks(pt__ctx_t *c, yaml_node_t *n, pt__gate_cfg_t *g)
+{
+    static const char *const keys[] = {"per_address",          "per_user",       "total",
+                                       "failures_per_address", "failure_window", NULL};
+    const char *w = "security.hash_checks";
+    char key[96];
+    yaml_node_t *v;
+    if (pt_yaml_check_keys(c, n, w, keys) != 0) return -1;
+    snprintf(key, sizeof key, "%s.per_address", w);
+    if ((v = pt_yaml_get(c, n, "per_address")) && pt__uint(c, v, key, 1, 1024, &g->per_address))
+        return -1;
+    snprintf(key, sizeof key, "%s.per_user", w);
+    if ((v = pt_yaml_get(c, n, "per_user")) && pt__uint(c, v, key, 1, 1024, &g->per_user))
+        return -1;
+    snprintf(key, sizeof key, "%s.total", w);
+    if ((v = pt_yaml_get(c, n, "total")) && pt__uint(c, v, key, 1, PT__GATE_MAX_TOTAL, &g->total))
+        return -1;
+    snprintf(key, sizeof key, "%s.failures_per_address", w);
+    if ((v = pt_yaml_get(c, n, "failures_per_address")) &&
+        pt__uint(c, v, key, 0, 1000000, &g->failures))
+        return -1;
+    if ((v = pt_yaml_get(c, n, "failure_window"))) {
+        uint64_t ms;
+        if (!pt_yaml_value(v) || pt_parse_duration_ms(pt_yaml_value(v), &ms) != 0 || ms < 1000 ||
+            ms > 86400000ull)
+            return pt_yaml_fail(c, v, "%s.failure_window: a duration from 1s to 24h", w);
+        g->window_ns = ms * 1000000ull;
+    }
+    return 0;
+}
+
 static int pt__add_trust_header(pt_security_t *sec, const char *name)
 {
     for (size_t i = 0; i < sec->n_trust_headers; i++)
@@ -524,7 +595,7 @@ void pt_security_free(pt_security_t *sec)
 int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file, const char *dir,
                       pt_security_t **out, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"basic_auth", "api_key", "jwt", NULL};
+    static const char *const keys[] = {"basic_auth", "api_key", "jwt", "hash_checks", NULL};
     static const char *const kinds[] = {"basic_auth", "api_key", "jwt"};
     pt__ctx_t c = {.doc = doc, .file = file, .dir = dir, .err = err, .errlen = errlen};
     pt_security_t *sec = calloc(1, sizeof *sec);
@@ -536,12 +607,26 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
     }
     randombytes_buf(sec->cache_key, sizeof sec->cache_key);
     randombytes_buf(sec->env_key, sizeof sec->env_key);
+    /* libuv: UV_THREADPOOL_SIZE, 0 counts as 1, at most 1024, default 4 */
+    const char *pool = getenv("UV_THREADPOOL_SIZE");
+    long threads = pool ? strtol(pool, NULL, 10) : 4;
+    threads = threads < 1 ? 1 : threads > 1024 ? 1024 : threads;
+    __atomic_store_n(&pt__pool_threads, (unsigned)threads, __ATOMIC_RELAXED);
+    /* the whole queue drains in about 16 check times, with the pool busy */
+    uint32_t total = (uint32_t)threads * 16;
+    sec->gate = (pt__gate_cfg_t){.per_address = 4,
+                                 .per_user = 4,
+                                 .total = total < PT__GATE_MAX_TOTAL ? total : PT__GATE_MAX_TOTAL,
+                                 .failures = 20,
+                                 .window_ns = 60ull * 1000000000ull};
     if (pt__add_trust_header(sec, PT_SECURITY_USERNAME_HEADER) != 0) {
         pt_yaml_fail(&c, node, "out of memory");
         goto done;
     }
     if (node && !(node->type == YAML_SCALAR_NODE && !pt_yaml_value(node))) {
         if (pt__check_keys(&c, node, "security", keys) != 0) goto done;
+        yaml_node_t *hc = pt_yaml_get(&c, node, "hash_checks");
+        if (hc && pt__hash_checks(&c, hc, &sec->gate) != 0) goto done;
         size_t total = 0;
         for (int k = 0; k < 3; k++) {
             yaml_node_t *list = pt_yaml_get(&c, node, kinds[k]);
@@ -628,7 +713,6 @@ typedef struct {
 
 static pthread_once_t pt__cache_once = PTHREAD_ONCE_INIT;
 static pthread_key_t pt__cache_tls;
-static __thread int pt__pending; /* argon2id runs this thread has queued */
 
 static void pt__cache_init(void)
 {
@@ -676,6 +760,202 @@ static void pt__cache_put(const unsigned char *digest, int ok, uint32_t user, ui
         uv_hrtime() + (ok || ttl_ns < PT__NEGATIVE_TTL_NS ? ttl_ns : PT__NEGATIVE_TTL_NS);
 }
 
+/* ------------------------------------------------- bounds on slow checks */
+
+/* The gate: what each client address and each user name has under way, and
+ * the failures each address has pending, shared by every worker thread (the
+ * thread pool they bound is the process's). One mutex: it is taken twice
+ * per argon2id run, which costs tens of milliseconds, so it is never hot.
+ * It outlives a reload, which the checks in flight do too. Entries are
+ * named by a keyed BLAKE2b of the address or user name, so a caller cannot
+ * choose names that pile into one probe window. */
+typedef struct {
+    unsigned char id[16];
+    int used;
+    uint32_t inflight;     /* admitted checks not done */
+    double fails;          /* failed checks not forgiven yet (addresses) */
+    uint64_t fails_ns;     /* when fails was brought up to date */
+    uint64_t last_fail_ns; /* the last failed check (addresses); 0: none */
+} pt__gate_entry_t;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_once_t once;
+    unsigned char key[crypto_generichash_KEYBYTES];
+    uint32_t inflight;
+    pt__gate_entry_t slots[PT__GATE_SLOTS];
+} pt__gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
+
+static void pt__gate_init(void)
+{
+    randombytes_buf(pt__gate.key, sizeof pt__gate.key);
+}
+
+static void pt__gate_id(unsigned char id[16], char kind, const void *a, size_t a_len, const void *b,
+                        size_t b_len)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, pt__gate.key, sizeof pt__gate.key, 16);
+    crypto_generichash_update(&st, (const unsigned char *)&kind, 1);
+    crypto_generichash_update(&st, a, a_len);
+    crypto_generichash_update(&st, (const unsigned char *)"", 1); /* a/b boundary */
+    crypto_generichash_update(&st, b, b_len);
+    crypto_generichash_final(&st, id, 16);
+}
+
+/* e's failures as of now: they are forgiven at rate a second. */
+static double pt__gate_fails(pt__gate_entry_t *e, double rate, uint64_t now)
+{
+    if (e->fails > 0 && now > e->fails_ns) {
+        e->fails -= (double)(now - e->fails_ns) / 1e9 * rate;
+        if (e->fails < 0) e->fails = 0;
+    }
+    e->fails_ns = now;
+    return e->fails;
+}
+
+/* The entry called id: found in its probe window, or made there in place of
+ * an empty slot or else of the idle one with least to remember. -1: every
+ * slot there has checks under way. Under the lock. */
+static int pt__gate_entry(const unsigned char id[16], double rate, uint64_t now)
+{
+    uint32_t h;
+    memcpy(&h, id, sizeof h);
+    int best = -1;
+    double best_fails = 0;
+    for (uint32_t i = 0; i < PT__GATE_PROBE; i++) {
+        int k = (int)((h + i) & (PT__GATE_SLOTS - 1));
+        pt__gate_entry_t *e = &pt__gate.slots[k];
+        if (e->used && !memcmp(e->id, id, sizeof e->id)) return k;
+        if (e->used && e->inflight) continue;
+        double f = !e->used ? -1 : pt__gate_fails(e, rate, now) + (e->last_fail_ns ? 0.5 : 0);
+        if (best < 0 || f < best_fails) {
+            best = k;
+            best_fails = f;
+        }
+    }
+    if (best >= 0) {
+        pt__gate_entry_t *e = &pt__gate.slots[best];
+        memset(e, 0, sizeof *e);
+        memcpy(e->id, id, sizeof e->id);
+        e->used = 1;
+        e->fails_ns = now;
+    }
+    return best;
+}
+
+/* The client's address as the gate names it: IPv4 as is (also when mapped
+ * into IPv6), IPv6 by its /64, the prefix one host is given, so an attacker
+ * gains nothing by moving through the addresses of its own network. Returns
+ * the key's length, 0 when the address is not known. */
+static size_t pt__peer_key(const pt_security_request_t *req, unsigned char out[9])
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (req->peer && req->peer[0]) {
+        if (inet_pton(AF_INET, req->peer, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+            ss.ss_family = AF_INET;
+        else if (inet_pton(AF_INET6, req->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+            ss.ss_family = AF_INET6;
+    } else if (req->tcp) {
+        int len = sizeof ss;
+        if (uv_tcp_getpeername(req->tcp, (struct sockaddr *)&ss, &len) != 0)
+            ss.ss_family = AF_UNSPEC;
+    }
+    if (ss.ss_family == AF_INET) {
+        out[0] = 4;
+        memcpy(out + 1, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return 5;
+    }
+    if (ss.ss_family == AF_INET6) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        const unsigned char *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+        if (!memcmp(a, mapped, sizeof mapped)) {
+            out[0] = 4;
+            memcpy(out + 1, a + 12, 4);
+            return 5;
+        }
+        out[0] = 6;
+        memcpy(out + 1, a, 8);
+        return 9;
+    }
+    return 0;
+}
+
+/* Admits one uncached check of user (of the definition called def) from
+ * the address key addr (addr_len 0: not known) into *t. Returns -1 when
+ * admitted, else the PT_METRICS_AUTH_ reason it is refused for, with the
+ * seconds to wait in *retry. Any thread. */
+static int pt__gate_enter(const pt__gate_cfg_t *g, const unsigned char *addr, size_t addr_len,
+                          const char *def, const char *user, size_t user_len, pt__ticket_t *t,
+                          uint32_t *retry)
+{
+    unsigned char aid[16], uid[16];
+    uint64_t now = uv_hrtime();
+    /* without a limit, fails only rank entries to forget: one forgiven a window */
+    double rate = (double)(g->failures ? g->failures : 1) / ((double)g->window_ns / 1e9);
+    int why = -1;
+
+    pthread_once(&pt__gate.once, pt__gate_init);
+    pt__gate_id(aid, 'a', addr, addr_len, "", 0);
+    pt__gate_id(uid, 'u', def, strlen(def), user, user_len);
+    *retry = 1;
+    pthread_mutex_lock(&pt__gate.lock);
+    int a = addr_len ? pt__gate_entry(aid, rate, now) : -1;
+    int u = pt__gate_entry(uid, rate, now);
+    pt__gate_entry_t *ae = a >= 0 ? &pt__gate.slots[a] : NULL;
+    pt__gate_entry_t *ue = u >= 0 ? &pt__gate.slots[u] : NULL;
+    /* Clean: no check failed in the window and none under way, so an
+     * attacker's address is clean for one check at most, and an unknown
+     * address never (it could be anyone's). */
+    double fails = ae ? pt__gate_fails(ae, rate, now) : 1;
+    int clean =
+        ae && !ae->inflight && (!ae->last_fail_ns || now - ae->last_fail_ns >= g->window_ns);
+    if ((addr_len && (!ae || memcmp(ae->id, aid, sizeof aid))) || !ue) {
+        why = PT_METRICS_AUTH_TOTAL; /* no room to count them: as good as full */
+    } else if (ae && g->failures && fails > (double)g->failures - 1) {
+        why = PT_METRICS_AUTH_FAILURES;
+        double wait = ceil((fails - ((double)g->failures - 1)) / rate);
+        *retry = wait < 1 ? 1 : wait > 86400 ? 86400 : (uint32_t)wait;
+    } else if (ae && ae->inflight >= g->per_address) {
+        why = PT_METRICS_AUTH_ADDRESS;
+    } else if (!clean && ue->inflight >= g->per_user) {
+        /* a clean address is not held back by what others do with the
+         * name: a flood of wrong passwords for a user does not lock it out */
+        why = PT_METRICS_AUTH_USER;
+    } else if (pt__gate.inflight >= (clean ? g->total : g->total - g->total / 4)) {
+        why = PT_METRICS_AUTH_TOTAL; /* a quarter is kept for clean addresses */
+    } else {
+        if (ae) ae->inflight++;
+        ue->inflight++;
+        pt__gate.inflight++;
+        *t = (pt__ticket_t){.held = 1, .addr = a, .user = u, .clean = clean, .rate = rate};
+    }
+    pthread_mutex_unlock(&pt__gate.lock);
+    return why;
+}
+
+/* Gives back what t holds; a failed check is one more failure of its
+ * address. */
+static void pt__gate_leave(pt__ticket_t *t, int failed)
+{
+    if (!t->held) return;
+    t->held = 0;
+    uint64_t now = uv_hrtime();
+    pthread_mutex_lock(&pt__gate.lock);
+    if (t->addr >= 0) {
+        pt__gate_entry_t *e = &pt__gate.slots[t->addr];
+        e->inflight--;
+        if (failed) {
+            e->fails = pt__gate_fails(e, t->rate, now) + 1;
+            e->last_fail_ns = now;
+        }
+    }
+    pt__gate.slots[t->user].inflight--;
+    pt__gate.inflight--;
+    pthread_mutex_unlock(&pt__gate.lock);
+}
+
 /* ------------------------------------------------------------- the checks */
 
 static int pt__refuse(pt_security_result_t *res, int status, const char *message)
@@ -719,8 +999,9 @@ static int pt__scheme(const char *v, size_t n, const char *scheme, const char **
     return 1;
 }
 
-static int pt__check_basic(const pt_security_t *sec, const pt_security_def_t *d, const char *v,
-                           size_t n, pt_security_result_t *res)
+static int pt__check_basic(const pt_security_t *sec, const pt_security_def_t *d,
+                           const pt_security_request_t *req, const char *v, size_t n,
+                           pt_security_result_t *res)
 {
     unsigned char cred[4 + PT__MAX_CREDENTIAL + 1];
     size_t len = 0;
@@ -795,17 +1076,35 @@ static int pt__check_basic(const pt_security_t *sec, const pt_security_def_t *d,
         rc = pt__unauthorized(d, res, "wrong username or password", 1);
         goto done;
     }
-    if (pt__pending >= PT__MAX_PENDING) {
-        snprintf(res->extra, sizeof res->extra, "Retry-After: 1\r\n");
-        rc = pt__refuse(res, 503, "too many password checks in progress");
-        goto done;
+    /* Bounded before any hashing, known user or not, so the answer (and its
+     * time) is the same for a name that does not exist. A credential whose
+     * check is under way on this thread waits for it (pt_security_verify)
+     * and costs nothing more. */
+    pt__ticket_t ticket = {0};
+    int joins = 0;
+    for (pt_security_verify_t *r = pt__running; r && !joins; r = r->next_running)
+        joins = !sodium_memcmp(r->digest, digest, sizeof digest);
+    if (!joins) {
+        unsigned char addr[9];
+        size_t addr_len = pt__peer_key(req, addr);
+        uint32_t retry;
+        int why = pt__gate_enter(&sec->gate, addr, addr_len, d->name, (const char *)c, user_len,
+                                 &ticket, &retry);
+        if (why >= 0) {
+            pt_metrics_inc(&pt_metrics_auth_throttled[why], 1);
+            snprintf(res->extra, sizeof res->extra, "Retry-After: %u\r\n", retry);
+            rc = pt__refuse(res, 429, "too many password checks: try again later");
+            goto done;
+        }
     }
     pt_security_verify_t *job = calloc(1, sizeof *job);
     if (!job || !(job->password = malloc(pw_len + 1))) {
         free(job);
+        pt__gate_leave(&ticket, 0);
         rc = pt__refuse(res, 500, "out of memory");
         goto done;
     }
+    job->ticket = ticket;
     memcpy(job->password, pw, pw_len);
     job->password[pw_len] = '\0';
     job->password_len = pw_len;
@@ -1018,7 +1317,7 @@ int pt_security_check(const pt_security_t *sec, const pt_security_def_t *d,
                                 : d->kind == PT__APIKEY ? "API key required"
                                                         : "bearer token required",
                                 0);
-    rc = d->kind == PT__BASIC    ? pt__check_basic(sec, d, v, n, res)
+    rc = d->kind == PT__BASIC    ? pt__check_basic(sec, d, req, v, n, res)
          : d->kind == PT__APIKEY ? pt__check_apikey(d, v, n, res)
                                  : pt__check_jwt(d, v, n, res);
     if (rc != 0) return rc;
@@ -1038,15 +1337,35 @@ int pt_security_check(const pt_security_t *sec, const pt_security_def_t *d,
 
 /* ------------------------------------------------------------ slow checks */
 
+/* The checks this thread keeps back from the pool, those of clean addresses
+ * first. A thread hands the pool at most its share of the pool's threads at
+ * once, so libuv's own queue (first come, first served, and shared by every
+ * worker) stays short and the order chosen here is the order they run in. */
+static __thread struct {
+    pt_security_verify_t *head[2], *tail[2]; /* [0]: clean addresses, [1]: the rest */
+    unsigned submitted;                      /* handed to the pool, not done */
+    int counted;                             /* this thread is one of pt__hashing_threads */
+} pt__queue;
+static unsigned pt__hashing_threads; /* threads that have run a check */
+
+static unsigned pt__share(void)
+{
+    unsigned pool = __atomic_load_n(&pt__pool_threads, __ATOMIC_RELAXED);
+    unsigned threads = __atomic_load_n(&pt__hashing_threads, __ATOMIC_RELAXED);
+    return threads ? (pool + threads - 1) / threads : pool;
+}
+
 static void pt__verify_run(pt_security_verify_t *job)
 {
     job->ok = crypto_pwhash_str_verify(job->hash, job->password, job->password_len) == 0 &&
               !job->force_fail;
+    pt_metrics_inc(&pt_metrics_auth_hash_checks, 1);
 }
 
 void pt_security_verify_free(pt_security_verify_t *job)
 {
     if (!job) return;
+    pt__gate_leave(&job->ticket, 0);
     if (job->password) {
         sodium_memzero(job->password, job->password_len);
         free(job->password);
@@ -1060,20 +1379,49 @@ static void pt__on_work(uv_work_t *w)
     pt__verify_run(w->data);
 }
 
-static void pt__on_work_done(uv_work_t *w, int status)
+static void pt__on_work_done(uv_work_t *w, int status);
+
+static int pt__submit(pt_security_verify_t *job)
 {
-    pt_security_verify_t *job = w->data;
-    pt__pending--;
+    job->work.data = job;
+    int rc = uv_queue_work(job->loop, &job->work, pt__on_work, pt__on_work_done);
+    if (rc == 0) pt__queue.submitted++;
+    return rc;
+}
+
+static void pt__finish(pt_security_verify_t *job, int ran);
+
+/* Hands the pool the next checks kept back, up to this thread's share. */
+static void pt__pump(void)
+{
+    while (pt__queue.submitted < pt__share()) {
+        int t = pt__queue.head[0] ? 0 : 1;
+        pt_security_verify_t *job = pt__queue.head[t];
+        if (!job) return;
+        if (!(pt__queue.head[t] = job->next_queued)) pt__queue.tail[t] = NULL;
+        /* libuv refuses work only for a NULL callback; should it, the
+         * requests check again, and their pt_security_verify says why */
+        if (pt__submit(job) != 0) pt__finish(job, 0);
+    }
+}
+
+/* A check is over (ran: its outcome is in job): it leaves the list and the
+ * gate, the next ones go to the pool, then every request that waited for it
+ * is called back (they may start other checks; the lists are in order). */
+static void pt__finish(pt_security_verify_t *job, int ran)
+{
     for (pt_security_verify_t **p = &pt__running; *p; p = &(*p)->next_running)
         if (*p == job) {
             *p = job->next_running;
             break;
         }
-    if (status == 0) pt__cache_put(job->digest, job->ok, job->user, job->ttl_ns);
+    if (ran) pt__cache_put(job->digest, job->ok, job->user, job->ttl_ns);
+    pt__gate_leave(&job->ticket, ran && !job->ok);
     pt_security_verify_cb cb = job->cb;
     void *ud = job->ud;
     pt__waiter_t *waiters = job->waiters;
     pt_security_verify_free(job);
+    pt__pump();
     cb(ud);
     while (waiters) {
         pt__waiter_t *next = waiters->next;
@@ -1081,6 +1429,12 @@ static void pt__on_work_done(uv_work_t *w, int status)
         free(waiters);
         waiters = next;
     }
+}
+
+static void pt__on_work_done(uv_work_t *w, int status)
+{
+    pt__queue.submitted--;
+    pt__finish(w->data, status == 0);
 }
 
 int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_verify_cb cb,
@@ -1097,17 +1451,31 @@ int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_v
         pt_security_verify_free(job);
         return 0;
     }
+    if (!pt__queue.counted) {
+        pt__queue.counted = 1;
+        __atomic_add_fetch(&pt__hashing_threads, 1, __ATOMIC_RELAXED);
+    }
     job->cb = cb;
     job->ud = ud;
-    job->work.data = job;
-    int rc = uv_queue_work(loop, &job->work, pt__on_work, pt__on_work_done);
-    if (rc != 0) {
-        pt_security_verify_free(job);
-        return rc;
+    job->loop = loop;
+    if (pt__queue.submitted < pt__share()) {
+        int rc = pt__submit(job);
+        if (rc != 0) {
+            pt_security_verify_free(job);
+            return rc;
+        }
+    } else {
+        /* a check runs now (submitted > 0), and its end hands on the next */
+        int t = job->ticket.clean ? 0 : 1;
+        job->next_queued = NULL;
+        if (pt__queue.tail[t])
+            pt__queue.tail[t]->next_queued = job;
+        else
+            pt__queue.head[t] = job;
+        pt__queue.tail[t] = job;
     }
     job->next_running = pt__running;
     pt__running = job;
-    pt__pending++;
     return 0;
 }
 
@@ -1115,6 +1483,7 @@ void pt_security_verify_now(pt_security_verify_t *job)
 {
     pt__verify_run(job);
     pt__cache_put(job->digest, job->ok, job->user, job->ttl_ns);
+    pt__gate_leave(&job->ticket, !job->ok);
     pt_security_verify_free(job);
 }
 

@@ -20,6 +20,18 @@
  * pt_security_verify (libuv's thread pool), then checks again when it is done;
  * the second check answers from the cache.
  *
+ * Uncached checks are bounded before any hashing, so wrong passwords cannot
+ * buy the thread pool: process-wide, at most `hash_checks.per_address`
+ * checks queued or running for one client address, `per_user` for one user
+ * name (known or not), `total` in all, and an address whose checks failed
+ * `failures_per_address` times in `failure_window` waits. The excess is
+ * refused with 429 and Retry-After. A client address with no failure
+ * pending (a clean one) is not held to the per-user bound and its checks
+ * run first on its worker, so a flood of wrong passwords, even for the same
+ * user names, delays a first login from another address by one check at
+ * most. An unknown user name costs the same argon2id run and goes through
+ * the same bounds as a known one. docs/security.md has the policy.
+ *
  * Trusted upstream gateways: a definition with `trust_username_header: NAME`
  * takes the end user's name from that header once the caller has
  * authenticated with it; the gateway's own name is kept apart. Any header
@@ -73,6 +85,12 @@ typedef struct {
      * the request has no header carrying one; basic_auth ignores it. */
     const char *token;
     size_t token_len;
+    /* The client's address, which the bounds on password checks are kept
+     * by: peer as text ("127.0.0.1", "::1") when set, else the peer of tcp,
+     * asked only when a password check is due. Neither: the address is not
+     * known, and only the per-user and total bounds apply. */
+    const char *peer;
+    const uv_tcp_t *tcp;
 } pt_security_request_t;
 
 /* pt_security_check's answers besides 0. */
@@ -80,7 +98,7 @@ typedef struct {
 #define PT_SECURITY_VERIFY 2 /* res->verify holds a slow check to run first */
 
 typedef struct {
-    int status;          /* refused: 400, 401, 403, 500 or 503 */
+    int status;          /* refused: 400, 401, 403, 429 or 500 */
     const char *message; /* refused: a static text, safe for a response body and a log */
     char extra[224];     /* refused: header lines ("Name: value\r\n"), may be "" */
     char username[PT_SECURITY_NAME_MAX + 1]; /* let through: the caller, "" anonymous */
@@ -104,8 +122,11 @@ typedef void (*pt_security_verify_cb)(void *ud);
 
 /* Runs a slow check on loop's thread pool, records its outcome in the cache
  * of the loop's thread, then calls cb(ud) on the loop's thread; the caller
- * then runs pt_security_check again. Takes over job. Returns 0, or a negative
- * libuv error (job freed, cb not called). */
+ * then runs pt_security_check again. A thread hands the pool only its share
+ * of the pool's threads at once and keeps the rest waiting, checks from
+ * clean addresses first; a job for a credential already under way on this
+ * thread waits for that one. Takes over job. Returns 0, or a negative libuv
+ * error (job freed, cb not called). */
 int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_verify_cb cb,
                        void *ud);
 
