@@ -305,7 +305,9 @@ static void pt__write_close(pt_ws_t *ws, uint16_t code)
 static void pt__fail(pt_ws_t *ws, uint16_t code)
 {
     if (ws->ended) return;
-    pt__write_close(ws, code);
+    /* a close of ours already went (1003 for a binary message, say): the
+     * peer's garbage after it gets no second one */
+    if (!wslay_event_get_close_sent(ws->ctx)) pt__write_close(ws, code);
     pt__end(ws, 0);
 }
 
@@ -317,7 +319,7 @@ static void pt__drop(pt_ws_t *ws, const char *why)
     if (ws->ended) return;
     pt_log_info("websocket on %s: %s, closing with 1008", ws->channel, why);
     if (ws->w) pt_metrics_add(&ws->w->metrics.ws_slow_consumers, 1);
-    pt__write_close(ws, WSLAY_CODE_POLICY_VIOLATION);
+    if (!wslay_event_get_close_sent(ws->ctx)) pt__write_close(ws, WSLAY_CODE_POLICY_VIOLATION);
     pt__end(ws, 1);
 }
 
