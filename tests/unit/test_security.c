@@ -1,6 +1,8 @@
 /* pt_security: config checks, each kind of definition, the trusted-gateway
- * rule, the verified-credential cache and the hashes of hash-password. */
+ * rule, the verified-credential cache, the bounds on password checks and the
+ * hashes of hash-password. */
 #include "pt_config.h"
+#include "pt_metrics.h"
 #include "pt_security.h"
 #include "pt_test.h"
 
@@ -228,6 +230,20 @@ static void test_config_errors(void)
                              "bad.yaml:6: channels.rest[0].security: no security definition named "
                              "'nobody'"));
     PT_CHECK(load_fails_with("security:\n  bogus: []\n", "security: unknown key 'bogus'"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: 4\n",
+                             "bad.yaml:2: security.hash_checks: expected a mapping"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_ip: 4}\n",
+                             "security.hash_checks: unknown key 'per_ip'"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_address: 0}\n",
+                             "security.hash_checks.per_address: a whole number from 1 to 1024"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_user: -1}\n",
+                             "security.hash_checks.per_user: a whole number from 1 to 1024"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {total: 5000}\n",
+                             "security.hash_checks.total: a whole number from 1 to 1024"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {failures_per_address: 2x}\n",
+                             "security.hash_checks.failures_per_address: a whole number"));
+    PT_CHECK(load_fails_with("security:\n  hash_checks: {failure_window: 10ms}\n",
+                             "security.hash_checks.failure_window: a duration from 1s to 24h"));
 }
 
 static const char *CONFIG = "security:\n"
@@ -597,6 +613,254 @@ static void test_jwt(pt_config_t *cfg)
     PT_CHECK_STR(res.message, "token algorithm not accepted");
 }
 
+/* ---- the bounds on password checks ---- */
+
+/* A definition of its own per test (user names are counted per definition
+ * name, and the counts outlive a config), with the given hash_checks. */
+static const char *GATE_CONFIG = "security:\n"
+                                 "  hash_checks: {%s}\n"
+                                 "  basic_auth:\n"
+                                 "    - name: %s\n"
+                                 "      users:\n"
+                                 "        - username: john.doe\n"
+                                 "          password_hash: \"%s\"\n"
+                                 "        - username: mary\n"
+                                 "          password_hash: \"%s\"\n";
+
+static char gate_hash[128];
+
+static pt_config_t *gate_config(const char *def, const char *hash_checks)
+{
+    char text[1024];
+    snprintf(text, sizeof text, GATE_CONFIG, hash_checks, def, gate_hash, gate_hash);
+    return load(text);
+}
+
+/* Presents user_pass from peer (NULL: not known) to the definition called
+ * def; returns pt_security_check's answer, and the job it asked for in
+ * *job (NULL when none). */
+static int gate_check(pt_config_t *cfg, const char *def, const char *peer, const char *user_pass,
+                      pt_security_verify_t **job)
+{
+    req_t r = R(1, "Authorization", basic(user_pass));
+    pt_security_request_t req = {.header = header, .ud = &r, .peer = peer};
+    int rc = pt_security_check(cfg->security, pt_security_find(cfg->security, def), &req, &res);
+    *job = rc == PT_SECURITY_VERIFY ? res.verify : NULL;
+    return rc;
+}
+
+/* One failed check from peer, run here: the address is no longer clean. */
+static void gate_fail(pt_config_t *cfg, const char *def, const char *peer)
+{
+    static int n;
+    char up[64];
+    pt_security_verify_t *job;
+    snprintf(up, sizeof up, "john.doe:wrong-%d", n++);
+    PT_CHECK_INT(gate_check(cfg, def, peer, up, &job), PT_SECURITY_VERIFY);
+    if (job) pt_security_verify_now(job);
+}
+
+static uint64_t throttled(int why)
+{
+    return __atomic_load_n(&pt_metrics_auth_throttled[why], __ATOMIC_RELAXED);
+}
+
+static void test_gate_per_address(void)
+{
+    pt_config_t *cfg = gate_config("ga", "per_address: 2, per_user: 100, failures_per_address: 0");
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    pt_security_verify_t *a, *b, *c, *d, *e, *f;
+    uint64_t before = throttled(PT_METRICS_AUTH_ADDRESS);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "john.doe:w1", &a), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "mary:w2", &b), PT_SECURITY_VERIFY);
+    /* a third from the address, whichever name: 429 before any hashing */
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "nobody:w3", &c), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 429);
+    PT_CHECK_STR(res.message, "too many password checks: try again later");
+    PT_CHECK_STR(res.extra, "Retry-After: 1\r\n");
+    PT_CHECK(c == NULL);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "john.doe:secret", &c), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(throttled(PT_METRICS_AUTH_ADDRESS), before + 2);
+    /* another address is not held back */
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.2", "nobody:w4", &c), PT_SECURITY_VERIFY);
+    /* a job dropped unrun gives its place back */
+    pt_security_verify_free(a);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "nobody:w5", &a), PT_SECURITY_VERIFY);
+
+    /* IPv6 addresses count by their /64; IPv4 mapped into IPv6 is IPv4 */
+    PT_CHECK_INT(gate_check(cfg, "ga", "2001:db8:1:2::1", "mary:v1", &d), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "ga", "2001:db8:1:2:ffff::9", "mary:v2", &e), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "ga", "2001:db8:1:2:abcd::5", "mary:v3", &f), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(gate_check(cfg, "ga", "2001:db8:1:3::1", "mary:v4", &f), PT_SECURITY_VERIFY);
+    pt_security_verify_free(f);
+    pt_security_verify_free(d);
+    pt_security_verify_free(e);
+    PT_CHECK_INT(gate_check(cfg, "ga", "::ffff:10.1.0.3", "mary:m1", &d), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.3", "mary:m2", &e), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.3", "mary:m3", &f), PT_SECURITY_REFUSE);
+    pt_security_verify_free(d);
+    pt_security_verify_free(e);
+    /* an address that is not known is not bounded as an address */
+    pt_security_verify_t *u[3];
+    for (int i = 0; i < 3; i++) {
+        char up[32];
+        snprintf(up, sizeof up, "mary:n%d", i);
+        PT_CHECK_INT(gate_check(cfg, "ga", i ? NULL : "", up, &u[i]), PT_SECURITY_VERIFY);
+    }
+    for (int i = 0; i < 3; i++)
+        pt_security_verify_free(u[i]);
+    pt_security_verify_free(a);
+    pt_security_verify_free(b);
+    pt_security_verify_free(c);
+    pt_config_free(cfg);
+}
+
+static void test_gate_per_user(void)
+{
+    pt_config_t *cfg = gate_config("gu", "per_address: 100, per_user: 1, failures_per_address: 0");
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    pt_security_verify_t *a, *b, *c, *d, *x;
+    gate_fail(cfg, "gu", "10.2.0.9"); /* 10.2.0.9 failed a check: no longer clean */
+    uint64_t before = throttled(PT_METRICS_AUTH_USER);
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.1", "john.doe:w1", &a), PT_SECURITY_VERIFY);
+    /* john.doe has his one check under way: an address that failed waits */
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.9", "john.doe:w2", &x), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 429);
+    PT_CHECK_INT(throttled(PT_METRICS_AUTH_USER), before + 1);
+    /* other names are free */
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.9", "mary:w3", &b), PT_SECURITY_VERIFY);
+    /* a clean address is not held back by what others do with the name */
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.2", "john.doe:secret", &c), PT_SECURITY_VERIFY);
+    /* an unknown name is bounded the same way as a known one */
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.9", "ghost:w4", &d), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "gu", "10.2.0.9", "ghost:w5", &x), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 429);
+    PT_CHECK_INT(throttled(PT_METRICS_AUTH_USER), before + 2);
+    pt_security_verify_free(a);
+    pt_security_verify_free(b);
+    pt_security_verify_free(c);
+    pt_security_verify_free(d);
+    pt_config_free(cfg);
+}
+
+static void test_gate_failures(void)
+{
+    pt_config_t *cfg =
+        gate_config("gf", "per_address: 100, failures_per_address: 2, failure_window: 1m");
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    uint64_t before = throttled(PT_METRICS_AUTH_FAILURES);
+    /* two failures from each address, one with wrong passwords, one with
+     * names that do not exist: the same count either way */
+    const char *who[2][2] = {{"10.3.0.1", "john.doe:bad-%d"}, {"10.3.0.2", "ghost%d:bad"}};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 2; i++) {
+            char up[64];
+            pt_security_verify_t *job;
+            snprintf(up, sizeof up, who[k][1], i);
+            PT_CHECK_INT(gate_check(cfg, "gf", who[k][0], up, &job), PT_SECURITY_VERIFY);
+            if (job) pt_security_verify_now(job);
+            /* the refusal is cached: presenting it again costs nothing */
+            PT_CHECK_INT(gate_check(cfg, "gf", who[k][0], up, &job), PT_SECURITY_REFUSE);
+            PT_CHECK_INT(res.status, 401);
+        }
+        /* the budget is spent: even the right password waits, for about the
+         * time it takes the window to forgive one failure (60 s / 2) */
+        pt_security_verify_t *job;
+        PT_CHECK_INT(gate_check(cfg, "gf", who[k][0], "mary:secret", &job), PT_SECURITY_REFUSE);
+        PT_CHECK_INT(res.status, 429);
+        unsigned retry = 0;
+        PT_CHECK(sscanf(res.extra, "Retry-After: %u\r\n", &retry) == 1);
+        PT_CHECK(retry >= 25 && retry <= 30);
+    }
+    PT_CHECK_INT(throttled(PT_METRICS_AUTH_FAILURES), before + 2);
+    /* other addresses are not affected, and successes are no failures */
+    for (int i = 0; i < 4; i++) {
+        char up[64];
+        pt_security_verify_t *job;
+        snprintf(up, sizeof up, "%s:secret", i % 2 ? "mary" : "john.doe");
+        PT_CHECK_INT(gate_check(cfg, "gf", "10.3.0.3", up, &job), i < 2 ? PT_SECURITY_VERIFY : 0);
+        if (job) pt_security_verify_now(job);
+    }
+    pt_config_free(cfg);
+}
+
+static void test_gate_total(void)
+{
+    /* total 4: a quarter is kept for clean addresses */
+    pt_config_t *cfg = gate_config("gt", "total: 4, failures_per_address: 0");
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    pt_security_verify_t *held[4], *x;
+    gate_fail(cfg, "gt", "10.4.0.9");
+    uint64_t before = throttled(PT_METRICS_AUTH_TOTAL);
+    for (int i = 0; i < 3; i++) {
+        char peer[32], up[32];
+        snprintf(peer, sizeof peer, "10.4.0.%d", i + 1);
+        snprintf(up, sizeof up, "mary:t%d", i);
+        PT_CHECK_INT(gate_check(cfg, "gt", peer, up, &held[i]), PT_SECURITY_VERIFY);
+    }
+    PT_CHECK_INT(gate_check(cfg, "gt", "10.4.0.9", "john.doe:t9", &x), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 429);
+    PT_CHECK_INT(gate_check(cfg, "gt", "10.4.0.4", "john.doe:secret", &held[3]),
+                 PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "gt", "10.4.0.5", "john.doe:t5", &x), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(throttled(PT_METRICS_AUTH_TOTAL), before + 2);
+    for (int i = 0; i < 4; i++)
+        pt_security_verify_free(held[i]);
+    PT_CHECK_INT(gate_check(cfg, "gt", "10.4.0.9", "john.doe:t9", &x), PT_SECURITY_VERIFY);
+    pt_security_verify_free(x);
+    pt_config_free(cfg);
+}
+
+/* Checks kept back from the pool run clean addresses' first. The test runs
+ * with a pool of one thread, so this thread hands the pool one at a time. */
+static int order[8], n_order;
+static void on_ordered(void *ud)
+{
+    order[n_order++] = (int)(intptr_t)ud;
+}
+
+static void test_gate_clean_first(void)
+{
+    pt_config_t *cfg = gate_config("gq", "failures_per_address: 0");
+    PT_CHECK(cfg != NULL);
+    if (!cfg) return;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gate_fail(cfg, "gq", "10.6.0.8");
+    gate_fail(cfg, "gq", "10.6.0.9");
+    uint64_t hashes = __atomic_load_n(&pt_metrics_auth_hash_checks, __ATOMIC_RELAXED);
+    static const struct {
+        const char *peer, *up;
+    } jobs[] = {{"10.6.0.9", "john.doe:q1"}, /* runs at once */
+                {"10.6.0.9", "mary:q2"},     /* kept back */
+                {"10.6.0.8", "john.doe:q3"}, /* kept back */
+                {"10.6.0.1", "mary:secret"}, /* clean: kept back, but ahead */
+                {"10.6.0.2", "ghost:q5"}};   /* clean too, and unknown */
+    for (int i = 0; i < 5; i++) {
+        pt_security_verify_t *job;
+        PT_CHECK_INT(gate_check(cfg, "gq", jobs[i].peer, jobs[i].up, &job), PT_SECURITY_VERIFY);
+        if (job)
+            PT_CHECK_INT(pt_security_verify(&loop, job, on_ordered, (void *)(intptr_t)(i + 1)), 0);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    PT_CHECK_INT(n_order, 5);
+    PT_CHECK_INT(order[0], 1);
+    PT_CHECK_INT(order[1], 4);
+    PT_CHECK_INT(order[2], 5);
+    PT_CHECK_INT(order[3], 2);
+    PT_CHECK_INT(order[4], 3);
+    /* every one cost a hash run, the unknown name too */
+    PT_CHECK_INT(__atomic_load_n(&pt_metrics_auth_hash_checks, __ATOMIC_RELAXED), hashes + 5);
+    pt_security_verify_t *job;
+    PT_CHECK_INT(gate_check(cfg, "gq", "10.6.0.1", "mary:secret", &job), 0);
+    uv_loop_close(&loop);
+    pt_config_free(cfg);
+}
+
 static void test_reload_forgets(const char *text)
 {
     /* a new compiled config has a new cache key: nothing verified before counts */
@@ -625,6 +889,7 @@ static void test_hashes(void)
 int main(void)
 {
     if (sodium_init() < 0 || !mkdtemp(tmpdir)) return 1;
+    setenv("UV_THREADPOOL_SIZE", "1", 1); /* test_gate_clean_first */
     setenv("PT_TEST_PW", "env-pass", 1);
     setenv("PT_TEST_KEY", "key-two", 1);
     test_config_errors();
@@ -659,6 +924,12 @@ int main(void)
         test_reload_forgets(text);
         pt_config_free(cfg);
     }
+    pt_security_hash_password("secret", 6, gate_hash);
+    test_gate_per_address();
+    test_gate_per_user();
+    test_gate_failures();
+    test_gate_total();
+    test_gate_clean_first();
     free(text);
     EVP_PKEY_free(rsa_key);
     EVP_PKEY_free(other_rsa_key);
