@@ -1,4 +1,5 @@
 #include "pt_lua.h"
+#include "pt_json.h"
 #include "pt_log.h"
 #include "pt_lua_amqp.h"
 #include "pt_lua_http.h"
@@ -7,6 +8,7 @@
 #include "pt_watch.h"
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
@@ -44,7 +47,16 @@ struct pt_lua_s {
     pt__svc_t *services; /* what each loaded file registered */
     size_t n_services;
     pt_buf_t scratch;
+    uint64_t load_timeout_ms;
+    /* the service file being loaded, for the budget hook */
+    const char *loading;
+    uint64_t load_deadline_ns;
+    int load_over; /* the budget ran out: every instruction raises now */
+    int load_line; /* where the file was when it did (0: not known) */
 };
+
+/* The VM loading a file on this thread; a hook has only the lua_State. */
+static _Thread_local pt_lua_t *pt__loading_vm;
 
 /* ---- portico.host: the C primitives under the lua/portico modules ---- */
 
@@ -74,6 +86,36 @@ static int pt__host_now(lua_State *L)
     gettimeofday(&tv, NULL);
     lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6);
     return 1;
+}
+
+/* lua/portico/runtime.lua binds these with the FFI (ffi.C, the binary is
+ * linked with -E); nothing in C calls them, so this reference is what brings
+ * pt_json.o out of the static library into the binary. */
+__attribute__((used)) static const void *const pt__ffi_exports[] = {(const void *)pt_json_check,
+                                                                    (const void *)pt_utf8_check};
+
+/* What stands in for a process-level call (its name is the upvalue). */
+static int pt__forbidden(lua_State *L)
+{
+    return luaL_error(L, "%s is not available to services: it acts on the whole gateway process",
+                      lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* The gateway's process is not a service's: os.exit would end it (on a hot
+ * reload too), os.execute and io.popen fork it with every socket it holds,
+ * os.setlocale changes how every thread reads and writes numbers (cjson,
+ * strtod). docs/contract.md lists them. */
+static void pt__restrict(lua_State *L)
+{
+    static const char *const calls[][2] = {
+        {"os", "exit"}, {"os", "execute"}, {"io", "popen"}, {"os", "setlocale"}};
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        lua_getglobal(L, calls[i][0]);
+        lua_pushfstring(L, "%s.%s", calls[i][0], calls[i][1]);
+        lua_pushcclosure(L, pt__forbidden, 1);
+        lua_setfield(L, -2, calls[i][1]);
+        lua_pop(L, 1);
+    }
 }
 
 static void pt__open_host(lua_State *L, int worker)
@@ -150,6 +192,68 @@ int pt_lua_read_file(const char *path, char **out, size_t *len, char *err, size_
     return 0;
 }
 
+static uint64_t pt__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The deepest line of the file being loaded on L's stack, or 0. */
+static int pt__loading_line(pt_lua_t *pl, lua_State *L)
+{
+    lua_Debug ar;
+    size_t n = strlen(pl->loading);
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar)) break;
+        if (ar.source[0] == '@' && strncmp(ar.source + 1, pl->loading, n) == 0 &&
+            ar.source[n + 1] == '\0' && ar.currentline > 0)
+            return ar.currentline;
+    }
+    return 0;
+}
+
+/* The count hook of a load: past the deadline, the file is refused. From
+ * then on every instruction raises, so a file that catches errors in a loop
+ * (while true do pcall(f) end) cannot go on either. */
+static void pt__load_hook(lua_State *L, lua_Debug *ar)
+{
+    pt_lua_t *pl = pt__loading_vm;
+    if (!pl) return;
+    if (!pl->load_over) {
+        if (pt__now_ns() < pl->load_deadline_ns) return;
+        pl->load_over = 1;
+        pl->load_line = pt__loading_line(pl, L);
+        lua_sethook(L, pt__load_hook, LUA_MASKCOUNT, 1);
+    }
+    lua_pushliteral(L, "the load time budget is spent");
+    lua_error(L);
+}
+
+/* Runs runtime.load under the budget. JIT-compiled code runs no hooks, and
+ * a loop in a file (while true do end) becomes a trace at once, so the JIT
+ * is off while a file runs: the file's code is new, so no trace of its own
+ * exists yet. Code compiled before (the runtime's, other services') could
+ * still run unhooked; the main thread checks every file first in a VM that
+ * serves no requests and so has none. */
+static int pt__load_budgeted(pt_lua_t *pl, const char *path, const char *source, size_t len)
+{
+    lua_State *L = pl->L;
+    pl->loading = path;
+    pl->load_over = 0;
+    pl->load_line = 0;
+    pl->load_deadline_ns = pt__now_ns() + pl->load_timeout_ms * 1000000u;
+    pt__loading_vm = pl;
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    lua_sethook(L, pt__load_hook, LUA_MASKCOUNT, 1000);
+    int rc = pt__runtime_call(pl, "load", path, source, len);
+    lua_sethook(L, NULL, 0, 0);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
+    pt__loading_vm = NULL;
+    pl->loading = NULL;
+    return rc;
+}
+
 int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t source_len,
                      char *err, size_t errlen)
 {
@@ -159,8 +263,17 @@ int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t 
         if (pt_lua_read_file(path, &own, &source_len, err, errlen) != 0) return -1;
         source = own;
     }
-    int rc = pt__runtime_call(pl, "load", path, source, source_len);
+    int rc = pt__load_budgeted(pl, path, source, source_len);
     free(own);
+    if (rc != 0 && pl->load_over) {
+        snprintf(err, errlen,
+                 "%s:%d: still running after %llu ms of loading (an endless loop at load "
+                 "time?); refused (lua.load_timeout)",
+                 path, pl->load_line > 0 ? pl->load_line : 1,
+                 (unsigned long long)pl->load_timeout_ms);
+        lua_pop(L, 1);
+        return -1;
+    }
     if (rc != 0) {
         snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : path);
         lua_pop(L, 1);
@@ -223,7 +336,9 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
         return -1;
     }
     lua_State *L = pl->L;
+    pl->load_timeout_ms = PT_LUA_LOAD_TIMEOUT_MS;
     luaL_openlibs(L);
+    pt__restrict(L);
     pt__open_host(L, worker);
     /* Every request leaves ~1 KB of tables behind; a cycle per doubling of the
      * live heap (LuaJIT's 200) marked the live heap often enough to be ~4 % of

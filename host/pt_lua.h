@@ -64,9 +64,14 @@ typedef struct {
 
 typedef void (*pt_lua_done_cb)(void *ud, const pt_lua_result_t *res);
 
+/* How long one service file may run while it loads when the config does
+ * not say (lua.load_timeout). */
+#define PT_LUA_LOAD_TIMEOUT_MS 1000
+
 /* Creates a VM for worker (1..N; 0 for a check on the main thread), opens the
- * standard libraries, cjson and portico.host, and loads every service under
- * cfg->service_dirs. Returns 0, or -1 with "file:line: message" in err. */
+ * standard libraries (os.exit, os.execute, io.popen and os.setlocale replaced
+ * by functions that raise), cjson and portico.host, and loads every service
+ * under cfg->service_dirs. Returns 0, or -1 with "file:line: message" in err. */
 int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, size_t errlen);
 
 /* Closes the VM. No task may be in flight. */
@@ -74,7 +79,9 @@ void pt_lua_free(pt_lua_t *pl);
 
 /* Loads (or reloads) one service file through runtime.load. source is the
  * file's text as already read (so a worker compiles exactly what the main
- * thread checked), or NULL to read path now. The previous version of that
+ * thread checked), or NULL to read path now. The file's code runs with the
+ * JIT off and under a time budget (lua.load_timeout): past it the load is
+ * refused with the line the file was at. The previous version of that
  * file keeps serving unless this returns 0; requests already running finish
  * on the version they started with. Returns 0, or -1 with
  * "file:line: message" in err. */

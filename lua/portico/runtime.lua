@@ -7,6 +7,7 @@
 --                    channel_name, channel_type, username, params, gateway, amqp)
 --     -> status, body, content_type, headers|nil
 --   runtime.get(name) -> the service module, or nil
+--   runtime.decode_json(text) -> value | nil, err   strict JSON (RFC 8259), as bodies get
 --
 -- dispatch runs inside the request's coroutine and never raises: every failure
 -- becomes {"error":{"status":N,"message":"...","cid":"..."}}. It only uses
@@ -37,9 +38,10 @@ local type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select 
   type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select
 local rawget, rawset = rawget, rawset
 local xpcall, pcall, error, loadstring, loadfile = xpcall, pcall, error, loadstring, loadfile
-local fmt, find, gsub, sub, char = string.format, string.find, string.gsub, string.sub, string.char
+local fmt, find, gsub, sub, char, byte =
+  string.format, string.find, string.gsub, string.sub, string.char, string.byte
 local concat, traceback, getinfo, floor = table.concat, debug.traceback, debug.getinfo, math.floor
-local encode, decode = cjson.encode, cjson_safe.decode
+local encode = cjson.encode
 local check = schema.check
 local COMPILED = service.marker
 local ServiceError = service.ServiceError
@@ -95,6 +97,108 @@ else
 end
 M.utcnow = utcnow
 M.log = log       -- portico.testing replaces it to record what services log
+
+-- ---- strict JSON (RFC 8259) ----
+--
+-- cjson decodes, but it takes more than JSON: NaN, Infinity, hex, "1.",
+-- "-.5", control characters and any bytes in strings, text after a NUL, and
+-- numbers that overflow to inf (which then cannot be encoded). In the host,
+-- pt_json_check (host/pt_json.h) refuses all of that in one pass first, and
+-- pt_utf8_check holds every JSON answer to UTF-8. Both are bound with the FFI:
+-- a classic Lua C function would cost twice as much per request
+-- (docs/contract.md, "Strict JSON"). Under busted there is no host: cjson's
+-- own refusal of NaN, Infinity and hex and the UTF-8 check in Lua below are
+-- what is left, enough for bodies portico.testing makes with cjson.encode.
+local strict = cjson_safe.new() -- a private instance: its settings are not the services'
+strict.decode_invalid_numbers(false)
+strict.decode_max_depth(1000) -- PT_JSON_MAX_DEPTH
+local decode = strict.decode
+
+-- utf8_bad(s) -> the position of the first byte of s that is not well-formed
+-- UTF-8 (RFC 3629), or nil. json_check(s) -> true | nil, "what at byte N".
+local utf8_bad, json_check
+if host then
+  local ffi = require "ffi"
+  ffi.cdef [[
+    typedef struct { size_t offset; const char *message; } pt_json_error_t;
+    int pt_json_check(const char *s, size_t len, int max_depth, pt_json_error_t *err);
+    int pt_utf8_check(const char *s, size_t len, size_t *bad);
+  ]]
+  local C = ffi.C
+  local ok, err = pcall(function() return C.pt_json_check, C.pt_utf8_check end)
+  if not ok then error("portico.runtime: the host exports no pt_json_check: " .. tostring(err)) end
+  local jerr, bad = ffi.new("pt_json_error_t"), ffi.new("size_t[1]")
+  local pt_json_check, pt_utf8_check, ffi_string = C.pt_json_check, C.pt_utf8_check, ffi.string
+  utf8_bad = function(s)
+    if pt_utf8_check(s, #s, bad) == 0 then return nil end
+    return tonumber(bad[0]) + 1
+  end
+  json_check = function(s)
+    if pt_json_check(s, #s, 1000, jerr) == 0 then return true end
+    return nil, ffi_string(jerr.message) .. " at byte " .. tonumber(jerr.offset) + 1
+  end
+else
+  utf8_bad = function(s)
+    local i = 1
+    while true do
+      i = find(s, "[\128-\255]", i)
+      if not i then return nil end
+      local c, n, lo, hi = byte(s, i), 0, 0x80, 0xBF
+      if c >= 0xC2 and c <= 0xDF then
+        n = 2
+      elseif c >= 0xE0 and c <= 0xEF then
+        n = 3
+        if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+      elseif c >= 0xF0 and c <= 0xF4 then
+        n = 4
+        if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+      else
+        return i
+      end
+      local c2 = byte(s, i + 1)
+      if not c2 or c2 < lo or c2 > hi then return i end
+      for k = i + 2, i + n - 1 do
+        local ck = byte(s, k)
+        if not ck or ck < 0x80 or ck > 0xBF then return i end
+      end
+      i = i + n
+    end
+  end
+  json_check = function(s)
+    local at = utf8_bad(s)
+    if at then return nil, "invalid UTF-8 at byte " .. at end
+    return true
+  end
+end
+M.utf8_bad = utf8_bad
+
+-- runtime.decode_json(text) -> value | nil, err: strict JSON text to Lua (JSON
+-- null is cjson.null). err is "<what> at byte N". The same check every body
+-- of a service gets, for any module that reads JSON from a client.
+local function decode_json(text)
+  local ok, err = json_check(text)
+  if not ok then return nil, err end
+  return decode(text)
+end
+M.decode_json = decode_json
+
+-- s with each byte that is not part of well-formed UTF-8 replaced by U+FFFD,
+-- for text that must reach a client whatever it holds (error messages).
+local function to_utf8(s)
+  local at = utf8_bad(s)
+  if not at then return s end
+  local out, n = {}, 0
+  repeat
+    n = n + 2
+    out[n - 1], out[n] = sub(s, 1, at - 1), "\239\191\189"
+    s = sub(s, at + 1)
+    at = utf8_bad(s)
+  until not at
+  out[n + 1] = s
+  return concat(out)
+end
+M.to_utf8 = to_utf8
+
 M.stubs = nil     -- portico.testing: name -> function(input, self) standing in for invoke targets
 M.on_invoke = nil -- portico.testing: called with (name, input) for every invoke
 
@@ -259,7 +363,11 @@ local http_mt = {
 
 -- ---- errors ----
 
+-- message and cid may come from a service or a client: bytes that are not
+-- UTF-8 become U+FFFD, so the error still reaches the client as JSON.
 local function error_body(status, message, cid)
+  if type(message) == "string" then message = to_utf8(message) end
+  if type(cid) == "string" then cid = to_utf8(cid) end
   return status, encode({ error = { status = status, message = message, cid = cid } }),
     "application/json", nil
 end
@@ -398,6 +506,16 @@ local function encode_response(self, svc, c)
       M.log("error", "cannot encode the response as JSON: " .. tostring(body), cid, name)
       return internal_error(name, cid)
     end
+    -- cjson copies a string's bytes as they are: JSON text must be UTF-8
+    -- (RFC 8259 8.1), and a client's parser may refuse anything else
+    local bad = utf8_bad(body)
+    if bad then
+      local near = gsub(sub(body, bad > 24 and bad - 24 or 1, bad + 3), "[%z\1-\31\127-\255]",
+        function(c) return fmt("\\x%02X", byte(c)) end)
+      M.log("error", "cannot encode the response as JSON: a string in the payload is not UTF-8 "
+        .. "(byte " .. bad .. " of its JSON, near " .. near .. ")", cid, name)
+      return internal_error(name, cid)
+    end
     return status, body, ctype or "application/json", headers
   elseif tp == "string" then
     return status, payload, ctype or "text/plain; charset=utf-8", headers
@@ -436,7 +554,7 @@ function M.dispatch(name, cid, method, path, query_string, headers, body, channe
   local payload
   if body ~= nil and body ~= "" then
     local err
-    payload, err = decode(body)
+    payload, err = decode_json(body)
     if payload == nil then
       return error_body(400, "invalid JSON: " .. tostring(err), cid)
     end
