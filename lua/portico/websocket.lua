@@ -5,7 +5,9 @@
 -- Sends data (a table is sent as JSON, a string as it is) as a text message
 -- to every socket of the WebSocket channel named channel, on every worker, or
 -- only to username's sockets. Returns true once it is handed to the workers;
--- sockets that close meanwhile simply miss it.
+-- sockets that close meanwhile simply miss it. A socket that does not keep up
+-- (its backlog would pass the channel's max_output) is closed with 1008 and
+-- counted in portico_ws_slow_consumers_total: a push never buffers without end.
 local cjson = require "cjson"
 
 local has_host, host = pcall(require, "portico.host")
