@@ -132,6 +132,7 @@ typedef struct {
     char *lua_path;
     int lua_gc_pause; /* LuaJIT's GC pause, per cent: a cycle starts when the heap
                          reaches this share of what the last one left live */
+    uint64_t lua_load_timeout_ms; /* the longest a service file may run while it loads */
     char **service_dirs;
     size_t n_service_dirs;
     uint64_t watch_interval_ms; /* how often the service dirs are scanned */

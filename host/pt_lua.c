@@ -336,7 +336,7 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
         return -1;
     }
     lua_State *L = pl->L;
-    pl->load_timeout_ms = PT_LUA_LOAD_TIMEOUT_MS;
+    pl->load_timeout_ms = cfg->lua_load_timeout_ms;
     luaL_openlibs(L);
     pt__restrict(L);
     pt__open_host(L, worker);

@@ -64,10 +64,6 @@ typedef struct {
 
 typedef void (*pt_lua_done_cb)(void *ud, const pt_lua_result_t *res);
 
-/* How long one service file may run while it loads when the config does
- * not say (lua.load_timeout). */
-#define PT_LUA_LOAD_TIMEOUT_MS 1000
-
 /* Creates a VM for worker (1..N; 0 for a check on the main thread), opens the
  * standard libraries (os.exit, os.execute, io.popen and os.setlocale replaced
  * by functions that raise), cjson and portico.host, and loads every service
