@@ -666,7 +666,9 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        if (x->got_head && llhttp_finish(&conn->parser) == HPE_OK && x->complete) {
+        /* llhttp_finish returns what on_message_complete did: HPE_PAUSED */
+        llhttp_errno_t fe = x->got_head ? llhttp_finish(&conn->parser) : HPE_OK;
+        if (x->got_head && (fe == HPE_OK || fe == HPE_PAUSED) && x->complete) {
             x->reusable = 0; /* delimited by the close */
             pt__finish(x, PT_UPX_OK);
             return;
