@@ -16,9 +16,15 @@
  * Upgrade) handshake goes to the target, and after its 101 the two
  * connections are joined byte for byte.
  *
+ * Trailers are forwarded in neither direction. pt_upstream checks the
+ * answer (pt_upstream.h); a 101 is taken only with the Upgrade the client
+ * asked for.
+ *
  * A target that cannot be reached gives 502, one that does not answer in
- * time 504, each with the JSON error body and the cid; once the answer has
- * begun, a failure can only close the client's connection. */
+ * time 504, a refused answer 502, each with the JSON error body and the cid
+ * and a message naming no internal address (the log names it, at warn level
+ * with the cid); once a byte of the answer reached the client, a failure can
+ * only close the client's connection. */
 #ifndef PT_PROXY_H
 #define PT_PROXY_H
 

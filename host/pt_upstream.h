@@ -11,7 +11,7 @@
  * takes an idle connection), and streams both ways through callbacks with
  * flow control on each side. A connection that fails before any request body
  * was sent is retried once on another target when the caller allows it
- * (idempotent requests). Time-outs: connect_timeout per attempt, read_timeout
+ * (idempotent requests); a malformed or refused answer is not. Time-outs: connect_timeout per attempt, read_timeout
  * between two reads of the response; the head must be complete within one
  * read_timeout of the request's end, however it trickles in.
  *
