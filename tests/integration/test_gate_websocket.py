@@ -346,6 +346,44 @@ def test_client_that_never_reads_is_bounded_and_closed(gw):
     echo_works(gw)
 
 
+def test_many_clients_that_never_read_leave_no_memory_behind(gw):
+    """40 sockets flood and never read: each is held to its bound, and once
+    they are closed the heap goes back to the system (without the trim,
+    glibc kept some 75 MB of the worker arenas resident here)."""
+    for _ in range(4):
+        echo_works(gw)
+    time.sleep(0.3)
+    baseline = rss_kb(gw)
+    socks = [opened(gw, rcvbuf=64 * 1024) for _ in range(40)]
+    block = echo_requests(1 << 20)
+    for s in socks:
+        s.setblocking(False)
+    sent = dict((s, 0) for s in socks)
+    alive, peak = set(socks), baseline
+    deadline = time.time() + 20
+    while alive and time.time() < deadline:
+        peak = max(peak, rss_kb(gw))
+        _, writable, _ = select.select([], list(alive), [], 0.2)
+        for s in writable:
+            try:
+                sent[s] += s.send(block[sent[s] % len(block):])
+            except BlockingIOError:
+                pass
+            except OSError:
+                alive.discard(s)  # closed by the server: send_timeout passed
+    for s in socks:
+        s.close()
+    print("\n40 clients that never read: sent %.0f MB; RSS %d KB before, %d KB peak"
+          % (sum(sent.values()) / 1048576.0, baseline, peak))
+    assert not alive, "%d sockets were not closed" % len(alive)
+    assert peak < baseline + 120 * 1024, (baseline, peak)  # about 1.8 MB a socket
+    time.sleep(2)  # the last deferred trim is at most a second after the last close
+    after = rss_kb(gw)
+    print("RSS after: %d KB" % after)
+    assert after < baseline + 30 * 1024, (baseline, after)
+    echo_works(gw)
+
+
 def test_paused_client_gets_every_reply_once_it_reads(gw):
     """Reads stop and start again: nothing is lost on the way."""
     n = 3000
