@@ -75,12 +75,16 @@ def basic(user, password):
     return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
 
 
-def call(gw, user, password, source="127.0.0.1", timeout=20):
-    """One request on a new connection from source; (status, headers, seconds)."""
+def call(gw, user, password, source="127.0.0.1", timeout=20, barrier=None):
+    """One request on a new connection from source; (status, headers, seconds).
+    With a barrier, the request goes once every party has connected."""
     c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout,
                                    source_address=(source, 0))
-    t = time.monotonic()
     try:
+        if barrier:
+            c.connect()
+            barrier.wait(10)
+        t = time.monotonic()
         c.request("POST", "/api/echo", body="{}", headers={
             "Authorization": basic(user, password), "Content-Type": "application/json"})
         r = c.getresponse()
@@ -211,11 +215,11 @@ def test_unknown_user_goes_through_the_same_bounds(start):
     assert call(gw, "bob", PASSWORD, "127.0.0.5")[0] == 200
 
     for source, user in (("127.0.0.6", "nobody"), ("127.0.0.7", "carol")):
-        results = []
+        results, together = [], threading.Barrier(6)
 
         def one(i):
-            results.append(call(gw, user, "burst-%d" % i, source)[0])
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+            results.append(call(gw, user, "burst-%d" % i, source, barrier=together)[0])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
         for t in threads:
             t.start()
         for t in threads:
@@ -223,7 +227,13 @@ def test_unknown_user_goes_through_the_same_bounds(start):
         assert set(results) <= {401, 429} and 429 in results, (user, results)
     assert throttled(gw, "address") >= 2
 
-    # and an unknown user's refusal takes a hash run's time, like a known one's
+    # an unknown user's check is an argon2id run, counted like a known one's
+    for user, source in (("nobody", "127.0.3.1"), ("dave", "127.0.3.2")):
+        before = scrape(gw)[("portico_auth_hash_checks_total", ())]
+        assert call(gw, user, "counted", source)[0] == 401
+        assert scrape(gw)[("portico_auth_hash_checks_total", ())] == before + 1, user
+
+    # and its refusal takes a hash run's time, like a known one's
     def median(user, base):
         return statistics.median(call(gw, user, "slow-%d" % i, "127.0.2.%d" % (base + i))[2]
                                  for i in range(5))
