@@ -425,15 +425,23 @@ static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
     return pt_buf_append(&x->rhead, at, len);
 }
 
+/* The name is whole: what comes next is its value, which may be empty (no
+ * on_header_value then), and the next name is a new field. */
+static int pt__on_header_field_complete(llhttp_t *p)
+{
+    pt_upx_t *x = ((pt__conn_t *)p->data)->x;
+    if (!x || x->aborted) return -1;
+    if (x->got_head) return 0;
+    x->in_header_field = 0;
+    x->hdrs[x->n_hdrs - 1].value_off = (uint32_t)x->rhead.len;
+    return 0;
+}
+
 static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     pt_upx_t *x = ((pt__conn_t *)p->data)->x;
     if (!x || x->aborted) return -1;
     if (x->got_head) return pt__trailer(x, len);
-    if (x->in_header_field) {
-        x->in_header_field = 0;
-        x->hdrs[x->n_hdrs - 1].value_off = (uint32_t)x->rhead.len;
-    }
     x->hdrs[x->n_hdrs - 1].value_len += (uint32_t)len;
     if (x->rhead.len + len > PT__MAX_HEAD) return pt__invalid(x, "a head larger than 64 KB");
     return pt_buf_append(&x->rhead, at, len);
@@ -563,7 +571,8 @@ static int pt__on_headers_complete(llhttp_t *p)
         x->aborted = 1;
         return -1;
     }
-    return bodiless && status != 101 ? 1 : 0;
+    /* a 101 has no body either: what follows its head is the tunnel */
+    return bodiless || status == 101 ? 1 : 0;
 }
 
 static int pt__on_body(llhttp_t *p, const char *at, size_t len)
@@ -599,6 +608,7 @@ static int pt__on_message_complete(llhttp_t *p)
 static const llhttp_settings_t pt__settings = {
     .on_message_begin = pt__on_message_begin,
     .on_header_field = pt__on_header_field,
+    .on_header_field_complete = pt__on_header_field_complete,
     .on_header_value = pt__on_header_value,
     .on_headers_complete = pt__on_headers_complete,
     .on_body = pt__on_body,
