@@ -199,6 +199,50 @@ return M
       assert.equal("c-1", e.cid)
     end)
 
+    -- Under busted there is no host: the byte-level check is host/pt_json.c's
+    -- (tests/integration/test_gate_lua.py); what is left here is cjson without
+    -- NaN, Infinity and hex, and the UTF-8 check.
+    it("answers 400 for NaN, Infinity, hex and bytes that are not UTF-8", function()
+      rt.load(service("s.ok", "self.response.payload = { got = self.request.payload }"))
+      for _, body in ipairs { "NaN", "[Infinity]", '{"a": -Infinity}', "[0x7B]", "[-01]",
+                              '"caf\233"', '"\237\160\128"', '"\192\175"', "[1] x" } do
+        local status, rbody = dispatch("s.ok", { body = body })
+        assert.equal(400, status, body)
+        assert.matches("^invalid JSON: ", decode_error(rbody).message, 1, false, body)
+      end
+      assert.same({ status = 400, message = "invalid JSON: invalid UTF-8 at byte 5", cid = "cid-1" },
+        decode_error(select(2, dispatch("s.ok", { body = '"caf\233"' }))))
+      local status, rbody = dispatch("s.ok", { body = '["caf\195\169 \240\159\152\128", -0, 1E+2]' })
+      assert.equal(200, status)
+      assert.same({ "caf\195\169 \240\159\152\128", 0, 100 }, cjson.decode(rbody).got)
+    end)
+
+    it("offers the same decoding as runtime.decode_json", function()
+      assert.same({ a = { 1, 2 } }, rt.decode_json('{"a": [1, 2]}'))
+      local v, err = rt.decode_json("NaN")
+      assert.is_nil(v)
+      assert.is_string(err)
+      v, err = rt.decode_json('"\255"')
+      assert.is_nil(v)
+      assert.equal("invalid UTF-8 at byte 2", err)
+    end)
+
+    it("finds the first byte that is not UTF-8 (RFC 3629)", function()
+      local bad = rt.utf8_bad
+      assert.is_nil(bad(""))
+      assert.is_nil(bad("plain ascii \0 \127"))
+      assert.is_nil(bad("\194\128 \223\191 \224\160\128 \237\159\191 \238\128\128 \240\144\128\128 \244\143\191\191"))
+      assert.equal(1, bad("\128"))                -- a continuation byte alone
+      assert.equal(2, bad("a\193\191"))          -- overlong, 2 bytes
+      assert.equal(1, bad("\224\159\191"))      -- overlong, 3 bytes
+      assert.equal(1, bad("\240\143\191\191")) -- overlong, 4 bytes
+      assert.equal(1, bad("\237\160\128"))      -- U+D800 in UTF-8 form
+      assert.equal(1, bad("\244\144\128\128")) -- above U+10FFFF
+      assert.equal(1, bad("\245\128\128\128"))
+      assert.equal(3, bad("ok\226\130"))         -- cut short
+      assert.equal(3, bad("\195\169\255"))
+    end)
+
     it("answers 400 naming every field that fails the input schema", function()
       rt.load(service("s.in", "self.response.payload = {}", "input = { a = 'integer', b = 'string', c = 'boolean?' }"))
       local status, body = dispatch("s.in", { body = '{"a": "x", "c": 1}' })
@@ -309,6 +353,35 @@ return M
       rt.load(service("s.fn", "self.response.payload = { f = print }"))
       assert.equal(500, (dispatch("s.fn")))
       assert.is_truthy(t:logged("cannot encode", "error"))
+    end)
+
+    it("answers 500 for NaN, inf or a string that is not UTF-8 in a payload, saying why in the log", function()
+      for kind, why in pairs { nan = "0/0", inf = "math.huge", ninf = "-math.huge" } do
+        rt.load(service("s." .. kind, "self.response.payload = { x = " .. why .. " }"))
+        local status, body = dispatch("s." .. kind, { cid = "c-" .. kind })
+        assert.equal(500, status)
+        assert.same({ status = 500, message = "internal error in service s." .. kind, cid = "c-" .. kind },
+          decode_error(body))
+      end
+      assert.is_truthy(t:logged("must not be NaN or Inf", "error"))
+      rt.load(service("s.latin1", [[self.response.payload = { name = "caf\233" }]]))
+      local status, body = dispatch("s.latin1", { cid = "c-l" })
+      assert.equal(500, status)
+      assert.same({ status = 500, message = "internal error in service s.latin1", cid = "c-l" },
+        decode_error(body))
+      local entry = t:logged("not UTF%-8", "error")
+      assert.is_truthy(entry)
+      assert.equal('cannot encode the response as JSON: a string in the payload is not UTF-8 '
+        .. '(byte 13 of its JSON, near {"name":"caf\\xE9"})', entry.message)
+      assert.equal("c-l", entry.cid)
+    end)
+
+    it("replaces bytes that are not UTF-8 in an error message by U+FFFD", function()
+      rt.load(service("s.err", [[self:error(422, "no customer named caf\233 \255\254")]]))
+      local status, body = dispatch("s.err", { cid = "c\200" })
+      assert.equal(422, status)
+      assert.same({ status = 422, message = "no customer named caf\239\191\189 \239\191\189\239\191\189",
+        cid = "c\239\191\189" }, decode_error(body))
     end)
 
     it("answers 404 for an unknown service", function()
