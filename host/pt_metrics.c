@@ -139,8 +139,6 @@ uint64_t pt_metrics_auth_hash_checks;
 
 uint64_t pt_metrics_connections_refused;
 
-uint64_t pt_metrics_connections_refused;
-
 static uint64_t pt__load(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -349,12 +347,6 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
         ws += pt__load(&workers[w]->websockets_open);
         slow += pt__load(&workers[w]->ws_slow_consumers);
     }
-    pt_buf_printf(out,
-                  "# HELP portico_connections_refused_total Client connections refused because "
-                  "max_connections were open.\n"
-                  "# TYPE portico_connections_refused_total counter\n"
-                  "portico_connections_refused_total %llu\n",
-                  (unsigned long long)pt__load(&pt_metrics_connections_refused));
     pt_buf_printf(out,
                   "# HELP portico_connections_refused_total Client connections refused because "
                   "max_connections were open.\n"

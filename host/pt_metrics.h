@@ -107,10 +107,6 @@ extern uint64_t pt_metrics_auth_hash_checks;
  * worker thread adds with pt_metrics_inc; the scrape reads it). */
 extern uint64_t pt_metrics_connections_refused;
 
-/* Client connections refused because max_connections were open (any
- * worker thread adds with pt_metrics_inc; the scrape reads it). */
-extern uint64_t pt_metrics_connections_refused;
-
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;
