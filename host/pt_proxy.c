@@ -72,10 +72,9 @@ static int pt__conn_add(pt__conn_list_t *l, const char *v, size_t len)
  * field names. */
 static int pt__hop(const char *name, size_t len, const pt__conn_list_t *conns)
 {
-#define PT__HOP(s)                                                                                 \
-    {                                                                                              \
-        s, sizeof s - 1                                                                            \
-    }
+    /* clang-format off */
+#define PT__HOP(s) {s, sizeof s - 1}
+    /* clang-format on */
     static const struct {
         const char *name;
         size_t len;
