@@ -88,7 +88,8 @@ typedef struct {
 /* What an admitted check holds of the gate until it ends. */
 typedef struct {
     int held;
-    int addr, user; /* their entries; addr -1: the address is not known */
+    int addr, user; /* their entries; -1: not counted (addr: the address is not known) */
+    int cred;       /* the entry of the credential presented */
     int clean;      /* the address had no failure pending */
     double rate;    /* failures forgiven a second, as configured when admitted */
 } pt__ticket_t;
@@ -883,14 +884,16 @@ static size_t pt__peer_key(const pt_security_request_t *req, unsigned char out[9
 }
 
 /* Admits one uncached check of user (of the definition called def) from
- * the address key addr (addr_len 0: not known) into *t. Returns -1 when
- * admitted, else the PT_METRICS_AUTH_ reason it is refused for, with the
- * seconds to wait in *retry. Any thread. */
+ * the address key addr (addr_len 0: not known), of the credential whose
+ * cache digest is digest, into *t. Returns -1 when admitted, else the
+ * PT_METRICS_AUTH_ reason it is refused for, with the seconds to wait in
+ * *retry. Any thread. */
 static int pt__gate_enter(const pt__gate_cfg_t *g, const unsigned char *addr, size_t addr_len,
-                          const char *def, const char *user, size_t user_len, pt__ticket_t *t,
+                          const char *def, const char *user, size_t user_len,
+                          const unsigned char digest[PT__CACHE_DIGEST], pt__ticket_t *t,
                           uint32_t *retry)
 {
-    unsigned char aid[16], uid[16];
+    unsigned char aid[16], uid[16], cid[16];
     uint64_t now = uv_hrtime();
     /* without a limit, fails only rank entries to forget: one forgiven a window */
     double rate = (double)(g->failures ? g->failures : 1) / ((double)g->window_ns / 1e9);
@@ -899,24 +902,45 @@ static int pt__gate_enter(const pt__gate_cfg_t *g, const unsigned char *addr, si
     pthread_once(&pt__gate.once, pt__gate_init);
     pt__gate_id(aid, 'a', addr, addr_len, "", 0);
     pt__gate_id(uid, 'u', def, strlen(def), user, user_len);
+    pt__gate_id(cid, 'c', digest, PT__CACHE_DIGEST, "", 0);
     *retry = 1;
     pthread_mutex_lock(&pt__gate.lock);
     int a = addr_len ? pt__gate_entry(aid, rate, now) : -1;
     int u = pt__gate_entry(uid, rate, now);
-    pt__gate_entry_t *ae = a >= 0 ? &pt__gate.slots[a] : NULL;
-    pt__gate_entry_t *ue = u >= 0 ? &pt__gate.slots[u] : NULL;
+    int k = pt__gate_entry(cid, rate, now);
+    /* (a later entry may have been made in the place of an earlier one) */
+    pt__gate_entry_t *ae =
+        a >= 0 && !memcmp(pt__gate.slots[a].id, aid, 16) ? &pt__gate.slots[a] : NULL;
+    pt__gate_entry_t *ue =
+        u >= 0 && !memcmp(pt__gate.slots[u].id, uid, 16) ? &pt__gate.slots[u] : NULL;
+    pt__gate_entry_t *ke = k >= 0 ? &pt__gate.slots[k] : NULL;
     /* Clean: no check failed in the window and none under way, so an
      * attacker's address is clean for one check at most, and an unknown
      * address never (it could be anyone's). */
     double fails = ae ? pt__gate_fails(ae, rate, now) : 1;
     int clean =
         ae && !ae->inflight && (!ae->last_fail_ns || now - ae->last_fail_ns >= g->window_ns);
-    if ((addr_len && (!ae || memcmp(ae->id, aid, sizeof aid))) || !ue) {
+    if ((addr_len && !ae) || !ue || !ke) {
         why = PT_METRICS_AUTH_TOTAL; /* no room to count them: as good as full */
     } else if (ae && g->failures && fails > (double)g->failures - 1) {
         why = PT_METRICS_AUTH_FAILURES;
         double wait = ceil((fails - ((double)g->failures - 1)) / rate);
         *retry = wait < 1 ? 1 : wait > 86400 ? 86400 : (uint32_t)wait;
+    } else if (ke->inflight) {
+        /* The same credential is being checked on another worker (each
+         * worker runs one check per credential and the rest wait for it):
+         * one client fanning a new credential out over many connections
+         * is not refused for it. The same guess again is no new
+         * information, so only the total bounds it, and only the first
+         * check's failure counts. */
+        if (pt__gate.inflight >= g->total) {
+            why = PT_METRICS_AUTH_TOTAL;
+        } else {
+            ke->inflight++;
+            pt__gate.inflight++;
+            *t = (pt__ticket_t){
+                .held = 1, .addr = -1, .user = -1, .cred = k, .clean = clean, .rate = rate};
+        }
     } else if (ae && ae->inflight >= g->per_address) {
         why = PT_METRICS_AUTH_ADDRESS;
     } else if (!clean && ue->inflight >= g->per_user) {
@@ -928,8 +952,10 @@ static int pt__gate_enter(const pt__gate_cfg_t *g, const unsigned char *addr, si
     } else {
         if (ae) ae->inflight++;
         ue->inflight++;
+        ke->inflight++;
         pt__gate.inflight++;
-        *t = (pt__ticket_t){.held = 1, .addr = a, .user = u, .clean = clean, .rate = rate};
+        *t = (pt__ticket_t){
+            .held = 1, .addr = a, .user = u, .cred = k, .clean = clean, .rate = rate};
     }
     pthread_mutex_unlock(&pt__gate.lock);
     return why;
@@ -951,7 +977,8 @@ static void pt__gate_leave(pt__ticket_t *t, int failed)
             e->last_fail_ns = now;
         }
     }
-    pt__gate.slots[t->user].inflight--;
+    if (t->user >= 0) pt__gate.slots[t->user].inflight--;
+    pt__gate.slots[t->cred].inflight--;
     pt__gate.inflight--;
     pthread_mutex_unlock(&pt__gate.lock);
 }
@@ -1089,7 +1116,7 @@ static int pt__check_basic(const pt_security_t *sec, const pt_security_def_t *d,
         size_t addr_len = pt__peer_key(req, addr);
         uint32_t retry;
         int why = pt__gate_enter(&sec->gate, addr, addr_len, d->name, (const char *)c, user_len,
-                                 &ticket, &retry);
+                                 digest, &ticket, &retry);
         if (why >= 0) {
             pt_metrics_inc(&pt_metrics_auth_throttled[why], 1);
             snprintf(res->extra, sizeof res->extra, "Retry-After: %u\r\n", retry);

@@ -239,3 +239,21 @@ def test_unknown_user_goes_through_the_same_bounds(start):
                                  for i in range(5))
     unknown, known = median("nobody", 1), median("dave", 11)
     assert unknown > 0.005 and unknown > 0.25 * known, (unknown, known)
+
+
+def test_one_client_fans_a_new_credential_out(start):
+    """One client opens 16 connections (spread over both workers) with a
+    credential nothing has verified yet: each worker checks it once, and
+    however tight the per-address bound, none of them is refused for it."""
+    gw = start("  hash_checks: {per_address: 1}\n")
+    results, together = [], threading.Barrier(16)
+
+    def one():
+        results.append(call(gw, "erin", PASSWORD, "127.0.0.8", barrier=together)[0])
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 16, results
+    assert throttled(gw) == 0

@@ -682,6 +682,10 @@ static void test_gate_per_address(void)
     PT_CHECK(c == NULL);
     PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "john.doe:secret", &c), PT_SECURITY_REFUSE);
     PT_CHECK_INT(throttled(PT_METRICS_AUTH_ADDRESS), before + 2);
+    /* a credential already being checked (by another worker) is no new
+     * guess: it is let through to wait for its own run */
+    PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.1", "john.doe:w1", &c), PT_SECURITY_VERIFY);
+    pt_security_verify_free(c);
     /* another address is not held back */
     PT_CHECK_INT(gate_check(cfg, "ga", "10.1.0.2", "nobody:w4", &c), PT_SECURITY_VERIFY);
     /* a job dropped unrun gives its place back */
@@ -776,6 +780,16 @@ static void test_gate_failures(void)
         PT_CHECK(retry >= 25 && retry <= 30);
     }
     PT_CHECK_INT(throttled(PT_METRICS_AUTH_FAILURES), before + 2);
+    /* the same guess checked twice at once (on two workers) is one failure */
+    pt_security_verify_t *j1, *j2;
+    PT_CHECK_INT(gate_check(cfg, "gf", "10.3.0.4", "john.doe:twice", &j1), PT_SECURITY_VERIFY);
+    PT_CHECK_INT(gate_check(cfg, "gf", "10.3.0.4", "john.doe:twice", &j2), PT_SECURITY_VERIFY);
+    if (j1) pt_security_verify_now(j1);
+    if (j2) pt_security_verify_now(j2);
+    PT_CHECK_INT(gate_check(cfg, "gf", "10.3.0.4", "john.doe:once", &j1), PT_SECURITY_VERIFY);
+    if (j1) pt_security_verify_now(j1);
+    PT_CHECK_INT(gate_check(cfg, "gf", "10.3.0.4", "mary:secret", &j1), PT_SECURITY_REFUSE);
+    PT_CHECK_INT(res.status, 429);
     /* other addresses are not affected, and successes are no failures */
     for (int i = 0; i < 4; i++) {
         char up[64];
