@@ -691,6 +691,139 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
 
 static int pt__amqp_channels(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg);
 
+/* ---- twins: two channels of one name, or whose paths clash ----
+ * Found by sorting hashes, not by comparing every pair: a long channel list
+ * would cost its square. */
+
+typedef struct {
+    uint64_t h;
+    size_t i;
+} pt__twin_t;
+
+static uint64_t pt__fnv(uint64_t h, const char *s, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ (unsigned char)s[k]) * 1099511628211ull;
+    return h;
+}
+
+#define PT__FNV0 14695981039346656037ull
+
+/* What pt__routes_clash compares of a template: literals, any capture alike. */
+static uint64_t pt__shape_hash(const char *path)
+{
+    uint64_t h = PT__FNV0;
+    for (const char *p = path; *p == '/';) {
+        size_t len = strcspn(p + 1, "/");
+        h = len >= 2 && p[1] == '{' ? pt__fnv(h, "/{}", 3) : pt__fnv(h, p, len + 1);
+        p += 1 + len;
+    }
+    return h;
+}
+
+static int pt__twin_cmp(const void *a, const void *b)
+{
+    const pt__twin_t *x = a, *y = b;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+typedef struct {
+    size_t later, earlier; /* channel indexes; later == SIZE_MAX: none */
+    int clash;             /* 0: the same name, 1: clashing paths */
+} pt__pair_t;
+
+/* Keeps the pair the one-by-one check would have met first: the earliest
+ * later channel, then the earliest other, a name before a path. */
+static void pt__pair(pt__pair_t *best, size_t a, size_t b, int clash)
+{
+    size_t later = a > b ? a : b, earlier = a > b ? b : a;
+    if (later < best->later || (later == best->later && earlier < best->earlier) ||
+        (later == best->later && earlier == best->earlier && clash < best->clash))
+        *best = (pt__pair_t){later, earlier, clash};
+}
+
+static int pt__twins(pt__cfg_ctx_t *c, yaml_node_t *n, yaml_node_t **lists, int n_types,
+                     pt_config_t *cfg)
+{
+    size_t nc = cfg->n_channels, n_shapes = 0, n_prefixes = 0;
+    pt__twin_t *names = calloc(nc + 1, sizeof *names), *shapes = calloc(nc + 1, sizeof *shapes);
+    pt__twin_t *prefixes = calloc(nc + 1, sizeof *prefixes);
+    if (!names || !shapes || !prefixes) {
+        free(names);
+        free(shapes);
+        free(prefixes);
+        return pt_yaml_fail(&c->y, n, "out of memory");
+    }
+    for (size_t i = 0; i < nc; i++) {
+        const pt_channel_t *ch = &cfg->channels[i];
+        names[i] = (pt__twin_t){pt__fnv(PT__FNV0, ch->name, strlen(ch->name)), i};
+        if (pt__prefixed_type(ch->type))
+            prefixes[n_prefixes++] =
+                (pt__twin_t){pt__fnv(PT__FNV0, ch->url_path, strlen(ch->url_path)), i};
+        else
+            shapes[n_shapes++] = (pt__twin_t){pt__shape_hash(ch->url_path), i};
+    }
+    qsort(names, nc, sizeof *names, pt__twin_cmp);
+    qsort(shapes, n_shapes, sizeof *shapes, pt__twin_cmp);
+    qsort(prefixes, n_prefixes, sizeof *prefixes, pt__twin_cmp);
+    pt__pair_t best = {SIZE_MAX, SIZE_MAX, 0};
+    /* equal hashes: each pair of a run is checked for real */
+    for (size_t a = 0; a < nc; a++)
+        for (size_t b = a + 1; b < nc && names[b].h == names[a].h; b++)
+            if (!strcmp(cfg->channels[names[a].i].name, cfg->channels[names[b].i].name))
+                pt__pair(&best, names[a].i, names[b].i, 0);
+    for (size_t a = 0; a < n_shapes; a++)
+        for (size_t b = a + 1; b < n_shapes && shapes[b].h == shapes[a].h; b++)
+            if (pt__routes_clash(&cfg->channels[shapes[a].i], &cfg->channels[shapes[b].i]))
+                pt__pair(&best, shapes[a].i, shapes[b].i, 1);
+    /* a prefix clashes with itself and with each prefix it starts with */
+    for (size_t a = 0; a < n_prefixes; a++) {
+        const pt_channel_t *ch = &cfg->channels[prefixes[a].i];
+        size_t len = strlen(ch->url_path);
+        for (size_t k = 1; k <= len; k++) {
+            if (k < len && k > 1 && ch->url_path[k] != '/') continue; /* k == 1: "/" */
+            pt__twin_t key = {pt__fnv(PT__FNV0, ch->url_path, k), 0};
+            size_t lo = 0, hi = n_prefixes; /* the first of key's run */
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (prefixes[mid].h < key.h)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (size_t b = lo; b < n_prefixes && prefixes[b].h == key.h; b++)
+                if (prefixes[b].i != prefixes[a].i &&
+                    pt__routes_clash(&cfg->channels[prefixes[b].i], ch))
+                    pt__pair(&best, prefixes[a].i, prefixes[b].i, 1);
+        }
+    }
+    free(names);
+    free(shapes);
+    free(prefixes);
+    if (best.later == SIZE_MAX) return 0;
+
+    /* the later channel's node: channels are in the order of lists[] */
+    yaml_node_t *item = n;
+    for (int t = 0, k = 0; t < n_types && item == n; t++) {
+        if (!lists[t] || pt_yaml_is_null(lists[t])) continue;
+        size_t len = pt_yaml_len(lists[t]);
+        if (best.later < (size_t)k + len) item = pt_yaml_item(&c->y, lists[t], best.later - k);
+        k += (int)len;
+    }
+    const pt_channel_t *ch = &cfg->channels[best.later], *o = &cfg->channels[best.earlier];
+    if (!best.clash) return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", ch->name);
+    const char *pk = pt__prefixed_type(ch->type) ? "url_prefix" : "url_path";
+    uint64_t both = o->methods & ch->methods;
+    char m[128];
+    if (both & ~(1ull << HTTP_HEAD)) both &= ~(1ull << HTTP_HEAD); /* GET says it */
+    return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, item, pk),
+                        "channel '%s': %s %s matches what channel '%s' (line %d) does, for %s: "
+                        "which one answers would be down to their order",
+                        ch->name, pk, ch->url_path, o->name, o->line,
+                        pt_router_allow_header(both, m, sizeof m));
+}
+
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
     static const char *const keys[] = {"rest",       "gateway",  "amqp", "websocket",
@@ -721,25 +854,9 @@ static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                 yaml_document_get_node(c->y.doc, lists[t]->data.sequence.items.start[i]);
             pt_channel_t *ch = &cfg->channels[cfg->n_channels++];
             if (pt__channel(c, item, types[t], i, ch) != 0) return -1;
-            for (size_t j = 0; j + 1 < cfg->n_channels; j++) {
-                const pt_channel_t *o = &cfg->channels[j];
-                if (strcmp(o->name, ch->name) == 0)
-                    return pt_yaml_fail(&c->y, item, "channel name '%s' is used twice", ch->name);
-                if (pt__routes_clash(o, ch)) {
-                    const char *pk = pt__prefixed_type(o->type) ? "url_prefix" : "url_path";
-                    uint64_t both = o->methods & ch->methods;
-                    char m[128];
-                    if (both & ~(1ull << HTTP_HEAD)) both &= ~(1ull << HTTP_HEAD); /* GET says it */
-                    return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, item, pk),
-                                        "channel '%s': %s %s matches what channel '%s' (line %d) "
-                                        "does, for %s: which one answers would be down to their "
-                                        "order",
-                                        ch->name, pk, ch->url_path, o->name, o->line,
-                                        pt_router_allow_header(both, m, sizeof m));
-                }
-            }
         }
     }
+    if (pt__twins(c, n, lists, n_types, cfg) != 0) return -1;
     yaml_node_t *amqp = pt_yaml_get(&c->y, n, "amqp");
     if (amqp && !pt_yaml_is_null(amqp) && pt__amqp_channels(c, amqp, cfg) != 0) return -1;
     return 0;

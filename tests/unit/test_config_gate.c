@@ -115,6 +115,29 @@ static void test_route_clashes(void)
                    "  amqp_bus:\n"
                    "    - {name: b, url_prefix: /p}\n"
                    "    - {name: c, url_prefix: /pq}\n"));
+    PT_CHECK(pt_test_fails_with("channels:\n"
+                                "  amqp_bus:\n"
+                                "    - {name: b, url_prefix: /p/q/r}\n"
+                                "    - {name: c, url_prefix: /}\n",
+                                ".yaml:4: channel 'c': url_prefix / matches what channel 'b'"));
+    PT_CHECK(pt_test_fails_with("channels:\n"
+                                "  amqp_bus:\n"
+                                "    - {name: b, url_prefix: /p/q/r, methods: [GET]}\n"
+                                "    - {name: c, url_prefix: /p/q, methods: [POST]}\n"
+                                "    - {name: d, url_prefix: /p, methods: [PUT, GET]}\n",
+                                ".yaml:5: channel 'd': url_prefix /p matches what channel 'b' "
+                                "(line 3) does, for GET"));
+
+    /* thousands of channels are checked in n log n, not n^2 */
+    size_t n = 12000, o = 0;
+    char *big = malloc(n * 64 + 256);
+    o += (size_t)sprintf(big + o, "channels:\n  rest:\n");
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)sprintf(big + o, "    - {name: c%zu, url_path: /p/c%zu, service: s}\n", i, i);
+    sprintf(big + o, "    - {name: last, url_path: /p/c77, methods: [POST], service: s}\n");
+    PT_CHECK(fails_fast(big, ".yaml:12003: channel 'last': url_path /p/c77 matches what channel "
+                             "'c77' (line 80) does, for POST"));
+    free(big);
 }
 
 static void test_unroutable_paths(void)
