@@ -17,6 +17,8 @@ import pytest
 from amqp_support import Http
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
+# ASan's quarantine keeps freed memory resident: RSS bounds mean nothing there
+ASAN = os.environ.get("PT_ASAN") == "1"
 
 WS_TAIL = """
   websocket:
@@ -284,8 +286,10 @@ def rss_kb(gw):
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
-def echo_requests(total_bytes, pad=1000):
-    """Frames of echo requests, about total_bytes of them, as one block."""
+def echo_requests(total_bytes, pad=8000):
+    """Frames of echo requests, about total_bytes of them, as one block. Big
+    ones: the server's kernel buffers take some 4 MB of replies per socket
+    before its own queue grows, and few big replies get there sooner."""
     one = fast_frame(json.dumps({"service": "demo.echo", "request_id": 1,
                                  "data": {"pad": "x" * pad}}).encode())
     return one * (total_bytes // len(one) + 1)
@@ -299,7 +303,7 @@ def test_client_that_never_reads_is_bounded_and_closed(gw):
     baseline = rss_kb(gw)
     s = opened(gw, rcvbuf=64 * 1024)
     s.setblocking(False)
-    block = echo_requests(1 << 20)
+    block = memoryview(echo_requests(1 << 20))  # sent without copies
     sent, peak, stalled_at, closed_at = 0, baseline, None, None
     deadline = time.time() + 30
     while sent < 64 << 20 and time.time() < deadline:
@@ -336,11 +340,12 @@ def test_client_that_never_reads_is_bounded_and_closed(gw):
           % (sent / 1048576.0, baseline, peak))
     assert closed_at is not None, "the socket was not closed"
     assert sent < 48 << 20, "the server kept reading frames it could not answer"
-    assert peak < baseline + 40 * 1024, (baseline, peak)
     time.sleep(1.5)  # the heap trim is at most once a second
     after = rss_kb(gw)
     print("RSS after: %d KB" % after)
-    assert after < baseline + 30 * 1024, (baseline, after)
+    if not ASAN:
+        assert peak < baseline + 40 * 1024, (baseline, peak)
+        assert after < baseline + 30 * 1024, (baseline, after)
     metrics = Http(gw.admin_port).request("GET", "/metrics")[2].decode()
     assert re.search(r"^portico_ws_slow_consumers_total [1-9]", metrics, re.M), metrics
     echo_works(gw)
@@ -355,12 +360,12 @@ def test_many_clients_that_never_read_leave_no_memory_behind(gw):
     time.sleep(0.3)
     baseline = rss_kb(gw)
     socks = [opened(gw, rcvbuf=64 * 1024) for _ in range(40)]
-    block = echo_requests(1 << 20)
+    block = memoryview(echo_requests(1 << 20))  # sent without copies
     for s in socks:
         s.setblocking(False)
     sent = dict((s, 0) for s in socks)
     alive, peak = set(socks), baseline
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # generous: a loaded machine serves them slowly
     while alive and time.time() < deadline:
         peak = max(peak, rss_kb(gw))
         _, writable, _ = select.select([], list(alive), [], 0.2)
@@ -376,11 +381,12 @@ def test_many_clients_that_never_read_leave_no_memory_behind(gw):
     print("\n40 clients that never read: sent %.0f MB; RSS %d KB before, %d KB peak"
           % (sum(sent.values()) / 1048576.0, baseline, peak))
     assert not alive, "%d sockets were not closed" % len(alive)
-    assert peak < baseline + 120 * 1024, (baseline, peak)  # about 1.8 MB a socket
     time.sleep(2)  # the last deferred trim is at most a second after the last close
     after = rss_kb(gw)
     print("RSS after: %d KB" % after)
-    assert after < baseline + 30 * 1024, (baseline, after)
+    if not ASAN:
+        assert peak < baseline + 120 * 1024, (baseline, peak)  # about 1.8 MB a socket
+        assert after < baseline + 30 * 1024, (baseline, after)
     echo_works(gw)
 
 
