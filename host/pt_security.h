@@ -131,10 +131,11 @@ int pt_security_verify(uv_loop_t *loop, pt_security_verify_t *job, pt_security_v
                        void *ud);
 
 /* Runs a slow check here and now (tests, threads without a loop) and records
- * its outcome in this thread's cache. Takes over job. */
+ * its outcome in this thread's cache and the bounds. Takes over job. */
 void pt_security_verify_now(pt_security_verify_t *job);
 
-/* Drops a job that will not be run. NULL is fine. */
+/* Drops a job that will not be run; its place in the bounds on password
+ * checks is given back, and no failure is counted. NULL is fine. */
 void pt_security_verify_free(pt_security_verify_t *job);
 
 /* `portico hash-password [--api-key]`: reads a password (or an API key) from
