@@ -403,7 +403,7 @@ def test_a_body_after_a_bodiless_answer_reaches_nobody(gate, hostile, method, co
     bytes, and took them from what the backend sent next."""
     def answer(b, req):
         if req.path == "/one":
-            return [b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n" % code, 0.5, ok("stray")]
+            return [b"HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n" % code, 1.0, ok("stray")]
         return normal(b, req)
     backend = hostile(answer)
     gw = gate(backend)
@@ -412,9 +412,9 @@ def test_a_body_after_a_bodiless_answer_reaches_nobody(gate, hostile, method, co
     s.sendall(("%s /g/h/one HTTP/1.1\r\nHost: x\r\n\r\n" % method).encode())
     status, headers, body, _ = read_answer(s, close=False, head=method == "HEAD")
     assert (status, body) == (code, b"")
-    assert time.time() - t0 < 0.4  # not held until the backend sent more
+    assert time.time() - t0 < 0.8  # not held until the backend sent more
     assert ("content-length" in headers) == (code == 200)  # HEAD keeps the length
-    time.sleep(0.8)  # the stray answer comes while the connection is idle
+    time.sleep(1.5)  # the stray answer comes while the connection is idle
     for path in ("/two", "/three"):
         status, _, body, _ = exchange(gw, get("/g/h" + path))
         assert (status, body) == (200, b"answer:" + path.encode())
@@ -810,7 +810,7 @@ LUA_BAD = {
 def test_lua_a_bad_answer_is_an_error_value(lua_gate, hostile, case):
     def answer(b, req):
         if req.path == "/one":
-            return [LUA_BAD[case], 3.0, CLOSE]
+            return [LUA_BAD[case], 5.0, CLOSE]
         return normal(b, req)
     backend = hostile(answer)
     gw = lua_gate(backend)
@@ -819,7 +819,8 @@ def test_lua_a_bad_answer_is_an_error_value(lua_gate, hostile, case):
     assert out.get("res") is None and out["err"].startswith("crm: bad answer ("), out
     assert "malformed answer" in out["err"]
     assert "127.0.0.1:%d" % backend.port in out["err"]  # a service may see where
-    assert time.time() - t0 < 1.5
+    assert time.time() - t0 < 3  # not when the backend closes
     assert lua_call(gw, "/two")["res"]["body"] == "answer:/two"
     assert backend.on(0) == [("GET", "/one")]
     assert backend.on(1) == [("GET", "/two")]
+
