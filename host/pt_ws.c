@@ -54,6 +54,7 @@ struct pt_ws_s {
     int out_over; /* output passed max_output and is not down to half of it */
     int paused;   /* recv_cb holds the frames in `in` (output or calls) */
     int ended;    /* closing: wslay is not driven any more */
+    int in_recv;  /* inside wslay_event_recv, which must not nest */
     uv_timer_t ping_timer;
     uv_timer_t send_timer; /* output over the bound, or lingering, for too long */
     int timers_open;
@@ -169,7 +170,9 @@ static void pt__output_grew(pt_ws_t *ws)
  * and the calls in flight are under their limit. */
 static void pt__resume(pt_ws_t *ws)
 {
-    if (!ws->paused || ws->out_over || ws->in_flight >= PT__WS_MAX_IN_FLIGHT || ws->ended) return;
+    if (!ws->paused || ws->out_over || ws->in_flight >= PT__WS_MAX_IN_FLIGHT || ws->ended ||
+        ws->in_recv)
+        return;
     ws->paused = 0;
     pt__recv(ws);
     if (!ws->paused && !ws->ended && ws->c) pt_http_reading(ws->c, 1);
@@ -450,8 +453,10 @@ static int pt__ctx_init(pt_ws_t *ws, uint64_t max_message)
 /* Runs the bytes in ws->in through wslay, then sends what that queued. */
 static void pt__recv(pt_ws_t *ws)
 {
-    if (ws->ended) return;
+    if (ws->ended || ws->in_recv) return;
+    ws->in_recv = 1;
     int rc = wslay_event_recv(ws->ctx);
+    ws->in_recv = 0;
     if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
         /* pt__recv_cb never fails, so this is wslay's frame layer refusing
          * a header (a control frame over 125 bytes or fragmented, a bad
