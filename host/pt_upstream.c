@@ -125,6 +125,7 @@ static void pt__connect(pt_upx_t *x);
 static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health);
+static void pt__read_timer(pt_upx_t *x);
 
 /* Sets why the exchange fails, twice: errmsg with who (the target's address
  * or name) for the log and Lua services, safe with "the target" there for an
@@ -549,8 +550,13 @@ static int pt__on_headers_complete(llhttp_t *p)
     int status = p->status_code;
     x->in_header_field = 0;
     if (pt__check_head(x, p) != 0) return -1;
-    /* 1xx: skipped, and never with a body, whatever its headers say */
-    if (status >= 100 && status < 200 && status != 101) return 1;
+    /* 1xx: skipped, and never with a body, whatever its headers say. A whole
+     * one starts the head's time-out again (102 Processing keeps a slow
+     * target's exchange alive); their bytes count against the head limit. */
+    if (status >= 100 && status < 200 && status != 101) {
+        pt__read_timer(x);
+        return 1;
+    }
     pt_upx_header_t hs[128];
     for (size_t i = 0; i < x->n_hdrs; i++) {
         hs[i].name = x->rhead.data + x->hdrs[i].name_off;
@@ -691,7 +697,8 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     /* the time-out runs between two reads of the answer; the head has one
-     * deadline, however slowly it trickles in */
+     * deadline (from the request's end or the last 1xx), however slowly it
+     * trickles in */
     if (x->got_head)
         pt__read_timer(x);
     else

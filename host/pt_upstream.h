@@ -11,9 +11,10 @@
  * takes an idle connection), and streams both ways through callbacks with
  * flow control on each side. A connection that fails before any request body
  * was sent is retried once on another target when the caller allows it
- * (idempotent requests); a malformed or refused answer is not. Time-outs: connect_timeout per attempt, read_timeout
- * between two reads of the response; the head must be complete within one
- * read_timeout of the request's end, however it trickles in.
+ * (idempotent requests); a malformed or refused answer is not. Time-outs: connect_timeout per
+ * attempt, read_timeout between two reads of the response; the head must be complete within one
+ * read_timeout of the request's end or of the last whole 1xx answer,
+ * however it trickles in.
  *
  * Pool integrity: a connection goes back to the idle list only when its
  * exchange ended exactly at the end of a message, with nothing read beyond

@@ -709,10 +709,13 @@ def test_interim_answers_forever_are_a_502(gate, hostile):
 
 def test_a_head_that_trickles_in_for_ever_times_out(gate, hostile):
     """A header line every 100 ms: the head has one read_timeout, not one per
-    read. Before: every read started the time-out again."""
+    read. Before: every read started the time-out again. A whole 1xx answer
+    (102 Processing from a slow target) does start it again."""
     def answer(b, req):
         if req.path == "/one":
             return [b"HTTP/1.1 200 OK\r\n"] + [0.1, b"X-Drip: 1\r\n"] * 60
+        if req.path == "/processing":
+            return [0.7, b"HTTP/1.1 102 Processing\r\n\r\n"] * 3 + [0.7, ok("done")]
         return normal(b, req)
     backend = hostile(answer)
     gw = gate(backend, read_timeout="1s")
@@ -722,6 +725,8 @@ def test_a_head_that_trickles_in_for_ever_times_out(gate, hostile):
     assert status == 504, body
     assert time.time() - t0 < 2.5
     served_after(gw, backend)
+    status, _, body, _ = exchange(gw, get("/g/h/processing"), timeout=8)
+    assert (status, body) == (200, b"done")
 
 
 def test_every_connection_field_of_the_backend_is_honoured(gate, hostile):
