@@ -816,9 +816,10 @@ static double pt__gate_fails(pt__gate_entry_t *e, double rate, uint64_t now)
 }
 
 /* The entry called id: found in its probe window, or made there in place of
- * an empty slot or else of the idle one with least to remember. -1: every
- * slot there has checks under way. Under the lock. */
-static int pt__gate_entry(const unsigned char id[16], double rate, uint64_t now)
+ * an empty slot or else of the idle one with least to remember (fewest
+ * failures pending, then no failure in the window). -1: every slot there
+ * has checks under way. Under the lock. */
+static int pt__gate_entry(const unsigned char id[16], double rate, uint64_t window_ns, uint64_t now)
 {
     uint32_t h;
     memcpy(&h, id, sizeof h);
@@ -829,7 +830,9 @@ static int pt__gate_entry(const unsigned char id[16], double rate, uint64_t now)
         pt__gate_entry_t *e = &pt__gate.slots[k];
         if (e->used && !memcmp(e->id, id, sizeof e->id)) return k;
         if (e->used && e->inflight) continue;
-        double f = !e->used ? -1 : pt__gate_fails(e, rate, now) + (e->last_fail_ns ? 0.5 : 0);
+        double f = !e->used ? -1
+                            : pt__gate_fails(e, rate, now) +
+                                  (e->last_fail_ns && now - e->last_fail_ns < window_ns ? 0.5 : 0);
         if (best < 0 || f < best_fails) {
             best = k;
             best_fails = f;
@@ -905,9 +908,9 @@ static int pt__gate_enter(const pt__gate_cfg_t *g, const unsigned char *addr, si
     pt__gate_id(cid, 'c', digest, PT__CACHE_DIGEST, "", 0);
     *retry = 1;
     pthread_mutex_lock(&pt__gate.lock);
-    int a = addr_len ? pt__gate_entry(aid, rate, now) : -1;
-    int u = pt__gate_entry(uid, rate, now);
-    int k = pt__gate_entry(cid, rate, now);
+    int a = addr_len ? pt__gate_entry(aid, rate, g->window_ns, now) : -1;
+    int u = pt__gate_entry(uid, rate, g->window_ns, now);
+    int k = pt__gate_entry(cid, rate, g->window_ns, now);
     /* (a later entry may have been made in the place of an earlier one) */
     pt__gate_entry_t *ae =
         a >= 0 && !memcmp(pt__gate.slots[a].id, aid, 16) ? &pt__gate.slots[a] : NULL;
