@@ -88,7 +88,8 @@ struct pt_http_parser_s {
     int in_field; /* a header name is being read */
     int has_version;
     int line_start;   /* the scan is at the start of a line */
-    int after_cr;     /* the last byte scanned was CR */
+    int after_cr;     /* the last byte of a chunk-size line scanned was CR */
+    char last;        /* the last byte of the head or the trailers scanned */
     int crlf_seen;    /* bytes after a chunk's data */
     unsigned lines;   /* lines of the head ended so far */
     const char *scan; /* bytes before this in the buffer being parsed are checked */

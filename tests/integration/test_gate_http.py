@@ -337,13 +337,15 @@ def test_a_te_request_header_is_no_problem(gw):
     b"GET /api/echo HTTP/1.1\nHost: t\r\n\r\n",
     b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\n",
     b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n",
-    b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\tc\r\n\r\n"])
+    b"GET /api/echo HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\tc\r\n\r\n",
+    b"GET /api/echo HTTP/1.1\r\nHost: t\r\n\rX"])  # llhttp took CR and any byte as CRLF
 def test_bare_lf_and_obs_fold_in_the_head_are_400(gw, raw):
     refused(gw, raw, 400)
 
 
 @pytest.mark.parametrize("body", [b"2\r\n{}XY0\r\n\r\n", b"2\r\n{}\rX0\r\n\r\n",
-                                  b"2\r\n{}\n\r0\r\n\r\n", b"2\r\n{}\r\n0\r\n\n"])
+                                  b"2\r\n{}\n\r0\r\n\r\n", b"2\r\n{}\r\n0\r\n\n",
+                                  b"2\r\n{}\r\n0\r\n\rX"])
 def test_chunk_framing_is_exactly_crlf(gw, body):
     refused(gw, b"POST /api/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
             body, 400)
