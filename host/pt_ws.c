@@ -377,6 +377,7 @@ static ssize_t pt__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
 {
     pt_ws_t *ws = ud;
     size_t have = ws->in.len - ws->in_off;
+    pt__output_grew(ws); /* pongs wslay queued for the frames read so far count too */
     if (have && (ws->out_over || ws->in_flight >= PT__WS_MAX_IN_FLIGHT)) ws->paused = 1;
     if (have == 0 || ws->paused || ws->ended) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
