@@ -354,8 +354,9 @@ def test_a_late_answer_reaches_nobody_three_clients(gate, hostile):
     third.sendall(get("/g/h/three"))
     status, _, body, _ = read_answer(third)
     assert (status, body) == (200, b"answer:/three")
-    # /one alone on the first connection; the stray reached nobody
+    # /one alone on the first connection, byte for byte; the stray reached nobody
     assert backend.on(0) == [("GET", "/one")]
+    assert backend.conns[0] == backend.requests[0].head + b"\r\n\r\n"
     assert backend.on(1) == [("GET", "/two"), ("GET", "/three")]
     served_after(gw, backend)
 
@@ -610,6 +611,7 @@ def test_a_101_nobody_asked_for_is_a_502(gate, hostile):
     assert backend.conns[0].count(b"GET") == 1  # nothing else went down that socket
     assert backend.on(1) == [("GET", "/next")]
     assert backend.requests[1].headers["via"] == "1.1 portico"
+    served_after(gw, backend)
 
 
 def test_a_101_to_another_protocol_is_a_502(gate, hostile):
@@ -684,6 +686,8 @@ def test_error_answers_name_no_internal_address(start_gateway, hostile):
     text = json.dumps(details)
     assert "127.0.0.1:%d" % dead in text and "127.0.0.1:%d" % backend.port in text
     assert "no-such-host.invalid" in text
+    status, _, body, _ = exchange(gw, get("/g/slow/fine"))
+    assert (status, body) == (200, b"answer:/fine")
 
 
 # ---- 5. bounded heads, hop-by-hop fields --------------------------------------
