@@ -228,11 +228,6 @@ static uint64_t pt__conns_open;
 static uint64_t pt__refused_unreported;
 static int64_t pt__refused_warned; /* the second of the last warning */
 
-uint64_t pt_worker_conns_open(void)
-{
-    return __atomic_load_n(&pt__conns_open, __ATOMIC_RELAXED);
-}
-
 int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c)
 {
     uint64_t limit = w->cfg->max_connections;

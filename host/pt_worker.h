@@ -1,6 +1,6 @@
 /* pt_worker: one thread with its own libuv loop, its own SO_REUSEPORT
  * listener and its own Lua VM. Workers share only the immutable config and
- * router; nothing mutable is shared on the request path. */
+ * router, and one atomic count of the process's connections (max_connections). */
 #ifndef PT_WORKER_H
 #define PT_WORKER_H
 
@@ -126,9 +126,6 @@ int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr)
  * portico_connections_refused_total and warned of at most once a second.
  * An admitted connection sets c->admitted; pt_worker_conn_closed lets it go. */
 int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c);
-
-/* The connections open in the process now (admitted, not yet closed). */
-uint64_t pt_worker_conns_open(void);
 
 /* Called by pt_http when a connection is gone (after its handles closed). */
 void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c);
