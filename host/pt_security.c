@@ -377,13 +377,14 @@ static int pt__apikey(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_securit
     return 0;
 }
 
-/* Reads a whole (small) file; *len excludes a trailing newline. */
-static unsigned char *pt__slurp(const char *path, size_t *len)
+/* Reads a whole (small) file; *len excludes a trailing newline. A regular
+ * file only: a FIFO would block the load, /dev/zero never end. NULL with the
+ * reason in why. */
+static unsigned char *pt__slurp(const char *path, size_t *len, char *why, size_t whylen)
 {
-    /* a regular file only: a FIFO would block the load, /dev/zero never end */
-    char *text, why[128];
+    char *text;
     size_t n;
-    if (pt_read_small_file(path, 65536, &text, &n, why, sizeof why) != 0) return NULL;
+    if (pt_read_small_file(path, 65536, &text, &n, why, whylen) != 0) return NULL;
     unsigned char *buf = (unsigned char *)text;
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
@@ -408,7 +409,7 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
                                        "trust_username_header",
                                        "hide_credentials",
                                        NULL};
-    char key[160];
+    char key[160], why[128] = "out of memory";
     yaml_node_t *v;
     if (pt__check_keys(c, n, what, keys) != 0 || pt__common(c, n, what, d) != 0) return -1;
     d->kind = PT__JWT;
@@ -436,10 +437,11 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
         } else {
             const char *p = pt_yaml_value(sf);
             char *path = p ? pt_yaml_path(c, p) : NULL;
-            d->secret = path ? pt__slurp(path, &d->secret_len) : NULL;
+            d->secret = path ? pt__slurp(path, &d->secret_len, why, sizeof why) : NULL;
             free(path);
             if (!d->secret)
-                return pt_yaml_fail(c, sf, "%s.secret_file: cannot read %s", what, p ? p : "?");
+                return pt_yaml_fail(c, sf, "%s.secret_file: cannot read %s: %s", what,
+                                    p ? p : "?", why);
         }
         if (!d->secret) return pt_yaml_fail(c, n, "out of memory");
         if (d->secret_len < 32)
@@ -450,11 +452,17 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
             return pt_yaml_fail(c, n, "%s: RS256 takes public_key (a PEM file)", what);
         const char *p = pt_yaml_value(pk);
         char *path = p ? pt_yaml_path(c, p) : NULL;
-        FILE *f = path ? fopen(path, "rb") : NULL;
+        /* read like secret_file (a FIFO must not block the load), parsed from memory */
+        size_t pem_len = 0;
+        unsigned char *pem = path ? pt__slurp(path, &pem_len, why, sizeof why) : NULL;
         free(path);
-        if (!f) return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s", what, p ? p : "?");
-        d->pkey = PEM_read_PUBKEY(f, NULL, NULL, NULL);
-        fclose(f);
+        if (!pem)
+            return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s: %s", what, p ? p : "?",
+                                why);
+        BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
+        d->pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+        BIO_free(bio);
+        free(pem);
         if (!d->pkey || !EVP_PKEY_is_a(d->pkey, "RSA"))
             return pt_yaml_fail(c, pk, "%s.public_key: not a PEM RSA public key (BEGIN PUBLIC KEY)",
                                 what);

@@ -83,7 +83,20 @@ def test_fifo_secret_file_refused_quickly(tmp_path):
                     "      secret_file: secret\n")
     r, took = check(path)  # a blocking open would wait for a writer forever
     assert r.returncode == 1
-    assert "fifo.yaml:5: security.jwt[0].secret_file: cannot read secret" in r.stderr
+    assert "fifo.yaml:5: security.jwt[0].secret_file: cannot read secret: not a regular file" \
+        in r.stderr
+    assert took < 5
+
+
+def test_fifo_public_key_refused_quickly(tmp_path):
+    os.mkfifo(str(tmp_path / "key.pem"))
+    path = tmp_path / "fifo.yaml"
+    path.write_text("security:\n  jwt:\n    - name: rs\n      algorithm: RS256\n"
+                    "      public_key: key.pem\n")
+    r, took = check(path)  # PEM_read_PUBKEY on an fopen'd FIFO waited for a writer
+    assert r.returncode == 1
+    assert "fifo.yaml:5: security.jwt[0].public_key: cannot read key.pem: not a regular file" \
+        in r.stderr
     assert took < 5
 
 
