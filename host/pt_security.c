@@ -440,8 +440,8 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
             d->secret = path ? pt__slurp(path, &d->secret_len, why, sizeof why) : NULL;
             free(path);
             if (!d->secret)
-                return pt_yaml_fail(c, sf, "%s.secret_file: cannot read %s: %s", what,
-                                    p ? p : "?", why);
+                return pt_yaml_fail(c, sf, "%s.secret_file: cannot read %s: %s", what, p ? p : "?",
+                                    why);
         }
         if (!d->secret) return pt_yaml_fail(c, n, "out of memory");
         if (d->secret_len < 32)
@@ -457,8 +457,7 @@ static int pt__jwt(pt__ctx_t *c, yaml_node_t *n, const char *what, pt_security_d
         unsigned char *pem = path ? pt__slurp(path, &pem_len, why, sizeof why) : NULL;
         free(path);
         if (!pem)
-            return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s: %s", what, p ? p : "?",
-                                why);
+            return pt_yaml_fail(c, pk, "%s.public_key: cannot read %s: %s", what, p ? p : "?", why);
         BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
         d->pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
         BIO_free(bio);
