@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -497,3 +498,54 @@ def test_max_connections_is_process_wide(start):
     served_after(gw)
     for s in socks:
         s.close()
+
+
+# ---- the proxy gets the path of an absolute form, and no request trailer ------------------
+
+
+PROXY_CONFIG = config_head("workers: 1", log=None) + """channels:
+  http_proxy:
+    - name: svc
+      url_prefix: /svc
+      services:
+        raw:
+          targets: [http://127.0.0.1:{target_port}]
+"""
+
+
+class RawTarget(threading.Thread):
+    """A target that keeps the bytes of one request and answers 200."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.got = b""
+        self.start()
+
+    def run(self):
+        conn, _ = self.sock.accept()
+        conn.settimeout(5)
+        while not self.got.endswith(b"0\r\n\r\n"):  # the test sends a chunked body
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            self.got += piece
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        conn.close()
+
+
+def test_the_proxy_gets_the_path_and_no_trailer(start_gateway):
+    target = RawTarget()
+    gw = start_gateway(PROXY_CONFIG, target_port=target.port)
+    res, _, data = send(gw, b"POST http://example.com/svc/raw/x?y=1 HTTP/1.1\r\nHost: other\r\n"
+                            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                            b"2\r\nab\r\n0\r\nX-Secret-Trailer: 1\r\n\r\n", timeout=5)
+    target.join(5)
+    assert [r[0] for r in res] == [200], data
+    head, _, body = target.got.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"POST /x?y=1 HTTP/1.1", target.got
+    assert b"\r\nX-Forwarded-Host: example.com\r\n" in head + b"\r\n", head
+    assert body == b"2\r\nab\r\n0\r\n\r\n" and b"Secret" not in target.got, target.got
