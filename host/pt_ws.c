@@ -24,6 +24,12 @@
  * goes (pt__trim), at most once per PT__WS_TRIM_EVERY_MS in the process. */
 #define PT__WS_TRIM_MIN (256 * 1024)
 #define PT__WS_TRIM_EVERY_MS 1000
+/* wslay keeps each fragment of a message in allocations of its own (about
+ * 100 bytes besides the payload): a message cut into 1-byte fragments would
+ * cost some 100 times its size. So a message has at most one fragment per
+ * this many bytes of max_message (and one more): it never costs more than
+ * twice the limit. */
+#define PT__WS_FRAGMENT_COST 128
 /* ws->out keeps its memory between frames up to this much. */
 #define PT__WS_OUT_KEEP (64 * 1024)
 
@@ -55,6 +61,9 @@ struct pt_ws_s {
     int paused;   /* recv_cb holds the frames in `in` (output or calls) */
     int ended;    /* closing: wslay is not driven any more */
     int in_recv;  /* inside wslay_event_recv, which must not nest */
+    int refused;  /* a message was refused: what wslay still hands on is dropped */
+    uint64_t max_message;
+    uint64_t msg_cost; /* PT__WS_FRAGMENT_COST per fragment of the message being read */
     uv_timer_t ping_timer;
     uv_timer_t send_timer; /* output over the bound, or lingering, for too long */
     int timers_open;
@@ -403,21 +412,37 @@ static ssize_t pt__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, siz
     return (ssize_t)len;
 }
 
-/* wslay reads a close body of one byte as "no status code" and echoes an
- * empty close; RFC 6455 5.5.1 makes it a protocol error. The 1002 queued
- * here goes first, and wslay's own echo then finds the close taken. */
+/* Refuses the frame being read: code goes out, nothing more is read and
+ * what wslay still completes of this frame is dropped. */
+static void pt__refuse_frame(pt_ws_t *ws, uint16_t code)
+{
+    ws->refused = 1;
+    wslay_event_queue_close(ws->ctx, code, NULL, 0);
+    wslay_event_shutdown_read(ws->ctx);
+}
+
 static void pt__on_frame_start_cb(wslay_event_context_ptr ctx,
                                   const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
 {
-    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
-        wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+    pt_ws_t *ws = ud;
+    /* wslay reads a close body of one byte as "no status code" and echoes
+     * an empty close; RFC 6455 5.5.1 makes it a protocol error. */
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
+        pt__refuse_frame(ws, WSLAY_CODE_PROTOCOL_ERROR);
+        return;
+    }
+    if (arg->opcode & 0x8) return; /* control frames are not part of the message */
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME)
+        ws->msg_cost = 0; /* the first fragment is free */
+    else if ((ws->msg_cost += PT__WS_FRAGMENT_COST) > ws->max_message)
+        pt__refuse_frame(ws, WSLAY_CODE_MESSAGE_TOO_BIG);
 }
 
 static void pt__on_msg_cb(wslay_event_context_ptr ctx,
                           const struct wslay_event_on_msg_recv_arg *arg, void *ud)
 {
     pt_ws_t *ws = ud;
-    if (ws->ended) return;
+    if (ws->ended || ws->refused) return;
     if (ws->w) ws->last_message_ms = uv_now(&ws->w->loop);
     switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
@@ -443,9 +468,11 @@ static const struct wslay_event_callbacks pt__callbacks = {
 
 /* A socket's wslay context, the same for a connection and a probe. A
  * message over max_message is closed with 1009 by wslay before it is
- * buffered (its length is checked against each frame header). */
+ * buffered (its length is checked against each frame header), one of too
+ * many fragments by pt__on_frame_start_cb. */
 static int pt__ctx_init(pt_ws_t *ws, uint64_t max_message)
 {
+    ws->max_message = max_message;
     if (wslay_event_context_server_init(&ws->ctx, &pt__callbacks, ws) != 0) return -1;
     wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message);
     return 0;

@@ -228,6 +228,12 @@ def test_messages_over_the_limit_close_1009(gw):
     closes_with(gw, frame(1, b"x" * (65 * 1024)), 1009)
     # fragments that add up past it
     closes_with(gw, frame(1, b"x" * 40000, fin=False) + frame(0, b"x" * 40000), 1009)
+    # tiny fragments: each costs wslay some 100 bytes of its own, so a message
+    # under the limit in bytes is over it in fragments (was some 100x its size)
+    tiny = frame(1, b"[", fin=False) + frame(0, b" ", fin=False) * 2000 + frame(0, b"]")
+    closes_with(gw, tiny, 1009)
+    closes_with(gw, frame(1, b"", fin=False) +
+                frame(0, b"", fin=False) * 1000 + frame(0, b"{}"), 1009)
     # a header announcing 1 TB: refused at its first byte, before anything is buffered
     s = opened(gw)
     s.sendall(frame(1, b"", length=1 << 40) + b"x")

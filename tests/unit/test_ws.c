@@ -117,6 +117,28 @@ int main(void)
                  4000); /* a valid code echoed */
     PT_CHECK_INT(n_texts, 0);
 
+    /* a message in tiny fragments costs more than its bytes: max_message
+     * 1024 allows 1 + 1024 / 128 = 9 fragments */
+    ws = probe(0);
+    n = frame(f, 0, 1, "a", 1);
+    for (int i = 0; i < 9; i++)
+        n += frame(f + n, 0, 0, "a", 1);
+    PT_CHECK_INT(pt_ws_probe_feed(ws, f, n), 1);
+    PT_CHECK_INT(close_code(), 1009);
+    PT_CHECK_INT(n_texts, 0);
+    pt_ws_probe_free(ws);
+    ws = probe(0);
+    n = frame(f, 0, 1, big, 1000);
+    for (int i = 0; i < 7; i++)
+        n += frame(f + n, 0, 0, "a", 1);
+    n += frame(f + n, 1, 0, big, 17); /* 9 fragments, 1024 bytes */
+    PT_CHECK_INT(pt_ws_probe_feed(ws, f, n), 0);
+    PT_CHECK_INT(n_texts, 1);
+    n = frame(f, 1, 1, big, 1024); /* exactly max_message in one frame */
+    PT_CHECK_INT(pt_ws_probe_feed(ws, f, n), 0);
+    PT_CHECK_INT(n_texts, 2);
+    pt_ws_probe_free(ws);
+
     /* an unmasked frame */
     ws = probe(0);
     PT_CHECK_INT(pt_ws_probe_feed(ws, (const uint8_t *)"\x81\x02{}", 4), 1);
