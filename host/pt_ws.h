@@ -13,8 +13,8 @@
  *
  * Output is bounded: once a socket has more than max_output queued (in
  * wslay, and in libuv for a peer that reads slowly), its frames are not read
- * until half of that has drained; if it is still over the bound after
- * send_timeout it is closed with 1008. A push (pt_ws_push) that would take a
+ * until half of that has drained; if that takes longer than send_timeout
+ * it is closed with 1008 (as is a socket whose close waits that long). A push (pt_ws_push) that would take a
  * consumer's backlog past the bound drops that consumer (1008) instead. Both
  * count in portico_ws_slow_consumers_total. */
 #ifndef PT_WS_H
