@@ -689,6 +689,9 @@ static void pt__on_ping_timer(uv_timer_t *t)
         pt__close(ws, WSLAY_CODE_GOING_AWAY, "channel removed");
         return;
     }
+    /* frames wait unread (the send timer watches an output backlog): the
+     * peer's pongs are among them, so misses are not counted meanwhile */
+    if (ws->paused) return;
     if (ws->missed >= ch->ws_missed_pings) {
         pt_log_debug("websocket on %s: %d pings unanswered, closing", ws->channel, ws->missed);
         pt__end(ws, 1); /* a dead peer cannot take a close frame */
