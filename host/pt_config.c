@@ -1274,13 +1274,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             return -1;
     }
     if ((v = pt_yaml_get(&c->y, root, "lua"))) {
-        static const char *const lua_keys[] = {"path", "gc_pause", "load_timeout", NULL};
+        static const char *const lua_keys[] = {"path", "gc_pause", "load_timeout",
+                                               "request_timeout", NULL};
         yaml_node_t *gp = pt_yaml_get(&c->y, v, "gc_pause");
         yaml_node_t *lt = pt_yaml_get(&c->y, v, "load_timeout");
+        yaml_node_t *rt = pt_yaml_get(&c->y, v, "request_timeout");
         if (pt_yaml_check_keys(&c->y, v, "lua", lua_keys) != 0 ||
             (gp && pt__int(c, gp, "lua.gc_pause", 100, 1000, &cfg->lua_gc_pause) != 0) ||
             (lt && pt__duration_in(c, lt, "lua.load_timeout", 10, PT__MIN,
-                                   &cfg->lua_load_timeout_ms) != 0))
+                                   &cfg->lua_load_timeout_ms) != 0) ||
+            (rt && pt__duration_in(c, rt, "lua.request_timeout", 0, PT__HOUR,
+                                   &cfg->lua_request_timeout_ms) != 0))
             return -1;
         yaml_node_t *lp = pt_yaml_get(&c->y, v, "path");
         if (lp) {
@@ -1362,6 +1366,7 @@ static int pt__load(const char *path, const char *text, size_t len, pt_config_t 
     cfg->lua_path = strdup(PT_LUA_DIR);
     cfg->lua_gc_pause = 400;
     cfg->lua_load_timeout_ms = 1000;
+    cfg->lua_request_timeout_ms = 0;
 
     c.y.doc = &c.doc;
     c.y.dir = cfg->dir;

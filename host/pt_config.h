@@ -133,6 +133,8 @@ typedef struct {
     int lua_gc_pause; /* LuaJIT's GC pause, per cent: a cycle starts when the heap
                          reaches this share of what the last one left live */
     uint64_t lua_load_timeout_ms; /* the longest a service file may run while it loads */
+    uint64_t lua_request_timeout_ms; /* a request's run between waits; longer: stopped, 500
+                                        (0: never) */
     char **service_dirs;
     size_t n_service_dirs;
     uint64_t watch_interval_ms; /* how often the service dirs are scanned */

@@ -12,6 +12,9 @@
 #include <lualib.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,10 +56,21 @@ struct pt_lua_s {
     uint64_t load_deadline_ns;
     int load_over; /* the budget ran out: every instruction raises now */
     int load_line; /* where the file was when it did (0: not known) */
+    /* The request budget (pt_lua_interrupt). run_seq is odd while a request
+     * runs, even between runs; only this VM's thread writes it. */
+    _Atomic uint64_t run_seq;
+    _Atomic uint64_t stop_seq; /* the run another thread asked to stop */
+    _Atomic uint64_t stop_ms;  /* the budget it ran past, for the message */
+    int stop_armed;            /* the stop hook is set */
+    int stop_raises;           /* how often it raised in this run */
 };
 
 /* The VM loading a file on this thread; a hook has only the lua_State. */
 static _Thread_local pt_lua_t *pt__loading_vm;
+
+/* The worker VM of this thread, for the request budget's signal handler. */
+static _Thread_local pt_lua_t *pt__thread_vm;
+static void pt__on_sigxcpu(int sig);
 
 /* ---- portico.host: the C primitives under the lua/portico modules ---- */
 
@@ -337,6 +351,13 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
     }
     lua_State *L = pl->L;
     pl->load_timeout_ms = cfg->lua_load_timeout_ms;
+    if (worker > 0) {
+        /* the request budget's signal: only workers run requests */
+        struct sigaction sa = {.sa_handler = pt__on_sigxcpu, .sa_flags = SA_RESTART};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGXCPU, &sa, NULL);
+        pt__thread_vm = pl;
+    }
     luaL_openlibs(L);
     pt__restrict(L);
     pt__open_host(L, worker);
@@ -357,6 +378,9 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
                  cfg->lua_path, lua_tostring(L, -1));
         goto fail;
     }
+    /* the request budget can stop only code that is not compiled */
+    lua_pushboolean(L, cfg->lua_request_timeout_ms > 0);
+    lua_setfield(L, -2, "interpret_services");
     lua_pushvalue(L, -1);
     pl->runtime_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "dispatch");
@@ -377,6 +401,7 @@ fail:
 void pt_lua_free(pt_lua_t *pl)
 {
     if (!pl) return;
+    if (pt__thread_vm == pl) pt__thread_vm = NULL;
     while (pl->free_tasks) {
         pt_lua_task_t *t = pl->free_tasks;
         pl->free_tasks = t->next_free;
@@ -531,12 +556,85 @@ static void pt__finish(pt_lua_task_t *t, int rc)
     pt__task_put(t, rc == 0);
 }
 
+/* ---- the request budget ----
+ *
+ * A run of a request (from a resume to the next wait or the end) that takes
+ * longer than lua.request_timeout is stopped. The main thread watches
+ * run_seq (pt_server.c) and, when one run has lasted too long, signals the
+ * worker's thread with SIGXCPU. The handler, on that thread, only sets a
+ * count hook (lua_sethook may be called from a signal handler; luajit's own
+ * Ctrl-C works this way). The hook raises in the run: the request answers
+ * 500 through runtime.dispatch like any raise, with the line in the log. A
+ * service that catches that error and goes on gets one every 1000
+ * instructions, and from the fourth on one at every instruction, which no
+ * pcall can hold. Code the JIT has compiled runs no hooks: a loop with no call
+ * out of compiled code (while true do end) cannot be stopped this way. */
+
+static void pt__stop_disarm(pt_lua_t *pl)
+{
+    lua_sethook(pl->L, NULL, 0, 0);
+    pl->stop_armed = 0;
+}
+
+static void pt__stop_hook(lua_State *L, lua_Debug *ar)
+{
+    pt_lua_t *pl = pt__thread_vm;
+    if (!pl) return;
+    uint64_t seq = atomic_load_explicit(&pl->run_seq, memory_order_relaxed);
+    if (seq != atomic_load_explicit(&pl->stop_seq, memory_order_relaxed)) {
+        pt__stop_disarm(pl); /* a later run: the one to stop has ended */
+        return;
+    }
+    /* the first raise names the service's line; later ones may land anywhere */
+    if (++pl->stop_raises == 4) lua_sethook(L, pt__stop_hook, LUA_MASKCOUNT, 1);
+    if (pl->stop_raises == 1)
+        luaL_where(L, 0);
+    else
+        lua_pushliteral(L, "");
+    lua_pushfstring(L,
+                    "the request ran for more than %d ms without waiting "
+                    "(lua.request_timeout): stopped",
+                    (int)atomic_load_explicit(&pl->stop_ms, memory_order_relaxed));
+    lua_concat(L, 2);
+    lua_error(L);
+}
+
+static void pt__on_sigxcpu(int sig)
+{
+    pt_lua_t *pl = pt__thread_vm;
+    if (!pl || pl->stop_armed) return;
+    uint64_t seq = atomic_load_explicit(&pl->run_seq, memory_order_relaxed);
+    if ((seq & 1) && seq == atomic_load_explicit(&pl->stop_seq, memory_order_relaxed)) {
+        pl->stop_armed = 1;
+        pl->stop_raises = 0;
+        lua_sethook(pl->L, pt__stop_hook, LUA_MASKCOUNT, 1000);
+    }
+}
+
+uint64_t pt_lua_run_seq(pt_lua_t *pl)
+{
+    return atomic_load_explicit(&pl->run_seq, memory_order_relaxed);
+}
+
+void pt_lua_interrupt(pt_lua_t *pl, uv_thread_t thread, uint64_t seq, uint64_t budget_ms)
+{
+    atomic_store_explicit(&pl->stop_ms, budget_ms, memory_order_relaxed);
+    atomic_store_explicit(&pl->stop_seq, seq, memory_order_relaxed);
+    pthread_kill(thread, SIGXCPU);
+}
+
 static void pt__run(pt_lua_task_t *t, int nargs)
 {
     pt_lua_t *pl = t->pl;
     pt_lua_task_t *outer = pl->running;
     pl->running = t;
+    /* only the outermost run counts (a primitive may resume another task) */
+    if (!outer) atomic_store_explicit(&pl->run_seq, pl->run_seq + 1, memory_order_relaxed);
     int rc = lua_resume(t->co, nargs);
+    if (!outer) {
+        atomic_store_explicit(&pl->run_seq, pl->run_seq + 1, memory_order_relaxed);
+        if (pl->stop_armed) pt__stop_disarm(pl);
+    }
     pl->running = outer;
     if (rc == LUA_YIELD && t->waiting) return; /* a primitive holds the task and will resume it */
     pt__finish(t, rc);

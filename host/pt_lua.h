@@ -15,6 +15,8 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
 
 typedef struct pt_lua_s pt_lua_t;
 typedef struct pt_lua_task_s pt_lua_task_t;
@@ -102,6 +104,20 @@ size_t pt_lua_service_count(const pt_lua_t *pl);
  * returns when the service does not wait, later otherwise. Returns 0, or -1
  * when no coroutine could be made (done is not called then). */
 int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *call, pt_lua_done_cb done, void *ud);
+
+/* The request budget, for a watchdog on another thread. The number of the
+ * VM's current run of a request (from a resume to the next wait or the end):
+ * odd while one runs, even between runs. The same odd number seen for longer
+ * than the budget means one run has taken that long. Safe from any thread. */
+uint64_t pt_lua_run_seq(pt_lua_t *pl);
+
+/* Asks the worker thread of pl (thread) to stop run seq: sends it SIGXCPU,
+ * whose handler arms a hook that raises in that run, so the request answers
+ * 500 and the log says "ran for more than budget_ms ms without waiting". Does
+ * nothing when that run has ended. Compiled code runs no hooks: a loop the JIT
+ * compiled whole (while true do end) is not stopped. Call from another
+ * thread; only for VMs of workers (worker >= 1). */
+void pt_lua_interrupt(pt_lua_t *pl, uv_thread_t thread, uint64_t seq, uint64_t budget_ms);
 
 /* Number of requests currently suspended in a waiting primitive. */
 size_t pt_lua_tasks_waiting(const pt_lua_t *pl);

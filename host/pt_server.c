@@ -217,6 +217,51 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
     uv_stop(s->loop);
 }
 
+/* The request budget's watchdog (pt_lua_interrupt): a worker whose VM shows
+ * the same run for longer than lua.request_timeout is asked to stop it. A run
+ * that goes on anyway is in compiled code, which no hook reaches: the log
+ * says so once, since that worker serves nothing else until it ends. */
+typedef struct {
+    uint64_t seq;      /* the run seen last */
+    uint64_t since_ms; /* when it was first seen */
+    int asked, reported;
+} pt__watchdog_t;
+
+typedef struct {
+    pt_server_t *s;
+    pt__watchdog_t *w; /* one per worker */
+} pt__watchdog_ctx_t;
+
+static void pt__on_watchdog(uv_timer_t *timer)
+{
+    pt__watchdog_ctx_t *ctx = timer->data;
+    pt_server_t *s = ctx->s;
+    uint64_t budget = s->snap->cfg->lua_request_timeout_ms, now = uv_now(s->loop);
+    if (budget == 0) return;
+    for (int i = 0; i < s->n_workers; i++) {
+        pt_worker_t *w = &s->workers[i];
+        pt__watchdog_t *d = &ctx->w[i];
+        if (!w->lua) continue;
+        uint64_t seq = pt_lua_run_seq(w->lua);
+        if (!(seq & 1) || seq != d->seq) {
+            d->seq = seq;
+            d->since_ms = now;
+            d->asked = d->reported = 0;
+            continue;
+        }
+        if (!d->asked && now - d->since_ms >= budget) {
+            pt_lua_interrupt(w->lua, w->thread, seq, budget);
+            d->asked = 1;
+        } else if (d->asked && !d->reported && now - d->since_ms >= 2 * budget + 1000) {
+            pt_log_error("worker %d: a request has run for %llu ms without waiting and cannot be "
+                         "stopped (a loop the JIT compiled whole runs no hooks); the worker "
+                         "serves nothing else until it ends",
+                         w->id, (unsigned long long)(now - d->since_ms));
+            d->reported = 1;
+        }
+    }
+}
+
 /* Refuses a port that another process already serves: SO_REUSEPORT would
  * otherwise let a second instance share it silently. */
 static int pt__port_free(const struct sockaddr_storage *addr)
@@ -241,6 +286,8 @@ int pt_server_run(const char *config_path)
     pt_amqp_t *amqp = NULL;
     pt_bus_t *bus = NULL;
     pt_amqp_channels_t *amqp_channels = NULL;
+    uv_timer_t watchdog;
+    pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
         !(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
@@ -313,7 +360,16 @@ int pt_server_run(const char *config_path)
         failed = 1;
     }
 
+    if (!failed && !(watchdog_ctx.w = calloc((size_t)s.n_workers, sizeof *watchdog_ctx.w))) {
+        fprintf(stderr, "portico: out of memory\n");
+        failed = 1;
+    }
     if (!failed) {
+        /* a run is stopped at most 100 ms after its budget ran out */
+        uv_timer_init(s.loop, &watchdog);
+        watchdog.data = &watchdog_ctx;
+        uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
+        uv_unref((uv_handle_t *)&watchdog);
         pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
                        cfg->watch_interval_ms, pt__on_file, &s);
         s.ready = 1;
@@ -344,10 +400,12 @@ int pt_server_run(const char *config_path)
     uv_close((uv_handle_t *)&s.sighup, NULL);
     uv_close((uv_handle_t *)&s.sigusr1, NULL);
     if (!failed) {
+        uv_close((uv_handle_t *)&watchdog, NULL);
         pt_watch_stop(&s.watch);
         pt_log_info("stopped");
     }
     free(s.workers);
+    free(watchdog_ctx.w);
 done:
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);

@@ -37,6 +37,7 @@ if not ok_host or type(host) ~= "table" then host = nil end
 local type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select =
   type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select
 local rawget, rawset = rawget, rawset
+local jit = jit -- a service file cannot take it away from load by setting the global
 local xpcall, pcall, error, loadstring, loadfile = xpcall, pcall, error, loadstring, loadfile
 local fmt, find, gsub, sub, char, byte =
   string.format, string.find, string.gsub, string.sub, string.char, string.byte
@@ -201,6 +202,10 @@ M.to_utf8 = to_utf8
 
 M.stubs = nil     -- portico.testing: name -> function(input, self) standing in for invoke targets
 M.on_invoke = nil -- portico.testing: called with (name, input) for every invoke
+-- Set by the host when lua.request_timeout is on: service files' code is
+-- never JIT-compiled, because compiled code runs no hooks and only a hook
+-- can stop a request that loops (host/pt_lua.c, "the request budget").
+M.interpret_services = false
 
 -- self.time: time.utcnow() is the current UTC time as ISO-8601; tostring(self.time)
 -- gives the same, so a service may also write it straight into a document.
@@ -240,6 +245,7 @@ function M.load(path, source)
     chunk, err = loadfile(path)
   end
   if not chunk then error(err, 0) end
+  if M.interpret_services and jit then jit.off(chunk, true) end -- and every function in it
   local ok, svc = xpcall(chunk, load_error_handler(path))
   if not ok then error(svc, 0) end
   if not service.compiled(svc) then

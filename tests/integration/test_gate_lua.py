@@ -315,3 +315,47 @@ def test_sigterm_while_a_looping_file_is_being_loaded(start_gateway, tmp_path):
     assert gw.proc.proc.wait(10) == 0
     assert time.time() - t0 < 5
     assert "still running after 1000 ms of loading" in gw.log_text()
+
+
+# ---- a handler that never waits ----
+
+SPINNING = r"""
+    local service = require "portico.service"
+    local host = require "portico.host"
+    local M = service.new { name = "gate.spin" }
+    function M:handle()
+      local kind = (self.request.payload or {}).kind
+      if kind == "pure" then
+        local n = 0
+        while true do n = n + 1 end
+      elseif kind == "catching" then
+        while true do pcall(function() while true do host.now() end end) end
+      elseif kind == "short" then
+        local t = host.now() + 0.05
+        while host.now() < t do end
+      end
+      self.response.payload = { ok = true }
+    end
+    return M
+"""
+
+
+def test_a_request_that_runs_past_lua_request_timeout_is_stopped(start_gateway, tmp_path):
+    write(os.path.join(str(tmp_path), "services", "gate", "spin.lua"), SPINNING)
+    cfg = GATE_CONFIG.replace("gate.answers, ", "gate.answers, gate.spin, ").replace(
+        "workers: 2", "workers: 1").replace(
+        "lua:\n  path: {root}/lua\n", "lua:\n  path: {root}/lua\n  request_timeout: 300ms\n")
+    gw = start_gateway(cfg)
+    gw.expect_error("ran for more than 300 ms without waiting")
+    t0 = time.time()
+    status, _, data = post(gw, "/gateway/gate.spin", {"kind": "pure"})
+    assert status == 500 and time.time() - t0 < 3, data
+    assert json.loads(data)["error"]["message"] == "internal error in service gate.spin"
+    assert gw.log_has("spin.lua:9: the request ran for more than 300 ms without waiting "
+                      "(lua.request_timeout): stopped")
+    # a service that catches the error is stopped all the same
+    status, _, data = post(gw, "/gateway/gate.spin", {"kind": "catching"})
+    assert status == 500 and time.time() - t0 < 6, data
+    # the one worker serves again, and what stays within the budget is left alone
+    assert post(gw, "/gateway/gate.spin", {"kind": "short"})[0] == 200
+    assert post(gw, "/gateway/demo.echo", {"x": 1})[0] == 200
