@@ -163,9 +163,11 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
     if (strcmp(old->listen_host, cfg->listen_host) != 0 || old->listen_port != cfg->listen_port ||
         old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0 ||
-        old->lua_gc_pause != cfg->lua_gc_pause || strcmp(old->access_log, cfg->access_log) != 0)
-        pt_log_warn("server.listen, server.workers, lua.path, lua.gc_pause and log.access take "
-                    "effect after a restart");
+        old->lua_gc_pause != cfg->lua_gc_pause ||
+        old->lua_request_timeout_ms != cfg->lua_request_timeout_ms ||
+        strcmp(old->access_log, cfg->access_log) != 0)
+        pt_log_warn("server.listen, server.workers, lua.path, lua.gc_pause, lua.request_timeout "
+                    "and log.access take effect after a restart");
     if (pt__amqp_changed(old, cfg))
         pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
                     "restart");
@@ -229,14 +231,15 @@ typedef struct {
 
 typedef struct {
     pt_server_t *s;
-    pt__watchdog_t *w; /* one per worker */
+    uint64_t budget_ms; /* the start's: the workers' VMs were made for it */
+    pt__watchdog_t *w;  /* one per worker */
 } pt__watchdog_ctx_t;
 
 static void pt__on_watchdog(uv_timer_t *timer)
 {
     pt__watchdog_ctx_t *ctx = timer->data;
     pt_server_t *s = ctx->s;
-    uint64_t budget = s->snap->cfg->lua_request_timeout_ms, now = uv_now(s->loop);
+    uint64_t budget = ctx->budget_ms, now = uv_now(s->loop);
     if (budget == 0) return;
     for (int i = 0; i < s->n_workers; i++) {
         pt_worker_t *w = &s->workers[i];
@@ -296,6 +299,7 @@ int pt_server_run(const char *config_path)
         return 1;
     }
     const pt_config_t *cfg = s.snap->cfg;
+    watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
     if (pt_worker_resolve(cfg->listen_host, cfg->listen_port, &addr) != 0) {
