@@ -8,7 +8,8 @@
  * refusal for depth is not compared. And jansson loses a NUL byte that ends a
  * number ("6\0" and "[6\0]" pass; it pushes the NUL back into a buffer where a
  * NUL means "empty"), so a refusal at a NUL jansson let through is not a
- * difference either. pt_utf8_check is compared with jansson's
+ * difference either, nor is jansson's refusal of \u0000 in an object key
+ * (RFC 8259 allows it, cjson decodes it). pt_utf8_check is compared with jansson's
  * json_stringn, which refuses a string that is not UTF-8. */
 #include "pt_json.h"
 
@@ -34,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int depth = ours != 0 && strstr(perr.message, "too deep") != NULL;
     int nul = ours != 0 && theirs == 0 && perr.offset < size && data[perr.offset] == 0;
-    if (ours != theirs && !depth && !nul) {
+    int nul_key = ours == 0 && theirs != 0 && strstr(jerr.text, "NUL byte in object key");
+    if (ours != theirs && !depth && !nul && !nul_key) {
         fprintf(stderr, "fuzz_json: pt_json_check says %s (%s at %zu), jansson says %s (%s)\n",
                 ours ? "no" : "yes", ours ? perr.message : "-", perr.offset, theirs ? "no" : "yes",
                 theirs ? jerr.text : "-");
