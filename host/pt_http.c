@@ -254,11 +254,6 @@ const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len)
     return pt_http_parser_header(&c->req, name, len);
 }
 
-static int pt__header_is(pt_conn_t *c, const pt_http_header_t *h, const char *name)
-{
-    return pt_http_parser_header_is(&c->req, h, name, strlen(name));
-}
-
 static void pt__on_continue_written(uv_write_t *req, int status)
 {
     free(req);
@@ -873,9 +868,10 @@ static int pt__sec_header(void *ud, const char *name, const char **value, size_t
 {
     pt_conn_t *c = ud;
     int n = 0;
+    size_t name_len = strlen(name); /* once, not once a header */
     for (size_t i = 0; i < c->n_headers; i++) {
         const pt_http_header_t *h = &c->headers[i];
-        if (!pt__header_is(c, h, name)) continue;
+        if (!pt_http_parser_header_is(&c->req, h, name, name_len)) continue;
         if (n++ == 0) {
             *value = c->head.data + h->value_off;
             *len = h->value_len;
@@ -1028,10 +1024,12 @@ static void pt__dispatch(pt_conn_t *c)
         pt_lua_header_t hstack[PT__STACK_HEADERS];
         pt_lua_header_t *hs =
             c->n_headers <= PT__STACK_HEADERS ? hstack : malloc(c->n_headers * sizeof *hs);
-        size_t n_hs = 0;
+        size_t n_hs = 0, hide_len = sec.hide_header ? strlen(sec.hide_header) : 0;
         for (size_t i = 0; hs && i < c->n_headers; i++) {
             /* the credential that let the request in stays here */
-            if (sec.hide_header && pt__header_is(c, &c->headers[i], sec.hide_header)) continue;
+            if (hide_len &&
+                pt_http_parser_header_is(&c->req, &c->headers[i], sec.hide_header, hide_len))
+                continue;
             hs[n_hs].name = c->head.data + c->headers[i].name_off;
             hs[n_hs].name_len = c->headers[i].name_len;
             hs[n_hs].value = c->head.data + c->headers[i].value_off;

@@ -383,16 +383,7 @@ static int pt__scan(pt_http_parser_t *p, const char *s, const char *e)
 
 /* ---- the head's rules ---- */
 
-static int pt__is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *name, size_t n)
-{
-    return h->name_len == n && strncasecmp(p->head.data + h->name_off, name, n) == 0;
-}
-
-int pt_http_parser_header_is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *name,
-                             size_t name_len)
-{
-    return pt__is(p, h, name, name_len);
-}
+#define pt__is pt_http_parser_header_is
 
 const char *pt_http_parser_header(const pt_http_parser_t *p, const char *name, size_t *len)
 {

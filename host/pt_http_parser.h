@@ -23,6 +23,7 @@
 #include <llhttp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 typedef struct {
     uint32_t name_off, name_len;
@@ -130,8 +131,12 @@ void pt_http_parser_resume(pt_http_parser_t *p);
  * in *len; NULL when there is none. Valid until the next request begins. */
 const char *pt_http_parser_header(const pt_http_parser_t *p, const char *name, size_t *len);
 
-/* 1 when h is called name (any case); name_len is strlen(name). */
-int pt_http_parser_header_is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *name,
-                             size_t name_len);
+/* 1 when h is called name (any case); name_len is strlen(name). Inline:
+ * callers run it over every header. */
+static inline int pt_http_parser_header_is(const pt_http_parser_t *p, const pt_http_header_t *h,
+                                           const char *name, size_t name_len)
+{
+    return h->name_len == name_len && strncasecmp(p->head.data + h->name_off, name, name_len) == 0;
+}
 
 #endif
