@@ -12,6 +12,7 @@ import time
 
 from amqp_support import ROOT, Http
 from conftest import config_head
+from test_amqp import Q_DEAD, Q_IN, Q_REPLIES, amqp, lab  # noqa: F401 (fixtures)
 
 SERVICES = {
     "gate/answers.lua": r"""
@@ -190,6 +191,20 @@ def test_valid_edge_cases_still_pass(start_gateway, tmp_path):
         assert status == 200, (body[:40], data[:200])
         if expected is not None:
             assert json.loads(data.decode("utf-8"))["payload"] == expected, body
+
+
+def test_amqp_channel_deliveries_get_the_same_gate(lab, amqp):
+    """An AMQP channel's body goes through the same runtime.dispatch: a body that
+    is not JSON is refused (dead-lettered) as a 400 is, a good one answered."""
+    bodies = [b'{"n": 21.}', b'{"n": 0x15}', b'{"n": 21, "s": "caf\xe9"}', b'{"n": 21} x',
+              b'{"n": 21, "x": 1e400}']
+    for body in bodies:
+        assert amqp.publish("", Q_IN, body, content_type="application/json")
+    assert amqp.wait_count(Q_DEAD, len(bodies)) == len(bodies), lab.errors()
+    assert sorted(m.body for m in amqp.drain(Q_DEAD)) == sorted(bodies)
+    assert amqp.publish("", Q_IN, b'{"n": 21e0}', correlation_id="ok", reply_to=Q_REPLIES)
+    reply = amqp.wait_get(Q_REPLIES)
+    assert reply is not None and reply.json()["doubled"] == 42, lab.errors()
 
 
 # ---- answers ----
