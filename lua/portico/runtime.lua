@@ -120,11 +120,12 @@ local decode = strict.decode
 local utf8_bad, json_check
 if host then
   local ffi = require "ffi"
-  ffi.cdef [[
+  -- pcall: a second copy of this module in the same VM finds them declared
+  pcall(ffi.cdef, [[
     typedef struct { size_t offset; const char *message; } pt_json_error_t;
     int pt_json_check(const char *s, size_t len, int max_depth, pt_json_error_t *err);
     int pt_utf8_check(const char *s, size_t len, size_t *bad);
-  ]]
+  ]])
   local C = ffi.C
   local ok, err = pcall(function() return C.pt_json_check, C.pt_utf8_check end)
   if not ok then error("portico.runtime: the host exports no pt_json_check: " .. tostring(err)) end
