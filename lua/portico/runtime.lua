@@ -110,9 +110,10 @@ M.log = log       -- portico.testing replaces it to record what services log
 -- (docs/contract.md, "Strict JSON"). Under busted there is no host: cjson's
 -- own refusal of NaN, Infinity and hex and the UTF-8 check in Lua below are
 -- what is left, enough for bodies portico.testing makes with cjson.encode.
+local MAX_DEPTH = 1000 -- of nested arrays and objects: PT_JSON_MAX_DEPTH
 local strict = cjson_safe.new() -- a private instance: its settings are not the services'
 strict.decode_invalid_numbers(false)
-strict.decode_max_depth(1000) -- PT_JSON_MAX_DEPTH
+strict.decode_max_depth(MAX_DEPTH)
 local decode = strict.decode
 
 -- utf8_bad(s) -> the position of the first byte of s that is not well-formed
@@ -136,7 +137,7 @@ if host then
     return tonumber(bad[0]) + 1
   end
   json_check = function(s)
-    if pt_json_check(s, #s, 1000, jerr) == 0 then return true end
+    if pt_json_check(s, #s, MAX_DEPTH, jerr) == 0 then return true end
     return nil, ffi_string(jerr.message) .. " at byte " .. tonumber(jerr.offset) + 1
   end
 else
