@@ -74,6 +74,10 @@ int pt_utf8_check(const char *text, size_t len, size_t *bad)
             p += 8;
             continue;
         }
+        if (*p < 0x80) { /* the tail of an ASCII run */
+            p++;
+            continue;
+        }
         size_t n = pt__utf8_seq(p, end);
         if (!n) {
             if (bad) *bad = (size_t)(p - (pt__p_t)text);
