@@ -374,3 +374,21 @@ def test_a_request_that_runs_past_lua_request_timeout_is_stopped(start_gateway, 
     # the one worker serves again, and what stays within the budget is left alone
     assert post(gw, "/gateway/gate.spin", {"kind": "short"})[0] == 200
     assert post(gw, "/gateway/demo.echo", {"x": 1})[0] == 200
+
+
+def test_the_budgets_are_checked_in_the_config(tmp_path):
+    for key, value, message in (("load_timeout", "5ms", "lua.load_timeout: from 10ms to 1m"),
+                                ("load_timeout", "2m", "lua.load_timeout: from 10ms to 1m"),
+                                ("request_timeout", "2h", "lua.request_timeout: from 0ms to 1h"),
+                                ("request_timeout", "soon", "lua.request_timeout: expected a "
+                                                            "duration")):
+        cfg = tmp_path / ("%s-%s.yaml" % (key, value))
+        cfg.write_text("lua:\n  path: %s/lua\n  %s: %s\nservices:\n  dirs: [%s/services]\n" % (
+            ROOT, key, value, ROOT))
+        r, _ = check("-c", str(cfg))
+        assert r.returncode == 1 and message in r.stderr, (key, value, r.stderr)
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("lua:\n  path: %s/lua\n  load_timeout: 250ms\n  request_timeout: 5s\n"
+                   "services:\n  dirs: [%s/services]\n" % (ROOT, ROOT))
+    r, _ = check("-c", str(cfg))
+    assert r.returncode == 0, r.stderr
