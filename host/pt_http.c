@@ -903,6 +903,10 @@ static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, s
     pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = &c->tcp};
     if (ch->ws_token_param) {
         long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
+        if (n == -3) { /* which one would be the credential is not ours to guess */
+            pt__send_error(c, 400, "the token parameter is given more than once", NULL);
+            return 1;
+        }
         if (n > 0 && !memchr(token, '\0', (size_t)n)) {
             req.token = token;
             req.token_len = (size_t)n;
@@ -1008,12 +1012,8 @@ static void pt__dispatch(pt_conn_t *c)
             pt__bus(c, &m, url, path_len, query, query_len);
         }
     } else if (m.channel->type == PT_CHANNEL_WEBSOCKET) {
-        int status = pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
-        if (status == 426)
-            pt__send_error(c, 426, "this channel speaks WebSocket: upgrade the connection",
-                           "Upgrade: websocket\r\n");
-        else if (status)
-            pt__send_error(c, status, "malformed WebSocket handshake", NULL);
+        /* answers the handshake itself: 101, or the refusal RFC 6455 asks for */
+        (void)pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
     } else if (!pt_lua_has_service(w->lua, m.service)) {
         snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
         pt__send_error(c, 404, msg, NULL);

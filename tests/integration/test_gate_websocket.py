@@ -459,3 +459,40 @@ def test_push_to_a_slow_consumer_drops_it(gw):
         assert op == 1 and payload == b"p" * 100
     fresh.close()
     echo_works(gw)
+
+
+# ---- the token in the query (browsers cannot set headers on a WebSocket) ----
+
+TOKEN_CONFIG = """
+security:
+  jwt:
+    - name: tokens
+      algorithm: HS256
+      secret_env: PT_IT_WS_JWT_SECRET
+channels:
+  websocket:
+    - name: ws.token
+      url_path: /ws
+      service: demo.echo
+      security: tokens
+      token_query_param: access_token
+"""
+
+
+def test_token_given_twice_in_the_query_is_refused(start_gateway, monkeypatch):
+    """Which of two tokens would be the credential is ambiguous: 400, never
+    'the first one wins' (nor a 401 that hides the reason)."""
+    from conftest import config_head
+    from test_security import jwt
+    secret = "ws-jwt-secret-that-is-long-enough-0123456789"
+    monkeypatch.setenv("PT_IT_WS_JWT_SECRET", secret)
+    gw = start_gateway(config_head("workers: 1") + TOKEN_CONFIG)
+    good = jwt({"sub": "alice", "exp": int(time.time()) + 600}, secret=secret)
+    other = jwt({"sub": "mallory", "exp": int(time.time()) + 600}, secret=secret)
+    for query in ("access_token=%s&access_token=%s" % (good, other),
+                  "access_token=%s&%%61ccess_token=%s" % (good, other),
+                  "access_token=%s&access_token" % good):
+        status, head = status_of(gw, request("/ws?" + query))
+        assert status == 400, (query, head)
+    assert status_of(gw, request("/ws?access_token=" + good))[0] == 101
+    assert status_of(gw, request("/ws"))[0] == 401
