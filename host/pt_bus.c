@@ -42,6 +42,7 @@ typedef struct pt__job_s {
     int status;
     char error[PT_AMQP_ERRLEN];
     char reply_ctype[PT__SHORTSTR + 1];
+    size_t reply_ctype_len;
     int has_reply_ctype;
     amqp_message_t reply; /* its body is the answer's */
     int has_reply;
@@ -138,7 +139,10 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
     if (job->has_reply) {
         res.body = job->reply.body.len ? (const char *)job->reply.body.bytes : "";
         res.body_len = job->reply.body.len;
-        if (job->has_reply_ctype) res.content_type = job->reply_ctype;
+        if (job->has_reply_ctype) {
+            res.content_type = job->reply_ctype;
+            res.content_type_len = job->reply_ctype_len;
+        }
     } else {
         res.error = job->error[0] ? job->error : "the AMQP bus failed";
     }
@@ -460,6 +464,7 @@ static void pt__on_reply(pt__conn_t *c, amqp_message_t *msg)
         size_t n = p->content_type.len < PT__SHORTSTR ? p->content_type.len : PT__SHORTSTR;
         memcpy(job->reply_ctype, p->content_type.bytes, n);
         job->reply_ctype[n] = '\0';
+        job->reply_ctype_len = n;
         job->has_reply_ctype = 1;
     }
     job->reply = *msg;

@@ -58,7 +58,8 @@ typedef struct {
  * why and body and content_type NULL. */
 typedef struct {
     int status;
-    const char *content_type; /* NULL: none */
+    const char *content_type; /* NULL: none; any byte the broker had: pt_http checks it */
+    size_t content_type_len;
     const char *body;
     size_t body_len;
     const char *error; /* set when the bus itself failed */

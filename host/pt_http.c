@@ -568,10 +568,12 @@ static char *pt__put_uint(char *o, uint64_t v)
  * add headers or split the response. A bad one is answered with refused (500
  * for a service, 502 for a bus reply) and a JSON error instead; refused 0:
  * the headers are our own (an error answer), and are dropped if bad. */
-static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char *extra,
-                        size_t extra_len, const char *body, size_t body_len, int refused)
+static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
+                        const char *extra, size_t extra_len, const char *body, size_t body_len,
+                        int refused)
 {
-    if ((ctype && !pt_field_value(ctype, strlen(ctype))) ||
+    /* ctype_len, not strlen: a NUL inside is refused, not a silent cut */
+    if ((ctype && !pt_field_value(ctype, ctype_len)) ||
         (extra_len && !pt_field_lines(extra, extra_len))) {
         if (refused) {
             /* the log line names no byte of it: pt__send_error logs the cid */
@@ -582,8 +584,10 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
                            NULL);
             return;
         }
-        extra = NULL;
+        extra = NULL; /* our own answers: never sent with a bad header */
         extra_len = 0;
+        ctype = "application/json";
+        ctype_len = sizeof "application/json" - 1;
     }
     pt__observe(c, status, body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
@@ -593,7 +597,7 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     if (status == 204 || status == 304) body_len = 0; /* these never carry a body */
     int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
     size_t cap =
-        512 + extra_len + strlen(c->cid) + (ctype ? strlen(ctype) : 0) + (head_only ? 0 : body_len);
+        512 + extra_len + strlen(c->cid) + (ctype ? ctype_len : 0) + (head_only ? 0 : body_len);
     pt__write_t *wr = malloc(sizeof *wr + cap);
     if (!wr) {
         pt_http_close(c);
@@ -617,7 +621,8 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, const char 
     o = pt__put(o, "\r\n");
     if (ctype && body_len) {
         o = pt__put(o, "Content-Type: ");
-        o = pt__put(o, ctype);
+        memcpy(o, ctype, ctype_len);
+        o += ctype_len;
         o = pt__put(o, "\r\n");
     }
     if (c->close_after)
@@ -683,8 +688,8 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     else
         pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
     if (b.data)
-        pt__respond(c, status, "application/json", extra, extra ? strlen(extra) : 0, b.data, b.len,
-                    0);
+        pt__respond(c, status, "application/json", 16, extra, extra ? strlen(extra) : 0, b.data,
+                    b.len, 0);
     else
         pt_http_close(c);
     pt_buf_free(&b);
@@ -817,8 +822,8 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 {
     pt_conn_t *c = ud;
     if (!pt__answer_due(c)) return;
-    pt__respond(c, res->status, res->content_type, res->headers, res->headers_len, res->body,
-                res->body_len, 500);
+    pt__respond(c, res->status, res->content_type, res->content_type_len, res->headers,
+                res->headers_len, res->body, res->body_len, 500);
 }
 
 static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
@@ -828,7 +833,8 @@ static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
     if (res->error)
         pt__send_error(c, res->status, res->error, NULL);
     else
-        pt__respond(c, res->status, res->content_type, NULL, 0, res->body, res->body_len, 502);
+        pt__respond(c, res->status, res->content_type, res->content_type_len, NULL, 0, res->body,
+                    res->body_len, 502);
 }
 
 /* An amqp_bus request: published without Lua, answered from the reply. */

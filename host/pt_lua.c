@@ -533,7 +533,7 @@ static void pt__finish(pt_lua_task_t *t, int rc)
     if (rc == 0 && lua_gettop(co) >= 2 && lua_isnumber(co, 1)) {
         res.status = (int)lua_tointeger(co, 1);
         res.body = lua_tolstring(co, 2, &res.body_len);
-        res.content_type = lua_tostring(co, 3);
+        res.content_type = lua_tolstring(co, 3, &res.content_type_len);
         pt__collect_headers(pl, co, 4, NULL);
         res.headers = pl->scratch.data;
         res.headers_len = pl->scratch.len;
@@ -547,6 +547,7 @@ static void pt__finish(pt_lua_task_t *t, int rc)
         res.body = internal;
         res.body_len = sizeof internal - 1;
         res.content_type = "application/json";
+        res.content_type_len = sizeof "application/json" - 1;
         res.headers = NULL;
         res.headers_len = 0;
     }

@@ -59,7 +59,8 @@ typedef struct {
     int status;
     const char *body;
     size_t body_len;
-    const char *content_type;
+    const char *content_type; /* may hold any byte: pt_http checks it */
+    size_t content_type_len;
     const char *headers; /* extra "Name: value\r\n" lines, checked; may be empty */
     size_t headers_len;
 } pt_lua_result_t;

@@ -34,7 +34,9 @@ SERVICES = {
         local service = require "portico.service"
         local M = service.new { name = "gate.badctype" }
         function M:handle()
-          self.response.content_type = "text/plain\\r\\nSet-Cookie: injected=1"
+          -- ?nul: a NUL where C would cut the value short instead of refusing it
+          self.response.content_type = self.request.http.query.nul ~= nil
+            and "text/plain\\0Set-Cookie: injected=1" or "text/plain\\r\\nSet-Cookie: injected=1"
           self.response.payload = "hello"
         end
         return M
@@ -454,9 +456,11 @@ def test_a_dribbled_head_meets_the_header_deadline_from_the_accept(start):
 # ---- 7. response integrity --------------------------------------------------------------
 
 
-def test_a_service_content_type_with_crlf_is_a_500_not_a_header(gw):
+@pytest.mark.parametrize("query", [b"", b"?nul"], ids=["crlf", "nul"])
+def test_a_service_content_type_with_crlf_is_a_500_not_a_header(gw, query):
     gw.expect_error("response headers are not valid")
-    res, _, data = send(gw, b"GET /bad/ctype HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    res, _, data = send(gw, b"GET /bad/ctype" + query +
+                        b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert [r[0] for r in res] == [500], data
     status, headers, body = res[0]
     assert "set-cookie" not in headers and b"injected" not in data
@@ -467,11 +471,13 @@ def test_a_service_content_type_with_crlf_is_a_500_not_a_header(gw):
     served_after(gw)
 
 
-def test_a_bus_reply_content_type_with_crlf_is_a_502(start_gateway, amqp, responders):
+@pytest.mark.parametrize("sep", ["\r\n", "\0"], ids=["crlf", "nul"])
+def test_a_bus_reply_content_type_with_crlf_is_a_502(start_gateway, amqp, responders, sep):
     gw = start_gateway(BUS_CONFIG, url=BROKER_URL, reply_timeout="5s")
     gw.expect_error("content type is not a valid header")
     responders(lambda resp, msg: resp.reply(msg, "hi", status=200,
-                                            content_type="text/plain\r\nSet-Cookie: injected=1"))
+                                            content_type="text/plain" + sep +
+                                            "Set-Cookie: injected=1"))
     res, _, data = send(gw, b"GET /bus/foo/bar/baz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                             b"\r\n", timeout=8)
     assert [r[0] for r in res] == [502], data
