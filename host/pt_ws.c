@@ -1,5 +1,6 @@
 #include "pt_ws.h"
 #include "pt_http.h"
+#include "pt_json.h"
 #include "pt_log.h"
 #include "pt_lua.h"
 #include "pt_worker.h"
@@ -80,6 +81,7 @@ struct pt_ws_s {
 typedef struct {
     pt_ws_t *ws;
     json_t *request_id; /* NULL: a plain message, the reply is the bare payload */
+    char cid[65];       /* for an error reply made here */
 } pt__ws_call_t;
 
 typedef struct {
@@ -518,14 +520,14 @@ static int pt__take(pt_ws_t *ws, const char *data, size_t len)
 
 /* ---- service calls ---- */
 
-static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *res);
+static void pt__reply(pt_ws_t *ws, const pt__ws_call_t *call, const pt_lua_result_t *res);
 
 static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 {
     pt__ws_call_t *call = ud;
     pt_ws_t *ws = call->ws;
     ws->in_flight--;
-    if (ws->c && !ws->ended) pt__reply(ws, call->request_id, res);
+    if (ws->c && !ws->ended) pt__reply(ws, call, res);
     if (call->request_id) json_decref(call->request_id);
     free(call);
     if (!ws->c && ws->in_flight == 0 && !ws->timers_open) {
@@ -555,9 +557,17 @@ static void pt__send_error(pt_ws_t *ws, json_t *request_id, int status, const ch
     if (root) pt__send_reply(ws, root, request_id);
 }
 
-static void pt__reply(pt_ws_t *ws, json_t *request_id, const pt_lua_result_t *res)
+static void pt__reply(pt_ws_t *ws, const pt__ws_call_t *call, const pt_lua_result_t *res)
 {
+    json_t *request_id = call->request_id;
     int is_json = res->content_type && strncmp(res->content_type, "application/json", 16) == 0;
+    /* a text frame is UTF-8 (RFC 6455 5.6), and so is every JSON string */
+    if (pt_utf8_check(res->body, res->body_len, NULL) != 0) {
+        pt_log_write(PT_LOG_ERROR, call->cid, NULL, "the service's answer is not valid UTF-8",
+                     sizeof "the service's answer is not valid UTF-8" - 1);
+        pt__send_error(ws, request_id, 500, "internal error", call->cid);
+        return;
+    }
     if (!request_id && res->status < 400) {
         pt__send_text(ws, res->body, res->body_len);
         return;
@@ -652,6 +662,7 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
     if (!call) goto done;
     call->ws = ws;
     call->request_id = request_id;
+    pt_strcpy_cap(call->cid, cid, sizeof call->cid);
     request_id = NULL;
     pt_lua_call_t lc = {
         .service = service,

@@ -496,3 +496,45 @@ def test_token_given_twice_in_the_query_is_refused(start_gateway, monkeypatch):
         assert status == 400, (query, head)
     assert status_of(gw, request("/ws?access_token=" + good))[0] == 101
     assert status_of(gw, request("/ws"))[0] == 401
+
+
+# ---- what a service answers must fit a text frame ----
+
+LATIN1_SERVICE = """
+local service = require "portico.service"
+local M = service.new { name = "test.latin1" }
+function M:handle()
+  self.response.content_type = "text/plain"
+  self.response.payload = "caf\\233"   -- Latin-1, not UTF-8
+end
+return M
+"""
+
+
+@pytest.mark.parametrize("envelope", [False, True], ids=["plain", "request_id"])
+def test_an_answer_that_is_not_utf8_is_an_error_message(start_gateway, tmp_path, envelope):
+    """A text frame must be UTF-8 (RFC 6455 5.6): the client gets a 500
+    error message, never the bytes, and the socket stays usable."""
+    from conftest import BASE_CONFIG
+    svc = tmp_path / "services" / "test"
+    svc.mkdir(parents=True, exist_ok=True)
+    (svc / "latin1.lua").write_text(LATIN1_SERVICE)
+    cfg = BASE_CONFIG.rstrip("\n") + "\n" + WS_TAIL.replace(
+        "service: demo.echo\n      service_list: [demo.echo]",
+        "service: test.latin1\n      service_list: [demo.echo, test.latin1]", 1)
+    gw = start_gateway(cfg)
+    gw.expect_error("not valid UTF-8")
+    s = opened(gw)
+    # a plain message runs the channel's service; an envelope names it
+    msg = {"service": "test.latin1", "request_id": 7, "data": {}} if envelope else {"x": 1}
+    s.sendall(frame(1, json.dumps(msg).encode()))
+    op, payload = read_frame(s)
+    assert op == 1
+    reply = json.loads(payload.decode("utf-8"))
+    assert reply["error"]["status"] == 500 and b"caf" not in payload, reply
+    s.sendall(frame(1, json.dumps({"service": "demo.echo", "request_id": "after",
+                                   "data": {"x": 1}}).encode()))
+    op, payload = read_frame(s)
+    assert json.loads(payload)["request_id"] == "after"
+    s.close()
+    echo_works(gw)
