@@ -10,7 +10,7 @@
 -- res = { status = 200, headers = { ["content-type"] = "..." }, body = "...", json = {...} }:
 -- header names lower-case, a repeated header joined with ", "; json is the
 -- decoded body when the content type is JSON (application/json, */*+json)
--- and it parses, else nil. Any status is an answer: a 404 or 500 of the
+-- and it is RFC 8259 JSON (portico.json), else nil. Any status is an answer: a 404 or 500 of the
 -- backend comes back as res, not as an error.
 --
 -- err (res nil) when no answer came: "crm: connect failed (...)", "crm: timed
@@ -35,7 +35,7 @@
 -- header with CR/LF, opts of the wrong type, data JSON cannot hold) raise an
 -- error blaming the caller's line.
 local cjson = require "cjson"
-local cjson_safe = require "cjson.safe"
+local json = require "portico.json"
 
 local has_host, host = pcall(require, "portico.host")
 if not has_host or type(host) ~= "table" then host = nil end
@@ -304,7 +304,8 @@ end
 function M.shape(status, headers, body)
   local res = { status = status, headers = headers or {}, body = body or "", json = nil }
   if res.body ~= "" and M.is_json_type(res.headers["content-type"]) then
-    local v = cjson_safe.decode(res.body)
+    -- a backend is a peer like a client: its JSON is held to RFC 8259 too
+    local v = json.decode(res.body)
     if v ~= nil then res.json = v end
   end
   return res

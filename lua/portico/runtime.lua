@@ -7,7 +7,7 @@
 --                    channel_name, channel_type, username, params, gateway, amqp)
 --     -> status, body, content_type, headers|nil
 --   runtime.get(name) -> the service module, or nil
---   runtime.decode_json(text) -> value | nil, err   strict JSON (RFC 8259), as bodies get
+--   runtime.decode_json(text) -> value | nil, err   portico.json's strict decode, as bodies get
 --
 -- dispatch runs inside the request's coroutine and never raises: every failure
 -- becomes {"error":{"status":N,"message":"...","cid":"..."}}. It only uses
@@ -27,9 +27,9 @@
 -- http.query is parsed on first use (a repeated key gives a list of values),
 -- so pairs(self.request.http) shows it only after it has been read.
 local cjson = require "cjson"
-local cjson_safe = require "cjson.safe"
 local service = require "portico.service"
 local schema = require "portico.schema"
+local json = require "portico.json"
 
 local ok_host, host = pcall(require, "portico.host")
 if not ok_host or type(host) ~= "table" then host = nil end
@@ -99,91 +99,11 @@ end
 M.utcnow = utcnow
 M.log = log       -- portico.testing replaces it to record what services log
 
--- ---- strict JSON (RFC 8259) ----
---
--- cjson decodes, but it takes more than JSON: NaN, Infinity, hex, "1.",
--- "-.5", control characters and any bytes in strings, text after a NUL, and
--- numbers that overflow to inf (which then cannot be encoded). In the host,
--- pt_json_check (host/pt_json.h) refuses all of that in one pass first, and
--- pt_utf8_check holds every JSON answer to UTF-8. Both are bound with the FFI:
--- a classic Lua C function would cost twice as much per request
--- (docs/contract.md, "Strict JSON"). Under busted there is no host: cjson's
--- own refusal of NaN, Infinity and hex and the UTF-8 check in Lua below are
--- what is left, enough for bodies portico.testing makes with cjson.encode.
-local MAX_DEPTH = 1000 -- of nested arrays and objects: PT_JSON_MAX_DEPTH
-local strict = cjson_safe.new() -- a private instance: its settings are not the services'
-strict.decode_invalid_numbers(false)
-strict.decode_max_depth(MAX_DEPTH)
-local decode = strict.decode
+-- ---- strict JSON (RFC 8259): portico.json ----
 
--- utf8_bad(s) -> the position of the first byte of s that is not well-formed
--- UTF-8 (RFC 3629), or nil. json_check(s) -> true | nil, "what at byte N".
-local utf8_bad, json_check
-if host then
-  local ffi = require "ffi"
-  -- pcall: a second copy of this module in the same VM finds them declared
-  pcall(ffi.cdef, [[
-    typedef struct { size_t offset; const char *message; } pt_json_error_t;
-    int pt_json_check(const char *s, size_t len, int max_depth, pt_json_error_t *err);
-    int pt_utf8_check(const char *s, size_t len, size_t *bad);
-  ]])
-  local C = ffi.C
-  local ok, err = pcall(function() return C.pt_json_check, C.pt_utf8_check end)
-  if not ok then error("portico.runtime: the host exports no pt_json_check: " .. tostring(err)) end
-  local jerr, bad = ffi.new("pt_json_error_t"), ffi.new("size_t[1]")
-  local pt_json_check, pt_utf8_check, ffi_string = C.pt_json_check, C.pt_utf8_check, ffi.string
-  utf8_bad = function(s)
-    if pt_utf8_check(s, #s, bad) == 0 then return nil end
-    return tonumber(bad[0]) + 1
-  end
-  json_check = function(s)
-    if pt_json_check(s, #s, MAX_DEPTH, jerr) == 0 then return true end
-    return nil, ffi_string(jerr.message) .. " at byte " .. tonumber(jerr.offset) + 1
-  end
-else
-  utf8_bad = function(s)
-    local i = 1
-    while true do
-      i = find(s, "[\128-\255]", i)
-      if not i then return nil end
-      local c, n, lo, hi = byte(s, i), 0, 0x80, 0xBF
-      if c >= 0xC2 and c <= 0xDF then
-        n = 2
-      elseif c >= 0xE0 and c <= 0xEF then
-        n = 3
-        if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
-      elseif c >= 0xF0 and c <= 0xF4 then
-        n = 4
-        if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
-      else
-        return i
-      end
-      local c2 = byte(s, i + 1)
-      if not c2 or c2 < lo or c2 > hi then return i end
-      for k = i + 2, i + n - 1 do
-        local ck = byte(s, k)
-        if not ck or ck < 0x80 or ck > 0xBF then return i end
-      end
-      i = i + n
-    end
-  end
-  json_check = function(s)
-    local at = utf8_bad(s)
-    if at then return nil, "invalid UTF-8 at byte " .. at end
-    return true
-  end
-end
+local utf8_bad, decode_json = json.utf8_bad, json.decode
 M.utf8_bad = utf8_bad
-
--- runtime.decode_json(text) -> value | nil, err: strict JSON text to Lua (JSON
--- null is cjson.null). err is "<what> at byte N". The same check every body
--- of a service gets, for any module that reads JSON from a client.
-local function decode_json(text)
-  local ok, err = json_check(text)
-  if not ok then return nil, err end
-  return decode(text)
-end
-M.decode_json = decode_json
+M.decode_json = decode_json -- the same check every body of a service gets
 
 -- s with each byte that is not part of well-formed UTF-8 replaced by U+FFFD,
 -- for text that must reach a client whatever it holds (error messages).
