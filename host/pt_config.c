@@ -67,35 +67,38 @@ static const char *pt__size_text(uint64_t b, char *buf, size_t len)
     return buf;
 }
 
-/* A duration in [lo, hi] milliseconds: 0 where it makes no sense (every
- * request would time out at once) is refused like any other bad value. */
-static int pt__duration_in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo,
-                           uint64_t hi, uint64_t *out)
+typedef int (*pt__parse_fn)(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t *out);
+typedef const char *(*pt__text_fn)(uint64_t v, char *buf, size_t len);
+
+/* A value parse() reads, in [lo, hi] (text() writes the bounds in the
+ * message): 0 where it makes no sense (every request would time out at
+ * once) is refused like any other bad value. */
+static int pt__in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi,
+                  uint64_t *out, pt__parse_fn parse, pt__text_fn text)
 {
     uint64_t v;
     char a[32], b[32];
-    if (pt__duration(c, n, what, &v) != 0) return -1;
+    if (parse(c, n, what, &v) != 0) return -1;
     if (v < lo || v > hi)
         return pt_yaml_fail(&c->y, n, "%s: %sfrom %s to %s", what,
-                            v == 0 ? "must be more than 0, " : "", pt__ms_text(lo, a, sizeof a),
-                            pt__ms_text(hi, b, sizeof b));
+                            v == 0 ? "must be more than 0, " : "", text(lo, a, sizeof a),
+                            text(hi, b, sizeof b));
     *out = v;
     return 0;
+}
+
+/* A duration in [lo, hi] milliseconds. */
+static int pt__duration_in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo,
+                           uint64_t hi, uint64_t *out)
+{
+    return pt__in(c, n, what, lo, hi, out, pt__duration, pt__ms_text);
 }
 
 /* A size (or a count written like one, "10k") in [lo, hi]. */
 static int pt__size_in(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi,
                        uint64_t *out)
 {
-    uint64_t v;
-    char a[32], b[32];
-    if (pt__size(c, n, what, &v) != 0) return -1;
-    if (v < lo || v > hi)
-        return pt_yaml_fail(&c->y, n, "%s: %sfrom %s to %s", what,
-                            v == 0 ? "must be more than 0, " : "", pt__size_text(lo, a, sizeof a),
-                            pt__size_text(hi, b, sizeof b));
-    *out = v;
-    return 0;
+    return pt__in(c, n, what, lo, hi, out, pt__size, pt__size_text);
 }
 
 #define PT__SEC 1000ull
@@ -1031,7 +1034,7 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     ep->display = strdup(disp);
     ep->heartbeat = 30;
     if ((v = pt_yaml_get(&c->y, n, "heartbeat"))) {
-        uint64_t ms;
+        uint64_t ms = 0;
         snprintf(key, sizeof key, "%s.heartbeat", what);
         if (pt__duration_in(c, v, key, 0, PT__HOUR, &ms) != 0) return -1; /* 0: off */
         ep->heartbeat = (int)((ms + 999) / 1000);
