@@ -31,6 +31,9 @@
  * this many bytes of max_message (and one more): it never costs more than
  * twice the limit. */
 #define PT__WS_FRAGMENT_COST 128
+/* The longest string request_id an envelope may carry (it is echoed in the
+ * reply). */
+#define PT__WS_MAX_REQUEST_ID 256
 /* ws->out keeps its memory between frames up to this much. */
 #define PT__WS_OUT_KEEP (64 * 1024)
 
@@ -607,6 +610,26 @@ static const pt_channel_t *pt__channel(pt_ws_t *ws)
     return NULL;
 }
 
+/* The envelope's request_id as it will be echoed (a new reference): null
+ * when absent, an integer, or a string of at most PT__WS_MAX_REQUEST_ID
+ * bytes; NULL for anything else. It goes back in every reply to the call and
+ * lives as long as the call, so it is bounded like the rest of a socket's
+ * memory. With as_real every integer was read as a double: one that is a
+ * whole number a double holds exactly is an integer again. */
+static json_t *pt__request_id(json_t *id, int as_real)
+{
+    if (!id || json_is_null(id)) return json_null();
+    if (json_is_integer(id)) return json_incref(id);
+    if (json_is_string(id))
+        return json_string_length(id) <= PT__WS_MAX_REQUEST_ID ? json_incref(id) : NULL;
+    if (as_real && json_is_real(id)) {
+        double v = json_real_value(id);
+        if (v >= -9007199254740992.0 && v <= 9007199254740992.0 && v == (double)(json_int_t)v)
+            return json_integer((json_int_t)v);
+    }
+    return NULL;
+}
+
 /* One text message: decode the envelope, check the allowlist in C, run. */
 static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
 {
@@ -617,8 +640,27 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
         pt__close(ws, WSLAY_CODE_GOING_AWAY, "channel removed");
         return;
     }
+    /* The strict check decides what is JSON, as for a REST body (the same
+     * depth, the same grammar), so the two channels agree; jansson only
+     * builds the envelope. */
+    pt_json_error_t jcheck;
+    if (pt_json_check(text, len, PT_JSON_MAX_DEPTH, &jcheck) != 0) {
+        char m[256];
+        snprintf(m, sizeof m, "invalid JSON: %s at byte %zu", jcheck.message, jcheck.offset);
+        pt__send_error(ws, NULL, 400, m, cid);
+        return;
+    }
+    /* \u0000 is JSON (cjson decodes it for a REST body too). An integer
+     * beyond 64 bits is JSON that jansson refuses: such a text is read again
+     * with every integer as a double, which is what cjson makes of it. */
     json_error_t jerr;
-    json_t *msg = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    int as_real = 0;
+    json_t *msg = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!msg) {
+        as_real = 1;
+        msg = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                         &jerr);
+    }
     if (!msg) {
         char m[256];
         snprintf(m, sizeof m, "invalid JSON: %s", jerr.text);
@@ -631,11 +673,14 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
     size_t body_len = len;
     json_t *svc = json_is_object(msg) ? json_object_get(msg, "service") : NULL;
     if (svc) {
-        request_id = json_object_get(msg, "request_id");
-        if (request_id)
-            json_incref(request_id);
-        else
-            request_id = json_null();
+        request_id = pt__request_id(json_object_get(msg, "request_id"), as_real);
+        if (!request_id) {
+            pt__send_error(ws, NULL, 400,
+                           "\"request_id\" must be null, an integer or a string of at most "
+                           "256 bytes",
+                           cid);
+            goto done;
+        }
         if (!json_is_string(svc) ||
             !pt_router_valid_service_name(json_string_value(svc), json_string_length(svc))) {
             pt__send_error(ws, request_id, 400, "\"service\" must be a service name", cid);

@@ -6,7 +6,11 @@
  * {"service": ..., "request_id": ..., "data": ...} may call any service the
  * channel allows and its reply carries the same request_id, so many calls can
  * be in flight on one socket and come back in any order. Errors come back as
- * messages; protocol violations close with the matching close code (RFC
+ * messages. A message is JSON by pt_json_check, as a REST body (\u0000 and
+ * integers beyond 64 bits included; an envelope's data with one of those
+ * reaches the service with every number as a double, as cjson reads it);
+ * request_id is null, an integer or a string of at most 256 bytes, anything
+ * else is a 400 error message (the socket stays open). Protocol violations close with the matching close code (RFC
  * 6455 7.4.1: 1002 for a bad frame, 1007 for text that is not UTF-8, 1009
  * for a message over max_message_size). Pings go out every ping_interval; a
  * peer that misses missed_pings of them is closed.

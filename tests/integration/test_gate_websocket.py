@@ -538,3 +538,143 @@ def test_an_answer_that_is_not_utf8_is_an_error_message(start_gateway, tmp_path,
     assert json.loads(payload)["request_id"] == "after"
     s.close()
     echo_works(gw)
+
+
+# ---- the envelope: what a client sends is checked before it is echoed ----
+
+
+def call(s, text):
+    s.sendall(frame(1, text if isinstance(text, bytes) else text.encode()))
+    op, payload = read_frame(s)
+    assert op == 1
+    return json.loads(payload)
+
+
+def echoed(reply):
+    """The payload demo.echo saw, from an envelope's reply or a plain one."""
+    data = reply.get("data", reply)
+    if isinstance(data, str):
+        data = json.loads(data)
+    return data["payload"]
+
+
+@pytest.mark.parametrize("rid", ["x" * 257, "x" * 60000, 1.5, [1], {"a": 1}, True],
+                         ids=["257B", "60KB", "float", "array", "object", "bool"])
+def test_request_id_is_bounded_in_size_and_type(gw, rid):
+    """request_id is echoed in every reply to the call: only null, an
+    integer or a string of at most 256 bytes. Anything else is a 400 whose
+    request_id is null (before: echoed whatever it was), and the socket goes
+    on."""
+    s = opened(gw)
+    s.settimeout(10)
+    reply = call(s, json.dumps({"service": "demo.echo", "request_id": rid, "data": {}}))
+    assert reply["error"]["status"] == 400 and "request_id" in reply["error"]["message"]
+    assert reply["request_id"] is None
+    reply = call(s, json.dumps({"service": "demo.echo", "request_id": "x" * 256, "data": {"k": 1}}))
+    assert reply["request_id"] == "x" * 256 and echoed(reply) == {"k": 1}
+    reply = call(s, '{"service": "demo.echo", "request_id": -9223372036854775808, "data": 1}')
+    assert reply["request_id"] == -9223372036854775808
+    s.close()
+
+
+def test_json_that_jansson_refuses_is_read_like_a_rest_body(gw):
+    """\\u0000 and an integer beyond 64 bits are JSON: a REST body with them
+    is served (cjson decodes them), so a WebSocket message is too (before:
+    400 "invalid JSON" from jansson). A request_id integer keeps its value."""
+    s = opened(gw)
+    reply = call(s, '{"service": "demo.echo", "request_id": 5, "data": {"s": "a\\u0000b"}}')
+    assert reply["request_id"] == 5 and echoed(reply) == {"s": "a\x00b"}, reply
+    reply = call(s, '{"service": "demo.echo", "request_id": 9007199254740992, '
+                    '"data": {"n": 123456789012345678901234567890}}')
+    assert reply["request_id"] == 9007199254740992, reply
+    assert echoed(reply)["n"] == pytest.approx(1.2345678901234568e29), reply
+    # a plain message goes to the channel's service as it came
+    reply = call(s, '{"n": 123456789012345678901234567890, "s": "\\u0000"}')
+    assert echoed(reply) == {"n": pytest.approx(1.2345678901234568e29), "s": "\x00"}, reply
+    s.close()
+
+
+@pytest.mark.parametrize("text", ["[" * 1001 + "]" * 1001,
+                                  '{"service": "demo.echo", "data": ' + "[" * 1000 + "]" * 1000 + "}",
+                                  "[NaN]", '{"a": 1} x', "[1.]"],
+                         ids=["depth-1001", "data-depth", "nan", "trailing", "1."])
+def test_json_the_strict_check_refuses_is_a_400_message(gw, text):
+    """The strict check of REST bodies decides (depth 1000, RFC 8259's
+    grammar): a clean 400 error message, and the socket is kept."""
+    s = opened(gw)
+    reply = call(s, text)
+    assert reply["error"]["status"] == 400 and "invalid JSON" in reply["error"]["message"], reply
+    reply = call(s, json.dumps({"service": "demo.echo", "request_id": 1, "data": 2}))
+    assert reply["request_id"] == 1
+    s.close()
+
+
+@pytest.mark.parametrize("svc", [1, None, ["demo.echo"], {"x": 1}, "", "a" * 300],
+                         ids=["int", "null", "array", "object", "empty", "long"])
+def test_a_service_that_is_not_a_name_is_a_400(gw, svc):
+    """Guard (passed before): a non-string or malformed service is refused
+    with the call's request_id, the socket kept."""
+    s = opened(gw)
+    reply = call(s, json.dumps({"service": svc, "request_id": "r", "data": {}}))
+    assert reply["error"]["status"] == 400 and reply["request_id"] == "r", reply
+    s.close()
+
+
+# ---- frames that never end, pings that are never read ----
+
+WS_SHORT = """
+  websocket:
+    - name: ws
+      url_path: /ws
+      service: demo.echo
+      ping_interval: 300ms
+      missed_pings: 2
+      max_output: 64KB
+      send_timeout: 1s
+"""
+
+
+@pytest.fixture
+def gw_short(start_gateway):
+    from conftest import BASE_CONFIG
+    return start_gateway(BASE_CONFIG.rstrip("\n") + "\n" + WS_SHORT)
+
+
+@pytest.mark.parametrize("half", [b"\x81", b"\x81\xfe\x00", b"\x81\x85\0\0\0\0ab",
+                                  b"\x01\x80\0\0\0\0"],
+                         ids=["one-byte", "half-length", "half-payload", "unfinished-message"])
+def test_a_half_frame_does_not_hold_the_socket(gw_short, half):
+    """Guard (passed before): a client that starts a frame (or a fragmented
+    message) and never finishes it cannot answer pings: it is closed after
+    missed_pings of them, without a close frame."""
+    s = opened(gw_short)
+    s.sendall(half)
+    t0 = time.monotonic()
+    s.settimeout(5)
+    code = close_code(s)
+    assert code == "eof" and time.monotonic() - t0 < 3, code
+    s.close()
+
+
+def test_ping_flood_from_a_client_that_never_reads_is_bounded(gw_short):
+    """Guard (passed before): every ping gets a pong queued; a client that
+    never reads them is held to max_output (its frames wait) and closed
+    after send_timeout, like one that floods messages."""
+    s = opened(gw_short, rcvbuf=4096)
+    s.setblocking(False)
+    ping = frame(9, b"p" * 125)
+    chunk = ping * 500
+    sent, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 6:
+        try:
+            sent += s.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    else:
+        pytest.fail("a client flooding pings was not closed")
+    # the server stopped reading at the bound: far less went in than 6 s allow
+    assert sent < 64 * 1024 * 1024, sent
+    s.close()
+    echo_works(gw_short)
