@@ -568,6 +568,10 @@ static char *pt__put_uint(char *o, uint64_t v)
  * add headers or split the response. A bad one is answered with refused (500
  * for a service, 502 for a bus reply) and a JSON error instead; refused 0:
  * the headers are our own (an error answer), and are dropped if bad. */
+/* The refusal of a service's answer whose headers are not valid HTTP. */
+#define PT__BAD_SERVICE_HEADERS                                                                    \
+    "the service's response headers are not valid (a control character or a bad name)"
+
 static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
                         const char *extra, size_t extra_len, const char *body, size_t body_len,
                         int refused)
@@ -579,8 +583,7 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctyp
             /* the log line names no byte of it: pt__send_error logs the cid */
             pt__send_error(c, refused,
                            refused == 502 ? "the bus reply's content type is not a valid header"
-                                          : "the service's response headers are not valid "
-                                            "(a control character or a bad name)",
+                                          : PT__BAD_SERVICE_HEADERS,
                            NULL);
             return;
         }
@@ -822,6 +825,10 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 {
     pt_conn_t *c = ud;
     if (!pt__answer_due(c)) return;
+    if (res->headers_invalid) { /* never half of what the service meant to send */
+        pt__send_error(c, 500, PT__BAD_SERVICE_HEADERS, NULL);
+        return;
+    }
     pt__respond(c, res->status, res->content_type, res->content_type_len, res->headers,
                 res->headers_len, res->body, res->body_len, 500);
 }

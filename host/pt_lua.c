@@ -1,4 +1,5 @@
 #include "pt_lua.h"
+#include "pt_field.h"
 #include "pt_json.h"
 #include "pt_log.h"
 #include "pt_lua_amqp.h"
@@ -467,25 +468,6 @@ static void pt__task_put(pt_lua_task_t *t, int reusable)
     pl->free_tasks = t;
 }
 
-static int pt__header_name_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > 256) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", c)) return 0;
-    }
-    return 1;
-}
-
-static int pt__header_value_ok(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
-    }
-    return 1;
-}
-
 /* Headers the host owns: a service cannot set or duplicate them. */
 static int pt__header_reserved(const char *s, size_t n)
 {
@@ -497,10 +479,16 @@ static int pt__header_reserved(const char *s, size_t n)
     return 0;
 }
 
-static void pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx, const char *service)
+/* Gathers the service's response.headers into pl->scratch as "Name: value\r\n"
+ * lines. Each name and value is checked on its own (pt_field), before they
+ * are joined: a name holding ": x\r\nSet-Cookie" would make a block that
+ * looks well formed. Returns 0, or -1 when one is not valid HTTP (the answer
+ * is then a 500). Headers the host owns are left out. */
+static int pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx)
 {
+    int rc = 0;
     pl->scratch.len = 0;
-    if (!lua_istable(co, idx)) return;
+    if (!lua_istable(co, idx)) return 0;
     lua_pushnil(co);
     while (lua_next(co, idx)) {
         size_t nlen, vlen;
@@ -508,19 +496,18 @@ static void pt__collect_headers(pt_lua_t *pl, lua_State *co, int idx, const char
             (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)) {
             const char *name = lua_tolstring(co, -2, &nlen);
             const char *value = lua_tolstring(co, -1, &vlen);
-            if (pt__header_name_ok(name, nlen) && pt__header_value_ok(value, vlen) &&
-                !pt__header_reserved(name, nlen)) {
+            if (!pt_field_token(name, nlen) || !pt_field_value(value, vlen)) {
+                rc = -1;
+            } else if (!pt__header_reserved(name, nlen)) {
                 pt_buf_append(&pl->scratch, name, nlen);
                 pt_buf_append(&pl->scratch, ": ", 2);
                 pt_buf_append(&pl->scratch, value, vlen);
                 pt_buf_append(&pl->scratch, "\r\n", 2);
-            } else {
-                pt_log_write(PT_LOG_WARN, NULL, service,
-                             "response header dropped: bad name or value", 42);
             }
         }
         lua_pop(co, 1);
     }
+    return rc;
 }
 
 static void pt__finish(pt_lua_task_t *t, int rc)
@@ -534,7 +521,7 @@ static void pt__finish(pt_lua_task_t *t, int rc)
         res.status = (int)lua_tointeger(co, 1);
         res.body = lua_tolstring(co, 2, &res.body_len);
         res.content_type = lua_tolstring(co, 3, &res.content_type_len);
-        pt__collect_headers(pl, co, 4, NULL);
+        res.headers_invalid = pt__collect_headers(pl, co, 4) != 0;
         res.headers = pl->scratch.data;
         res.headers_len = pl->scratch.len;
     }
@@ -550,6 +537,7 @@ static void pt__finish(pt_lua_task_t *t, int rc)
         res.content_type_len = sizeof "application/json" - 1;
         res.headers = NULL;
         res.headers_len = 0;
+        res.headers_invalid = 0;
     }
     pt_lua_done_cb done = t->done;
     void *ud = t->ud;

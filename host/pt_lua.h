@@ -63,6 +63,7 @@ typedef struct {
     size_t content_type_len;
     const char *headers; /* extra "Name: value\r\n" lines, checked; may be empty */
     size_t headers_len;
+    int headers_invalid; /* the service set a header that is not valid HTTP: answer 500 */
 } pt_lua_result_t;
 
 typedef void (*pt_lua_done_cb)(void *ud, const pt_lua_result_t *res);

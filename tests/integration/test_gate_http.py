@@ -33,10 +33,21 @@ SERVICES = {
     "gate/badctype.lua": """
         local service = require "portico.service"
         local M = service.new { name = "gate.badctype" }
+        local HEADERS = {  -- ?h=NAME: response.headers that are not HTTP
+          value = { ["X-A"] = "a\\r\\nSet-Cookie: injected=1" },
+          name = { ["X-A: 1\\r\\nSet-Cookie"] = "injected=1" },  -- joined, it would look valid
+          space = { ["X A"] = "injected" },
+          ok = { ["X-Ok"] = "1" },
+        }
         function M:handle()
-          -- ?nul: a NUL where C would cut the value short instead of refusing it
-          self.response.content_type = self.request.http.query.nul ~= nil
-            and "text/plain\\0Set-Cookie: injected=1" or "text/plain\\r\\nSet-Cookie: injected=1"
+          local q = self.request.http.query
+          if q.h then
+            for k, v in pairs(HEADERS[q.h]) do self.response.headers[k] = v end
+          else
+            -- ?nul: a NUL where C would cut the value short instead of refusing it
+            self.response.content_type = q.nul ~= nil
+              and "text/plain\\0Set-Cookie: injected=1" or "text/plain\\r\\nSet-Cookie: injected=1"
+          end
           self.response.payload = "hello"
         end
         return M
@@ -456,7 +467,8 @@ def test_a_dribbled_head_meets_the_header_deadline_from_the_accept(start):
 # ---- 7. response integrity --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", [b"", b"?nul"], ids=["crlf", "nul"])
+@pytest.mark.parametrize("query", [b"", b"?nul", b"?h=value", b"?h=name", b"?h=space"],
+                         ids=["crlf", "nul", "header-value", "header-name", "header-name-space"])
 def test_a_service_content_type_with_crlf_is_a_500_not_a_header(gw, query):
     gw.expect_error("response headers are not valid")
     res, _, data = send(gw, b"GET /bad/ctype" + query +
@@ -469,6 +481,12 @@ def test_a_service_content_type_with_crlf_is_a_500_not_a_header(gw, query):
     lines = [e for e in gw.log_lines("error") if e.get("cid") == err["cid"]]
     assert lines and all("injected" not in json.dumps(e) for e in lines), lines
     served_after(gw)
+
+
+def test_a_valid_service_header_is_sent(gw):
+    res, _, data = send(gw, b"GET /bad/ctype?h=ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert [r[0] for r in res] == [200], data
+    assert res[0][1]["x-ok"] == "1"
 
 
 @pytest.mark.parametrize("sep", ["\r\n", "\0"], ids=["crlf", "nul"])
