@@ -90,6 +90,39 @@ static int pt__hop(const char *name, size_t len, const pt__conn_list_t *conns)
     return 0;
 }
 
+/* Fields with which a client could claim another address, host or scheme
+ * than the ones it came with. The gateway is the edge: the client's are
+ * dropped and the gateway's own X-Forwarded-For, -Proto and -Host are the
+ * only ones the target gets, so a target that believes them cannot be
+ * spoofed (docs/dispatch.md, "Forwarded fields"). */
+static int pt__claim(const char *name, size_t len)
+{
+    if (len >= 12 && strncasecmp(name, "x-forwarded-", 12) == 0) return 1;
+    return len == 9 &&
+           (strncasecmp(name, "forwarded", 9) == 0 || strncasecmp(name, "x-real-ip", 9) == 0);
+}
+
+/* The Upgrade of a request that may switch protocols through the proxy:
+ * a GET asking for websocket, and only websocket goes on. Any other (h2c
+ * above all: once switched, the client would speak HTTP/2 to the target
+ * directly, every later request past the gateway's routing and security)
+ * is dropped with the rest of the hop-by-hop fields, and the request is an
+ * ordinary one (Envoy allows only the upgrades it is configured for). */
+static int pt__websocket(pt_conn_t *c)
+{
+    size_t len = 0;
+    const char *v;
+    if (!c->parser.upgrade || llhttp_get_method(&c->parser) != HTTP_GET) return 0;
+    for (size_t i = 0; i < c->n_headers; i++) {
+        const pt_http_header_t *h = &c->headers[i];
+        if (!pt__is(c->head.data + h->name_off, h->name_len, "upgrade")) continue;
+        v = c->head.data + h->value_off;
+        len = h->value_len;
+        if (pt__token_in(v, len, "websocket", 9)) return 1;
+    }
+    return 0;
+}
+
 static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     pt_buf_append(b, name, nlen);
@@ -323,9 +356,9 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     if (q) pt_buf_append(&b, q, (size_t)(url + c->url_len - q));
     pt_buf_puts(&b, " HTTP/1.1\r\n");
 
-    size_t host_len = 0, xff_len = 0, up_len = 0;
+    size_t host_len = 0;
     const char *host = pt_http_header(c, "host", &host_len);
-    const char *xff = NULL, *up = NULL;
+    int websocket = pt__websocket(c);
     pt__conn_list_t conns = {.n = 0};
     for (size_t i = 0; i < c->n_headers; i++) {
         const pt_http_header_t *h = &c->headers[i];
@@ -337,31 +370,17 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
             return;
         }
     }
-    if (c->parser.upgrade) up = pt_http_header(c, "upgrade", &up_len);
     for (size_t i = 0; i < c->n_headers; i++) {
         const pt_http_header_t *h = &c->headers[i];
         const char *name = c->head.data + h->name_off, *value = c->head.data + h->value_off;
         if (pt__hop(name, h->name_len, &conns)) continue;
         if (pt__is(name, h->name_len, "host") || pt__is(name, h->name_len, "content-length") ||
             pt__is(name, h->name_len, "expect") || pt__is(name, h->name_len, "x-correlation-id") ||
-            pt__is(name, h->name_len, "x-forwarded-proto") ||
-            pt__is(name, h->name_len, "x-forwarded-host") ||
-            (hide_header && pt__is(name, h->name_len, hide_header)))
+            pt__claim(name, h->name_len) || (hide_header && pt__is(name, h->name_len, hide_header)))
             continue;
-        if (pt__is(name, h->name_len, "x-forwarded-for")) {
-            if (!xff) {
-                xff = value;
-                xff_len = h->value_len;
-            }
-            continue;
-        }
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
     pt_buf_puts(&b, "X-Forwarded-For: ");
-    if (xff) {
-        pt_buf_append(&b, xff, xff_len);
-        pt_buf_append(&b, ", ", 2);
-    }
     pt_buf_puts(&b, pt__client_ip(c));
     pt_buf_puts(&b, "\r\nX-Forwarded-Proto: http\r\n");
     if (host) pt__line(&b, "X-Forwarded-Host", 16, host, host_len);
@@ -376,8 +395,8 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         pt_buf_put_u64(&b, c->parser.content_length);
         pt_buf_append(&b, "\r\n", 2);
     }
-    /* the 101 must switch to one of these (pt_upstream checks it) */
-    if (up) pt_buf_printf(&b, "Connection: upgrade\r\nUpgrade: %.*s\r\n", (int)up_len, up);
+    /* the 101 must switch to this (pt_upstream checks it) */
+    if (websocket) pt_buf_puts(&b, "Connection: upgrade\r\nUpgrade: websocket\r\n");
     if (!b.data) {
         free(px);
         pt_http_send_error(c, 500, "out of memory", NULL);
@@ -389,8 +408,8 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     c->proxy = px;
     pt_upx_req_t req = {.head = b.data,
                         .head_len = b.len,
-                        .upgrade = up,
-                        .upgrade_len = up_len,
+                        .upgrade = websocket ? "websocket" : NULL,
+                        .upgrade_len = websocket ? 9 : 0,
                         .retry = idempotent,
                         .head_only = method == HTTP_HEAD};
     int rc = pt_upx_start(u, &req, &pt__handler, px, &px->x);

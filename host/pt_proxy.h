@@ -10,11 +10,13 @@
  * names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
  * Upgrade) are not forwarded in either direction; the body framing is
  * rebuilt on each side. The target gets Host set to itself,
- * X-Forwarded-For (appended to), X-Forwarded-Proto, X-Forwarded-Host, Via
- * and the request's X-Correlation-Id; the credential that let the request in
- * is dropped when the security definition hides it. A WebSocket (any
- * Upgrade) handshake goes to the target, and after its 101 the two
- * connections are joined byte for byte.
+ * X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Via and the
+ * request's X-Correlation-Id; the client's own X-Forwarded-*, Forwarded and
+ * X-Real-IP are dropped (the gateway is the edge), and the credential that
+ * let the request in is dropped when the security definition hides it. A
+ * WebSocket handshake (a GET with Upgrade: websocket; no other protocol)
+ * goes to the target, and after its 101 the two connections are joined
+ * byte for byte, with flow control each way.
  *
  * Trailers are forwarded in neither direction. pt_upstream checks the
  * answer (pt_upstream.h); a 101 is taken only with the Upgrade the client

@@ -141,7 +141,8 @@ def test_method_path_query_headers_and_body_arrive_intact(proxy, backends):
         for hop in ("Connection", "Keep-Alive", "X-Secret-Hop", "TE", "Upgrade"):
             assert header(info, hop) is None, hop
         assert "x-hop" not in hdrs and "connection" not in hdrs
-        assert header(info, "X-Forwarded-For") == "10.0.0.1, 127.0.0.1"
+        # the client's claim is dropped: the gateway is the edge (docs/dispatch.md)
+        assert header(info, "X-Forwarded-For") == "127.0.0.1"
         assert header(info, "X-Forwarded-Proto") == "http"
         assert header(info, "X-Forwarded-Host") == "127.0.0.1:%d" % gw.port
         assert header(info, "Host") == "127.0.0.1:%d" % info["port"]
