@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,131 @@ int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms)
     return t;
 }
 
+/* ---- reading a message's content with a bound ---- */
+
+static int pt__dup_bytes(amqp_pool_t *pool, amqp_bytes_t *b)
+{
+    amqp_bytes_t copy = amqp_empty_bytes;
+    if (b->len == 0) {
+        *b = amqp_empty_bytes;
+        return 0;
+    }
+    amqp_pool_alloc_bytes(pool, b->len, &copy);
+    if (!copy.bytes) return -1;
+    memcpy(copy.bytes, b->bytes, b->len);
+    *b = copy;
+    return 0;
+}
+
+/* rabbitmq-c 0.11 keeps amqp_basic_properties_clone private: the same, with
+ * its public pieces. */
+static int pt__props_clone(const amqp_basic_properties_t *src, amqp_basic_properties_t *dst,
+                           amqp_pool_t *pool)
+{
+    *dst = *src;
+    /* a field whose flag is not set holds whatever the decoder left */
+    struct {
+        amqp_flags_t flag;
+        amqp_bytes_t *b;
+    } fields[] = {{AMQP_BASIC_CONTENT_TYPE_FLAG, &dst->content_type},
+                  {AMQP_BASIC_CONTENT_ENCODING_FLAG, &dst->content_encoding},
+                  {AMQP_BASIC_CORRELATION_ID_FLAG, &dst->correlation_id},
+                  {AMQP_BASIC_REPLY_TO_FLAG, &dst->reply_to},
+                  {AMQP_BASIC_EXPIRATION_FLAG, &dst->expiration},
+                  {AMQP_BASIC_MESSAGE_ID_FLAG, &dst->message_id},
+                  {AMQP_BASIC_TYPE_FLAG, &dst->type},
+                  {AMQP_BASIC_USER_ID_FLAG, &dst->user_id},
+                  {AMQP_BASIC_APP_ID_FLAG, &dst->app_id},
+                  {AMQP_BASIC_CLUSTER_ID_FLAG, &dst->cluster_id}};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        if (!(src->_flags & fields[i].flag))
+            *fields[i].b = amqp_empty_bytes;
+        else if (pt__dup_bytes(pool, fields[i].b) != 0)
+            return -1;
+    }
+    if (src->_flags & AMQP_BASIC_HEADERS_FLAG) {
+        if (amqp_table_clone(&src->headers, &dst->headers, pool) != AMQP_STATUS_OK) return -1;
+    } else {
+        dst->headers = amqp_empty_table;
+    }
+    return 0;
+}
+
+/* The next frame on channel ch. rabbitmq-c 0.11 has no public wait on one
+ * channel; frames of one message are never interleaved with others of its
+ * channel, and on these connections nothing else is pending on another one
+ * but the broker's Connection.Blocked/Unblocked (let pass) or a close,
+ * which ends the connection anyway. */
+static int pt__wait_on_channel(amqp_connection_state_t conn, amqp_channel_t ch, amqp_frame_t *f,
+                               char *err, size_t errlen)
+{
+    for (;;) {
+        int rc = amqp_simple_wait_frame(conn, f);
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "%s", amqp_error_string2(rc));
+            return -1;
+        }
+        if (f->channel == ch) return 0;
+        if (f->frame_type == AMQP_FRAME_METHOD &&
+            (f->payload.method.id == AMQP_CONNECTION_BLOCKED_METHOD ||
+             f->payload.method.id == AMQP_CONNECTION_UNBLOCKED_METHOD))
+            continue;
+        snprintf(err, errlen, "the broker sent a frame on channel %u inside a message on %u",
+                 f->channel, ch);
+        return -1;
+    }
+}
+
+int pt_amqp_read_header(amqp_connection_state_t conn, amqp_channel_t ch, amqp_message_t *msg,
+                        uint64_t *body_size, char *err, size_t errlen)
+{
+    amqp_frame_t f;
+    if (pt__wait_on_channel(conn, ch, &f, err, errlen) != 0) return -1;
+    if (f.frame_type != AMQP_FRAME_HEADER) {
+        snprintf(err, errlen, "the broker sent frame type %d where a content header belongs",
+                 f.frame_type);
+        return -1;
+    }
+    memset(msg, 0, sizeof *msg);
+    init_amqp_pool(&msg->pool, 4096);
+    if (pt__props_clone(f.payload.properties.decoded, &msg->properties, &msg->pool) != 0) {
+        empty_amqp_pool(&msg->pool);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    msg->body = amqp_empty_bytes;
+    *body_size = f.payload.properties.body_size;
+    return 0;
+}
+
+int pt_amqp_read_body(amqp_connection_state_t conn, amqp_channel_t ch, amqp_message_t *msg,
+                      uint64_t body_size, int keep, char *err, size_t errlen)
+{
+    uint64_t got = 0;
+    if (keep && body_size) {
+        if (body_size > SIZE_MAX || !(msg->body = amqp_bytes_malloc((size_t)body_size)).bytes) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    while (got < body_size) {
+        amqp_frame_t f;
+        if (pt__wait_on_channel(conn, ch, &f, err, errlen) != 0) return -1;
+        if (f.frame_type != AMQP_FRAME_BODY || f.payload.body_fragment.len > body_size - got) {
+            snprintf(err, errlen, "the broker sent a frame that does not fit the message body");
+            return -1;
+        }
+        if (keep)
+            memcpy((char *)msg->body.bytes + got, f.payload.body_fragment.bytes,
+                   f.payload.body_fragment.len);
+        got += f.payload.body_fragment.len;
+        /* each frame was allocated in the channel's pool: a dropped body of
+         * 200 MB must not pile up there either */
+        amqp_maybe_release_buffers_on_channel(conn, ch);
+    }
+    return 0;
+}
+
 /* The tiny time-out (not 0) lets rabbitmq-c notice missed heartbeats; it
  * also sends ours when due. */
 int pt_amqp_read_frames(amqp_connection_state_t conn, pt_amqp_method_cb on_method, void *ud,
@@ -275,8 +401,7 @@ int pt_amqp_exchange_check(amqp_connection_state_t conn, amqp_channel_t ch,
     for (size_t i = 0; i < known->n; i++)
         if (strlen(known->names[i]) == ex.len && memcmp(known->names[i], ex.bytes, ex.len) == 0)
             return 1;
-    amqp_exchange_declare(conn, ch, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0,
-                          amqp_empty_table);
+    amqp_exchange_declare(conn, ch, ex, amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
         char **grown = realloc(known->names, (known->n + 1) * sizeof *grown);

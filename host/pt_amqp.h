@@ -147,6 +147,24 @@ int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms);
 
 /* Handles a method frame that arrived on its own; non-zero: the connection
  * failed, why in err. */
+/* Reads the header frame of the message whose Basic.Deliver or
+ * Basic.Return on channel ch was just read: msg gets a pool of its own
+ * (init_amqp_pool) holding a copy of the properties, and an empty body;
+ * *body_size is what the header announces. The body frames are still to be
+ * read, with pt_amqp_read_body. Returns 0, or -1 with err (the connection
+ * cannot go on; msg needs no freeing then). */
+int pt_amqp_read_header(amqp_connection_state_t conn, amqp_channel_t ch, amqp_message_t *msg,
+                        uint64_t *body_size, char *err, size_t errlen);
+
+/* Reads the body_size bytes of body frames that follow the header: into
+ * msg->body (malloc'd; amqp_destroy_message frees it) when keep, or frame by
+ * frame into nothing, so a body too large to hold is never buffered whole
+ * (rabbitmq-c's amqp_read_message would allocate and keep all of it). The
+ * channel's frame pool is recycled after each frame. Returns 0, or -1 with
+ * err (connection failed, out of memory, a frame that is no body frame). */
+int pt_amqp_read_body(amqp_connection_state_t conn, amqp_channel_t ch, amqp_message_t *msg,
+                      uint64_t body_size, int keep, char *err, size_t errlen);
+
 typedef int (*pt_amqp_method_cb)(void *ud, amqp_frame_t *f, char *err, size_t errlen);
 
 /* Reads every frame conn has, without waiting, and hands each method frame

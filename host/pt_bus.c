@@ -24,6 +24,9 @@
 #define PT__CH_CHECK 2   /* passive exchange checks: a refusal closes this one only */
 #define PT__REPLY_TO "amq.rabbitmq.reply-to"
 #define PT__TABLE_MIN 256
+/* A reply body larger than this is refused when the worker has no config
+ * (tests): server.max_body_bytes's default. */
+#define PT__DEFAULT_MAX_REPLY (1024 * 1024)
 
 typedef struct pt__conn_s pt__conn_t;
 
@@ -36,6 +39,7 @@ typedef struct pt__job_s {
     uint64_t seq; /* the unique part of the correlation id */
     uint64_t timeout_ms;
     uint64_t deadline_ms;
+    uint64_t max_reply; /* a larger reply body is dropped unread: 502 */
     amqp_bytes_t exchange, routing_key, method, query, content_type, body, corr;
     int has_content_type;
     /* The outcome. */
@@ -479,14 +483,35 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
     amqp_message_t msg;
     amqp_rpc_reply_t r;
     switch (f->payload.method.id) {
-    case AMQP_BASIC_DELIVER_METHOD:
-        r = amqp_read_message(c->conn, f->channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            pt_amqp_reply_error(r, err, errlen);
+    case AMQP_BASIC_DELIVER_METHOD: {
+        /* The header says who the reply is for and how large it is before
+         * any of the body is read: a body over the request's bound, or one
+         * nobody waits for, is read and dropped frame by frame instead of
+         * being held whole (rabbitmq-c's amqp_read_message would). */
+        uint64_t size;
+        if (pt_amqp_read_header(c->conn, f->channel, &msg, &size, err, errlen) != 0) return -1;
+        const amqp_basic_properties_t *p = &msg.properties;
+        pt__job_t *job =
+            (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) ? pt__lookup(c, p->correlation_id) : NULL;
+        int keep = !job || size <= job->max_reply;
+        if (pt_amqp_read_body(c->conn, f->channel, &msg, size, keep && job, err, errlen) != 0) {
+            amqp_destroy_message(&msg);
             return -1;
+        }
+        if (!keep) {
+            char text[PT_AMQP_ERRLEN];
+            snprintf(text, sizeof text,
+                     "the reply of %" PRIu64 " bytes is over server.max_body_bytes (%" PRIu64
+                     "); it was dropped",
+                     size, job->max_reply);
+            pt_log_warn("AMQP bus '%s': %s", c->name, text);
+            pt__finish(c, job, 502, text);
+            amqp_destroy_message(&msg);
+            return 0;
         }
         pt__on_reply(c, &msg);
         return 0;
+    }
     case AMQP_BASIC_RETURN_METHOD: {
         /* Mandatory and no queue took it: no reply will ever come. */
         amqp_basic_return_t *ret = f->payload.method.decoded;
@@ -496,9 +521,11 @@ static int pt__on_method(void *ud, amqp_frame_t *f, char *err, size_t errlen)
                  ret->reply_code, (int)ret->reply_text.len, (const char *)ret->reply_text.bytes,
                  (int)ret->exchange.len, (const char *)ret->exchange.bytes,
                  (int)ret->routing_key.len, (const char *)ret->routing_key.bytes);
-        r = amqp_read_message(c->conn, f->channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            pt_amqp_reply_error(r, err, errlen);
+        /* the body is the request's own: not needed again */
+        uint64_t size;
+        if (pt_amqp_read_header(c->conn, f->channel, &msg, &size, err, errlen) != 0) return -1;
+        if (pt_amqp_read_body(c->conn, f->channel, &msg, size, 0, err, errlen) != 0) {
+            amqp_destroy_message(&msg);
             return -1;
         }
         pt__job_t *job = (msg.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
@@ -695,6 +722,7 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     job->corr = pt__copy(&at, corr, (size_t)corrlen);
     job->timeout_ms = ch->bus_reply_timeout_ms ? ch->bus_reply_timeout_ms : PT__DEFAULT_TIMEOUT_MS;
     job->deadline_ms = pt_amqp_now_ms() + job->timeout_ms;
+    job->max_reply = w && w->cfg ? w->cfg->max_body_bytes : PT__DEFAULT_MAX_REPLY;
 
     pt__conn_t *c = pt__find(ch->name);
     job->mx = c ? c->mx : NULL;

@@ -15,8 +15,10 @@
  *
  * The reply's body goes back with its content type and the status in its
  * X-WASP-STATUS header (any case; an integer, or a string of digits;
- * clamped to 200..599; 200 without one or with anything else). No reply
- * within the channel's reply time-out: 504; no queue took the message
+ * clamped to 200..599; 200 without one or with anything else). A reply
+ * body over server.max_body_bytes (as the worker had it when it sent the
+ * request) is a 502, read and dropped frame by frame, never held whole. No
+ * reply within the channel's reply time-out: 504; no queue took the message
  * (Basic.Return) or the exchange does not exist: 502; no broker, or the
  * connection dropped while waiting: 503; a path that makes no routing key:
  * 400.
