@@ -98,7 +98,13 @@ int pt_field_host(const char *s, size_t n)
     }
     if (i == n) return 1;
     if (s[i] != ':') return 0;
-    for (i++; i < n; i++)
+    /* port = *DIGIT (RFC 3986), and a TCP port: at most 65535 (leading
+     * zeros allowed), so no later parse of it wraps around */
+    unsigned long port = 0;
+    for (i++; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return 0;
+        port = port * 10 + (unsigned long)(s[i] - '0');
+        if (port > 65535) return 0;
+    }
     return 1;
 }

@@ -23,7 +23,7 @@ int pt_field_lines(const char *lines, size_t n);
 /* 1 when s[0..n) is a valid Host field value: uri-host [ ":" port ], where
  * uri-host is an IP-literal in brackets, or a reg-name (unreserved,
  * pct-encoded, sub-delims; IPv4 addresses are reg-names too), and port is
- * digits. An empty value is not valid. */
+ * digits (none, or a number up to 65535). An empty value is not valid. */
 int pt_field_host(const char *s, size_t n);
 
 #endif

@@ -55,6 +55,9 @@ static int pt__on_message_begin(llhttp_t *lp)
     p->n_headers = 0;
     p->authority_off = p->authority_len = 0;
     p->trailer_name_len = 0;
+    p->target_len = 0;
+    p->n_trailers = 0;
+    p->line_tail_len = 0;
     p->meta = p->ext = p->chunk_line = 0;
     p->in_field = 0;
     p->has_version = 0;
@@ -74,7 +77,32 @@ static int pt__on_url(llhttp_t *lp, const char *at, size_t len)
     pt_http_parser_t *p = lp->data;
     if (pt_buf_append(&p->head, at, len) != 0) return pt__fail(p, 500, "out of memory");
     p->url_len += (uint32_t)len;
-    return pt__limit(p);
+    if (p->head.len > p->max_header_bytes)
+        return pt__fail(p, 414, "the request target is longer than the limit");
+    return 0;
+}
+
+/* 1 when s[0..n) is printable ASCII without '#' (RFC 9112 §3.2: a target
+ * is a URI, which has no CTL, SP, DEL or byte >= 0x80; origin form has no
+ * fragment). llhttp 8.1 (not built strict) takes HTAB, FF, bytes >= 0x80
+ * and a fragment. The ASCII RFC 3986 leaves out ("<>\^`{|}) pass, as
+ * they do in nginx and in llhttp's strict mode: clients send them. Eight
+ * bytes a step: a target is read once per request. */
+static int pt__target_ok(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    const uint64_t hash = 0x2323232323232323ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, h;
+        memcpy(&x, s + i, 8);
+        h = x ^ hash; /* a '#' byte is 0 here */
+        /* a byte <= 0x20, >= 0x7f, or '#' */
+        if ((((x - 0x21 * ones) & ~x) | (x + ones) | x | ((h - ones) & ~h)) & highs) break;
+    }
+    for (; i < n; i++)
+        if ((unsigned char)(s[i] - 0x21) > 0x5d || s[i] == '#') return 0;
+    return 1;
 }
 
 static void pt__reverse(char *s, size_t n)
@@ -94,7 +122,12 @@ static int pt__on_url_complete(llhttp_t *lp)
     pt_http_parser_t *p = lp->data;
     char *u = p->head.data;
     size_t n = p->url_len, scheme;
-    if (n == 0 || u[0] == '/' || lp->method == HTTP_CONNECT) return 0;
+    p->target_len = (uint32_t)n;
+    /* no tunnels here: what follows a CONNECT head is not HTTP */
+    if (lp->method == HTTP_CONNECT) return pt__fail(p, 501, "CONNECT is not supported");
+    if (!pt__target_ok(u, n))
+        return pt__fail(p, 400, "the request target has a byte a URI cannot have, or a fragment");
+    if (n == 0 || u[0] == '/') return 0;
     if (n == 1 && u[0] == '*') return 0; /* asterisk form: the router answers */
     if (n > 7 && strncasecmp(u, "http://", 7) == 0)
         scheme = 7;
@@ -155,6 +188,8 @@ static int pt__on_header_field(llhttp_t *lp, const char *at, size_t len)
         return 0;
     }
     if (!p->in_field) {
+        if (p->n_headers == PT_HTTP_PARSER_MAX_FIELDS)
+            return pt__fail(p, 431, "the request has more header fields than the limit");
         if (p->n_headers == p->cap_headers) {
             size_t cap = p->cap_headers ? p->cap_headers * 2 : 16;
             pt_http_header_t *h = realloc(p->headers, cap * sizeof *h);
@@ -177,6 +212,8 @@ static int pt__on_header_field_complete(llhttp_t *lp)
     pt_http_parser_t *p = lp->data;
     if (pt__in_trailers(p)) {
         if (p->trailer_name_len == 0) return pt__fail(p, 400, "a trailer field has no name");
+        if (++p->n_trailers > PT_HTTP_PARSER_MAX_FIELDS)
+            return pt__fail(p, 431, "the request has more trailer fields than the limit");
         p->trailer_name_len = 0;
         p->in_field = 0;
         return 0;
@@ -303,8 +340,56 @@ static const llhttp_settings_t pt__settings = {
  * LF llhttp refuses itself. One memchr a line (this runs on every request:
  * a byte loop was a fifth of a small request's parsing). Counted against
  * max_header_bytes. */
+/* The request line, at its LF: exactly method SP target SP "HTTP/" d "." d
+ * CR. llhttp 8.1 checked each part but skips runs of SP before the target
+ * and before the version, and takes "RTSP/" and "ICE/" for "HTTP/"; its
+ * length (method, target and version are known) and its last bytes decide
+ * both. lf_at is the LF's offset from the start of the head. */
+static int pt__request_line(pt_http_parser_t *p, const char *s0, const char *lf, uint64_t lf_at)
+{
+    static const char proto[] = " HTTP/";
+    const char *m = llhttp_method_name((llhttp_method_t)p->parser.method);
+    uint64_t want = strlen(m) + 1 + (uint64_t)p->target_len + 10;
+    char tail[10];
+    const char *t = tail;
+    if (lf_at != want)
+        return pt__fail(p, 400, "the request line is not method SP target SP version");
+    if (lf - s0 >= 10) {
+        t = lf - 10;
+    } else {
+        /* the line spans reads: its end is partly in line_tail */
+        size_t here = (size_t)(lf - s0), before = 10 - here;
+        if (p->line_tail_len < before) return pt__fail(p, 400, "malformed request line");
+        memcpy(tail, p->line_tail + p->line_tail_len - before, before);
+        memcpy(tail + before, s0, here);
+    }
+    if (memcmp(t, proto, 6) != 0 || t[7] != '.' || t[9] != '\r')
+        return pt__fail(p, 400, "the request line's protocol is not HTTP");
+    return 0;
+}
+
+/* Keeps the last bytes of a request line that goes on in the next read. */
+static void pt__keep_tail(pt_http_parser_t *p, const char *s, const char *e)
+{
+    size_t n = (size_t)(e - s), keep = sizeof p->line_tail;
+    if (n >= keep) {
+        memcpy(p->line_tail, e - keep, keep);
+        p->line_tail_len = (unsigned)keep;
+        return;
+    }
+    if (p->line_tail_len + n > keep) {
+        size_t drop = p->line_tail_len + n - keep;
+        memmove(p->line_tail, p->line_tail + drop, p->line_tail_len - drop);
+        p->line_tail_len -= (unsigned)drop;
+    }
+    memcpy(p->line_tail + p->line_tail_len, s, n);
+    p->line_tail_len += (unsigned)n;
+}
+
 static int pt__scan_lines(pt_http_parser_t *p, const char *s, const char *e)
 {
+    const char *s0 = s;
+    uint64_t base = p->meta;
     p->meta += (uint64_t)(e - s);
     if (p->meta > p->max_header_bytes)
         return pt__fail(p, 431,
@@ -319,12 +404,15 @@ static int pt__scan_lines(pt_http_parser_t *p, const char *s, const char *e)
         const char *lf = memchr(s, '\n', (size_t)(e - s));
         if (!lf) {
             p->last = e[-1];
+            if (p->lines == 0 && p->mode == PT__HEAD) pt__keep_tail(p, s, e);
             break;
         }
         if ((lf > s ? lf[-1] : p->last) != '\r')
             return pt__fail(p, 400, "a line of the request head ends in LF without CR");
-        if (p->lines++ == 0 && p->mode == PT__HEAD && !p->has_version)
-            return pt__fail(p, 400, "the request line has no HTTP version");
+        if (p->lines++ == 0 && p->mode == PT__HEAD) {
+            if (!p->has_version) return pt__fail(p, 400, "the request line has no HTTP version");
+            if (pt__request_line(p, s0, lf, base + (uint64_t)(lf - s0)) != 0) return -1;
+        }
         p->line_start = 1;
         p->last = '\n';
         s = lf + 1;
@@ -482,16 +570,32 @@ void pt_http_parser_resume(pt_http_parser_t *p)
     llhttp_resume(&p->parser);
 }
 
-static int pt__error(pt_http_parser_t *p, llhttp_errno_t err)
+/* 1 when at..end holds the rest of a method token and then SP (where
+ * llhttp 8.1 stopped on a method it does not know). */
+static int pt__method_then_sp(const char *at, const char *end)
+{
+    if (!at) return 0;
+    while (at < end && *at != ' ' && pt_field_token(at, 1))
+        at++;
+    return at < end && *at == ' ';
+}
+
+static int pt__error(pt_http_parser_t *p, llhttp_errno_t err, const char *end)
 {
     if (p->error_status) return PT_HTTP_PARSER_ERROR;
     const char *why = llhttp_get_error_reason(&p->parser);
+    const char *at = llhttp_get_error_pos(&p->parser);
     if (err == HPE_INVALID_TRANSFER_ENCODING) {
         p->error_status = 501;
         p->error_msg = "the only transfer coding supported is chunked";
+    } else if (err == HPE_INVALID_METHOD && pt__method_then_sp(at, end)) {
+        /* a token llhttp does not know, then SP ("FOO /", "get /": methods
+         * are case-sensitive): RFC 9110 §9.1; "GARBAGE\r\n" stays a 400 */
+        p->error_status = 501;
+        p->error_msg = "the request method is not implemented";
     } else if (err == HPE_INVALID_VERSION && p->version_len == 3 && p->version[1] == '.' &&
                p->version[0] >= '0' && p->version[0] <= '9' && p->version[2] >= '0' &&
-               p->version[2] <= '9') {
+               p->version[2] <= '9' && !(p->version[0] == '1' && p->version[2] <= '1')) {
         p->error_status = 505; /* well formed, just not 1.0 or 1.1 */
         p->error_msg = "only HTTP/1.0 and HTTP/1.1 are supported";
     } else {
@@ -527,7 +631,7 @@ int pt_http_parser_execute(pt_http_parser_t *p, const char *data, size_t len, si
         llhttp_errno_t err = llhttp_execute(&p->parser, pos, (size_t)(end - pos));
         int ev = p->event;
         const char *stop = err == HPE_OK ? end : llhttp_get_error_pos(&p->parser);
-        if (err != HPE_OK && err != HPE_PAUSED) return pt__error(p, err);
+        if (err != HPE_OK && err != HPE_PAUSED) return pt__error(p, err, end);
         if (pt__scan(p, p->scan, stop) != 0) return PT_HTTP_PARSER_ERROR;
         p->scan = NULL;
         pos = stop;

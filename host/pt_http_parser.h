@@ -5,8 +5,15 @@
  *     in CRLF (no bare LF or CR), no obs-fold, the request line has a version;
  *   - field names are tokens, values hold no control byte but HTAB (pt_field),
  *     trailing whitespace of a value is not part of it;
+ *   - the request line is exactly method SP target SP "HTTP/" d.d (no run
+ *     of spaces, no RTSP/ICE protocol); an unknown method (methods are
+ *     case-sensitive: "get" is one) and CONNECT: 501;
+ *   - the target is printable ASCII without '#' (no fragment, no CTL, SP,
+ *     DEL or byte >= 0x80); longer than max_header_bytes: 414;
  *   - HTTP/1.1 has exactly one valid Host; an absolute-form target is
  *     rewritten to its path, and its authority becomes the Host value;
+ *   - at most PT_HTTP_PARSER_MAX_FIELDS header fields, and as many trailer
+ *     fields (431);
  *   - a version other than 1.0 and 1.1: 505; Transfer-Encoding other than
  *     exactly "chunked": 501; Transfer-Encoding with Content-Length: 400;
  *   - the two bytes after chunk data are exactly CRLF; chunk-size lines
@@ -31,6 +38,10 @@ typedef struct {
 } pt_http_header_t;
 
 typedef struct pt_http_parser_s pt_http_parser_t;
+
+/* Header fields a request may have (and trailer fields, counted apart):
+ * Envoy's max_headers_count default. Past it: 431. */
+#define PT_HTTP_PARSER_MAX_FIELDS 100
 
 /* on_head returns this to stop at the end of the head: execute returns
  * PT_HTTP_PARSER_HELD and goes on after pt_http_parser_resume. */
@@ -81,6 +92,8 @@ struct pt_http_parser_s {
     size_t cap_headers;
     uint32_t authority_off, authority_len; /* absolute form: the authority in head */
     uint32_t trailer_name_len;
+    uint32_t target_len; /* the target's bytes on the wire (before a rewrite) */
+    unsigned n_trailers;
     uint64_t meta; /* bytes of head and trailers seen on the wire */
     uint64_t ext;  /* chunk-size line bytes past the first few */
     uint64_t chunk_line;
@@ -96,6 +109,8 @@ struct pt_http_parser_s {
     const char *scan; /* bytes before this in the buffer being parsed are checked */
     char version[4];
     unsigned version_len;
+    char line_tail[10]; /* the request line's last bytes when it spans reads */
+    unsigned line_tail_len;
 };
 
 /* Results of pt_http_parser_execute. */
