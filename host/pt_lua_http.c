@@ -1,4 +1,5 @@
 #include "pt_lua_http.h"
+#include "pt_field.h"
 #include "pt_lua.h"
 #include "pt_upstream.h"
 #include "pt_util.h"
@@ -254,19 +255,85 @@ static int pt__nil_err(lua_State *L, const char *kind, const char *detail)
     return 3;
 }
 
-/* Lines ending in CRLF, no bare CR or LF, no NUL, no blank line: what
- * portico.http builds. A service calling portico.host itself gets no more. */
-static int pt__head_ok(const char *h, size_t n)
+static int pt__ieq(const char *s, size_t n, const char *lit)
 {
-    if (n < 16 || h[n - 2] != '\r' || h[n - 1] != '\n') return 0;
+    size_t k = strlen(lit);
+    if (n != k) return 0;
     for (size_t i = 0; i < n; i++) {
-        char ch = h[i];
-        if (ch == '\0') return 0;
-        if (ch == '\r' && (i + 1 >= n || h[i + 1] != '\n')) return 0;
-        if (ch == '\n' && (i == 0 || h[i - 1] != '\r')) return 0;
-        if (ch == '\n' && i + 2 < n && h[i + 1] == '\r') return 0; /* a blank line */
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        if (c != lit[i]) return 0;
     }
     return 1;
+}
+
+/* Fields that frame the message or belong to the connection: pt_upstream
+ * writes Host, the rest would let the caller frame the request otherwise
+ * (portico.http's RESERVED, without Content-Length, checked apart). */
+static int pt__reserved(const char *name, size_t n)
+{
+    static const char *const names[] = {"host",       "transfer-encoding", "connection",
+                                        "keep-alive", "upgrade",           "te",
+                                        "trailer",    "proxy-connection"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (pt__ieq(name, n, names[i])) return 1;
+    return 0;
+}
+
+/* What portico.http builds, and no more for a service that calls
+ * portico.host itself, since the head goes to the target as it is and a
+ * pooled connection serves other requests after it: a request line
+ * "METHOD /target HTTP/1.1" (a token, then visible ASCII starting with
+ * '/'), then "Name: value" lines (a token name, a field value), none of
+ * the reserved fields, at most one Content-Length, which must be the
+ * body's length (and a body must have one), else bytes of the body would
+ * be read as a request of its own. Returns NULL, or why not. */
+static const char *pt__head_check(const char *h, size_t n, size_t body_len, int has_body)
+{
+    const char *end = h + n, *sp, *eol;
+    if (n < 2 || h[n - 2] != '\r' || h[n - 1] != '\n') return "the head must end in CRLF";
+    if (!(eol = memchr(h, '\n', n)) || eol == h || eol[-1] != '\r')
+        return "the request line must end in CRLF";
+    size_t line = (size_t)(eol - 1 - h);
+    if (!(sp = memchr(h, ' ', line)) || !pt_field_token(h, (size_t)(sp - h)))
+        return "the method must be a token";
+    const char *target = sp + 1;
+    if (line < (size_t)(target - h) + 10 || memcmp(h + line - 9, " HTTP/1.1", 9) != 0)
+        return "the request line must end in HTTP/1.1";
+    size_t tlen = (size_t)(h + line - 9 - target);
+    if (!tlen || target[0] != '/') return "the target must start with '/'";
+    for (size_t i = 0; i < tlen; i++)
+        if ((unsigned char)target[i] <= 0x20 || (unsigned char)target[i] >= 0x7f ||
+            target[i] == '#')
+            return "the target must be visible ASCII without '#'";
+    int n_cl = 0;
+    for (const char *p = eol + 1; p < end; p = eol + 1) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol || eol == p || eol[-1] != '\r') return "header lines must end in CRLF";
+        size_t len = (size_t)(eol - 1 - p);
+        const char *colon = memchr(p, ':', len);
+        if (!colon || !pt_field_token(p, (size_t)(colon - p)))
+            return "a header line must be a token, ':' and a value";
+        size_t nlen = (size_t)(colon - p), vlen = len - nlen - 1;
+        const char *v = colon + 1;
+        if (!pt_field_value(v, vlen)) return "a header value holds a control character";
+        if (pt__reserved(p, nlen)) return "a header portico sets itself (Host, framing)";
+        if (pt__ieq(p, nlen, "content-length")) {
+            while (vlen && (*v == ' ' || *v == '\t'))
+                v++, vlen--;
+            while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                vlen--;
+            uint64_t cl = 0;
+            if (++n_cl > 1 || !vlen || vlen > 18) return "one Content-Length of digits";
+            for (size_t i = 0; i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9') return "one Content-Length of digits";
+                cl = cl * 10 + (uint64_t)(v[i] - '0');
+            }
+            if (cl != body_len) return "the Content-Length is not the body's length";
+        }
+    }
+    if (has_body && body_len && !n_cl) return "a body needs its Content-Length";
+    return NULL;
 }
 
 static int pt__http_request(lua_State *L)
@@ -279,8 +346,8 @@ static int pt__http_request(lua_State *L)
     int retry = lua_toboolean(L, 4), head_only = lua_toboolean(L, 5);
     lua_Number timeout_ms = lua_isnoneornil(L, 6) ? 0 : luaL_checknumber(L, 6);
     lua_Number max_body = lua_isnoneornil(L, 7) ? PT__DEFAULT_MAX_BODY : luaL_checknumber(L, 7);
-    if (!pt__head_ok(head, head_len))
-        return luaL_error(L, "http_request: the head must be CRLF-terminated lines, no blank one");
+    const char *bad = pt__head_check(head, head_len, body_len, body != NULL);
+    if (bad) return luaL_error(L, "http_request: %s", bad);
     if (!(timeout_ms >= 0 && timeout_ms <= 86400000.0))
         return luaL_error(L, "http_request: timeout_ms must be from 0 to 86400000");
     if (!(max_body >= 0 && max_body <= (lua_Number)SIZE_MAX / 2))

@@ -5,9 +5,14 @@
  *       -> status, headers, body | nil, kind, detail
  *     Sends one request to the outgoing.http connection called name (the
  *     worker's pt_upstream of it) and yields the request's coroutine until
- *     the whole answer is in. head: the request line and header lines, each
- *     ending in CRLF, without Host and without the blank line (portico.http
- *     builds and checks it; a malformed head raises). body: a string or nil.
+ *     the whole answer is in. head: the request line ("METHOD /target
+ *     HTTP/1.1", a token method, a target of visible ASCII without '#')
+ *     and header lines ("Name: value", token names, no control bytes in
+ *     values), each ending in CRLF, without the blank line; no Host,
+ *     Transfer-Encoding, Connection or other hop-by-hop field, and a
+ *     Content-Length (at most one) equal to the body's length, which a body
+ *     must have. portico.http builds such a head; any other raises, since
+ *     it would frame the request otherwise. body: a string or nil.
  *     retry: the method is idempotent, so a failed connection may be tried
  *     again on another target. head_only: a HEAD request. timeout_ms: the
  *     read time-out instead of the connection's (nil or 0: the config's).

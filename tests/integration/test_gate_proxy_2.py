@@ -363,3 +363,79 @@ def test_a_slow_backend_stops_the_upload(gate, hostile):
     assert sent < 64 * 1024 * 1024, sent
     assert peak_rss_kb(pid) - base < 16 * 1024, (base, peak_rss_kb(pid))
     s.close()
+
+
+# ---- outgoing HTTP: the host primitive under portico.http ---------------------
+
+RAW_SERVICE = """
+local service = require "portico.service"
+local host = require "portico.host"
+local M = service.new { name = "t.http" }
+
+function M:handle()
+  local p = self.request.payload
+  local ok, a, b, c = pcall(host.http_request, "crm", p.head, p.body)
+  if not ok then
+    self.response.payload = { raised = tostring(a) }
+  elseif a then
+    self.response.payload = { status = a, body = c }
+  else
+    self.response.payload = { kind = b, detail = c }
+  end
+end
+
+return M
+"""
+
+RAW_BAD = {
+    "host": ("GET / HTTP/1.1\r\nHost: evil.example\r\n", None),
+    "te": ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+           "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "cl-short": ("POST / HTTP/1.1\r\nContent-Length: 0\r\n",
+                 "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "cl-twice": ("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n", "x"),
+    "body-unframed": ("POST / HTTP/1.1\r\nX-A: 1\r\n", "GET /smuggled HTTP/1.1\r\n\r\n"),
+    "connection": ("GET / HTTP/1.1\r\nConnection: close\r\n", None),
+    "upgrade": ("GET / HTTP/1.1\r\nUpgrade: h2c\r\n", None),
+    "space-in-target": ("GET /a b HTTP/1.1\r\n", None),
+    "relative-target": ("GET a HTTP/1.1\r\n", None),
+    "method": ("G(T / HTTP/1.1\r\n", None),
+    "version": ("GET / HTTP/1.0\r\n", None),
+    "name": ("GET / HTTP/1.1\r\nX A: 1\r\n", None),
+    "obs-fold": ("GET / HTTP/1.1\r\nX-A: 1\r\n X-B: 2\r\n", None),
+    "ctl-value": ("GET / HTTP/1.1\r\nX-A: 1\x7f\r\n", None),
+}
+
+
+def raw_call(gw, head, body=None):
+    payload = {"head": head} if body is None else {"head": head, "body": body}
+    status, _, data = gw.http().post("/gateway/t.http", payload)
+    assert status == 200, data
+    import json
+    return json.loads(data)
+
+
+def test_the_host_primitive_refuses_a_head_that_frames_otherwise(start_gateway, hostile,
+                                                                 tmp_path):
+    """portico.http refuses reserved and malformed headers; a service that
+    calls portico.host.http_request itself must not get past that either:
+    a Host, Transfer-Encoding or Connection of its own, a Content-Length
+    that is not the body's, a body without one, or a request line that is
+    not "token /target HTTP/1.1" would let it frame the request otherwise
+    (a second, smuggled request on a pooled connection). Each raises; the
+    backend receives nothing. Before: all went to the backend as given."""
+    from test_outgoing_http import CONFIG as OUT_CONFIG
+    backend = hostile(normal)
+    os.makedirs(tmp_path / "services" / "http", exist_ok=True)
+    with open(tmp_path / "services" / "http" / "call.lua", "w") as f:
+        f.write(RAW_SERVICE)
+    gw = start_gateway(OUT_CONFIG, targets="http://127.0.0.1:%d" % backend.port,
+                       timeout="2s", workers=1)
+    for case in sorted(RAW_BAD):
+        head, body = RAW_BAD[case]
+        out = raw_call(gw, head, body)
+        assert "http_request: " in out.get("raised", ""), (case, out)
+    assert backend.conns == [], backend.conns
+    out = raw_call(gw, "POST /ok HTTP/1.1\r\nContent-Length: 2\r\nX-A: a\tb\r\n", "hi")
+    assert (out.get("status"), out.get("body")) == (200, "answer:/ok"), out
+    assert backend.requests[0].body == b"hi"
