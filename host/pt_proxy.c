@@ -3,7 +3,6 @@
 #include "pt_upstream.h"
 
 #include <arpa/inet.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -121,6 +120,24 @@ static int pt__websocket(pt_conn_t *c)
         if (pt__token_in(v, len, "websocket", 9)) return 1;
     }
     return 0;
+}
+
+/* "<hex len>\r\n" into out (at least 20 bytes); returns its length. A
+ * chunk header per body piece on each side: no printf on this path. */
+static size_t pt__chunk_size(char *out, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0, k = 0;
+    do {
+        tmp[n++] = hex[len & 15];
+        len >>= 4;
+    } while (len);
+    while (n)
+        out[k++] = tmp[--n];
+    out[k++] = '\r';
+    out[k++] = '\n';
+    return k;
 }
 
 static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -249,7 +266,7 @@ static void pt__on_body(void *ud, const char *data, size_t len)
     int rc;
     if (px->chunked_resp) {
         char size[24];
-        int sn = snprintf(size, sizeof size, "%zx\r\n", len);
+        size_t sn = pt__chunk_size(size, len);
         uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn),
                             uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
         rc = pt__send(px, bufs, 3);
@@ -376,7 +393,10 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         if (pt__hop(name, h->name_len, &conns)) continue;
         if (pt__is(name, h->name_len, "host") || pt__is(name, h->name_len, "content-length") ||
             pt__is(name, h->name_len, "expect") || pt__is(name, h->name_len, "x-correlation-id") ||
-            pt__claim(name, h->name_len) || (hide_header && pt__is(name, h->name_len, hide_header)))
+            pt__claim(name, h->name_len) ||
+            /* for a proxy that asks for it (RFC 9110 11.7.2): none does past here */
+            pt__is(name, h->name_len, "proxy-authorization") ||
+            (hide_header && pt__is(name, h->name_len, hide_header)))
             continue;
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
@@ -430,8 +450,7 @@ int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)
     if (!px || !px->x) return 0;
     if (px->chunked_req) {
         char size[24];
-        int sn = snprintf(size, sizeof size, "%zx\r\n", len);
-        rc = pt_upx_write(px->x, size, (size_t)sn);
+        rc = pt_upx_write(px->x, size, pt__chunk_size(size, len));
         rc |= pt_upx_write(px->x, data, len);
         rc |= pt_upx_write(px->x, "\r\n", 2);
     } else {

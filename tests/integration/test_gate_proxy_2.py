@@ -181,6 +181,28 @@ def test_expect_100_continue_gets_one_100(gate, hostile):
     assert raw_fields(req, "expect") == [] and req.body == b"body"
 
 
+def test_credentials_for_a_proxy_stay_at_the_gateway(gate, hostile):
+    """Proxy-Authorization is for the proxy that asks for it (RFC 9110
+    11.7.2); portico asks for none and is the last proxy before the target,
+    which has no use for it: a client's proxy credential is not passed on.
+    Before: it reached the backend."""
+    backend = hostile(normal)
+    gw = gate(backend)
+    assert exchange(gw, get("/g/h/x", "Proxy-Authorization: Basic c2VjcmV0OnM=\r\n"))[0] == 200
+    req = only_request(backend)
+    assert raw_fields(req, "proxy-authorization") == [] and b"c2VjcmV0" not in backend.conns[0]
+
+
+def test_an_untrusted_username_header_never_reaches_the_backend(gate, hostile):
+    """x-portico-username from a caller no definition trusts is a 403 before
+    any byte goes to the backend. Guard: this held."""
+    backend = hostile(normal)
+    gw = gate(backend)
+    status, _, body, _ = exchange(gw, get("/g/h/x", "X-Portico-Username: admin\r\n"))
+    assert status == 403, body
+    assert backend.conns == []
+
+
 # ---- what crosses back to the client -----------------------------------------
 
 
@@ -264,6 +286,22 @@ def test_a_chunked_body_that_never_ends_times_out(gate, hostile):
     status, headers, body, closed = exchange(gw, get("/g/h/x"), timeout=5)
     assert status == 200 and closed and not headers["_complete"]
     assert time.time() - t0 < 4
+
+
+def test_a_head_with_too_many_fields_is_a_502(gate, hostile):
+    """129 fields from the backend: a JSON 502, and the next request is
+    served. Guard: this held."""
+    def answer(b, req):
+        if req.path == "/many":
+            fields = "".join("X-F%d: v\r\n" % i for i in range(129))
+            return [("HTTP/1.1 200 OK\r\n%sContent-Length: 0\r\n\r\n" % fields).encode()]
+        return normal(b, req)
+    backend = hostile(answer)
+    gw = gate(backend)
+    gw.expect_error("more than 128 header fields")
+    status, _, body, _ = exchange(gw, get("/g/h/many"))
+    assert status == 502 and b"more than 128 header fields" in body
+    assert exchange(gw, get("/g/h/after"))[2] == b"answer:/after"
 
 
 # ---- memory per peer ---------------------------------------------------------
@@ -439,3 +477,39 @@ def test_the_host_primitive_refuses_a_head_that_frames_otherwise(start_gateway, 
     out = raw_call(gw, "POST /ok HTTP/1.1\r\nContent-Length: 2\r\nX-A: a\tb\r\n", "hi")
     assert (out.get("status"), out.get("body")) == (200, "answer:/ok"), out
     assert backend.requests[0].body == b"hi"
+
+
+def test_a_slow_client_stops_the_download(gate, hostile):
+    """A client that reads nothing of a 256 MB answer: the gateway stops
+    reading the backend (at most 256 KB queued for the client), so the
+    backend's sends stall and memory stays flat. Guard: this held."""
+    sent = []
+
+    def answer(b, req):
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (256 << 20)]
+    backend = hostile(answer)
+    orig = backend.run
+
+    def run(s, steps):
+        orig(s, steps)
+        s.setblocking(False)
+        n, deadline = 0, time.time() + 5
+        while time.time() < deadline and n < 256 * 1024 * 1024:
+            try:
+                n += s.send(b"d" * 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        sent.append(n)
+        return True
+    backend.run = run
+    gw = gate(backend, read_timeout="60s")
+    gw.expect_error("in the middle of the answer")
+    pid = gw.proc.proc.pid
+    base = peak_rss_kb(pid)
+    s = gw.raw()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(get("/g/h/big"))
+    time.sleep(6)
+    assert sent and sent[0] < 64 * 1024 * 1024, sent
+    assert peak_rss_kb(pid) - base < 16 * 1024, (base, peak_rss_kb(pid))
+    s.close()
