@@ -1,5 +1,6 @@
 #include "pt_amqp_channel.h"
 #include "pt_amqp.h"
+#include "pt_field.h"
 #include "pt_log.h"
 #include "pt_lua.h"
 #include "pt_util.h"
@@ -43,6 +44,7 @@ struct pt__consumer_s {
     pt_amqp_endpoint_t ep;
     char *queue;
     int prefetch, concurrency, requeue;
+    uint64_t max_body; /* server.max_body_bytes at start: a larger body is dead-lettered unread */
     pt_metrics_amqp_t *mx; /* its figures on /metrics */
     uv_thread_t thread;
     int started;
@@ -230,7 +232,10 @@ static void pt__on_done(void *ud, const pt_lua_result_t *res)
 
 /* Headers whose values are text or numbers also go into
  * self.request.http.headers, so a service reads them the same way from
- * every channel. */
+ * every channel; only those with a token name and a value that is a valid
+ * HTTP field value (no NUL, CR, LF or other control byte), so a publisher
+ * cannot hand a service a header no HTTP client could send. All of them
+ * are bounded by the content header frame (frame_max, 128 KiB). */
 static void pt__on_worker(pt_worker_t *w, void *arg)
 {
     pt__delivery_t *d = arg;
@@ -260,11 +265,15 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         pt_lua_header_t *o = &hdrs[nh];
         o->name = e->key.bytes;
         o->name_len = e->key.len;
+        /* what reaches http.headers obeys the HTTP field syntax, as a
+         * request's headers do (the typed amqp.headers keep everything) */
+        if (!pt_field_token(e->key.bytes, e->key.len)) continue;
         switch (e->value.kind) {
         case AMQP_FIELD_KIND_UTF8:
         case AMQP_FIELD_KIND_BYTES:
             o->value = e->value.value.bytes.bytes ? e->value.value.bytes.bytes : "";
             o->value_len = e->value.value.bytes.len;
+            if (!pt_field_value(o->value, o->value_len)) continue;
             break;
         case AMQP_FIELD_KIND_I8:
             snprintf(nums[i], 32, "%d", e->value.value.i8);
@@ -448,70 +457,109 @@ static int pt__settle_answers(pt__consumer_t *c, char *err, size_t errlen)
     return rc;
 }
 
+/* Queues one received delivery for the workers. */
+static int pt__queue_delivery(pt__consumer_t *c, amqp_envelope_t *env, char *err, size_t errlen)
+{
+    pt__delivery_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        amqp_destroy_envelope(env);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pt_metrics_inc(&c->mx->delivered, 1);
+    d->c = c;
+    d->gen = c->gen;
+    d->tag = env->delivery_tag;
+    d->env = *env;
+    const amqp_basic_properties_t *p = &env->message.properties;
+    if ((p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+        pt_cid_valid(p->correlation_id.bytes, p->correlation_id.len))
+        snprintf(d->cid, sizeof d->cid, "%.*s", (int)p->correlation_id.len,
+                 (const char *)p->correlation_id.bytes);
+    else
+        pt_cid_new(d->cid);
+    if (c->pend_tail)
+        c->pend_tail->next = d;
+    else
+        c->pend_head = d;
+    c->pend_tail = d;
+    return 0;
+}
+
+/* A Basic.Deliver was read: its content, bounded. The header announces the
+ * body's size before any of it is read, so a body over max_body is read
+ * frame by frame into nothing and the delivery rejected without requeue
+ * (it would never fit: to the dead-letter exchange), the service never
+ * run. rabbitmq-c's amqp_consume_message would have held it whole. */
+static int pt__on_deliver(pt__consumer_t *c, const amqp_frame_t *f, char *err, size_t errlen)
+{
+    const amqp_basic_deliver_t *dm = f->payload.method.decoded;
+    amqp_envelope_t env = {0};
+    uint64_t size;
+    env.channel = f->channel;
+    env.delivery_tag = dm->delivery_tag;
+    env.redelivered = dm->redelivered;
+    env.consumer_tag = amqp_bytes_malloc_dup(dm->consumer_tag);
+    env.exchange = amqp_bytes_malloc_dup(dm->exchange);
+    env.routing_key = amqp_bytes_malloc_dup(dm->routing_key);
+    if (pt_amqp_read_header(c->conn, f->channel, &env.message, &size, err, errlen) != 0) {
+        init_amqp_pool(&env.message.pool, 4096);
+        amqp_destroy_envelope(&env);
+        return -1;
+    }
+    int keep = size <= c->max_body;
+    if (pt_amqp_read_body(c->conn, f->channel, &env.message, size, keep, err, errlen) != 0) {
+        amqp_destroy_envelope(&env);
+        return -1;
+    }
+    if (keep) return pt__queue_delivery(c, &env, err, errlen);
+    pt_metrics_inc(&c->mx->delivered, 1);
+    pt_metrics_inc(&c->mx->failed, 1);
+    pt_log(PT_LOG_WARN,
+           "AMQP channel '%s': delivery %" PRIu64 " has a body of %" PRIu64
+           " bytes, over server.max_body_bytes (%" PRIu64 "); rejected to the dead-letter exchange",
+           c->channel.name, env.delivery_tag, size, c->max_body);
+    int rc = amqp_basic_reject(c->conn, f->channel, env.delivery_tag, 0);
+    amqp_destroy_envelope(&env);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "cannot reject: the connection failed");
+        return -1;
+    }
+    return 0;
+}
+
 static int pt__receive(pt__consumer_t *c, char *err, size_t errlen)
 {
     for (;;) {
-        amqp_envelope_t env;
+        amqp_frame_t f;
         struct timeval tick = {0, 1};
         amqp_maybe_release_buffers(c->conn);
-        amqp_rpc_reply_t r = amqp_consume_message(c->conn, &env, &tick, 0);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            pt__delivery_t *d = calloc(1, sizeof *d);
-            if (!d) {
-                amqp_destroy_envelope(&env);
-                snprintf(err, errlen, "out of memory");
-                return -1;
-            }
-            pt_metrics_inc(&c->mx->delivered, 1);
-            d->c = c;
-            d->gen = c->gen;
-            d->tag = env.delivery_tag;
-            d->env = env;
-            const amqp_basic_properties_t *p = &env.message.properties;
-            if ((p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
-                pt_cid_valid(p->correlation_id.bytes, p->correlation_id.len))
-                snprintf(d->cid, sizeof d->cid, "%.*s", (int)p->correlation_id.len,
-                         (const char *)p->correlation_id.bytes);
-            else
-                pt_cid_new(d->cid);
-            if (c->pend_tail)
-                c->pend_tail->next = d;
-            else
-                c->pend_head = d;
-            c->pend_tail = d;
+        int rc = amqp_simple_wait_frame_noblock(c->conn, &f, &tick);
+        if (rc == AMQP_STATUS_TIMEOUT) return 0;
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "connection failed: %s", amqp_error_string2(rc));
+            return -1;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD) continue;
+        switch (f.payload.method.id) {
+        case AMQP_BASIC_DELIVER_METHOD:
+            if (pt__on_deliver(c, &f, err, errlen) != 0) return -1;
             continue;
+        case AMQP_CHANNEL_CLOSE_METHOD:
+        case AMQP_CONNECTION_CLOSE_METHOD: {
+            char why[200];
+            pt_amqp_answer_close(c->conn, f.channel, &f.payload.method, why, sizeof why);
+            snprintf(err, errlen, "the broker closed the %s: %s",
+                     f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ? "channel" : "connection",
+                     why);
+            return -1;
         }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT)
-            return 0;
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            if (amqp_simple_wait_frame(c->conn, &f) != AMQP_STATUS_OK) {
-                snprintf(err, errlen, "connection failed");
-                return -1;
-            }
-            if (f.frame_type != AMQP_FRAME_METHOD) continue;
-            switch (f.payload.method.id) {
-            case AMQP_CHANNEL_CLOSE_METHOD:
-            case AMQP_CONNECTION_CLOSE_METHOD: {
-                char why[200];
-                pt_amqp_answer_close(c->conn, f.channel, &f.payload.method, why, sizeof why);
-                snprintf(err, errlen, "the broker closed the %s: %s",
-                         f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ? "channel"
-                                                                          : "connection",
-                         why);
-                return -1;
-            }
-            case AMQP_BASIC_CANCEL_METHOD:
-                snprintf(err, errlen, "the broker cancelled the consumer (queue deleted?)");
-                return -1;
-            default:
-                continue; /* basic.ack of a reply and the like */
-            }
+        case AMQP_BASIC_CANCEL_METHOD:
+            snprintf(err, errlen, "the broker cancelled the consumer (queue deleted?)");
+            return -1;
+        default:
+            continue; /* basic.ack of a reply and the like */
         }
-        pt_amqp_reply_error(r, err, errlen);
-        return -1;
     }
 }
 
@@ -685,6 +733,7 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         c->prefetch = a->prefetch;
         c->concurrency = a->concurrency;
         c->requeue = a->requeue;
+        c->max_body = cfg->max_body_bytes;
         if (c->efd < 0 || !c->channel.name || !c->channel.service || !c->queue || ep_rc != 0)
             ok = 0;
     }

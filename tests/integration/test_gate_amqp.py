@@ -95,3 +95,99 @@ def test_a_bus_status_out_of_range_is_still_a_valid_status(start_gateway, backen
     backend(lambda resp, msg: resp.reply(msg, b"x", status=status))
     code, _h, body = Http(gw.port).request("GET", "/bus/foo/bar/baz")
     assert (code, body) == (expect, b"x")
+
+
+# ---- AMQP channels: a hostile publisher ----
+
+Q_IN = "portico-test.gate.in"
+X_DLX = "portico-test.gate.dlx"
+Q_DEAD = "portico-test.gate.dead"
+Q_REPLIES = "portico-test.gate.replies"
+
+PEEK_SERVICE = """
+local service = require "portico.service"
+local M = service.new { name = "gate.peek" }
+function M:handle()
+  local names = {}
+  for k, v in pairs(self.request.http.headers) do names[#names + 1] = k end
+  table.sort(names)
+  self.response.payload = { http = names, good = self.request.http.headers["x-good"] }
+end
+return M
+"""
+
+CHANNEL_CONFIG = config_head("""
+    workers: 2
+    max_body_bytes: 64KB
+""", dirs="{tmp}/services") + """channels:
+  amqp:
+    - name: gate.in
+      url: {url}
+      queue: """ + Q_IN + """
+      service: gate.peek
+      prefetch: 4
+"""
+
+
+@pytest.fixture
+def channel_gw(start_gateway, tmp_path, broker):
+    if not broker_serving():
+        broker.start_app()
+    with AmqpClient() as c:
+        c.exchange_declare(X_DLX, "fanout")
+        c.queue_declare(Q_DEAD)
+        c.queue_bind(Q_DEAD, X_DLX, "")
+        c.queue_declare(Q_IN, arguments={"x-dead-letter-exchange": X_DLX})
+        c.queue_declare(Q_REPLIES)
+        for q in (Q_IN, Q_DEAD, Q_REPLIES):
+            c.queue_purge(q)
+        svc = tmp_path / "services"
+        svc.mkdir(parents=True, exist_ok=True)
+        (svc / "peek.lua").write_text(PEEK_SERVICE)
+        gw = start_gateway(CHANNEL_CONFIG, url=BROKER_URL)
+        assert gw.log_has("consuming queue '%s'" % Q_IN, timeout=10)
+        yield gw, c
+        c.queue_delete(Q_IN)
+
+
+def test_a_delivery_over_max_body_bytes_is_dead_lettered_unread(channel_gw):
+    """A body over server.max_body_bytes never reaches the service and is
+    never held whole: rejected without requeue, to the dead-letter exchange
+    (before: buffered by rabbitmq-c and run). Exactly the bound is served;
+    the channel goes on."""
+    gw, amqp = channel_gw
+    assert amqp.publish("", Q_IN, b"[" + b" " * (64 * 1024 - 2) + b"]", reply_to=Q_REPLIES,
+                        correlation_id="fits")
+    assert amqp.publish("", Q_IN, b"[" + b" " * (64 * 1024 - 1) + b"]", reply_to=Q_REPLIES,
+                        correlation_id="over")
+    assert amqp.publish("", Q_IN, b"x" * (16 << 20), reply_to=Q_REPLIES, correlation_id="huge")
+    assert amqp.publish("", Q_IN, b"{}", reply_to=Q_REPLIES, correlation_id="after")
+    replies = {}
+    deadline = time.time() + 20
+    while len(replies) < 2 and time.time() < deadline:
+        m = amqp.get(Q_REPLIES)
+        if m:
+            replies[m.props["correlation_id"]] = m
+        else:
+            time.sleep(0.05)
+    assert sorted(replies) == ["after", "fits"], sorted(replies)
+    assert replies["fits"].headers["x-portico-status"] == 200
+    dead = amqp.wait_count(Q_DEAD, 2)
+    got = sorted(len(m.body) for m in amqp.drain(Q_DEAD))
+    assert got == [64 * 1024 + 1, 16 << 20], got
+    assert gw.log_has("over server.max_body_bytes")
+
+
+def test_headers_reach_http_headers_only_as_valid_fields(channel_gw):
+    """AMQP headers become self.request.http.headers only with a token name
+    and a valid field value, as an HTTP client must send them (before: a NUL, CR LF or a
+    name with a space reached the service as a header)."""
+    gw, amqp = channel_gw
+    headers = {"x-good": "fine", "x-crlf": "a\r\nInjected: 1", "x-nul": "a\x00b",
+               "bad name": "v", "x-ctl": "\x01", "x-num": 7}
+    assert amqp.publish("", Q_IN, b"{}", reply_to=Q_REPLIES, correlation_id="h",
+                        headers=headers)
+    m = amqp.wait_get(Q_REPLIES)
+    doc = m.json()
+    assert doc["good"] == "fine"
+    assert doc["http"] == ["x-good", "x-num"], doc
