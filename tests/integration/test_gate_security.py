@@ -264,3 +264,123 @@ def test_one_client_fans_a_new_credential_out(start):
         t.join()
     assert results == [200] * 16, results
     assert throttled(gw) == 0
+
+
+# ---- the credential parsers under attack (guards: each passed before) ----
+
+from test_security import (sgw, hashes, JOHN, GATEWAY, jwt, claims, JWT_SECRET,  # noqa: E402,F401
+                           b64url)
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+import re  # noqa: E402
+
+
+def raw_status(gw, headers, path="/api/echo"):
+    """Sends one request with headers (a list of raw lines) on a raw socket;
+    the status, and the body's JSON error when there is one."""
+    s = gw.raw(timeout=10)
+    head = "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n" % path
+    s.sendall(head.encode() + b"".join(h + b"\r\n" for h in headers) + b"\r\n{}")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert m, data[:200]
+    return int(m.group(1))
+
+
+JOHN_B64 = base64.b64encode(b"john.doe:secret")
+
+
+@pytest.mark.parametrize("value,want", [
+    (b"Basic" + JOHN_B64, 401),                                   # no space
+    (b"Basic  " + JOHN_B64, 200),                                 # 1*SP (RFC 9110 11.4)
+    (b"basic " + JOHN_B64, 200),                                  # the scheme in any case
+    (b"BASIC " + JOHN_B64, 200),
+    (b"Basic " + JOHN_B64[:8] + b" " + JOHN_B64[8:], 401),         # whitespace inside
+    (b"Basic " + JOHN_B64 + b"=", 401),                           # padding too long
+    (b"Basic " + base64.b64encode(b"john.doe:secre").rstrip(b"="), 401),  # no padding
+    (b"Basic " + base64.b64encode(b"john.doe:secret:x"), 401),    # ':' in the password
+    (b"Basic " + base64.b64encode(b"john:doe:secret"), 401),      # ':' after the user
+    (b"Basic " + base64.b64encode(b"jo\x01hn:secret"), 401),      # a control character
+    (b"Basic " + base64.b64encode(b"jo\x7fhn:secret"), 401),
+    (b"Basic " + base64.b64encode(b":secret"), 401),              # empty user
+    (b"Basic " + base64.b64encode(b"u" * 7000 + b":p"), 401),     # a 10 KB header
+    (b"Basic " + b"A" * 15000, 401),
+    (b"Basic =", 401),
+    (b"Basic ====", 401),
+])
+def test_basic_values_are_refused_cleanly(sgw, value, want):
+    assert raw_status(sgw, [b"Authorization: " + value]) == want
+    assert raw_status(sgw, [b"Authorization: Basic " + JOHN_B64]) == 200
+
+
+def signed(header, payload_text):
+    """A HS256 token over a header and a payload given as text."""
+    h = b64url(json.dumps(header).encode())
+    p = b64url(payload_text.encode())
+    sig = b64url(hmac.new(JWT_SECRET.encode(), ("%s.%s" % (h, p)).encode(),
+                          hashlib.sha256).digest())
+    return "%s.%s.%s" % (h, p, sig)
+
+
+def good_payload(**kw):
+    return json.dumps(claims(**kw))
+
+
+@pytest.mark.parametrize("token", [
+    lambda: jwt(claims(), header={"alg": "HS256 ", "typ": "JWT"}),
+    lambda: jwt(claims(), header={"alg": "hs256", "typ": "JWT"}),
+    lambda: jwt(claims(), header={"alg": "none", "typ": "JWT"}),
+    lambda: jwt(claims(), header={"alg": ["HS256"], "typ": "JWT"}),
+    lambda: signed({"alg": "HS256", "x": "h" * 9000}, good_payload()),       # a huge header
+    lambda: signed({"alg": "HS256"}, good_payload(x="p" * 9000)),           # a huge payload
+    lambda: signed({"alg": "HS256"}, '{"sub": "mary", "x": ' + "[" * 4000 + "]" * 4000 + "}"),
+    lambda: "." * 3 + b64url(b"[" * 5000) + ".x.y",
+    lambda: signed({"alg": "HS256"}, good_payload(exp="tomorrow")),
+    lambda: signed({"alg": "HS256"}, good_payload().replace(
+        '"exp": ', '"exp": 1000000000000000000000000000000, "_": ')),
+    lambda: signed({"alg": "HS256"}, good_payload(sub="ma\x01ry")),
+    lambda: signed({"alg": "HS256"}, good_payload(sub="m" * 300)),
+    lambda: signed({"alg": "HS256"}, good_payload(sub="")),
+    lambda: signed({"alg": "HS256"}, good_payload(sub=7)),
+    lambda: signed({"alg": "HS256"}, good_payload().replace('"sub": "mary"',
+                                                            '"sub": "ma\\u0000ry"')),
+], ids=["alg-space", "alg-lower", "alg-none", "alg-array", "huge-header", "huge-payload",
+        "nested-payload", "nested-header", "exp-string", "exp-huge-int", "sub-control",
+        "sub-300", "sub-empty", "sub-number", "sub-nul"])
+def test_hostile_tokens_are_401(sgw, token):
+    status = raw_status(sgw, [b"Authorization: Bearer " + token().encode()], "/api/token")
+    assert status in (401, 431), status
+    ok = jwt(claims())
+    assert raw_status(sgw, [b"Authorization: Bearer " + ok.encode()], "/api/token") == 200
+
+
+def test_exp_as_a_float_is_a_time(sgw):
+    t = signed({"alg": "HS256"}, good_payload(exp=time.time() + 300.5))
+    assert raw_status(sgw, [b"Authorization: Bearer " + t.encode()], "/api/token") == 200
+    t = signed({"alg": "HS256"}, good_payload(exp=time.time() - 10.5))
+    assert raw_status(sgw, [b"Authorization: Bearer " + t.encode()], "/api/token") == 401
+
+
+GW_AUTH = b"Authorization: Basic " + base64.b64encode(("%s:%s" % GATEWAY).encode())
+
+
+@pytest.mark.parametrize("lines", [
+    [b"x-portico-username: jo\thn"],                 # HTAB: a field value, not a username
+    [b"x-portico-username: " + b"u" * 300],
+    [b"x-portico-username: " + b"u" * 256],
+    [b"x-portico-username: "],
+    [b"x-portico-username: john.doe", b"x-portico-username: mallory"],
+    [b"x-portico-username: john.doe", b"X-Portico-Username: john.doe"],
+    [b"x-portico-username: jo\x01hn"],               # the HTTP gate: any control byte
+    [b"x-portico-username: jo\x00hn"],
+], ids=["htab", "300B", "256B", "empty", "two", "two-same", "ctl", "nul"])
+def test_a_bad_trusted_username_is_400(sgw, lines):
+    assert raw_status(sgw, [GW_AUTH] + lines, "/gateway/sec.whoami") == 400
+    assert raw_status(sgw, [GW_AUTH, b"x-portico-username: " + b"u" * 255],
+                      "/gateway/sec.whoami") == 200
