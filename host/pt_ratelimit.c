@@ -11,7 +11,8 @@
 #define PT__GLOBAL_MAX_BUCKETS (64 * 1024)
 
 typedef struct pt__bucket_s {
-    struct pt__bucket_s *next;
+    struct pt__bucket_s *next;                /* the slot's chain */
+    struct pt__bucket_s *lru_prev, *lru_next; /* the shard's, most recent first */
     uint64_t hash;
     double tokens;
     double rate, burst; /* of the last take: what the sweep needs */
@@ -26,6 +27,7 @@ typedef struct {
     pt__bucket_t **slots;
     size_t n_slots; /* a power of two */
     size_t count;
+    pt__bucket_t *lru_head, *lru_tail;
 } __attribute__((aligned(64))) pt__shard_t;
 
 struct pt_ratelimit_s {
@@ -122,34 +124,56 @@ static void pt__grow(pt__shard_t *s)
     s->n_slots = n;
 }
 
-/* Makes room for one bucket in a full shard: drops every bucket that has
- * refilled (forgetting it changes nothing), and when none had, the one
- * untouched for longest. */
-static void pt__evict(pt__shard_t *s, size_t max, uint64_t now_ns)
+static void pt__lru_unlink(pt__shard_t *s, pt__bucket_t *b)
 {
-    for (size_t i = 0; i < s->n_slots; i++) {
-        for (pt__bucket_t **pb = &s->slots[i]; *pb;) {
-            pt__bucket_t *b = *pb;
-            if (pt__refill(b, now_ns) >= b->burst) {
-                *pb = b->next;
-                free(b);
-                s->count--;
-            } else {
-                pb = &b->next;
-            }
-        }
-    }
-    if (s->count < max) return;
-    pt__bucket_t **oldest = NULL;
-    for (size_t i = 0; i < s->n_slots; i++)
-        for (pt__bucket_t **pb = &s->slots[i]; *pb; pb = &(*pb)->next)
-            if (!oldest || (*pb)->last_ns < (*oldest)->last_ns) oldest = pb;
-    if (oldest) {
-        pt__bucket_t *b = *oldest;
-        *oldest = b->next;
-        free(b);
-        s->count--;
-    }
+    if (b->lru_prev)
+        b->lru_prev->lru_next = b->lru_next;
+    else
+        s->lru_head = b->lru_next;
+    if (b->lru_next)
+        b->lru_next->lru_prev = b->lru_prev;
+    else
+        s->lru_tail = b->lru_prev;
+    b->lru_prev = b->lru_next = NULL;
+}
+
+static void pt__lru_front(pt__shard_t *s, pt__bucket_t *b)
+{
+    b->lru_prev = NULL;
+    b->lru_next = s->lru_head;
+    if (s->lru_head) s->lru_head->lru_prev = b;
+    s->lru_head = b;
+    if (!s->lru_tail) s->lru_tail = b;
+}
+
+/* Frees b, taking it out of its slot's chain and the LRU list. */
+static void pt__drop(pt__shard_t *s, pt__bucket_t *b)
+{
+    pt__bucket_t **pb = &s->slots[(size_t)(b->hash >> 6) & (s->n_slots - 1)];
+    while (*pb != b)
+        pb = &(*pb)->next;
+    *pb = b->next;
+    pt__lru_unlink(s, b);
+    free(b);
+    s->count--;
+}
+
+/* How many of the least recently used buckets an eviction looks at for one
+ * that has refilled. */
+#define PT__EVICT_LOOK 8
+
+/* Makes room for one bucket in a full shard, in constant time (a scan of
+ * the shard cost some 20 us under its lock per new name once the table was
+ * full, which a client cycling through names could make every request pay):
+ * among the PT__EVICT_LOOK least recently used buckets, the oldest that has
+ * refilled (forgetting it changes nothing), else the least recently used. */
+static void pt__evict(pt__shard_t *s, uint64_t now_ns)
+{
+    pt__bucket_t *b = s->lru_tail;
+    for (int i = 0; b && i < PT__EVICT_LOOK; i++, b = b->lru_prev)
+        if (pt__refill(b, now_ns) >= b->burst) break;
+    if (!b || pt__refill(b, now_ns) < b->burst) b = s->lru_tail;
+    if (b) pt__drop(s, b);
 }
 
 int pt_ratelimit_take(pt_ratelimit_t *rl, const void *key, size_t key_len, double rate,
@@ -172,10 +196,11 @@ int pt_ratelimit_take(pt_ratelimit_t *rl, const void *key, size_t key_len, doubl
         b->rate = rate;
         b->burst = burst;
         b->tokens = pt__refill(b, now_ns);
+        pt__lru_unlink(s, b);
+        pt__lru_front(s, b);
     } else {
         if (s->count >= rl->max_per_shard) {
-            pt__evict(s, rl->max_per_shard, now_ns);
-            slot = (size_t)(h >> 6) & (s->n_slots - 1);
+            pt__evict(s, now_ns);
         } else if (s->count >= s->n_slots) {
             pt__grow(s);
             slot = (size_t)(h >> 6) & (s->n_slots - 1);
@@ -189,6 +214,7 @@ int pt_ratelimit_take(pt_ratelimit_t *rl, const void *key, size_t key_len, doubl
         b->tokens = burst;
         b->next = s->slots[slot];
         s->slots[slot] = b;
+        pt__lru_front(s, b);
         s->count++;
     }
     b->last_ns = now_ns;

@@ -5,9 +5,13 @@
  * in a hash table split into shards, each behind its own mutex; a take locks
  * one shard for a few hundred nanoseconds. The rate and burst travel with each
  * take, so a config reload changes a limit without losing what was counted.
- * The table is bounded: when a shard is full, buckets that have refilled are
- * dropped first (forgetting a full bucket changes nothing), then the one
- * untouched for longest. */
+ * The table is bounded (the process's: 65536 buckets, 64 shards of 1024):
+ * a new bucket in a full shard drops one, in constant time: of the 8 least
+ * recently used, the oldest that has refilled (forgetting a full bucket
+ * changes nothing), else the least recently used. So a caller cycling
+ * through millions of names costs a fixed amount of memory, and can at
+ * worst make the limiter forget a bucket no one used for longer than
+ * those of the names it cycles (docs/security.md, "Rate limits"). */
 #ifndef PT_RATELIMIT_H
 #define PT_RATELIMIT_H
 
