@@ -513,3 +513,40 @@ def test_a_slow_client_stops_the_download(gate, hostile):
     assert sent and sent[0] < 64 * 1024 * 1024, sent
     assert peak_rss_kb(pid) - base < 16 * 1024, (base, peak_rss_kb(pid))
     s.close()
+
+
+LUA_BOUNDS = {
+    "fields": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(129)) +
+              b"Content-Length: 0\r\n\r\n",
+    "head-size": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 1000)
+                                                  for i in range(70)) +
+                 b"Content-Length: 0\r\n\r\n",
+    "chunked-body": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                    (b"100000\r\n" + b"b" * 0x100000 + b"\r\n") * 17 + b"0\r\n\r\n",
+}
+
+
+def test_lua_answers_are_bounded(start_gateway, hostile, tmp_path):
+    """What a backend answers a service is bounded: more than 128 fields or
+    a 64 KB head is a bad answer, a chunked body past 16 MB too large.
+    Guard: this held."""
+    import json
+    from test_outgoing_http import CONFIG as OUT_CONFIG, HTTP_SERVICE
+    import textwrap
+
+    def answer(b, req):
+        if req.path[1:] in LUA_BOUNDS:
+            return [LUA_BOUNDS[req.path[1:]], CLOSE]
+        return normal(b, req)
+    backend = hostile(answer)
+    os.makedirs(tmp_path / "services" / "http", exist_ok=True)
+    with open(tmp_path / "services" / "http" / "call.lua", "w") as f:
+        f.write(textwrap.dedent(HTTP_SERVICE))
+    gw = start_gateway(OUT_CONFIG, targets="http://127.0.0.1:%d" % backend.port,
+                       timeout="5s", workers=1)
+    expect = {"fields": "more than 128 header fields", "head-size": "larger than 64 KB",
+              "chunked-body": "the response is larger than 16MB"}
+    for case in sorted(LUA_BOUNDS):
+        status, _, data = gw.http().post("/gateway/t.http", {"fn": "get", "path": "/" + case})
+        out = json.loads(data)
+        assert out.get("res") is None and expect[case] in out["err"], (case, out)
