@@ -34,6 +34,9 @@
 /* The longest string request_id an envelope may carry (it is echoed in the
  * reply). */
 #define PT__WS_MAX_REQUEST_ID 256
+/* What wslay holds for one queued message besides its payload (its
+ * struct, the allocation, the frame header to come). */
+#define PT__WS_QUEUED_COST 64
 /* ws->out keeps its memory between frames up to this much. */
 #define PT__WS_OUT_KEEP (64 * 1024)
 
@@ -159,10 +162,17 @@ static int pt__trim(int force)
 
 /* ---- output and its bound ---- */
 
-/* Bytes waiting to reach the peer: in wslay's queue, in ws->out, in libuv. */
+/* Bytes waiting to reach the peer: in wslay's queue, in ws->out, in libuv.
+ * wslay counts a queued message by its payload only, so the pong of an
+ * empty ping counted nothing: each message also counts what wslay holds for
+ * it (PT__WS_QUEUED_COST), and a ping flood reaches the bound too. */
 static size_t pt__queued(pt_ws_t *ws)
 {
-    return (ws->ctx ? wslay_event_get_queued_msg_length(ws->ctx) : 0) + ws->out.len + ws->out_bytes;
+    size_t q = ws->out.len + ws->out_bytes;
+    if (ws->ctx)
+        q += wslay_event_get_queued_msg_length(ws->ctx) +
+             wslay_event_get_queued_msg_count(ws->ctx) * PT__WS_QUEUED_COST;
+    return q;
 }
 
 static void pt__on_send_timer(uv_timer_t *t);
@@ -487,26 +497,39 @@ static int pt__ctx_init(pt_ws_t *ws, uint64_t max_message)
 static void pt__recv(pt_ws_t *ws)
 {
     if (ws->ended || ws->in_recv) return;
-    ws->in_recv = 1;
-    int rc = wslay_event_recv(ws->ctx);
-    ws->in_recv = 0;
-    if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
-        /* pt__recv_cb never fails, so this is wslay's frame layer refusing
-         * a header (a control frame over 125 bytes or fragmented, a bad
-         * length): wslay queued a close without a code, RFC 6455 7.4.1 asks
-         * for 1002, which goes out instead. */
-        pt__fail(ws, WSLAY_CODE_PROTOCOL_ERROR);
-        return;
+    for (;;) {
+        ws->in_recv = 1;
+        int rc = wslay_event_recv(ws->ctx);
+        ws->in_recv = 0;
+        if (rc == WSLAY_ERR_CALLBACK_FAILURE) {
+            /* pt__recv_cb never fails, so this is wslay's frame layer
+             * refusing a header (a control frame over 125 bytes or
+             * fragmented, a bad length): wslay queued a close without a
+             * code, RFC 6455 7.4.1 asks for 1002, which goes out instead. */
+            pt__fail(ws, WSLAY_CODE_PROTOCOL_ERROR);
+            return;
+        }
+        if (rc != 0) {
+            pt__end(ws, 1); /* out of memory */
+            return;
+        }
+        if (ws->in_off == ws->in.len) {
+            ws->in.len = ws->in_off = 0;
+            if (ws->in.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->in);
+        }
+        pt__pump(ws);
+        /* The bound may have been reached by what wslay itself queued (the
+         * pongs of the pings just read), which the pump has written out
+         * since: when that leaves the output at half the bound, the frames
+         * that waited for it are read on here (no write callback would
+         * come to resume them). Each round reads at least one chunk. */
+        if (ws->ended || !ws->paused || !ws->out_over || pt__queued(ws) > ws->max_output / 2 ||
+            ws->in_flight >= PT__WS_MAX_IN_FLIGHT)
+            break;
+        ws->out_over = 0;
+        if (ws->timers_open) uv_timer_stop(&ws->send_timer);
+        ws->paused = 0;
     }
-    if (rc != 0) {
-        pt__end(ws, 1); /* out of memory */
-        return;
-    }
-    if (ws->in_off == ws->in.len) {
-        ws->in.len = ws->in_off = 0;
-        if (ws->in.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->in);
-    }
-    pt__pump(ws);
     if (ws->paused && !ws->ended && ws->c) pt_http_reading(ws->c, 0);
 }
 

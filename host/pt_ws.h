@@ -16,7 +16,8 @@
  * peer that misses missed_pings of them is closed.
  *
  * Output is bounded: once a socket has more than max_output queued (in
- * wslay, and in libuv for a peer that reads slowly), its frames are not read
+ * wslay, where each queued message, an empty ping's pong too, counts 64
+ * bytes besides its payload, and in libuv for a peer that reads slowly), its frames are not read
  * until half of that has drained; if that takes longer than send_timeout
  * it is closed with 1008 (as is a socket whose close waits that long). A push (pt_ws_push) that would take a
  * consumer's backlog past the bound drops that consumer (1008) instead. Both
