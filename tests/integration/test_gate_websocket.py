@@ -680,3 +680,71 @@ def test_ping_flood_from_a_client_that_never_reads_is_bounded(gw_short):
     assert sent < 64 * 1024 * 1024, sent
     s.close()
     echo_works(gw_short)
+
+
+# ---- more of the input side (guards: each passed before) ----
+
+
+def padded(n):
+    """A JSON text of exactly n bytes (a plain message for demo.echo)."""
+    return b'"' + b"a" * (n - 2) + b'"'
+
+
+def test_a_message_of_exactly_max_message_size_passes_one_byte_more_is_1009(gw):
+    s = opened(gw)
+    s.settimeout(10)
+    s.sendall(frame(1, padded(64 * 1024)))
+    op, payload = read_frame(s)
+    assert op == 1 and b"error" not in payload[:20], payload[:200]
+    # in fragments: the same sum
+    half = padded(64 * 1024)
+    s.sendall(frame(1, half[:30000], fin=False) + frame(0, half[30000:]))
+    op, payload = read_frame(s)
+    assert op == 1 and b"error" not in payload[:20]
+    s.close()
+    closes_with(gw, frame(1, padded(64 * 1024 + 1)), 1009)
+    closes_with(gw, frame(1, half[:30000], fin=False) + frame(0, half[30000:] + b" "), 1009)
+
+
+def test_pings_between_fragments_are_answered_and_the_message_kept(gw):
+    """RFC 6455 5.4: control frames may come between the fragments of a
+    message; each ping gets its pong and the message arrives whole."""
+    s = opened(gw)
+    msg = json.dumps({"service": "demo.echo", "request_id": "frag", "data": {"k": "v" * 50}})
+    parts = [msg[i:i + 7].encode() for i in range(0, len(msg), 7)]
+    data = b""
+    for i, p in enumerate(parts):
+        op = 1 if i == 0 else 0
+        data += frame(op, p, fin=i == len(parts) - 1)
+        if i < len(parts) - 1:
+            data += frame(9, b"p%d" % i)
+    s.sendall(data)
+    pongs, reply = 0, None
+    while reply is None:
+        op, payload = read_frame(s)
+        if op == 10:
+            pongs += 1
+        elif op == 1:
+            reply = json.loads(payload)
+    assert reply["request_id"] == "frag" and echoed(reply) == {"k": "v" * 50}
+    assert pongs == len(parts) - 1
+    s.close()
+
+
+def test_a_client_that_closes_and_keeps_sending_is_not_served(gw):
+    """After its close, a client's messages run nothing and the socket
+    ends (the server answers the close, then drops what follows)."""
+    s = opened(gw)
+    s.sendall(frame(8, b"\x03\xe8") +
+              frame(1, json.dumps({"service": "demo.echo", "request_id": "late",
+                                   "data": {}}).encode()) * 50 + frame(9, b"x") * 50)
+    frames = []
+    try:
+        while True:
+            frames.append(read_frame(s))
+    except (EOFError, ConnectionResetError, socket.timeout):
+        pass
+    assert frames and frames[0][0] == 8 and struct.unpack("!H", frames[0][1][:2])[0] == 1000
+    assert all(op != 1 for op, _ in frames), frames
+    s.close()
+    echo_works(gw)
