@@ -187,6 +187,11 @@ static void pt__on_timer(uv_timer_t *t)
         pt__send_error(c, 408, "the request took too long to arrive", NULL);
         break;
     case PT_CONN_HANDLE:
+        /* a client that reads no answer while it pipelines more would
+         * otherwise hold the connection, its answer and 256 KiB of its
+         * requests for ever */
+        if (c->write_wait) pt_http_close(c);
+        break;
     case PT_CONN_WS:
     case PT_CONN_HELD:
     case PT_CONN_TUNNEL:
@@ -520,6 +525,7 @@ static void pt__on_written(uv_write_t *req, int status)
     pt__write_t *wr = (pt__write_t *)req;
     pt_conn_t *c = wr->c;
     free(wr);
+    c->write_wait = 0;
     pt__written(c, status);
 }
 
@@ -670,6 +676,11 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctyp
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
         free(wr);
         pt_http_close(c);
+        return;
+    }
+    if (c->state == PT_CONN_HANDLE) { /* other states keep their own deadline */
+        c->write_wait = 1;
+        pt__timer(c, c->w->cfg->idle_timeout_ms);
     }
 }
 

@@ -4,7 +4,8 @@
  * is written, so pipelined requests are answered in order. Limits: header
  * bytes (431), body bytes (413), the head and the body each within a
  * deadline and the body's reads within body_timeout of each other (408),
- * idle keep-alive time-out (close), max_connections for the process. Every
+ * idle keep-alive time-out (close), an answer the client does not read
+ * within idle_timeout (close), max_connections for the process. Every
  * error is a JSON body with the cid; every response header a service or a
  * bus hands over is checked before it is written (500/502 when bad). */
 #ifndef PT_HTTP_H
@@ -69,6 +70,7 @@ struct pt_conn_s {
     int hold_reads;           /* pt_http_reading(c, 0): the target is slow */
     size_t out_queued;        /* bytes of pt_http_write still in uv_write */
     int end_pending;          /* pt_http_response_end waits for out_queued to reach 0 */
+    int write_wait;           /* an answer waits in uv_write: idle_timeout to get out */
 };
 
 /* Accepts a connection from the worker's listener. */
