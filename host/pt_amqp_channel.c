@@ -83,10 +83,20 @@ static void pt__push_bytes(lua_State *L, amqp_bytes_t b)
     lua_pushlstring(L, b.len ? (const char *)b.bytes : "", b.len);
 }
 
-static void pt__push_table(lua_State *L, const amqp_table_t *t);
+/* Header tables and arrays nest as deep as a publisher likes (some 26,000
+ * levels fit a content header frame): past this depth a value is nil, so
+ * neither this recursion nor a service walking the table goes that deep. */
+#define PT__MAX_HEADER_DEPTH 32
 
-static void pt__push_field(lua_State *L, const amqp_field_value_t *v)
+static void pt__push_table(lua_State *L, const amqp_table_t *t, int depth);
+
+static void pt__push_field(lua_State *L, const amqp_field_value_t *v, int depth)
 {
+    if ((v->kind == AMQP_FIELD_KIND_ARRAY || v->kind == AMQP_FIELD_KIND_TABLE) &&
+        depth >= PT__MAX_HEADER_DEPTH) {
+        lua_pushnil(L);
+        return;
+    }
     switch (v->kind) {
     case AMQP_FIELD_KIND_BOOLEAN:
         lua_pushboolean(L, v->value.boolean);
@@ -136,12 +146,12 @@ static void pt__push_field(lua_State *L, const amqp_field_value_t *v)
     case AMQP_FIELD_KIND_ARRAY:
         lua_createtable(L, v->value.array.num_entries, 0);
         for (int i = 0; i < v->value.array.num_entries; i++) {
-            pt__push_field(L, &v->value.array.entries[i]);
+            pt__push_field(L, &v->value.array.entries[i], depth + 1);
             lua_rawseti(L, -2, i + 1);
         }
         break;
     case AMQP_FIELD_KIND_TABLE:
-        pt__push_table(L, &v->value.table);
+        pt__push_table(L, &v->value.table, depth + 1);
         break;
     default:
         lua_pushnil(L);
@@ -149,12 +159,12 @@ static void pt__push_field(lua_State *L, const amqp_field_value_t *v)
     }
 }
 
-static void pt__push_table(lua_State *L, const amqp_table_t *t)
+static void pt__push_table(lua_State *L, const amqp_table_t *t, int depth)
 {
     lua_createtable(L, 0, t->num_entries);
     for (int i = 0; i < t->num_entries; i++) {
         pt__push_bytes(L, t->entries[i].key);
-        pt__push_field(L, &t->entries[i].value);
+        pt__push_field(L, &t->entries[i].value, depth);
         lua_rawset(L, -3);
     }
 }
@@ -196,7 +206,7 @@ static void pt__push_amqp(lua_State *L, void *ud)
         lua_setfield(L, -2, "timestamp");
     }
     if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
-        pt__push_table(L, &p->headers);
+        pt__push_table(L, &p->headers, 1);
     else
         lua_newtable(L);
     lua_setfield(L, -2, "headers");

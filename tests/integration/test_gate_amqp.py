@@ -111,7 +111,12 @@ function M:handle()
   local names = {}
   for k, v in pairs(self.request.http.headers) do names[#names + 1] = k end
   table.sort(names)
-  self.response.payload = { http = names, good = self.request.http.headers["x-good"] }
+  local d, t = 0, self.request.amqp.headers["x-deep"]
+  while type(t) == "table" do
+    d = d + 1
+    t = t.a or t[1]
+  end
+  self.response.payload = { http = names, good = self.request.http.headers["x-good"], depth = d }
 end
 return M
 """
@@ -191,3 +196,42 @@ def test_headers_reach_http_headers_only_as_valid_fields(channel_gw):
     doc = m.json()
     assert doc["good"] == "fine"
     assert doc["http"] == ["x-good", "x-num"], doc
+
+
+class RawValue:
+    """An AMQP field value given as its encoded bytes."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+def nested(depth, kind):
+    import struct
+    inner = b"F" + struct.pack(">I", 0)
+    for _ in range(depth):
+        if kind == "table":
+            t = bytes([1]) + b"a" + inner
+            inner = b"F" + struct.pack(">I", len(t)) + t
+        else:
+            inner = b"A" + struct.pack(">I", len(inner)) + inner
+    return RawValue(inner)
+
+
+@pytest.mark.parametrize("kind,depth", [("table", 12000), ("array", 20000)])
+def test_deeply_nested_headers_are_cut_at_32_levels(channel_gw, monkeypatch, kind, depth):
+    """A header table nested 12,000 deep, or an array 20,000 deep (both fit
+    one content header frame), is cut at 32 levels on its way to Lua
+    (before: handed over whole, one C recursion and one Lua table per
+    level), and the service runs."""
+    import amqp_support
+    gw, amqp = channel_gw
+    orig = amqp_support._value
+    monkeypatch.setattr(amqp_support, "_value",
+                        lambda v: v.data if isinstance(v, RawValue) else orig(v))
+    assert amqp.publish("", Q_IN, b"{}", reply_to=Q_REPLIES, correlation_id="deep",
+                        headers={"x-deep": nested(depth, kind)})
+    m = amqp.wait_get(Q_REPLIES, timeout=15)
+    assert m.headers["x-portico-status"] == 200, m.body[:300]
+    assert m.json()["depth"] <= 33, m.json()
+    assert amqp.publish("", Q_IN, b"{}", reply_to=Q_REPLIES, correlation_id="after")
+    assert amqp.wait_get(Q_REPLIES, timeout=15).props["correlation_id"] == "after"
