@@ -21,6 +21,7 @@ struct pt_proxy_s {
     int paused;     /* the target's answer is paused for a slow client */
     int sent;       /* a byte of the answer went to the client: a failure can only close */
     pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
+    pt_buf_t out;   /* answer bytes behind the client's writes in flight (pt__emit) */
 };
 
 /* The values of a message's Connection fields: what they name is hop-by-hop
@@ -154,6 +155,7 @@ static void pt__free(pt_proxy_t *px)
 {
     if (px->c && px->c->proxy == px) px->c->proxy = NULL;
     pt_buf_free(&px->head);
+    pt_buf_free(&px->out);
     free(px);
 }
 
@@ -162,15 +164,33 @@ static void pt__free(pt_proxy_t *px)
  * unless it was already detached from c. */
 static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
 {
-    uv_buf_t bufs[4];
+    uv_buf_t bufs[5];
     unsigned k = 0;
     if (px->head.len) bufs[k++] = uv_buf_init(px->head.data, (unsigned)px->head.len);
-    for (unsigned i = 0; i < n && k < 4; i++)
+    if (px->out.len) bufs[k++] = uv_buf_init(px->out.data, (unsigned)px->out.len);
+    for (unsigned i = 0; i < n && k < 5; i++)
         bufs[k++] = more[i];
-    px->head.len = 0;
+    px->head.len = px->out.len = 0; /* pt_http_write copies what it cannot write at once */
     if (!k) return 0;
     px->sent = 1;
     return pt_http_write(px->c, bufs, k);
+}
+
+/* Answer bytes for the client. While its writes are in flight (it reads
+ * slower than the target sends) they wait in px->out and go as one write
+ * when it drains: the memory a slow client costs is its bytes, not a write
+ * request (some 250 bytes) per piece, which a target sending 1-byte chunks
+ * made 40 times what the high-water mark counted. Returns pt__send's. */
+static int pt__emit(pt_proxy_t *px, uv_buf_t *bufs, unsigned n)
+{
+    if (px->c->out_queued == 0) return pt__send(px, bufs, n);
+    for (unsigned i = 0; i < n; i++)
+        if (pt_buf_append(&px->out, bufs[i].base, bufs[i].len) != 0) {
+            pt_http_close(px->c); /* out of memory: the answer is cut, visibly */
+            return -1;
+        }
+    px->sent = 1;
+    return 0;
 }
 
 static void pt__on_ready(void *ud)
@@ -269,13 +289,13 @@ static void pt__on_body(void *ud, const char *data, size_t len)
         size_t sn = pt__chunk_size(size, len);
         uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)sn),
                             uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
-        rc = pt__send(px, bufs, 3);
+        rc = pt__emit(px, bufs, 3);
     } else {
         uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-        rc = pt__send(px, &buf, 1);
+        rc = pt__emit(px, &buf, 1);
     }
     if (rc != 0) return; /* closing: the exchange was aborted */
-    if (c->out_queued >= PT__OUT_HIGH && !px->paused) {
+    if (c->out_queued + px->out.len >= PT__OUT_HIGH && !px->paused) {
         px->paused = 1;
         pt_upx_pause(px->x, 1);
     }
@@ -450,9 +470,9 @@ int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)
     if (!px || !px->x) return 0;
     if (px->chunked_req) {
         char size[24];
-        rc = pt_upx_write(px->x, size, pt__chunk_size(size, len));
-        rc |= pt_upx_write(px->x, data, len);
-        rc |= pt_upx_write(px->x, "\r\n", 2);
+        uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)pt__chunk_size(size, len)),
+                            uv_buf_init((char *)data, (unsigned)len), uv_buf_init("\r\n", 2)};
+        rc = pt_upx_writev(px->x, bufs, 3);
     } else {
         rc = pt_upx_write(px->x, data, len);
     }
@@ -471,7 +491,9 @@ void pt_proxy_request_end(pt_conn_t *c)
 void pt_proxy_client_drained(pt_conn_t *c)
 {
     pt_proxy_t *px = c->proxy;
-    if (!px || !px->x || !px->paused) return;
+    if (!px) return;
+    if (px->out.len && pt__send(px, NULL, 0) != 0) return; /* closing: px is gone */
+    if (!px->x || !px->paused || c->out_queued >= PT__OUT_HIGH) return;
     px->paused = 0;
     pt_upx_pause(px->x, 0);
 }

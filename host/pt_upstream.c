@@ -94,7 +94,9 @@ struct pt_upx_s {
     size_t upgrade_len;
     uint64_t timeout_ms;
     uint64_t started_ns;
-    size_t queued; /* request bytes in uv_write */
+    size_t queued;   /* request bytes in uv_write or in outq */
+    unsigned writes; /* uv_write requests in flight */
+    pt_buf_t outq;   /* request bytes behind the write in flight: one write when it is done */
     pt_upx_t *next_waiting;
     int retry, tries, head_only;
     int ready_called, body_sent, req_ended, paused, want_drain;
@@ -126,6 +128,7 @@ static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health);
 static void pt__read_timer(pt_upx_t *x);
+static int pt__flush(pt_upx_t *x);
 
 /* Sets why the exchange fails, twice: errmsg with who (the target's address
  * or name) for the log and Lua services, safe with "the target" there for an
@@ -299,6 +302,7 @@ static void pt__free(pt_upx_t *x)
 {
     pt_upstreams_t *set = x->up->set;
     pt_buf_free(&x->rhead);
+    pt_buf_free(&x->outq);
     free(x->head);
     free(x);
     pt__set_unref(set);
@@ -749,6 +753,8 @@ static void pt__on_written(uv_write_t *req, int status)
     free(wr);
     if (!x || conn->closing || x->finished) return;
     x->queued -= len;
+    x->writes--;
+    if (status == 0 && !x->writes && x->outq.len) status = pt__flush(x);
     if (status < 0) {
         if (status == UV_ECANCELED) return;
         pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(status));
@@ -763,28 +769,74 @@ static void pt__on_written(uv_write_t *req, int status)
     }
 }
 
-/* Writes len bytes to the exchange's connection; returns 0 or a libuv error. */
-static int pt__send(pt_upx_t *x, const char *data, size_t len)
+/* One uv_write of len bytes: data[0..n) from skip on, copied. Returns 0 or
+ * a libuv error. */
+static int pt__write(pt_upx_t *x, const uv_buf_t *data, unsigned n, size_t skip, size_t len)
 {
-    uv_stream_t *s = (uv_stream_t *)&x->conn->tcp;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write(s, &b, 1);
-    if (n == (int)len) return 0;
-    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) return n;
-    if (n < 0) n = 0;
-    pt__write_t *wr = malloc(sizeof *wr + len - (size_t)n);
+    pt__write_t *wr = malloc(sizeof *wr + len);
     if (!wr) return UV_ENOMEM;
     wr->conn = x->conn;
-    wr->len = len - (size_t)n;
-    memcpy(wr->data, data + n, wr->len);
-    b = uv_buf_init(wr->data, (unsigned)wr->len);
-    int rc = uv_write(&wr->req, s, &b, 1, pt__on_written);
+    wr->len = len;
+    size_t o = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t l = data[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(wr->data + o, data[i].base + skip, l - skip);
+        o += l - skip;
+        skip = 0;
+    }
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+    int rc = uv_write(&wr->req, (uv_stream_t *)&x->conn->tcp, &b, 1, pt__on_written);
     if (rc != 0) {
         free(wr);
         return rc;
     }
-    x->queued += wr->len;
+    x->writes++;
+    x->queued += len;
     return 0;
+}
+
+/* The bytes that waited behind the write that just finished, as one. */
+static int pt__flush(pt_upx_t *x)
+{
+    uv_buf_t b = uv_buf_init(x->outq.data, (unsigned)x->outq.len);
+    size_t len = x->outq.len;
+    x->queued -= len; /* counted again by pt__write */
+    x->outq.len = 0;
+    return pt__write(x, &b, 1, 0, len);
+}
+
+/* Writes bufs[0..n) to the exchange's connection; returns 0 or a libuv
+ * error. While a write is in flight (the target reads slower than we
+ * send), what follows waits in outq and goes as one write after it: the
+ * memory a slow target costs is its bytes, not a write request (some 250
+ * bytes) per piece however small (a client's 1-byte chunks made 750 bytes
+ * of requests per 6 bytes counted against the high-water mark). */
+static int pt__sendv(pt_upx_t *x, const uv_buf_t *bufs, unsigned n)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (x->writes) {
+        for (unsigned i = 0; i < n; i++)
+            if (pt_buf_append(&x->outq, bufs[i].base, bufs[i].len) != 0) return UV_ENOMEM;
+        x->queued += total;
+        return 0;
+    }
+    int w = uv_try_write((uv_stream_t *)&x->conn->tcp, bufs, n);
+    if (w == (int)total) return 0;
+    if (w < 0 && w != UV_EAGAIN && w != UV_ENOSYS) return w;
+    size_t done = w > 0 ? (size_t)w : 0;
+    return pt__write(x, bufs, n, done, total - done);
+}
+
+static int pt__send(pt_upx_t *x, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return pt__sendv(x, &b, 1);
 }
 
 /* Writes the head with this target's Host. */
@@ -1110,10 +1162,19 @@ int pt_upx_start(pt_upstream_t *u, const pt_upx_req_t *req, const pt_upx_handler
 
 int pt_upx_write(pt_upx_t *x, const char *data, size_t len)
 {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return pt_upx_writev(x, &b, 1);
+}
+
+int pt_upx_writev(pt_upx_t *x, const uv_buf_t *bufs, unsigned n)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++)
+        len += bufs[i].len;
     if (x->finished || !x->conn || len == 0) return 0;
     if (x->conn->tmode == PT__T_FAIL) return 1;
     x->body_sent = 1;
-    int rc = pt__send(x, data, len);
+    int rc = pt__sendv(x, bufs, n);
     if (rc != 0) {
         /* reported from the loop: the caller is in the middle of feeding us */
         pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(rc));

@@ -128,6 +128,12 @@ int pt_upx_start(pt_upstream_t *u, const pt_upx_req_t *req, const pt_upx_handler
  * through on_done from the loop. */
 int pt_upx_write(pt_upx_t *x, const char *data, size_t len);
 
+/* pt_upx_write of bufs[0..n) in order, in one system call when the target
+ * keeps up. While it does not, what is queued costs its bytes only (one
+ * write request in flight, the rest coalesced behind it), however small
+ * the pieces. */
+int pt_upx_writev(pt_upx_t *x, const uv_buf_t *bufs, unsigned n);
+
 /* The request is complete: the read time-out starts counting. Never calls
  * back. */
 void pt_upx_end_request(pt_upx_t *x);

@@ -550,3 +550,65 @@ def test_lua_answers_are_bounded(start_gateway, hostile, tmp_path):
         status, _, data = gw.http().post("/gateway/t.http", {"fn": "get", "path": "/" + case})
         out = json.loads(data)
         assert out.get("res") is None and expect[case] in out["err"], (case, out)
+
+
+def test_tiny_chunks_to_a_client_that_does_not_read(gate, hostile):
+    """A backend answering in 1-byte chunks to four clients that read
+    nothing: what waits for each client is its bytes, not one allocation
+    per chunk. Before: each chunk cost a write request of its own (some
+    250 bytes for 6 bytes counted against the 256 KB bound), some 11 MB
+    per client before the backend was paused."""
+    def answer(b, req):
+        return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"1\r\nx\r\n" * ((8 << 20) // 6), 8.0, CLOSE]
+    backend = hostile(answer)
+    gw = gate(backend, read_timeout="60s")
+    gw.expect_error("in the middle of the answer")
+    pid = gw.proc.proc.pid
+    base = peak_rss_kb(pid)
+    clients = []
+    for _ in range(4):
+        s = gw.raw()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(get("/g/h/tiny"))
+        clients.append(s)
+    time.sleep(5)
+    grown = peak_rss_kb(pid) - base
+    for s in clients:
+        s.close()
+    assert grown < 6 * 1024, "peak RSS grew %d kB" % grown
+
+
+def test_tiny_chunks_to_a_backend_that_does_not_read(gate, hostile):
+    """Four clients uploading in 1-byte chunks to a backend that reads
+    nothing: what waits for the backend is the bytes, not three allocations
+    per chunk. Before: some 750 bytes per 6-byte chunk, 30 MB per client
+    before the client was paused."""
+    stop = threading.Event()
+
+    def answer(b, req):
+        return [stop, ok("late"), CLOSE]
+    backend = hostile(answer, early=True)
+    gw = gate(backend, read_timeout="60s")
+    pid = gw.proc.proc.pid
+    base = peak_rss_kb(pid)
+    clients = []
+    body = b"1\r\nx\r\n" * ((4 << 20) // 6)
+    for _ in range(4):
+        s = gw.raw()
+        s.sendall(b"PUT /g/h/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.setblocking(False)
+        clients.append([s, 0])
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        for c in clients:
+            try:
+                c[1] += c[0].send(body[c[1] % len(body):][:65536])
+            except BlockingIOError:
+                pass
+        time.sleep(0.01)
+    grown = peak_rss_kb(pid) - base
+    stop.set()
+    for c in clients:
+        c[0].close()
+    assert grown < 6 * 1024, "peak RSS grew %d kB" % grown
