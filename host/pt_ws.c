@@ -1071,6 +1071,10 @@ static int pt__lua_push(lua_State *L)
     const char *username = lua_isnoneornil(L, 2) ? NULL : luaL_checkstring(L, 2);
     const char *text = luaL_checklstring(L, 3, &len);
     int n = 0, count = 0;
+    /* a text frame is UTF-8 (RFC 6455 5.6): portico.websocket refuses
+     * other data first, this holds for any caller */
+    if (pt_utf8_check(text, len, NULL) != 0)
+        return luaL_argerror(L, 3, "not valid UTF-8 (a text message must be)");
     pt_worker_t *all = pt_worker_all(&n);
     for (int i = 0; i < n; i++) {
         pt__push_t *p = malloc(sizeof *p + len + 1);

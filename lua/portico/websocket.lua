@@ -8,7 +8,10 @@
 -- sockets that close meanwhile simply miss it. A socket that does not keep up
 -- (its backlog would pass the channel's max_output) is closed with 1008 and
 -- counted in portico_ws_slow_consumers_total: a push never buffers without end.
+-- A text message is UTF-8 (RFC 6455 5.6): data that is not (a string, or a
+-- table holding such a string) is a mistake raised at the caller.
 local cjson = require "cjson"
+local json = require "portico.json"
 
 local has_host, host = pcall(require, "portico.host")
 if not has_host then host = nil end
@@ -40,6 +43,10 @@ function Push:send(channel, username, data)
     text = data
   else
     error("websocket:send: data must be a table or a string, got " .. type(data), 2)
+  end
+  local bad = json.utf8_bad(text)
+  if bad then
+    error("websocket:send: data is not valid UTF-8 (byte " .. bad .. "); a text message must be", 2)
   end
   if not host or not host.ws_push then
     return nil, "WebSocket push is not available outside the portico host"

@@ -748,3 +748,43 @@ def test_a_client_that_closes_and_keeps_sending_is_not_served(gw):
     assert all(op != 1 for op, _ in frames), frames
     s.close()
     echo_works(gw)
+
+
+BADPUSH_SERVICE = """
+local service = require "portico.service"
+local M = service.new { name = "test.push" }
+function M:handle()
+  local how, ok, err = self.request.payload.how
+  if how == "host" then  -- the C primitive itself, past portico.websocket
+    ok, err = pcall(require("portico.host").ws_push, "ws.push", nil, "caf\\233")
+  else
+    ok, err = pcall(self.out.websocket.send, self.out.websocket, "ws.push", nil,
+                    how == "table" and { s = "caf\\233" } or "caf\\233")
+  end
+  self.response.payload = { ok = ok, err = tostring(err) }
+end
+return M
+"""
+
+
+@pytest.mark.parametrize("how", ["string", "table", "host"])
+def test_a_push_that_is_not_utf8_is_refused_at_the_caller(start_gateway, tmp_path, how):
+    """A push becomes a text frame, which RFC 6455 5.6 requires to be UTF-8:
+    Latin-1 from a service (as a string or inside a table cjson encodes
+    byte for byte) raises at the caller (before: sent to every socket as
+    an invalid text frame) and no socket gets a frame."""
+    from conftest import BASE_CONFIG
+    svc = tmp_path / "services" / "test"
+    svc.mkdir(parents=True, exist_ok=True)
+    (svc / "push.lua").write_text(BADPUSH_SERVICE)
+    cfg = BASE_CONFIG.replace("test.raise, test.slow]", "test.raise, test.slow, test.push]")
+    gw = start_gateway(cfg.rstrip("\n") + "\n" + WS_TAIL)
+    s = opened(gw, "/ws-push")
+    st, _, body = gw.http().post("/gateway/test.push", {"how": how})
+    assert st == 200, body
+    doc = json.loads(body)
+    assert doc["ok"] is False and "UTF-8" in doc["err"], doc
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(1)
+    s.close()
