@@ -10,18 +10,21 @@
  * integers beyond 64 bits included; an envelope's data with one of those
  * reaches the service with every number as a double, as cjson reads it);
  * request_id is null, an integer or a string of at most 256 bytes, anything
- * else is a 400 error message (the socket stays open). Protocol violations close with the matching close code (RFC
- * 6455 7.4.1: 1002 for a bad frame, 1007 for text that is not UTF-8, 1009
- * for a message over max_message_size). Pings go out every ping_interval; a
- * peer that misses missed_pings of them is closed.
+ * else is a 400 error message (the socket stays open). Protocol violations
+ * close with the matching close code (RFC 6455 7.4.1: 1002 for a bad frame,
+ * 1007 for text that is not UTF-8, 1009 for a message over
+ * max_message_size). Pings go out every ping_interval; a peer that misses
+ * missed_pings of them is closed.
  *
  * Output is bounded: once a socket has more than max_output queued (in
  * wslay, where each queued message, an empty ping's pong too, counts 64
- * bytes besides its payload, and in libuv for a peer that reads slowly), its frames are not read
- * until half of that has drained; if that takes longer than send_timeout
- * it is closed with 1008 (as is a socket whose close waits that long). A push (pt_ws_push) that would take a
- * consumer's backlog past the bound drops that consumer (1008) instead. Both
- * count in portico_ws_slow_consumers_total. */
+ * bytes besides its payload, and in libuv for a peer that reads slowly), its
+ * frames are not read until half of that has drained; if that takes longer
+ * than send_timeout it is closed with 1008 (as is a socket whose close waits
+ * that long). A push (pt_ws_push) that would take a consumer's backlog past
+ * the bound drops that consumer (1008) instead. Both count in
+ * portico_ws_slow_consumers_total. A push's text must be UTF-8
+ * (host.ws_push raises otherwise). */
 #ifndef PT_WS_H
 #define PT_WS_H
 
