@@ -97,6 +97,13 @@ describe("portico.http", function()
       assert.is_true(p.head_only)
     end)
 
+    it("encodes query keys and values so none can end the target or the line", function()
+      local p = assert(http.prepare("GET", "/q", nil,
+        { query = { ["k&x"] = "a&b=c d\r\nHost: e#f", n = { 1, "2/3" } } }))
+      assert.equal("GET /q?k%26x=a%26b%3Dc%20d%0D%0AHost%3A%20e%23f&n=1&n=2%2F3 HTTP/1.1\r\n",
+        p.head:match("^[^\n]*\n"))
+    end)
+
     it("leaves out a cid that could break the head", function()
       local p = assert(http.prepare("GET", "/", nil, nil, "bad\r\nX-Evil: 1"))
       assert.not_matches("Evil", p.head, 1, true)
@@ -112,6 +119,12 @@ describe("portico.http", function()
         { { "GET", "/a b" }, "path must not hold spaces" },
         { { "GET", "/a\r\nHost: x" }, "path must not hold spaces" },
         { { "GET", "/a#frag" }, "path must not hold" },
+        { { "GET", "/a\0b" }, "path must not hold" },
+        { { "GET", "/a\127" }, "path must not hold" },
+        { { "GET\r\nX: 1", "/" }, "method must be an HTTP method" },
+        { { "GET", "/", nil, { query = "a=1\r\nX: 2" } }, "query must not hold" },
+        { { "GET", "/", nil, { headers = { ["X-A"] = "a\r\nInjected: 1" } } }, "header X-A must not hold CR, LF" },
+        { { "GET", "/", nil, { headers = { ["X-A"] = { "1", "2\n" } } } }, "header X-A must not hold CR, LF" },
         { { "GET", "/", nil, "opts" }, "opts must be a table, got string" },
         { { "GET", "/", nil, { header = {} } }, "unknown option 'header'" },
         { { "GET", "/", nil, { query = 5 } }, "query must be a table or a string" },
