@@ -290,7 +290,11 @@ static int pt__on_head(pt_http_parser_t *p)
     llhttp_t *lp = &p->parser;
     const pt_config_t *cfg = c->w->cfg;
     size_t len = 0;
-    const char *v = pt_http_header(c, "x-correlation-id", &len);
+    const char *v = NULL;
+    if (p->h_cid >= 0) {
+        v = p->head.data + p->headers[p->h_cid].value_off;
+        len = p->headers[p->h_cid].value_len;
+    }
     if (v && pt_cid_valid(v, len)) {
         memcpy(c->cid, v, len);
         c->cid[len] = '\0';
@@ -307,8 +311,9 @@ static int pt__on_head(pt_http_parser_t *p)
     if (lp->upgrade) c->close_after = 1;
     int has_body =
         (lp->flags & F_CHUNKED) || ((lp->flags & F_CONTENT_LENGTH) && lp->content_length);
-    v = pt_http_header(c, "expect", &len);
-    if (v) {
+    if (p->h_expect >= 0) {
+        v = p->head.data + p->headers[p->h_expect].value_off;
+        len = p->headers[p->h_expect].value_len;
         if (len != 12 || strncasecmp(v, "100-continue", 12)) {
             p->error_msg = "only 'Expect: 100-continue' is supported";
             return 417;

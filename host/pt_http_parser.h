@@ -88,6 +88,10 @@ struct pt_http_parser_s {
     /* from on_head on: the connection must close after this request
      * (HTTP/1.0 with Transfer-Encoding, RFC 9112 §6.1) */
     int close_after;
+    /* from on_head on: the index in headers of the first Expect and the
+     * first X-Correlation-Id field, -1 when there is none (found while the
+     * head is checked, so the owner need not look again) */
+    int h_expect, h_cid;
     /* private */
     size_t cap_headers;
     uint32_t authority_off, authority_len; /* absolute form: the authority in head */

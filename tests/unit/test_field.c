@@ -42,6 +42,11 @@ int main(void)
     PT_CHECK(pt_field_host(S("[v1.fe80::a+en1]")));
     PT_CHECK(pt_field_host(S("ex%41mple")));
     PT_CHECK(pt_field_host(S("example.com:")));
+    PT_CHECK(pt_field_host(S("example.com:65535")));
+    PT_CHECK(pt_field_host(S("example.com:0065535")));
+    PT_CHECK(!pt_field_host(S("example.com:65536")));
+    PT_CHECK(!pt_field_host(S("example.com:99999999999999999999")));
+    PT_CHECK(!pt_field_host(S("[::1]:70000")));
     PT_CHECK(!pt_field_host(S("")));
     PT_CHECK(!pt_field_host(S(":80")));
     PT_CHECK(!pt_field_host(S("a b")));
