@@ -109,28 +109,66 @@ static int pt__host_now(lua_State *L)
 __attribute__((used)) static const void *const pt__ffi_exports[] = {(const void *)pt_json_check,
                                                                     (const void *)pt_utf8_check};
 
-/* What stands in for a process-level call (its name is the upvalue). */
+/* What stands in for a call services do not get (upvalues: its name, why). */
 static int pt__forbidden(lua_State *L)
 {
-    return luaL_error(L, "%s is not available to services: it acts on the whole gateway process",
-                      lua_tostring(L, lua_upvalueindex(1)));
+    return luaL_error(L, "%s is not available to services: %s",
+                      lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, lua_upvalueindex(2)));
 }
 
 /* The gateway's process is not a service's: os.exit would end it (on a hot
  * reload too), os.execute and io.popen fork it with every socket it holds,
  * os.setlocale changes how every thread reads and writes numbers (cjson,
  * strtod). docs/contract.md lists them. */
+static void pt__forbid(lua_State *L, const char *const (*calls)[2], size_t n, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        lua_getglobal(L, calls[i][0]);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushfstring(L, "%s.%s", calls[i][0], calls[i][1]);
+        lua_pushstring(L, why);
+        lua_pushcclosure(L, pt__forbidden, 2);
+        lua_setfield(L, -2, calls[i][1]);
+        lua_pop(L, 1);
+    }
+}
+
 static void pt__restrict(lua_State *L)
 {
     static const char *const calls[][2] = {
         {"os", "exit"}, {"os", "execute"}, {"io", "popen"}, {"os", "setlocale"}};
-    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
-        lua_getglobal(L, calls[i][0]);
-        lua_pushfstring(L, "%s.%s", calls[i][0], calls[i][1]);
-        lua_pushcclosure(L, pt__forbidden, 1);
-        lua_setfield(L, -2, calls[i][1]);
-        lua_pop(L, 1);
-    }
+    pt__forbid(L, calls, sizeof calls / sizeof calls[0], "it acts on the whole gateway process");
+}
+
+/* What the runtime uses but services must not, taken away once it has been
+ * loaded (it keeps its own references): the load and request budgets are a
+ * count hook over interpreted code, so debug.sethook would clear it and
+ * jit.on would compile a loop past it; the FFI reaches any C function of the
+ * process (exit, kill, raw memory), so require "ffi" fails for services. */
+static void pt__restrict_services(lua_State *L)
+{
+    static const char *const calls[][2] = {
+        {"debug", "sethook"}, {"jit", "on"}, {"jit", "off"}, {"jit", "flush"}};
+    pt__forbid(L, calls, sizeof calls / sizeof calls[0],
+               "it would lift the time budget of loads and requests");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    /* the module stays anchored: the runtime holds only its functions, and a
+     * collected ffi table takes state its cdata still use with it (a crash) */
+    lua_getfield(L, -1, "ffi");
+    lua_setfield(L, LUA_REGISTRYINDEX, "portico.ffi");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "ffi");
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "preload");
+    lua_pushliteral(L, "require \"ffi\"");
+    lua_pushliteral(L, "it reaches every C function of the gateway process");
+    lua_pushcclosure(L, pt__forbidden, 2);
+    lua_setfield(L, -2, "ffi");
+    lua_pop(L, 2);
 }
 
 static void pt__open_host(lua_State *L, int worker)
@@ -391,6 +429,7 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
     }
     pl->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
+    pt__restrict_services(L);
     if (pt__load_services(pl, cfg, err, errlen) != 0) goto fail;
     *out = pl;
     return 0;

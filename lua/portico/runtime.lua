@@ -37,7 +37,8 @@ if not ok_host or type(host) ~= "table" then host = nil end
 local type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select =
   type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select
 local rawget, rawset = rawget, rawset
-local jit = jit -- a service file cannot take it away from load by setting the global
+-- the host takes jit.off from services once this module is loaded
+local jit_off = jit and jit.off
 local xpcall, pcall, error, loadstring, loadfile = xpcall, pcall, error, loadstring, loadfile
 local fmt, find, gsub, sub, char, byte =
   string.format, string.find, string.gsub, string.sub, string.char, string.byte
@@ -167,7 +168,7 @@ function M.load(path, source)
     chunk, err = loadfile(path)
   end
   if not chunk then error(err, 0) end
-  if M.interpret_services and jit then jit.off(chunk, true) end -- and every function in it
+  if M.interpret_services and jit_off then jit_off(chunk, true) end -- and every function in it
   local ok, svc = xpcall(chunk, load_error_handler(path))
   if not ok then error(svc, 0) end
   if not service.compiled(svc) then

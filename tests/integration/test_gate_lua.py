@@ -10,6 +10,8 @@ import subprocess
 import textwrap
 import time
 
+import pytest
+
 from amqp_support import ROOT, Http
 from conftest import config_head
 from test_amqp import Q_DEAD, Q_IN, Q_REPLIES, amqp, lab  # noqa: F401 (fixtures)
@@ -280,6 +282,20 @@ def test_check_refuses_a_file_that_loops_at_load_time(tmp_path):
                                        "  load_timeout: 200ms\n"))
     assert r.returncode == 1 and took < 3, (r.stderr, took)
     assert "catching.lua:3: still running after 200 ms of loading" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name,body,expected", [
+    ("unhook", "debug.sethook()\nwhile true do end\n", "debug.sethook is not available"),
+    ("jit", "jit.on()\nlocal x = 0\nwhile true do x = x + 1 end\n", "jit.on is not available"),
+    ("ffi", 'require("ffi").cdef "void exit(int);"\n', 'require "ffi" is not available'),
+])
+def test_check_refuses_a_file_that_would_lift_the_budget(tmp_path, name, body, expected):
+    """The budget is a count hook over interpreted code: a file that clears the
+    hook, compiles its loop or calls C through the FFI would run past it."""
+    text = 'local service = require "portico.service"\n' + body
+    r, took = check("-c", check_config(tmp_path, name, text))
+    assert r.returncode == 1 and took < 5, (r.stderr, took)
+    assert "%s.lua:2: %s" % (name, expected) in r.stderr, r.stderr
 
 
 def test_check_refuses_os_exit_in_a_service_file(tmp_path):
