@@ -90,16 +90,35 @@ static int pt__hop(const char *name, size_t len, const pt__conn_list_t *conns)
     return 0;
 }
 
-/* Fields with which a client could claim another address, host or scheme
- * than the ones it came with. The gateway is the edge: the client's are
- * dropped and the gateway's own X-Forwarded-For, -Proto and -Host are the
- * only ones the target gets, so a target that believes them cannot be
- * spoofed (docs/dispatch.md, "Forwarded fields"). */
-static int pt__claim(const char *name, size_t len)
+/* 1 when a client's field is not forwarded as it came (beside the
+ * hop-by-hop ones): the gateway writes Host, the framing and the cid
+ * itself, answers Expect itself, and Proxy-Authorization is for a proxy
+ * that asks for it (RFC 9110 11.7.2), which none does past portico. And
+ * the fields with which a client could claim another address, host or
+ * scheme than the ones it came with: the gateway is the edge, so its own
+ * X-Forwarded-For, -Proto and -Host are the only ones the target gets and
+ * a target that believes them cannot be spoofed (docs/dispatch.md,
+ * "Forwarded fields"). By length first: this runs for every field of
+ * every proxied request. */
+static int pt__replaced(const char *name, size_t len)
 {
-    if (len >= 12 && strncasecmp(name, "x-forwarded-", 12) == 0) return 1;
-    return len == 9 &&
-           (strncasecmp(name, "forwarded", 9) == 0 || strncasecmp(name, "x-real-ip", 9) == 0);
+    switch (len) {
+    case 4:
+        return strncasecmp(name, "host", 4) == 0;
+    case 6:
+        return strncasecmp(name, "expect", 6) == 0;
+    case 9:
+        return strncasecmp(name, "forwarded", 9) == 0 || strncasecmp(name, "x-real-ip", 9) == 0;
+    case 14:
+        return strncasecmp(name, "content-length", 14) == 0;
+    case 16:
+        if (strncasecmp(name, "x-correlation-id", 16) == 0) return 1;
+        break;
+    case 19:
+        if (strncasecmp(name, "proxy-authorization", 19) == 0) return 1;
+        break;
+    }
+    return len >= 12 && (name[0] | 0x20) == 'x' && strncasecmp(name, "x-forwarded-", 12) == 0;
 }
 
 /* The Upgrade of a request that may switch protocols through the proxy:
@@ -411,11 +430,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         const pt_http_header_t *h = &c->headers[i];
         const char *name = c->head.data + h->name_off, *value = c->head.data + h->value_off;
         if (pt__hop(name, h->name_len, &conns)) continue;
-        if (pt__is(name, h->name_len, "host") || pt__is(name, h->name_len, "content-length") ||
-            pt__is(name, h->name_len, "expect") || pt__is(name, h->name_len, "x-correlation-id") ||
-            pt__claim(name, h->name_len) ||
-            /* for a proxy that asks for it (RFC 9110 11.7.2): none does past here */
-            pt__is(name, h->name_len, "proxy-authorization") ||
+        if (pt__replaced(name, h->name_len) ||
             (hide_header && pt__is(name, h->name_len, hide_header)))
             continue;
         pt__line(&b, name, h->name_len, value, h->value_len);
