@@ -14,6 +14,12 @@
 #include <unistd.h>
 
 #define PT__ADMIN_MAX_REQUEST 8192
+/* The admin listener runs on the main thread beside reloads and signals, so
+ * a peer gets little of it: a few connections, a few seconds, a few bytes
+ * (its requests have no body worth the name). */
+#define PT__ADMIN_MAX_CONNS 32
+#define PT__ADMIN_DEADLINE_MS 5000
+#define PT__ADMIN_MAX_BYTES (64 * 1024)
 
 typedef struct pt__admin_conn_s {
     uv_tcp_t tcp;
@@ -21,13 +27,18 @@ typedef struct pt__admin_conn_s {
     llhttp_t parser;
     pt_buf_t url;
     int done;
+    uint64_t accepted_ms; /* loop time of the accept: the whole exchange has a deadline */
+    size_t bytes;         /* read so far */
     struct pt__admin_conn_s *prev, *next;
 } pt__admin_conn_t;
 
 struct pt_admin_s {
     pt_server_t *server;
     uv_tcp_t listener;
+    uv_timer_t sweep; /* closes connections past their deadline */
+    int handles_open;
     pt__admin_conn_t *conns;
+    size_t n_conns;
 };
 
 typedef struct {
@@ -92,15 +103,30 @@ static void pt__on_conn_closed(uv_handle_t *h)
     else
         c->admin->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    c->admin->n_conns--;
     pt_buf_free(&c->url);
     free(c);
+}
+
+static void pt__close(pt__admin_conn_t *c)
+{
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+}
+
+static void pt__on_sweep(uv_timer_t *t)
+{
+    pt_admin_t *a = t->data;
+    uint64_t now = uv_now(t->loop);
+    for (pt__admin_conn_t *c = a->conns; c; c = c->next)
+        if (now - c->accepted_ms >= PT__ADMIN_DEADLINE_MS) pt__close(c);
 }
 
 static void pt__on_written(uv_write_t *req, int status)
 {
     pt__admin_conn_t *c = req->data;
     free(req);
-    uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+    pt__close(c);
 }
 
 static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, const pt_buf_t *body)
@@ -114,7 +140,7 @@ static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, cons
     uv_write_t *req = malloc(sizeof *req + out.len);
     if (!req) {
         pt_buf_free(&out);
-        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        pt__close(c);
         return;
     }
     memcpy(req + 1, out.data, out.len);
@@ -125,7 +151,7 @@ static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, cons
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
         free(req);
-        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        pt__close(c);
     }
 }
 
@@ -179,7 +205,12 @@ static void pt__on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     pt__admin_conn_t *c = st->data;
     if (c->done) return;
     if (nread < 0) {
-        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        pt__close(c);
+        return;
+    }
+    c->bytes += (size_t)nread;
+    if (c->bytes > PT__ADMIN_MAX_BYTES) {
+        pt__close(c);
         return;
     }
     llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
@@ -198,14 +229,24 @@ static void pt__on_connection(uv_stream_t *l, int status)
     pt__admin_conn_t *c = calloc(1, sizeof *c);
     if (!c) return;
     c->admin = a;
+    c->accepted_ms = uv_now(l->loop);
     uv_tcp_init(l->loop, &c->tcp);
     c->tcp.data = c;
     c->next = a->conns;
     if (a->conns) a->conns->prev = c;
     a->conns = c;
+    a->n_conns++;
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
-        uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        pt__close(c);
         return;
+    }
+    if (a->n_conns > PT__ADMIN_MAX_CONNS) {
+        /* the oldest unanswered one goes, not the newcomer: idle peers
+         * holding every place cannot keep a health check out */
+        pt__admin_conn_t *old = NULL;
+        for (pt__admin_conn_t *o = c->next; o; o = o->next)
+            if (!o->done && !uv_is_closing((uv_handle_t *)&o->tcp)) old = o;
+        if (old) pt__close(old);
     }
     llhttp_init(&c->parser, HTTP_REQUEST, &pt__settings);
     c->parser.data = c;
@@ -214,7 +255,8 @@ static void pt__on_connection(uv_stream_t *l, int status)
 
 static void pt__on_listener_closed(uv_handle_t *h)
 {
-    free(h->data);
+    pt_admin_t *a = h->data;
+    if (--a->handles_open == 0) free(a);
 }
 
 int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
@@ -232,11 +274,17 @@ int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
     a->server = s;
     uv_tcp_init(s->loop, &a->listener);
     a->listener.data = a;
+    uv_timer_init(s->loop, &a->sweep);
+    a->sweep.data = a;
+    a->handles_open = 2;
+    uv_timer_start(&a->sweep, pt__on_sweep, 1000, 1000);
+    uv_unref((uv_handle_t *)&a->sweep); /* it keeps no loop running on its own */
     int rc = uv_tcp_bind(&a->listener, (const struct sockaddr *)&addr, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&a->listener, 64, pt__on_connection);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on admin address %s:%d: %s", cfg->admin_host,
                  cfg->admin_port, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->sweep, pt__on_listener_closed);
         uv_close((uv_handle_t *)&a->listener, pt__on_listener_closed);
         return -1;
     }
@@ -248,8 +296,8 @@ void pt_admin_stop(pt_admin_t *a)
 {
     if (!a) return;
     for (pt__admin_conn_t *c = a->conns; c; c = c->next)
-        if (!uv_is_closing((uv_handle_t *)&c->tcp))
-            uv_close((uv_handle_t *)&c->tcp, pt__on_conn_closed);
+        pt__close(c);
+    uv_close((uv_handle_t *)&a->sweep, pt__on_listener_closed);
     uv_close((uv_handle_t *)&a->listener, pt__on_listener_closed);
 }
 

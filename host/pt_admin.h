@@ -1,6 +1,8 @@
 /* pt_admin: the admin listener on the main thread, on its own address
  * (admin.listen), off the public port. GET /healthz, GET /readyz,
- * POST /reload. Also the client side that `portico reload` uses. */
+ * GET /metrics, POST /reload. One request a connection, within 5 s of the
+ * accept and 64 KB; at most 32 connections, past which the oldest
+ * unanswered one is closed. Also the client side that `portico reload` uses. */
 #ifndef PT_ADMIN_H
 #define PT_ADMIN_H
 
