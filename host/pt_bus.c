@@ -386,8 +386,9 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
     return 0;
 }
 
-/* X-WASP-STATUS (any case) as a number, or a string of digits, clamped to
- * 200..599 (a 1xx is not a final answer); 200 when absent or anything else. */
+/* X-WASP-STATUS (any case) as a number or a string of digits: 200..599, 200
+ * when absent, -1 when it holds anything else (out of range, a 1xx, which is
+ * not a final answer, or not a number): the reply is then answered 502. */
 static int pt__reply_status(const amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) return 200;
@@ -425,18 +426,18 @@ static int pt__reply_status(const amqp_basic_properties_t *p)
         case AMQP_FIELD_KIND_BYTES: {
             const char *s = v->value.bytes.bytes;
             size_t len = v->value.bytes.len;
-            if (len == 0) return 200;
+            if (len == 0 || len > 3) return -1;
             n = 0;
             for (size_t k = 0; k < len; k++) {
-                if (s[k] < '0' || s[k] > '9') return 200;
-                if (n < 1000) n = n * 10 + (s[k] - '0');
+                if (s[k] < '0' || s[k] > '9') return -1;
+                n = n * 10 + (s[k] - '0');
             }
             break;
         }
         default:
-            return 200;
+            return -1;
         }
-        return n < 200 ? 200 : n > 599 ? 599 : (int)n;
+        return n < 200 || n > 599 ? -1 : (int)n;
     }
     return 200;
 }
@@ -464,6 +465,12 @@ static void pt__on_reply(pt__conn_t *c, amqp_message_t *msg)
         return;
     }
     job->status = pt__reply_status(p);
+    if (job->status < 0) { /* a peer's answer is checked like a backend's: no guessing */
+        amqp_destroy_message(msg);
+        pt__finish(c, job, 502,
+                   "the AMQP bus reply's X-WASP-STATUS is not a final status (200..599)");
+        return;
+    }
     if ((p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len > 0) {
         size_t n = p->content_type.len < PT__SHORTSTR ? p->content_type.len : PT__SHORTSTR;
         memcpy(job->reply_ctype, p->content_type.bytes, n);
