@@ -315,10 +315,15 @@ static void pt__release(pt_upx_t *x)
     if (!conn) return;
     x->conn = NULL;
     conn->x = NULL;
+    /* writes in flight on it are no longer the exchange's (their callbacks
+     * find conn->x NULL): a retry on another connection starts clean */
+    size_t queued = x->queued;
+    x->queued = x->outq.len = 0;
+    x->writes = 0;
     pt__target_t *t = conn->t;
     /* reusable is set only where a message ended exactly at the end of what
      * was read, with keep-alive agreed (pt__on_read) */
-    if (x->reusable && !x->invalid && !x->queued && !conn->set->retired &&
+    if (x->reusable && !x->invalid && !queued && !conn->set->retired &&
         t->n_idle < t->up->cfg->keepalive && !conn->closing) {
         if (x->paused) /* an idle connection must see its peer close */
             uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
