@@ -6,7 +6,8 @@
  * refuse or both accept, since a parser whose verdict depends on where the
  * reads fall is a desync. Every request handed over must keep the gate's
  * promises: offsets inside head, token names, clean values, one Host for
- * HTTP/1.1, a target in origin form. */
+ * HTTP/1.1, a target in origin form of printable ASCII without a fragment,
+ * no CONNECT, at most PT_HTTP_PARSER_MAX_FIELDS headers. */
 #include "pt_field.h"
 #include "pt_http_parser.h"
 
@@ -38,6 +39,10 @@ static void pt__check_head(pt_http_parser_t *p)
         !(p->url_len == 1 && h[0] == '*'))
         abort(); /* absolute form must have become a path */
     if (p->parser.http_major != 1 || p->parser.http_minor > 1) abort();
+    if (p->parser.method == HTTP_CONNECT) abort(); /* 501: never a tunnel */
+    for (uint32_t i = 0; i < p->url_len; i++)
+        if ((unsigned char)h[i] <= 0x20 || (unsigned char)h[i] >= 0x7f || h[i] == '#') abort();
+    if (p->n_headers > PT_HTTP_PARSER_MAX_FIELDS) abort();
     for (size_t i = 0; i < p->n_headers; i++) {
         const pt_http_header_t *x = &p->headers[i];
         if ((uint64_t)x->name_off + x->name_len > p->head.len ||

@@ -1,6 +1,7 @@
 #include "pt_field.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* bit 1: tchar; bit 2: field-vchar, SP or HTAB; bit 4: reg-name byte
  * (unreserved / sub-delims; '%' is checked apart) */
@@ -38,7 +39,17 @@ int pt_field_token(const char *s, size_t n)
 
 int pt_field_value(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    /* eight bytes of printable ASCII a step (a content type, a header a
+     * service hands over); a word with anything else is decided byte by
+     * byte below */
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if ((((x - 0x20 * ones) & ~x) | (x + ones) | x) & highs) break;
+    }
+    for (; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (!(pt__class[ch] & 2) && !pt__obs_text(ch)) return 0;
     }

@@ -104,6 +104,13 @@ static int pt__target_ok(const char *s, size_t n)
         /* a byte <= 0x20, >= 0x7f, or '#' */
         if ((((x - 0x21 * ones) & ~x) | (x + ones) | x | ((h - ones) & ~h)) & highs) break;
     }
+    if (i < n && i == n - n % 8 && n >= 8) {
+        /* the last bytes: the word that ends at n, seen bytes again */
+        uint64_t x, h;
+        memcpy(&x, s + n - 8, 8);
+        h = x ^ hash;
+        if (!((((x - 0x21 * ones) & ~x) | (x + ones) | x | ((h - ones) & ~h)) & highs)) return 1;
+    }
     for (; i < n; i++)
         if ((unsigned char)(s[i] - 0x21) > 0x5d || s[i] == '#') return 0;
     return 1;
@@ -180,25 +187,45 @@ static int pt__in_trailers(const pt_http_parser_t *p)
     return p->mode != PT__HEAD;
 }
 
+/* s[0..n) as one word, n from 4 to 8: two loads that may overlap (a byte
+ * seen twice changes no verdict below). */
+static inline uint64_t pt__word(const char *s, size_t n)
+{
+    uint32_t a, b;
+    if (n == 8) {
+        uint64_t x;
+        memcpy(&x, s, 8);
+        return x;
+    }
+    memcpy(&a, s, 4);
+    memcpy(&b, s + n - 4, 4);
+    return (uint64_t)a | (uint64_t)b << 32;
+}
+
 /* 1 when s[0..n) has no SP. A field name llhttp 8.1 took is a token or
  * has SP in it: its header_field_general table (not built strict) is tchar
  * plus SP, and the names it matches itself (Connection, Content-Length...)
  * fall back to that table on any other byte; the differential case in
  * tests/unit/test_http_parser.c checks it over every byte. So "no SP" is
  * pt_field_token's verdict here, at a word a step. */
-static int pt__no_sp(const char *s, size_t n)
+static inline int pt__no_sp(const char *s, size_t n)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x;
+    uint64_t x, any = 0;
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (s[i] == ' ') return 0;
+        return 1;
+    }
+    /* whole words, then the last eight bytes (or fewer) over again */
+    for (size_t i = 0; i + 8 < n; i += 8) {
         memcpy(&x, s + i, 8);
         x ^= 0x2020202020202020ull; /* a SP byte is 0 here */
-        if ((x - ones) & ~x & highs) return 0;
+        any |= (x - ones) & ~x & highs;
     }
-    for (; i < n; i++)
-        if (s[i] == ' ') return 0;
-    return 1;
+    x = (n > 8 ? pt__word(s + n - 8, 8) : pt__word(s, n)) ^ 0x2020202020202020ull;
+    any |= (x - ones) & ~x & highs;
+    return any == 0;
 }
 
 static int pt__on_header_field(llhttp_t *lp, const char *at, size_t len)
@@ -226,6 +253,10 @@ static int pt__on_header_field(llhttp_t *lp, const char *at, size_t len)
         h->name_off = (uint32_t)p->head.len;
         p->in_field = 1;
     }
+    /* "Host : x" comes as the name "Host ": not a token, so refused; each
+     * piece is checked as it comes (SP is one byte: no piece boundary hides it) */
+    if (!pt__no_sp(at, len))
+        return pt__fail(p, 400, "a header name is not a token (RFC 9110 §5.1)");
     if (pt_buf_append(&p->head, at, len) != 0) return pt__fail(p, 500, "out of memory");
     p->headers[p->n_headers - 1].name_len += (uint32_t)len;
     return pt__limit(p);
@@ -248,9 +279,7 @@ static int pt__on_header_field_complete(llhttp_t *lp)
     }
     p->in_field = 0;
     pt_http_header_t *h = &p->headers[p->n_headers - 1];
-    /* "Host : x" reaches here as the name "Host ": not a token, so refused */
-    if (h->name_len == 0 || !pt__no_sp(p->head.data + h->name_off, h->name_len))
-        return pt__fail(p, 400, "a header name is not a token (RFC 9110 §5.1)");
+    if (h->name_len == 0) return pt__fail(p, 400, "a header name is not a token (RFC 9110 §5.1)");
     h->value_off = (uint32_t)p->head.len;
     return 0;
 }
@@ -522,12 +551,23 @@ const char *pt_http_parser_header(const pt_http_parser_t *p, const char *name, s
 /* 1 when h is called lower (lower case, h->name_len bytes long). Without
  * strncasecmp: a name is a token here, and for a tchar c and a lower-case
  * letter or '-' l, (c | 0x20) == l only when c is l or its upper case. */
-static int pt__name_is(const pt_http_parser_t *p, const pt_http_header_t *h, const char *lower)
+static inline int pt__name_is(const pt_http_parser_t *p, const pt_http_header_t *h,
+                              const char *lower)
 {
     const char *s = p->head.data + h->name_off;
-    for (uint32_t i = 0; i < h->name_len; i++)
-        if ((s[i] | 0x20) != lower[i]) return 0;
-    return 1;
+    size_t n = h->name_len; /* 4 or more: the names asked for */
+    const uint64_t fold = 0x2020202020202020ull;
+    uint64_t x, y, diff = 0;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, s + i, 8);
+        memcpy(&y, lower + i, 8);
+        diff |= (x | fold) ^ y;
+    }
+    if (n > 8)
+        diff |= (pt__word(s + n - 8, 8) | fold) ^ pt__word(lower + n - 8, 8);
+    else
+        diff |= (pt__word(s, n) | fold) ^ pt__word(lower, n);
+    return diff == 0;
 }
 
 /* Version, framing and Host, once the whole head is in (RFC 9112 §2.3, §3.2,

@@ -244,6 +244,25 @@ int main(void)
         n += snprintf(many + n, sizeof many - (size_t)n, " HTTP/1.1\r\nHost: t\r\n\r\n");
         PT_CHECK_INT(pt__parse(many, (size_t)n, &seen), 414);
     }
+    {
+        /* a SP anywhere in a name of 1 to 24 bytes (the word-a-step check's edges) */
+        static char raw[256];
+        for (int n = 1; n <= 24; n++)
+            for (int at = 0; at <= n; at++) {
+                int k = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: t\r\n");
+                for (int i = 0; i < n; i++)
+                    raw[k++] = i == at ? ' ' : 'a';
+                k += snprintf(raw + k, sizeof raw - (size_t)k, ": v\r\n\r\n");
+                PT_CHECK_INT(pt__parse(raw, (size_t)k, &seen), at < n ? 400 : 0);
+            }
+    }
+    /* the names the head's rules look for, in any case */
+    REFUSED(400, "POST / HTTP/1.1\r\nHost: t\r\nTRANSFER-ENCODING: chunked\r\n"
+                 "content-LENGTH: 2\r\n\r\n");
+    REFUSED(400, "GET / HTTP/1.1\r\nhOST: a\r\nHost: b\r\n\r\n");
+    REFUSED(501, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-encoding: chunked\r\n"
+                 "TRANSFER-ENCODING: chunked\r\n\r\n");
+
     /* what the gate leaves to llhttp 8.1, llhttp refuses */
     PT_CHECK_INT(pt__differential(), 0);
 
