@@ -620,3 +620,51 @@ def test_tiny_chunks_to_a_backend_that_does_not_read(gate, hostile):
     for c in clients:
         c[0].close()
     assert grown < 6 * 1024, "peak RSS grew %d kB" % grown
+
+
+def test_a_websocket_tunnel_passes_bytes_both_ways(gate, hostile):
+    """A client asking for "websocket, h2c": the backend is asked for
+    websocket only, its 101 joins the two, bytes pass both ways as they are;
+    a 101 to h2c for the same request is a 502. The first half is a guard,
+    the second failed before (h2c was passed on and taken)."""
+    def answer(b, req):
+        if req.path == "/h2c":
+            return [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                    b"Connection: Upgrade\r\n\r\n", 1.0, CLOSE]
+        return [WS_101, b"from-backend"]
+    backend = hostile(answer, early=True)
+    tunnelled = []
+    orig = backend.run
+
+    def run(s, steps):
+        if orig(s, steps):
+            return True
+        s.settimeout(2)
+        try:
+            tunnelled.append(s.recv(65536))  # what the client sent after its handshake
+        except OSError:
+            pass
+        return False  # then reads on (the client's close ends it)
+    backend.run = run
+    gw = gate(backend)
+    gw.expect_error("did not ask for")
+    s = gw.raw()
+    s.sendall(WS_REQ.replace(b"Upgrade: websocket", b"Upgrade: websocket, h2c") +
+              b"from-client")
+    s.settimeout(3)
+    got = b""
+    while b"from-backend" not in got:
+        data = s.recv(65536)
+        if not data:
+            break
+        got += data
+    assert got.startswith(b"HTTP/1.1 101") and got.endswith(b"from-backend"), got
+    time.sleep(0.3)
+    req = backend.requests[0]
+    assert raw_fields(req, "upgrade") == ["websocket"]
+    assert tunnelled == [b"from-client"], tunnelled
+    s.close()
+    raw = WS_REQ.replace(b"/g/h/ws", b"/g/h/h2c").replace(b"Upgrade: websocket",
+                                                          b"Upgrade: websocket, h2c")
+    status, _, body, _ = exchange(gw, raw)
+    assert status == 502, body
