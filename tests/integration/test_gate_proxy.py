@@ -327,6 +327,16 @@ def frozen(gw):
     return Frozen()
 
 
+
+def next_two_on_a_fresh_connection(gw, backend, first):
+    """The two requests after the first are answered right, on the backend's
+    second connection: the first one carried the first request only."""
+    for path in ("/two", "/three"):
+        status, _, body, _ = exchange(gw, get("/g/h" + path))
+        assert (status, body) == (200, b"answer:" + path.encode())
+    assert backend.on(0) == [first]
+    assert [t for _, t in backend.on(1)] == ["/two", "/three"]
+
 def test_a_late_answer_reaches_nobody_three_clients(gate, hostile):
     """Three clients one after the other on one keep-alive pool. The first
     answer is followed by a second one nobody asked for, which arrives in the
@@ -372,11 +382,7 @@ def test_a_late_answer_on_an_idle_connection_closes_it(gate, hostile):
     status, _, body, _ = exchange(gw, get("/g/h/one"))
     assert (status, body) == (200, b"first")
     time.sleep(0.5)
-    for path in ("/two", "/three"):
-        status, _, body, _ = exchange(gw, get("/g/h" + path))
-        assert (status, body) == (200, b"answer:" + path.encode())
-    assert backend.on(0) == [("GET", "/one")]
-    assert backend.on(1) == [("GET", "/two"), ("GET", "/three")]
+    next_two_on_a_fresh_connection(gw, backend, ("GET", "/one"))
 
 
 def test_a_stray_answer_right_behind_the_first(gate, hostile):
@@ -390,11 +396,7 @@ def test_a_stray_answer_right_behind_the_first(gate, hostile):
     gw = gate(backend)
     status, _, body, _ = exchange(gw, get("/g/h/one"))
     assert (status, body) == (200, b"first")
-    for path in ("/two", "/three"):
-        status, _, body, _ = exchange(gw, get("/g/h" + path))
-        assert (status, body) == (200, b"answer:" + path.encode())
-    assert backend.on(0) == [("GET", "/one")]
-    assert [t for _, t in backend.on(1)] == ["/two", "/three"]
+    next_two_on_a_fresh_connection(gw, backend, ("GET", "/one"))
 
 
 @pytest.mark.parametrize("method,code", [("HEAD", 200), ("GET", 204), ("GET", 304)])
@@ -416,11 +418,7 @@ def test_a_body_after_a_bodiless_answer_reaches_nobody(gate, hostile, method, co
     assert time.time() - t0 < 0.8  # not held until the backend sent more
     assert ("content-length" in headers) == (code == 200)  # HEAD keeps the length
     time.sleep(1.5)  # the stray answer comes while the connection is idle
-    for path in ("/two", "/three"):
-        status, _, body, _ = exchange(gw, get("/g/h" + path))
-        assert (status, body) == (200, b"answer:" + path.encode())
-    assert backend.on(0) == [(method, "/one")]
-    assert backend.on(1) == [("GET", "/two"), ("GET", "/three")]
+    next_two_on_a_fresh_connection(gw, backend, (method, "/one"))
     s.close()
 
 
@@ -444,11 +442,7 @@ def test_answers_that_end_their_connection_are_not_pooled(gate, hostile, case):
     gw = gate(backend)
     status, _, body, _ = exchange(gw, get("/g/h/one"))
     assert (status, body) == (200, b"first")
-    for path in ("/two", "/three"):
-        status, _, body, _ = exchange(gw, get("/g/h" + path))
-        assert (status, body) == (200, b"answer:" + path.encode())
-    assert backend.on(0) == [("GET", "/one")]
-    assert backend.on(1) == [("GET", "/two"), ("GET", "/three")]
+    next_two_on_a_fresh_connection(gw, backend, ("GET", "/one"))
 
 
 def test_an_answer_before_the_whole_request_body_is_not_pooled(gate, hostile):
@@ -472,11 +466,7 @@ def test_an_answer_before_the_whole_request_body_is_not_pooled(gate, hostile):
         pass
     s.close()
     time.sleep(0.2)
-    for path in ("/two", "/three"):
-        status, _, body, _ = exchange(gw, get("/g/h" + path))
-        assert (status, body) == (200, b"answer:" + path.encode())
-    assert backend.on(0) == [("POST", "/upload")]
-    assert backend.on(1) == [("GET", "/two"), ("GET", "/three")]
+    next_two_on_a_fresh_connection(gw, backend, ("POST", "/upload"))
     assert b"/two" not in backend.conns[0]
 
 
