@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 /* bit 1: tchar; bit 2: field-vchar, SP or HTAB; bit 4: reg-name byte
  * (unreserved / sub-delims; '%' is checked apart) */
@@ -72,6 +73,23 @@ int pt_field_lines(const char *lines, size_t n)
         i += 2;
     }
     return 1;
+}
+
+int pt_field_list_has(const char *v, size_t len, const char *token, size_t tlen)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0) return 1;
+    }
+    return 0;
 }
 
 static int pt__hex(unsigned char ch)

@@ -20,6 +20,12 @@ int pt_field_value(const char *s, size_t n);
  * bus reply hands over as extra response headers), else 0. */
 int pt_field_lines(const char *lines, size_t n);
 
+/* 1 when the comma-separated list v[0..len) (RFC 9110 §5.6.1: elements with
+ * optional whitespace around them, empty ones allowed) has an element equal
+ * to token[0..tlen) without regard to case, else 0. Connection, Upgrade and
+ * other token lists. */
+int pt_field_list_has(const char *v, size_t len, const char *token, size_t tlen);
+
 /* 1 when s[0..n) is a valid Host field value: uri-host [ ":" port ], where
  * uri-host is an IP-literal in brackets, or a reg-name (unreserved,
  * pct-encoded, sub-delims; IPv4 addresses are reg-names too), and port is

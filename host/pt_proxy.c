@@ -1,4 +1,5 @@
 #include "pt_proxy.h"
+#include "pt_field.h"
 #include "pt_log.h"
 #include "pt_upstream.h"
 
@@ -41,24 +42,6 @@ static int pt__is(const char *p, size_t len, const char *name)
     return len == n && strncasecmp(p, name, n) == 0;
 }
 
-/* Non-zero when the comma-separated token list v names token. */
-static int pt__token_in(const char *v, size_t len, const char *token, size_t tlen)
-{
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && v[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0) return 1;
-    }
-    return 0;
-}
-
 /* Adds a Connection field's value; returns 0, or -1 when there are too many. */
 static int pt__conn_add(pt__conn_list_t *l, const char *v, size_t len)
 {
@@ -86,7 +69,7 @@ static int pt__hop(const char *name, size_t len, const pt__conn_list_t *conns)
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
         if (len == hop[i].len && strncasecmp(name, hop[i].name, len) == 0) return 1;
     for (size_t i = 0; i < conns->n; i++)
-        if (pt__token_in(conns->v[i], conns->len[i], name, len)) return 1;
+        if (pt_field_list_has(conns->v[i], conns->len[i], name, len)) return 1;
     return 0;
 }
 
@@ -137,7 +120,7 @@ static int pt__websocket(pt_conn_t *c)
         if (!pt__is(c->head.data + h->name_off, h->name_len, "upgrade")) continue;
         v = c->head.data + h->value_off;
         len = h->value_len;
-        if (pt__token_in(v, len, "websocket", 9)) return 1;
+        if (pt_field_list_has(v, len, "websocket", 9)) return 1;
     }
     return 0;
 }

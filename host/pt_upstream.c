@@ -493,18 +493,7 @@ static int pt__tokens_within(const char *v, size_t n, const char *of, size_t of_
         const char *tok = pt__trim(v + start, &len);
         i++;
         if (!len) continue;
-        int found = 0;
-        size_t j = 0;
-        while (j < of_n && !found) {
-            size_t s0 = j;
-            while (j < of_n && of[j] != ',')
-                j++;
-            size_t olen = j - s0;
-            const char *o = pt__trim(of + s0, &olen);
-            j++;
-            found = olen == len && strncasecmp(o, tok, len) == 0;
-        }
-        if (!found) return 0;
+        if (!pt_field_list_has(of, of_n, tok, len)) return 0;
         any = 1;
     }
     return any;

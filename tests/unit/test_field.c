@@ -35,6 +35,12 @@ int main(void)
     PT_CHECK(!pt_field_lines(S("X-A: 1\rSet-Cookie: a=b\r\n")));
     PT_CHECK(!pt_field_lines(S("\r\n")));
 
+    PT_CHECK(pt_field_list_has(S("keep-alive, Upgrade"), S("upgrade")));
+    PT_CHECK(pt_field_list_has(S(" ,upgrade\t,"), S("upgrade")));
+    PT_CHECK(!pt_field_list_has(S("upgrade-x, x-upgrade"), S("upgrade")));
+    PT_CHECK(!pt_field_list_has(S(""), S("upgrade")));
+    PT_CHECK(!pt_field_list_has(S("up grade"), S("upgrade")));
+
     PT_CHECK(pt_field_host(S("example.com")));
     PT_CHECK(pt_field_host(S("example.com:8080")));
     PT_CHECK(pt_field_host(S("127.0.0.1:11223")));
