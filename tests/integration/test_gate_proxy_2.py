@@ -40,6 +40,30 @@ def raw_fields(req, name):
 # ---- what crosses to the backend ---------------------------------------------
 
 
+
+def flooding_backend(hostile, head, byte, early=False, linger=0):
+    """A backend that answers head, then sends byte as fast as the socket
+    takes it for 5 s (256 MB at most); returns it and a list that gets the
+    count it managed to send."""
+    sent = []
+    backend = hostile(lambda b, req: [head], early)
+    orig = backend.run
+
+    def run(s, steps):
+        orig(s, steps)
+        s.setblocking(False)
+        n, deadline = 0, time.time() + 5
+        while time.time() < deadline and n < 256 * 1024 * 1024:
+            try:
+                n += s.send(byte * 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        sent.append(n)
+        time.sleep(linger)
+        return True
+    backend.run = run
+    return backend, sent
+
 def test_only_a_websocket_upgrade_reaches_the_backend(gate, hostile):
     """h2c smuggling: an Upgrade: h2c request joined to a backend that
     switches would let the client speak HTTP/2 to it directly, past the
@@ -353,26 +377,7 @@ def test_a_tunnel_whose_backend_never_reads_is_bounded(gate, hostile):
 def test_a_tunnel_whose_client_never_reads_is_bounded(gate, hostile):
     """After a 101 the backend pushes 256 MB at a client that reads nothing:
     the gateway stops reading the backend. Guard: this held."""
-    sent = []
-
-    def answer(b, req):
-        return [WS_101]
-    backend = hostile(answer, early=True)
-    orig = backend.run
-
-    def run(s, steps):
-        orig(s, steps)
-        s.setblocking(False)
-        n, deadline = 0, time.time() + 5
-        while time.time() < deadline and n < 256 * 1024 * 1024:
-            try:
-                n += s.send(b"y" * 65536)
-            except BlockingIOError:
-                time.sleep(0.05)
-        sent.append(n)
-        time.sleep(1)
-        return True
-    backend.run = run
+    backend, sent = flooding_backend(hostile, WS_101, b"y", early=True, linger=1)
     gw = gate(backend, read_timeout="60s")
     pid = gw.proc.proc.pid
     base = peak_rss_kb(pid)
@@ -491,25 +496,8 @@ def test_a_slow_client_stops_the_download(gate, hostile):
     """A client that reads nothing of a 256 MB answer: the gateway stops
     reading the backend (at most 256 KB queued for the client), so the
     backend's sends stall and memory stays flat. Guard: this held."""
-    sent = []
-
-    def answer(b, req):
-        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (256 << 20)]
-    backend = hostile(answer)
-    orig = backend.run
-
-    def run(s, steps):
-        orig(s, steps)
-        s.setblocking(False)
-        n, deadline = 0, time.time() + 5
-        while time.time() < deadline and n < 256 * 1024 * 1024:
-            try:
-                n += s.send(b"d" * 65536)
-            except BlockingIOError:
-                time.sleep(0.05)
-        sent.append(n)
-        return True
-    backend.run = run
+    backend, sent = flooding_backend(
+        hostile, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (256 << 20), b"d")
     gw = gate(backend, read_timeout="60s")
     gw.expect_error("in the middle of the answer")
     pid = gw.proc.proc.pid
