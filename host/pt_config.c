@@ -1257,6 +1257,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
         yaml_node_t *acc = pt_yaml_get(&c->y, v, "access");
         if (acc) {
             free(cfg->access_log);
+            cfg->access_log = NULL; /* a refused value must not leave it freed twice */
             if (pt_yaml_string(&c->y, acc, "log.access", &cfg->access_log) != 0) return -1;
             if (strcmp(cfg->access_log, "stdout") != 0 && strcmp(cfg->access_log, "off") != 0) {
                 char *abs = pt_yaml_path(&c->y, cfg->access_log);
