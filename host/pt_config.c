@@ -1,6 +1,6 @@
 #include "pt_config.h"
 #include "pt_router.h"
-#include "pt_security.h"
+#include "pt_security_config.h"
 #include "pt_util.h"
 #include "pt_yaml.h"
 

@@ -2,7 +2,7 @@
  * pt_server.c; this file only reads the arguments. */
 #include "pt_admin.h"
 #include "pt_config.h"
-#include "pt_security.h"
+#include "pt_security_hash.h"
 #include "pt_server.h"
 
 #include <stdio.h>

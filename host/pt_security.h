@@ -2,10 +2,17 @@
  *
  * The top-level `security:` section of the config holds named definitions of
  * three kinds (basic_auth, api_key, jwt); a channel names one with
- * `security: NAME`. pt_security_parse compiles them into an immutable
- * pt_security_t that hangs off the config snapshot (cfg->security), so a
- * reload swaps definitions with the rest of the config and workers read them
- * without locks.
+ * `security: NAME`. pt_security_parse (pt_security_config.h) compiles them
+ * into an immutable pt_security_t that hangs off the config snapshot
+ * (cfg->security), so a reload swaps definitions with the rest of the config
+ * and workers read them without locks. This header is the contract of the
+ * checks made against them on the request path.
+ *
+ * The module's files: pt_security.c (the checks, the cache of verified
+ * credentials, the slow checks on the thread pool), pt_security_config.c
+ * (reading definitions), pt_security_gate.c (the bounds on password checks),
+ * pt_security_hash.c (`portico hash-password`), and pt_security_def.h, the
+ * definitions' layout and the table of kinds, which only they read.
  *
  * Secrets never sit in the file in the clear: basic-auth passwords are argon2id
  * hashes (`portico hash-password`) or come from an environment variable, API
@@ -42,7 +49,6 @@
 #define PT_SECURITY_H
 
 #include <uv.h>
-#include <yaml.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -56,28 +62,12 @@ typedef struct pt_security_verify_s pt_security_verify_t;
 /* The header always treated as a trusted gateway's end-user header. */
 #define PT_SECURITY_USERNAME_HEADER "x-portico-username"
 
-/* Compiles the `security:` mapping node of doc (NULL: none) into *out. file
- * and dir name the config file and its directory (relative key files are
- * resolved against dir). Environment variables named by the definitions are
- * read now. Returns 0, or -1 with "file:line: message" in err. */
-int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file, const char *dir,
-                      pt_security_t **out, char *err, size_t errlen);
-
-/* Frees a compiled set and every definition in it. NULL is fine. */
-void pt_security_free(pt_security_t *sec);
-
-/* The definition called name, or NULL. It lives as long as sec. */
-const pt_security_def_t *pt_security_find(const pt_security_t *sec, const char *name);
-
-/* The name a definition was given in the config. */
-const char *pt_security_def_name(const pt_security_def_t *def);
-
 /* How the check reads the request's headers: returns how many headers are
  * called name (lower-case; compare case-insensitively), and the first one's
  * value in *value and *len when there is one. */
 typedef int (*pt_security_header_fn)(void *ud, const char *name, const char **value, size_t *len);
 
-typedef struct {
+typedef struct pt_security_request_s {
     pt_security_header_fn header;
     void *ud;
     /* Optional: a credential that came another way (a WebSocket's query
@@ -97,7 +87,7 @@ typedef struct {
 #define PT_SECURITY_REFUSE 1 /* res->status, res->message, res->extra say how */
 #define PT_SECURITY_VERIFY 2 /* res->verify holds a slow check to run first */
 
-typedef struct {
+typedef struct pt_security_result_s {
     int status;          /* refused: 400, 401, 403, 429 or 500 */
     const char *message; /* refused: a static text, safe for a response body and a log */
     char extra[224];     /* refused: header lines ("Name: value\r\n"), may be "" */
@@ -137,15 +127,5 @@ void pt_security_verify_now(pt_security_verify_t *job);
 /* Drops a job that will not be run; its place in the bounds on password
  * checks is given back, and no failure is counted. NULL is fine. */
 void pt_security_verify_free(pt_security_verify_t *job);
-
-/* `portico hash-password [--api-key]`: reads a password (or an API key) from
- * stdin, without echo and twice when stdin is a terminal, never from argv,
- * and prints the line to paste into the config: an argon2id string for
- * password_hash, or "blake2b:<hex>" for key_hash. Returns the exit status. */
-int pt_security_hash_password_cli(int api_key);
-
-/* The same hashes for tests and tools. out must hold 128 bytes. Return 0 or -1. */
-int pt_security_hash_password(const char *password, size_t len, char out[128]);
-int pt_security_hash_api_key(const char *key, size_t len, char out[128]);
 
 #endif

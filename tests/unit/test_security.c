@@ -4,6 +4,8 @@
 #include "pt_config.h"
 #include "pt_metrics.h"
 #include "pt_security.h"
+#include "pt_security_config.h"
+#include "pt_security_hash.h"
 #include "pt_test.h"
 
 #include <openssl/evp.h>
