@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 sum += (size_t)m.params[k]
                            .value[m.params[k].value_len ? m.params[k].value_len - 1 : 0];
             (void)sum;
-            if (!pt_router_valid_service_name(m.service, strlen(m.service)) &&
+            if (!pt_route_valid_service_name(m.service, strlen(m.service)) &&
                 m.channel->type != PT_CHANNEL_REST)
                 abort(); /* a routed service name is always well formed */
         } else if (rc == 400) {

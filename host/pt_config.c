@@ -1,5 +1,5 @@
 #include "pt_config.h"
-#include "pt_router.h"
+#include "pt_route.h"
 #include "pt_security_config.h"
 #include "pt_util.h"
 #include "pt_yaml.h"
@@ -434,7 +434,7 @@ static int pt__proxy(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_chan
         yaml_node_t *vn = yaml_document_get_node(c->y.doc, pair->value);
         const char *name = pt_yaml_value(kn);
         pt_upstream_cfg_t *u = &ch->upstreams[ch->n_upstreams++];
-        if (!name || !pt_router_valid_service_name(name, strlen(name)))
+        if (!name || !pt_route_valid_service_name(name, strlen(name)))
             return pt_yaml_fail(&c->y, kn, "%s: '%s' is not a service name ([A-Za-z0-9._-])", key,
                                 name ? name : "?");
         for (size_t j = 0; j + 1 < ch->n_upstreams; j++)
@@ -824,7 +824,7 @@ static int pt__twins(pt__cfg_ctx_t *c, yaml_node_t *n, yaml_node_t **lists, int 
                         "channel '%s': %s %s matches what channel '%s' (line %d) does, for %s: "
                         "which one answers would be down to their order",
                         ch->name, pk, ch->url_path, o->name, o->line,
-                        pt_router_allow_header(both, m, sizeof m));
+                        pt_route_allow_header(both, m, sizeof m));
 }
 
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)

@@ -1019,7 +1019,7 @@ static void pt__dispatch(pt_conn_t *c)
     } else if (rc == 405) {
         char allow[160], extra[200];
         snprintf(extra, sizeof extra, "Allow: %s\r\n",
-                 pt_router_allow_header(m.allow, allow, sizeof allow));
+                 pt_route_allow_header(m.allow, allow, sizeof allow));
         pt__send_error(c, 405, "method not allowed on this channel", extra);
     } else if ((m.channel->type == PT_CHANNEL_HTTP_PROXY) != (c->state == PT_CONN_HELD)) {
         /* a reload changed the channels between the headers and the body */

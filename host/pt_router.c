@@ -1,8 +1,6 @@
 #include "pt_router.h"
 #include "pt_util.h"
 
-#include <llhttp.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,32 +148,6 @@ int pt_router_may_proxy(const pt_router_t *r, const char *path, size_t len)
     return 0;
 }
 
-int pt_router_valid_service_name(const char *name, size_t len)
-{
-    if (len == 0 || len > PT_SERVICE_NAME_MAX || name[0] == '.' || name[0] == '-') return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen)
-{
-    size_t o = 0;
-    out[0] = '\0';
-    for (int m = 0; m < 64; m++) {
-        if (!(mask & (1ull << m))) continue;
-        int n = snprintf(out + o, outlen - o, "%s%s", o ? ", " : "",
-                         llhttp_method_name((llhttp_method_t)m));
-        if (n < 0 || (size_t)n >= outlen - o) break;
-        o += (size_t)n;
-    }
-    return out;
-}
-
 int pt_router_match(const pt_router_t *r, int method, const char *path, size_t path_len,
                     const char *query, size_t query_len, char *buf, pt_route_match_t *m)
 {
@@ -255,7 +227,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
             continue;
         }
         size_t k = (size_t)rt->n_segs;
-        if (!pt_router_valid_service_name(segs[k].p, segs[k].len)) {
+        if (!pt_route_valid_service_name(segs[k].p, segs[k].len)) {
             m->error = "malformed service name";
             return 400;
         }
@@ -319,7 +291,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
         memcpy(m->name_buf, name, name_len);
         m->name_buf[name_len] = '\0';
     }
-    if (!pt_router_valid_service_name(m->name_buf, name_len)) {
+    if (!pt_route_valid_service_name(m->name_buf, name_len)) {
         m->error = "malformed service name";
         return 400;
     }

@@ -8,13 +8,10 @@
 #define PT_ROUTER_H
 
 #include "pt_config.h"
+#include "pt_route.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define PT_ROUTE_MAX_PARAMS 8     /* captures of a template (the config refuses more) */
-#define PT_ROUTE_MAX_SEGMENTS 128 /* segments of a url_path (the config refuses more) */
-#define PT_SERVICE_NAME_MAX 128
 
 typedef struct {
     const char *name; /* points into the router (template name) */
@@ -42,6 +39,7 @@ typedef struct pt_router_s pt_router_t;
 /* Compiles the channels of cfg (which must outlive the router). Returns 0, or
  * -1 with a message in err. */
 int pt_router_new(const pt_config_t *cfg, pt_router_t **out, char *err, size_t errlen);
+/* Frees a router (not the config it was compiled from). NULL is fine. */
 void pt_router_free(pt_router_t *r);
 
 /* Matches method (llhttp number) and the raw path/query of a request target.
@@ -56,12 +54,5 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
  * only then is a request routed when its headers are in, so a proxied body
  * can stream. Zero is certain; non-zero asks pt_router_match. */
 int pt_router_may_proxy(const pt_router_t *r, const char *path, size_t len);
-
-/* Non-zero when name is a well-formed service name: [A-Za-z0-9_][A-Za-z0-9._-]*,
- * at most PT_SERVICE_NAME_MAX bytes. */
-int pt_router_valid_service_name(const char *name, size_t len);
-
-/* Writes "GET, POST" style text for a method mask into out; returns out. */
-char *pt_router_allow_header(uint64_t mask, char *out, size_t outlen);
 
 #endif

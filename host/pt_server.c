@@ -29,7 +29,7 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
         }
         for (size_t j = 0; j < ch->n_service_list; j++) {
             const char *name = ch->service_list[j];
-            if (!pt_router_valid_service_name(name, strlen(name))) {
+            if (!pt_route_valid_service_name(name, strlen(name))) {
                 snprintf(err, errlen, "%s:%d: channel '%s' lists a malformed service name '%s'",
                          cfg->path, ch->line, ch->name, name);
                 goto fail;

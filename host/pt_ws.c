@@ -705,7 +705,7 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
             goto done;
         }
         if (!json_is_string(svc) ||
-            !pt_router_valid_service_name(json_string_value(svc), json_string_length(svc))) {
+            !pt_route_valid_service_name(json_string_value(svc), json_string_length(svc))) {
             pt__send_error(ws, request_id, 400, "\"service\" must be a service name", cid);
             goto done;
         }

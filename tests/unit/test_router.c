@@ -131,7 +131,7 @@ int main(void)
     PT_CHECK_INT(match(HTTP_POST, "http://x/api/echo", &m), 400);
 
     char allow[64];
-    PT_CHECK_STR(pt_router_allow_header((1ull << HTTP_GET) | (1ull << HTTP_POST), allow, 64),
+    PT_CHECK_STR(pt_route_allow_header((1ull << HTTP_GET) | (1ull << HTTP_POST), allow, 64),
                  "GET, POST");
 
     pt_router_free(router);
