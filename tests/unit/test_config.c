@@ -17,10 +17,10 @@ static int load_fails_with(const char *path, const char *needle)
     return 1;
 }
 
-int main(void)
+PT_CASE(default_config)
 {
     pt_config_t *cfg;
-    char err[512];
+    char err[512] = "";
     int rc = pt_config_load("config/portico.yaml", &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
@@ -43,8 +43,14 @@ int main(void)
         PT_CHECK_INT(cfg->lua_gc_pause, 400); /* the default */
         pt_config_free(cfg);
     }
+}
+
+PT_CASE(lua_gc_pause)
+{
+    pt_config_t *cfg;
+    char err[512] = "";
     /* lua.gc_pause alone (lua.path keeps its default), and its bounds */
-    rc = pt_test_load("lua:\n  gc_pause: 250\n", &cfg, err, sizeof err);
+    int rc = pt_test_load("lua:\n  gc_pause: 250\n", &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->lua_gc_pause, 250);
@@ -53,11 +59,22 @@ int main(void)
     }
     PT_CHECK(pt_test_fails_with("lua:\n  gc_pause: 50\n", "lua.gc_pause"));
     PT_CHECK(pt_test_fails_with("lua:\n  gc_pause: lots\n", "lua.gc_pause"));
+}
+
+PT_CASE(load_errors)
+{
     PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml",
                              "bad_key.yaml:3: server: unknown key 'wokers'"));
     PT_CHECK(load_fails_with("tests/unit/data/bad_yaml.yaml", "bad_yaml.yaml:3: YAML error"));
     PT_CHECK(load_fails_with("tests/unit/data/bad_duration.yaml",
                              "bad_duration.yaml:2: server.header_timeout"));
     PT_CHECK(load_fails_with("tests/unit/data/missing.yaml", "cannot open"));
+}
+
+int main(void)
+{
+    PT_RUN(default_config);
+    PT_RUN(lua_gc_pause);
+    PT_RUN(load_errors);
     return PT_TEST_DONE();
 }

@@ -4,17 +4,37 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-int main(void)
+/* Everything set; a channel borrowing the connection's URL. */
+static const char full[] = "outgoing:\n"
+                           "  amqp:\n"
+                           "    - name: b\n"
+                           "      url: amqp://u:s3cret@rabbit.example:5673/prod\n"
+                           "      url_env: PT_TEST_AMQP_URL\n"
+                           "      heartbeat: 1500ms\n"
+                           "      confirms: false\n"
+                           "      pool_size: 3\n"
+                           "      timeout: 2s\n"
+                           "channels:\n"
+                           "  amqp:\n"
+                           "    - name: in\n"
+                           "      connection: b\n"
+                           "      queue: orders\n"
+                           "      service: orders.handle\n"
+                           "      prefetch: 20\n"
+                           "      concurrency: 5\n"
+                           "      on_error: requeue\n";
+
+PT_CASE(defaults)
 {
     pt_config_t *cfg;
     char err[512] = "";
-
+    int rc;
     /* Defaults. */
     unsetenv("PT_TEST_AMQP_URL");
-    int rc = pt_test_load("outgoing:\n"
-                          "  amqp:\n"
-                          "    - name: My Backend\n",
-                          &cfg, err, sizeof err);
+    rc = pt_test_load("outgoing:\n"
+                      "  amqp:\n"
+                      "    - name: My Backend\n",
+                      &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->n_amqp_out, 1);
@@ -31,27 +51,13 @@ int main(void)
         PT_CHECK_INT(cfg->n_amqp_channels, 0);
         pt_config_free(cfg);
     }
+}
 
-    /* Everything set; a channel borrowing the connection's URL. */
-    static const char full[] = "outgoing:\n"
-                               "  amqp:\n"
-                               "    - name: b\n"
-                               "      url: amqp://u:s3cret@rabbit.example:5673/prod\n"
-                               "      url_env: PT_TEST_AMQP_URL\n"
-                               "      heartbeat: 1500ms\n"
-                               "      confirms: false\n"
-                               "      pool_size: 3\n"
-                               "      timeout: 2s\n"
-                               "channels:\n"
-                               "  amqp:\n"
-                               "    - name: in\n"
-                               "      connection: b\n"
-                               "      queue: orders\n"
-                               "      service: orders.handle\n"
-                               "      prefetch: 20\n"
-                               "      concurrency: 5\n"
-                               "      on_error: requeue\n";
-    rc = pt_test_load(full, &cfg, err, sizeof err);
+PT_CASE(everything_set)
+{
+    pt_config_t *cfg;
+    char err[512] = "";
+    int rc = pt_test_load(full, &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         const pt_amqp_out_cfg_t *o = &cfg->amqp_out[0];
@@ -78,7 +84,13 @@ int main(void)
         PT_CHECK_INT(cfg->n_channels, 0); /* AMQP channels are not routed over HTTP */
         pt_config_free(cfg);
     }
+}
 
+PT_CASE(url_env_wins)
+{
+    pt_config_t *cfg;
+    char err[512] = "";
+    int rc;
     /* The variable named by url_env wins when set and not empty. */
     setenv("PT_TEST_AMQP_URL", "amqp://env:pw@10.0.0.9:5999/%2f", 1);
     rc = pt_test_load(full, &cfg, err, sizeof err);
@@ -102,7 +114,10 @@ int main(void)
     PT_CHECK(pt_test_fails_with(
         full, ":5: outgoing.amqp[0].url_env: $PT_TEST_AMQP_URL is not an AMQP URL"));
     unsetenv("PT_TEST_AMQP_URL");
+}
 
+PT_CASE(mistakes_name_the_line)
+{
     /* Mistakes name the file and line. */
     PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      confirm: true\n",
                                 ":4: outgoing.amqp[0]: unknown key 'confirm'"));
@@ -138,5 +153,13 @@ int main(void)
         "channels:\n  rest:\n    - name: c\n      url_path: /c\n      service: s\n"
         "  amqp:\n    - name: c\n      queue: q\n      service: s\n",
         ":7: channel name 'c' is used twice"));
+}
+
+int main(void)
+{
+    PT_RUN(defaults);
+    PT_RUN(everything_set);
+    PT_RUN(url_env_wins);
+    PT_RUN(mistakes_name_the_line);
     return PT_TEST_DONE();
 }

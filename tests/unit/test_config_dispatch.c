@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-int main(void)
+PT_CASE(wasp_config)
 {
     pt_config_t *cfg;
-    char err[512];
+    char err[512] = "";
     int rc = pt_config_load("config/wasp.yaml", &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
@@ -33,22 +33,27 @@ int main(void)
         PT_CHECK_INT(bus->bus_ep.port, 5672);
         pt_config_free(cfg);
     }
+}
 
-    rc = pt_test_load("outgoing:\n"
-                      "  http:\n"
-                      "    - name: crm\n"
-                      "      targets: [\"http://[::1]:8080/\", crm.internal]\n"
-                      "      timeout: 3s\n"
-                      "      keepalive: 4\n"
-                      "channels:\n"
-                      "  http_proxy:\n"
-                      "    - name: p\n"
-                      "      url_prefix: /p\n"
-                      "      read_timeout: 7s\n"
-                      "      services:\n"
-                      "        a: {targets: [127.0.0.1:1], read_timeout: 9s}\n"
-                      "        b: {targets: [127.0.0.1:2]}\n",
-                      &cfg, err, sizeof err);
+PT_CASE(outgoing_http_and_upstream_timeouts)
+{
+    pt_config_t *cfg;
+    char err[512] = "";
+    int rc = pt_test_load("outgoing:\n"
+                          "  http:\n"
+                          "    - name: crm\n"
+                          "      targets: [\"http://[::1]:8080/\", crm.internal]\n"
+                          "      timeout: 3s\n"
+                          "      keepalive: 4\n"
+                          "channels:\n"
+                          "  http_proxy:\n"
+                          "    - name: p\n"
+                          "      url_prefix: /p\n"
+                          "      read_timeout: 7s\n"
+                          "      services:\n"
+                          "        a: {targets: [127.0.0.1:1], read_timeout: 9s}\n"
+                          "        b: {targets: [127.0.0.1:2]}\n",
+                          &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->n_http_out, 1);
@@ -61,7 +66,10 @@ int main(void)
         PT_CHECK_INT(cfg->channels[0].upstreams[1].read_timeout_ms, 7000); /* the channel's */
         pt_config_free(cfg);
     }
+}
 
+PT_CASE(mistakes)
+{
     const char *px = "channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p\n";
     char text[1024];
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [https://x:1]}\n", px);
@@ -94,7 +102,12 @@ int main(void)
                                 "    - name: a\n      targets: [x:2]\n",
                                 "name 'a' is used twice"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  http:\n    - name: a\n", "targets: expected a list"));
+}
 
-    printf("%d checks, %d failed\n", pt_test_checks, pt_test_failures);
-    return pt_test_failures != 0;
+int main(void)
+{
+    PT_RUN(wasp_config);
+    PT_RUN(outgoing_http_and_upstream_timeouts);
+    PT_RUN(mistakes);
+    return PT_TEST_DONE();
 }

@@ -37,7 +37,7 @@ static int loads(const char *yaml)
     return rc == 0;
 }
 
-static void test_duplicate_keys(void)
+PT_CASE(duplicate_keys)
 {
     PT_CHECK(pt_test_fails_with("server:\n  workers: 1\nserver:\n  workers: 2\n",
                                 ".yaml:3: duplicate key 'server' (first at line 1)"));
@@ -65,7 +65,7 @@ static void test_duplicate_keys(void)
                                 ".yaml:3: duplicate key 'server' (first at line 1)"));
 }
 
-static void test_route_clashes(void)
+PT_CASE(route_clashes)
 {
     /* the same path in two channel types, methods in common */
     PT_CHECK(pt_test_fails_with("channels:\n"
@@ -140,7 +140,7 @@ static void test_route_clashes(void)
     free(big);
 }
 
-static void test_unroutable_paths(void)
+PT_CASE(unroutable_paths)
 {
     static const struct {
         const char *path, *needle;
@@ -180,7 +180,7 @@ static void test_unroutable_paths(void)
 }
 
 /* Every numeric key: nan, inf, negative, zero where it makes no sense, overflow. */
-static void test_numbers(void)
+PT_CASE(numbers)
 {
     static const struct {
         const char *yaml, *needle;
@@ -276,7 +276,7 @@ static void test_numbers(void)
                    "  workers: 0\n  max_header_bytes: 1KB\n"));
 }
 
-static void test_listen(void)
+PT_CASE(listen)
 {
     static const struct {
         const char *value, *needle;
@@ -312,7 +312,7 @@ static void test_listen(void)
 }
 
 /* Files made to exhaust the parser or whoever walks the tree. */
-static void test_yaml_bounds(void)
+PT_CASE(yaml_bounds)
 {
     size_t n = 100000;
     char *deep = malloc(2 * n + 16);
@@ -349,7 +349,7 @@ static void test_yaml_bounds(void)
                    "    - name: b\n      url_path: /b\n      service: s\n      methods: *m\n"));
 }
 
-static void test_secret_file(void)
+PT_CASE(secret_file)
 {
     char dir[] = "/tmp/pt_test_gate_XXXXXX", fifo[512], yaml[1024];
     PT_CHECK(mkdtemp(dir) != NULL);
@@ -368,7 +368,7 @@ static void test_secret_file(void)
     rmdir(dir);
 }
 
-static void test_service_dir_loop(void)
+PT_CASE(service_dir_loop)
 {
     char dir[] = "/tmp/pt_test_gate_XXXXXX", p[512], yaml[1024];
     PT_CHECK(mkdtemp(dir) != NULL);
@@ -388,13 +388,13 @@ static void test_service_dir_loop(void)
 
 int main(void)
 {
-    test_duplicate_keys();
-    test_route_clashes();
-    test_unroutable_paths();
-    test_numbers();
-    test_listen();
-    test_yaml_bounds();
-    test_secret_file();
-    test_service_dir_loop();
+    PT_RUN(duplicate_keys);
+    PT_RUN(route_clashes);
+    PT_RUN(unroutable_paths);
+    PT_RUN(numbers);
+    PT_RUN(listen);
+    PT_RUN(yaml_bounds);
+    PT_RUN(secret_file);
+    PT_RUN(service_dir_loop);
     return PT_TEST_DONE();
 }

@@ -17,7 +17,7 @@ static int take(pt_ratelimit_t *rl, const char *key, double rate, double burst, 
     return pt_ratelimit_take(rl, key, strlen(key), rate, burst, now, retry);
 }
 
-static void test_parse(void)
+PT_CASE(parse)
 {
     double r;
     PT_CHECK_INT(pt_ratelimit_parse_rate("10", &r), 0);
@@ -40,7 +40,7 @@ static void test_parse(void)
     PT_CHECK_INT(pt_ratelimit_parse_rate("inf", &r), -1);
 }
 
-static void test_bucket(void)
+PT_CASE(bucket)
 {
     pt_ratelimit_t *rl;
     uint32_t retry = 0;
@@ -97,7 +97,7 @@ static void *hammer(void *arg)
     return NULL;
 }
 
-static void test_threads(void)
+PT_CASE(threads)
 {
     pt_ratelimit_t *rl;
     PT_CHECK_INT(pt_ratelimit_new(1 << 16, &rl), 0);
@@ -116,7 +116,7 @@ static void test_threads(void)
     pt_ratelimit_free(rl);
 }
 
-static void test_bounded(void)
+PT_CASE(bounded)
 {
     pt_ratelimit_t *rl;
     uint32_t retry;
@@ -153,7 +153,7 @@ static void test_bounded(void)
  * bound, each new name costs constant time (a full shard was scanned on
  * every new name before: some 3 s for these 200 000, now well under 1 s),
  * and a bucket in use all along is not the one forgotten. */
-static void test_name_flood(void)
+PT_CASE(name_flood)
 {
     pt_ratelimit_t *rl;
     uint32_t retry;
@@ -198,7 +198,7 @@ static int load_fails_with(const char *path, const char *text, const char *expec
     return 1;
 }
 
-static void test_config(void)
+PT_CASE(config)
 {
     char path[] = "/tmp/pt_test_ratelimit.XXXXXX";
     int fd = mkstemp(path);
@@ -258,11 +258,11 @@ static void test_config(void)
 
 int main(void)
 {
-    test_parse();
-    test_bucket();
-    test_threads();
-    test_bounded();
-    test_name_flood();
-    test_config();
+    PT_RUN(parse);
+    PT_RUN(bucket);
+    PT_RUN(threads);
+    PT_RUN(bounded);
+    PT_RUN(name_flood);
+    PT_RUN(config);
     return PT_TEST_DONE();
 }

@@ -1,6 +1,7 @@
-/* pt_security: config checks, each kind of definition, the trusted-gateway
- * rule, the verified-credential cache, the bounds on password checks and the
- * hashes of hash-password. */
+/* pt_security: each kind of definition, the trusted-gateway rule, the
+ * verified-credential cache and the slow checks, and the bounds on password
+ * checks as requests meet them. (Reading definitions: test_security_config.c;
+ * the gate alone: test_security_gate.c; hash-password: test_security_hash.c.) */
 #include "pt_config.h"
 #include "pt_metrics.h"
 #include "pt_security.h"
@@ -114,21 +115,6 @@ static pt_config_t *load(const char *text)
     return cfg;
 }
 
-static int load_fails_with(const char *text, const char *expect)
-{
-    pt_config_t *cfg = NULL;
-    if (pt_config_load(write_file("bad.yaml", text), &cfg, err, sizeof err) == 0) {
-        pt_config_free(cfg);
-        fprintf(stderr, "loaded, expected: %s\n", expect);
-        return 0;
-    }
-    if (!strstr(err, expect)) {
-        fprintf(stderr, "error '%s', expected '%s'\n", err, expect);
-        return 0;
-    }
-    return 1;
-}
-
 /* ---- JWTs ---- */
 
 static void b64url(const unsigned char *in, size_t n, char *out, size_t cap)
@@ -183,71 +169,6 @@ static char *bearer(const char *token)
 
 /* ---- the tests ---- */
 
-static void test_config_errors(void)
-{
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password: x\n",
-                             "bad.yaml:6: security.basic_auth[0].users[0]: no plain password"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_hash: nope\n",
-                             "bad.yaml:6: security.basic_auth[0].users[0].password_hash: not an "
-                             "argon2id hash"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_UNSET_VAR\n",
-                             "the environment variable PT_TEST_UNSET_VAR is not set"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: 'a:b'\n          password_env: PT_TEST_PW\n",
-                             "no ':'"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_PW\n"
-                             "  api_key:\n    - name: a\n      header: x-key\n      keys:\n"
-                             "        - username: u\n          key_env: PT_TEST_KEY\n",
-                             "security definition name 'a' is used twice"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
-                             "      keys:\n        - username: u\n          key: abc\n",
-                             "no plain key in the file"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
-                             "      keys:\n        - username: u\n          key_hash: abc\n",
-                             "key_hash: expected blake2b:"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: none\n",
-                             "algorithm: expected HS256 or RS256"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
-                             "      secret_env: PT_TEST_PW\n",
-                             "an HS256 secret needs at least 32 bytes"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
-                             "      secret: abc\n",
-                             "no plain secret in the file"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n"
-                             "      trust_username_header: Authorization\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_PW\n",
-                             "not the Authorization header"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-user\n"
-                             "      keys:\n        - username: u\n          key_env: PT_TEST_KEY\n"
-                             "  basic_auth:\n    - name: a\n      trust_username_header: x-user\n"
-                             "      users:\n        - username: u\n          password_env: "
-                             "PT_TEST_PW\n",
-                             "'x-user' is both a credential header and a trusted username header"));
-    PT_CHECK(load_fails_with("channels:\n  rest:\n    - name: r\n      url_path: /r\n"
-                             "      service: s\n      security: nobody\n",
-                             "bad.yaml:6: channels.rest[0].security: no security definition named "
-                             "'nobody'"));
-    PT_CHECK(load_fails_with("security:\n  bogus: []\n", "security: unknown key 'bogus'"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: 4\n",
-                             "bad.yaml:2: security.hash_checks: expected a mapping"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_ip: 4}\n",
-                             "security.hash_checks: unknown key 'per_ip'"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_address: 0}\n",
-                             "security.hash_checks.per_address: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_user: -1}\n",
-                             "security.hash_checks.per_user: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {total: 5000}\n",
-                             "security.hash_checks.total: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {failures_per_address: 2x}\n",
-                             "security.hash_checks.failures_per_address: a whole number"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {failure_window: 10ms}\n",
-                             "security.hash_checks.failure_window: a duration from 1s to 24h"));
-}
-
 static const char *CONFIG = "security:\n"
                             "  basic_auth:\n"
                             "    - name: upstream\n"
@@ -294,7 +215,18 @@ static const char *CONFIG = "security:\n"
                             "      service: s\n"
                             "      security: direct\n";
 
-static void test_basic(pt_config_t *cfg)
+/* The config of CONFIG with its hashes, shared by the cases that check
+ * requests against it (made in main: hashing takes a while). */
+static pt_config_t *cfg;
+static char *text;
+
+PT_CASE(definitions_are_found)
+{
+    PT_CHECK(cfg->channels[0].security == pt_security_find(cfg->security, "direct"));
+    PT_CHECK_STR(pt_security_def_name(cfg->channels[0].security), "direct");
+}
+
+PT_CASE(basic_auth)
 {
     int slow;
     /* right password: one slow check, then the cache */
@@ -381,7 +313,7 @@ static void on_verified(void *ud)
     (*(int *)ud)++;
 }
 
-static void test_verify_on_loop(pt_config_t *cfg)
+PT_CASE(verify_on_loop)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -402,7 +334,7 @@ static void test_verify_on_loop(pt_config_t *cfg)
     uv_loop_close(&loop);
 }
 
-static void test_trusted_gateway(pt_config_t *cfg)
+PT_CASE(trusted_gateway)
 {
     const char *gw = basic("gateway:gateway-demo");
     /* the gateway names the end user */
@@ -465,7 +397,7 @@ static void test_trusted_gateway(pt_config_t *cfg)
     PT_CHECK_STR(res.username, "");
 }
 
-static void test_api_key(pt_config_t *cfg)
+PT_CASE(api_key)
 {
     PT_CHECK_INT(check(cfg, "keys", R(1, "X-API-KEY", "key-one")), 0);
     PT_CHECK_STR(res.username, "acme");
@@ -487,7 +419,7 @@ static void test_api_key(pt_config_t *cfg)
     PT_CHECK_INT(check2(cfg, "keys", R(0), "key-three", NULL), PT_SECURITY_REFUSE);
 }
 
-static void test_jwt(pt_config_t *cfg)
+PT_CASE(jwt_tokens)
 {
     char p[512];
     long now = (long)time(NULL);
@@ -667,7 +599,7 @@ static uint64_t throttled(int why)
     return __atomic_load_n(&pt_metrics_auth_throttled[why], __ATOMIC_RELAXED);
 }
 
-static void test_gate_per_address(void)
+PT_CASE(gate_per_address)
 {
     pt_config_t *cfg = gate_config("ga", "per_address: 2, per_user: 100, failures_per_address: 0");
     PT_CHECK(cfg != NULL);
@@ -722,7 +654,7 @@ static void test_gate_per_address(void)
     pt_config_free(cfg);
 }
 
-static void test_gate_per_user(void)
+PT_CASE(gate_per_user)
 {
     pt_config_t *cfg = gate_config("gu", "per_address: 100, per_user: 1, failures_per_address: 0");
     PT_CHECK(cfg != NULL);
@@ -751,7 +683,7 @@ static void test_gate_per_user(void)
     pt_config_free(cfg);
 }
 
-static void test_gate_failures(void)
+PT_CASE(gate_failures)
 {
     pt_config_t *cfg =
         gate_config("gf", "per_address: 100, failures_per_address: 2, failure_window: 1m");
@@ -803,7 +735,7 @@ static void test_gate_failures(void)
     pt_config_free(cfg);
 }
 
-static void test_gate_total(void)
+PT_CASE(gate_total)
 {
     /* total 4: a quarter is kept for clean addresses */
     pt_config_t *cfg = gate_config("gt", "total: 4, failures_per_address: 0");
@@ -839,7 +771,7 @@ static void on_ordered(void *ud)
     order[n_order++] = (int)(intptr_t)ud;
 }
 
-static void test_gate_clean_first(void)
+PT_CASE(gate_clean_first)
 {
     pt_config_t *cfg = gate_config("gq", "failures_per_address: 0");
     PT_CHECK(cfg != NULL);
@@ -877,39 +809,25 @@ static void test_gate_clean_first(void)
     pt_config_free(cfg);
 }
 
-static void test_reload_forgets(const char *text)
+PT_CASE(reload_forgets)
 {
     /* a new compiled config has a new cache key: nothing verified before counts */
-    pt_config_t *cfg = load(text);
-    PT_CHECK(cfg != NULL);
-    if (!cfg) return;
+    pt_config_t *again = load(text);
+    PT_CHECK(again != NULL);
+    if (!again) return;
     int slow;
     PT_CHECK_INT(
-        check2(cfg, "direct", R(1, "Authorization", basic("john.doe:secret")), NULL, &slow), 0);
+        check2(again, "direct", R(1, "Authorization", basic("john.doe:secret")), NULL, &slow), 0);
     PT_CHECK_INT(slow, 1);
-    pt_config_free(cfg);
-}
-
-static void test_hashes(void)
-{
-    char out[128];
-    PT_CHECK_INT(pt_security_hash_password("pw", 2, out), 0);
-    PT_CHECK(!strncmp(out, "$argon2id$v=19$", 15));
-    PT_CHECK_INT(crypto_pwhash_str_verify(out, "pw", 2), 0);
-    PT_CHECK(crypto_pwhash_str_verify(out, "pW", 2) != 0);
-    PT_CHECK_INT(pt_security_hash_api_key("abc", 3, out), 0);
-    /* BLAKE2b-256("abc") */
-    PT_CHECK_STR(out, "blake2b:bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
+    pt_config_free(again);
 }
 
 int main(void)
 {
     if (sodium_init() < 0 || !mkdtemp(tmpdir)) return 1;
-    setenv("UV_THREADPOOL_SIZE", "1", 1); /* test_gate_clean_first */
+    setenv("UV_THREADPOOL_SIZE", "1", 1); /* gate_clean_first */
     setenv("PT_TEST_PW", "env-pass", 1);
     setenv("PT_TEST_KEY", "key-two", 1);
-    test_config_errors();
-    test_hashes();
 
     /* keys for the JWT definitions */
     rsa_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
@@ -925,27 +843,26 @@ int main(void)
     pt_security_hash_password("gateway-demo", 12, gw_hash);
     pt_security_hash_password("secret", 6, john_hash);
     pt_security_hash_api_key("key-one", 7, key_hash);
-    char *text = malloc(8192);
+    text = malloc(8192);
     snprintf(text, 8192, CONFIG, gw_hash, john_hash, key_hash);
-    pt_config_t *cfg = load(text);
+    cfg = load(text);
     PT_CHECK(cfg != NULL);
     if (cfg) {
-        PT_CHECK(cfg->channels[0].security == pt_security_find(cfg->security, "direct"));
-        PT_CHECK_STR(pt_security_def_name(cfg->channels[0].security), "direct");
-        test_basic(cfg);
-        test_verify_on_loop(cfg);
-        test_trusted_gateway(cfg);
-        test_api_key(cfg);
-        test_jwt(cfg);
-        test_reload_forgets(text);
+        PT_RUN(definitions_are_found);
+        PT_RUN(basic_auth);
+        PT_RUN(verify_on_loop);
+        PT_RUN(trusted_gateway);
+        PT_RUN(api_key);
+        PT_RUN(jwt_tokens);
+        PT_RUN(reload_forgets);
         pt_config_free(cfg);
     }
     pt_security_hash_password("secret", 6, gate_hash);
-    test_gate_per_address();
-    test_gate_per_user();
-    test_gate_failures();
-    test_gate_total();
-    test_gate_clean_first();
+    PT_RUN(gate_per_address);
+    PT_RUN(gate_per_user);
+    PT_RUN(gate_failures);
+    PT_RUN(gate_total);
+    PT_RUN(gate_clean_first);
     free(text);
     EVP_PKEY_free(rsa_key);
     EVP_PKEY_free(other_rsa_key);
