@@ -61,9 +61,10 @@ typedef struct {
 /* One kind of definition. */
 typedef struct {
     const char *key; /* its list under security: ("basic_auth") */
-    /* Reads the definition n (called what, e.g. "security.jwt[0]") into d,
-     * whose name, realm and the options every kind has are read already.
-     * Returns 0, or -1 with "file:line: message" in c. */
+    /* Reads the definition n (called what, e.g. "security.jwt[0]") into d
+     * (zeroed, its kind and index set): the keys it allows, the options
+     * every kind has, and its own. Returns 0, or -1 with "file:line:
+     * message" in c; pt_security_free frees what it left in d. */
     int (*parse)(pt_yaml_t *c, pt_security_t *sec, yaml_node_t *n, const char *what,
                  pt_security_def_t *d);
     /* Checks the credential v[0..n) (not empty) that the request presented:
