@@ -88,7 +88,8 @@ typedef struct {
 extern const pt__security_kind_t pt__security_kinds[];
 extern const size_t pt__security_n_kinds;
 
-/* The checks of each kind (pt_security.c). */
+/* The checks of basic_auth, api_key and jwt (pt_security.c), each as the
+ * check of pt__security_kind_t says. */
 int pt__security_check_basic(const pt_security_t *sec, const pt_security_def_t *d,
                              const pt_security_request_t *req, const char *v, size_t n,
                              pt_security_result_t *res);
