@@ -184,8 +184,7 @@ static int pt__refuse(pt_security_result_t *res, int status, const char *message
 static int pt__unauthorized(const pt_security_def_t *d, pt_security_result_t *res,
                             const char *message, int presented)
 {
-    snprintf(res->extra, sizeof res->extra, "WWW-Authenticate: %s realm=\"%s\"%s\r\n",
-             d->kind->scheme, d->realm, d->kind->challenge[presented]);
+    pt_strcpy_cap(res->extra, d->challenge[presented], sizeof res->extra);
     return pt__refuse(res, 401, message);
 }
 
@@ -342,7 +341,7 @@ int pt__security_check_apikey(const pt_security_t *sec, const pt_security_def_t 
     for (size_t i = 0; i < d->n_keys; i++)
         if (sodium_memcmp(digest, d->keys[i].digest, PT_SECURITY_DIGEST) == 0) found = &d->keys[i];
     if (!found) return pt__unauthorized(d, res, "unknown API key", 1);
-    snprintf(res->username, sizeof res->username, "%s", found->username);
+    pt_strcpy_cap(res->username, found->username, sizeof res->username);
     return 0;
 }
 

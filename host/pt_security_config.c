@@ -434,10 +434,26 @@ static int pt__add_trust_header(pt_security_t *sec, const char *name)
     return 0;
 }
 
+/* The WWW-Authenticate lines of d's 401s, made once here so that a refusal
+ * on the request path copies a line instead of formatting one. Cut short
+ * like the result's extra it is copied into. */
+static int pt__challenges(pt_security_def_t *d)
+{
+    char line[sizeof((pt_security_result_t *)0)->extra];
+    for (int presented = 0; presented < 2; presented++) {
+        snprintf(line, sizeof line, "WWW-Authenticate: %s realm=\"%s\"%s\r\n", d->kind->scheme,
+                 d->realm, d->kind->challenge[presented]);
+        if (!(d->challenge[presented] = strdup(line))) return -1;
+    }
+    return 0;
+}
+
 static void pt__def_free(pt_security_def_t *d)
 {
     free(d->name);
     free(d->realm);
+    free(d->challenge[0]);
+    free(d->challenge[1]);
     free(d->trust_header);
     free(d->header);
     for (size_t i = 0; i < d->n_users; i++) {
@@ -564,6 +580,10 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
                 d->index = (uint32_t)sec->n_defs++;
                 d->kind = kind;
                 if (kind->parse(&c, sec, item, what, d) != 0) goto done;
+                if (pt__challenges(d) != 0) {
+                    pt_yaml_fail(&c, item, "out of memory");
+                    goto done;
+                }
                 for (size_t j = 0; j < d->index; j++)
                     if (!strcmp(sec->defs[j].name, d->name)) {
                         pt_yaml_fail(&c, item, "security definition name '%s' is used twice",

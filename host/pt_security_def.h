@@ -111,6 +111,8 @@ struct pt_security_def_s {
     const pt__security_kind_t *kind;
     uint32_t index;
     char *realm;
+    char *challenge[2]; /* the WWW-Authenticate line of a 401 (kind->scheme, realm and
+                           kind->challenge[i]): [0] nothing presented, [1] refused */
     char *trust_header; /* lower-case, or NULL */
     int hide_credentials;
     char *header; /* lower-case: where the credential comes from */
