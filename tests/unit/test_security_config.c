@@ -177,6 +177,62 @@ PT_CASE(every_kind_is_read)
     pt_security_free(sec);
 }
 
+/* One header, name: value, for the 401 lines below. */
+static const char *one_header[2];
+
+static int header_one(void *ud, const char *name, const char **value, size_t *len)
+{
+    if (!one_header[0] || strcmp(name, one_header[0]) != 0) return 0;
+    *value = one_header[1];
+    *len = strlen(one_header[1]);
+    return 1;
+}
+
+/* The 401 of each kind, with nothing presented and with a wrong credential:
+ * the lines are made when the definitions are read. */
+PT_CASE(each_kind_challenges_in_its_words)
+{
+    pt_security_t *sec =
+        parse("security:\n"
+              "  jwt:\n"
+              "    - {name: j, algorithm: HS256, secret_env: PT_TEST_SECRET}\n"
+              "  api_key:\n"
+              "    - {name: k, header: X-Key, realm: keys,"
+              " keys: [{username: u, key_env: PT_TEST_KEY}]}\n"
+              "  basic_auth:\n"
+              "    - {name: b, users: [{username: u, password_env: PT_TEST_PW}]}\n");
+    PT_CHECK(sec != NULL);
+    if (!sec) return;
+    static const struct {
+        const char *def, *header, *value, *message, *line;
+    } cases[] = {
+        {"b", NULL, NULL, "authentication required",
+         "WWW-Authenticate: Basic realm=\"portico\", charset=\"UTF-8\"\r\n"},
+        {"b", "authorization", "Bearer x", "expected Basic credentials",
+         "WWW-Authenticate: Basic realm=\"portico\", charset=\"UTF-8\"\r\n"},
+        {"k", NULL, NULL, "API key required", "WWW-Authenticate: Key realm=\"keys\"\r\n"},
+        {"k", "x-key", "wrong", "unknown API key", "WWW-Authenticate: Key realm=\"keys\"\r\n"},
+        {"j", NULL, NULL, "bearer token required",
+         "WWW-Authenticate: Bearer realm=\"portico\"\r\n"},
+        {"j", "authorization", "Basic eDp5", "expected a Bearer token",
+         "WWW-Authenticate: Bearer realm=\"portico\", error=\"invalid_token\"\r\n"},
+        {"j", "authorization", "Bearer a.b", "malformed token",
+         "WWW-Authenticate: Bearer realm=\"portico\", error=\"invalid_token\"\r\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        one_header[0] = cases[i].header;
+        one_header[1] = cases[i].value;
+        pt_security_request_t req = {.header = header_one};
+        pt_security_result_t res;
+        PT_CHECK_INT(pt_security_check(sec, pt_security_find(sec, cases[i].def), &req, &res),
+                     PT_SECURITY_REFUSE);
+        PT_CHECK_INT(res.status, 401);
+        PT_CHECK_STR(res.message, cases[i].message);
+        PT_CHECK_STR(res.extra, cases[i].line);
+    }
+    pt_security_free(sec);
+}
+
 PT_CASE(parse_errors_name_the_line)
 {
     PT_CHECK(parse("security:\n  jwt: {}\n") == NULL);
@@ -200,6 +256,7 @@ int main(void)
     PT_RUN(config_errors);
     PT_RUN(no_section_is_an_empty_set);
     PT_RUN(every_kind_is_read);
+    PT_RUN(each_kind_challenges_in_its_words);
     PT_RUN(parse_errors_name_the_line);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
