@@ -11,9 +11,11 @@
  * The yield protocol, for every primitive that waits (outgoing HTTP, AMQP
  * publish, and those to come):
  *   1. The primitive (a C function of portico.host) checks it runs in the
- *      request's own coroutine (pt_lua_running(pl) == L) and starts its
- *      operation (op: its own struct, owned by the primitive).
- *   2. It calls t = pt_lua_task_wait(pl, cancel, op) and returns
+ *      request's own coroutine (pt_lua_running(pl) == L), checks its
+ *      arguments and prepares its operation (op: its own struct).
+ *   2. Once nothing can fail without yielding, it calls
+ *      t = pt_lua_task_wait(pl, cancel, op), starts or hands over the
+ *      operation (either order, as op's ownership needs) and returns
  *      lua_yield(L, 0). From here the primitive owns one resume of t.
  *   3. When the operation ends (a libuv callback on the worker's loop, or
  *      a pt_worker_call from another thread), the primitive pushes its
@@ -25,8 +27,11 @@
  *      later: the primitive must then only free what it owns.
  * Either way a task is resumed exactly once per wait: pt_lua_task_resume
  * ends the wait, so a task resumed by its primitive is never cancelled and
- * a cancelled one is never resumed again by that wait. Nothing is allocated
- * per wait: the task links itself into the VM's list of waiting tasks. */
+ * a cancelled one is never resumed again by that wait. Resumes happen on the
+ * VM's thread, from its loop, never inside a run. Nothing is allocated per
+ * wait: the task links itself into the VM's list of waiting tasks. Which
+ * primitives a VM has is its creator's choice (pt_lua_new's list): this
+ * file knows none of them. */
 #ifndef PT_LUA_H
 #define PT_LUA_H
 
@@ -165,7 +170,7 @@ typedef void (*pt_lua_cancel_fn)(void *op);
  * request's own coroutine): marks the running request as waiting on op and
  * returns its task; the primitive then returns lua_yield(L, 0) and later
  * resumes the task exactly once, from its completion or from cancel(op).
- * Call it last, once the operation is under way. Returns NULL outside a
+ * Call it once nothing can fail without yielding. Returns NULL outside a
  * request or while the VM closes: the primitive then must not yield (it
  * ends op and returns its "cancelled" results). */
 pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl, pt_lua_cancel_fn cancel, void *op);
