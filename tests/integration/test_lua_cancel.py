@@ -1,13 +1,16 @@
-"""The yield protocol's cancel at the worker's drain time-out: a service
-waiting on a slow backend answers when drain_timeout passes (its call
-returns "cancelled"), and the gateway then stops, without waiting for the
-backend."""
+"""The yield protocol's cancel at the worker's drain time-out (host/pt_lua.h):
+a service waiting in a primitive answers when drain_timeout passes, its call
+returning "cancelled", and the gateway then stops without waiting for the
+backend: an outgoing HTTP call to a slow backend, and an AMQP publish whose
+confirm does not come."""
 import json
 import os
+import socket
 import textwrap
 import threading
 import time
 
+from amqp_support import BROKER_HOST, BROKER_PORT, AmqpClient, Http, Portico, free_port
 from test_outgoing_http import CONFIG, HTTP_SERVICE, Backend, call
 
 
@@ -38,10 +41,6 @@ def test_a_call_waiting_past_the_drain_timeout_is_cancelled(start_gateway, tmp_p
 
 
 # ---- AMQP: a publish waiting for its confirm ---------------------------------
-
-import socket  # noqa: E402
-
-from amqp_support import BROKER_HOST, BROKER_PORT, AmqpClient, Http, Portico, free_port  # noqa: E402
 
 Q_CANCEL = "portico-test.cancel"
 
