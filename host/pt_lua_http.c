@@ -232,24 +232,25 @@ static const pt_upx_handler_t pt__handler = {
 
 /* pt_lua_cancel_all (the worker's drain time-out, the VM closing): the
  * service need not wait for a slow backend. A live exchange is aborted (no
- * callback follows) and the call completes now with nil, "cancelled". When
- * the outcome was already known and its completion is deferred, the task is
- * resumed now all the same and the deferred completion only frees. */
+ * callback follows) and the call completes now with nil, "cancelled". A call
+ * whose outcome is already in (deferred: its completion is queued on the
+ * loop) is resumed now with that outcome, and the queued completion only
+ * frees: that wait was over anyway. */
 static void pt__cancel(void *op)
 {
     pt__call_t *c = op;
-    pt_lua_task_t *t = c->task;
+    if (c->deferred) {
+        pt_lua_task_t *t = c->task;
+        c->task = NULL; /* pt__on_deferred only frees */
+        pt__push_outcome(pt_lua_task_state(t), c);
+        pt_lua_task_resume(t, 3);
+        return;
+    }
     pt_upx_t *x = c->x;
     c->x = NULL;
     pt__fail(c, "cancelled", "the worker is stopping");
     if (x) pt_upx_abort(x);
-    if (!c->deferred) {
-        pt__complete(c);
-        return;
-    }
-    c->task = NULL; /* pt__on_deferred only frees */
-    pt__push_outcome(pt_lua_task_state(t), c);
-    pt_lua_task_resume(t, 3);
+    pt__complete(c);
 }
 
 /* ---- the primitive ---- */
