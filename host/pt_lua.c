@@ -2,9 +2,6 @@
 #include "pt_field.h"
 #include "pt_json.h"
 #include "pt_log.h"
-#include "pt_lua_amqp.h"
-#include "pt_lua_http.h"
-#include "pt_ws.h"
 #include "pt_util.h"
 #include "pt_watch.h"
 
@@ -34,6 +31,13 @@ struct pt_lua_task_s {
     pt_lua_done_cb done;
     void *ud;
     pt_lua_task_t *next_free;
+    /* while waiting: the primitive's hook and op, and the task's place in
+     * pl's list of waiting tasks (oldest first) */
+    pt_lua_cancel_fn cancel;
+    void *op;
+    uint64_t wait_seq; /* which wait of the VM this is: a sweep ends at its start */
+    uint64_t swept;    /* the sweep that called cancel (0: none) */
+    pt_lua_task_t *wait_prev, *wait_next;
 };
 
 typedef struct {
@@ -47,6 +51,10 @@ struct pt_lua_s {
     pt_lua_task_t *free_tasks;
     pt_lua_task_t *running;
     size_t n_waiting;
+    pt_lua_task_t *wait_head, *wait_tail; /* the waiting tasks, by wait_seq */
+    uint64_t wait_seq;                    /* waits started so far */
+    uint64_t sweeps;                      /* pt_lua_cancel_all runs so far */
+    int closing;                          /* pt_lua_free: no new waits */
     int runtime_ref;
     pt__svc_t *services; /* what each loaded file registered */
     size_t n_services;
@@ -171,7 +179,7 @@ static void pt__restrict_services(lua_State *L)
     lua_pop(L, 2);
 }
 
-static void pt__open_host(lua_State *L, int worker)
+static void pt__open_host(lua_State *L, int worker, const pt_lua_register_fn *prims)
 {
     static const luaL_Reg fns[] = {
         {"log", pt__host_log}, {"utcnow", pt__host_utcnow}, {"now", pt__host_now}, {NULL, NULL}};
@@ -179,9 +187,8 @@ static void pt__open_host(lua_State *L, int worker)
     lua_getfield(L, -1, "loaded");
     lua_newtable(L);
     luaL_register(L, NULL, fns);
-    pt_lua_amqp_register(L);
-    pt_lua_http_register(L);
-    pt_ws_lua_register(L);
+    for (; prims && *prims; prims++)
+        (*prims)(L);
     lua_pushinteger(L, worker);
     lua_setfield(L, -2, "worker");
     lua_setfield(L, -2, "portico.host");
@@ -380,7 +387,8 @@ static int pt__load_services(pt_lua_t *pl, const pt_config_t *cfg, char *err, si
     return rc;
 }
 
-int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, size_t errlen)
+int pt_lua_new(const pt_config_t *cfg, int worker, const pt_lua_register_fn *prims, pt_lua_t **out,
+               char *err, size_t errlen)
 {
     pt_lua_t *pl = calloc(1, sizeof *pl);
     if (!pl || !(pl->L = luaL_newstate())) {
@@ -399,7 +407,7 @@ int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, si
     }
     luaL_openlibs(L);
     pt__restrict(L);
-    pt__open_host(L, worker);
+    pt__open_host(L, worker, prims);
     /* Every request leaves ~1 KB of tables behind; a cycle per doubling of the
      * live heap (LuaJIT's 200) marked the live heap often enough to be ~4 % of
      * a small JSON request's instructions (docs/benchmarks.md). */
@@ -441,6 +449,12 @@ fail:
 void pt_lua_free(pt_lua_t *pl)
 {
     if (!pl) return;
+    /* A task still waiting (an AMQP confirm that the drain did not wait
+     * for) is answered "cancelled" now, so its done callback frees what it
+     * holds, and its op knows the later completion must only free. While
+     * closing, no primitive starts a wait: one sweep ends them all. */
+    pl->closing = 1;
+    pt_lua_cancel_all(pl);
     if (pt__thread_vm == pl) pt__thread_vm = NULL;
     while (pl->free_tasks) {
         pt_lua_task_t *t = pl->free_tasks;
@@ -668,18 +682,31 @@ static void pt__run(pt_lua_task_t *t, int nargs)
     pt__finish(t, rc);
 }
 
-pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl)
+pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl, pt_lua_cancel_fn cancel, void *op)
 {
     pt_lua_task_t *t = pl->running;
-    if (!t) return NULL;
+    if (!t || pl->closing) return NULL;
     t->waiting = 1;
+    t->cancel = cancel;
+    t->op = op;
+    t->wait_seq = ++pl->wait_seq;
+    t->swept = 0;
+    /* appended: the list stays in wait_seq order, so a sweep stops at the
+     * first wait that started after it */
+    t->wait_next = NULL;
+    t->wait_prev = pl->wait_tail;
+    if (pl->wait_tail)
+        pl->wait_tail->wait_next = t;
+    else
+        pl->wait_head = t;
+    pl->wait_tail = t;
     pl->n_waiting++;
     return t;
 }
 
 lua_State *pt_lua_running(pt_lua_t *pl)
 {
-    return pl->running ? pl->running->co : NULL;
+    return pl->running && !pl->closing ? pl->running->co : NULL;
 }
 
 lua_State *pt_lua_task_state(pt_lua_task_t *t)
@@ -689,9 +716,45 @@ lua_State *pt_lua_task_state(pt_lua_task_t *t)
 
 void pt_lua_task_resume(pt_lua_task_t *t, int nargs)
 {
+    pt_lua_t *pl = t->pl;
+    if (t->wait_prev)
+        t->wait_prev->wait_next = t->wait_next;
+    else
+        pl->wait_head = t->wait_next;
+    if (t->wait_next)
+        t->wait_next->wait_prev = t->wait_prev;
+    else
+        pl->wait_tail = t->wait_prev;
+    t->wait_prev = t->wait_next = NULL;
+    t->cancel = NULL;
+    t->op = NULL;
     t->waiting = 0;
-    t->pl->n_waiting--;
+    pl->n_waiting--;
     pt__run(t, nargs);
+}
+
+/* A hook resumes its task and so unlinks it, and may resume or start other
+ * waits on the way (the resumed service runs on): no pointer into the list
+ * survives a hook. Each round therefore starts again at the head and takes
+ * the first task this sweep has not cancelled yet. With hooks that resume
+ * at once, as the contract asks, that is the head itself: one step per
+ * task. One that breaks it is skipped (and said so), never called twice. */
+void pt_lua_cancel_all(pt_lua_t *pl)
+{
+    if (!pl) return;
+    uint64_t upto = pl->wait_seq;
+    uint64_t sweep = ++pl->sweeps;
+    for (;;) {
+        pt_lua_task_t *t = pl->wait_head;
+        while (t && t->wait_seq <= upto && t->swept == sweep)
+            t = t->wait_next;
+        if (!t || t->wait_seq > upto) break;
+        uint64_t seq = t->wait_seq;
+        t->swept = sweep;
+        t->cancel(t->op);
+        if (t->waiting && t->wait_seq == seq)
+            pt_log_error("a waiting primitive's cancel hook did not resume its task");
+    }
 }
 
 int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, void *ud)

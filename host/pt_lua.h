@@ -1,12 +1,37 @@
 /* pt_lua: one LuaJIT VM per worker, with every service loaded, and the run
  * loop of request coroutines.
  *
- * Each request runs runtime.dispatch (lua/portico/runtime.lua) in a coroutine
- * taken from a pool (anchored in the registry with luaL_ref) and given back
- * when the request is done. A waiting primitive yields the coroutine after
- * storing its operation in the task (pt_lua_task_wait); its libuv callback
- * later pushes results and calls pt_lua_task_resume. Every path that ends a
- * request goes through one function that calls the done callback exactly once. */
+ * The run loop. Each request runs runtime.dispatch (lua/portico/runtime.lua)
+ * in a coroutine taken from a pool (anchored in the registry with luaL_ref)
+ * and given back when the request is done. A run of the coroutine (from
+ * pt_lua_dispatch or a resume to its next wait or its end) happens only in
+ * this file; when it ends without waiting, the request's done callback is
+ * called, exactly once, through one function.
+ *
+ * The yield protocol, for every primitive that waits (outgoing HTTP, AMQP
+ * publish, and those to come):
+ *   1. The primitive (a C function of portico.host) checks it runs in the
+ *      request's own coroutine (pt_lua_running(pl) == L), checks its
+ *      arguments and prepares its operation (op: its own struct).
+ *   2. Once nothing can fail without yielding, it calls
+ *      t = pt_lua_task_wait(pl, cancel, op), starts or hands over the
+ *      operation (either order, as op's ownership needs) and returns
+ *      lua_yield(L, 0). From here the primitive owns one resume of t.
+ *   3. When the operation ends (a libuv callback on the worker's loop, or
+ *      a pt_worker_call from another thread), the primitive pushes its
+ *      results on pt_lua_task_state(t) and calls pt_lua_task_resume(t, n).
+ *   4. Or the wait is cut short: pt_lua_cancel_all (the drain time-out,
+ *      the VM closing) calls cancel(op) instead, and the hook resumes t the
+ *      same way with the primitive's own "cancelled" results (nil,
+ *      "cancelled", ...). The operation's own completion may still come
+ *      later: the primitive must then only free what it owns.
+ * Either way a task is resumed exactly once per wait: pt_lua_task_resume
+ * ends the wait, so a task resumed by its primitive is never cancelled and
+ * a cancelled one is never resumed again by that wait. Resumes happen on the
+ * VM's thread, from its loop, never inside a run. Nothing is allocated per
+ * wait: the task links itself into the VM's list of waiting tasks. Which
+ * primitives a VM has is its creator's choice (pt_lua_new's list): this
+ * file knows none of them. */
 #ifndef PT_LUA_H
 #define PT_LUA_H
 
@@ -68,13 +93,25 @@ typedef struct {
 
 typedef void (*pt_lua_done_cb)(void *ud, const pt_lua_result_t *res);
 
+/* Adds primitives to the portico.host table on top of L's stack (and leaves
+ * the stack as it found it). */
+typedef void (*pt_lua_register_fn)(lua_State *L);
+
 /* Creates a VM for worker (1..N; 0 for a check on the main thread), opens the
  * standard libraries (os.exit, os.execute, io.popen and os.setlocale replaced
- * by functions that raise), cjson and portico.host, and loads every service
- * under cfg->service_dirs. Returns 0, or -1 with "file:line: message" in err. */
-int pt_lua_new(const pt_config_t *cfg, int worker, pt_lua_t **out, char *err, size_t errlen);
+ * by functions that raise), cjson and portico.host (log, utcnow, now, worker,
+ * then what each function of prims adds, in order), and loads every service
+ * under cfg->service_dirs. prims: a NULL-terminated list (pt_primitives of
+ * pt_primitives.h for a gateway VM), or NULL for none. Returns 0, or -1 with
+ * "file:line: message" in err. */
+int pt_lua_new(const pt_config_t *cfg, int worker, const pt_lua_register_fn *prims, pt_lua_t **out,
+               char *err, size_t errlen);
 
-/* Closes the VM. No task may be in flight. */
+/* Closes the VM. Tasks still waiting are cancelled first (their cancel hooks
+ * resume them, their done callbacks run); while it closes, no primitive can
+ * start a wait (pt_lua_running is NULL, pt_lua_task_wait returns NULL). So
+ * a primitive's late completion (an AMQP confirm after the worker's loop
+ * ended) finds its op cancelled and only frees it. NULL is fine. */
 void pt_lua_free(pt_lua_t *pl);
 
 /* Loads (or reloads) one service file through runtime.load. source is the
@@ -124,20 +161,38 @@ void pt_lua_interrupt(pt_lua_t *pl, uv_thread_t thread, uint64_t seq, uint64_t b
 /* Number of requests currently suspended in a waiting primitive. */
 size_t pt_lua_tasks_waiting(const pt_lua_t *pl);
 
-/* For waiting primitives (C functions called from a service): marks the
- * running request as waiting and returns its task; the primitive then returns
- * lua_yield(L, 0). Returns NULL when called outside a request. */
-pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl);
+/* Ends a wait early: must resume op's task exactly once, now, through
+ * pt_lua_task_resume, with the primitive's own "cancelled" results, and make
+ * the operation's later completion harmless (it must not resume again). */
+typedef void (*pt_lua_cancel_fn)(void *op);
 
-/* The coroutine of the request running right now, or NULL. A waiting
- * primitive checks it is called from there, not from a coroutine of the
- * service's own, before it yields. */
+/* For waiting primitives (C functions called from a service, in the
+ * request's own coroutine): marks the running request as waiting on op and
+ * returns its task; the primitive then returns lua_yield(L, 0) and later
+ * resumes the task exactly once, from its completion or from cancel(op).
+ * Call it once nothing can fail without yielding. Returns NULL outside a
+ * request or while the VM closes: the primitive then must not yield (it
+ * ends op and returns its "cancelled" results). */
+pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl, pt_lua_cancel_fn cancel, void *op);
+
+/* Calls the cancel hook of every task waiting now, oldest first: each is
+ * resumed with its primitive's "cancelled" results and runs on. Tasks that
+ * start waiting meanwhile (a resumed service that calls out again) are not
+ * cancelled. Worker thread (the VM's) only. */
+void pt_lua_cancel_all(pt_lua_t *pl);
+
+/* The coroutine of the request running right now, or NULL (also while the
+ * VM closes). A waiting primitive checks it is called from there, not from
+ * a coroutine of the service's own, before it yields. */
 lua_State *pt_lua_running(pt_lua_t *pl);
 
 /* The coroutine of a task: push the primitive's results here, then resume. */
 lua_State *pt_lua_task_state(pt_lua_task_t *t);
 
-/* Resumes a waiting task with the nargs values pushed on its coroutine. */
+/* Ends t's wait and resumes it with the nargs values pushed on its
+ * coroutine; the request runs on to its next wait or its end (done). Call
+ * once per wait, from the worker's loop (never from inside a run of the
+ * same task). */
 void pt_lua_task_resume(pt_lua_task_t *t, int nargs);
 
 #endif

@@ -12,11 +12,12 @@
 #include <string.h>
 
 /* Back on the worker that submitted the job: resume the request with the
- * outcome. When the worker's VM is gone (shutdown), only free. */
+ * outcome. When the wait was cancelled (job->ud is NULL: the service has
+ * been answered) or the worker's VM is gone (shutdown), only free. */
 static void pt__resume(pt_worker_t *w, void *arg)
 {
     pt_amqp_job_t *job = arg;
-    if (!w->lua) {
+    if (!w->lua || !job->ud) {
         pt_amqp_job_free(job);
         return;
     }
@@ -32,6 +33,24 @@ static void pt__resume(pt_worker_t *w, void *arg)
     }
     pt_amqp_job_free(job);
     pt_lua_task_resume(t, n);
+}
+
+/* pt_lua_cancel_all (the drain time-out, the VM closing): the service stops
+ * waiting for the confirm and gets nil, "cancelled". The job stays with its
+ * connection thread, which may still publish it (the broker may still take
+ * the message): only the wait ends. job->ud is the submitter's, touched by
+ * no other thread, so clearing it here, on the worker, tells pt__resume
+ * (which runs on this worker after the connection thread is done with the
+ * job) to free it without resuming anything. */
+static void pt__cancel(void *op)
+{
+    pt_amqp_job_t *job = op;
+    pt_lua_task_t *t = job->ud;
+    job->ud = NULL;
+    lua_State *co = pt_lua_task_state(t);
+    lua_pushnil(co);
+    lua_pushliteral(co, "cancelled");
+    pt_lua_task_resume(t, 2);
 }
 
 /* On the connection's thread. */
@@ -242,8 +261,12 @@ static int pt__amqp_publish(lua_State *L)
         snprintf(err, sizeof err, "no connection to the broker of '%s'", name);
         return pt__nil_err(L, err);
     }
+    /* before the submit: the job belongs to the connection thread after it */
+    if (!(job->ud = pt_lua_task_wait(w->lua, pt__cancel, job))) { /* cannot be: checked above */
+        pt_amqp_job_free(job);
+        return pt__nil_err(L, "cancelled");
+    }
     job->done = pt__on_done;
-    job->ud = pt_lua_task_wait(w->lua);
     job->ud2 = w;
     pt_amqp_submit(oc, job);
     return lua_yield(L, 0);

@@ -11,6 +11,10 @@
  *     values), message_id, correlation_id, reply_to, expiration, type,
  *     app_id, persistent (default true), priority (0..255), timestamp.
  *     Wrong argument types raise; broker outcomes return nil, err.
+ *     A wait cut short by pt_lua_cancel_all (the worker's drain time-out
+ *     passed, or the VM closes) returns nil, "cancelled" at once: the
+ *     message was handed to the connection and may still be published and
+ *     confirmed (its outcome is not known); the late confirm is only freed.
  *   host.amqp_outconn(name) -> true | false
  *     Whether an outgoing.amqp connection of that name exists. */
 #ifndef PT_LUA_AMQP_H
@@ -18,7 +22,8 @@
 
 #include <lua.h>
 
-/* Adds the primitives to the table on top of L's stack (portico.host). */
+/* Adds the primitives to the table on top of L's stack (portico.host); a
+ * pt_lua_register_fn of pt_primitives. */
 void pt_lua_amqp_register(lua_State *L);
 
 #endif

@@ -15,10 +15,11 @@
 #define PT__DEFAULT_MAX_BODY (16u * 1024 * 1024)
 
 /* One call of host.http_request: owned here from the start of the exchange
- * until the task is resumed (pt__complete frees it). */
+ * until the task is resumed and no completion is due any more (pt__complete
+ * frees it; after a cancel, the deferred completion does). */
 typedef struct pt__call_s {
     pt_worker_t *w;
-    pt_lua_task_t *task; /* set once the coroutine yields */
+    pt_lua_task_t *task; /* set once the coroutine yields; NULL once a cancel answered it */
     pt_upx_t *x;         /* NULL once the exchange is over or aborted */
     int body_ref;        /* the request body string, anchored until the task resumes */
     const char *body;
@@ -32,25 +33,7 @@ typedef struct pt__call_s {
     char detail[256];
     int finished; /* the outcome is known */
     int deferred; /* a pt_worker_call will complete it */
-    uint64_t seq;
-    struct pt__call_s *prev, *next;
 } pt__call_t;
-
-/* The calls in flight on this thread's worker, newest first. */
-static __thread pt__call_t *pt__calls;
-static __thread size_t pt__n_calls;
-static __thread uint64_t pt__seq;
-
-static void pt__unlink(pt__call_t *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (pt__calls == c)
-        pt__calls = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    pt__n_calls--;
-}
 
 static void pt__free(pt__call_t *c)
 {
@@ -91,26 +74,13 @@ static void pt__push_headers(lua_State *co, const pt__call_t *c)
     }
 }
 
-/* Resumes the service with the outcome and frees the call. When the
- * worker's VM is gone (shutdown), only frees. */
-static void pt__complete(pt__call_t *c)
+/* Pushes the outcome on co (status, headers, body | nil, kind, detail) and
+ * lets the request body go. */
+static void pt__push_outcome(lua_State *co, pt__call_t *c)
 {
-    pt_worker_t *w = c->w;
-    pt_lua_task_t *t = c->task;
-    if (!w->lua) {
-        /* after the worker's loop ended (maybe on the joining thread): the
-         * list and the VM are gone with it */
-        pt__free(c);
-        return;
-    }
-    pt__unlink(c);
-    if (!t) {
-        pt__free(c);
-        return;
-    }
-    lua_State *co = pt_lua_task_state(t);
     lua_checkstack(co, 8);
     luaL_unref(co, LUA_REGISTRYINDEX, c->body_ref);
+    c->body_ref = LUA_NOREF;
     if (c->kind) {
         lua_pushnil(co);
         lua_pushstring(co, c->kind);
@@ -120,6 +90,21 @@ static void pt__complete(pt__call_t *c)
         pt__push_headers(co, c);
         lua_pushlstring(co, c->resp.data ? c->resp.data : "", c->resp.len);
     }
+}
+
+/* Resumes the service with the outcome and frees the call. When the task
+ * was cancelled (it has been answered already) or the worker's VM is gone
+ * (shutdown, maybe on the joining thread), only frees. */
+static void pt__complete(pt__call_t *c)
+{
+    pt_worker_t *w = c->w;
+    pt_lua_task_t *t = c->task;
+    if (!w->lua || !t) {
+        pt__free(c);
+        return;
+    }
+    lua_State *co = pt_lua_task_state(t);
+    pt__push_outcome(co, c);
     pt__free(c);
     pt_lua_task_resume(t, 3);
 }
@@ -244,6 +229,29 @@ static const pt_upx_handler_t pt__handler = {
     .on_drain = pt__on_drain,
     .on_done = pt__on_done,
 };
+
+/* pt_lua_cancel_all (the worker's drain time-out, the VM closing): the
+ * service need not wait for a slow backend. A live exchange is aborted (no
+ * callback follows) and the call completes now with nil, "cancelled". A call
+ * whose outcome is already in (deferred: its completion is queued on the
+ * loop) is resumed now with that outcome, and the queued completion only
+ * frees: that wait was over anyway. */
+static void pt__cancel(void *op)
+{
+    pt__call_t *c = op;
+    if (c->deferred) {
+        pt_lua_task_t *t = c->task;
+        c->task = NULL; /* pt__on_deferred only frees */
+        pt__push_outcome(pt_lua_task_state(t), c);
+        pt_lua_task_resume(t, 3);
+        return;
+    }
+    pt_upx_t *x = c->x;
+    c->x = NULL;
+    pt__fail(c, "cancelled", "the worker is stopping");
+    if (x) pt_upx_abort(x);
+    pt__complete(c);
+}
 
 /* ---- the primitive ---- */
 
@@ -375,11 +383,6 @@ static int pt__http_request(lua_State *L)
         lua_pushvalue(L, 3); /* LuaJIT strings do not move: body stays valid while referenced */
         c->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    c->seq = ++pt__seq;
-    c->next = pt__calls;
-    if (pt__calls) pt__calls->prev = c;
-    pt__calls = c;
-    pt__n_calls++;
 
     /* no upgrade asked for: a 101 is a broken answer */
     pt_upx_req_t req = {.head = head,
@@ -391,34 +394,17 @@ static int pt__http_request(lua_State *L)
     if (rc < 0) { /* nothing in flight, and no on_done will come */
         int n = pt__nil_err(L, "connect", "no target can be reached");
         luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
-        pt__unlink(c);
         pt__free(c);
         return n;
     }
     if (rc == 1) pt__on_ready(c); /* a kept-alive connection took the head */
-    c->task = pt_lua_task_wait(w->lua);
-    return lua_yield(L, 0);
-}
-
-void pt_lua_http_cancel_all(void)
-{
-    uint64_t upto = pt__seq; /* not the calls the resumed services start */
-    for (;;) {
-        pt__call_t *c = pt__calls;
-        while (c && (c->finished || c->seq > upto))
-            c = c->next;
-        if (!c) break;
-        pt_upx_t *x = c->x;
-        c->x = NULL;
-        pt__fail(c, "cancelled", "the worker is stopping");
-        if (x) pt_upx_abort(x);
-        pt__complete(c);
+    if (!(c->task = pt_lua_task_wait(w->lua, pt__cancel, c))) { /* cannot be: checked above */
+        pt_upx_abort(c->x);
+        luaL_unref(L, LUA_REGISTRYINDEX, c->body_ref);
+        pt__free(c);
+        return pt__nil_err(L, "cancelled", "the worker is stopping");
     }
-}
-
-size_t pt_lua_http_in_flight(void)
-{
-    return pt__n_calls;
+    return lua_yield(L, 0);
 }
 
 void pt_lua_http_register(lua_State *L)

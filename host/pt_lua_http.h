@@ -25,23 +25,17 @@
  *     "cancelled"; detail then is pt_upstream's reason.
  *
  * A call in flight keeps its exchange and the task: the task is resumed
- * exactly once, from the worker's loop. */
+ * exactly once, from the worker's loop, by the answer or by the call's
+ * cancel hook (pt_lua_cancel_all: the worker's drain time-out passed, or
+ * the VM closes), which aborts the exchange and resumes the service with
+ * nil, "cancelled", "the worker is stopping". */
 #ifndef PT_LUA_HTTP_H
 #define PT_LUA_HTTP_H
 
 #include <lua.h>
-#include <stddef.h>
 
-/* Adds the primitive to the table on top of L's stack (portico.host). */
+/* Adds the primitive to the table on top of L's stack (portico.host); a
+ * pt_lua_register_fn of pt_primitives. */
 void pt_lua_http_register(lua_State *L);
-
-/* Ends every outgoing HTTP call of the worker running on this thread: each
- * exchange is aborted and its service resumed with nil, "cancelled" (a
- * worker whose drain time-out passed need not wait for slow backends).
- * Worker thread only; calls on other workers are untouched. */
-void pt_lua_http_cancel_all(void);
-
-/* Number of outgoing HTTP calls in flight on this thread's worker. */
-size_t pt_lua_http_in_flight(void);
 
 #endif

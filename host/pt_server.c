@@ -5,6 +5,7 @@
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
 #include "pt_log.h"
+#include "pt_primitives.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -19,7 +20,7 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
 {
     const pt_config_t *cfg = snap->cfg;
     pt_lua_t *vm = NULL;
-    if (pt_lua_new(cfg, 0, &vm, err, errlen) != 0) return NULL;
+    if (pt_lua_new(cfg, 0, pt_primitives, &vm, err, errlen) != 0) return NULL;
     for (size_t i = 0; i < cfg->n_channels; i++) {
         const pt_channel_t *ch = &cfg->channels[i];
         if (ch->type == PT_CHANNEL_REST && !pt_lua_has_service(vm, ch->service)) {

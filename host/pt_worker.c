@@ -2,7 +2,7 @@
 #include "pt_accesslog.h"
 #include "pt_http.h"
 #include "pt_log.h"
-#include "pt_lua_http.h"
+#include "pt_primitives.h"
 #include "pt_upstream.h"
 #include "pt_ws.h"
 
@@ -270,7 +270,7 @@ static void pt__on_drain_timeout(uv_timer_t *t)
     pt_worker_t *w = t->data;
     pt_log_warn("drain time-out: closing %zu connections, leaving %zu tasks", w->n_conns, w->tasks);
     w->drain_expired = 1;
-    pt_lua_http_cancel_all(); /* services waiting on a slow backend answer now */
+    pt_lua_cancel_all(w->lua); /* services waiting on a slow backend answer now */
     for (pt_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         pt_http_close(c);
@@ -322,7 +322,8 @@ static void pt__run(void *arg)
         uv_unref((uv_handle_t *)&w->flush_check);
         w->stop_async.data = w->msg_async.data = w->drain_timer.data = w->flush_check.data = w;
     }
-    if (rc == 0 && pt_lua_new(w->cfg, w->id, &w->lua, w->start_err, sizeof w->start_err) != 0)
+    if (rc == 0 &&
+        pt_lua_new(w->cfg, w->id, pt_primitives, &w->lua, w->start_err, sizeof w->start_err) != 0)
         rc = -1;
     if (rc == 0 && !(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
         snprintf(w->start_err, sizeof w->start_err, "out of memory");

@@ -57,11 +57,6 @@ void pt_ws_detach(pt_ws_t *ws);
 size_t pt_ws_push(struct pt_worker_s *w, const char *channel, const char *username,
                   const char *text, size_t len);
 
-/* Adds ws_push(channel, username_or_nil, text) to the portico.host table on
- * top of L's stack: server push to the sockets of every worker. */
-struct lua_State;
-void pt_ws_lua_register(struct lua_State *L);
-
 /* Closes every socket of this worker with 1001 (the worker drains). */
 void pt_ws_close_all(struct pt_worker_s *w);
 
