@@ -24,7 +24,10 @@ char *pt_route_allow_header(uint64_t mask, char *out, size_t outlen)
         if (!(mask & (1ull << m))) continue;
         int n = snprintf(out + o, outlen - o, "%s%s", o ? ", " : "",
                          llhttp_method_name((llhttp_method_t)m));
-        if (n < 0 || (size_t)n >= outlen - o) break;
+        if (n < 0 || (size_t)n >= outlen - o) {
+            out[o] = '\0'; /* a method that does not fit is left out whole, never cut */
+            break;
+        }
         o += (size_t)n;
     }
     return out;
