@@ -1037,6 +1037,31 @@ int pt_http_unhold(pt_conn_t *c)
 
 /* ---- accepting ---- */
 
+/* Sets c up over c->t and links it into w's list; returns what
+ * pt_worker_conn_add said (c must be closed when it is not 0). */
+static int pt__setup(pt_conn_t *c, pt_worker_t *w, const pt_http_handler_t *h)
+{
+    c->w = w;
+    c->handler = h;
+    c->t->on_read = pt__on_read;
+    c->t->data = c;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    pt_metrics_add(&w->metrics.connections_open, 1);
+    pt_metrics_add(&w->metrics.connections_total, 1);
+    return pt_worker_conn_add(w, &c->wc, &pt__wc_ops);
+}
+
+/* The connection waits for its first request. */
+static void pt__begin(pt_conn_t *c)
+{
+    pt_http_parser_init(&c->req, &pt__parser_ops, c, c->w->cfg->max_header_bytes);
+    c->state = PT_CONN_WAIT;
+    pt__timer(c, c->w->cfg->header_timeout_ms);
+    if (pt__read_on(c) != 0) pt_http_close(c);
+}
+
 void pt_http_accept(pt_worker_t *w, uv_stream_t *listener, const pt_http_handler_t *h)
 {
     pt_conn_t *c = calloc(1, sizeof *c);
@@ -1045,23 +1070,24 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener, const pt_http_handler
         free(c);
         return;
     }
-    c->w = w;
-    c->handler = h;
     c->t = &c->tcp.base;
-    c->t->on_read = pt__on_read;
-    c->t->data = c;
-    uv_timer_init(&w->loop, &c->timer);
-    c->timer.data = c;
-    c->handles_open = 2;
-    pt_metrics_add(&w->metrics.connections_open, 1);
-    pt_metrics_add(&w->metrics.connections_total, 1);
-    int admitted = pt_worker_conn_add(w, &c->wc, &pt__wc_ops);
+    int admitted = pt__setup(c, w, h);
     if (pt_transport_tcp_accept(&c->tcp, listener) != 0 || admitted != 0) {
         pt_http_close(c);
         return;
     }
-    pt_http_parser_init(&c->req, &pt__parser_ops, c, w->cfg->max_header_bytes);
-    c->state = PT_CONN_WAIT;
-    pt__timer(c, w->cfg->header_timeout_ms);
-    if (pt__read_on(c) != 0) pt_http_close(c);
+    pt__begin(c);
+}
+
+pt_conn_t *pt_http_start(pt_worker_t *w, pt_transport_t *t, const pt_http_handler_t *h)
+{
+    pt_conn_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->t = t;
+    if (pt__setup(c, w, h) != 0) {
+        pt_http_close(c);
+        return NULL;
+    }
+    pt__begin(c);
+    return c->closing ? NULL : c;
 }

@@ -46,6 +46,12 @@ typedef struct {
  * to h. */
 void pt_http_accept(pt_worker_t *w, uv_stream_t *listener, const pt_http_handler_t *h);
 
+/* Serves HTTP/1.1 over t, a transport set up by the caller (connected, its
+ * read buffer set), which must outlive the connection: it is closed through
+ * its ops, and may be freed once its close callback ran. Returns the
+ * connection, or NULL when it was refused or failed (it is closing). */
+pt_conn_t *pt_http_start(pt_worker_t *w, pt_transport_t *t, const pt_http_handler_t *h);
+
 /* ---- the request (valid from head() until the response is written) ---- */
 
 /* The request as parsed: llhttp's state (method, version, flags,
