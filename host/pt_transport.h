@@ -128,7 +128,8 @@ int pt_transport_tcp_init(pt_transport_tcp_t *t, uv_loop_t *loop, char *read_buf
  * Returns 0 or a libuv error (t must still be closed). */
 int pt_transport_tcp_accept(pt_transport_tcp_t *t, uv_stream_t *listener);
 
-/* Connects t (initialized) to addr; on_connect(t, status) when done.
+/* Connects t (initialized) to addr; on_connect(t, status) when done (with
+ * TCP_NODELAY set on success; UV_ECANCELED when t closed first).
  * Returns 0 or a libuv error (on_connect is not called). */
 int pt_transport_tcp_connect(pt_transport_tcp_t *t, const struct sockaddr *addr,
                              void (*on_connect)(pt_transport_t *t, int status));

@@ -121,6 +121,7 @@ int pt_transport_tcp_accept(pt_transport_tcp_t *t, uv_stream_t *listener)
 static void pt__on_connect(uv_connect_t *req, int status)
 {
     pt_transport_tcp_t *t = req->data;
+    if (status == 0) uv_tcp_nodelay(&t->tcp, 1);
     t->on_connect(&t->base, status);
 }
 
