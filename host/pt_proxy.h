@@ -3,8 +3,9 @@
  * /<prefix>/<service>/rest?q goes to a target of the channel's <service> at
  * /rest?q. pt_http holds the request at the end of its headers (security and
  * rate limits have run: pt_dispatch) until pt_upstream has a connection,
- * then streams the body to the target as it is parsed, and the answer back as it arrives,
- * with flow control both ways: memory stays flat for any body size.
+ * then streams the body to the target as it is parsed, and the answer back
+ * as it arrives, with flow control both ways: memory stays flat for any
+ * body size.
  *
  * Headers (RFC 9110 section 7.6.1): hop-by-hop ones (Connection and what it
  * names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
