@@ -22,7 +22,8 @@ static void pt__bus_done(void *ud, const pt_bus_result_t *res)
         pt_http_send_error(c, res->status, res->error, NULL);
     else
         pt_http_respond(c, res->status, res->content_type, res->content_type_len, NULL, 0,
-                        res->body, res->body_len, 502);
+                        res->body, res->body_len, 502,
+                        "the bus reply's content type is not a valid header");
 }
 
 /* An amqp_bus request: published without Lua, answered from the reply. */

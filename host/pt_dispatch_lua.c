@@ -5,6 +5,9 @@
 #include <stdlib.h>
 
 #define PT__STACK_HEADERS 64
+/* The refusal of a service's answer whose headers are not valid HTTP. */
+#define PT__BAD_HEADERS                                                                            \
+    "the service's response headers are not valid (a control character or a bad name)"
 
 static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
 {
@@ -13,11 +16,11 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     pt_metrics_add(&w->metrics.in_flight, -1);
     if (!pt_http_unhold(c)) return; /* closed meanwhile */
     if (res->headers_invalid) {     /* never half of what the service meant to send */
-        pt_http_send_error(c, 500, PT_HTTP_BAD_SERVICE_HEADERS, NULL);
+        pt_http_send_error(c, 500, PT__BAD_HEADERS, NULL);
         return;
     }
     pt_http_respond(c, res->status, res->content_type, res->content_type_len, res->headers,
-                    res->headers_len, res->body, res->body_len, 500);
+                    res->headers_len, res->body, res->body_len, 500, PT__BAD_HEADERS);
 }
 
 static void pt__handle(const pt_dispatch_req_t *r)

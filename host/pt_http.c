@@ -623,17 +623,14 @@ static char *pt__put_uint(char *o, uint64_t v)
 
 void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
                      const char *extra, size_t extra_len, const char *body, size_t body_len,
-                     int refused)
+                     int refused, const char *why_refused)
 {
     /* ctype_len, not strlen: a NUL inside is refused, not a silent cut */
     if ((ctype && !pt_field_value(ctype, ctype_len)) ||
         (extra_len && !pt_field_lines(extra, extra_len))) {
         if (refused) {
             /* the log line names no byte of it: pt__send_error logs the cid */
-            pt__send_error(c, refused,
-                           refused == 502 ? "the bus reply's content type is not a valid header"
-                                          : PT_HTTP_BAD_SERVICE_HEADERS,
-                           NULL);
+            pt__send_error(c, refused, why_refused, NULL);
             return;
         }
         extra = NULL; /* our own answers: never sent with a bad header */
@@ -747,7 +744,7 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
         pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
     if (b.data)
         pt_http_respond(c, status, "application/json", 16, extra, extra ? strlen(extra) : 0, b.data,
-                        b.len, 0);
+                        b.len, 0, NULL);
     else
         pt_http_close(c);
     pt_buf_free(&b);

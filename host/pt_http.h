@@ -119,19 +119,15 @@ int pt_http_unhold(pt_conn_t *c);
 
 /* ---- responses ---- */
 
-/* The refusal of a service's answer whose headers are not valid HTTP. */
-#define PT_HTTP_BAD_SERVICE_HEADERS                                                                \
-    "the service's response headers are not valid (a control character or a bad name)"
-
 /* Writes a whole response: the one place response headers are made. What a
  * handler hands over (the content type, the extra "Name: value\r\n" lines)
  * is checked first: a CR, LF or NUL there would add headers or split the
  * response. A bad one is answered with status `refused` and a JSON error
- * instead (500: PT_HTTP_BAD_SERVICE_HEADERS; 502: a bus reply's content
- * type); refused 0: the headers are our own, and are dropped if bad. */
+ * saying why_refused instead (500 for a service's answer, 502 for a
+ * backend's); refused 0: the headers are our own, and are dropped if bad. */
 void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
                      const char *extra, size_t extra_len, const char *body, size_t body_len,
-                     int refused);
+                     int refused, const char *why_refused);
 
 /* Answers with a JSON error body {"error": {status, message, cid}}; extra
  * holds more "Name: value\r\n" lines or is NULL. Ends a streamed exchange

@@ -235,7 +235,7 @@ static void answer(pt_conn_t *c)
     const char *path, *query;
     size_t path_len, query_len;
     pt_http_target(c, &path, &path_len, &query, &query_len);
-    pt_http_respond(c, 200, "text/plain", 10, "X-Seen: yes\r\n", 13, path, path_len, 0);
+    pt_http_respond(c, 200, "text/plain", 10, "X-Seen: yes\r\n", 13, path, path_len, 0, NULL);
 }
 
 static void on_request(pt_conn_t *c)
