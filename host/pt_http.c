@@ -1,31 +1,83 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
-#include "pt_log.h"
-#include "pt_bus.h"
 #include "pt_field.h"
-#include "pt_lua.h"
-#include "pt_proxy.h"
-#include "pt_ratelimit.h"
-#include "pt_security.h"
-#include "pt_ws.h"
+#include "pt_log.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PT__LINGER_MS 2000
-#define PT__STACK_HEADERS 64
+
+typedef enum {
+    PT_CONN_WAIT = 0, /* no byte of the next request yet */
+    PT_CONN_HEAD,     /* reading the request line and headers */
+    PT_CONN_BODY,     /* reading the body */
+    PT_CONN_HANDLE,   /* the request is with a handler or being written */
+    PT_CONN_LINGER,   /* response sent, write side shut: drain input, then close */
+    PT_CONN_HELD,     /* streamed: parsing waits at the end of the headers (pt_http_release) */
+    PT_CONN_OWNED,    /* handed over: bytes go to the owner */
+} pt_conn_state_t;
+
+struct pt_conn_s {
+    pt_transport_tcp_t tcp; /* the storage of the transport below */
+    pt_transport_t *t;      /* what the connection reads and writes through */
+    uv_timer_t timer;
+    int handles_open;
+    pt_worker_t *w;
+    pt_worker_conn_t wc; /* in the worker's list of connections */
+    const pt_http_handler_t *handler;
+    /* The request parser; its public fields are named here too (c->parser,
+     * c->head, c->url_len, c->headers, c->n_headers: see pt_http_parser.h). */
+    union {
+        pt_http_parser_t req;
+        struct {
+            PT_HTTP_PARSER_FIELDS
+        };
+    };
+    pt_conn_state_t state;
+    unsigned served;    /* requests answered on this connection */
+    int closing;        /* the handles are being closed */
+    int reading;        /* the transport reads */
+    int write_depth;    /* responses written synchronously on this stack */
+    uint64_t deadline;  /* loop time the current time-out ends; 0: none */
+    uint64_t body_due;  /* loop time the whole body must be in by; 0: no limit */
+    uint64_t timer_due; /* loop time the libuv timer fires; 0: not armed */
+    int in_service;     /* a callback holds this request (pt_http_hold) */
+    int dead;           /* handles closed while in_service: freed by pt_http_unhold */
+    int close_after;    /* close once the current response is written */
+    int linger_close;   /* pt_http_shutdown: close once the write side is shut */
+    int streamed;       /* the request's body streams to a sink (the head hook said so) */
+    pt_buf_t body;
+    pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
+    size_t pending_off;
+    char cid[65];
+    uint64_t started_ns;      /* the request was complete (uv_hrtime) */
+    const char *channel_name; /* the matched channel, for metrics and the access log */
+    char service[PT_SERVICE_NAME_MAX + 1];
+    char username[256]; /* the authenticated user, "" when none */
+    const pt_http_sink_ops_t *sink;
+    void *sink_ud;
+    const pt_http_owner_ops_t *owner_ops; /* set once handed over */
+    void *owner;
+    char peer[48];     /* the client's address, found on first use ("" before) */
+    int hold_reads;    /* pt_http_reading(c, 0): the other side is slow */
+    size_t out_queued; /* bytes of pt_http_write still queued */
+    int end_pending;   /* pt_http_response_end waits for out_queued to reach 0 */
+    int write_wait;    /* an answer waits in the transport: idle_timeout to get out */
+};
 
 typedef struct {
-    uv_write_t req;
+    pt_transport_write_t req;
     pt_conn_t *c;
     size_t len;
     char data[];
 } pt__write_t;
 
-static void pt__dispatch(pt_conn_t *c);
 static void pt__read_off(pt_conn_t *c);
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra);
+static void pt__written(pt_conn_t *c, int status);
 
 const char *pt_http_reason(int status)
 {
@@ -119,18 +171,38 @@ static void pt__free(pt_conn_t *c)
     free(c);
 }
 
-static void pt__on_handle_closed(uv_handle_t *h)
+static void pt__on_handles_closed(pt_conn_t *c)
 {
-    pt_conn_t *c = h->data;
     if (--c->handles_open > 0) return;
     pt_metrics_add(&c->w->metrics.connections_open, -1);
-    if (c->ws) pt_ws_detach(c->ws);
-    c->ws = NULL;
-    pt_worker_conn_closed(c->w, c);
+    const pt_http_owner_ops_t *ops = c->owner_ops;
+    c->owner_ops = NULL;
+    if (ops && ops->closed) ops->closed(c->owner);
+    pt_worker_conn_remove(c->w, &c->wc);
     if (c->in_service)
-        c->dead = 1; /* the service's done callback frees it */
+        c->dead = 1; /* pt_http_unhold frees it */
     else
         pt__free(c);
+}
+
+static void pt__on_timer_closed(uv_handle_t *h)
+{
+    pt__on_handles_closed(h->data);
+}
+
+static void pt__on_transport_closed(pt_transport_t *t, int status)
+{
+    (void)status;
+    pt__on_handles_closed(t->data);
+}
+
+/* Ends a streamed exchange: its sink hears of it once, and no more. */
+static void pt__sink_abort(pt_conn_t *c)
+{
+    const pt_http_sink_ops_t *ops = c->sink;
+    if (!ops) return;
+    c->sink = NULL;
+    if (ops->abort) ops->abort(c->sink_ud);
 }
 
 void pt_http_close(pt_conn_t *c)
@@ -138,21 +210,41 @@ void pt_http_close(pt_conn_t *c)
     if (c->closing) return;
     c->closing = 1;
     c->reading = 0;
-    if (c->proxy) pt_proxy_abort(c);
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    pt__sink_abort(c);
+    if (c->owner_ops && c->owner_ops->abort) c->owner_ops->abort(c->owner);
+    pt_transport_read_stop(c->t);
     uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, pt__on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, pt__on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, pt__on_timer_closed);
+    pt_transport_close(c->t, pt__on_transport_closed);
 }
 
-void pt_http_drain(pt_conn_t *c)
+/* The worker's ops on its list of connections. */
+static pt_conn_t *pt__of(pt_worker_conn_t *wc)
 {
-    if (c->state == PT_CONN_WS) return; /* pt_ws_close_all says goodbye to these */
+    return (pt_conn_t *)((char *)wc - offsetof(pt_conn_t, wc));
+}
+
+/* Draining: closes c if it waits for a request, else marks it to close after
+ * the response in progress; an owner says goodbye its own way. */
+static void pt__wc_drain(pt_worker_conn_t *wc)
+{
+    pt_conn_t *c = pt__of(wc);
+    if (c->state == PT_CONN_OWNED && c->owner_ops && c->owner_ops->drain) {
+        c->owner_ops->drain(c->owner);
+        return;
+    }
     if (c->state == PT_CONN_WAIT && c->pending.len == c->pending_off)
         pt_http_close(c);
     else
         c->close_after = 1;
 }
+
+static void pt__wc_close(pt_worker_conn_t *wc)
+{
+    pt_http_close(pt__of(wc));
+}
+
+static const pt_worker_conn_ops_t pt__wc_ops = {.drain = pt__wc_drain, .close = pt__wc_close};
 
 /* ---- timers ---- */
 
@@ -192,9 +284,8 @@ static void pt__on_timer(uv_timer_t *t)
          * requests for ever */
         if (c->write_wait) pt_http_close(c);
         break;
-    case PT_CONN_WS:
     case PT_CONN_HELD:
-    case PT_CONN_TUNNEL:
+    case PT_CONN_OWNED:
         break;
     }
 }
@@ -250,38 +341,16 @@ static void pt__on_begin(pt_http_parser_t *p)
     c->service[0] = '\0';
     c->username[0] = '\0';
     c->started_ns = 0;
-    c->proxied = 0;
+    c->streamed = 0;
     /* the head has one deadline from its first byte; the first request's
      * runs from the accept (no idle time before it) */
     if (c->served) pt__timer(c, c->w->cfg->header_timeout_ms);
 }
 
-const char *pt_http_header(pt_conn_t *c, const char *name, size_t *len)
+static void pt__on_continue_written(pt_transport_write_t *req, int status)
 {
-    return pt_http_parser_header(&c->req, name, len);
-}
-
-static void pt__on_continue_written(uv_write_t *req, int status)
-{
+    (void)status;
     free(req);
-}
-
-/* Non-zero when the request goes to an http_proxy channel: its body then
- * streams to the target instead of being read whole first. */
-static int pt__proxied(pt_conn_t *c)
-{
-    const pt_router_t *r = c->w->router;
-    const char *url = c->head.data ? c->head.data : "";
-    const char *q = memchr(url, '?', c->url_len);
-    size_t path_len = q ? (size_t)(q - url) : c->url_len;
-    if (!pt_router_may_proxy(r, url, path_len)) return 0;
-    char stackbuf[2048];
-    char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
-    pt_route_match_t m;
-    if (!buf) return 0;
-    int rc = pt_router_match(r, llhttp_get_method(&c->parser), url, path_len, "", 0, buf, &m);
-    if (buf != stackbuf) free(buf);
-    return rc == 0 && m.channel->type == PT_CHANNEL_HTTP_PROXY;
 }
 
 static int pt__on_head(pt_http_parser_t *p)
@@ -302,12 +371,15 @@ static int pt__on_head(pt_http_parser_t *p)
         pt_cid_new(c->cid);
     }
     if (p->close_after) c->close_after = 1;
-    c->proxied = pt__proxied(c);
-    if (!c->proxied && (lp->flags & F_CONTENT_LENGTH) && lp->content_length > cfg->max_body_bytes) {
+    /* the handler decides: a body streamed on (it has no size limit here) or
+     * read whole */
+    c->streamed = c->handler->head(c);
+    if (!c->streamed && (lp->flags & F_CONTENT_LENGTH) &&
+        lp->content_length > cfg->max_body_bytes) {
         p->error_msg = "the request body is larger than the limit";
         return 413;
     }
-    /* no protocol switch here (a proxied one goes to the target): answer, then close */
+    /* no protocol switch here (one that streams goes on elsewhere): answer, then close */
     if (lp->upgrade) c->close_after = 1;
     int has_body =
         (lp->flags & F_CHUNKED) || ((lp->flags & F_CONTENT_LENGTH) && lp->content_length);
@@ -320,14 +392,13 @@ static int pt__on_head(pt_http_parser_t *p)
         }
         if (has_body && lp->http_major == 1 && lp->http_minor == 1) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            uv_write_t *req = malloc(sizeof *req);
+            pt_transport_write_t *req = malloc(sizeof *req);
             uv_buf_t buf = uv_buf_init((char *)cont, sizeof cont - 1);
-            if (req && uv_write(req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_continue_written))
-                free(req);
+            if (req && pt_transport_write(c->t, req, &buf, 1, pt__on_continue_written)) free(req);
         }
     }
-    if (c->proxied) {
-        /* parsing waits here until a target is connected (pt_http_release) */
+    if (c->streamed) {
+        /* parsing waits here until the handler can take the body (pt_http_release) */
         pt__timer_off(c);
         c->state = PT_CONN_HELD;
         return PT_HTTP_PARSER_HOLD;
@@ -339,7 +410,7 @@ static int pt__on_head(pt_http_parser_t *p)
 static int pt__on_body(pt_http_parser_t *p, const char *at, size_t len)
 {
     pt_conn_t *c = p->ud;
-    if (c->proxied) return c->proxy ? pt_proxy_body(c, at, len) : 0;
+    if (c->streamed) return c->sink ? c->sink->body(c->sink_ud, at, len) : 0;
     if (c->body.len + len > c->w->cfg->max_body_bytes) {
         p->error_msg = "the request body is larger than the limit";
         return 413;
@@ -356,8 +427,8 @@ static void pt__on_done(pt_http_parser_t *p)
     pt_conn_t *c = p->ud;
     pt__timer_off(c);
     c->state = PT_CONN_HANDLE;
-    if (c->proxied) {
-        if (c->proxy) pt_proxy_request_end(c);
+    if (c->streamed) {
+        if (c->sink && c->sink->end) c->sink->end(c->sink_ud);
     } else {
         c->started_ns = uv_hrtime();
     }
@@ -372,13 +443,7 @@ static const pt_http_parser_ops_t pt__parser_ops = {
 
 /* ---- reading ---- */
 
-static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    pt_conn_t *c = h->data;
-    *buf = uv_buf_init(c->w->read_buf, sizeof c->w->read_buf);
-}
-
-static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data);
 
 /* Reading stays on while a request is handled: bytes of the next pipelined
  * request are kept in c->pending, so a keep-alive request costs no epoll_ctl.
@@ -389,12 +454,12 @@ static int pt__read_on(pt_conn_t *c)
 {
     if (c->reading || c->hold_reads) return 0;
     c->reading = 1;
-    return uv_read_start((uv_stream_t *)&c->tcp, pt__on_alloc, pt__on_read);
+    return pt_transport_read_start(c->t);
 }
 
 static void pt__read_off(pt_conn_t *c)
 {
-    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->reading) pt_transport_read_stop(c->t);
     c->reading = 0;
 }
 
@@ -415,8 +480,8 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
             c->pending.len = c->pending_off = 0;
             pt_buf_append(&c->pending, data + used, len - used);
         }
-        /* a proxied request's end: pt_proxy was told by the parser callback */
-        if (!c->proxied || c->state == PT_CONN_HELD) pt__dispatch(c);
+        /* a streamed request's end: its sink was told by the parser callback */
+        if (!c->streamed || c->state == PT_CONN_HELD) c->handler->request(c);
         return;
     }
     pt__read_off(c);
@@ -434,14 +499,10 @@ static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pendin
     pt__send_error(c, status, msg, NULL);
 }
 
-static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data)
 {
-    pt_conn_t *c = s->data;
+    pt_conn_t *c = t->data;
     if (nread < 0) {
-        if (c->state == PT_CONN_WS && c->ws && nread == UV_EOF) {
-            pt_http_close(c);
-            return;
-        }
         if (nread == UV_EOF && c->state == PT_CONN_HANDLE) {
             /* The client sent its request and shut its side: answer, then close. */
             pt__read_off(c);
@@ -451,35 +512,29 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         pt_http_close(c);
         return;
     }
-    if (nread == 0) return;
-    if (c->state == PT_CONN_WS) {
-        pt_ws_on_read(c->ws, buf->base, (size_t)nread);
+    if (c->state == PT_CONN_OWNED) {
+        if (c->owner_ops && c->owner_ops->data) c->owner_ops->data(c->owner, data, (size_t)nread);
         return;
     }
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
-    if (c->state == PT_CONN_TUNNEL) {
-        pt_proxy_tunnel_data(c, buf->base, (size_t)nread);
-        return;
-    }
     if (c->state == PT_CONN_HANDLE || c->state == PT_CONN_HELD) {
         if (c->pending_off == c->pending.len) c->pending.len = c->pending_off = 0;
-        pt_buf_append(&c->pending, buf->base, (size_t)nread);
+        pt_buf_append(&c->pending, data, (size_t)nread);
         if (c->pending.len - c->pending_off > PT__PENDING_MAX) pt__read_off(c);
         return;
     }
     if (c->state == PT_CONN_BODY) pt__body_timer(c);
-    pt__feed(c, buf->base, (size_t)nread, 0);
+    pt__feed(c, data, (size_t)nread, 0);
 }
 
 /* The response is out: shut the write side and drain what the client still
  * sends, so a close never turns into a reset that eats the response. */
-static void pt__on_shutdown(uv_shutdown_t *req, int status)
+static void pt__on_shutdown(pt_transport_t *t, int status)
 {
-    pt_conn_t *c = req->data;
-    free(req);
+    pt_conn_t *c = t->data;
     if (c->closing) return;
-    if (status < 0) {
+    if (status < 0 || c->linger_close) {
         pt_http_close(c);
         return;
     }
@@ -510,22 +565,13 @@ static void pt__written(pt_conn_t *c, int status)
         return;
     }
     if (c->close_after || c->w->draining) {
-        uv_shutdown_t *sd = malloc(sizeof *sd);
-        if (!sd) {
-            pt_http_close(c);
-            return;
-        }
-        sd->data = c;
-        if (uv_shutdown(sd, (uv_stream_t *)&c->tcp, pt__on_shutdown) != 0) {
-            free(sd);
-            pt_http_close(c);
-        }
+        if (pt_transport_shutdown(c->t, pt__on_shutdown) != 0) pt_http_close(c);
         return;
     }
     pt__next_request(c);
 }
 
-static void pt__on_written(uv_write_t *req, int status)
+static void pt__on_written(pt_transport_write_t *req, int status)
 {
     pt__write_t *wr = (pt__write_t *)req;
     pt_conn_t *c = wr->c;
@@ -575,29 +621,16 @@ static char *pt__put_uint(char *o, uint64_t v)
     return o + pt_u64_digits(v, o);
 }
 
-/* Writes the response: the one place response headers are made. What a
- * service or a bus reply hands over (the content type, the extra
- * "Name: value\r\n" lines) is checked first: a CR, LF or NUL there would
- * add headers or split the response. A bad one is answered with refused (500
- * for a service, 502 for a bus reply) and a JSON error instead; refused 0:
- * the headers are our own (an error answer), and are dropped if bad. */
-/* The refusal of a service's answer whose headers are not valid HTTP. */
-#define PT__BAD_SERVICE_HEADERS                                                                    \
-    "the service's response headers are not valid (a control character or a bad name)"
-
-static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
-                        const char *extra, size_t extra_len, const char *body, size_t body_len,
-                        int refused)
+void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
+                     const char *extra, size_t extra_len, const char *body, size_t body_len,
+                     int refused, const char *why_refused)
 {
     /* ctype_len, not strlen: a NUL inside is refused, not a silent cut */
     if ((ctype && !pt_field_value(ctype, ctype_len)) ||
         (extra_len && !pt_field_lines(extra, extra_len))) {
         if (refused) {
             /* the log line names no byte of it: pt__send_error logs the cid */
-            pt__send_error(c, refused,
-                           refused == 502 ? "the bus reply's content type is not a valid header"
-                                          : PT__BAD_SERVICE_HEADERS,
-                           NULL);
+            pt__send_error(c, refused, why_refused, NULL);
             return;
         }
         extra = NULL; /* our own answers: never sent with a bad header */
@@ -659,10 +692,11 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctyp
     wr->len = (size_t)(o - wr->data);
     uv_buf_t buf = uv_buf_init(wr->data, (unsigned)wr->len);
     /* Most answers fit the socket buffer: writing them at once saves the
-     * epoll re-arm uv_write does (libuv 1.44), and the next pipelined request
-     * goes on here. depth bounds that recursion; past it uv_write breaks it. */
+     * epoll re-arm a queued write costs (libuv 1.44), and the next pipelined
+     * request goes on here. depth bounds that recursion; past it the queued
+     * write breaks it. */
     if (c->write_depth < 8) {
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+        int n = pt_transport_try_write(c->t, &buf, 1);
         if (n == (int)wr->len) {
             free(wr);
             c->write_depth++;
@@ -678,7 +712,7 @@ static void pt__respond(pt_conn_t *c, int status, const char *ctype, size_t ctyp
             return;
         }
     }
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, pt__on_written) != 0) {
+    if (pt_transport_write(c->t, &wr->req, &buf, 1, pt__on_written) != 0) {
         free(wr);
         pt_http_close(c);
         return;
@@ -697,8 +731,8 @@ void pt_http_send_error(pt_conn_t *c, int status, const char *msg, const char *e
 static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char *extra)
 {
     pt_buf_t b = {0};
-    /* an answer of our own ends any exchange with a target (408, a parse error) */
-    if (c->proxy) pt_proxy_abort(c);
+    /* an answer of our own ends any streamed exchange (408, a parse error) */
+    pt__sink_abort(c);
     pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
     pt_buf_json_escape(&b, msg, strlen(msg));
     pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->cid);
@@ -709,18 +743,26 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     else
         pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
     if (b.data)
-        pt__respond(c, status, "application/json", 16, extra, extra ? strlen(extra) : 0, b.data,
-                    b.len, 0);
+        pt_http_respond(c, status, "application/json", 16, extra, extra ? strlen(extra) : 0, b.data,
+                        b.len, 0, NULL);
     else
         pt_http_close(c);
     pt_buf_free(&b);
 }
 
-/* ---- streamed responses (pt_proxy) ---- */
+void pt_http_set_close(pt_conn_t *c)
+{
+    c->close_after = 1;
+}
 
-#define PT__OUT_LOW (64 * 1024)
+int pt_http_close_after(const pt_conn_t *c)
+{
+    return c->close_after;
+}
 
-static void pt__on_stream_written(uv_write_t *req, int status)
+/* ---- streamed responses ---- */
+
+static void pt__on_stream_written(pt_transport_write_t *req, int status)
 {
     pt__write_t *wr = (pt__write_t *)req;
     pt_conn_t *c = wr->c; /* write callbacks come before the close callback */
@@ -736,7 +778,11 @@ static void pt__on_stream_written(uv_write_t *req, int status)
         pt__written(c, 0);
         return;
     }
-    if (c->proxy && c->out_queued < PT__OUT_LOW) pt_proxy_client_drained(c);
+    if (c->sink) {
+        if (c->sink->drained) c->sink->drained(c->sink_ud);
+    } else if (c->owner_ops && c->owner_ops->drained) {
+        c->owner_ops->drained(c->owner);
+    }
 }
 
 int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n)
@@ -747,7 +793,7 @@ int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n)
         total += bufs[i].len;
     if (total == 0) return 0;
     if (c->out_queued == 0) {
-        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        int r = pt_transport_try_write(c->t, bufs, n);
         if (r == (int)total) return 0;
         if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
             pt_http_close(c);
@@ -774,7 +820,7 @@ int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n)
     wr->c = c;
     wr->len = o;
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)o);
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, pt__on_stream_written) != 0) {
+    if (pt_transport_write(c->t, &wr->req, &b, 1, pt__on_stream_written) != 0) {
         free(wr);
         pt_http_close(c);
         return -1;
@@ -783,14 +829,23 @@ int pt_http_write(pt_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
+size_t pt_http_out_queued(const pt_conn_t *c)
+{
+    return c->out_queued;
+}
+
 void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes)
 {
     if (!c->started_ns) c->started_ns = uv_hrtime();
     pt__observe(c, status, (size_t)bytes);
     c->hold_reads = 0;
+    c->sink = NULL;
     if (c->closing) return;
     if (c->state != PT_CONN_HANDLE) c->close_after = 1; /* the request was not read whole */
-    if (c->state == PT_CONN_TUNNEL) c->state = PT_CONN_HANDLE;
+    if (c->state == PT_CONN_OWNED) {                    /* a tunnel ended: its owner let go */
+        c->owner_ops = NULL;
+        c->state = PT_CONN_HANDLE;
+    }
     if (c->out_queued == 0)
         pt__written(c, 0);
     else
@@ -811,6 +866,19 @@ void pt_http_reading(pt_conn_t *c, int on)
     if (pt__read_on(c) != 0) pt_http_close(c);
 }
 
+void pt_http_stream(pt_conn_t *c, const pt_http_sink_ops_t *ops, void *ud)
+{
+    c->sink = ops;
+    c->sink_ud = ud;
+    c->started_ns = uv_hrtime();
+}
+
+void pt_http_detach(pt_conn_t *c)
+{
+    c->sink = NULL;
+    c->owner_ops = NULL;
+}
+
 void pt_http_release(pt_conn_t *c)
 {
     if (c->closing || c->state != PT_CONN_HELD) return;
@@ -824,14 +892,139 @@ void pt_http_release(pt_conn_t *c)
     if (!c->closing && c->state != PT_CONN_LINGER && pt__read_on(c) != 0) pt_http_close(c);
 }
 
-/* ---- dispatch ---- */
+/* ---- hand-over ---- */
 
-/* A service or the bus answered: whether c can still take the answer (it
- * may have closed meanwhile, or be gone: then it is freed here). */
-static int pt__answer_due(pt_conn_t *c)
+int pt_http_hand_over(pt_conn_t *c, const pt_http_owner_ops_t *ops, void *owner)
+{
+    if (c->closing) return -1;
+    c->sink = NULL; /* an exchange that switched protocols goes on as the owner */
+    c->owner_ops = ops;
+    c->owner = owner;
+    c->state = PT_CONN_OWNED;
+    c->close_after = 0;
+    c->hold_reads = 0;
+    uv_timer_stop(&c->timer);
+    c->deadline = c->timer_due = 0;
+    /* what the client sent right behind its request goes first; pending is
+     * not written to again, so its bytes stay valid through the call */
+    if (c->pending.len > c->pending_off) {
+        const char *data = c->pending.data + c->pending_off;
+        size_t len = c->pending.len - c->pending_off;
+        c->pending.len = c->pending_off = 0;
+        if (ops->data) ops->data(owner, data, len);
+    }
+    if (!c->closing && c->state == PT_CONN_OWNED && pt__read_on(c) != 0) pt_http_close(c);
+    return 0;
+}
+
+void pt_http_shutdown(pt_conn_t *c)
+{
+    if (c->closing) return;
+    c->state = PT_CONN_LINGER;
+    c->linger_close = 1;
+    pt_http_reading(c, 1);
+    if (!c->closing && pt_transport_shutdown(c->t, pt__on_shutdown) != 0) pt_http_close(c);
+}
+
+/* ---- accessors ---- */
+
+const pt_http_parser_t *pt_http_request(const pt_conn_t *c)
+{
+    return &c->req;
+}
+
+int pt_http_method(const pt_conn_t *c)
+{
+    return c->parser.method;
+}
+
+void pt_http_target(const pt_conn_t *c, const char **path, size_t *path_len, const char **query,
+                    size_t *query_len)
+{
+    const char *url = c->head.data ? c->head.data : "";
+    const char *q = memchr(url, '?', c->url_len);
+    *path = url;
+    *path_len = q ? (size_t)(q - url) : c->url_len;
+    *query = q ? q + 1 : "";
+    *query_len = q ? c->url_len - *path_len - 1 : 0;
+}
+
+const char *pt_http_header(const pt_conn_t *c, const char *name, size_t *len)
+{
+    return pt_http_parser_header(&c->req, name, len);
+}
+
+const char *pt_http_body(const pt_conn_t *c, size_t *len)
+{
+    *len = c->body.len;
+    return c->body.data ? c->body.data : "";
+}
+
+const char *pt_http_cid(const pt_conn_t *c)
+{
+    return c->cid;
+}
+
+pt_worker_t *pt_http_worker(const pt_conn_t *c)
+{
+    return c->w;
+}
+
+const char *pt_http_peer(pt_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    if (c->peer[0] || pt_transport_peer(c->t, &ss) != 0) return c->peer;
+    if (ss.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+    else if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    return c->peer;
+}
+
+const uv_tcp_t *pt_http_tcp(const pt_conn_t *c)
+{
+    return c->t->tcp;
+}
+
+int pt_http_held(const pt_conn_t *c)
+{
+    return c->state == PT_CONN_HELD;
+}
+
+int pt_http_request_read(const pt_conn_t *c)
+{
+    return c->state == PT_CONN_HANDLE;
+}
+
+int pt_http_closing(const pt_conn_t *c)
+{
+    return c->closing;
+}
+
+void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *service)
+{
+    c->channel_name = channel_name;
+    pt_strcpy_cap(c->service, service ? service : "", sizeof c->service);
+}
+
+void pt_http_set_username(pt_conn_t *c, const char *username)
+{
+    pt_strcpy_cap(c->username, username ? username : "", sizeof c->username);
+}
+
+const char *pt_http_username(const pt_conn_t *c)
+{
+    return c->username;
+}
+
+void pt_http_hold(pt_conn_t *c)
+{
+    c->in_service = 1;
+}
+
+int pt_http_unhold(pt_conn_t *c)
 {
     c->in_service = 0;
-    pt_metrics_add(&c->w->metrics.in_flight, -1);
     if (c->dead) {
         pt__free(c);
         return 0;
@@ -839,293 +1032,59 @@ static int pt__answer_due(pt_conn_t *c)
     return !c->closing;
 }
 
-static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
-{
-    pt_conn_t *c = ud;
-    if (!pt__answer_due(c)) return;
-    if (res->headers_invalid) { /* never half of what the service meant to send */
-        pt__send_error(c, 500, PT__BAD_SERVICE_HEADERS, NULL);
-        return;
-    }
-    pt__respond(c, res->status, res->content_type, res->content_type_len, res->headers,
-                res->headers_len, res->body, res->body_len, 500);
-}
-
-static void pt__on_bus_done(void *ud, const pt_bus_result_t *res)
-{
-    pt_conn_t *c = ud;
-    if (!pt__answer_due(c)) return;
-    if (res->error)
-        pt__send_error(c, res->status, res->error, NULL);
-    else
-        pt__respond(c, res->status, res->content_type, res->content_type_len, NULL, 0, res->body,
-                    res->body_len, 502);
-}
-
-/* An amqp_bus request: published without Lua, answered from the reply. */
-static void pt__bus(pt_conn_t *c, const pt_route_match_t *m, const char *path, size_t path_len,
-                    const char *query, size_t query_len)
-{
-    size_t ct_len = 0;
-    const char *ct = pt_http_header(c, "content-type", &ct_len);
-    pt_bus_request_t req = {
-        .channel = m->channel,
-        .exchange = m->service,
-        .rest = m->rest,
-        .rest_len = m->rest_len,
-        .method = llhttp_method_name(llhttp_get_method(&c->parser)),
-        .query = query,
-        .query_len = query_len,
-        .content_type = ct,
-        .content_type_len = ct_len,
-        .body = c->body.data ? c->body.data : "",
-        .body_len = c->body.len,
-        .cid = c->cid,
-    };
-    (void)path;
-    (void)path_len;
-    c->in_service = 1;
-    pt_metrics_add(&c->w->metrics.in_flight, 1);
-    if (pt_bus_send(c->w, &req, pt__on_bus_done, c) != 0) {
-        c->in_service = 0;
-        pt_metrics_add(&c->w->metrics.in_flight, -1);
-        pt__send_error(c, 500, "cannot queue the message", NULL);
-    }
-}
-
-/* ---- security and rate limits, before any Lua ---- */
-
-static int pt__sec_header(void *ud, const char *name, const char **value, size_t *len)
-{
-    pt_conn_t *c = ud;
-    int n = 0;
-    size_t name_len = strlen(name); /* once, not once a header */
-    for (size_t i = 0; i < c->n_headers; i++) {
-        const pt_http_header_t *h = &c->headers[i];
-        if (!pt_http_parser_header_is(&c->req, h, name, name_len)) continue;
-        if (n++ == 0) {
-            *value = c->head.data + h->value_off;
-            *len = h->value_len;
-        }
-    }
-    return n;
-}
-
-/* A password check ran on the thread pool; its outcome is in this thread's
- * cache now, so dispatching the request again answers at once. */
-static void pt__on_verified(void *ud)
-{
-    pt_conn_t *c = ud;
-    c->in_service = 0;
-    if (c->dead) {
-        pt__free(c);
-        return;
-    }
-    if (!c->closing) pt__dispatch(c);
-}
-
-/* Runs the channel's security and rate limit. Returns 0 to go on (res
- * filled, c->username set), or 1 when the request is answered or waits for
- * a password check. */
-static int pt__secure(pt_conn_t *c, const pt_channel_t *ch, const char *query, size_t query_len,
-                      pt_security_result_t *res)
-{
-    char token[2048];
-    pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = &c->tcp};
-    if (ch->ws_token_param) {
-        long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
-        if (n == -3) { /* which one would be the credential is not ours to guess */
-            pt__send_error(c, 400, "the token parameter is given more than once", NULL);
-            return 1;
-        }
-        if (n > 0 && !memchr(token, '\0', (size_t)n)) {
-            req.token = token;
-            req.token_len = (size_t)n;
-        }
-    }
-    int rc = pt_security_check(c->w->cfg->security, ch->security, &req, res);
-    if (rc == PT_SECURITY_VERIFY) {
-        c->in_service = 1;
-        rc = pt_security_verify(&c->w->loop, res->verify, pt__on_verified, c);
-        if (rc == 0) return 1;
-        c->in_service = 0;
-        pt__send_error(c, 500, "cannot check the password", NULL);
-        return 1;
-    }
-    if (rc == PT_SECURITY_REFUSE) {
-        pt__send_error(c, res->status, res->message, res->extra[0] ? res->extra : NULL);
-        return 1;
-    }
-    pt_strcpy_cap(c->username, res->username, sizeof c->username);
-
-    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
-    pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
-    if (limiter) {
-        /* one bucket per channel name (and user): it outlives a reload */
-        const char *user = rl->per_user ? c->username : "";
-        size_t nlen = strlen(ch->name), ulen = strlen(user);
-        char kbuf[512];
-        char *key = nlen + ulen + 1 <= sizeof kbuf ? kbuf : malloc(nlen + ulen + 1);
-        uint32_t retry = 1;
-        if (!key) {
-            pt__send_error(c, 500, "out of memory", NULL);
-            return 1;
-        }
-        memcpy(key, ch->name, nlen);
-        key[nlen] = '\0';
-        memcpy(key + nlen + 1, user, ulen);
-        rc = pt_ratelimit_take(limiter, key, nlen + 1 + ulen, rl->rate, rl->burst, uv_hrtime(),
-                               &retry);
-        if (key != kbuf) free(key);
-        if (rc == 1) {
-            char extra[48];
-            snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry);
-            pt__send_error(c, 429, "rate limit exceeded", extra);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static void pt__dispatch(pt_conn_t *c)
-{
-    pt_worker_t *w = c->w;
-    const char *url = c->head.data ? c->head.data : "";
-    size_t url_len = c->url_len;
-    const char *q = memchr(url, '?', url_len);
-    size_t path_len = q ? (size_t)(q - url) : url_len;
-    const char *query = q ? q + 1 : "";
-    size_t query_len = q ? url_len - path_len - 1 : 0;
-    int method = llhttp_get_method(&c->parser);
-    char stackbuf[2048];
-    char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
-    pt_route_match_t m;
-    pt_security_result_t sec;
-    char msg[256];
-
-    if (!buf) {
-        pt__send_error(c, 500, "out of memory", NULL);
-        return;
-    }
-    int rc = pt_router_match(w->router, method, url, path_len, query, query_len, buf, &m);
-    if (rc == 0) {
-        c->channel_name = m.channel->name;
-        pt_strcpy_cap(c->service, m.service, sizeof c->service);
-    }
-    if (rc == 400) {
-        pt__send_error(c, 400, m.error, NULL);
-    } else if (rc == 404) {
-        pt__send_error(c, 404, "no channel at this path", NULL);
-    } else if (rc == 405) {
-        char allow[160], extra[200];
-        snprintf(extra, sizeof extra, "Allow: %s\r\n",
-                 pt_route_allow_header(m.allow, allow, sizeof allow));
-        pt__send_error(c, 405, "method not allowed on this channel", extra);
-    } else if ((m.channel->type == PT_CHANNEL_HTTP_PROXY) != (c->state == PT_CONN_HELD)) {
-        /* a reload changed the channels between the headers and the body */
-        c->close_after = 1;
-        pt__send_error(c, 503, "the configuration changed during the request: try again", NULL);
-    } else if (pt__secure(c, m.channel, query, query_len, &sec) != 0) {
-        /* refused, or dispatched again once a password check is done */
-    } else if (m.channel->type == PT_CHANNEL_HTTP_PROXY) {
-        if (!m.listed) {
-            snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
-            pt__send_error(c, 404, msg, NULL);
-        } else {
-            pt_proxy_start(c, &m, sec.hide_header);
-        }
-    } else if (m.channel->type == PT_CHANNEL_AMQP_BUS) {
-        if (!m.listed) {
-            snprintf(msg, sizeof msg, "service '%s' is not on this channel's service_list",
-                     m.service);
-            pt__send_error(c, 403, msg, NULL);
-        } else {
-            pt__bus(c, &m, url, path_len, query, query_len);
-        }
-    } else if (m.channel->type == PT_CHANNEL_WEBSOCKET) {
-        /* answers the handshake itself: 101, or the refusal RFC 6455 asks for */
-        (void)pt_ws_upgrade(c, m.channel, c->username[0] ? c->username : NULL);
-    } else if (!pt_lua_has_service(w->lua, m.service)) {
-        snprintf(msg, sizeof msg, "unknown service '%s'", m.service);
-        pt__send_error(c, 404, msg, NULL);
-    } else if (!m.listed) {
-        snprintf(msg, sizeof msg, "service '%s' is not on this channel's allowlist", m.service);
-        pt__send_error(c, 403, msg, NULL);
-    } else {
-        pt_lua_header_t hstack[PT__STACK_HEADERS];
-        pt_lua_header_t *hs =
-            c->n_headers <= PT__STACK_HEADERS ? hstack : malloc(c->n_headers * sizeof *hs);
-        size_t n_hs = 0, hide_len = sec.hide_header ? strlen(sec.hide_header) : 0;
-        for (size_t i = 0; hs && i < c->n_headers; i++) {
-            /* the credential that let the request in stays here */
-            if (hide_len &&
-                pt_http_parser_header_is(&c->req, &c->headers[i], sec.hide_header, hide_len))
-                continue;
-            hs[n_hs].name = c->head.data + c->headers[i].name_off;
-            hs[n_hs].name_len = c->headers[i].name_len;
-            hs[n_hs].value = c->head.data + c->headers[i].value_off;
-            hs[n_hs].value_len = c->headers[i].value_len;
-            n_hs++;
-        }
-        pt_lua_call_t call = {
-            .service = m.service,
-            .cid = c->cid,
-            .method = llhttp_method_name((llhttp_method_t)method),
-            .path = url,
-            .path_len = path_len,
-            .query = query,
-            .query_len = query_len,
-            .headers = hs,
-            .n_headers = n_hs,
-            .body = c->body.data,
-            .body_len = c->body.len,
-            .channel = m.channel,
-            .username = c->username[0] ? c->username : NULL,
-            .gateway = sec.gateway[0] ? sec.gateway : NULL,
-            .params = m.params,
-            .n_params = m.n_params,
-        };
-        c->in_service = 1;
-        pt_metrics_add(&w->metrics.in_flight, 1);
-        if (pt_lua_dispatch(w->lua, &call, pt__on_service_done, c) != 0) {
-            c->in_service = 0;
-            pt_metrics_add(&w->metrics.in_flight, -1);
-            pt__send_error(c, 500, "cannot start the service", NULL);
-        }
-        if (hs != hstack) free(hs);
-    }
-    if (buf != stackbuf) free(buf);
-}
-
 /* ---- accepting ---- */
 
-void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
+/* Sets c up over c->t and links it into w's list; returns what
+ * pt_worker_conn_add said (c must be closed when it is not 0). */
+static int pt__setup(pt_conn_t *c, pt_worker_t *w, const pt_http_handler_t *h)
 {
-    pt_conn_t *c = calloc(1, sizeof *c);
-    if (!c) return;
     c->w = w;
-    uv_tcp_init(&w->loop, &c->tcp);
+    c->handler = h;
+    c->t->on_read = pt__on_read;
+    c->t->data = c;
     uv_timer_init(&w->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    c->timer.data = c;
     c->handles_open = 2;
     pt_metrics_add(&w->metrics.connections_open, 1);
     pt_metrics_add(&w->metrics.connections_total, 1);
-    c->prev = NULL;
-    c->next = w->conns;
-    if (w->conns) w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-        pt_http_close(c);
-        return;
-    }
-    if (w->draining || pt_worker_conn_admit(w, c) != 0) {
-        pt_http_close(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
-    pt_http_parser_init(&c->req, &pt__parser_ops, c, w->cfg->max_header_bytes);
+    return pt_worker_conn_add(w, &c->wc, &pt__wc_ops);
+}
+
+/* The connection waits for its first request. */
+static void pt__begin(pt_conn_t *c)
+{
+    pt_http_parser_init(&c->req, &pt__parser_ops, c, c->w->cfg->max_header_bytes);
     c->state = PT_CONN_WAIT;
-    pt__timer(c, w->cfg->header_timeout_ms);
+    pt__timer(c, c->w->cfg->header_timeout_ms);
     if (pt__read_on(c) != 0) pt_http_close(c);
+}
+
+void pt_http_accept(pt_worker_t *w, uv_stream_t *listener, const pt_http_handler_t *h)
+{
+    pt_conn_t *c = calloc(1, sizeof *c);
+    if (!c) return;
+    if (pt_transport_tcp_init(&c->tcp, &w->loop, w->read_buf, sizeof w->read_buf) != 0) {
+        free(c);
+        return;
+    }
+    c->t = &c->tcp.base;
+    int admitted = pt__setup(c, w, h);
+    if (pt_transport_tcp_accept(&c->tcp, listener) != 0 || admitted != 0) {
+        pt_http_close(c);
+        return;
+    }
+    pt__begin(c);
+}
+
+pt_conn_t *pt_http_start(pt_worker_t *w, pt_transport_t *t, const pt_http_handler_t *h)
+{
+    pt_conn_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->t = t;
+    if (pt__setup(c, w, h) != 0) {
+        pt_http_close(c);
+        return NULL;
+    }
+    pt__begin(c);
+    return c->closing ? NULL : c;
 }

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #define PT__OUT_HIGH (256 * 1024) /* answer bytes queued to the client that pause the target */
+#define PT__OUT_LOW (64 * 1024)   /* ... and that let it go on */
 
 struct pt_proxy_s {
     pt_conn_t *c;
@@ -24,6 +25,9 @@ struct pt_proxy_s {
     pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
     pt_buf_t out;   /* answer bytes behind the client's writes in flight (pt__emit) */
 };
+
+static const pt_http_sink_ops_t pt__sink_ops;
+static const pt_http_owner_ops_t pt__tunnel_ops;
 
 /* The values of a message's Connection fields: what they name is hop-by-hop
  * too. A message has one or two; more than PT__CONN_MAX is refused. */
@@ -110,15 +114,15 @@ static int pt__replaced(const char *name, size_t len)
  * directly, every later request past the gateway's routing and security)
  * is dropped with the rest of the hop-by-hop fields, and the request is an
  * ordinary one (Envoy allows only the upgrades it is configured for). */
-static int pt__websocket(pt_conn_t *c)
+static int pt__websocket(const pt_http_parser_t *r)
 {
     size_t len = 0;
     const char *v;
-    if (!c->parser.upgrade || llhttp_get_method(&c->parser) != HTTP_GET) return 0;
-    for (size_t i = 0; i < c->n_headers; i++) {
-        const pt_http_header_t *h = &c->headers[i];
-        if (!pt__is(c->head.data + h->name_off, h->name_len, "upgrade")) continue;
-        v = c->head.data + h->value_off;
+    if (!r->parser.upgrade || r->parser.method != HTTP_GET) return 0;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const pt_http_header_t *h = &r->headers[i];
+        if (!pt__is(r->head.data + h->name_off, h->name_len, "upgrade")) continue;
+        v = r->head.data + h->value_off;
         len = h->value_len;
         if (pt_field_list_has(v, len, "websocket", 9)) return 1;
     }
@@ -155,7 +159,6 @@ static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *val
 
 static void pt__free(pt_proxy_t *px)
 {
-    if (px->c && px->c->proxy == px) px->c->proxy = NULL;
     pt_buf_free(&px->head);
     pt_buf_free(&px->out);
     free(px);
@@ -185,7 +188,7 @@ static int pt__send(pt_proxy_t *px, uv_buf_t *more, unsigned n)
  * made 40 times what the high-water mark counted. Returns pt__send's. */
 static int pt__emit(pt_proxy_t *px, uv_buf_t *bufs, unsigned n)
 {
-    if (px->c->out_queued == 0) return pt__send(px, bufs, n);
+    if (pt_http_out_queued(px->c) == 0) return pt__send(px, bufs, n);
     for (unsigned i = 0; i < n; i++)
         if (pt_buf_append(&px->out, bufs[i].base, bufs[i].len) != 0) {
             pt_http_close(px->c); /* out of memory: the answer is cut, visibly */
@@ -214,20 +217,21 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
         if (pt__is(hs[i].name, hs[i].name_len, "connection") &&
             pt__conn_add(&conns, hs[i].value, hs[i].value_len) != 0) {
             static const char why[] = "the target sent too many Connection fields";
-            pt_log_write(PT_LOG_WARN, c->cid, NULL, why, sizeof why - 1);
-            /* answers here: pt_proxy_abort ends the exchange, and -1 says no more */
+            pt_log_write(PT_LOG_WARN, pt_http_cid(c), NULL, why, sizeof why - 1);
+            /* answers here: the sink's abort ends the exchange, and -1 says no more */
             pt_http_send_error(c, 502, "the target sent a malformed answer", NULL);
             return -1;
         }
         has_cid |= pt__is(hs[i].name, hs[i].name_len, "x-correlation-id");
     }
-    int method = llhttp_get_method(&c->parser);
-    int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+    const llhttp_t *lp = &pt_http_request(c)->parser;
+    int method = lp->method;
+    int http10 = lp->http_major == 1 && lp->http_minor == 0;
     px->status = status;
     px->tunnel = status == 101;
     px->head_only = method == HTTP_HEAD || status == 204 || status == 304;
-    if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
-    if (c->state != PT_CONN_HANDLE && !px->tunnel) c->close_after = 1; /* answered early */
+    if (pt_http_worker(c)->draining || !llhttp_should_keep_alive(lp)) pt_http_set_close(c);
+    if (!pt_http_request_read(c) && !px->tunnel) pt_http_set_close(c); /* answered early */
 
     pt_buf_t *hb = &px->head, b = {0};
     pt_buf_reserve(&b, 512);
@@ -241,7 +245,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
         if (pt__is(hs[i].name, hs[i].name_len, "content-length")) continue; /* framed below */
         pt__line(&b, hs[i].name, hs[i].name_len, hs[i].value, hs[i].value_len);
     }
-    if (!has_cid) pt__line(&b, "X-Correlation-Id", 16, c->cid, strlen(c->cid));
+    if (!has_cid) pt__line(&b, "X-Correlation-Id", 16, pt_http_cid(c), strlen(pt_http_cid(c)));
     if (px->tunnel) {
         for (size_t i = 0; i < n; i++)
             if (pt__is(hs[i].name, hs[i].name_len, "upgrade"))
@@ -255,9 +259,9 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
         } else if (!px->head_only && !http10)
             px->chunked_resp = 1;
         else if (!px->head_only)
-            c->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+            pt_http_set_close(c); /* HTTP/1.0: the end of the body is the close */
         if (px->chunked_resp) pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
-        if (c->close_after)
+        if (pt_http_close_after(c))
             pt_buf_puts(&b, "Connection: close\r\n");
         else if (http10)
             pt_buf_puts(&b, "Connection: keep-alive\r\n");
@@ -268,14 +272,9 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
     *hb = b;
     if (!px->tunnel) return 0;                 /* the head goes with the first body bytes */
     if (pt__send(px, NULL, 0) != 0) return -1; /* c is closing; pt_proxy_abort ran */
-    /* from here on both sides are bytes: what the client sent after its
-     * handshake goes first */
-    c->state = PT_CONN_TUNNEL;
-    if (c->pending.len > c->pending_off) {
-        pt_upx_write(px->x, c->pending.data + c->pending_off, c->pending.len - c->pending_off);
-        c->pending.len = c->pending_off = 0;
-    }
-    pt_http_reading(c, 1);
+    /* from here on both sides are bytes: the connection is the tunnel's
+     * (what the client sent after its handshake goes first) */
+    pt_http_hand_over(c, &pt__tunnel_ops, px);
     return 0;
 }
 
@@ -297,7 +296,7 @@ static void pt__on_body(void *ud, const char *data, size_t len)
         rc = pt__emit(px, &buf, 1);
     }
     if (rc != 0) return; /* closing: the exchange was aborted */
-    if (c->out_queued + px->out.len >= PT__OUT_HIGH && !px->paused) {
+    if (pt_http_out_queued(c) + px->out.len >= PT__OUT_HIGH && !px->paused) {
         px->paused = 1;
         pt_upx_pause(px->x, 1);
     }
@@ -316,7 +315,7 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     int status = px->status, sent = px->sent;
     uint64_t bytes = px->bytes;
     px->x = NULL;
-    c->proxy = NULL; /* the exchange is over: a close from here on has nothing to abort */
+    pt_http_detach(c); /* the exchange is over: a close from here on has nothing to abort */
     int rc = 0;
     if (err == PT_UPX_OK) {
         /* the held head (an answer without body bytes) and the last chunk */
@@ -333,11 +332,11 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     if (!msg) msg = "the target failed";
     if (!sent) {
         int code = err == PT_UPX_TIMEOUT ? 504 : err == PT_UPX_NOMEM ? 500 : 502;
-        pt_log_write(PT_LOG_WARN, c->cid, NULL, msg, strlen(msg));
+        pt_log_write(PT_LOG_WARN, pt_http_cid(c), NULL, msg, strlen(msg));
         pt_http_send_error(c, code, safe ? safe : "the target failed", NULL);
         return;
     }
-    pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg, strlen(msg));
+    pt_log_write(PT_LOG_ERROR, pt_http_cid(c), NULL, msg, strlen(msg));
     pt_http_close(c); /* the answer is cut short: the client must see it */
 }
 
@@ -351,23 +350,10 @@ static const pt_upx_handler_t pt__handler = {
 
 /* ---- the request ---- */
 
-/* The client's address, looked up once per connection. */
-static const char *pt__client_ip(pt_conn_t *c)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (c->peer[0] || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return c->peer;
-    if (ss.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
-    else if (ss.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
-    return c->peer;
-}
-
 void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_header)
 {
-    pt_worker_t *w = c->w;
+    pt_worker_t *w = pt_http_worker(c);
+    const pt_http_parser_t *r = pt_http_request(c);
     pt_upstream_t *u = pt_upstreams_find(w->upstreams, m->upstream, NULL);
     if (!u) {
         pt_http_send_error(c, 503, "the service's targets are not ready: try again", NULL);
@@ -381,9 +367,9 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     }
     px->c = c;
     pt_buf_reserve(&b, 1024); /* one allocation for a usual head */
-    int method = llhttp_get_method(&c->parser);
-    const char *url = c->head.data;
-    const char *q = memchr(url, '?', c->url_len);
+    int method = r->parser.method;
+    const char *url = r->head.data;
+    const char *q = memchr(url, '?', r->url_len);
 
     /* METHOD /rest?query HTTP/1.1 */
     pt_buf_puts(&b, llhttp_method_name((llhttp_method_t)method));
@@ -392,26 +378,26 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         pt_buf_append(&b, m->rest, m->rest_len);
     else
         pt_buf_append(&b, "/", 1);
-    if (q) pt_buf_append(&b, q, (size_t)(url + c->url_len - q));
+    if (q) pt_buf_append(&b, q, (size_t)(url + r->url_len - q));
     pt_buf_puts(&b, " HTTP/1.1\r\n");
 
     size_t host_len = 0;
     const char *host = pt_http_header(c, "host", &host_len);
-    int websocket = pt__websocket(c);
+    int websocket = pt__websocket(r);
     pt__conn_list_t conns = {.n = 0};
-    for (size_t i = 0; i < c->n_headers; i++) {
-        const pt_http_header_t *h = &c->headers[i];
-        if (pt__is(c->head.data + h->name_off, h->name_len, "connection") &&
-            pt__conn_add(&conns, c->head.data + h->value_off, h->value_len) != 0) {
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const pt_http_header_t *h = &r->headers[i];
+        if (pt__is(r->head.data + h->name_off, h->name_len, "connection") &&
+            pt__conn_add(&conns, r->head.data + h->value_off, h->value_len) != 0) {
             free(px);
             pt_buf_free(&b);
             pt_http_send_error(c, 400, "too many Connection header fields", NULL);
             return;
         }
     }
-    for (size_t i = 0; i < c->n_headers; i++) {
-        const pt_http_header_t *h = &c->headers[i];
-        const char *name = c->head.data + h->name_off, *value = c->head.data + h->value_off;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const pt_http_header_t *h = &r->headers[i];
+        const char *name = r->head.data + h->name_off, *value = r->head.data + h->value_off;
         if (pt__hop(name, h->name_len, &conns)) continue;
         if (pt__replaced(name, h->name_len) ||
             (hide_header && pt__is(name, h->name_len, hide_header)))
@@ -419,18 +405,18 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
     pt_buf_puts(&b, "X-Forwarded-For: ");
-    pt_buf_puts(&b, pt__client_ip(c));
+    pt_buf_puts(&b, pt_http_peer(c));
     pt_buf_puts(&b, "\r\nX-Forwarded-Proto: http\r\n");
     if (host) pt__line(&b, "X-Forwarded-Host", 16, host, host_len);
     pt_buf_puts(&b, "X-Correlation-Id: ");
-    pt_buf_puts(&b, c->cid);
+    pt_buf_puts(&b, pt_http_cid(c));
     pt_buf_puts(&b, "\r\nVia: 1.1 portico\r\n");
-    if (c->parser.flags & F_CHUNKED) {
+    if (r->parser.flags & F_CHUNKED) {
         px->chunked_req = 1;
         pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
-    } else if (c->parser.flags & F_CONTENT_LENGTH) {
+    } else if (r->parser.flags & F_CONTENT_LENGTH) {
         pt_buf_puts(&b, "Content-Length: ");
-        pt_buf_put_u64(&b, c->parser.content_length);
+        pt_buf_put_u64(&b, r->parser.content_length);
         pt_buf_append(&b, "\r\n", 2);
     }
     /* the 101 must switch to this (pt_upstream checks it) */
@@ -442,8 +428,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     }
     int idempotent = method == HTTP_GET || method == HTTP_HEAD || method == HTTP_PUT ||
                      method == HTTP_DELETE || method == HTTP_OPTIONS || method == HTTP_TRACE;
-    c->started_ns = uv_hrtime();
-    c->proxy = px;
+    pt_http_stream(c, &pt__sink_ops, px);
     pt_upx_req_t req = {.head = b.data,
                         .head_len = b.len,
                         .upgrade = websocket ? "websocket" : NULL,
@@ -453,7 +438,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     int rc = pt_upx_start(u, &req, &pt__handler, px, &px->x);
     pt_buf_free(&b);
     if (rc < 0) {
-        c->proxy = NULL;
+        pt_http_detach(c);
         free(px);
         pt_http_send_error(c, 502, "no target of the service can be reached", NULL);
         return;
@@ -461,11 +446,14 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     if (rc == 1) pt_http_release(c); /* a kept-alive connection took the head */
 }
 
-int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)
+/* ---- the client side: the held request's sink, then the tunnel ---- */
+
+/* A piece of the request body, as parsed. */
+static int pt__sink_body(void *ud, const char *data, size_t len)
 {
-    pt_proxy_t *px = c->proxy;
+    pt_proxy_t *px = ud;
     int rc;
-    if (!px || !px->x) return 0;
+    if (!px->x) return 0;
     if (px->chunked_req) {
         char size[24];
         uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)pt__chunk_size(size, len)),
@@ -474,41 +462,59 @@ int pt_proxy_body(pt_conn_t *c, const char *data, size_t len)
     } else {
         rc = pt_upx_write(px->x, data, len);
     }
-    if (rc) pt_http_reading(c, 0); /* the target is slower than the client: wait for on_drain */
+    if (rc) pt_http_reading(px->c, 0); /* the target is slower than the client: wait for on_drain */
     return 0;
 }
 
-void pt_proxy_request_end(pt_conn_t *c)
+/* The whole request was parsed. */
+static void pt__sink_end(void *ud)
 {
-    pt_proxy_t *px = c->proxy;
-    if (!px || !px->x) return;
+    pt_proxy_t *px = ud;
+    if (!px->x) return;
     if (px->chunked_req) pt_upx_write(px->x, "0\r\n\r\n", 5);
     pt_upx_end_request(px->x);
 }
 
-void pt_proxy_client_drained(pt_conn_t *c)
+/* The client took what was queued for it: the answer may flow again. */
+static void pt__client_drained(void *ud)
 {
-    pt_proxy_t *px = c->proxy;
-    if (!px) return;
+    pt_proxy_t *px = ud;
+    pt_conn_t *c = px->c;
+    if (pt_http_out_queued(c) >= PT__OUT_LOW) return;
     if (px->out.len && pt__send(px, NULL, 0) != 0) return; /* closing: px is gone */
-    if (!px->x || !px->paused || c->out_queued >= PT__OUT_HIGH) return;
+    if (!px->x || !px->paused || pt_http_out_queued(c) >= PT__OUT_HIGH) return;
     px->paused = 0;
     pt_upx_pause(px->x, 0);
 }
 
-void pt_proxy_tunnel_data(pt_conn_t *c, const char *data, size_t len)
+/* The client connection is closing or answered otherwise: the exchange with
+ * the target ends now, without callbacks. */
+static void pt__abort(void *ud)
 {
-    pt_proxy_t *px = c->proxy;
-    if (!px || !px->x) return;
-    if (pt_upx_write(px->x, data, len)) pt_http_reading(c, 0);
-}
-
-void pt_proxy_abort(pt_conn_t *c)
-{
-    pt_proxy_t *px = c->proxy;
-    if (!px) return;
-    c->proxy = NULL;
+    pt_proxy_t *px = ud;
     if (px->x) pt_upx_abort(px->x);
     px->x = NULL;
     pt__free(px);
 }
+
+/* Bytes from the client after a 101: they go to the target as they are. */
+static void pt__tunnel_data(void *ud, const char *data, size_t len)
+{
+    pt_proxy_t *px = ud;
+    if (!px->x) return;
+    if (pt_upx_write(px->x, data, len)) pt_http_reading(px->c, 0);
+}
+
+static const pt_http_sink_ops_t pt__sink_ops = {
+    .body = pt__sink_body,
+    .end = pt__sink_end,
+    .drained = pt__client_drained,
+    .abort = pt__abort,
+};
+
+/* No drain op: a draining worker closes the tunnel once it ends. */
+static const pt_http_owner_ops_t pt__tunnel_ops = {
+    .data = pt__tunnel_data,
+    .drained = pt__client_drained,
+    .abort = pt__abort,
+};

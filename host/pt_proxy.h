@@ -2,9 +2,10 @@
  *
  * /<prefix>/<service>/rest?q goes to a target of the channel's <service> at
  * /rest?q. pt_http holds the request at the end of its headers (security and
- * rate limits have run) until pt_upstream has a connection, then streams the
- * body to the target as it is parsed, and the answer back as it arrives,
- * with flow control both ways: memory stays flat for any body size.
+ * rate limits have run: pt_dispatch) until pt_upstream has a connection,
+ * then streams the body to the target as it is parsed, and the answer back
+ * as it arrives, with flow control both ways: memory stays flat for any
+ * body size.
  *
  * Headers (RFC 9110 section 7.6.1): hop-by-hop ones (Connection and what it
  * names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
@@ -37,25 +38,11 @@
 
 typedef struct pt_proxy_s pt_proxy_t;
 
-/* Starts proxying the held request c to m->upstream. hide_header (or NULL)
- * is the credential header not to forward. Answers c itself on failure. */
+/* Starts proxying the held request c to m->upstream: c's body goes to the
+ * target through the sink set here (pt_http_stream), the answer back
+ * through pt_http_write, a 101 joins the two connections (pt_http_hand_over).
+ * hide_header (or NULL) is the credential header not to forward. Answers c
+ * itself on failure. */
 void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_header);
-
-/* A piece of the request body, as parsed. Returns 0 (a parser callback's
- * "go on"). */
-int pt_proxy_body(pt_conn_t *c, const char *data, size_t len);
-
-/* The whole request was parsed. */
-void pt_proxy_request_end(pt_conn_t *c);
-
-/* The client took what was queued for it: the answer may flow again. */
-void pt_proxy_client_drained(pt_conn_t *c);
-
-/* Bytes from the client after a 101: they go to the target as they are. */
-void pt_proxy_tunnel_data(pt_conn_t *c, const char *data, size_t len);
-
-/* The client connection is closing or answered otherwise: the exchange with
- * the target ends now, without callbacks. Clears c->proxy. */
-void pt_proxy_abort(pt_conn_t *c);
 
 #endif

@@ -1,6 +1,7 @@
 #include "pt_upstream.h"
 #include "pt_field.h"
 #include "pt_log.h"
+#include "pt_transport.h"
 #include "pt_util.h"
 
 #include <llhttp.h>
@@ -65,7 +66,7 @@ typedef enum {
 } pt__tmode_t;
 
 struct pt__conn_s {
-    uv_tcp_t tcp;
+    pt_transport_tcp_t io; /* what the connection reads and writes through */
     uv_timer_t timer;
     int handles;
     int closing;
@@ -94,8 +95,8 @@ struct pt_upx_s {
     size_t upgrade_len;
     uint64_t timeout_ms;
     uint64_t started_ns;
-    size_t queued;   /* request bytes in uv_write or in outq */
-    unsigned writes; /* uv_write requests in flight */
+    size_t queued;   /* request bytes in queued writes or in outq */
+    unsigned writes; /* queued writes in flight */
     pt_buf_t outq;   /* request bytes behind the write in flight: one write when it is done */
     pt_upx_t *next_waiting;
     int retry, tries, head_only;
@@ -117,15 +118,14 @@ struct pt_upx_s {
 };
 
 typedef struct {
-    uv_write_t req;
+    pt_transport_write_t req;
     pt__conn_t *conn;
     size_t len;
     char data[];
 } pt__write_t;
 
 static void pt__connect(pt_upx_t *x);
-static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data);
 static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health);
 static void pt__read_timer(pt_upx_t *x);
 static int pt__flush(pt_upx_t *x);
@@ -230,13 +230,28 @@ const pt_upstream_cfg_t *pt_upstream_cfg(const pt_upstream_t *u)
 
 /* ---- connections ---- */
 
-static void pt__on_conn_closed(uv_handle_t *h)
+static void pt__conn_gone(pt__conn_t *conn)
 {
-    pt__conn_t *conn = h->data;
     if (--conn->handles > 0) return;
     pt_upstreams_t *set = conn->set;
     free(conn);
     pt__set_unref(set);
+}
+
+static void pt__on_conn_closed(uv_handle_t *h)
+{
+    pt__conn_gone(h->data);
+}
+
+static void pt__on_io_closed(pt_transport_t *io, int status)
+{
+    (void)status;
+    pt__conn_gone(io->data);
+}
+
+static pt_transport_t *pt__io(pt__conn_t *conn)
+{
+    return &conn->io.base;
 }
 
 static void pt__idle_remove(pt__conn_t *conn)
@@ -260,7 +275,7 @@ static void pt__conn_close(pt__conn_t *conn)
     pt__idle_remove(conn);
     conn->x = NULL;
     uv_close((uv_handle_t *)&conn->timer, pt__on_conn_closed);
-    uv_close((uv_handle_t *)&conn->tcp, pt__on_conn_closed);
+    pt_transport_close(pt__io(conn), pt__on_io_closed);
 }
 
 void pt_upstreams_retire(pt_upstreams_t *set)
@@ -326,7 +341,7 @@ static void pt__release(pt_upx_t *x)
     if (x->reusable && !x->invalid && !queued && !conn->set->retired &&
         t->n_idle < t->up->cfg->keepalive && !conn->closing) {
         if (x->paused) /* an idle connection must see its peer close */
-            uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
+            pt_transport_read_start(pt__io(conn));
         conn->reused = 1;
         conn->idle = 1;
         conn->next = t->idle;
@@ -645,30 +660,22 @@ static void pt__tunnel(pt_upx_t *x, const char *data, size_t len)
     pt__settled(x);
 }
 
-static void pt__on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    pt__conn_t *conn = h->data;
-    (void)suggested;
-    *buf = uv_buf_init(conn->set->read_buf, sizeof conn->set->read_buf);
-}
-
 static void pt__read_timer(pt_upx_t *x)
 {
     if (x->conn && x->req_ended && !x->paused && !x->upgraded)
         pt__timer(x->conn, PT__T_READ, x->timeout_ms);
 }
 
-static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data)
 {
-    pt__conn_t *conn = s->data;
+    pt__conn_t *conn = io->data;
     pt_upx_t *x = conn->x;
     if (!x) {
         /* idle: the target closed it, or sent what nobody asked for (a late
          * answer), which must never reach the next exchange */
-        if (nread != 0) pt__conn_close(conn);
+        pt__conn_close(conn);
         return;
     }
-    if (nread == 0) return;
     const char *who = x->t->cfg->display;
     if (x->upgraded && x->complete) {
         if (nread < 0) {
@@ -676,7 +683,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             pt__finish(x, PT_UPX_OK);
             return;
         }
-        pt__tunnel(x, buf->base, (size_t)nread);
+        pt__tunnel(x, data, (size_t)nread);
         return;
     }
     if (nread < 0) {
@@ -702,22 +709,22 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     else
         x->head_seen += (size_t)nread;
     x->busy = 1;
-    llhttp_errno_t e = llhttp_execute(&conn->parser, buf->base, (size_t)nread);
+    llhttp_errno_t e = llhttp_execute(&conn->parser, data, (size_t)nread);
     x->busy = 0;
     if (pt__settled(x)) return;
     if ((e == HPE_PAUSED_UPGRADE || e == HPE_PAUSED) && x->upgraded) {
         x->complete = 1;
         pt__timer_off(conn);
         const char *at = llhttp_get_error_pos(&conn->parser);
-        size_t used = at ? (size_t)(at - buf->base) : (size_t)nread;
-        if (used < (size_t)nread) pt__tunnel(x, buf->base + used, (size_t)nread - used);
+        size_t used = at ? (size_t)(at - data) : (size_t)nread;
+        if (used < (size_t)nread) pt__tunnel(x, data + used, (size_t)nread - used);
         return;
     }
     if (e == HPE_PAUSED && x->complete) {
         /* pooled only when the answer ended exactly here, after the whole
          * request went out: a byte more is an answer nobody asked for */
         const char *at = llhttp_get_error_pos(&conn->parser);
-        if (!at || at != buf->base + nread || !x->req_ended || x->queued) x->reusable = 0;
+        if (!at || at != data + nread || !x->req_ended || x->queued) x->reusable = 0;
         pt__finish(x, PT_UPX_OK);
         return;
     }
@@ -738,7 +745,7 @@ static void pt__on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- writing ---- */
 
-static void pt__on_written(uv_write_t *req, int status)
+static void pt__on_written(pt_transport_write_t *req, int status)
 {
     pt__write_t *wr = (pt__write_t *)req;
     pt__conn_t *conn = wr->conn; /* write callbacks come before the close callback */
@@ -763,7 +770,7 @@ static void pt__on_written(uv_write_t *req, int status)
     }
 }
 
-/* One uv_write of len bytes: data[0..n) from skip on, copied. Returns 0 or
+/* One queued write of len bytes: data[0..n) from skip on, copied. Returns 0 or
  * a libuv error. */
 static int pt__write(pt_upx_t *x, const uv_buf_t *data, unsigned n, size_t skip, size_t len)
 {
@@ -783,7 +790,7 @@ static int pt__write(pt_upx_t *x, const uv_buf_t *data, unsigned n, size_t skip,
         skip = 0;
     }
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
-    int rc = uv_write(&wr->req, (uv_stream_t *)&x->conn->tcp, &b, 1, pt__on_written);
+    int rc = pt_transport_write(pt__io(x->conn), &wr->req, &b, 1, pt__on_written);
     if (rc != 0) {
         free(wr);
         return rc;
@@ -820,7 +827,7 @@ static int pt__sendv(pt_upx_t *x, const uv_buf_t *bufs, unsigned n)
         x->queued += total;
         return 0;
     }
-    int w = uv_try_write((uv_stream_t *)&x->conn->tcp, bufs, n);
+    int w = pt_transport_try_write(pt__io(x->conn), bufs, n);
     if (w == (int)total) return 0;
     if (w < 0 && w != UV_EAGAIN && w != UV_ENOSYS) return w;
     size_t done = w > 0 ? (size_t)w : 0;
@@ -919,10 +926,9 @@ static void pt__on_timer(uv_timer_t *tm)
     }
 }
 
-static void pt__on_connect(uv_connect_t *req, int status)
+static void pt__on_connect(pt_transport_t *io, int status)
 {
-    pt__conn_t *conn = req->data;
-    free(req);
+    pt__conn_t *conn = io->data;
     if (status == UV_ECANCELED || conn->closing) return;
     pt_upx_t *x = conn->x;
     if (!x) {
@@ -934,8 +940,7 @@ static void pt__on_connect(uv_connect_t *req, int status)
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
-    uv_tcp_nodelay(&conn->tcp, 1);
-    if (uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read) != 0) {
+    if (pt_transport_read_start(io) != 0) {
         pt__why_plain(x, "cannot read from the target");
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
@@ -951,7 +956,7 @@ static int pt__idle_clean(pt__conn_t *conn)
 {
     uv_os_fd_t fd;
     char ch;
-    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0) return 0;
+    if (uv_fileno((const uv_handle_t *)conn->io.base.tcp, &fd) != 0) return 0;
     ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
@@ -983,10 +988,9 @@ static void pt__open(pt_upx_t *x)
         return;
     }
     pt__conn_t *conn = calloc(1, sizeof *conn);
-    uv_connect_t *req = malloc(sizeof *req);
-    if (!conn || !req) {
+    if (!conn ||
+        pt_transport_tcp_init(&conn->io, set->loop, set->read_buf, sizeof set->read_buf) != 0) {
         free(conn);
-        free(req);
         pt__why_plain(x, "out of memory");
         pt__finish(x, PT_UPX_NOMEM);
         return;
@@ -995,15 +999,13 @@ static void pt__open(pt_upx_t *x)
     conn->t = t;
     conn->x = x;
     set->refs++;
-    uv_tcp_init(set->loop, &conn->tcp);
     uv_timer_init(set->loop, &conn->timer);
-    conn->tcp.data = conn->timer.data = conn;
+    conn->io.base.on_read = pt__on_read;
+    conn->io.base.data = conn->timer.data = conn;
     conn->handles = 2;
     x->conn = conn;
-    req->data = conn;
-    int rc = uv_tcp_connect(req, &conn->tcp, (struct sockaddr *)&t->addr, pt__on_connect);
+    int rc = pt_transport_tcp_connect(&conn->io, (struct sockaddr *)&t->addr, pt__on_connect);
     if (rc != 0) {
-        free(req);
         pt__why(x, "cannot connect to ", t->cfg->display, ": %s", uv_strerror(rc));
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
@@ -1199,10 +1201,10 @@ void pt_upx_pause(pt_upx_t *x, int paused)
     pt__conn_t *conn = x->conn;
     if (!conn || conn->tmode == PT__T_CONNECT) return;
     if (paused) {
-        uv_read_stop((uv_stream_t *)&conn->tcp);
+        pt_transport_read_stop(pt__io(conn));
         if (conn->tmode == PT__T_READ) pt__timer_off(conn);
     } else {
-        uv_read_start((uv_stream_t *)&conn->tcp, pt__on_alloc, pt__on_read);
+        pt_transport_read_start(pt__io(conn));
         pt__read_timer(x);
     }
 }

@@ -1,10 +1,8 @@
 #include "pt_worker.h"
 #include "pt_accesslog.h"
-#include "pt_http.h"
 #include "pt_log.h"
 #include "pt_primitives.h"
 #include "pt_upstream.h"
-#include "pt_ws.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,7 +50,7 @@ static void pt__on_connection(uv_stream_t *listener, int status)
         pt_log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    pt_http_accept(w, listener);
+    w->accept(w, listener);
 }
 
 /* The listener is a socket of our own with SO_REUSEPORT set before bind, so
@@ -228,12 +226,20 @@ static uint64_t pt__conns_open;
 static uint64_t pt__refused_unreported;
 static int64_t pt__refused_warned; /* the second of the last warning */
 
-int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c)
+int pt_worker_conn_add(pt_worker_t *w, pt_worker_conn_t *wc, const pt_worker_conn_ops_t *ops)
 {
+    wc->ops = ops;
+    wc->admitted = 0;
+    wc->prev = NULL;
+    wc->next = w->conns;
+    if (w->conns) w->conns->prev = wc;
+    w->conns = wc;
+    w->n_conns++;
+    if (w->draining) return -1;
     uint64_t limit = w->cfg->max_connections;
     uint64_t open = __atomic_add_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
     if (open <= limit) {
-        c->admitted = 1;
+        wc->admitted = 1;
         return 0;
     }
     __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
@@ -253,14 +259,15 @@ int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c)
     return -1;
 }
 
-void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c)
+void pt_worker_conn_remove(pt_worker_t *w, pt_worker_conn_t *wc)
 {
-    if (c->admitted) __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
-    if (c->prev)
-        c->prev->next = c->next;
+    if (wc->admitted) __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
+    wc->admitted = 0;
+    if (wc->prev)
+        wc->prev->next = wc->next;
     else
-        w->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+        w->conns = wc->next;
+    if (wc->next) wc->next->prev = wc->prev;
     w->n_conns--;
     pt__maybe_finish(w);
 }
@@ -271,9 +278,9 @@ static void pt__on_drain_timeout(uv_timer_t *t)
     pt_log_warn("drain time-out: closing %zu connections, leaving %zu tasks", w->n_conns, w->tasks);
     w->drain_expired = 1;
     pt_lua_cancel_all(w->lua); /* services waiting on a slow backend answer now */
-    for (pt_conn_t *c = w->conns, *next; c; c = next) {
+    for (pt_worker_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        pt_http_close(c);
+        c->ops->close(c);
     }
     pt__maybe_finish(w);
 }
@@ -295,11 +302,10 @@ static void pt__on_stop(uv_async_t *a)
     if (w->draining) return;
     w->draining = 1;
     if (!uv_is_closing((uv_handle_t *)&w->listener)) uv_close((uv_handle_t *)&w->listener, NULL);
-    for (pt_conn_t *c = w->conns, *next; c; c = next) {
+    for (pt_worker_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        pt_http_drain(c);
+        c->ops->drain(c);
     }
-    pt_ws_close_all(w);
     uv_timer_start(&w->drain_timer, pt__on_drain_timeout, w->cfg->drain_timeout_ms, 0);
     uv_unref((uv_handle_t *)&w->drain_timer);
     pt__maybe_finish(w);

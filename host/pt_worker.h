@@ -14,7 +14,20 @@
 #include <time.h>
 #include <uv.h>
 
-typedef struct pt_conn_s pt_conn_t;
+/* A connection in a worker's list (embedded in the connection's own
+ * struct): the worker drains and closes it through its ops, knowing nothing
+ * of its protocol. */
+typedef struct pt_worker_conn_s pt_worker_conn_t;
+typedef struct {
+    void (*drain)(pt_worker_conn_t *wc); /* the worker drains: finish the exchange
+                                            in progress, then close */
+    void (*close)(pt_worker_conn_t *wc); /* drain_timeout passed: close now */
+} pt_worker_conn_ops_t;
+struct pt_worker_conn_s {
+    const pt_worker_conn_ops_t *ops;
+    pt_worker_conn_t *prev, *next;
+    int admitted;
+};
 
 /* What the main thread tells a worker. Messages are handled in order. */
 typedef enum {
@@ -60,8 +73,10 @@ typedef struct pt_worker_s {
     char start_err[512];
     pt_lua_t *lua;
     struct pt_upstreams_s *upstreams; /* targets, pools and health of w->snap's upstreams */
-    pt_conn_t *conns;                 /* every open connection, doubly linked */
+    pt_worker_conn_t *conns;          /* every open connection, doubly linked */
     void *ws_list;                    /* pt_ws's own list of upgraded connections */
+    /* a client connected on the listener (set before pt_worker_start) */
+    void (*accept)(struct pt_worker_s *w, uv_stream_t *listener);
     size_t n_conns;
     int draining;
     int drain_expired;    /* drain_timeout passed: stop waiting for tasks */
@@ -119,16 +134,17 @@ void pt_worker_join(pt_worker_t *w);
 /* Resolves host:port into addr; returns 0 or -1. */
 int pt_worker_resolve(const char *host, int port, struct sockaddr_storage *addr);
 
-/* A client connection was accepted on w: admits it (returns 0) while fewer
- * than server.max_connections are open in the whole process (one atomic
- * counter all workers share, so the figure is the config's, not a split of
- * it per worker), else refuses it (returns -1): counted in
- * portico_connections_refused_total and warned of at most once a second.
- * An admitted connection sets c->admitted; pt_worker_conn_closed lets it go. */
-int pt_worker_conn_admit(pt_worker_t *w, pt_conn_t *c);
+/* A client connection accepted on w: links wc into w's list and admits it
+ * (returns 0) while the process has fewer than server.max_connections open
+ * (one atomic counter all workers share, so the figure is the config's, not
+ * a split of it per worker) and w is not draining; else returns -1 (counted
+ * in portico_connections_refused_total, warned at most once a second) and
+ * wc stays linked: the caller closes it and calls pt_worker_conn_remove once
+ * its handles are closed. */
+int pt_worker_conn_add(pt_worker_t *w, pt_worker_conn_t *wc, const pt_worker_conn_ops_t *ops);
 
-/* Called by pt_http when a connection is gone (after its handles closed). */
-void pt_worker_conn_closed(pt_worker_t *w, pt_conn_t *c);
+/* wc's handles are closed: unlinks it, lets its admission go, may end a drain. */
+void pt_worker_conn_remove(pt_worker_t *w, pt_worker_conn_t *wc);
 
 /* "Date: <RFC 7231 date>\r\n" for now, cached per second. */
 const char *pt_worker_date(pt_worker_t *w);

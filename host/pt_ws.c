@@ -90,15 +90,10 @@ typedef struct {
     char cid[65];       /* for an error reply made here */
 } pt__ws_call_t;
 
-typedef struct {
-    uv_write_t req;
-    pt_ws_t *ws;
-    char *data; /* the ws->out buffer it took over */
-    size_t len; /* bytes of it still to go when it was queued */
-} pt__ws_write_t;
-
 static void pt__pump(pt_ws_t *ws);
 static void pt__recv(pt_ws_t *ws);
+static void pt__on_send_timer(uv_timer_t *t);
+static const pt_http_owner_ops_t pt__owner_ops;
 
 /* ---- the worker's list of sockets ---- */
 
@@ -211,68 +206,35 @@ static void pt__output_drained(pt_ws_t *ws)
     pt__resume(ws);
 }
 
-static void pt__on_written(uv_write_t *req, int status)
+/* A write to the client completed (pt_http's owner op). */
+static void pt__sock_drained(void *owner)
 {
-    pt__ws_write_t *wr = (pt__ws_write_t *)req;
-    pt_ws_t *ws = wr->ws; /* write callbacks come before the close callback */
-    ws->out_bytes -= wr->len;
-    free(wr->data);
-    free(wr);
-    if (!ws->c || ws->c->closing) return;
-    if (status < 0) {
-        pt_http_close(ws->c);
-        return;
-    }
+    pt_ws_t *ws = owner;
+    if (!ws->c || pt_http_closing(ws->c)) return;
+    ws->out_bytes = pt_http_out_queued(ws->c);
     if (ws->ended && ws->out_bytes == 0 && ws->timers_open) uv_timer_stop(&ws->send_timer);
     pt__output_drained(ws);
 }
 
 /* Writes ws->out to the socket: at once when nothing waits before it, the
- * rest (or all) through uv_write, which takes the buffer over. */
+ * rest (or all) queued by pt_http_write. */
 static int pt__sock_flush(pt_ws_t *ws)
 {
     pt_conn_t *c = ws->c;
-    size_t done = 0;
     if (ws->out.len == 0) return 0;
-    if (!c || c->closing) return -1;
-    if (ws->out_bytes == 0) {
-        uv_buf_t b = uv_buf_init(ws->out.data, (unsigned)ws->out.len);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) return -1;
-        done = r > 0 ? (size_t)r : 0;
-        if (done == ws->out.len) {
-            ws->out.len = 0;
-            if (ws->out.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->out);
-            return 0;
-        }
-    }
-    pt__ws_write_t *wr = malloc(sizeof *wr);
-    if (!wr) return -1;
-    wr->ws = ws;
-    wr->data = ws->out.data;
-    wr->len = ws->out.len - done;
-    ws->out = (pt_buf_t){0};
-    uv_buf_t b = uv_buf_init(wr->data + done, (unsigned)wr->len);
-    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, pt__on_written) != 0) {
-        free(wr->data);
-        free(wr);
-        return -1;
-    }
-    ws->out_bytes += wr->len;
+    if (!c || pt_http_closing(c)) return -1;
+    uv_buf_t b = uv_buf_init(ws->out.data, (unsigned)ws->out.len);
+    if (pt_http_write(c, &b, 1) != 0) return -1; /* c is closing */
+    ws->out.len = 0;
+    if (ws->out.cap > PT__WS_OUT_KEEP) pt_buf_free(&ws->out);
+    ws->out_bytes = pt_http_out_queued(c);
     return 0;
-}
-
-static void pt__on_shutdown(uv_shutdown_t *req, int status)
-{
-    pt_conn_t *c = req->data;
-    free(req);
-    pt_http_close(c);
 }
 
 static void pt__sock_end(pt_ws_t *ws, int abort)
 {
     pt_conn_t *c = ws->c;
-    if (!c || c->closing) return;
+    if (!c || pt_http_closing(c)) return;
     uv_timer_stop(&ws->ping_timer);
     if (abort) {
         pt_http_close(c);
@@ -285,13 +247,7 @@ static void pt__sock_end(pt_ws_t *ws, int abort)
         uv_timer_start(&ws->send_timer, pt__on_send_timer, ws->send_timeout_ms, 0);
     else
         uv_timer_stop(&ws->send_timer);
-    c->state = PT_CONN_LINGER;
-    pt_http_reading(c, 1);
-    uv_shutdown_t *sd = malloc(sizeof *sd);
-    if (!sd || (sd->data = c, uv_shutdown(sd, (uv_stream_t *)&c->tcp, pt__on_shutdown)) != 0) {
-        free(sd);
-        pt_http_close(c);
-    }
+    pt_http_shutdown(c);
 }
 
 /* No more frames either way (see pt__ws_io_t.end). */
@@ -353,7 +309,7 @@ static void pt__drop(pt_ws_t *ws, const char *why)
 static void pt__on_send_timer(uv_timer_t *t)
 {
     pt_ws_t *ws = t->data;
-    if (!ws->c || ws->c->closing) return;
+    if (!ws->c || pt_http_closing(ws->c)) return;
     if (ws->ended) {
         pt_http_close(ws->c); /* lingered with output the peer did not take */
         return;
@@ -368,7 +324,7 @@ static void pt__on_send_timer(uv_timer_t *t)
  * (close frames exchanged) or wslay failed. */
 static void pt__pump(pt_ws_t *ws)
 {
-    if (ws->ended || (ws->c && ws->c->closing)) return;
+    if (ws->ended || (ws->c && pt_http_closing(ws->c))) return;
     if (wslay_event_send(ws->ctx) != 0 || ws->io->flush(ws) != 0) {
         pt__end(ws, 1);
         return;
@@ -833,9 +789,11 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     const char *conn = pt_http_header(c, "connection", &clen);
     const char *ver = pt_http_header(c, "sec-websocket-version", &vlen);
     const char *key = pt_http_header(c, "sec-websocket-key", &klen);
-    if (llhttp_get_method(&c->parser) != HTTP_GET)
+    const llhttp_t *lp = &pt_http_request(c)->parser;
+    pt_worker_t *w = pt_http_worker(c);
+    if (lp->method != HTTP_GET)
         return pt__refuse(c, 405, "a WebSocket handshake is a GET", "Allow: GET\r\n");
-    if (c->parser.http_major != 1 || c->parser.http_minor < 1)
+    if (lp->http_major != 1 || lp->http_minor < 1)
         return pt__refuse(c, 400, "a WebSocket handshake needs HTTP/1.1", NULL);
     if (!up || !pt__has_token(up, ulen, "websocket"))
         return pt__refuse(c, 426, "this channel speaks WebSocket: upgrade the connection",
@@ -867,18 +825,18 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
     }
     ws->io = &pt__sock_io;
     ws->c = c;
-    ws->w = c->w;
+    ws->w = w;
     ws->max_output = ch->ws_max_output;
     ws->send_timeout_ms = ch->ws_send_timeout_ms;
     snprintf(ws->channel, sizeof ws->channel, "%s", ch->name);
     snprintf(ws->username, sizeof ws->username, "%s", username ? username : "");
-    ws->last_message_ms = uv_now(&c->w->loop);
+    ws->last_message_ms = uv_now(&w->loop);
 
     if (pt_buf_printf(&ws->out,
                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
                       "X-Correlation-Id: %s\r\n\r\n",
-                      accept, c->cid) != 0 ||
+                      accept, pt_http_cid(c)) != 0 ||
         pt__sock_flush(ws) != 0) {
         wslay_event_context_free(ws->ctx);
         pt_buf_free(&ws->out);
@@ -886,28 +844,23 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
         pt_http_close(c);
         return 0;
     }
-    c->ws = ws;
-    c->close_after = 0;
-    c->state = PT_CONN_WS;
-    uv_timer_stop(&c->timer);
-    c->deadline = c->timer_due = 0;
-    uv_timer_init(&c->w->loop, &ws->ping_timer);
-    uv_timer_init(&c->w->loop, &ws->send_timer);
+    uv_timer_init(&w->loop, &ws->ping_timer);
+    uv_timer_init(&w->loop, &ws->send_timer);
     ws->ping_timer.data = ws->send_timer.data = ws;
     ws->timers_open = 2;
     uv_timer_start(&ws->ping_timer, pt__on_ping_timer, ch->ws_ping_interval_ms,
                    ch->ws_ping_interval_ms);
     pt__link(ws);
-    /* Frames the client sent right behind its handshake. */
-    if (c->pending.len > c->pending_off) {
-        pt_ws_on_read(ws, c->pending.data + c->pending_off, c->pending.len - c->pending_off);
-        c->pending.len = c->pending_off = 0;
-    }
+    /* the connection is ours now: frames the client sent right behind its
+     * handshake come first */
+    pt_http_hand_over(c, &pt__owner_ops, ws);
     return 0;
 }
 
-void pt_ws_on_read(pt_ws_t *ws, const char *data, size_t len)
+/* Bytes read from the socket (pt_http's owner op). */
+static void pt__on_data(void *owner, const char *data, size_t len)
 {
+    pt_ws_t *ws = owner;
     if (ws->ended) return;
     if (pt__take(ws, data, len) != 0) {
         pt__end(ws, 1);
@@ -926,8 +879,11 @@ static void pt__on_trim_timer(uv_timer_t *t)
     uv_close((uv_handle_t *)t, pt__on_timer_closed);
 }
 
-void pt_ws_detach(pt_ws_t *ws)
+/* The connection's handles are closed (pt_http's owner op): frees ws, or
+ * lets the last service call in flight free it. */
+static void pt__on_closed(void *owner)
 {
+    pt_ws_t *ws = owner;
     pt__unlink(ws);
     ws->c = NULL;
     ws->ended = 1;
@@ -969,13 +925,18 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
     return n;
 }
 
-void pt_ws_close_all(pt_worker_t *w)
+/* The worker drains (pt_http's owner op): goodbye with 1001. */
+static void pt__on_drain(void *owner)
 {
-    for (pt_ws_t *ws = *pt__list(w), *next; ws; ws = next) {
-        next = ws->next;
-        pt__close(ws, WSLAY_CODE_GOING_AWAY, "server going away");
-    }
+    pt__close(owner, WSLAY_CODE_GOING_AWAY, "server going away");
 }
+
+static const pt_http_owner_ops_t pt__owner_ops = {
+    .data = pt__on_data,
+    .drained = pt__sock_drained,
+    .closed = pt__on_closed,
+    .drain = pt__on_drain,
+};
 
 /* ---- probes (the fuzzer) ---- */
 

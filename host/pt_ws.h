@@ -1,7 +1,8 @@
 /* pt_ws: WebSocket channels (RFC 6455, frames by wslay).
  *
  * After an authenticated GET on a websocket channel, pt_ws_upgrade answers
- * 101 and takes the connection over: pt_http hands it every byte read. Each
+ * 101 and takes the connection over (pt_http_hand_over): every byte read
+ * comes to it, and a draining worker's goodbye is a close with 1001. Each
  * text message is JSON and runs a service like a REST request; a message
  * {"service": ..., "request_id": ..., "data": ...} may call any service the
  * channel allows and its reply carries the same request_id, so many calls can
@@ -45,20 +46,10 @@ typedef struct pt_ws_s pt_ws_t;
  * another version). Returns 0: c is answered either way. */
 int pt_ws_upgrade(struct pt_conn_s *c, const pt_channel_t *ch, const char *username);
 
-/* Bytes read from a WebSocket connection. */
-void pt_ws_on_read(pt_ws_t *ws, const char *data, size_t len);
-
-/* The connection's handles are closed: frees ws, or lets the last service
- * call in flight free it. */
-void pt_ws_detach(pt_ws_t *ws);
-
 /* Sends text to this worker's sockets on channel, all of them or only
  * username's (NULL: all). Returns how many sockets it was queued on. */
 size_t pt_ws_push(struct pt_worker_s *w, const char *channel, const char *username,
                   const char *text, size_t len);
-
-/* Closes every socket of this worker with 1001 (the worker drains). */
-void pt_ws_close_all(struct pt_worker_s *w);
 
 /* A WebSocket with no socket, for the fuzzer: the frame handling of an
  * upgraded connection (the same wslay context, callbacks and checks) fed

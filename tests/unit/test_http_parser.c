@@ -168,10 +168,9 @@ static int pt__differential(void)
     return bad;
 }
 
-int main(void)
+PT_CASE(well_formed_pipelined_chunked)
 {
     pt__seen_t seen;
-
     /* well formed, pipelined, chunked with extensions and trailers */
     PT_CHECK_INT(pt__parse(S("GET /a?b HTTP/1.1\r\nHost: t\r\nX-A:  v \t\r\n\r\n"
                              "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -185,7 +184,11 @@ int main(void)
     PT_CHECK_STR(seen.headers, "Host=t;Transfer-Encoding=chunked;");
     PT_CHECK_INT(pt__parse(S("GET / HTTP/1.1\r\nHost: t\r\nX-A:  v \t\r\n\r\n"), &seen), 0);
     PT_CHECK_STR(seen.headers, "Host=t;X-A=v;");
+}
 
+PT_CASE(absolute_form)
+{
+    pt__seen_t seen;
     /* absolute form: routed by the path, the authority is Host */
     PT_CHECK_INT(
         pt__parse(S("GET http://example.com:81/api/echo?x=1 HTTP/1.1\r\nHost: o\r\n\r\n"), &seen),
@@ -197,20 +200,32 @@ int main(void)
     PT_CHECK_STR(seen.host, "h");
     REFUSED(400, "GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n");
     REFUSED(400, "GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n");
+}
 
+PT_CASE(field_syntax)
+{
+    pt__seen_t seen;
     /* field syntax */
     REFUSED(400, "GET / HTTP/1.1\r\nHost : evil\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\r\nHost: t\r\n: v\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\nHost: t\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\r\nHost: t\r\n\n");
+}
 
+PT_CASE(host_rules)
+{
+    pt__seen_t seen;
     /* Host */
     REFUSED(400, "GET / HTTP/1.1\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
     REFUSED(400, "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n");
     PT_CHECK_INT(pt__parse(S("GET / HTTP/1.0\r\n\r\n"), &seen), 0);
+}
 
+PT_CASE(request_line_target_methods_and_limits)
+{
+    pt__seen_t seen;
     /* the request line: exactly method SP target SP HTTP/d.d, whole or a byte a read */
     REFUSED(400, "GET  / HTTP/1.1\r\nHost: t\r\n\r\n");
     REFUSED(400, "GET /  HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -262,10 +277,17 @@ int main(void)
     REFUSED(400, "GET / HTTP/1.1\r\nhOST: a\r\nHost: b\r\n\r\n");
     REFUSED(501, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-encoding: chunked\r\n"
                  "TRANSFER-ENCODING: chunked\r\n\r\n");
+}
 
+PT_CASE(left_to_llhttp_is_refused_by_it)
+{
     /* what the gate leaves to llhttp 8.1, llhttp refuses */
     PT_CHECK_INT(pt__differential(), 0);
+}
 
+PT_CASE(version_and_framing)
+{
+    pt__seen_t seen;
     /* the request line and framing */
     REFUSED(400, "GET /\r\n");
     REFUSED(505, "GET / HTTP/2.0\r\nHost: t\r\n\r\n");
@@ -273,7 +295,11 @@ int main(void)
     REFUSED(501, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
     REFUSED(501, "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n");
     REFUSED(400, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1, 2\r\n\r\nab");
+}
 
+PT_CASE(chunks_and_trailers)
+{
+    pt__seen_t seen;
     /* chunks */
     REFUSED(400,
             "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XY0\r\n\r\n");
@@ -303,5 +329,17 @@ int main(void)
         0);
     PT_CHECK_STR(seen.body, "a");
     PT_CHECK_INT(seen.close_after, 1);
+}
+
+int main(void)
+{
+    PT_RUN(well_formed_pipelined_chunked);
+    PT_RUN(absolute_form);
+    PT_RUN(field_syntax);
+    PT_RUN(host_rules);
+    PT_RUN(request_line_target_methods_and_limits);
+    PT_RUN(left_to_llhttp_is_refused_by_it);
+    PT_RUN(version_and_framing);
+    PT_RUN(chunks_and_trailers);
     return PT_TEST_DONE();
 }

@@ -78,14 +78,20 @@ static int answer(int fin, int opcode, const char *payload, size_t n)
     return close_code();
 }
 
-int main(void)
-{
-    uint8_t f[8192];
-    size_t n;
-    pt_ws_t *ws;
-    char big[2048];
-    memset(big, 'x', sizeof big);
+/* What every case starts with: frame space and a run of 'x'. */
+#define LOCALS                                                                                     \
+    uint8_t f[8192];                                                                               \
+    size_t n = 0;                                                                                  \
+    pt_ws_t *ws = NULL;                                                                            \
+    char big[2048];                                                                                \
+    memset(big, 'x', sizeof big);                                                                  \
+    (void)f;                                                                                       \
+    (void)n;                                                                                       \
+    (void)ws
 
+PT_CASE(text_joined_ping_answered_close_echoed)
+{
+    LOCALS;
     /* text is handed on whole, fragments joined, a ping between them answered */
     ws = probe(0);
     n = frame(f, 0, 1, "{\"a\":", 5);
@@ -100,7 +106,11 @@ int main(void)
     PT_CHECK_INT(pt_ws_probe_feed(ws, f, frame(f, 1, 8, "\x03\xe8", 2)), 1);
     PT_CHECK_INT(close_code(), 1000);
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(close_codes_of_rfc6455)
+{
+    LOCALS;
     /* RFC 6455 7.4.1 codes */
     PT_CHECK_INT(answer(1, 8, "\x03", 1), 1002);     /* a 1-byte close body */
     PT_CHECK_INT(answer(1, 8, "\x03\xed", 2), 1002); /* 1005 is not sent */
@@ -116,7 +126,11 @@ int main(void)
                         5),
                  4000); /* a valid code echoed */
     PT_CHECK_INT(n_texts, 0);
+}
 
+PT_CASE(tiny_fragments_cost_more)
+{
+    LOCALS;
     /* a message in tiny fragments costs more than its bytes: max_message
      * 1024 allows 1 + 1024 / 128 = 9 fragments */
     ws = probe(0);
@@ -138,13 +152,21 @@ int main(void)
     PT_CHECK_INT(pt_ws_probe_feed(ws, f, n), 0);
     PT_CHECK_INT(n_texts, 2);
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(unmasked_frame)
+{
+    LOCALS;
     /* an unmasked frame */
     ws = probe(0);
     PT_CHECK_INT(pt_ws_probe_feed(ws, (const uint8_t *)"\x81\x02{}", 4), 1);
     PT_CHECK_INT(close_code(), 1002);
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(one_close_only)
+{
+    LOCALS;
     /* one close only: a binary message is closed 1003, a bad frame after it
      * gets no second close */
     ws = probe(0);
@@ -154,7 +176,11 @@ int main(void)
     PT_CHECK_INT(close_code(), 1003);
     PT_CHECK_INT(out_len, 2 + 2 + 18); /* 1003 and its reason, nothing more */
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(frames_wait_for_a_peer_that_reads_nothing)
+{
+    LOCALS;
     /* a peer that reads nothing: past max_output (4096) the frames wait,
      * and all of them are answered once it has read */
     ws = probe(1);
@@ -166,7 +192,11 @@ int main(void)
     PT_CHECK(!pt_ws_probe_paused(ws));
     PT_CHECK_INT(out_len, 60 * 122);
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(bound_counts_queued_pongs)
+{
+    LOCALS;
     /* the bound counts what wslay queued itself: the pongs of pings read in
      * one go (wslay takes its input 4096 bytes at a time) */
     ws = probe(1);
@@ -182,7 +212,11 @@ int main(void)
         PT_CHECK_INT(pt_ws_probe_drain(ws), 0);
     PT_CHECK_INT(out_len, 100 * 122);
     pt_ws_probe_free(ws);
+}
 
+PT_CASE(empty_pings_count_too)
+{
+    LOCALS;
     /* empty pings: wslay counts a queued message by its payload, so their
      * pongs counted nothing and every ping read in one go was answered,
      * 3000 of them 6000 bytes against a bound of 4096; each queued message
@@ -199,6 +233,17 @@ int main(void)
         PT_CHECK_INT(pt_ws_probe_drain(ws), 0);
     PT_CHECK_INT(out_len, 3000 * 2);
     pt_ws_probe_free(ws);
+}
 
+int main(void)
+{
+    PT_RUN(text_joined_ping_answered_close_echoed);
+    PT_RUN(close_codes_of_rfc6455);
+    PT_RUN(tiny_fragments_cost_more);
+    PT_RUN(unmasked_frame);
+    PT_RUN(one_close_only);
+    PT_RUN(frames_wait_for_a_peer_that_reads_nothing);
+    PT_RUN(bound_counts_queued_pongs);
+    PT_RUN(empty_pings_count_too);
     return PT_TEST_DONE();
 }

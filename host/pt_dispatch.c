@@ -1,0 +1,259 @@
+#include "pt_dispatch.h"
+#include "pt_bus.h"
+#include "pt_dispatch_handler.h"
+#include "pt_dispatch_lua.h"
+#include "pt_proxy.h"
+#include "pt_ratelimit.h"
+#include "pt_ws.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the handlers of the channel types without Lua ---- */
+
+static void pt__bus_done(void *ud, const pt_bus_result_t *res)
+{
+    pt_conn_t *c = ud;
+    pt_worker_t *w = pt_http_worker(c);
+    pt_metrics_add(&w->metrics.in_flight, -1);
+    if (!pt_http_unhold(c)) return;
+    if (res->error)
+        pt_http_send_error(c, res->status, res->error, NULL);
+    else
+        pt_http_respond(c, res->status, res->content_type, res->content_type_len, NULL, 0,
+                        res->body, res->body_len, 502,
+                        "the bus reply's content type is not a valid header");
+}
+
+/* An amqp_bus request: published without Lua, answered from the reply. */
+static void pt__bus(const pt_dispatch_req_t *r)
+{
+    pt_conn_t *c = r->c;
+    const pt_route_match_t *m = r->m;
+    char msg[256];
+    if (!m->listed) {
+        snprintf(msg, sizeof msg, "service '%s' is not on this channel's service_list", m->service);
+        pt_http_send_error(c, 403, msg, NULL);
+        return;
+    }
+    size_t ct_len = 0, body_len = 0;
+    const char *ct = pt_http_header(c, "content-type", &ct_len);
+    const char *body = pt_http_body(c, &body_len);
+    pt_bus_request_t req = {
+        .channel = m->channel,
+        .exchange = m->service,
+        .rest = m->rest,
+        .rest_len = m->rest_len,
+        .method = llhttp_method_name((llhttp_method_t)r->method),
+        .query = r->query,
+        .query_len = r->query_len,
+        .content_type = ct,
+        .content_type_len = ct_len,
+        .body = body,
+        .body_len = body_len,
+        .cid = pt_http_cid(c),
+    };
+    pt_http_hold(c);
+    pt_metrics_add(&r->w->metrics.in_flight, 1);
+    if (pt_bus_send(r->w, &req, pt__bus_done, c) != 0) {
+        pt_http_unhold(c);
+        pt_metrics_add(&r->w->metrics.in_flight, -1);
+        pt_http_send_error(c, 500, "cannot queue the message", NULL);
+    }
+}
+
+static void pt__proxy(const pt_dispatch_req_t *r)
+{
+    char msg[256];
+    if (!r->m->listed) {
+        snprintf(msg, sizeof msg, "unknown service '%s'", r->m->service);
+        pt_http_send_error(r->c, 404, msg, NULL);
+        return;
+    }
+    pt_proxy_start(r->c, r->m, r->sec->hide_header);
+}
+
+static void pt__websocket(const pt_dispatch_req_t *r)
+{
+    const char *user = pt_http_username(r->c);
+    /* answers the handshake itself: 101, or the refusal RFC 6455 asks for */
+    (void)pt_ws_upgrade(r->c, r->m->channel, user[0] ? user : NULL);
+}
+
+static const pt_dispatch_handler_t pt__bus_handler = {.stream_body = 0, .handle = pt__bus};
+static const pt_dispatch_handler_t pt__proxy_handler = {.stream_body = 1, .handle = pt__proxy};
+static const pt_dispatch_handler_t pt__ws_handler = {.stream_body = 0, .handle = pt__websocket};
+
+/* One handler per channel type. */
+static const pt_dispatch_handler_t *const pt__handlers[] = {
+    [PT_CHANNEL_REST] = &pt_dispatch_lua,         [PT_CHANNEL_GATEWAY] = &pt_dispatch_lua,
+    [PT_CHANNEL_AMQP] = &pt_dispatch_lua,         [PT_CHANNEL_WEBSOCKET] = &pt__ws_handler,
+    [PT_CHANNEL_HTTP_PROXY] = &pt__proxy_handler, [PT_CHANNEL_AMQP_BUS] = &pt__bus_handler,
+};
+
+static const pt_dispatch_handler_t *pt__handler(const pt_channel_t *ch)
+{
+    size_t t = (size_t)ch->type;
+    if (t < sizeof pt__handlers / sizeof pt__handlers[0] && pt__handlers[t]) return pt__handlers[t];
+    return &pt_dispatch_lua;
+}
+
+/* ---- security and rate limits, before any Lua ---- */
+
+static int pt__sec_header(void *ud, const char *name, const char **value, size_t *len)
+{
+    const pt_http_parser_t *req = pt_http_request(ud);
+    int n = 0;
+    size_t name_len = strlen(name); /* once, not once a header */
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const pt_http_header_t *h = &req->headers[i];
+        if (!pt_http_parser_header_is(req, h, name, name_len)) continue;
+        if (n++ == 0) {
+            *value = req->head.data + h->value_off;
+            *len = h->value_len;
+        }
+    }
+    return n;
+}
+
+static void pt__dispatch(pt_conn_t *c);
+
+/* A password check ran on the thread pool; its outcome is in this thread's
+ * cache now, so dispatching the request again answers at once. */
+static void pt__on_verified(void *ud)
+{
+    pt_conn_t *c = ud;
+    if (pt_http_unhold(c)) pt__dispatch(c);
+}
+
+/* Runs the channel's security and rate limit. Returns 0 to go on (res
+ * filled, the username set on c), or 1 when the request is answered or
+ * waits for a password check. */
+static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, const char *query,
+                      size_t query_len, pt_security_result_t *res)
+{
+    char token[2048];
+    pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = pt_http_tcp(c)};
+    if (ch->ws_token_param) {
+        long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
+        if (n == -3) { /* which one would be the credential is not ours to guess */
+            pt_http_send_error(c, 400, "the token parameter is given more than once", NULL);
+            return 1;
+        }
+        if (n > 0 && !memchr(token, '\0', (size_t)n)) {
+            req.token = token;
+            req.token_len = (size_t)n;
+        }
+    }
+    int rc = pt_security_check(w->cfg->security, ch->security, &req, res);
+    if (rc == PT_SECURITY_VERIFY) {
+        pt_http_hold(c);
+        rc = pt_security_verify(&w->loop, res->verify, pt__on_verified, c);
+        if (rc == 0) return 1;
+        pt_http_unhold(c);
+        pt_http_send_error(c, 500, "cannot check the password", NULL);
+        return 1;
+    }
+    if (rc == PT_SECURITY_REFUSE) {
+        pt_http_send_error(c, res->status, res->message, res->extra[0] ? res->extra : NULL);
+        return 1;
+    }
+    pt_http_set_username(c, res->username);
+
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
+    if (limiter) {
+        /* one bucket per channel name (and user): it outlives a reload */
+        const char *user = rl->per_user ? pt_http_username(c) : "";
+        size_t nlen = strlen(ch->name), ulen = strlen(user);
+        char kbuf[512];
+        char *key = nlen + ulen + 1 <= sizeof kbuf ? kbuf : malloc(nlen + ulen + 1);
+        uint32_t retry = 1;
+        if (!key) {
+            pt_http_send_error(c, 500, "out of memory", NULL);
+            return 1;
+        }
+        memcpy(key, ch->name, nlen);
+        key[nlen] = '\0';
+        memcpy(key + nlen + 1, user, ulen);
+        rc = pt_ratelimit_take(limiter, key, nlen + 1 + ulen, rl->rate, rl->burst, uv_hrtime(),
+                               &retry);
+        if (key != kbuf) free(key);
+        if (rc == 1) {
+            char extra[48];
+            snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry);
+            pt_http_send_error(c, 429, "rate limit exceeded", extra);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- routing ---- */
+
+/* The head hook: 1 when the request's channel streams its body (its
+ * handler says so) instead of reading it whole first. */
+static int pt__streams(pt_conn_t *c)
+{
+    pt_worker_t *w = pt_http_worker(c);
+    const char *path, *query;
+    size_t path_len, query_len;
+    pt_http_target(c, &path, &path_len, &query, &query_len);
+    /* only channels that stream are worth a match this early */
+    if (!pt_router_may_proxy(w->router, path, path_len)) return 0;
+    char stackbuf[2048];
+    char *buf = path_len < sizeof stackbuf ? stackbuf : malloc(path_len + 1);
+    pt_route_match_t m;
+    if (!buf) return 0;
+    int rc = pt_router_match(w->router, pt_http_method(c), path, path_len, "", 0, buf, &m);
+    if (buf != stackbuf) free(buf);
+    return rc == 0 && pt__handler(m.channel)->stream_body;
+}
+
+static void pt__dispatch(pt_conn_t *c)
+{
+    pt_worker_t *w = pt_http_worker(c);
+    pt_dispatch_req_t r = {.c = c, .w = w, .method = pt_http_method(c)};
+    pt_http_target(c, &r.path, &r.path_len, &r.query, &r.query_len);
+    char stackbuf[2048];
+    char *buf = r.path_len < sizeof stackbuf ? stackbuf : malloc(r.path_len + 1);
+    pt_route_match_t m;
+    pt_security_result_t sec;
+
+    if (!buf) {
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    int rc =
+        pt_router_match(w->router, r.method, r.path, r.path_len, r.query, r.query_len, buf, &m);
+    if (rc == 0) pt_http_set_route(c, m.channel->name, m.service);
+    if (rc == 400) {
+        pt_http_send_error(c, 400, m.error, NULL);
+    } else if (rc == 404) {
+        pt_http_send_error(c, 404, "no channel at this path", NULL);
+    } else if (rc == 405) {
+        char allow[160], extra[200];
+        snprintf(extra, sizeof extra, "Allow: %s\r\n",
+                 pt_route_allow_header(m.allow, allow, sizeof allow));
+        pt_http_send_error(c, 405, "method not allowed on this channel", extra);
+    } else if (pt__handler(m.channel)->stream_body != pt_http_held(c)) {
+        /* a reload changed the channels between the headers and the body */
+        pt_http_set_close(c);
+        pt_http_send_error(c, 503, "the configuration changed during the request: try again", NULL);
+    } else if (pt__secure(c, w, m.channel, r.query, r.query_len, &sec) != 0) {
+        /* refused, or dispatched again once a password check is done */
+    } else {
+        r.m = &m;
+        r.sec = &sec;
+        pt__handler(m.channel)->handle(&r);
+    }
+    if (buf != stackbuf) free(buf);
+}
+
+static const pt_http_handler_t pt__http = {.head = pt__streams, .request = pt__dispatch};
+
+void pt_dispatch_accept(pt_worker_t *w, uv_stream_t *listener)
+{
+    pt_http_accept(w, listener, &pt__http);
+}
