@@ -126,7 +126,7 @@ static void pt__on_handle_closed(uv_handle_t *h)
     pt_metrics_add(&c->w->metrics.connections_open, -1);
     if (c->ws) pt_ws_detach(c->ws);
     c->ws = NULL;
-    pt_worker_conn_closed(c->w, c);
+    pt_worker_conn_remove(c->w, &c->wc);
     if (c->in_service)
         c->dead = 1; /* the service's done callback frees it */
     else
@@ -1099,6 +1099,18 @@ static void pt__dispatch(pt_conn_t *c)
 
 /* ---- accepting ---- */
 
+static void pt__wc_drain(pt_worker_conn_t *wc)
+{
+    pt_http_drain((pt_conn_t *)((char *)wc - offsetof(pt_conn_t, wc)));
+}
+
+static void pt__wc_close(pt_worker_conn_t *wc)
+{
+    pt_http_close((pt_conn_t *)((char *)wc - offsetof(pt_conn_t, wc)));
+}
+
+static const pt_worker_conn_ops_t pt__wc_ops = {pt__wc_drain, pt__wc_close};
+
 void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
 {
     pt_conn_t *c = calloc(1, sizeof *c);
@@ -1110,16 +1122,8 @@ void pt_http_accept(pt_worker_t *w, uv_stream_t *listener)
     c->handles_open = 2;
     pt_metrics_add(&w->metrics.connections_open, 1);
     pt_metrics_add(&w->metrics.connections_total, 1);
-    c->prev = NULL;
-    c->next = w->conns;
-    if (w->conns) w->conns->prev = c;
-    w->conns = c;
-    w->n_conns++;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-        pt_http_close(c);
-        return;
-    }
-    if (w->draining || pt_worker_conn_admit(w, c) != 0) {
+    int refused = pt_worker_conn_add(w, &c->wc, &pt__wc_ops) != 0;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || refused) {
         pt_http_close(c);
         return;
     }

@@ -18,6 +18,8 @@
 #include <llhttp.h>
 #include <uv.h>
 
+typedef struct pt_conn_s pt_conn_t;
+
 typedef enum {
     PT_CONN_WAIT = 0, /* no byte of the next request yet */
     PT_CONN_HEAD,     /* reading the request line and headers */
@@ -34,7 +36,7 @@ struct pt_conn_s {
     uv_timer_t timer;
     int handles_open;
     pt_worker_t *w;
-    pt_conn_t *prev, *next;
+    pt_worker_conn_t wc; /* in w's list of connections */
     /* The request parser; its public fields are named here too (c->parser,
      * c->head, c->url_len, c->headers, c->n_headers: see pt_http_parser.h). */
     union {
@@ -46,7 +48,6 @@ struct pt_conn_s {
     pt_conn_state_t state;
     unsigned served;    /* requests answered on this connection */
     int closing;        /* uv_close called */
-    int admitted;       /* counts against max_connections (pt_worker_conn_admit) */
     int reading;        /* uv_read_start is in effect */
     int write_depth;    /* responses written synchronously on this stack */
     uint64_t deadline;  /* loop time the current time-out ends; 0: none */
