@@ -1,7 +1,6 @@
 #include "pt_admin.h"
 #include "pt_log.h"
-#include "pt_server.h"
-#include "pt_util.h"
+#include "pt_worker.h"
 
 #include <llhttp.h>
 
@@ -33,7 +32,8 @@ typedef struct pt__admin_conn_s {
 } pt__admin_conn_t;
 
 struct pt_admin_s {
-    pt_server_t *server;
+    const pt_admin_ops_t *ops;
+    void *ud; /* the ops' */
     uv_tcp_t listener;
     uv_timer_t sweep; /* closes connections past their deadline */
     int handles_open;
@@ -44,47 +44,40 @@ struct pt_admin_s {
 typedef struct {
     int method;
     const char *path;
-    int (*handle)(pt_server_t *s, pt_buf_t *body); /* returns the status */
+    int (*handle)(pt_admin_t *a, pt_buf_t *body); /* returns the status */
 } pt__admin_route_t;
 
-static int pt__healthz(pt_server_t *s, pt_buf_t *body)
+static int pt__healthz(pt_admin_t *a, pt_buf_t *body)
 {
     pt_buf_puts(body, "{\"status\":\"ok\"}");
     return 200;
 }
 
-static int pt__readyz(pt_server_t *s, pt_buf_t *body)
+static int pt__readyz(pt_admin_t *a, pt_buf_t *body)
 {
-    pt_buf_printf(body, "{\"ready\":%s,\"generation\":%llu}", s->ready ? "true" : "false",
-                  (unsigned long long)s->snap->generation);
-    return s->ready ? 200 : 503;
+    int ready = a->ops->ready(a->ud);
+    pt_buf_printf(body, "{\"ready\":%s,\"generation\":%llu}", ready ? "true" : "false",
+                  (unsigned long long)a->ops->generation(a->ud));
+    return ready ? 200 : 503;
 }
 
-static int pt__reload(pt_server_t *s, pt_buf_t *body)
+static int pt__reload(pt_admin_t *a, pt_buf_t *body)
 {
     char err[1024];
-    if (pt_server_reload(s, err, sizeof err) != 0) {
+    if (a->ops->reload(a->ud, err, sizeof err) != 0) {
         pt_buf_puts(body, "{\"accepted\":false,\"error\":\"");
         pt_buf_json_escape(body, err, strlen(err));
         pt_buf_puts(body, "\"}");
         return 422;
     }
     pt_buf_printf(body, "{\"accepted\":true,\"generation\":%llu}",
-                  (unsigned long long)s->snap->generation);
+                  (unsigned long long)a->ops->generation(a->ud));
     return 200;
 }
 
-static int pt__metrics(pt_server_t *s, pt_buf_t *body)
+static int pt__metrics(pt_admin_t *a, pt_buf_t *body)
 {
-    pt_metrics_t *workers[256];
-    size_t n = 0;
-    for (int i = 0; i < s->n_workers && n < 256; i++)
-        workers[n++] = &s->workers[i].metrics;
-    pt_metrics_process_t proc = {.reloads = s->reloads,
-                                 .reload_failures = s->reload_failures,
-                                 .generation = s->snap->generation,
-                                 .workers = s->n_workers};
-    pt_metrics_render(workers, n, &proc, body);
+    a->ops->metrics(a->ud, body);
     return 200;
 }
 
@@ -177,7 +170,7 @@ static int pt__on_message_complete(llhttp_t *p)
             status = 405;
             continue;
         }
-        status = r->handle(c->admin->server, &body);
+        status = r->handle(c->admin, &body);
         break;
     }
     if (status == 404 || status == 405)
@@ -259,9 +252,9 @@ static void pt__on_listener_closed(uv_handle_t *h)
     if (--a->handles_open == 0) free(a);
 }
 
-int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
+int pt_admin_start(uv_loop_t *loop, const pt_config_t *cfg, const pt_admin_ops_t *ops, void *ud,
+                   pt_admin_t **out, char *err, size_t errlen)
 {
-    const pt_config_t *cfg = s->snap->cfg;
     *out = NULL;
     if (!cfg->admin_host) return 0;
     struct sockaddr_storage addr;
@@ -271,10 +264,11 @@ int pt_admin_start(pt_server_t *s, pt_admin_t **out, char *err, size_t errlen)
     }
     pt_admin_t *a = calloc(1, sizeof *a);
     if (!a) return -1;
-    a->server = s;
-    uv_tcp_init(s->loop, &a->listener);
+    a->ops = ops;
+    a->ud = ud;
+    uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
-    uv_timer_init(s->loop, &a->sweep);
+    uv_timer_init(loop, &a->sweep);
     a->sweep.data = a;
     a->handles_open = 2;
     uv_timer_start(&a->sweep, pt__on_sweep, 1000, 1000);

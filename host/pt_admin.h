@@ -6,14 +6,34 @@
 #ifndef PT_ADMIN_H
 #define PT_ADMIN_H
 
-#include <stddef.h>
+#include "pt_config.h"
+#include "pt_util.h"
 
-struct pt_server_s;
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
 typedef struct pt_admin_s pt_admin_t;
 
-/* Starts listening when the config has admin.listen; *out stays NULL when it
- * has none. Returns 0, or -1 with a message in err. */
-int pt_admin_start(struct pt_server_s *s, pt_admin_t **out, char *err, size_t errlen);
+/* What the admin listener asks of the process (pt_server gives it these),
+ * each called on the loop's thread with ud. */
+typedef struct {
+    /* Non-zero while the process serves: every worker listens, no drain began. */
+    int (*ready)(void *ud);
+    /* The config generation serving now. */
+    uint64_t (*generation)(void *ud);
+    /* Reloads the config file. Returns 0 (accepted: generation is the new
+     * one), or -1 with the reason in err (the old config keeps serving). */
+    int (*reload)(void *ud, char *err, size_t errlen);
+    /* Appends the Prometheus text exposition of every figure to out. */
+    void (*metrics)(void *ud, pt_buf_t *out);
+} pt_admin_ops_t;
+
+/* Starts listening on loop when cfg has admin.listen (*out stays NULL when it
+ * has none); ops and ud must outlive the listener. Returns 0, or -1 with a
+ * message in err. */
+int pt_admin_start(uv_loop_t *loop, const pt_config_t *cfg, const pt_admin_ops_t *ops, void *ud,
+                   pt_admin_t **out, char *err, size_t errlen);
 
 /* Closes the listener and open admin connections (on the loop). NULL is fine. */
 void pt_admin_stop(pt_admin_t *a);

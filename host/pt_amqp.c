@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define PT__BACKOFF_MIN_MS 100
@@ -28,10 +27,7 @@ typedef struct pt__member_s {
     int index;
     uv_thread_t thread;
     int started;
-    int efd;
-    uv_mutex_t lock;
-    pt_amqp_job_t *q_head, *q_tail; /* submitted, not yet published (under lock) */
-    int stop;                       /* under lock */
+    pt_queue_t queue; /* submitted, not yet published; ended: the thread stops */
     atomic_int up;
     /* Owned by the member's thread. */
     amqp_connection_state_t conn;
@@ -228,13 +224,6 @@ int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms)
         if (p[1].revents) ready |= 1;
     }
     return ready;
-}
-
-void pt_amqp_wake(int efd)
-{
-    uint64_t one = 1;
-    ssize_t n = write(efd, &one, sizeof one);
-    (void)n;
 }
 
 int pt_amqp_wait_ms(amqp_connection_state_t conn, uint64_t deadline_ms)
@@ -441,13 +430,16 @@ void pt_amqp_exchanges_forget(pt_amqp_exchanges_t *known)
 
 /* ---- a pooled connection's thread ---- */
 
+/* What was submitted, oldest first, linked through next; *stop (when not
+ * NULL): pt_amqp_stop has begun, and this is all it queued before. */
 static pt_amqp_job_t *pt__take_queue(pt__member_t *m, int *stop)
 {
-    uv_mutex_lock(&m->lock);
-    pt_amqp_job_t *jobs = m->q_head;
-    m->q_head = m->q_tail = NULL;
-    if (stop) *stop = m->stop;
-    uv_mutex_unlock(&m->lock);
+    pt_amqp_job_t *jobs = NULL, **tail = &jobs;
+    for (pt_queue_node_t *n = pt_queue_take(&m->queue, stop); n; n = n->next) {
+        *tail = PT_QUEUE_ENTRY(n, pt_amqp_job_t, node);
+        tail = &(*tail)->next;
+    }
+    *tail = NULL;
     return jobs;
 }
 
@@ -527,6 +519,11 @@ static int pt__publish(pt__member_t *m, pt_amqp_job_t *job, char *err, size_t er
     }
     job->tag = ++m->next_tag;
     job->next = NULL;
+    /* Workers read the clock before they queue, so two of them can queue in
+     * the other order by a few microseconds: the list stays in deadline
+     * order, its head the next to expire. */
+    if (m->fl_tail && job->deadline_ms < m->fl_tail->deadline_ms)
+        job->deadline_ms = m->fl_tail->deadline_ms;
     if (m->fl_tail)
         m->fl_tail->next = job;
     else
@@ -668,7 +665,7 @@ static int pt__step(pt__member_t *m, char *err, size_t errlen)
         jobs = next;
     }
     if (stop) return 0;
-    pt_amqp_wait(m->conn, m->efd,
+    pt_amqp_wait(m->conn, pt_queue_fd(&m->queue),
                  pt_amqp_wait_ms(m->conn, m->fl_head ? m->fl_head->deadline_ms : 0));
     if (pt_amqp_read_frames(m->conn, pt__on_method, m, err, errlen) != 0) return -1;
     uint64_t now = pt_amqp_now_ms();
@@ -695,7 +692,7 @@ static int pt__backoff(pt__member_t *m, int ms, const char *why)
         pt__fail_list(pt__take_queue(m, &stop), msg);
         uint64_t now = pt_amqp_now_ms();
         if (stop || now >= until) return stop;
-        pt_amqp_wait(NULL, m->efd, (int)(until - now));
+        pt_amqp_wait(NULL, pt_queue_fd(&m->queue), (int)(until - now));
     }
 }
 
@@ -706,10 +703,7 @@ static void pt__member_main(void *arg)
     char err[320];
     int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop = 0, ever_up = 0;
     for (;;) {
-        uv_mutex_lock(&m->lock);
-        stop = m->stop;
-        uv_mutex_unlock(&m->lock);
-        if (stop) break;
+        if ((stop = pt_queue_ended(&m->queue))) break;
         if (!m->conn) {
             if (pt__open(m, err, sizeof err) != 0) {
                 pt_log(failures++ == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
@@ -780,22 +774,10 @@ void pt_amqp_submit(pt_amqp_out_t *oc, pt_amqp_job_t *job)
     }
     job->next = NULL;
     job->mx = oc->mx;
-    uv_mutex_lock(&m->lock);
-    if (m->stop) {
-        uv_mutex_unlock(&m->lock);
-        pt__complete(job, "portico is shutting down");
-        return;
-    }
-    /* Set under the lock, so deadlines grow with the queue order. */
     job->deadline_ms = pt_amqp_now_ms() + oc->timeout_ms;
-    int was_empty = m->q_head == NULL;
-    if (m->q_tail)
-        m->q_tail->next = job;
-    else
-        m->q_head = job;
-    m->q_tail = job;
-    uv_mutex_unlock(&m->lock);
-    if (was_empty) pt_amqp_wake(m->efd);
+    /* Once stopping, the job only queues: the thread on its way out, or
+     * pt_amqp_stop after the join, fails it ("shutting down"). */
+    pt_queue_push(&m->queue, &job->node);
 }
 
 static char *pt__dup(const char *s)
@@ -808,9 +790,7 @@ static void pt__free(pt_amqp_t *a)
     for (size_t i = 0; i < a->n; i++) {
         pt_amqp_out_t *oc = &a->outs[i];
         for (int j = 0; oc->members && j < oc->n_members; j++) {
-            pt__member_t *m = &oc->members[j];
-            if (m->efd >= 0) close(m->efd);
-            uv_mutex_destroy(&m->lock);
+            pt_queue_destroy(&oc->members[j].queue);
         }
         free(oc->members);
         free(oc->name);
@@ -825,15 +805,15 @@ void pt_amqp_stop(pt_amqp_t *a)
     if (!a) return;
     for (size_t i = 0; i < a->n; i++)
         for (int j = 0; j < a->outs[i].n_members; j++) {
-            pt__member_t *m = &a->outs[i].members[j];
-            uv_mutex_lock(&m->lock);
-            m->stop = 1;
-            uv_mutex_unlock(&m->lock);
-            pt_amqp_wake(m->efd);
+            pt_queue_end(&a->outs[i].members[j].queue); /* wakes the thread */
         }
     for (size_t i = 0; i < a->n; i++)
-        for (int j = 0; j < a->outs[i].n_members; j++)
-            if (a->outs[i].members[j].started) uv_thread_join(&a->outs[i].members[j].thread);
+        for (int j = 0; j < a->outs[i].n_members; j++) {
+            pt__member_t *m = &a->outs[i].members[j];
+            if (m->started) uv_thread_join(&m->thread);
+            /* submitted after the thread's last look: it has ended, we run it */
+            pt__fail_list(pt__take_queue(m, NULL), "portico is shutting down");
+        }
     if (pt__registry == a) pt__registry = NULL;
     pt__free(a);
 }
@@ -866,8 +846,11 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
             pt__member_t *m = &oc->members[j];
             m->oc = oc;
             m->index = j;
-            uv_mutex_init(&m->lock);
-            if ((m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+            if (pt_queue_init(&m->queue) != 0) {
+                ok = 0;
+                break;
+            }
+            if (pt_queue_start_fd(&m->queue) != 0) {
                 ok = 0;
                 oc->n_members++;
                 break;

@@ -16,6 +16,7 @@
 
 #include "pt_config.h"
 #include "pt_metrics.h"
+#include "pt_queue.h"
 
 #include <amqp.h>
 #include <stdint.h>
@@ -50,7 +51,8 @@ struct pt_amqp_job_s {
     uint64_t tag;
     int returned;
     pt_metrics_amqp_t *mx; /* the pool's figures */
-    pt_amqp_job_t *next;
+    pt_queue_node_t node;  /* in its connection's queue */
+    pt_amqp_job_t *next;   /* taken from it, or waiting for a confirm */
 };
 
 /* A new, empty job (props._flags 0), or NULL when out of memory. */
@@ -114,13 +116,11 @@ void pt_amqp_reply_error(amqp_rpc_reply_t r, char *err, size_t errlen);
 void pt_amqp_answer_close(amqp_connection_state_t conn, amqp_channel_t ch, const amqp_method_t *m,
                           char *err, size_t errlen);
 
-/* Waits until conn has input or efd is written or timeout_ms passed
- * (timeout_ms 0: just looks). Returns a bit set: 1 = conn readable or data
- * already buffered, 2 = efd was written (and is now reset). */
+/* Waits until conn has input or efd (a pt_queue_fd) is written or
+ * timeout_ms passed (timeout_ms 0: just looks). Returns a bit set: 1 = conn
+ * readable or data already buffered, 2 = efd was written (and is now
+ * reset). */
 int pt_amqp_wait(amqp_connection_state_t conn, int efd, int timeout_ms);
-
-/* Wakes a thread waiting in pt_amqp_wait on efd. Any thread. */
-void pt_amqp_wake(int efd);
 
 /* The exchanges a connection has found to exist: each is checked once per
  * connection, and forgotten when the connection goes. */

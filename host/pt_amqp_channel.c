@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define PT__BACKOFF_MIN_MS 100
@@ -34,7 +33,8 @@ typedef struct pt__delivery_s {
     char *resp;
     size_t resp_len;
     char *resp_ctype;
-    struct pt__delivery_s *next;                /* pending or answered list */
+    struct pt__delivery_s *next;                /* the pending list */
+    pt_queue_node_t node;                       /* in the consumer's answers */
     struct pt__delivery_s *all_prev, *all_next; /* handed to a worker (under lock) */
 } pt__delivery_t;
 
@@ -48,11 +48,12 @@ struct pt__consumer_s {
     pt_metrics_amqp_t *mx; /* its figures on /metrics */
     uv_thread_t thread;
     int started;
-    int efd;
+    /* Answered by workers. Its eventfd is what the thread waits on, also
+     * woken for stop and quiesce. */
+    pt_queue_t answers;
     uv_mutex_t lock;
-    pt__delivery_t *done_head, *done_tail; /* answered by workers (under lock) */
-    pt__delivery_t *all;                   /* out with workers (under lock) */
-    int stop, quiesce;                     /* under lock */
+    pt__delivery_t *all; /* out with workers (under lock) */
+    int stop, quiesce;   /* under lock */
     /* Owned by the thread. */
     amqp_connection_state_t conn;
     uint64_t gen;
@@ -212,18 +213,11 @@ static void pt__push_amqp(lua_State *L, void *ud)
     lua_setfield(L, -2, "headers");
 }
 
+/* Once the thread has ended the answer just waits: pt_amqp_channels_free
+ * frees it. */
 static void pt__answer(pt__delivery_t *d)
 {
-    pt__consumer_t *c = d->c;
-    d->next = NULL;
-    uv_mutex_lock(&c->lock);
-    if (c->done_tail)
-        c->done_tail->next = d;
-    else
-        c->done_head = d;
-    c->done_tail = d;
-    uv_mutex_unlock(&c->lock);
-    pt_amqp_wake(c->efd);
+    pt_queue_push(&d->c->answers, &d->node);
 }
 
 static void pt__on_done(void *ud, const pt_lua_result_t *res)
@@ -449,20 +443,17 @@ static int pt__settle(pt__consumer_t *c, pt__delivery_t *d)
  * dropped: the broker has requeued those deliveries already. */
 static int pt__settle_answers(pt__consumer_t *c, char *err, size_t errlen)
 {
-    uv_mutex_lock(&c->lock);
-    pt__delivery_t *d = c->done_head;
-    c->done_head = c->done_tail = NULL;
-    uv_mutex_unlock(&c->lock);
+    pt_queue_node_t *n = pt_queue_take(&c->answers, NULL);
     int rc = 0;
-    while (d) {
-        pt__delivery_t *next = d->next;
+    while (n) {
+        pt__delivery_t *d = PT_QUEUE_ENTRY(n, pt__delivery_t, node);
+        n = n->next;
         pt__unlink_all(c, d);
         if (rc == 0 && c->conn && d->gen == c->gen && pt__settle(c, d) != 0) {
             snprintf(err, errlen, "cannot acknowledge: the connection failed");
             rc = -1;
         }
         pt__delivery_free(d);
-        d = next;
     }
     return rc;
 }
@@ -614,13 +605,13 @@ static void pt__consumer_main(void *arg)
         if (!c->conn) {
             pt__settle_answers(c, err, sizeof err); /* stale ones: freed */
             if (quiesce) {
-                pt_amqp_wait(NULL, c->efd, 1000);
+                pt_amqp_wait(NULL, pt_queue_fd(&c->answers), 1000);
                 continue;
             }
             if (pt__consumer_open(c, err, sizeof err) != 0) {
                 pt_log(failures++ == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
                        "AMQP channel '%s': %s; retrying in the background", c->channel.name, err);
-                pt_amqp_wait(NULL, c->efd, backoff);
+                pt_amqp_wait(NULL, pt_queue_fd(&c->answers), backoff);
                 backoff = backoff * 2 > PT__BACKOFF_MAX_MS ? PT__BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
@@ -642,7 +633,8 @@ static void pt__consumer_main(void *arg)
             continue;
         }
         if (!quiesce) pt__dispatch(c);
-        pt_amqp_wait(c->conn, c->efd, hb > 0 && hb * 500 < 1000 ? hb * 500 : 1000);
+        pt_amqp_wait(c->conn, pt_queue_fd(&c->answers),
+                     hb > 0 && hb * 500 < 1000 ? hb * 500 : 1000);
     }
     if (c->conn) pt_metrics_inc((uint64_t *)&c->mx->up, -1);
     /* Stopping: ack what came back; the rest is requeued when we close. */
@@ -668,7 +660,7 @@ static void pt__set_flag(pt_amqp_channels_t *chs, int stop)
         else
             c->quiesce = 1;
         uv_mutex_unlock(&c->lock);
-        pt_amqp_wake(c->efd);
+        pt_queue_wake(&c->answers);
     }
 }
 
@@ -694,8 +686,9 @@ void pt_amqp_channels_free(pt_amqp_channels_t *chs)
     for (size_t i = 0; i < chs->n; i++) {
         pt__consumer_t *c = &chs->consumers[i];
         /* Answered deliveries are on both lists; free through "all". */
-        for (pt__delivery_t *d = c->done_head, *next; d; d = next) {
-            next = d->next;
+        for (pt_queue_node_t *n = pt_queue_take(&c->answers, NULL), *next; n; n = next) {
+            pt__delivery_t *d = PT_QUEUE_ENTRY(n, pt__delivery_t, node);
+            next = n->next;
             if (!d->all_prev && c->all != d) pt__delivery_free(d);
         }
         for (pt__delivery_t *d = c->all, *next; d; d = next) {
@@ -703,7 +696,7 @@ void pt_amqp_channels_free(pt_amqp_channels_t *chs)
             pt__delivery_free(d);
         }
         pt__drop_pending(c);
-        if (c->efd >= 0) close(c->efd);
+        pt_queue_destroy(&c->answers);
         uv_mutex_destroy(&c->lock);
         free(c->channel.name);
         free(c->channel.service);
@@ -732,7 +725,8 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         pt__consumer_t *c = &chs->consumers[chs->n++];
         c->owner = chs;
         uv_mutex_init(&c->lock);
-        c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        int q_rc = pt_queue_init(&c->answers);
+        if (q_rc == 0) q_rc = pt_queue_start_fd(&c->answers);
         c->channel.type = PT_CHANNEL_AMQP;
         c->channel.name = strdup(a->channel.name);
         c->mx = pt_metrics_amqp("channel", a->channel.name);
@@ -744,8 +738,7 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         c->concurrency = a->concurrency;
         c->requeue = a->requeue;
         c->max_body = cfg->max_body_bytes;
-        if (c->efd < 0 || !c->channel.name || !c->channel.service || !c->queue || ep_rc != 0)
-            ok = 0;
+        if (q_rc != 0 || !c->channel.name || !c->channel.service || !c->queue || ep_rc != 0) ok = 0;
     }
     for (size_t i = 0; ok && i < chs->n; i++) {
         pt__consumer_t *c = &chs->consumers[i];

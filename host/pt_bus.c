@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define PT__BACKOFF_MIN_MS 100
@@ -51,7 +50,8 @@ typedef struct pt__job_s {
     amqp_message_t reply; /* its body is the answer's */
     int has_reply;
     pt_metrics_amqp_t *mx;               /* its connection's figures; NULL: none */
-    struct pt__job_s *next;              /* the submission queue */
+    pt_queue_node_t node;                /* in its connection's queue */
+    struct pt__job_s *next;              /* taken from it */
     struct pt__job_s *hnext;             /* a bucket of the in-flight table */
     struct pt__job_s *dl_prev, *dl_next; /* in flight, by deadline */
     char data[];
@@ -63,10 +63,7 @@ struct pt__conn_s {
     pt_amqp_endpoint_t ep;
     uv_thread_t thread;
     int started;
-    int efd;
-    uv_mutex_t lock;
-    pt__job_t *q_head, *q_tail; /* submitted, not yet published (under lock) */
-    int stop;                   /* under lock */
+    pt_queue_t queue; /* submitted, not yet published; ended: the thread stops */
     atomic_int up;
     /* Owned by the connection's thread. */
     amqp_connection_state_t conn;
@@ -274,13 +271,16 @@ static void pt__fail_inflight(pt__conn_t *c, int status, const char *err)
 
 /* ---- a connection's thread ---- */
 
+/* What was submitted, oldest first, linked through next; *stop (when not
+ * NULL): pt_bus_stop has begun, and this is all it queued before. */
 static pt__job_t *pt__take_queue(pt__conn_t *c, int *stop)
 {
-    uv_mutex_lock(&c->lock);
-    pt__job_t *jobs = c->q_head;
-    c->q_head = c->q_tail = NULL;
-    if (stop) *stop = c->stop;
-    uv_mutex_unlock(&c->lock);
+    pt__job_t *jobs = NULL, **tail = &jobs;
+    for (pt_queue_node_t *n = pt_queue_take(&c->queue, stop); n; n = n->next) {
+        *tail = PT_QUEUE_ENTRY(n, pt__job_t, node);
+        tail = &(*tail)->next;
+    }
+    *tail = NULL;
     return jobs;
 }
 
@@ -611,7 +611,7 @@ static int pt__step(pt__conn_t *c, char *err, size_t errlen)
         jobs = next;
     }
     if (stop) return 0;
-    pt_amqp_wait(c->conn, c->efd,
+    pt_amqp_wait(c->conn, pt_queue_fd(&c->queue),
                  pt_amqp_wait_ms(c->conn, c->dl_head ? c->dl_head->deadline_ms : 0));
     if (pt_amqp_read_frames(c->conn, pt__on_method, c, err, errlen) != 0) return -1;
     pt__expire(c);
@@ -630,7 +630,7 @@ static int pt__backoff(pt__conn_t *c, int ms, const char *why)
         pt__fail_list(pt__take_queue(c, &stop), 503, msg);
         uint64_t now = pt_amqp_now_ms();
         if (stop || now >= until) return stop;
-        pt_amqp_wait(NULL, c->efd, (int)(until - now));
+        pt_amqp_wait(NULL, pt_queue_fd(&c->queue), (int)(until - now));
     }
 }
 
@@ -640,10 +640,7 @@ static void pt__conn_main(void *arg)
     char err[320];
     int backoff = PT__BACKOFF_MIN_MS, failures = 0, stop, ever_up = 0;
     for (;;) {
-        uv_mutex_lock(&c->lock);
-        stop = c->stop;
-        uv_mutex_unlock(&c->lock);
-        if (stop) break;
+        if ((stop = pt_queue_ended(&c->queue))) break;
         if (!c->conn) {
             if (pt__open(c, err, sizeof err) != 0) {
                 pt_log(failures++ == 0 ? PT_LOG_WARN : PT_LOG_DEBUG,
@@ -747,20 +744,10 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     } else if (!atomic_load(&c->up)) {
         pt__set_error(job, 503, "no connection to the broker");
     } else {
-        uv_mutex_lock(&c->lock);
-        if (!c->stop) {
-            int was_empty = c->q_head == NULL;
-            if (c->q_tail)
-                c->q_tail->next = job;
-            else
-                c->q_head = job;
-            c->q_tail = job;
-            uv_mutex_unlock(&c->lock);
-            if (was_empty) pt_amqp_wake(c->efd);
-            return 0;
-        }
-        uv_mutex_unlock(&c->lock);
-        pt__set_error(job, 503, "portico is shutting down");
+        /* Once stopping, the job only queues: the thread on its way out, or
+         * pt_bus_stop after the join, answers it 503 ("shutting down"). */
+        pt_queue_push(&c->queue, &job->node);
+        return 0;
     }
     /* Answered without the broker: still through the loop, never from here. */
     if (pt_worker_call(w, pt__on_worker, job) != 0) {
@@ -774,8 +761,7 @@ static void pt__free(pt_bus_t *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         pt__conn_t *c = &b->conns[i];
-        if (c->efd >= 0) close(c->efd);
-        uv_mutex_destroy(&c->lock);
+        pt_queue_destroy(&c->queue);
         free(c->table);
         free(c->name);
         pt_amqp_endpoint_free(&c->ep);
@@ -787,15 +773,14 @@ static void pt__free(pt_bus_t *b)
 void pt_bus_stop(pt_bus_t *b)
 {
     if (!b) return;
+    for (size_t i = 0; i < b->n; i++)
+        pt_queue_end(&b->conns[i].queue); /* wakes the thread */
     for (size_t i = 0; i < b->n; i++) {
         pt__conn_t *c = &b->conns[i];
-        uv_mutex_lock(&c->lock);
-        c->stop = 1;
-        uv_mutex_unlock(&c->lock);
-        pt_amqp_wake(c->efd);
+        if (c->started) uv_thread_join(&c->thread);
+        /* sent after the thread's last look: it has ended, we answer it */
+        pt__fail_list(pt__take_queue(c, NULL), 503, "portico is shutting down");
     }
-    for (size_t i = 0; i < b->n; i++)
-        if (b->conns[i].started) uv_thread_join(&b->conns[i].thread);
     if (pt__registry == b) pt__registry = NULL;
     pt__free(b);
 }
@@ -817,13 +802,13 @@ int pt_bus_start(const pt_config_t *cfg, pt_bus_t **out)
         const pt_channel_t *ch = &cfg->channels[i];
         if (ch->type != PT_CHANNEL_AMQP_BUS) continue;
         pt__conn_t *c = &b->conns[b->n++];
-        uv_mutex_init(&c->lock);
-        c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        int q_rc = pt_queue_init(&c->queue);
+        if (q_rc == 0) q_rc = pt_queue_start_fd(&c->queue);
         c->name = strdup(ch->name ? ch->name : "");
         c->mx = pt_metrics_amqp("bus", ch->name ? ch->name : "");
         int ep_rc = pt_amqp_endpoint_copy(&c->ep, &ch->bus_ep);
         if ((c->table = calloc(PT__TABLE_MIN, sizeof *c->table))) c->table_size = PT__TABLE_MIN;
-        if (c->efd < 0 || !c->name || ep_rc != 0 || !c->table) ok = 0;
+        if (q_rc != 0 || !c->name || ep_rc != 0 || !c->table) ok = 0;
     }
     if (!ok) {
         pt__free(b);

@@ -5,6 +5,7 @@
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
+#include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_primitives.h"
 
@@ -90,13 +91,8 @@ static void pt__wait_workers_ended(pt_server_t *s)
 {
     for (int i = 0; i < s->n_workers; i++) {
         pt_worker_t *w = &s->workers[i];
-        for (;;) {
-            uv_mutex_lock(&w->msg_lock);
-            int ended = w->ended;
-            uv_mutex_unlock(&w->msg_lock);
-            if (ended) break;
+        while (!pt_worker_ended(w))
             uv_sleep(10);
-        }
     }
 }
 
@@ -117,12 +113,6 @@ int pt_server_check(const char *config_path)
     return 0;
 }
 
-static void pt__broadcast(pt_server_t *s, pt_worker_msg_type_t type, const char *path)
-{
-    for (int i = 0; i < s->n_workers; i++)
-        pt_worker_post(&s->workers[i], type, path, NULL);
-}
-
 /* A settled change of a service file: check it on the reference VM, then
  * hand it to the workers. A file that fails is reported once per version. */
 static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
@@ -131,7 +121,8 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
     char err[1024];
     if (ev == PT_WATCH_REMOVED) {
         if (pt_lua_unload_file(s->ref_vm, path) == 0) {
-            pt__broadcast(s, PT_WORKER_UNLOAD, path);
+            for (int i = 0; i < s->n_workers; i++)
+                pt_gateway_unload(&s->workers[i], path);
             pt_log_info("service file removed: %s", path);
         }
         return;
@@ -147,7 +138,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
     }
     s->reloads++;
     for (int i = 0; i < s->n_workers; i++)
-        pt_worker_post_source(&s->workers[i], path, source, len);
+        pt_gateway_load(&s->workers[i], path, source, len);
     free(source);
     pt_log_info("service file loaded: %s", path);
 }
@@ -178,7 +169,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     /* Service changes go out first, so no new channel sees a missing service. */
     pt_watch_retarget(&s->watch, cfg->service_dirs, cfg->n_service_dirs);
     for (int i = 0; i < s->n_workers; i++)
-        pt_worker_post(&s->workers[i], PT_WORKER_SNAPSHOT, NULL, pt_snapshot_ref(snap));
+        pt_worker_post_snapshot(&s->workers[i], pt_snapshot_ref(snap));
     pt_snapshot_release(s->snap);
     s->snap = snap;
     pt_log_set_level(cfg->log_level);
@@ -188,6 +179,46 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
                 pt_lua_service_count(s->ref_vm));
     return 0;
 }
+
+/* ---- what the admin listener asks ---- */
+
+static int pt__admin_ready(void *ud)
+{
+    pt_server_t *s = ud;
+    return s->ready;
+}
+
+static uint64_t pt__admin_generation(void *ud)
+{
+    pt_server_t *s = ud;
+    return s->snap->generation;
+}
+
+static int pt__admin_reload(void *ud, char *err, size_t errlen)
+{
+    return pt_server_reload(ud, err, errlen);
+}
+
+static void pt__admin_metrics(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_metrics_t *workers[256];
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers && n < 256; i++)
+        workers[n++] = &s->workers[i].metrics;
+    pt_metrics_process_t proc = {.reloads = s->reloads,
+                                 .reload_failures = s->reload_failures,
+                                 .generation = s->snap->generation,
+                                 .workers = s->n_workers};
+    pt_metrics_render(workers, n, &proc, out);
+}
+
+static const pt_admin_ops_t pt__admin_ops = {
+    .ready = pt__admin_ready,
+    .generation = pt__admin_generation,
+    .reload = pt__admin_reload,
+    .metrics = pt__admin_metrics,
+};
 
 static void pt__on_signal(uv_signal_t *sig, int signum)
 {
@@ -315,7 +346,7 @@ int pt_server_run(const char *config_path)
         goto done;
     }
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
-        pt_admin_start(&s, &s.admin, err, sizeof err) != 0) {
+        pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
     }
@@ -344,6 +375,7 @@ int pt_server_run(const char *config_path)
         pt_worker_t *w = &s.workers[i];
         w->id = i + 1;
         w->n_workers = s.n_workers;
+        w->hooks = &pt_gateway_hooks;
         w->snap = pt_snapshot_ref(s.snap);
         w->addr = addr;
         w->accept = pt_dispatch_accept;

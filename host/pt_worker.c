@@ -1,8 +1,6 @@
 #include "pt_worker.h"
 #include "pt_accesslog.h"
 #include "pt_log.h"
-#include "pt_primitives.h"
-#include "pt_upstream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,6 +41,21 @@ const char *pt_worker_date(pt_worker_t *w)
     return w->date;
 }
 
+/* What other threads hand a worker: a new generation, or a function to run
+ * on its loop. */
+typedef enum {
+    PT__MSG_SNAPSHOT = 0, /* snap: serve with this config from now on */
+    PT__MSG_CALL,         /* fn(w, arg) on the worker's loop */
+} pt__msg_type_t;
+
+typedef struct {
+    pt_queue_node_t node;
+    pt__msg_type_t type;
+    pt_snapshot_t *snap; /* a reference the worker takes over */
+    pt_worker_fn fn;
+    void *arg;
+} pt__msg_t;
+
 static void pt__on_connection(uv_stream_t *listener, int status)
 {
     pt_worker_t *w = listener->data;
@@ -50,7 +63,7 @@ static void pt__on_connection(uv_stream_t *listener, int status)
         pt_log_warn("accept failed: %s", uv_strerror(status));
         return;
     }
-    w->accept(w, listener);
+    if (w->hooks && w->hooks->accept) w->hooks->accept(w, listener);
 }
 
 /* The listener is a socket of our own with SO_REUSEPORT set before bind, so
@@ -75,14 +88,12 @@ static int pt__listen(pt_worker_t *w)
     return uv_listen((uv_stream_t *)&w->listener, 511, pt__on_connection);
 }
 
-/* No uv_async_send may reach msg_async once it closes: from here on other
- * threads only queue, and the joining thread runs what they queued. */
-static void pt__end_messages(pt_worker_t *w)
+/* Once: the hook lets go of what would keep the loop running. */
+static void pt__drained(pt_worker_t *w)
 {
-    uv_mutex_lock(&w->msg_lock);
-    w->ended = 1;
-    uv_mutex_unlock(&w->msg_lock);
-    if (!uv_is_closing((uv_handle_t *)&w->msg_async)) uv_close((uv_handle_t *)&w->msg_async, NULL);
+    if (w->drained) return;
+    w->drained = 1;
+    if (w->hooks && w->hooks->drained) w->hooks->drained(w);
 }
 
 static void pt__maybe_finish(pt_worker_t *w)
@@ -92,11 +103,13 @@ static void pt__maybe_finish(pt_worker_t *w)
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
         uv_close((uv_handle_t *)&w->stop_async, NULL);
-    pt__end_messages(w);
+    /* No wake-up may reach the queue's handle once it closes: from here on
+     * other threads only queue, and the joining thread runs what they
+     * queued. */
+    pt_queue_end(&w->msgs);
     if (!uv_is_closing((uv_handle_t *)&w->flush_check))
         uv_close((uv_handle_t *)&w->flush_check, NULL);
-    pt_upstreams_retire(w->upstreams); /* idle upstream connections close */
-    w->upstreams = NULL;
+    pt__drained(w); /* idle upstream connections close */
 }
 
 /* Once per loop iteration: the access log lines of all requests it ended. */
@@ -106,50 +119,41 @@ static void pt__on_check(uv_check_t *h)
     if (w->access_buf.len) pt_accesslog_flush(&w->access_buf);
 }
 
-static void pt__on_msg(uv_async_t *a)
+/* Runs what is queued, in order: on the loop, or once it ended on the
+ * thread that ends or joins the worker (fn then only frees its arg, and a
+ * generation only loses its reference). */
+static void pt__run_msgs(pt_worker_t *w, int live)
 {
-    pt_worker_t *w = a->data;
-    uv_mutex_lock(&w->msg_lock);
-    pt_worker_msg_t *m = w->msg_head;
-    w->msg_head = w->msg_tail = NULL;
-    uv_mutex_unlock(&w->msg_lock);
-    while (m) {
-        pt_worker_msg_t *next = m->next;
-        char err[1024];
+    pt_queue_node_t *n = pt_queue_take(&w->msgs, NULL);
+    while (n) {
+        pt__msg_t *m = PT_QUEUE_ENTRY(n, pt__msg_t, node);
+        n = n->next;
         switch (m->type) {
-        case PT_WORKER_LOAD:
-            if (w->lua &&
-                pt_lua_load_file(w->lua, m->path, m->source, m->source_len, err, sizeof err) != 0)
-                pt_log_error("service reload failed, the previous version keeps serving: %s", err);
-            break;
-        case PT_WORKER_UNLOAD:
-            if (w->lua) pt_lua_unload_file(w->lua, m->path);
-            break;
-        case PT_WORKER_CALL:
+        case PT__MSG_CALL:
             m->fn(w, m->arg);
             break;
-        case PT_WORKER_SNAPSHOT: {
+        case PT__MSG_SNAPSHOT: {
+            if (!live) {
+                pt_snapshot_release(m->snap);
+                break;
+            }
             pt_snapshot_t *old = w->snap;
             w->snap = m->snap;
             w->cfg = m->snap->cfg;
             w->router = m->snap->router;
             pt_log_set_level(w->cfg->log_level);
-            pt_upstreams_t *ups = pt_upstreams_new(&w->loop, w->snap, &w->metrics);
-            if (ups) { /* exchanges in flight finish on the old set */
-                pt_upstreams_retire(w->upstreams);
-                w->upstreams = ups;
-            } else {
-                pt_log_error("out of memory: the upstreams keep their previous config");
-            }
+            if (w->hooks && w->hooks->snapshot) w->hooks->snapshot(w);
             pt_snapshot_release(old);
             break;
         }
         }
-        free(m->path);
-        free(m->source);
         free(m);
-        m = next;
     }
+}
+
+static void pt__on_msgs(pt_queue_t *q)
+{
+    pt__run_msgs(q->data, 1);
 }
 
 static __thread pt_worker_t *pt__self;
@@ -174,51 +178,35 @@ pt_worker_t *pt_worker_self(void)
     return pt__self;
 }
 
-static int pt__post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
-                    pt_snapshot_t *snap, pt_worker_fn fn, void *arg, const char *source,
-                    size_t source_len)
+static int pt__post(pt_worker_t *w, pt__msg_type_t type, pt_snapshot_t *snap, pt_worker_fn fn,
+                    void *arg)
 {
-    pt_worker_msg_t *m = calloc(1, sizeof *m);
+    pt__msg_t *m = calloc(1, sizeof *m);
     if (!m) return -1;
-    if (source) {
-        if (!(m->source = malloc(source_len + 1))) {
-            free(m);
-            return -1;
-        }
-        memcpy(m->source, source, source_len);
-        m->source[source_len] = '\0';
-        m->source_len = source_len;
-    }
     m->type = type;
-    m->path = path ? strdup(path) : NULL;
     m->snap = snap;
     m->fn = fn;
     m->arg = arg;
-    uv_mutex_lock(&w->msg_lock);
-    if (w->msg_tail)
-        w->msg_tail->next = m;
-    else
-        w->msg_head = m;
-    w->msg_tail = m;
-    if (!w->ended) uv_async_send(&w->msg_async);
-    uv_mutex_unlock(&w->msg_lock);
+    pt_queue_push(&w->msgs, &m->node); /* once ended: the joining thread runs it */
     return 0;
 }
 
-void pt_worker_post(pt_worker_t *w, pt_worker_msg_type_t type, const char *path,
-                    pt_snapshot_t *snap)
+void pt_worker_post_snapshot(pt_worker_t *w, pt_snapshot_t *snap)
 {
-    pt__post(w, type, path, snap, NULL, NULL, NULL, 0);
-}
-
-void pt_worker_post_source(pt_worker_t *w, const char *path, const char *source, size_t len)
-{
-    pt__post(w, PT_WORKER_LOAD, path, NULL, NULL, NULL, source, len);
+    if (pt__post(w, PT__MSG_SNAPSHOT, snap, NULL, NULL) != 0) {
+        pt_log_error("out of memory: worker %d keeps its previous config", w->id);
+        pt_snapshot_release(snap);
+    }
 }
 
 int pt_worker_call(pt_worker_t *w, pt_worker_fn fn, void *arg)
 {
-    return pt__post(w, PT_WORKER_CALL, NULL, NULL, fn, arg, NULL, 0);
+    return pt__post(w, PT__MSG_CALL, NULL, fn, arg);
+}
+
+int pt_worker_ended(pt_worker_t *w)
+{
+    return pt_queue_ended(&w->msgs);
 }
 
 /* Process-wide: the workers' connections count against one limit. */
@@ -226,16 +214,8 @@ static uint64_t pt__conns_open;
 static uint64_t pt__refused_unreported;
 static int64_t pt__refused_warned; /* the second of the last warning */
 
-int pt_worker_conn_add(pt_worker_t *w, pt_worker_conn_t *wc, const pt_worker_conn_ops_t *ops)
+static int pt__admit(pt_worker_t *w, pt_worker_conn_t *wc)
 {
-    wc->ops = ops;
-    wc->admitted = 0;
-    wc->prev = NULL;
-    wc->next = w->conns;
-    if (w->conns) w->conns->prev = wc;
-    w->conns = wc;
-    w->n_conns++;
-    if (w->draining) return -1;
     uint64_t limit = w->cfg->max_connections;
     uint64_t open = __atomic_add_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
     if (open <= limit) {
@@ -259,6 +239,19 @@ int pt_worker_conn_add(pt_worker_t *w, pt_worker_conn_t *wc, const pt_worker_con
     return -1;
 }
 
+int pt_worker_conn_add(pt_worker_t *w, pt_worker_conn_t *wc, const pt_worker_conn_ops_t *ops)
+{
+    wc->ops = ops;
+    wc->admitted = 0;
+    wc->prev = NULL;
+    wc->next = w->conns;
+    if (w->conns) w->conns->prev = wc;
+    w->conns = wc;
+    w->n_conns++;
+    if (w->draining) return -1; /* not a refusal under the limit: not counted */
+    return pt__admit(w, wc);
+}
+
 void pt_worker_conn_remove(pt_worker_t *w, pt_worker_conn_t *wc)
 {
     if (wc->admitted) __atomic_sub_fetch(&pt__conns_open, 1, __ATOMIC_RELAXED);
@@ -268,6 +261,7 @@ void pt_worker_conn_remove(pt_worker_t *w, pt_worker_conn_t *wc)
     else
         w->conns = wc->next;
     if (wc->next) wc->next->prev = wc->prev;
+    wc->prev = wc->next = NULL;
     w->n_conns--;
     pt__maybe_finish(w);
 }
@@ -277,7 +271,8 @@ static void pt__on_drain_timeout(uv_timer_t *t)
     pt_worker_t *w = t->data;
     pt_log_warn("drain time-out: closing %zu connections, leaving %zu tasks", w->n_conns, w->tasks);
     w->drain_expired = 1;
-    pt_lua_cancel_all(w->lua); /* services waiting on a slow backend answer now */
+    /* services waiting on a slow backend answer now */
+    if (w->hooks && w->hooks->drain_expired) w->hooks->drain_expired(w);
     for (pt_worker_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         c->ops->close(c);
@@ -306,6 +301,7 @@ static void pt__on_stop(uv_async_t *a)
         next = c->next;
         c->ops->drain(c);
     }
+    if (w->hooks && w->hooks->drain) w->hooks->drain(w);
     uv_timer_start(&w->drain_timer, pt__on_drain_timeout, w->cfg->drain_timeout_ms, 0);
     uv_unref((uv_handle_t *)&w->drain_timer);
     pt__maybe_finish(w);
@@ -318,23 +314,20 @@ static void pt__run(void *arg)
     pt__self = w;
     w->cfg = w->snap->cfg;
     w->router = w->snap->router;
-    int rc = uv_loop_init(&w->loop);
-    if (rc == 0) {
+    int rc = uv_loop_init(&w->loop), loop_ok = rc == 0;
+    if (loop_ok) {
         uv_async_init(&w->loop, &w->stop_async, pt__on_stop);
-        uv_async_init(&w->loop, &w->msg_async, pt__on_msg);
         uv_timer_init(&w->loop, &w->drain_timer);
         uv_check_init(&w->loop, &w->flush_check);
         uv_check_start(&w->flush_check, pt__on_check);
         uv_unref((uv_handle_t *)&w->flush_check);
-        w->stop_async.data = w->msg_async.data = w->drain_timer.data = w->flush_check.data = w;
+        w->stop_async.data = w->drain_timer.data = w->flush_check.data = w;
+        rc = pt_queue_start_loop(&w->msgs, &w->loop, pt__on_msgs, w);
     }
-    if (rc == 0 &&
-        pt_lua_new(w->cfg, w->id, pt_primitives, &w->lua, w->start_err, sizeof w->start_err) != 0)
+    if (rc != 0) snprintf(w->start_err, sizeof w->start_err, "cannot start a worker loop");
+    if (rc == 0 && w->hooks && w->hooks->start &&
+        w->hooks->start(w, w->start_err, sizeof w->start_err) != 0)
         rc = -1;
-    if (rc == 0 && !(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
-        snprintf(w->start_err, sizeof w->start_err, "out of memory");
-        rc = -1;
-    }
     if (rc == 0 && (rc = pt__listen(w)) != 0)
         snprintf(w->start_err, sizeof w->start_err, "cannot listen on %s:%d: %s",
                  w->cfg->listen_host, w->cfg->listen_port, uv_strerror(rc));
@@ -342,26 +335,25 @@ static void pt__run(void *arg)
     uv_sem_post(w->started);
     if (rc != 0) {
         /* Close what was opened so the loop can be freed. */
-        if (!uv_is_closing((uv_handle_t *)&w->stop_async))
-            uv_close((uv_handle_t *)&w->stop_async, NULL);
-        pt__end_messages(w);
-        uv_close((uv_handle_t *)&w->drain_timer, NULL);
-        uv_close((uv_handle_t *)&w->flush_check, NULL);
-        if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
-            uv_close((uv_handle_t *)&w->listener, NULL);
-        pt_upstreams_retire(w->upstreams);
-        w->upstreams = NULL;
-        uv_run(&w->loop, UV_RUN_DEFAULT);
-    } else {
-        uv_run(&w->loop, UV_RUN_DEFAULT);
+        pt_queue_end(&w->msgs);
+        if (loop_ok) {
+            if (!uv_is_closing((uv_handle_t *)&w->stop_async))
+                uv_close((uv_handle_t *)&w->stop_async, NULL);
+            uv_close((uv_handle_t *)&w->drain_timer, NULL);
+            uv_close((uv_handle_t *)&w->flush_check, NULL);
+            if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
+                uv_close((uv_handle_t *)&w->listener, NULL);
+        }
+        pt__drained(w);
     }
-    uv_loop_close(&w->loop);
-    uv_mutex_lock(&w->msg_lock);
-    w->ended = 1; /* msg_async is closed: later messages wait for the join */
-    uv_mutex_unlock(&w->msg_lock);
-    pt_lua_free(w->lua);
-    w->lua = NULL;
-    pt__on_msg(&w->msg_async); /* frees what arrived too late */
+    if (loop_ok) {
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
+    pt_queue_end(&w->msgs); /* ended already: later messages wait for the join */
+    if (w->hooks && w->hooks->end) w->hooks->end(w);
+    pt__self = NULL;    /* late messages run as on the joining thread */
+    pt__run_msgs(w, 0); /* frees what arrived too late */
     pt_accesslog_flush(&w->access_buf);
     pt_buf_free(&w->access_buf);
     pt_snapshot_release(w->snap);
@@ -370,7 +362,7 @@ static void pt__run(void *arg)
 
 int pt_worker_start(pt_worker_t *w)
 {
-    uv_mutex_init(&w->msg_lock);
+    if (pt_queue_init(&w->msgs) != 0) return UV_ENOMEM;
     if (pt_metrics_init(&w->metrics) != 0) return UV_ENOMEM;
     return uv_thread_create(&w->thread, pt__run, w);
 }
@@ -383,7 +375,7 @@ void pt_worker_stop(pt_worker_t *w)
 void pt_worker_join(pt_worker_t *w)
 {
     uv_thread_join(&w->thread);
-    pt__on_msg(&w->msg_async); /* what other threads posted after the end */
-    uv_mutex_destroy(&w->msg_lock);
+    pt__run_msgs(w, 0); /* what other threads posted after the end */
+    pt_queue_destroy(&w->msgs);
     pt_metrics_free(&w->metrics);
 }

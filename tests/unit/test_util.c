@@ -21,7 +21,7 @@ static double now_s(void)
 }
 
 /* The parse helpers refuse what strtod would take and a config never means. */
-static void test_parse_strict(void)
+PT_CASE(parse_strict)
 {
     static const char *const bad[] = {
         "nan",  "inf",   "-inf", "NaN",   "infinity", "1e99",  "1e3",
@@ -52,7 +52,7 @@ static void test_parse_strict(void)
     PT_CHECK_INT(v, 2147483648ull);
 }
 
-static void test_query_param(void)
+PT_CASE(query_param)
 {
     char out[16];
     PT_CHECK_INT(pt_query_param("service=a", 9, "service", out, sizeof out), 1);
@@ -81,7 +81,7 @@ static void test_query_param(void)
     PT_CHECK_STR(out, "x");
 }
 
-static void test_read_small_file(void)
+PT_CASE(read_small_file)
 {
     char *text, err[128];
     size_t len;
@@ -112,7 +112,7 @@ static void test_read_small_file(void)
 }
 
 /* Three links to "." in every directory once made 3^16 scans. */
-static void test_walk_loop(void)
+PT_CASE(walk_loop)
 {
     char root[] = "/tmp/pt_test_walk_XXXXXX", p[512], problem[256];
     PT_CHECK(mkdtemp(root) != NULL);
@@ -155,12 +155,8 @@ static void test_walk_loop(void)
     rmdir(root);
 }
 
-int main(void)
+PT_CASE(durations_and_sizes_parse)
 {
-    test_parse_strict();
-    test_query_param();
-    test_read_small_file();
-    test_walk_loop();
     uint64_t v;
     PT_CHECK_INT(pt_parse_duration_ms("1.5", &v), 0);
     PT_CHECK_INT(v, 1500);
@@ -175,7 +171,10 @@ int main(void)
     PT_CHECK_INT(pt_parse_size("1MB", &v), 0);
     PT_CHECK_INT(v, 1048576);
     PT_CHECK_INT(pt_parse_size("12 apples", &v), -1);
+}
 
+PT_CASE(percent_decode)
+{
     char out[64];
     PT_CHECK_INT(pt_percent_decode("a%2Fb+c", 7, out, 0), 5);
     PT_CHECK_STR(out, "a/b+c");
@@ -184,7 +183,10 @@ int main(void)
     PT_CHECK_INT(pt_percent_decode("%4", 2, out, 0), -1);
     PT_CHECK_INT(pt_percent_decode("%", 1, out, 0), -1);
     PT_CHECK_INT(pt_percent_decode("%g0", 3, out, 0), -1);
+}
 
+PT_CASE(strcpy_cap_cuts_and_terminates)
+{
     char small[6];
     pt_strcpy_cap(small, "abc", sizeof small);
     PT_CHECK_STR(small, "abc");
@@ -192,7 +194,10 @@ int main(void)
     PT_CHECK_STR(small, "abcde");
     pt_strcpy_cap(small, "", sizeof small);
     PT_CHECK_STR(small, "");
+}
 
+PT_CASE(buf_json_escape_and_numbers)
+{
     pt_buf_t b = {0};
     pt_buf_json_escape(&b, "a\"b\\c\n\x01", 7);
     PT_CHECK_STR(b.data, "a\\\"b\\\\c\\n\\u0001");
@@ -203,7 +208,10 @@ int main(void)
     pt_buf_append(&b, "", 1);
     PT_CHECK_STR(b.data, "0 18446744073709551615");
     pt_buf_free(&b);
+}
 
+PT_CASE(cids_are_made_and_checked)
+{
     char c1[25], c2[25];
     pt_cid_new(c1);
     pt_cid_new(c2);
@@ -212,10 +220,27 @@ int main(void)
     PT_CHECK(pt_cid_valid(c1, 24));
     PT_CHECK(!pt_cid_valid("a b", 3));
     PT_CHECK(!pt_cid_valid("x\r\nSet-Cookie: y", 16));
+}
 
+PT_CASE(utcnow_is_iso_8601)
+{
     char now[32];
     pt_utcnow(now);
     PT_CHECK_INT(strlen(now), 26);
     PT_CHECK(now[10] == 'T');
+}
+
+int main(void)
+{
+    PT_RUN(parse_strict);
+    PT_RUN(query_param);
+    PT_RUN(read_small_file);
+    PT_RUN(walk_loop);
+    PT_RUN(durations_and_sizes_parse);
+    PT_RUN(percent_decode);
+    PT_RUN(strcpy_cap_cuts_and_terminates);
+    PT_RUN(buf_json_escape_and_numbers);
+    PT_RUN(cids_are_made_and_checked);
+    PT_RUN(utcnow_is_iso_8601);
     return PT_TEST_DONE();
 }

@@ -1,0 +1,133 @@
+#include "pt_gateway.h"
+#include "pt_http.h"
+#include "pt_log.h"
+#include "pt_lua.h"
+#include "pt_lua_http.h"
+#include "pt_upstream.h"
+#include "pt_ws.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the hooks ---- */
+
+/* The VM loads every service within lua.load_timeout; the upstreams are
+ * w->snap's. Both live on this thread's loop. */
+static int pt__start(pt_worker_t *w, char *err, size_t errlen)
+{
+    if (pt_lua_new(w->cfg, w->id, &w->lua, err, errlen) != 0) return -1;
+    if (!(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void pt__accept(pt_worker_t *w, uv_stream_t *listener)
+{
+    pt_http_accept(w, listener);
+}
+
+static void pt__snapshot(pt_worker_t *w)
+{
+    pt_upstreams_t *ups = pt_upstreams_new(&w->loop, w->snap, &w->metrics);
+    if (!ups) {
+        pt_log_error("out of memory: the upstreams keep their previous config");
+        return;
+    }
+    pt_upstreams_retire(w->upstreams); /* exchanges in flight finish on the old set */
+    w->upstreams = ups;
+}
+
+/* Upgraded WebSockets are no HTTP exchange to finish: they are told the
+ * server goes away. */
+static void pt__drain(pt_worker_t *w)
+{
+    pt_ws_close_all(w);
+}
+
+static void pt__drain_expired(pt_worker_t *w)
+{
+    pt_lua_http_cancel_all(); /* services waiting on a slow backend answer now */
+}
+
+static void pt__drained(pt_worker_t *w)
+{
+    pt_upstreams_retire(w->upstreams); /* idle upstream connections close */
+    w->upstreams = NULL;
+}
+
+static void pt__end(pt_worker_t *w)
+{
+    pt_lua_free(w->lua);
+    w->lua = NULL;
+}
+
+const pt_worker_hooks_t pt_gateway_hooks = {
+    .start = pt__start,
+    .accept = pt__accept,
+    .snapshot = pt__snapshot,
+    .drain = pt__drain,
+    .drain_expired = pt__drain_expired,
+    .drained = pt__drained,
+    .end = pt__end,
+};
+
+/* ---- service files ---- */
+
+typedef struct {
+    int unload;
+    char *path;
+    char *source; /* NUL-terminated; NULL for an unload */
+    size_t len;
+    char data[]; /* path, then source */
+} pt__file_msg_t;
+
+/* On w's loop; on the joining thread once w ended (w->lua is NULL then). */
+static void pt__on_file(pt_worker_t *w, void *arg)
+{
+    pt__file_msg_t *m = arg;
+    char err[1024];
+    if (w->lua && m->unload)
+        pt_lua_unload_file(w->lua, m->path);
+    else if (w->lua && pt_lua_load_file(w->lua, m->path, m->source, m->len, err, sizeof err) != 0)
+        pt_log_error("service reload failed, the previous version keeps serving: %s", err);
+    free(m);
+}
+
+static int pt__post_file(pt_worker_t *w, const char *path, const char *source, size_t len)
+{
+    size_t plen = strlen(path);
+    pt__file_msg_t *m = malloc(sizeof *m + plen + 1 + (source ? len + 1 : 0));
+    if (!m) goto oom;
+    m->unload = source == NULL;
+    m->path = m->data;
+    memcpy(m->path, path, plen + 1);
+    m->source = NULL;
+    m->len = 0;
+    if (source) {
+        m->source = m->data + plen + 1;
+        memcpy(m->source, source, len);
+        m->source[len] = '\0';
+        m->len = len;
+    }
+    if (pt_worker_call(w, pt__on_file, m) != 0) {
+        free(m);
+        goto oom;
+    }
+    return 0;
+oom:
+    pt_log_error("out of memory: worker %d keeps the previous version of %s", w->id, path);
+    return -1;
+}
+
+int pt_gateway_load(pt_worker_t *w, const char *path, const char *source, size_t len)
+{
+    return pt__post_file(w, path, source ? source : "", len);
+}
+
+int pt_gateway_unload(pt_worker_t *w, const char *path)
+{
+    return pt__post_file(w, path, NULL, 0);
+}
