@@ -42,6 +42,8 @@
 --   t.sent.http   -- { { name =, method =, path =, query_string =, query = (parsed),
 --                 --     headers = (lower-case, as sent), body =, data =, timeout = }, ... }
 --   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
+--   t.runtime     -- the harness's own runtime (portico.runtime's runtime.new):
+--                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
 --
 --   testing.call("services/demo/echo.lua", { ... }) -> res, t   -- one-shot
 --
@@ -51,9 +53,11 @@
 -- gateway. Stubbed invokes skip the target's schemas. self.out.amqp,
 -- self.out.websocket and self.out.http are the real portico.amqp,
 -- portico.websocket and portico.http with transports that record and answer
--- here instead of reaching a broker, the workers or a backend: every check
--- of a call (argument types, AMQP properties, UTF-8 of a push, headers) is
--- the gateway's, so a call the gateway refuses is refused here too.
+-- here instead of reaching a broker, the workers or a backend: the modules'
+-- checks of a call (argument types, AMQP properties, UTF-8 of a push,
+-- headers) are the gateway's, so a call they refuse in the gateway is
+-- refused here too. (What only the host checks, such as an exchange name of
+-- more than 255 bytes, passes here.)
 local cjson = require "cjson"
 local runtime = require "portico.runtime"
 local amqp = require "portico.amqp"
