@@ -25,7 +25,8 @@
 --   transport.publish(outconn, exchange, routing_key, body, props, data, given)
 --     -> true | nil, err. body and props (checked, content_type added for a
 --     table) are what goes to the broker; data and given are the call's own
---     data and props, for a transport that records sends (the host's ignores them).
+--     data and props, for a transport that records sends (the host's takes
+--     only the first five).
 
 local cjson = require "cjson"
 
@@ -34,9 +35,18 @@ if not has_host or type(host) ~= "table" then
   host = nil
 end
 
--- The host's primitives as a transport, or nil outside the host.
-local HOST = host and host.amqp_publish and { outconn = host.amqp_outconn, publish = host.amqp_publish }
-  or nil
+-- The host's primitives as a transport, or nil outside the host. publish
+-- hands on only what the host primitive takes (it may wait: a tail call).
+local HOST
+if host and host.amqp_publish then
+  local amqp_publish = host.amqp_publish
+  HOST = {
+    outconn = host.amqp_outconn,
+    publish = function(outconn, exchange, routing_key, body, props)
+      return amqp_publish(outconn, exchange, routing_key, body, props)
+    end,
+  }
+end
 
 local M = {}
 

@@ -17,15 +17,20 @@
 -- exactly as the gateway does:
 --   transport.push(channel, username_or_nil, text, data)  text: what the
 --     sockets get; data: the call's own (for a transport that records pushes;
---     the host's ignores it)
+--     the host's takes only the first three)
 local cjson = require "cjson"
 local json = require "portico.json"
 
 local has_host, host = pcall(require, "portico.host")
 if not has_host or type(host) ~= "table" then host = nil end
 
--- The host's primitive as a transport, or nil outside the host.
-local HOST = host and host.ws_push and { push = host.ws_push } or nil
+-- The host's primitive as a transport, or nil outside the host (it takes
+-- only the first three arguments).
+local HOST
+if host and host.ws_push then
+  local ws_push = host.ws_push
+  HOST = { push = function(channel, username, text) return ws_push(channel, username, text) end }
+end
 
 local M = {}
 local Push = {}
