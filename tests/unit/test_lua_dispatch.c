@@ -48,15 +48,24 @@ static void push_amqp(lua_State *co, void *ud)
     lua_setfield(co, -2, "queue");
 }
 
-static pt_lua_t *new_vm(void)
+/* Writes the service into a new temporary directory (once). */
+static int make_dir(void)
 {
-    char cwd[512], path[600], yaml[1400];
-    if (!mkdtemp(dir) || !getcwd(cwd, sizeof cwd)) return NULL;
+    char path[600];
+    if (!mkdtemp(dir)) return -1;
     snprintf(path, sizeof path, "%s/echo.lua", dir);
     FILE *f = fopen(path, "w");
-    if (!f) return NULL;
+    if (!f) return -1;
     fputs(echo_service, f);
     fclose(f);
+    return 0;
+}
+
+/* A VM serving the service of dir. */
+static pt_lua_t *new_vm(void)
+{
+    char cwd[512], yaml[1400];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
     snprintf(yaml, sizeof yaml, "lua:\n  path: %s/lua\nservices:\n  dirs: [%s]\n", cwd, dir);
     pt_config_t *cfg;
     char err[512] = "";
@@ -152,15 +161,66 @@ PT_CASE(answers_unknown_services_and_bad_json_as_before)
     PT_CHECK(strstr(answer, "invalid JSON") != NULL);
 }
 
+/* pt_lua_dispatch sets a field that repeats (service, method, channel, its
+ * type) only when it differs from what the VM's table holds: with two VMs on
+ * one thread, and a VM made after another was freed, each still sees its own. */
+PT_CASE(keeps_vms_apart)
+{
+    pt_channel_t a = {.name = "a", .type = PT_CHANNEL_REST};
+    pt_channel_t b = {.name = "b", .type = PT_CHANNEL_WEBSOCKET};
+    pt_lua_call_t ca = {.service = "t.echo",
+                        .cid = "ca",
+                        .method = "GET",
+                        .path = "/a",
+                        .path_len = 2,
+                        .channel = &a};
+    pt_lua_call_t cb = {.service = "t.echo",
+                        .cid = "cb",
+                        .method = "PUT",
+                        .path = "/b",
+                        .path_len = 2,
+                        .channel = &b};
+    static const char want_a[] = "200 cid=ca;method=GET;path=/a;qs=;body=;hdr=<nil>;ch=a;type=rest;"
+                                 "user=<nil>;gw=<nil>;id=<nil>;amqp=<nil>;";
+    static const char want_b[] = "200 cid=cb;method=PUT;path=/b;qs=;body=;hdr=<nil>;ch=b;"
+                                 "type=websocket;user=<nil>;gw=<nil>;id=<nil>;amqp=<nil>;";
+    pt_lua_t *first = vm, *other = new_vm();
+    PT_CHECK(other != NULL);
+    if (!other) return;
+    for (int i = 0; i < 2; i++) {
+        vm = first;
+        PT_CHECK_STR(call(&ca), want_a);
+        vm = other;
+        PT_CHECK_STR(call(&cb), want_b);
+        PT_CHECK_STR(call(&ca), want_a);
+        vm = first;
+        PT_CHECK_STR(call(&cb), want_b);
+    }
+    /* a new VM, perhaps where the freed one was, after a request that set a */
+    vm = other;
+    PT_CHECK_STR(call(&ca), want_a);
+    pt_lua_free(other);
+    other = new_vm();
+    PT_CHECK(other != NULL);
+    if (other) {
+        vm = other;
+        PT_CHECK_STR(call(&ca), want_a);
+        pt_lua_free(other);
+    }
+    vm = first;
+    PT_CHECK_STR(call(&ca), want_a);
+}
+
 int main(void)
 {
     (void)pt_test_fails_with; /* pt_test_config.h's, not needed here */
-    vm = new_vm();
+    vm = make_dir() == 0 ? new_vm() : NULL;
     PT_CHECK(vm != NULL);
     if (vm) {
         PT_RUN(gives_the_service_every_field);
         PT_RUN(carries_nothing_over_to_the_next_request);
         PT_RUN(answers_unknown_services_and_bad_json_as_before);
+        PT_RUN(keeps_vms_apart);
         pt_lua_free(vm);
     }
     char path[600];
