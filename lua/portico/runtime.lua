@@ -32,7 +32,8 @@
 -- dispatch reads every field of req before anything else, and clears the
 -- optional ones it finds (username, gateway, params, amqp): the host refills
 -- one table for every request (host/pt_lua.c) and sets those only for a
--- request that has them.
+-- request that has them. It changes no other field of req: the host sets
+-- service, method, channel and channel_type only when they change.
 --
 -- runtime.new(opts): opts (all optional)
 --   log(level, msg, cid, service)  instead of host.log (stderr under busted)
