@@ -170,7 +170,7 @@ static void pt__push_table(lua_State *L, const amqp_table_t *t, int depth)
     }
 }
 
-/* The 12th argument of runtime.dispatch: self.request.amqp. */
+/* The request table's amqp field: self.request.amqp. */
 static void pt__push_amqp(lua_State *L, void *ud)
 {
     pt__delivery_t *d = ud;

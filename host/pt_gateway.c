@@ -1,10 +1,9 @@
 #include "pt_gateway.h"
-#include "pt_http.h"
+#include "pt_dispatch.h"
 #include "pt_log.h"
 #include "pt_lua.h"
-#include "pt_lua_http.h"
+#include "pt_primitives.h"
 #include "pt_upstream.h"
-#include "pt_ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +15,7 @@
  * w->snap's. Both live on this thread's loop. */
 static int pt__start(pt_worker_t *w, char *err, size_t errlen)
 {
-    if (pt_lua_new(w->cfg, w->id, &w->lua, err, errlen) != 0) return -1;
+    if (pt_lua_new(w->cfg, w->id, pt_primitives, &w->lua, err, errlen) != 0) return -1;
     if (!(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -26,7 +25,7 @@ static int pt__start(pt_worker_t *w, char *err, size_t errlen)
 
 static void pt__accept(pt_worker_t *w, uv_stream_t *listener)
 {
-    pt_http_accept(w, listener);
+    pt_dispatch_accept(w, listener);
 }
 
 static void pt__snapshot(pt_worker_t *w)
@@ -40,16 +39,9 @@ static void pt__snapshot(pt_worker_t *w)
     w->upstreams = ups;
 }
 
-/* Upgraded WebSockets are no HTTP exchange to finish: they are told the
- * server goes away. */
-static void pt__drain(pt_worker_t *w)
-{
-    pt_ws_close_all(w);
-}
-
 static void pt__drain_expired(pt_worker_t *w)
 {
-    pt_lua_http_cancel_all(); /* services waiting on a slow backend answer now */
+    pt_lua_cancel_all(w->lua); /* services waiting on a backend answer "cancelled" now */
 }
 
 static void pt__drained(pt_worker_t *w)
@@ -68,7 +60,6 @@ const pt_worker_hooks_t pt_gateway_hooks = {
     .start = pt__start,
     .accept = pt__accept,
     .snapshot = pt__snapshot,
-    .drain = pt__drain,
     .drain_expired = pt__drain_expired,
     .drained = pt__drained,
     .end = pt__end,

@@ -73,8 +73,9 @@ typedef struct {
                              header (self.channel.security.gateway); NULL: none */
     const pt_route_param_t *params;
     int n_params;
-    /* Optional: pushes one more argument for runtime.dispatch, after gateway
-     * (the AMQP channels pass the delivery's properties this way). */
+    /* Optional: pushes the value of the request table's amqp field
+     * (self.request.amqp: the AMQP channels pass the delivery's properties
+     * this way). */
     void (*push_extra)(lua_State *co, void *ud);
     void *extra_ud;
 } pt_lua_call_t;

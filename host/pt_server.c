@@ -1,5 +1,4 @@
 #include "pt_server.h"
-#include "pt_dispatch.h"
 #include "pt_accesslog.h"
 #include "pt_admin.h"
 #include "pt_amqp.h"
@@ -378,7 +377,6 @@ int pt_server_run(const char *config_path)
         w->hooks = &pt_gateway_hooks;
         w->snap = pt_snapshot_ref(s.snap);
         w->addr = addr;
-        w->accept = pt_dispatch_accept;
         w->started = &started;
         if (pt_worker_start(w) != 0) {
             pt_snapshot_release(w->snap);

@@ -16,12 +16,36 @@
 -- connection is down (at once, without waiting). Without confirms it returns
 -- true once the message is written to the socket. Mistakes in the call itself
 -- (wrong types, unknown property or connection) raise an error.
+--
+-- amqp.new(ctx[, transport]) makes the self.out.amqp of one request. The
+-- transport is what reaches the broker, by default the host's primitives
+-- (docs/amqp.md); portico.testing passes its own, so a spec runs every check
+-- above exactly as the gateway does:
+--   transport.outconn(name) -> true when an outgoing.amqp connection has that name
+--   transport.publish(outconn, exchange, routing_key, body, props, data, given)
+--     -> true | nil, err. body and props (checked, content_type added for a
+--     table) are what goes to the broker; data and given are the call's own
+--     data and props, for a transport that records sends (the host's takes
+--     only the first five).
 
 local cjson = require "cjson"
 
 local has_host, host = pcall(require, "portico.host")
-if not has_host then
+if not has_host or type(host) ~= "table" then
   host = nil
+end
+
+-- The host's primitives as a transport, or nil outside the host. publish
+-- hands on only what the host primitive takes (it may wait: a tail call).
+local HOST
+if host and host.amqp_publish then
+  local amqp_publish = host.amqp_publish
+  HOST = {
+    outconn = host.amqp_outconn,
+    publish = function(outconn, exchange, routing_key, body, props)
+      return amqp_publish(outconn, exchange, routing_key, body, props)
+    end,
+  }
 end
 
 local M = {}
@@ -79,9 +103,9 @@ local function check_props(props)
   return out
 end
 
---- Creates the self.out.amqp of one request.
-function M.new(ctx)
-  return setmetatable({ ctx = ctx }, Amqp)
+--- Creates the self.out.amqp of one request; transport: see the top.
+function M.new(ctx, transport)
+  return setmetatable({ ctx = ctx, transport = transport or HOST }, Amqp)
 end
 
 function Amqp:send(data, outconn, exchange, routing_key, props)
@@ -125,13 +149,14 @@ function Amqp:send(data, outconn, exchange, routing_key, props)
     p = p or {}
     p.content_type = content_type
   end
-  if not host or not host.amqp_publish then
+  local transport = self.transport
+  if not transport then
     return nil, "AMQP is not available outside the portico host"
   end
-  if not host.amqp_outconn(outconn) then
+  if not transport.outconn(outconn) then
     error("amqp:send: no outgoing AMQP connection named '" .. outconn .. "'", 2)
   end
-  return host.amqp_publish(outconn, exchange, routing_key, body, p)
+  return transport.publish(outconn, exchange, routing_key, body, p, data, props)
 end
 
 return M

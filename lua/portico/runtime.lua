@@ -1,13 +1,49 @@
 -- portico.runtime: the registry of loaded services and the entry point the
 -- host calls for every request (docs/contract.md is the contract).
 --
---   runtime.load(path[, source]) -> name   compile, check and register a service file
---   runtime.unload(path) -> name|nil       forget the service a file registered
---   runtime.dispatch(service, cid, method, path, query_string, headers, body,
---                    channel_name, channel_type, username, params, gateway, amqp)
---     -> status, body, content_type, headers|nil
---   runtime.get(name) -> the service module, or nil
---   runtime.decode_json(text) -> value | nil, err   portico.json's strict decode, as bodies get
+--   local runtime = require "portico.runtime"   -- this VM's runtime (the host's)
+--   local rt = runtime.new([opts])              -- another one, with a registry of its own
+--
+-- A runtime (the module itself, or what runtime.new returns):
+--   rt.load(path[, source]) -> name   compile, check and register a service file
+--   rt.unload(path) -> name|nil       forget the service a file registered
+--   rt.dispatch(req) -> status, body, content_type, headers|nil   run one request
+--   rt.get(name) -> the service module, or nil
+--   rt.log(level, msg, cid, service)  where services' logs and dispatch's errors go
+--   rt.interpret_services             set by the host before any load (below)
+--   rt.decode_json(text) -> value | nil, err   portico.json's strict decode, as bodies get
+--   rt.utf8_bad, rt.to_utf8, rt.parse_query, rt.error_body, rt.utcnow   helpers (also runtime.*)
+--
+-- req, the one table dispatch takes (the host builds it in pt_lua_dispatch,
+-- portico.testing in Harness:call):
+--   service        name of the service to run
+--   cid            the request's correlation id
+--   method, path   the HTTP request's (AMQP channels: "POST" and the queue)
+--   query_string   as it came, without "?" ("" when none)
+--   headers        table, lower-case names, a repeated header joined with ", "
+--   body           string ("" when none)
+--   params         table of the route template's captures, or nil
+--   channel        the channel's name
+--   channel_type   "rest" | "gateway" | "websocket" | "amqp" (and "internal")
+--   username       the authenticated caller, or nil
+--   gateway        the trusted upstream gateway's own user when username came
+--                  from its header, or nil
+--   amqp           AMQP channels: the delivery's properties and headers, else nil
+-- dispatch reads every field of req before anything else, and clears the
+-- optional ones it finds (username, gateway, params, amqp): the host refills
+-- one table for every request (host/pt_lua.c) and sets those only for a
+-- request that has them. It changes no other field of req: the host sets
+-- service, method, channel and channel_type only when they change.
+--
+-- runtime.new(opts): opts (all optional)
+--   log(level, msg, cid, service)  instead of host.log (stderr under busted)
+--   out = { amqp = m, http = m, websocket = m }  what makes self.out.<name>:
+--     m.new(self) (a module, or its name for require); the rest stay portico.<name>
+--   on_invoke(self, name, input) -> true, payload   called first for every
+--     self:invoke; when it answers true, payload is the answer and the service
+--     is not called (portico.testing records and stubs invokes with it)
+-- The host's runtime is made with none of them: nothing of portico.testing
+-- runs on its request path.
 --
 -- dispatch runs inside the request's coroutine and never raises: every failure
 -- becomes {"error":{"status":N,"message":"...","cid":"..."}}. It only uses
@@ -49,10 +85,6 @@ local COMPILED = service.marker
 local ServiceError = service.ServiceError
 
 local M = {}
-
-local by_name = {}       -- name -> service module
-local path_by_name = {}  -- name -> the file that registered it
-local name_by_path = {}  -- file -> the name it registered
 
 -- tostring that cannot raise (a __tostring metamethod may)
 local function safe_tostring(v)
@@ -97,14 +129,10 @@ else
     stderr:write(fmt("%s %s [%s] %s %s\n", utcnow(), level, svc or "-", cid or "-", msg))
   end
 end
-M.utcnow = utcnow
-M.log = log       -- portico.testing replaces it to record what services log
 
 -- ---- strict JSON (RFC 8259): portico.json ----
 
 local utf8_bad, decode_json = json.utf8_bad, json.decode
-M.utf8_bad = utf8_bad
-M.decode_json = decode_json -- the same check every body of a service gets
 
 -- s with each byte that is not part of well-formed UTF-8 replaced by U+FFFD,
 -- for text that must reach a client whatever it holds (error messages).
@@ -121,22 +149,10 @@ local function to_utf8(s)
   out[n + 1] = s
   return concat(out)
 end
-M.to_utf8 = to_utf8
-
-M.stubs = nil     -- portico.testing: name -> function(input, self) standing in for invoke targets
-M.on_invoke = nil -- portico.testing: called with (name, input) for every invoke
--- Set by the host when lua.request_timeout is on: service files' code is
--- never JIT-compiled, because compiled code runs no hooks and only a hook
--- can stop a request that loops (host/pt_lua.c, "the request budget").
-M.interpret_services = false
 
 -- self.time: time.utcnow() is the current UTC time as ISO-8601; tostring(self.time)
 -- gives the same, so a service may also write it straight into a document.
 local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return utcnow() end })
-
--- ---- loading ----
-
-local self_index -- (svc) -> the __index of svc's selves, under "running a service"
 
 -- An error handler for running a service file: gives the message the
 -- position "path:line:" of the deepest frame in that file when it has none.
@@ -155,91 +171,6 @@ local function load_error_handler(path)
     return prefix .. "1: " .. e
   end
 end
-
--- source: the file's text when the host has read it already (so every worker
--- compiles exactly what was checked); otherwise the file is read here.
--- Raises "path:line: message"; nothing changes when it raises.
-function M.load(path, source)
-  if type(path) ~= "string" then error("runtime.load(path[, source]): path must be a string", 2) end
-  local chunk, err
-  if source ~= nil then
-    chunk, err = loadstring(source, "@" .. path)
-  else
-    chunk, err = loadfile(path)
-  end
-  if not chunk then error(err, 0) end
-  if M.interpret_services and jit_off then jit_off(chunk, true) end -- and every function in it
-  local ok, svc = xpcall(chunk, load_error_handler(path))
-  if not ok then error(svc, 0) end
-  if not service.compiled(svc) then
-    error(path .. ":1: the file must return the table made by service.new{...}, it returned "
-      .. (type(svc) == "table" and "another table" or type(svc)), 0)
-  end
-  local name = svc.name
-  if type(svc.handle) ~= "function" then
-    error(path .. ":1: service '" .. name .. "' has no handle function (function M:handle() ... end)", 0)
-  end
-  local owner = path_by_name[name]
-  if owner and owner ~= path then
-    error(path .. ":1: service name '" .. name .. "' is already used by " .. owner, 0)
-  end
-  local old = name_by_path[path]
-  if old and old ~= name then
-    by_name[old], path_by_name[old] = nil, nil
-  end
-  svc.__index = self_index(svc)
-  by_name[name], path_by_name[name], name_by_path[path] = svc, path, name
-  return name
-end
-
-function M.unload(path)
-  local name = name_by_path[path]
-  if name then
-    by_name[name], path_by_name[name], name_by_path[path] = nil, nil, nil
-  end
-  return name
-end
-
-function M.get(name)
-  return by_name[name]
-end
-
--- ---- the logger of a request ----
-
-local Logger = {}
-Logger.__index = Logger
-
--- A log call never fails the request: a bad format is logged as it is.
-local function write_log(level, logger, f, ...)
-  local msg
-  if select("#", ...) == 0 then
-    msg = tostring(f)
-  else
-    local ok, s = pcall(fmt, f, ...)
-    msg = ok and s or tostring(f) .. " (bad log format: " .. s .. ")"
-  end
-  M.log(level, msg, logger.cid, logger.service)
-end
-
-function Logger:debug(f, ...) write_log("debug", self, f, ...) end
-function Logger:info(f, ...) write_log("info", self, f, ...) end
-function Logger:warn(f, ...) write_log("warn", self, f, ...) end
-function Logger:error(f, ...) write_log("error", self, f, ...) end
-
--- ---- the outgoing side: self.out.amqp, ... made on first use ----
-
-M.out_modules = { amqp = "portico.amqp", http = "portico.http", websocket = "portico.websocket" }
-
-local out_mt = {
-  __index = function(t, k)
-    local mod = M.out_modules[k] -- M.: portico.testing swaps the table
-    if not mod then return nil end
-    if type(mod) == "string" then mod = require(mod) end
-    local v = mod.new(t._self)
-    t[k] = v
-    return v
-  end,
-}
 
 -- ---- query strings ----
 
@@ -272,7 +203,6 @@ local function parse_query(qs)
   end
   return q
 end
-M.parse_query = parse_query
 
 -- http.query is parsed on first use; http.params, when the route had none,
 -- is an empty table made on first use.
@@ -300,43 +230,21 @@ local function error_body(status, message, cid)
   return status, encode({ error = { status = status, message = message, cid = cid } }),
     "application/json", nil
 end
-M.error_body = error_body
 
 local function internal_error(name, cid)
   return error_body(500, "internal error in service " .. tostring(name), cid)
 end
 
--- ---- running a service ----
+-- xpcall's handler: structured errors pass as they are, anything else gets
+-- its traceback (for the log only).
+local function on_error(e)
+  if getmetatable(e) == ServiceError then return e end
+  return traceback(safe_tostring(e), 2)
+end
 
-local invoke
-
--- The fields of self made on first use: most requests never log or call
--- out, and two tables fewer per request is measurable (docs/benchmarks.md).
-local lazy = {
-  logger = function(self) return setmetatable({ cid = self.cid, service = self.name }, Logger) end,
-  out = function(self) return setmetatable({ _self = self }, out_mt) end,
-}
-
--- The fields of self that are the same for every request. They are read
--- through __index rather than copied into each self: a self of four fields
--- is half the size of one of seven.
-local shared = { time = time }
-
--- The __index of a service's selves (the service module is their metatable):
--- a lazy field, a shared one, else the module's own functions and fields
--- (self.name is the module's name).
-self_index = function(svc)
-  return function(self, k)
-    local make = lazy[k]
-    if make then
-      local v = make(self)
-      rawset(self, k, v)
-      return v
-    end
-    local v = shared[k]
-    if v ~= nil then return v end
-    return svc[k]
-  end
+-- Whether a response with this status has its payload checked against output.
+local function is_success(status)
+  return type(status) == "number" and status >= 200 and status < 300
 end
 
 -- response.headers is made on first use too; encode_response reads it raw.
@@ -359,163 +267,328 @@ local function new_self(svc, cid, request, channel)
       response_mt),
   }, svc)
 end
-M.new_self = new_self
 
--- Whether a response with this status has its payload checked against output.
-local function is_success(status)
-  return type(status) == "number" and status >= 200 and status < 300
-end
+local OUT = { amqp = "portico.amqp", http = "portico.http", websocket = "portico.websocket" }
 
--- self:invoke(name, input) -> the payload the other service answered.
--- In-process, same cid, channel { name = the caller's, type = "invoke",
--- security = the caller's }. Checks name's input and output schemas. The
--- callee's self:error() and raises go up through the caller as they are.
-invoke = function(self, name, input)
-  local on_invoke = M.on_invoke
-  if on_invoke then on_invoke(name, input) end
-  local stubs = M.stubs
-  local stub = stubs and stubs[name]
-  if stub then return stub(input, self) end
-  local svc = by_name[name]
-  if not svc then error("invoke: no service named '" .. tostring(name) .. "'", 2) end
-  local c = svc[COMPILED]
-  local checked = input
-  if c.input then
-    local problems
-    checked, problems = check(c.input, input == nil and EMPTY or input)
-    if not checked then
-      error("invoke " .. name .. ": invalid input: " .. concat(problems, "; "), 2)
+-- ---- a runtime ----
+
+-- Makes rt a runtime with its own registry (see the top). Everything a
+-- request touches is an upvalue here, so one runtime's services, logs and
+-- self.out never reach another's.
+local function new(opts, rt)
+  local by_name = {}       -- name -> service module
+  local path_by_name = {}  -- name -> the file that registered it
+  local name_by_path = {}  -- file -> the name it registered
+
+  local out_modules = {}
+  for k, v in pairs(OUT) do out_modules[k] = v end
+  if opts.out ~= nil then
+    if type(opts.out) ~= "table" then error("runtime.new: opts.out must be a table", 3) end
+    for k, v in pairs(opts.out) do out_modules[k] = v end
+  end
+  local on_invoke = opts.on_invoke
+
+  rt.log = opts.log or log
+  -- Set by the host when lua.request_timeout is on: service files' code is
+  -- never JIT-compiled, because compiled code runs no hooks and only a hook
+  -- can stop a request that loops (host/pt_lua.c, "the request budget").
+  rt.interpret_services = false
+  rt.utcnow, rt.utf8_bad, rt.decode_json, rt.to_utf8 = utcnow, utf8_bad, decode_json, to_utf8
+  rt.parse_query, rt.error_body = parse_query, error_body
+
+  -- ---- the logger of a request ----
+
+  local Logger = {}
+  Logger.__index = Logger
+
+  -- A log call never fails the request: a bad format is logged as it is.
+  local function write_log(level, logger, f, ...)
+    local msg
+    if select("#", ...) == 0 then
+      msg = tostring(f)
+    else
+      local ok, s = pcall(fmt, f, ...)
+      msg = ok and s or tostring(f) .. " (bad log format: " .. s .. ")"
+    end
+    rt.log(level, msg, logger.cid, logger.service)
+  end
+
+  function Logger:debug(f, ...) write_log("debug", self, f, ...) end
+  function Logger:info(f, ...) write_log("info", self, f, ...) end
+  function Logger:warn(f, ...) write_log("warn", self, f, ...) end
+  function Logger:error(f, ...) write_log("error", self, f, ...) end
+
+  -- ---- the outgoing side: self.out.amqp, ... made on first use ----
+
+  local out_mt = {
+    __index = function(t, k)
+      local mod = out_modules[k]
+      if not mod then return nil end
+      if type(mod) == "string" then mod = require(mod) end
+      local v = mod.new(t._self)
+      t[k] = v
+      return v
+    end,
+  }
+
+  -- ---- running a service ----
+
+  -- The fields of self made on first use: most requests never log or call
+  -- out, and two tables fewer per request is measurable (docs/benchmarks.md).
+  local lazy = {
+    logger = function(self) return setmetatable({ cid = self.cid, service = self.name }, Logger) end,
+    out = function(self) return setmetatable({ _self = self }, out_mt) end,
+  }
+
+  -- The fields of self that are the same for every request. They are read
+  -- through __index rather than copied into each self: a self of four fields
+  -- is half the size of one of seven.
+  local shared = { time = time }
+
+  -- The __index of a service's selves (the service module is their metatable):
+  -- a lazy field, a shared one, else the module's own functions and fields
+  -- (self.name is the module's name).
+  local function self_index(svc)
+    return function(self, k)
+      local make = lazy[k]
+      if make then
+        local v = make(self)
+        rawset(self, k, v)
+        return v
+      end
+      local v = shared[k]
+      if v ~= nil then return v end
+      return svc[k]
     end
   end
-  local preq, pch = self.request, self.channel
-  local child = new_self(svc, self.cid,
-    { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
-    { name = pch.name, type = "invoke", security = pch.security })
-  svc.handle(child)
-  local res = child.response
-  local payload = res.payload
-  if c.output and type(payload) == "table" and is_success(res.status) then
-    local ok, problems = check(c.output, payload)
-    if not ok then
-      error("invoke " .. name .. ": its output failed the output schema: " .. concat(problems, "; "), 2)
-    end
-  end
-  return payload
-end
-shared.invoke = invoke
 
--- xpcall's handler: structured errors pass as they are, anything else gets
--- its traceback (for the log only).
-local function on_error(e)
-  if getmetatable(e) == ServiceError then return e end
-  return traceback(safe_tostring(e), 2)
-end
-
-local function encode_response(self, svc, c)
-  local res, cid, name = self.response, self.cid, svc.name
-  local status, payload, ctype = res.status, res.payload, res.content_type
-  local headers = rawget(res, "headers") -- raw: reading it must not make it
-  if type(status) ~= "number" or status < 100 or status > 599 or status ~= floor(status) then
-    M.log("error", "response.status must be a whole number from 100 to 599, got " .. tostring(status),
-      cid, name)
-    return internal_error(name, cid)
-  end
-  if type(headers) ~= "table" or next(headers) == nil then headers = nil end
-  local tp = type(payload)
-  if tp == "table" then
-    if c.output and status >= 200 and status < 300 then
-      local ok, problems = check(c.output, payload)
-      if not ok then
-        M.log("error", "the response failed the output schema: " .. concat(problems, "; "), cid, name)
-        return internal_error(name, cid)
+  -- self:invoke(name, input) -> the payload the other service answered.
+  -- In-process, same cid, channel { name = the caller's, type = "invoke",
+  -- security = the caller's }. Checks name's input and output schemas. The
+  -- callee's self:error() and raises go up through the caller as they are.
+  -- Its own errors blame the line that called self:invoke (level 3: invoke
+  -- calls it, never as a tail call).
+  local function call_service(self, name, input)
+    local svc = by_name[name]
+    if not svc then error("invoke: no service named '" .. tostring(name) .. "'", 3) end
+    local c = svc[COMPILED]
+    local checked = input
+    if c.input then
+      local problems
+      checked, problems = check(c.input, input == nil and EMPTY or input)
+      if not checked then
+        error("invoke " .. name .. ": invalid input: " .. concat(problems, "; "), 3)
       end
     end
-    local ok, body = pcall(encode, payload)
-    if not ok then
-      M.log("error", "cannot encode the response as JSON: " .. tostring(body), cid, name)
+    local preq, pch = self.request, self.channel
+    local child = new_self(svc, self.cid,
+      { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
+      { name = pch.name, type = "invoke", security = pch.security })
+    svc.handle(child)
+    local res = child.response
+    local payload = res.payload
+    if c.output and type(payload) == "table" and is_success(res.status) then
+      local ok, problems = check(c.output, payload)
+      if not ok then
+        error("invoke " .. name .. ": its output failed the output schema: " .. concat(problems, "; "), 3)
+      end
+    end
+    return payload
+  end
+
+  if on_invoke then
+    shared.invoke = function(self, name, input)
+      local answered, payload = on_invoke(self, name, input)
+      if answered then return payload end
+      payload = call_service(self, name, input)
+      return payload
+    end
+  else
+    shared.invoke = function(self, name, input)
+      local payload = call_service(self, name, input)
+      return payload
+    end
+  end
+
+  local function encode_response(self, svc, c)
+    local res, cid, name = self.response, self.cid, svc.name
+    local status, payload, ctype = res.status, res.payload, res.content_type
+    local headers = rawget(res, "headers") -- raw: reading it must not make it
+    if type(status) ~= "number" or status < 100 or status > 599 or status ~= floor(status) then
+      rt.log("error", "response.status must be a whole number from 100 to 599, got " .. tostring(status),
+        cid, name)
       return internal_error(name, cid)
     end
-    -- cjson copies a string's bytes as they are: JSON text must be UTF-8
-    -- (RFC 8259 8.1), and a client's parser may refuse anything else
-    local bad = utf8_bad(body)
-    if bad then
-      local near = gsub(sub(body, bad > 24 and bad - 24 or 1, bad + 3), "[%z\1-\31\127-\255]",
-        function(c) return fmt("\\x%02X", byte(c)) end)
-      M.log("error", "cannot encode the response as JSON: a string in the payload is not UTF-8 "
-        .. "(byte " .. bad .. " of its JSON, near " .. near .. ")", cid, name)
-      return internal_error(name, cid)
+    if type(headers) ~= "table" or next(headers) == nil then headers = nil end
+    local tp = type(payload)
+    if tp == "table" then
+      if c.output and status >= 200 and status < 300 then
+        local ok, problems = check(c.output, payload)
+        if not ok then
+          rt.log("error", "the response failed the output schema: " .. concat(problems, "; "), cid, name)
+          return internal_error(name, cid)
+        end
+      end
+      local ok, body = pcall(encode, payload)
+      if not ok then
+        rt.log("error", "cannot encode the response as JSON: " .. tostring(body), cid, name)
+        return internal_error(name, cid)
+      end
+      -- cjson copies a string's bytes as they are: JSON text must be UTF-8
+      -- (RFC 8259 8.1), and a client's parser may refuse anything else
+      local bad = utf8_bad(body)
+      if bad then
+        local near = gsub(sub(body, bad > 24 and bad - 24 or 1, bad + 3), "[%z\1-\31\127-\255]",
+          function(ch) return fmt("\\x%02X", byte(ch)) end)
+        rt.log("error", "cannot encode the response as JSON: a string in the payload is not UTF-8 "
+          .. "(byte " .. bad .. " of its JSON, near " .. near .. ")", cid, name)
+        return internal_error(name, cid)
+      end
+      return status, body, ctype or "application/json", headers
+    elseif tp == "string" then
+      return status, payload, ctype or "text/plain; charset=utf-8", headers
+    elseif payload == nil then
+      return status, "", ctype, headers
     end
-    return status, body, ctype or "application/json", headers
-  elseif tp == "string" then
-    return status, payload, ctype or "text/plain; charset=utf-8", headers
-  elseif payload == nil then
-    return status, "", ctype, headers
+    return status, tostring(payload), ctype or "text/plain; charset=utf-8", headers
   end
-  return status, tostring(payload), ctype or "text/plain; charset=utf-8", headers
+
+  -- Runs svc for a request whose payload and channel are known: checks the
+  -- input, calls handle, encodes the response. Returns what dispatch returns;
+  -- raises what handle raises (dispatch's xpcall turns it into the answer, the
+  -- one protected call of a request).
+  local function run(svc, cid, request, channel)
+    local c = svc[COMPILED]
+    local input = request.payload
+    if c.input then
+      local checked, problems = check(c.input, input == nil and EMPTY or input)
+      if not checked then
+        return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
+      end
+      input = checked
+    end
+    request.input = input
+    local self = new_self(svc, cid, request, channel)
+    svc.handle(self)
+    return encode_response(self, svc, c)
+  end
+
+  -- ---- the registry ----
+
+  -- source: the file's text when the host has read it already (so every worker
+  -- compiles exactly what was checked); otherwise the file is read here.
+  -- Raises "path:line: message"; nothing changes when it raises.
+  function rt.load(path, source)
+    if type(path) ~= "string" then error("runtime.load(path[, source]): path must be a string", 2) end
+    local chunk, err
+    if source ~= nil then
+      chunk, err = loadstring(source, "@" .. path)
+    else
+      chunk, err = loadfile(path)
+    end
+    if not chunk then error(err, 0) end
+    if rt.interpret_services and jit_off then jit_off(chunk, true) end -- and every function in it
+    local ok, svc = xpcall(chunk, load_error_handler(path))
+    if not ok then error(svc, 0) end
+    if not service.compiled(svc) then
+      error(path .. ":1: the file must return the table made by service.new{...}, it returned "
+        .. (type(svc) == "table" and "another table" or type(svc)), 0)
+    end
+    local name = svc.name
+    if type(svc.handle) ~= "function" then
+      error(path .. ":1: service '" .. name .. "' has no handle function (function M:handle() ... end)", 0)
+    end
+    local owner = path_by_name[name]
+    if owner and owner ~= path then
+      error(path .. ":1: service name '" .. name .. "' is already used by " .. owner, 0)
+    end
+    local old = name_by_path[path]
+    if old and old ~= name then
+      by_name[old], path_by_name[old] = nil, nil
+    end
+    svc.__index = self_index(svc)
+    by_name[name], path_by_name[name], name_by_path[path] = svc, path, name
+    return name
+  end
+
+  function rt.unload(path)
+    local name = name_by_path[path]
+    if name then
+      by_name[name], path_by_name[name], name_by_path[path] = nil, nil, nil
+    end
+    return name
+  end
+
+  function rt.get(name)
+    return by_name[name]
+  end
+
+  -- ---- the entry point ----
+
+  function rt.dispatch(req)
+    -- Every field first: the host refills this table for the next request,
+    -- setting the optional ones only when the request has them; so each of
+    -- those found here is cleared (most requests have none).
+    local name, cid, body, params, amqp = req.service, req.cid, req.body, req.params, req.amqp
+    local method, path, query_string, headers = req.method, req.path, req.query_string, req.headers
+    local channel_name, channel_type, username, gateway =
+      req.channel, req.channel_type, req.username, req.gateway
+    if username ~= nil then req.username = nil end
+    if gateway ~= nil then req.gateway = nil end
+    if params ~= nil then req.params = nil end
+    if amqp ~= nil then req.amqp = nil end
+    local svc = by_name[name]
+    if not svc then
+      return error_body(404, "unknown service '" .. tostring(name) .. "'", cid)
+    end
+    local payload
+    if body ~= nil and body ~= "" then
+      local err
+      payload, err = decode_json(body)
+      if payload == nil then
+        return error_body(400, "invalid JSON: " .. tostring(err), cid)
+      end
+    end
+    -- Each table is made with the keys it gets (LuaJIT sizes a table by its
+    -- constructor, and a key added later can mean a rehash): params and amqp
+    -- are there only when the channel has them.
+    query_string, headers, body = query_string or "", headers or {}, body or ""
+    local http, request
+    if params then
+      http = { method = method, path = path, query_string = query_string, headers = headers,
+               params = params }
+    else
+      http = { method = method, path = path, query_string = query_string, headers = headers }
+    end
+    setmetatable(http, http_mt)
+    if amqp then
+      request = { payload = payload, input = nil, raw = body, http = http, amqp = amqp }
+    else
+      request = { payload = payload, input = nil, raw = body, http = http }
+    end
+    local channel = {
+      name = channel_name, type = channel_type,
+      security = { username = username, gateway = gateway },
+    }
+    local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
+    if ok then return status, rbody, ctype, rheaders end
+    if getmetatable(status) == ServiceError then
+      return error_body(status.status, status.message, cid)
+    end
+    pcall(rt.log, "error", "handler raised: " .. safe_tostring(status), cid, name)
+    return internal_error(name, cid)
+  end
+
+  return rt
 end
 
--- Runs svc for a request whose payload and channel are known: checks the
--- input, calls handle, encodes the response. Returns what dispatch returns;
--- raises what handle raises (dispatch's xpcall turns it into the answer, the
--- one protected call of a request).
-local function run(svc, cid, request, channel)
-  local c = svc[COMPILED]
-  local input = request.payload
-  if c.input then
-    local checked, problems = check(c.input, input == nil and EMPTY or input)
-    if not checked then
-      return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
-    end
-    input = checked
-  end
-  request.input = input
-  local self = new_self(svc, cid, request, channel)
-  svc.handle(self)
-  return encode_response(self, svc, c)
+-- runtime.new([opts]) -> a runtime with its own registry (see the top).
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then error("runtime.new([opts]): opts must be a table", 2) end
+  return new(opts or {}, {})
 end
 
-function M.dispatch(name, cid, method, path, query_string, headers, body, channel_name,
-                    channel_type, username, params, gateway, amqp)
-  local svc = by_name[name]
-  if not svc then
-    return error_body(404, "unknown service '" .. tostring(name) .. "'", cid)
-  end
-  local payload
-  if body ~= nil and body ~= "" then
-    local err
-    payload, err = decode_json(body)
-    if payload == nil then
-      return error_body(400, "invalid JSON: " .. tostring(err), cid)
-    end
-  end
-  -- Each table is made with the keys it gets (LuaJIT sizes a table by its
-  -- constructor, and a key added later can mean a rehash): params and amqp
-  -- are there only when the channel has them.
-  query_string, headers, body = query_string or "", headers or {}, body or ""
-  local http, request
-  if params then
-    http = { method = method, path = path, query_string = query_string, headers = headers,
-             params = params }
-  else
-    http = { method = method, path = path, query_string = query_string, headers = headers }
-  end
-  setmetatable(http, http_mt)
-  if amqp then
-    request = { payload = payload, input = nil, raw = body, http = http, amqp = amqp }
-  else
-    request = { payload = payload, input = nil, raw = body, http = http }
-  end
-  local channel = {
-    name = channel_name, type = channel_type,
-    security = { username = username, gateway = gateway },
-  }
-  local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
-  if ok then return status, rbody, ctype, rheaders end
-  if getmetatable(status) == ServiceError then
-    return error_body(status.status, status.message, cid)
-  end
-  pcall(M.log, "error", "handler raised: " .. safe_tostring(status), cid, name)
-  return internal_error(name, cid)
-end
-
-return M
+-- The module is this VM's own runtime: the host requires it, keeps a
+-- reference to it and calls its load, unload and dispatch. Each VM has its
+-- own, made with no options.
+return new({}, M)

@@ -16,7 +16,8 @@
 --     query    = { page = "1" },                  -- or "page=1&size=20"
 --     method   = "POST", path = "/api/customer/get", params = { id = "1" },
 --     cid      = "cid-1",                         -- default "test-cid-N"
---     gateway  = nil, amqp = nil,                 -- the last two arguments of runtime.dispatch
+--     gateway  = nil,                             -- self.channel.security.gateway
+--     amqp     = nil,                             -- self.request.amqp (an AMQP delivery's properties)
 --   })
 --   res.status, res.body, res.content_type, res.headers (a table, maybe empty), res.cid
 --   res.payload   -- the decoded JSON body (nil when it is not JSON)
@@ -25,9 +26,13 @@
 --   t.invocations -- { { name =, input = }, ... } every self:invoke, stubbed or not
 --   t.logs        -- { { level =, message =, cid =, service = }, ... } everything logged
 --   t:logged("pattern"[, level]) -> the first log entry whose message matches, or nil
---   t.sent.amqp   -- { { data =, body =, outconn =, exchange =, routing_key =, props = }, ... }
+--   t.sent.amqp   -- { { data =, body =, outconn =, exchange =, routing_key =, props =,
+--                 --     properties = }, ... }  props: the service's own; properties: as they
+--                 --     go to the broker (checked, content_type added for a table)
 --   t:amqp_fails("connection lost")  -- later self.out.amqp:send return nil, err (nil: true again)
---   t.sent.websocket -- { { channel =, username =, data = }, ... } self.out.websocket:send
+--   t:amqp_outconns({ "My Backend" }) -- only these names are outgoing AMQP connections
+--                 --     (a send to another raises, as in the gateway); nil: every name (the default)
+--   t.sent.websocket -- { { channel =, username =, data =, text = }, ... } self.out.websocket:send
 --   t:http_stub("crm", function(req) return { status = 200, json = { id = 1 } } end)
 --   t:http_stub("crm", { status = 404, body = "no" })  -- a table: answered as it is
 --   t:http_stub("crm", nil)   -- "crm" unknown again: calls return nil, "no outgoing.http ..."
@@ -37,15 +42,27 @@
 --   t.sent.http   -- { { name =, method =, path =, query_string =, query = (parsed),
 --                 --     headers = (lower-case, as sent), body =, data =, timeout = }, ... }
 --   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
+--   t.runtime     -- the harness's own runtime (portico.runtime's runtime.new):
+--                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
 --
 --   testing.call("services/demo/echo.lua", { ... }) -> res, t   -- one-shot
 --
--- Calls go through the same runtime.dispatch the host calls, so input and
--- output schemas, JSON decoding, self:error and error bodies behave as in the
--- gateway. Stubbed invokes skip the target's schemas. The fake
--- self.out.amqp:send checks its arguments' types, records the call and
--- returns true.
+-- Each harness has its own runtime (portico.runtime's runtime.new), and calls
+-- go through the same runtime.dispatch the host calls, so input and output
+-- schemas, JSON decoding, self:error and error bodies behave as in the
+-- gateway. Stubbed invokes skip the target's schemas. self.out.amqp,
+-- self.out.websocket and self.out.http are the real portico.amqp,
+-- portico.websocket and portico.http with transports that record and answer
+-- here instead of reaching a broker, the workers or a backend: the modules'
+-- checks of a call (argument types, AMQP properties, UTF-8 of a push,
+-- headers) are the gateway's, so a call they refuse in the gateway is
+-- refused here too. (What only the host checks, such as an exchange name of
+-- more than 255 bytes, passes here.)
 local cjson = require "cjson"
+local runtime = require "portico.runtime"
+local amqp = require "portico.amqp"
+local websocket = require "portico.websocket"
+local http = require "portico.http"
 
 local type, pairs, ipairs, tostring, setmetatable, error = type, pairs, ipairs, tostring, setmetatable, error
 local sort, concat = table.sort, table.concat
@@ -55,60 +72,35 @@ local M = {}
 local Harness = {}
 Harness.__index = Harness
 
--- A fresh copy of portico.runtime, so each harness has its own registry.
-local function fresh_runtime()
-  local saved = package.loaded["portico.runtime"]
-  package.loaded["portico.runtime"] = nil
-  local ok, rt = pcall(require, "portico.runtime")
-  package.loaded["portico.runtime"] = saved
-  if not ok then error(rt, 0) end
-  return rt
-end
+-- ---- the transports of self.out: what the host would reach ----
 
--- ---- the fakes of self.out ----
-
-local FakeAmqp = {}
-FakeAmqp.__index = FakeAmqp
-
-function FakeAmqp:send(data, outconn, exchange, routing_key, props)
-  local td = type(data)
-  if td ~= "table" and td ~= "string" then
-    error("amqp:send: data must be a table or a string, got " .. td, 2)
-  end
-  if type(outconn) ~= "string" or outconn == "" then
-    error("amqp:send: outconn must be the name of an outgoing AMQP connection", 2)
-  end
-  if type(exchange) ~= "string" then error("amqp:send: exchange must be a string", 2) end
-  if type(routing_key) ~= "string" then error("amqp:send: routing_key must be a string", 2) end
-  if props ~= nil and type(props) ~= "table" then error("amqp:send: props must be a table", 2) end
-  local body = data
-  if td == "table" then
-    local ok, encoded = pcall(cjson.encode, data)
-    if not ok then error("amqp:send: data cannot be sent as JSON: " .. tostring(encoded), 2) end
-    body = encoded
-  end
-  local t = self.t
-  t.sent.amqp[#t.sent.amqp + 1] = {
-    data = data, body = body, outconn = outconn, exchange = exchange,
-    routing_key = routing_key, props = props,
+-- self.out.amqp: portico.amqp with a transport that records the send.
+local function amqp_transport(t)
+  return {
+    outconn = function(name)
+      local known = t.amqp_known
+      return known == nil or known[name] == true
+    end,
+    publish = function(outconn, exchange, routing_key, body, props, data, given)
+      local sent = t.sent.amqp
+      sent[#sent + 1] = {
+        data = data, body = body, outconn = outconn, exchange = exchange,
+        routing_key = routing_key, props = given, properties = props,
+      }
+      if t.amqp_error then return nil, t.amqp_error end
+      return true
+    end,
   }
-  if t.amqp_error then return nil, t.amqp_error end
-  return true
 end
 
-local FakeWebsocket = {}
-FakeWebsocket.__index = FakeWebsocket
-
-function FakeWebsocket:send(channel, username, data)
-  if type(channel) ~= "string" or channel == "" then
-    error("websocket:send: channel must be the name of a WebSocket channel", 2)
-  end
-  if type(data) ~= "table" and type(data) ~= "string" then
-    error("websocket:send: data must be a table or a string, got " .. type(data), 2)
-  end
-  local sent = self.t.sent.websocket
-  sent[#sent + 1] = { channel = channel, username = username, data = data }
-  return true
+-- self.out.websocket: portico.websocket with a transport that records the push.
+local function websocket_transport(t)
+  return {
+    push = function(channel, username, text, data)
+      local sent = t.sent.websocket
+      sent[#sent + 1] = { channel = channel, username = username, data = data, text = text }
+    end,
+  }
 end
 
 -- self.out.http: portico.http with a transport that answers from t.http_stubs.
@@ -125,7 +117,7 @@ local function http_transport(t)
     local path, qs = p.target:match("^([^?]*)%??(.*)$")
     local req = {
       name = name, method = p.method, path = path, query_string = qs,
-      query = t.runtime.parse_query(qs), headers = headers, body = body,
+      query = runtime.parse_query(qs), headers = headers, body = body,
       data = p.data, timeout = timeout_ms and timeout_ms / 1000 or nil,
     }
     local sent = t.sent.http
@@ -155,32 +147,35 @@ end
 
 function M.new()
   local t = setmetatable({
-    runtime = fresh_runtime(),
     invocations = {},
     logs = {},
     sent = { amqp = {}, websocket = {}, http = {} },
     stubs = {},
     http_stubs = {},
     amqp_error = nil,
+    amqp_known = nil, -- nil: every outconn name is known; else name -> true
     loaded = {}, -- path -> name
     counter = 0,
   }, Harness)
-  local rt = t.runtime
-  rt.log = function(level, message, cid, service)
-    t.logs[#t.logs + 1] = { level = level, message = message, cid = cid, service = service }
-  end
-  rt.stubs = t.stubs
-  rt.on_invoke = function(name, input)
-    t.invocations[#t.invocations + 1] = { name = name, input = input }
-  end
-  rt.out_modules = setmetatable({
-    amqp = { new = function() return setmetatable({ t = t }, FakeAmqp) end },
-    websocket = { new = function() return setmetatable({ t = t }, FakeWebsocket) end },
-    http = { new = function(ctx) return require("portico.http").new(ctx, http_transport(t)) end },
-  }, { __index = rt.out_modules })
+  local amqp_tr, ws_tr, http_tr = amqp_transport(t), websocket_transport(t), http_transport(t)
+  t.runtime = runtime.new {
+    log = function(level, message, cid, service)
+      t.logs[#t.logs + 1] = { level = level, message = message, cid = cid, service = service }
+    end,
+    on_invoke = function(self, name, input)
+      t.invocations[#t.invocations + 1] = { name = name, input = input }
+      local stub = t.stubs[name]
+      if stub then return true, stub(input, self) end
+      return false
+    end,
+    out = {
+      amqp = { new = function(ctx) return amqp.new(ctx, amqp_tr) end },
+      websocket = { new = function(ctx) return websocket.new(ctx, ws_tr) end },
+      http = { new = function(ctx) return http.new(ctx, http_tr) end },
+    },
+  }
   return t
 end
-
 -- Loads a service file; returns its name. Raises the load error as is.
 function Harness:load(path)
   local name = self.runtime.load(path)
@@ -226,6 +221,19 @@ end
 -- Later self.out.amqp:send calls return nil, err; nil: they succeed again.
 function Harness:amqp_fails(err)
   self.amqp_error = err
+end
+
+-- Only the names in list are outgoing AMQP connections from now on; a send
+-- through another raises, as in the gateway. nil: every name (the default).
+function Harness:amqp_outconns(list)
+  if list == nil then
+    self.amqp_known = nil
+    return
+  end
+  if type(list) ~= "table" then error("amqp_outconns(list): list must be a table of names or nil", 2) end
+  local known = {}
+  for _, name in ipairs(list) do known[name] = true end
+  self.amqp_known = known
 end
 
 function Harness:reset()
@@ -284,10 +292,12 @@ function Harness:call(name, req)
   if type(channel) == "string" then channel = { name = channel } end
   channel = channel or {}
   local cid = req.cid or ("test-cid-" .. self.counter)
-  local status, rbody, ctype, rheaders = self.runtime.dispatch(
-    name, cid, req.method or "POST", req.path or "/test", query_string(req.query), headers,
-    body or "", channel.name or "test", channel.type or "rest", req.username, req.params,
-    req.gateway, req.amqp)
+  local status, rbody, ctype, rheaders = self.runtime.dispatch {
+    service = name, cid = cid, method = req.method or "POST", path = req.path or "/test",
+    query_string = query_string(req.query), headers = headers, body = body or "",
+    params = req.params, channel = channel.name or "test", channel_type = channel.type or "rest",
+    username = req.username, gateway = req.gateway, amqp = req.amqp,
+  }
   local res = { status = status, body = rbody, content_type = ctype, headers = rheaders or {}, cid = cid }
   if ctype and ctype:find("json", 1, true) and rbody ~= "" then
     local ok, decoded = pcall(cjson.decode, rbody)

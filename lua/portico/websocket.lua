@@ -10,18 +10,34 @@
 -- counted in portico_ws_slow_consumers_total: a push never buffers without end.
 -- A text message is UTF-8 (RFC 6455 5.6): data that is not (a string, or a
 -- table holding such a string) is a mistake raised at the caller.
+--
+-- websocket.new(ctx[, transport]) makes the self.out.websocket of one
+-- request. The transport is what reaches the workers, by default the host's
+-- primitive; portico.testing passes its own, so a spec runs the checks above
+-- exactly as the gateway does:
+--   transport.push(channel, username_or_nil, text, data)  text: what the
+--     sockets get; data: the call's own (for a transport that records pushes;
+--     the host's takes only the first three)
 local cjson = require "cjson"
 local json = require "portico.json"
 
 local has_host, host = pcall(require, "portico.host")
-if not has_host then host = nil end
+if not has_host or type(host) ~= "table" then host = nil end
+
+-- The host's primitive as a transport, or nil outside the host (it takes
+-- only the first three arguments).
+local HOST
+if host and host.ws_push then
+  local ws_push = host.ws_push
+  HOST = { push = function(channel, username, text) return ws_push(channel, username, text) end }
+end
 
 local M = {}
 local Push = {}
 Push.__index = Push
 
-function M.new()
-  return setmetatable({}, Push)
+function M.new(ctx, transport)
+  return setmetatable({ ctx = ctx, transport = transport or HOST }, Push)
 end
 
 function Push:send(channel, username, data)
@@ -48,10 +64,11 @@ function Push:send(channel, username, data)
   if bad then
     error("websocket:send: data is not valid UTF-8 (byte " .. bad .. "); a text message must be", 2)
   end
-  if not host or not host.ws_push then
+  local transport = self.transport
+  if not transport then
     return nil, "WebSocket push is not available outside the portico host"
   end
-  host.ws_push(channel, username, text)
+  transport.push(channel, username, text, data)
   return true
 end
 

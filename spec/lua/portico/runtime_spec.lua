@@ -1,6 +1,6 @@
--- portico.runtime through runtime.dispatch itself, with the arguments and
--- results of docs/contract.md. Each test gets its own runtime (via
--- portico.testing) so registries and logs do not leak between tests.
+-- portico.runtime through runtime.dispatch itself, with the request table and
+-- results of docs/contract.md. Each test gets its own runtime (runtime.new,
+-- through portico.testing) so registries and logs do not leak between tests.
 local testing = require "portico.testing"
 local cjson = require "cjson"
 
@@ -43,9 +43,12 @@ return M
   -- runtime.dispatch with defaults for what a test does not care about.
   local function dispatch(name, o)
     o = o or {}
-    return rt.dispatch(name, o.cid or "cid-1", o.method or "POST", o.path or "/p",
-      o.query_string or "", o.headers or {}, o.body or "", o.channel or "api", o.channel_type or "rest",
-      o.username, o.params, o.gateway, o.amqp)
+    return rt.dispatch {
+      service = name, cid = o.cid or "cid-1", method = o.method or "POST", path = o.path or "/p",
+      query_string = o.query_string or "", headers = o.headers or {}, body = o.body or "",
+      channel = o.channel or "api", channel_type = o.channel_type or "rest",
+      username = o.username, params = o.params, gateway = o.gateway, amqp = o.amqp,
+    }
   end
 
   -- A function a service can call as require("test.probe")(self) to hand self to the spec.
@@ -526,6 +529,116 @@ return M
       assert.equal("s.w", rt.unload(p))
       assert.is_nil(rt.unload(p))
       assert.equal(404, (dispatch("s.w")))
+    end)
+  end)
+
+  describe("runtime.new", function()
+    local runtime = require "portico.runtime"
+
+    local function req(name, o)
+      o = o or {}
+      o.service, o.cid, o.method, o.path = name, o.cid or "c", o.method or "POST", o.path or "/p"
+      o.query_string, o.headers, o.body = o.query_string or "", o.headers or {}, o.body or ""
+      o.channel, o.channel_type = o.channel or "api", o.channel_type or "rest"
+      return o
+    end
+
+    it("makes runtimes with registries of their own, the module being this VM's", function()
+      local a, b = runtime.new(), runtime.new()
+      assert.is_function(runtime.dispatch)
+      assert.is_function(runtime.load)
+      assert.is_false(runtime.interpret_services)
+      local path = service("s.own", "self.response.payload = 'a'")
+      assert.equal("s.own", a.load(path))
+      assert.equal(200, (a.dispatch(req("s.own"))))
+      assert.equal(404, (b.dispatch(req("s.own"))))
+      assert.is_nil(runtime.get("s.own"))
+      assert.is_nil(a.new) -- only the module makes runtimes
+      assert.equal(runtime.parse_query, a.parse_query)
+      assert.equal(runtime.decode_json, a.decode_json)
+    end)
+
+    it("has no test hooks in the host's runtime", function()
+      for _, k in ipairs { "stubs", "on_invoke", "out_modules", "new_self" } do
+        assert.is_nil(runtime[k], k)
+      end
+    end)
+
+    it("logs through opts.log", function()
+      local logs = {}
+      local r = runtime.new { log = function(...) logs[#logs + 1] = { ... } end }
+      r.load(service("s.logs", "self.logger:info('n=%d', 7); error('boom')"))
+      assert.equal(500, (r.dispatch(req("s.logs", { cid = "c-l" }))))
+      assert.same({ "info", "n=7", "c-l", "s.logs" }, logs[1])
+      assert.equal("error", logs[2][1])
+      assert.matches("handler raised: .*boom", logs[2][2])
+    end)
+
+    it("lets opts.on_invoke answer self:invoke or pass it on, errors still blaming the caller", function()
+      local seen = {}
+      local r = runtime.new {
+        log = function() end,
+        on_invoke = function(self, name, input)
+          seen[#seen + 1] = { name, input, self.cid }
+          if name == "s.fake" then return true, { faked = input.n } end
+          return false
+        end,
+      }
+      r.load(service("s.real", "self.response.payload = { real = true }"))
+      r.load(service("s.caller", [[
+        local a = self:invoke("s.fake", { n = 1 })
+        local b = self:invoke("s.real")
+        local ok, err = pcall(self.invoke, self, "no.such")
+        self.response.payload = { a = a, b = b, err = err }]]))
+      local status, body = r.dispatch(req("s.caller", { cid = "c-i" }))
+      assert.equal(200, status)
+      local got = cjson.decode(body)
+      assert.same({ faked = 1 }, got.a)
+      assert.same({ real = true }, got.b)
+      assert.equal("invoke: no service named 'no.such'", got.err) -- pcall is the caller: no position
+      assert.same({ { "s.fake", { n = 1 }, "c-i" }, { "s.real", nil, "c-i" }, { "no.such", nil, "c-i" } }, seen)
+      local plain = runtime.new { log = function() end }
+      plain.load(service("s.unknown", "self:invoke('no.such')", nil, "unknown"))
+      local logged
+      plain.log = function(_, msg) logged = msg end
+      assert.equal(500, (plain.dispatch(req("s.unknown"))))
+      assert.matches("unknown.lua:4: invoke: no service named 'no.such'", logged, 1, true)
+    end)
+
+    it("makes self.out.<name> with opts.out, the others staying portico's", function()
+      local made = {}
+      local r = runtime.new { out = { amqp = { new = function(ctx) made[#made + 1] = ctx; return { mine = true } end } } }
+      local seen = probe()
+      r.load(service("s.out", "require('test.probe')(self); self.response.payload = { mine = self.out.amqp.mine }"))
+      local _, body = r.dispatch(req("s.out"))
+      assert.same({ mine = true }, cjson.decode(body))
+      assert.equal(seen[1], made[1])
+      assert.equal(require("portico.http").Conn, getmetatable(seen[1].out.http.crm))
+      assert.has_error(function() runtime.new { out = 1 } end)
+      assert.has_error(function() runtime.new(1) end)
+    end)
+
+    -- The host refills one table for every request (host/pt_lua.c), setting
+    -- username, gateway, params and amqp only when a request has them.
+    it("clears the optional fields of req it read, so a refilled table carries none over", function()
+      local seen = probe()
+      local r = runtime.new()
+      r.load(service("s.fill", "require('test.probe')(self)"))
+      local host_req = req("s.fill", { username = "u", gateway = "g", params = { id = "1" }, amqp = { queue = "q" } })
+      assert.equal(200, (r.dispatch(host_req)))
+      assert.is_nil(host_req.username)
+      assert.is_nil(host_req.gateway)
+      assert.is_nil(host_req.params)
+      assert.is_nil(host_req.amqp)
+      host_req.cid = "c-2"
+      assert.equal(200, (r.dispatch(host_req)))
+      assert.same({ name = "api", type = "rest", security = { username = "u", gateway = "g" } }, seen[1].channel)
+      assert.same({ id = "1" }, seen[1].request.http.params)
+      assert.same({ queue = "q" }, seen[1].request.amqp)
+      assert.equal("c-2", seen[2].cid)
+      assert.same({}, seen[2].channel.security)
+      assert.is_nil(rawget(seen[2].request.http, "params"))
+      assert.is_nil(seen[2].request.amqp)
     end)
   end)
 

@@ -111,7 +111,8 @@ return M
       self.response.payload = { ok = ok or false, err = err }]]))
     assert.same({ ok = true }, t:call("t.pub").payload)
     assert.same({ data = { n = 1 }, body = '{"n":1}', outconn = "Backend", exchange = "ex",
-      routing_key = "key", props = { persistent = false } }, t.sent.amqp[1])
+      routing_key = "key", props = { persistent = false },
+      properties = { persistent = false, content_type = "application/json" } }, t.sent.amqp[1])
     t:amqp_fails("no connection")
     assert.same({ ok = false, err = "no connection" }, t:call("t.pub").payload)
     assert.equal(2, #t.sent.amqp)
@@ -131,7 +132,92 @@ return M
     local t = testing.new()
     t:load(service("ws.lua", "t.ws", [[self.out.websocket:send("ws", "u", { hi = 1 })]]))
     t:call("t.ws")
-    assert.same({ { channel = "ws", username = "u", data = { hi = 1 } } }, t.sent.websocket)
+    assert.same({ { channel = "ws", username = "u", data = { hi = 1 }, text = '{"hi":1}' } }, t.sent.websocket)
+  end)
+
+  -- The fakes of self.out used to take what the real modules refuse; a spec
+  -- that passed here then failed in the gateway. These run the real ones.
+  it("refuses AMQP properties the gateway refuses, sending nothing", function()
+    local t = testing.new()
+    local cases = {
+      { "{ colour = 'red' }", "amqp:send: unknown property 'colour'" },
+      { "{ persistent = 'yes' }", "amqp:send: property persistent must be a boolean, got string" },
+      { "{ priority = 300 }", "amqp:send: property priority must be a whole number from 0 to 255" },
+      { "{ timestamp = -1 }", "amqp:send: property timestamp must be whole seconds since the epoch" },
+      { "{ headers = { h = {} } }", "amqp:send: header h must be a string, number or boolean, got table" },
+      { "{ headers = { [1] = 'x' } }", "amqp:send: header names must be strings" },
+    }
+    for i, case in ipairs(cases) do
+      local file = "props" .. i .. ".lua"
+      t:load(service(file, "t.props" .. i, "self.out.amqp:send({ n = 1 }, 'Backend', 'ex', 'key', " .. case[1] .. ")"))
+      local res = t:call("t.props" .. i)
+      assert.equal(500, res.status, case[1])
+      assert.equal("internal error in service t.props" .. i, res.error)
+      local logged = assert(t:logged("amqp:send", "error"), case[1]).message
+      assert.matches(file .. ":4: " .. case[2], logged, 1, true)
+      t:reset()
+    end
+    assert.equal(0, #t.sent.amqp)
+  end)
+
+  it("sends AMQP properties as the gateway does: numbers become strings where a string is due", function()
+    local t = testing.new()
+    t:load(service("exp.lua", "t.exp", [[
+      assert(self.out.amqp:send("raw", "Backend", "", "q", { expiration = 60000, headers = { n = 1 } }))]]))
+    assert.equal(200, t:call("t.exp").status)
+    local sent = t.sent.amqp[1]
+    assert.same({ expiration = 60000, headers = { n = 1 } }, sent.props)
+    assert.same({ expiration = "60000", headers = { n = 1 } }, sent.properties) -- no content_type: a string
+    assert.equal("raw", sent.body)
+  end)
+
+  it("raises for an outgoing AMQP connection the config does not have, once they are named", function()
+    local t = testing.new()
+    t:load(service("oc.lua", "t.oc", [[self.out.amqp:send({}, "Nowhere", "ex", "key")]]))
+    assert.equal(200, t:call("t.oc").status) -- by default every name is a connection
+    t:amqp_outconns({ "My Backend" })
+    assert.equal(500, t:call("t.oc").status)
+    assert.matches("oc.lua:4: amqp:send: no outgoing AMQP connection named 'Nowhere'",
+      t:logged("no outgoing AMQP").message, 1, true)
+    assert.equal(1, #t.sent.amqp)
+    t:amqp_outconns(nil)
+    assert.equal(200, t:call("t.oc").status)
+  end)
+
+  it("refuses WebSocket pushes the gateway refuses, pushing nothing", function()
+    local t = testing.new()
+    local cases = {
+      { [["ws", "u", "caf\233"]], "websocket:send: data is not valid UTF-8 (byte 4)" },
+      { [["ws", "u", { name = "caf\233" }]], "websocket:send: data is not valid UTF-8" },
+      { [["ws", 42, "hi"]], "websocket:send: username must be a string or nil" },
+      { [["", nil, "hi"]], "websocket:send: channel must be the name of a WebSocket channel" },
+      { [["ws", nil, 42]], "websocket:send: data must be a table or a string, got number" },
+      { [["ws", nil, { f = print }]], "websocket:send: data cannot be sent as JSON" },
+    }
+    for i, case in ipairs(cases) do
+      local file = "push" .. i .. ".lua"
+      t:load(service(file, "t.push" .. i, "self.out.websocket:send(" .. case[1] .. ")"))
+      assert.equal(500, t:call("t.push" .. i).status, case[1])
+      assert.matches(file .. ":4: " .. case[2], assert(t:logged("websocket:send", "error"), case[1]).message, 1, true)
+      t:reset()
+    end
+    assert.equal(0, #t.sent.websocket)
+    t:load(service("ok.lua", "t.push.ok", [[
+      self.response.payload = { ok = self.out.websocket:send("ws", nil, "caf\195\169") }]]))
+    assert.same({ ok = true }, t:call("t.push.ok").payload)
+    assert.same({ { channel = "ws", data = "caf\195\169", text = "caf\195\169" } }, t.sent.websocket)
+  end)
+
+  it("gives each harness a runtime of its own, made by runtime.new", function()
+    local runtime = require "portico.runtime"
+    local a, b = testing.new(), testing.new()
+    assert.are_not.equal(a.runtime, b.runtime)
+    assert.are_not.equal(runtime, a.runtime)
+    assert.is_nil(package.loaded["portico.runtime"].get("t.mine"))
+    a:load(service("mine.lua", "t.mine", ""))
+    assert.is_table(a.runtime.get("t.mine"))
+    assert.is_nil(b.runtime.get("t.mine"))
+    assert.is_nil(runtime.get("t.mine")) -- the VM's own runtime is not touched
   end)
 
   it("keeps harnesses apart", function()
