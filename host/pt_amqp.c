@@ -1,10 +1,10 @@
 #include "pt_amqp.h"
 
 #include <stddef.h>
+#include "pt_amqp_tls.h"
 #include "pt_log.h"
 
 #include <amqp_framing.h>
-#include <amqp_tcp_socket.h>
 #include <uv.h>
 
 #include <errno.h>
@@ -162,18 +162,13 @@ amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t t
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
     char why[200];
     amqp_connection_state_t conn = amqp_new_connection();
-    amqp_socket_t *sock = conn ? amqp_tcp_socket_new(conn) : NULL;
-    if (!sock) {
+    if (!conn) {
         snprintf(err, errlen, "out of memory");
-        if (conn) amqp_destroy_connection(conn);
         return NULL;
     }
     amqp_set_handshake_timeout(conn, &tv);
     amqp_set_rpc_timeout(conn, &tv);
-    int rc = amqp_socket_open_noblock(sock, ep->host, ep->port, &tv);
-    if (rc != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "cannot connect to %s:%d: %s", ep->host, ep->port,
-                 amqp_error_string2(rc));
+    if (pt_amqp_socket_open(conn, ep, &tv, err, errlen) != 0) {
         amqp_destroy_connection(conn);
         return NULL;
     }
@@ -833,6 +828,9 @@ int pt_amqp_start(const pt_config_t *cfg, pt_amqp_t **out)
         pt_amqp_out_t *oc = &a->outs[i];
         oc->name = pt__dup(c->name);
         int ep_rc = pt_amqp_endpoint_copy(&oc->ep, &c->ep);
+        char what[160];
+        snprintf(what, sizeof what, "AMQP '%s'", c->name);
+        pt_amqp_tls_warn(what, &c->ep);
         oc->confirms = c->confirms;
         oc->mx = pt_metrics_amqp("outgoing", c->name);
         oc->timeout_ms = c->timeout_ms;

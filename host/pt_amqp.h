@@ -97,9 +97,9 @@ void pt_amqp_submit(pt_amqp_out_t *oc, pt_amqp_job_t *job);
 /* Milliseconds of a monotonic clock. */
 uint64_t pt_amqp_now_ms(void);
 
-/* Opens a TCP connection to ep, logs in (with ep->heartbeat) and opens
- * channel 1. Every step is bounded by timeout_ms. Returns the connection, or
- * NULL with the reason in err. */
+/* Opens a TCP connection to ep (TLS for amqps://, pt_amqp_socket_open),
+ * logs in (with ep->heartbeat) and opens channel 1. Every step is bounded by
+ * timeout_ms. Returns the connection, or NULL with the reason in err. */
 amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t timeout_ms,
                                         char *err, size_t errlen);
 

@@ -1,5 +1,6 @@
 #include "pt_amqp_channel.h"
 #include "pt_amqp.h"
+#include "pt_amqp_tls.h"
 #include "pt_field.h"
 #include "pt_log.h"
 #include "pt_lua.h"
@@ -734,6 +735,9 @@ int pt_amqp_channels_start(const pt_config_t *cfg, pt_worker_t *workers, int n_w
         c->channel.line = a->channel.line;
         c->queue = strdup(a->queue);
         int ep_rc = pt_amqp_endpoint_copy(&c->ep, &a->ep);
+        char what[160];
+        snprintf(what, sizeof what, "AMQP channel '%s'", a->channel.name);
+        pt_amqp_tls_warn(what, &a->ep);
         c->prefetch = a->prefetch;
         c->concurrency = a->concurrency;
         c->requeue = a->requeue;

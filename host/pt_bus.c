@@ -1,5 +1,6 @@
 #include "pt_bus.h"
 #include "pt_amqp.h"
+#include "pt_amqp_tls.h"
 #include "pt_log.h"
 #include "pt_util.h"
 
@@ -807,6 +808,9 @@ int pt_bus_start(const pt_config_t *cfg, pt_bus_t **out)
         c->name = strdup(ch->name ? ch->name : "");
         c->mx = pt_metrics_amqp("bus", ch->name ? ch->name : "");
         int ep_rc = pt_amqp_endpoint_copy(&c->ep, &ch->bus_ep);
+        char what[160];
+        snprintf(what, sizeof what, "AMQP bus '%s'", ch->name ? ch->name : "");
+        pt_amqp_tls_warn(what, &ch->bus_ep);
         if ((c->table = calloc(PT__TABLE_MIN, sizeof *c->table))) c->table_size = PT__TABLE_MIN;
         if (q_rc != 0 || !c->name || ep_rc != 0 || !c->table) ok = 0;
     }

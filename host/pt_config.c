@@ -6,9 +6,13 @@
 
 #include <amqp.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <yaml.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -593,9 +597,9 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
                                              "keepalive",
                                              "resolve_ttl",
                                              NULL};
-    static const char *const bus_keys[] = {"name",      "url_prefix",    "methods", "service_list",
-                                           "security",  "rate_limit",    "url",     "url_env",
-                                           "heartbeat", "reply_timeout", NULL};
+    static const char *const bus_keys[] = {
+        "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
+        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
     static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
                                               [PT_CHANNEL_GATEWAY] = gw_keys,
                                               [PT_CHANNEL_WEBSOCKET] = ws_keys,
@@ -965,6 +969,15 @@ void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep)
     free(ep->password);
     free(ep->vhost);
     free(ep->display);
+    free(ep->tls_ca_file);
+    free(ep->tls_cert);
+    free(ep->tls_key);
+}
+
+static int pt__dup_opt(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -1 : 0;
 }
 
 int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src)
@@ -975,10 +988,109 @@ int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src
     dst->password = strdup(src->password);
     dst->vhost = strdup(src->vhost);
     dst->display = strdup(src->display);
-    return dst->host && dst->user && dst->password && dst->vhost && dst->display ? 0 : -1;
+    int opt = pt__dup_opt(&dst->tls_ca_file, src->tls_ca_file);
+    opt |= pt__dup_opt(&dst->tls_cert, src->tls_cert);
+    opt |= pt__dup_opt(&dst->tls_key, src->tls_key);
+    return dst->host && dst->user && dst->password && dst->vhost && dst->display && !opt ? 0 : -1;
 }
 
-/* url, url_env (its value wins when set and not empty) and heartbeat of n. */
+static int pt__same_opt(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+int pt_amqp_endpoint_same(const pt_amqp_endpoint_t *a, const pt_amqp_endpoint_t *b)
+{
+    return strcmp(a->host, b->host) == 0 && a->port == b->port && strcmp(a->user, b->user) == 0 &&
+           strcmp(a->password, b->password) == 0 && strcmp(a->vhost, b->vhost) == 0 &&
+           a->heartbeat == b->heartbeat && a->tls == b->tls && a->tls_verify == b->tls_verify &&
+           pt__same_opt(a->tls_ca_file, b->tls_ca_file) && pt__same_opt(a->tls_cert, b->tls_cert) &&
+           pt__same_opt(a->tls_key, b->tls_key);
+}
+
+/* The OpenSSL error of a failed call, for a message. */
+static const char *pt__ssl_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r ? r : "unknown error";
+}
+
+static int pt__no_password(char *buf, int size, int rwflag, void *ud)
+{
+    return 0;
+}
+
+/* A readable PEM file under key, made absolute into *out; n is the key's node. */
+static int pt__tls_file(pt__cfg_ctx_t *c, yaml_node_t *n, const char *key, char **out)
+{
+    const char *p = pt_yaml_value(n);
+    if (!p) return pt_yaml_fail(&c->y, n, "%s: expected the path of a PEM file", key);
+    if (!(*out = pt_yaml_path(&c->y, p))) return pt_yaml_fail(&c->y, n, "out of memory");
+    FILE *f = fopen(*out, "r");
+    if (!f) return pt_yaml_fail(&c->y, n, "%s: cannot read %s: %s", key, p, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+/* tls of an amqps:// endpoint: {ca_file, cert, key, verify}, each checked
+ * here the way a connection will load it, so a broken file is refused with
+ * its line instead of failing every connection attempt later. */
+static int pt__endpoint_tls(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
+                            pt_amqp_endpoint_t *ep)
+{
+    static const char *const keys[] = {"ca_file", "cert", "key", "verify", NULL};
+    char key[160];
+    yaml_node_t *v, *cert = pt_yaml_get(&c->y, n, "cert"), *keyn = pt_yaml_get(&c->y, n, "key");
+    snprintf(key, sizeof key, "%s.tls", what);
+    if (pt_yaml_check_keys(&c->y, n, key, keys) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, n, "verify"))) {
+        snprintf(key, sizeof key, "%s.tls.verify", what);
+        if (pt_yaml_bool(&c->y, v, key, &ep->tls_verify) != 0) return -1;
+    }
+    if ((v = pt_yaml_get(&c->y, n, "ca_file"))) {
+        snprintf(key, sizeof key, "%s.tls.ca_file", what);
+        if (pt__tls_file(c, v, key, &ep->tls_ca_file) != 0) return -1;
+        X509_STORE *st = X509_STORE_new();
+        int ok = st && X509_STORE_load_file(st, ep->tls_ca_file) == 1;
+        X509_STORE_free(st);
+        if (!ok)
+            return pt_yaml_fail(&c->y, v, "%s: no PEM certificate in %s (%s)", key,
+                                pt_yaml_value(v), pt__ssl_reason());
+    }
+    if (!cert != !keyn)
+        return pt_yaml_fail(&c->y, cert ? cert : keyn,
+                            "%s.tls: a client certificate takes both cert and key", what);
+    if (cert) {
+        snprintf(key, sizeof key, "%s.tls.cert", what);
+        if (pt__tls_file(c, cert, key, &ep->tls_cert) != 0) return -1;
+        snprintf(key, sizeof key, "%s.tls.key", what);
+        if (pt__tls_file(c, keyn, key, &ep->tls_key) != 0) return -1;
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx) return pt_yaml_fail(&c->y, n, "out of memory");
+        SSL_CTX_set_default_passwd_cb(ctx, pt__no_password); /* never a prompt */
+        int rc = 0;
+        if (SSL_CTX_use_certificate_chain_file(ctx, ep->tls_cert) != 1)
+            rc = pt_yaml_fail(&c->y, cert, "%s.tls.cert: not a PEM certificate chain: %s", what,
+                              pt__ssl_reason());
+        else if (SSL_CTX_use_PrivateKey_file(ctx, ep->tls_key, SSL_FILETYPE_PEM) != 1 &&
+                 ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
+            rc = pt_yaml_fail(&c->y, keyn,
+                              "%s.tls.key: not a PEM private key without a password: %s", what,
+                              pt__ssl_reason());
+        else if (SSL_CTX_check_private_key(ctx) != 1)
+            rc = pt_yaml_fail(&c->y, keyn, "%s.tls.key: does not match the certificate in cert",
+                              what);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* url, url_env (its value wins when set and not empty), heartbeat and tls
+ * of n. */
 static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_amqp_endpoint_t *ep)
 {
     char key[128], *url = NULL;
@@ -1014,9 +1126,20 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
         return pt_yaml_fail(&c->y, at, "%s.url: not an AMQP URL (amqp://user:pass@host:port/vhost)",
                             what);
     }
-    if (info.ssl) {
+    ep->tls = info.ssl;
+    ep->tls_verify = 1;
+    yaml_node_t *tls = pt_yaml_get(&c->y, n, "tls");
+    if (tls && !ep->tls) {
         free(url);
-        return pt_yaml_fail(&c->y, at, "%s.url: amqps:// is not supported", what);
+        if (env_name)
+            return pt_yaml_fail(&c->y, tls,
+                                "%s.tls: TLS options need an amqps:// URL ($%s is amqp://)", what,
+                                env_name);
+        return pt_yaml_fail(&c->y, tls, "%s.tls: TLS options need an amqps:// URL", what);
+    }
+    if (tls && pt__endpoint_tls(c, tls, what, ep) != 0) {
+        free(url);
+        return -1;
     }
     ep->host = strdup(info.host);
     ep->port = info.port;
@@ -1029,8 +1152,8 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
     if (!ep->host || !ep->user || !ep->password || !ep->vhost)
         return pt_yaml_fail(&c->y, n, "out of memory");
     char disp[512];
-    snprintf(disp, sizeof disp, "amqp://%s@%s:%d/%s", ep->user, ep->host, ep->port,
-             strcmp(ep->vhost, "/") == 0 ? "" : ep->vhost);
+    snprintf(disp, sizeof disp, "%s://%s@%s:%d/%s", ep->tls ? "amqps" : "amqp", ep->user, ep->host,
+             ep->port, strcmp(ep->vhost, "/") == 0 ? "" : ep->vhost);
     ep->display = strdup(disp);
     ep->heartbeat = 30;
     if ((v = pt_yaml_get(&c->y, n, "heartbeat"))) {
@@ -1044,7 +1167,7 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
 
 static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_out_cfg_t *o)
 {
-    static const char *const keys[] = {"name",     "url",       "url_env", "heartbeat",
+    static const char *const keys[] = {"name",     "url",       "url_env", "heartbeat", "tls",
                                        "confirms", "pool_size", "timeout", NULL};
     char what[64], key[96];
     yaml_node_t *v;
@@ -1134,9 +1257,9 @@ static int pt__outgoing(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_config_t *cfg,
                             pt_amqp_channel_cfg_t *a)
 {
-    static const char *const keys[] = {"name",        "connection", "url",         "url_env",
-                                       "heartbeat",   "queue",      "service",     "prefetch",
-                                       "concurrency", "on_error",   "data_format", NULL};
+    static const char *const keys[] = {
+        "name",    "connection", "url",         "url_env",  "heartbeat",   "tls", "queue",
+        "service", "prefetch",   "concurrency", "on_error", "data_format", NULL};
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "channels.amqp[%zu]", idx);
@@ -1154,8 +1277,8 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
     if ((v = pt_yaml_get(&c->y, n, "connection"))) {
         const char *name = pt_yaml_scalar(v);
         if (pt_yaml_get(&c->y, n, "url") || pt_yaml_get(&c->y, n, "url_env") ||
-            pt_yaml_get(&c->y, n, "heartbeat"))
-            return pt_yaml_fail(&c->y, v, "%s: give either connection or url/url_env/heartbeat",
+            pt_yaml_get(&c->y, n, "heartbeat") || pt_yaml_get(&c->y, n, "tls"))
+            return pt_yaml_fail(&c->y, v, "%s: give either connection or url/url_env/heartbeat/tls",
                                 what);
         const pt_amqp_out_cfg_t *o = NULL;
         for (size_t i = 0; name && i < cfg->n_amqp_out; i++)

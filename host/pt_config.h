@@ -20,15 +20,22 @@ typedef enum {
     PT_CHANNEL_AMQP_BUS    /* url_path is a prefix: /<prefix>/<exchange>/a/b -> key a.b */
 } pt_channel_type_t;
 
-/* Where an AMQP connection goes, parsed from an amqp:// URL. */
+/* Where an AMQP connection goes, parsed from an amqp:// or amqps:// URL
+ * and its tls options. */
 typedef struct {
     char *host;
     int port;
     char *user;
     char *password; /* never logged */
     char *vhost;    /* "/" when the URL names none */
-    char *display;  /* amqp://user@host:port/vhost, for logs */
+    char *display;  /* amqp[s]://user@host:port/vhost, for logs */
     int heartbeat;  /* seconds; 0 = off */
+    /* amqps:// (the fields below are 0 and NULL for amqp://) */
+    int tls;
+    int tls_verify;    /* check the broker's chain and host name (default on) */
+    char *tls_ca_file; /* trusted besides the system store; NULL: the store only */
+    char *tls_cert;    /* client certificate chain (PEM) with tls_key, or NULL */
+    char *tls_key;
 } pt_amqp_endpoint_t;
 
 /* One target of an upstream: http://host:port. */
@@ -90,6 +97,10 @@ int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src
 
 /* Frees the strings of ep (not ep itself). */
 void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep);
+
+/* Non-zero when a and b name the same broker the same way (URL, heartbeat,
+ * TLS options): a reload that changes any of it needs a restart. */
+int pt_amqp_endpoint_same(const pt_amqp_endpoint_t *a, const pt_amqp_endpoint_t *b);
 
 /* outgoing.amqp[]: a broker connection that services publish through. */
 typedef struct {

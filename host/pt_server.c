@@ -58,11 +58,12 @@ static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
     if (a->n_amqp_out != b->n_amqp_out || a->n_amqp_channels != b->n_amqp_channels) return 1;
     for (size_t i = 0; i < a->n_amqp_out; i++)
         if (strcmp(a->amqp_out[i].name, b->amqp_out[i].name) != 0 ||
-            strcmp(a->amqp_out[i].ep.display, b->amqp_out[i].ep.display) != 0)
+            !pt_amqp_endpoint_same(&a->amqp_out[i].ep, &b->amqp_out[i].ep))
             return 1;
     for (size_t i = 0; i < a->n_amqp_channels; i++)
         if (strcmp(a->amqp_channels[i].channel.name, b->amqp_channels[i].channel.name) != 0 ||
-            strcmp(a->amqp_channels[i].queue, b->amqp_channels[i].queue) != 0)
+            strcmp(a->amqp_channels[i].queue, b->amqp_channels[i].queue) != 0 ||
+            !pt_amqp_endpoint_same(&a->amqp_channels[i].ep, &b->amqp_channels[i].ep))
             return 1;
     /* the amqp_bus connections too (their reply time-outs do follow a reload) */
     size_t na = 0, nb = 0;
@@ -76,7 +77,7 @@ static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
         while (b->channels[j].type != PT_CHANNEL_AMQP_BUS)
             j++;
         if (strcmp(a->channels[i].name, b->channels[j].name) != 0 ||
-            strcmp(a->channels[i].bus_ep.display, b->channels[j].bus_ep.display) != 0)
+            !pt_amqp_endpoint_same(&a->channels[i].bus_ep, &b->channels[j].bus_ep))
             return 1;
         j++;
     }

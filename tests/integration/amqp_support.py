@@ -23,6 +23,13 @@ SCRIPT = os.path.join(ROOT, "scripts", "rabbitmq")
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = int(os.environ.get("PORTICO_RABBITMQ_PORT", "5672"))
 BROKER_URL = "amqp://guest:guest@%s:%d/" % (BROKER_HOST, BROKER_PORT)
+# AMQP over TLS on the same broker (scripts/rabbitmq): its certificate is for
+# localhost and 127.0.0.1, signed by the test CA in the broker's folder.
+BROKER_TLS_PORT = int(os.environ.get("PORTICO_RABBITMQ_TLS_PORT", "5671"))
+BROKER_DIR = os.environ.get("PORTICO_RABBITMQ_DIR") or os.path.join(
+    os.environ.get("TMPDIR") or "/tmp", "portico-rabbitmq")
+BROKER_TLS_DIR = os.path.join(BROKER_DIR, "tls")
+BROKER_TLS_CA = os.path.join(BROKER_TLS_DIR, "ca.pem")
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE

@@ -2,6 +2,7 @@
 #include "pt_test_config.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Everything set; a channel borrowing the connection's URL. */
@@ -123,8 +124,6 @@ PT_CASE(mistakes_name_the_line)
                                 ":4: outgoing.amqp[0]: unknown key 'confirm'"));
     PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: rabbit:5672\n",
                                 ":4: outgoing.amqp[0].url: not an AMQP URL"));
-    PT_CHECK(pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      url: amqps://h/\n",
-                                ":4: outgoing.amqp[0].url: amqps:// is not supported"));
     PT_CHECK(
         pt_test_fails_with("outgoing:\n  amqp:\n    - name: x\n      pool_size: 0\n",
                            ":4: outgoing.amqp[0].pool_size: expected a whole number from 1 to 64"));
@@ -155,11 +154,127 @@ PT_CASE(mistakes_name_the_line)
         ":7: channel name 'c' is used twice"));
 }
 
+/* amqps://: the default port, verification on, tls options checked with
+ * their line (test PEM files under tests/unit/data/amqps). */
+static char *pt__yaml_tls(const char *url, const char *tls)
+{
+    static char buf[2048];
+    char cwd[1024];
+    if (!getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+    /* every {} in tls is the absolute data directory */
+    char body[1024] = "", *o = body;
+    for (const char *p = tls; *p && o < body + sizeof body - 200; p++) {
+        if (p[0] == '{' && p[1] == '}') {
+            o += snprintf(o, 200, "%s/tests/unit/data/amqps", cwd);
+            p++;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+    snprintf(buf, sizeof buf, "outgoing:\n  amqp:\n    - name: x\n      url: %s\n%s", url, body);
+    return buf;
+}
+
+PT_CASE(amqps)
+{
+    pt_config_t *cfg;
+    char err[512] = "";
+    int rc = pt_test_load(pt__yaml_tls("amqps://u:p@broker.example/", ""), &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        const pt_amqp_endpoint_t *ep = &cfg->amqp_out[0].ep;
+        PT_CHECK_INT(ep->tls, 1);
+        PT_CHECK_INT(ep->tls_verify, 1);
+        PT_CHECK_INT(ep->port, 5671);
+        PT_CHECK(ep->tls_ca_file == NULL && ep->tls_cert == NULL && ep->tls_key == NULL);
+        PT_CHECK_STR(ep->display, "amqps://u@broker.example:5671/");
+        pt_config_free(cfg);
+    }
+    rc = pt_test_load(pt__yaml_tls("amqps://h:5999/v", "      tls:\n"
+                                                       "        ca_file: {}/ca.pem\n"
+                                                       "        cert: {}/client.pem\n"
+                                                       "        key: {}/client.key\n"
+                                                       "        verify: false\n"),
+                      &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        pt_amqp_endpoint_t copy;
+        const pt_amqp_endpoint_t *ep = &cfg->amqp_out[0].ep;
+        PT_CHECK_INT(ep->tls_verify, 0);
+        PT_CHECK_INT(ep->port, 5999);
+        PT_CHECK(ep->tls_ca_file && strstr(ep->tls_ca_file, "/tests/unit/data/amqps/ca.pem"));
+        PT_CHECK(ep->tls_cert && strstr(ep->tls_cert, "/client.pem"));
+        PT_CHECK(ep->tls_key && strstr(ep->tls_key, "/client.key"));
+        PT_CHECK_INT(pt_amqp_endpoint_copy(&copy, ep), 0);
+        PT_CHECK(pt_amqp_endpoint_same(&copy, ep));
+        copy.tls_verify = 1;
+        PT_CHECK(!pt_amqp_endpoint_same(&copy, ep));
+        pt_amqp_endpoint_free(&copy);
+        pt_config_free(cfg);
+    }
+    /* a channel with connection: takes the TLS options too */
+    rc = pt_test_load("outgoing:\n  amqp:\n    - name: b\n      url: amqps://h/\n"
+                      "      tls: {verify: false}\n"
+                      "channels:\n  amqp:\n    - name: in\n      connection: b\n"
+                      "      queue: q\n      service: s\n",
+                      &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_INT(cfg->amqp_channels[0].ep.tls, 1);
+        PT_CHECK_INT(cfg->amqp_channels[0].ep.tls_verify, 0);
+        pt_config_free(cfg);
+    }
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqp://h/", "      tls: {verify: false}\n"),
+                                ":5: outgoing.amqp[0].tls: TLS options need an amqps:// URL"));
+    setenv("PT_TEST_AMQP_URL", "amqp://h/", 1);
+    PT_CHECK(pt_test_fails_with(
+        pt__yaml_tls("amqps://h/", "      url_env: PT_TEST_AMQP_URL\n      tls: {verify: false}\n"),
+        ":6: outgoing.amqp[0].tls: TLS options need an amqps:// URL ($PT_TEST_AMQP_URL is "
+        "amqp://)"));
+    unsetenv("PT_TEST_AMQP_URL");
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls: {ca: x}\n"),
+                                ":5: outgoing.amqp[0].tls: unknown key 'ca'"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls: {verify: sure}\n"),
+                                ":5: outgoing.amqp[0].tls.verify: expected true or false"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        ca_file: {}/missing.pem\n"),
+                                ":6: outgoing.amqp[0].tls.ca_file: cannot read "));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        ca_file: {}/client.key\n"),
+                                ":6: outgoing.amqp[0].tls.ca_file: no PEM certificate in "));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        cert: {}/client.pem\n"),
+                                ":6: outgoing.amqp[0].tls: a client certificate takes both cert "
+                                "and key"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        cert: {}/client.key\n"
+                                                           "        key: {}/client.key\n"),
+                                ":6: outgoing.amqp[0].tls.cert: not a PEM certificate chain"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        cert: {}/client.pem\n"
+                                                           "        key: {}/client.pem\n"),
+                                ":7: outgoing.amqp[0].tls.key: not a PEM private key"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        cert: {}/client.pem\n"
+                                                           "        key: {}/other.key\n"),
+                                ":7: outgoing.amqp[0].tls.key: does not match the certificate"));
+    PT_CHECK(pt_test_fails_with(
+        "outgoing:\n  amqp:\n    - name: b\n      url: amqps://h/\n"
+        "channels:\n  amqp:\n    - name: in\n      connection: b\n      tls: {verify: false}\n"
+        "      queue: q\n      service: s\n",
+        ":8: channels.amqp[0]: give either connection or url/url_env/heartbeat/tls"));
+    PT_CHECK(pt_test_fails_with("channels:\n  amqp_bus:\n    - name: bus\n      url_prefix: /bus\n"
+                                "      url: amqp://h/\n      tls: {verify: false}\n",
+                                ":6: channels.amqp_bus[0].tls: TLS options need an amqps:// URL"));
+}
+
 int main(void)
 {
     PT_RUN(defaults);
     PT_RUN(everything_set);
     PT_RUN(url_env_wins);
     PT_RUN(mistakes_name_the_line);
+    PT_RUN(amqps);
     return PT_TEST_DONE();
 }
