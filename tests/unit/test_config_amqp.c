@@ -257,6 +257,11 @@ PT_CASE(amqps)
                                 ":7: outgoing.amqp[0].tls.key: not a PEM private key"));
     PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
                                                            "        cert: {}/client.pem\n"
+                                                           "        key: {}/client-enc.key\n"),
+                                ":7: outgoing.amqp[0].tls.key: not a PEM private key without a "
+                                "password"));
+    PT_CHECK(pt_test_fails_with(pt__yaml_tls("amqps://h/", "      tls:\n"
+                                                           "        cert: {}/client.pem\n"
                                                            "        key: {}/other.key\n"),
                                 ":7: outgoing.amqp[0].tls.key: does not match the certificate"));
     PT_CHECK(pt_test_fails_with(
