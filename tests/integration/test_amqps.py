@@ -238,7 +238,12 @@ channels:
       url_prefix: /bus
       url: %s
       tls: {ca_file: %s/other-ca.pem}
-%s""" % (tls_url(), certs, tls_url(), tls_url(), certs, send_channel())))
+  amqp:
+    - name: tls.in
+      connection: Broker
+      queue: %s
+      service: amqps.consume
+%s""" % (tls_url(), certs, tls_url(), tls_url(), certs, Q_IN, send_channel())))
     refused = ("TLS handshake with localhost:%d failed: the broker's certificate was refused: "
                "self-signed certificate in certificate chain (certificate /CN=portico test CA)"
                % BROKER_TLS_PORT)
@@ -246,6 +251,7 @@ channels:
     assert gw.log_has("AMQP 'Broker' [1]: " + refused)
     assert gw.log_has("AMQP 'System store' [1]: " + refused)  # the test CA is in no system store
     assert gw.log_has("AMQP bus 'bus': " + refused)
+    assert gw.log_has("AMQP channel 'tls.in': " + refused)
     assert "retrying in the background" in [l for l in gw.log_text().splitlines()
                                             if refused in l][0]
     t = time.time()
