@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,11 +214,10 @@ int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err
     pt__cert_t *pc = &c->certs[c->n_certs];
     memset(pc, 0, sizeof *pc);
     if (!(pc->ctx = pt__ssl_ctx(c, err, errlen))) return -1;
-    c->n_certs++; /* from here on pt_tls_ctx_unref frees it */
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(pc->ctx, cert) != 1) {
         snprintf(err, errlen, "cert %s: not a PEM certificate (%s)", cert, pt__ssl_err());
-        return -1;
+        goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(pc->ctx, key, SSL_FILETYPE_PEM) != 1) {
         unsigned long e = ERR_peek_last_error();
@@ -228,18 +228,27 @@ int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err
         } else {
             snprintf(err, errlen, "key %s: not a PEM private key (%s)", key, pt__ssl_err());
         }
-        return -1;
+        goto fail;
     }
     if (SSL_CTX_check_private_key(pc->ctx) != 1) {
         ERR_clear_error();
         snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
-        return -1;
+        goto fail;
     }
     if (pt__names(pc, SSL_CTX_get0_certificate(pc->ctx)) != 0) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        goto fail;
     }
+    c->n_certs++;
     return 0;
+fail:
+    /* a refused pair is not kept */
+    SSL_CTX_free(pc->ctx);
+    for (size_t j = 0; j < pc->n_names; j++)
+        free(pc->names[j]);
+    free(pc->names);
+    memset(pc, 0, sizeof *pc);
+    return -1;
 }
 
 size_t pt_tls_ctx_count(const pt_tls_ctx_t *c)
@@ -282,4 +291,52 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
     for (size_t j = 0; i < c->n_certs && j < c->certs[i].n_names && off < outlen; j++)
         off += (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "",
                                 c->certs[i].names[j]);
+}
+
+/* ---- client side ---- */
+
+SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen)
+{
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot make a TLS context: %s", pt__ssl_err());
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    if (verify) {
+        if (SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();
+        if (ca_file && (pt__readable(ca_file, "ca_file", err, errlen) != 0 ||
+                        SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)) {
+            if (access(ca_file, R_OK) == 0)
+                snprintf(err, errlen, "ca_file %s: not a PEM file of certificates (%s)", ca_file,
+                         pt__ssl_err());
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+}
+
+SSL *pt_tls_client_ssl(SSL_CTX *ctx, const char *host)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    SSL_set_connect_state(ssl);
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int ok = is_ip || SSL_set_tlsext_host_name(ssl, host) == 1;
+    if (ok && (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER))
+        ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1
+                   : SSL_set1_host(ssl, host) == 1;
+    if (!ok) {
+        ERR_clear_error();
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
 }

@@ -60,4 +60,17 @@ SSL *pt_tls_ctx_ssl(pt_tls_ctx_t *c);
  * comma-separated list written into out. */
 void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen);
 
+/* ---- client side (https backends) ---- */
+
+/* A client context: TLS 1.2 and up, the chain verified against the system
+ * CA store and ca_file (a PEM file of more CAs; NULL: none), unless
+ * verify is 0. ALPN http/1.1. Returns it (SSL_CTX_free it; every SSL
+ * holds its own reference), or NULL with the reason in err. */
+SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen);
+
+/* A client SSL on ctx for host: SNI sent (for a name, not an IP literal)
+ * and, when ctx verifies, the certificate must name host. NULL when out of
+ * memory. */
+SSL *pt_tls_client_ssl(SSL_CTX *ctx, const char *host);
+
 #endif

@@ -58,12 +58,14 @@ static void pt__fail(pt_transport_tls_t *t, int reason)
 {
     if (t->failed || t->handshake_done) return;
     t->failed = 1;
+    if (t->client) return; /* the figures are the listeners' */
     pt_metrics_inc(&pt_metrics_tls_failures[reason], 1);
 }
 
 static void pt__handshake_done(pt_transport_tls_t *t)
 {
     t->handshake_done = 1;
+    if (t->client) return; /* the figures are the listeners' */
     int v = SSL_version(t->ssl);
     t->version = v == TLS1_3_VERSION ? 2 : v == TLS1_2_VERSION ? 1 : 0;
     if (t->version) {

@@ -14,7 +14,8 @@
  * for it (client mode).
  *
  * The handshake runs on the first reads (a client's starts at read_start).
- * A failed one is counted in pt_metrics_tls by reason and ends the input
+ * A failed one (server mode: the figures are the listeners') is counted in
+ * pt_metrics_tls by reason and ends the input
  * with UV_EPROTO (the owner closes); one that has not finished when the
  * owner closes counts as "timeout" (HTTP closes it at server.header_timeout)
  * and an end of input during it as "eof". shutdown sends close_notify first. */
