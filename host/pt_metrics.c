@@ -152,9 +152,9 @@ static void pt__render_tls(pt_buf_t *out)
     pt_buf_printf(out, "# HELP portico_tls_handshakes_total TLS handshakes done, by version.\n"
                        "# TYPE portico_tls_handshakes_total counter\n");
     for (int v = 0; v < 2; v++)
-        pt_buf_printf(out, "portico_tls_handshakes_total{version=\"%s\"} %llu\n", versions[v],
-                      (unsigned long long)__atomic_load_n(&pt_metrics_tls_handshakes[v],
-                                                          __ATOMIC_RELAXED));
+        pt_buf_printf(
+            out, "portico_tls_handshakes_total{version=\"%s\"} %llu\n", versions[v],
+            (unsigned long long)__atomic_load_n(&pt_metrics_tls_handshakes[v], __ATOMIC_RELAXED));
     pt_buf_printf(out, "# HELP portico_tls_connections_open TLS connections open now, by "
                        "version.\n# TYPE portico_tls_connections_open gauge\n");
     for (int v = 0; v < 2; v++)

@@ -56,8 +56,7 @@ fail:
 /* Whether server.tls.listen differs (the listeners are made at the start). */
 static int pt__tls_listen_changed(const pt_config_t *a, const pt_config_t *b)
 {
-    if (!a->tls_listen_host || !b->tls_listen_host)
-        return a->tls_listen_host != b->tls_listen_host;
+    if (!a->tls_listen_host || !b->tls_listen_host) return a->tls_listen_host != b->tls_listen_host;
     return strcmp(a->tls_listen_host, b->tls_listen_host) != 0 ||
            a->tls_listen_port != b->tls_listen_port;
 }
@@ -334,8 +333,8 @@ static int pt__tls_resolve(const pt_config_t *cfg, struct sockaddr_storage *addr
         return -1;
     }
     if (pt__port_free(addr) != 0) {
-        fprintf(stderr, "portico: cannot listen on %s:%d (server.tls): %s\n",
-                cfg->tls_listen_host, cfg->tls_listen_port, strerror(errno));
+        fprintf(stderr, "portico: cannot listen on %s:%d (server.tls): %s\n", cfg->tls_listen_host,
+                cfg->tls_listen_port, strerror(errno));
         return -1;
     }
     return 0;

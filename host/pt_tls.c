@@ -152,8 +152,8 @@ static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c->client_ca);
         if (!names || SSL_CTX_load_verify_locations(ctx, c->client_ca, NULL) != 1) {
             if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
-            snprintf(err, errlen, "client_ca %s: not a PEM file of certificates (%s)",
-                     c->client_ca, pt__ssl_err());
+            snprintf(err, errlen, "client_ca %s: not a PEM file of certificates (%s)", c->client_ca,
+                     pt__ssl_err());
             SSL_CTX_free(ctx);
             return NULL;
         }
@@ -289,8 +289,8 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
     size_t off = 0;
     out[0] = '\0';
     for (size_t j = 0; i < c->n_certs && j < c->certs[i].n_names && off < outlen; j++)
-        off += (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "",
-                                c->certs[i].names[j]);
+        off +=
+            (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "", c->certs[i].names[j]);
 }
 
 /* ---- client side ---- */

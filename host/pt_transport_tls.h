@@ -43,7 +43,7 @@ typedef struct pt_transport_tls_s {
     int version;       /* counted in pt_metrics_tls_open (index + 1; 0: none) */
     int handles;       /* open: the inner transport's and the pump */
     size_t queued;     /* ciphertext writes in the inner transport's queue */
-    pt__tls_pending_t *pending, **pending_tail; /* plaintext waiting for the handshake */
+    pt__tls_pending_t *pending, **pending_tail;    /* plaintext waiting for the handshake */
     void (*on_free)(struct pt_transport_tls_s *t); /* after the close callback; NULL: none */
 } pt_transport_tls_t;
 
@@ -60,8 +60,8 @@ int pt_transport_tls_init(pt_transport_tls_t *t, uv_loop_t *loop, pt_transport_t
 /* Accepts a client of listener into a new TLS transport over TCP on ctx's
  * certificates (t takes a reference on ctx), with read_buf as the buffer
  * reads land in (ctx NULL: the client is accepted and closed). The memory
- * is freed by the transport itself once its close callback returned. Returns the transport, or NULL (nothing left open:
- * the client was accepted and closed, or not accepted). */
+ * is freed by the transport itself once its close callback returned. Returns the transport, or NULL
+ * (nothing left open: the client was accepted and closed, or not accepted). */
 pt_transport_t *pt_transport_tls_accept(uv_loop_t *loop, uv_stream_t *listener, pt_tls_ctx_t *ctx,
                                         char *read_buf, size_t read_size);
 

@@ -53,8 +53,10 @@ static void on_shut(pt_transport_t *t, int status)
 static void server_read(pt_transport_t *t, ssize_t nread, const char *data)
 {
     if (nread < 0) {
-        if (nread == UV_EOF) server_eof++;
-        else server_err++;
+        if (nread == UV_EOF)
+            server_eof++;
+        else
+            server_err++;
         pt_transport_close(t, on_server_closed);
         return;
     }
@@ -72,12 +74,15 @@ static void server_read(pt_transport_t *t, ssize_t nread, const char *data)
 static void client_read(pt_transport_t *t, ssize_t nread, const char *data)
 {
     if (nread < 0) {
-        if (nread == UV_EOF) client_eof++; /* the server's close_notify */
-        else client_err++;
+        if (nread == UV_EOF)
+            client_eof++; /* the server's close_notify */
+        else
+            client_err++;
         pt_transport_close(t, on_client_closed);
         return;
     }
-    PT_CHECK(client_got + (size_t)nread <= 2 && memcmp(data, "ok" + client_got, (size_t)nread) == 0);
+    PT_CHECK(client_got + (size_t)nread <= 2 &&
+             memcmp(data, "ok" + client_got, (size_t)nread) == 0);
     client_got += (size_t)nread;
 }
 
