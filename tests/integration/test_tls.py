@@ -547,3 +547,40 @@ def test_wss_echo(start_gateway, certs):
     assert first["payload"] == {"hello": "wss"}, first
     assert second["payload"] == {"big": "x" * 40000}  # past one TLS record
     assert res["closes"][0]["code"] == 1000
+
+
+def spki_sha256(cert):
+    """base64 of the SHA-256 of cert's public key (Chromium's SPKI pin)."""
+    import base64
+    import hashlib
+    pub = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"],
+                         capture_output=True, check=True, timeout=30).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, check=True, timeout=30).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def test_wss_in_headless_chromium(start_gateway, certs):
+    """The browser's own WebSocket over wss:// (Chromium trusts the test
+    certificate's key by its SPKI pin, the CA is not installed)."""
+    import shutil
+    assert shutil.which("chromium"), "chromium is installed by scripts/install-deps"
+    d, ca, server = certs
+    tls_port = free_port()
+    cfg = tls_config([server]).rstrip("\n") + """
+  websocket:
+    - name: ws
+      url_path: /ws
+      service: demo.echo
+"""
+    gw = start_gateway(cfg, tls_port=tls_port)
+    wait_port(tls_port)
+    r = subprocess.run(["node", os.path.join(WS_DIR, "browser.js"),
+                        "wss://localhost:%d/ws" % tls_port, json.dumps({"from": "chromium"})],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PT_CHROMIUM_SPKI=spki_sha256(server[0])))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "HeadlessChrome" in out["agent"]
+    assert json.loads(out["replies"][0])["payload"] == {"from": "chromium"}
+    assert value(scrape(gw), "portico_tls_handshakes_total", version="TLSv1.3") >= 1
