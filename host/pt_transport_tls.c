@@ -183,6 +183,10 @@ static void pt__run(pt_transport_tls_t *t)
             int e = SSL_get_error(t->ssl, r);
             if (e != SSL_ERROR_WANT_READ || fr < 0) {
                 pt__fail(t, e == SSL_ERROR_WANT_READ ? PT_METRICS_TLS_EOF : pt__reason());
+                /* nothing more is read (or kept) from this peer; the owner
+                 * hears of it now, or at its next read_start */
+                pt_transport_read_stop(t->inner);
+                if (!t->eof) t->eof = UV_EPROTO;
                 if (t->reading) pt__deliver(t, UV_EPROTO, NULL);
                 t->pumping = 0;
                 return;
