@@ -54,12 +54,27 @@ static int pt__reason(void)
     }
 }
 
+static const char *const pt__reasons[PT_METRICS_TLS_REASONS] = {
+    "plaintext", "version", "cipher", "certificate", "alert", "protocol", "eof", "timeout"};
+
 static void pt__fail(pt_transport_tls_t *t, int reason)
 {
     if (t->failed || t->handshake_done) return;
     t->failed = 1;
     if (t->client) return; /* the figures are the listeners' */
     pt_metrics_inc(&pt_metrics_tls_failures[reason], 1);
+    /* a client's mistake, not the server's: debug only (a scan would flood the log) */
+    if (pt_log_enabled(PT_LOG_DEBUG)) {
+        struct sockaddr_storage ss;
+        char host[64] = "?";
+        if (pt_transport_peer(t->inner, &ss) == 0) {
+            if (ss.ss_family == AF_INET6)
+                uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+            else
+                uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+        }
+        pt_log_debug("TLS handshake from %s failed: %s", host, pt__reasons[reason]);
+    }
 }
 
 static void pt__handshake_done(pt_transport_tls_t *t)
