@@ -1,6 +1,7 @@
 #include "pt_config.h"
 #include "pt_route.h"
 #include "pt_security_config.h"
+#include "pt_tls.h"
 #include "pt_util.h"
 #include "pt_yaml.h"
 
@@ -892,6 +893,67 @@ static int pt__listen(pt__cfg_ctx_t *c, yaml_node_t *v, const char *what, char *
     return 0;
 }
 
+/* ---- server.tls: the TLS listener and its certificates ---- */
+
+/* A path of the config (relative to its directory) into *out. */
+static int pt__tls_path(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, char **out)
+{
+    char *p = NULL;
+    if (!n) return -1;
+    if (pt_yaml_string(&c->y, n, what, &p) != 0) return -1;
+    *out = pt_yaml_path(&c->y, p);
+    free(p);
+    if (!*out) return pt_yaml_fail(&c->y, n, "out of memory");
+    return 0;
+}
+
+static int pt__server_tls(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
+{
+    static const char *const keys[] = {"listen", "certificates", "min_version", "client_ca", NULL};
+    static const char *const cert_keys[] = {"cert", "key", NULL};
+    char err[512];
+    if (pt_yaml_check_keys(&c->y, n, "server.tls", keys) != 0) return -1;
+    yaml_node_t *v = pt_yaml_get(&c->y, n, "listen");
+    if (!v) return pt_yaml_fail(&c->y, n, "server.tls.listen: missing (host:port)");
+    if (pt__listen(c, v, "server.tls.listen", &cfg->tls_listen_host, &cfg->tls_listen_port) != 0)
+        return -1;
+    int min_version = TLS1_2_VERSION;
+    if ((v = pt_yaml_get(&c->y, n, "min_version")) &&
+        pt_tls_parse_version(pt_yaml_scalar(v), &min_version, err, sizeof err) != 0)
+        return pt_yaml_fail(&c->y, v, "server.tls.min_version: %s", err);
+    char *ca = NULL;
+    if ((v = pt_yaml_get(&c->y, n, "client_ca")) &&
+        pt__tls_path(c, v, "server.tls.client_ca", &ca) != 0)
+        return -1;
+    int rc = pt_tls_ctx_new(min_version, ca, &cfg->tls, err, sizeof err);
+    free(ca);
+    if (rc != 0) return pt_yaml_fail(&c->y, v, "server.tls.client_ca: %s", err);
+    yaml_node_t *list = pt_yaml_get(&c->y, n, "certificates");
+    if (!list || list->type != YAML_SEQUENCE_NODE || pt_yaml_len(list) == 0)
+        return pt_yaml_fail(&c->y, list ? list : n,
+                            "server.tls.certificates: expected a list of {cert, key}");
+    for (size_t i = 0; i < pt_yaml_len(list); i++) {
+        yaml_node_t *item = pt_yaml_item(&c->y, list, i);
+        char what[64], *cert = NULL, *key = NULL;
+        snprintf(what, sizeof what, "server.tls.certificates[%zu]", i);
+        if (!item || item->type != YAML_MAPPING_NODE)
+            return pt_yaml_fail(&c->y, item ? item : list, "%s: expected {cert, key}", what);
+        if (pt_yaml_check_keys(&c->y, item, what, cert_keys) != 0) return -1;
+        yaml_node_t *cn = pt_yaml_get(&c->y, item, "cert"), *kn = pt_yaml_get(&c->y, item, "key");
+        if (!cn || !kn) return pt_yaml_fail(&c->y, item, "%s: needs both cert and key", what);
+        if (pt__tls_path(c, cn, what, &cert) != 0) return -1;
+        if (pt__tls_path(c, kn, what, &key) != 0) {
+            free(cert);
+            return -1;
+        }
+        rc = pt_tls_ctx_add(cfg->tls, cert, key, err, sizeof err);
+        free(cert);
+        free(key);
+        if (rc != 0) return pt_yaml_fail(&c->y, item, "%s: %s", what, err);
+    }
+    return 0;
+}
+
 static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
     static const char *const keys[] = {"listen",
@@ -904,8 +966,11 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                                        "idle_timeout",
                                        "drain_timeout",
                                        "body_deadline",
+                                       "tls",
                                        NULL};
     if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0) return -1;
+    yaml_node_t *tls = pt_yaml_get(&c->y, n, "tls");
+    if (tls && !pt_yaml_is_null(tls) && pt__server_tls(c, tls, cfg) != 0) return -1;
     /* the whole request body within this long (0: no deadline); body_timeout
      * is the longest gap between two of its reads */
     yaml_node_t *bd = pt_yaml_get(&c->y, n, "body_deadline");
@@ -1565,6 +1630,8 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->path);
     free(cfg->dir);
     free(cfg->listen_host);
+    free(cfg->tls_listen_host);
+    pt_tls_ctx_unref(cfg->tls);
     free(cfg->admin_host);
     free(cfg->access_log);
     free(cfg->lua_path);

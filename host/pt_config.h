@@ -127,6 +127,9 @@ typedef struct {
     char *dir;  /* its directory */
     char *listen_host;
     int listen_port;
+    char *tls_listen_host; /* server.tls.listen; NULL: no TLS listener */
+    int tls_listen_port;
+    struct pt_tls_ctx_s *tls; /* server.tls's certificates (a reference); NULL: none */
     int workers;
     uint64_t max_connections;
     uint64_t max_header_bytes;

@@ -4,6 +4,7 @@
 #include "pt_dispatch_lua.h"
 #include "pt_proxy.h"
 #include "pt_ratelimit.h"
+#include "pt_transport_tls.h"
 #include "pt_ws.h"
 
 #include <stdio.h>
@@ -255,5 +256,14 @@ static const pt_http_handler_t pt__http = {.head = pt__streams, .request = pt__d
 
 void pt_dispatch_accept(pt_worker_t *w, uv_stream_t *listener)
 {
-    pt_http_accept(w, listener, &pt__http);
+    if (listener != (uv_stream_t *)&w->tls_listener) {
+        pt_http_accept(w, listener, &pt__http);
+        return;
+    }
+    /* server.tls: TCP, then TLS on the certificates of the generation the
+     * worker serves with now (the connection keeps them), then HTTP; the
+     * handshake runs within server.header_timeout */
+    pt_transport_t *t =
+        pt_transport_tls_accept(&w->loop, listener, w->cfg->tls, w->read_buf, sizeof w->read_buf);
+    if (t) pt_http_start(w, t, &pt__http);
 }

@@ -138,6 +138,40 @@ uint64_t pt_metrics_auth_throttled[PT_METRICS_AUTH_REASONS];
 uint64_t pt_metrics_auth_hash_checks;
 
 uint64_t pt_metrics_connections_refused;
+uint64_t pt_metrics_tls_handshakes[2];
+uint64_t pt_metrics_tls_open[2];
+uint64_t pt_metrics_tls_resumed;
+uint64_t pt_metrics_tls_failures[PT_METRICS_TLS_REASONS];
+
+/* TLS figures: their own block, after the connection counters. */
+static void pt__render_tls(pt_buf_t *out)
+{
+    static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
+    static const char *const reasons[PT_METRICS_TLS_REASONS] = {
+        "plaintext", "version", "cipher", "certificate", "alert", "protocol", "eof", "timeout"};
+    pt_buf_printf(out, "# HELP portico_tls_handshakes_total TLS handshakes done, by version.\n"
+                       "# TYPE portico_tls_handshakes_total counter\n");
+    for (int v = 0; v < 2; v++)
+        pt_buf_printf(
+            out, "portico_tls_handshakes_total{version=\"%s\"} %llu\n", versions[v],
+            (unsigned long long)__atomic_load_n(&pt_metrics_tls_handshakes[v], __ATOMIC_RELAXED));
+    pt_buf_printf(out, "# HELP portico_tls_connections_open TLS connections open now, by "
+                       "version.\n# TYPE portico_tls_connections_open gauge\n");
+    for (int v = 0; v < 2; v++)
+        pt_buf_printf(
+            out, "portico_tls_connections_open{version=\"%s\"} %llu\n", versions[v],
+            (unsigned long long)__atomic_load_n(&pt_metrics_tls_open[v], __ATOMIC_RELAXED));
+    pt_buf_printf(out,
+                  "# HELP portico_tls_resumed_total TLS handshakes that resumed a session.\n"
+                  "# TYPE portico_tls_resumed_total counter\nportico_tls_resumed_total %llu\n",
+                  (unsigned long long)__atomic_load_n(&pt_metrics_tls_resumed, __ATOMIC_RELAXED));
+    pt_buf_printf(out, "# HELP portico_tls_handshake_failures_total TLS handshakes that failed, "
+                       "by reason.\n# TYPE portico_tls_handshake_failures_total counter\n");
+    for (int r = 0; r < PT_METRICS_TLS_REASONS; r++)
+        pt_buf_printf(
+            out, "portico_tls_handshake_failures_total{reason=\"%s\"} %llu\n", reasons[r],
+            (unsigned long long)__atomic_load_n(&pt_metrics_tls_failures[r], __ATOMIC_RELAXED));
+}
 
 static uint64_t pt__load(const uint64_t *p)
 {
@@ -353,6 +387,7 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
                   "# TYPE portico_connections_refused_total counter\n"
                   "portico_connections_refused_total %llu\n",
                   (unsigned long long)pt__load(&pt_metrics_connections_refused));
+    pt__render_tls(out);
     pt_buf_printf(out,
                   "# HELP portico_websockets_open WebSocket connections open now.\n"
                   "# TYPE portico_websockets_open gauge\nportico_websockets_open %llu\n",

@@ -107,6 +107,25 @@ extern uint64_t pt_metrics_auth_hash_checks;
  * worker thread adds with pt_metrics_inc; the scrape reads it). */
 extern uint64_t pt_metrics_connections_refused;
 
+/* TLS handshakes on the listeners (pt_transport_tls; any worker adds with
+ * pt_metrics_inc): done by version (TLSv1.2, TLSv1.3), connections open now
+ * by version, sessions resumed, and failures by reason. */
+enum {
+    PT_METRICS_TLS_PLAINTEXT = 0, /* plain HTTP sent to the TLS port */
+    PT_METRICS_TLS_VERSION,       /* a version below server.tls.min_version */
+    PT_METRICS_TLS_CIPHER,        /* no cipher suite in common */
+    PT_METRICS_TLS_CERTIFICATE,   /* a client certificate that did not verify */
+    PT_METRICS_TLS_ALERT,         /* the client refused (our certificate, say) */
+    PT_METRICS_TLS_PROTOCOL,      /* not TLS, or broken TLS */
+    PT_METRICS_TLS_EOF,           /* the client closed mid-handshake */
+    PT_METRICS_TLS_TIMEOUT,       /* not done when closed (server.header_timeout, a drain) */
+    PT_METRICS_TLS_REASONS
+};
+extern uint64_t pt_metrics_tls_handshakes[2];
+extern uint64_t pt_metrics_tls_open[2];
+extern uint64_t pt_metrics_tls_resumed;
+extern uint64_t pt_metrics_tls_failures[PT_METRICS_TLS_REASONS];
+
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;

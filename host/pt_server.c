@@ -53,6 +53,14 @@ fail:
 }
 
 /* Whether the AMQP connections or channels differ (they are set up once). */
+/* Whether server.tls.listen differs (the listeners are made at the start). */
+static int pt__tls_listen_changed(const pt_config_t *a, const pt_config_t *b)
+{
+    if (!a->tls_listen_host || !b->tls_listen_host) return a->tls_listen_host != b->tls_listen_host;
+    return strcmp(a->tls_listen_host, b->tls_listen_host) != 0 ||
+           a->tls_listen_port != b->tls_listen_port;
+}
+
 static int pt__amqp_changed(const pt_config_t *a, const pt_config_t *b)
 {
     if (a->n_amqp_out != b->n_amqp_out || a->n_amqp_channels != b->n_amqp_channels) return 1;
@@ -161,6 +169,9 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         strcmp(old->access_log, cfg->access_log) != 0)
         pt_log_warn("server.listen, server.workers, lua.path, lua.gc_pause, lua.request_timeout "
                     "and log.access take effect after a restart");
+    if (pt__tls_listen_changed(old, cfg))
+        pt_log_warn("server.tls.listen takes effect after a restart (new certificates are served "
+                    "now)");
     if (pt__amqp_changed(old, cfg))
         pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
                     "restart");
@@ -312,13 +323,31 @@ static int pt__port_free(const struct sockaddr_storage *addr)
     return rc;
 }
 
+/* server.tls.listen into addr, checked free like server.listen. */
+static int pt__tls_resolve(const pt_config_t *cfg, struct sockaddr_storage *addr)
+{
+    memset(addr, 0, sizeof *addr);
+    if (!cfg->tls_listen_host) return 0;
+    if (pt_worker_resolve(cfg->tls_listen_host, cfg->tls_listen_port, addr) != 0) {
+        fprintf(stderr, "portico: %s: cannot resolve server.tls.listen address %s\n", cfg->path,
+                cfg->tls_listen_host);
+        return -1;
+    }
+    if (pt__port_free(addr) != 0) {
+        fprintf(stderr, "portico: cannot listen on %s:%d (server.tls): %s\n", cfg->tls_listen_host,
+                cfg->tls_listen_port, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int pt_server_run(const char *config_path)
 {
     pt_server_t s = {.config_path = config_path, .loop = uv_default_loop()};
     char err[1024];
     int failed = 0, exit_code = 1;
     uv_sem_t started;
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr, tls_addr;
     pt_amqp_t *amqp = NULL;
     pt_bus_t *bus = NULL;
     pt_amqp_channels_t *amqp_channels = NULL;
@@ -345,6 +374,7 @@ int pt_server_run(const char *config_path)
                 strerror(errno));
         goto done;
     }
+    if (pt__tls_resolve(cfg, &tls_addr) != 0) goto done;
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
         pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
@@ -378,6 +408,8 @@ int pt_server_run(const char *config_path)
         w->hooks = &pt_gateway_hooks;
         w->snap = pt_snapshot_ref(s.snap);
         w->addr = addr;
+        w->tls_addr = tls_addr;
+        w->tls_on = cfg->tls_listen_host != NULL;
         w->started = &started;
         if (pt_worker_start(w) != 0) {
             pt_snapshot_release(w->snap);

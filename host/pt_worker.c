@@ -67,25 +67,39 @@ static void pt__on_connection(uv_stream_t *listener, int status)
 }
 
 /* The listener is a socket of our own with SO_REUSEPORT set before bind, so
- * every worker listens on the same port and the kernel spreads connections. */
-static int pt__listen(pt_worker_t *w)
+ * every worker listens on the same port and the kernel spreads connections.
+ * The TLS listener is a second one, made the same way. */
+static int pt__listen_on(pt_worker_t *w, uv_tcp_t *h, const struct sockaddr_storage *addr)
 {
     int one = 1, rc;
-    int fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     socklen_t len =
-        w->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&w->addr, len) != 0) {
+        bind(fd, (const struct sockaddr *)addr, len) != 0) {
         rc = uv_translate_sys_error(errno);
         close(fd);
         return rc;
     }
-    uv_tcp_init(&w->loop, &w->listener);
-    w->listener.data = w;
-    if ((rc = uv_tcp_open(&w->listener, fd)) != 0) return rc;
-    return uv_listen((uv_stream_t *)&w->listener, 511, pt__on_connection);
+    uv_tcp_init(&w->loop, h);
+    h->data = w;
+    if ((rc = uv_tcp_open(h, fd)) != 0) return rc;
+    return uv_listen((uv_stream_t *)h, 511, pt__on_connection);
+}
+
+static int pt__listen(pt_worker_t *w)
+{
+    return pt__listen_on(w, &w->listener, &w->addr);
+}
+
+static void pt__close_listeners(pt_worker_t *w)
+{
+    uv_tcp_t *hs[] = {&w->listener, &w->tls_listener};
+    for (int i = 0; i < 2; i++)
+        if (hs[i]->type == UV_TCP && !uv_is_closing((uv_handle_t *)hs[i]))
+            uv_close((uv_handle_t *)hs[i], NULL);
 }
 
 /* Once: the hook lets go of what would keep the loop running. */
@@ -296,7 +310,7 @@ static void pt__on_stop(uv_async_t *a)
     pt_worker_t *w = a->data;
     if (w->draining) return;
     w->draining = 1;
-    if (!uv_is_closing((uv_handle_t *)&w->listener)) uv_close((uv_handle_t *)&w->listener, NULL);
+    pt__close_listeners(w);
     for (pt_worker_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         c->ops->drain(c);
@@ -331,6 +345,9 @@ static void pt__run(void *arg)
     if (rc == 0 && (rc = pt__listen(w)) != 0)
         snprintf(w->start_err, sizeof w->start_err, "cannot listen on %s:%d: %s",
                  w->cfg->listen_host, w->cfg->listen_port, uv_strerror(rc));
+    if (rc == 0 && w->tls_on && (rc = pt__listen_on(w, &w->tls_listener, &w->tls_addr)) != 0)
+        snprintf(w->start_err, sizeof w->start_err, "cannot listen on %s:%d (server.tls): %s",
+                 w->cfg->tls_listen_host, w->cfg->tls_listen_port, uv_strerror(rc));
     w->start_rc = rc;
     uv_sem_post(w->started);
     if (rc != 0) {
@@ -341,8 +358,7 @@ static void pt__run(void *arg)
                 uv_close((uv_handle_t *)&w->stop_async, NULL);
             uv_close((uv_handle_t *)&w->drain_timer, NULL);
             uv_close((uv_handle_t *)&w->flush_check, NULL);
-            if (w->listener.type == UV_TCP && !uv_is_closing((uv_handle_t *)&w->listener))
-                uv_close((uv_handle_t *)&w->listener, NULL);
+            pt__close_listeners(w);
         }
         pt__drained(w);
     }

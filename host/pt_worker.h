@@ -77,8 +77,11 @@ struct pt_worker_s {
     const pt_config_t *cfg;         /* snap->cfg */
     const pt_router_t *router;      /* snap->router */
     struct sockaddr_storage addr;
+    struct sockaddr_storage tls_addr; /* server.tls.listen, when tls_on */
+    int tls_on;
     uv_loop_t loop;
     uv_tcp_t listener;
+    uv_tcp_t tls_listener; /* its accept hook tells the two apart by the handle */
     uv_async_t stop_async;
     pt_queue_t msgs; /* what other threads hand this worker, in order */
     uv_timer_t drain_timer;

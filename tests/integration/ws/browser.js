@@ -1,5 +1,7 @@
 // Runs the browser's own WebSocket in headless Chromium (Debian's chromium):
 // node browser.js <ws url> '<message>' [expect]
+// (PT_CHROMIUM_SPKI: base64 SHA-256 of a certificate's public key that
+// Chromium then trusts, for a wss:// URL on a test certificate)
 // Starts Chromium with a DevTools port, evaluates a page script that opens the
 // socket, sends the message and resolves with the replies, prints them as JSON.
 const { spawn } = require('child_process');
@@ -16,7 +18,10 @@ const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'portico-chromium-'));
 const chrome = spawn('chromium', [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  `--user-data-dir=${profile}`, `--remote-debugging-port=${port}`, 'about:blank',
+  `--user-data-dir=${profile}`, `--remote-debugging-port=${port}`,
+  ...(process.env.PT_CHROMIUM_SPKI
+    ? [`--ignore-certificate-errors-spki-list=${process.env.PT_CHROMIUM_SPKI}`] : []),
+  'about:blank',
 ], { stdio: 'ignore' });
 
 function finish(code, out) {

@@ -1,0 +1,342 @@
+#include "pt_tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* TLS 1.2: forward secrecy and AEAD only (Mozilla's "intermediate" list). */
+#define PT__CIPHERS                                                                                \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+typedef struct {
+    SSL_CTX *ctx;
+    char **names; /* lower-case DNS names of its certificate */
+    size_t n_names;
+} pt__cert_t;
+
+struct pt_tls_ctx_s {
+    int refs; /* atomic */
+    int min_version;
+    char *client_ca;
+    pt__cert_t *certs;
+    size_t n_certs;
+};
+
+/* The first OpenSSL error of this thread's queue, which is then cleared. */
+static const char *pt__ssl_err(void)
+{
+    unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    return r ? r : "unknown OpenSSL error";
+}
+
+int pt_tls_parse_version(const char *s, int *out, char *err, size_t errlen)
+{
+    if (s && strcmp(s, "TLSv1.2") == 0) {
+        *out = TLS1_2_VERSION;
+        return 0;
+    }
+    if (s && strcmp(s, "TLSv1.3") == 0) {
+        *out = TLS1_3_VERSION;
+        return 0;
+    }
+    if (s && (strcasecmp(s, "TLSv1") == 0 || strcasecmp(s, "TLSv1.0") == 0 ||
+              strcasecmp(s, "TLSv1.1") == 0 || strncasecmp(s, "SSL", 3) == 0))
+        snprintf(err, errlen, "%s is not allowed (broken): use TLSv1.2 or TLSv1.3", s);
+    else
+        snprintf(err, errlen, "expected TLSv1.2 or TLSv1.3");
+    return -1;
+}
+
+/* A readable regular file, or why not. */
+static int pt__readable(const char *path, const char *what, char *err, size_t errlen)
+{
+    if (access(path, R_OK) == 0) return 0;
+    snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
+    return -1;
+}
+
+static int pt__alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                    const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof ours - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no ALPN rather than a refusal: HTTP/1.1 is spoken anyway */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* "*.example.com" matches one label; names are compared case-insensitively. */
+static int pt__name_match(const char *pattern, const char *name)
+{
+    if (strcasecmp(pattern, name) == 0) return 1;
+    if (pattern[0] != '*' || pattern[1] != '.') return 0;
+    const char *dot = strchr(name, '.');
+    return dot && dot != name && strcasecmp(pattern + 1, dot) == 0;
+}
+
+static int pt__sni(SSL *ssl, int *alert, void *arg)
+{
+    pt_tls_ctx_t *c = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!name) return SSL_TLSEXT_ERR_OK; /* the default */
+    for (size_t i = 0; i < c->n_certs; i++)
+        for (size_t j = 0; j < c->certs[i].n_names; j++)
+            if (pt__name_match(c->certs[i].names[j], name)) {
+                if (i > 0) SSL_set_SSL_CTX(ssl, c->certs[i].ctx);
+                return SSL_TLSEXT_ERR_OK;
+            }
+    return SSL_TLSEXT_ERR_OK; /* an unknown name gets the default certificate */
+}
+
+static int pt__add_name(pt__cert_t *pc, const char *s, size_t len)
+{
+    char **grown = realloc(pc->names, (pc->n_names + 1) * sizeof *grown);
+    if (!grown) return -1;
+    pc->names = grown;
+    if (!(grown[pc->n_names] = strndup(s, len))) return -1;
+    pc->n_names++;
+    return 0;
+}
+
+/* The DNS names of x: subjectAltName, else the subject's CN. */
+static int pt__names(pt__cert_t *pc, X509 *x)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int rc = 0;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != GEN_DNS) continue;
+        const unsigned char *s = ASN1_STRING_get0_data(g->d.dNSName);
+        if (pt__add_name(pc, (const char *)s, (size_t)ASN1_STRING_length(g->d.dNSName)) != 0)
+            rc = -1;
+    }
+    if (sans) GENERAL_NAMES_free(sans);
+    if (rc == 0 && pc->n_names == 0) {
+        char cn[256];
+        int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn);
+        if (n > 0) rc = pt__add_name(pc, cn, (size_t)n);
+    }
+    return rc;
+}
+
+static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
+{
+    static const unsigned char sid_ctx[] = "portico";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) goto fail;
+    SSL_CTX_set_min_proto_version(ctx, c->min_version);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_ECDH_USE);
+    /* a write hands over all its bytes (memory BIOs take them all), and a
+     * buffer that moved between two tries is fine */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, PT__CIPHERS) != 1) goto fail;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_alpn_select_cb(ctx, pt__alpn, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, pt__sni);
+    SSL_CTX_set_tlsext_servername_arg(ctx, c);
+    if (c->client_ca) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c->client_ca);
+        if (!names || SSL_CTX_load_verify_locations(ctx, c->client_ca, NULL) != 1) {
+            if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+            snprintf(err, errlen, "client_ca %s: not a PEM file of certificates (%s)", c->client_ca,
+                     pt__ssl_err());
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        /* asked for, verified when sent; whether one is required is the
+         * channel's security definition's business */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+fail:
+    snprintf(err, errlen, "cannot make a TLS context: %s", pt__ssl_err());
+    if (ctx) SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int pt_tls_ctx_new(int min_version, const char *client_ca, pt_tls_ctx_t **out, char *err,
+                   size_t errlen)
+{
+    pt_tls_ctx_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->refs = 1;
+    c->min_version = min_version;
+    if (client_ca) {
+        if (pt__readable(client_ca, "client_ca", err, errlen) != 0) {
+            free(c);
+            return -1;
+        }
+        if (!(c->client_ca = strdup(client_ca))) {
+            snprintf(err, errlen, "out of memory");
+            free(c);
+            return -1;
+        }
+        /* checked now, not at the first certificate */
+        SSL_CTX *probe = pt__ssl_ctx(c, err, errlen);
+        if (!probe) {
+            pt_tls_ctx_unref(c);
+            return -1;
+        }
+        SSL_CTX_free(probe);
+    }
+    *out = c;
+    return 0;
+}
+
+int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err, size_t errlen)
+{
+    if (pt__readable(cert, "cert", err, errlen) != 0 || pt__readable(key, "key", err, errlen) != 0)
+        return -1;
+    pt__cert_t *grown = realloc(c->certs, (c->n_certs + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->certs = grown;
+    pt__cert_t *pc = &c->certs[c->n_certs];
+    memset(pc, 0, sizeof *pc);
+    if (!(pc->ctx = pt__ssl_ctx(c, err, errlen))) return -1;
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(pc->ctx, cert) != 1) {
+        snprintf(err, errlen, "cert %s: not a PEM certificate (%s)", cert, pt__ssl_err());
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(pc->ctx, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        } else {
+            snprintf(err, errlen, "key %s: not a PEM private key (%s)", key, pt__ssl_err());
+        }
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(pc->ctx) != 1) {
+        ERR_clear_error();
+        snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        goto fail;
+    }
+    if (pt__names(pc, SSL_CTX_get0_certificate(pc->ctx)) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->n_certs++;
+    return 0;
+fail:
+    /* a refused pair is not kept */
+    SSL_CTX_free(pc->ctx);
+    for (size_t j = 0; j < pc->n_names; j++)
+        free(pc->names[j]);
+    free(pc->names);
+    memset(pc, 0, sizeof *pc);
+    return -1;
+}
+
+size_t pt_tls_ctx_count(const pt_tls_ctx_t *c)
+{
+    return c->n_certs;
+}
+
+pt_tls_ctx_t *pt_tls_ctx_ref(pt_tls_ctx_t *c)
+{
+    __atomic_fetch_add(&c->refs, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+void pt_tls_ctx_unref(pt_tls_ctx_t *c)
+{
+    if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
+    for (size_t i = 0; i < c->n_certs; i++) {
+        SSL_CTX_free(c->certs[i].ctx);
+        for (size_t j = 0; j < c->certs[i].n_names; j++)
+            free(c->certs[i].names[j]);
+        free(c->certs[i].names);
+    }
+    free(c->certs);
+    free(c->client_ca);
+    free(c);
+}
+
+SSL *pt_tls_ctx_ssl(pt_tls_ctx_t *c)
+{
+    if (c->n_certs == 0) return NULL;
+    SSL *ssl = SSL_new(c->certs[0].ctx);
+    if (ssl) SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t j = 0; i < c->n_certs && j < c->certs[i].n_names && off < outlen; j++)
+        off +=
+            (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "", c->certs[i].names[j]);
+}
+
+/* ---- client side ---- */
+
+SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen)
+{
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot make a TLS context: %s", pt__ssl_err());
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    if (verify) {
+        if (SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();
+        if (ca_file && (pt__readable(ca_file, "ca_file", err, errlen) != 0 ||
+                        SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)) {
+            if (access(ca_file, R_OK) == 0)
+                snprintf(err, errlen, "ca_file %s: not a PEM file of certificates (%s)", ca_file,
+                         pt__ssl_err());
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+}
+
+SSL *pt_tls_client_ssl(SSL_CTX *ctx, const char *host)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) return NULL;
+    SSL_set_connect_state(ssl);
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int ok = is_ip || SSL_set_tlsext_host_name(ssl, host) == 1;
+    if (ok && (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER))
+        ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1
+                   : SSL_set1_host(ssl, host) == 1;
+    if (!ok) {
+        ERR_clear_error();
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
