@@ -494,6 +494,29 @@ class AmqpClient:
 # ---- portico under test ----------------------------------------------------
 
 
+def send_service(name, outconn):
+    """A service called name that sends its payload's data through
+    self.out.amqp (outconn unless the payload names one, then exchange,
+    routing_key and props from the payload) and answers {sent = true}, or
+    503 with {sent = false, error = err}."""
+    return """
+local service = require "portico.service"
+local M = service.new { name = "%s" }
+function M:handle()
+  local p = self.request.payload
+  local ok, err = self.out.amqp:send(p.data, p.outconn or "%s", p.exchange,
+                                     p.routing_key, p.props)
+  if ok then
+    self.response.payload = { sent = true }
+  else
+    self.response.status = 503
+    self.response.payload = { sent = false, error = err }
+  end
+end
+return M
+""" % (name, outconn)
+
+
 _taken = set()
 
 

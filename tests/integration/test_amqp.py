@@ -18,7 +18,7 @@ import time
 import pytest
 
 from amqp_support import (scrape, value, BROKER_URL, ROOT, AmqpClient, AmqpError, Http, Portico,
-                          broker_serving, derive_config, free_port, rabbitmq)
+                          broker_serving, derive_config, free_port, rabbitmq, send_service)
 
 EXAMPLE_CONFIG = os.path.join(ROOT, "config", "api-gateway.yaml")
 REQUEST_JSON = os.path.join(ROOT, "config", "request.json")
@@ -75,22 +75,7 @@ def example(tmp_path, amqp):
     assert gw.stop() == 0, gw.errors()
 
 
-SEND_SERVICE = """
-local service = require "portico.service"
-local M = service.new { name = "amqp.test.send" }
-function M:handle()
-  local p = self.request.payload
-  local ok, err = self.out.amqp:send(p.data, p.outconn or "My Backend", p.exchange,
-                                     p.routing_key, p.props)
-  if ok then
-    self.response.payload = { sent = true }
-  else
-    self.response.status = 503
-    self.response.payload = { sent = false, error = err }
-  end
-end
-return M
-"""
+SEND_SERVICE = send_service("amqp.test.send", "My Backend")
 
 CONSUME_SERVICE = """
 local service = require "portico.service"

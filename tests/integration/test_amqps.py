@@ -19,7 +19,7 @@ import time
 import pytest
 
 from amqp_support import (BROKER_TLS_CA, BROKER_TLS_DIR, BROKER_TLS_PORT, AmqpClient, Http,
-                          broker_serving, rabbitmq)
+                          broker_serving, rabbitmq, send_service)
 from conftest import config_head
 
 X_TEST = "portico-test.amqps.x"
@@ -29,21 +29,7 @@ Q_REPLIES = "portico-test.amqps.replies"
 X_BUS = "portico-test.amqps.bus"
 Q_BUS = "portico-test.amqps.bus.q"    # bound to X_BUS with "echo"
 
-SEND_SERVICE = """
-local service = require "portico.service"
-local M = service.new { name = "amqps.send" }
-function M:handle()
-  local p = self.request.payload
-  local ok, err = self.out.amqp:send(p.data, p.outconn or "Broker", p.exchange, p.routing_key)
-  if ok then
-    self.response.payload = { sent = true }
-  else
-    self.response.status = 503
-    self.response.payload = { sent = false, error = err }
-  end
-end
-return M
-"""
+SEND_SERVICE = send_service("amqps.send", "Broker")
 
 CONSUME_SERVICE = """
 local service = require "portico.service"
