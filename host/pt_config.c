@@ -909,7 +909,9 @@ static int pt__tls_path(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, char
 
 static int pt__server_tls(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"listen", "certificates", "min_version", "client_ca", NULL};
+    static const char *const keys[] = {"listen",    "certificates",      "min_version",
+                                       "client_ca", "handshake_timeout", "ticket_rotation",
+                                       NULL};
     static const char *const cert_keys[] = {"cert", "key", NULL};
     char err[512];
     if (pt_yaml_check_keys(&c->y, n, "server.tls", keys) != 0) return -1;
@@ -928,6 +930,16 @@ static int pt__server_tls(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
     int rc = pt_tls_ctx_new(min_version, ca, &cfg->tls, err, sizeof err);
     free(ca);
     if (rc != 0) return pt_yaml_fail(&c->y, v, "server.tls.client_ca: %s", err);
+    /* 0: server.header_timeout's value (pt__server) */
+    if ((v = pt_yaml_get(&c->y, n, "handshake_timeout")) &&
+        pt__duration_in(c, v, "server.tls.handshake_timeout", 1, PT__HOUR,
+                        &cfg->tls_handshake_timeout_ms) != 0)
+        return -1;
+    uint64_t rotation = PT_TLS_TICKET_ROTATION_MS;
+    if ((v = pt_yaml_get(&c->y, n, "ticket_rotation")) &&
+        pt__duration_in(c, v, "server.tls.ticket_rotation", 1000, PT__DAY, &rotation) != 0)
+        return -1;
+    pt_tls_ctx_set_ticket_rotation(cfg->tls, rotation);
     yaml_node_t *list = pt_yaml_get(&c->y, n, "certificates");
     if (!list || list->type != YAML_SEQUENCE_NODE || pt_yaml_len(list) == 0)
         return pt_yaml_fail(&c->y, list ? list : n,
@@ -1006,7 +1018,32 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                      : pt__size_in(c, v, what, fields[i].lo, fields[i].hi, fields[i].out);
         if (rc != 0) return -1;
     }
+    if (!cfg->tls_handshake_timeout_ms) cfg->tls_handshake_timeout_ms = cfg->header_timeout_ms;
     return 0;
+}
+
+/* client_cert definitions: the TLS listener asks for certificates of their
+ * CAs; without one they could never be met. */
+typedef struct {
+    pt__cfg_ctx_t *c;
+    pt_config_t *cfg;
+} pt__cas_ud_t;
+
+static int pt__client_cas(void *ud, const char *name, int line, STACK_OF(X509) * cas)
+{
+    pt__cfg_ctx_t *c = ((pt__cas_ud_t *)ud)->c;
+    pt_config_t *cfg = ((pt__cas_ud_t *)ud)->cfg;
+    char err[256];
+    if (!cfg->tls) {
+        snprintf(c->y.err, c->y.errlen,
+                 "%s:%d: security definition '%s' (client_cert) needs server.tls: client "
+                 "certificates come over the TLS listener",
+                 c->y.file, line, name);
+        return -1;
+    }
+    if (pt_tls_ctx_client_cas(cfg->tls, cas, err, sizeof err) == 0) return 0;
+    snprintf(c->y.err, c->y.errlen, "%s:%d: %s", c->y.file, line, err);
+    return -1;
 }
 
 /* ---- AMQP: outgoing.amqp and channels.amqp ---- */
@@ -1519,6 +1556,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                           &cfg->security, c->y.err, c->y.errlen) != 0)
         return -1;
     c->security = cfg->security;
+    pt__cas_ud_t cas = {c, cfg};
+    if (pt_security_each_client_ca(cfg->security, pt__client_cas, &cas) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) &&
         pt__channels(c, v, cfg) != 0)
         return -1;

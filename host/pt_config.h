@@ -130,6 +130,8 @@ typedef struct {
     char *tls_listen_host; /* server.tls.listen; NULL: no TLS listener */
     int tls_listen_port;
     struct pt_tls_ctx_s *tls; /* server.tls's certificates (a reference); NULL: none */
+    /* server.tls.handshake_timeout (default: header_timeout's value) */
+    uint64_t tls_handshake_timeout_ms;
     int workers;
     uint64_t max_connections;
     uint64_t max_header_bytes;

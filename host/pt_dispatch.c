@@ -136,6 +136,11 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
 {
     char token[2048];
     pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = pt_http_tcp(c)};
+    pt_transport_tls_t *tls = pt_transport_tls_of(pt_http_transport(c));
+    if (tls) {
+        req.ssl = tls->ssl;
+        req.cert_memo = &tls->cert_memo;
+    }
     if (ch->ws_token_param) {
         long n = pt_query_param(query, query_len, ch->ws_token_param, token, sizeof token);
         if (n == -3) { /* which one would be the credential is not ours to guess */
@@ -254,6 +259,13 @@ static void pt__dispatch(pt_conn_t *c)
 
 static const pt_http_handler_t pt__http = {.head = pt__streams, .request = pt__dispatch};
 
+/* The TLS handshake is done: the first request's head has header_timeout. */
+static void pt__handshake_done(pt_transport_tls_t *t)
+{
+    pt_conn_t *c = t->base.data;
+    pt_http_set_timeout(c, pt_http_worker(c)->cfg->header_timeout_ms);
+}
+
 void pt_dispatch_accept(pt_worker_t *w, uv_stream_t *listener)
 {
     if (listener != (uv_stream_t *)&w->tls_listener) {
@@ -262,8 +274,12 @@ void pt_dispatch_accept(pt_worker_t *w, uv_stream_t *listener)
     }
     /* server.tls: TCP, then TLS on the certificates of the generation the
      * worker serves with now (the connection keeps them), then HTTP; the
-     * handshake runs within server.header_timeout */
+     * handshake runs within server.tls.handshake_timeout, the first head
+     * within header_timeout from the handshake's end */
     pt_transport_t *t =
         pt_transport_tls_accept(&w->loop, listener, w->cfg->tls, w->read_buf, sizeof w->read_buf);
-    if (t) pt_http_start(w, t, &pt__http);
+    pt_conn_t *c = t ? pt_http_start(w, t, &pt__http) : NULL;
+    if (!c) return;
+    pt_http_set_timeout(c, w->cfg->tls_handshake_timeout_ms);
+    pt_transport_tls_of(t)->on_handshake = pt__handshake_done;
 }

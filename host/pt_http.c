@@ -986,6 +986,16 @@ const uv_tcp_t *pt_http_tcp(const pt_conn_t *c)
     return c->t->tcp;
 }
 
+pt_transport_t *pt_http_transport(const pt_conn_t *c)
+{
+    return c->t;
+}
+
+void pt_http_set_timeout(pt_conn_t *c, uint64_t ms)
+{
+    pt__timer(c, ms);
+}
+
 int pt_http_held(const pt_conn_t *c)
 {
     return c->state == PT_CONN_HELD;

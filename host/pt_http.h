@@ -88,6 +88,14 @@ const char *pt_http_peer(pt_conn_t *c);
  * needed (pt_security); NULL when there is none. */
 const uv_tcp_t *pt_http_tcp(const pt_conn_t *c);
 
+/* The transport the connection reads and writes through (its TLS state,
+ * for pt_security's client certificates). */
+pt_transport_t *pt_http_transport(const pt_conn_t *c);
+
+/* The connection's current time-out ends ms from now (the TLS handshake's
+ * and then the first head's, set by the acceptor). */
+void pt_http_set_timeout(pt_conn_t *c, uint64_t ms);
+
 /* 1 when the request is held at its head (its body is streamed). */
 int pt_http_held(const pt_conn_t *c);
 

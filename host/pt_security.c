@@ -508,6 +508,11 @@ int pt_security_check(const pt_security_t *sec, const pt_security_def_t *d,
     if (!d) return 0;
 
     const pt__security_kind_t *kind = d->kind;
+    if (kind->from_tls) {
+        rc = kind->check(sec, d, req, NULL, 0, res);
+        if (rc != 0) return rc;
+        goto trusted;
+    }
     count = req->header(req->ud, d->header, &v, &n);
     if (count > 1) return pt__refuse(res, 400, kind->twice);
     if (count == 0 && req->token && kind->takes_token) {
@@ -526,6 +531,7 @@ int pt_security_check(const pt_security_t *sec, const pt_security_def_t *d,
     rc = kind->check(sec, d, req, v, n, res);
     if (rc != 0) return rc;
     if (d->hide_credentials) res->hide_header = d->header;
+trusted:
     if (d->trust_header) {
         count = req->header(req->ud, d->trust_header, &v, &n);
         if (count > 1) return pt__refuse(res, 400, "more than one trusted username header");

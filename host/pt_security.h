@@ -1,7 +1,8 @@
 /* pt_security: who may call a channel, checked in C before any Lua runs.
  *
  * The top-level `security:` section of the config holds named definitions of
- * three kinds (basic_auth, api_key, jwt); a channel names one with
+ * four kinds (basic_auth, api_key, jwt, client_cert: a TLS client
+ * certificate of the definition's CAs); a channel names one with
  * `security: NAME`. pt_security_parse (pt_security_config.h) compiles them
  * into an immutable pt_security_t that hangs off the config snapshot
  * (cfg->security), so a reload swaps definitions with the rest of the config
@@ -48,6 +49,7 @@
 #ifndef PT_SECURITY_H
 #define PT_SECURITY_H
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <stddef.h>
@@ -67,6 +69,18 @@ typedef struct pt_security_verify_s pt_security_verify_t;
  * value in *value and *len when there is one. */
 typedef int (*pt_security_header_fn)(void *ud, const char *name, const char **value, size_t *len);
 
+/* What a client_cert definition found of one connection's certificate,
+ * kept by the connection (pt_transport_tls_t) so that its keep-alive
+ * requests cost no certificate check: one slot, for the last definition
+ * checked. Zeroed: empty. */
+typedef struct pt_security_cert_memo_s {
+    uint64_t set;        /* the id of the compiled set checked under; 0: empty */
+    uint32_t def;        /* the definition's index in it */
+    int status;          /* 0: let through; else the refusal's status */
+    const char *message; /* the refusal's (static) */
+    char username[PT_SECURITY_NAME_MAX + 1];
+} pt_security_cert_memo_t;
+
 typedef struct pt_security_request_s {
     pt_security_header_fn header;
     void *ud;
@@ -81,6 +95,12 @@ typedef struct pt_security_request_s {
      * known, and only the per-user and total bounds apply. */
     const char *peer;
     const uv_tcp_t *tcp;
+    /* The TLS connection the request came on, NULL over plaintext: a
+     * client_cert definition reads its peer certificate (verified by the
+     * handshake or not) and keeps its outcome in cert_memo (NULL: checked
+     * every time). */
+    const SSL *ssl;
+    pt_security_cert_memo_t *cert_memo;
 } pt_security_request_t;
 
 /* pt_security_check's answers besides 0. */

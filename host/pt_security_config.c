@@ -3,16 +3,20 @@
 #include "pt_util.h"
 #include "pt_yaml.h"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sodium.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PT__MAX_MEMLIMIT (256u << 20) /* the most an argon2id hash may ask per check */
+#define PT__MAX_CA_FILE (4u << 20)    /* a client_cert CA bundle */
 
 typedef pt_yaml_t pt__ctx_t;
 
@@ -376,6 +380,124 @@ static int pt__jwt(pt__ctx_t *c, pt_security_t *sec, yaml_node_t *n, const char 
     return 0;
 }
 
+/* client_cert.ca: a PEM file of CA certificates, read like secret_file (a
+ * FIFO must not block the load) and parsed from memory into the
+ * definition's own store, which no other definition shares. */
+static int pt__cert_ca(pt__ctx_t *c, yaml_node_t *v, const char *what, pt_security_def_t *d)
+{
+    char why[160] = "out of memory";
+    const char *p = pt_yaml_value(v);
+    if (!p || !*p) return pt_yaml_fail(c, v, "%s.ca: expected the path of a PEM file of CAs", what);
+    char *path = pt_yaml_path(c, p), *text = NULL;
+    size_t len = 0;
+    int rc = path ? pt_read_small_file(path, PT__MAX_CA_FILE, &text, &len, why, sizeof why) : -1;
+    free(path);
+    if (rc != 0)
+        return pt_yaml_fail(c, v, "%s.ca: cannot read %s: %s", what, p,
+                            rc == -2   ? "not a regular file"
+                            : rc == -3 ? "larger than 4 MiB"
+                                       : why);
+    BIO *bio = BIO_new_mem_buf(text, (int)len);
+    d->ca_store = X509_STORE_new();
+    d->ca_certs = sk_X509_new_null();
+    X509 *x;
+    while (bio && d->ca_store && d->ca_certs && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+        if (X509_STORE_add_cert(d->ca_store, x) != 1 || !sk_X509_push(d->ca_certs, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    ERR_clear_error(); /* the end of the PEM text reads as an error */
+    BIO_free(bio);
+    free(text);
+    if (!d->ca_store || !d->ca_certs) return pt_yaml_fail(c, v, "out of memory");
+    if (sk_X509_num(d->ca_certs) == 0)
+        return pt_yaml_fail(c, v, "%s.ca: no PEM certificate (BEGIN CERTIFICATE) in %s", what, p);
+    return 0;
+}
+
+/* client_cert.subjects: CN=name, DNS:name, email:address, URI:uri, or a
+ * whole subject DN in RFC 2253 form ("CN=acme,O=Acme Corp"). */
+static int pt__cert_subject(pt__ctx_t *c, yaml_node_t *v, const char *what,
+                            pt__security_subject_t *out)
+{
+    static const struct {
+        const char *prefix;
+        int type;
+    } kinds[] = {
+        {"DNS:", PT__CERT_SAN_DNS}, {"email:", PT__CERT_SAN_EMAIL}, {"URI:", PT__CERT_SAN_URI}};
+    const char *s = pt_yaml_value(v);
+    const char *bad = "%s: expected CN=name, DNS:name, email:address, URI:uri or a subject DN "
+                      "such as \"CN=acme,O=Acme\"";
+    if (!s || !*s || v->type != YAML_SCALAR_NODE) return pt_yaml_fail(c, v, bad, what);
+    for (const char *q = s; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f)
+            return pt_yaml_fail(c, v, "%s: no control characters", what);
+    out->type = -1;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strncmp(s, kinds[i].prefix, strlen(kinds[i].prefix))) {
+            out->type = kinds[i].type;
+            s += strlen(kinds[i].prefix);
+        }
+    if (out->type < 0) {
+        const char *eq = strchr(s, '=');
+        if (!eq || eq == s) return pt_yaml_fail(c, v, bad, what);
+        /* one RDN, CN=: the common name; anything longer: the whole DN */
+        out->type =
+            !strncmp(s, "CN=", 3) && !strchr(s, ',') && !strchr(s, '+') ? PT__CERT_CN : PT__CERT_DN;
+        if (out->type == PT__CERT_CN) s += 3;
+    }
+    if (!*s) return pt_yaml_fail(c, v, bad, what);
+    if (!(out->value = strdup(s))) return pt_yaml_fail(c, v, "out of memory");
+    return 0;
+}
+
+static int pt__cert(pt__ctx_t *c, pt_security_t *sec, yaml_node_t *n, const char *what,
+                    pt_security_def_t *d)
+{
+    static const char *const keys[] = {
+        "name", "realm", "ca", "subjects", "username", "trust_username_header", NULL};
+    static const char *const from[] = {[PT__CERT_CN] = "cn",
+                                       [PT__CERT_SAN_DNS] = "san_dns",
+                                       [PT__CERT_SAN_EMAIL] = "san_email",
+                                       [PT__CERT_SAN_URI] = "san_uri"};
+    char key[160];
+    yaml_node_t *v;
+    (void)sec;
+    if (pt__check_keys(c, n, what, keys) != 0 || pt__common(c, n, what, d) != 0) return -1;
+    d->hide_credentials = 0; /* no header carries it */
+    d->line = (int)n->start_mark.line + 1;
+    if (!(v = pt_yaml_get(c, n, "ca")))
+        return pt_yaml_fail(c, n,
+                            "%s.ca: missing (a PEM file of the CAs whose client "
+                            "certificates are accepted)",
+                            what);
+    if (pt__cert_ca(c, v, what, d) != 0) return -1;
+    d->username_from = PT__CERT_CN;
+    if ((v = pt_yaml_get(c, n, "username"))) {
+        const char *s = pt_yaml_value(v);
+        d->username_from = -1;
+        for (int i = 0; s && i <= PT__CERT_SAN_URI; i++)
+            if (!strcmp(s, from[i])) d->username_from = i;
+        if (d->username_from < 0)
+            return pt_yaml_fail(c, v, "%s.username: expected cn, san_dns, san_email or san_uri",
+                                what);
+    }
+    if ((v = pt_yaml_get(c, n, "subjects"))) {
+        if (v->type != YAML_SEQUENCE_NODE || pt_yaml_len(v) == 0)
+            return pt_yaml_fail(c, v, "%s.subjects: expected a list of subjects", what);
+        if (!(d->subjects = calloc(pt_yaml_len(v), sizeof *d->subjects)))
+            return pt_yaml_fail(c, v, "out of memory");
+        for (size_t i = 0; i < pt_yaml_len(v); i++) {
+            snprintf(key, sizeof key, "%s.subjects[%zu]", what, i);
+            if (pt__cert_subject(c, pt_yaml_item(c, v, i), key, &d->subjects[d->n_subjects]) != 0)
+                return -1;
+            d->n_subjects++;
+        }
+    }
+    return 0;
+}
+
 static int pt__uint(pt__ctx_t *c, yaml_node_t *v, const char *what, unsigned long lo,
                     unsigned long hi, uint32_t *out)
 {
@@ -474,6 +596,11 @@ static void pt__def_free(pt_security_def_t *d)
         free(d->audiences[i]);
     free(d->audiences);
     free(d->username_claim);
+    X509_STORE_free(d->ca_store);
+    sk_X509_pop_free(d->ca_certs, X509_free);
+    for (size_t i = 0; i < d->n_subjects; i++)
+        free(d->subjects[i].value);
+    free(d->subjects);
 }
 
 void pt_security_free(pt_security_t *sec)
@@ -517,6 +644,13 @@ const pt__security_kind_t pt__security_kinds[] = {
      .takes_token = 1,
      .prefix = "Bearer",
      .no_prefix = "expected a Bearer token"},
+    {.key = "client_cert",
+     .parse = pt__cert,
+     .check = pt__security_check_cert,
+     .scheme = "TLS",
+     .challenge = {"", ""},
+     .missing = "a client certificate is required",
+     .from_tls = 1},
 };
 const size_t pt__security_n_kinds = sizeof pt__security_kinds / sizeof pt__security_kinds[0];
 
@@ -532,6 +666,8 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
         pt_yaml_fail(&c, node, "cannot start libsodium");
         goto done;
     }
+    static atomic_uint_fast64_t ids;
+    sec->id = atomic_fetch_add(&ids, 1) + 1;
     randombytes_buf(sec->cache_key, sizeof sec->cache_key);
     randombytes_buf(sec->env_key, sizeof sec->env_key);
     /* the whole queue drains in about 16 check times, with the pool busy */
@@ -599,7 +735,7 @@ int pt_security_parse(yaml_document_t *doc, yaml_node_t *node, const char *file,
         /* A header that names the end user can never also carry a credential. */
         for (size_t i = 0; i < sec->n_defs; i++)
             for (size_t j = 0; j < sec->n_trust_headers; j++)
-                if (!strcmp(sec->defs[i].header, sec->trust_headers[j])) {
+                if (sec->defs[i].header && !strcmp(sec->defs[i].header, sec->trust_headers[j])) {
                     pt_yaml_fail(&c, node,
                                  "security: '%s' is both a credential header and a "
                                  "trusted username header",
@@ -622,6 +758,19 @@ const pt_security_def_t *pt_security_find(const pt_security_t *sec, const char *
     for (size_t i = 0; sec && i < sec->n_defs; i++)
         if (!strcmp(sec->defs[i].name, name)) return &sec->defs[i];
     return NULL;
+}
+
+int pt_security_each_client_ca(const pt_security_t *sec,
+                               int (*fn)(void *ud, const char *name, int line,
+                                         STACK_OF(X509) * cas),
+                               void *ud)
+{
+    for (size_t i = 0; sec && i < sec->n_defs; i++) {
+        const pt_security_def_t *d = &sec->defs[i];
+        int rc = d->ca_certs ? fn(ud, d->name, d->line, d->ca_certs) : 0;
+        if (rc != 0) return rc;
+    }
+    return 0;
 }
 
 const char *pt_security_def_name(const pt_security_def_t *def)

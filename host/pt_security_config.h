@@ -7,6 +7,7 @@
 
 #include "pt_security.h"
 
+#include <openssl/x509.h>
 #include <yaml.h>
 
 #include <stddef.h>
@@ -23,6 +24,15 @@ void pt_security_free(pt_security_t *sec);
 
 /* The definition called name, or NULL. It lives as long as sec. */
 const pt_security_def_t *pt_security_find(const pt_security_t *sec, const char *name);
+
+/* Calls fn(ud, name, line, cas) for each client_cert definition of sec,
+ * with the CA certificates it trusts (they live as long as sec) and the
+ * line of the definition: the TLS listener asks for certificates of them.
+ * Returns fn's first non-zero answer, else 0. */
+int pt_security_each_client_ca(const pt_security_t *sec,
+                               int (*fn)(void *ud, const char *name, int line,
+                                         STACK_OF(X509) * cas),
+                               void *ud);
 
 /* The name a definition was given in the config. */
 const char *pt_security_def_name(const pt_security_def_t *def);

@@ -4,7 +4,7 @@
  * checks requests against them. Nothing outside host/pt_security*.c reads
  * these layouts.
  *
- * A kind (basic_auth, api_key, jwt) is one pt__security_kind_t: how it is
+ * A kind (basic_auth, api_key, jwt, client_cert) is one pt__security_kind_t: how it is
  * read from the config, how a presented credential is checked, and the few
  * words its answers differ by. The check is one indirect call per request,
  * in place of a branch on a kind field. A new kind is a new row of
@@ -20,6 +20,7 @@
 #include "pt_yaml.h"
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <sodium.h>
 
 #include <stddef.h>
@@ -82,9 +83,19 @@ typedef struct {
     const char *prefix;       /* a header value is "<prefix> <credential>", and the check sees
                                  the credential (NULL: the whole value) */
     const char *no_prefix;    /* 401 when the header value lacks the prefix */
+    int from_tls;             /* the credential is the TLS client certificate, not a header:
+                                 check is called with v NULL, n 0 */
 } pt__security_kind_t;
 
-/* basic_auth, api_key, jwt (pt_security_config.c). */
+/* client_cert: where the user name comes from, and one entry of subjects. */
+enum { PT__CERT_CN, PT__CERT_SAN_DNS, PT__CERT_SAN_EMAIL, PT__CERT_SAN_URI, PT__CERT_DN };
+
+typedef struct {
+    int type;    /* PT__CERT_: CN=, DNS:, email:, URI: or a whole DN (RFC 2253) */
+    char *value; /* what follows the prefix (a DN: all of it) */
+} pt__security_subject_t;
+
+/* basic_auth, api_key, jwt, client_cert (pt_security_config.c). */
 extern const pt__security_kind_t pt__security_kinds[];
 extern const size_t pt__security_n_kinds;
 
@@ -99,6 +110,10 @@ int pt__security_check_apikey(const pt_security_t *sec, const pt_security_def_t 
 int pt__security_check_jwt(const pt_security_t *sec, const pt_security_def_t *d,
                            const pt_security_request_t *req, const char *v, size_t n,
                            pt_security_result_t *res);
+/* client_cert (pt_security_cert.c): req->ssl's peer certificate. */
+int pt__security_check_cert(const pt_security_t *sec, const pt_security_def_t *d,
+                            const pt_security_request_t *req, const char *v, size_t n,
+                            pt_security_result_t *res);
 
 /* The JWT signatures (pt_security.c): 1 when sig signs input under d's key. */
 int pt__security_jwt_verify_hs256(const pt_security_def_t *d, const char *input, size_t input_len,
@@ -135,9 +150,17 @@ struct pt_security_def_s {
     char *username_claim;
     int64_t leeway_s;
     int require_exp;
+    /* client_cert */
+    X509_STORE *ca_store;             /* its CAs only: a chain is verified against them */
+    STACK_OF(X509) * ca_certs;        /* the same, for the TLS listener's list of acceptable CAs */
+    int username_from;                /* PT__CERT_CN .. PT__CERT_SAN_URI */
+    pt__security_subject_t *subjects; /* allowlist; none: any subject of its CAs */
+    size_t n_subjects;
+    int line; /* of the definition in the config, for messages about it */
 };
 
 struct pt_security_s {
+    uint64_t id; /* unique in the process: what a connection's cert memo was made under */
     pt__security_gate_cfg_t gate;
     pt_security_def_t *defs;
     size_t n_defs;

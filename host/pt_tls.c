@@ -1,10 +1,14 @@
 #include "pt_tls.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +26,27 @@ typedef struct {
     size_t n_names;
 } pt__cert_t;
 
+/* A session ticket key: its name (sent in the ticket), AES-256-CBC and
+ * HMAC-SHA256 keys (RFC 5077's layout), and when it was made. */
+typedef struct {
+    unsigned char name[16], aes[32], hmac[32];
+    uint64_t born_ms; /* CLOCK_MONOTONIC; 0: no key */
+} pt__ticket_key_t;
+
 struct pt_tls_ctx_s {
     int refs; /* atomic */
     int min_version;
     char *client_ca;
     pt__cert_t *certs;
     size_t n_certs;
+    STACK_OF(X509) * client_cas; /* of client_cert definitions (references) */
+    int any_client_cert;         /* the handshake takes any certificate (pt_security judges) */
+    /* Ticket keys, shared by every SSL_CTX here and so by every worker:
+     * [0] makes tickets, [1] (the one before) still opens them for one more
+     * period, so a session resumes across a rotation. */
+    pthread_mutex_t ticket_lock;
+    pt__ticket_key_t tickets[2];
+    uint64_t ticket_rotation_ms;
 };
 
 /* The first OpenSSL error of this thread's queue, which is then cleared. */
@@ -131,6 +150,100 @@ static int pt__names(pt__cert_t *pc, X509 *x)
     return rc;
 }
 
+/* With client_cert definitions the handshake goes on whatever certificate
+ * comes, verified or not (nginx's ssl_verify_client optional_no_ca):
+ * each definition verifies it against its own CAs, so the answer is a 401
+ * that says why, on the channels that want one, not a failed handshake. */
+static int pt__verify_any(int ok, X509_STORE_CTX *xc)
+{
+    (void)ok;
+    (void)xc;
+    return 1;
+}
+
+static uint64_t pt__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int pt__ticket_key_new(pt__ticket_key_t *k, uint64_t now)
+{
+    if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_bytes(k->aes, sizeof k->aes) != 1 ||
+        RAND_bytes(k->hmac, sizeof k->hmac) != 1)
+        return -1;
+    k->born_ms = now ? now : 1;
+    return 0;
+}
+
+/* Under ticket_lock: the current key made a period ago gives way to a new
+ * one and becomes the previous. Checked at each use, so an idle server
+ * rotates at its next handshake (and a key older than two periods never
+ * opens a ticket). */
+static void pt__ticket_rotate(pt_tls_ctx_t *c, uint64_t now)
+{
+    pt__ticket_key_t fresh;
+    if (now - c->tickets[0].born_ms < c->ticket_rotation_ms) return;
+    if (pt__ticket_key_new(&fresh, now) != 0) return; /* keep the old one a while */
+    c->tickets[1] = c->tickets[0];
+    c->tickets[0] = fresh;
+    OPENSSL_cleanse(&fresh, sizeof fresh);
+}
+
+/* OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb):
+ * enc: a new ticket under the current key; else the key named, when it is
+ * the current one (1) or the previous one still in its period (2: the
+ * session resumes and gets a new ticket), or 0: a full handshake. */
+static int pt__ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                         EVP_MAC_CTX *hctx, int enc)
+{
+    pt_tls_ctx_t *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    pt__ticket_key_t k;
+    int rc = 1;
+    uint64_t now = pt__now_ms();
+    pthread_mutex_lock(&c->ticket_lock);
+    pt__ticket_rotate(c, now);
+    if (enc) {
+        k = c->tickets[0];
+    } else if (!memcmp(name, c->tickets[0].name, 16)) {
+        k = c->tickets[0];
+    } else if (c->tickets[1].born_ms && !memcmp(name, c->tickets[1].name, 16) &&
+               now - c->tickets[1].born_ms < 2 * c->ticket_rotation_ms) {
+        k = c->tickets[1];
+        rc = 2;
+    } else {
+        rc = 0;
+    }
+    pthread_mutex_unlock(&c->ticket_lock);
+    if (rc == 0) return 0;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end()};
+    const EVP_CIPHER *aes = EVP_aes_256_cbc();
+    if (enc) {
+        memcpy(name, k.name, 16);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) != 1 ||
+            EVP_EncryptInit_ex(cctx, aes, NULL, k.aes, iv) != 1)
+            rc = -1;
+    } else if (EVP_DecryptInit_ex(cctx, aes, NULL, k.aes, iv) != 1) {
+        rc = -1;
+    }
+    if (rc > 0 && EVP_MAC_CTX_set_params(hctx, params) != 1) rc = -1;
+    OPENSSL_cleanse(&k, sizeof k);
+    return rc;
+}
+
+/* Asks for client certificates of the client_cert definitions' CAs. */
+static int pt__ask_client_cas(pt_tls_ctx_t *c, SSL_CTX *ctx)
+{
+    for (int i = 0; c->client_cas && i < sk_X509_num(c->client_cas); i++)
+        if (SSL_CTX_add_client_CA(ctx, sk_X509_value(c->client_cas, i)) != 1) return -1;
+    if (c->any_client_cert) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, pt__verify_any);
+    return 0;
+}
+
 static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
 {
     static const unsigned char sid_ctx[] = "portico";
@@ -148,6 +261,8 @@ static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
     SSL_CTX_set_alpn_select_cb(ctx, pt__alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, pt__sni);
     SSL_CTX_set_tlsext_servername_arg(ctx, c);
+    SSL_CTX_set_app_data(ctx, c);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, pt__ticket_cb);
     if (c->client_ca) {
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c->client_ca);
         if (!names || SSL_CTX_load_verify_locations(ctx, c->client_ca, NULL) != 1) {
@@ -162,6 +277,7 @@ static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
          * channel's security definition's business */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }
+    if (pt__ask_client_cas(c, ctx) != 0) goto fail;
     return ctx;
 fail:
     snprintf(err, errlen, "cannot make a TLS context: %s", pt__ssl_err());
@@ -179,6 +295,13 @@ int pt_tls_ctx_new(int min_version, const char *client_ca, pt_tls_ctx_t **out, c
     }
     c->refs = 1;
     c->min_version = min_version;
+    pthread_mutex_init(&c->ticket_lock, NULL);
+    c->ticket_rotation_ms = PT_TLS_TICKET_ROTATION_MS;
+    if (pt__ticket_key_new(&c->tickets[0], pt__now_ms()) != 0) {
+        snprintf(err, errlen, "cannot make a session ticket key: %s", pt__ssl_err());
+        pt_tls_ctx_unref(c);
+        return -1;
+    }
     if (client_ca) {
         if (pt__readable(client_ca, "client_ca", err, errlen) != 0) {
             free(c);
@@ -273,7 +396,40 @@ void pt_tls_ctx_unref(pt_tls_ctx_t *c)
     }
     free(c->certs);
     free(c->client_ca);
+    sk_X509_pop_free(c->client_cas, X509_free);
+    OPENSSL_cleanse(c->tickets, sizeof c->tickets);
+    pthread_mutex_destroy(&c->ticket_lock);
     free(c);
+}
+
+int pt_tls_ctx_client_cas(pt_tls_ctx_t *c, STACK_OF(X509) * cas, char *err, size_t errlen)
+{
+    if (!c->client_cas && !(c->client_cas = sk_X509_new_null())) goto oom;
+    for (int i = 0; i < sk_X509_num(cas); i++) {
+        X509 *x = sk_X509_value(cas, i);
+        if (!X509_up_ref(x)) goto oom;
+        if (!sk_X509_push(c->client_cas, x)) {
+            X509_free(x);
+            goto oom;
+        }
+    }
+    c->any_client_cert = 1;
+    for (size_t i = 0; i < c->n_certs; i++) {
+        SSL_CTX *ctx = c->certs[i].ctx;
+        for (int j = 0; j < sk_X509_num(cas); j++)
+            if (SSL_CTX_add_client_CA(ctx, sk_X509_value(cas, j)) != 1) goto oom;
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, pt__verify_any);
+    }
+    return 0;
+oom:
+    ERR_clear_error();
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+void pt_tls_ctx_set_ticket_rotation(pt_tls_ctx_t *c, uint64_t ms)
+{
+    c->ticket_rotation_ms = ms;
 }
 
 SSL *pt_tls_ctx_ssl(pt_tls_ctx_t *c)

@@ -15,14 +15,22 @@
  *
  * Defaults that are not configurable: TLS 1.2 cipher suites with forward
  * secrecy and AEAD only (TLS 1.3: OpenSSL's), server cipher preference, no
- * compression, no renegotiation, session tickets (keys made with each
- * context, so a reload rotates them) and a server-side session cache, ALPN
- * "http/1.1". */
+ * compression, no renegotiation, session tickets and a server-side
+ * session cache (session IDs), ALPN "http/1.1".
+ *
+ * Ticket keys belong to the context (every certificate's SSL_CTX and every
+ * worker share them) and rotate every server.tls.ticket_rotation: the key
+ * before the current one still opens tickets for one more period (and the
+ * session gets a new ticket), so sessions resume across a rotation; a
+ * reload makes new keys. */
 #ifndef PT_TLS_H
 #define PT_TLS_H
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#define PT_TLS_TICKET_ROTATION_MS (3600u * 1000u) /* server.tls.ticket_rotation's default */
 
 typedef struct pt_tls_ctx_s pt_tls_ctx_t;
 
@@ -41,6 +49,17 @@ int pt_tls_ctx_new(int min_version, const char *client_ca, pt_tls_ctx_t **out, c
  * Returns 0, or -1 with the reason in err (a file that cannot be read, not
  * PEM, or a key that does not match the certificate). */
 int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err, size_t errlen);
+
+/* Asks clients for certificates of cas too (their names join the list of
+ * acceptable CAs the server sends), and lets every handshake go on with
+ * whatever certificate comes, verified or not: the client_cert security
+ * definitions judge it per channel, each against its own CAs. Takes its own
+ * references on cas. Returns 0, or -1 with the reason in err. */
+int pt_tls_ctx_client_cas(pt_tls_ctx_t *c, STACK_OF(X509) * cas, char *err, size_t errlen);
+
+/* How long a session ticket key makes tickets (default
+ * PT_TLS_TICKET_ROTATION_MS); set before the context serves. */
+void pt_tls_ctx_set_ticket_rotation(pt_tls_ctx_t *c, uint64_t ms);
 
 /* The number of certificates added. */
 size_t pt_tls_ctx_count(const pt_tls_ctx_t *c);

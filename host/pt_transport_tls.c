@@ -88,6 +88,7 @@ static void pt__handshake_done(pt_transport_tls_t *t)
         pt_metrics_inc(&pt_metrics_tls_open[t->version - 1], 1);
     }
     if (SSL_session_reused(t->ssl)) pt_metrics_inc(&pt_metrics_tls_resumed, 1);
+    if (t->on_handshake) t->on_handshake(t);
 }
 
 /* ---- ciphertext out ---- */
@@ -344,6 +345,12 @@ static void pt__closed_one(pt_transport_tls_t *t)
     t->pending_tail = &t->pending;
     if (!t->handshake_done) pt__fail(t, PT_METRICS_TLS_TIMEOUT);
     if (t->version) pt_metrics_inc(&pt_metrics_tls_open[t->version - 1], -1);
+    /* SSL_free drops a session from the server's cache when no
+     * close_notify went out, so a client that simply closed (or one closed
+     * at idle_timeout) could never resume by session id; a fatal error
+     * dropped it already (OpenSSL does on every fatal alert). */
+    if (t->handshake_done && !t->client)
+        SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) | SSL_SENT_SHUTDOWN);
     SSL_free(t->ssl);
     t->ssl = NULL;
     pt_tls_ctx_unref(t->ctx);
@@ -470,4 +477,9 @@ pt_transport_t *pt_transport_tls_accept(uv_loop_t *loop, uv_stream_t *listener, 
 const char *pt_transport_tls_version(const pt_transport_tls_t *t)
 {
     return t->version ? pt__versions[t->version - 1] : NULL;
+}
+
+pt_transport_tls_t *pt_transport_tls_of(pt_transport_t *base)
+{
+    return base && base->ops == &pt__tls_ops ? (pt_transport_tls_t *)base : NULL;
 }

@@ -17,11 +17,18 @@
  * A failed one (server mode: the figures are the listeners') is counted in
  * pt_metrics_tls by reason and ends the input
  * with UV_EPROTO (the owner closes); one that has not finished when the
- * owner closes counts as "timeout" (HTTP closes it at server.header_timeout)
- * and an end of input during it as "eof". shutdown sends close_notify first. */
+ * owner closes counts as "timeout" (HTTP closes it at
+ * server.tls.handshake_timeout) and an end of input during it as "eof".
+ * shutdown sends close_notify first.
+ *
+ * The SSL (t->ssl) is the owner's to read, not to drive: the security
+ * checks take the client certificate from it (SSL_get0_peer_certificate
+ * reads what the handshake kept; nothing blocks) and keep what they found
+ * in t->cert_memo for the connection's later requests. */
 #ifndef PT_TRANSPORT_TLS_H
 #define PT_TRANSPORT_TLS_H
 
+#include "pt_security.h"
 #include "pt_tls.h"
 #include "pt_transport.h"
 
@@ -45,6 +52,10 @@ typedef struct pt_transport_tls_s {
     size_t queued;     /* ciphertext writes in the inner transport's queue */
     pt__tls_pending_t *pending, **pending_tail;    /* plaintext waiting for the handshake */
     void (*on_free)(struct pt_transport_tls_s *t); /* after the close callback; NULL: none */
+    /* The handshake is done (server mode), before any plaintext is
+     * delivered; NULL: none. Set by the owner. */
+    void (*on_handshake)(struct pt_transport_tls_s *t);
+    pt_security_cert_memo_t cert_memo; /* the client_cert check of this connection */
 } pt_transport_tls_t;
 
 /* Sets t up over inner (connected or accepted, not reading yet; t takes
@@ -64,6 +75,9 @@ int pt_transport_tls_init(pt_transport_tls_t *t, uv_loop_t *loop, pt_transport_t
  * (nothing left open: the client was accepted and closed, or not accepted). */
 pt_transport_t *pt_transport_tls_accept(uv_loop_t *loop, uv_stream_t *listener, pt_tls_ctx_t *ctx,
                                         char *read_buf, size_t read_size);
+
+/* base as a TLS transport, or NULL when it is not one (plain TCP). */
+pt_transport_tls_t *pt_transport_tls_of(pt_transport_t *base);
 
 /* The negotiated version ("TLSv1.3"), or NULL before the handshake ended. */
 const char *pt_transport_tls_version(const pt_transport_tls_t *t);
