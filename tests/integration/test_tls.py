@@ -347,6 +347,10 @@ def test_config_errors_name_file_and_line(tmp_path, certs):
         ([server], "min_version: TLSv1", "TLSv1 is not allowed"),
         ([server], "min_version: TLSv9", "expected TLSv1.2 or TLSv1.3"),
         ([server], "client_ca: " + str(d / "nope.pem"), "nope.pem: cannot read"),
+        ([server], "handshake_timeout: 0s", "server.tls.handshake_timeout:"),
+        ([server], "handshake_timeout: soon", "server.tls.handshake_timeout:"),
+        ([server], "ticket_rotation: 500ms", "server.tls.ticket_rotation:"),
+        ([server], "ticket_rotation: 2d", "server.tls.ticket_rotation:"),
     ]
     for pairs, extra, message in cases:
         text = tls_config(pairs, extra=extra)
