@@ -28,6 +28,20 @@ return M
 """
 
 
+def make_intermediate(d, ca, name):
+    """An intermediate CA signed by ca: returns (cert, key)."""
+    d = str(d)
+    key, csr = os.path.join(d, name + ".key"), os.path.join(d, name + ".csr")
+    cert, ext = os.path.join(d, name + ".pem"), os.path.join(d, name + ".ext")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=test intermediate " + name, "-keyout", key, "-out", csr)
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", "7",
+            "-days", "30", "-extfile", ext, "-out", cert)
+    return cert, key
+
+
 def make_client(d, ca, name, cn=None, sans=(), days="30", usage="clientAuth"):
     """A client certificate signed by ca (pem, key): returns (cert, key)."""
     d = str(d)
@@ -61,6 +75,13 @@ def pki(tmp_path):
         "acme_b": make_client(d, ca_b, "acme_b", cn="acme"),
         "edge": make_client(d, ca_a, "edge", cn="edge-gateway"),
     }
+    # a certificate of an intermediate of CA A, sent with its chain
+    inter = make_intermediate(d, ca_a, "inter")
+    chained = make_client(d, inter, "chained")
+    p["chained"] = (str(d / "chained_chain.pem"), chained[1])
+    with open(p["chained"][0], "w") as f:
+        f.write(open(chained[0]).read() + open(inter[0]).read())
+    p["unchained"] = chained
     # the CA file only_b trusts, rewritten by the reload test
     p["only_b_ca"] = str(d / "only_b.pem")
     with open(p["only_b_ca"], "w") as f:
@@ -78,7 +99,7 @@ security:
   client_cert:
     - name: partners
       ca: %(ca_a)s
-      subjects: ["CN=acme", "DNS:beta.example", "CN=dn-only,O=Partners"]
+      subjects: ["CN=acme", "DNS:beta.example", "CN=dn-only,O=Partners", "CN=chained"]
     - name: by_email
       ca: %(ca_a)s
       username: san_email
@@ -148,6 +169,10 @@ def test_username_from_cn_and_from_sans(start_gateway, tmp_path, pki):
     assert call(gw, pki, "dn", "/mtls/who")[2]["username"] == "dn-only"
     assert call(gw, pki, "acme", "/mtls/email")[2]["username"] == "acme@partners.example"
     assert call(gw, pki, "beta", "/mtls/uri")[2]["username"] == "spiffe://p/beta"
+    # through an intermediate the client sends; without it, no chain to CA A
+    assert call(gw, pki, "chained", "/mtls/who")[2]["username"] == "chained"
+    refused(gw, pki, "unchained", "/mtls/who", 401,
+            "the client certificate is not issued by a CA this channel trusts")
     # no such SAN to name the user
     refused(gw, pki, "acme", "/mtls/uri", 403,
             "the client certificate has no URI subjectAltName to name the user")
