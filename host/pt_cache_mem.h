@@ -7,7 +7,8 @@
  * The caps (entries, accounted bytes: pt_cache_entry_bytes) hold for the
  * whole cache: counts are process-wide atomics, and a set that passes a cap
  * evicts the least recently used entry of the process (each shard publishes
- * its LRU tail's last use; the oldest of those goes). An expired entry goes
+ * its LRU tail's last use; the oldest of those goes; uses on other threads
+ * within one tick of the coarse clock are in no set order). An expired entry goes
  * when it is next touched, or when it comes up for eviction (it is counted
  * as expired then). While concurrent sets are in flight the counts may pass
  * a cap by at most one entry per setting thread, for the time of the set. */
