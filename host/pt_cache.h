@@ -8,12 +8,7 @@
  * return PT_CACHE_PENDING and complete through a callback; the Lua binding
  * (pt_lua_cache) is where such a call will yield, so the Lua API already has
  * the shape of a waiting call.
- *
- * The process keeps one registry of live caches by name. A config
- * generation opens its caches as a pt_cache_set_t (references): a cache that
- * the next generation keeps is the same object (its content stays, its caps
- * follow the new config); one it drops is freed when the last set holding it
- * is (no worker serves that generation any more). */
+ * pt_cache_set.h keeps the process's caches by name across reloads. */
 #ifndef PT_CACHE_H
 #define PT_CACHE_H
 
@@ -21,11 +16,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
-#define PT_CACHE_NAME_MAX 64            /* [A-Za-z0-9_.-] */
-#define PT_CACHE_KEY_MAX 1024           /* bytes of a key (1 and more) */
-#define PT_CACHE_VALUE_MAX (64u << 20)  /* bytes of one value, whatever the caps */
+#define PT_CACHE_NAME_MAX 64           /* [A-Za-z0-9_.-] */
+#define PT_CACHE_KEY_MAX 1024          /* bytes of a key (1 and more) */
+#define PT_CACHE_VALUE_MAX (64u << 20) /* bytes of one value, whatever the caps */
 #define PT_CACHE_TTL_MAX_MS (365ull * 24 * 3600 * 1000)
 
 /* What an entry costs besides its key and value bytes: the entry's header,
@@ -59,16 +53,16 @@ typedef struct {
     pt_cache_type_t type;
     const char *data; /* STRING, JSON: the bytes; get: in the caller's buffer */
     size_t len;
-    double number;    /* NUMBER */
-    int boolean;      /* BOOLEAN */
+    double number; /* NUMBER */
+    int boolean;   /* BOOLEAN */
 } pt_cache_value_t;
 
 /* Results of the ops: 0 and positive are answers, negative are failures. */
 enum {
     PT_CACHE_OK = 0,
-    PT_CACHE_MISS = 1,     /* no such key (or it expired) */
-    PT_CACHE_EXISTS = 2,   /* add: the key is there already */
-    PT_CACHE_PENDING = 3,  /* reserved for waiting backends (not returned yet) */
+    PT_CACHE_MISS = 1,    /* no such key (or it expired) */
+    PT_CACHE_EXISTS = 2,  /* add: the key is there already */
+    PT_CACHE_PENDING = 3, /* reserved for waiting backends (not returned yet) */
     PT_CACHE_ENOMEM = -1,
     PT_CACHE_ETOOLARGE = -2, /* the entry is larger than the cache's max_bytes */
     PT_CACHE_ENOTNUM = -3,   /* incr: the value is not a number */
@@ -112,48 +106,12 @@ struct pt_cache_s {
     const pt_cache_backend_ops_t *ops;
     char name[PT_CACHE_NAME_MAX + 1];
     size_t name_len;
-    int refs;          /* sets holding it; under the registry's lock */
-    pt_cache_t *next;  /* the registry */
+    int refs;         /* sets holding it; under the registry's lock */
+    pt_cache_t *next; /* the registry */
 };
 
 /* Name syntax: 1..PT_CACHE_NAME_MAX of [A-Za-z0-9_.-]. */
 int pt_cache_valid_name(const char *name, size_t len);
-
-/* One cache of a config: its name and caps. */
-typedef struct {
-    const char *name;
-    pt_cache_limits_t limits;
-} pt_cache_spec_t;
-
-/* The caches of one config generation; caches[0] is "default". */
-typedef struct {
-    size_t n;
-    pt_cache_t *caches[];
-} pt_cache_set_t;
-
-/* Opens the caches of a generation: the default one with its caps (given
- * first in specs or not at all), then each spec. A cache already live under
- * that name is taken as it is and gets the spec's caps (evicting now what
- * is past them); another is made empty. Main thread (reloads). Returns 0
- * and the set in *out, or -1 (out of memory: nothing changed but caps). */
-int pt_cache_set_open(const pt_cache_spec_t *specs, size_t n, pt_cache_set_t **out);
-
-/* Lets go of a set: a cache no other set holds is freed. NULL is fine. */
-void pt_cache_set_free(pt_cache_set_t *set);
-
-/* The cache of set called name[0..len), or NULL. Any thread. */
-static inline pt_cache_t *pt_cache_set_find(const pt_cache_set_t *set, const char *name,
-                                            size_t len)
-{
-    for (size_t i = 0; set && i < set->n; i++) {
-        pt_cache_t *c = set->caches[i];
-        if (c->name_len == len && memcmp(c->name, name, len) == 0) return c;
-    }
-    return NULL;
-}
-
-/* Appends the Prometheus text of every live cache (portico_cache_*{cache=}). */
-void pt_cache_render_metrics(pt_buf_t *out);
 
 /* A message for an op's negative result. */
 const char *pt_cache_strerror(int rc);

@@ -19,10 +19,8 @@ static int pt__limits(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_c
     uint64_t x;
     const char *s;
     if ((v = pt_yaml_get(y, n, "max_entries"))) {
-        if (!(s = pt_yaml_scalar(v)) || pt_parse_size(s, &x) != 0 || x < 1 ||
-            x > PT__MAX_ENTRIES)
-            return pt_yaml_fail(y, v, "%s.max_entries: expected a count from 1 to 100000000",
-                                what);
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_size(s, &x) != 0 || x < 1 || x > PT__MAX_ENTRIES)
+            return pt_yaml_fail(y, v, "%s.max_entries: expected a count from 1 to 100000000", what);
         l->max_entries = x;
     }
     if ((v = pt_yaml_get(y, n, "max_bytes"))) {
@@ -32,8 +30,7 @@ static int pt__limits(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_c
         l->max_bytes = x;
     }
     if ((v = pt_yaml_get(y, n, "ttl"))) {
-        if (!(s = pt_yaml_scalar(v)) || pt_parse_duration_ms(s, &x) != 0 ||
-            x > PT_CACHE_TTL_MAX_MS)
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_duration_ms(s, &x) != 0 || x > PT_CACHE_TTL_MAX_MS)
             return pt_yaml_fail(y, v,
                                 "%s.ttl: expected a duration such as 30, \"500ms\" or \"10m\" "
                                 "(0: none) of at most a year",
@@ -61,8 +58,7 @@ int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_cache
     if (pt__add(y, node, out, "default") != 0) return -1;
     if (pt_yaml_is_null(node)) return 0;
     if (pt_yaml_check_keys(y, node, "cache", keys) != 0) return -1;
-    if (pt__limits(y, pt_yaml_get(y, node, "default"), "cache.default", &out->specs[0].limits) !=
-        0)
+    if (pt__limits(y, pt_yaml_get(y, node, "default"), "cache.default", &out->specs[0].limits) != 0)
         return -1;
     yaml_node_t *list = pt_yaml_get(y, node, "caches");
     if (pt_yaml_is_null(list)) return 0;
@@ -75,16 +71,14 @@ int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_cache
         const char *name = pt_yaml_scalar(k);
         char what[PT_CACHE_NAME_MAX + 32];
         if (!name || !pt_cache_valid_name(name, strlen(name)))
-            return pt_yaml_fail(y, k,
-                                "cache.caches: a name must be 1 to 64 of A-Z a-z 0-9 _ . -");
+            return pt_yaml_fail(y, k, "cache.caches: a name must be 1 to 64 of A-Z a-z 0-9 _ . -");
         if (strcmp(name, "default") == 0)
             return pt_yaml_fail(y, k, "cache.caches: 'default' is set under cache.default");
         if (out->n > PT__MAX_CACHES)
             return pt_yaml_fail(y, k, "cache.caches: at most %d caches", PT__MAX_CACHES);
         snprintf(what, sizeof what, "cache.caches.%s", name);
         if (v->type != YAML_MAPPING_NODE && !pt_yaml_is_null(v))
-            return pt_yaml_fail(y, v, "%s: expected a mapping (max_entries, max_bytes, ttl)",
-                                what);
+            return pt_yaml_fail(y, v, "%s: expected a mapping (max_entries, max_bytes, ttl)", what);
         if (pt__add(y, k, out, name) != 0 ||
             pt__limits(y, v, what, &out->specs[out->n - 1].limits) != 0)
             return -1;

@@ -11,7 +11,7 @@
 #ifndef PT_CONFIG_CACHE_H
 #define PT_CONFIG_CACHE_H
 
-#include "pt_cache.h"
+#include "pt_cache_set.h"
 #include "pt_yaml.h"
 
 #include <stddef.h>

@@ -1,5 +1,5 @@
 #include "pt_lua_cache.h"
-#include "pt_cache.h"
+#include "pt_cache_set.h"
 #include "pt_util.h"
 #include "pt_worker.h"
 
@@ -192,12 +192,9 @@ void pt_lua_cache_register(lua_State *L)
     lua_setmetatable(L, -2);
     lua_pushcclosure(L, pt__get, 1);
     lua_setfield(L, -2, "cache_get");
-    static const luaL_Reg fns[] = {{"cache_set", pt__set},
-                                   {"cache_incr", pt__incr},
-                                   {"cache_delete", pt__delete},
-                                   {"cache_expire", pt__expire},
-                                   {"cache_exists", pt__exists},
-                                   {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"cache_set", pt__set},       {"cache_incr", pt__incr},
+                                   {"cache_delete", pt__delete}, {"cache_expire", pt__expire},
+                                   {"cache_exists", pt__exists}, {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);

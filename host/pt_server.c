@@ -4,7 +4,7 @@
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
-#include "pt_cache.h"
+#include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_primitives.h"

@@ -4,6 +4,7 @@
 #ifndef PT_SNAPSHOT_H
 #define PT_SNAPSHOT_H
 
+#include "pt_cache_set.h"
 #include "pt_config.h"
 #include "pt_router.h"
 

@@ -2,7 +2,7 @@
  * shards, ttl expiry on a test clock, add and incr, the bounds of keys,
  * values and ttls, new caps applied now, threads hammering the same keys,
  * the registry keeping a cache across sets, and the cache: config section. */
-#include "pt_cache.h"
+#include "pt_cache_set.h"
 #include "pt_cache_mem.h"
 #include "pt_test.h"
 #include "pt_test_config.h"
@@ -301,8 +301,8 @@ static void hammer(void *arg)
         if (h->c->ops->set(h->c, k, strlen(k), &in, i % 3 ? 0 : 1, i % 2) < 0) h->bad++;
         int rc = h->c->ops->get(h->c, k, strlen(k), &v, &buf);
         /* whoever wrote it last, the value is whole and belongs to the key */
-        if (rc == PT_CACHE_OK && (v.len < strlen(k) || memcmp(v.data, k, strlen(k)) != 0 ||
-                                  v.data[strlen(k)] != '-'))
+        if (rc == PT_CACHE_OK &&
+            (v.len < strlen(k) || memcmp(v.data, k, strlen(k)) != 0 || v.data[strlen(k)] != '-'))
             h->bad++;
         if (i % 7 == 0) h->c->ops->del(h->c, k, strlen(k));
     }
@@ -352,8 +352,8 @@ PT_CASE(threads_hammer_the_same_keys)
 
 PT_CASE(sets_keep_caches_by_name)
 {
-    pt_cache_spec_t specs[] = {{"default", {100, 1 << 20, 0}}, {"sessions", {10, 1 << 20, 0}},
-                               {"gone", {10, 1 << 20, 0}}};
+    pt_cache_spec_t specs[] = {
+        {"default", {100, 1 << 20, 0}}, {"sessions", {10, 1 << 20, 0}}, {"gone", {10, 1 << 20, 0}}};
     pt_cache_set_t *a = NULL, *b = NULL;
     pt_buf_t buf = {0}, out = {0};
     pt_cache_value_t v;
