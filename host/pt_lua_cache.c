@@ -161,17 +161,11 @@ static int pt__expire(lua_State *L)
 
 static int pt__exists(lua_State *L)
 {
-    int n;
-    if (!pt__cache(L, &n)) {
-        lua_pushstring(L, "unknown");
-        if (lua_rawequal(L, -1, -3)) {
-            lua_pushboolean(L, 0);
-            return 1;
-        }
-        lua_pop(L, 1);
-        return n;
-    }
-    lua_pushboolean(L, 1);
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    pt_worker_t *w = pt_worker_self();
+    if (!w || !w->snap) return pt__fail(L, "context", "caches are reached from a worker only");
+    lua_pushboolean(L, pt_cache_set_find(w->snap->caches, name, len) != NULL);
     return 1;
 }
 
