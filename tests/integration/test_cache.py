@@ -232,3 +232,24 @@ def test_config_errors_name_the_line(start_gateway, tmp_path):
         r = subprocess.run([binary, "--check", "-c", str(path)], capture_output=True, text=True)
         assert r.returncode != 0 and message in r.stderr, (caches, r.stderr)
         assert "bad.yaml:" in r.stderr
+
+
+def test_a_cache_call_outside_a_worker_is_refused_with_the_reason(tmp_path):
+    """Service files are checked on the main thread first, where no cache is
+    reached: a file that uses one while it loads is refused, saying so."""
+    import subprocess
+    from amqp_support import ROOT
+    binary = os.environ.get("PORTICO_BIN", os.path.join(ROOT, "build", "portico"))
+    (tmp_path / "services" / "test").mkdir(parents=True)
+    (tmp_path / "services" / "test" / "cache.lua").write_text(textwrap.dedent("""
+        local service = require "portico.service"
+        local warm = require("portico.cache").new().default:get("warm")
+        return service.new { name = "test.cache" }
+    """))
+    path = tmp_path / "portico.yaml"
+    path.write_text(CONFIG.format(port=1, admin_port=2, root=ROOT, tmp=str(tmp_path),
+                                  caches="    s: {}\n"))
+    r = subprocess.run([binary, "--check", "-c", str(path)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "cache.lua:3: cache 'default' get: caches are reached from a worker only" in r.stderr, \
+        r.stderr
