@@ -4,6 +4,7 @@
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
+#include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_primitives.h"
@@ -155,6 +156,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
 {
     pt_snapshot_t *snap = pt_snapshot_load(s->config_path, s->snap->generation + 1, err, errlen);
     pt_lua_t *vm = snap ? pt__validate(snap, err, errlen) : NULL;
+    if (vm && pt_snapshot_open_caches(snap, err, errlen) != 0) pt_lua_free(vm), vm = NULL;
     if (!vm) {
         pt_snapshot_release(snap);
         s->reload_failures++;
@@ -222,6 +224,7 @@ static void pt__admin_metrics(void *ud, pt_buf_t *out)
                                  .generation = s->snap->generation,
                                  .workers = s->n_workers};
     pt_metrics_render(workers, n, &proc, out);
+    pt_cache_render_metrics(out);
 }
 
 static const pt_admin_ops_t pt__admin_ops = {
@@ -355,8 +358,10 @@ int pt_server_run(const char *config_path)
     pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
-        !(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
+        !(s.ref_vm = pt__validate(s.snap, err, sizeof err)) ||
+        pt_snapshot_open_caches(s.snap, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
+        pt_lua_free(s.ref_vm);
         pt_snapshot_release(s.snap);
         return 1;
     }

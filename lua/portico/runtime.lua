@@ -39,6 +39,8 @@
 --   log(level, msg, cid, service)  instead of host.log (stderr under busted)
 --   out = { amqp = m, http = m, websocket = m }  what makes self.out.<name>:
 --     m.new(self) (a module, or its name for require); the rest stay portico.<name>
+--   cache = backend   what self.cache and self.caches reach (portico.cache's
+--     M.new; nil: the host's caches)
 --   on_invoke(self, name, input) -> true, payload   called first for every
 --     self:invoke; when it answers true, payload is the answer and the service
 --     is not called (portico.testing records and stubs invokes with it)
@@ -55,7 +57,8 @@
 --   :error(fmt, ...)), request = { payload, input, raw, http = { method, path,
 --   query, query_string, headers, params }, amqp }, channel = { name, type,
 --   security = { username, gateway } }, response = { payload, status, headers,
---   content_type }, out (amqp, http, websocket), invoke(name, input). logger and
+--   content_type }, out (amqp, http, websocket), invoke(name, input), cache and
+--   caches (portico.cache, the same for every request). logger and
 --   out are made on first use, so pairs(self) shows them only after that; so are
 --   response.headers and (when the route had none) http.params. name, time and
 --   invoke are the same for every request and come through __index.
@@ -66,6 +69,7 @@ local cjson = require "cjson"
 local service = require "portico.service"
 local schema = require "portico.schema"
 local json = require "portico.json"
+local cache = require "portico.cache"
 
 local ok_host, host = pcall(require, "portico.host")
 if not ok_host or type(host) ~= "table" then host = nil end
@@ -343,7 +347,8 @@ local function new(opts, rt)
   -- The fields of self that are the same for every request. They are read
   -- through __index rather than copied into each self: a self of four fields
   -- is half the size of one of seven.
-  local shared = { time = time }
+  local caches = cache.new(opts.cache)
+  local shared = { time = time, cache = caches.default, caches = caches.named }
 
   -- The __index of a service's selves (the service module is their metatable):
   -- a lazy field, a shared one, else the module's own functions and fields

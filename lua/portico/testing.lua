@@ -2,6 +2,7 @@
 --
 --   local testing = require "portico.testing"
 --   local t = testing.new()                       -- its own registry, records and stubs
+--   local t = testing.new { caches = { sessions = { max_entries = 100, ttl = 600 } } }
 --   t:load("services/customer/get.lua")           -- -> "customer.get"; raises "path:line: ..."
 --   t:load_dir("services")                        -- every *.lua below, -> { names }
 --   t:stub("customer.get-details", function(input, self) return { name = "x" } end)
@@ -41,7 +42,13 @@
 --     runs the real portico.http checks and shaping; only the host is faked.
 --   t.sent.http   -- { { name =, method =, path =, query_string =, query = (parsed),
 --                 --     headers = (lower-case, as sent), body =, data =, timeout = }, ... }
---   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
+--   t.cache, t.caches.sessions -- the same caches self.cache and self.caches reach
+--     (portico.cache over an in-Lua store with the host's semantics: LRU by
+--     entries and bytes, ttl, add, incr; opts.caches as the config's
+--     cache.caches, plus default = {...}); its clock stands still:
+--   t:cache_advance(seconds)   -- moves the caches' clock on (ttl expiry)
+--   t:cache_stats([name])      -- { hits, misses, sets, evictions, expired, entries, bytes }
+--   t:reset()     -- empties invocations, logs and sent (stubs, loaded services and caches stay)
 --   t.runtime     -- the harness's own runtime (portico.runtime's runtime.new):
 --                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
 --
@@ -63,6 +70,7 @@ local runtime = require "portico.runtime"
 local amqp = require "portico.amqp"
 local websocket = require "portico.websocket"
 local http = require "portico.http"
+local cache = require "portico.cache"
 
 local type, pairs, ipairs, tostring, setmetatable, error = type, pairs, ipairs, tostring, setmetatable, error
 local sort, concat = table.sort, table.concat
@@ -145,8 +153,14 @@ end
 
 -- ---- the harness ----
 
-function M.new()
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then error("testing.new([opts]): opts must be a table", 2) end
+  local cache_be = cache.memory(opts and opts.caches)
+  local caches = cache.new(cache_be)
   local t = setmetatable({
+    cache_backend = cache_be,
+    cache = caches.default,
+    caches = caches.named,
     invocations = {},
     logs = {},
     sent = { amqp = {}, websocket = {}, http = {} },
@@ -162,6 +176,7 @@ function M.new()
     log = function(level, message, cid, service)
       t.logs[#t.logs + 1] = { level = level, message = message, cid = cid, service = service }
     end,
+    cache = cache_be,
     on_invoke = function(self, name, input)
       t.invocations[#t.invocations + 1] = { name = name, input = input }
       local stub = t.stubs[name]
@@ -234,6 +249,19 @@ function Harness:amqp_outconns(list)
   local known = {}
   for _, name in ipairs(list) do known[name] = true end
   self.amqp_known = known
+end
+
+-- Moves the clock of the harness's caches on by seconds (entries expire).
+function Harness:cache_advance(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("cache_advance(seconds): seconds must be a number >= 0", 2)
+  end
+  self.cache_backend.advance(seconds)
+end
+
+-- The figures of a cache of the harness (default: "default"), or nil.
+function Harness:cache_stats(name)
+  return self.cache_backend.stats(name or "default")
 end
 
 function Harness:reset()

@@ -1,0 +1,96 @@
+#include "pt_config_cache.h"
+#include "pt_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PT__MAX_ENTRIES 100000000ull
+#define PT__MIN_BYTES 1024ull
+#define PT__MAX_BYTES (64ull << 30)
+#define PT__MAX_CACHES 64
+
+static int pt__limits(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_cache_limits_t *l)
+{
+    static const char *const keys[] = {"max_entries", "max_bytes", "ttl", NULL};
+    if (pt_yaml_is_null(n)) return 0;
+    if (pt_yaml_check_keys(y, n, what, keys) != 0) return -1;
+    yaml_node_t *v;
+    uint64_t x;
+    const char *s;
+    if ((v = pt_yaml_get(y, n, "max_entries"))) {
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_size(s, &x) != 0 || x < 1 || x > PT__MAX_ENTRIES)
+            return pt_yaml_fail(y, v, "%s.max_entries: expected a count from 1 to 100000000", what);
+        l->max_entries = x;
+    }
+    if ((v = pt_yaml_get(y, n, "max_bytes"))) {
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_size(s, &x) != 0 || x < PT__MIN_BYTES ||
+            x > PT__MAX_BYTES)
+            return pt_yaml_fail(y, v, "%s.max_bytes: expected a size from 1KB to 64GB", what);
+        l->max_bytes = x;
+    }
+    if ((v = pt_yaml_get(y, n, "ttl"))) {
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_duration_ms(s, &x) != 0 || x > PT_CACHE_TTL_MAX_MS)
+            return pt_yaml_fail(y, v,
+                                "%s.ttl: expected a duration such as 30, \"500ms\" or \"10m\" "
+                                "(0: none) of at most a year",
+                                what);
+        l->ttl_ms = x;
+    }
+    return 0;
+}
+
+static int pt__add(const pt_yaml_t *y, yaml_node_t *at, pt_config_caches_t *out, const char *name)
+{
+    pt_cache_spec_t *sp = &out->specs[out->n];
+    sp->limits = PT_CACHE_DEFAULT_LIMITS;
+    if (!(sp->name = strdup(name))) return pt_yaml_fail(y, at, "out of memory");
+    out->n++;
+    return 0;
+}
+
+int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_caches_t *out)
+{
+    static const char *const keys[] = {"default", "caches", NULL};
+    memset(out, 0, sizeof *out);
+    if (!(out->specs = calloc(PT__MAX_CACHES + 1, sizeof *out->specs)))
+        return pt_yaml_fail(y, node, "out of memory");
+    if (pt__add(y, node, out, "default") != 0) return -1;
+    if (pt_yaml_is_null(node)) return 0;
+    if (pt_yaml_check_keys(y, node, "cache", keys) != 0) return -1;
+    if (pt__limits(y, pt_yaml_get(y, node, "default"), "cache.default", &out->specs[0].limits) != 0)
+        return -1;
+    yaml_node_t *list = pt_yaml_get(y, node, "caches");
+    if (pt_yaml_is_null(list)) return 0;
+    if (list->type != YAML_MAPPING_NODE)
+        return pt_yaml_fail(y, list, "cache.caches: expected a mapping of names to caps");
+    for (yaml_node_pair_t *p = list->data.mapping.pairs.start; p < list->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(y->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(y->doc, p->value);
+        const char *name = pt_yaml_scalar(k);
+        char what[PT_CACHE_NAME_MAX + 32];
+        if (!name || !pt_cache_valid_name(name, strlen(name)))
+            return pt_yaml_fail(y, k, "cache.caches: a name must be 1 to 64 of A-Z a-z 0-9 _ . -");
+        if (strcmp(name, "default") == 0)
+            return pt_yaml_fail(y, k, "cache.caches: 'default' is set under cache.default");
+        if (out->n > PT__MAX_CACHES)
+            return pt_yaml_fail(y, k, "cache.caches: at most %d caches", PT__MAX_CACHES);
+        snprintf(what, sizeof what, "cache.caches.%s", name);
+        if (v->type != YAML_MAPPING_NODE && !pt_yaml_is_null(v))
+            return pt_yaml_fail(y, v, "%s: expected a mapping (max_entries, max_bytes, ttl)", what);
+        if (pt__add(y, k, out, name) != 0 ||
+            pt__limits(y, v, what, &out->specs[out->n - 1].limits) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void pt_config_cache_free(pt_config_caches_t *c)
+{
+    for (size_t i = 0; c->specs && i < c->n; i++)
+        free((char *)c->specs[i].name);
+    free(c->specs);
+    c->specs = NULL;
+    c->n = 0;
+}
