@@ -363,7 +363,11 @@ SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_
     SSL_CTX_set_info_callback(ctx, pt__client_info);
     X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (verify) {
-        if (SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();
+        /* the system store's file, read now: its hashed directory would be
+         * searched (files opened) during a verification, on the loop */
+        const char *sys = getenv(X509_get_default_cert_file_env());
+        if (!sys || !*sys) sys = X509_get_default_cert_file();
+        if (SSL_CTX_load_verify_file(ctx, sys) != 1) ERR_clear_error();
         if (ca_file && (pt__readable(ca_file, "ca_file", err, errlen) != 0 ||
                         SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)) {
             if (access(ca_file, R_OK) == 0)

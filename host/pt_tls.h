@@ -63,10 +63,11 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
 /* ---- client side (https backends) ---- */
 
 /* A client context: TLS 1.2 and up, the chain verified against the system
- * CA store and ca_file (a PEM file of more CAs; NULL: none), unless
- * verify is 0 (no partial wildcards in names). ALPN http/1.1. Sessions go
- * to pt_tls_client_watch's on_session (no cache of OpenSSL's). Returns it (SSL_CTX_free it; every
- * SSL holds its own reference), or NULL with the reason in err. */
+ * CA store (its file, SSL_CERT_FILE or OpenSSL's default, Debian's
+ * /etc/ssl/certs/ca-certificates.crt, read here once) and ca_file (a PEM file of more CAs; NULL:
+ * none), unless verify is 0 (no partial wildcards in names). ALPN http/1.1. Sessions go to
+ * pt_tls_client_watch's on_session (no cache of OpenSSL's). Returns it (SSL_CTX_free it; every SSL
+ * holds its own reference), or NULL with the reason in err. */
 SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen);
 
 /* A client SSL on ctx for host: SNI sent (for a name, not an IP literal)

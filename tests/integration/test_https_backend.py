@@ -159,12 +159,13 @@ return M
 """
 
 
-def start_with(start_gateway, tmp_path, services, outgoing=""):
+def start_with(start_gateway, tmp_path, services, outgoing="", sub=None):
     """A gateway with one worker, channel svc (http_proxy, /svc) over the
     services YAML given, the gateway channel /gateway/t.call and the
-    outgoing.http entries given."""
-    os.makedirs(tmp_path / "services" / "t", exist_ok=True)
-    with open(tmp_path / "services" / "t" / "call.lua", "w") as f:
+    outgoing.http entries given (in tmp_path / sub when given)."""
+    d = tmp_path / sub if sub else tmp_path
+    os.makedirs(d / "services" / "t", exist_ok=True)
+    with open(d / "services" / "t" / "call.lua", "w") as f:
         f.write(textwrap.dedent(CALL_SERVICE))
 
     def literal(part, indent):  # kept as it is by Gateway's str.format
@@ -185,7 +186,7 @@ def start_with(start_gateway, tmp_path, services, outgoing=""):
       services:
 """ + literal(services, " " * 8) + ("outgoing:\n  http:\n" + literal(outgoing, "    ")
                                      if outgoing else "")
-    return start_gateway(text)
+    return start_gateway(text, sub=sub)
 
 
 def get(gw, path):
@@ -306,6 +307,28 @@ def test_pooled_tls_connection_with_a_close_notify_or_a_stray_answer_is_not_reus
     assert seen(body)["target"] == "/next"
     assert seen(body)["connection"] != first["connection"]
     s.close()
+
+
+def test_the_system_store_verifies_by_default(start_gateway, tmp_path, certs, tls_backend,
+                                              monkeypatch):
+    """No ca_file: the system store decides. Debian's does not know the test
+    CA; with SSL_CERT_FILE (OpenSSL's override of the store's file) naming
+    it, the same target verifies."""
+    b = tls_backend("good")
+    services = """
+        sys:
+          targets: [https://localhost:%d]
+    """ % b.port
+    gw = start_with(start_gateway, tmp_path, services, sub="plain")
+    gw.expect_error("TLS handshake with the target failed: unable to get local issuer certificate")
+    status, data = get(gw, "/svc/sys/x")
+    assert status == 502, data
+    assert gw.log_has("TLS handshake with localhost:%d failed: unable to get local issuer "
+                      "certificate" % b.port)
+    monkeypatch.setenv("SSL_CERT_FILE", os.path.join(certs, "ca.pem"))
+    gw = start_with(start_gateway, tmp_path, services, sub="store")
+    status, data = get(gw, "/svc/sys/x")
+    assert status == 200, data
 
 
 def test_session_resumption_on_a_new_connection(start_gateway, tmp_path, certs, tls_backend):
