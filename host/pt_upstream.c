@@ -731,6 +731,12 @@ static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data)
         pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return;
     }
+    if (conn->handshaking) { /* an answer before the head's write callback: the handshake is done */
+        x->busy = 1;
+        pt__handshake_done(x);
+        x->busy = 0;
+        if (pt__settled(x)) return;
+    }
     /* the time-out runs between two reads of the answer; the head has one
      * deadline (from the request's end or the last 1xx), however slowly it
      * trickles in */
