@@ -1003,7 +1003,13 @@ static int pt__tls_start(pt__conn_t *conn)
     const pt_upstream_tls_t *tc = conn->t->up->cfg->tls;
     SSL *ssl = pt_tls_client_ssl(tc->ctx, tc->server_name ? tc->server_name : conn->t->cfg->host);
     if (!ssl) return -1;
-    if (conn->t->session) SSL_set_session(ssl, conn->t->session);
+    /* a copy: OpenSSL marks the session of an SSL freed without a
+     * close_notify sent not resumable, and this one is the target's */
+    SSL_SESSION *sess = conn->t->session ? SSL_SESSION_dup(conn->t->session) : NULL;
+    if (sess) {
+        SSL_set_session(ssl, sess);
+        SSL_SESSION_free(sess);
+    }
     conn->watch.on_session = pt__on_session;
     conn->watch.ud = conn;
     pt_tls_client_watch(ssl, &conn->watch);

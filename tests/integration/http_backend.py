@@ -1,7 +1,8 @@
 """A backend of the tests' own for the proxy: an HTTP/1.1 server on asyncio,
 run as its own process (python3 http_backend.py PORT) so a test can kill it
 and start it again. With --cert FILE --key FILE it speaks TLS (Python's
-ssl), and --client-ca FILE makes it require a client certificate of that CA.
+ssl), --client-ca FILE makes it require a client certificate of that CA and
+--max-tls 1.2 keeps it to TLS 1.2.
 
 Every request is answered with JSON saying what arrived: the port, the
 connection's number (keep-alive shows as the same number), method, target,
@@ -188,12 +189,14 @@ class Backend:
             await writer.drain()
 
 
-async def main(port, cert=None, key=None, client_ca=None):
+async def main(port, cert=None, key=None, client_ca=None, max_tls=None):
     backend = Backend(port)
     ctx = None
     if cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
+        if max_tls == "1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         if client_ca:
             ctx.load_verify_locations(client_ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -210,5 +213,6 @@ if __name__ == "__main__":
     ap.add_argument("--cert")
     ap.add_argument("--key")
     ap.add_argument("--client-ca")
+    ap.add_argument("--max-tls", choices=["1.2"])
     a = ap.parse_args()
-    asyncio.run(main(a.port, a.cert, a.key, a.client_ca))
+    asyncio.run(main(a.port, a.cert, a.key, a.client_ca, a.max_tls))

@@ -79,13 +79,15 @@ class TlsBackend:
     """http_backend.py over TLS with the certificate NAME of certs, as a
     process; client_ca: require a client certificate of it."""
 
-    def __init__(self, certs, name="good", client_ca=None):
+    def __init__(self, certs, name="good", client_ca=None, max_tls=None):
         self.port = free_port()
         args = [sys.executable, os.path.join(HERE, "http_backend.py"), str(self.port),
                 "--cert", os.path.join(certs, name + ".pem"),
                 "--key", os.path.join(certs, name + ".key")]
         if client_ca:
             args += ["--client-ca", client_ca]
+        if max_tls:
+            args += ["--max-tls", max_tls]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout.readline().strip() == b"ready"
 
@@ -98,8 +100,8 @@ class TlsBackend:
 def tls_backend(certs):
     started = []
 
-    def start(name="good", client_ca=None):
-        b = TlsBackend(certs, name, client_ca)
+    def start(name="good", client_ca=None, max_tls=None):
+        b = TlsBackend(certs, name, client_ca, max_tls)
         started.append(b)
         return b
 
@@ -331,20 +333,24 @@ def test_the_system_store_verifies_by_default(start_gateway, tmp_path, certs, tl
     assert status == 200, data
 
 
-def test_session_resumption_on_a_new_connection(start_gateway, tmp_path, certs, tls_backend):
-    b = tls_backend("good")
+@pytest.mark.parametrize("max_tls,version", [(None, "TLSv1.3"), ("1.2", "TLSv1.2")])
+def test_session_resumption_on_a_new_connection(start_gateway, tmp_path, certs, tls_backend,
+                                                max_tls, version):
+    """Each connection after the first resumes, also when the target gives
+    no new session on a resumed one (TLS 1.2): the target's session outlives
+    the connections that used it."""
+    b = tls_backend("good", max_tls=max_tls)
     gw = start_with(start_gateway, tmp_path, """
         fresh:
           targets: [https://127.0.0.1:%d]
           keepalive: 0
           tls: {ca_file: %s}
     """ % (b.port, os.path.join(certs, "ca.pem")))
-    infos = [seen(get(gw, "/svc/fresh/r%d" % i)[1]) for i in range(3)]
-    assert len({i["connection"] for i in infos}) == 3  # keepalive 0: a connection each
-    assert infos[0]["tls"]["session_reused"] is False
-    assert infos[1]["tls"]["session_reused"] is True, infos[1]
-    assert infos[2]["tls"]["session_reused"] is True, infos[2]
-    assert metric(gw, "portico_upstream_tls_resumed_total") == 2
+    infos = [seen(get(gw, "/svc/fresh/r%d" % i)[1]) for i in range(5)]
+    assert len({i["connection"] for i in infos}) == 5  # keepalive 0: a connection each
+    assert {i["tls"]["version"] for i in infos} == {version}
+    assert [i["tls"]["session_reused"] for i in infos] == [False, True, True, True, True]
+    assert metric(gw, "portico_upstream_tls_resumed_total") == 4
 
 
 # ---- refused certificates ----------------------------------------------------
