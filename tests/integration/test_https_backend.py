@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from amqp_support import free_port, scrape, value
+from amqp_support import Http, free_port, scrape, value
 from conftest import config_head
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -506,6 +506,42 @@ def test_websocket_through_an_https_target(start_gateway, tmp_path, certs, tls_b
     s.sendall(bytes([0x88, 0x80]) + b"\0\0\0\0")
     assert s.recv(2) == b"\x88\x00"
     s.close()
+
+
+# ---- reload ------------------------------------------------------------------
+
+def test_reload_rereads_the_tls_files_and_refuses_broken_ones(start_gateway, tmp_path, certs,
+                                                             tls_backend):
+    b = tls_backend("good")
+    ca = tmp_path / "ca.pem"
+    good_ca = open(os.path.join(certs, "ca.pem"), "rb").read()
+    ca.write_bytes(good_ca)
+    gw = start_with(start_gateway, tmp_path, """
+        r:
+          targets: [https://localhost:%d]
+          keepalive: 0
+          tls: {ca_file: %s}
+    """ % (b.port, ca))
+    gw.expect_error("config reload refused")
+    gw.expect_error("TLS handshake with the target failed: unable to get local issuer")
+    admin = Http(gw.admin_port)
+    assert get(gw, "/svc/r/x")[0] == 200
+    # a broken ca_file: refused with file and line, the running CA keeps verifying
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    st, _, body = admin.request("POST", "/reload")
+    answer = json.loads(body)
+    assert answer["accepted"] is False, answer
+    assert "portico.yaml:" in answer["error"] and "services.r.tls: ca_file" in answer["error"]
+    assert "not a PEM file of certificates" in answer["error"], answer
+    assert get(gw, "/svc/r/x")[0] == 200  # a new connection, on the old context
+    # another CA in the file: accepted, and new connections are checked against it
+    ca.write_bytes(open(os.path.join(certs, "self-signed.pem"), "rb").read())
+    st, _, body = admin.request("POST", "/reload")
+    assert json.loads(body)["accepted"] is True, body
+    status, data = get(gw, "/svc/r/x")
+    assert status == 502, data
+    assert "unable to get local issuer certificate" in json.loads(data)["error"]["message"]
+    admin.close()
 
 
 # ---- config ------------------------------------------------------------------
