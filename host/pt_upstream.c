@@ -698,7 +698,7 @@ static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data)
         pt__tunnel(x, data, (size_t)nread);
         return;
     }
-    if (nread < 0 && conn->handshaking) {
+    if (nread < 0 && conn->handshaking && !conn->tls.handshake_done) {
         char why[120];
         pt_tls_client_why(conn->tls.ssl, &conn->watch, why, sizeof why);
         pt__why(x, "TLS handshake with ", who, " failed: %s", why);
@@ -1047,7 +1047,7 @@ static void pt__on_connect(pt_transport_t *io, int status)
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
-    if (pt__begin(x) == 0) pt__ready(x);
+    if (pt__begin(x) == 0 && !conn->handshaking) pt__ready(x); /* else after the handshake */
 }
 
 /* 1 when an idle connection has nothing unread. A stray answer (or the
