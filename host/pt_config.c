@@ -306,14 +306,18 @@ static int pt__host_ok(const char *h, size_t n, int bracketed)
     return 1;
 }
 
-/* "http://host:port", "host:port" or "[v6]:port" (port 80 when none). */
-static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_target_cfg_t *t)
+/* "http://host:port", "https://host:port", "host:port" or "[v6]:port"
+ * (port 80, or 443 for https, when none); *https says which scheme. */
+static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_target_cfg_t *t,
+                      int *https)
 {
     const char *s = pt_yaml_value(n);
     if (!s) return pt_yaml_fail(&c->y, n, "%s: expected http://host:port", what);
-    if (strncasecmp(s, "https://", 8) == 0)
-        return pt_yaml_fail(&c->y, n, "%s: https targets are not supported", what);
-    if (strncasecmp(s, "http://", 7) == 0) s += 7;
+    *https = strncasecmp(s, "https://", 8) == 0;
+    if (*https)
+        s += 8;
+    else if (strncasecmp(s, "http://", 7) == 0)
+        s += 7;
     const char *end = s + strlen(s);
     if (end > s && end[-1] == '/') end--;
     const char *host = s, *host_end, *colon;
@@ -328,7 +332,7 @@ static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_tar
         colon = memchr(s, ':', (size_t)(end - s));
         host_end = colon ? colon : end;
     }
-    long port = 80;
+    long port = *https ? 443 : 80;
     if (colon && (port = pt__port(colon + 1, (size_t)(end - colon - 1))) < 0)
         return pt_yaml_fail(&c->y, n, "%s: expected http://host:port (a port 1-65535, no path)",
                             what);
@@ -345,9 +349,11 @@ static int pt__target(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_tar
 }
 
 /* The settings of an upstream under n; defaults come from def (NULL: the
- * built-in ones). n must hold targets unless need_targets is 0. */
+ * built-in ones) and def_tls (the tls mapping of the level above, or NULL).
+ * n must hold targets unless need_targets is 0. */
 static int pt__upstream(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
-                        const pt_upstream_cfg_t *def, int need_targets, pt_upstream_cfg_t *u)
+                        const pt_upstream_cfg_t *def, yaml_node_t *def_tls, int need_targets,
+                        pt_upstream_cfg_t *u)
 {
     char key[160];
     yaml_node_t *v;
@@ -396,18 +402,34 @@ static int pt__upstream(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
         return pt_yaml_fail(&c->y, v ? v : n, "%s: expected a list of http://host:port", key);
     if (!(u->targets = calloc(pt_yaml_len(v), sizeof *u->targets)))
         return pt_yaml_fail(&c->y, v, "out of memory");
+    int https = 0;
     for (size_t i = 0; i < pt_yaml_len(v); i++) {
         char tk[192];
+        int this_https = 0;
+        yaml_node_t *item = pt_yaml_item(&c->y, v, i);
         snprintf(tk, sizeof tk, "%s[%zu]", key, i);
         u->n_targets++;
-        if (pt__target(c, pt_yaml_item(&c->y, v, i), tk, &u->targets[i]) != 0) return -1;
+        if (pt__target(c, item, tk, &u->targets[i], &this_https) != 0) return -1;
+        /* one scheme per upstream, as nginx's proxy_pass: what an upstream
+         * promises its clients about the way to its targets holds for all */
+        if (i > 0 && this_https != https)
+            return pt_yaml_fail(&c->y, item,
+                                "%s: http:// and https:// targets cannot be mixed in one upstream",
+                                tk);
+        https = this_https;
     }
-    return 0;
+    yaml_node_t *tls = pt_yaml_get(&c->y, n, "tls");
+    if (!https) {
+        if (tls) return pt_yaml_fail(&c->y, tls, "%s.tls: TLS options need https:// targets", what);
+        return 0;
+    }
+    return pt_config_upstream_tls(&c->y, tls ? tls : def_tls, n, what, &u->tls);
 }
 
 static void pt__upstream_free(pt_upstream_cfg_t *u)
 {
     free(u->name);
+    pt_upstream_tls_free(u->tls);
     for (size_t i = 0; i < u->n_targets; i++) {
         free(u->targets[i].host);
         free(u->targets[i].display);
@@ -420,10 +442,13 @@ static int pt__proxy(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_chan
 {
     static const char *const svc_keys[] = {
         "targets",   "connect_timeout", "read_timeout", "fail_timeout",
-        "max_fails", "keepalive",       "resolve_ttl",  NULL};
+        "max_fails", "keepalive",       "resolve_ttl",  "tls",
+        NULL};
     char key[160];
     pt_upstream_cfg_t def = {0};
-    if (pt__upstream(c, n, what, NULL, 0, &def) != 0) return -1;
+    if (pt__upstream(c, n, what, NULL, NULL, 0, &def) != 0) return -1;
+    /* the channel's tls: the default of its https services */
+    yaml_node_t *def_tls = pt_yaml_get(&c->y, n, "tls");
     yaml_node_t *svcs = pt_yaml_get(&c->y, n, "services");
     snprintf(key, sizeof key, "%s.services", what);
     if (!svcs || svcs->type != YAML_MAPPING_NODE ||
@@ -449,9 +474,14 @@ static int pt__proxy(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_chan
         char sk[224];
         snprintf(sk, sizeof sk, "%s.%s", key, name);
         if (pt_yaml_check_keys(&c->y, vn, sk, svc_keys) != 0 ||
-            pt__upstream(c, vn, sk, &def, 1, u) != 0)
+            pt__upstream(c, vn, sk, &def, def_tls, 1, u) != 0)
             return -1;
     }
+    int any_https = 0;
+    for (size_t i = 0; i < ch->n_upstreams; i++)
+        any_https |= ch->upstreams[i].tls != NULL;
+    if (def_tls && !any_https)
+        return pt_yaml_fail(&c->y, def_tls, "%s.tls: TLS options need https:// targets", what);
     return 0;
 }
 
@@ -585,19 +615,11 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
                                           "max_output",
                                           "send_timeout",
                                           NULL};
-    static const char *const proxy_keys[] = {"name",
-                                             "url_prefix",
-                                             "methods",
-                                             "services",
-                                             "security",
-                                             "rate_limit",
-                                             "connect_timeout",
-                                             "read_timeout",
-                                             "fail_timeout",
-                                             "max_fails",
-                                             "keepalive",
-                                             "resolve_ttl",
-                                             NULL};
+    static const char *const proxy_keys[] = {
+        "name",         "url_prefix", "methods",         "services",
+        "security",     "rate_limit", "connect_timeout", "read_timeout",
+        "fail_timeout", "max_fails",  "keepalive",       "resolve_ttl",
+        "tls",          NULL};
     static const char *const bus_keys[] = {
         "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
         "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
@@ -1299,9 +1321,9 @@ static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_ou
 /* outgoing.http[]: {name, targets, time-outs, keepalive} for self.out.http */
 static int pt__http_out(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"name",      "targets",      "connect_timeout",
-                                       "timeout",   "fail_timeout", "max_fails",
-                                       "keepalive", "resolve_ttl",  NULL};
+    static const char *const keys[] = {
+        "name",      "targets",   "connect_timeout", "timeout", "fail_timeout",
+        "max_fails", "keepalive", "resolve_ttl",     "tls",     NULL};
     if (list->type != YAML_SEQUENCE_NODE)
         return pt_yaml_fail(&c->y, list, "outgoing.http: expected a list");
     size_t len = pt_yaml_len(list);
@@ -1316,7 +1338,7 @@ static int pt__http_out(pt__cfg_ctx_t *c, yaml_node_t *list, pt_config_t *cfg)
         if (pt_yaml_check_keys(&c->y, item, what, keys) != 0) return -1;
         snprintf(key, sizeof key, "%s.name", what);
         if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, item, "name"), key, &u->name) != 0 ||
-            pt__upstream(c, item, what, NULL, 1, u) != 0)
+            pt__upstream(c, item, what, NULL, NULL, 1, u) != 0)
             return -1;
         /* timeout: the whole answer's read time-out, as services think of it */
         snprintf(key, sizeof key, "%s.timeout", what);

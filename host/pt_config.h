@@ -6,6 +6,7 @@
 #define PT_CONFIG_H
 
 #include "pt_config_cache.h"
+#include "pt_config_upstream_tls.h"
 #include "pt_log.h"
 #include "pt_ratelimit.h"
 
@@ -39,7 +40,8 @@ typedef struct {
     char *tls_key;
 } pt_amqp_endpoint_t;
 
-/* One target of an upstream: http://host:port. */
+/* One target of an upstream: http://host:port or https://host:port (one
+ * scheme per upstream). */
 typedef struct {
     char *host; /* a name (resolved on the upstream's resolve_ttl) or an IP literal */
     int port;
@@ -58,6 +60,7 @@ typedef struct {
     int max_fails;               /* failures in a row that take a target out */
     int keepalive;               /* idle connections kept per target and worker */
     uint64_t resolve_ttl_ms;     /* how long a name's addresses are used */
+    pt_upstream_tls_t *tls;      /* https:// targets: how to speak TLS to them; NULL: http:// */
     int line;
 } pt_upstream_cfg_t;
 
@@ -147,9 +150,9 @@ typedef struct {
     char *admin_host; /* NULL: no admin listener */
     int admin_port;
     char *lua_path;
-    int lua_gc_pause; /* LuaJIT's GC pause, per cent: a cycle starts when the heap
-                         reaches this share of what the last one left live */
-    uint64_t lua_load_timeout_ms; /* the longest a service file may run while it loads */
+    int lua_gc_pause;                /* LuaJIT's GC pause, per cent: a cycle starts when the heap
+                                        reaches this share of what the last one left live */
+    uint64_t lua_load_timeout_ms;    /* the longest a service file may run while it loads */
     uint64_t lua_request_timeout_ms; /* a request's run between waits; longer: stopped, 500
                                         (0: never) */
     char **service_dirs;

@@ -173,6 +173,24 @@ static void pt__render_tls(pt_buf_t *out)
             (unsigned long long)__atomic_load_n(&pt_metrics_tls_failures[r], __ATOMIC_RELAXED));
 }
 
+uint64_t pt_metrics_upstream_tls[PT_METRICS_UPTLS_N];
+
+static void pt__render_upstream_tls(pt_buf_t *out)
+{
+    static const char *const names[PT_METRICS_UPTLS_N][2] = {
+        {"handshakes", "TLS handshakes with https targets done"},
+        {"resumed", "TLS handshakes with https targets that resumed a session"},
+        {"handshake_failures", "TLS handshakes with https targets that failed"}};
+    for (int i = 0; i < PT_METRICS_UPTLS_N; i++)
+        pt_buf_printf(
+            out,
+            "# HELP portico_upstream_tls_%s_total %s.\n"
+            "# TYPE portico_upstream_tls_%s_total counter\n"
+            "portico_upstream_tls_%s_total %llu\n",
+            names[i][0], names[i][1], names[i][0], names[i][0],
+            (unsigned long long)__atomic_load_n(&pt_metrics_upstream_tls[i], __ATOMIC_RELAXED));
+}
+
 static uint64_t pt__load(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -388,6 +406,7 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
                   "portico_connections_refused_total %llu\n",
                   (unsigned long long)pt__load(&pt_metrics_connections_refused));
     pt__render_tls(out);
+    pt__render_upstream_tls(out);
     pt_buf_printf(out,
                   "# HELP portico_websockets_open WebSocket connections open now.\n"
                   "# TYPE portico_websockets_open gauge\nportico_websockets_open %llu\n",

@@ -126,6 +126,17 @@ extern uint64_t pt_metrics_tls_open[2];
 extern uint64_t pt_metrics_tls_resumed;
 extern uint64_t pt_metrics_tls_failures[PT_METRICS_TLS_REASONS];
 
+/* TLS to https targets (pt_upstream; any worker adds with pt_metrics_inc):
+ * handshakes done, of them resumed sessions, and failed (a refused
+ * certificate, broken TLS, the target closing; the log says why). */
+enum {
+    PT_METRICS_UPTLS_DONE = 0,
+    PT_METRICS_UPTLS_RESUMED,
+    PT_METRICS_UPTLS_FAILED,
+    PT_METRICS_UPTLS_N
+};
+extern uint64_t pt_metrics_upstream_tls[PT_METRICS_UPTLS_N];
+
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;

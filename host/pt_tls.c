@@ -449,7 +449,55 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
             (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "", c->certs[i].names[j]);
 }
 
+/* An encrypted key is refused, never prompted for. */
+static int pt__no_password(char *buf, int size, int rwflag, void *ud)
+{
+    return 0;
+}
+
 /* ---- client side ---- */
+
+static int pt__watch_idx = -1;
+static pthread_once_t pt__watch_once = PTHREAD_ONCE_INIT;
+
+static void pt__watch_init(void)
+{
+    pt__watch_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static pt_tls_client_watch_t *pt__watch(const SSL *ssl)
+{
+    return pt__watch_idx < 0 ? NULL : SSL_get_ex_data(ssl, pt__watch_idx);
+}
+
+/* The owner gets a copy: OpenSSL marks the SSL's own session not
+ * resumable when the SSL is freed without a close_notify sent (as a
+ * connection closed by either side is). */
+static int pt__client_session(SSL *ssl, SSL_SESSION *sess)
+{
+    pt_tls_client_watch_t *w = pt__watch(ssl);
+    if (!w || !w->on_session || !SSL_SESSION_is_resumable(sess)) return 0;
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (copy && !w->on_session(w->ud, copy)) SSL_SESSION_free(copy);
+    return 0;
+}
+
+/* Keeps what the transport cannot tell: the handshake step's error (still
+ * in the queue when the step exits) and fatal alerts either way. */
+static void pt__client_info(const SSL *ssl, int where, int ret)
+{
+    pt_tls_client_watch_t *w = pt__watch(ssl);
+    if (!w) return;
+    if ((where & SSL_CB_EXIT) && ret <= 0 && !w->error[0]) {
+        unsigned long e = ERR_peek_error();
+        const char *r = e ? ERR_reason_error_string(e) : NULL;
+        if (r) snprintf(w->error, sizeof w->error, "%s", r);
+    }
+    if ((where & SSL_CB_LOOP) && SSL_get_state(ssl) == TLS_ST_CR_CERT_REQ) w->cert_asked = 1;
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ) && (ret >> 8) == SSL3_AL_FATAL)
+        snprintf(w->alert, sizeof w->alert, "the peer sent the alert \"%s\"",
+                 SSL_alert_desc_string_long(ret));
+}
 
 SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen)
 {
@@ -463,8 +511,18 @@ SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    SSL_CTX_set_default_passwd_cb(ctx, pt__no_password);
+    pthread_once(&pt__watch_once, pt__watch_init);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, pt__client_session);
+    SSL_CTX_set_info_callback(ctx, pt__client_info);
+    X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (verify) {
-        if (SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();
+        /* the system store's file, read now: its hashed directory would be
+         * searched (files opened) during a verification, on the loop */
+        const char *sys = getenv(X509_get_default_cert_file_env());
+        if (!sys || !*sys) sys = X509_get_default_cert_file();
+        if (SSL_CTX_load_verify_file(ctx, sys) != 1) ERR_clear_error();
         if (ca_file && (pt__readable(ca_file, "ca_file", err, errlen) != 0 ||
                         SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)) {
             if (access(ca_file, R_OK) == 0)
@@ -495,4 +553,56 @@ SSL *pt_tls_client_ssl(SSL_CTX *ctx, const char *host)
         return NULL;
     }
     return ssl;
+}
+
+int pt_tls_client_ctx_cert(SSL_CTX *ctx, const char *cert, const char *key, char *err,
+                           size_t errlen)
+{
+    if (pt__readable(cert, "cert", err, errlen) != 0) return -1;
+    if (pt__readable(key, "key", err, errlen) != 0) return -2;
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(err, errlen, "cert %s: not a PEM certificate chain (%s)", cert, pt__ssl_err());
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        } else {
+            snprintf(err, errlen, "key %s: not a PEM private key without a password (%s)", key,
+                     pt__ssl_err());
+        }
+        return -2;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ERR_clear_error();
+        snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        return -2;
+    }
+    return 0;
+}
+
+void pt_tls_client_watch(SSL *ssl, pt_tls_client_watch_t *w)
+{
+    w->error[0] = w->alert[0] = '\0';
+    w->cert_asked = 0;
+    pthread_once(&pt__watch_once, pt__watch_init);
+    if (pt__watch_idx >= 0) SSL_set_ex_data(ssl, pt__watch_idx, w);
+}
+
+void pt_tls_client_why(SSL *ssl, const pt_tls_client_watch_t *w, char *out, size_t outlen)
+{
+    long v = ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(ssl)
+                                                                 : X509_V_OK;
+    if (v != X509_V_OK)
+        snprintf(out, outlen, "%s", X509_verify_cert_error_string(v));
+    else if (w && w->alert[0])
+        snprintf(out, outlen, "%s", w->alert);
+    else if (w && w->error[0])
+        snprintf(out, outlen, "%s", w->error);
+    else
+        snprintf(out, outlen, "the connection closed during the handshake");
 }

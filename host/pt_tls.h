@@ -82,8 +82,10 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
 /* ---- client side (https backends) ---- */
 
 /* A client context: TLS 1.2 and up, the chain verified against the system
- * CA store and ca_file (a PEM file of more CAs; NULL: none), unless
- * verify is 0. ALPN http/1.1. Returns it (SSL_CTX_free it; every SSL
+ * CA store (its file, SSL_CERT_FILE or OpenSSL's default, Debian's
+ * /etc/ssl/certs/ca-certificates.crt, read here once) and ca_file (a PEM file of more CAs; NULL:
+ * none), unless verify is 0 (no partial wildcards in names). ALPN http/1.1. Sessions go to
+ * pt_tls_client_watch's on_session (no cache of OpenSSL's). Returns it (SSL_CTX_free it; every SSL
  * holds its own reference), or NULL with the reason in err. */
 SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_t errlen);
 
@@ -91,5 +93,37 @@ SSL_CTX *pt_tls_client_ctx_new(const char *ca_file, int verify, char *err, size_
  * and, when ctx verifies, the certificate must name host. NULL when out of
  * memory. */
 SSL *pt_tls_client_ssl(SSL_CTX *ctx, const char *host);
+
+/* Adds a client certificate (PEM chain cert, PEM key without a password:
+ * an encrypted one is refused, never prompted for). Returns 0; -1 (cert is
+ * at fault) or -2 (key: not PEM, encrypted, or not cert's) with the reason
+ * in err. */
+int pt_tls_client_ctx_cert(SSL_CTX *ctx, const char *cert, const char *key, char *err,
+                           size_t errlen);
+
+/* What one client SSL tells its owner, from OpenSSL's callbacks (contexts
+ * of pt_tls_client_ctx_new only): sessions to resume with (TLS 1.2 in the
+ * handshake, TLS 1.3 tickets after it) and why a handshake failed, which
+ * the transport cannot say (it clears OpenSSL's error queue). The owner
+ * keeps w alive as long as the SSL. */
+typedef struct {
+    /* A resumable session for the next connection to the same peer; return
+     * 1 when keeping it (the reference is the callee's), 0 to let it go.
+     * NULL: sessions are not kept. */
+    int (*on_session)(void *ud, SSL_SESSION *s);
+    void *ud;
+    char error[96]; /* the first OpenSSL error of a failed handshake step */
+    char alert[96]; /* the last fatal alert the peer sent */
+    int cert_asked; /* the peer asked for a client certificate */
+} pt_tls_client_watch_t;
+
+/* Watches ssl through w (cleared first). */
+void pt_tls_client_watch(SSL *ssl, pt_tls_client_watch_t *w);
+
+/* Why ssl's handshake (or the connection after it) failed, into out: the
+ * verify result when the certificate was refused ("certificate has
+ * expired", "self-signed certificate", "hostname mismatch"...), else the
+ * alert or OpenSSL's error, else that the peer closed. */
+void pt_tls_client_why(SSL *ssl, const pt_tls_client_watch_t *w, char *out, size_t outlen);
 
 #endif

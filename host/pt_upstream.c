@@ -1,10 +1,13 @@
 #include "pt_upstream.h"
 #include "pt_field.h"
 #include "pt_log.h"
+#include "pt_tls.h"
 #include "pt_transport.h"
+#include "pt_transport_tls.h"
 #include "pt_util.h"
 
 #include <llhttp.h>
+#include <openssl/ssl.h>
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,6 +38,7 @@ typedef struct {
     uint64_t down_until; /* loop time; 0: up */
     pt__conn_t *idle;    /* idle keep-alive connections */
     int n_idle;
+    SSL_SESSION *session; /* https: the last one the target gave, for the next connection */
 } pt__target_t;
 
 struct pt_upstream_s {
@@ -66,7 +70,11 @@ typedef enum {
 } pt__tmode_t;
 
 struct pt__conn_s {
-    pt_transport_tcp_t io; /* what the connection reads and writes through */
+    pt_transport_tcp_t io;  /* the TCP connection */
+    pt_transport_tls_t tls; /* https: TLS over io, what the connection reads and writes through */
+    pt_tls_client_watch_t watch;
+    int tls_on;      /* tls is set up over io */
+    int handshaking; /* the TLS handshake is not done: connect_timeout still runs */
     uv_timer_t timer;
     int handles;
     int closing;
@@ -129,6 +137,7 @@ static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data);
 static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health);
 static void pt__read_timer(pt_upx_t *x);
 static int pt__flush(pt_upx_t *x);
+static void pt__handshake_done(pt_upx_t *x);
 
 /* Sets why the exchange fails, twice: errmsg with who (the target's address
  * or name) for the log and Lua services, safe with "the target" there for an
@@ -158,8 +167,11 @@ static void pt__why_plain(pt_upx_t *x, const char *msg)
 static void pt__set_unref(pt_upstreams_t *set)
 {
     if (--set->refs > 0) return;
-    for (size_t i = 0; i < set->n; i++)
+    for (size_t i = 0; i < set->n; i++) {
+        for (size_t j = 0; set->ups[i].targets && j < set->ups[i].cfg->n_targets; j++)
+            if (set->ups[i].targets[j].session) SSL_SESSION_free(set->ups[i].targets[j].session);
         free(set->ups[i].targets);
+    }
     free(set->ups);
     if (set->snap) pt_snapshot_release(set->snap);
     free(set);
@@ -251,7 +263,7 @@ static void pt__on_io_closed(pt_transport_t *io, int status)
 
 static pt_transport_t *pt__io(pt__conn_t *conn)
 {
-    return &conn->io.base;
+    return conn->tls_on ? &conn->tls.base : &conn->io.base;
 }
 
 static void pt__idle_remove(pt__conn_t *conn)
@@ -686,6 +698,18 @@ static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data)
         pt__tunnel(x, data, (size_t)nread);
         return;
     }
+    if (nread < 0 && conn->handshaking && !conn->tls.handshake_done) {
+        char why[120];
+        pt_tls_client_why(conn->tls.ssl, &conn->watch, why, sizeof why);
+        pt__why(x, "TLS handshake with ", who, " failed: %s", why);
+        pt_metrics_inc(&pt_metrics_upstream_tls[PT_METRICS_UPTLS_FAILED], 1);
+        if (x->t->session) { /* it may be what the target refused */
+            SSL_SESSION_free(x->t->session);
+            x->t->session = NULL;
+        }
+        pt__attempt_failed(x, PT_UPX_CONNECT, 1);
+        return;
+    }
     if (nread < 0) {
         /* llhttp_finish returns what on_message_complete did: HPE_PAUSED */
         llhttp_errno_t fe = x->got_head ? llhttp_finish(&conn->parser) : HPE_OK;
@@ -694,12 +718,24 @@ static void pt__on_read(pt_transport_t *io, ssize_t nread, const char *data)
             pt__finish(x, PT_UPX_OK);
             return;
         }
-        pt__why(x, "", who, " closed the connection%s: %s",
+        /* TLS 1.3: a client certificate is refused after our handshake ended */
+        char alert[120] = "";
+        if (conn->tls_on && conn->watch.alert[0])
+            snprintf(alert, sizeof alert, " (%s)", conn->watch.alert);
+        else if (conn->tls_on && conn->watch.cert_asked && !SSL_get_certificate(conn->tls.ssl))
+            snprintf(alert, sizeof alert, " (it asked for a client certificate: tls has none)");
+        pt__why(x, "", who, " closed the connection%s: %s%s",
                 x->got_head ? " in the middle of the answer" : " before answering",
-                uv_strerror((int)nread));
+                uv_strerror((int)nread), alert);
         /* a kept-alive connection the target had given up on costs it nothing */
         pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return;
+    }
+    if (conn->handshaking) { /* an answer before the head's write callback: the handshake is done */
+        x->busy = 1;
+        pt__handshake_done(x);
+        x->busy = 0;
+        if (pt__settled(x)) return;
     }
     /* the time-out runs between two reads of the answer; the head has one
      * deadline (from the request's end or the last 1xx), however slowly it
@@ -760,6 +796,10 @@ static void pt__on_written(pt_transport_write_t *req, int status)
         if (status == UV_ECANCELED) return;
         pt__why(x, "cannot write to ", x->t->cfg->display, ": %s", uv_strerror(status));
         pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
+        return;
+    }
+    if (conn->handshaking) { /* the head waited for the handshake: it is done */
+        pt__handshake_done(x);
         return;
     }
     if (x->want_drain && x->queued < PT__LOW_WATER) {
@@ -872,6 +912,7 @@ static int pt__begin(pt_upx_t *x)
         pt__attempt_failed(x, PT_UPX_BROKEN, !conn->reused);
         return -1;
     }
+    if (conn->handshaking) return 0; /* the head waits for it, connect_timeout runs */
     pt__timer_off(conn);
     pt__read_timer(x);
     return 0;
@@ -883,6 +924,20 @@ static void pt__ready(pt_upx_t *x)
     if (x->ready_called) return;
     x->ready_called = 1;
     x->h->on_ready(x->ud);
+}
+
+/* The TLS handshake is done and the head that waited for it went out: the
+ * connect time-out ends, the caller may send the body. */
+static void pt__handshake_done(pt_upx_t *x)
+{
+    pt__conn_t *conn = x->conn;
+    conn->handshaking = 0;
+    pt_metrics_inc(&pt_metrics_upstream_tls[PT_METRICS_UPTLS_DONE], 1);
+    if (SSL_session_reused(conn->tls.ssl))
+        pt_metrics_inc(&pt_metrics_upstream_tls[PT_METRICS_UPTLS_RESUMED], 1);
+    pt__timer_off(conn);
+    pt__read_timer(x);
+    pt__ready(x);
 }
 
 static void pt__on_timer(uv_timer_t *tm)
@@ -906,8 +961,10 @@ static void pt__on_timer(uv_timer_t *tm)
         break;
     case PT__T_CONNECT:
         if (!x) break;
-        pt__why(x, "connecting to ", x->t->cfg->display, " timed out after %llu ms",
-                (unsigned long long)x->up->cfg->connect_timeout_ms);
+        pt__why(x, "connecting to ", x->t->cfg->display, " timed out after %llu ms%s",
+                (unsigned long long)x->up->cfg->connect_timeout_ms,
+                conn->handshaking ? " (in the TLS handshake)" : "");
+        if (conn->handshaking) pt_metrics_inc(&pt_metrics_upstream_tls[PT_METRICS_UPTLS_FAILED], 1);
         pt__attempt_failed(x, PT_UPX_TIMEOUT, 1);
         break;
     case PT__T_READ:
@@ -926,6 +983,45 @@ static void pt__on_timer(uv_timer_t *tm)
     }
 }
 
+/* A session the target gave (in the TLS 1.2 handshake, or a TLS 1.3 ticket
+ * after it): the next connection to it resumes with the newest. */
+static int pt__on_session(void *ud, SSL_SESSION *sess)
+{
+    pt__conn_t *conn = ud;
+    pt__target_t *t = conn->t;
+    if (t->session) SSL_SESSION_free(t->session);
+    t->session = sess;
+    return 1;
+}
+
+/* TLS over the connected TCP connection: SNI and the name checked are
+ * tls.server_name or the target's host; the target's last session is
+ * offered. The handshake starts with the first read_start. Returns 0, or
+ * -1 (out of memory: io is still plain and the caller's to close). */
+static int pt__tls_start(pt__conn_t *conn)
+{
+    const pt_upstream_tls_t *tc = conn->t->up->cfg->tls;
+    SSL *ssl = pt_tls_client_ssl(tc->ctx, tc->server_name ? tc->server_name : conn->t->cfg->host);
+    if (!ssl) return -1;
+    /* a copy: OpenSSL marks the session of an SSL freed without a
+     * close_notify sent not resumable, and this one is the target's */
+    SSL_SESSION *sess = conn->t->session ? SSL_SESSION_dup(conn->t->session) : NULL;
+    if (sess) {
+        SSL_set_session(ssl, sess);
+        SSL_SESSION_free(sess);
+    }
+    conn->watch.on_session = pt__on_session;
+    conn->watch.ud = conn;
+    pt_tls_client_watch(ssl, &conn->watch);
+    if (pt_transport_tls_init(&conn->tls, conn->set->loop, &conn->io.base, ssl, NULL) != 0)
+        return -1; /* ssl freed, io untouched */
+    conn->tls_on = 1;
+    conn->handshaking = 1;
+    conn->tls.base.on_read = pt__on_read;
+    conn->tls.base.data = conn;
+    return 0;
+}
+
 static void pt__on_connect(pt_transport_t *io, int status)
 {
     pt__conn_t *conn = io->data;
@@ -940,12 +1036,18 @@ static void pt__on_connect(pt_transport_t *io, int status)
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
+    if (x->up->cfg->tls && pt__tls_start(conn) != 0) {
+        pt__why_plain(x, "out of memory");
+        pt__attempt_failed(x, PT_UPX_NOMEM, 0);
+        return;
+    }
+    io = pt__io(conn);
     if (pt_transport_read_start(io) != 0) {
         pt__why_plain(x, "cannot read from the target");
         pt__attempt_failed(x, PT_UPX_CONNECT, 1);
         return;
     }
-    if (pt__begin(x) == 0) pt__ready(x);
+    if (pt__begin(x) == 0 && !conn->handshaking) pt__ready(x); /* else after the handshake */
 }
 
 /* 1 when an idle connection has nothing unread. A stray answer (or the
@@ -956,6 +1058,9 @@ static int pt__idle_clean(pt__conn_t *conn)
 {
     uv_os_fd_t fd;
     char ch;
+    if (conn->tls_on &&
+        (BIO_ctrl_pending(conn->tls.rbio) > 0 || SSL_pending(conn->tls.ssl) > 0 || conn->tls.eof))
+        return 0; /* a record (a close_notify, say) read but not taken */
     if (uv_fileno((const uv_handle_t *)conn->io.base.tcp, &fd) != 0) return 0;
     ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);

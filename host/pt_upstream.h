@@ -16,13 +16,21 @@
  * read_timeout of the request's end or of the last whole 1xx answer,
  * however it trickles in.
  *
+ * https:// targets: TLS (pt_transport_tls, client mode) over the TCP
+ * connection, with the upstream's SSL_CTX from the config; connect_timeout
+ * covers the handshake and on_ready comes after it. A refused certificate
+ * or a broken handshake fails the attempt as PT_UPX_CONNECT, its message
+ * naming the target and OpenSSL's reason. New connections resume the
+ * target's last session (per worker and target).
+ *
  * Pool integrity: a connection goes back to the idle list only when its
  * exchange ended exactly at the end of a message, with nothing read beyond
  * it, the request fully written, and keep-alive agreed (not HTTP/1.0 without
  * keep-alive, no Connection: close, not delimited by the close, no 101).
  * Idle connections are read: any byte, or the close, on one closes it, and
- * one is checked for unread bytes again when it is taken. So an answer of
- * one exchange never reaches the caller of another.
+ * one is checked for unread bytes again when it is taken (over TLS also
+ * records buffered in the TLS layer). So an answer of one exchange never
+ * reaches the caller of another.
  *
  * The set of all upstreams of a config is built per worker and swapped on
  * reload; exchanges in flight keep the old set alive until they end. */

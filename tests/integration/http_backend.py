@@ -1,11 +1,15 @@
 """A backend of the tests' own for the proxy: an HTTP/1.1 server on asyncio,
 run as its own process (python3 http_backend.py PORT) so a test can kill it
-and start it again.
+and start it again. With --cert FILE --key FILE it speaks TLS (Python's
+ssl), --client-ca FILE makes it require a client certificate of that CA and
+--max-tls 1.2 keeps it to TLS 1.2.
 
 Every request is answered with JSON saying what arrived: the port, the
 connection's number (keep-alive shows as the same number), method, target,
 headers in order, the body's length and SHA-256 (bodies are streamed, never
-kept, Content-Length or chunked alike) and the body itself when small.
+kept, Content-Length or chunked alike) and the body itself when small; over
+TLS also "tls": the version, whether the session was resumed and the client
+certificate's subject CN (None without one).
 
 Special paths:
   /download?size=N[&chunked=1]  N bytes of a known pattern, streamed
@@ -13,11 +17,17 @@ Special paths:
   /status?code=C                answers with status C (204/304 with no body)
   /garbage                      a malformed answer
   /ws                           a WebSocket handshake, then text frames echoed
+  /then-close                   the usual answer (keep-alive), then the connection is
+                                closed (over TLS: with a close_notify)
+  /then-junk?delay=S            the usual answer, then after S seconds (0: at once)
+                                an answer nobody asked for ("junk!")
 """
 import asyncio
 import base64
 import hashlib
+import argparse
 import json
+import ssl
 import sys
 import urllib.parse
 
@@ -110,6 +120,14 @@ class Backend:
                     "body_sha256": digest.hexdigest(),
                     "body": small.decode("latin1") if length <= 65536 else None,
                 }
+                sslobj = writer.get_extra_info("ssl_object")
+                if sslobj is not None:
+                    peer = sslobj.getpeercert()
+                    cn = [v for rdn in (peer or {}).get("subject", ()) for k, v in rdn
+                          if k == "commonName"]
+                    info["tls"] = {"version": sslobj.version(),
+                                   "session_reused": sslobj.session_reused,
+                                   "client_cn": cn[0] if cn else None}
                 body = json.dumps(info).encode()
                 head = "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n" % status
                 head += "X-Backend-Port: %d\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\n" % self.port
@@ -119,6 +137,12 @@ class Backend:
                     head += "Content-Length: %d\r\n" % len(body)
                 writer.write(head.encode() + b"\r\n" + (b"" if method == "HEAD" else body))
                 await writer.drain()
+                if path == "/then-close":
+                    return
+                if path == "/then-junk":
+                    await asyncio.sleep(float(q.get("delay", "0")))
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\njunk!")
+                    await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
         finally:
@@ -165,13 +189,30 @@ class Backend:
             await writer.drain()
 
 
-async def main(port):
+async def main(port, cert=None, key=None, client_ca=None, max_tls=None):
     backend = Backend(port)
-    server = await asyncio.start_server(backend.handle, "127.0.0.1", port, reuse_address=True)
+    ctx = None
+    if cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if max_tls == "1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if client_ca:
+            ctx.load_verify_locations(client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    server = await asyncio.start_server(backend.handle, "127.0.0.1", port, reuse_address=True,
+                                        ssl=ctx)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--client-ca")
+    ap.add_argument("--max-tls", choices=["1.2"])
+    a = ap.parse_args()
+    asyncio.run(main(a.port, a.cert, a.key, a.client_ca, a.max_tls))

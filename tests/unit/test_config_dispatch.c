@@ -72,8 +72,9 @@ PT_CASE(mistakes)
 {
     const char *px = "channels:\n  http_proxy:\n    - name: p\n      url_prefix: /p\n";
     char text[1024];
-    snprintf(text, sizeof text, "%s      services:\n        a: {targets: [https://x:1]}\n", px);
-    PT_CHECK(pt_test_fails_with(text, "https targets are not supported"));
+    snprintf(text, sizeof text, "%s      services:\n        a: {targets: [x:1, https://x:1]}\n",
+             px);
+    PT_CHECK(pt_test_fails_with(text, "http:// and https:// targets cannot be mixed"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [http://x:1/path]}\n", px);
     PT_CHECK(pt_test_fails_with(text, "no path"));
     snprintf(text, sizeof text, "%s      services:\n        a: {targets: [x:99999]}\n", px);
