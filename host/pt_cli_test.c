@@ -39,17 +39,22 @@ int pt_cli_test(const char *config, int is_default, int argc, char **argv)
         rc = rc ? rc : pt__add_dir(&lpath, "lib");
     pt_config_free(cfg);
     char **args = calloc((size_t)(argc - first) + 4, sizeof *args);
-    if (rc != 0 || !args || pt_buf_append(&lpath, "", 1) != 0) {
+    if (rc != 0 || !args) {
         fprintf(stderr, "portico test: out of memory\n");
         return 1;
     }
-    char *lp = malloc(lpath.len + sizeof "--lpath=");
-    if (!lp) return 1;
-    snprintf(lp, lpath.len + sizeof "--lpath=", "--lpath=%s", lpath.data);
+    /* LUA_PATH, not --lpath: busted hands --lpath to a shell when it runs
+     * itself again under --lua, and the shell splits it at each ';'. ";;"
+     * is Lua's default path (busted's own modules). */
+    const char *prev = getenv("LUA_PATH");
+    if (pt_buf_printf(&lpath, ";%s", prev && prev[0] ? prev : ";") != 0 ||
+        setenv("LUA_PATH", lpath.data, 1) != 0) {
+        fprintf(stderr, "portico test: out of memory\n");
+        return 1;
+    }
     int n = 0;
     args[n++] = "busted";
     args[n++] = "--lua=luajit";
-    args[n++] = lp;
     for (int i = first; i < argc; i++)
         args[n++] = argv[i];
     args[n] = NULL;

@@ -7,7 +7,8 @@
 #ifndef PT_CLI_TEST_H
 #define PT_CLI_TEST_H
 
-/* Runs `busted --lua=luajit --lpath=PATH args...` in the current directory
+/* Runs `busted --lua=luajit args...` in the current directory, LUA_PATH
+ * set to portico's library and the lib dirs (before what it held)
  * (execvp: returns only when that fails). config: the config file; when it
  * is the default and there is none, the built-in lua.path and ./lib. args:
  * what follows `portico test` ([-c FILE] first, then busted's own). Returns

@@ -64,6 +64,15 @@ local function read(file)
   return text
 end
 
+-- Lua shortens a long chunk name in messages ("...lib/shared/base.lua:2:"):
+-- the message gets file's whole name back.
+local function full_name(msg, file)
+  if type(msg) ~= "string" then return msg end
+  local short = msg:match("^%.%.%.([^:]*):%d+:")
+  if short and sub(file, -#short) == short then return file .. sub(msg, #short + 4) end
+  return msg
+end
+
 -- The searcher of library modules (package.loaders[2], before the file
 -- searcher): portico's own modules are left to the standard searchers.
 function Tracker:searcher()
@@ -75,9 +84,16 @@ function Tracker:searcher()
     local text = self.sources and self.sources[file] or read(file)
     if not text then return "\n\tcannot read " .. file end
     local chunk, err = loadstring(text, "@" .. file)
-    if not chunk then error("error loading module '" .. name .. "' from " .. file .. ":\n\t" .. err, 0) end
+    if not chunk then
+      error("error loading module '" .. name .. "' from " .. file .. ":\n\t" .. full_name(err, file), 0)
+    end
     self.file_of[name] = file
-    return chunk
+    local function handler(e) return full_name(e, file) end
+    return function(...)
+      local ok, mod = xpcall(chunk, handler, ...)
+      if not ok then error(mod, 0) end
+      return mod
+    end
   end
 end
 

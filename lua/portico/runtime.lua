@@ -154,12 +154,20 @@ end
 -- gives the same, so a service may also write it straight into a document.
 local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return utcnow() end })
 
+-- Lua shortens a long chunk name in its messages ("...services/x.lua:2: m"):
+-- such a message gets path's whole name back.
+local function full_name(msg, path)
+  local short = msg:match("^%.%.%.([^:]*):%d+:")
+  if short and sub(path, -#short) == short then return path .. sub(msg, #short + 4) end
+  return msg
+end
+
 -- An error handler for running a service file: gives the message the
 -- position "path:line:" of the deepest frame in that file when it has none.
 local function load_error_handler(path)
   local prefix, src = path .. ":", "@" .. path
   return function(e)
-    e = safe_tostring(e)
+    e = full_name(safe_tostring(e), path)
     if sub(e, 1, #prefix) == prefix then return e end
     for level = 2, 100 do
       local info = getinfo(level, "Sl")
@@ -495,7 +503,7 @@ local function new(opts, rt)
     else
       chunk, err = loadfile(path)
     end
-    if not chunk then error(err, 0) end
+    if not chunk then error(full_name(err, path), 0) end
     if rt.interpret_services and jit_off then jit_off(chunk, true) end -- and every function in it
     local handler = load_error_handler(path)
     local ok, svc = xpcall(chunk, handler)
