@@ -438,13 +438,25 @@ int pt_server_run(const char *config_path)
     uv_timer_t watchdog;
     pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
-    if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
-        !(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
+    if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err))) {
         fprintf(stderr, "portico: %s\n", err);
-        pt_snapshot_release(s.snap);
         return 1;
     }
     const pt_config_t *cfg = s.snap->cfg;
+    /* The files are scanned before any VM loads them: a change from here on
+     * is reported (at worst a file loaded already is loaded once more). */
+    pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
+                   cfg->watch_interval_ms, pt__on_file, &s);
+    pt_watch_start(&s.lib_watch, s.loop, cfg->lib_dirs, cfg->n_lib_dirs, cfg->watch_interval_ms,
+                   pt__on_lib, &s);
+    if (!(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
+        fprintf(stderr, "portico: %s\n", err);
+        pt_watch_stop(&s.watch);
+        pt_watch_stop(&s.lib_watch);
+        uv_run(s.loop, UV_RUN_DEFAULT);
+        pt_snapshot_release(s.snap);
+        return 1;
+    }
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -524,10 +536,6 @@ int pt_server_run(const char *config_path)
         watchdog.data = &watchdog_ctx;
         uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
         uv_unref((uv_handle_t *)&watchdog);
-        pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
-                       cfg->watch_interval_ms, pt__on_file, &s);
-        pt_watch_start(&s.lib_watch, s.loop, cfg->lib_dirs, cfg->n_lib_dirs, cfg->watch_interval_ms,
-                       pt__on_lib, &s);
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -557,13 +565,13 @@ int pt_server_run(const char *config_path)
     uv_close((uv_handle_t *)&s.sigusr1, NULL);
     if (!failed) {
         uv_close((uv_handle_t *)&watchdog, NULL);
-        pt_watch_stop(&s.watch);
-        pt_watch_stop(&s.lib_watch);
         pt_log_info("stopped");
     }
     free(s.workers);
     free(watchdog_ctx.w);
 done:
+    pt_watch_stop(&s.watch);
+    pt_watch_stop(&s.lib_watch);
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
