@@ -445,8 +445,8 @@ int pt_server_run(const char *config_path)
     const pt_config_t *cfg = s.snap->cfg;
     /* The files are scanned before any VM loads them: a change from here on
      * is reported (at worst a file loaded already is loaded once more). */
-    pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
-                   cfg->watch_interval_ms, pt__on_file, &s);
+    pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs, cfg->watch_interval_ms,
+                   pt__on_file, &s);
     pt_watch_start(&s.lib_watch, s.loop, cfg->lib_dirs, cfg->n_lib_dirs, cfg->watch_interval_ms,
                    pt__on_lib, &s);
     if (!(s.ref_vm = pt__validate(s.snap, err, sizeof err))) {
