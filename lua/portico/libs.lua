@@ -2,7 +2,7 @@
 -- uses which of it, so a change to a library reloads its dependants.
 --
 --   local libs = require "portico.libs"
---   local tr = libs.new({ "/srv/app/lib" }, portico_path)  -- a tracker for one VM
+--   local tr = libs.new({ "/srv/app/lib" }, portico_path[, prepare])  -- a tracker for one VM
 --   tr:install()             -- require and package.loaders learn the lib dirs
 --   tr:begin(path) ... tr:finish(path, ok)   around a service file's load
 --   tr:dependants(files) -> { service paths }, { module names }
@@ -42,12 +42,15 @@ function M.path_of(dirs)
   return concat(parts, ";")
 end
 
-function M.new(dirs, portico_path)
+-- prepare(chunk), optional: called on each library chunk before it runs
+-- (the runtime turns the JIT off for it when lua.request_timeout is on).
+function M.new(dirs, portico_path, prepare)
   if type(dirs) ~= "table" then error("libs.new(dirs, portico_path): dirs must be a list", 2) end
   return setmetatable({
     dirs = dirs,
     path = M.path_of(dirs),
     portico_path = portico_path or "",
+    prepare = prepare,
     deps = {},      -- requirer ("@" .. service path, or a module name) -> { module = true }
     file_of = {},   -- library module name -> its file
     stack = {},     -- who is loading now (the innermost last)
@@ -88,6 +91,7 @@ function Tracker:searcher()
       error("error loading module '" .. name .. "' from " .. file .. ":\n\t" .. full_name(err, file), 0)
     end
     self.file_of[name] = file
+    if self.prepare then self.prepare(chunk) end
     local function handler(e) return full_name(e, file) end
     return function(...)
       local ok, mod = xpcall(chunk, handler, ...)

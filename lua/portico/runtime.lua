@@ -490,7 +490,11 @@ local function new(opts, rt)
   -- library tracking (portico.testing puts lib dirs on package.path itself)
   local libs_tr = nil
   function rt.use_libs(dirs, portico_path)
-    libs_tr = require("portico.libs").new(dirs, portico_path)
+    -- a library's code is the services' code: not compiled when the
+    -- request budget is on, like theirs
+    libs_tr = require("portico.libs").new(dirs, portico_path, function(chunk)
+      if rt.interpret_services and jit_off then jit_off(chunk, true) end
+    end)
     libs_tr:install()
   end
 

@@ -351,3 +351,38 @@ def test_lib_dirs_config_errors(tmp_path):
                "lua: {lib_dirs: [no-such-dir]}\n")
     r = subprocess.run([BINARY, "--check", "-c", cfg], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+SPIN_LIB = """
+local M = {}
+function M.spin()
+  local n = 0
+  while true do n = n + 1 end
+end
+return M
+"""
+
+SPIN_SERVICE = """
+local service = require "portico.service"
+local spin = require "busy.spin"
+local M = service.new { name = "test.spin" }
+function M:handle() spin.spin() end
+return M
+"""
+
+
+def test_library_code_is_under_the_request_budget(start_gateway, tmp_path):
+    # a loop in a library must stop like one in a service: the JIT compiles
+    # neither, or the budget's hook would never run in it
+    tmp = str(tmp_path)
+    write(os.path.join(tmp, "lib", "busy", "spin.lua"), SPIN_LIB)
+    write(os.path.join(tmp, "services", "test", "spin.lua"), SPIN_SERVICE)
+    cfg = BASE_CONFIG.replace("gateway_service_list: [", "gateway_service_list: [test.spin, ")
+    cfg = cfg.replace("lua:\n  path: {root}/lua\n",
+                      "lua:\n  path: {root}/lua\n  request_timeout: 300ms\n")
+    gw = start_gateway(cfg)
+    gw.expect_error("ran for more than 300 ms without waiting")
+    status, _, body = gw.http(timeout=20).post("/gateway/test.spin", {})
+    assert status == 500, body
+    assert gw.log_has("spin.lua:5: the request ran for more than 300 ms without waiting")
+    assert gw.http().post("/gateway/demo.echo", {})[0] == 200
