@@ -192,6 +192,17 @@ def test_on_load_error_is_reported_by_check_and_at_start(tmp_path):
     assert "%s:5: no database" % svc in r.stderr
     r = subprocess.run([BINARY, "-c", cfg], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "%s:5: no database" % svc in r.stderr
+    # on_load runs under the load's time budget
+    write(svc, 'local service = require "portico.service"\n'
+               'local M = service.new { name = "t.bad" }\n'
+               'function M:handle() end\n'
+               'function M:on_load()\n  while true do end\nend\n'
+               'return M\n')
+    write(cfg, "server: {listen: 127.0.0.1:1}\nlua: {path: %s/lua, load_timeout: 100ms}\n"
+          "services: {dirs: [services]}\n" % ROOT)
+    r = subprocess.run([BINARY, "--check", "-c", cfg], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "%s:5: still running after 100 ms of loading" % svc in r.stderr, r.stderr
 
 
 def test_reload_that_removes_a_channels_service_warns_naming_the_channel(start_gateway,
