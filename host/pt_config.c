@@ -131,6 +131,56 @@ static int pt__string_list(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, c
     return 0;
 }
 
+/* lua.lib_dirs: absolute like every path; a directory that is not there
+ * (yet) is fine, one that is there must be readable. A path may not hold
+ * ';' or '?', which package.path gives a meaning. */
+static int pt__lib_dirs(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
+{
+    if (pt__string_list(c, n, "lua.lib_dirs", &cfg->lib_dirs, &cfg->n_lib_dirs) != 0) return -1;
+    for (size_t i = 0; i < cfg->n_lib_dirs; i++) {
+        yaml_node_t *item = pt_yaml_item(&c->y, n, i);
+        if (!cfg->lib_dirs[i][0] || strpbrk(cfg->lib_dirs[i], ";?"))
+            return pt_yaml_fail(&c->y, item,
+                                "lua.lib_dirs: '%s' is empty or holds ';' or '?' (package.path "
+                                "syntax)",
+                                cfg->lib_dirs[i]);
+        char *abs = pt_yaml_path(&c->y, cfg->lib_dirs[i]);
+        free(cfg->lib_dirs[i]);
+        cfg->lib_dirs[i] = abs;
+        if (!abs) return pt_yaml_fail(&c->y, item, "out of memory");
+        if (access(abs, F_OK) == 0 && access(abs, R_OK | X_OK) != 0)
+            return pt_yaml_fail(&c->y, item, "lua.lib_dirs: cannot read directory %s", abs);
+    }
+    return 0;
+}
+
+/* Without lua.lib_dirs: a lib/ beside each service directory (made nowhere). */
+static int pt__default_lib_dirs(pt_config_t *cfg)
+{
+    cfg->lib_dirs = calloc(cfg->n_service_dirs + 1, sizeof *cfg->lib_dirs);
+    if (!cfg->lib_dirs) return -1;
+    for (size_t i = 0; i < cfg->n_service_dirs; i++) {
+        const char *d = cfg->service_dirs[i];
+        size_t len = strlen(d);
+        while (len > 1 && d[len - 1] == '/')
+            len--;
+        while (len > 0 && d[len - 1] != '/')
+            len--;
+        char *lib = malloc(len + 4);
+        if (!lib) return -1;
+        memcpy(lib, d, len);
+        memcpy(lib + len, "lib", 4);
+        int dup = strchr(lib, ';') || strchr(lib, '?');
+        for (size_t j = 0; j < cfg->n_lib_dirs && !dup; j++)
+            dup = strcmp(cfg->lib_dirs[j], lib) == 0;
+        if (dup)
+            free(lib);
+        else
+            cfg->lib_dirs[cfg->n_lib_dirs++] = lib;
+    }
+    return 0;
+}
+
 int pt_config_method(const char *name)
 {
     static const struct {
@@ -1525,8 +1575,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             return -1;
     }
     if ((v = pt_yaml_get(&c->y, root, "lua"))) {
-        static const char *const lua_keys[] = {"path", "gc_pause", "load_timeout",
-                                               "request_timeout", NULL};
+        static const char *const lua_keys[] = {
+            "path", "gc_pause", "load_timeout", "request_timeout", "lib_dirs", NULL};
         yaml_node_t *gp = pt_yaml_get(&c->y, v, "gc_pause");
         yaml_node_t *lt = pt_yaml_get(&c->y, v, "load_timeout");
         yaml_node_t *rt = pt_yaml_get(&c->y, v, "request_timeout");
@@ -1545,6 +1595,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             cfg->lua_path = pt_yaml_path(&c->y, p);
             free(p);
         }
+        yaml_node_t *ld = pt_yaml_get(&c->y, v, "lib_dirs");
+        if (ld && pt__lib_dirs(c, ld, cfg) != 0) return -1;
     }
     if ((v = pt_yaml_get(&c->y, root, "services"))) {
         static const char *const svc_keys[] = {"dirs", "watch_interval", NULL};
@@ -1573,6 +1625,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     }
     if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
         return -1;
+    if (!cfg->lib_dirs && pt__default_lib_dirs(cfg) != 0)
+        return pt_yaml_fail(&c->y, root, "out of memory");
     if ((v = pt_yaml_get(&c->y, root, "outgoing")) && !pt_yaml_is_null(v) &&
         pt__outgoing(c, v, cfg) != 0)
         return -1;
@@ -1691,6 +1745,7 @@ void pt_config_free(pt_config_t *cfg)
     pt_config_cache_free(&cfg->caches);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
+    pt__free_list(cfg->lib_dirs, cfg->n_lib_dirs);
     free(cfg->path);
     free(cfg->dir);
     free(cfg->listen_host);

@@ -157,6 +157,9 @@ typedef struct {
                                         (0: never) */
     char **service_dirs;
     size_t n_service_dirs;
+    char **lib_dirs; /* lua.lib_dirs, absolute: shared modules of services (package.path);
+                        default: a lib/ beside each service directory */
+    size_t n_lib_dirs;
     uint64_t watch_interval_ms; /* how often the service dirs are scanned */
     pt_channel_t *channels;
     size_t n_channels;

@@ -79,7 +79,7 @@ static void pt__websocket(const pt_dispatch_req_t *r)
 {
     const char *user = pt_http_username(r->c);
     /* answers the handshake itself: 101, or the refusal RFC 6455 asks for */
-    (void)pt_ws_upgrade(r->c, r->m->channel, user[0] ? user : NULL);
+    (void)pt_ws_upgrade(r->c, r->m->channel, user[0] ? user : NULL, r->sec->hide_header);
 }
 
 static const pt_dispatch_handler_t pt__bus_handler = {.stream_body = 0, .handle = pt__bus};

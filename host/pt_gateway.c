@@ -122,3 +122,69 @@ int pt_gateway_unload(pt_worker_t *w, const char *path)
 {
     return pt__post_file(w, path, NULL, 0);
 }
+
+/* ---- library reloads ---- */
+
+typedef struct {
+    pt_lua_source_t *libs, *svcs;
+    size_t n_libs, n_svcs;
+} pt__libs_msg_t;
+
+static void pt__on_libs(pt_worker_t *w, void *arg)
+{
+    pt__libs_msg_t *m = arg;
+    char err[1024];
+    if (w->lua &&
+        pt_lua_reload_libs(w->lua, m->libs, m->n_libs, m->svcs, m->n_svcs, err, sizeof err) != 0)
+        pt_log_error("library reload failed, its dependants keep their previous version: %s", err);
+    free(m);
+}
+
+/* Sizes (data == NULL) or copies the sources into data. */
+static size_t pt__copy_sources(pt_lua_source_t *dst, const pt_lua_source_t *src, size_t n,
+                               char *data)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t plen = strlen(src[i].path) + 1, slen = src[i].source ? src[i].len + 1 : 0;
+        if (data) {
+            dst[i].path = memcpy(data + off, src[i].path, plen);
+            dst[i].source = NULL;
+            dst[i].len = src[i].len;
+            if (src[i].source) {
+                char *s = data + off + plen;
+                memcpy(s, src[i].source, src[i].len);
+                s[src[i].len] = '\0';
+                dst[i].source = s;
+            }
+        }
+        off += plen + slen;
+    }
+    return off;
+}
+
+int pt_gateway_reload_libs(pt_worker_t *w, const pt_lua_source_t *libs, size_t n_libs,
+                           const pt_lua_source_t *svcs, size_t n_svcs)
+{
+    size_t heads = sizeof(pt__libs_msg_t) + (n_libs + n_svcs) * sizeof(pt_lua_source_t);
+    size_t size = heads + pt__copy_sources(NULL, libs, n_libs, NULL) +
+                  pt__copy_sources(NULL, svcs, n_svcs, NULL);
+    pt__libs_msg_t *m = malloc(size);
+    if (!m) goto oom;
+    m->libs = (pt_lua_source_t *)(m + 1);
+    m->svcs = m->libs + n_libs;
+    m->n_libs = n_libs;
+    m->n_svcs = n_svcs;
+    char *data = (char *)(m->svcs + n_svcs);
+    data += pt__copy_sources(m->libs, libs, n_libs, data);
+    pt__copy_sources(m->svcs, svcs, n_svcs, data);
+    if (pt_worker_call(w, pt__on_libs, m) != 0) {
+        free(m);
+        goto oom;
+    }
+    return 0;
+oom:
+    pt_log_error("out of memory: worker %d keeps the previous version of a library's dependants",
+                 w->id);
+    return -1;
+}

@@ -7,6 +7,7 @@
 #ifndef PT_GATEWAY_H
 #define PT_GATEWAY_H
 
+#include "pt_lua.h"
 #include "pt_worker.h"
 
 #include <stddef.h>
@@ -22,5 +23,10 @@ int pt_gateway_load(pt_worker_t *w, const char *path, const char *source, size_t
 
 /* Removes the service of the file path from w's VM, like pt_gateway_load. */
 int pt_gateway_unload(pt_worker_t *w, const char *path);
+
+/* A library reload (pt_lua_reload_libs) on w's VM with the texts the main
+ * thread checked (copied), like pt_gateway_load. */
+int pt_gateway_reload_libs(pt_worker_t *w, const pt_lua_source_t *libs, size_t n_libs,
+                           const pt_lua_source_t *svcs, size_t n_svcs);
 
 #endif

@@ -290,28 +290,84 @@ static void pt__load_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
-/* Runs runtime.load under the budget. JIT-compiled code runs no hooks, and
- * a loop in a file (while true do end) becomes a trace at once, so the JIT
- * is off while a file runs: the file's code is new, so no trace of its own
- * exists yet. Code compiled before (the runtime's, other services') could
- * still run unhooked; the main thread checks every file first in a VM that
- * serves no requests and so has none. */
-static int pt__load_budgeted(pt_lua_t *pl, const char *path, const char *source, size_t len)
+/* Runs call(pl, ud) (a runtime function) under the budget. JIT-compiled
+ * code runs no hooks, and a loop in a file (while true do end) becomes a
+ * trace at once, so the JIT is off while a file runs: the file's code is
+ * new, so no trace of its own exists yet. Code compiled before (the
+ * runtime's, other services') could still run unhooked; the main thread
+ * checks every file first in a VM that serves no requests and so has none.
+ * path: the file whose line a message names; budget_ms: the time allowed. */
+static int pt__budgeted(pt_lua_t *pl, const char *path, uint64_t budget_ms,
+                        int (*call)(pt_lua_t *, void *), void *ud)
 {
     lua_State *L = pl->L;
     pl->loading = path;
     pl->load_over = 0;
     pl->load_line = 0;
-    pl->load_deadline_ns = pt__now_ns() + pl->load_timeout_ms * 1000000u;
+    pl->load_deadline_ns = pt__now_ns() + budget_ms * 1000000u;
     pt__loading_vm = pl;
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_sethook(L, pt__load_hook, LUA_MASKCOUNT, 1000);
-    int rc = pt__runtime_call(pl, "load", path, source, len);
+    int rc = call(pl, ud);
     lua_sethook(L, NULL, 0, 0);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
     pt__loading_vm = NULL;
     pl->loading = NULL;
     return rc;
+}
+
+typedef struct {
+    const char *path, *source;
+    size_t len;
+} pt__load_args_t;
+
+static int pt__call_load(pt_lua_t *pl, void *ud)
+{
+    pt__load_args_t *a = ud;
+    return pt__runtime_call(pl, "load", a->path, a->source, a->len);
+}
+
+static int pt__load_budgeted(pt_lua_t *pl, const char *path, const char *source, size_t len)
+{
+    pt__load_args_t a = {path, source, len};
+    return pt__budgeted(pl, path, pl->load_timeout_ms, pt__call_load, &a);
+}
+
+/* The message of a failed budgeted call (the result on the stack is popped). */
+static void pt__budget_error(pt_lua_t *pl, const char *path, uint64_t budget_ms, char *err,
+                             size_t errlen)
+{
+    lua_State *L = pl->L;
+    if (pl->load_over)
+        snprintf(err, errlen,
+                 "%s:%d: still running after %llu ms of loading (an endless loop at load "
+                 "time?); refused (lua.load_timeout)",
+                 path, pl->load_line > 0 ? pl->load_line : 1, (unsigned long long)budget_ms);
+    else
+        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : path);
+    lua_pop(L, 1);
+}
+
+/* Records the name the file path registered. */
+static int pt__set_name(pt_lua_t *pl, const char *path, const char *name)
+{
+    char *copy = strdup(name);
+    if (!copy) return -1;
+    pt__svc_t *svc = pt__find_path(pl, path);
+    if (!svc) {
+        pt__svc_t *grown = realloc(pl->services, (pl->n_services + 1) * sizeof *grown);
+        if (!grown) {
+            free(copy);
+            return -1;
+        }
+        pl->services = grown;
+        svc = &pl->services[pl->n_services++];
+        svc->path = strdup(path);
+    } else {
+        free(svc->name);
+    }
+    svc->name = copy;
+    return 0;
 }
 
 int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t source_len,
@@ -325,39 +381,15 @@ int pt_lua_load_file(pt_lua_t *pl, const char *path, const char *source, size_t 
     }
     int rc = pt__load_budgeted(pl, path, source, source_len);
     free(own);
-    if (rc != 0 && pl->load_over) {
-        snprintf(err, errlen,
-                 "%s:%d: still running after %llu ms of loading (an endless loop at load "
-                 "time?); refused (lua.load_timeout)",
-                 path, pl->load_line > 0 ? pl->load_line : 1,
-                 (unsigned long long)pl->load_timeout_ms);
-        lua_pop(L, 1);
-        return -1;
-    }
     if (rc != 0) {
-        snprintf(err, errlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : path);
-        lua_pop(L, 1);
+        pt__budget_error(pl, path, pl->load_timeout_ms, err, errlen);
         return -1;
     }
     const char *name = lua_tostring(L, -1);
-    char *copy = strdup(name ? name : "");
+    rc = pt__set_name(pl, path, name ? name : "");
     lua_pop(L, 1);
-    pt__svc_t *svc = pt__find_path(pl, path);
-    if (!svc) {
-        pt__svc_t *grown = realloc(pl->services, (pl->n_services + 1) * sizeof *grown);
-        if (!grown) {
-            free(copy);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        pl->services = grown;
-        svc = &pl->services[pl->n_services++];
-        svc->path = strdup(path);
-    } else {
-        free(svc->name);
-    }
-    svc->name = copy;
-    return 0;
+    if (rc != 0) snprintf(err, errlen, "out of memory");
+    return rc;
 }
 
 int pt_lua_unload_file(pt_lua_t *pl, const char *path)
@@ -371,6 +403,114 @@ int pt_lua_unload_file(pt_lua_t *pl, const char *path)
     free(svc->name);
     *svc = pl->services[--pl->n_services];
     return 0;
+}
+
+const char *pt_lua_service_of(const pt_lua_t *pl, const char *path)
+{
+    for (size_t i = 0; i < pl->n_services; i++)
+        if (strcmp(pl->services[i].path, path) == 0) return pl->services[i].name;
+    return NULL;
+}
+
+int pt_lua_lib_dependants(pt_lua_t *pl, const char *const *files, size_t n, char ***out,
+                          size_t *n_out)
+{
+    lua_State *L = pl->L;
+    *out = NULL;
+    *n_out = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pl->runtime_ref);
+    lua_getfield(L, -1, "lib_dependants");
+    lua_remove(L, -2);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, files[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+        pt_log_error("finding the dependants of a library: %s",
+                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a list");
+        lua_pop(L, 1);
+        return -1;
+    }
+    size_t len = lua_objlen(L, -1);
+    char **list = calloc(len + 1, sizeof *list);
+    for (size_t i = 0; list && i < len; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        const char *p = lua_tostring(L, -1);
+        list[i] = p ? strdup(p) : NULL;
+        lua_pop(L, 1);
+        if (!list[i]) {
+            pt_lua_free_list(list, i);
+            list = NULL;
+        }
+    }
+    lua_pop(L, 1);
+    if (!list) return -1;
+    *out = list;
+    *n_out = len;
+    return 0;
+}
+
+void pt_lua_free_list(char **list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+typedef struct {
+    const pt_lua_source_t *libs, *svcs;
+    size_t n_libs, n_svcs;
+} pt__reload_args_t;
+
+/* runtime.reload_libs({file = text|false}, {path = text}) */
+static int pt__call_reload_libs(pt_lua_t *pl, void *ud)
+{
+    pt__reload_args_t *a = ud;
+    lua_State *L = pl->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pl->runtime_ref);
+    lua_getfield(L, -1, "reload_libs");
+    lua_remove(L, -2);
+    lua_createtable(L, 0, (int)a->n_libs);
+    for (size_t i = 0; i < a->n_libs; i++) {
+        if (a->libs[i].source)
+            lua_pushlstring(L, a->libs[i].source, a->libs[i].len);
+        else
+            lua_pushboolean(L, 0);
+        lua_setfield(L, -2, a->libs[i].path);
+    }
+    lua_createtable(L, 0, (int)a->n_svcs);
+    for (size_t i = 0; i < a->n_svcs; i++) {
+        lua_pushlstring(L, a->svcs[i].source, a->svcs[i].len);
+        lua_setfield(L, -2, a->svcs[i].path);
+    }
+    return lua_pcall(L, 2, 1, 0);
+}
+
+int pt_lua_reload_libs(pt_lua_t *pl, const pt_lua_source_t *libs, size_t n_libs,
+                       const pt_lua_source_t *svcs, size_t n_svcs, char *err, size_t errlen)
+{
+    if (n_svcs == 0) return 0;
+    pt__reload_args_t a = {libs, svcs, n_libs, n_svcs};
+    uint64_t budget = pl->load_timeout_ms * n_svcs;
+    if (pt__budgeted(pl, svcs[0].path, budget, pt__call_reload_libs, &a) != 0) {
+        pt__budget_error(pl, svcs[0].path, budget, err, errlen);
+        return -1;
+    }
+    lua_State *L = pl->L;
+    int rc = 0;
+    if (lua_istable(L, -1)) { /* { path = name }: a file may have changed its name */
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+                pt__set_name(pl, lua_tostring(L, -2), lua_tostring(L, -1)) != 0)
+                rc = -1;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (rc != 0) snprintf(err, errlen, "out of memory");
+    return rc;
 }
 
 static int pt__load_services(pt_lua_t *pl, const pt_config_t *cfg, char *err, size_t errlen)
@@ -413,8 +553,14 @@ int pt_lua_new(const pt_config_t *cfg, int worker, const pt_lua_register_fn *pri
      * a small JSON request's instructions (docs/benchmarks.md). */
     lua_gc(L, LUA_GCSETPAUSE, cfg->lua_gc_pause);
 
+    /* the portico library first (a lib cannot shadow portico.*), then the
+     * lib dirs; never a service directory (a service is not a module) */
     lua_getglobal(L, "package");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", cfg->lua_path, cfg->lua_path);
+    for (size_t i = 0; i < cfg->n_lib_dirs; i++) {
+        lua_pushfstring(L, ";%s/?.lua;%s/?/init.lua", cfg->lib_dirs[i], cfg->lib_dirs[i]);
+        lua_concat(L, 2);
+    }
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
 
@@ -436,6 +582,18 @@ int pt_lua_new(const pt_config_t *cfg, int worker, const pt_lua_register_fn *pri
         goto fail;
     }
     pl->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* runtime.use_libs(lib_dirs, portico's path): require records who uses what */
+    lua_getfield(L, -1, "use_libs");
+    lua_createtable(L, (int)cfg->n_lib_dirs, 0);
+    for (size_t i = 0; i < cfg->n_lib_dirs; i++) {
+        lua_pushstring(L, cfg->lib_dirs[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", cfg->lua_path, cfg->lua_path);
+    if (lua_pcall(L, 2, 0, 0) != 0) {
+        snprintf(err, errlen, "%s: cannot set up lua.lib_dirs: %s", cfg->path, lua_tostring(L, -1));
+        goto fail;
+    }
     lua_pop(L, 1);
     pt__restrict_services(L);
     if (pt__load_services(pl, cfg, err, errlen) != 0) goto fail;

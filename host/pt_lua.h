@@ -134,6 +134,36 @@ int pt_lua_read_file(const char *path, char **out, size_t *len, char *err, size_
  * when that file is not loaded. */
 int pt_lua_unload_file(pt_lua_t *pl, const char *path);
 
+/* The name of the service file path registered, or NULL. */
+const char *pt_lua_service_of(const pt_lua_t *pl, const char *path);
+
+/* Library files (lua.lib_dirs, portico.libs) and the text a reload checked. */
+typedef struct {
+    const char *path;
+    const char *source; /* NULL: the file was removed */
+    size_t len;
+} pt_lua_source_t;
+
+/* The loaded service files that required (at load, transitively) a module
+ * of one of files: *out (malloc'd paths, free with pt_lua_free_list).
+ * Returns 0, or -1 (out of memory, or the runtime failed: logged). */
+int pt_lua_lib_dependants(pt_lua_t *pl, const char *const *files, size_t n, char ***out,
+                          size_t *n_out);
+
+/* Frees a list of pt_lua_lib_dependants. */
+void pt_lua_free_list(char **list, size_t n);
+
+/* Reloads the library files libs (their modules and the library modules
+ * that require them leave package.loaded; a library reads its text from
+ * libs, not the disk) and with them the services svcs (their texts), each
+ * on_load run again, all within lua.load_timeout per service. All or
+ * nothing: if one service fails to load (a library that does not load
+ * fails each of its dependants), every service keeps the version it ran and
+ * the old library modules stay; requests in flight finish on the version
+ * they started with. Returns 0, or -1 with "file:line: message" in err. */
+int pt_lua_reload_libs(pt_lua_t *pl, const pt_lua_source_t *libs, size_t n_libs,
+                       const pt_lua_source_t *svcs, size_t n_svcs, char *err, size_t errlen);
+
 /* Non-zero when a service of that name is loaded. */
 int pt_lua_has_service(const pt_lua_t *pl, const char *name);
 

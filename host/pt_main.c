@@ -1,6 +1,7 @@
 /* portico: the command line. Everything the process does lives in
  * pt_server.c; this file only reads the arguments. */
 #include "pt_admin.h"
+#include "pt_cli_test.h"
 #include "pt_config.h"
 #include "pt_security_hash.h"
 #include "pt_server.h"
@@ -17,6 +18,10 @@ static const char pt__usage[] =
     "       portico hash-password [--api-key]\n"
     "                                    read a password (or API key) on stdin, print\n"
     "                                    the hash to put in the config's security section\n"
+    "       portico test [-c FILE] [BUSTED ARGS...]\n"
+    "                                    run busted (LuaJIT) in this directory with\n"
+    "                                    portico.testing and the config's lua.lib_dirs\n"
+    "                                    on the path (no config: ./lib)\n"
     "       portico --help | --version\n"
     "\n"
     "  -c, --config FILE  the YAML config (default: " PT_DEFAULT_CONFIG ")\n"
@@ -57,6 +62,7 @@ static int pt__reload(const char *path)
 int main(int argc, char **argv)
 {
     const char *path = PT_DEFAULT_CONFIG;
+    int path_given = 0;
     const char *command = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -70,6 +76,8 @@ int main(int argc, char **argv)
             command = "check";
         } else if (!strcmp(a, "reload") && !command) {
             command = "reload";
+        } else if (!strcmp(a, "test") && !command) {
+            return pt_cli_test(path, !path_given, argc - i - 1, argv + i + 1);
         } else if (!strcmp(a, "hash-password") && !command) {
             /* the secret comes from stdin, never from argv (ps, shell history) */
             int api_key = 0;
@@ -87,8 +95,10 @@ int main(int argc, char **argv)
             return pt_security_hash_password_cli(api_key);
         } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc) {
             path = argv[++i];
+            path_given = 1;
         } else if (!strncmp(a, "--config=", 9)) {
             path = a + 9;
+            path_given = 1;
         } else {
             fprintf(stderr, "portico: unknown argument '%s'\n\n%s", a, pt__usage);
             return 2;

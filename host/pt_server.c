@@ -53,6 +53,14 @@ fail:
     return NULL;
 }
 
+static int pt__same_list(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb) return 0;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0) return 0;
+    return 1;
+}
+
 /* Whether the AMQP connections or channels differ (they are set up once). */
 /* Whether server.tls.listen differs (the listeners are made at the start). */
 static int pt__tls_listen_changed(const pt_config_t *a, const pt_config_t *b)
@@ -122,18 +130,39 @@ int pt_server_check(const char *config_path)
     return 0;
 }
 
+/* A hot reload that left a channel without its service: --check and a
+ * start refuse that state; a running gateway says so (its requests 404). */
+static void pt__warn_missing(pt_server_t *s, const char *name, const char *path, const char *why)
+{
+    const pt_config_t *cfg = s->snap->cfg;
+    if (pt_lua_has_service(s->ref_vm, name)) return;
+    for (size_t i = 0; i < cfg->n_channels + cfg->n_amqp_channels; i++) {
+        const pt_channel_t *ch = i < cfg->n_channels
+                                     ? &cfg->channels[i]
+                                     : &cfg->amqp_channels[i - cfg->n_channels].channel;
+        if (ch->service && strcmp(ch->service, name) == 0)
+            pt_log_warn("channel '%s' runs service '%s', which is no longer loaded (%s %s): "
+                        "its requests answer 404 until a service of that name is back",
+                        ch->name, name, path, why);
+    }
+}
+
 /* A settled change of a service file: check it on the reference VM, then
  * hand it to the workers. A file that fails is reported once per version. */
 static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
 {
     pt_server_t *s = ud;
     char err[1024];
+    const char *was = pt_lua_service_of(s->ref_vm, path);
+    char *old = was ? strdup(was) : NULL;
     if (ev == PT_WATCH_REMOVED) {
         if (pt_lua_unload_file(s->ref_vm, path) == 0) {
             for (int i = 0; i < s->n_workers; i++)
                 pt_gateway_unload(&s->workers[i], path);
             pt_log_info("service file removed: %s", path);
+            if (old) pt__warn_missing(s, old, path, "was removed");
         }
+        free(old);
         return;
     }
     char *source = NULL;
@@ -141,6 +170,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
     if (pt_lua_read_file(path, &source, &len, err, sizeof err) != 0 ||
         pt_lua_load_file(s->ref_vm, path, source, len, err, sizeof err) != 0) {
         free(source);
+        free(old);
         s->reload_failures++;
         pt_log_error("service file refused, the previous version keeps serving: %s", err);
         return;
@@ -150,6 +180,58 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         pt_gateway_load(&s->workers[i], path, source, len);
     free(source);
     pt_log_info("service file loaded: %s", path);
+    if (old) pt__warn_missing(s, old, path, "now names another service");
+    free(old);
+}
+
+/* A settled change of a library file (lua.lib_dirs): the services that
+ * required it are checked again with it on the reference VM, all of them or
+ * none, and only then reloaded on the workers (pt_lua_reload_libs). */
+static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
+{
+    pt_server_t *s = ud;
+    char err[1024] = "";
+    const char *files[] = {path};
+    char **deps = NULL;
+    size_t n = 0;
+    if (pt_lua_lib_dependants(s->ref_vm, files, 1, &deps, &n) != 0) return;
+    if (n == 0) {
+        pt_log_info("library file %s: no loaded service uses it", path);
+        pt_lua_free_list(deps, n);
+        return;
+    }
+    pt_lua_source_t lib = {.path = path};
+    pt_lua_source_t *svcs = calloc(n, sizeof *svcs);
+    char *text = NULL;
+    int rc = svcs ? 0 : -1;
+    if (!svcs) snprintf(err, sizeof err, "out of memory");
+    if (rc == 0 && ev == PT_WATCH_CHANGED) {
+        rc = pt_lua_read_file(path, &text, &lib.len, err, sizeof err);
+        lib.source = text;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char *src = NULL;
+        svcs[i].path = deps[i];
+        rc = pt_lua_read_file(deps[i], &src, &svcs[i].len, err, sizeof err);
+        svcs[i].source = src;
+    }
+    if (rc == 0) rc = pt_lua_reload_libs(s->ref_vm, &lib, 1, svcs, n, err, sizeof err);
+    if (rc != 0) {
+        s->reload_failures++;
+        pt_log_error("library %s refused, the %zu services that use it keep their previous "
+                     "version: %s",
+                     path, n, err);
+    } else {
+        s->reloads++;
+        for (int i = 0; i < s->n_workers; i++)
+            pt_gateway_reload_libs(&s->workers[i], &lib, 1, svcs, n);
+        pt_log_info("library file %s reloaded with the services that use it (%zu)", path, n);
+    }
+    for (size_t i = 0; svcs && i < n; i++)
+        free((char *)svcs[i].source);
+    free(svcs);
+    free(text);
+    pt_lua_free_list(deps, n);
 }
 
 int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
@@ -168,9 +250,10 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0 ||
         old->lua_gc_pause != cfg->lua_gc_pause ||
         old->lua_request_timeout_ms != cfg->lua_request_timeout_ms ||
+        !pt__same_list(old->lib_dirs, old->n_lib_dirs, cfg->lib_dirs, cfg->n_lib_dirs) ||
         strcmp(old->access_log, cfg->access_log) != 0)
-        pt_log_warn("server.listen, server.workers, lua.path, lua.gc_pause, lua.request_timeout "
-                    "and log.access take effect after a restart");
+        pt_log_warn("server.listen, server.workers, lua.path, lua.lib_dirs, lua.gc_pause, "
+                    "lua.request_timeout and log.access take effect after a restart");
     if (pt__tls_listen_changed(old, cfg))
         pt_log_warn("server.tls.listen takes effect after a restart (new certificates are served "
                     "now)");
@@ -181,6 +264,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */
     pt_watch_retarget(&s->watch, cfg->service_dirs, cfg->n_service_dirs);
+    pt_watch_retarget(&s->lib_watch, old->lib_dirs, old->n_lib_dirs);
     for (int i = 0; i < s->n_workers; i++)
         pt_worker_post_snapshot(&s->workers[i], pt_snapshot_ref(snap));
     pt_snapshot_release(s->snap);
@@ -357,15 +441,27 @@ int pt_server_run(const char *config_path)
     uv_timer_t watchdog;
     pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
-    if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err)) ||
-        !(s.ref_vm = pt__validate(s.snap, err, sizeof err)) ||
-        pt_snapshot_open_caches(s.snap, err, sizeof err) != 0) {
+    if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err))) {
         fprintf(stderr, "portico: %s\n", err);
-        pt_lua_free(s.ref_vm);
-        pt_snapshot_release(s.snap);
         return 1;
     }
     const pt_config_t *cfg = s.snap->cfg;
+    /* The files are scanned before any VM loads them: a change from here on
+     * is reported (at worst a file loaded already is loaded once more). */
+    pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs, cfg->watch_interval_ms,
+                   pt__on_file, &s);
+    pt_watch_start(&s.lib_watch, s.loop, cfg->lib_dirs, cfg->n_lib_dirs, cfg->watch_interval_ms,
+                   pt__on_lib, &s);
+    if (!(s.ref_vm = pt__validate(s.snap, err, sizeof err)) ||
+        pt_snapshot_open_caches(s.snap, err, sizeof err) != 0) {
+        fprintf(stderr, "portico: %s\n", err);
+        pt_lua_free(s.ref_vm);
+        pt_watch_stop(&s.watch);
+        pt_watch_stop(&s.lib_watch);
+        uv_run(s.loop, UV_RUN_DEFAULT);
+        pt_snapshot_release(s.snap);
+        return 1;
+    }
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -445,8 +541,6 @@ int pt_server_run(const char *config_path)
         watchdog.data = &watchdog_ctx;
         uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
         uv_unref((uv_handle_t *)&watchdog);
-        pt_watch_start(&s.watch, s.loop, cfg->service_dirs, cfg->n_service_dirs,
-                       cfg->watch_interval_ms, pt__on_file, &s);
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -476,12 +570,13 @@ int pt_server_run(const char *config_path)
     uv_close((uv_handle_t *)&s.sigusr1, NULL);
     if (!failed) {
         uv_close((uv_handle_t *)&watchdog, NULL);
-        pt_watch_stop(&s.watch);
         pt_log_info("stopped");
     }
     free(s.workers);
     free(watchdog_ctx.w);
 done:
+    pt_watch_stop(&s.watch);
+    pt_watch_stop(&s.lib_watch);
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);

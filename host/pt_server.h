@@ -1,6 +1,6 @@
 /* pt_server: the process on the main thread. Owns the current config
  * snapshot, a reference Lua VM that mirrors what the workers run (every
- * change is checked there first), the service-file watcher, the signals and
+ * change is checked there first), the service-file and library watchers, the signals and
  * the admin listener. Workers only ever receive changes that passed. */
 #ifndef PT_SERVER_H
 #define PT_SERVER_H
@@ -22,6 +22,7 @@ typedef struct pt_server_s {
     pt_worker_t *workers;
     int n_workers;
     pt_watch_t watch;
+    pt_watch_t lib_watch; /* lua.lib_dirs: a change reloads the services that use it */
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     pt_admin_t *admin;
     int ready;    /* every worker listens */

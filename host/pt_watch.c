@@ -213,7 +213,9 @@ int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs)
 
 void pt_watch_stop(pt_watch_t *w)
 {
-    if (!uv_is_closing((uv_handle_t *)&w->timer)) uv_close((uv_handle_t *)&w->timer, NULL);
+    /* a start that failed before its timer (out of memory) left none */
+    if (w->timer.loop && !uv_is_closing((uv_handle_t *)&w->timer))
+        uv_close((uv_handle_t *)&w->timer, NULL);
     pt_watch_list_free(&w->accepted);
     pt_watch_list_free(&w->last);
     pt_watch_list_free(&w->gone);

@@ -62,7 +62,8 @@ int pt_watch_start(pt_watch_t *w, uv_loop_t *loop, char *const *dirs, size_t n_d
  * accepted and what is on disk now. */
 int pt_watch_retarget(pt_watch_t *w, char *const *dirs, size_t n_dirs);
 
-/* Stops the timer (closed on the loop) and frees the lists. */
+/* Stops the timer (closed on the loop) and frees the lists; also after a
+ * pt_watch_start that failed, on a zeroed pt_watch_t. */
 void pt_watch_stop(pt_watch_t *w);
 
 #endif

@@ -80,6 +80,10 @@ struct pt_ws_s {
     int in_flight;        /* service calls not answered yet */
     char channel[PT_SERVICE_NAME_MAX + 1];
     char username[256];
+    /* the handshake's headers (self.request.http.headers of every message):
+     * one block, the array then the bytes; bounded by the head's limits */
+    pt_lua_header_t *headers;
+    size_t n_headers;
     pt_ws_t *prev, *next; /* the worker's sockets */
     pt_ws_probe_t probe;  /* a probe's callbacks */
 };
@@ -91,6 +95,12 @@ typedef struct {
 } pt__ws_call_t;
 
 static void pt__pump(pt_ws_t *ws);
+
+static void pt__ws_free(pt_ws_t *ws)
+{
+    free(ws->headers);
+    free(ws);
+}
 static void pt__recv(pt_ws_t *ws);
 static void pt__on_send_timer(uv_timer_t *t);
 static const pt_http_owner_ops_t pt__owner_ops;
@@ -513,7 +523,7 @@ static void pt__on_service_done(void *ud, const pt_lua_result_t *res)
     if (call->request_id) json_decref(call->request_id);
     free(call);
     if (!ws->c && ws->in_flight == 0 && !ws->timers_open) {
-        free(ws);
+        pt__ws_free(ws);
     } else if (ws->c) {
         pt__pump(ws);
         pt__resume(ws);
@@ -697,6 +707,8 @@ static void pt__on_text(pt_ws_t *ws, const char *text, size_t len)
         .query = "",
         .body = body ? body : text,
         .body_len = body_len,
+        .headers = ws->headers,
+        .n_headers = ws->n_headers,
         .channel = ch,
         .username = ws->username[0] ? ws->username : NULL,
     };
@@ -771,7 +783,7 @@ static const pt__ws_io_t pt__sock_io = {pt__sock_flush, pt__on_text, pt__sock_en
 static void pt__on_timer_closed(uv_handle_t *h)
 {
     pt_ws_t *ws = h->data;
-    if (--ws->timers_open == 0 && !ws->c && ws->in_flight == 0) free(ws);
+    if (--ws->timers_open == 0 && !ws->c && ws->in_flight == 0) pt__ws_free(ws);
 }
 
 /* Refuses the handshake with status; the reply is ours so that it carries
@@ -782,7 +794,40 @@ static int pt__refuse(pt_conn_t *c, int status, const char *msg, const char *ext
     return 0;
 }
 
-int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
+/* Keeps a copy of the handshake's headers but hide (the credential that let
+ * the socket in, as REST services never see it). Returns 0 or -1. */
+static int pt__keep_headers(pt_ws_t *ws, const pt_http_parser_t *req, const char *hide)
+{
+    size_t hide_len = hide ? strlen(hide) : 0, bytes = 0, n = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const pt_http_header_t *h = &req->headers[i];
+        if (hide_len && pt_http_parser_header_is(req, h, hide, hide_len)) continue;
+        bytes += h->name_len + h->value_len;
+        n++;
+    }
+    if (n == 0) return 0;
+    pt_lua_header_t *hs = malloc(n * sizeof *hs + bytes);
+    if (!hs) return -1;
+    char *at = (char *)(hs + n);
+    n = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const pt_http_header_t *h = &req->headers[i];
+        if (hide_len && pt_http_parser_header_is(req, h, hide, hide_len)) continue;
+        hs[n].name = memcpy(at, req->head.data + h->name_off, h->name_len);
+        hs[n].name_len = h->name_len;
+        at += h->name_len;
+        hs[n].value = memcpy(at, req->head.data + h->value_off, h->value_len);
+        hs[n].value_len = h->value_len;
+        at += h->value_len;
+        n++;
+    }
+    ws->headers = hs;
+    ws->n_headers = n;
+    return 0;
+}
+
+int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username,
+                  const char *hide_header)
 {
     size_t ulen = 0, clen = 0, vlen = 0, klen = 0;
     const char *up = pt_http_header(c, "upgrade", &ulen);
@@ -819,8 +864,9 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
 
     pt_ws_t *ws = calloc(1, sizeof *ws);
     if (!ws) return pt__refuse(c, 500, "out of memory", NULL);
-    if (pt__ctx_init(ws, ch->ws_max_message) != 0) {
-        free(ws);
+    if (pt__keep_headers(ws, pt_http_request(c), hide_header) != 0 ||
+        pt__ctx_init(ws, ch->ws_max_message) != 0) {
+        pt__ws_free(ws);
         return pt__refuse(c, 500, "out of memory", NULL);
     }
     ws->io = &pt__sock_io;
@@ -840,7 +886,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username)
         pt__sock_flush(ws) != 0) {
         wslay_event_context_free(ws->ctx);
         pt_buf_free(&ws->out);
-        free(ws);
+        pt__ws_free(ws);
         pt_http_close(c);
         return 0;
     }
@@ -964,7 +1010,7 @@ pt_ws_t *pt_ws_probe_new(const pt_ws_probe_t *probe)
     if (!ws) return NULL;
     ws->probe = *probe;
     if (pt__ctx_init(ws, probe->max_message) != 0) {
-        free(ws);
+        pt__ws_free(ws);
         return NULL;
     }
     ws->io = &pt__probe_io;
@@ -1001,5 +1047,5 @@ void pt_ws_probe_free(pt_ws_t *ws)
     wslay_event_context_free(ws->ctx);
     pt_buf_free(&ws->in);
     pt_buf_free(&ws->out);
-    free(ws);
+    pt__ws_free(ws);
 }

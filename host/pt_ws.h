@@ -43,8 +43,13 @@ typedef struct pt_ws_s pt_ws_t;
  * (405 not a GET; 400 not HTTP/1.1, no "upgrade" in Connection, a key that
  * is not 16 bytes in base64; 426 with Upgrade: websocket when the request
  * asks for no WebSocket upgrade, 426 with Sec-WebSocket-Version: 13 for
- * another version). Returns 0: c is answered either way. */
-int pt_ws_upgrade(struct pt_conn_s *c, const pt_channel_t *ch, const char *username);
+ * another version). Returns 0: c is answered either way. The socket keeps
+ * a copy of the handshake's headers but hide_header (the credential's, or
+ * NULL): every message's service sees them in self.request.http.headers,
+ * as a REST service sees its request's (bounded by the same limits of the
+ * head: server.max_header_bytes, 100 fields). */
+int pt_ws_upgrade(struct pt_conn_s *c, const pt_channel_t *ch, const char *username,
+                  const char *hide_header);
 
 /* Sends text to this worker's sockets on channel, all of them or only
  * username's (NULL: all). Returns how many sockets it was queued on. */

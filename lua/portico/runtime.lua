@@ -74,8 +74,8 @@ local cache = require "portico.cache"
 local ok_host, host = pcall(require, "portico.host")
 if not ok_host or type(host) ~= "table" then host = nil end
 
-local type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select =
-  type, pairs, next, setmetatable, getmetatable, tostring, tonumber, select
+local type, pairs, ipairs, next, setmetatable, getmetatable, tostring, tonumber, select =
+  type, pairs, ipairs, next, setmetatable, getmetatable, tostring, tonumber, select
 local rawget, rawset = rawget, rawset
 -- the host takes jit.off from services once this module is loaded
 local jit_off = jit and jit.off
@@ -158,12 +158,20 @@ end
 -- gives the same, so a service may also write it straight into a document.
 local time = setmetatable({ utcnow = utcnow }, { __tostring = function() return utcnow() end })
 
+-- Lua shortens a long chunk name in its messages ("...services/x.lua:2: m"):
+-- such a message gets path's whole name back.
+local function full_name(msg, path)
+  local short = msg:match("^%.%.%.([^:]*):%d+:")
+  if short and sub(path, -#short) == short then return path .. sub(msg, #short + 4) end
+  return msg
+end
+
 -- An error handler for running a service file: gives the message the
 -- position "path:line:" of the deepest frame in that file when it has none.
 local function load_error_handler(path)
   local prefix, src = path .. ":", "@" .. path
   return function(e)
-    e = safe_tostring(e)
+    e = full_name(safe_tostring(e), path)
     if sub(e, 1, #prefix) == prefix then return e end
     for level = 2, 100 do
       local info = getinfo(level, "Sl")
@@ -483,17 +491,31 @@ local function new(opts, rt)
   -- source: the file's text when the host has read it already (so every worker
   -- compiles exactly what was checked); otherwise the file is read here.
   -- Raises "path:line: message"; nothing changes when it raises.
-  function rt.load(path, source)
-    if type(path) ~= "string" then error("runtime.load(path[, source]): path must be a string", 2) end
+  -- lua.lib_dirs (portico.libs): set by the host before any load; nil: no
+  -- library tracking (portico.testing puts lib dirs on package.path itself)
+  local libs_tr = nil
+  function rt.use_libs(dirs, portico_path)
+    -- a library's code is the services' code: not compiled when the
+    -- request budget is on, like theirs
+    libs_tr = require("portico.libs").new(dirs, portico_path, function(chunk)
+      if rt.interpret_services and jit_off then jit_off(chunk, true) end
+    end)
+    libs_tr:install()
+  end
+
+  -- Compiles and checks a service file, and runs its on_load; registers
+  -- nothing. Raises "path:line: message".
+  local function compile(path, source)
     local chunk, err
     if source ~= nil then
       chunk, err = loadstring(source, "@" .. path)
     else
       chunk, err = loadfile(path)
     end
-    if not chunk then error(err, 0) end
+    if not chunk then error(full_name(err, path), 0) end
     if rt.interpret_services and jit_off then jit_off(chunk, true) end -- and every function in it
-    local ok, svc = xpcall(chunk, load_error_handler(path))
+    local handler = load_error_handler(path)
+    local ok, svc = xpcall(chunk, handler)
     if not ok then error(svc, 0) end
     if not service.compiled(svc) then
       error(path .. ":1: the file must return the table made by service.new{...}, it returned "
@@ -507,6 +529,19 @@ local function new(opts, rt)
     if owner and owner ~= path then
       error(path .. ":1: service name '" .. name .. "' is already used by " .. owner, 0)
     end
+    local on_load = rawget(svc, "on_load")
+    if on_load ~= nil then
+      if type(on_load) ~= "function" then
+        error(path .. ":1: service '" .. name .. "': on_load must be a function, got " .. type(on_load), 0)
+      end
+      local ok_l, e = xpcall(on_load, handler, svc)
+      if not ok_l then error(e, 0) end
+    end
+    return svc
+  end
+
+  local function register(path, svc)
+    local name = svc.name
     local old = name_by_path[path]
     if old and old ~= name then
       by_name[old], path_by_name[old] = nil, nil
@@ -516,11 +551,77 @@ local function new(opts, rt)
     return name
   end
 
+  -- source: the file's text when the host has read it already (so every worker
+  -- compiles exactly what was checked); otherwise the file is read here.
+  -- Raises "path:line: message"; nothing changes when it raises.
+  function rt.load(path, source)
+    if type(path) ~= "string" then error("runtime.load(path[, source]): path must be a string", 2) end
+    if libs_tr then libs_tr:begin(path) end
+    local ok, svc = pcall(compile, path, source)
+    if libs_tr then libs_tr:finish(path, ok) end
+    if not ok then error(svc, 0) end
+    return register(path, svc)
+  end
+
+  -- The loaded service files that use any of files (library files).
+  function rt.lib_dependants(files)
+    if not libs_tr then return {} end
+    local paths = libs_tr:dependants(files)
+    local out = {}
+    for _, p in ipairs(paths) do
+      if name_by_path[p] then out[#out + 1] = p end
+    end
+    return out
+  end
+
+  -- A library reload: files (library files that changed, { file = text },
+  -- text false for one removed) and services ({ path = text }, its
+  -- dependants, as rt.lib_dependants named them). Every service is compiled
+  -- again with the new library, its on_load run, and only if all of them
+  -- load are they registered; else nothing changes (the old modules are
+  -- back) and this raises the first error. Returns { path = name }.
+  function rt.reload_libs(files, services)
+    if not libs_tr then return {} end
+    local list, sources = {}, {}
+    for f, text in pairs(files) do
+      list[#list + 1] = f
+      if text then sources[f] = text end
+    end
+    local _, names = libs_tr:dependants(list)
+    local paths = {}
+    for p in pairs(services) do paths[#paths + 1] = p end
+    table.sort(paths)
+    local saved = libs_tr:drop(names, sources)
+    local deps, before = libs_tr.deps, {}
+    for _, p in ipairs(paths) do before[p] = deps["@" .. p] end
+    local done, failed = {}, nil
+    for _, p in ipairs(paths) do
+      libs_tr:begin(p)
+      local ok, svc = pcall(compile, p, services[p])
+      libs_tr:finish(p, ok)
+      if not ok then
+        failed = svc
+        break
+      end
+      done[#done + 1] = { p, svc }
+    end
+    if failed then
+      for _, p in ipairs(paths) do deps["@" .. p] = before[p] end
+      libs_tr:restore(saved)
+      error(failed, 0)
+    end
+    libs_tr:commit(saved)
+    local registered = {}
+    for _, d in ipairs(done) do registered[d[1]] = register(d[1], d[2]) end
+    return registered
+  end
+
   function rt.unload(path)
     local name = name_by_path[path]
     if name then
       by_name[name], path_by_name[name], name_by_path[path] = nil, nil, nil
     end
+    if libs_tr then libs_tr:forget(path) end
     return name
   end
 

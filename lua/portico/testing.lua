@@ -3,6 +3,9 @@
 --   local testing = require "portico.testing"
 --   local t = testing.new()                       -- its own registry, records and stubs
 --   local t = testing.new { caches = { sessions = { max_entries = 100, ttl = 600 } } }
+--   local t = testing.new { lib_dirs = { "lib" } } -- and library modules (lua.lib_dirs) found
+--                                                 --   there, put on package.path (`portico test`
+--                                                 --   does that from the config already)
 --   t:load("services/customer/get.lua")           -- -> "customer.get"; raises "path:line: ..."
 --   t:load_dir("services")                        -- every *.lua below, -> { names }
 --   t:stub("customer.get-details", function(input, self) return { name = "x" } end)
@@ -53,6 +56,9 @@
 --                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
 --
 --   testing.call("services/demo/echo.lua", { ... }) -> res, t   -- one-shot
+--
+-- A service's on_load() runs when the harness loads it (t:load), as in each
+-- worker of the gateway; its error is the load's error.
 --
 -- Each harness has its own runtime (portico.runtime's runtime.new), and calls
 -- go through the same runtime.dispatch the host calls, so input and output
@@ -153,8 +159,31 @@ end
 
 -- ---- the harness ----
 
+-- Puts each of dirs on package.path (after what is there: portico's own
+-- modules are found first, as in the gateway), once.
+local function add_lib_dirs(dirs)
+  if type(dirs) ~= "table" then error("testing.new{ lib_dirs = ... }: lib_dirs must be a list of directories", 3) end
+  for _, d in ipairs(dirs) do
+    if type(d) ~= "string" or d == "" or d:find("[;?]") then
+      error("testing.new{ lib_dirs = ... }: '" .. tostring(d) .. "' is not a directory name", 3)
+    end
+    local entry = d .. "/?.lua;" .. d .. "/?/init.lua"
+    if not (";" .. package.path .. ";"):find(";" .. entry:gsub("%p", "%%%0") .. ";") then
+      package.path = package.path .. ";" .. entry
+    end
+  end
+end
+
+local KNOWN_OPTS = { caches = true, lib_dirs = true }
+
 function M.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then error("testing.new([opts]): opts must be a table", 2) end
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("testing.new([opts]): opts must be a table", 2) end
+    for k in pairs(opts) do
+      if not KNOWN_OPTS[k] then error("testing.new: unknown option '" .. tostring(k) .. "' (known: caches, lib_dirs)", 2) end
+    end
+    if opts.lib_dirs ~= nil then add_lib_dirs(opts.lib_dirs) end
+  end
   local cache_be = cache.memory(opts and opts.caches)
   local caches = cache.new(cache_be)
   local t = setmetatable({

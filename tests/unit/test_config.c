@@ -61,6 +61,47 @@ PT_CASE(lua_gc_pause)
     PT_CHECK(pt_test_fails_with("lua:\n  gc_pause: lots\n", "lua.gc_pause"));
 }
 
+PT_CASE(lua_lib_dirs)
+{
+    pt_config_t *cfg;
+    char err[512] = "", cwd[512], yaml[2048], want[600];
+    PT_CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    /* the default: a lib/ beside each service directory, once per parent */
+    snprintf(yaml, sizeof yaml,
+             "services:\n  dirs: [%s/services/demo, %s/services/api/, %s/spec/services]\n", cwd,
+             cwd, cwd);
+    int rc = pt_test_load(yaml, &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_INT(cfg->n_lib_dirs, 2);
+        snprintf(want, sizeof want, "%s/services/lib", cwd);
+        PT_CHECK_STR(cfg->lib_dirs[0], want);
+        snprintf(want, sizeof want, "%s/spec/lib", cwd);
+        PT_CHECK_STR(cfg->lib_dirs[1], want);
+        pt_config_free(cfg);
+    }
+    /* no services section: no lib dir either */
+    rc = pt_test_load("log:\n  level: info\n", &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_INT(cfg->n_lib_dirs, 0);
+        pt_config_free(cfg);
+    }
+    /* given: absolute as they are, relative to the config file's directory */
+    rc = pt_test_load("lua:\n  lib_dirs: [/opt/shared, lib]\n", &cfg, err, sizeof err);
+    PT_CHECK_INT(rc, 0);
+    if (rc == 0) {
+        PT_CHECK_INT(cfg->n_lib_dirs, 2);
+        PT_CHECK_STR(cfg->lib_dirs[0], "/opt/shared");
+        PT_CHECK_STR(cfg->lib_dirs[1], "/tmp/lib");
+        pt_config_free(cfg);
+    }
+    PT_CHECK(pt_test_fails_with("lua:\n  lib_dirs: lib\n", "lua.lib_dirs: expected a list"));
+    PT_CHECK(pt_test_fails_with("lua:\n  lib_dirs: [\"a;b\"]\n", "holds ';' or '?'"));
+    PT_CHECK(pt_test_fails_with("lua:\n  lib_dirs: [\"x/?\"]\n", "holds ';' or '?'"));
+    PT_CHECK(pt_test_fails_with("lua:\n  lib_dirs: [[a]]\n", "lua.lib_dirs"));
+}
+
 PT_CASE(load_errors)
 {
     PT_CHECK(load_fails_with("tests/unit/data/bad_key.yaml",
@@ -75,6 +116,7 @@ int main(void)
 {
     PT_RUN(default_config);
     PT_RUN(lua_gc_pause);
+    PT_RUN(lua_lib_dirs);
     PT_RUN(load_errors);
     return PT_TEST_DONE();
 }
