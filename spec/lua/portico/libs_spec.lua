@@ -65,7 +65,7 @@ describe("portico.testing with lua.lib_dirs", function()
 
   it("refuses bad options with a clear error", function()
     assert.has_error(function() testing.new { lib_dir = { "x" } } end,
-      "testing.new: unknown option 'lib_dir' (known: lib_dirs)")
+      "testing.new: unknown option 'lib_dir' (known: caches, lib_dirs)")
     assert.has_error(function() testing.new { lib_dirs = "lib" } end,
       "testing.new{ lib_dirs = ... }: lib_dirs must be a list of directories")
     assert.has_error(function() testing.new { lib_dirs = { "a;b" } } end,
