@@ -80,7 +80,7 @@ local fmt, find, gsub, sub, char, byte =
   string.format, string.find, string.gsub, string.sub, string.char, string.byte
 local concat, traceback, getinfo, floor = table.concat, debug.traceback, debug.getinfo, math.floor
 local encode = cjson.encode
-local check = schema.check
+local check, check_text = schema.check, schema.check_text
 local COMPILED = service.marker
 local ServiceError = service.ServiceError
 
@@ -219,6 +219,24 @@ local http_mt = {
     end
   end,
 }
+
+-- ---- a request's input (docs/services.md, "Models and input") ----
+
+-- A request without a body whose method has none by custom takes its input
+-- from the query string; every request adds its route's captures. On a
+-- gateway channel "service" is never input: it names the service.
+local FROM_QUERY = { GET = true, HEAD = true, DELETE = true }
+
+local function check_input(schema_in, request, channel)
+  local http = request.http
+  local params = rawget(http, "params")
+  local skip = channel.type == "gateway" and "service" or nil
+  if request.raw == "" and FROM_QUERY[http.method] then
+    return check_text(schema_in, http.query, params, skip)
+  end
+  local input = request.payload
+  return check(schema_in, input == nil and EMPTY or input, params, skip)
+end
 
 -- ---- errors ----
 
@@ -461,7 +479,7 @@ local function new(opts, rt)
     local c = svc[COMPILED]
     local input = request.payload
     if c.input then
-      local checked, problems = check(c.input, input == nil and EMPTY or input)
+      local checked, problems = check_input(c.input, request, channel)
       if not checked then
         return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
       end
