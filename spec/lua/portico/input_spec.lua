@@ -104,7 +104,8 @@ describe("request input", function()
     assert.matches("^/svc/bad%.lua:2: service%.new: input schema: field shipping%.lines%[%]%.sku has unknown type 'strng'", err)
     ok, err = pcall(load, "/svc/bad2.lua", [[
       local service = require "portico.service"
-      return service.new { name = "t.bad2", unknown = "drop", input = {} }]])
+      local M = service.new { name = "t.bad2", unknown = "drop", input = {} }
+      return M]])
     assert.is_false(ok)
     assert.matches('^/svc/bad2%.lua:2: service%.new: unknown must be "ignore" or "reject", got drop', err)
   end)
