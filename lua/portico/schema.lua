@@ -20,7 +20,8 @@
 --     the same for a parsed query string: values are strings (a list of them
 --     for a repeated key) converted to the declared scalar types
 --   text_fields: a table of more top-level fields whose values are text (a
---   route's captures); skip: a name never taken from the query or text_fields.
+--   route's captures); skip: a name never taken from the query or text_fields
+--   (a body may still carry it).
 --
 -- JSON as lua-cjson decodes it: an integer is a number with no fraction (and
 -- within +-2^53); an object is a table that is not a non-empty array (cjson
@@ -258,8 +259,8 @@ local function walk_object(n, v, text, extra, skip)
     local f = n[i]
     local name = f.name
     local x, xt, twice = v[name], text, false
-    if skip and name == skip then
-      x = nil
+    if name == skip then
+      if text then x = nil end -- skip is never taken from text; a body may carry it
     elseif extra then
       local e = extra[name]
       if e ~= nil then
@@ -301,7 +302,7 @@ local function walk_object(n, v, text, extra, skip)
   if n.reject then
     local by_name, unknown = n.by_name, nil
     for k in pairs(v) do
-      if not by_name[k] and k ~= skip then
+      if not by_name[k] and not (text and k == skip) then
         unknown = unknown or {}
         unknown[#unknown + 1] = tostring(k)
       end

@@ -326,6 +326,9 @@ describe("portico.schema", function()
     assert.same({ id = 1, name = "x" }, (schema.check_text(c, { id = "1", name = "x", service = "s" }, nil, "service")))
     local r = schema.compile({ id = "integer" }, "input", { unknown = "reject" })
     assert.same({ id = 1 }, (schema.check_text(r, { id = "1", service = "s" }, { service = "s" }, "service")))
+    -- a body may carry it
+    assert.same({ id = 1, name = "x", service = "b" },
+      (schema.check(c, { id = 1, name = "x", service = "b" }, { service = "s" }, "service")))
     -- captures the schema does not name are the route's: never unknown
     assert.same({ id = 1 }, (schema.check(r, { id = 1 }, { tenant = "acme" })))
   end)
