@@ -60,6 +60,10 @@
 --   response.headers and (when the route had none) http.params. name, time and
 --   invoke are the same for every request and come through __index.
 --
+-- request.input: with an input schema, the body checked against it; a GET,
+-- HEAD or DELETE without a body is checked from the query string; the route's
+-- captures join either (check_input below). Without one: the payload.
+--
 -- http.query is parsed on first use (a repeated key gives a list of values),
 -- so pairs(self.request.http) shows it only after it has been read.
 local cjson = require "cjson"
