@@ -63,6 +63,10 @@
 --   response.headers and (when the route had none) http.params. name, time and
 --   invoke are the same for every request and come through __index.
 --
+-- request.input: with an input schema, the body checked against it; a GET,
+-- HEAD or DELETE without a body is checked from the query string; the route's
+-- captures join either (check_input below). Without one: the payload.
+--
 -- http.query is parsed on first use (a repeated key gives a list of values),
 -- so pairs(self.request.http) shows it only after it has been read.
 local cjson = require "cjson"
@@ -84,7 +88,7 @@ local fmt, find, gsub, sub, char, byte =
   string.format, string.find, string.gsub, string.sub, string.char, string.byte
 local concat, traceback, getinfo, floor = table.concat, debug.traceback, debug.getinfo, math.floor
 local encode = cjson.encode
-local check = schema.check
+local check, check_text = schema.check, schema.check_text
 local COMPILED = service.marker
 local ServiceError = service.ServiceError
 
@@ -231,6 +235,24 @@ local http_mt = {
     end
   end,
 }
+
+-- ---- a request's input (docs/services.md, "Models and input") ----
+
+-- A request without a body whose method has none by custom takes its input
+-- from the query string; every request adds its route's captures. On a
+-- gateway channel "service" is never input: it names the service.
+local FROM_QUERY = { GET = true, HEAD = true, DELETE = true }
+
+local function check_input(schema_in, request, channel)
+  local http = request.http
+  local params = rawget(http, "params")
+  local skip = channel.type == "gateway" and "service" or nil
+  if request.raw == "" and FROM_QUERY[http.method] then
+    return check_text(schema_in, http.query, params, skip)
+  end
+  local input = request.payload
+  return check(schema_in, input == nil and EMPTY or input, params, skip)
+end
 
 -- ---- errors ----
 
@@ -474,7 +496,7 @@ local function new(opts, rt)
     local c = svc[COMPILED]
     local input = request.payload
     if c.input then
-      local checked, problems = check(c.input, input == nil and EMPTY or input)
+      local checked, problems = check_input(c.input, request, channel)
       if not checked then
         return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
       end

@@ -5,6 +5,8 @@
 --     name   = "customer.get",                  -- [A-Za-z0-9_][A-Za-z0-9._-]*, unique
 --     input  = { customer_id = "integer" },     -- optional, see portico.schema
 --     output = { name = "string" },             -- optional
+--     unknown = "reject",                       -- optional: input fields the schema does not
+--                                               -- name are refused (default "ignore": left out)
 --   }
 --   function M:handle() ... end
 --   return M
@@ -50,14 +52,14 @@ function methods:error(status, message)
   error(setmetatable({ status = status, message = tostring(message or "") }, ServiceError), 0)
 end
 
-local KNOWN = { name = true, input = true, output = true, description = true }
+local KNOWN = { name = true, input = true, output = true, description = true, unknown = true }
 
 function M.new(def)
   if type(def) ~= "table" then error("service.new expects a table { name = ..., ... }", 2) end
   for k in pairs(def) do
     if not KNOWN[k] then
       error("service.new: unknown field '" .. tostring(k)
-        .. "' (known: name, input, output, description)", 2)
+        .. "' (known: name, input, output, unknown, description)", 2)
     end
   end
   local name = def.name
@@ -65,7 +67,11 @@ function M.new(def)
     error("service.new: name must be a string of letters, digits, '.', '_' and '-' not starting "
       .. "with '.' or '-', got " .. (type(name) == "string" and "'" .. name .. "'" or tostring(name)), 2)
   end
-  local ok_in, input = pcall(schema.compile, def.input, "input")
+  local unknown = def.unknown
+  if unknown ~= nil and unknown ~= "ignore" and unknown ~= "reject" then
+    error("service.new: unknown must be \"ignore\" or \"reject\", got " .. tostring(unknown), 2)
+  end
+  local ok_in, input = pcall(schema.compile, def.input, "input", { unknown = unknown })
   if not ok_in then error("service.new: " .. input, 2) end
   local ok_out, output = pcall(schema.compile, def.output, "output")
   if not ok_out then error("service.new: " .. output, 2) end
