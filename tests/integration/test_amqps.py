@@ -287,10 +287,12 @@ class TlsServer(threading.Thread):
     """A TLS server on a free port with the given certificate: completes
     handshakes it can, then closes. Enough to see a client refuse it."""
 
-    def __init__(self, cert, key, client_ca=None):
+    def __init__(self, cert, key, client_ca=None, tls12=False):
         super().__init__(daemon=True)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
+        if tls12:  # the client certificate is then checked within the handshake
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         if client_ca:  # as RabbitMQ's verify_peer with fail_if_no_peer_cert
             self.ctx.verify_mode = ssl.CERT_REQUIRED
             self.ctx.load_verify_locations(client_ca)
@@ -375,9 +377,13 @@ def test_amqps_broker_refuses_the_client_certificate(tmp_path, start_gateway, am
     # The broker's listener checks client certificates against its CA
     # (verify_peer): one of another CA is refused, with the broker's alert in
     # the log. A server that requires one (fail_if_no_peer_cert) refuses
-    # portico without: the log says which option is missing.
+    # portico without: the log says which option is missing. Under TLS 1.2
+    # the refusal comes within the handshake.
     demanding = TlsServer(os.path.join(BROKER_TLS_DIR, "server.pem"),
                           os.path.join(BROKER_TLS_DIR, "server.key"), client_ca=BROKER_TLS_CA)
+    old = TlsServer(os.path.join(BROKER_TLS_DIR, "server.pem"),
+                    os.path.join(BROKER_TLS_DIR, "server.key"), client_ca=BROKER_TLS_CA,
+                    tls12=True)
     try:
         gw = start_gateway(gateway_config(tmp_path, """outgoing:
   amqp:
@@ -390,6 +396,12 @@ def test_amqps_broker_refuses_the_client_certificate(tmp_path, start_gateway, am
     - name: Demanding
       url: %s
       tls: {ca_file: %s}
+    - name: TLS 1.2
+      url: %s
+      tls:
+        ca_file: %s
+        cert: %s/stranger-client.pem
+        key: %s/stranger-client.key
 channels:
   amqp:
     - name: tls.in
@@ -397,7 +409,8 @@ channels:
       queue: %s
       service: amqps.consume
 %s""" % (tls_url(), BROKER_TLS_CA, certs, certs, tls_url("localhost", demanding.port),
-         BROKER_TLS_CA, Q_IN, send_channel())))
+         BROKER_TLS_CA, tls_url("localhost", old.port), BROKER_TLS_CA, certs, certs, Q_IN,
+         send_channel())))
         # TLS 1.3: the server checks the certificate after portico's half of
         # the handshake, so the refusal ends the login: with the alert it sent,
         # or, when its reset overtook the alert, with what that means
@@ -418,15 +431,19 @@ channels:
             line = [l for l in gw.log_text().splitlines() if head in l][0]
             assert (head + alert + "; retrying" in line or head + lost + "; retrying" in line), \
                 line
-        for name in ("Broker", "Demanding"):
+        assert gw.log_has("AMQP 'TLS 1.2' [1]: TLS handshake with localhost:%d failed: the "
+                          "broker sent the alert 'unknown CA': it refused portico's client "
+                          "certificate; retrying in the background" % old.port), gw.log_text()
+        for name in ("Broker", "Demanding", "TLS 1.2"):
             status, _, body = send(gw, outconn=name)
             assert status == 503, body
             assert json.loads(body)["error"] == "no connection to the broker of '%s'" % name
         assert not any("portico-stranger" in subject for subject, _ in tls_connections())
-        assert demanding.handshakes == 0
+        assert demanding.handshakes == 0 and old.handshakes == 0
         assert amqp.queue_count(Q_TEST) == 0
     finally:
         demanding.stop()
+        old.stop()
 
 
 class StallingBroker(threading.Thread):
