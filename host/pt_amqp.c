@@ -176,7 +176,8 @@ amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t t
                                     AMQP_SASL_METHOD_PLAIN, ep->user, ep->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         int st = r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? r.library_error : 0;
-        if (!pt_amqp_tls_late_error(ep, st, why, sizeof why)) pt_amqp_reply_error(r, why, sizeof why);
+        if (!pt_amqp_tls_late_error(ep, st, why, sizeof why))
+            pt_amqp_reply_error(r, why, sizeof why);
         snprintf(err, errlen, "cannot log in to %s: %s", ep->display, why);
         amqp_destroy_connection(conn);
         return NULL;
