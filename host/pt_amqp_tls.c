@@ -141,7 +141,10 @@ int pt_amqp_socket_open(amqp_connection_state_t conn, const pt_amqp_endpoint_t *
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (ep->tls && pt__tls_setup(sock, ep, &chk, err, errlen) != 0) return -1;
+    if (ep->tls && pt__tls_setup(sock, ep, &chk, err, errlen) != 0) {
+        SSL_CTX_set_app_data(amqp_ssl_socket_get_context(sock), NULL); /* chk is ours */
+        return -1;
+    }
     ERR_clear_error();
     int rc = amqp_socket_open_noblock(sock, ep->host, ep->port, tv);
     if (ep->tls) SSL_CTX_set_app_data(amqp_ssl_socket_get_context(sock), NULL);
