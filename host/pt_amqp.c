@@ -175,7 +175,9 @@ amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t t
     amqp_rpc_reply_t r = amqp_login(conn, ep->vhost, 0, 131072, ep->heartbeat,
                                     AMQP_SASL_METHOD_PLAIN, ep->user, ep->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        pt_amqp_reply_error(r, why, sizeof why);
+        int st = r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION ? r.library_error : 0;
+        if (!pt_amqp_tls_late_error(ep, st, why, sizeof why))
+            pt_amqp_reply_error(r, why, sizeof why);
         snprintf(err, errlen, "cannot log in to %s: %s", ep->display, why);
         amqp_destroy_connection(conn);
         return NULL;

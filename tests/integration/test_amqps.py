@@ -1,7 +1,9 @@
 """amqps:// against a real RabbitMQ TLS listener (scripts/rabbitmq: 127.0.0.1:5671,
 a certificate for localhost and 127.0.0.1 signed by the test CA in its
 folder), and against small TLS servers of the test's own for certificates
-the broker does not have (wrong host, expired). See docs/amqp.md, "amqps://".
+the broker does not have (wrong host, expired), for a server that demands a
+client certificate, and for a "broker" that takes the TCP connection and never
+answers the handshake. See docs/amqp.md, "amqps://".
 
 Each test reads like a Test::Nginx block: a config, requests, what the
 broker and the client see, and nothing at level error in the log (the
@@ -10,6 +12,7 @@ start_gateway fixture checks that).
 
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -18,7 +21,8 @@ import time
 
 import pytest
 
-from amqp_support import (BROKER_TLS_CA, BROKER_TLS_DIR, BROKER_TLS_PORT, AmqpClient, Http,
+from amqp_support import (BROKER_PORT, BROKER_TLS_CA, BROKER_TLS_DIR, BROKER_TLS_PORT,
+                          AmqpClient, Http,
                           broker_serving, rabbitmq, send_service)
 from conftest import config_head
 
@@ -73,9 +77,9 @@ def openssl(*args, cwd):
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     """Certificates the broker does not have, made with the openssl CLI:
-    another CA (other-ca.pem), and signed by the broker's test CA a
-    certificate for another host (wrong-host.*) and an expired one for
-    localhost (expired.*)."""
+    another CA (other-ca.pem) and a client certificate it signed
+    (stranger-client.*), and signed by the broker's test CA a certificate for
+    another host (wrong-host.*) and an expired one for localhost (expired.*)."""
     d = str(tmp_path_factory.mktemp("amqps-certs"))
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     openssl("req", "-x509", *key, "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "30",
@@ -85,7 +89,8 @@ def certs(tmp_path_factory):
                 "serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n"
                 "[p]\ncommonName = supplied\n"
                 "[wrong]\nsubjectAltName = DNS:broker.example\n"
-                "[local]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n")
+                "[local]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n"
+                "[client]\nextendedKeyUsage = clientAuth\n")
     open(os.path.join(d, "index.txt"), "w").close()
     with open(os.path.join(d, "serial"), "w") as f:
         f.write("01\n")
@@ -97,6 +102,11 @@ def certs(tmp_path_factory):
                 "-subj", "/CN=" + name, cwd=d)
         openssl("ca", "-batch", "-config", "ca.cnf", *ca, "-in", name + ".csr",
                 "-out", name + ".pem", "-extensions", ext, "-notext", *dates, cwd=d)
+    openssl("req", *key, "-keyout", "stranger-client.key", "-out", "stranger-client.csr",
+            "-subj", "/CN=portico-stranger", cwd=d)
+    openssl("ca", "-batch", "-config", "ca.cnf", "-cert", "other-ca.pem", "-keyfile",
+            "other-ca.key", "-in", "stranger-client.csr", "-out", "stranger-client.pem",
+            "-extensions", "client", "-notext", "-days", "30", cwd=d)
     return d
 
 
@@ -277,10 +287,15 @@ class TlsServer(threading.Thread):
     """A TLS server on a free port with the given certificate: completes
     handshakes it can, then closes. Enough to see a client refuse it."""
 
-    def __init__(self, cert, key):
+    def __init__(self, cert, key, client_ca=None, tls12=False):
         super().__init__(daemon=True)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
+        if tls12:  # the client certificate is then checked within the handshake
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if client_ca:  # as RabbitMQ's verify_peer with fail_if_no_peer_cert
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+            self.ctx.load_verify_locations(client_ca)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -356,6 +371,201 @@ def test_amqps_options_on_amqp_url_and_missing_ca_file_name_the_line(tmp_path):
                               text=True, timeout=30)
         assert proc.returncode == 1
         assert str(path) + message in proc.stderr, proc.stderr
+
+
+def test_amqps_broker_refuses_the_client_certificate(tmp_path, start_gateway, amqp, certs):
+    # The broker's listener checks client certificates against its CA
+    # (verify_peer): one of another CA is refused, with the broker's alert in
+    # the log. A server that requires one (fail_if_no_peer_cert) refuses
+    # portico without: the log says which option is missing. Under TLS 1.2
+    # the refusal comes within the handshake.
+    demanding = TlsServer(os.path.join(BROKER_TLS_DIR, "server.pem"),
+                          os.path.join(BROKER_TLS_DIR, "server.key"), client_ca=BROKER_TLS_CA)
+    old = TlsServer(os.path.join(BROKER_TLS_DIR, "server.pem"),
+                    os.path.join(BROKER_TLS_DIR, "server.key"), client_ca=BROKER_TLS_CA,
+                    tls12=True)
+    try:
+        gw = start_gateway(gateway_config(tmp_path, """outgoing:
+  amqp:
+    - name: Broker
+      url: %s
+      tls:
+        ca_file: %s
+        cert: %s/stranger-client.pem
+        key: %s/stranger-client.key
+    - name: Demanding
+      url: %s
+      tls: {ca_file: %s}
+    - name: TLS 1.2
+      url: %s
+      tls:
+        ca_file: %s
+        cert: %s/stranger-client.pem
+        key: %s/stranger-client.key
+channels:
+  amqp:
+    - name: tls.in
+      connection: Broker
+      queue: %s
+      service: amqps.consume
+%s""" % (tls_url(), BROKER_TLS_CA, certs, certs, tls_url("localhost", demanding.port),
+         BROKER_TLS_CA, tls_url("localhost", old.port), BROKER_TLS_CA, certs, certs, Q_IN,
+         send_channel())))
+        # TLS 1.3: the server checks the certificate after portico's half of
+        # the handshake, so the refusal ends the login: with the alert it sent,
+        # or, when its reset overtook the alert, with what that means
+        lost = ("the broker closed the connection right after the TLS handshake (as one that "
+                "refuses the client certificate does under TLS 1.3)")
+        for who, url, alert in (
+                ("AMQP 'Broker' [1]", tls_url(),
+                 "the broker sent the alert 'unknown CA': it refused portico's client "
+                 "certificate"),
+                ("AMQP channel 'tls.in'", tls_url(),
+                 "the broker sent the alert 'unknown CA': it refused portico's client "
+                 "certificate"),
+                ("AMQP 'Demanding' [1]", tls_url("localhost", demanding.port),
+                 "the broker sent the alert 'certificate required': it wants a client "
+                 "certificate (tls.cert and tls.key)")):
+            head = "%s: cannot log in to %s: " % (who, url.replace("guest:guest", "guest"))
+            assert gw.log_has(head), gw.log_text()
+            line = [l for l in gw.log_text().splitlines() if head in l][0]
+            assert (head + alert + "; retrying" in line or head + lost + "; retrying" in line), \
+                line
+        assert gw.log_has("AMQP 'TLS 1.2' [1]: TLS handshake with localhost:%d failed: the "
+                          "broker sent the alert 'unknown CA': it refused portico's client "
+                          "certificate; retrying in the background" % old.port), gw.log_text()
+        for name in ("Broker", "Demanding", "TLS 1.2"):
+            status, _, body = send(gw, outconn=name)
+            assert status == 503, body
+            assert json.loads(body)["error"] == "no connection to the broker of '%s'" % name
+        assert not any("portico-stranger" in subject for subject, _ in tls_connections())
+        assert demanding.handshakes == 0 and old.handshakes == 0
+        assert amqp.queue_count(Q_TEST) == 0
+    finally:
+        demanding.stop()
+        old.stop()
+
+
+class StallingBroker(threading.Thread):
+    """A "broker" on a free port that takes TCP connections and answers
+    nothing: it reads what comes (the ClientHello) and holds the connection
+    open. After relay() it passes new connections through to the real
+    broker's TLS port instead."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held, self.first_bytes = [], []
+        self.relaying = threading.Event()
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.relaying.is_set():
+                threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+                continue
+            conn.settimeout(2)
+            try:
+                self.first_bytes.append(conn.recv(5))
+            except OSError:
+                self.first_bytes.append(b"")
+            self.held.append(conn)
+
+    def _relay(self, conn):
+        up = socket.create_connection(("127.0.0.1", BROKER_TLS_PORT))
+        ends = {conn: up, up: conn}
+        try:
+            while True:
+                ready, _, _ = select.select(list(ends), [], [], 30)
+                if not ready:
+                    return
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    ends[s].sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            up.close()
+
+    def relay(self):
+        self.relaying.set()
+
+    def stop(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_amqps_stalled_handshake_times_out_and_reconnects(tmp_path, start_gateway, amqp):
+    stall = StallingBroker()
+    try:
+        gw = start_gateway(gateway_config(tmp_path, """outgoing:
+  amqp:
+    - name: Stalled
+      url: %s
+      tls: {ca_file: %s}
+      timeout: 1s
+    - name: Plain
+      url: amqp://guest:guest@127.0.0.1:%d/
+channels:
+  amqp_bus:
+    - name: bus
+      url_prefix: /bus
+      url: %s
+      tls: {ca_file: %s}
+  amqp:
+    - name: tls.in
+      url: %s
+      tls: {ca_file: %s}
+      queue: %s
+      service: amqps.consume
+%s""" % (tls_url("127.0.0.1", stall.port), BROKER_TLS_CA, BROKER_PORT,
+         tls_url("127.0.0.1", stall.port), BROKER_TLS_CA, tls_url("127.0.0.1", stall.port),
+         BROKER_TLS_CA, Q_IN, send_channel())))
+        gw.expect_error("no connection to the broker")  # what the bus logs for its 503
+        # portico started and its workers answer while the three handshakes
+        # (outgoing, bus, channel) hang: the plain connection sends
+        assert gw.log_has("AMQP 'Plain' [1]: connected to amqp://")
+        status, _, body = send(gw, outconn="Plain")
+        assert status == 200, body
+        assert json.loads(amqp.wait_get(Q_TEST).body) == {"hello": "tls"}
+        deadline = time.time() + 4
+        while len(stall.held) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(stall.held) >= 3
+        assert all(b[:1] == b"\x16" for b in stall.first_bytes)  # a TLS handshake record
+        # each times out with a clear line (outgoing: its 1 s; bus and channel: 5 s)
+        timed_out = ("TLS handshake with 127.0.0.1:%d timed out: no answer from the broker "
+                     "within %%s s; retrying in the background" % stall.port)
+        assert gw.log_has("AMQP 'Stalled' [1]: " + timed_out % "1.0", timeout=10)
+        assert gw.log_has("AMQP bus 'bus': " + timed_out % "5.0", timeout=15)
+        assert gw.log_has("AMQP channel 'tls.in': " + timed_out % "5.0", timeout=15)
+        status, _, body = send(gw, outconn="Stalled")
+        assert status == 503, body
+        assert json.loads(body)["error"] == "no connection to the broker of 'Stalled'"
+        status, _, body = Http(gw.port).request("GET", "/bus/%s/echo" % X_BUS)
+        assert status == 503, body
+        # the broker answers again: each retries and connects
+        stall.relay()
+        assert gw.log_has("AMQP 'Stalled' [1]: connected to amqps://guest@127.0.0.1:%d/"
+                          % stall.port, timeout=30)
+        assert gw.log_has("AMQP bus 'bus': connected to amqps://", timeout=30)
+        assert gw.log_has("AMQP channel 'tls.in': consuming queue '%s'" % Q_IN, timeout=30)
+        status, _, body = send(gw, outconn="Stalled", data={"after": "stall"})
+        assert status == 200, body
+        assert json.loads(amqp.wait_get(Q_TEST).body) == {"after": "stall"}
+    finally:
+        stall.stop()
 
 
 # ---- the broker goes away and comes back ---------------------------------------------
