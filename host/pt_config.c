@@ -1433,7 +1433,7 @@ static int pt__no_file(void *ud, const char *path, const struct stat *st)
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
-                                       "admin",  "outgoing", "security", NULL};
+                                       "admin",  "outgoing", "security", "scheduler", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
@@ -1521,6 +1521,9 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     c->security = cfg->security;
     if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) &&
         pt__channels(c, v, cfg) != 0)
+        return -1;
+    if ((v = pt_yaml_get(&c->y, root, "scheduler")) &&
+        pt_config_scheduler_parse(&c->y, v, &cfg->scheduler) != 0)
         return -1;
     return 0;
 }
@@ -1625,6 +1628,7 @@ void pt_config_free(pt_config_t *cfg)
         pt__upstream_free(&cfg->http_out[i]);
     free(cfg->http_out);
     pt_security_free(cfg->security);
+    pt_config_scheduler_free(&cfg->scheduler);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
     free(cfg->path);

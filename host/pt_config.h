@@ -5,6 +5,7 @@
 #ifndef PT_CONFIG_H
 #define PT_CONFIG_H
 
+#include "pt_config_scheduler.h"
 #include "pt_log.h"
 #include "pt_ratelimit.h"
 
@@ -161,6 +162,7 @@ typedef struct {
     pt_upstream_cfg_t *http_out; /* outgoing.http */
     size_t n_http_out;
     struct pt_security_s *security; /* the compiled security: section (never NULL) */
+    pt_scheduler_cfg_t scheduler;   /* scheduler: (pt_config_scheduler.h) */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the
