@@ -576,11 +576,11 @@ static void pt__finish(pt_lua_task_t *t, int rc)
     lua_State *co = t->co;
     pt_lua_result_t res = {0};
     if (t->spawned) {
-        if (rc != 0)
+        if (rc == LUA_YIELD)
+            pt_log_error("async run failed: it yielded outside a waiting call");
+        else if (rc != 0)
             pt_log_error("async run failed: %s",
-                         rc == LUA_YIELD        ? "it yielded outside a waiting call"
-                         : lua_isstring(co, -1) ? lua_tostring(co, -1)
-                                                : "(no message)");
+                         lua_isstring(co, -1) ? lua_tostring(co, -1) : "(no message)");
         pt_lua_done_cb done = t->done;
         void *ud = t->ud;
         done(ud, NULL);
@@ -1007,8 +1007,8 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     pt__field(co, req, PT__R_BODY);
     lua_pushlstring(co, c->body ? c->body : "", c->body_len);
     lua_rawset(co, req);
-    pt__set_seen(co, req, PT__R_CHANNEL,
-                 c->job ? c->job : c->channel ? c->channel->name : "", &pt__seen.channel);
+    const char *channel = c->job ? c->job : c->channel ? c->channel->name : "";
+    pt__set_seen(co, req, PT__R_CHANNEL, channel, &pt__seen.channel);
     int type = c->job                                     ? PT__R_SCHEDULER
                : !c->channel                              ? PT__R_INTERNAL
                : c->channel->type == PT_CHANNEL_REST      ? PT__R_REST

@@ -50,8 +50,9 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
     for (size_t i = 0; i < cfg->scheduler.n_jobs; i++) {
         const pt_sched_job_cfg_t *j = &cfg->scheduler.jobs[i];
         if (!pt_lua_has_service(vm, j->service)) {
-            snprintf(err, errlen, "%s:%d: scheduler job '%s' runs service '%s', which is not loaded",
-                     cfg->path, j->line, j->name, j->service);
+            snprintf(err, errlen,
+                     "%s:%d: scheduler job '%s' runs service '%s', which is not loaded", cfg->path,
+                     j->line, j->name, j->service);
             goto fail;
         }
     }

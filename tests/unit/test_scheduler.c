@@ -138,11 +138,20 @@ PT_CASE(rfc3339_times)
     PT_CHECK_INT(ms, utc);
     PT_CHECK_INT(pt_sched_parse_time("2026-12-24T12:30:00.250-05:30", &ms), 0);
     PT_CHECK_INT(ms, utc);
-    const char *bad[] = {"2026-12-24T18:00:00",   "2026-12-24 18:00:00Z",  "2026-13-01T00:00:00Z",
-                         "2026-02-29T00:00:00Z",  "2026-04-31T00:00:00Z",  "2026-12-24T24:00:00Z",
-                         "2026-12-24T18:60:00Z",  "2026-12-24T18:00:60Z",  "2026-12-24T18:00:00.Z",
-                         "2026-12-24T18:00:00Zx", "2026-12-24T18:00:00+1", "26-12-24T18:00:00Z",
-                         "",                      "tomorrow"};
+    const char *bad[] = {"2026-12-24T18:00:00",
+                         "2026-12-24 18:00:00Z",
+                         "2026-13-01T00:00:00Z",
+                         "2026-02-29T00:00:00Z",
+                         "2026-04-31T00:00:00Z",
+                         "2026-12-24T24:00:00Z",
+                         "2026-12-24T18:60:00Z",
+                         "2026-12-24T18:00:60Z",
+                         "2026-12-24T18:00:00.Z",
+                         "2026-12-24T18:00:00Zx",
+                         "2026-12-24T18:00:00+1",
+                         "26-12-24T18:00:00Z",
+                         "",
+                         "tomorrow"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (pt_sched_parse_time(bad[i], &ms) == 0) fprintf(stderr, "  accepted %s\n", bad[i]);
         PT_CHECK(pt_sched_parse_time(bad[i], &ms) != 0);
@@ -188,15 +197,16 @@ PT_CASE(config_section)
 {
     pt_config_t *cfg;
     char err[512] = "";
-    int rc = pt_test_load("scheduler:\n"
-                          "  jobs:\n"
-                          "    - {name: cleanup, service: demo.cleanup, every: 30s, input: {max: 10, "
-                          "tag: 'x', on: true, none: ~, list: [1, \"two\", 3.5e2], q: \"1\"}}\n"
-                          "    - {name: nightly, service: reports.build, cron: \"0 2 * * *\", "
-                          "timeout: 5m, overlap: true}\n"
-                          "    - {name: once, service: demo.ping, at: \"2026-12-24T18:00:00Z\", "
-                          "enabled: false}\n",
-                          &cfg, err, sizeof err);
+    int rc =
+        pt_test_load("scheduler:\n"
+                     "  jobs:\n"
+                     "    - {name: cleanup, service: demo.cleanup, every: 30s, input: {max: 10, "
+                     "tag: 'x', on: true, none: ~, list: [1, \"two\", 3.5e2], q: \"1\"}}\n"
+                     "    - {name: nightly, service: reports.build, cron: \"0 2 * * *\", "
+                     "timeout: 5m, overlap: true}\n"
+                     "    - {name: once, service: demo.ping, at: \"2026-12-24T18:00:00Z\", "
+                     "enabled: false}\n",
+                     &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc != 0) {
         fprintf(stderr, "  %s\n", err);
@@ -254,7 +264,8 @@ PT_CASE(config_refusals)
     PT_CHECK(pt_test_fails_with("scheduler:\n  jobs:\n    - {name: a, service: b, every: 1s, "
                                 "input: {[1]: 2}}\n",
                                 "input keys must be strings"));
-    PT_CHECK(pt_test_fails_with("scheduler:\n  jobs: {a: 1}\n", ":2: scheduler.jobs: expected a list"));
+    PT_CHECK(
+        pt_test_fails_with("scheduler:\n  jobs: {a: 1}\n", ":2: scheduler.jobs: expected a list"));
     PT_CHECK(pt_test_fails_with("scheduler:\n  tasks: []\n", "scheduler: unknown key 'tasks'"));
     PT_CHECK(pt_test_fails_with("scheduler:\n  jobs:\n    - {name: a, service: b, every: 1s}\n"
                                 "    - {name: a, service: b, every: 2s}\n",
