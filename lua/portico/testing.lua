@@ -49,6 +49,7 @@
 --     self:invoke_async runs the target (or its t:stub) and self:defer's
 --     functions run after the call has its answer, before t:call returns, in
 --     the order they were started (an async run's own async work after it).
+--   t:run_pending() -- runs what is queued now (after a t.runtime.dispatch of your own)
 --   t:reset()     -- empties invocations, logs and sent (stubs and loaded services stay)
 --   t.runtime     -- the harness's own runtime (portico.runtime's runtime.new):
 --                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
