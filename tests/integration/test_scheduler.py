@@ -51,6 +51,19 @@ SERVICES = {
         end
         return M
     """,
+    # catches the cancelled sleep and tries again: the run's later waits are refused
+    "sched/stubborn.lua": """
+        local service = require "portico.service"
+        local M = service.new { name = "sched.stubborn" }
+        function M:handle()
+          local ok1, e1 = pcall(self.sleep, self, 3000)
+          local ok2, e2 = pcall(self.sleep, self, 3000)
+          local f = assert(io.open(self.request.payload.file, "a"))
+          f:write(tostring(ok1), " ", tostring(e1), " | ", tostring(ok2), " ", tostring(e2), "\\n")
+          f:close()
+        end
+        return M
+    """,
     "sched/fails.lua": """
         local service = require "portico.service"
         local M = service.new { name = "sched.fails" }
@@ -181,12 +194,14 @@ def test_overlap_true_lets_runs_overlap(start_gateway, tmp_path):
 
 def test_a_run_past_its_timeout_is_cancelled(start_gateway, tmp_path):
     write_services(tmp_path)
-    out = str(tmp_path / "slow.log")
+    out, out2 = str(tmp_path / "slow.log"), str(tmp_path / "stubborn.log")
     gw = start_gateway(config("""
         - {{name: stuck, service: sched.slow, every: 1s, timeout: 300ms,
            input: {{file: "%s", seconds: 3000}}}}
         - {{name: refuses, service: sched.fails, every: 1s}}
-    """ % out))
+        - {{name: stubborn, service: sched.stubborn, every: 1s, timeout: 200ms,
+           input: {{file: "%s"}}}}
+    """ % (out, out2)))
     gw.expect_error("sleep: the sleep was cancelled")
     j = wait_for(lambda: (lambda j: j if j["runs"]["timeout"] >= 1 else None)(
         jobs(gw)["stuck"]), what="a timeout")
@@ -201,6 +216,13 @@ def test_a_run_past_its_timeout_is_cancelled(start_gateway, tmp_path):
         jobs(gw)["refuses"]), what="an error")
     assert r["last_run"]["result"] == "error"
     assert r["last_run"]["error"] == "409: the job says no"
+    st = wait_for(lambda: (lambda j: j if j["runs"]["timeout"] >= 1 else None)(
+        jobs(gw)["stubborn"]), what="the stubborn job's timeout")
+    assert st["last_run"]["result"] == "timeout"
+    first = lines(out2)[0]
+    assert first.startswith("false ") and " | false " in first
+    assert "sleep: the sleep was cancelled" in first.split(" | ")[0]
+    assert "sleep: the run was cancelled" in first.split(" | ")[1]
     samples = scrape(gw)
     assert value(samples, "portico_scheduler_runs_total", job="stuck", result="timeout") >= 1
     assert value(samples, "portico_scheduler_runs_total", job="refuses", result="error") >= 1
