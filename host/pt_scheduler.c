@@ -376,7 +376,8 @@ void pt_scheduler_apply(pt_scheduler_t *s, const pt_config_t *cfg)
                 jobs[i] = old; /* keeps its old config */
                 continue;
             }
-            int same = strcmp(old->cfg.spec, c->spec) == 0;
+            /* a schedule changed, or a job enabled again, starts from now */
+            int same = strcmp(old->cfg.spec, c->spec) == 0 && (old->cfg.enabled || !c->enabled);
             pt__free_cfg(&old->cfg);
             old->cfg = fresh;
             if (!same) {
