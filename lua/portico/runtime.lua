@@ -428,6 +428,7 @@ local function new(opts, rt)
   -- response; an async run has its own). Weak: a request that never ends
   -- (its coroutine collected with the VM) leaves nothing behind.
   local defers = setmetatable({}, { __mode = "k" })
+  local n_defers = 0 -- lists in defers: a request checks defers only when some are
   local MAX_DEFERS = 100
 
   local function describe(e)
@@ -461,6 +462,7 @@ local function new(opts, rt)
     if not list then
       list = {}
       defers[key] = list
+      n_defers = n_defers + 1
     end
     if #list >= MAX_DEFERS then error("defer: more than " .. MAX_DEFERS .. " functions in one request", 2) end
     list[#list + 1] = fn
@@ -491,9 +493,9 @@ local function new(opts, rt)
       pcall(rt.log, "error", "async run of '" .. name .. "' (invoke_async from '" .. tostring(parent)
         .. "') failed: " .. describe(e), cid, name)
     end
-    local list = defers[http]
+    local list = n_defers > 0 and defers[http]
     if list then
-      defers[http] = nil
+      defers[http], n_defers = nil, n_defers - 1
       run_defers(list, cid, name)
     end
   end
@@ -682,9 +684,9 @@ local function new(opts, rt)
       security = { username = username, gateway = gateway },
     }
     local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
-    local deferred = defers[http]
+    local deferred = n_defers > 0 and defers[http]
     if deferred then
-      defers[http] = nil
+      defers[http], n_defers = nil, n_defers - 1
       start_defers(deferred, cid, name)
     end
     if ok then return status, rbody, ctype, rheaders end
