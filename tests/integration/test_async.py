@@ -66,6 +66,16 @@ SERVICES = {
         end
         return M
     """,
+    # sleeps inside a coroutine of its own, which the yield protocol refuses
+    "async/cosleep.lua": """
+        local service = require "portico.service"
+        local M = service.new { name = "async.cosleep" }
+        function M:handle()
+          local ok, err = coroutine.resume(coroutine.create(function() self:sleep(0.01) end))
+          self.response.payload = { ok = ok, err = err }
+        end
+        return M
+    """,
     # answers, then (deferred) waits for the file "go" and writes "done"
     "async/deferrer.lua": """
         local service = require "portico.service"
@@ -91,7 +101,8 @@ CONFIG = config_head("workers: 1\ndrain_timeout: {drain}") + """channels:
     - name: gateway
       url_path: /gateway/{{service}}
       methods: [POST]
-      gateway_service_list: [async.sleeper, async.fast, async.parent, async.many, async.deferrer]
+      gateway_service_list: [async.sleeper, async.fast, async.parent, async.many, async.deferrer,
+                             async.cosleep]
 """
 
 
@@ -215,3 +226,14 @@ def test_a_worker_stops_cleanly_with_async_work_pending(start_gateway, tmp_path)
     log = gw.log_text()
     assert "drain time-out" in log
     assert "Sanitizer" not in log
+
+
+def test_sleep_outside_the_request_coroutine_is_refused(start_gateway, tmp_path):
+    gw = gateway(start_gateway, tmp_path)
+    c = gw.http()
+    status, _, body = c.post("/gateway/async.cosleep", {})
+    assert status == 200
+    out = json.loads(body)
+    assert out["ok"] is False
+    assert "sleep: sleep works only while handling a request, in its own coroutine" in out["err"]
+    c.close()
