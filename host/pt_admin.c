@@ -81,8 +81,18 @@ static int pt__metrics(pt_admin_t *a, pt_buf_t *body)
     return 200;
 }
 
+static int pt__scheduler(pt_admin_t *a, pt_buf_t *body)
+{
+    if (a->ops->scheduler)
+        a->ops->scheduler(a->ud, body);
+    else
+        pt_buf_puts(body, "{\"jobs\":[]}");
+    return 200;
+}
+
 static const pt__admin_route_t pt__routes[] = {
     {HTTP_GET, "/metrics", pt__metrics},
+    {HTTP_GET, "/scheduler", pt__scheduler},
     {HTTP_GET, "/healthz", pt__healthz},
     {HTTP_GET, "/readyz", pt__readyz},
     {HTTP_POST, "/reload", pt__reload},

@@ -1541,8 +1541,9 @@ static int pt__no_file(void *ud, const char *path, const struct stat *st)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
-                                       "admin",  "outgoing", "security", "cache", NULL};
+    static const char *const keys[] = {"server",   "log",      "lua",       "services",
+                                       "channels", "admin",    "outgoing",  "security",
+                                       "cache",    "scheduler", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
@@ -1638,6 +1639,9 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     if (pt_security_each_client_ca(cfg->security, pt__client_cas, &cas) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, root, "channels")) && !pt_yaml_is_null(v) &&
         pt__channels(c, v, cfg) != 0)
+        return -1;
+    if ((v = pt_yaml_get(&c->y, root, "scheduler")) &&
+        pt_config_scheduler_parse(&c->y, v, &cfg->scheduler) != 0)
         return -1;
     return 0;
 }
@@ -1743,6 +1747,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->http_out);
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
+    pt_config_scheduler_free(&cfg->scheduler);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
     pt__free_list(cfg->lib_dirs, cfg->n_lib_dirs);

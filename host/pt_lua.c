@@ -38,6 +38,9 @@ struct pt_lua_task_s {
     uint64_t wait_seq; /* which wait of the VM this is: a sweep ends at its start */
     uint64_t swept;    /* the sweep that called cancel (0: none) */
     pt_lua_task_t *wait_prev, *wait_next;
+    uint64_t run_id; /* this run's (pt_lua_cancel_run); 0 when free */
+    int doomed;      /* pt_lua_cancel_run: no more waits */
+    int spawned;     /* pt_lua_spawn's: done gets no result */
 };
 
 typedef struct {
@@ -54,6 +57,7 @@ struct pt_lua_s {
     pt_lua_task_t *wait_head, *wait_tail; /* the waiting tasks, by wait_seq */
     uint64_t wait_seq;                    /* waits started so far */
     uint64_t sweeps;                      /* pt_lua_cancel_all runs so far */
+    uint64_t runs;                        /* run ids given so far */
     int closing;                          /* pt_lua_free: no new waits */
     int runtime_ref;
     pt__svc_t *services; /* what each loaded file registered */
@@ -675,6 +679,9 @@ static void pt__task_put(pt_lua_task_t *t, int reusable)
     t->done = NULL;
     t->ud = NULL;
     t->waiting = 0;
+    t->run_id = 0;
+    t->doomed = 0;
+    t->spawned = 0;
     t->next_free = pl->free_tasks;
     pl->free_tasks = t;
 }
@@ -726,6 +733,18 @@ static void pt__finish(pt_lua_task_t *t, int rc)
     pt_lua_t *pl = t->pl;
     lua_State *co = t->co;
     pt_lua_result_t res = {0};
+    if (t->spawned) {
+        if (rc == LUA_YIELD)
+            pt_log_error("async run failed: it yielded outside a waiting call");
+        else if (rc != 0)
+            pt_log_error("async run failed: %s",
+                         lua_isstring(co, -1) ? lua_tostring(co, -1) : "(no message)");
+        pt_lua_done_cb done = t->done;
+        void *ud = t->ud;
+        done(ud, NULL);
+        pt__task_put(t, rc == 0);
+        return;
+    }
     static const char internal[] = "{\"error\":{\"status\":500,\"message\":\"internal error\"}}";
 
     if (rc == 0 && lua_gettop(co) >= 2 && lua_isnumber(co, 1)) {
@@ -843,7 +862,7 @@ static void pt__run(pt_lua_task_t *t, int nargs)
 pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl, pt_lua_cancel_fn cancel, void *op)
 {
     pt_lua_task_t *t = pl->running;
-    if (!t || pl->closing) return NULL;
+    if (!t || pl->closing || t->doomed) return NULL;
     t->waiting = 1;
     t->cancel = cancel;
     t->op = op;
@@ -915,6 +934,41 @@ void pt_lua_cancel_all(pt_lua_t *pl)
     }
 }
 
+void pt_lua_cancel_run(pt_lua_t *pl, uint64_t run_id)
+{
+    if (!pl || !run_id) return;
+    for (pt_lua_task_t *t = pl->wait_head; t; t = t->wait_next)
+        if (t->run_id == run_id) {
+            t->doomed = 1;
+            t->cancel(t->op); /* resumes it: the list may change, so stop here */
+            return;
+        }
+}
+
+void pt_lua_release(pt_lua_t *pl, int ref)
+{
+    if (pl) luaL_unref(pl->L, LUA_REGISTRYINDEX, ref);
+}
+
+int pt_lua_spawn(pt_lua_t *pl, int fn_ref, pt_lua_done_cb done, void *ud)
+{
+    pt_lua_task_t *t = pl->closing ? NULL : pt__task_get(pl);
+    if (!t) {
+        luaL_unref(pl->L, LUA_REGISTRYINDEX, fn_ref);
+        return -1;
+    }
+    t->done = done;
+    t->ud = ud;
+    t->spawned = 1;
+    t->run_id = ++pl->runs;
+    lua_State *co = t->co;
+    lua_settop(co, 0);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, fn_ref);
+    luaL_unref(co, LUA_REGISTRYINDEX, fn_ref);
+    pt__run(t, 0);
+    return 0;
+}
+
 /* The one table runtime.dispatch takes (its fields: lua/portico/runtime.lua,
  * docs/contract.md). A VM has one, made at its first request and refilled for
  * each, so a request allocates no table for it: runtime.dispatch reads every
@@ -949,7 +1003,8 @@ enum {
     PT__R_REST,
     PT__R_WEBSOCKET,
     PT__R_INTERNAL,
-    PT__R_N = PT__R_INTERNAL
+    PT__R_SCHEDULER,
+    PT__R_N = PT__R_SCHEDULER
 };
 
 static const char *const pt__request_names[PT__R_N + 1] = {[PT__R_SERVICE] = "service",
@@ -967,7 +1022,8 @@ static const char *const pt__request_names[PT__R_N + 1] = {[PT__R_SERVICE] = "se
                                                            [PT__R_AMQP] = "amqp",
                                                            [PT__R_REST] = "rest",
                                                            [PT__R_WEBSOCKET] = "websocket",
-                                                           [PT__R_INTERNAL] = "internal"};
+                                                           [PT__R_INTERNAL] = "internal",
+                                                           [PT__R_SCHEDULER] = "scheduler"};
 
 /* Pushes the request table, making it on the VM's first request. Returns 1
  * when it made it. */
@@ -1062,6 +1118,8 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     if (!t) return -1;
     t->done = done;
     t->ud = ud;
+    t->run_id = ++pl->runs;
+    if (c->run_id) *c->run_id = t->run_id;
     lua_State *co = t->co;
     lua_settop(co, 0);
     lua_checkstack(co, 16);
@@ -1107,8 +1165,10 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     pt__field(co, req, PT__R_BODY);
     lua_pushlstring(co, c->body ? c->body : "", c->body_len);
     lua_rawset(co, req);
-    pt__set_seen(co, req, PT__R_CHANNEL, c->channel ? c->channel->name : "", &pt__seen.channel);
-    int type = !c->channel                                ? PT__R_INTERNAL
+    const char *channel = c->job ? c->job : c->channel ? c->channel->name : "";
+    pt__set_seen(co, req, PT__R_CHANNEL, channel, &pt__seen.channel);
+    int type = c->job                                     ? PT__R_SCHEDULER
+               : !c->channel                              ? PT__R_INTERNAL
                : c->channel->type == PT_CHANNEL_REST      ? PT__R_REST
                : c->channel->type == PT_CHANNEL_AMQP      ? PT__R_AMQP
                : c->channel->type == PT_CHANNEL_WEBSOCKET ? PT__R_WEBSOCKET
@@ -1138,6 +1198,8 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
         c->push_extra(co, c->extra_ud);
         lua_rawset(co, req);
     }
+    uint64_t id = t->run_id;
     pt__run(t, 1);
+    if (c->run_id && t->run_id != id) *c->run_id = 0; /* it ended: t may be reused already */
     return 0;
 }

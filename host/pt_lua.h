@@ -78,6 +78,12 @@ typedef struct {
      * this way). */
     void (*push_extra)(lua_State *co, void *ud);
     void *extra_ud;
+    /* A scheduler run (pt_scheduler): channel is NULL, and the service sees
+     * a channel of type "scheduler" named after the job. NULL otherwise. */
+    const char *job;
+    /* Optional: set to the run's id, for pt_lua_cancel_run (0 when it ended
+     * before pt_lua_dispatch returned). */
+    uint64_t *run_id;
 } pt_lua_call_t;
 
 /* The answer of a service. Valid only during the done callback. */
@@ -175,6 +181,24 @@ size_t pt_lua_service_count(const pt_lua_t *pl);
  * when no coroutine could be made (done is not called then). */
 int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *call, pt_lua_done_cb done, void *ud);
 
+/* Ends run_id's current wait through its cancel hook (its service goes on
+ * with the primitive's "cancelled" results), and refuses every later wait
+ * of that run (pt_lua_task_wait returns NULL for it), so the run ends soon.
+ * Does nothing when that run has ended. Worker thread only. */
+void pt_lua_cancel_run(pt_lua_t *pl, uint64_t run_id);
+
+/* Starts a task that runs the function registry[fn_ref] with no arguments
+ * (async work: self:invoke_async, self:defer). The reference is the task's
+ * from here (it is released, whatever this returns). The function's own
+ * errors are its business (the Lua side wraps it in xpcall); a raise that
+ * gets here anyway is logged. done(ud, NULL) is called exactly once when it
+ * ends: before this returns when it never waits. Returns 0, or -1 when no
+ * task could be made or the VM closes (done is not called then). */
+int pt_lua_spawn(pt_lua_t *pl, int fn_ref, pt_lua_done_cb done, void *ud);
+
+/* Lets go of a registry reference of pl's (NULL pl: nothing). */
+void pt_lua_release(pt_lua_t *pl, int ref);
+
 /* The request budget, for a watchdog on another thread. The number of the
  * VM's current run of a request (from a resume to the next wait or the end):
  * odd while one runs, even between runs. The same odd number seen for longer
@@ -202,8 +226,9 @@ typedef void (*pt_lua_cancel_fn)(void *op);
  * returns its task; the primitive then returns lua_yield(L, 0) and later
  * resumes the task exactly once, from its completion or from cancel(op).
  * Call it once nothing can fail without yielding. Returns NULL outside a
- * request or while the VM closes: the primitive then must not yield (it
- * ends op and returns its "cancelled" results). */
+ * request, while the VM closes or for a run pt_lua_cancel_run ended: the
+ * primitive then must not yield (it ends op and returns its "cancelled"
+ * results). */
 pt_lua_task_t *pt_lua_task_wait(pt_lua_t *pl, pt_lua_cancel_fn cancel, void *op);
 
 /* Calls the cancel hook of every task waiting now, oldest first: each is

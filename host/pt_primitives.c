@@ -2,6 +2,7 @@
 #include "pt_lua_amqp.h"
 #include "pt_lua_cache.h"
 #include "pt_lua_http.h"
+#include "pt_lua_timer.h"
 #include "pt_lua_ws.h"
 
 #include <stddef.h>
@@ -12,5 +13,6 @@ const pt_lua_register_fn pt_primitives[] = {
     pt_lua_http_register,
     pt_lua_ws_register,
     pt_lua_cache_register,
+    pt_lua_timer_register,
     NULL,
 };

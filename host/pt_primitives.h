@@ -1,5 +1,5 @@
 /* pt_primitives: the one list of the C primitives a gateway VM's portico.host
- * gets (outgoing HTTP, AMQP publish, WebSocket push). A new primitive is one
+ * gets (outgoing HTTP, AMQP publish, WebSocket push, sleep and spawn). A new primitive is one
  * more register function here; pt_lua knows none of them. */
 #ifndef PT_PRIMITIVES_H
 #define PT_PRIMITIVES_H

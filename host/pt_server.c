@@ -8,6 +8,7 @@
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_primitives.h"
+#include "pt_scheduler.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -44,6 +45,15 @@ static pt_lua_t *pt__validate(const pt_snapshot_t *snap, char *err, size_t errle
         if (!pt_lua_has_service(vm, ch->service)) {
             snprintf(err, errlen, "%s:%d: channel '%s' runs service '%s', which is not loaded",
                      cfg->path, ch->line, ch->name, ch->service);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < cfg->scheduler.n_jobs; i++) {
+        const pt_sched_job_cfg_t *j = &cfg->scheduler.jobs[i];
+        if (!pt_lua_has_service(vm, j->service)) {
+            snprintf(err, errlen,
+                     "%s:%d: scheduler job '%s' runs service '%s', which is not loaded", cfg->path,
+                     j->line, j->name, j->service);
             goto fail;
         }
     }
@@ -269,6 +279,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_worker_post_snapshot(&s->workers[i], pt_snapshot_ref(snap));
     pt_snapshot_release(s->snap);
     s->snap = snap;
+    pt_scheduler_apply(s->sched, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
     pt_log_info("config reloaded: generation %llu, %zu channels, %zu services",
@@ -309,6 +320,13 @@ static void pt__admin_metrics(void *ud, pt_buf_t *out)
                                  .workers = s->n_workers};
     pt_metrics_render(workers, n, &proc, out);
     pt_cache_render_metrics(out);
+    pt_scheduler_metrics(s->sched, out);
+}
+
+static void pt__admin_scheduler(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_scheduler_json(s->sched, out);
 }
 
 static const pt_admin_ops_t pt__admin_ops = {
@@ -316,6 +334,7 @@ static const pt_admin_ops_t pt__admin_ops = {
     .generation = pt__admin_generation,
     .reload = pt__admin_reload,
     .metrics = pt__admin_metrics,
+    .scheduler = pt__admin_scheduler,
 };
 
 static void pt__on_signal(uv_signal_t *sig, int signum)
@@ -344,6 +363,7 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
     }
     s->stopping = 1;
     s->ready = 0;
+    pt_scheduler_stop(s->sched);
     pt_log_info("%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < s->n_workers; i++)
         pt_worker_stop(&s->workers[i]);
@@ -541,6 +561,8 @@ int pt_server_run(const char *config_path)
         watchdog.data = &watchdog_ctx;
         uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
         uv_unref((uv_handle_t *)&watchdog);
+        if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
+            pt_log_error("scheduler: out of memory: no job runs");
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -580,7 +602,9 @@ done:
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
+    pt_scheduler_close(s.sched);
     uv_run(s.loop, UV_RUN_DEFAULT);
+    pt_scheduler_free(s.sched);
     uv_loop_close(s.loop);
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 typedef struct pt_admin_s pt_admin_t;
+struct pt_scheduler_s;
 
 typedef struct pt_server_s {
     const char *config_path;
@@ -25,6 +26,7 @@ typedef struct pt_server_s {
     pt_watch_t lib_watch; /* lua.lib_dirs: a change reloads the services that use it */
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     pt_admin_t *admin;
+    struct pt_scheduler_s *sched; /* scheduler: jobs (pt_scheduler.h) */
     int ready;    /* every worker listens */
     int stopping; /* a drain has begun */
     uint64_t reloads, reload_failures;

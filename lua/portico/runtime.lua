@@ -44,6 +44,12 @@
 --   on_invoke(self, name, input) -> true, payload   called first for every
 --     self:invoke; when it answers true, payload is the answer and the service
 --     is not called (portico.testing records and stubs invokes with it)
+--   on_invoke_async(self, name, input) -> true   the same for self:invoke_async
+--     (true: handled, nothing is spawned)
+--   spawn(fn) -> true | nil, kind, detail   runs fn() later in a task of its own
+--     (default host.spawn; portico.testing queues fn and runs it after the call)
+--   sleep(seconds) -> true | nil, kind, detail   (default host.sleep; the harness
+--     advances a fake clock)
 -- The host's runtime is made with none of them: nothing of portico.testing
 -- runs on its request path.
 --
@@ -57,8 +63,10 @@
 --   :error(fmt, ...)), request = { payload, input, raw, http = { method, path,
 --   query, query_string, headers, params }, amqp }, channel = { name, type,
 --   security = { username, gateway } }, response = { payload, status, headers,
---   content_type }, out (amqp, http, websocket), invoke(name, input), cache and
---   caches (portico.cache, the same for every request). logger and
+--   content_type }, out (amqp, http, websocket), invoke(name, input),
+--   invoke_async(name, input), sleep(seconds), defer(fn) (docs/services.md,
+--   "Scheduler and async work"), cache and caches (portico.cache, the same
+--   for every request). logger and
 --   out are made on first use, so pairs(self) shows them only after that; so are
 --   response.headers and (when the route had none) http.params. name, time and
 --   invoke are the same for every request and come through __index.
@@ -321,6 +329,9 @@ local function new(opts, rt)
     for k, v in pairs(opts.out) do out_modules[k] = v end
   end
   local on_invoke = opts.on_invoke
+  local on_invoke_async = opts.on_invoke_async
+  local spawn = opts.spawn or (host and host.spawn)
+  local sleep = opts.sleep or (host and host.sleep)
 
   rt.log = opts.log or log
   -- Set by the host when lua.request_timeout is on: service files' code is
@@ -443,6 +454,108 @@ local function new(opts, rt)
       local payload = call_service(self, name, input)
       return payload
     end
+  end
+
+  -- ---- async work: self:invoke_async, self:sleep, self:defer ----
+
+  -- The functions self:defer registered, by the request's http table (an
+  -- invoked service shares its caller's, so its defers wait for the same
+  -- response; an async run has its own). Weak: a request that never ends
+  -- (its coroutine collected with the VM) leaves nothing behind.
+  local defers = setmetatable({}, { __mode = "k" })
+  local n_defers = 0 -- lists in defers: a request checks defers only when some are
+  local MAX_DEFERS = 100
+
+  local function describe(e)
+    if getmetatable(e) == ServiceError then
+      return "self:error(" .. tostring(e.status) .. ", " .. safe_tostring(e.message) .. ")"
+    end
+    return safe_tostring(e)
+  end
+
+  local function run_defers(list, cid, name)
+    for i = 1, #list do
+      local ok, e = xpcall(list[i], on_error)
+      if not ok then pcall(rt.log, "error", "a deferred function raised: " .. describe(e), cid, name) end
+    end
+  end
+
+  -- After the response: the deferred functions run in a task of their own,
+  -- started on the loop's next iteration, once the answer has been written.
+  local function start_defers(list, cid, name)
+    if not spawn then return run_defers(list, cid, name) end
+    local ok, _, detail = spawn(function() run_defers(list, cid, name) end)
+    if not ok then
+      pcall(rt.log, "error", "deferred functions dropped: " .. tostring(detail), cid, name)
+    end
+  end
+
+  shared.defer = function(self, fn)
+    if type(fn) ~= "function" then error("defer(fn): fn must be a function", 2) end
+    local key = self.request.http
+    local list = defers[key]
+    if not list then
+      list = {}
+      defers[key] = list
+      n_defers = n_defers + 1
+    end
+    if #list >= MAX_DEFERS then error("defer: more than " .. MAX_DEFERS .. " functions in one request", 2) end
+    list[#list + 1] = fn
+  end
+
+  shared.sleep = function(self, seconds)
+    if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds > 3600 then
+      error("sleep(seconds): seconds must be a number from 0 to 3600", 2)
+    end
+    if not sleep then error("sleep: no host to sleep on (use portico.testing)", 2) end
+    local ok, kind, detail = sleep(seconds)
+    if ok then return true end
+    -- cancelled (a drain, a scheduler run's time-out): the run must end
+    error("sleep: " .. tostring(detail or kind), 2)
+  end
+
+  -- The body of an async run: its own self (channel type "async", the
+  -- caller's cid, channel name and security) and its own http table.
+  local function run_async(svc, name, input, checked, cid, pch, preq, parent)
+    local ph = preq.http
+    local http = setmetatable({ method = ph.method, path = ph.path, query_string = ph.query_string,
+      headers = ph.headers, params = rawget(ph, "params") }, http_mt)
+    local child = new_self(svc, cid,
+      { payload = input, input = checked, raw = nil, http = http, amqp = preq.amqp },
+      { name = pch.name, type = "async", security = pch.security })
+    local ok, e = xpcall(svc.handle, on_error, child)
+    if not ok then
+      pcall(rt.log, "error", "async run of '" .. name .. "' (invoke_async from '" .. tostring(parent)
+        .. "') failed: " .. describe(e), cid, name)
+    end
+    local list = n_defers > 0 and defers[http]
+    if list then
+      defers[http], n_defers = nil, n_defers - 1
+      run_defers(list, cid, name)
+    end
+  end
+
+  -- self:invoke_async(name, input) -> true | nil, err. Returns at once; the
+  -- service runs later in a task of its own. Like invoke, an unknown name or
+  -- an input its schema refuses raises here, at the caller's line.
+  shared.invoke_async = function(self, name, input)
+    local svc = by_name[name]
+    if not svc then error("invoke_async: no service named '" .. tostring(name) .. "'", 2) end
+    local c = svc[COMPILED]
+    local checked = input
+    if c.input then
+      local problems
+      checked, problems = check(c.input, input == nil and EMPTY or input)
+      if not checked then
+        error("invoke_async " .. name .. ": invalid input: " .. concat(problems, "; "), 2)
+      end
+    end
+    if on_invoke_async and on_invoke_async(self, name, input) then return true end
+    if not spawn then error("invoke_async: no host to run on (use portico.testing)", 2) end
+    local cid, pch, preq, parent = self.cid, self.channel, self.request, self.name
+    local ok, _, detail = spawn(function() run_async(svc, name, input, checked, cid, pch, preq, parent) end)
+    if not ok then return nil, "invoke_async " .. name .. ": " .. tostring(detail) end
+    return true
   end
 
   local function encode_response(self, svc, c)
@@ -699,6 +812,11 @@ local function new(opts, rt)
       security = { username = username, gateway = gateway },
     }
     local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
+    local deferred = n_defers > 0 and defers[http]
+    if deferred then
+      defers[http], n_defers = nil, n_defers - 1
+      start_defers(deferred, cid, name)
+    end
     if ok then return status, rbody, ctype, rheaders end
     if getmetatable(status) == ServiceError then
       return error_body(status.status, status.message, cid)

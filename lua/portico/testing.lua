@@ -51,6 +51,15 @@
 --     cache.caches, plus default = {...}); its clock stands still:
 --   t:cache_advance(seconds)   -- moves the caches' clock on (ttl expiry)
 --   t:cache_stats([name])      -- { hits, misses, sets, evictions, expired, entries, bytes }
+--   Async work (docs/services.md, "Scheduler and async work"):
+--   t.async       -- { { name =, input =, cid = }, ... } every self:invoke_async
+--   t.slept       -- { seconds, ... } every self:sleep; t.clock: their sum (a fake
+--                 --     clock: sleep returns at once, nothing really waits)
+--   t.max_async   -- queued async runs past which invoke_async answers nil, err (1000)
+--     self:invoke_async runs the target (or its t:stub) and self:defer's
+--     functions run after the call has its answer, before t:call returns, in
+--     the order they were started (an async run's own async work after it).
+--   t:run_pending() -- runs what is queued now (after a t.runtime.dispatch of your own)
 --   t:reset()     -- empties invocations, logs and sent (stubs, loaded services and caches stay)
 --   t.runtime     -- the harness's own runtime (portico.runtime's runtime.new):
 --                 --     t.runtime.get(name), t.runtime.dispatch(req) as the host calls it
@@ -199,6 +208,11 @@ function M.new(opts)
     amqp_known = nil, -- nil: every outconn name is known; else name -> true
     loaded = {}, -- path -> name
     counter = 0,
+    async = {},
+    slept = {},
+    clock = 0,
+    max_async = 1000,
+    pending = {}, -- what spawn queued, run after the call
   }, Harness)
   local amqp_tr, ws_tr, http_tr = amqp_transport(t), websocket_transport(t), http_transport(t)
   t.runtime = runtime.new {
@@ -211,6 +225,25 @@ function M.new(opts)
       local stub = t.stubs[name]
       if stub then return true, stub(input, self) end
       return false
+    end,
+    on_invoke_async = function(self, name, input)
+      t.async[#t.async + 1] = { name = name, input = input, cid = self.cid }
+      local stub = t.stubs[name]
+      if not stub then return false end
+      t.pending[#t.pending + 1] = function() stub(input, self) end
+      return true
+    end,
+    spawn = function(fn)
+      if #t.pending >= t.max_async then
+        return nil, "limit", "the harness has " .. t.max_async .. " async runs queued (t.max_async)"
+      end
+      t.pending[#t.pending + 1] = fn
+      return true
+    end,
+    sleep = function(seconds)
+      t.slept[#t.slept + 1] = seconds
+      t.clock = t.clock + seconds
+      return true
     end,
     out = {
       amqp = { new = function(ctx) return amqp.new(ctx, amqp_tr) end },
@@ -293,7 +326,22 @@ function Harness:cache_stats(name)
   return self.cache_backend.stats(name or "default")
 end
 
+-- Runs what invoke_async and defer queued, oldest first, until nothing is left.
+function Harness:run_pending()
+  local n = 0
+  while #self.pending > 0 do
+    n = n + 1
+    if n > 100000 then error("async work keeps starting more async work (100000 runs)", 2) end
+    local fn = table.remove(self.pending, 1)
+    local ok, e = pcall(fn)
+    if not ok then
+      self.logs[#self.logs + 1] = { level = "error", message = "async run raised: " .. tostring(e) }
+    end
+  end
+end
+
 function Harness:reset()
+  self.async, self.slept, self.clock, self.pending = {}, {}, 0, {}
   self.invocations, self.logs = {}, {}
   self.sent.amqp, self.sent.websocket, self.sent.http = {}, {}, {}
 end
@@ -355,6 +403,7 @@ function Harness:call(name, req)
     params = req.params, channel = channel.name or "test", channel_type = channel.type or "rest",
     username = req.username, gateway = req.gateway, amqp = req.amqp,
   }
+  self:run_pending()
   local res = { status = status, body = rbody, content_type = ctype, headers = rheaders or {}, cid = cid }
   if ctype and ctype:find("json", 1, true) and rbody ~= "" then
     local ok, decoded = pcall(cjson.decode, rbody)
