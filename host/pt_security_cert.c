@@ -168,8 +168,8 @@ static void pt__check(const pt_security_def_t *d, const SSL *ssl, pt_security_ce
     static const char *const none[] = {
         [PT__CERT_CN] = "the client certificate has no usable subject CN to name the user",
         [PT__CERT_SAN_DNS] = "the client certificate has no DNS subjectAltName to name the user",
-        [PT__CERT_SAN_EMAIL] = "the client certificate has no email subjectAltName to name the "
-                               "user",
+        [PT__CERT_SAN_EMAIL] = ("the client certificate has no email subjectAltName to name the "
+                                "user"),
         [PT__CERT_SAN_URI] = "the client certificate has no URI subjectAltName to name the user"};
     int named = d->username_from == PT__CERT_CN
                     ? pt__cn(x, m->username, sizeof m->username)

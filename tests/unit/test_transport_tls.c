@@ -82,7 +82,7 @@ static void client_read(pt_transport_t *t, ssize_t nread, const char *data)
         return;
     }
     PT_CHECK(client_got + (size_t)nread <= 2 &&
-             memcmp(data, "ok" + client_got, (size_t)nread) == 0);
+             memcmp(data, &"ok"[client_got], (size_t)nread) == 0);
     client_got += (size_t)nread;
 }
 
