@@ -324,6 +324,45 @@ int pt_tls_ctx_new(int min_version, const char *client_ca, pt_tls_ctx_t **out, c
     return 0;
 }
 
+/* An encrypted key is refused, never prompted for. */
+static int pt__no_password(char *buf, int size, int rwflag, void *ud)
+{
+    return 0;
+}
+
+/* Puts the certificate chain cert and its private key key (PEM files, the
+ * key without a password) on ctx, for a server certificate or a client one.
+ * Returns 0, -1 (the certificate is at fault) or -2 (the key is), with the
+ * reason in err. */
+static int pt__use_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
+{
+    /* OpenSSL's default would ask on the terminal, stalling a start or a reload */
+    SSL_CTX_set_default_passwd_cb(ctx, pt__no_password);
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(err, errlen, "cert %s: not a PEM certificate chain (%s)", cert, pt__ssl_err());
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        } else {
+            snprintf(err, errlen, "key %s: not a PEM private key without a password (%s)", key,
+                     pt__ssl_err());
+        }
+        return -2;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ERR_clear_error();
+        snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
+        return -2;
+    }
+    return 0;
+}
+
 int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err, size_t errlen)
 {
     if (pt__readable(cert, "cert", err, errlen) != 0 || pt__readable(key, "key", err, errlen) != 0)
@@ -337,27 +376,7 @@ int pt_tls_ctx_add(pt_tls_ctx_t *c, const char *cert, const char *key, char *err
     pt__cert_t *pc = &c->certs[c->n_certs];
     memset(pc, 0, sizeof *pc);
     if (!(pc->ctx = pt__ssl_ctx(c, err, errlen))) return -1;
-    ERR_clear_error();
-    if (SSL_CTX_use_certificate_chain_file(pc->ctx, cert) != 1) {
-        snprintf(err, errlen, "cert %s: not a PEM certificate (%s)", cert, pt__ssl_err());
-        goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(pc->ctx, key, SSL_FILETYPE_PEM) != 1) {
-        unsigned long e = ERR_peek_last_error();
-        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
-            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
-            ERR_clear_error();
-            snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
-        } else {
-            snprintf(err, errlen, "key %s: not a PEM private key (%s)", key, pt__ssl_err());
-        }
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(pc->ctx) != 1) {
-        ERR_clear_error();
-        snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
-        goto fail;
-    }
+    if (pt__use_pair(pc->ctx, cert, key, err, errlen) != 0) goto fail;
     if (pt__names(pc, SSL_CTX_get0_certificate(pc->ctx)) != 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -447,12 +466,6 @@ void pt_tls_ctx_names(const pt_tls_ctx_t *c, size_t i, char *out, size_t outlen)
     for (size_t j = 0; i < c->n_certs && j < c->certs[i].n_names && off < outlen; j++)
         off +=
             (size_t)snprintf(out + off, outlen - off, "%s%s", j ? "," : "", c->certs[i].names[j]);
-}
-
-/* An encrypted key is refused, never prompted for. */
-static int pt__no_password(char *buf, int size, int rwflag, void *ud)
-{
-    return 0;
 }
 
 /* ---- client side ---- */
@@ -560,29 +573,7 @@ int pt_tls_client_ctx_cert(SSL_CTX *ctx, const char *cert, const char *key, char
 {
     if (pt__readable(cert, "cert", err, errlen) != 0) return -1;
     if (pt__readable(key, "key", err, errlen) != 0) return -2;
-    ERR_clear_error();
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        snprintf(err, errlen, "cert %s: not a PEM certificate chain (%s)", cert, pt__ssl_err());
-        return -1;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        unsigned long e = ERR_peek_last_error();
-        if (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
-            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH) {
-            ERR_clear_error();
-            snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
-        } else {
-            snprintf(err, errlen, "key %s: not a PEM private key without a password (%s)", key,
-                     pt__ssl_err());
-        }
-        return -2;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        ERR_clear_error();
-        snprintf(err, errlen, "key %s does not match the certificate %s", key, cert);
-        return -2;
-    }
-    return 0;
+    return pt__use_pair(ctx, cert, key, err, errlen);
 }
 
 void pt_tls_client_watch(SSL *ssl, pt_tls_client_watch_t *w)

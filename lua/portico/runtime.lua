@@ -408,6 +408,22 @@ local function new(opts, rt)
     end
   end
 
+  -- The service called name, its compiled form and input as its schema
+  -- checked it, for invoke and invoke_async (verb). An unknown name or a
+  -- refused input raises at level, counted from the function that called
+  -- this one (never as a tail call).
+  local function callee(verb, name, input, level)
+    local svc = by_name[name]
+    if not svc then error(verb .. ": no service named '" .. tostring(name) .. "'", level + 1) end
+    local c = svc[COMPILED]
+    if not c.input then return svc, c, input end
+    local checked, problems = check(c.input, input == nil and EMPTY or input)
+    if not checked then
+      error(verb .. " " .. name .. ": invalid input: " .. concat(problems, "; "), level + 1)
+    end
+    return svc, c, checked
+  end
+
   -- self:invoke(name, input) -> the payload the other service answered.
   -- In-process, same cid, channel { name = the caller's, type = "invoke",
   -- security = the caller's }. Checks name's input and output schemas. The
@@ -415,17 +431,7 @@ local function new(opts, rt)
   -- Its own errors blame the line that called self:invoke (level 3: invoke
   -- calls it, never as a tail call).
   local function call_service(self, name, input)
-    local svc = by_name[name]
-    if not svc then error("invoke: no service named '" .. tostring(name) .. "'", 3) end
-    local c = svc[COMPILED]
-    local checked = input
-    if c.input then
-      local problems
-      checked, problems = check(c.input, input == nil and EMPTY or input)
-      if not checked then
-        error("invoke " .. name .. ": invalid input: " .. concat(problems, "; "), 3)
-      end
-    end
+    local svc, c, checked = callee("invoke", name, input, 3)
     local preq, pch = self.request, self.channel
     local child = new_self(svc, self.cid,
       { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
@@ -539,17 +545,7 @@ local function new(opts, rt)
   -- service runs later in a task of its own. Like invoke, an unknown name or
   -- an input its schema refuses raises here, at the caller's line.
   shared.invoke_async = function(self, name, input)
-    local svc = by_name[name]
-    if not svc then error("invoke_async: no service named '" .. tostring(name) .. "'", 2) end
-    local c = svc[COMPILED]
-    local checked = input
-    if c.input then
-      local problems
-      checked, problems = check(c.input, input == nil and EMPTY or input)
-      if not checked then
-        error("invoke_async " .. name .. ": invalid input: " .. concat(problems, "; "), 2)
-      end
-    end
+    local svc, c, checked = callee("invoke_async", name, input, 2)
     if on_invoke_async and on_invoke_async(self, name, input) then return true end
     if not spawn then error("invoke_async: no host to run on (use portico.testing)", 2) end
     local cid, pch, preq, parent = self.cid, self.channel, self.request, self.name

@@ -84,6 +84,9 @@ def start_tls(start_gateway, certs, **kw):
     gw = start_gateway(tls_config(certs, **kw), tls_port=tls_port)
     gw.tls_port = tls_port
     wait_port(tls_port)
+    # the probe closed at once: wait until it is counted ("eof"), so that the
+    # figures a test takes afterwards cannot count it
+    assert wait_for(lambda: failures(gw, "eof") >= 1)
     return gw
 
 
@@ -338,7 +341,13 @@ def test_config_errors_name_file_and_line(tmp_path, certs):
     other = make_cert(d, ca, "other", dns=["other.test"])
     garbage = d / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    # an encrypted key is refused at once: OpenSSL's default would ask for
+    # the password on the terminal
+    encrypted = d / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", server[1], "-aes256", "-passout", "pass:secret",
+                    "-out", str(encrypted)], check=True, capture_output=True)
     cases = [
+        ([(server[0], str(encrypted))], "", "not a PEM private key without a password"),
         ([(str(d / "missing.pem"), server[1])], "", "missing.pem: cannot read"),
         ([(server[0], other[1])], "", "does not match the certificate"),
         ([(str(garbage), server[1])], "", "not a PEM certificate"),
