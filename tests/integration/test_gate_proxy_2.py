@@ -586,6 +586,9 @@ def test_tiny_chunks_to_a_backend_that_does_not_read(gate, hostile):
         return [stop, ok("late"), CLOSE]
     backend = hostile(answer, early=True)
     gw = gate(backend, read_timeout="60s")
+    # the backend answers and closes while the bodies still stream: when that
+    # comes before the clients close, the cut-short answers are logged
+    gw.expect_error(r"cannot write to ")
     pid = gw.proc.proc.pid
     base = peak_rss_kb(pid)
     clients = []
