@@ -244,6 +244,16 @@ static int pt__ask_client_cas(pt_tls_ctx_t *c, SSL_CTX *ctx)
     return 0;
 }
 
+/* A session lives two rotation periods: as long as the key that sealed its
+ * ticket opens tickets (the period it made them and the next one). OpenSSL's
+ * own default is 2 h whatever the keys do, which the default rotation of 1 h
+ * gives too; a session ID in the cache lives as long. */
+static void pt__session_lifetime(SSL_CTX *ctx, uint64_t rotation_ms)
+{
+    long s = (long)(2 * rotation_ms / 1000);
+    SSL_CTX_set_timeout(ctx, s > 0 ? s : 1);
+}
+
 static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
 {
     static const unsigned char sid_ctx[] = "portico";
@@ -257,6 +267,7 @@ static SSL_CTX *pt__ssl_ctx(pt_tls_ctx_t *c, char *err, size_t errlen)
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, PT__CIPHERS) != 1) goto fail;
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    pt__session_lifetime(ctx, c->ticket_rotation_ms);
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_alpn_select_cb(ctx, pt__alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, pt__sni);
@@ -449,6 +460,7 @@ oom:
 void pt_tls_ctx_set_ticket_rotation(pt_tls_ctx_t *c, uint64_t ms)
 {
     c->ticket_rotation_ms = ms;
+    for (size_t i = 0; i < c->n_certs; i++) pt__session_lifetime(c->certs[i].ctx, ms);
 }
 
 SSL *pt_tls_ctx_ssl(pt_tls_ctx_t *c)

@@ -355,6 +355,7 @@ def test_ticket_keys_rotate(start_gateway, tmp_path, pki):
     # period, a key two periods old opens none
     gw = start_mtls(start_gateway, tmp_path, pki, tls_extra="ticket_rotation: 3s")
     ctx, session = ticket_session(gw, pki)
+    assert session.ticket_lifetime_hint == 6  # a session lives as long as its key opens tickets
     assert reuses(gw, ctx, session)
     time.sleep(3.1)  # the key of this ticket is now the previous one
     assert reuses(gw, ctx, session)
