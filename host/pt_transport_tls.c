@@ -373,6 +373,21 @@ static void pt__close(pt_transport_t *base, pt_transport_cb cb)
 {
     pt_transport_tls_t *t = (pt_transport_tls_t *)base;
     if (t->closing) return;
+    /* A close_notify when the socket takes it now (nothing is queued before
+     * it): the peer sees an orderly end rather than a truncation, as after
+     * shutdown. Never waited for: the owner is done with the connection. */
+    if (t->handshake_done && !t->shut && !t->failed && t->queued == 0) {
+        t->shut = 1;
+        (void)SSL_shutdown(t->ssl);
+        ERR_clear_error();
+        char *p;
+        long len = BIO_get_mem_data(t->wbio, &p);
+        if (len > 0) {
+            uv_buf_t b = uv_buf_init(p, (unsigned)len);
+            (void)pt_transport_try_write(t->inner, &b, 1);
+        }
+        (void)BIO_reset(t->wbio);
+    }
     t->closing = 1;
     t->reading = 0;
     base->on_close = cb;

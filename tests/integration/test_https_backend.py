@@ -564,3 +564,51 @@ def test_config_errors_name_the_line(tmp_path, certs):
         r = subprocess.run([binary, "-c", str(path)], capture_output=True, text=True, timeout=20)
         assert r.returncode != 0
         assert "bad.yaml:" in r.stderr and needle in r.stderr, r.stderr
+
+
+def test_a_pooled_connection_portico_closes_ends_with_close_notify(start_gateway, tmp_path,
+                                                                    certs):
+    """When portico closes an idle pooled TLS connection (here: at exit, as
+    on a reload or the idle limit), it sends a close_notify first: the
+    backend sees an orderly end, not a truncation."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certs, "good.pem"), os.path.join(certs, "good.key"))
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python's default hides a truncation
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    ends = []
+
+    def serve():
+        raw, _ = lsock.accept()
+        s = ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    ends.append("close_notify")
+                    return
+                buf += chunk
+                while b"\r\n\r\n" in buf:
+                    _, _, buf = buf.partition(b"\r\n\r\n")
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except ssl.SSLError as e:  # UNEXPECTED_EOF_WHILE_READING: no close_notify
+            ends.append("truncated" if "EOF" in str(e).upper() else "error %r" % e)
+        except OSError as e:
+            ends.append("error %r" % e)
+        finally:
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    gw = start_with(start_gateway, tmp_path, """
+        b:
+          targets: [https://127.0.0.1:%d]
+          tls: {ca_file: %s}
+    """ % (port, os.path.join(certs, "ca.pem")))
+    assert get(gw, "/svc/b/x") == (200, b"ok")
+    gw.proc.proc.terminate()
+    gw.proc.proc.wait(timeout=10)
+    t.join(10)
+    lsock.close()
+    assert ends == ["close_notify"], ends

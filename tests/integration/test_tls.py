@@ -67,9 +67,9 @@ def tls_block(certs, tls_port="{tls_port}", extra=""):
     return "\n".join(lines) + "\n"
 
 
-def tls_config(certs, extra="", header_timeout="10s"):
+def tls_config(certs, extra="", header_timeout="10s", server=""):
     """The test base config (conftest) with server.tls on {tls_port}."""
-    return config_head("workers: 2\nheader_timeout: %s\n" % header_timeout +
+    return config_head("workers: 2\nheader_timeout: %s\n" % header_timeout + server +
                        tls_block(certs, extra=extra)) + """channels:
   rest:
     - name: api.echo
@@ -421,6 +421,43 @@ def test_plaintext_garbage_and_stall_closed_and_counted(start_gateway, certs):
     # and it serves on
     assert get(https(gw.tls_port, client_ctx(ca[0])))[0] == 200
     assert gw.http().request("GET", "/api/echo")[0] == 200
+
+
+def test_a_connection_portico_closes_ends_with_close_notify(start_gateway, certs):
+    """An idle keep-alive connection closed at idle_timeout gets a TLS
+    close_notify before the TCP close: the client sees an orderly end, not
+    a truncation (a ragged EOF raises with suppress_ragged_eofs off)."""
+    d, ca, server = certs
+    gw = start_tls(start_gateway, [server], server="idle_timeout: 1s\n")
+    ctx = client_ctx(ca[0])
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python's default hides a truncation
+    raw = socket.create_connection(("127.0.0.1", gw.tls_port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200"), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += s.recv(4096)
+    assert s.recv(4096) == b""  # close_notify at idle_timeout (SSLEOFError without it)
+    s.close()
+    # and when a drain closes an idle connection (SIGTERM)
+    raw = socket.create_connection(("127.0.0.1", gw.tls_port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    s.sendall(b"GET /api/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        body += s.recv(4096)
+    gw.proc.proc.terminate()
+    assert s.recv(4096) == b""
+    s.close()
 
 
 def test_client_refusing_our_certificate_is_counted(start_gateway, certs, tmp_path):
