@@ -120,6 +120,8 @@ channels:
     - {{name: b, url_path: /mtls/b, methods: [GET], service: sec.whoami, security: only_b}}
     - {{name: edge, url_path: /mtls/edge, methods: [GET], service: sec.whoami, security: edge}}
     - {{name: open, url_path: /open, methods: [GET], service: sec.whoami}}
+  websocket:
+    - {{name: ws, url_path: /mtls/ws, service: sec.whoami, security: partners}}
 """ % {"ca_a": p["ca_a"][0], "only_b": p["only_b_ca"]}
 
 
@@ -365,3 +367,38 @@ def test_ticket_keys_rotate(start_gateway, tmp_path, pki):
     assert not reuses(gw2, ctx, session)
     ctx, session = ticket_session(gw2, pki)  # a new ticket, under the current key
     assert reuses(gw2, ctx, session)
+
+
+def ws_upgrade(gw, p, who):
+    """A WebSocket handshake over TLS with who's certificate (None: none):
+    (status line, the socket)."""
+    raw = socket.create_connection(("127.0.0.1", gw.tls_port), timeout=5)
+    s = ctx_with(p, who).wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"GET /mtls/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head.split(b"\r\n", 1)[0], s
+
+
+def test_websocket_over_tls_takes_the_user_from_the_certificate(start_gateway, tmp_path, pki):
+    gw = start_mtls(start_gateway, tmp_path, pki)
+    status, s = ws_upgrade(gw, pki, "acme")
+    assert status == b"HTTP/1.1 101 Switching Protocols", status
+    mask = os.urandom(4)
+    payload = b"{}"
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
+              bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    frame = s.recv(4096)
+    assert frame[0] == 0x81, frame
+    assert json.loads(frame[2:2 + (frame[1] & 0x7F)]) == {"username": "acme", "gateway": False}
+    s.close()
+    for who, want in ((None, b" 401 "), ("acme_b", b" 401 "), ("other", b" 403 ")):
+        status, s = ws_upgrade(gw, pki, who)
+        assert want in status + b" ", (who, status)
+        s.close()
