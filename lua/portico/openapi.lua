@@ -28,8 +28,13 @@ local service = require "portico.service"
 local type, pairs, ipairs, tostring, sort, concat, fmt, sub, find, gsub, floor =
   type, pairs, ipairs, tostring, table.sort, table.concat, string.format, string.sub,
   string.find, string.gsub, math.floor
+local next, tonumber, getmetatable, setmetatable = next, tonumber, getmetatable, setmetatable
 
 local M = {}
+
+-- An empty JSON array (an empty Lua table encodes as {}).
+local LIST = {}
+M.empty_list = setmetatable({}, LIST)
 
 -- ---- Lua patterns as ECMA regexes ----
 
@@ -163,6 +168,13 @@ local function scalar_schema(n)
   return s
 end
 
+-- A field's default as JSON: an empty array default is [] (not {}).
+function M.json_default(f)
+  local d = f.default
+  if f.node.kind == "array" and type(d) == "table" and next(d) == nil then return M.empty_list end
+  return d
+end
+
 -- A compiled object node: fields minus those named in skip.
 local function object_schema(n, skip)
   local s = { type = "object" }
@@ -172,7 +184,7 @@ local function object_schema(n, skip)
     local f = n[i]
     if not (skip and skip[f.name]) then
       local fs = schema_of(f.node)
-      if f.has_default then fs.default = f.default end
+      if f.has_default then fs.default = M.json_default(f) end
       if f.description then fs.description = f.description end
       props[f.name] = fs
       any = true
@@ -299,7 +311,7 @@ local function operation(ch, method, path_params, svc, svc_name, opts)
       local f = input[i]
       if not skip[f.name] and f.node.kind ~= "object" then
         local s = schema_of(f.node)
-        if f.has_default then s.default = f.default end
+        if f.has_default then s.default = M.json_default(f) end
         local prm = { name = f.name, ["in"] = "query", required = not f.optional and not f.has_default,
                       schema = s }
         if f.description then prm.description = f.description end
@@ -335,7 +347,7 @@ local function operation(ch, method, path_params, svc, svc_name, opts)
   for _, st in ipairs(statuses) do op.responses[tostring(st)] = error_response(st) end
   op.responses.default = { description = "An error the service raised (self:error) or another "
     .. "error of the gateway", content = { ["application/json"] = { schema = ERROR_REF } } }
-  if ch.security then op.security = { { [sec_key(ch.security)] = {} } } end
+  if ch.security then op.security = { { [sec_key(ch.security)] = M.empty_list } } end
   return op
 end
 
@@ -387,7 +399,7 @@ function M.build(cfg, get)
   end
   for _, ch in ipairs(cfg.channels or {}) do
     if ch.security then schemes[sec_key(ch.security)] = scheme_of(ch.security) end
-    if not seen_tag[ch.name] then
+    if not seen_tag[ch.name] and (ch.type == "rest" or ch.type == "gateway") then
       seen_tag[ch.name] = true
       tags[#tags + 1] = { name = ch.name, description = ch.type .. " channel " .. ch.url_path }
     end
@@ -447,7 +459,15 @@ end
 -- ---- JSON with sorted keys ----
 
 local null = cjson.null
-local encode_string = cjson.encode
+-- JSON strings as RFC 8259 has them (cjson would write "\/" for every /)
+local ESC = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+              ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function encode_string(v)
+  if type(v) ~= "string" then return cjson.encode(v) end
+  return '"' .. gsub(v, '[%z\1-\31"\\\127]', function(ch)
+    return ESC[ch] or fmt("\\u%04x", ch:byte())
+  end) .. '"'
+end
 
 local function is_list(t)
   local n = #t
@@ -470,7 +490,9 @@ end
 
 local function enc(v, out, indent, top)
   local t = type(v)
-  if t == "table" and v ~= null then
+  if t == "table" and getmetatable(v) == LIST then
+    out[#out + 1] = "[]"
+  elseif t == "table" and v ~= null then
     local inner = indent .. "  "
     if is_list(v) then
       out[#out + 1] = "["

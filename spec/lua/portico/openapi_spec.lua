@@ -100,7 +100,8 @@ describe("portico.openapi", function()
         op.responses[st].content["application/json"].schema["$ref"], st)
     end
     assert.is_nil(doc.paths["/api/orders/{order_id}"].get.responses["429"])
-    assert.same({ { ["api.users"] = {} } }, op.security)
+    assert.same({ { ["api.users"] = openapi.empty_list } }, op.security)
+    assert.matches('"security": %[\n%s+{\n%s+"api.users": %[%]', openapi.encode(doc))
   end)
 
   it("takes GET input from path captures and the query", function()
@@ -172,6 +173,8 @@ describe("portico.openapi", function()
     assert.equal(a, b)
     assert.matches('^{\n  "openapi": "3.1.0",\n  "info"', a)
     assert.same(cjson.decode(a).paths["/api/orders"].post.operationId, "create.post")
+    -- strings as RFC 8259 writes them: no \/, controls as \u00XX
+    assert.equal('{\n  "a": "/x\\"\\\\\\n\\u0001"\n}\n', openapi.encode({ a = '/x"\\\n\1' }))
   end)
 end)
 
