@@ -70,6 +70,14 @@ static void pt__channel(lua_State *L, const pt_channel_t *ch)
         pt__push_list(L, ch->service_list, ch->n_service_list);
         lua_setfield(L, -2, "services");
     }
+    if (ch->type == PT_CHANNEL_HTTP_PROXY && ch->n_upstreams) {
+        lua_createtable(L, (int)ch->n_upstreams, 0);
+        for (size_t i = 0; i < ch->n_upstreams; i++) {
+            lua_pushstring(L, ch->upstreams[i].name);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        lua_setfield(L, -2, "services");
+    }
     if (ch->rate_limit.rate > 0) {
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "rate_limit");

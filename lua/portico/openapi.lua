@@ -299,7 +299,8 @@ local function operation(ch, method, path_params, svc, svc_name, opts)
   for _, p in ipairs(path_params) do
     local f = field_of(input, p)
     local s = f and schema_of(f.node) or { type = "string" }
-    params[#params + 1] = { name = p, ["in"] = "path", required = true, schema = s }
+    params[#params + 1] = { name = p, ["in"] = "path", required = true, schema = s,
+                            description = f and f.description or nil }
     skip[p] = true
   end
   if opts.skip then skip[opts.skip] = true end
