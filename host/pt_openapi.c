@@ -3,8 +3,13 @@
 
 #include <lauxlib.h>
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+static pthread_mutex_t pt__doc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pt_openapi_doc_t *pt__doc; /* the published one (one reference) */
 
 typedef struct {
     const pt_config_t *cfg;
@@ -16,6 +21,7 @@ static const char *const pt__type_names[] = {
     [PT_CHANNEL_REST] = "rest",           [PT_CHANNEL_GATEWAY] = "gateway",
     [PT_CHANNEL_AMQP] = "amqp",           [PT_CHANNEL_WEBSOCKET] = "websocket",
     [PT_CHANNEL_HTTP_PROXY] = "http_proxy", [PT_CHANNEL_AMQP_BUS] = "amqp_bus",
+    [PT_CHANNEL_OPENAPI] = "openapi",
 };
 
 static void pt__set_str(lua_State *L, const char *key, const char *v)
@@ -140,4 +146,39 @@ int pt_openapi_generate(pt_lua_t *vm, const pt_config_t *cfg, pt_buf_t *out, cha
     }
     lua_settop(L, top);
     return rc != 0 || ctx.oom ? -1 : 0;
+}
+
+int pt_openapi_publish(const char *text, size_t len)
+{
+    pt_openapi_doc_t *doc = NULL, *old;
+    if (text) {
+        if (!(doc = malloc(sizeof *doc + len))) return -1;
+        doc->refs = 1;
+        doc->len = len;
+        memcpy(doc->text, text, len);
+    }
+    pthread_mutex_lock(&pt__doc_lock);
+    old = pt__doc;
+    pt__doc = doc;
+    pthread_mutex_unlock(&pt__doc_lock);
+    pt_openapi_release(old);
+    return 0;
+}
+
+pt_openapi_doc_t *pt_openapi_current(void)
+{
+    pthread_mutex_lock(&pt__doc_lock);
+    pt_openapi_doc_t *doc = pt__doc;
+    if (doc) doc->refs++;
+    pthread_mutex_unlock(&pt__doc_lock);
+    return doc;
+}
+
+void pt_openapi_release(pt_openapi_doc_t *doc)
+{
+    if (!doc) return;
+    pthread_mutex_lock(&pt__doc_lock);
+    int last = --doc->refs == 0;
+    pthread_mutex_unlock(&pt__doc_lock);
+    if (last) free(doc);
 }

@@ -160,11 +160,31 @@ int pt_server_openapi(const char *config_path)
 }
 
 /* The services or the config changed: the OpenAPI document is made again
- * when next asked for. */
+ * when next asked for, or now when a channels.openapi serves it (the
+ * workers answer from what was published last). */
 static void pt__openapi_stale(pt_server_t *s)
 {
+    char err[1024];
+    const pt_config_t *cfg = s->snap->cfg;
     s->openapi_made = 0;
     s->openapi.len = 0;
+    for (size_t i = 0; i < cfg->n_channels; i++) {
+        if (cfg->channels[i].type != PT_CHANNEL_OPENAPI) continue;
+        int rc = pt_openapi_generate(s->ref_vm, cfg, &s->openapi, err, sizeof err);
+        if (rc == 0 && pt_openapi_publish(s->openapi.data, s->openapi.len) != 0) {
+            snprintf(err, sizeof err, "out of memory");
+            rc = -1;
+        }
+        if (rc != 0) {
+            s->openapi.len = 0;
+            pt_log_error("channel '%s' keeps the previous OpenAPI document: %s",
+                         cfg->channels[i].name, err);
+            return;
+        }
+        s->openapi_made = 1;
+        return;
+    }
+    pt_openapi_publish(NULL, 0);
 }
 
 /* A hot reload that left a channel without its service: --check and a
@@ -302,7 +322,6 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
                     "restart");
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
-    pt__openapi_stale(s);
     /* Service changes go out first, so no new channel sees a missing service. */
     pt_watch_retarget(&s->watch, cfg->service_dirs, cfg->n_service_dirs);
     pt_watch_retarget(&s->lib_watch, old->lib_dirs, old->n_lib_dirs);
@@ -310,6 +329,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_worker_post_snapshot(&s->workers[i], pt_snapshot_ref(snap));
     pt_snapshot_release(s->snap);
     s->snap = snap;
+    pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
@@ -528,6 +548,7 @@ int pt_server_run(const char *config_path)
         pt_snapshot_release(s.snap);
         return 1;
     }
+    pt__openapi_stale(&s);
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -654,6 +675,7 @@ done:
     uv_loop_close(s.loop);
     pt_lua_free(s.ref_vm);
     pt_buf_free(&s.openapi);
+    pt_openapi_publish(NULL, 0);
     pt_snapshot_release(s.snap);
     pt_accesslog_close();
     return exit_code;

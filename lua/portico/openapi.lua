@@ -226,7 +226,8 @@ local REASONS = {
   [429] = "Over the channel's rate limit (Retry-After says when to try again)",
   [500] = "The service failed (its log line has the cid)",
   [502] = "The upstream target failed or answered malformed HTTP",
-  [503] = "No upstream target is available, or a backend is unavailable",
+  [503] = "No upstream target is available, a backend is unavailable, or (the document's "
+    .. "own path) the document is not made yet",
   [504] = "The upstream target or the reply did not come in time",
 }
 
@@ -400,7 +401,8 @@ function M.build(cfg, get)
   end
   for _, ch in ipairs(cfg.channels or {}) do
     if ch.security then schemes[sec_key(ch.security)] = scheme_of(ch.security) end
-    if not seen_tag[ch.name] and (ch.type == "rest" or ch.type == "gateway") then
+    local described = ch.type == "rest" or ch.type == "gateway" or ch.type == "openapi"
+    if not seen_tag[ch.name] and described then
       seen_tag[ch.name] = true
       tags[#tags + 1] = { name = ch.name, description = ch.type .. " channel " .. ch.url_path }
     end
@@ -441,6 +443,23 @@ function M.build(cfg, get)
           add_path(p, m, op)
         end
       end
+    elseif ch.type == "openapi" then
+      -- this document, on the public listener
+      local op = {
+        operationId = op_id(ch.name, "get"), tags = { ch.name },
+        summary = "This OpenAPI document",
+        responses = {
+          ["200"] = { description = "The OpenAPI 3.1 document of the running config",
+                      content = { ["application/json"] = { schema = { type = "object" } } } },
+          ["503"] = error_response(503),
+        },
+      }
+      if ch.security then
+        op.security = { { [sec_key(ch.security)] = M.empty_list } }
+        op.responses["401"], op.responses["403"] = error_response(401), error_response(403)
+      end
+      if ch.rate_limit then op.responses["429"] = error_response(429) end
+      add_path(ch.url_path, "GET", op)
     elseif ch.type == "http_proxy" or ch.type == "websocket" or ch.type == "amqp_bus" then
       -- not described by a model: an extension of the document names them
       doc["x-portico-channels"] = doc["x-portico-channels"] or {}

@@ -97,6 +97,10 @@ channels:
     - name: ws
       url_path: /ws
       service: demo.echo
+  openapi:
+    - name: api.docs
+      url_path: /openapi.json
+      security: api.users
   http_proxy:
     - name: px
       url_prefix: /px
@@ -145,6 +149,13 @@ def oagw(start_gateway, tmp_path, hashes, monkeypatch):
                          .replace("{key_hash}", hashes["key_hash"]))
 
 
+BASIC = {"Authorization": "Basic " + __import__("base64").b64encode(b"john.doe:secret").decode()}
+
+
+def fetch_public(gw, headers=BASIC, method="GET"):
+    return Http(gw.port).request(method, "/openapi.json", None, headers)
+
+
 def fetch(gw):
     st, headers, body = Http(gw.admin_port).request("GET", "/openapi.json")
     assert st == 200, body
@@ -176,7 +187,8 @@ def test_document_validates_and_describes_every_channel(oagw, tmp_path):
         "/api/customer/get", "/api/orders", "/api/orders/{order_id}", "/api/echo",
         "/api/limited", "/api/doc/{word}", "/gateway/invoke", "/gateway/customer.get",
         "/gateway/orders.get", "/gateway/orders.create", "/gateway/demo.echo",
-        "/gateway/test.doc"])
+        "/gateway/test.doc", "/openapi.json"])
+    assert doc["paths"]["/openapi.json"]["get"]["security"] == [{"api.users": []}]
     assert sorted(paths["/api/echo"]) == ["delete", "get", "post"]
     assert sorted(paths["/gateway/orders.get"]) == ["get", "post"]
     # the nested model of orders.create, its required list and constraints
@@ -244,6 +256,32 @@ def test_validator_refuses_a_broken_document(oagw, tmp_path):
     assert "Error" in r.stderr or "partners" in r.stderr, r.stderr
 
 
+def test_public_channel_serves_the_same_document(oagw):
+    st, headers, body = fetch_public(oagw)
+    assert st == 200 and headers["content-type"] == "application/json"
+    assert body == fetch(oagw)
+    st, headers, body = fetch_public(oagw, method="HEAD")
+    assert st == 200 and body == b"" and int(headers["content-length"]) == len(fetch(oagw))
+    # behind the channel's security, like any channel
+    st, headers, body = fetch_public(oagw, headers={})
+    assert st == 401 and json.loads(body)["error"]["message"]
+    st, _, _ = fetch_public(oagw, method="POST")
+    assert st == 405
+
+
+def test_openapi_channel_config_errors(tmp_path):
+    for extra, msg in [("      service: demo.echo\n", "unknown key 'service'"),
+                       ("", "the document's path has no {name} segments")]:
+        cfg = tmp_path / "c.yaml"
+        path = "/doc/{x}" if not extra else "/doc"
+        cfg.write_text(config_head("", log=None, dirs=ROOT + "/services").format(
+            port=1, admin_port=2, root=ROOT, tmp=str(tmp_path)) +
+            "channels:\n  openapi:\n    - name: d\n      url_path: %s\n%s" % (path, extra))
+        r = subprocess.run([BIN, "--check", "-c", str(cfg)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and msg in r.stderr, r.stderr
+
+
 def test_cli_prints_what_the_endpoint_serves(oagw):
     r = subprocess.run([BIN, "openapi", "-c", oagw.config], capture_output=True, timeout=60,
                        env=dict(os.environ, PT_OA_JWT_SECRET="s" * 40))
@@ -281,6 +319,7 @@ def test_changes_with_a_service_edit_and_a_config_reload(oagw, tmp_path):
                    == "Say it louder", "the service edit did not reach /openapi.json")
     names = [p["name"] for p in doc["paths"]["/api/doc/{word}"]["get"]["parameters"]]
     assert names == ["word", "loud", "times"]
+    assert json.loads(fetch_public(oagw)[2]) == doc  # the public channel's copy follows
     # a file that fails to load leaves the document as it was
     with open(os.path.join(str(tmp_path), "services", "test", "doc.lua"), "w") as f:
         f.write('return require("portico.service").new { name = "test.doc", summary = 42 }\n')
@@ -304,6 +343,7 @@ def test_changes_with_a_service_edit_and_a_config_reload(oagw, tmp_path):
     assert "put" in doc["paths"]["/api/added"]
     assert "/gateway/orders.get" not in doc["paths"]
     assert doc["paths"]["/gateway/invoke"]["get"]["parameters"][0]["schema"]["enum"] == ["demo.echo"]
+    assert json.loads(fetch_public(oagw)[2]) == doc
 
 
 def call(gw, method, path, body=None, query=None, headers=None, raw=None):
