@@ -7,6 +7,8 @@
 --     output = { name = "string" },             -- optional
 --     unknown = "reject",                       -- optional: input fields the schema does not
 --                                               -- name are refused (default "ignore": left out)
+--     description =, summary =, tags = { ... }, -- optional: for the OpenAPI document
+--     examples = { input = {...}, output = {...} },  -- checked against the schemas at load
 --   }
 --   function M:handle() ... end
 --   return M
