@@ -449,3 +449,29 @@ def test_bad_documentation_fields_refused_at_load(tmp_path):
         assert r.returncode == 1, r.stdout + r.stderr
         assert "bad.lua:2: service.new: examples.input fails the input schema: " \
                "n: expected integer, got string" in r.stderr, r.stderr
+
+
+def test_client_certificate_channels_are_mutual_tls(tmp_path):
+    """A client_cert definition is OpenAPI 3.1's mutualTLS, and the TLS
+    listener is an https server of the document."""
+    from test_tls import make_ca, make_cert
+    from test_tls_mtls import WHOAMI, mtls_config
+    d = tmp_path / "pki"
+    ca_a = make_ca(d, "ca_a")
+    p = {"ca_a": ca_a, "only_b_ca": ca_a[0],
+         "server": make_cert(d, ca_a, "server", dns=["localhost"], ips=["127.0.0.1"])}
+    svc = tmp_path / "services" / "sec"
+    svc.mkdir(parents=True)
+    (svc / "whoami.lua").write_text(WHOAMI)
+    cfg = tmp_path / "mtls.yaml"
+    cfg.write_text(mtls_config(p).format(port=11001, admin_port=11002, tls_port=11003, root=ROOT,
+                                         tmp=str(tmp_path)))
+    r = subprocess.run([BIN, "openapi", "-c", str(cfg)], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["servers"] == [{"url": "http://127.0.0.1:11001"}, {"url": "https://127.0.0.1:11003"}]
+    assert doc["components"]["securitySchemes"]["partners"]["type"] == "mutualTLS"
+    assert "in" not in doc["components"]["securitySchemes"]["partners"]
+    assert doc["paths"]["/mtls/who"]["get"]["security"] == [{"partners": []}]
+    v, _ = validate(tmp_path, r.stdout, "mtls.json")
+    assert v.returncode == 0, v.stderr
