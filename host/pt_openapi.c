@@ -18,9 +18,12 @@ typedef struct {
 } pt__openapi_ctx_t;
 
 static const char *const pt__type_names[] = {
-    [PT_CHANNEL_REST] = "rest",           [PT_CHANNEL_GATEWAY] = "gateway",
-    [PT_CHANNEL_AMQP] = "amqp",           [PT_CHANNEL_WEBSOCKET] = "websocket",
-    [PT_CHANNEL_HTTP_PROXY] = "http_proxy", [PT_CHANNEL_AMQP_BUS] = "amqp_bus",
+    [PT_CHANNEL_REST] = "rest",
+    [PT_CHANNEL_GATEWAY] = "gateway",
+    [PT_CHANNEL_AMQP] = "amqp",
+    [PT_CHANNEL_WEBSOCKET] = "websocket",
+    [PT_CHANNEL_HTTP_PROXY] = "http_proxy",
+    [PT_CHANNEL_AMQP_BUS] = "amqp_bus",
     [PT_CHANNEL_OPENAPI] = "openapi",
 };
 
@@ -115,7 +118,8 @@ static int pt__generate(lua_State *L)
     lua_newtable(L);
     int n = 0;
     pt__server(L, &n, "http", cfg->listen_host, cfg->listen_port);
-    if (cfg->tls_listen_host) pt__server(L, &n, "https", cfg->tls_listen_host, cfg->tls_listen_port);
+    if (cfg->tls_listen_host)
+        pt__server(L, &n, "https", cfg->tls_listen_host, cfg->tls_listen_port);
     lua_setfield(L, -2, "servers");
     lua_createtable(L, (int)cfg->n_channels, 0);
     for (size_t i = 0; i < cfg->n_channels; i++) {
