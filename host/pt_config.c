@@ -675,10 +675,12 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
         "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
     static const char *const openapi_keys[] = {"name", "url_path", "security", "rate_limit", NULL};
-    static const char *const *const keys[] = {
-        [PT_CHANNEL_REST] = rest_keys,        [PT_CHANNEL_OPENAPI] = openapi_keys,
-        [PT_CHANNEL_GATEWAY] = gw_keys,       [PT_CHANNEL_WEBSOCKET] = ws_keys,
-        [PT_CHANNEL_HTTP_PROXY] = proxy_keys, [PT_CHANNEL_AMQP_BUS] = bus_keys};
+    static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
+                                              [PT_CHANNEL_GATEWAY] = gw_keys,
+                                              [PT_CHANNEL_WEBSOCKET] = ws_keys,
+                                              [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
+                                              [PT_CHANNEL_AMQP_BUS] = bus_keys,
+                                              [PT_CHANNEL_OPENAPI] = openapi_keys};
     int prefixed = type == PT_CHANNEL_HTTP_PROXY || type == PT_CHANNEL_AMQP_BUS;
     const char *path_key = prefixed ? "url_prefix" : "url_path";
     char what[64];
@@ -1546,8 +1548,8 @@ static int pt__no_file(void *ud, const char *path, const struct stat *st)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server",   "log",       "lua",      "services",
-                                       "channels", "admin",     "outgoing", "security",
+    static const char *const keys[] = {"server",   "log",      "lua",       "services",
+                                       "channels", "admin",    "outgoing",  "security",
                                        "cache",    "scheduler", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
