@@ -90,9 +90,24 @@ static int pt__scheduler(pt_admin_t *a, pt_buf_t *body)
     return 200;
 }
 
+static int pt__openapi(pt_admin_t *a, pt_buf_t *body)
+{
+    char err[1024];
+    if (!a->ops->openapi) return 404; /* the generic body follows */
+    if (a->ops->openapi(a->ud, body, err, sizeof err) != 0) {
+        body->len = 0;
+        pt_buf_puts(body, "{\"error\":{\"status\":500,\"message\":\"");
+        pt_buf_json_escape(body, err, strlen(err));
+        pt_buf_puts(body, "\"}}");
+        return 500;
+    }
+    return 200;
+}
+
 static const pt__admin_route_t pt__routes[] = {
     {HTTP_GET, "/metrics", pt__metrics},
     {HTTP_GET, "/scheduler", pt__scheduler},
+    {HTTP_GET, "/openapi.json", pt__openapi},
     {HTTP_GET, "/healthz", pt__healthz},
     {HTTP_GET, "/readyz", pt__readyz},
     {HTTP_POST, "/reload", pt__reload},

@@ -309,7 +309,8 @@ static const char *pt__channel_kind(pt_channel_type_t type)
                                         [PT_CHANNEL_AMQP] = "amqp",
                                         [PT_CHANNEL_WEBSOCKET] = "websocket",
                                         [PT_CHANNEL_HTTP_PROXY] = "http_proxy",
-                                        [PT_CHANNEL_AMQP_BUS] = "amqp_bus"};
+                                        [PT_CHANNEL_AMQP_BUS] = "amqp_bus",
+                                        [PT_CHANNEL_OPENAPI] = "openapi"};
     return kinds[type];
 }
 
@@ -673,11 +674,13 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     static const char *const bus_keys[] = {
         "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
         "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
+    static const char *const openapi_keys[] = {"name", "url_path", "security", "rate_limit", NULL};
     static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
                                               [PT_CHANNEL_GATEWAY] = gw_keys,
                                               [PT_CHANNEL_WEBSOCKET] = ws_keys,
                                               [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
-                                              [PT_CHANNEL_AMQP_BUS] = bus_keys};
+                                              [PT_CHANNEL_AMQP_BUS] = bus_keys,
+                                              [PT_CHANNEL_OPENAPI] = openapi_keys};
     int prefixed = type == PT_CHANNEL_HTTP_PROXY || type == PT_CHANNEL_AMQP_BUS;
     const char *path_key = prefixed ? "url_prefix" : "url_path";
     char what[64];
@@ -703,8 +706,8 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
     if (pt__url_path_check(c, pt_yaml_get(&c->y, n, path_key), key, ch->url_path) != 0) return -1;
 
     yaml_node_t *m = pt_yaml_get(&c->y, n, "methods");
-    if (type == PT_CHANNEL_WEBSOCKET) {
-        ch->methods = 1ull << HTTP_GET; /* the upgrade */
+    if (type == PT_CHANNEL_WEBSOCKET || type == PT_CHANNEL_OPENAPI) {
+        ch->methods = 1ull << HTTP_GET; /* the upgrade; the document */
     } else if (!m && prefixed) {
         for (const char *const *mn = pt__all_methods; *mn; mn++)
             ch->methods |= 1ull << pt_config_method(*mn);
@@ -736,6 +739,10 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         if (pt__proxy(c, n, what, ch) != 0) return -1;
     } else if (type == PT_CHANNEL_AMQP_BUS) {
         if (pt__bus(c, n, what, ch) != 0) return -1;
+    } else if (type == PT_CHANNEL_OPENAPI) {
+        if (strchr(ch->url_path, '{'))
+            return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, n, "url_path"),
+                                "%s.url_path: the document's path has no {name} segments", what);
     } else if (type == PT_CHANNEL_REST) {
         snprintf(key, sizeof key, "%s.service", what);
         if (pt_yaml_string(&c->y, pt_yaml_get(&c->y, n, "service"), key, &ch->service) != 0)
@@ -906,11 +913,11 @@ static int pt__twins(pt__cfg_ctx_t *c, yaml_node_t *n, yaml_node_t **lists, int 
 
 static int pt__channels(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"rest",       "gateway",  "amqp", "websocket",
-                                       "http_proxy", "amqp_bus", NULL};
-    static const pt_channel_type_t types[] = {PT_CHANNEL_REST, PT_CHANNEL_GATEWAY,
+    static const char *const keys[] = {"rest",       "gateway",  "amqp",    "websocket",
+                                       "http_proxy", "amqp_bus", "openapi", NULL};
+    static const pt_channel_type_t types[] = {PT_CHANNEL_REST,      PT_CHANNEL_GATEWAY,
                                               PT_CHANNEL_WEBSOCKET, PT_CHANNEL_HTTP_PROXY,
-                                              PT_CHANNEL_AMQP_BUS};
+                                              PT_CHANNEL_AMQP_BUS,  PT_CHANNEL_OPENAPI};
     enum { n_types = sizeof types / sizeof types[0] };
     if (pt_yaml_check_keys(&c->y, n, "channels", keys) != 0) return -1;
     yaml_node_t *lists[n_types];

@@ -20,7 +20,8 @@ typedef enum {
     PT_CHANNEL_AMQP,
     PT_CHANNEL_WEBSOCKET,
     PT_CHANNEL_HTTP_PROXY, /* url_path is a prefix: /<prefix>/<service>/rest -> a target */
-    PT_CHANNEL_AMQP_BUS    /* url_path is a prefix: /<prefix>/<exchange>/a/b -> key a.b */
+    PT_CHANNEL_AMQP_BUS,   /* url_path is a prefix: /<prefix>/<exchange>/a/b -> key a.b */
+    PT_CHANNEL_OPENAPI     /* GET url_path: the OpenAPI document (pt_openapi.h) */
 } pt_channel_type_t;
 
 /* Where an AMQP connection goes, parsed from an amqp:// or amqps:// URL

@@ -2,6 +2,7 @@
 #include "pt_bus.h"
 #include "pt_dispatch_handler.h"
 #include "pt_dispatch_lua.h"
+#include "pt_dispatch_openapi.h"
 #include "pt_proxy.h"
 #include "pt_ratelimit.h"
 #include "pt_transport_tls.h"
@@ -91,6 +92,7 @@ static const pt_dispatch_handler_t *const pt__handlers[] = {
     [PT_CHANNEL_REST] = &pt_dispatch_lua,         [PT_CHANNEL_GATEWAY] = &pt_dispatch_lua,
     [PT_CHANNEL_AMQP] = &pt_dispatch_lua,         [PT_CHANNEL_WEBSOCKET] = &pt__ws_handler,
     [PT_CHANNEL_HTTP_PROXY] = &pt__proxy_handler, [PT_CHANNEL_AMQP_BUS] = &pt__bus_handler,
+    [PT_CHANNEL_OPENAPI] = &pt_dispatch_openapi,
 };
 
 static const pt_dispatch_handler_t *pt__handler(const pt_channel_t *ch)

@@ -645,6 +645,11 @@ size_t pt_lua_service_count(const pt_lua_t *pl)
     return pl->n_services;
 }
 
+lua_State *pt_lua_state(pt_lua_t *pl)
+{
+    return pl->L;
+}
+
 size_t pt_lua_tasks_waiting(const pt_lua_t *pl)
 {
     return pl->n_waiting;

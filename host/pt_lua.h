@@ -176,6 +176,11 @@ int pt_lua_has_service(const pt_lua_t *pl, const char *name);
 /* Number of services loaded. */
 size_t pt_lua_service_count(const pt_lua_t *pl);
 
+/* The VM's main state, for code of the main thread that reads what the
+ * loaded services declare (pt_openapi on the reference VM). Not for a
+ * worker's VM while it serves, and never inside a run. */
+lua_State *pt_lua_state(pt_lua_t *pl);
+
 /* Starts a request. done(ud, result) is called exactly once: before this
  * returns when the service does not wait, later otherwise. Returns 0, or -1
  * when no coroutine could be made (done is not called then). */

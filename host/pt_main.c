@@ -15,6 +15,8 @@ static const char pt__usage[] =
     "usage: portico [-c FILE]            run the gateway\n"
     "       portico --check [-c FILE]    validate a config and its services\n"
     "       portico reload [-c FILE]     ask the running gateway to reload its config\n"
+    "       portico openapi [-c FILE]    print the OpenAPI 3.1 document of the config and\n"
+    "                                    its services (what GET /openapi.json serves)\n"
     "       portico hash-password [--api-key]\n"
     "                                    read a password (or API key) on stdin, print\n"
     "                                    the hash to put in the config's security section\n"
@@ -76,6 +78,8 @@ int main(int argc, char **argv)
             command = "check";
         } else if (!strcmp(a, "reload") && !command) {
             command = "reload";
+        } else if (!strcmp(a, "openapi") && !command) {
+            command = "openapi";
         } else if (!strcmp(a, "test") && !command) {
             return pt_cli_test(path, !path_given, argc - i - 1, argv + i + 1);
         } else if (!strcmp(a, "hash-password") && !command) {
@@ -106,5 +110,6 @@ int main(int argc, char **argv)
     }
     if (command && !strcmp(command, "check")) return pt_server_check(path) == 0 ? 0 : 1;
     if (command && !strcmp(command, "reload")) return pt__reload(path);
+    if (command && !strcmp(command, "openapi")) return pt_server_openapi(path) == 0 ? 0 : 1;
     return pt_server_run(path);
 }

@@ -7,6 +7,7 @@
 #include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
+#include "pt_openapi.h"
 #include "pt_primitives.h"
 #include "pt_scheduler.h"
 
@@ -140,6 +141,52 @@ int pt_server_check(const char *config_path)
     return 0;
 }
 
+int pt_server_openapi(const char *config_path)
+{
+    char err[1024];
+    pt_buf_t doc = {0};
+    pt_snapshot_t *snap = pt_snapshot_load(config_path, 0, err, sizeof err);
+    pt_lua_t *vm = snap ? pt__validate(snap, err, sizeof err) : NULL;
+    int rc = vm ? pt_openapi_generate(vm, snap->cfg, &doc, err, sizeof err) : -1;
+    if (rc == 0 && fwrite(doc.data, 1, doc.len, stdout) != doc.len) {
+        snprintf(err, sizeof err, "cannot write the document: %s", strerror(errno));
+        rc = -1;
+    }
+    if (rc != 0) fprintf(stderr, "portico: %s\n", err);
+    pt_buf_free(&doc);
+    pt_lua_free(vm);
+    pt_snapshot_release(snap);
+    return rc;
+}
+
+/* The services or the config changed: the OpenAPI document is made again
+ * when next asked for, or now when a channels.openapi serves it (the
+ * workers answer from what was published last). */
+static void pt__openapi_stale(pt_server_t *s)
+{
+    char err[1024];
+    const pt_config_t *cfg = s->snap->cfg;
+    s->openapi_made = 0;
+    s->openapi.len = 0;
+    for (size_t i = 0; i < cfg->n_channels; i++) {
+        if (cfg->channels[i].type != PT_CHANNEL_OPENAPI) continue;
+        int rc = pt_openapi_generate(s->ref_vm, cfg, &s->openapi, err, sizeof err);
+        if (rc == 0 && pt_openapi_publish(s->openapi.data, s->openapi.len) != 0) {
+            snprintf(err, sizeof err, "out of memory");
+            rc = -1;
+        }
+        if (rc != 0) {
+            s->openapi.len = 0;
+            pt_log_error("channel '%s' keeps the previous OpenAPI document: %s",
+                         cfg->channels[i].name, err);
+            return;
+        }
+        s->openapi_made = 1;
+        return;
+    }
+    pt_openapi_publish(NULL, 0);
+}
+
 /* A hot reload that left a channel without its service: --check and a
  * start refuse that state; a running gateway says so (its requests 404). */
 static void pt__warn_missing(pt_server_t *s, const char *name, const char *path, const char *why)
@@ -170,6 +217,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
             for (int i = 0; i < s->n_workers; i++)
                 pt_gateway_unload(&s->workers[i], path);
             pt_log_info("service file removed: %s", path);
+            pt__openapi_stale(s);
             if (old) pt__warn_missing(s, old, path, "was removed");
         }
         free(old);
@@ -186,6 +234,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         return;
     }
     s->reloads++;
+    pt__openapi_stale(s);
     for (int i = 0; i < s->n_workers; i++)
         pt_gateway_load(&s->workers[i], path, source, len);
     free(source);
@@ -233,6 +282,7 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
                      path, n, err);
     } else {
         s->reloads++;
+        pt__openapi_stale(s);
         for (int i = 0; i < s->n_workers; i++)
             pt_gateway_reload_libs(&s->workers[i], &lib, 1, svcs, n);
         pt_log_info("library file %s reloaded with the services that use it (%zu)", path, n);
@@ -279,6 +329,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_worker_post_snapshot(&s->workers[i], pt_snapshot_ref(snap));
     pt_snapshot_release(s->snap);
     s->snap = snap;
+    pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
@@ -329,12 +380,27 @@ static void pt__admin_scheduler(void *ud, pt_buf_t *out)
     pt_scheduler_json(s->sched, out);
 }
 
+static int pt__admin_openapi(void *ud, pt_buf_t *out, char *err, size_t errlen)
+{
+    pt_server_t *s = ud;
+    if (!s->openapi_made) {
+        s->openapi.len = 0;
+        if (pt_openapi_generate(s->ref_vm, s->snap->cfg, &s->openapi, err, errlen) != 0) {
+            pt_log_error("GET /openapi.json: %s", err);
+            return -1;
+        }
+        s->openapi_made = 1;
+    }
+    return pt_buf_append(out, s->openapi.data, s->openapi.len);
+}
+
 static const pt_admin_ops_t pt__admin_ops = {
     .ready = pt__admin_ready,
     .generation = pt__admin_generation,
     .reload = pt__admin_reload,
     .metrics = pt__admin_metrics,
     .scheduler = pt__admin_scheduler,
+    .openapi = pt__admin_openapi,
 };
 
 static void pt__on_signal(uv_signal_t *sig, int signum)
@@ -482,6 +548,7 @@ int pt_server_run(const char *config_path)
         pt_snapshot_release(s.snap);
         return 1;
     }
+    pt__openapi_stale(&s);
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -607,6 +674,8 @@ done:
     pt_scheduler_free(s.sched);
     uv_loop_close(s.loop);
     pt_lua_free(s.ref_vm);
+    pt_buf_free(&s.openapi);
+    pt_openapi_publish(NULL, 0);
     pt_snapshot_release(s.snap);
     pt_accesslog_close();
     return exit_code;

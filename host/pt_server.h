@@ -7,6 +7,7 @@
 
 #include "pt_lua.h"
 #include "pt_snapshot.h"
+#include "pt_util.h"
 #include "pt_watch.h"
 #include "pt_worker.h"
 
@@ -30,12 +31,19 @@ typedef struct pt_server_s {
     int ready;    /* every worker listens */
     int stopping; /* a drain has begun */
     uint64_t reloads, reload_failures;
+    pt_buf_t openapi; /* GET /openapi.json's text, made on first ask after a change */
+    int openapi_made; /* openapi holds the document of the services and config now */
 } pt_server_t;
 
 /* Loads config_path and every service the way a worker would, and checks
  * that channels name loaded services. Returns 0, or -1 after printing
  * "file:line: message" to stderr. */
 int pt_server_check(const char *config_path);
+
+/* `portico openapi`: loads config_path and its services as pt_server_check
+ * does and prints the OpenAPI document that GET /openapi.json of the admin
+ * listener serves for them. Returns 0, or -1 after printing the error. */
+int pt_server_openapi(const char *config_path);
 
 /* Runs the gateway until SIGTERM/SIGINT and the drain are over. Returns the
  * process exit code (0 after a clean drain). */

@@ -760,6 +760,14 @@ local function new(opts, rt)
     return by_name[name]
   end
 
+  -- The names of the loaded services, sorted (portico.openapi lists them).
+  function rt.names()
+    local list = {}
+    for name in pairs(by_name) do list[#list + 1] = name end
+    table.sort(list)
+    return list
+  end
+
   -- ---- the entry point ----
 
   function rt.dispatch(req)

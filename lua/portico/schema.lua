@@ -689,6 +689,10 @@ local function compile_field(cx, path, name, spec, level)
     fail(cx, path, "must map to a type (a string such as \"integer\", a table for an object, "
       .. "{ T } for an array, or schema.field{...}), got " .. type(spec))
   end
+  if mt == Field and spec.description ~= nil then
+    if type(spec.description) ~= "string" then fail(cx, path, "has a description that is not a string") end
+    f.description = spec.description -- for portico.openapi
+  end
   f.any = f.node.type == "any"
   f.plain = f.node.kind == "scalar" and f.node.plain or nil
   f.check = f.node.check
