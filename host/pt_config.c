@@ -672,7 +672,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         "tls",          NULL};
     static const char *const bus_keys[] = {
         "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
-        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
+        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", "declare", NULL};
     static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
                                               [PT_CHANNEL_GATEWAY] = gw_keys,
                                               [PT_CHANNEL_WEBSOCKET] = ws_keys,
@@ -1146,6 +1146,7 @@ void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep)
     free(ep->tls_ca_file);
     free(ep->tls_cert);
     free(ep->tls_key);
+    pt_amqp_declare_free(&ep->declare);
 }
 
 static int pt__dup_opt(char **dst, const char *src)
@@ -1165,6 +1166,7 @@ int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src
     int opt = pt__dup_opt(&dst->tls_ca_file, src->tls_ca_file);
     opt |= pt__dup_opt(&dst->tls_cert, src->tls_cert);
     opt |= pt__dup_opt(&dst->tls_key, src->tls_key);
+    opt |= pt_amqp_declare_copy(&dst->declare, &src->declare);
     return dst->host && dst->user && dst->password && dst->vhost && dst->display && !opt ? 0 : -1;
 }
 
@@ -1179,7 +1181,7 @@ int pt_amqp_endpoint_same(const pt_amqp_endpoint_t *a, const pt_amqp_endpoint_t 
            strcmp(a->password, b->password) == 0 && strcmp(a->vhost, b->vhost) == 0 &&
            a->heartbeat == b->heartbeat && a->tls == b->tls && a->tls_verify == b->tls_verify &&
            pt__same_opt(a->tls_ca_file, b->tls_ca_file) && pt__same_opt(a->tls_cert, b->tls_cert) &&
-           pt__same_opt(a->tls_key, b->tls_key);
+           pt__same_opt(a->tls_key, b->tls_key) && pt_amqp_declare_same(&a->declare, &b->declare);
 }
 
 /* The OpenSSL error of a failed call, for a message. */
@@ -1336,13 +1338,14 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
         if (pt__duration_in(c, v, key, 0, PT__HOUR, &ms) != 0) return -1; /* 0: off */
         ep->heartbeat = (int)((ms + 999) / 1000);
     }
-    return ep->display ? 0 : pt_yaml_fail(&c->y, n, "out of memory");
+    if (!ep->display) return pt_yaml_fail(&c->y, n, "out of memory");
+    return pt_amqp_declare_parse(&c->y, pt_yaml_get(&c->y, n, "declare"), what, &ep->declare);
 }
 
 static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_out_cfg_t *o)
 {
     static const char *const keys[] = {"name",     "url",       "url_env", "heartbeat", "tls",
-                                       "confirms", "pool_size", "timeout", NULL};
+                                       "confirms", "pool_size", "timeout", "declare",   NULL};
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "outgoing.amqp[%zu]", idx);
@@ -1433,7 +1436,7 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
 {
     static const char *const keys[] = {
         "name",    "connection", "url",         "url_env",  "heartbeat",   "tls", "queue",
-        "service", "prefetch",   "concurrency", "on_error", "data_format", NULL};
+        "service", "prefetch",   "concurrency", "on_error", "data_format", "declare", NULL};
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "channels.amqp[%zu]", idx);
@@ -1462,6 +1465,11 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
                                 what, name ? name : "?");
         if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0)
             return pt_yaml_fail(&c->y, v, "out of memory");
+        yaml_node_t *d = pt_yaml_get(&c->y, n, "declare");
+        if (d) { /* the channel's own declarations instead of the connection's */
+            pt_amqp_declare_free(&a->ep.declare);
+            if (pt_amqp_declare_parse(&c->y, d, what, &a->ep.declare) != 0) return -1;
+        }
     } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
         return -1;
     }

@@ -5,6 +5,7 @@
 #ifndef PT_CONFIG_H
 #define PT_CONFIG_H
 
+#include "pt_config_amqp_declare.h"
 #include "pt_config_cache.h"
 #include "pt_config_upstream_tls.h"
 #include "pt_config_scheduler.h"
@@ -39,6 +40,7 @@ typedef struct {
     char *tls_ca_file; /* trusted besides the system store; NULL: the store only */
     char *tls_cert;    /* client certificate chain (PEM) with tls_key, or NULL */
     char *tls_key;
+    pt_amqp_declare_t declare; /* declared on every connect (pt_config_amqp_declare.h) */
 } pt_amqp_endpoint_t;
 
 /* One target of an upstream: http://host:port or https://host:port (one
