@@ -1,9 +1,36 @@
 #include "pt_amqp_declare.h"
-#include "pt_amqp.h"
 #include "pt_log.h"
 
+#include <amqp_framing.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The text of a failed reply (a close is answered, so the peer can go on).
+ * Below pt_amqp on purpose: pt_amqp_connect calls this file. */
+static void pt__why(amqp_connection_state_t conn, amqp_channel_t ch, amqp_rpc_reply_t r,
+                    char *why, size_t len)
+{
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *m = r.reply.decoded;
+        amqp_channel_close_ok_t ok = {0};
+        snprintf(why, len, "%u %.*s", m->reply_code, (int)m->reply_text.len,
+                 (const char *)m->reply_text.bytes);
+        amqp_send_method(conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+               r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_t *m = r.reply.decoded;
+        amqp_connection_close_ok_t ok = {0};
+        snprintf(why, len, "%u %.*s", m->reply_code, (int)m->reply_text.len,
+                 (const char *)m->reply_text.bytes);
+        amqp_send_method(conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+    } else if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        snprintf(why, len, "%s", amqp_error_string2(r.library_error));
+    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION) {
+        snprintf(why, len, "unexpected %s from the broker", amqp_method_name(r.reply.id));
+    } else {
+        snprintf(why, len, "no reply from the broker");
+    }
+}
 
 /* After one declaration: 0 declared, 1 refused (logged; the channel is open
  * again), -1 the connection failed. */
@@ -14,17 +41,13 @@ static int pt__result(amqp_connection_state_t conn, const pt_amqp_endpoint_t *ep
     amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) return 0;
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        pt_amqp_answer_close(conn, PT_AMQP_CH_DECLARE, &r.reply, why, sizeof why);
+        pt__why(conn, PT_AMQP_CH_DECLARE, r, why, sizeof why);
         pt_log_error("AMQP %s: the broker refused to declare %s: %s", ep->display, what, why);
         amqp_channel_open(conn, PT_AMQP_CH_DECLARE);
         r = amqp_get_rpc_reply(conn);
         if (r.reply_type == AMQP_RESPONSE_NORMAL) return 1;
     }
-    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-        r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
-        pt_amqp_answer_close(conn, 0, &r.reply, why, sizeof why);
-    else
-        pt_amqp_reply_error(r, why, sizeof why);
+    pt__why(conn, PT_AMQP_CH_DECLARE, r, why, sizeof why);
     snprintf(err, errlen, "declaring %s on %s: %s", what, ep->display, why);
     return -1;
 }
@@ -39,7 +62,7 @@ int pt_amqp_declare_apply(amqp_connection_state_t conn, const pt_amqp_endpoint_t
     amqp_channel_open(conn, PT_AMQP_CH_DECLARE);
     amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        pt_amqp_reply_error(r, what, sizeof what);
+        pt__why(conn, PT_AMQP_CH_DECLARE, r, what, sizeof what);
         snprintf(err, errlen, "cannot open a channel on %s: %s", ep->display, what);
         return -1;
     }
@@ -75,7 +98,7 @@ int pt_amqp_declare_apply(amqp_connection_state_t conn, const pt_amqp_endpoint_t
     }
     r = amqp_channel_close(conn, PT_AMQP_CH_DECLARE, AMQP_REPLY_SUCCESS);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        pt_amqp_reply_error(r, what, sizeof what);
+        pt__why(conn, PT_AMQP_CH_DECLARE, r, what, sizeof what);
         snprintf(err, errlen, "closing the declare channel on %s: %s", ep->display, what);
         return -1;
     }
