@@ -58,3 +58,26 @@ def test_ports_follow_the_place_of_a_listen_line_not_its_number():
     out = with_ports(text, {"server": 20001, "admin": 20002, "server.tls": 20003})
     assert "listen: 127.0.0.1:20001   # moved" in out
     assert "listen: 0.0.0.0:20003" in out and "listen: 127.0.0.1:20002" in out
+
+
+def test_unit_tests_do_not_read_the_users_configs(tmp_path):
+    """The C unit tests that load a whole config load fixtures of their own:
+    a user who moves config/portico.yaml or config/wasp.yaml to other ports
+    still has a green ctest."""
+    build = os.path.join(SOURCE, "build")
+    tests = [t for t in ("test_config", "test_config_dispatch")
+             if os.access(os.path.join(build, t), os.X_OK)]
+    if not tests:
+        import pytest
+        pytest.skip("no unit test binaries in build/")
+    copy = shipped_copy(str(tmp_path / "root"))
+    for name in ("portico.yaml", "wasp.yaml"):
+        path = os.path.join(copy, "config", name)
+        text = open(path).read()
+        with open(path, "w") as f:
+            f.write(with_ports(text, {"server": 18999, "admin": 18998}).replace(
+                "127.0.0.1:18082", "127.0.0.1:28082"))
+    for t in tests:
+        r = subprocess.run([os.path.join(build, t)], cwd=copy, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=120)
+        assert r.returncode == 0, "%s in a tree with other ports: %s" % (t, r.stdout)
