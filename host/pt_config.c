@@ -1716,6 +1716,33 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     return rc;
 }
 
+int pt_config_admin_address(const char *path, char **host, int *port, char *err, size_t errlen)
+{
+    char *text, why[128];
+    size_t len;
+    *host = NULL;
+    if (pt_read_small_file(path, PT_CONFIG_MAX_BYTES, &text, &len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, why);
+        return -1;
+    }
+    pt__cfg_ctx_t c = {.y = {.file = path, .dir = ".", .err = err, .errlen = errlen}};
+    c.y.doc = &c.doc;
+    int rc = pt_yaml_load(path, text, len, &c.doc, err, errlen);
+    free(text);
+    if (rc != 0) return -1;
+    yaml_node_t *root = yaml_document_get_root_node(&c.doc);
+    yaml_node_t *admin = root && root->type == YAML_MAPPING_NODE
+                             ? pt_yaml_get(&c.y, root, "admin") : NULL;
+    yaml_node_t *listen = admin && admin->type == YAML_MAPPING_NODE
+                              ? pt_yaml_get(&c.y, admin, "listen") : NULL;
+    if (!listen)
+        rc = pt_yaml_fail(&c.y, admin ? admin : root, "no admin.listen");
+    else
+        rc = pt__listen(&c, listen, "admin.listen", host, port);
+    yaml_document_delete(&c.doc);
+    return rc;
+}
+
 int pt_config_load_text(const char *path, const char *text, size_t len, pt_config_t **out,
                         char *err, size_t errlen)
 {

@@ -182,6 +182,12 @@ typedef struct {
  * "file:line: what is wrong" into err. */
 int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen);
 
+/* Only admin.listen of path (`portico reload` asks the running server, which
+ * checks the whole file itself, counts and logs the outcome). Returns 0 with
+ * *host (malloc) and *port, or -1 with "file:line: message" in err (no
+ * admin.listen: err says so). */
+int pt_config_admin_address(const char *path, char **host, int *port, char *err, size_t errlen);
+
 /* A config file is refused past this size (it is a few kilobytes). */
 #define PT_CONFIG_MAX_BYTES (4 * 1024 * 1024)
 
