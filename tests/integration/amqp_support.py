@@ -23,8 +23,8 @@ SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 SCRIPT = os.path.join(SOURCE, "scripts", "rabbitmq")
 # What the tests run: a copy of the shipped files (shipped_copy), never the
 # user's working services/ or configs.
-SHIPPED_DIRS = ("config", "services", "lib", "lua", "spec", "README.md")
-LINKED = ("build", "build-asan", "scripts", "tests", "certs", "bench", "fuzz")
+SHIPPED_DIRS = ("config", "services", "lib", "lua", "spec", "README.md", ".busted")
+LINKED = ("build", "build-asan", "scripts", "tests", "bench", "fuzz")
 
 
 def _tracked(top):
