@@ -304,7 +304,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         return -1;
     }
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
-    pt__warn_restart_only(s->started->cfg, cfg);
+    pt__warn_restart_only(s->started ? s->started : old, cfg);
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */
@@ -500,7 +500,7 @@ int pt_server_run(const char *config_path)
         fprintf(stderr, "portico: %s\n", err);
         return 1;
     }
-    s.started = pt_snapshot_ref(s.snap);
+    if (pt_config_load(config_path, &s.started, err, sizeof err) != 0) s.started = NULL;
     const pt_config_t *cfg = s.snap->cfg;
     /* The files are scanned before any VM loads them: a change from here on
      * is reported (at worst a file loaded already is loaded once more). */
@@ -516,7 +516,7 @@ int pt_server_run(const char *config_path)
         pt_watch_stop(&s.lib_watch);
         uv_run(s.loop, UV_RUN_DEFAULT);
         pt_snapshot_release(s.snap);
-        pt_snapshot_release(s.started);
+        pt_config_free(s.started);
         return 1;
     }
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
@@ -646,7 +646,7 @@ done:
     uv_loop_close(s.loop);
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);
-    pt_snapshot_release(s.started);
+    pt_config_free(s.started);
     pt_accesslog_close();
     return exit_code;
 }
