@@ -162,3 +162,33 @@ def test_check_names_the_line(tmp_path):
     assert r.returncode != 0
     assert "bad.yaml:8: outgoing.amqp[0].declare.exchanges[0].type: expected direct, fanout, " \
            "topic, headers or x-<plugin>" in r.stderr, r.stderr
+
+
+def test_api_gateway_example_works_on_a_fresh_broker(broker, tmp_path):
+    """The README's AMQP example as shipped, on a broker that has never seen
+    /incoming: the connection declares it (before: 503, exchange not found)."""
+    from amqp_support import ROOT, Portico, derive_config, free_port
+    with AmqpClient() as c:
+        for op, name in ((c.queue_delete, "api.incoming"), (c.exchange_delete, "/incoming")):
+            op(name)
+    port, admin = free_port(), free_port()
+    cfg = derive_config(os.path.join(ROOT, "config", "api-gateway.yaml"), str(tmp_path), port,
+                        admin)
+    p = Portico(cfg, port, workdir=str(tmp_path), env={"PORTICO_AMQP_URL": BROKER_URL})
+    try:
+        body = open(os.path.join(ROOT, "config", "request.json"), "rb").read()
+        deadline = time.time() + 10
+        while True:  # the connection comes up in the background
+            status, _, answer = Http(port, auth=("api", "api-demo")).post(
+                "/api/v1/user", body, {"Content-Type": "application/json"})
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200 and b"OK, data accepted" in answer, answer
+        with AmqpClient() as c:
+            m = c.wait_get("api.incoming")
+            assert m is not None and m.json()["_receiver"] == "api.gateway"
+    finally:
+        code = p.stop()
+    log = open(p.log_path).read()
+    assert code == 0 and '"level":"error"' not in log, log
