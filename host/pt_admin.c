@@ -1,4 +1,5 @@
 #include "pt_admin.h"
+#include "pt_http.h"
 #include "pt_log.h"
 #include "pt_worker.h"
 
@@ -153,7 +154,7 @@ static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, cons
     pt_buf_printf(&out,
                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                   "Connection: close\r\n\r\n",
-                  status, status == 200 ? "OK" : "Error", ctype, body->len);
+                  status, pt_http_reason(status), ctype, body->len); /* RFC 9110 phrases */
     pt_buf_append(&out, body->data ? body->data : "", body->len);
     uv_write_t *req = malloc(sizeof *req + out.len);
     if (!req) {

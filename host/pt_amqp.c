@@ -1,6 +1,7 @@
 #include "pt_amqp.h"
 
 #include <stddef.h>
+#include "pt_amqp_declare.h"
 #include "pt_amqp_tls.h"
 #include "pt_log.h"
 
@@ -187,6 +188,11 @@ amqp_connection_state_t pt_amqp_connect(const pt_amqp_endpoint_t *ep, uint64_t t
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         pt_amqp_reply_error(r, why, sizeof why);
         snprintf(err, errlen, "cannot open a channel on %s: %s", ep->display, why);
+        amqp_destroy_connection(conn);
+        return NULL;
+    }
+    /* declare: on every connect; a refusal is logged there, the connection stays */
+    if (pt_amqp_declare_apply(conn, ep, err, errlen) < 0) {
         amqp_destroy_connection(conn);
         return NULL;
     }

@@ -673,7 +673,7 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         "tls",          NULL};
     static const char *const bus_keys[] = {
         "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
-        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", NULL};
+        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", "declare", NULL};
     static const char *const openapi_keys[] = {"name", "url_path", "security", "rate_limit", NULL};
     static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
                                               [PT_CHANNEL_GATEWAY] = gw_keys,
@@ -1153,6 +1153,7 @@ void pt_amqp_endpoint_free(pt_amqp_endpoint_t *ep)
     free(ep->tls_ca_file);
     free(ep->tls_cert);
     free(ep->tls_key);
+    pt_amqp_declare_free(&ep->declare);
 }
 
 static int pt__dup_opt(char **dst, const char *src)
@@ -1172,6 +1173,7 @@ int pt_amqp_endpoint_copy(pt_amqp_endpoint_t *dst, const pt_amqp_endpoint_t *src
     int opt = pt__dup_opt(&dst->tls_ca_file, src->tls_ca_file);
     opt |= pt__dup_opt(&dst->tls_cert, src->tls_cert);
     opt |= pt__dup_opt(&dst->tls_key, src->tls_key);
+    opt |= pt_amqp_declare_copy(&dst->declare, &src->declare);
     return dst->host && dst->user && dst->password && dst->vhost && dst->display && !opt ? 0 : -1;
 }
 
@@ -1186,7 +1188,7 @@ int pt_amqp_endpoint_same(const pt_amqp_endpoint_t *a, const pt_amqp_endpoint_t 
            strcmp(a->password, b->password) == 0 && strcmp(a->vhost, b->vhost) == 0 &&
            a->heartbeat == b->heartbeat && a->tls == b->tls && a->tls_verify == b->tls_verify &&
            pt__same_opt(a->tls_ca_file, b->tls_ca_file) && pt__same_opt(a->tls_cert, b->tls_cert) &&
-           pt__same_opt(a->tls_key, b->tls_key);
+           pt__same_opt(a->tls_key, b->tls_key) && pt_amqp_declare_same(&a->declare, &b->declare);
 }
 
 /* The OpenSSL error of a failed call, for a message. */
@@ -1343,13 +1345,14 @@ static int pt__endpoint(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_a
         if (pt__duration_in(c, v, key, 0, PT__HOUR, &ms) != 0) return -1; /* 0: off */
         ep->heartbeat = (int)((ms + 999) / 1000);
     }
-    return ep->display ? 0 : pt_yaml_fail(&c->y, n, "out of memory");
+    if (!ep->display) return pt_yaml_fail(&c->y, n, "out of memory");
+    return pt_amqp_declare_parse(&c->y, pt_yaml_get(&c->y, n, "declare"), what, &ep->declare);
 }
 
 static int pt__amqp_out(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_amqp_out_cfg_t *o)
 {
     static const char *const keys[] = {"name",     "url",       "url_env", "heartbeat", "tls",
-                                       "confirms", "pool_size", "timeout", NULL};
+                                       "confirms", "pool_size", "timeout", "declare",   NULL};
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "outgoing.amqp[%zu]", idx);
@@ -1440,7 +1443,7 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
 {
     static const char *const keys[] = {
         "name",    "connection", "url",         "url_env",  "heartbeat",   "tls", "queue",
-        "service", "prefetch",   "concurrency", "on_error", "data_format", NULL};
+        "service", "prefetch",   "concurrency", "on_error", "data_format", "declare", NULL};
     char what[64], key[96];
     yaml_node_t *v;
     snprintf(what, sizeof what, "channels.amqp[%zu]", idx);
@@ -1469,6 +1472,11 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
                                 what, name ? name : "?");
         if (pt_amqp_endpoint_copy(&a->ep, &o->ep) != 0)
             return pt_yaml_fail(&c->y, v, "out of memory");
+        yaml_node_t *d = pt_yaml_get(&c->y, n, "declare");
+        if (d) { /* the channel's own declarations instead of the connection's */
+            pt_amqp_declare_free(&a->ep.declare);
+            if (pt_amqp_declare_parse(&c->y, d, what, &a->ep.declare) != 0) return -1;
+        }
     } else if (pt__endpoint(c, n, what, &a->ep) != 0) {
         return -1;
     }
@@ -1712,6 +1720,33 @@ int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen
     }
     int rc = pt__load(path, text, len, out, err, errlen);
     free(text);
+    return rc;
+}
+
+int pt_config_admin_address(const char *path, char **host, int *port, char *err, size_t errlen)
+{
+    char *text, why[128];
+    size_t len;
+    *host = NULL;
+    if (pt_read_small_file(path, PT_CONFIG_MAX_BYTES, &text, &len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, why);
+        return -1;
+    }
+    pt__cfg_ctx_t c = {.y = {.file = path, .dir = ".", .err = err, .errlen = errlen}};
+    c.y.doc = &c.doc;
+    int rc = pt_yaml_load(path, text, len, &c.doc, err, errlen);
+    free(text);
+    if (rc != 0) return -1;
+    yaml_node_t *root = yaml_document_get_root_node(&c.doc);
+    yaml_node_t *admin = root && root->type == YAML_MAPPING_NODE
+                             ? pt_yaml_get(&c.y, root, "admin") : NULL;
+    yaml_node_t *listen = admin && admin->type == YAML_MAPPING_NODE
+                              ? pt_yaml_get(&c.y, admin, "listen") : NULL;
+    if (!listen)
+        rc = pt_yaml_fail(&c.y, admin ? admin : root, "no admin.listen");
+    else
+        rc = pt__listen(&c, listen, "admin.listen", host, port);
+    yaml_document_delete(&c.doc);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #ifndef PT_CONFIG_H
 #define PT_CONFIG_H
 
+#include "pt_config_amqp_declare.h"
 #include "pt_config_cache.h"
 #include "pt_config_upstream_tls.h"
 #include "pt_config_scheduler.h"
@@ -40,6 +41,7 @@ typedef struct {
     char *tls_ca_file; /* trusted besides the system store; NULL: the store only */
     char *tls_cert;    /* client certificate chain (PEM) with tls_key, or NULL */
     char *tls_key;
+    pt_amqp_declare_t declare; /* declared on every connect (pt_config_amqp_declare.h) */
 } pt_amqp_endpoint_t;
 
 /* One target of an upstream: http://host:port or https://host:port (one
@@ -180,6 +182,12 @@ typedef struct {
  * caller frees with pt_config_free. On failure returns -1 and writes
  * "file:line: what is wrong" into err. */
 int pt_config_load(const char *path, pt_config_t **out, char *err, size_t errlen);
+
+/* Only admin.listen of path (`portico reload` asks the running server, which
+ * checks the whole file itself, counts and logs the outcome). Returns 0 with
+ * *host (malloc) and *port, or -1 with "file:line: message" in err (no
+ * admin.listen: err says so). */
+int pt_config_admin_address(const char *path, char **host, int *port, char *err, size_t errlen);
 
 /* A config file is refused past this size (it is a few kilobytes). */
 #define PT_CONFIG_MAX_BYTES (4 * 1024 * 1024)

@@ -36,25 +36,31 @@ static const char pt__usage[] =
     "Signals: SIGTERM or SIGINT finish the requests in flight, then exit 0.\n"
     "         SIGHUP reloads the config; service files reload on their own.\n";
 
-/* `portico reload`: asks the admin listener named in the config. */
+/* `portico reload`: asks the admin listener named in the config. The
+ * running server checks the file itself, so a refused reload is logged and
+ * counted there too (portico_reload_failures_total); only a file without a
+ * readable admin.listen is refused here. */
 static int pt__reload(const char *path)
 {
-    char err[1024], body[4096];
+    char err[1024], local[1024], body[4096];
+    char *host = NULL;
+    int port = 0;
     pt_config_t *cfg = NULL;
-    if (pt_config_load(path, &cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "portico: %s\n", err);
-        return 1;
-    }
-    if (!cfg->admin_host) {
-        fprintf(stderr, "portico: %s has no admin.listen: send SIGHUP to reload\n", path);
-        pt_config_free(cfg);
-        return 1;
-    }
-    int status = pt_admin_request(cfg->admin_host, cfg->admin_port, "POST", "/reload", body,
-                                  sizeof body, err, sizeof err);
+    int valid = pt_config_load(path, &cfg, local, sizeof local) == 0;
     pt_config_free(cfg);
+    if (pt_config_admin_address(path, &host, &port, err, sizeof err) != 0) {
+        if (!valid)
+            fprintf(stderr, "portico: %s\n", local);
+        else
+            fprintf(stderr, "portico: %s has no admin.listen: send SIGHUP to reload\n", path);
+        return 1;
+    }
+    int status = pt_admin_request(host, port, "POST", "/reload", body, sizeof body, err,
+                                  sizeof err);
+    free(host);
     if (status < 0) {
         fprintf(stderr, "portico: %s\n", err);
+        if (!valid) fprintf(stderr, "portico: %s\n", local);
         return 2;
     }
     printf("%s\n", body);

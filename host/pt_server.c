@@ -228,9 +228,12 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
     if (pt_lua_read_file(path, &source, &len, err, sizeof err) != 0 ||
         pt_lua_load_file(s->ref_vm, path, source, len, err, sizeof err) != 0) {
         free(source);
-        free(old);
         s->reload_failures++;
-        pt_log_error("service file refused, the previous version keeps serving: %s", err);
+        if (old)
+            pt_log_error("service file refused, the previous version keeps serving: %s", err);
+        else /* a new file (or one never loaded): nothing of it serves */
+            pt_log_error("service file refused, not loaded (no previous version): %s", err);
+        free(old);
         return;
     }
     s->reloads++;
@@ -294,6 +297,51 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
     pt_lua_free_list(deps, n);
 }
 
+/* Appends ", name (running: a, new: b)" to buf when a and b differ. */
+static void pt__changed(char *buf, size_t len, const char *name, const char *a, const char *b)
+{
+    if (strcmp(a, b) == 0) return;
+    size_t n = strlen(buf);
+    if (n < len)
+        snprintf(buf + n, len - n, "%s%s (running: %s, new: %s)", n ? ", " : "", name, a, b);
+}
+
+/* The settings a reload cannot change, named when they differ from what the
+ * process runs with (its start's config, not the last reload's). */
+static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg)
+{
+    char buf[2048] = "", a[600], b[600];
+    snprintf(a, sizeof a, "%s:%d", run->listen_host, run->listen_port);
+    snprintf(b, sizeof b, "%s:%d", cfg->listen_host, cfg->listen_port);
+    pt__changed(buf, sizeof buf, "server.listen", a, b);
+    snprintf(a, sizeof a, "%d", run->workers);
+    snprintf(b, sizeof b, "%d", cfg->workers);
+    pt__changed(buf, sizeof buf, "server.workers", a, b);
+    pt__changed(buf, sizeof buf, "lua.path", run->lua_path, cfg->lua_path);
+    snprintf(a, sizeof a, "%d", run->lua_gc_pause);
+    snprintf(b, sizeof b, "%d", cfg->lua_gc_pause);
+    pt__changed(buf, sizeof buf, "lua.gc_pause", a, b);
+    snprintf(a, sizeof a, "%llums", (unsigned long long)run->lua_request_timeout_ms);
+    snprintf(b, sizeof b, "%llums", (unsigned long long)cfg->lua_request_timeout_ms);
+    pt__changed(buf, sizeof buf, "lua.request_timeout", a, b);
+    if (!pt__same_list(run->lib_dirs, run->n_lib_dirs, cfg->lib_dirs, cfg->n_lib_dirs))
+        pt__changed(buf, sizeof buf, "lua.lib_dirs", run->n_lib_dirs ? run->lib_dirs[0] : "",
+                    cfg->n_lib_dirs ? cfg->lib_dirs[0] : "(none)");
+    pt__changed(buf, sizeof buf, "log.access", run->access_log, cfg->access_log);
+    if (pt__tls_listen_changed(run, cfg)) {
+        snprintf(a, sizeof a, "%s:%d", run->tls_listen_host ? run->tls_listen_host : "(none)",
+                 run->tls_listen_port);
+        snprintf(b, sizeof b, "%s:%d", cfg->tls_listen_host ? cfg->tls_listen_host : "(none)",
+                 cfg->tls_listen_port);
+        pt__changed(buf, sizeof buf, "server.tls.listen", a, b);
+    }
+    if (buf[0]) pt_log_warn("config reload: %s: take effect after a restart", buf);
+    if (pt__amqp_changed(run, cfg))
+        pt_log_warn("config reload: the AMQP connections changed (outgoing.amqp, channels.amqp "
+                    "or amqp_bus: URL, heartbeat, tls, declare, names or queues): they take effect "
+                    "after a restart");
+}
+
 int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
 {
     pt_snapshot_t *snap = pt_snapshot_load(s->config_path, s->snap->generation + 1, err, errlen);
@@ -306,20 +354,7 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         return -1;
     }
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
-    if (strcmp(old->listen_host, cfg->listen_host) != 0 || old->listen_port != cfg->listen_port ||
-        old->workers != cfg->workers || strcmp(old->lua_path, cfg->lua_path) != 0 ||
-        old->lua_gc_pause != cfg->lua_gc_pause ||
-        old->lua_request_timeout_ms != cfg->lua_request_timeout_ms ||
-        !pt__same_list(old->lib_dirs, old->n_lib_dirs, cfg->lib_dirs, cfg->n_lib_dirs) ||
-        strcmp(old->access_log, cfg->access_log) != 0)
-        pt_log_warn("server.listen, server.workers, lua.path, lua.lib_dirs, lua.gc_pause, "
-                    "lua.request_timeout and log.access take effect after a restart");
-    if (pt__tls_listen_changed(old, cfg))
-        pt_log_warn("server.tls.listen takes effect after a restart (new certificates are served "
-                    "now)");
-    if (pt__amqp_changed(old, cfg))
-        pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
-                    "restart");
+    pt__warn_restart_only(s->started ? s->started : old, cfg);
     pt_lua_free(s->ref_vm);
     s->ref_vm = vm;
     /* Service changes go out first, so no new channel sees a missing service. */
@@ -531,6 +566,7 @@ int pt_server_run(const char *config_path)
         fprintf(stderr, "portico: %s\n", err);
         return 1;
     }
+    if (pt_config_load(config_path, &s.started, err, sizeof err) != 0) s.started = NULL;
     const pt_config_t *cfg = s.snap->cfg;
     /* The files are scanned before any VM loads them: a change from here on
      * is reported (at worst a file loaded already is loaded once more). */
@@ -546,6 +582,7 @@ int pt_server_run(const char *config_path)
         pt_watch_stop(&s.lib_watch);
         uv_run(s.loop, UV_RUN_DEFAULT);
         pt_snapshot_release(s.snap);
+        pt_config_free(s.started);
         return 1;
     }
     pt__openapi_stale(&s);
@@ -631,8 +668,9 @@ int pt_server_run(const char *config_path)
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
         s.ready = 1;
-        pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
+        pt_log_info("portico %s listening on %s:%d with %d worker%s, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
+                    s.n_workers == 1 ? "" : "s",
                     pt_lua_service_count(s.ref_vm), cfg->n_channels);
         uv_run(s.loop, UV_RUN_DEFAULT);
         exit_code = 0;
@@ -677,6 +715,7 @@ done:
     pt_buf_free(&s.openapi);
     pt_openapi_publish(NULL, 0);
     pt_snapshot_release(s.snap);
+    pt_config_free(s.started);
     pt_accesslog_close();
     return exit_code;
 }

@@ -20,6 +20,8 @@ typedef struct pt_server_s {
     const char *config_path;
     uv_loop_t *loop;
     pt_snapshot_t *snap; /* the accepted config */
+    pt_config_t *started; /* the start's config, loaded on its own (no caches kept):
+                           * what restart-only settings run with; reloads compare with it */
     pt_lua_t *ref_vm;    /* services as the workers run them */
     pt_worker_t *workers;
     int n_workers;

@@ -18,8 +18,66 @@ import struct
 import subprocess
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "scripts", "rabbitmq")
+# The checkout: the built binary, the scripts and the tests themselves.
+SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(SOURCE, "scripts", "rabbitmq")
+# What the tests run: a copy of the shipped files (shipped_copy), never the
+# user's working services/ or configs.
+SHIPPED_DIRS = ("config", "services", "lib", "lua", "spec", "README.md", ".busted")
+LINKED = ("build", "build-asan", "scripts", "tests", "bench", "fuzz")
+
+
+def _tracked(top):
+    """The files git tracks under top (the checkout's own paths, from its
+    index), or None when SOURCE is not a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", SOURCE, "ls-files", "-z", "--", top],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [p for p in out.decode().split("\0") if p]
+
+
+def shipped_copy(dst):
+    """Copies the shipped services, configs, Lua library and README into dst
+    (the files git tracks, as they are in the working tree; everything when
+    SOURCE is not a git checkout: a tarball ships only shipped files), and
+    links the build and script folders. A user's untracked work in progress
+    under services/ is not copied. Returns dst."""
+    import shutil
+    os.makedirs(dst, exist_ok=True)
+    for top in SHIPPED_DIRS:
+        files = _tracked(top)
+        if files is None:
+            src = os.path.join(SOURCE, top)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dst, top), dirs_exist_ok=True)
+            elif os.path.exists(src):
+                shutil.copy2(src, os.path.join(dst, top))
+            continue
+        for rel in files:
+            src, out = os.path.join(SOURCE, rel), os.path.join(dst, rel)
+            if os.path.isfile(src):  # a tracked file deleted in the tree stays deleted
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                shutil.copy2(src, out)
+    for name in LINKED:
+        if os.path.exists(os.path.join(SOURCE, name)) and not os.path.exists(os.path.join(dst, name)):
+            os.symlink(os.path.join(SOURCE, name), os.path.join(dst, name))
+    return dst
+
+
+def _session_root():
+    import atexit
+    import shutil
+    import tempfile
+    root = tempfile.mkdtemp(prefix="portico-shipped-")
+    atexit.register(shutil.rmtree, root, True)
+    return shipped_copy(root)
+
+
+# Every test's {root}: the copy, made once a run (PORTICO_TEST_ROOT names a
+# tree to use instead).
+ROOT = os.environ.get("PORTICO_TEST_ROOT") or _session_root()
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = int(os.environ.get("PORTICO_RABBITMQ_PORT", "5672"))
 BROKER_URL = "amqp://guest:guest@%s:%d/" % (BROKER_HOST, BROKER_PORT)
@@ -545,21 +603,51 @@ def free_port():
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def derive_config(src, dst_dir, listen_port, admin_port=None):
-    """Copies the config file src into dst_dir with its own ports and with
-    relative paths made absolute (they are relative to src's directory).
-    Returns the new path."""
+def listen_lines(text):
+    """[(line index, YAML path)] of every `listen: host:port` line of a config
+    text, the path being where it sits ("server", "admin", "server.tls")."""
+    out, stack = [], []
+    for i, line in enumerate(text.splitlines()):
+        m = re.match(r"^(\s*)([A-Za-z_][\w.-]*):(.*)$", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if key == "listen" and re.match(r"^\s*\S+:\d+\s*(#.*)?$", m.group(3)):
+            out.append((i, ".".join(k for _, k in stack)))
+        stack.append((indent, key))
+    return out
+
+
+def with_ports(text, ports):
+    """text with the port of each listen line whose YAML path is a key of
+    ports ({"server": 20001, "admin": 20002, "server.tls": 20003}) set to
+    that port, whatever the file had."""
+    lines = text.splitlines(True)
+    for i, path in listen_lines(text):
+        if path in ports:
+            lines[i] = re.sub(r"(listen:\s*[^\s:#]+:)\d+", lambda m: m.group(1) + str(ports[path]),
+                              lines[i], count=1)
+    return "".join(lines)
+
+
+def derive_config(src, dst_dir, listen_port, admin_port=None, tls_port=None):
+    """Copies the config file src into dst_dir with its own ports (set by the
+    listen lines' places in the file, not by their numbers) and with relative
+    paths made absolute (they are relative to src's directory). Returns the
+    new path."""
     base = os.path.dirname(os.path.abspath(src))
-    text = open(src).read()
-    text = re.sub(r"(?m)^(\s*listen:\s*)127\.0\.0\.1:11223\s*$",
-                  lambda m: "%s127.0.0.1:%d" % (m.group(1), listen_port), text)
+    ports = {"server": listen_port}
     if admin_port:
-        text = re.sub(r"(?m)^(\s*listen:\s*)127\.0\.0\.1:11224\s*$",
-                      lambda m: "%s127.0.0.1:%d" % (m.group(1), admin_port), text)
+        ports["admin"] = admin_port
+    if tls_port:
+        ports["server.tls"] = tls_port
+    text = with_ports(open(src).read(), ports)
 
     def absolute(m):
         return m.group(1) + os.path.normpath(os.path.join(base, m.group(2)))
-    text = re.sub(r"(\[\s*|,\s*|:\s+)(\.\./[^\],\s#]+|\./[^\],\s#]+)", absolute, text)
+    text = re.sub(r"(\[\s*|,\s*|:\s+)(\.\./[^\],\s#}]+|\./[^\],\s#}]+)", absolute, text)
     dst = os.path.join(dst_dir, os.path.basename(src))
     with open(dst, "w") as f:
         f.write(text)
@@ -572,7 +660,7 @@ class Portico:
     def __init__(self, config, port, env=None, workdir=None):
         self.config, self.port = config, port
         self.log_path = os.path.join(workdir or os.path.dirname(config), "portico.err")
-        binary = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "build", "portico")
+        binary = os.environ.get("PORTICO_BIN") or os.path.join(SOURCE, "build", "portico")
         self.env = dict(os.environ, **(env or {}))
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([binary, "-c", config], stdout=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from amqp_support import ROOT, Http, free_port, scrape, value
+from amqp_support import ROOT, Http, free_port, listen_lines, scrape, value, with_ports
 from conftest import config_head, read_until_close
 
 WS_DIR = os.path.join(ROOT, "tests", "integration", "ws")
@@ -199,10 +199,9 @@ def test_readme_examples_over_tls_match_plaintext(start_gateway, tmp_path):
     assert r.returncode == 0, r.stderr
     text = open(os.path.join(ROOT, "config", "tls.yaml")).read()
     text = text.replace("{", "{{").replace("}", "}}")
-    text = text.replace("127.0.0.1:11223", "127.0.0.1:{port}")
-    text = text.replace("127.0.0.1:11224", "127.0.0.1:{admin_port}")
-    assert "127.0.0.1:11443" in text
-    text = text.replace("127.0.0.1:11443", "127.0.0.1:{tls_port}")
+    assert [p for _, p in listen_lines(text)] == ["server", "server.tls", "admin"]
+    text = with_ports(text, {"server": "{port}", "admin": "{admin_port}",
+                             "server.tls": "{tls_port}"})
     text = text.replace("../certs/", str(certs_dir) + "/").replace("../services", "{root}/services")
     tls_port = free_port()
     gw = start_gateway(text, tls_port=tls_port)

@@ -1,5 +1,5 @@
 /* The dispatch strategies' config: channels.http_proxy, channels.amqp_bus and
- * outgoing.http, from config/wasp.yaml and from broken snippets. */
+ * outgoing.http, from a fixture like config/wasp.yaml (tests/unit/data/wasp.yaml) and from broken snippets. */
 #include "pt_test_config.h"
 
 #include <llhttp.h>
@@ -10,7 +10,7 @@ PT_CASE(wasp_config)
 {
     pt_config_t *cfg;
     char err[512] = "";
-    int rc = pt_config_load("config/wasp.yaml", &cfg, err, sizeof err);
+    int rc = pt_config_load("tests/unit/data/wasp.yaml", &cfg, err, sizeof err);
     PT_CHECK_INT(rc, 0);
     if (rc == 0) {
         PT_CHECK_INT(cfg->n_channels, 2);
