@@ -1,6 +1,7 @@
 /* pt_admin: the admin listener on the main thread, on its own address
  * (admin.listen), off the public port. GET /healthz, GET /readyz,
- * GET /metrics, GET /scheduler, POST /reload. One request a connection, within 5 s of the
+ * GET /metrics, GET /scheduler, POST /reload, and the console (GET /, /console/...,
+ * behind admin.users: pt_admin_console.h). One request a connection, within 5 s of the
  * accept and 64 KB; at most 32 connections, past which the oldest
  * unanswered one is closed. Also the client side that `portico reload` uses. */
 #ifndef PT_ADMIN_H
@@ -29,6 +30,11 @@ typedef struct {
     void (*metrics)(void *ud, pt_buf_t *out);
     /* Appends the JSON of the scheduler's jobs (GET /scheduler). */
     void (*scheduler)(void *ud, pt_buf_t *out);
+    /* The config serving now (admin.users for the console's gate). */
+    const pt_config_t *(*config)(void *ud);
+    /* The console's JSON (GET /console/api/state and /console/api/stats). */
+    void (*console_state)(void *ud, pt_buf_t *out);
+    void (*console_stats)(void *ud, pt_buf_t *out);
 } pt_admin_ops_t;
 
 /* Starts listening on loop when cfg has admin.listen (*out stays NULL when it

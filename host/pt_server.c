@@ -7,6 +7,7 @@
 #include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
+#include "pt_metrics_json.h"
 #include "pt_primitives.h"
 #include "pt_scheduler.h"
 
@@ -170,6 +171,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
             for (int i = 0; i < s->n_workers; i++)
                 pt_gateway_unload(&s->workers[i], path);
             pt_log_info("service file removed: %s", path);
+            pt_console_file_removed(&s->console, path);
             if (old) pt__warn_missing(s, old, path, "was removed");
         }
         free(old);
@@ -183,13 +185,17 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         free(old);
         s->reload_failures++;
         pt_log_error("service file refused, the previous version keeps serving: %s", err);
+        pt_console_file_failed(&s->console, path, err);
+        pt_console_reload(&s->console, "file", path, 0, s->snap->generation, err);
         return;
     }
     s->reloads++;
     for (int i = 0; i < s->n_workers; i++)
         pt_gateway_load(&s->workers[i], path, source, len);
-    free(source);
     pt_log_info("service file loaded: %s", path);
+    pt_console_file_loaded(&s->console, path, source ? source : "", len, s->ref_vm);
+    pt_console_reload(&s->console, "file", path, 1, s->snap->generation, NULL);
+    free(source);
     if (old) pt__warn_missing(s, old, path, "now names another service");
     free(old);
 }
@@ -231,11 +237,16 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
         pt_log_error("library %s refused, the %zu services that use it keep their previous "
                      "version: %s",
                      path, n, err);
+        pt_console_reload(&s->console, "library", path, 0, s->snap->generation, err);
     } else {
         s->reloads++;
         for (int i = 0; i < s->n_workers; i++)
             pt_gateway_reload_libs(&s->workers[i], &lib, 1, svcs, n);
         pt_log_info("library file %s reloaded with the services that use it (%zu)", path, n);
+        pt_console_reload(&s->console, "library", path, 1, s->snap->generation, NULL);
+        for (size_t i = 0; i < n; i++)
+            pt_console_file_loaded(&s->console, svcs[i].path, svcs[i].source, svcs[i].len,
+                                   s->ref_vm);
     }
     for (size_t i = 0; svcs && i < n; i++)
         free((char *)svcs[i].source);
@@ -253,6 +264,8 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_snapshot_release(snap);
         s->reload_failures++;
         pt_log_error("config reload refused, the running config keeps serving: %s", err);
+        pt_console_reload(&s->console, s->reload_source ? s->reload_source : "signal", NULL, 0,
+                          s->snap->generation, err);
         return -1;
     }
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
@@ -282,6 +295,9 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     pt_scheduler_apply(s->sched, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
+    pt_console_scan(&s->console, cfg, s->ref_vm);
+    pt_console_reload(&s->console, s->reload_source ? s->reload_source : "signal", NULL, 1,
+                      snap->generation, NULL);
     pt_log_info("config reloaded: generation %llu, %zu channels, %zu services",
                 (unsigned long long)snap->generation, cfg->n_channels,
                 pt_lua_service_count(s->ref_vm));
@@ -304,7 +320,33 @@ static uint64_t pt__admin_generation(void *ud)
 
 static int pt__admin_reload(void *ud, char *err, size_t errlen)
 {
-    return pt_server_reload(ud, err, errlen);
+    pt_server_t *s = ud;
+    s->reload_source = "admin";
+    int rc = pt_server_reload(s, err, errlen);
+    s->reload_source = NULL;
+    return rc;
+}
+
+static const pt_config_t *pt__admin_config(void *ud)
+{
+    pt_server_t *s = ud;
+    return s->snap->cfg;
+}
+
+static void pt__admin_console_state(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_console_state(&s->console, s->snap->cfg, s->snap->generation, s->n_workers, out);
+}
+
+static void pt__admin_console_stats(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_metrics_t *workers[256];
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers && n < 256; i++)
+        workers[n++] = &s->workers[i].metrics;
+    pt_metrics_json(workers, n, uv_now(s->loop), out);
 }
 
 static void pt__admin_metrics(void *ud, pt_buf_t *out)
@@ -335,6 +377,9 @@ static const pt_admin_ops_t pt__admin_ops = {
     .reload = pt__admin_reload,
     .metrics = pt__admin_metrics,
     .scheduler = pt__admin_scheduler,
+    .config = pt__admin_config,
+    .console_state = pt__admin_console_state,
+    .console_stats = pt__admin_console_stats,
 };
 
 static void pt__on_signal(uv_signal_t *sig, int signum)
@@ -482,6 +527,7 @@ int pt_server_run(const char *config_path)
         pt_snapshot_release(s.snap);
         return 1;
     }
+    pt_console_scan(&s.console, cfg, s.ref_vm);
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -609,5 +655,6 @@ done:
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);
     pt_accesslog_close();
+    pt_console_free(&s.console);
     return exit_code;
 }

@@ -6,6 +6,7 @@
 #define PT_SERVER_H
 
 #include "pt_lua.h"
+#include "pt_server_console.h"
 #include "pt_snapshot.h"
 #include "pt_watch.h"
 #include "pt_worker.h"
@@ -30,6 +31,8 @@ typedef struct pt_server_s {
     int ready;    /* every worker listens */
     int stopping; /* a drain has begun */
     uint64_t reloads, reload_failures;
+    pt_console_t console;      /* services' files and recent reloads (the admin console) */
+    const char *reload_source; /* who asked for the reload under way: "admin", else "signal" */
 } pt_server_t;
 
 /* Loads config_path and every service the way a worker would, and checks
