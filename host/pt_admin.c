@@ -1,5 +1,6 @@
 #include "pt_admin.h"
 #include "pt_admin_console.h"
+#include "pt_admin_try.h"
 #include "pt_log.h"
 #include "pt_worker.h"
 
@@ -30,6 +31,7 @@ typedef struct pt__admin_conn_s {
     char *hdr[5];          /* the headers the console gate reads (pt__hdr_names) */
     int hdr_twice;         /* one of them came twice: 400 */
     pt_buf_t body;         /* the request body (POST /console/api/try) */
+    pt_admin_try_t *try;   /* the explorer's exchange under way, answered when it ends */
     int done;
     uint64_t accepted_ms; /* loop time of the accept: the whole exchange has a deadline */
     size_t bytes;         /* read so far */
@@ -106,6 +108,7 @@ static const pt__admin_route_t pt__routes[] = {
 static void pt__on_conn_closed(uv_handle_t *h)
 {
     pt__admin_conn_t *c = h->data;
+    pt_admin_try_cancel(c->try);
     for (int i = 0; i < 5; i++)
         free(c->hdr[i]);
     pt_buf_free(&c->field);
@@ -214,6 +217,16 @@ static int pt__on_body(llhttp_t *p, const char *at, size_t len)
     return pt_buf_append(&c->body, at, len); /* bounded by PT__ADMIN_MAX_BYTES */
 }
 
+static void pt__on_try(void *ud, int status, const pt_buf_t *body)
+{
+    pt__admin_conn_t *c = ud;
+    pt_buf_t extra = {0};
+    c->try = NULL;
+    pt_buf_puts(&extra, "Cache-Control: no-store\r\n");
+    pt__respond_with(c, status, "application/json", body, &extra);
+    pt_buf_free(&extra);
+}
+
 /* The console's gate, files and JSON (pt_admin_console.h); 0: not answered. */
 static int pt__console(pt__admin_conn_t *c, int method, const char *path, size_t plen,
                        pt_buf_t *body, const char **ctype, pt_buf_t *extra)
@@ -234,6 +247,12 @@ static int pt__console(pt__admin_conn_t *c, int method, const char *path, size_t
     if (method == HTTP_GET) {
         status = pt_admin_console_file(path, plen, body, ctype, extra);
         if (status) return status;
+    }
+    if (plen == 16 && memcmp(path, "/console/api/try", 16) == 0) {
+        if (method != HTTP_POST || !cfg) return 405;
+        int st = pt_admin_try_start(a->listener.loop, cfg, c->body.data, c->body.len, pt__on_try,
+                                    c, &c->try, body);
+        return st ? st : -1;
     }
     static const char *const api[] = {"/console/api/state", "/console/api/stats"};
     for (int i = 0; i < 2; i++) {
@@ -266,6 +285,13 @@ static int pt__on_message_complete(llhttp_t *p)
     const char *ctype = "application/json";
     pt_buf_t extra = {0};
     int console = pt__console(c, method, c->url.data ? c->url.data : "", plen, &body, &ctype, &extra);
+    if (console < 0) { /* answered when the explorer's exchange ends */
+        c->done = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        pt_buf_free(&body);
+        pt_buf_free(&extra);
+        return HPE_PAUSED;
+    }
     if (console) status = console;
     for (size_t i = 0; !console && i < sizeof pt__routes / sizeof pt__routes[0]; i++) {
         const pt__admin_route_t *r = &pt__routes[i];
