@@ -6,6 +6,7 @@
 const POLL_MS = 2000;
 let prevStats = null;
 let lastState = null;
+const health = new Map(); // upstream target -> what its last exchanges said
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -111,11 +112,12 @@ function renderStats(now) {
       const k = u.name + '\u0000' + target;
       const r = results.get(k) || { ok: 0, failed: 0 }, b = before.get(k) || { ok: 0, failed: 0 };
       const dOk = r.ok - b.ok, dFail = r.failed - b.failed;
-      let health = badge('no traffic', 'idle');
-      if (dFail > 0 && dOk === 0) health = badge('failing', 'bad');
-      else if (dFail > 0) health = badge('some failures', 'warn');
-      else if (r.ok + r.failed > 0) health = badge('ok', 'good');
-      rows.push([u.name, target, health, r.ok, r.failed]);
+      // the exchanges since the last poll decide; none: the last verdict stands
+      if (dFail > 0 && dOk === 0) health.set(k, ['failing', 'bad']);
+      else if (dFail > 0) health.set(k, ['some failures', 'warn']);
+      else if (dOk > 0) health.set(k, ['ok', 'good']);
+      const h = health.get(k) || ['no traffic', 'idle'];
+      rows.push([u.name, target, badge(h[0], h[1]), r.ok, r.failed]);
     }
   }
   fill('#upstreams', rows, 'no upstreams configured');
@@ -136,7 +138,7 @@ function renderState(s) {
     `${s.version} · generation ${s.generation} · ${s.workers} workers · listening on ${s.listen}` +
     (s.tls_listen ? ` and ${s.tls_listen} (TLS)` : '') + ` · ${s.config}`;
   fill('#channels', s.channels.map((c) => [c.name, c.type, c.path || '–', c.methods.join(' ') || '–',
-    c.service ? c.service + (c.services.length ? ' + ' + c.services.join(', ') : '') : c.services.join(', ') || 'any',
+    [c.service].concat(c.services).filter((x, i, a) => x && a.indexOf(x) === i).join(', ') || '–',
     c.security ? `${c.security.name} (${c.security.kind})` : badge('open', 'warn'),
     c.rate_limit ? `${c.rate_limit.rate}/s, burst ${c.rate_limit.burst}${c.rate_limit.per_user ? ', per user' : ''}` : 'none']));
   fill('#services', s.services.map((f) => [f.service || badge('none', 'warn'), f.file, f.hash || '–',
@@ -297,8 +299,12 @@ async function sendTry(ev) {
     });
     const j = await r.json();
     if (!r.ok) { out.textContent = 'refused: ' + (j.error ? j.error.message : r.status); return; }
+    let text = j.body;
+    if (/json/.test(j.headers['content-type'] || '') && !j.truncated) {
+      try { text = JSON.stringify(JSON.parse(j.body), null, 2); } catch (e) { /* shown as it came */ }
+    }
     out.textContent = `HTTP ${j.status}\n` + Object.entries(j.headers).map(([k, v]) => `${k}: ${v}`).join('\n') +
-      '\n\n' + j.body + (j.truncated ? '\n… (truncated)' : '');
+      '\n\n' + text + (j.truncated ? '\n… (truncated)' : '');
     out.dataset.status = String(j.status);
   } catch (e) {
     out.textContent = 'failed: ' + e.message;

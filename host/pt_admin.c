@@ -5,6 +5,7 @@
 #include "pt_worker.h"
 
 #include <llhttp.h>
+#include <sodium.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -450,9 +451,21 @@ int pt_admin_request(const char *host, int port, const char *method, const char 
         if (fd >= 0) close(fd);
         return -1;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n",
-                     method, path, host);
+    /* admin.users: the credentials come from PORTICO_ADMIN_AUTH ("user:password"),
+     * never from argv; the console header passes the CSRF check of a POST */
+    char auth[600] = "";
+    const char *cred = getenv("PORTICO_ADMIN_AUTH");
+    if (cred && *cred && strlen(cred) <= 300) {
+        char b64[sodium_base64_ENCODED_LEN(300, sodium_base64_VARIANT_ORIGINAL)];
+        sodium_bin2base64(b64, sizeof b64, (const unsigned char *)cred, strlen(cred),
+                          sodium_base64_VARIANT_ORIGINAL);
+        snprintf(auth, sizeof auth, "Authorization: Basic %s\r\n", b64);
+    }
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nX-Portico-Console: 1\r\n"
+                     "%s\r\n",
+                     method, path, host, auth);
     size_t got = 0;
     char resp[8192];
     if (write(fd, req, (size_t)n) != n) {

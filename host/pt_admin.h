@@ -46,7 +46,9 @@ int pt_admin_start(uv_loop_t *loop, const pt_config_t *cfg, const pt_admin_ops_t
 /* Closes the listener and open admin connections (on the loop). NULL is fine. */
 void pt_admin_stop(pt_admin_t *a);
 
-/* Blocking client: sends "METHOD path" to host:port and reads the answer.
+/* Blocking client: sends "METHOD path" to host:port and reads the answer,
+ * with the basic credentials of PORTICO_ADMIN_AUTH ("user:password") when
+ * that is set, and X-Portico-Console: 1.
  * Returns the HTTP status and the body in out (NUL-terminated), or -1 when
  * nothing answered (err says why). */
 int pt_admin_request(const char *host, int port, const char *method, const char *path, char *out,
