@@ -284,6 +284,38 @@ def test_console_json_endpoints(cgw):
     assert st == 405
 
 
+def test_services_show_a_refused_file_then_its_fix(start_gateway, hashes):
+    gw = start_gateway(CONFIG.replace("services:\n  dirs:", "services:\n  watch_interval: 50ms\n  dirs:"),
+                       dead_port=free_port(), amqp_port=free_port(), **hashes)
+    gw.expect_error(r"(?i)amqp|broker|connect")
+    gw.expect_error("service file refused")
+    path = os.path.join(gw.tmp, "services", "test", "raise.lua")
+
+    def record():
+        st, _, body = admin(gw).request("GET", "/console/api/state")
+        state = json.loads(body)
+        return [f for f in state["services"] if f["file"] == path][0], state["reloads"]
+
+    first, _ = record()
+    assert first["service"] == "test.raise" and first["error"] is None
+    with open(path, "a") as f:
+        f.write("\nthis is not lua\n")
+    assert gw.log_has("service file refused", timeout=10)
+    broken, reloads = record()
+    assert broken["hash"] == first["hash"] and broken["loaded_ms"] == first["loaded_ms"]
+    assert "raise.lua" in broken["error"] and broken["error_ms"] >= first["loaded_ms"]
+    assert reloads[0]["source"] == "file" and reloads[0]["what"] == path
+    assert reloads[0]["accepted"] is False and reloads[0]["error"]
+    with open(path, "w") as f:
+        f.write('local M = require("portico.service").new { name = "test.raise" }\n'
+                'function M:handle() self.response.payload = {fixed = true} end\nreturn M\n')
+    assert gw.log_has("service file loaded: " + path, timeout=10)
+    fixed, reloads = record()
+    assert fixed["error"] is None and fixed["hash"] != first["hash"]
+    assert fixed["loaded_ms"] >= first["loaded_ms"]
+    assert reloads[0]["accepted"] is True and reloads[0]["what"] == path
+
+
 def test_reload_csrf_checks(cgw):
     c = lambda: admin(cgw)  # noqa: E731 (one request a connection)
     st, _, body = c().request("POST", "/reload")
