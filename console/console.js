@@ -188,13 +188,13 @@ async function reload() {
 
 // ---- API explorer: a small renderer of the OpenAPI 3.1 document ----
 
-function schemaText(s, doc, depth) {
+function schemaText(s, doc, depth, hops = 0) {
   if (!s) return 'any';
   if (depth > 6) return '…';
   if (s.$ref) {
     const name = s.$ref.replace(/^#\/components\/schemas\//, '');
     const target = doc.components && doc.components.schemas && doc.components.schemas[name];
-    return target ? schemaText(target, doc, depth + 1) : name;
+    return target && hops < 8 ? schemaText(target, doc, depth, hops + 1) : name; // a cycle stops at its name
   }
   const pad = '  '.repeat(depth);
   let t = Array.isArray(s.type) ? s.type.join(' | ') : (s.type || (s.oneOf || s.anyOf ? 'one of' : 'any'));

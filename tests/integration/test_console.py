@@ -102,15 +102,37 @@ def admin(gw, auth=ADMIN):
     return Http(gw.admin_port, auth=auth)
 
 
+SAMPLE_OPENAPI = {
+    "openapi": "3.1.0", "info": {"title": "sample", "version": "1"},
+    "paths": {"/api/echo": {"post": {
+        "summary": "Echo", "operationId": "demo.echo", "security": [{"api.users": []}],
+        "parameters": [{"name": "verbose", "in": "query", "schema": {"type": "boolean"}}],
+        "requestBody": {"content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/EchoIn"}}}},
+        "responses": {
+            "200": {"description": "echoed", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"payload": {"type": "object"}}}}}},
+            "401": {"description": "no credentials", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}}}}},
+    "components": {"schemas": {
+        "EchoIn": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "maxLength": 10},
+            "tags": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "note": {"type": ["string", "null"]}}},
+        "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "status": {"type": "integer"}, "message": {"type": "string"}}}}}}},
+}
+
+
 def browse(gw, tmp_path, auth=ADMIN, try_req=None):
     assert shutil.which("chromium"), "chromium is installed by scripts/install-deps"
-    env = dict(os.environ)
+    env = dict(os.environ, PT_OPENAPI=json.dumps(SAMPLE_OPENAPI))
     if try_req:
         env["PT_TRY"] = json.dumps(try_req)
     args = ["node", DRIVER, "http://127.0.0.1:%d/" % gw.admin_port, str(tmp_path)]
     if auth:
         args.append("%s:%s" % auth)
-    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=100, env=env)
     out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
     assert r.returncode == 0, (r.stdout, r.stderr)
     return out
@@ -203,6 +225,14 @@ def test_console_in_chromium_shows_the_config_and_traffic_and_reloads(cgw, tmp_p
         assert out["explorer"]["status"].startswith("no API description")
     else:
         assert out["explorer"]["operations"] > 0 and "/api/echo" in out["explorer"]["text"]
+    # the renderer itself, on a known OpenAPI 3.1 document
+    r = out["rendered"]
+    assert r["operations"] == 1 and "OpenAPI 3.1.0" in r["status"], r
+    text = r["text"]
+    for piece in ["POST", "/api/echo", "Echo", "api.users", "verbose (query): boolean",
+                  "name: string (maxLength 10)", "tags?: array of integer (minimum 0)",
+                  "note?: string | null", "Response 200", "Response 401", "message?: string"]:
+        assert piece in text, (piece, text)
     # the request sent from the explorer went through the public listener
     assert out["tried"].startswith("HTTP 200"), out["tried"]
     assert '"from":"explorer"' in out["tried"].replace(" ", "")

@@ -4,7 +4,8 @@
 // Loads the page at a laptop's size, waits for two polls, reads each section's
 // text, saves a screenshot, clicks "Reload the config" and waits for the new
 // entry, opens the API explorer and sends a request from its form (PT_TRY:
-// JSON {method, path, headers, body}). Prints one JSON object.
+// JSON {method, path, headers, body}), and renders PT_OPENAPI (a document) with
+// the explorer's renderer. Prints one JSON object.
 // Without credentials it only loads the page and reports what it shows.
 'use strict';
 const { spawn } = require('child_process');
@@ -16,12 +17,11 @@ const WebSocket = require(path.join(__dirname, '..', 'ws', 'node_modules', 'ws')
 
 const [url, shotDir, auth] = process.argv.slice(2);
 const tryReq = process.env.PT_TRY ? JSON.parse(process.env.PT_TRY) : null;
-const port = 20000 + Math.floor(Math.random() * 20000);
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'portico-console-'));
 const chrome = spawn('chromium', [
   '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--hide-scrollbars',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  `--user-data-dir=${profile}`, `--remote-debugging-port=${port}`, 'about:blank',
+  `--user-data-dir=${profile}`, '--remote-debugging-port=0', 'about:blank',
 ], { stdio: 'ignore' });
 
 function finish(code, out) {
@@ -32,17 +32,27 @@ function finish(code, out) {
   });
   chrome.kill('SIGKILL');
 }
-setTimeout(() => finish(1, { error: 'timeout' }), 45000);
+setTimeout(() => finish(1, { error: 'timeout' }), 80000);
 
+// Chromium picks a free port and writes it to DevToolsActivePort in the profile.
 function targets(cb, tries = 0) {
+  const retry = () => {
+    if (tries > 400) finish(1, { error: 'no DevTools endpoint' });
+    else setTimeout(() => targets(cb, tries + 1), 100);
+  };
+  let port;
+  try {
+    port = Number(fs.readFileSync(path.join(profile, 'DevToolsActivePort'), 'utf8').split('\n')[0]);
+  } catch (e) { /* not yet */ }
+  if (!port) { retry(); return; }
   http.get(`http://127.0.0.1:${port}/json/list`, (res) => {
     let body = '';
     res.on('data', (d) => { body += d; });
-    res.on('end', () => cb(JSON.parse(body)));
-  }).on('error', () => {
-    if (tries > 150) finish(1, { error: 'no DevTools endpoint' });
-    else setTimeout(() => targets(cb, tries + 1), 100);
-  });
+    res.on('end', () => {
+      const list = JSON.parse(body);
+      if (list.some((t) => t.type === 'page')) cb(list); else retry();
+    });
+  }).on('error', retry);
 }
 
 targets(async (list) => {
@@ -125,6 +135,17 @@ targets(async (list) => {
         operations: await evaluate('document.querySelectorAll("#explorer-paths details.op").length'),
         text: await evaluate('document.getElementById("explorer-paths").innerText'),
       };
+      // the renderer on a given document (PT_OPENAPI), whatever /openapi.json answers
+      let rendered = null;
+      if (process.env.PT_OPENAPI) {
+        rendered = await evaluate(`(() => {
+          renderExplorer(${process.env.PT_OPENAPI});
+          return { status: document.getElementById('explorer-status').innerText,
+            operations: document.querySelectorAll('#explorer-paths details.op').length,
+            text: (() => { document.querySelectorAll('#explorer-paths details').forEach((d) => { d.open = true; });
+              return document.getElementById('explorer-paths').innerText; })() };
+        })()`);
+      }
       let tried = null;
       if (tryReq) {
         await evaluate(`(() => {
@@ -143,7 +164,7 @@ targets(async (list) => {
       const violations = events.filter((e) => e.method === 'Runtime.exceptionThrown' ||
         (e.method === 'Log.entryAdded' && e.params.entry.source !== 'network'))
         .map((e) => JSON.stringify(e.params).slice(0, 400));
-      finish(0, { status, before, shot: shotPath, reloadResult, firstReload, explorer, tried, violations });
+      finish(0, { status, before, shot: shotPath, reloadResult, firstReload, explorer, rendered, tried, violations });
     } catch (e) {
       finish(1, { error: String(e && e.stack || e), sections: await sections().catch(() => null) });
     }
