@@ -7,7 +7,8 @@
  * WWW-Authenticate challenge. The argon2id check runs on the main thread,
  * so a verified (user, password) is remembered for 60 s (keyed BLAKE2b of
  * it, never the password), and at most PT_ADMIN_AUTH_PER_SEC uncached checks
- * run a second: past that, 429.
+ * run a second (each blocks the main loop for one argon2id run): past that,
+ * 429.
  *
  * CSRF: basic credentials are ambient in a browser, so a POST is refused
  * (403) when its Origin is not the admin listener's own (http://Host), when
@@ -26,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PT_ADMIN_AUTH_PER_SEC 5
+#define PT_ADMIN_AUTH_PER_SEC 3
 #define PT_ADMIN_AUTH_TTL_MS 60000
 
 /* The request headers the gate reads (NULL: absent; "" never). */

@@ -246,15 +246,16 @@ def test_console_refuses_without_admin_credentials(cgw, tmp_path):
     assert out["status"] == 401 and "portico console" not in out["title"]
     assert "Channels" not in out["text"]  # Chromium shows its sign-in prompt, no console
     for path in ["/", "/console/console.js", "/console/api/state", "/console/api/stats",
-                 "/scheduler"]:
+                 "/console/api/try", "/scheduler"]:
         st, h, body = admin(cgw, auth=None).request("GET", path)
         assert st == 401, path
         assert h["www-authenticate"].startswith("Basic realm=\"portico admin\"")
         assert json.loads(body)["error"]["message"] == "admin credentials required"
-        st, _, body = admin(cgw, auth=("ops", "wrong")).request("GET", path)
-        assert st == 401 and b"wrong admin credentials" in body
-        st, _, body = admin(cgw, auth=("nobody", "x")).request("GET", path)
-        assert st == 401 and b"wrong admin credentials" in body
+    # wrong ones (each an argon2id run: fewer than PT_ADMIN_AUTH_PER_SEC, or 429)
+    st, _, body = admin(cgw, auth=("ops", "wrong")).request("GET", "/console/api/state")
+    assert st == 401 and b"wrong admin credentials" in body
+    st, _, body = admin(cgw, auth=("nobody", "x")).request("GET", "/")
+    assert st == 401 and b"wrong admin credentials" in body
     st, _, body = admin(cgw, auth=None).request("GET", "/", headers={"Authorization": "Bearer x"})
     assert st == 401 and b"must be HTTP basic" in body
     st, _, body = admin(cgw, auth=None).request("GET", "/", headers={"Authorization": "Basic !!!"})
@@ -262,6 +263,19 @@ def test_console_refuses_without_admin_credentials(cgw, tmp_path):
     st, _, _ = admin(cgw, auth=None).request("POST", "/reload",
                                              headers={"X-Portico-Console": "1"})
     assert st == 401
+    # a header the gate reads, twice: refused before any check
+    tok = base64.b64encode(("%s:%s" % ADMIN).encode()).decode()
+    s = socket.create_connection(("127.0.0.1", cgw.admin_port), timeout=5)
+    s.sendall(("GET /console/api/state HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"
+               "Authorization: Basic %s\r\n\r\n" % (tok, tok)).encode())
+    answer = b""
+    while True:
+        data = s.recv(4096)
+        if not data:
+            break
+        answer += data
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b"came twice" in answer, answer
     # the probes stay open (admin.open_probes defaults to true)
     for path in ["/healthz", "/readyz", "/metrics"]:
         st, _, _ = admin(cgw, auth=None).request("GET", path)
