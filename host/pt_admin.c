@@ -99,10 +99,8 @@ static int pt__scheduler(pt_admin_t *a, pt_buf_t *body)
 }
 
 static const pt__admin_route_t pt__routes[] = {
-    {HTTP_GET, "/metrics", pt__metrics},
-    {HTTP_GET, "/scheduler", pt__scheduler},
-    {HTTP_GET, "/healthz", pt__healthz},
-    {HTTP_GET, "/readyz", pt__readyz},
+    {HTTP_GET, "/metrics", pt__metrics}, {HTTP_GET, "/scheduler", pt__scheduler},
+    {HTTP_GET, "/healthz", pt__healthz}, {HTTP_GET, "/readyz", pt__readyz},
     {HTTP_POST, "/reload", pt__reload},
 };
 
@@ -243,7 +241,8 @@ static int pt__console(pt__admin_conn_t *c, int method, const char *path, size_t
     }
     if (cfg && pt_admin_console_protected(&cfg->admin, path, plen))
         status = pt_admin_console_auth(&cfg->admin, &h, uv_now(a->listener.loop), body, extra);
-    if (!status && cfg && method == HTTP_POST) status = pt_admin_console_csrf(&cfg->admin, &h, body);
+    if (!status && cfg && method == HTTP_POST)
+        status = pt_admin_console_csrf(&cfg->admin, &h, body);
     if (status) return status;
     if (method == HTTP_GET) {
         status = pt_admin_console_file(path, plen, body, ctype, extra);
@@ -251,8 +250,8 @@ static int pt__console(pt__admin_conn_t *c, int method, const char *path, size_t
     }
     if (plen == 16 && memcmp(path, "/console/api/try", 16) == 0) {
         if (method != HTTP_POST || !cfg) return 405;
-        int st = pt_admin_try_start(a->listener.loop, cfg, c->body.data, c->body.len, pt__on_try,
-                                    c, &c->try, body);
+        int st = pt_admin_try_start(a->listener.loop, cfg, c->body.data, c->body.len, pt__on_try, c,
+                                    &c->try, body);
         return st ? st : -1;
     }
     static const char *const api[] = {"/console/api/state", "/console/api/stats"};
@@ -285,7 +284,8 @@ static int pt__on_message_complete(llhttp_t *p)
     if (q) plen = (size_t)(q - c->url.data);
     const char *ctype = "application/json";
     pt_buf_t extra = {0};
-    int console = pt__console(c, method, c->url.data ? c->url.data : "", plen, &body, &ctype, &extra);
+    int console =
+        pt__console(c, method, c->url.data ? c->url.data : "", plen, &body, &ctype, &extra);
     if (console < 0) { /* answered when the explorer's exchange ends */
         c->done = 1;
         uv_read_stop((uv_stream_t *)&c->tcp);

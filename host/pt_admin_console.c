@@ -41,7 +41,8 @@ static uint64_t pt__window_ms, pt__window_checks;
 static int pt__refuse(int status, const char *msg, pt_buf_t *body, pt_buf_t *headers)
 {
     if (status == 401)
-        pt_buf_puts(headers, "WWW-Authenticate: Basic realm=\"portico admin\", charset=\"UTF-8\"\r\n");
+        pt_buf_puts(headers,
+                    "WWW-Authenticate: Basic realm=\"portico admin\", charset=\"UTF-8\"\r\n");
     if (status == 429) pt_buf_puts(headers, "Retry-After: 1\r\n");
     pt_buf_printf(body, "{\"error\":{\"status\":%d,\"message\":\"%s\"}}", status, msg);
     return status;
@@ -60,9 +61,8 @@ int pt_admin_console_auth(const pt_config_admin_t *cfg, const pt_admin_headers_t
         v++;
     unsigned char dec[512];
     size_t n = 0;
-    if (strlen(v) > 680 ||
-        sodium_base642bin(dec, sizeof dec - 1, v, strlen(v), NULL, &n, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0)
+    if (strlen(v) > 680 || sodium_base642bin(dec, sizeof dec - 1, v, strlen(v), NULL, &n, NULL,
+                                             sodium_base64_VARIANT_ORIGINAL) != 0)
         return pt__refuse(401, "malformed basic credentials", body, headers);
     dec[n] = '\0';
     unsigned char *colon = memchr(dec, ':', n);
@@ -72,7 +72,8 @@ int pt_admin_console_auth(const pt_config_admin_t *cfg, const pt_admin_headers_t
     size_t plen = n - ulen - 1;
     const pt_admin_user_t *user = NULL;
     for (size_t i = 0; i < cfg->n_users && !user; i++)
-        if (strlen(cfg->users[i].username) == ulen && memcmp(cfg->users[i].username, dec, ulen) == 0)
+        if (strlen(cfg->users[i].username) == ulen &&
+            memcmp(cfg->users[i].username, dec, ulen) == 0)
             user = &cfg->users[i];
     if (!pt__keyed) {
         if (sodium_init() < 0) return pt__refuse(401, "cannot check credentials", body, headers);
@@ -111,8 +112,7 @@ int pt_admin_console_auth(const pt_config_admin_t *cfg, const pt_admin_headers_t
     return 0;
 }
 
-int pt_admin_console_csrf(const pt_config_admin_t *cfg, const pt_admin_headers_t *h,
-                          pt_buf_t *body)
+int pt_admin_console_csrf(const pt_config_admin_t *cfg, const pt_admin_headers_t *h, pt_buf_t *body)
 {
     const char *why = NULL;
     if (h->sec_fetch_site && strcmp(h->sec_fetch_site, "same-origin") != 0 &&

@@ -45,17 +45,17 @@ static int pt__token(const char *s)
 {
     if (!*s) return 0;
     for (; *s; s++)
-        if (!strchr("!#$%&'*+-.^_`|~", *s) && !((*s >= '0' && *s <= '9') ||
-                                               (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        if (!strchr("!#$%&'*+-.^_`|~", *s) &&
+            !((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
             return 0;
     return 1;
 }
 
 static int pt__forbidden(const char *name)
 {
-    static const char *const names[] = {"host",    "content-length", "transfer-encoding",
-                                        "connection", "upgrade",     "te",
-                                        "keep-alive", "expect",      NULL};
+    static const char *const names[] = {"host",       "content-length", "transfer-encoding",
+                                        "connection", "upgrade",        "te",
+                                        "keep-alive", "expect",         NULL};
     for (int i = 0; names[i]; i++)
         if (!strcasecmp(name, names[i])) return 1;
     return strncasecmp(name, "proxy-", 6) == 0;
@@ -131,9 +131,9 @@ static int pt__on_value_complete(llhttp_t *p)
     pt_admin_try_t *t = p->data;
     pt_buf_puts(&t->headers, t->headers.len ? ",\"" : "\"");
     for (size_t i = 0; i < t->field.len; i++)
-        t->field.data[i] = (char)(t->field.data[i] >= 'A' && t->field.data[i] <= 'Z'
-                                      ? t->field.data[i] + 32
-                                      : t->field.data[i]);
+        t->field.data[i] =
+            (char)(t->field.data[i] >= 'A' && t->field.data[i] <= 'Z' ? t->field.data[i] + 32
+                                                                      : t->field.data[i]);
     pt_buf_json_escape(&t->headers, t->field.data ? t->field.data : "", t->field.len);
     pt_buf_puts(&t->headers, "\":\"");
     pt_buf_json_escape(&t->headers, t->value.data ? t->value.data : "", t->value.len);
@@ -267,9 +267,9 @@ int pt_admin_try_start(uv_loop_t *loop, const pt_config_t *cfg, const char *json
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
             why = "path: only visible ASCII (percent-encode the rest)";
     const char *cfg_host = cfg->listen_host;
-    const char *host = !strcmp(cfg_host, "0.0.0.0") ? "127.0.0.1"
+    const char *host = !strcmp(cfg_host, "0.0.0.0")                             ? "127.0.0.1"
                        : (!strcmp(cfg_host, "::") || !strcmp(cfg_host, "[::]")) ? "::1"
-                                                                                 : cfg_host;
+                                                                                : cfg_host;
     pt_buf_t req = {0};
     const char *btext = json_is_string(body) ? json_string_value(body) : "";
     size_t blen = json_is_string(body) ? json_string_length(body) : 0;

@@ -35,7 +35,8 @@ int pt_config_admin_parse(const pt_yaml_t *y, yaml_node_t *n, pt_config_admin_t 
         if (pt_yaml_check_keys(y, u, "admin.users[]", keys) != 0) return -1;
         pt_admin_user_t *d = &out->users[out->n_users++];
         yaml_node_t *un = pt_yaml_get(y, u, "username"), *hn = pt_yaml_get(y, u, "password_hash");
-        if (!un || !hn) return pt_yaml_fail(y, u, "admin.users[]: username and password_hash are required");
+        if (!un || !hn)
+            return pt_yaml_fail(y, u, "admin.users[]: username and password_hash are required");
         if (pt_yaml_string(y, un, "admin.users[].username", &d->username) != 0 ||
             pt_yaml_string(y, hn, "admin.users[].password_hash", &d->password_hash) != 0)
             return -1;

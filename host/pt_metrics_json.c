@@ -131,6 +131,6 @@ void pt_metrics_json(pt_metrics_t *const *workers, size_t n, uint64_t time_ms, p
     pt_buf_printf(out,
                   "],\"in_flight\":%llu,\"connections_open\":%llu,\"websockets_open\":%llu,"
                   "\"ws_slow_consumers\":%llu}",
-                  (unsigned long long)in_flight, (unsigned long long)open,
-                  (unsigned long long)ws, (unsigned long long)slow);
+                  (unsigned long long)in_flight, (unsigned long long)open, (unsigned long long)ws,
+                  (unsigned long long)slow);
 }

@@ -31,6 +31,7 @@ typedef struct pt_server_s {
     int ready;    /* every worker listens */
     int stopping; /* a drain has begun */
     uint64_t reloads, reload_failures;
+
     pt_console_t console;      /* services' files and recent reloads (the admin console) */
     const char *reload_source; /* who asked for the reload under way: "admin", else "signal" */
 } pt_server_t;

@@ -136,8 +136,8 @@ static void pt__str(pt_buf_t *out, const char *s)
     pt_buf_puts(out, "\"");
 }
 
-static const char *const pt__types[] = {"rest", "gateway", "amqp", "websocket", "http_proxy",
-                                        "amqp_bus"};
+static const char *const pt__types[] = {"rest",      "gateway",    "amqp",
+                                        "websocket", "http_proxy", "amqp_bus"};
 
 static void pt__upstream(pt_buf_t *out, const pt_upstream_cfg_t *u, const char *kind)
 {
@@ -146,8 +146,7 @@ static void pt__upstream(pt_buf_t *out, const pt_upstream_cfg_t *u, const char *
     pt_buf_puts(out, ",\"kind\":");
     pt__str(out, kind);
     pt_buf_printf(out, ",\"tls\":%s,\"max_fails\":%d,\"fail_timeout_ms\":%llu,\"targets\":[",
-                  u->tls ? "true" : "false", u->max_fails,
-                  (unsigned long long)u->fail_timeout_ms);
+                  u->tls ? "true" : "false", u->max_fails, (unsigned long long)u->fail_timeout_ms);
     for (size_t t = 0; t < u->n_targets; t++) {
         if (t) pt_buf_puts(out, ",");
         pt__str(out, u->targets[t].display);
@@ -165,7 +164,8 @@ static void pt__channel(pt_buf_t *out, const pt_channel_t *ch)
     int first = 1;
     for (int m = 0; m < 64; m++)
         if (ch->methods & (1ull << m)) {
-            pt_buf_printf(out, "%s\"%s\"", first ? "" : ",", llhttp_method_name((llhttp_method_t)m));
+            pt_buf_printf(out, "%s\"%s\"", first ? "" : ",",
+                          llhttp_method_name((llhttp_method_t)m));
             first = 0;
         }
     pt_buf_puts(out, "],\"service\":");
@@ -211,8 +211,9 @@ static void pt__endpoint(pt_buf_t *out, const char *kind, const char *name,
 void pt_console_state(const pt_console_t *c, const pt_config_t *cfg, uint64_t generation,
                       int workers, pt_buf_t *out)
 {
-    pt_buf_printf(out, "{\"version\":\"%s\",\"generation\":%llu,\"workers\":%d,\"config\":",
-                  PT_VERSION, (unsigned long long)generation, workers);
+    pt_buf_printf(out,
+                  "{\"version\":\"%s\",\"generation\":%llu,\"workers\":%d,\"config\":", PT_VERSION,
+                  (unsigned long long)generation, workers);
     pt__str(out, cfg->path);
     pt_buf_printf(out, ",\"listen\":\"%s:%d\",\"tls_listen\":", cfg->listen_host, cfg->listen_port);
     if (cfg->tls_listen_host)

@@ -52,7 +52,8 @@ PT_CASE(a_file_record_follows_loads_and_refusals)
     json_error_t je;
     json_t *j = json_loadb(out.data, out.len, 0, &je);
     PT_CHECK(j != NULL); /* the quote in the error is escaped */
-    PT_CHECK(json_is_null(json_object_get(json_array_get(json_object_get(j, "services"), 0), "hash")));
+    PT_CHECK(
+        json_is_null(json_object_get(json_array_get(json_object_get(j, "services"), 0), "hash")));
     json_decref(j);
     pt_buf_free(&out);
     pt_console_file_removed(&c, "/s/a.lua");
@@ -94,7 +95,7 @@ PT_CASE(credentials_are_checked_then_remembered)
     pt_admin_headers_t hd = {.authorization = "Basic b3BzOnB3"}; /* ops:pw */
     PT_CHECK_INT(pt_admin_console_auth(&cfg, &hd, 100000, &b, &h), 0);
     PT_CHECK_INT(pt_admin_console_auth(&cfg, &hd, 100001, &b, &h), 0); /* remembered */
-    hd.authorization = "Basic b3BzOnB4"; /* ops:px */
+    hd.authorization = "Basic b3BzOnB4";                               /* ops:px */
     PT_CHECK_INT(pt_admin_console_auth(&cfg, &hd, 100002, &b, &h), 401);
     PT_CHECK(strstr(h.data, "WWW-Authenticate: Basic") != NULL);
     hd.authorization = "Basic b3Bz"; /* no colon */
