@@ -1,9 +1,12 @@
 #include "pt_admin.h"
 #include "pt_http.h"
+#include "pt_admin_console.h"
+#include "pt_admin_try.h"
 #include "pt_log.h"
 #include "pt_worker.h"
 
 #include <llhttp.h>
+#include <sodium.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +29,11 @@ typedef struct pt__admin_conn_s {
     pt_admin_t *admin;
     llhttp_t parser;
     pt_buf_t url;
+    pt_buf_t field, value; /* the header being read */
+    char *hdr[5];          /* the headers the console gate reads (pt__hdr_names) */
+    int hdr_twice;         /* one of them came twice: 400 */
+    pt_buf_t body;         /* the request body (POST /console/api/try) */
+    pt_admin_try_t *try;   /* the explorer's exchange under way, answered when it ends */
     int done;
     uint64_t accepted_ms; /* loop time of the accept: the whole exchange has a deadline */
     size_t bytes;         /* read so far */
@@ -106,17 +114,20 @@ static int pt__openapi(pt_admin_t *a, pt_buf_t *body)
 }
 
 static const pt__admin_route_t pt__routes[] = {
-    {HTTP_GET, "/metrics", pt__metrics},
-    {HTTP_GET, "/scheduler", pt__scheduler},
-    {HTTP_GET, "/openapi.json", pt__openapi},
-    {HTTP_GET, "/healthz", pt__healthz},
-    {HTTP_GET, "/readyz", pt__readyz},
-    {HTTP_POST, "/reload", pt__reload},
+    {HTTP_GET, "/metrics", pt__metrics},      {HTTP_GET, "/scheduler", pt__scheduler},
+    {HTTP_GET, "/openapi.json", pt__openapi}, {HTTP_GET, "/healthz", pt__healthz},
+    {HTTP_GET, "/readyz", pt__readyz},        {HTTP_POST, "/reload", pt__reload},
 };
 
 static void pt__on_conn_closed(uv_handle_t *h)
 {
     pt__admin_conn_t *c = h->data;
+    pt_admin_try_cancel(c->try);
+    for (int i = 0; i < 5; i++)
+        free(c->hdr[i]);
+    pt_buf_free(&c->field);
+    pt_buf_free(&c->value);
+    pt_buf_free(&c->body);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -148,13 +159,15 @@ static void pt__on_written(uv_write_t *req, int status)
     pt__close(c);
 }
 
-static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, const pt_buf_t *body)
+static void pt__respond_with(pt__admin_conn_t *c, int status, const char *ctype,
+                             const pt_buf_t *body, const pt_buf_t *extra)
 {
     pt_buf_t out = {0};
     pt_buf_printf(&out,
                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                  "Connection: close\r\n\r\n",
-                  status, pt_http_reason(status), ctype, body->len); /* RFC 9110 phrases */
+                  "Connection: close\r\n%.*s\r\n",
+                  status, pt_http_reason(status), ctype, body->len, /* RFC 9110 phrases */
+                  extra ? (int)extra->len : 0, extra && extra->data ? extra->data : "");
     pt_buf_append(&out, body->data ? body->data : "", body->len);
     uv_write_t *req = malloc(sizeof *req + out.len);
     if (!req) {
@@ -174,6 +187,101 @@ static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, cons
     }
 }
 
+static void pt__respond(pt__admin_conn_t *c, int status, const char *ctype, const pt_buf_t *body)
+{
+    pt__respond_with(c, status, ctype, body, NULL);
+}
+
+static const char *const pt__hdr_names[5] = {"authorization", "origin", "host", "sec-fetch-site",
+                                             "x-portico-console"};
+
+static int pt__on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    pt__admin_conn_t *c = p->data;
+    if (c->field.len + len > 256) return -1;
+    return pt_buf_append(&c->field, at, len);
+}
+
+static int pt__on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    pt__admin_conn_t *c = p->data;
+    if (c->value.len + len > 4096) return -1;
+    return pt_buf_append(&c->value, at, len);
+}
+
+static int pt__on_header_value_complete(llhttp_t *p)
+{
+    pt__admin_conn_t *c = p->data;
+    for (int i = 0; i < 5; i++) {
+        if (c->field.len != strlen(pt__hdr_names[i]) ||
+            strncasecmp(c->field.data, pt__hdr_names[i], c->field.len) != 0)
+            continue;
+        if (c->hdr[i]) c->hdr_twice = 1;
+        free(c->hdr[i]);
+        c->hdr[i] = strndup(c->value.data ? c->value.data : "", c->value.len);
+        if (!c->hdr[i]) return -1;
+    }
+    c->field.len = c->value.len = 0;
+    return 0;
+}
+
+static int pt__on_body(llhttp_t *p, const char *at, size_t len)
+{
+    pt__admin_conn_t *c = p->data;
+    return pt_buf_append(&c->body, at, len); /* bounded by PT__ADMIN_MAX_BYTES */
+}
+
+static void pt__on_try(void *ud, int status, const pt_buf_t *body)
+{
+    pt__admin_conn_t *c = ud;
+    pt_buf_t extra = {0};
+    c->try = NULL;
+    pt_buf_puts(&extra, "Cache-Control: no-store\r\n");
+    pt__respond_with(c, status, "application/json", body, &extra);
+    pt_buf_free(&extra);
+}
+
+/* The console's gate, files and JSON (pt_admin_console.h); 0: not answered. */
+static int pt__console(pt__admin_conn_t *c, int method, const char *path, size_t plen,
+                       pt_buf_t *body, const char **ctype, pt_buf_t *extra)
+{
+    pt_admin_t *a = c->admin;
+    const pt_config_t *cfg = a->ops->config ? a->ops->config(a->ud) : NULL;
+    pt_admin_headers_t h = {c->hdr[0], c->hdr[1], c->hdr[2], c->hdr[3], c->hdr[4]};
+    int status = 0;
+    if (c->hdr_twice) {
+        pt_buf_puts(body, "{\"error\":{\"status\":400,\"message\":\"a header the admin "
+                          "listener reads came twice\"}}");
+        return 400;
+    }
+    if (cfg && pt_admin_console_protected(&cfg->admin, path, plen))
+        status = pt_admin_console_auth(&cfg->admin, &h, uv_now(a->listener.loop), body, extra);
+    if (!status && cfg && method == HTTP_POST)
+        status = pt_admin_console_csrf(&cfg->admin, &h, body);
+    if (status) return status;
+    if (method == HTTP_GET) {
+        status = pt_admin_console_file(path, plen, body, ctype, extra);
+        if (status) return status;
+    }
+    if (plen == 16 && memcmp(path, "/console/api/try", 16) == 0) {
+        if (method != HTTP_POST || !cfg) return 405;
+        int st = pt_admin_try_start(a->listener.loop, cfg, c->body.data, c->body.len, pt__on_try, c,
+                                    &c->try, body);
+        return st ? st : -1;
+    }
+    static const char *const api[] = {"/console/api/state", "/console/api/stats"};
+    for (int i = 0; i < 2; i++) {
+        if (strlen(api[i]) != plen || memcmp(api[i], path, plen) != 0) continue;
+        if (method != HTTP_GET) return 405;
+        void (*fn)(void *, pt_buf_t *) = i == 0 ? a->ops->console_state : a->ops->console_stats;
+        if (!fn) return 404;
+        fn(a->ud, body);
+        pt_buf_puts(extra, "Cache-Control: no-store\r\n");
+        return 200;
+    }
+    return 0;
+}
+
 static int pt__on_url(llhttp_t *p, const char *at, size_t len)
 {
     pt__admin_conn_t *c = p->data;
@@ -189,7 +297,19 @@ static int pt__on_message_complete(llhttp_t *p)
     size_t plen = c->url.len;
     const char *q = c->url.data ? memchr(c->url.data, '?', c->url.len) : NULL;
     if (q) plen = (size_t)(q - c->url.data);
-    for (size_t i = 0; i < sizeof pt__routes / sizeof pt__routes[0]; i++) {
+    const char *ctype = "application/json";
+    pt_buf_t extra = {0};
+    int console =
+        pt__console(c, method, c->url.data ? c->url.data : "", plen, &body, &ctype, &extra);
+    if (console < 0) { /* answered when the explorer's exchange ends */
+        c->done = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        pt_buf_free(&body);
+        pt_buf_free(&extra);
+        return HPE_PAUSED;
+    }
+    if (console) status = console;
+    for (size_t i = 0; !console && i < sizeof pt__routes / sizeof pt__routes[0]; i++) {
         const pt__admin_route_t *r = &pt__routes[i];
         if (strlen(r->path) != plen || memcmp(r->path, c->url.data, plen) != 0) continue;
         if (r->method != method) {
@@ -199,17 +319,23 @@ static int pt__on_message_complete(llhttp_t *p)
         status = r->handle(c->admin, &body);
         break;
     }
-    if (status == 404 || status == 405)
+    if ((status == 404 || status == 405) && body.len == 0)
         pt_buf_printf(&body, "{\"error\":{\"status\":%d,\"message\":\"%s\"}}", status,
                       status == 404 ? "not found" : "method not allowed");
     int text = status == 200 && plen == 8 && memcmp(c->url.data, "/metrics", 8) == 0;
-    pt__respond(c, status, text ? "text/plain; version=0.0.4" : "application/json", &body);
+    if (text) ctype = "text/plain; version=0.0.4";
+    pt__respond_with(c, status, ctype, &body, &extra);
     pt_buf_free(&body);
+    pt_buf_free(&extra);
     return HPE_PAUSED;
 }
 
 static const llhttp_settings_t pt__settings = {
     .on_url = pt__on_url,
+    .on_header_field = pt__on_header_field,
+    .on_header_value = pt__on_header_value,
+    .on_header_value_complete = pt__on_header_value_complete,
+    .on_body = pt__on_body,
     .on_message_complete = pt__on_message_complete,
 };
 
@@ -340,9 +466,21 @@ int pt_admin_request(const char *host, int port, const char *method, const char 
         if (fd >= 0) close(fd);
         return -1;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n",
-                     method, path, host);
+    /* admin.users: the credentials come from PORTICO_ADMIN_AUTH ("user:password"),
+     * never from argv; the console header passes the CSRF check of a POST */
+    char auth[600] = "";
+    const char *cred = getenv("PORTICO_ADMIN_AUTH");
+    if (cred && *cred && strlen(cred) <= 300) {
+        char b64[sodium_base64_ENCODED_LEN(300, sodium_base64_VARIANT_ORIGINAL)];
+        sodium_bin2base64(b64, sizeof b64, (const unsigned char *)cred, strlen(cred),
+                          sodium_base64_VARIANT_ORIGINAL);
+        snprintf(auth, sizeof auth, "Authorization: Basic %s\r\n", b64);
+    }
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nX-Portico-Console: 1\r\n"
+                     "%s\r\n",
+                     method, path, host, auth);
     size_t got = 0;
     char resp[8192];
     if (write(fd, req, (size_t)n) != n) {

@@ -1,8 +1,9 @@
 /* pt_admin: the admin listener on the main thread, on its own address
  * (admin.listen), off the public port. GET /healthz, GET /readyz,
- * GET /metrics, GET /scheduler, GET /openapi.json, POST /reload. One request a connection, within 5 s of the
- * accept and 64 KB; at most 32 connections, past which the oldest
- * unanswered one is closed. Also the client side that `portico reload` uses. */
+ * GET /metrics, GET /scheduler, GET /openapi.json, POST /reload, and the console (GET /,
+ * /console/..., behind admin.users: pt_admin_console.h). One request a connection, within 5 s of
+ * the accept and 64 KB; at most 32 connections, past which the oldest unanswered one is closed.
+ * Also the client side that `portico reload` uses. */
 #ifndef PT_ADMIN_H
 #define PT_ADMIN_H
 
@@ -32,6 +33,11 @@ typedef struct {
     /* Appends the OpenAPI document (GET /openapi.json, pt_openapi.h). Returns
      * 0, or -1 with the reason in err. NULL: 404. */
     int (*openapi)(void *ud, pt_buf_t *out, char *err, size_t errlen);
+    /* The config serving now (admin.users for the console's gate). */
+    const pt_config_t *(*config)(void *ud);
+    /* The console's JSON (GET /console/api/state and /console/api/stats). */
+    void (*console_state)(void *ud, pt_buf_t *out);
+    void (*console_stats)(void *ud, pt_buf_t *out);
 } pt_admin_ops_t;
 
 /* Starts listening on loop when cfg has admin.listen (*out stays NULL when it
@@ -43,7 +49,9 @@ int pt_admin_start(uv_loop_t *loop, const pt_config_t *cfg, const pt_admin_ops_t
 /* Closes the listener and open admin connections (on the loop). NULL is fine. */
 void pt_admin_stop(pt_admin_t *a);
 
-/* Blocking client: sends "METHOD path" to host:port and reads the answer.
+/* Blocking client: sends "METHOD path" to host:port and reads the answer,
+ * with the basic credentials of PORTICO_ADMIN_AUTH ("user:password") when
+ * that is set, and X-Portico-Console: 1.
  * Returns the HTTP status and the body in out (NUL-terminated), or -1 when
  * nothing answered (err says why). */
 int pt_admin_request(const char *host, int port, const char *method, const char *path, char *out,

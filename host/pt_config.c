@@ -1584,10 +1584,11 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             return pt_yaml_fail(&c->y, lv, "log.level: expected debug, info, warn or error");
     }
     if ((v = pt_yaml_get(&c->y, root, "admin"))) {
-        static const char *const admin_keys[] = {"listen", NULL};
+        static const char *const admin_keys[] = {"listen", "users", "open_probes", NULL};
         if (pt_yaml_check_keys(&c->y, v, "admin", admin_keys) != 0 ||
             pt__listen(c, pt_yaml_get(&c->y, v, "listen"), "admin.listen", &cfg->admin_host,
-                       &cfg->admin_port) != 0)
+                       &cfg->admin_port) != 0 ||
+            pt_config_admin_parse(&c->y, v, &cfg->admin) != 0)
             return -1;
     }
     if ((v = pt_yaml_get(&c->y, root, "lua"))) {
@@ -1790,6 +1791,7 @@ void pt_config_free(pt_config_t *cfg)
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
     pt_config_scheduler_free(&cfg->scheduler);
+    pt_config_admin_free(&cfg->admin);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);
     pt__free_list(cfg->lib_dirs, cfg->n_lib_dirs);

@@ -8,6 +8,7 @@
 #include "pt_config_amqp_declare.h"
 #include "pt_config_cache.h"
 #include "pt_config_upstream_tls.h"
+#include "pt_config_admin.h"
 #include "pt_config_scheduler.h"
 #include "pt_log.h"
 #include "pt_ratelimit.h"
@@ -153,6 +154,7 @@ typedef struct {
     char *access_log; /* "stdout", "off" or an absolute path */
     char *admin_host; /* NULL: no admin listener */
     int admin_port;
+    pt_config_admin_t admin; /* admin.users, admin.open_probes (pt_config_admin.h) */
     char *lua_path;
     int lua_gc_pause;                /* LuaJIT's GC pause, per cent: a cycle starts when the heap
                                         reaches this share of what the last one left live */

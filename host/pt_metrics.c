@@ -134,6 +134,12 @@ pt_metrics_amqp_t *pt_metrics_amqp(const char *kind, const char *name)
     return e ? e : &pt__amqp_spill;
 }
 
+const pt_metrics_amqp_t *pt_metrics_amqp_all(size_t *n)
+{
+    *n = __atomic_load_n(&pt__n_amqp, __ATOMIC_ACQUIRE);
+    return pt__amqp;
+}
+
 uint64_t pt_metrics_auth_throttled[PT_METRICS_AUTH_REASONS];
 uint64_t pt_metrics_auth_hash_checks;
 

@@ -84,6 +84,9 @@ typedef struct {
  * the making). Never NULL: past 64 entries one unlisted spill entry counts. */
 pt_metrics_amqp_t *pt_metrics_amqp(const char *kind, const char *name);
 
+/* Every entry made so far (*n of them; each stays where it is). */
+const pt_metrics_amqp_t *pt_metrics_amqp_all(size_t *n);
+
 /* Adds delta to a counter shared by threads (NULL: nothing). */
 static inline void pt_metrics_inc(uint64_t *counter, int64_t delta)
 {

@@ -777,3 +777,8 @@ const char *pt_security_def_name(const pt_security_def_t *def)
 {
     return def->name;
 }
+
+const char *pt_security_def_kind(const pt_security_def_t *def)
+{
+    return def->kind->key;
+}

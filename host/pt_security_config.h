@@ -37,4 +37,7 @@ int pt_security_each_client_ca(const pt_security_t *sec,
 /* The name a definition was given in the config. */
 const char *pt_security_def_name(const pt_security_def_t *def);
 
+/* Its kind: "basic_auth", "api_key", "jwt" or "client_cert". */
+const char *pt_security_def_kind(const pt_security_def_t *def);
+
 #endif

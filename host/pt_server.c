@@ -8,6 +8,7 @@
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_openapi.h"
+#include "pt_metrics_json.h"
 #include "pt_primitives.h"
 #include "pt_scheduler.h"
 
@@ -218,6 +219,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
                 pt_gateway_unload(&s->workers[i], path);
             pt_log_info("service file removed: %s", path);
             pt__openapi_stale(s);
+            pt_console_file_removed(&s->console, path);
             if (old) pt__warn_missing(s, old, path, "was removed");
         }
         free(old);
@@ -234,14 +236,18 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         else /* a new file (or one never loaded): nothing of it serves */
             pt_log_error("service file refused, not loaded (no previous version): %s", err);
         free(old);
+        pt_console_file_failed(&s->console, path, err);
+        pt_console_reload(&s->console, "file", path, 0, s->snap->generation, err);
         return;
     }
     s->reloads++;
     pt__openapi_stale(s);
     for (int i = 0; i < s->n_workers; i++)
         pt_gateway_load(&s->workers[i], path, source, len);
-    free(source);
     pt_log_info("service file loaded: %s", path);
+    pt_console_file_loaded(&s->console, path, source ? source : "", len, s->ref_vm);
+    pt_console_reload(&s->console, "file", path, 1, s->snap->generation, NULL);
+    free(source);
     if (old) pt__warn_missing(s, old, path, "now names another service");
     free(old);
 }
@@ -283,12 +289,17 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
         pt_log_error("library %s refused, the %zu services that use it keep their previous "
                      "version: %s",
                      path, n, err);
+        pt_console_reload(&s->console, "library", path, 0, s->snap->generation, err);
     } else {
         s->reloads++;
         pt__openapi_stale(s);
         for (int i = 0; i < s->n_workers; i++)
             pt_gateway_reload_libs(&s->workers[i], &lib, 1, svcs, n);
         pt_log_info("library file %s reloaded with the services that use it (%zu)", path, n);
+        pt_console_reload(&s->console, "library", path, 1, s->snap->generation, NULL);
+        for (size_t i = 0; i < n; i++)
+            pt_console_file_loaded(&s->console, svcs[i].path, svcs[i].source, svcs[i].len,
+                                   s->ref_vm);
     }
     for (size_t i = 0; svcs && i < n; i++)
         free((char *)svcs[i].source);
@@ -351,6 +362,8 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         pt_snapshot_release(snap);
         s->reload_failures++;
         pt_log_error("config reload refused, the running config keeps serving: %s", err);
+        pt_console_reload(&s->console, s->reload_source ? s->reload_source : "signal", NULL, 0,
+                          s->snap->generation, err);
         return -1;
     }
     const pt_config_t *old = s->snap->cfg, *cfg = snap->cfg;
@@ -368,6 +381,9 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     pt_scheduler_apply(s->sched, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
+    pt_console_scan(&s->console, cfg, s->ref_vm);
+    pt_console_reload(&s->console, s->reload_source ? s->reload_source : "signal", NULL, 1,
+                      snap->generation, NULL);
     pt_log_info("config reloaded: generation %llu, %zu channels, %zu services",
                 (unsigned long long)snap->generation, cfg->n_channels,
                 pt_lua_service_count(s->ref_vm));
@@ -390,7 +406,33 @@ static uint64_t pt__admin_generation(void *ud)
 
 static int pt__admin_reload(void *ud, char *err, size_t errlen)
 {
-    return pt_server_reload(ud, err, errlen);
+    pt_server_t *s = ud;
+    s->reload_source = "admin";
+    int rc = pt_server_reload(s, err, errlen);
+    s->reload_source = NULL;
+    return rc;
+}
+
+static const pt_config_t *pt__admin_config(void *ud)
+{
+    pt_server_t *s = ud;
+    return s->snap->cfg;
+}
+
+static void pt__admin_console_state(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_console_state(&s->console, s->snap->cfg, s->snap->generation, s->n_workers, out);
+}
+
+static void pt__admin_console_stats(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    pt_metrics_t *workers[256];
+    size_t n = 0;
+    for (int i = 0; i < s->n_workers && n < 256; i++)
+        workers[n++] = &s->workers[i].metrics;
+    pt_metrics_json(workers, n, uv_now(s->loop), out);
 }
 
 static void pt__admin_metrics(void *ud, pt_buf_t *out)
@@ -436,6 +478,9 @@ static const pt_admin_ops_t pt__admin_ops = {
     .metrics = pt__admin_metrics,
     .scheduler = pt__admin_scheduler,
     .openapi = pt__admin_openapi,
+    .config = pt__admin_config,
+    .console_state = pt__admin_console_state,
+    .console_stats = pt__admin_console_stats,
 };
 
 static void pt__on_signal(uv_signal_t *sig, int signum)
@@ -586,6 +631,7 @@ int pt_server_run(const char *config_path)
         return 1;
     }
     pt__openapi_stale(&s);
+    pt_console_scan(&s.console, cfg, s.ref_vm);
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -670,8 +716,7 @@ int pt_server_run(const char *config_path)
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d worker%s, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
-                    s.n_workers == 1 ? "" : "s",
-                    pt_lua_service_count(s.ref_vm), cfg->n_channels);
+                    s.n_workers == 1 ? "" : "s", pt_lua_service_count(s.ref_vm), cfg->n_channels);
         uv_run(s.loop, UV_RUN_DEFAULT);
         exit_code = 0;
     } else {
@@ -717,5 +762,6 @@ done:
     pt_snapshot_release(s.snap);
     pt_config_free(s.started);
     pt_accesslog_close();
+    pt_console_free(&s.console);
     return exit_code;
 }

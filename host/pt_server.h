@@ -6,6 +6,7 @@
 #define PT_SERVER_H
 
 #include "pt_lua.h"
+#include "pt_server_console.h"
 #include "pt_snapshot.h"
 #include "pt_util.h"
 #include "pt_watch.h"
@@ -19,10 +20,10 @@ struct pt_scheduler_s;
 typedef struct pt_server_s {
     const char *config_path;
     uv_loop_t *loop;
-    pt_snapshot_t *snap; /* the accepted config */
+    pt_snapshot_t *snap;  /* the accepted config */
     pt_config_t *started; /* the start's config, loaded on its own (no caches kept):
                            * what restart-only settings run with; reloads compare with it */
-    pt_lua_t *ref_vm;    /* services as the workers run them */
+    pt_lua_t *ref_vm;     /* services as the workers run them */
     pt_worker_t *workers;
     int n_workers;
     pt_watch_t watch;
@@ -30,11 +31,14 @@ typedef struct pt_server_s {
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     pt_admin_t *admin;
     struct pt_scheduler_s *sched; /* scheduler: jobs (pt_scheduler.h) */
-    int ready;    /* every worker listens */
-    int stopping; /* a drain has begun */
+    int ready;                    /* every worker listens */
+    int stopping;                 /* a drain has begun */
     uint64_t reloads, reload_failures;
     pt_buf_t openapi; /* GET /openapi.json's text, made on first ask after a change */
     int openapi_made; /* openapi holds the document of the services and config now */
+
+    pt_console_t console;      /* services' files and recent reloads (the admin console) */
+    const char *reload_source; /* who asked for the reload under way: "admin", else "signal" */
 } pt_server_t;
 
 /* Loads config_path and every service the way a worker would, and checks

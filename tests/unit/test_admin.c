@@ -41,7 +41,8 @@ static void f_metrics(void *ud, pt_buf_t *out)
     pt_buf_puts(out, "portico_test 1\n");
 }
 
-static const pt_admin_ops_t ops = {f_ready, f_generation, f_reload, f_metrics, NULL, NULL};
+static const pt_admin_ops_t ops = {
+    .ready = f_ready, .generation = f_generation, .reload = f_reload, .metrics = f_metrics};
 
 static int free_port(void)
 {
