@@ -56,6 +56,7 @@ struct pt_conn_s {
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
+    int service_known;  /* the service is resolved and allowed: its own metrics label */
     char username[256]; /* the authenticated user, "" when none */
     const pt_http_sink_ops_t *sink;
     void *sink_ud;
@@ -339,6 +340,7 @@ static void pt__on_begin(pt_http_parser_t *p)
     c->cid[0] = '\0';
     c->channel_name = NULL;
     c->service[0] = '\0';
+    c->service_known = 0;
     c->username[0] = '\0';
     c->started_ns = 0;
     c->streamed = 0;
@@ -588,7 +590,9 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     pt_worker_t *w = c->w;
     uint64_t now = uv_hrtime();
     uint64_t us = c->started_ns ? (now - c->started_ns) / 1000 : 0;
-    pt_metrics_observe(&w->metrics, c->channel_name, c->service, status, us);
+    /* a client picks the name in the path: it is a label only once known */
+    const char *label = !c->channel_name ? "" : c->service_known ? c->service : "unknown";
+    pt_metrics_observe(&w->metrics, c->channel_name, label, status, us);
     if (!pt_accesslog_enabled()) return;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
@@ -1015,6 +1019,11 @@ void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *servi
 {
     c->channel_name = channel_name;
     pt_strcpy_cap(c->service, service ? service : "", sizeof c->service);
+}
+
+void pt_http_service_known(pt_conn_t *c)
+{
+    c->service_known = 1;
 }
 
 void pt_http_set_username(pt_conn_t *c, const char *username)
