@@ -1051,8 +1051,11 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                                        "drain_timeout",
                                        "body_deadline",
                                        "tls",
+                                       "trusted_proxies",
                                        NULL};
     if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0) return -1;
+    if (pt_config_obs_trusted(&c->y, pt_yaml_get(&c->y, n, "trusted_proxies"), &cfg->obs) != 0)
+        return -1;
     yaml_node_t *tls = pt_yaml_get(&c->y, n, "tls");
     if (tls && !pt_yaml_is_null(tls) && pt__server_tls(c, tls, cfg) != 0) return -1;
     /* the whole request body within this long (0: no deadline); body_timeout
@@ -1543,15 +1546,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server",   "log",      "lua",       "services",
                                        "channels", "admin",    "outgoing",  "security",
-                                       "cache",    "scheduler", NULL};
+                                       "cache",    "scheduler", "audit", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, root, "log"))) {
-        static const char *const log_keys[] = {"level", "access", NULL};
+        static const char *const log_keys[] = {"level", "access", "redact_query", NULL};
         if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0) return -1;
+        if (pt_config_obs_redact_query(&c->y, pt_yaml_get(&c->y, v, "redact_query"), &cfg->obs))
+            return -1;
         yaml_node_t *acc = pt_yaml_get(&c->y, v, "access");
         if (acc) {
             free(cfg->access_log);
@@ -1624,6 +1629,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                                     "services.dirs: %s", problem);
         }
     }
+    if (pt_config_obs_audit(&c->y, pt_yaml_get(&c->y, root, "audit"), &cfg->obs) != 0) return -1;
     if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
         return -1;
     if (!cfg->lib_dirs && pt__default_lib_dirs(cfg) != 0)
@@ -1747,6 +1753,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->http_out);
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
+    pt_config_obs_free(&cfg->obs);
     pt_config_scheduler_free(&cfg->scheduler);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);

@@ -13,12 +13,24 @@
 
 /* ---- the handlers of the channel types without Lua ---- */
 
+typedef struct {
+    pt_conn_t *c;
+    uint64_t started_ns;
+    char where[80];
+} pt__bus_call_t;
+
 static void pt__bus_done(void *ud, const pt_bus_result_t *res)
 {
-    pt_conn_t *c = ud;
+    pt__bus_call_t *call = ud;
+    pt_conn_t *c = call->c;
     pt_worker_t *w = pt_http_worker(c);
     pt_metrics_add(&w->metrics.in_flight, -1);
-    if (!pt_http_unhold(c)) return;
+    if (!pt_http_unhold(c)) {
+        free(call);
+        return;
+    }
+    pt_http_set_upstream(c, call->where, (uv_hrtime() - call->started_ns) / 1000);
+    free(call);
     if (!res->error) pt_http_service_known(c); /* a reply came: the exchange exists */
     if (res->error)
         pt_http_send_error(c, res->status, res->error, NULL);
@@ -57,9 +69,18 @@ static void pt__bus(const pt_dispatch_req_t *r)
         .body_len = body_len,
         .cid = pt_http_cid(c),
     };
+    pt__bus_call_t *call = malloc(sizeof *call);
+    if (!call) {
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    call->c = c;
+    call->started_ns = uv_hrtime();
+    snprintf(call->where, sizeof call->where, "amqp:%s", m->service);
     pt_http_hold(c);
     pt_metrics_add(&r->w->metrics.in_flight, 1);
-    if (pt_bus_send(r->w, &req, pt__bus_done, c) != 0) {
+    if (pt_bus_send(r->w, &req, pt__bus_done, call) != 0) {
+        free(call);
         pt_http_unhold(c);
         pt_metrics_add(&r->w->metrics.in_flight, -1);
         pt_http_send_error(c, 500, "cannot queue the message", NULL);

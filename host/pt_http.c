@@ -1,5 +1,6 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
+#include "pt_http_client.h"
 #include "pt_field.h"
 #include "pt_log.h"
 
@@ -58,6 +59,8 @@ struct pt_conn_s {
     char service[PT_SERVICE_NAME_MAX + 1];
     int service_known;  /* the service is resolved and allowed: its own metrics label */
     char username[256]; /* the authenticated user, "" when none */
+    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
+    uint64_t upstream_us;
     const pt_http_sink_ops_t *sink;
     void *sink_ud;
     const pt_http_owner_ops_t *owner_ops; /* set once handed over */
@@ -341,6 +344,8 @@ static void pt__on_begin(pt_http_parser_t *p)
     c->channel_name = NULL;
     c->service[0] = '\0';
     c->service_known = 0;
+    c->upstream[0] = '\0';
+    c->upstream_us = 0;
     c->username[0] = '\0';
     c->started_ns = 0;
     c->streamed = 0;
@@ -596,6 +601,12 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     if (!pt_accesslog_enabled()) return;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
+    char client[PT_HTTP_CLIENT_MAX];
+    const char *xff;
+    size_t xff_len, ua_len = 0;
+    const pt_config_obs_t *obs = &w->cfg->obs;
+    pt_http_client(c, obs, client, &xff, &xff_len);
+    const char *ua = c->url_len ? pt_http_header(c, "user-agent", &ua_len) : NULL;
     pt_accesslog_entry_t e = {
         .cid = c->cid,
         .channel = c->channel_name,
@@ -607,6 +618,18 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
         .bytes = body_len,
         .duration_us = us,
         .username = c->username[0] ? c->username : NULL,
+        .client = client[0] ? client : NULL,
+        .peer = c->peer[0] ? c->peer : NULL,
+        .xff = xff,
+        .xff_len = xff_len,
+        .user_agent = ua,
+        .user_agent_len = ua_len,
+        .query = q ? q + 1 : NULL,
+        .query_len = q ? c->url_len - (size_t)(q + 1 - url) : 0,
+        .upstream = c->upstream[0] ? c->upstream : NULL,
+        .upstream_us = c->upstream_us,
+        .redact = obs->redact_query,
+        .n_redact = obs->n_redact_query,
     };
     pt_accesslog_append(&w->access_buf, &e);
 }
@@ -1019,6 +1042,12 @@ void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *servi
 {
     c->channel_name = channel_name;
     pt_strcpy_cap(c->service, service ? service : "", sizeof c->service);
+}
+
+void pt_http_set_upstream(pt_conn_t *c, const char *where, uint64_t us)
+{
+    pt_strcpy_cap(c->upstream, where ? where : "", sizeof c->upstream);
+    c->upstream_us = us;
 }
 
 void pt_http_service_known(pt_conn_t *c)
