@@ -1,6 +1,6 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
-#include "pt_http_client.h"
+#include "pt_client_addr.h"
 #include "pt_field.h"
 #include "pt_log.h"
 
@@ -605,7 +605,7 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     const char *xff;
     size_t xff_len, ua_len = 0;
     const pt_config_obs_t *obs = &w->cfg->obs;
-    pt_http_client(c, obs, client, &xff, &xff_len);
+    pt_client_addr(obs, pt_http_peer(c), &c->req, client, &xff, &xff_len);
     const char *ua = c->url_len ? pt_http_header(c, "user-agent", &ua_len) : NULL;
     pt_accesslog_entry_t e = {
         .cid = c->cid,

@@ -1,4 +1,4 @@
-#include "pt_http_client.h"
+#include "pt_client_addr.h"
 
 #include <string.h>
 
@@ -16,17 +16,16 @@ static int pt__addr(const char *p, size_t n, char *out)
     return 1;
 }
 
-const char *pt_http_client(pt_conn_t *c, const pt_config_obs_t *o, char *out, const char **xff,
+const char *pt_client_addr(const pt_config_obs_t *o, const char *peer,
+                           const pt_http_parser_t *req, char *out, const char **xff,
                            size_t *xff_len)
 {
-    const char *peer = pt_http_peer(c);
     size_t peer_len = strlen(peer);
     if (xff) *xff = NULL;
     if (xff_len) *xff_len = 0;
     memcpy(out, peer, peer_len < PT_HTTP_CLIENT_MAX ? peer_len + 1 : 1);
     if (peer_len >= PT_HTTP_CLIENT_MAX) out[0] = '\0';
     if (!o->n_trusted || !pt_cidr_match(o->trusted, o->n_trusted, peer, peer_len)) return out;
-    const pt_http_parser_t *req = pt_http_request(c);
     /* the headers from the last to the first, each value from its right */
     for (size_t i = req->n_headers; i-- > 0;) {
         const pt_http_header_t *h = &req->headers[i];
