@@ -46,9 +46,8 @@ int pt_accesslog_enabled(void)
     return pt__fd >= 0;
 }
 
-static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t len)
+void pt_accesslog_string(pt_buf_t *b, const char *value, size_t len)
 {
-    pt_buf_printf(b, ",\"%s\":", name);
     if (!value) {
         pt_buf_puts(b, "null");
         return;
@@ -67,6 +66,12 @@ static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t l
         }
     }
     pt_buf_append(b, "\"", 1);
+}
+
+static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t len)
+{
+    pt_buf_printf(b, ",\"%s\":", name);
+    pt_accesslog_string(b, value, len);
 }
 
 const char *const pt_accesslog_redact_default[] = {

@@ -52,6 +52,10 @@ typedef struct {
  * so no value can end the line or add a field. */
 void pt_accesslog_append(pt_buf_t *buf, const pt_accesslog_entry_t *e);
 
+/* Appends value as a JSON string ("null" for NULL); bytes that are not
+ * UTF-8 become \u00XX escapes, so the line stays JSON whatever came in. */
+void pt_accesslog_string(pt_buf_t *b, const char *value, size_t len);
+
 /* Query parameters always hidden: their value becomes "[REDACTED]". */
 extern const char *const pt_accesslog_redact_default[];
 

@@ -1,5 +1,6 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
+#include "pt_audit.h"
 #include "pt_client_addr.h"
 #include "pt_field.h"
 #include "pt_log.h"
@@ -634,6 +635,55 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     pt_accesslog_append(&w->access_buf, &e);
 }
 
+/* The audit line of an answer on an audited channel (body NULL: streamed). */
+static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
+                      const char *body, size_t body_len)
+{
+    const pt_config_obs_t *obs = &c->w->cfg->obs;
+    if (!c->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->channel_name))
+        return;
+    pt_audit_header_t stack[32];
+    size_t n = c->req.n_headers;
+    pt_audit_header_t *hs = n <= 32 ? stack : malloc(n * sizeof *hs);
+    if (!hs) n = 0, hs = stack;
+    for (size_t i = 0; i < n; i++) {
+        const pt_http_header_t *h = &c->req.headers[i];
+        hs[i] = (pt_audit_header_t){.name = c->req.head.data + h->name_off,
+                                    .name_len = h->name_len,
+                                    .value = c->req.head.data + h->value_off,
+                                    .value_len = h->value_len};
+    }
+    const char *path, *query;
+    size_t path_len, query_len, tp_len = 0;
+    pt_http_target(c, &path, &path_len, &query, &query_len);
+    const char *tp = pt_http_header(c, "traceparent", &tp_len);
+    pt_audit_record_t r = {
+        .cid = c->cid,
+        .channel = c->channel_name,
+        .service = c->service[0] ? c->service : NULL,
+        .username = c->username[0] ? c->username : NULL,
+        .method = llhttp_method_name(llhttp_get_method(&c->parser)),
+        .path = path,
+        .path_len = path_len,
+        .query = query,
+        .query_len = query_len,
+        .traceparent = tp,
+        .traceparent_len = tp_len,
+        .status = status,
+        .headers = hs,
+        .n_headers = n,
+        .req_body = c->streamed ? NULL : (c->body.data ? c->body.data : ""),
+        .req_body_len = c->streamed ? 0 : c->body.len,
+        .resp_ctype = ctype,
+        .resp_ctype_len = ctype_len,
+        .resp_body = body,
+        .resp_body_len = body_len,
+        .resp_bytes = body_len,
+    };
+    pt_audit_submit(obs, &r);
+    if (hs != stack) free(hs);
+}
+
 /* Copies s to o; returns the end. */
 static char *pt__put(char *o, const char *s)
 {
@@ -666,6 +716,7 @@ void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_l
         ctype_len = sizeof "application/json" - 1;
     }
     pt__observe(c, status, body_len);
+    pt__audit(c, status, ctype, ctype ? ctype_len : 0, body ? body : "", body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
     /* answered before the whole request was read: the rest cannot be parsed */
     if (c->state == PT_CONN_HELD || c->state == PT_CONN_BODY) c->close_after = 1;
@@ -865,6 +916,7 @@ void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes)
 {
     if (!c->started_ns) c->started_ns = uv_hrtime();
     pt__observe(c, status, (size_t)bytes);
+    pt__audit(c, status, NULL, 0, NULL, (size_t)bytes);
     c->hold_reads = 0;
     c->sink = NULL;
     if (c->closing) return;

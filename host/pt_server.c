@@ -1,5 +1,6 @@
 #include "pt_server.h"
 #include "pt_accesslog.h"
+#include "pt_audit.h"
 #include "pt_admin.h"
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
@@ -341,6 +342,7 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
 {
     pt_server_t *s = sig->data;
     if (signum == SIGUSR1) {
+        pt_audit_reopen(); /* on the audit writer's thread */
         if (pt_accesslog_reopen() != 0)
             pt_log_error("SIGUSR1: cannot reopen the access log");
         else
@@ -497,6 +499,7 @@ int pt_server_run(const char *config_path)
     }
     if (pt__tls_resolve(cfg, &tls_addr) != 0) goto done;
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
+        pt_audit_start(&cfg->obs, NULL, NULL, err, sizeof err) != 0 ||
         pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
@@ -609,5 +612,6 @@ done:
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);
     pt_accesslog_close();
+    pt_audit_stop();
     return exit_code;
 }
