@@ -329,8 +329,10 @@ static void *pt__writer(void *arg)
                 rc = pt__w.sink(pt__w.sink_ud, batch->data, batch->len - 1);
             else
                 rc = pt__w.fd >= 0 ? pt__write_all(pt__w.fd, batch->data, batch->len) : -1;
-            pt_metrics_inc(
-                &pt_metrics_audit[rc == 0 ? PT_METRICS_AUDIT_WRITTEN : PT_METRICS_AUDIT_FAILED], 1);
+            if (rc != 1)
+                pt_metrics_inc(
+                    &pt_metrics_audit[rc == 0 ? PT_METRICS_AUDIT_WRITTEN : PT_METRICS_AUDIT_FAILED],
+                    1);
             pthread_mutex_lock(&pt__w.mu);
             pt__w.queued -= batch->len; /* room again only once it is out */
             pthread_mutex_unlock(&pt__w.mu);

@@ -25,7 +25,8 @@
 #include <stdint.h>
 
 /* A sink other than a file: called on the writer thread with one line (no
- * newline); returns 0, or -1 when the line is lost (counted as failed). */
+ * newline); returns 0 (written), -1 (lost: counted as failed), or 1 when
+ * the sink counts it itself later (pt_metrics_audit). */
 typedef int (*pt_audit_sink_fn)(void *ud, const char *line, size_t len);
 
 /* Starts the writer for o's file (or sink when not NULL). Does nothing when

@@ -115,8 +115,8 @@ int pt_config_obs_audit(const pt_yaml_t *y, yaml_node_t *n, pt_config_obs_t *o)
     o->audit_max_body = 4096;
     o->audit_max_queue = 1024 * 1024;
     if (!n || pt_yaml_is_null(n)) return 0;
-    static const char *const keys[] = {"channels",    "file",           "max_body", "max_queue",
-                                       "redact_json", "redact_headers", NULL};
+    static const char *const keys[] = {"channels",    "file",           "amqp",  "max_body",
+                                       "max_queue",   "redact_json",    "redact_headers", NULL};
     if (pt_yaml_check_keys(y, n, "audit", keys) != 0) return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(y, n, "channels")) &&
@@ -128,8 +128,31 @@ int pt_config_obs_audit(const pt_yaml_t *y, yaml_node_t *n, pt_config_obs_t *o)
         if (!(o->audit_file = pt_yaml_path(y, s)))
             return pt_yaml_fail(y, v, "audit.file: out of memory");
     }
-    if (o->n_audit_channels && !o->audit_file)
-        return pt_yaml_fail(y, n, "audit: channels are audited but no file is named (audit.file)");
+    if ((v = pt_yaml_get(y, n, "amqp"))) {
+        static const char *const akeys[] = {"outgoing", "exchange", "routing_key", NULL};
+        if (o->audit_file)
+            return pt_yaml_fail(y, v, "audit: file and amqp are each a sink: name one of them");
+        if (pt_yaml_check_keys(y, v, "audit.amqp", akeys) != 0) return -1;
+        struct {
+            const char *key;
+            char **out;
+        } fs[] = {{"outgoing", &o->audit_amqp_outgoing},
+                  {"exchange", &o->audit_amqp_exchange},
+                  {"routing_key", &o->audit_amqp_routing_key}};
+        for (size_t i = 0; i < 3; i++) {
+            yaml_node_t *f = pt_yaml_get(y, v, fs[i].key);
+            const char *s = f ? pt_yaml_value(f) : NULL;
+            if (!s && i == 2) s = "";
+            if (!s || strlen(s) > 255)
+                return pt_yaml_fail(y, f ? f : v, "audit.amqp.%s: expected a name (at most 255 "
+                                    "bytes)", fs[i].key);
+            if (!(*fs[i].out = strdup(s))) return pt_yaml_fail(y, v, "out of memory");
+        }
+    }
+    if (o->n_audit_channels && !o->audit_file && !o->audit_amqp_outgoing)
+        return pt_yaml_fail(y, n,
+                            "audit: channels are audited but no sink is named (audit.file or "
+                            "audit.amqp)");
     struct {
         const char *key;
         uint64_t *out, lo, hi;
@@ -180,6 +203,9 @@ void pt_config_obs_free(pt_config_obs_t *o)
     pt__free_list(o->redact_query, o->n_redact_query);
     pt__free_list(o->audit_channels, o->n_audit_channels);
     free(o->audit_file);
+    free(o->audit_amqp_outgoing);
+    free(o->audit_amqp_exchange);
+    free(o->audit_amqp_routing_key);
     for (size_t i = 0; o->redact_json && i < o->n_redact_json; i++)
         pt__free_list(o->redact_json[i].keys, o->redact_json[i].n);
     free(o->redact_json);

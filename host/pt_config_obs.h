@@ -6,7 +6,8 @@
  *     redact_query: [session]      # more query parameters the access log hides
  *   audit:                         # off unless channels names some
  *     channels: [api.echo]
- *     file: /var/log/portico/audit.log
+ *     file: /var/log/portico/audit.log     # or, instead of file:
+ *     # amqp: {outgoing: audit.bus, exchange: audit, routing_key: portico}
  *     max_body: 4KB                # per body; longer ones are cut and marked
  *     max_queue: 1MB               # bytes waiting for the sink; past it lines are dropped
  *     redact_json: ["$.password", "$.card.number", "$..token"]
@@ -44,7 +45,10 @@ typedef struct {
     /* audit */
     char **audit_channels;
     size_t n_audit_channels;
-    char *audit_file; /* absolute path; NULL: audit off */
+    char *audit_file; /* absolute path; NULL: the AMQP sink, or audit off */
+    char *audit_amqp_outgoing; /* audit.amqp: an outgoing.amqp name, exchange, routing key */
+    char *audit_amqp_exchange;
+    char *audit_amqp_routing_key;
     uint64_t audit_max_body;
     uint64_t audit_max_queue;
     pt_json_path_t *redact_json;

@@ -1,6 +1,7 @@
 #include "pt_server.h"
 #include "pt_accesslog.h"
 #include "pt_audit.h"
+#include "pt_audit_amqp.h"
 #include "pt_admin.h"
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
@@ -499,7 +500,6 @@ int pt_server_run(const char *config_path)
     }
     if (pt__tls_resolve(cfg, &tls_addr) != 0) goto done;
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
-        pt_audit_start(&cfg->obs, NULL, NULL, err, sizeof err) != 0 ||
         pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
@@ -508,6 +508,14 @@ int pt_server_run(const char *config_path)
      * is down does not stop the start. */
     if (pt_amqp_start(cfg, &amqp) != 0 || pt_bus_start(cfg, &bus) != 0) {
         fprintf(stderr, "portico: cannot start the AMQP connection threads\n");
+        goto done;
+    }
+    /* the audit writer, with its AMQP sink when audit.amqp names a pool */
+    pt_audit_sink_fn audit_sink;
+    void *audit_ud;
+    if (pt_audit_amqp_sink(&cfg->obs, &audit_sink, &audit_ud, err, sizeof err) != 0 ||
+        pt_audit_start(&cfg->obs, audit_sink, audit_ud, err, sizeof err) != 0) {
+        fprintf(stderr, "portico: %s\n", err);
         goto done;
     }
     /* Signals are caught before any worker listens: a SIGTERM that comes
@@ -581,6 +589,7 @@ int pt_server_run(const char *config_path)
     pt_amqp_channels_quiesce(amqp_channels);
     pt__wait_workers_ended(&s);
     pt_amqp_channels_stop(amqp_channels);
+    pt_audit_stop(); /* its last lines go out while the AMQP pools still run */
     pt_amqp_stop(amqp);
     amqp = NULL;
     pt_bus_stop(bus);
@@ -602,6 +611,7 @@ int pt_server_run(const char *config_path)
 done:
     pt_watch_stop(&s.watch);
     pt_watch_stop(&s.lib_watch);
+    pt_audit_stop();
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);

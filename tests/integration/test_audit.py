@@ -184,7 +184,7 @@ def test_failing_sink_counts(start_gateway, monkeypatch):
 
 
 @pytest.mark.parametrize("audit, message", [
-    ("audit:\n  channels: [api.echo]\n", "no file is named"),
+    ("audit:\n  channels: [api.echo]\n", "no sink is named"),
     ("audit:\n  channels: [api.echo]\n  file: /x\n  redact_json: [\"card.number\"]\n",
      "is not a JSON path"),
     ("audit:\n  channels: [api.echo]\n  file: /x\n  redact_json: [\"$..a.b\"]\n",
@@ -196,4 +196,47 @@ def test_failing_sink_counts(start_gateway, monkeypatch):
 def test_bad_audit_config_is_refused(start_gateway, monkeypatch, audit, message):
     monkeypatch.setenv("PT_TEST_AUDIT_KEY", KEY)
     with pytest.raises(RuntimeError, match=message):
+        start_gateway(config(audit.replace("{", "{{").replace("}", "}}")))
+
+
+def test_amqp_sink(start_gateway, monkeypatch, broker):
+    """Run under flock /work/tools/broker.lock: the broker is shared."""
+    from amqp_support import BROKER_URL, AmqpClient
+    monkeypatch.setenv("PT_TEST_AUDIT_KEY", KEY)
+    with AmqpClient() as a:
+        a.exchange_declare("pt.audit.test", "topic", durable=False)
+        a.queue_declare("pt.audit.test.q", durable=False)
+        a.queue_purge("pt.audit.test.q")
+        a.queue_bind("pt.audit.test.q", "pt.audit.test", "portico.#")
+        audit = ("audit:\n  channels: [api.echo]\n  amqp: {outgoing: audit, exchange: "
+                 "pt.audit.test, routing_key: portico.audit}\n  redact_json: [\"$..card\"]\n"
+                 "outgoing:\n  amqp:\n    - name: audit\n      url: %s\n" % BROKER_URL)
+        gw = start_gateway(config(audit.replace("{", "{{").replace("}", "}}")))
+        deadline = time.time() + 10
+        while time.time() < deadline and not value(scrape(gw), "portico_amqp_connections_up",
+                                                    kind="outgoing", name="audit"):
+            time.sleep(0.1)
+        c = Http(gw.port)
+        for i in range(3):
+            assert c.post("/api/echo", {"i": i, "card": "SECRET"},
+                          {"x-api-key": KEY, "Authorization": "Bearer SECRET"})[0] == 200
+        deadline = time.time() + 10
+        while time.time() < deadline and value(scrape(gw), "portico_audit_lines_total",
+                                               result="written") < 3:
+            time.sleep(0.1)
+        assert value(scrape(gw), "portico_audit_lines_total", result="written") == 3
+        msgs = a.drain("pt.audit.test.q")
+        assert len(msgs) == 3
+        lines = [json.loads(m.body) for m in msgs]
+        assert [json.loads(l["request"]["body"])["i"] for l in lines] == [0, 1, 2]
+        assert all(b"SECRET" not in m.body for m in msgs)
+        assert msgs[0].props.get("content_type") == "application/json"
+        a.queue_delete("pt.audit.test.q")
+        a.exchange_delete("pt.audit.test")
+
+
+def test_amqp_sink_needs_a_known_pool(start_gateway, monkeypatch):
+    monkeypatch.setenv("PT_TEST_AUDIT_KEY", KEY)
+    audit = "audit:\n  channels: [api.echo]\n  amqp: {outgoing: nope, exchange: x}\n"
+    with pytest.raises(RuntimeError, match="no outgoing.amqp connection is called 'nope'"):
         start_gateway(config(audit.replace("{", "{{").replace("}", "}}")))
