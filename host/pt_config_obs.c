@@ -245,3 +245,18 @@ int pt_config_obs_audited(const pt_config_obs_t *o, const char *channel)
         if (strcmp(o->audit_channels[i], channel) == 0) return 1;
     return 0;
 }
+
+static int pt__same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+int pt_config_obs_same_sink(const pt_config_obs_t *a, const pt_config_obs_t *b)
+{
+    return (a->n_audit_channels > 0) == (b->n_audit_channels > 0) &&
+           pt__same(a->audit_file, b->audit_file) &&
+           pt__same(a->audit_amqp_outgoing, b->audit_amqp_outgoing) &&
+           pt__same(a->audit_amqp_exchange, b->audit_amqp_exchange) &&
+           pt__same(a->audit_amqp_routing_key, b->audit_amqp_routing_key) &&
+           a->audit_max_queue == b->audit_max_queue;
+}

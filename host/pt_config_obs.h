@@ -72,6 +72,9 @@ void pt_config_obs_free(pt_config_obs_t *o);
 /* 1 when the address text (IPv4 or IPv6) is in one of the ranges. */
 int pt_cidr_match(const pt_cidr_t *set, size_t n, const char *addr, size_t len);
 
+/* 1 when a and b have the same audit sink (what needs a restart). */
+int pt_config_obs_same_sink(const pt_config_obs_t *a, const pt_config_obs_t *b);
+
 /* 1 when channel is audited. */
 int pt_config_obs_audited(const pt_config_obs_t *o, const char *channel);
 

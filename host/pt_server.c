@@ -266,6 +266,9 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
         strcmp(old->access_log, cfg->access_log) != 0)
         pt_log_warn("server.listen, server.workers, lua.path, lua.lib_dirs, lua.gc_pause, "
                     "lua.request_timeout and log.access take effect after a restart");
+    if (!pt_config_obs_same_sink(&old->obs, &cfg->obs))
+        pt_log_warn("audit.file, audit.amqp, audit.max_queue (and audit on or off) take effect "
+                    "after a restart");
     if (pt__tls_listen_changed(old, cfg))
         pt_log_warn("server.tls.listen takes effect after a restart (new certificates are served "
                     "now)");
