@@ -240,3 +240,25 @@ def test_amqp_sink_needs_a_known_pool(start_gateway, monkeypatch):
     audit = "audit:\n  channels: [api.echo]\n  amqp: {outgoing: nope, exchange: x}\n"
     with pytest.raises(RuntimeError, match="no outgoing.amqp connection is called 'nope'"):
         start_gateway(config(audit.replace("{", "{{").replace("}", "}}")))
+
+
+def test_audited_channels_follow_a_reload(start_gateway, monkeypatch, tmp_path):
+    path = str(tmp_path / "audit.log")
+    gw = start(start_gateway, monkeypatch, path)
+    c = Http(gw.port)
+    assert c.post("/api/quiet", {"n": 1})[0] == 200  # not audited yet
+    text = open(gw.config).read()
+    with open(gw.config, "w") as f:
+        f.write(text.replace("channels: [api.echo]", "channels: [api.quiet]"))
+    assert Http(gw.admin_port).request("POST", "/reload")[0] == 200
+    assert c.post("/api/quiet", {"n": 2})[0] == 200
+    assert c.post("/api/echo", {"n": 3}, {"x-api-key": KEY})[0] == 200
+    assert c.post("/api/quiet", {"n": 4})[0] == 200  # one connection: lines in order
+    lines = read_lines(path, 2)
+    assert [(l["channel"], json.loads(l["request"]["body"])["n"]) for l in lines] == \
+        [("api.quiet", 2), ("api.quiet", 4)]
+    # the sink is fixed at the start: a new file is named, the running one stays
+    with open(gw.config, "w") as f:
+        f.write(text.replace(path, path + ".new"))
+    assert Http(gw.admin_port).request("POST", "/reload")[0] == 200
+    assert gw.log_has("take effect after a restart")
