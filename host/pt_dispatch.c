@@ -277,7 +277,7 @@ static void pt__dispatch(pt_conn_t *c)
     } else {
         /* a configured service is known; one named in the path (a prefix
          * channel) is known once its handler found it */
-        if (m.service && m.service != m.name_buf) pt_http_service_known(c);
+        if (m.service != m.name_buf) pt_http_service_known(c);
         r.m = &m;
         r.sec = &sec;
         pt__handler(m.channel)->handle(&r);
