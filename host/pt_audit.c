@@ -33,14 +33,14 @@ static struct {
 
 /* ---- redaction ---- */
 
-static const char *const pt__headers_hidden[] = {
-    "authorization", "proxy-authorization", "cookie", "set-cookie", NULL};
-static const char *const pt__header_words[] = {"token", "secret", "password", "passwd",
-                                               "api-key", "apikey", "api_key", NULL};
+static const char *const pt__headers_hidden[] = {"authorization", "proxy-authorization", "cookie",
+                                                 "set-cookie", NULL};
+static const char *const pt__header_words[] = {"token",   "secret", "password", "passwd",
+                                               "api-key", "apikey", "api_key",  NULL};
 static const char *const pt__json_hidden[] = {
-    "password", "passwd", "secret", "token", "access_token", "refresh_token", "id_token",
-    "api_key", "apikey", "client_secret", "authorization", "proxy-authorization", "cookie",
-    "set-cookie", NULL};
+    "password", "passwd",     "secret", "token",         "access_token",  "refresh_token",
+    "id_token", "api_key",    "apikey", "client_secret", "authorization", "proxy-authorization",
+    "cookie",   "set-cookie", NULL};
 
 static int pt__has_word(const char *s, size_t n, const char *w)
 {
@@ -169,7 +169,8 @@ static void pt__body(pt_buf_t *b, const pt_config_obs_t *o, const char *name, co
     if (cut) {
         keep = (size_t)o->audit_max_body;
         /* not inside a UTF-8 sequence */
-        while (keep > 0 && ((unsigned char)src[keep] & 0xC0) == 0x80) keep--;
+        while (keep > 0 && ((unsigned char)src[keep] & 0xC0) == 0x80)
+            keep--;
     }
     pt_accesslog_string(b, src, keep);
     pt_buf_printf(b, ",\"truncated\":%s,\"streamed\":false}", cut ? "true" : "false");
@@ -307,7 +308,8 @@ static void *pt__writer(void *arg)
     (void)arg;
     pthread_mutex_lock(&pt__w.mu);
     for (;;) {
-        while (!pt__w.head && !pt__w.stop && !pt__w.reopen) pthread_cond_wait(&pt__w.cv, &pt__w.mu);
+        while (!pt__w.head && !pt__w.stop && !pt__w.reopen)
+            pthread_cond_wait(&pt__w.cv, &pt__w.mu);
         int reopen = pt__w.reopen;
         pt__w.reopen = 0;
         pt__line_t *batch = pt__w.head;

@@ -14,9 +14,8 @@ static struct {
 
 static void pt__confirmed(pt_amqp_job_t *job)
 {
-    pt_metrics_inc(&pt_metrics_audit[job->failed ? PT_METRICS_AUDIT_FAILED
-                                                 : PT_METRICS_AUDIT_WRITTEN],
-                   1);
+    pt_metrics_inc(
+        &pt_metrics_audit[job->failed ? PT_METRICS_AUDIT_FAILED : PT_METRICS_AUDIT_WRITTEN], 1);
     pt_amqp_job_free(job);
     sem_post(&pt__s.room);
 }

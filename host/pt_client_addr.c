@@ -6,8 +6,10 @@
  * ranges' syntax (an IPv4 or IPv6 literal); returns 1, or 0 when it is not. */
 static int pt__addr(const char *p, size_t n, char *out)
 {
-    while (n && (*p == ' ' || *p == '\t')) p++, n--;
-    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+    while (n && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
     if (n == 0 || n >= PT_HTTP_CLIENT_MAX) return 0;
     static const pt_cidr_t any[2] = {{.family = 4, .prefix = 0}, {.family = 6, .prefix = 0}};
     if (!pt_cidr_match(any, 2, p, n)) return 0;
@@ -16,9 +18,8 @@ static int pt__addr(const char *p, size_t n, char *out)
     return 1;
 }
 
-const char *pt_client_addr(const pt_config_obs_t *o, const char *peer,
-                           const pt_http_parser_t *req, char *out, const char **xff,
-                           size_t *xff_len)
+const char *pt_client_addr(const pt_config_obs_t *o, const char *peer, const pt_http_parser_t *req,
+                           char *out, const char **xff, size_t *xff_len)
 {
     size_t peer_len = strlen(peer);
     if (xff) *xff = NULL;
@@ -35,7 +36,8 @@ const char *pt_client_addr(const pt_config_obs_t *o, const char *peer,
         if (xff) *xff = v, *xff_len = h->value_len; /* ends as the first one */
         for (;;) {
             size_t start = end;
-            while (start > 0 && v[start - 1] != ',') start--;
+            while (start > 0 && v[start - 1] != ',')
+                start--;
             char hop[PT_HTTP_CLIENT_MAX];
             if (!pt__addr(v + start, end - start, hop)) return out;
             memcpy(out, hop, strlen(hop) + 1);

@@ -19,8 +19,7 @@
  * text) with headers req into out (PT_HTTP_CLIENT_MAX bytes, "" when
  * unknown) and returns out. *xff and *xff_len (may be NULL) get the first
  * X-Forwarded-For value when the peer is trusted (NULL otherwise). */
-const char *pt_client_addr(const pt_config_obs_t *o, const char *peer,
-                           const pt_http_parser_t *req, char *out, const char **xff,
-                           size_t *xff_len);
+const char *pt_client_addr(const pt_config_obs_t *o, const char *peer, const pt_http_parser_t *req,
+                           char *out, const char **xff, size_t *xff_len);
 
 #endif

@@ -87,7 +87,8 @@ static int pt__json_path(const char *s, pt_json_path_t *p)
         s++;
     }
     size_t cap = 1;
-    for (const char *q = s; *q; q++) cap += *q == '.';
+    for (const char *q = s; *q; q++)
+        cap += *q == '.';
     if (p->deep && cap != 1) return -1; /* $..a only: one key at any depth */
     p->keys = calloc(cap, sizeof *p->keys);
     if (!p->keys) return -1;
@@ -115,8 +116,8 @@ int pt_config_obs_audit(const pt_yaml_t *y, yaml_node_t *n, pt_config_obs_t *o)
     o->audit_max_body = 4096;
     o->audit_max_queue = 1024 * 1024;
     if (!n || pt_yaml_is_null(n)) return 0;
-    static const char *const keys[] = {"channels",    "file",           "amqp",  "max_body",
-                                       "max_queue",   "redact_json",    "redact_headers", NULL};
+    static const char *const keys[] = {"channels",  "file",        "amqp",           "max_body",
+                                       "max_queue", "redact_json", "redact_headers", NULL};
     if (pt_yaml_check_keys(y, n, "audit", keys) != 0) return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(y, n, "channels")) &&
@@ -144,8 +145,10 @@ int pt_config_obs_audit(const pt_yaml_t *y, yaml_node_t *n, pt_config_obs_t *o)
             const char *s = f ? pt_yaml_value(f) : NULL;
             if (!s && i == 2) s = "";
             if (!s || strlen(s) > 255)
-                return pt_yaml_fail(y, f ? f : v, "audit.amqp.%s: expected a name (at most 255 "
-                                    "bytes)", fs[i].key);
+                return pt_yaml_fail(y, f ? f : v,
+                                    "audit.amqp.%s: expected a name (at most 255 "
+                                    "bytes)",
+                                    fs[i].key);
             if (!(*fs[i].out = strdup(s))) return pt_yaml_fail(y, v, "out of memory");
         }
     }
@@ -193,7 +196,8 @@ int pt_config_obs_audit(const pt_yaml_t *y, yaml_node_t *n, pt_config_obs_t *o)
 
 static void pt__free_list(char **l, size_t n)
 {
-    for (size_t i = 0; l && i < n; i++) free(l[i]);
+    for (size_t i = 0; l && i < n; i++)
+        free(l[i]);
     free(l);
 }
 

@@ -45,7 +45,7 @@ typedef struct {
     /* audit */
     char **audit_channels;
     size_t n_audit_channels;
-    char *audit_file; /* absolute path; NULL: the AMQP sink, or audit off */
+    char *audit_file;          /* absolute path; NULL: the AMQP sink, or audit off */
     char *audit_amqp_outgoing; /* audit.amqp: an outgoing.amqp name, exchange, routing key */
     char *audit_amqp_exchange;
     char *audit_amqp_routing_key;

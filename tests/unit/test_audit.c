@@ -47,7 +47,8 @@ PT_CASE(traceparent)
                          "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
                          "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
                          "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""};
+                         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                         ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         PT_CHECK(!pt_audit_trace_id(bad[i], strlen(bad[i]), id));
 }
