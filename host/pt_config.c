@@ -1649,6 +1649,15 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     if ((v = pt_yaml_get(&c->y, root, "scheduler")) &&
         pt_config_scheduler_parse(&c->y, v, &cfg->scheduler) != 0)
         return -1;
+    for (size_t i = 0; i < cfg->obs.n_audit_channels; i++) { /* a typo would audit nothing */
+        size_t k = 0;
+        while (k < cfg->n_channels && strcmp(cfg->channels[k].name, cfg->obs.audit_channels[i]))
+            k++;
+        if (k == cfg->n_channels)
+            return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, root, "audit"),
+                                "audit.channels: no channel is called '%s'",
+                                cfg->obs.audit_channels[i]);
+    }
     return 0;
 }
 

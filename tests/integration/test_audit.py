@@ -185,6 +185,7 @@ def test_failing_sink_counts(start_gateway, monkeypatch):
 
 @pytest.mark.parametrize("audit, message", [
     ("audit:\n  channels: [api.echo]\n", "no sink is named"),
+    ("audit:\n  channels: [api.ecko]\n  file: audit.log\n", "no channel is called 'api.ecko'"),
     ("audit:\n  channels: [api.echo]\n  file: /x\n  redact_json: [\"card.number\"]\n",
      "is not a JSON path"),
     ("audit:\n  channels: [api.echo]\n  file: /x\n  redact_json: [\"$..a.b\"]\n",
