@@ -1,10 +1,12 @@
 #include "pt_accesslog.h"
+#include "pt_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static int pt__fd = -1;
@@ -44,16 +46,70 @@ int pt_accesslog_enabled(void)
     return pt__fd >= 0;
 }
 
-static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t len)
+void pt_accesslog_string(pt_buf_t *b, const char *value, size_t len)
 {
-    pt_buf_printf(b, ",\"%s\":", name);
     if (!value) {
         pt_buf_puts(b, "null");
         return;
     }
     pt_buf_append(b, "\"", 1);
-    pt_buf_json_escape(b, value, len);
+    size_t bad;
+    if (pt_utf8_check(value, len, &bad) == 0) {
+        pt_buf_json_escape(b, value, len);
+    } else { /* not UTF-8 (a hostile header): each byte past ASCII as \u00XX */
+        for (size_t i = 0; i < len; i++) {
+            unsigned char ch = (unsigned char)value[i];
+            if (ch < 0x80)
+                pt_buf_json_escape(b, value + i, 1);
+            else
+                pt_buf_printf(b, "\\u%04x", ch);
+        }
+    }
     pt_buf_append(b, "\"", 1);
+}
+
+static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t len)
+{
+    pt_buf_printf(b, ",\"%s\":", name);
+    pt_accesslog_string(b, value, len);
+}
+
+const char *const pt_accesslog_redact_default[] = {
+    "token",   "access_token", "id_token",  "refresh_token", "api_key", "apikey",
+    "api-key", "key",          "password",  "passwd",        "secret",  "client_secret",
+    "code",    "signature",    "sig",       "auth",          NULL};
+
+static int pt__redacted(const char *name, char *const *extra, size_t n_extra)
+{
+    for (size_t i = 0; pt_accesslog_redact_default[i]; i++)
+        if (strcasecmp(name, pt_accesslog_redact_default[i]) == 0) return 1;
+    for (size_t i = 0; i < n_extra; i++)
+        if (strcasecmp(name, extra[i]) == 0) return 1;
+    return 0;
+}
+
+void pt_accesslog_redact_query(pt_buf_t *b, const char *q, size_t len, char *const *extra,
+                               size_t n_extra)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t amp = i;
+        while (amp < len && q[amp] != '&') amp++;
+        const char *eq = memchr(q + i, '=', amp - i);
+        size_t name_end = eq ? (size_t)(eq - q) : amp;
+        char name[130];
+        long n = name_end - i < 128 ? pt_percent_decode(q + i, name_end - i, name, 1) : -1;
+        if (n >= 0) name[n] = '\0';
+        if (eq && (n < 0 || memchr(name, '\0', (size_t)n) || pt__redacted(name, extra, n_extra))) {
+            /* a name too long or malformed to check is hidden too */
+            pt_buf_append(b, q + i, name_end - i + 1);
+            pt_buf_puts(b, "[REDACTED]");
+        } else {
+            pt_buf_append(b, q + i, amp - i);
+        }
+        if (amp < len) pt_buf_append(b, "&", 1);
+        i = amp + 1;
+    }
 }
 
 void pt_accesslog_append(pt_buf_t *b, const pt_accesslog_entry_t *e)
@@ -69,6 +125,23 @@ void pt_accesslog_append(pt_buf_t *b, const pt_accesslog_entry_t *e)
     pt_buf_printf(b, ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f", e->status, e->bytes,
                   (double)e->duration_us / 1000.0);
     pt__field(b, "username", e->username, e->username ? strlen(e->username) : 0);
+    pt__field(b, "client", e->client, e->client ? strlen(e->client) : 0);
+    pt__field(b, "peer", e->peer, e->peer ? strlen(e->peer) : 0);
+    pt__field(b, "xff", e->xff, e->xff_len);
+    pt__field(b, "user_agent", e->user_agent, e->user_agent_len);
+    if (e->query && e->query_len) {
+        pt_buf_t q = {0};
+        pt_accesslog_redact_query(&q, e->query, e->query_len, e->redact, e->n_redact);
+        pt__field(b, "query", q.data ? q.data : "", q.len);
+        pt_buf_free(&q);
+    } else {
+        pt__field(b, "query", NULL, 0);
+    }
+    pt__field(b, "upstream", e->upstream, e->upstream ? strlen(e->upstream) : 0);
+    if (e->upstream)
+        pt_buf_printf(b, ",\"upstream_ms\":%.3f", (double)e->upstream_us / 1000.0);
+    else
+        pt_buf_puts(b, ",\"upstream_ms\":null");
     pt_buf_puts(b, "}\n");
 }
 

@@ -34,10 +34,35 @@ typedef struct {
     size_t bytes;
     uint64_t duration_us;
     const char *username;
+    const char *client; /* the client's address (pt_http_client: past trusted proxies) */
+    const char *peer;   /* the TCP peer */
+    const char *xff;    /* X-Forwarded-For as a trusted peer sent it (else NULL) */
+    size_t xff_len;
+    const char *user_agent;
+    size_t user_agent_len;
+    const char *query; /* without '?'; parameters named in redact are hidden */
+    size_t query_len;
+    const char *upstream; /* "host:port" of the proxy's target, "amqp:EXCHANGE" of a bus */
+    uint64_t upstream_us; /* time to the upstream's answer (head) */
+    char *const *redact;  /* more query parameter names to hide (any case) */
+    size_t n_redact;
 } pt_accesslog_entry_t;
 
-/* Appends a line to buf (the worker's own). */
+/* Appends a line to buf (the worker's own). Every string is JSON-escaped,
+ * so no value can end the line or add a field. */
 void pt_accesslog_append(pt_buf_t *buf, const pt_accesslog_entry_t *e);
+
+/* Appends value as a JSON string ("null" for NULL); bytes that are not
+ * UTF-8 become \u00XX escapes, so the line stays JSON whatever came in. */
+void pt_accesslog_string(pt_buf_t *b, const char *value, size_t len);
+
+/* Query parameters always hidden: their value becomes "[REDACTED]". */
+extern const char *const pt_accesslog_redact_default[];
+
+/* Appends q with the values of the parameters named in the defaults or in
+ * extra (compared decoded, any case) replaced by [REDACTED]. */
+void pt_accesslog_redact_query(pt_buf_t *b, const char *q, size_t len, char *const *extra,
+                               size_t n_extra);
 
 /* Writes buf out and empties it. */
 void pt_accesslog_flush(pt_buf_t *buf);

@@ -1058,8 +1058,11 @@ static int pt__server(pt__cfg_ctx_t *c, yaml_node_t *n, pt_config_t *cfg)
                                        "drain_timeout",
                                        "body_deadline",
                                        "tls",
+                                       "trusted_proxies",
                                        NULL};
     if (pt_yaml_check_keys(&c->y, n, "server", keys) != 0) return -1;
+    if (pt_config_obs_trusted(&c->y, pt_yaml_get(&c->y, n, "trusted_proxies"), &cfg->obs) != 0)
+        return -1;
     yaml_node_t *tls = pt_yaml_get(&c->y, n, "tls");
     if (tls && !pt_yaml_is_null(tls) && pt__server_tls(c, tls, cfg) != 0) return -1;
     /* the whole request body within this long (0: no deadline); body_timeout
@@ -1558,15 +1561,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server",   "log",      "lua",       "services",
                                        "channels", "admin",    "outgoing",  "security",
-                                       "cache",    "scheduler", NULL};
+                                       "cache",    "scheduler", "audit", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
     yaml_node_t *v;
     if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0) return -1;
     if ((v = pt_yaml_get(&c->y, root, "log"))) {
-        static const char *const log_keys[] = {"level", "access", NULL};
+        static const char *const log_keys[] = {"level", "access", "redact_query", NULL};
         if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0) return -1;
+        if (pt_config_obs_redact_query(&c->y, pt_yaml_get(&c->y, v, "redact_query"), &cfg->obs))
+            return -1;
         yaml_node_t *acc = pt_yaml_get(&c->y, v, "access");
         if (acc) {
             free(cfg->access_log);
@@ -1640,6 +1645,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                                     "services.dirs: %s", problem);
         }
     }
+    if (pt_config_obs_audit(&c->y, pt_yaml_get(&c->y, root, "audit"), &cfg->obs) != 0) return -1;
     if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
         return -1;
     if (!cfg->lib_dirs && pt__default_lib_dirs(cfg) != 0)
@@ -1659,6 +1665,15 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     if ((v = pt_yaml_get(&c->y, root, "scheduler")) &&
         pt_config_scheduler_parse(&c->y, v, &cfg->scheduler) != 0)
         return -1;
+    for (size_t i = 0; i < cfg->obs.n_audit_channels; i++) { /* a typo would audit nothing */
+        size_t k = 0;
+        while (k < cfg->n_channels && strcmp(cfg->channels[k].name, cfg->obs.audit_channels[i]))
+            k++;
+        if (k == cfg->n_channels)
+            return pt_yaml_fail(&c->y, pt_yaml_get(&c->y, root, "audit"),
+                                "audit.channels: no channel is called '%s'",
+                                cfg->obs.audit_channels[i]);
+    }
     return 0;
 }
 
@@ -1790,6 +1805,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->http_out);
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
+    pt_config_obs_free(&cfg->obs);
     pt_config_scheduler_free(&cfg->scheduler);
     pt_config_admin_free(&cfg->admin);
     pt__amqp_free(cfg);

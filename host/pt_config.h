@@ -7,6 +7,7 @@
 
 #include "pt_config_amqp_declare.h"
 #include "pt_config_cache.h"
+#include "pt_config_obs.h"
 #include "pt_config_upstream_tls.h"
 #include "pt_config_admin.h"
 #include "pt_config_scheduler.h"
@@ -176,6 +177,7 @@ typedef struct {
     pt_upstream_cfg_t *http_out; /* outgoing.http */
     size_t n_http_out;
     struct pt_security_s *security; /* the compiled security: section (never NULL) */
+    pt_config_obs_t obs;            /* trusted proxies, query redaction, audit (pt_config_obs.h) */
     pt_config_caches_t caches;      /* cache: (pt_config_cache.h); [0] is the default */
     pt_scheduler_cfg_t scheduler;   /* scheduler: (pt_config_scheduler.h) */
 } pt_config_t;

@@ -14,12 +14,25 @@
 
 /* ---- the handlers of the channel types without Lua ---- */
 
+typedef struct {
+    pt_conn_t *c;
+    uint64_t started_ns;
+    char where[80];
+} pt__bus_call_t;
+
 static void pt__bus_done(void *ud, const pt_bus_result_t *res)
 {
-    pt_conn_t *c = ud;
+    pt__bus_call_t *call = ud;
+    pt_conn_t *c = call->c;
     pt_worker_t *w = pt_http_worker(c);
     pt_metrics_add(&w->metrics.in_flight, -1);
-    if (!pt_http_unhold(c)) return;
+    if (!pt_http_unhold(c)) {
+        free(call);
+        return;
+    }
+    pt_http_set_upstream(c, call->where, (uv_hrtime() - call->started_ns) / 1000);
+    free(call);
+    if (!res->error) pt_http_service_known(c); /* a reply came: the exchange exists */
     if (res->error)
         pt_http_send_error(c, res->status, res->error, NULL);
     else
@@ -39,6 +52,7 @@ static void pt__bus(const pt_dispatch_req_t *r)
         pt_http_send_error(c, 403, msg, NULL);
         return;
     }
+    if (m->channel->n_service_list) pt_http_service_known(c);
     size_t ct_len = 0, body_len = 0;
     const char *ct = pt_http_header(c, "content-type", &ct_len);
     const char *body = pt_http_body(c, &body_len);
@@ -56,9 +70,18 @@ static void pt__bus(const pt_dispatch_req_t *r)
         .body_len = body_len,
         .cid = pt_http_cid(c),
     };
+    pt__bus_call_t *call = malloc(sizeof *call);
+    if (!call) {
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    call->c = c;
+    call->started_ns = uv_hrtime();
+    snprintf(call->where, sizeof call->where, "amqp:%s", m->service);
     pt_http_hold(c);
     pt_metrics_add(&r->w->metrics.in_flight, 1);
-    if (pt_bus_send(r->w, &req, pt__bus_done, c) != 0) {
+    if (pt_bus_send(r->w, &req, pt__bus_done, call) != 0) {
+        free(call);
         pt_http_unhold(c);
         pt_metrics_add(&r->w->metrics.in_flight, -1);
         pt_http_send_error(c, 500, "cannot queue the message", NULL);
@@ -73,6 +96,7 @@ static void pt__proxy(const pt_dispatch_req_t *r)
         pt_http_send_error(r->c, 404, msg, NULL);
         return;
     }
+    pt_http_service_known(r->c); /* one of the channel's upstreams */
     pt_proxy_start(r->c, r->m, r->sec->hide_header);
 }
 
@@ -236,6 +260,7 @@ static void pt__dispatch(pt_conn_t *c)
     int rc =
         pt_router_match(w->router, r.method, r.path, r.path_len, r.query, r.query_len, buf, &m);
     if (rc == 0) pt_http_set_route(c, m.channel->name, m.service);
+    if (rc == 405 && m.channel) pt_http_set_route(c, m.channel->name, NULL);
     if (rc == 400) {
         pt_http_send_error(c, 400, m.error, NULL);
     } else if (rc == 404) {
@@ -252,6 +277,9 @@ static void pt__dispatch(pt_conn_t *c)
     } else if (pt__secure(c, w, m.channel, r.query, r.query_len, &sec) != 0) {
         /* refused, or dispatched again once a password check is done */
     } else {
+        /* a configured service is known; one named in the path (a prefix
+         * channel) is known once its handler found it */
+        if (m.service != m.name_buf) pt_http_service_known(c);
         r.m = &m;
         r.sec = &sec;
         pt__handler(m.channel)->handle(&r);

@@ -40,6 +40,7 @@ static void pt__handle(const pt_dispatch_req_t *r)
         pt_http_send_error(c, 403, msg, NULL);
         return;
     }
+    pt_http_service_known(c);
     pt_lua_header_t hstack[PT__STACK_HEADERS];
     pt_lua_header_t *hs =
         req->n_headers <= PT__STACK_HEADERS ? hstack : malloc(req->n_headers * sizeof *hs);

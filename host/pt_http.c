@@ -1,5 +1,7 @@
 #include "pt_http.h"
 #include "pt_accesslog.h"
+#include "pt_audit.h"
+#include "pt_client_addr.h"
 #include "pt_field.h"
 #include "pt_log.h"
 
@@ -56,7 +58,10 @@ struct pt_conn_s {
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
+    int service_known;  /* the service is resolved and allowed: its own metrics label */
     char username[256]; /* the authenticated user, "" when none */
+    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
+    uint64_t upstream_us;
     const pt_http_sink_ops_t *sink;
     void *sink_ud;
     const pt_http_owner_ops_t *owner_ops; /* set once handed over */
@@ -339,6 +344,9 @@ static void pt__on_begin(pt_http_parser_t *p)
     c->cid[0] = '\0';
     c->channel_name = NULL;
     c->service[0] = '\0';
+    c->service_known = 0;
+    c->upstream[0] = '\0';
+    c->upstream_us = 0;
     c->username[0] = '\0';
     c->started_ns = 0;
     c->streamed = 0;
@@ -588,10 +596,18 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     pt_worker_t *w = c->w;
     uint64_t now = uv_hrtime();
     uint64_t us = c->started_ns ? (now - c->started_ns) / 1000 : 0;
-    pt_metrics_observe(&w->metrics, c->channel_name, c->service, status, us);
+    /* a client picks the name in the path: it is a label only once known */
+    const char *label = !c->channel_name ? "" : c->service_known ? c->service : "unknown";
+    pt_metrics_observe(&w->metrics, c->channel_name, label, status, us);
     if (!pt_accesslog_enabled()) return;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
+    char client[PT_HTTP_CLIENT_MAX];
+    const char *xff;
+    size_t xff_len, ua_len = 0;
+    const pt_config_obs_t *obs = &w->cfg->obs;
+    pt_client_addr(obs, pt_http_peer(c), &c->req, client, &xff, &xff_len);
+    const char *ua = c->url_len ? pt_http_header(c, "user-agent", &ua_len) : NULL;
     pt_accesslog_entry_t e = {
         .cid = c->cid,
         .channel = c->channel_name,
@@ -603,8 +619,69 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
         .bytes = body_len,
         .duration_us = us,
         .username = c->username[0] ? c->username : NULL,
+        .client = client[0] ? client : NULL,
+        .peer = c->peer[0] ? c->peer : NULL,
+        .xff = xff,
+        .xff_len = xff_len,
+        .user_agent = ua,
+        .user_agent_len = ua_len,
+        .query = q ? q + 1 : NULL,
+        .query_len = q ? c->url_len - (size_t)(q + 1 - url) : 0,
+        .upstream = c->upstream[0] ? c->upstream : NULL,
+        .upstream_us = c->upstream_us,
+        .redact = obs->redact_query,
+        .n_redact = obs->n_redact_query,
     };
     pt_accesslog_append(&w->access_buf, &e);
+}
+
+/* The audit line of an answer on an audited channel (body NULL: streamed). */
+static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_len,
+                      const char *body, size_t body_len)
+{
+    const pt_config_obs_t *obs = &c->w->cfg->obs;
+    if (!c->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->channel_name))
+        return;
+    pt_audit_header_t stack[32];
+    size_t n = c->req.n_headers;
+    pt_audit_header_t *hs = n <= 32 ? stack : malloc(n * sizeof *hs);
+    if (!hs) n = 0, hs = stack;
+    for (size_t i = 0; i < n; i++) {
+        const pt_http_header_t *h = &c->req.headers[i];
+        hs[i] = (pt_audit_header_t){.name = c->req.head.data + h->name_off,
+                                    .name_len = h->name_len,
+                                    .value = c->req.head.data + h->value_off,
+                                    .value_len = h->value_len};
+    }
+    const char *path, *query;
+    size_t path_len, query_len, tp_len = 0;
+    pt_http_target(c, &path, &path_len, &query, &query_len);
+    const char *tp = pt_http_header(c, "traceparent", &tp_len);
+    pt_audit_record_t r = {
+        .cid = c->cid,
+        .channel = c->channel_name,
+        .service = c->service[0] ? c->service : NULL,
+        .username = c->username[0] ? c->username : NULL,
+        .method = llhttp_method_name(llhttp_get_method(&c->parser)),
+        .path = path,
+        .path_len = path_len,
+        .query = query,
+        .query_len = query_len,
+        .traceparent = tp,
+        .traceparent_len = tp_len,
+        .status = status,
+        .headers = hs,
+        .n_headers = n,
+        .req_body = c->streamed ? NULL : (c->body.data ? c->body.data : ""),
+        .req_body_len = c->streamed ? 0 : c->body.len,
+        .resp_ctype = ctype,
+        .resp_ctype_len = ctype_len,
+        .resp_body = body,
+        .resp_body_len = body_len,
+        .resp_bytes = body_len,
+    };
+    pt_audit_submit(obs, &r);
+    if (hs != stack) free(hs);
 }
 
 /* Copies s to o; returns the end. */
@@ -639,6 +716,7 @@ void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_l
         ctype_len = sizeof "application/json" - 1;
     }
     pt__observe(c, status, body_len);
+    pt__audit(c, status, ctype, ctype ? ctype_len : 0, body ? body : "", body_len);
     if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
     /* answered before the whole request was read: the rest cannot be parsed */
     if (c->state == PT_CONN_HELD || c->state == PT_CONN_BODY) c->close_after = 1;
@@ -838,6 +916,7 @@ void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes)
 {
     if (!c->started_ns) c->started_ns = uv_hrtime();
     pt__observe(c, status, (size_t)bytes);
+    pt__audit(c, status, NULL, 0, NULL, (size_t)bytes);
     c->hold_reads = 0;
     c->sink = NULL;
     if (c->closing) return;
@@ -1015,6 +1094,17 @@ void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *servi
 {
     c->channel_name = channel_name;
     pt_strcpy_cap(c->service, service ? service : "", sizeof c->service);
+}
+
+void pt_http_set_upstream(pt_conn_t *c, const char *where, uint64_t us)
+{
+    pt_strcpy_cap(c->upstream, where ? where : "", sizeof c->upstream);
+    c->upstream_us = us;
+}
+
+void pt_http_service_known(pt_conn_t *c)
+{
+    c->service_known = 1;
 }
 
 void pt_http_set_username(pt_conn_t *c, const char *username)

@@ -111,6 +111,15 @@ int pt_http_closing(const pt_conn_t *c);
  * the worker serves with) and the service (copied; NULL: none). */
 void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *service);
 
+/* Where the request went (a proxy's target "host:port", "amqp:EXCHANGE")
+ * and how long the answer took from there, for the access log. */
+void pt_http_set_upstream(pt_conn_t *c, const char *where, uint64_t us);
+
+/* The service is resolved (it exists) and allowed: the metrics label it by
+ * name from now on; before, a matched channel's requests count under
+ * service="unknown", so names a client makes up make no series. */
+void pt_http_service_known(pt_conn_t *c);
+
 /* The authenticated user (copied; NULL or "": none), and back. */
 void pt_http_set_username(pt_conn_t *c, const char *username);
 const char *pt_http_username(const pt_conn_t *c); /* "" when none */

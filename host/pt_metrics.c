@@ -144,6 +144,7 @@ uint64_t pt_metrics_auth_throttled[PT_METRICS_AUTH_REASONS];
 uint64_t pt_metrics_auth_hash_checks;
 
 uint64_t pt_metrics_connections_refused;
+uint64_t pt_metrics_audit[PT_METRICS_AUDIT_N];
 uint64_t pt_metrics_tls_handshakes[2];
 uint64_t pt_metrics_tls_open[2];
 uint64_t pt_metrics_tls_resumed;
@@ -423,6 +424,16 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
                   "# TYPE portico_ws_slow_consumers_total counter\n"
                   "portico_ws_slow_consumers_total %llu\n",
                   (unsigned long long)slow);
+    pt_buf_printf(out,
+                  "# HELP portico_audit_lines_total Audit lines, by result (written; dropped: "
+                  "the queue to a slow sink was full; failed: the sink refused them).\n"
+                  "# TYPE portico_audit_lines_total counter\n"
+                  "portico_audit_lines_total{result=\"written\"} %llu\n"
+                  "portico_audit_lines_total{result=\"dropped\"} %llu\n"
+                  "portico_audit_lines_total{result=\"failed\"} %llu\n",
+                  (unsigned long long)pt__load(&pt_metrics_audit[PT_METRICS_AUDIT_WRITTEN]),
+                  (unsigned long long)pt__load(&pt_metrics_audit[PT_METRICS_AUDIT_DROPPED]),
+                  (unsigned long long)pt__load(&pt_metrics_audit[PT_METRICS_AUDIT_FAILED]));
     pt_buf_printf(out,
                   "# HELP portico_requests_in_flight Requests being handled now.\n"
                   "# TYPE portico_requests_in_flight gauge\nportico_requests_in_flight %llu\n"

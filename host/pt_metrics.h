@@ -140,6 +140,12 @@ enum {
 };
 extern uint64_t pt_metrics_upstream_tls[PT_METRICS_UPTLS_N];
 
+/* Audit lines (pt_audit): written by the sink, dropped because the queue
+ * was full (a slow sink), failed (the sink refused them). */
+enum { PT_METRICS_AUDIT_WRITTEN = 0, PT_METRICS_AUDIT_DROPPED, PT_METRICS_AUDIT_FAILED,
+       PT_METRICS_AUDIT_N };
+extern uint64_t pt_metrics_audit[PT_METRICS_AUDIT_N];
+
 /* Process-wide figures kept by the main thread. */
 typedef struct {
     uint64_t reloads;

@@ -24,6 +24,7 @@ struct pt_proxy_s {
     int sent;       /* a byte of the answer went to the client: a failure can only close */
     pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
     pt_buf_t out;   /* answer bytes behind the client's writes in flight (pt__emit) */
+    uint64_t started_ns; /* the exchange started (the access log's upstream_ms) */
 };
 
 static const pt_http_sink_ops_t pt__sink_ops;
@@ -210,6 +211,7 @@ static int pt__on_head(void *ud, int status, const pt_upx_header_t *hs, size_t n
 {
     pt_proxy_t *px = ud;
     pt_conn_t *c = px->c;
+    pt_http_set_upstream(c, pt_upx_target(px->x), (uv_hrtime() - px->started_ns) / 1000);
     pt__conn_list_t conns = {.n = 0};
     int has_cid = 0;
     (void)chunked;
@@ -314,6 +316,8 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     pt_conn_t *c = px->c;
     int status = px->status, sent = px->sent;
     uint64_t bytes = px->bytes;
+    if (err != PT_UPX_OK && px->x) /* no answer: where it failed, and after how long */
+        pt_http_set_upstream(c, pt_upx_target(px->x), (uv_hrtime() - px->started_ns) / 1000);
     px->x = NULL;
     pt_http_detach(c); /* the exchange is over: a close from here on has nothing to abort */
     int rc = 0;
@@ -435,6 +439,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
                         .upgrade_len = websocket ? 9 : 0,
                         .retry = idempotent,
                         .head_only = method == HTTP_HEAD};
+    px->started_ns = uv_hrtime();
     int rc = pt_upx_start(u, &req, &pt__handler, px, &px->x);
     pt_buf_free(&b);
     if (rc < 0) {

@@ -211,6 +211,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
             hit = rt;
             break;
         }
+        if (!m->allow) m->channel = rt->channel; /* a 405 names its channel */
         m->allow |= rt->channel->methods;
     }
     /* prefix channels: the prefix, then the service, then anything */
@@ -223,6 +224,7 @@ int pt_router_match(const pt_router_t *r, int method, const char *path, size_t p
                  memcmp(rt->segs[s].text, segs[s].p, segs[s].len) == 0;
         if (!ok) continue;
         if (!(rt->channel->methods & (1ull << method))) {
+            if (!m->allow) m->channel = rt->channel;
             m->allow |= rt->channel->methods;
             continue;
         }

@@ -1,5 +1,7 @@
 #include "pt_server.h"
 #include "pt_accesslog.h"
+#include "pt_audit.h"
+#include "pt_audit_amqp.h"
 #include "pt_admin.h"
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
@@ -347,6 +349,9 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
         pt__changed(buf, sizeof buf, "server.tls.listen", a, b);
     }
     if (buf[0]) pt_log_warn("config reload: %s: take effect after a restart", buf);
+    if (!pt_config_obs_same_sink(&run->obs, &cfg->obs))
+        pt_log_warn("config reload: the audit sink changed (audit.file, audit.amqp, "
+                    "audit.max_queue, or audit on or off): it takes effect after a restart");
     if (pt__amqp_changed(run, cfg))
         pt_log_warn("config reload: the AMQP connections changed (outgoing.amqp, channels.amqp "
                     "or amqp_bus: URL, heartbeat, tls, declare, names or queues): they take effect "
@@ -487,6 +492,7 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
 {
     pt_server_t *s = sig->data;
     if (signum == SIGUSR1) {
+        pt_audit_reopen(); /* on the audit writer's thread */
         if (pt_accesslog_reopen() != 0)
             pt_log_error("SIGUSR1: cannot reopen the access log");
         else
@@ -657,6 +663,14 @@ int pt_server_run(const char *config_path)
         fprintf(stderr, "portico: cannot start the AMQP connection threads\n");
         goto done;
     }
+    /* the audit writer, with its AMQP sink when audit.amqp names a pool */
+    pt_audit_sink_fn audit_sink;
+    void *audit_ud;
+    if (pt_audit_amqp_sink(&cfg->obs, &audit_sink, &audit_ud, err, sizeof err) != 0 ||
+        pt_audit_start(&cfg->obs, audit_sink, audit_ud, err, sizeof err) != 0) {
+        fprintf(stderr, "portico: %s\n", err);
+        goto done;
+    }
     /* Signals are caught before any worker listens: a SIGTERM that comes
      * while the workers start waits for the loop and drains them then. */
     uv_signal_init(s.loop, &s.sigterm);
@@ -728,6 +742,7 @@ int pt_server_run(const char *config_path)
     pt_amqp_channels_quiesce(amqp_channels);
     pt__wait_workers_ended(&s);
     pt_amqp_channels_stop(amqp_channels);
+    pt_audit_stop(); /* its last lines go out while the AMQP pools still run */
     pt_amqp_stop(amqp);
     amqp = NULL;
     pt_bus_stop(bus);
@@ -749,6 +764,7 @@ int pt_server_run(const char *config_path)
 done:
     pt_watch_stop(&s.watch);
     pt_watch_stop(&s.lib_watch);
+    pt_audit_stop();
     pt_amqp_stop(amqp);
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
@@ -763,5 +779,6 @@ done:
     pt_config_free(s.started);
     pt_accesslog_close();
     pt_console_free(&s.console);
+    pt_audit_stop();
     return exit_code;
 }

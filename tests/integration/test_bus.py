@@ -9,6 +9,7 @@ the log (the start_gateway fixture checks that).
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -471,3 +472,21 @@ def test_stop_with_a_request_waiting(start_gateway, amqp, responders):
     t.join(10)
     assert isinstance(result.get("r"), Exception), result
     assert gw.log_has("drain time-out: closing 1 connections")
+
+
+def test_access_log_names_the_exchange_and_its_time(start_gateway, amqp, responders):
+    conf = BUS_CONFIG.replace("log:\n  level: info\n",
+                              "log:\n  level: info\n  access: {tmp}/access.log\n")
+    assert conf != BUS_CONFIG
+    gw = start_gateway(conf, url=BROKER_URL, reply_timeout="5s")
+    responders(echo_answer)
+    http = Http(gw.port)
+    assert http.request("GET", "/bus/foo/bar/baz?x=1")[0] == 200
+    path = gw.tmp + "/access.log"
+    deadline = time.time() + 5
+    while time.time() < deadline and not (os.path.exists(path) and open(path).read()):
+        time.sleep(0.05)
+    (line,) = [json.loads(l) for l in open(path).read().splitlines()]
+    assert line["upstream"] == "amqp:foo" and line["service"] == "foo"
+    assert isinstance(line["upstream_ms"], float) and line["upstream_ms"] >= 0
+    assert line["query"] == "x=1"

@@ -81,7 +81,8 @@ def test_access_log_one_line_per_request_no_secrets(start_gateway, tmp_path):
     assert len(lines) == len(sent)
     for line, (method, path, _, status), cid in zip(lines, sent, cids):
         assert set(line) == {"time", "cid", "channel", "service", "method", "path", "status",
-                             "bytes", "duration_ms", "username"}
+                             "bytes", "duration_ms", "username", "client", "peer", "xff",
+                             "user_agent", "query", "upstream", "upstream_ms"}
         assert line["cid"] == cid and line["method"] == method and line["status"] == status
         assert line["path"] == path.split("?")[0]
         assert isinstance(line["duration_ms"], float) and line["bytes"] > 0
