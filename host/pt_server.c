@@ -350,8 +350,8 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
     }
     if (buf[0]) pt_log_warn("config reload: %s: take effect after a restart", buf);
     if (!pt_config_obs_same_sink(&run->obs, &cfg->obs))
-        pt_log_warn("config reload: the audit sink changed (audit.file, audit.amqp, "
-                    "audit.max_queue, or audit on or off): it takes effect after a restart");
+        pt_log_warn("config reload: the audit sink changed: audit.file, audit.amqp, "
+                    "audit.max_queue and audit on or off take effect after a restart");
     if (pt__amqp_changed(run, cfg))
         pt_log_warn("config reload: the AMQP connections changed (outgoing.amqp, channels.amqp "
                     "or amqp_bus: URL, heartbeat, tls, declare, names or queues): they take effect "

@@ -63,6 +63,7 @@ def test_every_setting_of_the_sections_is_shown():
     assert missing == [], "config/portico.yaml does not show %s" % missing
     # the settings that are off by default are shown commented, with what turns them on
     text = open(CONFIG).read()
-    for line in ("# access: stdout", "# rate_limit: {", "#   http:", "#   path: ../lua",
+    assert "\n  access: stdout" in text  # on by default (docs/observability.md)
+    for line in ("# redact_query:", "# audit:", "# rate_limit: {", "#   http:", "#   path: ../lua",
                  "# tls:", "#       declare:"):
         assert line in text, line
