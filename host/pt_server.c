@@ -7,6 +7,7 @@
 #include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
+#include "pt_notify.h"
 #include "pt_primitives.h"
 #include "pt_scheduler.h"
 
@@ -244,7 +245,17 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
     pt_lua_free_list(deps, n);
 }
 
+static int pt__reload(pt_server_t *s, char *err, size_t errlen);
+
 int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
+{
+    pt_notify_reloading();
+    int rc = pt__reload(s, err, errlen);
+    pt_notify_ready(rc == 0 ? "serving, config reloaded" : "serving, last reload refused");
+    return rc;
+}
+
+static int pt__reload(pt_server_t *s, char *err, size_t errlen)
 {
     pt_snapshot_t *snap = pt_snapshot_load(s->config_path, s->snap->generation + 1, err, errlen);
     pt_lua_t *vm = snap ? pt__validate(snap, err, errlen) : NULL;
@@ -363,6 +374,7 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
     }
     s->stopping = 1;
     s->ready = 0;
+    pt_notify_stopping();
     pt_scheduler_stop(s->sched);
     pt_log_info("%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < s->n_workers; i++)
@@ -567,6 +579,7 @@ int pt_server_run(const char *config_path)
         pt_log_info("portico %s listening on %s:%d with %d workers, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
                     pt_lua_service_count(s.ref_vm), cfg->n_channels);
+        pt_notify_ready("serving");
         uv_run(s.loop, UV_RUN_DEFAULT);
         exit_code = 0;
     } else {
