@@ -1,6 +1,6 @@
 #include "pt_cli_test.h"
 #include "pt_config.h"
-#include "pt_lua_home.h"
+#include "pt_home.h"
 #include "pt_util.h"
 
 #include <errno.h>
@@ -32,7 +32,7 @@ int pt_cli_test(const char *config, int is_default, int argc, char **argv)
         }
     }
     char *home = NULL;
-    if (!cfg && pt_lua_home(&home, err, sizeof err) != 0) {
+    if (!cfg && pt_home_lua(&home, err, sizeof err) != 0) {
         fprintf(stderr, "portico test: %s\n", err);
         return 1;
     }

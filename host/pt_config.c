@@ -1,5 +1,5 @@
 #include "pt_config.h"
-#include "pt_lua_home.h"
+#include "pt_home.h"
 #include "pt_route.h"
 #include "pt_security_config.h"
 #include "pt_tls.h"
@@ -1688,7 +1688,7 @@ static int pt__load(const char *path, const char *text, size_t len, pt_config_t 
         yaml_document_delete(&c.doc);
     }
     /* no lua.path: the library beside the binary or under the prefix */
-    if (rc == 0 && !cfg->lua_path && pt_lua_home(&cfg->lua_path, err, errlen) != 0) rc = -1;
+    if (rc == 0 && !cfg->lua_path && pt_home_lua(&cfg->lua_path, err, errlen) != 0) rc = -1;
     if (rc != 0) {
         pt_config_free(cfg);
         return -1;

@@ -149,6 +149,28 @@ def test_copied_binary_without_library_names_every_place_looked(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_default_config_is_the_installed_one_outside_a_checkout(tmp_path):
+    """No -c, run from /: the config of the install tree beside the binary."""
+    prefix = tmp_path / "prefix"
+    r = run(["cmake", "--install", BUILD, "--prefix", str(prefix)])
+    assert r.returncode == 0, r.stderr
+    r = run([str(prefix / "bin" / "portico"), "--check"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("portico: %s/bin/../etc/portico/portico.yaml is valid" % prefix), \
+        r.stdout
+
+
+def test_no_config_anywhere_names_the_places_looked(tmp_path):
+    r = run([BIN, "--check"], cwd=str(tmp_path))
+    installed = re.search(r", (\S+) \(the install's\) exists", r.stderr)
+    if r.returncode == 0 or (installed and os.path.exists(installed.group(1))):
+        pytest.skip("an installed config exists on this machine")
+    assert r.returncode == 1, r.stdout
+    assert "no config: none of config/portico.yaml (in this directory), %s/../etc/portico/" \
+        "portico.yaml (beside the binary), " % BUILD in r.stderr, r.stderr
+    assert installed and "name one with -c FILE" in r.stderr, r.stderr
+
+
 def test_explicit_lua_path_wins_over_the_library_beside_the_binary(installed, tmp_path):
     empty = tmp_path / "no-library"
     empty.mkdir()
@@ -317,6 +339,9 @@ def test_package_installed_checks_and_runs(package, tmp_path):
     r = run(["/usr/bin/portico", "--check", "-c", etc])
     assert r.returncode == 0, r.stderr
     assert "is valid" in r.stdout
+    # without -c, from /: /etc/portico/portico.yaml
+    r = run(["/usr/bin/portico", "--check"])
+    assert r.returncode == 0 and r.stdout.startswith("portico: %s is valid" % etc), r.stderr
     # the installed binary from /, as the portico user, on a copy of the
     # installed config with free ports
     text, ports = with_free_ports(text)
