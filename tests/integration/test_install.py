@@ -80,6 +80,19 @@ def call_echo(port):
     return r.status, json.loads(body)
 
 
+def own_config(tmp_path, extra=""):
+    """A config of this file's own: demo.echo on /api/echo, open to anyone,
+    free ports; (its path, its text, the public port)."""
+    port, admin = free_port(), free_port()
+    text = ("server: {listen: 127.0.0.1:%d, workers: 1}\nadmin: {listen: 127.0.0.1:%d}\n"
+            "log:\n  level: info\n%sservices: {dirs: [%s/services]}\nchannels:\n  rest:\n"
+            "    - {name: echo, url_path: /api/echo, methods: [POST], service: demo.echo,"
+            " data_format: json}\n" % (port, admin, extra, ROOT))
+    cfg = tmp_path / "portico.yaml"
+    cfg.write_text(text)
+    return cfg, text, port
+
+
 def run(argv, cwd="/", **kw):
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, **kw)
 
@@ -190,18 +203,13 @@ def test_sd_notify_ready_reloading_stopping(tmp_path):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
     sock.settimeout(20)
-    shipped = os.path.join(ROOT, "config", "portico.yaml")
-    with open(shipped) as f:
-        text, ports = with_free_ports(f.read())
-    text = text.replace("[../services]", "[%s/services]" % ROOT)
-    cfg = tmp_path / "portico.yaml"
-    cfg.write_text(text)
+    cfg, text, port = own_config(tmp_path)
 
     def message():
         data = sock.recv(4096).decode()
         return dict(line.split("=", 1) for line in data.split("\n") if line)
 
-    proc = start([BIN, "-c", str(cfg)], ports[0], env={"NOTIFY_SOCKET": sock_path})
+    proc = start([BIN, "-c", str(cfg)], port, env={"NOTIFY_SOCKET": sock_path})
     try:
         m = message()
         assert m.get("READY") == "1", m
@@ -222,10 +230,17 @@ def test_sd_notify_ready_reloading_stopping(tmp_path):
         assert m.get("RELOADING") == "1", m
         m = message()
         assert m.get("READY") == "1" and "refused" in m.get("STATUS", ""), m
-        # and `portico reload` (ExecReload) fails when the reload is refused
-        cfg.write_text(text + "\nchannels: {rest: [{name: x}]}\n")
+        # `portico reload` (ExecReload) fails when the server refuses the
+        # reload (a file that parses, with a channel whose service is missing)
+        cfg.write_text(text.replace("service: demo.echo", "service: no.such"))
+        assert "no.such" in cfg.read_text()
         r = run([BIN, "reload", "-c", str(cfg)])
-        assert r.returncode != 0, r.stdout
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert '"accepted":false' in r.stdout and "no.such" in r.stdout, r.stdout
+        m = message()
+        assert m.get("RELOADING") == "1", m
+        m = message()
+        assert m.get("READY") == "1" and "refused" in m.get("STATUS", ""), m
     finally:
         rc, err = stop(proc)
     assert rc == 0, err
@@ -258,15 +273,10 @@ def test_sigusr1_reopens_the_access_log_logrotate_moved(tmp_path):
     with open(os.path.join(ROOT, "debian", "portico.logrotate")) as f:
         rule = f.read()
     assert "/var/log/portico/*.log" in rule and "--signal=USR1" in rule, rule
-    shipped = os.path.join(ROOT, "config", "portico.yaml")
-    with open(shipped) as f:
-        text, ports = with_free_ports(f.read())
-    text = text.replace("[../services]", "[%s/services]" % ROOT)
     log = tmp_path / "access.log"
-    text = re.sub(r"(?m)^log:\n", "log:\n  access: %s\n" % log, text, count=1)
-    cfg = tmp_path / "portico.yaml"
-    cfg.write_text(text)
-    proc = start([BIN, "-c", str(cfg)], ports[0])
+    cfg, _, port = own_config(tmp_path, extra="  access: %s\n" % log)
+    ports = [port]
+    proc = start([BIN, "-c", str(cfg)], port)
     try:
         assert call_echo(ports[0])[0] == 200
         deadline = time.time() + 10
