@@ -1,5 +1,6 @@
 #include "pt_cli_test.h"
 #include "pt_config.h"
+#include "pt_home.h"
 #include "pt_util.h"
 
 #include <errno.h>
@@ -30,8 +31,14 @@ int pt_cli_test(const char *config, int is_default, int argc, char **argv)
             return 1;
         }
     }
+    char *home = NULL;
+    if (!cfg && pt_home_lua(&home, err, sizeof err) != 0) {
+        fprintf(stderr, "portico test: %s\n", err);
+        return 1;
+    }
     pt_buf_t lpath = {0};
-    int rc = pt__add_dir(&lpath, cfg ? cfg->lua_path : PT_LUA_DIR);
+    int rc = pt__add_dir(&lpath, cfg ? cfg->lua_path : home);
+    free(home);
     if (cfg)
         for (size_t i = 0; rc == 0 && i < cfg->n_lib_dirs; i++)
             rc = pt__add_dir(&lpath, cfg->lib_dirs[i]);

@@ -1,4 +1,5 @@
 #include "pt_config.h"
+#include "pt_home.h"
 #include "pt_route.h"
 #include "pt_security_config.h"
 #include "pt_tls.h"
@@ -1707,7 +1708,6 @@ static int pt__load(const char *path, const char *text, size_t len, pt_config_t 
     cfg->log_level = PT_LOG_INFO;
     cfg->access_log = strdup("off");
     cfg->watch_interval_ms = 200;
-    cfg->lua_path = strdup(PT_LUA_DIR);
     cfg->lua_gc_pause = 400;
     cfg->lua_load_timeout_ms = 1000;
     cfg->lua_request_timeout_ms = 0;
@@ -1718,6 +1718,8 @@ static int pt__load(const char *path, const char *text, size_t len, pt_config_t 
         rc = pt__parse(&c, cfg);
         yaml_document_delete(&c.doc);
     }
+    /* no lua.path: the library beside the binary or under the prefix */
+    if (rc == 0 && !cfg->lua_path && pt_home_lua(&cfg->lua_path, err, errlen) != 0) rc = -1;
     if (rc != 0) {
         pt_config_free(cfg);
         return -1;

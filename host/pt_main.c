@@ -3,6 +3,7 @@
 #include "pt_admin.h"
 #include "pt_cli_test.h"
 #include "pt_config.h"
+#include "pt_home.h"
 #include "pt_security_hash.h"
 #include "pt_server.h"
 
@@ -26,7 +27,9 @@ static const char pt__usage[] =
     "                                    on the path (no config: ./lib)\n"
     "       portico --help | --version\n"
     "\n"
-    "  -c, --config FILE  the YAML config (default: " PT_DEFAULT_CONFIG ")\n"
+    "  -c, --config FILE  the YAML config (default: " PT_DEFAULT_CONFIG " if it exists,\n"
+    "                     else the installed one: ../etc/portico/portico.yaml beside\n"
+    "                     the binary or " PT_INSTALL_CONFIG ")\n"
     "  --check            load the config and every service (each file within\n"
     "                     lua.load_timeout), then exit: 0 when all is well, 1 with\n"
     "                     file:line: message otherwise\n"
@@ -69,7 +72,7 @@ static int pt__reload(const char *path)
 
 int main(int argc, char **argv)
 {
-    const char *path = PT_DEFAULT_CONFIG;
+    const char *path = NULL; /* none given: pt_home_config() */
     int path_given = 0;
     const char *command = NULL;
     for (int i = 1; i < argc; i++) {
@@ -87,7 +90,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "openapi") && !command) {
             command = "openapi";
         } else if (!strcmp(a, "test") && !command) {
-            return pt_cli_test(path, !path_given, argc - i - 1, argv + i + 1);
+            /* a project's own directory: never the installed config */
+            return pt_cli_test(path_given ? path : PT_DEFAULT_CONFIG, !path_given, argc - i - 1,
+                               argv + i + 1);
         } else if (!strcmp(a, "hash-password") && !command) {
             /* the secret comes from stdin, never from argv (ps, shell history) */
             int api_key = 0;
@@ -113,6 +118,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "portico: unknown argument '%s'\n\n%s", a, pt__usage);
             return 2;
         }
+    }
+    char err[1024];
+    if (!path && !(path = pt_home_config(err, sizeof err))) {
+        fprintf(stderr, "portico: %s\n", err);
+        return 1;
     }
     if (command && !strcmp(command, "check")) return pt_server_check(path) == 0 ? 0 : 1;
     if (command && !strcmp(command, "reload")) return pt__reload(path);

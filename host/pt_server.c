@@ -11,6 +11,7 @@
 #include "pt_log.h"
 #include "pt_openapi.h"
 #include "pt_metrics_json.h"
+#include "pt_notify.h"
 #include "pt_primitives.h"
 #include "pt_scheduler.h"
 
@@ -358,7 +359,17 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
                     "after a restart");
 }
 
+static int pt__reload(pt_server_t *s, char *err, size_t errlen);
+
 int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
+{
+    pt_notify_reloading();
+    int rc = pt__reload(s, err, errlen);
+    pt_notify_ready(rc == 0 ? "serving, config reloaded" : "serving, last reload refused");
+    return rc;
+}
+
+static int pt__reload(pt_server_t *s, char *err, size_t errlen)
 {
     pt_snapshot_t *snap = pt_snapshot_load(s->config_path, s->snap->generation + 1, err, errlen);
     pt_lua_t *vm = snap ? pt__validate(snap, err, errlen) : NULL;
@@ -515,6 +526,7 @@ static void pt__on_signal(uv_signal_t *sig, int signum)
     }
     s->stopping = 1;
     s->ready = 0;
+    pt_notify_stopping();
     pt_scheduler_stop(s->sched);
     pt_log_info("%s: draining", signum == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < s->n_workers; i++)
@@ -731,6 +743,7 @@ int pt_server_run(const char *config_path)
         pt_log_info("portico %s listening on %s:%d with %d worker%s, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
                     s.n_workers == 1 ? "" : "s", pt_lua_service_count(s.ref_vm), cfg->n_channels);
+        pt_notify_ready("serving");
         uv_run(s.loop, UV_RUN_DEFAULT);
         exit_code = 0;
     } else {

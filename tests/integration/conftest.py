@@ -229,3 +229,17 @@ def parse_responses(data):
         out.append((status, headers, rest[:n]))
         data = rest[n:]
     return out
+
+
+# The slow tier (PT_SLOW=1 scripts/test): tests marked slow are skipped otherwise.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the slow tier, run only with PT_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: PT_SLOW=1 runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
