@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from amqp_support import ROOT, free_port
+from amqp_support import ROOT, SOURCE, free_port
 
-BIN = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "build", "portico")
+BIN = os.environ.get("PORTICO_BIN") or os.path.join(SOURCE, "build", "portico")
 BUILD = os.path.dirname(os.path.abspath(BIN))
 ECHO_AUTH = "Basic " + base64.b64encode(b"john.doe:secret").decode()
 
@@ -249,7 +249,7 @@ def test_sd_notify_ready_reloading_stopping(tmp_path):
     sock.close()
 
 
-UNIT = os.path.join(ROOT, "debian", "portico.service")
+UNIT = os.path.join(SOURCE, "debian", "portico.service")
 
 
 def test_unit_file_verifies(tmp_path):
@@ -270,7 +270,7 @@ def test_unit_file_verifies(tmp_path):
 
 def test_sigusr1_reopens_the_access_log_logrotate_moved(tmp_path):
     """What the logrotate rule does: move the file, SIGUSR1, a new file."""
-    with open(os.path.join(ROOT, "debian", "portico.logrotate")) as f:
+    with open(os.path.join(SOURCE, "debian", "portico.logrotate")) as f:
         rule = f.read()
     assert "/var/log/portico/*.log" in rule and "--signal=USR1" in rule, rule
     log = tmp_path / "access.log"
@@ -311,7 +311,7 @@ def package(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("dpkg -i needs root (CI runs as root on a fresh Debian 12)")
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([os.path.join(ROOT, "scripts", "package"), str(out)], cwd=ROOT,
+    r = subprocess.run([os.path.join(SOURCE, "scripts", "package"), str(out)], cwd=SOURCE,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     deb = r.stdout.strip().splitlines()[-1]
