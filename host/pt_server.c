@@ -629,7 +629,12 @@ int pt_server_run(const char *config_path)
         fprintf(stderr, "portico: %s\n", err);
         return 1;
     }
+    /* The start's settings, for the restart-only warnings of later reloads
+     * (a copy, not a reference to the snapshot, which would keep its caches
+     * alive). Its load warned already: this one is quiet. */
+    pt_log_set_level(PT_LOG_ERROR);
     if (pt_config_load(config_path, &s.started, err, sizeof err) != 0) s.started = NULL;
+    pt_log_set_level(s.snap->cfg->log_level);
     const pt_config_t *cfg = s.snap->cfg;
     /* The files are scanned before any VM loads them: a change from here on
      * is reported (at worst a file loaded already is loaded once more). */
