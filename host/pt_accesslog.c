@@ -69,6 +69,7 @@ void pt_accesslog_append(pt_buf_t *b, const pt_accesslog_entry_t *e)
     pt_buf_printf(b, ",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f", e->status, e->bytes,
                   (double)e->duration_us / 1000.0);
     pt__field(b, "username", e->username, e->username ? strlen(e->username) : 0);
+    if (e->trace_id) pt__field(b, "trace_id", e->trace_id, strlen(e->trace_id));
     pt_buf_puts(b, "}\n");
 }
 

@@ -34,6 +34,7 @@ typedef struct {
     size_t bytes;
     uint64_t duration_us;
     const char *username;
+    const char *trace_id; /* 32 hex digits, or NULL when tracing is off */
 } pt_accesslog_entry_t;
 
 /* Appends a line to buf (the worker's own). */

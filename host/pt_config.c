@@ -1543,7 +1543,7 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server",   "log",      "lua",       "services",
                                        "channels", "admin",    "outgoing",  "security",
-                                       "cache",    "scheduler", NULL};
+                                       "cache",    "scheduler", "tracing", NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
@@ -1625,6 +1625,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
         }
     }
     if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
+        return -1;
+    if (pt_config_tracing_parse(&c->y, pt_yaml_get(&c->y, root, "tracing"), &cfg->tracing) != 0)
         return -1;
     if (!cfg->lib_dirs && pt__default_lib_dirs(cfg) != 0)
         return pt_yaml_fail(&c->y, root, "out of memory");
@@ -1747,6 +1749,7 @@ void pt_config_free(pt_config_t *cfg)
     free(cfg->http_out);
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
+    pt_trace_cfg_free(&cfg->tracing);
     pt_config_scheduler_free(&cfg->scheduler);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);

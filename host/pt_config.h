@@ -8,6 +8,7 @@
 #include "pt_config_cache.h"
 #include "pt_config_upstream_tls.h"
 #include "pt_config_scheduler.h"
+#include "pt_config_tracing.h"
 #include "pt_log.h"
 #include "pt_ratelimit.h"
 
@@ -173,6 +174,7 @@ typedef struct {
     struct pt_security_s *security; /* the compiled security: section (never NULL) */
     pt_config_caches_t caches;      /* cache: (pt_config_cache.h); [0] is the default */
     pt_scheduler_cfg_t scheduler;   /* scheduler: (pt_config_scheduler.h) */
+    pt_trace_cfg_t tracing;         /* tracing: (pt_config_tracing.h); read at start only */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

@@ -152,7 +152,10 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
             req.token_len = (size_t)n;
         }
     }
+    pt_trace_ctx_t *tc = pt_http_trace(c);
+    uint64_t t0 = tc ? uv_hrtime() : 0;
     int rc = pt_security_check(w->cfg->security, ch->security, &req, res);
+    if (tc) tc->security_ns += uv_hrtime() - t0;
     if (rc == PT_SECURITY_VERIFY) {
         pt_http_hold(c);
         rc = pt_security_verify(&w->loop, res->verify, pt__on_verified, c);

@@ -267,6 +267,10 @@ int pt_server_reload(pt_server_t *s, char *err, size_t errlen)
     if (pt__tls_listen_changed(old, cfg))
         pt_log_warn("server.tls.listen takes effect after a restart (new certificates are served "
                     "now)");
+    if (old->tracing.enabled != cfg->tracing.enabled || old->tracing.ratio != cfg->tracing.ratio ||
+        !old->tracing.endpoint != !cfg->tracing.endpoint ||
+        (old->tracing.endpoint && strcmp(old->tracing.endpoint, cfg->tracing.endpoint) != 0))
+        pt_log_warn("tracing takes effect after a restart");
     if (pt__amqp_changed(old, cfg))
         pt_log_warn("outgoing.amqp, channels.amqp and amqp_bus connections take effect after a "
                     "restart");
@@ -497,6 +501,7 @@ int pt_server_run(const char *config_path)
     }
     if (pt__tls_resolve(cfg, &tls_addr) != 0) goto done;
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
+        pt_trace_start(&cfg->tracing, err, sizeof err) != 0 ||
         pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
@@ -609,5 +614,6 @@ done:
     pt_lua_free(s.ref_vm);
     pt_snapshot_release(s.snap);
     pt_accesslog_close();
+    pt_trace_stop();
     return exit_code;
 }
