@@ -18,6 +18,13 @@ static void pt__bus_done(void *ud, const pt_bus_result_t *res)
     pt_conn_t *c = ud;
     pt_worker_t *w = pt_http_worker(c);
     pt_metrics_add(&w->metrics.in_flight, -1);
+    pt_trace_ctx_t *tc = pt_http_trace(c);
+    if (tc && tc->call) { /* the bus round trip */
+        pt_span_int(tc->call, "http.response.status_code", res->status);
+        if (res->error) pt_span_error(tc->call, res->error);
+        pt_span_end(tc->call);
+        tc->call = NULL;
+    }
     if (!pt_http_unhold(c)) return;
     if (res->error)
         pt_http_send_error(c, res->status, res->error, NULL);
@@ -55,9 +62,22 @@ static void pt__bus(const pt_dispatch_req_t *r)
         .body_len = body_len,
         .cid = pt_http_cid(c),
     };
+    pt_trace_ctx_t *tc = pt_http_trace(c), child;
+    char tp[PT_TRACEPARENT_LEN + 1];
+    if (tc) {
+        pt_trace_child(tc, &child);
+        pt_trace_format(&child, tp);
+        req.traceparent = tp;
+        tc->call = pt_span_new(&child, PT_SPAN_CLIENT, "bus", 3);
+        pt_span_str(tc->call, "messaging.system", "rabbitmq", 8);
+        pt_span_str(tc->call, "messaging.destination.name", m->service, strlen(m->service));
+        pt_span_str(tc->call, "portico.cid", req.cid, strlen(req.cid));
+    }
     pt_http_hold(c);
     pt_metrics_add(&r->w->metrics.in_flight, 1);
     if (pt_bus_send(r->w, &req, pt__bus_done, c) != 0) {
+        if (tc && tc->call) pt_span_end(tc->call);
+        if (tc) tc->call = NULL;
         pt_http_unhold(c);
         pt_metrics_add(&r->w->metrics.in_flight, -1);
         pt_http_send_error(c, 500, "cannot queue the message", NULL);

@@ -176,6 +176,7 @@ void pt_trace_begin(pt_trace_ctx_t *ctx, const char *tp, size_t tp_len, const ch
                     size_t ts_len)
 {
     ctx->on = 1;
+    ctx->call = NULL;
     ctx->state_len = 0;
     ctx->security_ns = 0;
     ctx->start_ns = pt_trace_now();
@@ -208,6 +209,7 @@ void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child)
     child->state_len = parent->state_len;
     memcpy(child->state, parent->state, parent->state_len + 1u);
     child->security_ns = 0;
+    child->call = NULL;
     child->start_ns = pt_trace_now();
     pt_trace_random(child->span_id, 8);
 }
@@ -298,6 +300,6 @@ void pt_span_error(pt_span_t *s, const char *msg)
 void pt_span_end(pt_span_t *s)
 {
     if (!s) return;
-    s->end_ns = pt_trace_now();
+    if (!s->end_ns) s->end_ns = pt_trace_now();
     pt_trace_queue_push(s);
 }

@@ -72,6 +72,7 @@ typedef struct {
     uint16_t state_len;
     uint64_t start_ns;    /* wall clock (unix ns) the span started */
     uint64_t security_ns; /* time spent in the security checks */
+    struct pt_span_s *call; /* the span of a call the request waits for (a bus round trip) */
     char state[PT_TRACE_STATE_MAX + 1];
 } pt_trace_ctx_t;
 

@@ -179,7 +179,11 @@ outgoing:
       timeout: 5s
 """ % BROKER_URL
     text += """channels:
-  rest:
+""" + ("""  amqp:
+    - {name: trace.in, connection: bus, queue: portico-test.trace.in, service: trace.plain}
+  amqp_bus:
+    - {name: bbus, url_prefix: /bus, url: "%s", reply_timeout: 5s}
+""" % BROKER_URL if amqp else "") + """  rest:
     - {name: api.front, url_path: /front, methods: [GET], service: trace.front}
     - {name: api.plain, url_path: /plain, methods: [GET], service: trace.plain}
     - {name: api.send, url_path: /send, methods: [POST], service: trace.send}
@@ -439,3 +443,41 @@ def test_an_amqp_message_carries_the_trace(lab):
     pub = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
     assert pub["kind"] == 4 and pub["name"] == "amqp publish"
     assert attrs(pub)["messaging.rabbitmq.destination.routing_key"] == q
+
+
+@pytest.mark.skipif(not broker_serving(), reason="needs the test broker (scripts/rabbitmq start)")
+def test_a_bus_request_and_an_amqp_delivery_carry_the_trace(lab):
+    from test_bus import Q_FOO, X_FOO, Responder, echo_answer
+    rec, be, start = lab
+    with AmqpClient() as amqp:
+        amqp.exchange_declare(X_FOO, "topic")
+        amqp.queue_declare(Q_FOO)
+        amqp.queue_bind(Q_FOO, X_FOO, "bar.baz")
+        amqp.queue_purge(Q_FOO)
+        amqp.queue_declare("portico-test.trace.in", durable=False)
+        gw = start(amqp=True)
+        assert gw.log_has("consuming queue 'portico-test.trace.in'")
+        backend = Responder(Q_FOO, echo_answer)
+        try:
+            status, _h, body = gw.http().request("GET", "/bus/foo/bar/baz",
+                                                 headers={"traceparent": CLIENT_TP})
+            assert status == 200, body
+            backend.wait_for(1)
+        finally:
+            backend.stop()
+        m = TP.match(backend.received[0].headers["traceparent"])
+        assert m and m.group(1) == CLIENT_TRACE
+        bus = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
+        assert bus["name"] == "bus" and bus["kind"] == 3
+        server = rec.wait(lambda s: s["spanId"] == bus["parentSpanId"])[0]
+        assert server["parentSpanId"] == CLIENT_SPAN
+        # a delivery on an AMQP channel: its traceparent header is the parent
+        other = "5" * 32
+        amqp.publish("", "portico-test.trace.in", b"{}",
+                     headers={"traceparent": "00-%s-%s-01" % (other, CLIENT_SPAN)})
+        consumer = rec.wait(lambda s: s["traceId"] == other and s["kind"] == 5)[0]
+        assert consumer["parentSpanId"] == CLIENT_SPAN
+        assert attrs(consumer)["portico.service"] == "trace.plain"
+        svc = rec.wait(lambda s: s["traceId"] == other and s["parentSpanId"] == consumer["spanId"])
+        assert svc[0]["name"] == "service trace.plain"
+        amqp.queue_delete("portico-test.trace.in")
