@@ -155,7 +155,7 @@ return M
 }
 
 
-def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False):
+def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs=False):
     text = config_head("workers: 2", log="level: info\naccess: %s/access.log" % tmp,
                        dirs="{root}/services, %s/services" % tmp)
     text += """tracing:
@@ -178,6 +178,11 @@ outgoing:
       url: %s
       timeout: 5s
 """ % BROKER_URL
+    if jobs:
+        text += """scheduler:
+  jobs:
+    - {name: tick, service: trace.front, every: 200ms}
+"""
     text += """channels:
 """ + ("""  amqp:
     - {name: trace.in, connection: bus, queue: portico-test.trace.in, service: trace.plain}
@@ -350,6 +355,20 @@ def test_a_caller_s_unsampled_flag_is_kept(lab):
     gw.http().request("GET", "/plain")  # a sampled one, to know the exporter ran
     rec.wait(lambda s: s["traceId"] != "a" * 32)
     assert not [s for s in rec.spans if s["traceId"] == "a" * 32]
+
+
+def test_a_scheduled_run_is_a_trace_of_its_own(lab):
+    rec, be, start = lab
+    start(jobs=True)
+    run = rec.wait(lambda s: s["name"] == "tick")[0]
+    assert run["parentSpanId"] == "" and run["kind"] == 1
+    assert attrs(run)["portico.job"] == "tick" and attrs(run)["portico.service"] == "trace.front"
+    svc = rec.wait(lambda s: s["parentSpanId"] == run["spanId"])[0]
+    assert svc["name"] == "service trace.front" and svc["traceId"] == run["traceId"]
+    # its outgoing call is in the same trace
+    out = rec.wait(lambda s: s["traceId"] == run["traceId"] and s["name"] == "http GET")[0]
+    assert TP.match([h for h in be.seen if out["spanId"] in h.get("traceparent", "")][0]
+                    ["traceparent"]).group(1) == run["traceId"]
 
 
 def test_collector_down_requests_unaffected_drops_counted(lab):
