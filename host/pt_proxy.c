@@ -321,6 +321,13 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     pt_conn_t *c = px->c;
     int status = px->status, sent = px->sent;
     uint64_t bytes = px->bytes;
+    if (px->span && px->x) {
+        const char *failed, *target = pt_upx_target(px->x);
+        int retries = pt_upx_retries(px->x, &failed);
+        pt_span_str(px->span, "server.address", target, strlen(target));
+        pt_span_int(px->span, "portico.retries", retries);
+        if (failed) pt_span_str(px->span, "portico.failed_target", failed, strlen(failed));
+    }
     px->x = NULL;
     pt_http_detach(c); /* the exchange is over: a close from here on has nothing to abort */
     int rc = 0;

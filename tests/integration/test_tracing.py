@@ -198,7 +198,9 @@ outgoing:
       services:
         crm:
           targets: [http://127.0.0.1:%d]
-""" % backend_port
+        flaky:
+          targets: [http://127.0.0.1:%d, http://127.0.0.1:%d]
+""" % (backend_port, free_port(), backend_port)
     return text
 
 
@@ -248,6 +250,8 @@ def test_proxy_keeps_the_trace_and_names_portico_as_parent(lab):
     assert proxy["kind"] == 3 and proxy["traceId"] == CLIENT_TRACE
     assert attrs(proxy)["portico.upstream"] == "crm"
     assert attrs(proxy)["http.response.status_code"] == "200"
+    assert attrs(proxy)["server.address"] == "127.0.0.1:%d" % be.port
+    assert attrs(proxy)["portico.retries"] == "0" and "portico.failed_target" not in attrs(proxy)
     server = rec.wait(lambda s: s["spanId"] == proxy["parentSpanId"])[0]
     assert server["kind"] == 2 and server["parentSpanId"] == CLIENT_SPAN
     a = attrs(server)
@@ -279,6 +283,19 @@ BAD = [
     "00-%s%s-01" % (CLIENT_TRACE, CLIENT_SPAN),                   # a separator missing
     "garbage",
 ]
+
+
+def test_a_retried_proxy_call_names_both_targets(lab):
+    rec, be, start = lab
+    gw = start()
+    http = gw.http()
+    for _ in range(4):
+        assert http.request("GET", "/px/flaky/x")[0] == 200
+    retried = rec.wait(lambda s: s["name"] == "proxy" and attrs(s)["portico.retries"] == "1")[0]
+    a = attrs(retried)
+    assert a["server.address"] == "127.0.0.1:%d" % be.port
+    assert a["portico.failed_target"].startswith("127.0.0.1:") and \
+        a["portico.failed_target"] != a["server.address"]
 
 
 def test_an_invalid_traceparent_starts_a_new_trace(lab):
