@@ -84,7 +84,9 @@ class Backend:
             protocol_version = "HTTP/1.1"
 
             def handle_one(self):
-                be.seen.append({k.lower(): v for k, v in self.headers.items()})
+                h = {k.lower(): v for k, v in self.headers.items()}
+                h["_traceparents"] = len(self.headers.get_all("traceparent") or [])
+                be.seen.append(h)
                 n = int(self.headers.get("Content-Length") or 0)
                 if n:
                     self.rfile.read(n)
@@ -243,6 +245,7 @@ def test_proxy_keeps_the_trace_and_names_portico_as_parent(lab):
     seen = be.seen[-1]
     m = TP.match(seen["traceparent"])
     assert m and m.group(1) == CLIENT_TRACE and m.group(2) != CLIENT_SPAN
+    assert seen["_traceparents"] == 1  # the client's is replaced, not passed on too
     assert seen["tracestate"] == "rojo=00f067aa0ba902b7"
     # the client span of the proxy is the backend's parent; its parent is
     # the server span, whose parent is the client's
@@ -312,6 +315,7 @@ def test_an_invalid_traceparent_starts_a_new_trace(lab):
         assert m, (bad, seen)
         assert m.group(1) != CLIENT_TRACE and m.group(1) not in made, bad
         assert seen["traceparent"] != bad and "tracestate" not in seen, bad
+        assert seen["_traceparents"] == 1, bad
         made.add(m.group(1))
         root = rec.wait(lambda s, t=m.group(1): s["traceId"] == t and s["kind"] == 2)[0]
         assert root["parentSpanId"] == "", bad
