@@ -394,7 +394,7 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     if (c->service[0]) pt_span_str(s, "portico.service", c->service, strlen(c->service));
     if (c->username[0]) pt_span_str(s, "enduser.id", c->username, strlen(c->username));
     pt_span_str(s, "portico.cid", c->cid, strlen(c->cid));
-    pt_span_double(s, "portico.security_ms", (double)c->trace.security_ns / 1e6);
+    pt_span_int(s, "portico.security_us", (int64_t)(c->trace.security_ns / 1000));
     if (status >= 500) pt_span_error(s, pt_http_reason(status));
     pt_span_end(s);
 }

@@ -1,5 +1,4 @@
 #include "pt_trace.h"
-#include "pt_json.h"
 #include "pt_trace_queue.h"
 
 #include <sodium.h>
@@ -247,92 +246,41 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
     return s;
 }
 
-/* JSON-escapes s into o (at most cap bytes); returns the bytes written, or
- * -1 when they do not fit. Text that is not UTF-8 becomes "?" bytes (a
- * collector refuses a whole batch for one bad string). */
-static long pt__esc(char *o, size_t cap, const char *s, size_t n)
+/* An attribute is copied into the span as a record (type, key, value) and
+ * rendered as JSON by the exporter thread (pt_trace_export.c): the request
+ * path only copies bytes. */
+static void pt__rec(pt_span_t *s, char type, const char *key, const void *v, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t bad = 0, k = 0;
-    int utf8 = pt_utf8_check(s, n, &bad) == 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (k + 6 > cap) return -1;
-        if (c == '"' || c == '\\') {
-            o[k++] = '\\';
-            o[k++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(o + k, "\\u00", 4);
-            o[k + 4] = hex[c >> 4];
-            o[k + 5] = hex[c & 15];
-            k += 6;
-        } else {
-            o[k++] = (c >= 0x80 && !utf8) ? '?' : (char)c;
-        }
+    size_t klen = strlen(key), at = s->attrs_len;
+    if (klen > 255) klen = 255;
+    if (len > 0xffff) len = 0xffff;
+    if (at + 4 + klen + len > sizeof s->attrs) {
+        pt_trace_queue_count_attr_drop();
+        return;
     }
-    return (long)k;
-}
-
-/* Appends {"key":"KEY","value":{KIND:OPEN VALUE CLOSE}} (the value escaped
- * when esc), or counts it dropped when it does not fit. */
-static void pt__kv(pt_span_t *s, const char *key, const char *kind, const char *v, size_t len,
-                   int esc)
-{
-    size_t at = s->attrs_len, cap = sizeof s->attrs;
-    char *o = s->attrs;
-    long n;
-    if (at) {
-        if (at + 1 >= cap) goto full;
-        o[at++] = ',';
-    }
-#define PT__PUT(str, slen)                                                                         \
-    do {                                                                                           \
-        if (at + (slen) >= cap) goto full;                                                         \
-        memcpy(o + at, str, slen);                                                                 \
-        at += (slen);                                                                              \
-    } while (0)
-    PT__PUT("{\"key\":\"", 8);
-    if ((n = pt__esc(o + at, cap - at, key, strlen(key))) < 0) goto full;
-    at += (size_t)n;
-    PT__PUT("\",\"value\":{\"", 12);
-    PT__PUT(kind, strlen(kind));
-    PT__PUT("\":", 2);
-    if (esc) PT__PUT("\"", 1);
-    if (esc) {
-        if ((n = pt__esc(o + at, cap - at, v, len)) < 0) goto full;
-        at += (size_t)n;
-    } else {
-        PT__PUT(v, len);
-    }
-    if (esc) PT__PUT("\"", 1);
-    PT__PUT("}}", 2);
-#undef PT__PUT
-    s->attrs_len = at;
-    return;
-full:
-    pt_trace_queue_count_attr_drop();
+    unsigned char *o = (unsigned char *)s->attrs + at;
+    o[0] = (unsigned char)type;
+    o[1] = (unsigned char)klen;
+    o[2] = (unsigned char)(len >> 8);
+    o[3] = (unsigned char)(len & 0xff);
+    memcpy(o + 4, key, klen);
+    memcpy(o + 4 + klen, v, len);
+    s->attrs_len = at + 4 + klen + len;
 }
 
 void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len)
 {
-    if (s) pt__kv(s, key, "stringValue", v ? v : "", v ? len : 0, 1);
+    if (s) pt__rec(s, 's', key, v ? v : "", v ? len : 0);
 }
 
 void pt_span_int(pt_span_t *s, const char *key, int64_t v)
 {
-    if (!s) return;
-    char num[32]; /* OTLP/JSON: a 64-bit integer is a string */
-    int n = snprintf(num, sizeof num, "%lld", (long long)v);
-    pt__kv(s, key, "intValue", num, (size_t)n, 1);
+    if (s) pt__rec(s, 'i', key, &v, sizeof v);
 }
 
 void pt_span_double(pt_span_t *s, const char *key, double v)
 {
-    if (!s) return;
-    char num[40];
-    if (v != v || v - v != 0) v = 0; /* JSON has no NaN or infinity */
-    int n = snprintf(num, sizeof num, "%.17g", v);
-    pt__kv(s, key, "doubleValue", num, (size_t)n, 0);
+    if (s) pt__rec(s, 'd', key, &v, sizeof v);
 }
 
 void pt_span_error(pt_span_t *s, const char *msg)

@@ -2,6 +2,7 @@
  * collector, off the request path. Blocking sockets under poll with one
  * deadline a post; one connection a post (Connection: close), which at a
  * batch of hundreds of spans is a few posts a second. */
+#include "pt_json.h"
 #include "pt_log.h"
 #include "pt_trace.h"
 #include "pt_trace_queue.h"
@@ -161,6 +162,58 @@ done:
 
 /* ---- rendering ---- */
 
+/* JSON-escapes s into b; text that is not UTF-8 has "?" for its bytes past
+ * 0x7f (a collector refuses a whole batch for one bad string). */
+static void pt__esc(pt_buf_t *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
+           s[i] != '\\')
+        i++;
+    if (i == n) { /* the usual case: plain ASCII, copied as it is */
+        pt_buf_append(b, s, n);
+        return;
+    }
+    if (pt_utf8_check(s, n, NULL) == 0) {
+        pt_buf_json_escape(b, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+        pt_buf_json_escape(b, &ch, 1);
+    }
+}
+
+/* The records of a span's attributes (pt_trace.c) as OTLP/JSON. */
+static void pt__attrs(pt_buf_t *b, const pt_span_t *s)
+{
+    const unsigned char *p = (const unsigned char *)s->attrs, *end = p + s->attrs_len;
+    char num[48];
+    for (int first = 1; p + 4 <= end; first = 0) {
+        char type = (char)p[0];
+        size_t klen = p[1], vlen = (size_t)p[2] << 8 | p[3];
+        const char *key = (const char *)p + 4, *v = key + klen;
+        p += 4 + klen + vlen;
+        pt_buf_puts(b, first ? "{\"key\":\"" : ",{\"key\":\"");
+        pt__esc(b, key, klen);
+        if (type == 's') {
+            pt_buf_puts(b, "\",\"value\":{\"stringValue\":\"");
+            pt__esc(b, v, vlen);
+            pt_buf_puts(b, "\"}}");
+        } else if (type == 'i') {
+            int64_t x;
+            memcpy(&x, v, sizeof x);
+            pt_buf_printf(b, "\",\"value\":{\"intValue\":\"%lld\"}}", (long long)x);
+        } else {
+            double x;
+            memcpy(&x, v, sizeof x);
+            if (x != x || x - x != 0) x = 0; /* JSON has no NaN or infinity */
+            snprintf(num, sizeof num, "%.17g", x);
+            pt_buf_printf(b, "\",\"value\":{\"doubleValue\":%s}}", num);
+        }
+    }
+}
+
 static void pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
 {
     pt_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
@@ -169,23 +222,39 @@ static void pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
     pt_buf_puts(b, "\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"portico\"},\"spans\":[");
     for (size_t i = 0; i < n; i++) {
         pt_span_t *s = spans[i];
-        char tid[33], sid[17], pid[17];
-        pt_trace_hex(s->trace_id, 16, tid);
-        pt_trace_hex(s->span_id, 8, sid);
-        pt_trace_hex(s->parent_id, 8, pid);
-        int root = strcmp(pid, "0000000000000000") == 0;
-        pt_buf_printf(b, "%s{\"traceId\":\"%s\",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"",
-                      i ? "," : "", tid, sid, root ? "" : pid);
-        pt_buf_json_escape(b, s->name, strlen(s->name));
-        pt_buf_printf(b,
-                      "\",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
-                      "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
-                      s->kind, s->start_ns, s->end_ns);
-        pt_buf_append(b, s->attrs, s->attrs_len);
+        /* no printf: this runs for every span */
+        char ids[96], num[24];
+        size_t k = 0;
+        if (i) ids[k++] = ',';
+        memcpy(ids + k, "{\"traceId\":\"", 12);
+        k += 12;
+        pt_trace_hex(s->trace_id, 16, ids + k);
+        k += 32;
+        memcpy(ids + k, "\",\"spanId\":\"", 12);
+        k += 12;
+        pt_trace_hex(s->span_id, 8, ids + k);
+        k += 16;
+        pt_buf_append(b, ids, k);
+        pt_buf_puts(b, "\",\"parentSpanId\":\"");
+        static const uint8_t zero[8];
+        if (memcmp(s->parent_id, zero, 8) != 0) {
+            pt_trace_hex(s->parent_id, 8, ids);
+            pt_buf_append(b, ids, 16);
+        }
+        pt_buf_puts(b, "\",\"name\":\"");
+        pt__esc(b, s->name, strlen(s->name));
+        pt_buf_puts(b, "\",\"kind\":");
+        pt_buf_append(b, num, pt_u64_digits((uint64_t)s->kind, num));
+        pt_buf_puts(b, ",\"startTimeUnixNano\":\"");
+        pt_buf_append(b, num, pt_u64_digits(s->start_ns, num));
+        pt_buf_puts(b, "\",\"endTimeUnixNano\":\"");
+        pt_buf_append(b, num, pt_u64_digits(s->end_ns, num));
+        pt_buf_puts(b, "\",\"attributes\":[");
+        pt__attrs(b, s);
         pt_buf_puts(b, "],\"status\":{");
         if (s->error) {
             pt_buf_puts(b, "\"code\":2,\"message\":\"");
-            pt_buf_json_escape(b, s->msg, strlen(s->msg));
+            pt__esc(b, s->msg, strlen(s->msg));
             pt_buf_puts(b, "\"");
         }
         pt_buf_puts(b, "}}");

@@ -14,10 +14,12 @@ struct pt_span_s {
     int kind;
     int error;
     uint64_t start_ns, end_ns;
-    char name[96];
-    char msg[128];    /* the status message of an error */
+    char name[64];
+    char msg[64]; /* the status message of an error */
     size_t attrs_len;
-    char attrs[1536]; /* rendered OTLP/JSON attributes, comma-separated */
+    /* attributes as records: type ('s', 'i' int64, 'd' double), key length
+     * (1 byte), value length (2 bytes, big-endian), key, value */
+    char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
 };
 
 /* Takes s (freed by the exporter, or now when the queue is full or off). */

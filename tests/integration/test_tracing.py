@@ -260,7 +260,7 @@ def test_proxy_keeps_the_trace_and_names_portico_as_parent(lab):
     a = attrs(server)
     assert a["portico.channel"] == "px" and a["portico.cid"] == "c-1"
     assert a["http.response.status_code"] == "200" and a["http.request.method"] == "GET"
-    assert "portico.security_ms" in a
+    assert "portico.security_us" in a
     assert server["_resource"]["service.name"] == {"stringValue": "gw-under-test"}
     assert server["_auth"] == "Bearer s3cret"
     assert int(server["startTimeUnixNano"]) <= int(proxy["startTimeUnixNano"])
