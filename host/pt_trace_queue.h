@@ -5,7 +5,8 @@
 #ifndef PT_TRACE_QUEUE_H
 #define PT_TRACE_QUEUE_H
 
-#include "pt_trace.h"
+#include <stddef.h>
+#include <stdint.h>
 
 struct pt_span_s {
     uint8_t trace_id[16];
@@ -23,7 +24,7 @@ struct pt_span_s {
 };
 
 /* Takes s (freed by the exporter, or now when the queue is full or off). */
-void pt_trace_queue_push(pt_span_t *s);
+void pt_trace_queue_push(struct pt_span_s *s);
 
 /* An attribute did not fit in its span. */
 void pt_trace_queue_count_attr_drop(void);
