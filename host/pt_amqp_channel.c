@@ -275,7 +275,8 @@ static void pt__trace_begin(pt__delivery_t *d, const amqp_table_t *h, int n,
     pt_trace_begin(&d->trace, v[0], len[0], v[0] ? v[1] : NULL, len[1]);
     pt_trace_format(&d->trace, tp);
     const pt__consumer_t *c = d->c;
-    d->trace.call = pt_span_new(&d->trace, PT_SPAN_CONSUMER, c->channel.name, strlen(c->channel.name));
+    d->trace.call =
+        pt_span_new(&d->trace, PT_SPAN_CONSUMER, c->channel.name, strlen(c->channel.name));
     pt_span_str(d->trace.call, "messaging.system", "rabbitmq", 8);
     pt_span_str(d->trace.call, "messaging.destination.name", c->queue, strlen(c->queue));
     pt_span_str(d->trace.call, "portico.channel", c->channel.name, strlen(c->channel.name));

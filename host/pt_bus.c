@@ -729,7 +729,8 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     job->has_content_type = req->content_type != NULL;
     job->body = pt__copy(&at, req->body, blen);
     job->corr = pt__copy(&at, corr, (size_t)corrlen);
-    if (req->traceparent) pt_strcpy_cap(job->traceparent, req->traceparent, sizeof job->traceparent);
+    if (req->traceparent)
+        pt_strcpy_cap(job->traceparent, req->traceparent, sizeof job->traceparent);
     job->timeout_ms = ch->bus_reply_timeout_ms ? ch->bus_reply_timeout_ms : PT__DEFAULT_TIMEOUT_MS;
     job->deadline_ms = pt_amqp_now_ms() + job->timeout_ms;
     job->max_reply = w && w->cfg ? w->cfg->max_body_bytes : PT__DEFAULT_MAX_REPLY;

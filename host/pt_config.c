@@ -1541,9 +1541,9 @@ static int pt__no_file(void *ud, const char *path, const struct stat *st)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server",   "log",      "lua",       "services",
-                                       "channels", "admin",    "outgoing",  "security",
-                                       "cache",    "scheduler", "tracing", NULL};
+    static const char *const keys[] = {"server",   "log",       "lua",      "services",
+                                       "channels", "admin",     "outgoing", "security",
+                                       "cache",    "scheduler", "tracing",  NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;

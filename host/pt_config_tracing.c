@@ -26,8 +26,10 @@ static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
         const char *rb = memchr(h, ']', (size_t)(end - h));
         if (!rb) return pt_yaml_fail(y, n, "tracing.endpoint: bad host");
         out->host = pt__ndup(h + 1, (size_t)(rb - h - 1));
-        if (rb + 1 < end && rb[1] == ':') colon = rb + 1;
-        else if (rb + 1 != end) return pt_yaml_fail(y, n, "tracing.endpoint: bad host");
+        if (rb + 1 < end && rb[1] == ':')
+            colon = rb + 1;
+        else if (rb + 1 != end)
+            return pt_yaml_fail(y, n, "tracing.endpoint: bad host");
     } else {
         colon = memchr(h, ':', (size_t)(end - h));
         out->host = pt__ndup(h, (size_t)((colon ? colon : end) - h));
@@ -55,8 +57,8 @@ static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
     return 0;
 }
 
-static int pt__count(const pt_yaml_t *y, yaml_node_t *n, const char *what, unsigned lo,
-                     unsigned hi, unsigned *out)
+static int pt__count(const pt_yaml_t *y, yaml_node_t *n, const char *what, unsigned lo, unsigned hi,
+                     unsigned *out)
 {
     const char *s = pt_yaml_value(n);
     char *e;
@@ -85,8 +87,7 @@ static int pt__headers(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
         yaml_node_t *k = yaml_document_get_node(y->doc, p->key);
         yaml_node_t *v = yaml_document_get_node(y->doc, p->value);
         const char *ks = pt_yaml_value(k), *vs = pt_yaml_value(v);
-        if (!ks || !vs || !pt_field_token(ks, strlen(ks)) ||
-            !pt_field_value(vs, strlen(vs))) {
+        if (!ks || !vs || !pt_field_token(ks, strlen(ks)) || !pt_field_value(vs, strlen(vs))) {
             pt_buf_free(&b);
             return pt_yaml_fail(y, k, "tracing.headers: not a valid header name and value");
         }
@@ -98,9 +99,9 @@ static int pt__headers(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
 
 int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_t *out)
 {
-    static const char *const keys[] = {"endpoint",     "ratio",   "batch_size", "queue_size",
-                                       "timeout",      "interval", "service_name", "headers",
-                                       "enabled",      NULL};
+    static const char *const keys[] = {"endpoint", "ratio",    "batch_size",   "queue_size",
+                                       "timeout",  "interval", "service_name", "headers",
+                                       "enabled",  NULL};
     memset(out, 0, sizeof *out);
     if (pt_yaml_is_null(node)) return 0;
     if (node->type != YAML_MAPPING_NODE) return pt_yaml_fail(y, node, "tracing: a mapping");
@@ -112,7 +113,8 @@ int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_
     out->timeout_ms = 2000;
     out->interval_ms = 1000;
     yaml_node_t *v;
-    if ((v = pt_yaml_get(y, node, "enabled")) && pt_yaml_bool(y, v, "tracing.enabled", &out->enabled))
+    if ((v = pt_yaml_get(y, node, "enabled")) &&
+        pt_yaml_bool(y, v, "tracing.enabled", &out->enabled))
         return -1;
     if (!(v = pt_yaml_get(y, node, "endpoint")))
         return pt_yaml_fail(y, node, "tracing: endpoint is required");

@@ -53,7 +53,7 @@ struct pt_conn_s {
     pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
     char cid[65];
-    pt_trace_ctx_t trace; /* the server span's context (trace.on 0: tracing is off) */
+    pt_trace_ctx_t trace;     /* the server span's context (trace.on 0: tracing is off) */
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
@@ -390,7 +390,8 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     pt_span_str(s, "url.path", path, path_len);
     pt_span_int(s, "http.response.status_code", status);
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
-    if (c->channel_name) pt_span_str(s, "portico.channel", c->channel_name, strlen(c->channel_name));
+    if (c->channel_name)
+        pt_span_str(s, "portico.channel", c->channel_name, strlen(c->channel_name));
     if (c->service[0]) pt_span_str(s, "portico.service", c->service, strlen(c->service));
     if (c->username[0]) pt_span_str(s, "enduser.id", c->username, strlen(c->username));
     pt_span_str(s, "portico.cid", c->cid, strlen(c->cid));

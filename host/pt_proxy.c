@@ -19,11 +19,11 @@ struct pt_proxy_s {
     int head_only;    /* HEAD, 204, 304: no answer body */
     int tunnel;       /* after a 101 */
     int status;
-    uint64_t bytes; /* answer body bytes passed on */
-    int paused;     /* the target's answer is paused for a slow client */
-    int sent;       /* a byte of the answer went to the client: a failure can only close */
-    pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
-    pt_buf_t out;   /* answer bytes behind the client's writes in flight (pt__emit) */
+    uint64_t bytes;  /* answer body bytes passed on */
+    int paused;      /* the target's answer is paused for a slow client */
+    int sent;        /* a byte of the answer went to the client: a failure can only close */
+    pt_buf_t head;   /* the answer's head, sent with the first body bytes (one write) */
+    pt_buf_t out;    /* answer bytes behind the client's writes in flight (pt__emit) */
     pt_span_t *span; /* the client span of the exchange (NULL: not traced) */
 };
 
@@ -418,8 +418,8 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
             (hide_header && pt__is(name, h->name_len, hide_header)))
             continue;
         /* traced: the target's parent is the gateway's span, not the client's */
-        if (tc && (pt__is(name, h->name_len, "traceparent") ||
-                   pt__is(name, h->name_len, "tracestate")))
+        if (tc &&
+            (pt__is(name, h->name_len, "traceparent") || pt__is(name, h->name_len, "tracestate")))
             continue;
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
@@ -438,11 +438,11 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         if (child.state_len) pt__line(&b, "tracestate", 10, child.state, child.state_len);
         const pt_upstream_cfg_t *ucfg = pt_upstream_cfg(u);
         px->span = pt_span_new(&child, PT_SPAN_CLIENT, "proxy", 5);
-        pt_span_str(px->span, "http.request.method",
-                    llhttp_method_name((llhttp_method_t)method),
+        pt_span_str(px->span, "http.request.method", llhttp_method_name((llhttp_method_t)method),
                     strlen(llhttp_method_name((llhttp_method_t)method)));
         if (ucfg->name) pt_span_str(px->span, "portico.upstream", ucfg->name, strlen(ucfg->name));
-        pt_span_str(px->span, "url.path", m->rest_len ? m->rest : "/", m->rest_len ? m->rest_len : 1);
+        pt_span_str(px->span, "url.path", m->rest_len ? m->rest : "/",
+                    m->rest_len ? m->rest_len : 1);
         pt_span_str(px->span, "portico.cid", pt_http_cid(c), strlen(pt_http_cid(c)));
     }
     if (r->parser.flags & F_CHUNKED) {

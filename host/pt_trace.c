@@ -29,7 +29,8 @@ static inline uint64_t pt__rotl(uint64_t x, int k)
 static uint64_t pt__next(void)
 {
     if (!pt__seeded) {
-        do randombytes_buf(pt__s, sizeof pt__s);
+        do
+            randombytes_buf(pt__s, sizeof pt__s);
         while (!(pt__s[0] | pt__s[1] | pt__s[2] | pt__s[3]));
         pt__seeded = 1;
     }
@@ -47,7 +48,8 @@ static uint64_t pt__next(void)
 static int pt__zero(const uint8_t *b, size_t n)
 {
     uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++) acc |= b[i];
+    for (size_t i = 0; i < n; i++)
+        acc |= b[i];
     return acc == 0;
 }
 
@@ -157,8 +159,10 @@ int pt_trace_valid_state(const char *v, size_t len)
         const char *comma = memchr(v + i, ',', len - i);
         size_t end = comma ? (size_t)(comma - v) : len;
         size_t a = i, b = end;
-        while (a < b && (v[a] == ' ' || v[a] == '\t')) a++;
-        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t')) b--;
+        while (a < b && (v[a] == ' ' || v[a] == '\t'))
+            a++;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
         if (a < b) { /* empty list members are allowed */
             const char *eq = memchr(v + a, '=', b - a);
             if (!eq) return 0;

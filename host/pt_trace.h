@@ -46,17 +46,17 @@ enum {
 /* The `tracing:` section (parsed by pt_config_tracing). */
 typedef struct {
     int enabled;
-    char *endpoint;     /* http://host:port/path as configured */
-    char *host;         /* parsed from endpoint */
+    char *endpoint; /* http://host:port/path as configured */
+    char *host;     /* parsed from endpoint */
     char *port;
     char *path;
-    double ratio;           /* of new traces sampled, 0..1 */
-    unsigned batch_size;    /* spans per post */
-    unsigned queue_size;    /* spans waiting at most */
-    uint64_t timeout_ms;    /* of one post (connect, send, answer) */
-    uint64_t interval_ms;   /* a batch that is not full goes after this */
-    char *service_name;     /* the resource's service.name */
-    char *headers;          /* "Name: value\r\n" lines for the post ("" none) */
+    double ratio;         /* of new traces sampled, 0..1 */
+    unsigned batch_size;  /* spans per post */
+    unsigned queue_size;  /* spans waiting at most */
+    uint64_t timeout_ms;  /* of one post (connect, send, answer) */
+    uint64_t interval_ms; /* a batch that is not full goes after this */
+    char *service_name;   /* the resource's service.name */
+    char *headers;        /* "Name: value\r\n" lines for the post ("" none) */
 } pt_trace_cfg_t;
 
 /* Frees what a pt_trace_cfg_t owns (not the struct). */
@@ -70,8 +70,8 @@ typedef struct {
     uint8_t flags;        /* trace-flags as sent on: bit 0 sampled */
     uint8_t on;           /* set up (tracing is on); 0: nothing to do */
     uint16_t state_len;
-    uint64_t start_ns;    /* wall clock (unix ns) the span started */
-    uint64_t security_ns; /* time spent in the security checks */
+    uint64_t start_ns;      /* wall clock (unix ns) the span started */
+    uint64_t security_ns;   /* time spent in the security checks */
     struct pt_span_s *call; /* the span of a call the request waits for (a bus round trip) */
     char state[PT_TRACE_STATE_MAX + 1];
 } pt_trace_ctx_t;

@@ -28,7 +28,8 @@ static pt_span_t **pt__ring;
 static size_t pt__cap, pt__head, pt__count;
 static pt_trace_cfg_t pt__cfg;
 
-static uint64_t pt__exported, pt__dropped_full, pt__dropped_failed, pt__attr_drops, pt__posts_failed;
+static uint64_t pt__exported, pt__dropped_full, pt__dropped_failed, pt__attr_drops,
+    pt__posts_failed;
 
 void pt_trace_cfg_free(pt_trace_cfg_t *cfg)
 {
@@ -280,7 +281,8 @@ static void *pt__main(void *arg)
             pthread_cond_timedwait(&pt__cv, &pt__mu, &ts);
         }
         size_t n = pt__count < batch ? pt__count : batch;
-        for (size_t i = 0; i < n; i++) mine[i] = pt__ring[(pt__head + i) % pt__cap];
+        for (size_t i = 0; i < n; i++)
+            mine[i] = pt__ring[(pt__head + i) % pt__cap];
         pt__head = (pt__head + n) % pt__cap;
         pt__count -= n;
         int stop = pt__stopping && pt__count == 0;
@@ -295,7 +297,8 @@ static void *pt__main(void *arg)
                 __atomic_add_fetch(&pt__dropped_failed, n, __ATOMIC_RELAXED);
                 __atomic_add_fetch(&pt__posts_failed, 1, __ATOMIC_RELAXED);
             }
-            for (size_t i = 0; i < n; i++) free(mine[i]);
+            for (size_t i = 0; i < n; i++)
+                free(mine[i]);
         }
         pthread_mutex_lock(&pt__mu);
         if (stop || (pt__stopping && pt__count == 0)) break;
@@ -360,7 +363,8 @@ void pt_trace_stop(void)
     pthread_cond_signal(&pt__cv);
     pthread_join(pt__thread, NULL);
     pthread_mutex_lock(&pt__mu);
-    for (size_t i = 0; i < pt__count; i++) free(pt__ring[(pt__head + i) % pt__cap]);
+    for (size_t i = 0; i < pt__count; i++)
+        free(pt__ring[(pt__head + i) % pt__cap]);
     pt__count = 0;
     pt__running = 0;
     pthread_mutex_unlock(&pt__mu);

@@ -34,9 +34,9 @@ PT_CASE(refuses_bad_traceparents)
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  /* upper case */
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
         "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* version ff */
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  /* zero parent */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version ff */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", /* zero parent */
         "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
@@ -73,10 +73,12 @@ PT_CASE(checks_tracestate)
     PT_CHECK(!pt_trace_valid_state("rojo=a\x01", 7));
     char many[600];
     size_t n = 0;
-    for (int i = 0; i < 33; i++) n += (size_t)sprintf(many + n, "%sk%d=v", i ? "," : "", i);
+    for (int i = 0; i < 33; i++)
+        n += (size_t)sprintf(many + n, "%sk%d=v", i ? "," : "", i);
     PT_CHECK(!pt_trace_valid_state(many, n)); /* 33 members */
     n = 0;
-    for (int i = 0; i < 32; i++) n += (size_t)sprintf(many + n, "%sk%d=v", i ? "," : "", i);
+    for (int i = 0; i < 32; i++)
+        n += (size_t)sprintf(many + n, "%sk%d=v", i ? "," : "", i);
     PT_CHECK(pt_trace_valid_state(many, n));
     char big[600];
     memset(big, 'x', sizeof big);
@@ -114,7 +116,8 @@ PT_CASE(a_span_without_the_exporter_is_dropped)
     pt_trace_begin(&a, GOOD, strlen(GOOD), NULL, 0);
     pt_span_t *s = pt_span_new(&a, PT_SPAN_SERVER, "x", 1);
     PT_CHECK(s != NULL);
-    for (int i = 0; i < 100; i++) pt_span_str(s, "key", "a value with \"quotes\"", 21);
+    for (int i = 0; i < 100; i++)
+        pt_span_str(s, "key", "a value with \"quotes\"", 21);
     pt_span_end(s); /* freed: nothing runs to take it */
     a.flags = 0;
     PT_CHECK(pt_span_new(&a, PT_SPAN_SERVER, "x", 1) == NULL); /* not sampled */
