@@ -24,6 +24,7 @@ static pthread_mutex_t pt__mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pt__cv;
 static pthread_t pt__thread;
 static int pt__running, pt__stopping;
+static int pt__gave_up; /* the exporter thread's own */
 static pt_span_t **pt__ring;
 static size_t pt__cap, pt__head, pt__count;
 static pt_trace_cfg_t pt__cfg;
@@ -269,6 +270,7 @@ static void *pt__main(void *arg)
     size_t batch = pt__cfg.batch_size;
     pt_span_t **mine = calloc(batch, sizeof *mine);
     pt_buf_t body = {0};
+    uint64_t stop_by = 0;
     if (!mine) return NULL;
     pthread_mutex_lock(&pt__mu);
     for (;;) {
@@ -286,11 +288,21 @@ static void *pt__main(void *arg)
         pt__head = (pt__head + n) % pt__cap;
         pt__count -= n;
         int stop = pt__stopping && pt__count == 0;
+        /* at stop, what is queued gets one time-out in all: past it, or
+         * after a failed post, the rest is dropped (a stop never hangs on a
+         * collector that is gone) */
+        int stopping = pt__stopping;
+        int give_up = stopping && (pt__gave_up || (stop_by && pt__mono_ms() >= stop_by));
+        if (stopping && !stop_by) stop_by = pt__mono_ms() + pt__cfg.timeout_ms;
         pthread_mutex_unlock(&pt__mu);
         if (n) {
             body.len = 0;
-            pt__render(&body, mine, n);
-            int st = body.data ? pt__post(body.data, body.len) : -1;
+            int st = -1;
+            if (!give_up) {
+                pt__render(&body, mine, n);
+                st = body.data ? pt__post(body.data, body.len) : -1;
+            }
+            if (stopping && (st < 200 || st >= 300)) pt__gave_up = 1;
             if (st >= 200 && st < 300) {
                 __atomic_add_fetch(&pt__exported, n, __ATOMIC_RELAXED);
             } else {

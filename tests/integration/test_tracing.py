@@ -157,7 +157,8 @@ return M
 }
 
 
-def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs=False):
+def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs=False,
+           timeout="1s"):
     text = config_head("workers: 2", log="level: info\naccess: %s/access.log" % tmp,
                        dirs="{root}/services, %s/services" % tmp)
     text += """tracing:
@@ -165,7 +166,7 @@ def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs
   ratio: 1.0
   batch_size: 4
   interval: 100ms
-  timeout: 1s
+  timeout: %s
   service_name: gw-under-test
   headers: {authorization: "Bearer s3cret"}
 %s
@@ -173,7 +174,7 @@ outgoing:
   http:
     - name: crm
       targets: [http://127.0.0.1:%d]
-""" % (collector_port, extra_tracing, backend_port)
+""" % (collector_port, timeout, extra_tracing, backend_port)
     if amqp:
         text += """  amqp:
     - name: bus
@@ -422,6 +423,22 @@ def test_a_full_queue_drops_and_counts(lab):
         assert http.request("GET", "/px/crm/x")[0] == 200
     m = scrape(gw)
     assert m[("portico_trace_spans_dropped_total", (("reason", "queue_full"),))] > 0
+    sink.close()
+
+
+def test_a_stop_does_not_hang_on_a_collector_that_never_answers(lab):
+    rec, be, start = lab
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(64)
+    # 15 batches wait behind a post that times out after 5 s: were each to
+    # get its own time-out, the stop would take over a minute (the fixture
+    # kills it after 30 s and fails on the exit code)
+    gw = start(collector=sink.getsockname()[1], timeout="5s", extra_tracing="  queue_size: 4096")
+    http = gw.http()
+    for _ in range(60):
+        assert http.request("GET", "/plain")[0] == 200
+    assert gw.proc.stop() == 0
     sink.close()
 
 
