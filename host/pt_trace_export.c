@@ -204,8 +204,13 @@ static void pt__attrs(pt_buf_t *b, const pt_span_t *s)
             pt_buf_puts(b, "\"}}");
         } else if (type == 'i') {
             int64_t x;
+            size_t k = 0;
             memcpy(&x, v, sizeof x);
-            pt_buf_printf(b, "\",\"value\":{\"intValue\":\"%lld\"}}", (long long)x);
+            if (x < 0) num[k++] = '-';
+            k += pt_u64_digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, num + k);
+            pt_buf_puts(b, "\",\"value\":{\"intValue\":\"");
+            pt_buf_append(b, num, k);
+            pt_buf_puts(b, "\"}}");
         } else {
             double x;
             memcpy(&x, v, sizeof x);
