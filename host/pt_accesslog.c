@@ -75,9 +75,9 @@ static void pt__field(pt_buf_t *b, const char *name, const char *value, size_t l
 }
 
 const char *const pt_accesslog_redact_default[] = {
-    "token",   "access_token", "id_token",  "refresh_token", "api_key", "apikey",
-    "api-key", "key",          "password",  "passwd",        "secret",  "client_secret",
-    "code",    "signature",    "sig",       "auth",          NULL};
+    "token",   "access_token", "id_token", "refresh_token", "api_key", "apikey",
+    "api-key", "key",          "password", "passwd",        "secret",  "client_secret",
+    "code",    "signature",    "sig",      "auth",          NULL};
 
 static int pt__redacted(const char *name, char *const *extra, size_t n_extra)
 {
@@ -94,7 +94,8 @@ void pt_accesslog_redact_query(pt_buf_t *b, const char *q, size_t len, char *con
     size_t i = 0;
     while (i < len) {
         size_t amp = i;
-        while (amp < len && q[amp] != '&') amp++;
+        while (amp < len && q[amp] != '&')
+            amp++;
         const char *eq = memchr(q + i, '=', amp - i);
         size_t name_end = eq ? (size_t)(eq - q) : amp;
         char name[130];
@@ -142,6 +143,7 @@ void pt_accesslog_append(pt_buf_t *b, const pt_accesslog_entry_t *e)
         pt_buf_printf(b, ",\"upstream_ms\":%.3f", (double)e->upstream_us / 1000.0);
     else
         pt_buf_puts(b, ",\"upstream_ms\":null");
+    if (e->trace_id) pt__field(b, "trace_id", e->trace_id, strlen(e->trace_id));
     pt_buf_puts(b, "}\n");
 }
 

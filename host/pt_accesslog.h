@@ -46,6 +46,7 @@ typedef struct {
     uint64_t upstream_us; /* time to the upstream's answer (head) */
     char *const *redact;  /* more query parameter names to hide (any case) */
     size_t n_redact;
+    const char *trace_id; /* 32 hex digits, or NULL when tracing is off */
 } pt_accesslog_entry_t;
 
 /* Appends a line to buf (the worker's own). Every string is JSON-escaped,

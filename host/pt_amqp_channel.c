@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define PT__BACKOFF_MIN_MS 100
@@ -29,6 +30,7 @@ typedef struct pt__delivery_s {
     uint64_t tag;
     amqp_envelope_t env; /* read-only while a worker has it */
     char cid[65];
+    pt_trace_ctx_t trace; /* its consumer span's context, while a worker has it */
     /* The answer, written by the worker before it hands the delivery back. */
     int status; /* 0: not handled (the worker was gone) */
     char *resp;
@@ -225,6 +227,12 @@ static void pt__on_done(void *ud, const pt_lua_result_t *res)
 {
     pt__delivery_t *d = ud;
     d->status = res->status;
+    if (d->trace.call) {
+        pt_span_int(d->trace.call, "portico.status", res->status);
+        if (res->status >= 500) pt_span_error(d->trace.call, "the service failed");
+        pt_span_end(d->trace.call);
+        d->trace.call = NULL;
+    }
     if ((d->resp = malloc(res->body_len + 1))) {
         memcpy(d->resp, res->body, res->body_len);
         d->resp_len = res->body_len;
@@ -241,6 +249,41 @@ static void pt__on_done(void *ud, const pt_lua_result_t *res)
  * HTTP field value (no NUL, CR, LF or other control byte), so a publisher
  * cannot hand a service a header no HTTP client could send. All of them
  * are bounded by the content header frame (frame_max, 128 KiB). */
+/* The delivery's trace: its traceparent and tracestate headers (text, each
+ * once) when valid, a new trace otherwise; a consumer span of its own. */
+static void pt__trace_begin(pt__delivery_t *d, const amqp_table_t *h, int n,
+                            char tp[PT_TRACEPARENT_LEN + 1])
+{
+    const char *v[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    int seen[2] = {0, 0};
+    static const char *const names[2] = {"traceparent", "tracestate"};
+    for (int i = 0; i < n; i++) {
+        const amqp_table_entry_t *e = &h->entries[i];
+        for (int k = 0; k < 2; k++) {
+            if (e->key.len != strlen(names[k]) || strncasecmp(e->key.bytes, names[k], e->key.len))
+                continue;
+            seen[k]++;
+            if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES) {
+                v[k] = e->value.value.bytes.bytes;
+                len[k] = e->value.value.bytes.len;
+            }
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (seen[k] != 1) v[k] = NULL;
+    pt_trace_begin(&d->trace, v[0], len[0], v[0] ? v[1] : NULL, len[1]);
+    pt_trace_format(&d->trace, tp);
+    const pt__consumer_t *c = d->c;
+    d->trace.call =
+        pt_span_new(&d->trace, PT_SPAN_CONSUMER, c->channel.name, strlen(c->channel.name));
+    pt_span_str(d->trace.call, "messaging.system", "rabbitmq", 8);
+    pt_span_str(d->trace.call, "messaging.destination.name", c->queue, strlen(c->queue));
+    pt_span_str(d->trace.call, "portico.channel", c->channel.name, strlen(c->channel.name));
+    pt_span_str(d->trace.call, "portico.service", c->channel.service, strlen(c->channel.service));
+    pt_span_str(d->trace.call, "portico.cid", d->cid, strlen(d->cid));
+}
+
 static void pt__on_worker(pt_worker_t *w, void *arg)
 {
     pt__delivery_t *d = arg;
@@ -315,6 +358,8 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         }
         nh++;
     }
+    char tp[PT_TRACEPARENT_LEN + 1];
+    if (pt_trace_enabled()) pt__trace_begin(d, h, n, tp);
     amqp_bytes_t body = d->env.message.body;
     pt_lua_call_t call = {
         .service = c->channel.service,
@@ -331,10 +376,14 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         .channel = &c->channel,
         .push_extra = pt__push_amqp,
         .extra_ud = d,
+        .traceparent = d->trace.on ? tp : NULL,
     };
     d->w = w;
     pt_worker_task_begin(w);
     if (pt_lua_dispatch(w->lua, &call, pt__on_done, d) != 0) {
+        pt_span_error(d->trace.call, "cannot start the service");
+        pt_span_end(d->trace.call);
+        d->trace.call = NULL;
         pt__answer(d);
         pt_worker_task_end(w);
     }

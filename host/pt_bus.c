@@ -42,6 +42,7 @@ typedef struct pt__job_s {
     uint64_t max_reply; /* a larger reply body is dropped unread: 502 */
     amqp_bytes_t exchange, routing_key, method, query, content_type, body, corr;
     int has_content_type;
+    char traceparent[PT_TRACEPARENT_LEN + 1]; /* "" none */
     /* The outcome. */
     int status;
     char error[PT_AMQP_ERRLEN];
@@ -354,10 +355,13 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
             return -1;
         }
     }
-    amqp_table_entry_t headers[2] = {
+    amqp_table_entry_t headers[3] = {
         {.key = amqp_cstring_bytes("X-WASP-METHOD")},
         {.key = amqp_cstring_bytes("X-WASP-QS")},
+        {.key = amqp_cstring_bytes("traceparent")},
     };
+    headers[2].value.kind = AMQP_FIELD_KIND_UTF8;
+    headers[2].value.value.bytes = amqp_cstring_bytes(job->traceparent);
     headers[0].value.kind = AMQP_FIELD_KIND_UTF8;
     headers[0].value.value.bytes = job->method;
     headers[1].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -367,7 +371,7 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
             AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_HEADERS_FLAG,
         .correlation_id = job->corr,
         .reply_to = amqp_cstring_bytes(PT__REPLY_TO),
-        .headers = {.num_entries = 2, .entries = headers},
+        .headers = {.num_entries = job->traceparent[0] ? 3 : 2, .entries = headers},
     };
     if (job->has_content_type) {
         p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
@@ -725,6 +729,8 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     job->has_content_type = req->content_type != NULL;
     job->body = pt__copy(&at, req->body, blen);
     job->corr = pt__copy(&at, corr, (size_t)corrlen);
+    if (req->traceparent)
+        pt_strcpy_cap(job->traceparent, req->traceparent, sizeof job->traceparent);
     job->timeout_ms = ch->bus_reply_timeout_ms ? ch->bus_reply_timeout_ms : PT__DEFAULT_TIMEOUT_MS;
     job->deadline_ms = pt_amqp_now_ms() + job->timeout_ms;
     job->max_reply = w && w->cfg ? w->cfg->max_body_bytes : PT__DEFAULT_MAX_REPLY;

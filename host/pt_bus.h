@@ -53,6 +53,7 @@ typedef struct {
     const char *body;
     size_t body_len;
     const char *cid;
+    const char *traceparent; /* sent as the message's traceparent header; NULL: none */
 } pt_bus_request_t;
 
 /* The outcome, valid only during the callback. status is the reply's (body

@@ -673,15 +673,13 @@ static int pt__channel(pt__cfg_ctx_t *c, yaml_node_t *n, pt_channel_type_t type,
         "fail_timeout", "max_fails",  "keepalive",       "resolve_ttl",
         "tls",          NULL};
     static const char *const bus_keys[] = {
-        "name", "url_prefix", "methods",   "service_list", "security",      "rate_limit",
-        "url",  "url_env",    "heartbeat", "tls",          "reply_timeout", "declare", NULL};
+        "name",    "url_prefix", "methods", "service_list",  "security", "rate_limit", "url",
+        "url_env", "heartbeat",  "tls",     "reply_timeout", "declare",  NULL};
     static const char *const openapi_keys[] = {"name", "url_path", "security", "rate_limit", NULL};
-    static const char *const *const keys[] = {[PT_CHANNEL_REST] = rest_keys,
-                                              [PT_CHANNEL_GATEWAY] = gw_keys,
-                                              [PT_CHANNEL_WEBSOCKET] = ws_keys,
-                                              [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
-                                              [PT_CHANNEL_AMQP_BUS] = bus_keys,
-                                              [PT_CHANNEL_OPENAPI] = openapi_keys};
+    static const char *const *const keys[] = {
+        [PT_CHANNEL_REST] = rest_keys,    [PT_CHANNEL_GATEWAY] = gw_keys,
+        [PT_CHANNEL_WEBSOCKET] = ws_keys, [PT_CHANNEL_HTTP_PROXY] = proxy_keys,
+        [PT_CHANNEL_AMQP_BUS] = bus_keys, [PT_CHANNEL_OPENAPI] = openapi_keys};
     int prefixed = type == PT_CHANNEL_HTTP_PROXY || type == PT_CHANNEL_AMQP_BUS;
     const char *path_key = prefixed ? "url_prefix" : "url_path";
     char what[64];
@@ -1446,7 +1444,7 @@ static int pt__amqp_channel(pt__cfg_ctx_t *c, yaml_node_t *n, size_t idx, pt_con
                             pt_amqp_channel_cfg_t *a)
 {
     static const char *const keys[] = {
-        "name",    "connection", "url",         "url_env",  "heartbeat",   "tls", "queue",
+        "name",    "connection", "url",         "url_env",  "heartbeat",   "tls",     "queue",
         "service", "prefetch",   "concurrency", "on_error", "data_format", "declare", NULL};
     char what[64], key[96];
     yaml_node_t *v;
@@ -1560,9 +1558,9 @@ static int pt__no_file(void *ud, const char *path, const struct stat *st)
 
 static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
-    static const char *const keys[] = {"server",   "log",      "lua",       "services",
-                                       "channels", "admin",    "outgoing",  "security",
-                                       "cache",    "scheduler", "audit", NULL};
+    static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
+                                       "admin",  "outgoing", "security", "cache",    "scheduler",
+                                       "audit",  "tracing",  NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
@@ -1648,6 +1646,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
     }
     if (pt_config_obs_audit(&c->y, pt_yaml_get(&c->y, root, "audit"), &cfg->obs) != 0) return -1;
     if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
+        return -1;
+    if (pt_config_tracing_parse(&c->y, pt_yaml_get(&c->y, root, "tracing"), &cfg->tracing) != 0)
         return -1;
     if (!cfg->lib_dirs && pt__default_lib_dirs(cfg) != 0)
         return pt_yaml_fail(&c->y, root, "out of memory");
@@ -1756,10 +1756,10 @@ int pt_config_admin_address(const char *path, char **host, int *port, char *err,
     free(text);
     if (rc != 0) return -1;
     yaml_node_t *root = yaml_document_get_root_node(&c.doc);
-    yaml_node_t *admin = root && root->type == YAML_MAPPING_NODE
-                             ? pt_yaml_get(&c.y, root, "admin") : NULL;
-    yaml_node_t *listen = admin && admin->type == YAML_MAPPING_NODE
-                              ? pt_yaml_get(&c.y, admin, "listen") : NULL;
+    yaml_node_t *admin =
+        root && root->type == YAML_MAPPING_NODE ? pt_yaml_get(&c.y, root, "admin") : NULL;
+    yaml_node_t *listen =
+        admin && admin->type == YAML_MAPPING_NODE ? pt_yaml_get(&c.y, admin, "listen") : NULL;
     if (!listen)
         rc = pt_yaml_fail(&c.y, admin ? admin : root, "no admin.listen");
     else
@@ -1808,6 +1808,7 @@ void pt_config_free(pt_config_t *cfg)
     pt_security_free(cfg->security);
     pt_config_cache_free(&cfg->caches);
     pt_config_obs_free(&cfg->obs);
+    pt_trace_cfg_free(&cfg->tracing);
     pt_config_scheduler_free(&cfg->scheduler);
     pt_config_admin_free(&cfg->admin);
     pt__amqp_free(cfg);

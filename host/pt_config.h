@@ -11,6 +11,7 @@
 #include "pt_config_upstream_tls.h"
 #include "pt_config_admin.h"
 #include "pt_config_scheduler.h"
+#include "pt_config_tracing.h"
 #include "pt_log.h"
 #include "pt_ratelimit.h"
 
@@ -180,6 +181,7 @@ typedef struct {
     pt_config_obs_t obs;            /* trusted proxies, query redaction, audit (pt_config_obs.h) */
     pt_config_caches_t caches;      /* cache: (pt_config_cache.h); [0] is the default */
     pt_scheduler_cfg_t scheduler;   /* scheduler: (pt_config_scheduler.h) */
+    pt_trace_cfg_t tracing;         /* tracing: (pt_config_tracing.h); read at start only */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

@@ -26,6 +26,13 @@ static void pt__bus_done(void *ud, const pt_bus_result_t *res)
     pt_conn_t *c = call->c;
     pt_worker_t *w = pt_http_worker(c);
     pt_metrics_add(&w->metrics.in_flight, -1);
+    pt_trace_ctx_t *tc = pt_http_trace(c);
+    if (tc && tc->call) { /* the bus round trip */
+        pt_span_int(tc->call, "http.response.status_code", res->status);
+        if (res->error) pt_span_error(tc->call, res->error);
+        pt_span_end(tc->call);
+        tc->call = NULL;
+    }
     if (!pt_http_unhold(c)) {
         free(call);
         return;
@@ -78,10 +85,23 @@ static void pt__bus(const pt_dispatch_req_t *r)
     call->c = c;
     call->started_ns = uv_hrtime();
     snprintf(call->where, sizeof call->where, "amqp:%s", m->service);
+    pt_trace_ctx_t *tc = pt_http_trace(c), child;
+    char tp[PT_TRACEPARENT_LEN + 1];
+    if (tc) {
+        pt_trace_child(tc, &child);
+        pt_trace_format(&child, tp);
+        req.traceparent = tp;
+        tc->call = pt_span_new(&child, PT_SPAN_CLIENT, "bus", 3);
+        pt_span_str(tc->call, "messaging.system", "rabbitmq", 8);
+        pt_span_str(tc->call, "messaging.destination.name", m->service, strlen(m->service));
+        pt_span_str(tc->call, "portico.cid", req.cid, strlen(req.cid));
+    }
     pt_http_hold(c);
     pt_metrics_add(&r->w->metrics.in_flight, 1);
     if (pt_bus_send(r->w, &req, pt__bus_done, call) != 0) {
         free(call);
+        if (tc && tc->call) pt_span_end(tc->call);
+        if (tc) tc->call = NULL;
         pt_http_unhold(c);
         pt_metrics_add(&r->w->metrics.in_flight, -1);
         pt_http_send_error(c, 500, "cannot queue the message", NULL);
@@ -178,7 +198,10 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
             req.token_len = (size_t)n;
         }
     }
+    pt_trace_ctx_t *tc = pt_http_trace(c);
+    uint64_t t0 = tc ? uv_hrtime() : 0;
     int rc = pt_security_check(w->cfg->security, ch->security, &req, res);
+    if (tc) tc->security_ns += uv_hrtime() - t0;
     if (rc == PT_SECURITY_VERIFY) {
         pt_http_hold(c);
         rc = pt_security_verify(&w->loop, res->verify, pt__on_verified, c);

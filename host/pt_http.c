@@ -55,6 +55,7 @@ struct pt_conn_s {
     pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
     char cid[65];
+    pt_trace_ctx_t trace;     /* the server span's context (trace.on 0: tracing is off) */
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
     char service[PT_SERVICE_NAME_MAX + 1];
@@ -342,6 +343,7 @@ static void pt__on_begin(pt_http_parser_t *p)
     c->body.len = 0;
     c->body_due = 0;
     c->cid[0] = '\0';
+    c->trace.on = 0;
     c->channel_name = NULL;
     c->service[0] = '\0';
     c->service_known = 0;
@@ -361,6 +363,51 @@ static void pt__on_continue_written(pt_transport_write_t *req, int status)
     free(req);
 }
 
+/* The value of header name when it comes exactly once (NULL otherwise:
+ * two traceparents are no valid one). */
+static const char *pt__only_header(const pt_conn_t *c, const char *name, size_t *len)
+{
+    const pt_http_parser_t *p = &c->req;
+    const char *v = NULL;
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i < p->n_headers; i++) {
+        if (!pt_http_parser_header_is(p, &p->headers[i], name, nlen)) continue;
+        if (v) return NULL;
+        v = p->head.data + p->headers[i].value_off;
+        *len = p->headers[i].value_len;
+    }
+    return v;
+}
+
+static void pt__trace_begin(pt_conn_t *c)
+{
+    size_t tl = 0, sl = 0;
+    const char *tp = pt__only_header(c, "traceparent", &tl);
+    const char *ts = tp ? pt__only_header(c, "tracestate", &sl) : NULL;
+    pt_trace_begin(&c->trace, tp, tl, ts, sl);
+}
+
+/* The server span of the request answered now. */
+static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char *method,
+                          const char *path, size_t path_len)
+{
+    const char *name = c->channel_name ? c->channel_name : (method ? method : "HTTP");
+    pt_span_t *s = pt_span_new(&c->trace, PT_SPAN_SERVER, name, strlen(name));
+    if (!s) return;
+    if (method) pt_span_str(s, "http.request.method", method, strlen(method));
+    pt_span_str(s, "url.path", path, path_len);
+    pt_span_int(s, "http.response.status_code", status);
+    pt_span_int(s, "http.response.body.size", (int64_t)body_len);
+    if (c->channel_name)
+        pt_span_str(s, "portico.channel", c->channel_name, strlen(c->channel_name));
+    if (c->service[0]) pt_span_str(s, "portico.service", c->service, strlen(c->service));
+    if (c->username[0]) pt_span_str(s, "enduser.id", c->username, strlen(c->username));
+    pt_span_str(s, "portico.cid", c->cid, strlen(c->cid));
+    pt_span_int(s, "portico.security_us", (int64_t)(c->trace.security_ns / 1000));
+    if (status >= 500) pt_span_error(s, pt_http_reason(status));
+    pt_span_end(s);
+}
+
 static int pt__on_head(pt_http_parser_t *p)
 {
     pt_conn_t *c = p->ud;
@@ -378,6 +425,7 @@ static int pt__on_head(pt_http_parser_t *p)
     } else {
         pt_cid_new(c->cid);
     }
+    if (pt_trace_enabled()) pt__trace_begin(c);
     if (p->close_after) c->close_after = 1;
     /* the handler decides: a body streamed on (it has no size limit here) or
      * read whole */
@@ -599,9 +647,16 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     /* a client picks the name in the path: it is a label only once known */
     const char *label = !c->channel_name ? "" : c->service_known ? c->service : "unknown";
     pt_metrics_observe(&w->metrics, c->channel_name, label, status, us);
-    if (!pt_accesslog_enabled()) return;
     const char *url = c->head.data ? c->head.data : "";
     const char *q = memchr(url, '?', c->url_len);
+    char trace_id[33];
+    if (c->trace.on) {
+        pt__trace_end(c, status, body_len,
+                      c->url_len ? llhttp_method_name(llhttp_get_method(&c->parser)) : NULL, url,
+                      q ? (size_t)(q - url) : c->url_len);
+        pt_trace_hex(c->trace.trace_id, 16, trace_id);
+    }
+    if (!pt_accesslog_enabled()) return;
     char client[PT_HTTP_CLIENT_MAX];
     const char *xff;
     size_t xff_len, ua_len = 0;
@@ -631,6 +686,7 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
         .upstream_us = c->upstream_us,
         .redact = obs->redact_query,
         .n_redact = obs->n_redact_query,
+        .trace_id = c->trace.on ? trace_id : NULL,
     };
     pt_accesslog_append(&w->access_buf, &e);
 }
@@ -1037,6 +1093,11 @@ const char *pt_http_body(const pt_conn_t *c, size_t *len)
 {
     *len = c->body.len;
     return c->body.data ? c->body.data : "";
+}
+
+pt_trace_ctx_t *pt_http_trace(pt_conn_t *c)
+{
+    return c->trace.on ? &c->trace : NULL;
 }
 
 const char *pt_http_cid(const pt_conn_t *c)

@@ -21,6 +21,7 @@
 #define PT_HTTP_H
 
 #include "pt_http_parser.h"
+#include "pt_trace.h"
 #include "pt_transport.h"
 #include "pt_util.h"
 #include "pt_worker.h"
@@ -76,6 +77,10 @@ const char *pt_http_body(const pt_conn_t *c, size_t *len);
 
 /* The request's correlation id (taken from X-Correlation-Id or made). */
 const char *pt_http_cid(const pt_conn_t *c);
+
+/* The request's trace context (pt_trace.h; its span_id is the server
+ * span, the parent of every call made for it), or NULL when tracing is off. */
+pt_trace_ctx_t *pt_http_trace(pt_conn_t *c);
 
 /* The worker c runs on. */
 pt_worker_t *pt_http_worker(const pt_conn_t *c);

@@ -1003,6 +1003,7 @@ enum {
     PT__R_USERNAME,
     PT__R_GATEWAY, /* also the type of the gateway channel */
     PT__R_PARAMS,
+    PT__R_TRACE,
     PT__R_AMQP, /* also the type of AMQP channels */
     PT__R_N_FIELDS = PT__R_AMQP,
     PT__R_REST,
@@ -1024,6 +1025,7 @@ static const char *const pt__request_names[PT__R_N + 1] = {[PT__R_SERVICE] = "se
                                                            [PT__R_USERNAME] = "username",
                                                            [PT__R_GATEWAY] = "gateway",
                                                            [PT__R_PARAMS] = "params",
+                                                           [PT__R_TRACE] = "trace",
                                                            [PT__R_AMQP] = "amqp",
                                                            [PT__R_REST] = "rest",
                                                            [PT__R_WEBSOCKET] = "websocket",
@@ -1189,6 +1191,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
      * that was not its own), and most requests have none of them. */
     if (c->username) pt__set_string(co, req, PT__R_USERNAME, c->username);
     if (c->gateway) pt__set_string(co, req, PT__R_GATEWAY, c->gateway);
+    if (c->traceparent) pt__set_string(co, req, PT__R_TRACE, c->traceparent);
     if (c->n_params > 0) {
         pt__field(co, req, PT__R_PARAMS);
         lua_createtable(co, 0, c->n_params);

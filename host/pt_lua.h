@@ -73,6 +73,9 @@ typedef struct {
                              header (self.channel.security.gateway); NULL: none */
     const pt_route_param_t *params;
     int n_params;
+    /* The traceparent of the span the service runs under (pt_trace; the
+     * request table's trace field, self.trace's parent); NULL: not traced. */
+    const char *traceparent;
     /* Optional: pushes the value of the request table's amqp field
      * (self.request.amqp: the AMQP channels pass the delivery's properties
      * this way). */

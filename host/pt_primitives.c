@@ -3,6 +3,7 @@
 #include "pt_lua_cache.h"
 #include "pt_lua_http.h"
 #include "pt_lua_timer.h"
+#include "pt_lua_trace.h"
 #include "pt_lua_ws.h"
 
 #include <stddef.h>
@@ -14,5 +15,6 @@ const pt_lua_register_fn pt_primitives[] = {
     pt_lua_ws_register,
     pt_lua_cache_register,
     pt_lua_timer_register,
+    pt_lua_trace_register,
     NULL,
 };

@@ -19,12 +19,13 @@ struct pt_proxy_s {
     int head_only;    /* HEAD, 204, 304: no answer body */
     int tunnel;       /* after a 101 */
     int status;
-    uint64_t bytes; /* answer body bytes passed on */
-    int paused;     /* the target's answer is paused for a slow client */
-    int sent;       /* a byte of the answer went to the client: a failure can only close */
-    pt_buf_t head;  /* the answer's head, sent with the first body bytes (one write) */
-    pt_buf_t out;   /* answer bytes behind the client's writes in flight (pt__emit) */
+    uint64_t bytes;      /* answer body bytes passed on */
+    int paused;          /* the target's answer is paused for a slow client */
+    int sent;            /* a byte of the answer went to the client: a failure can only close */
+    pt_buf_t head;       /* the answer's head, sent with the first body bytes (one write) */
+    pt_buf_t out;        /* answer bytes behind the client's writes in flight (pt__emit) */
     uint64_t started_ns; /* the exchange started (the access log's upstream_ms) */
+    pt_span_t *span;     /* the client span of the exchange (NULL: not traced) */
 };
 
 static const pt_http_sink_ops_t pt__sink_ops;
@@ -160,6 +161,12 @@ static void pt__line(pt_buf_t *b, const char *name, size_t nlen, const char *val
 
 static void pt__free(pt_proxy_t *px)
 {
+    if (px->span) { /* every way the exchange ends comes here */
+        pt_span_int(px->span, "http.response.status_code", px->status);
+        pt_span_int(px->span, "http.response.body.size", (int64_t)px->bytes);
+        if (!px->status || px->status >= 500) pt_span_error(px->span, "the target failed");
+        pt_span_end(px->span);
+    }
     pt_buf_free(&px->head);
     pt_buf_free(&px->out);
     free(px);
@@ -318,6 +325,13 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     uint64_t bytes = px->bytes;
     if (err != PT_UPX_OK && px->x) /* no answer: where it failed, and after how long */
         pt_http_set_upstream(c, pt_upx_target(px->x), (uv_hrtime() - px->started_ns) / 1000);
+    if (px->span && px->x) {
+        const char *failed, *target = pt_upx_target(px->x);
+        int retries = pt_upx_retries(px->x, &failed);
+        pt_span_str(px->span, "server.address", target, strlen(target));
+        pt_span_int(px->span, "portico.retries", retries);
+        if (failed) pt_span_str(px->span, "portico.failed_target", failed, strlen(failed));
+    }
     px->x = NULL;
     pt_http_detach(c); /* the exchange is over: a close from here on has nothing to abort */
     int rc = 0;
@@ -388,6 +402,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     size_t host_len = 0;
     const char *host = pt_http_header(c, "host", &host_len);
     int websocket = pt__websocket(r);
+    pt_trace_ctx_t *tc = pt_http_trace(c), child;
     pt__conn_list_t conns = {.n = 0};
     for (size_t i = 0; i < r->n_headers; i++) {
         const pt_http_header_t *h = &r->headers[i];
@@ -406,6 +421,10 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
         if (pt__replaced(name, h->name_len) ||
             (hide_header && pt__is(name, h->name_len, hide_header)))
             continue;
+        /* traced: the target's parent is the gateway's span, not the client's */
+        if (tc &&
+            (pt__is(name, h->name_len, "traceparent") || pt__is(name, h->name_len, "tracestate")))
+            continue;
         pt__line(&b, name, h->name_len, value, h->value_len);
     }
     pt_buf_puts(&b, "X-Forwarded-For: ");
@@ -415,6 +434,21 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     pt_buf_puts(&b, "X-Correlation-Id: ");
     pt_buf_puts(&b, pt_http_cid(c));
     pt_buf_puts(&b, "\r\nVia: 1.1 portico\r\n");
+    if (tc) {
+        char tp[PT_TRACEPARENT_LEN + 1];
+        pt_trace_child(tc, &child);
+        pt_trace_format(&child, tp);
+        pt__line(&b, "traceparent", 11, tp, PT_TRACEPARENT_LEN);
+        if (child.state_len) pt__line(&b, "tracestate", 10, child.state, child.state_len);
+        const pt_upstream_cfg_t *ucfg = pt_upstream_cfg(u);
+        px->span = pt_span_new(&child, PT_SPAN_CLIENT, "proxy", 5);
+        pt_span_str(px->span, "http.request.method", llhttp_method_name((llhttp_method_t)method),
+                    strlen(llhttp_method_name((llhttp_method_t)method)));
+        if (ucfg->name) pt_span_str(px->span, "portico.upstream", ucfg->name, strlen(ucfg->name));
+        pt_span_str(px->span, "url.path", m->rest_len ? m->rest : "/",
+                    m->rest_len ? m->rest_len : 1);
+        pt_span_str(px->span, "portico.cid", pt_http_cid(c), strlen(pt_http_cid(c)));
+    }
     if (r->parser.flags & F_CHUNKED) {
         px->chunked_req = 1;
         pt_buf_puts(&b, "Transfer-Encoding: chunked\r\n");
@@ -426,7 +460,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     /* the 101 must switch to this (pt_upstream checks it) */
     if (websocket) pt_buf_puts(&b, "Connection: upgrade\r\nUpgrade: websocket\r\n");
     if (!b.data) {
-        free(px);
+        pt__free(px);
         pt_http_send_error(c, 500, "out of memory", NULL);
         return;
     }
@@ -444,7 +478,7 @@ void pt_proxy_start(pt_conn_t *c, const pt_route_match_t *m, const char *hide_he
     pt_buf_free(&b);
     if (rc < 0) {
         pt_http_detach(c);
-        free(px);
+        pt__free(px);
         pt_http_send_error(c, 502, "no target of the service can be reached", NULL);
         return;
     }

@@ -51,6 +51,7 @@ typedef struct {
     pt__result_t result;
     char error[256];
     char cid[25];
+    pt_span_t *span; /* the run's span (a root: a job has no caller), NULL: not traced */
 } pt__run_t;
 
 struct pt_scheduler_s {
@@ -189,6 +190,12 @@ static void pt__on_run_done(void *ud, const pt_lua_result_t *res)
     } else {
         r->result = PT__OK;
     }
+    if (r->span) {
+        pt_span_int(r->span, "portico.status", res->status);
+        if (r->result != PT__OK) pt_span_error(r->span, r->error);
+        pt_span_end(r->span);
+        r->span = NULL;
+    }
     uv_timer_stop(&r->timer);
     uv_close((uv_handle_t *)&r->timer, pt__on_timer_closed);
 }
@@ -227,6 +234,16 @@ static void pt__run_on_worker(pt_worker_t *w, void *arg)
     r->timer.data = r;
     uv_timer_start(&r->timer, pt__on_timeout, r->timeout_ms, 0);
     r->start_ms = pt__now_ms();
+    pt_trace_ctx_t tc;
+    char tp[PT_TRACEPARENT_LEN + 1];
+    if (pt_trace_enabled()) {
+        pt_trace_begin(&tc, NULL, 0, NULL, 0);
+        pt_trace_format(&tc, tp);
+        r->span = pt_span_new(&tc, PT_SPAN_INTERNAL, r->job, strlen(r->job));
+        pt_span_str(r->span, "portico.job", r->job, strlen(r->job));
+        pt_span_str(r->span, "portico.service", r->service, strlen(r->service));
+        pt_span_str(r->span, "portico.cid", r->cid, strlen(r->cid));
+    }
     pt_lua_call_t call = {
         .service = r->service,
         .cid = r->cid,
@@ -236,9 +253,13 @@ static void pt__run_on_worker(pt_worker_t *w, void *arg)
         .body_len = strlen(r->input),
         .job = r->job,
         .run_id = &r->run_id,
+        .traceparent = pt_trace_enabled() ? tp : NULL,
     };
     if (pt_lua_dispatch(w->lua, &call, pt__on_run_done, r) != 0) {
         snprintf(r->error, sizeof r->error, "cannot start the service (out of memory)");
+        pt_span_error(r->span, r->error);
+        pt_span_end(r->span);
+        r->span = NULL;
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, pt__on_timer_closed);
     }

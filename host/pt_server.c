@@ -353,6 +353,10 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
     if (!pt_config_obs_same_sink(&run->obs, &cfg->obs))
         pt_log_warn("config reload: the audit sink changed: audit.file, audit.amqp, "
                     "audit.max_queue and audit on or off take effect after a restart");
+    if (run->tracing.enabled != cfg->tracing.enabled || run->tracing.ratio != cfg->tracing.ratio ||
+        !run->tracing.endpoint != !cfg->tracing.endpoint ||
+        (run->tracing.endpoint && strcmp(run->tracing.endpoint, cfg->tracing.endpoint) != 0))
+        pt_log_warn("config reload: tracing changed: it takes effect after a restart");
     if (pt__amqp_changed(run, cfg))
         pt_log_warn("config reload: the AMQP connections changed (outgoing.amqp, channels.amqp "
                     "or amqp_bus: URL, heartbeat, tls, declare, names or queues): they take effect "
@@ -670,6 +674,7 @@ int pt_server_run(const char *config_path)
     }
     if (pt__tls_resolve(cfg, &tls_addr) != 0) goto done;
     if (pt_accesslog_open(cfg->access_log, err, sizeof err) != 0 ||
+        pt_trace_start(&cfg->tracing, err, sizeof err) != 0 ||
         pt_admin_start(s.loop, cfg, &pt__admin_ops, &s, &s.admin, err, sizeof err) != 0) {
         fprintf(stderr, "portico: %s\n", err);
         goto done;
@@ -798,5 +803,6 @@ done:
     pt_accesslog_close();
     pt_console_free(&s.console);
     pt_audit_stop();
+    pt_trace_stop();
     return exit_code;
 }

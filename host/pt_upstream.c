@@ -1338,3 +1338,9 @@ const char *pt_upx_target(const pt_upx_t *x)
 {
     return x->t ? x->t->cfg->display : "";
 }
+
+int pt_upx_retries(const pt_upx_t *x, const char **failed)
+{
+    *failed = x->failed ? x->failed->cfg->display : NULL;
+    return x->tries;
+}

@@ -157,4 +157,8 @@ void pt_upx_abort(pt_upx_t *x);
 /* "host:port" of the target the exchange is with ("" before one is chosen). */
 const char *pt_upx_target(const pt_upx_t *x);
 
+/* How often the exchange was retried on another target (0 or 1), and the
+ * target of the failed first try in *failed (NULL: none); for the trace. */
+int pt_upx_retries(const pt_upx_t *x, const char **failed);
+
 #endif

@@ -156,7 +156,22 @@ function Amqp:send(data, outconn, exchange, routing_key, props)
   if not transport.outconn(outconn) then
     error("amqp:send: no outgoing AMQP connection named '" .. outconn .. "'", 2)
   end
-  return transport.publish(outconn, exchange, routing_key, body, p, data, props)
+  local ctx = self.ctx
+  local sp = type(ctx) == "table" and rawget(ctx, "_tp") and ctx.trace:span("amqp publish", "producer")
+  if not sp then return transport.publish(outconn, exchange, routing_key, body, p, data, props) end
+  -- traced: the message carries the producer span's context (a copy of
+  -- the caller's headers: its table stays as it gave it)
+  p = p or {}
+  local h = {}
+  if p.headers then for k, v in pairs(p.headers) do h[k] = v end end
+  if h.traceparent == nil then h.traceparent = sp:traceparent() end
+  p.headers = h
+  sp:set("messaging.system", "rabbitmq"):set("messaging.destination.name", exchange)
+    :set("messaging.rabbitmq.destination.routing_key", routing_key):set("portico.outconn", outconn)
+  local r1, r2, r3 = transport.publish(outconn, exchange, routing_key, body, p, data, props)
+  if r1 == nil then sp:error(tostring(r2)) end
+  sp:finish()
+  return r1, r2, r3
 end
 
 return M

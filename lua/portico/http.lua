@@ -193,7 +193,7 @@ local OPTS = { query = true, headers = true, timeout = true, data = true, body =
 -- { method, target, head, body, data, retry, head_only, timeout_ms, headers = lines }
 -- or nil, err (a mistake of the caller). data is the data argument of
 -- post/put/patch (nil for the others). cid goes into X-Correlation-Id.
-function M.prepare(method, path, data, opts, cid)
+function M.prepare(method, path, data, opts, cid, traceparent)
   if type(method) ~= "string" or not match(method, "^%a[%a%-_]*$") or #method > 32 then
     return nil, "method must be an HTTP method like \"GET\", got "
       .. (type(method) == "string" and fmt("%q", method) or type(method))
@@ -278,6 +278,9 @@ function M.prepare(method, path, data, opts, cid)
       not find(cid, "[%z\1-\31\127]") then
     head[#head + 1] = "X-Correlation-Id: " .. cid .. "\r\n"
   end
+  if traceparent and not given["traceparent"] then
+    head[#head + 1] = "traceparent: " .. traceparent .. "\r\n"
+  end
   if content_type and not given["content-type"] then
     head[#head + 1] = "Content-Type: " .. content_type .. "\r\n"
   end
@@ -355,12 +358,20 @@ local function call(self, fname, method, path, data, opts)
   if getmetatable(self) ~= Conn then
     error("call it as self.out.http[name]:" .. fname .. "(...), with a colon", 3)
   end
-  local p, err = M.prepare(method, path, data, opts, self.ctx and self.ctx.cid)
+  local ctx = self.ctx
+  -- traced: a client span under the service's, its context sent on
+  local sp = type(ctx) == "table" and rawget(ctx, "_tp") and ctx.trace:span("http " .. tostring(method), "client")
+  local p, err = M.prepare(method, path, data, opts, ctx and ctx.cid, sp and sp:traceparent())
   if not p then error("http:" .. fname .. ": " .. err, 3) end
   p.name = self.name
   local max_body = M.MAX_BODY
   local status, headers, body = self.send(self.name, p.head, p.body, p.retry, p.head_only,
     p.timeout_ms, max_body, p)
+  if sp then
+    sp:set("http.request.method", p.method):set("url.path", p.target):set("portico.outconn", self.name)
+    if status then sp:set("http.response.status_code", status) else sp:error(tostring(headers)) end
+    sp:finish()
+  end
   if status == nil then return nil, failure(self.name, headers, body, max_body) end
   return M.shape(status, headers, body)
 end

@@ -82,6 +82,7 @@ local service = require "portico.service"
 local schema = require "portico.schema"
 local json = require "portico.json"
 local cache = require "portico.cache"
+local trace_new = require("portico.trace").new
 
 local ok_host, host = pcall(require, "portico.host")
 if not ok_host or type(host) ~= "table" then host = nil end
@@ -383,6 +384,7 @@ local function new(opts, rt)
   local lazy = {
     logger = function(self) return setmetatable({ cid = self.cid, service = self.name }, Logger) end,
     out = function(self) return setmetatable({ _self = self }, out_mt) end,
+    trace = function(self) return trace_new(rawget(self, "_tp"), self.name) end,
   }
 
   -- The fields of self that are the same for every request. They are read
@@ -436,7 +438,14 @@ local function new(opts, rt)
     local child = new_self(svc, self.cid,
       { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
       { name = pch.name, type = "invoke", security = pch.security })
+    local tsp = rawget(self, "_tp") and self.trace:span("invoke " .. name)
+    if tsp then child._tp = tsp:traceparent() end
     svc.handle(child)
+    if tsp then
+      local tr = rawget(child, "trace")
+      if tr then tr:finish() end
+      tsp:finish()
+    end
     local res = child.response
     local payload = res.payload
     if c.output and type(payload) == "table" and is_success(res.status) then
@@ -601,7 +610,7 @@ local function new(opts, rt)
   -- input, calls handle, encodes the response. Returns what dispatch returns;
   -- raises what handle raises (dispatch's xpcall turns it into the answer, the
   -- one protected call of a request).
-  local function run(svc, cid, request, channel)
+  local function run(svc, cid, request, channel, tp)
     local c = svc[COMPILED]
     local input = request.payload
     if c.input then
@@ -613,7 +622,18 @@ local function new(opts, rt)
     end
     request.input = input
     local self = new_self(svc, cid, request, channel)
-    svc.handle(self)
+    if tp then
+      self._tp = tp
+      local ok, e = pcall(svc.handle, self)
+      local tr = rawget(self, "trace")
+      if tr then
+        if not ok then tr:error(getmetatable(e) == ServiceError and e.message or "raised") end
+        tr:finish()
+      end
+      if not ok then error(e, 0) end
+    else
+      svc.handle(self)
+    end
     return encode_response(self, svc, c)
   end
 
@@ -782,6 +802,8 @@ local function new(opts, rt)
     if gateway ~= nil then req.gateway = nil end
     if params ~= nil then req.params = nil end
     if amqp ~= nil then req.amqp = nil end
+    local tp = req.trace
+    if tp ~= nil then req.trace = nil end
     local svc = by_name[name]
     if not svc then
       return error_body(404, "unknown service '" .. tostring(name) .. "'", cid)
@@ -815,7 +837,7 @@ local function new(opts, rt)
       name = channel_name, type = channel_type,
       security = { username = username, gateway = gateway },
     }
-    local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel)
+    local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel, tp)
     local deferred = n_defers > 0 and defers[http]
     if deferred then
       defers[http], n_defers = nil, n_defers - 1

@@ -1,0 +1,146 @@
+/* pt_trace: W3C Trace Context and spans (docs/tracing.md).
+ *
+ * Context. A request's trace context comes from its `traceparent` header
+ * when that is valid (strict: version 00 exactly 55 characters, lower-case
+ * hex, all-zero ids refused, a higher version parsed by the spec's rules for
+ * it, version ff refused) and is made otherwise; `tracestate` is kept only
+ * next to a valid traceparent and only when it is valid and bounded (32
+ * members, 512 bytes). The context holds this hop's span id: everything the
+ * request calls gets it as the parent.
+ *
+ * Ids come from a per-thread xoshiro256** seeded from libsodium's
+ * randombytes_buf (the kernel's CSPRNG): a few nanoseconds an id, no lock, no
+ * system call. Sampling is parent-based (a valid parent's sampled flag
+ * decides) plus a ratio for new traces.
+ *
+ * Spans. A sampled span is one malloc'd record, its attributes rendered as
+ * OTLP/JSON as they are set (into a bounded buffer: attributes past it are
+ * dropped and counted). pt_span_end hands it to a bounded queue (a mutex and
+ * a ring of pointers); a full queue drops the span and counts it: a request
+ * never waits for the exporter. The exporter is one thread of its own that
+ * posts batches to the collector's OTLP/HTTP endpoint (application/json,
+ * /v1/traces) with blocking sockets under a time-out.
+ *
+ * When tracing is off (the default) pt_trace_enabled() is 0 and callers
+ * skip everything: no parsing, no ids, no allocation. */
+#ifndef PT_TRACE_H
+#define PT_TRACE_H
+
+#include "pt_util.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PT_TRACE_STATE_MAX 512
+#define PT_TRACE_STATE_MEMBERS 32
+#define PT_TRACEPARENT_LEN 55 /* "00-" 32 "-" 16 "-" 2 */
+
+enum {
+    PT_SPAN_INTERNAL = 1,
+    PT_SPAN_SERVER = 2,
+    PT_SPAN_CLIENT = 3,
+    PT_SPAN_PRODUCER = 4,
+    PT_SPAN_CONSUMER = 5,
+};
+
+/* The `tracing:` section (parsed by pt_config_tracing). */
+typedef struct {
+    int enabled;
+    char *endpoint; /* http://host:port/path as configured */
+    char *host;     /* parsed from endpoint */
+    char *port;
+    char *path;
+    double ratio;         /* of new traces sampled, 0..1 */
+    unsigned batch_size;  /* spans per post */
+    unsigned queue_size;  /* spans waiting at most */
+    uint64_t timeout_ms;  /* of one post (connect, send, answer) */
+    uint64_t interval_ms; /* a batch that is not full goes after this */
+    char *service_name;   /* the resource's service.name */
+    char *headers;        /* "Name: value\r\n" lines for the post ("" none) */
+} pt_trace_cfg_t;
+
+/* Frees what a pt_trace_cfg_t owns (not the struct). */
+void pt_trace_cfg_free(pt_trace_cfg_t *cfg);
+
+/* One hop's context. */
+typedef struct {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];   /* this hop's span: the parent of what it calls */
+    uint8_t parent_id[8]; /* the caller's span; all zero: a root */
+    uint8_t flags;        /* trace-flags as sent on: bit 0 sampled */
+    uint8_t on;           /* set up (tracing is on); 0: nothing to do */
+    uint16_t state_len;
+    uint64_t start_ns;      /* wall clock (unix ns) the span started */
+    uint64_t security_ns;   /* time spent in the security checks */
+    struct pt_span_s *call; /* the span of a call the request waits for (a bus round trip) */
+    char state[PT_TRACE_STATE_MAX + 1];
+} pt_trace_ctx_t;
+
+/* Non-zero once pt_trace_start ran with tracing on. */
+extern int pt_trace_on;
+static inline int pt_trace_enabled(void)
+{
+    return pt_trace_on;
+}
+
+/* Parses a traceparent value. Returns 0 with the ids and flags, or -1 for
+ * anything the spec says to refuse. */
+int pt_trace_parse_parent(const char *v, size_t len, uint8_t trace_id[16], uint8_t parent_id[8],
+                          uint8_t *flags);
+
+/* 1 when v is a valid tracestate within the bounds, 0 otherwise. */
+int pt_trace_valid_state(const char *v, size_t len);
+
+/* Sets up ctx for a hop: from tp/ts (the incoming headers, NULL: none) when
+ * tp is valid, a new root otherwise; a new span id either way. */
+void pt_trace_begin(pt_trace_ctx_t *ctx, const char *tp, size_t tp_len, const char *ts,
+                    size_t ts_len);
+
+/* Sets up child as a new span under parent (same trace, flags and state). */
+void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child);
+
+/* Writes the traceparent naming ctx's span as the parent ("00-...", 55
+ * characters and a NUL). */
+void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1]);
+
+/* Lower-case hex of n bytes into out (2n characters and a NUL). */
+void pt_trace_hex(const uint8_t *b, size_t n, char *out);
+
+/* Fills n bytes with ids from this thread's generator (never all zero). */
+void pt_trace_random(uint8_t *b, size_t n);
+
+/* The wall clock in unix nanoseconds. */
+uint64_t pt_trace_now(void);
+
+/* ---- spans ---- */
+
+typedef struct pt_span_s pt_span_t;
+
+/* A span of ctx (its trace, its span id, its parent) when ctx is sampled,
+ * started at ctx->start_ns; NULL when not sampled or out of memory (every
+ * pt_span_* takes NULL and does nothing). */
+pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len);
+
+/* Attributes (key: a literal-like name, no escaping needed; values escaped). */
+void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len);
+void pt_span_int(pt_span_t *s, const char *key, int64_t v);
+void pt_span_double(pt_span_t *s, const char *key, double v);
+/* The span's status: error with a message. */
+void pt_span_error(pt_span_t *s, const char *msg);
+
+/* Ends s now and hands it to the exporter (or drops and counts it). */
+void pt_span_end(pt_span_t *s);
+
+/* ---- the exporter ---- */
+
+/* Starts the exporter thread for cfg (copied) when cfg->enabled. Returns 0,
+ * or -1 with a message in err. Main thread, before the workers start. */
+int pt_trace_start(const pt_trace_cfg_t *cfg, char *err, size_t errlen);
+
+/* Posts what is queued (within one time-out) and joins the thread. */
+void pt_trace_stop(void);
+
+/* Appends the exporter's counters in Prometheus text (nothing when off). */
+void pt_trace_render_metrics(pt_buf_t *out);
+
+#endif

@@ -1,0 +1,422 @@
+/* The exporter thread: batches of spans posted as OTLP/JSON to the
+ * collector, off the request path. Blocking sockets under poll with one
+ * deadline a post; one connection a post (Connection: close), which at a
+ * batch of hundreds of spans is a few posts a second. */
+#include "pt_json.h"
+#include "pt_log.h"
+#include "pt_trace.h"
+#include "pt_trace_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static pthread_mutex_t pt__mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pt__cv;
+static pthread_t pt__thread;
+static int pt__running, pt__stopping;
+static int pt__gave_up; /* the exporter thread's own */
+static pt_span_t **pt__ring;
+static size_t pt__cap, pt__head, pt__count;
+static pt_trace_cfg_t pt__cfg;
+
+static uint64_t pt__exported, pt__dropped_full, pt__dropped_failed, pt__attr_drops,
+    pt__posts_failed;
+
+void pt_trace_cfg_free(pt_trace_cfg_t *cfg)
+{
+    free(cfg->endpoint);
+    free(cfg->host);
+    free(cfg->port);
+    free(cfg->path);
+    free(cfg->service_name);
+    free(cfg->headers);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+void pt_trace_queue_count_attr_drop(void)
+{
+    __atomic_add_fetch(&pt__attr_drops, 1, __ATOMIC_RELAXED);
+}
+
+void pt_trace_queue_push(pt_span_t *s)
+{
+    int wake = 0;
+    pthread_mutex_lock(&pt__mu);
+    if (!pt__running || pt__stopping || pt__count == pt__cap) {
+        pthread_mutex_unlock(&pt__mu);
+        __atomic_add_fetch(&pt__dropped_full, 1, __ATOMIC_RELAXED);
+        free(s);
+        return;
+    }
+    pt__ring[(pt__head + pt__count) % pt__cap] = s;
+    pt__count++;
+    wake = pt__count == pt__cfg.batch_size;
+    pthread_mutex_unlock(&pt__mu);
+    if (wake) pthread_cond_signal(&pt__cv);
+}
+
+/* ---- one post ---- */
+
+static uint64_t pt__mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd to be ready for ev before deadline. 0 ready, -1 not. */
+static int pt__wait(int fd, short ev, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = pt__mono_ms();
+        if (now >= deadline) return -1;
+        struct pollfd p = {.fd = fd, .events = ev};
+        int n = poll(&p, 1, (int)(deadline - now));
+        if (n > 0) return 0;
+        if (n < 0 && errno == EINTR) continue;
+        return -1;
+    }
+}
+
+static int pt__connect(uint64_t deadline)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(pt__cfg.host, pt__cfg.port, &hints, &res) != 0 || !res) return -1;
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+        if (errno == EINPROGRESS && pt__wait(fd, POLLOUT, deadline) == 0) {
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) break;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Posts body; returns the HTTP status, or -1. */
+static int pt__post(const char *body, size_t len)
+{
+    uint64_t deadline = pt__mono_ms() + pt__cfg.timeout_ms;
+    int fd = pt__connect(deadline);
+    if (fd < 0) return -1;
+    pt_buf_t head = {0};
+    pt_buf_printf(&head,
+                  "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+                  "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: portico\r\n%s\r\n",
+                  pt__cfg.path, pt__cfg.host, pt__cfg.port, len,
+                  pt__cfg.headers ? pt__cfg.headers : "");
+    const char *parts[2] = {head.data, body};
+    size_t lens[2] = {head.len, len};
+    int status = -1;
+    for (int i = 0; i < 2; i++) {
+        size_t off = 0;
+        while (off < lens[i]) {
+            ssize_t n = send(fd, parts[i] + off, lens[i] - off, MSG_NOSIGNAL);
+            if (n > 0) {
+                off += (size_t)n;
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
+                pt__wait(fd, POLLOUT, deadline) == 0)
+                continue;
+            goto done;
+        }
+    }
+    /* the status line is all we need */
+    char resp[256];
+    size_t got = 0;
+    while (got < sizeof resp - 1) {
+        ssize_t n = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+        if (n > 0) {
+            got += (size_t)n;
+            resp[got] = '\0';
+            if (strstr(resp, "\r\n")) break;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR) && pt__wait(fd, POLLIN, deadline) == 0)
+            continue;
+        break;
+    }
+    resp[got] = '\0';
+    int code;
+    if (sscanf(resp, "HTTP/1.%*1d %3d", &code) == 1) status = code;
+done:
+    pt_buf_free(&head);
+    close(fd);
+    return status;
+}
+
+/* ---- rendering ---- */
+
+/* JSON-escapes s into b; text that is not UTF-8 has "?" for its bytes past
+ * 0x7f (a collector refuses a whole batch for one bad string). */
+static void pt__esc(pt_buf_t *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
+           s[i] != '\\')
+        i++;
+    if (i == n) { /* the usual case: plain ASCII, copied as it is */
+        pt_buf_append(b, s, n);
+        return;
+    }
+    if (pt_utf8_check(s, n, NULL) == 0) {
+        pt_buf_json_escape(b, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+        pt_buf_json_escape(b, &ch, 1);
+    }
+}
+
+/* The records of a span's attributes (pt_trace.c) as OTLP/JSON. */
+static void pt__attrs(pt_buf_t *b, const pt_span_t *s)
+{
+    const unsigned char *p = (const unsigned char *)s->attrs, *end = p + s->attrs_len;
+    char num[48];
+    for (int first = 1; p + 4 <= end; first = 0) {
+        char type = (char)p[0];
+        size_t klen = p[1], vlen = (size_t)p[2] << 8 | p[3];
+        const char *key = (const char *)p + 4, *v = key + klen;
+        p += 4 + klen + vlen;
+        pt_buf_puts(b, first ? "{\"key\":\"" : ",{\"key\":\"");
+        pt__esc(b, key, klen);
+        if (type == 's') {
+            pt_buf_puts(b, "\",\"value\":{\"stringValue\":\"");
+            pt__esc(b, v, vlen);
+            pt_buf_puts(b, "\"}}");
+        } else if (type == 'i') {
+            int64_t x;
+            size_t k = 0;
+            memcpy(&x, v, sizeof x);
+            if (x < 0) num[k++] = '-';
+            k += pt_u64_digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, num + k);
+            pt_buf_puts(b, "\",\"value\":{\"intValue\":\"");
+            pt_buf_append(b, num, k);
+            pt_buf_puts(b, "\"}}");
+        } else {
+            double x;
+            memcpy(&x, v, sizeof x);
+            if (x != x || x - x != 0) x = 0; /* JSON has no NaN or infinity */
+            snprintf(num, sizeof num, "%.17g", x);
+            pt_buf_printf(b, "\",\"value\":{\"doubleValue\":%s}}", num);
+        }
+    }
+}
+
+static void pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
+{
+    pt_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+                   "\"value\":{\"stringValue\":\"");
+    pt_buf_json_escape(b, pt__cfg.service_name, strlen(pt__cfg.service_name));
+    pt_buf_puts(b, "\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"portico\"},\"spans\":[");
+    for (size_t i = 0; i < n; i++) {
+        pt_span_t *s = spans[i];
+        /* no printf: this runs for every span */
+        char ids[96], num[24];
+        size_t k = 0;
+        if (i) ids[k++] = ',';
+        memcpy(ids + k, "{\"traceId\":\"", 12);
+        k += 12;
+        pt_trace_hex(s->trace_id, 16, ids + k);
+        k += 32;
+        memcpy(ids + k, "\",\"spanId\":\"", 12);
+        k += 12;
+        pt_trace_hex(s->span_id, 8, ids + k);
+        k += 16;
+        pt_buf_append(b, ids, k);
+        pt_buf_puts(b, "\",\"parentSpanId\":\"");
+        static const uint8_t zero[8];
+        if (memcmp(s->parent_id, zero, 8) != 0) {
+            pt_trace_hex(s->parent_id, 8, ids);
+            pt_buf_append(b, ids, 16);
+        }
+        pt_buf_puts(b, "\",\"name\":\"");
+        pt__esc(b, s->name, strlen(s->name));
+        pt_buf_puts(b, "\",\"kind\":");
+        pt_buf_append(b, num, pt_u64_digits((uint64_t)s->kind, num));
+        pt_buf_puts(b, ",\"startTimeUnixNano\":\"");
+        pt_buf_append(b, num, pt_u64_digits(s->start_ns, num));
+        pt_buf_puts(b, "\",\"endTimeUnixNano\":\"");
+        pt_buf_append(b, num, pt_u64_digits(s->end_ns, num));
+        pt_buf_puts(b, "\",\"attributes\":[");
+        pt__attrs(b, s);
+        pt_buf_puts(b, "],\"status\":{");
+        if (s->error) {
+            pt_buf_puts(b, "\"code\":2,\"message\":\"");
+            pt__esc(b, s->msg, strlen(s->msg));
+            pt_buf_puts(b, "\"");
+        }
+        pt_buf_puts(b, "}}");
+    }
+    pt_buf_puts(b, "]}]}]}");
+}
+
+static void *pt__main(void *arg)
+{
+    (void)arg;
+    size_t batch = pt__cfg.batch_size;
+    pt_span_t **mine = calloc(batch, sizeof *mine);
+    pt_buf_t body = {0};
+    uint64_t stop_by = 0;
+    if (!mine) return NULL;
+    pthread_mutex_lock(&pt__mu);
+    for (;;) {
+        if (pt__count < batch && !pt__stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + pt__cfg.interval_ms * 1000000ull;
+            ts.tv_sec += (time_t)(ns / 1000000000ull);
+            ts.tv_nsec = (long)(ns % 1000000000ull);
+            pthread_cond_timedwait(&pt__cv, &pt__mu, &ts);
+        }
+        size_t n = pt__count < batch ? pt__count : batch;
+        for (size_t i = 0; i < n; i++)
+            mine[i] = pt__ring[(pt__head + i) % pt__cap];
+        pt__head = (pt__head + n) % pt__cap;
+        pt__count -= n;
+        int stop = pt__stopping && pt__count == 0;
+        /* at stop, what is queued gets one time-out in all: past it, or
+         * after a failed post, the rest is dropped (a stop never hangs on a
+         * collector that is gone) */
+        int stopping = pt__stopping;
+        int give_up = stopping && (pt__gave_up || (stop_by && pt__mono_ms() >= stop_by));
+        if (stopping && !stop_by) stop_by = pt__mono_ms() + pt__cfg.timeout_ms;
+        pthread_mutex_unlock(&pt__mu);
+        if (n) {
+            body.len = 0;
+            int st = -1;
+            if (!give_up) {
+                pt__render(&body, mine, n);
+                st = body.data ? pt__post(body.data, body.len) : -1;
+            }
+            if (stopping && (st < 200 || st >= 300)) pt__gave_up = 1;
+            if (st >= 200 && st < 300) {
+                __atomic_add_fetch(&pt__exported, n, __ATOMIC_RELAXED);
+            } else {
+                __atomic_add_fetch(&pt__dropped_failed, n, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&pt__posts_failed, 1, __ATOMIC_RELAXED);
+            }
+            for (size_t i = 0; i < n; i++)
+                free(mine[i]);
+        }
+        pthread_mutex_lock(&pt__mu);
+        if (stop || (pt__stopping && pt__count == 0)) break;
+    }
+    pthread_mutex_unlock(&pt__mu);
+    pt_buf_free(&body);
+    free(mine);
+    return NULL;
+}
+
+static char *pt__dup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int pt_trace_start(const pt_trace_cfg_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->enabled || pt__running) return 0;
+    pt__cfg = *cfg;
+    pt__cfg.endpoint = pt__dup(cfg->endpoint);
+    pt__cfg.host = pt__dup(cfg->host);
+    pt__cfg.port = pt__dup(cfg->port);
+    pt__cfg.path = pt__dup(cfg->path);
+    pt__cfg.service_name = pt__dup(cfg->service_name ? cfg->service_name : "portico");
+    pt__cfg.headers = pt__dup(cfg->headers ? cfg->headers : "");
+    pt__cap = cfg->queue_size;
+    pt__ring = calloc(pt__cap, sizeof *pt__ring);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pt__cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!pt__ring || !pt__cfg.host || !pt__cfg.port || !pt__cfg.path || !pt__cfg.service_name ||
+        !pt__cfg.headers) {
+        snprintf(err, errlen, "tracing: out of memory");
+        goto fail;
+    }
+    pt__stopping = 0;
+    pt__running = 1;
+    pt_trace_set_ratio(cfg->ratio);
+    if (pthread_create(&pt__thread, NULL, pt__main, NULL) != 0) {
+        pt__running = 0;
+        snprintf(err, errlen, "tracing: cannot start the exporter thread");
+        goto fail;
+    }
+    pt_trace_on = 1;
+    return 0;
+fail:
+    free(pt__ring);
+    pt__ring = NULL;
+    pt_trace_cfg_free(&pt__cfg);
+    return -1;
+}
+
+void pt_trace_stop(void)
+{
+    if (!pt__running) return;
+    pt_trace_on = 0;
+    pthread_mutex_lock(&pt__mu);
+    pt__stopping = 1;
+    pthread_mutex_unlock(&pt__mu);
+    pthread_cond_signal(&pt__cv);
+    pthread_join(pt__thread, NULL);
+    pthread_mutex_lock(&pt__mu);
+    for (size_t i = 0; i < pt__count; i++)
+        free(pt__ring[(pt__head + i) % pt__cap]);
+    pt__count = 0;
+    pt__running = 0;
+    pthread_mutex_unlock(&pt__mu);
+    free(pt__ring);
+    pt__ring = NULL;
+    pt_trace_cfg_free(&pt__cfg);
+}
+
+void pt_trace_render_metrics(pt_buf_t *out)
+{
+    if (!pt__cfg.host) return;
+    pthread_mutex_lock(&pt__mu);
+    size_t queued = pt__count;
+    pthread_mutex_unlock(&pt__mu);
+    pt_buf_printf(
+        out,
+        "# HELP portico_trace_spans_exported_total Spans the collector accepted.\n"
+        "# TYPE portico_trace_spans_exported_total counter\n"
+        "portico_trace_spans_exported_total %llu\n"
+        "# HELP portico_trace_spans_dropped_total Spans dropped: the queue was full, or the "
+        "collector did not take their batch.\n"
+        "# TYPE portico_trace_spans_dropped_total counter\n"
+        "portico_trace_spans_dropped_total{reason=\"queue_full\"} %llu\n"
+        "portico_trace_spans_dropped_total{reason=\"export_failed\"} %llu\n"
+        "# HELP portico_trace_export_failures_total Posts to the collector that failed.\n"
+        "# TYPE portico_trace_export_failures_total counter\n"
+        "portico_trace_export_failures_total %llu\n"
+        "# HELP portico_trace_attributes_dropped_total Span attributes past a span's bound.\n"
+        "# TYPE portico_trace_attributes_dropped_total counter\n"
+        "portico_trace_attributes_dropped_total %llu\n"
+        "# HELP portico_trace_queue_spans Spans waiting for the exporter.\n"
+        "# TYPE portico_trace_queue_spans gauge\nportico_trace_queue_spans %zu\n",
+        (unsigned long long)__atomic_load_n(&pt__exported, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pt__dropped_full, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pt__dropped_failed, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pt__posts_failed, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&pt__attr_drops, __ATOMIC_RELAXED), queued);
+}
