@@ -1615,6 +1615,25 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
             free(cfg->lua_path);
             cfg->lua_path = pt_yaml_path(&c->y, p);
             free(p);
+            /* an explicit path wins over the search of pt_home: it must hold
+             * the library, or the error says what it would have found */
+            char probe[PATH_MAX + 32];
+            snprintf(probe, sizeof probe, "%s/portico/runtime.lua", cfg->lua_path);
+            if (access(probe, R_OK) != 0) {
+                char *home = NULL, why[1024];
+                int found = pt_home_lua(&home, why, sizeof why) == 0;
+                int rc = pt_yaml_fail(&c->y, lp,
+                                      "lua.path: %s holds no portico/runtime.lua (portico's Lua "
+                                      "library): %s",
+                                      cfg->lua_path,
+                                      found ? "without lua.path the one found is used: " : why);
+                if (found) {
+                    size_t n = strlen(c->y.err);
+                    snprintf(c->y.err + n, c->y.errlen > n ? c->y.errlen - n : 0, "%s", home);
+                }
+                free(home);
+                return rc;
+            }
         }
         yaml_node_t *ld = pt_yaml_get(&c->y, v, "lib_dirs");
         if (ld && pt__lib_dirs(c, ld, cfg) != 0) return -1;

@@ -192,7 +192,10 @@ def test_explicit_lua_path_wins_over_the_library_beside_the_binary(installed, tm
                    % (free_port(), empty))
     r = run([str(installed / "bin" / "portico"), "--check", "-c", str(cfg)])
     assert r.returncode == 1, r.stdout
-    assert "cannot load portico.runtime from %s" % empty in r.stderr, r.stderr
+    # refused at its line, naming the library the search would have used
+    assert "p.yaml:3: lua.path: %s holds no portico/runtime.lua" % empty in r.stderr, r.stderr
+    assert "without lua.path the one found is used: %s" % os.path.realpath(
+        str(installed / "share" / "portico" / "lua")) in r.stderr, r.stderr
 
 
 def test_sd_notify_ready_reloading_stopping(tmp_path):
