@@ -6,6 +6,7 @@
 #include "pt_security.h"
 #include "pt_security_config.h"
 #include "pt_test.h"
+#include "pt_test_config.h"
 #include "pt_tls.h"
 #include "pt_yaml.h"
 
@@ -74,26 +75,6 @@ static const char *write_pem(const char *name, const pair_t *p, int with_key)
     return out;
 }
 
-static int load_fails_with(const char *text, const char *expect)
-{
-    char path[600];
-    snprintf(path, sizeof path, "%s/bad.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-    pt_config_t *cfg = NULL;
-    if (pt_config_load(path, &cfg, err, sizeof err) == 0) {
-        pt_config_free(cfg);
-        fprintf(stderr, "loaded, expected: %s\n", expect);
-        return 0;
-    }
-    if (!strstr(err, expect)) {
-        fprintf(stderr, "error '%s', expected '%s'\n", err, expect);
-        return 0;
-    }
-    return 1;
-}
-
 static pair_t ca_a, ca_b, server, acme, acme_b, expired, mail;
 
 PT_CASE(config_errors)
@@ -101,47 +82,51 @@ PT_CASE(config_errors)
     const char *head = "security:\n  client_cert:\n    - name: p\n";
     char text[2048];
 #define WITH(rest) (snprintf(text, sizeof text, "%s%s", head, rest), text)
-    PT_CHECK(load_fails_with(WITH("      username: cn\n"),
-                             "bad.yaml:3: security.client_cert[0].ca: missing"));
-    PT_CHECK(load_fails_with(WITH("      ca: nope.pem\n"),
-                             "bad.yaml:4: security.client_cert[0].ca: cannot read nope.pem: No "
-                             "such file or directory"));
-    PT_CHECK(load_fails_with(WITH("      ca: .\n"),
-                             "bad.yaml:4: security.client_cert[0].ca: cannot read .: not a "
-                             "regular file"));
-    PT_CHECK(load_fails_with(WITH("      ca: bad.yaml\n"),
-                             "bad.yaml:4: security.client_cert[0].ca: no PEM certificate"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      username: serial\n"),
-                             "bad.yaml:5: security.client_cert[0].username: expected cn, san_dns, "
-                             "san_email or san_uri"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: CN=acme\n"),
-                             "bad.yaml:5: security.client_cert[0].subjects: expected a list"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: []\n"),
-                             "bad.yaml:5: security.client_cert[0].subjects: expected a list"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: [CN=a, acme]\n"),
-                             "bad.yaml:5: security.client_cert[0].subjects[1]: expected CN=name, "
-                             "DNS:name"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: ['DNS:']\n"),
-                             "security.client_cert[0].subjects[0]: expected CN=name"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: ['=x']\n"),
-                             "security.client_cert[0].subjects[0]: expected CN=name"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      subjects: [{CN: a}]\n"),
-                             "security.client_cert[0].subjects[0]: expected CN=name"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      hide_credentials: false\n"),
-                             "security.client_cert[0]: unknown key 'hide_credentials'"));
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n      trust_username_header: 'a b'\n"),
-                             "security.client_cert[0].trust_username_header: expected a header "
-                             "name"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      username: cn\n"),
+                              "bad.yaml:3: security.client_cert[0].ca: missing"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: nope.pem\n"),
+                              "bad.yaml:4: security.client_cert[0].ca: cannot read nope.pem: No "
+                              "such file or directory"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: .\n"),
+                              "bad.yaml:4: security.client_cert[0].ca: cannot read .: not a "
+                              "regular file"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: bad.yaml\n"),
+                              "bad.yaml:4: security.client_cert[0].ca: no PEM certificate"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      username: serial\n"),
+                              "bad.yaml:5: security.client_cert[0].username: expected cn, san_dns, "
+                              "san_email or san_uri"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: CN=acme\n"),
+                              "bad.yaml:5: security.client_cert[0].subjects: expected a list"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: []\n"),
+                              "bad.yaml:5: security.client_cert[0].subjects: expected a list"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: [CN=a, acme]\n"),
+                              "bad.yaml:5: security.client_cert[0].subjects[1]: expected CN=name, "
+                              "DNS:name"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: ['DNS:']\n"),
+                              "security.client_cert[0].subjects[0]: expected CN=name"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: ['=x']\n"),
+                              "security.client_cert[0].subjects[0]: expected CN=name"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      subjects: [{CN: a}]\n"),
+                              "security.client_cert[0].subjects[0]: expected CN=name"));
+    PT_CHECK(pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n      hide_credentials: false\n"),
+                              "security.client_cert[0]: unknown key 'hide_credentials'"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              WITH("      ca: ca_a.pem\n      trust_username_header: 'a b'\n"),
+                              "security.client_cert[0].trust_username_header: expected a header "
+                              "name"));
     /* a definition that can never be met */
-    PT_CHECK(load_fails_with(WITH("      ca: ca_a.pem\n"),
-                             "bad.yaml:3: security definition 'p' (client_cert) needs server.tls"));
+    PT_CHECK(
+        pt_test_fails_in(tmpdir, WITH("      ca: ca_a.pem\n"),
+                         "bad.yaml:3: security definition 'p' (client_cert) needs server.tls"));
     /* server.tls's own durations */
-    PT_CHECK(load_fails_with("server:\n  tls:\n    listen: 127.0.0.1:1\n"
-                             "    handshake_timeout: 0s\n",
-                             "bad.yaml:4: server.tls.handshake_timeout:"));
-    PT_CHECK(load_fails_with("server:\n  tls:\n    listen: 127.0.0.1:1\n"
-                             "    ticket_rotation: 10ms\n",
-                             "bad.yaml:4: server.tls.ticket_rotation:"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "server:\n  tls:\n    listen: 127.0.0.1:1\n"
+                              "    handshake_timeout: 0s\n",
+                              "bad.yaml:4: server.tls.handshake_timeout:"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "server:\n  tls:\n    listen: 127.0.0.1:1\n"
+                              "    ticket_rotation: 10ms\n",
+                              "bad.yaml:4: server.tls.ticket_rotation:"));
 #undef WITH
 }
 

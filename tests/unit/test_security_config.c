@@ -4,6 +4,7 @@
 #include "pt_security.h"
 #include "pt_security_config.h"
 #include "pt_test.h"
+#include "pt_test_config.h"
 #include "pt_yaml.h"
 
 #include <sodium.h>
@@ -13,26 +14,6 @@
 
 static char tmpdir[] = "/tmp/pt_test_security_config.XXXXXX";
 static char err[1024];
-
-static int load_fails_with(const char *text, const char *expect)
-{
-    char path[600];
-    snprintf(path, sizeof path, "%s/bad.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
-    pt_config_t *cfg = NULL;
-    if (pt_config_load(path, &cfg, err, sizeof err) == 0) {
-        pt_config_free(cfg);
-        fprintf(stderr, "loaded, expected: %s\n", expect);
-        return 0;
-    }
-    if (!strstr(err, expect)) {
-        fprintf(stderr, "error '%s', expected '%s'\n", err, expect);
-        return 0;
-    }
-    return 1;
-}
 
 /* pt_security_parse of the security: section of text; NULL with err set. */
 static pt_security_t *parse(const char *text)
@@ -60,67 +41,80 @@ static int header(void *ud, const char *name, const char **value, size_t *len)
 
 PT_CASE(config_errors)
 {
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password: x\n",
-                             "bad.yaml:6: security.basic_auth[0].users[0]: no plain password"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_hash: nope\n",
-                             "bad.yaml:6: security.basic_auth[0].users[0].password_hash: not an "
-                             "argon2id hash"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_UNSET_VAR\n",
-                             "the environment variable PT_TEST_UNSET_VAR is not set"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: 'a:b'\n          password_env: PT_TEST_PW\n",
-                             "no ':'"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_PW\n"
-                             "  api_key:\n    - name: a\n      header: x-key\n      keys:\n"
-                             "        - username: u\n          key_env: PT_TEST_KEY\n",
-                             "security definition name 'a' is used twice"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
-                             "      keys:\n        - username: u\n          key: abc\n",
-                             "no plain key in the file"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-key\n"
-                             "      keys:\n        - username: u\n          key_hash: abc\n",
-                             "key_hash: expected blake2b:"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: none\n",
-                             "algorithm: expected HS256 or RS256"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
-                             "      secret_env: PT_TEST_PW\n",
-                             "an HS256 secret needs at least 32 bytes"));
-    PT_CHECK(load_fails_with("security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
-                             "      secret: abc\n",
-                             "no plain secret in the file"));
-    PT_CHECK(load_fails_with("security:\n  basic_auth:\n    - name: a\n"
-                             "      trust_username_header: Authorization\n      users:\n"
-                             "        - username: u\n          password_env: PT_TEST_PW\n",
-                             "not the Authorization header"));
-    PT_CHECK(load_fails_with("security:\n  api_key:\n    - name: k\n      header: x-user\n"
-                             "      keys:\n        - username: u\n          key_env: PT_TEST_KEY\n"
-                             "  basic_auth:\n    - name: a\n      trust_username_header: x-user\n"
-                             "      users:\n        - username: u\n          password_env: "
-                             "PT_TEST_PW\n",
-                             "'x-user' is both a credential header and a trusted username header"));
-    PT_CHECK(load_fails_with("channels:\n  rest:\n    - name: r\n      url_path: /r\n"
-                             "      service: s\n      security: nobody\n",
-                             "bad.yaml:6: channels.rest[0].security: no security definition named "
-                             "'nobody'"));
-    PT_CHECK(load_fails_with("security:\n  bogus: []\n", "security: unknown key 'bogus'"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: 4\n",
-                             "bad.yaml:2: security.hash_checks: expected a mapping"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_ip: 4}\n",
-                             "security.hash_checks: unknown key 'per_ip'"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_address: 0}\n",
-                             "security.hash_checks.per_address: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {per_user: -1}\n",
-                             "security.hash_checks.per_user: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {total: 5000}\n",
-                             "security.hash_checks.total: a whole number from 1 to 1024"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {failures_per_address: 2x}\n",
-                             "security.hash_checks.failures_per_address: a whole number"));
-    PT_CHECK(load_fails_with("security:\n  hash_checks: {failure_window: 10ms}\n",
-                             "security.hash_checks.failure_window: a duration from 1s to 24h"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n      users:\n"
+                              "        - username: u\n          password: x\n",
+                              "bad.yaml:6: security.basic_auth[0].users[0]: no plain password"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n      users:\n"
+                              "        - username: u\n          password_hash: nope\n",
+                              "bad.yaml:6: security.basic_auth[0].users[0].password_hash: not an "
+                              "argon2id hash"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n      users:\n"
+                              "        - username: u\n          password_env: PT_TEST_UNSET_VAR\n",
+                              "the environment variable PT_TEST_UNSET_VAR is not set"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n      users:\n"
+                              "        - username: 'a:b'\n          password_env: PT_TEST_PW\n",
+                              "no ':'"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n      users:\n"
+                              "        - username: u\n          password_env: PT_TEST_PW\n"
+                              "  api_key:\n    - name: a\n      header: x-key\n      keys:\n"
+                              "        - username: u\n          key_env: PT_TEST_KEY\n",
+                              "security definition name 'a' is used twice"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  api_key:\n    - name: k\n      header: x-key\n"
+                              "      keys:\n        - username: u\n          key: abc\n",
+                              "no plain key in the file"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  api_key:\n    - name: k\n      header: x-key\n"
+                              "      keys:\n        - username: u\n          key_hash: abc\n",
+                              "key_hash: expected blake2b:"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  jwt:\n    - name: j\n      algorithm: none\n",
+                              "algorithm: expected HS256 or RS256"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
+                              "      secret_env: PT_TEST_PW\n",
+                              "an HS256 secret needs at least 32 bytes"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  jwt:\n    - name: j\n      algorithm: HS256\n"
+                              "      secret: abc\n",
+                              "no plain secret in the file"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "security:\n  basic_auth:\n    - name: a\n"
+                              "      trust_username_header: Authorization\n      users:\n"
+                              "        - username: u\n          password_env: PT_TEST_PW\n",
+                              "not the Authorization header"));
+    PT_CHECK(
+        pt_test_fails_in(tmpdir,
+                         "security:\n  api_key:\n    - name: k\n      header: x-user\n"
+                         "      keys:\n        - username: u\n          key_env: PT_TEST_KEY\n"
+                         "  basic_auth:\n    - name: a\n      trust_username_header: x-user\n"
+                         "      users:\n        - username: u\n          password_env: "
+                         "PT_TEST_PW\n",
+                         "'x-user' is both a credential header and a trusted username header"));
+    PT_CHECK(pt_test_fails_in(tmpdir,
+                              "channels:\n  rest:\n    - name: r\n      url_path: /r\n"
+                              "      service: s\n      security: nobody\n",
+                              "bad.yaml:6: channels.rest[0].security: no security definition named "
+                              "'nobody'"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  bogus: []\n", "security: unknown key 'bogus'"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: 4\n",
+                              "bad.yaml:2: security.hash_checks: expected a mapping"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {per_ip: 4}\n",
+                              "security.hash_checks: unknown key 'per_ip'"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {per_address: 0}\n",
+                              "security.hash_checks.per_address: a whole number from 1 to 1024"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {per_user: -1}\n",
+                              "security.hash_checks.per_user: a whole number from 1 to 1024"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {total: 5000}\n",
+                              "security.hash_checks.total: a whole number from 1 to 1024"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {failures_per_address: 2x}\n",
+                              "security.hash_checks.failures_per_address: a whole number"));
+    PT_CHECK(pt_test_fails_in(tmpdir, "security:\n  hash_checks: {failure_window: 10ms}\n",
+                              "security.hash_checks.failure_window: a duration from 1s to 24h"));
 }
 
 PT_CASE(no_section_is_an_empty_set)
