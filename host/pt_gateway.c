@@ -1,5 +1,6 @@
 #include "pt_gateway.h"
 #include "pt_dispatch.h"
+#include "pt_http.h"
 #include "pt_log.h"
 #include "pt_lua.h"
 #include "pt_primitives.h"
@@ -54,6 +55,7 @@ static void pt__end(pt_worker_t *w)
 {
     pt_lua_free(w->lua);
     w->lua = NULL;
+    pt_http_worker_end(w); /* after the VM: its callbacks may give request states back */
 }
 
 const pt_worker_hooks_t pt_gateway_hooks = {

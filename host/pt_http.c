@@ -22,56 +22,73 @@ typedef enum {
     PT_CONN_OWNED,    /* handed over: bytes go to the owner */
 } pt_conn_state_t;
 
-struct pt_conn_s {
-    pt_transport_tcp_t tcp; /* the storage of the transport below */
-    pt_transport_t *t;      /* what the connection reads and writes through */
-    uv_timer_t timer;
-    int handles_open;
-    pt_worker_t *w;
-    pt_worker_conn_t wc; /* in the worker's list of connections */
-    const pt_http_handler_t *handler;
-    /* The request parser; its public fields are named here too (c->parser,
-     * c->head, c->url_len, c->headers, c->n_headers: see pt_http_parser.h). */
+/* What one request needs while it is read and answered (the parser, its
+ * header arrays and buffers, the body, the bytes read ahead, the names the
+ * handler found): taken from the worker's pool on the request's first byte,
+ * given back once its response is out and the connection is idle (issue
+ * 22: an idle keep-alive connection holds none of it). */
+typedef struct pt__req_s pt__req_t;
+struct pt__req_s {
+    pt__req_t *next_free; /* in the worker's pool */
+    /* The request parser; its public fields are named here too (rq->parser,
+     * rq->head, rq->url_len, rq->headers, rq->n_headers: see pt_http_parser.h). */
     union {
         pt_http_parser_t req;
         struct {
             PT_HTTP_PARSER_FIELDS
         };
     };
-    pt_conn_state_t state;
-    unsigned served;    /* requests answered on this connection */
-    int closing;        /* the handles are being closed */
-    int reading;        /* the transport reads */
-    int write_depth;    /* responses written synchronously on this stack */
-    uint64_t deadline;  /* loop time the current time-out ends; 0: none */
-    uint64_t body_due;  /* loop time the whole body must be in by; 0: no limit */
-    uint64_t timer_due; /* loop time the libuv timer fires; 0: not armed */
-    int in_service;     /* a callback holds this request (pt_http_hold) */
-    int dead;           /* handles closed while in_service: freed by pt_http_unhold */
-    int close_after;    /* close once the current response is written */
-    int linger_close;   /* pt_http_shutdown: close once the write side is shut */
-    int streamed;       /* the request's body streams to a sink (the head hook said so) */
     pt_buf_t body;
     pt_buf_t pending; /* bytes read but not parsed (pipelined requests) */
     size_t pending_off;
-    char cid[65];
-    pt_trace_ctx_t trace;     /* the server span's context (trace.on 0: tracing is off) */
+    uint64_t body_due;        /* loop time the whole body must be in by; 0: no limit */
     uint64_t started_ns;      /* the request was complete (uv_hrtime) */
     const char *channel_name; /* the matched channel, for metrics and the access log */
-    char service[PT_SERVICE_NAME_MAX + 1];
-    int service_known;  /* the service is resolved and allowed: its own metrics label */
-    char username[256]; /* the authenticated user, "" when none */
-    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
-    uint64_t upstream_us;
+    int service_known;        /* the service is resolved and allowed: its own metrics label */
+    int streamed;             /* the request's body streams to a sink (the head hook said so) */
     const pt_http_sink_ops_t *sink;
     void *sink_ud;
+    uint64_t upstream_us;
+    char cid[65];
+    char service[PT_SERVICE_NAME_MAX + 1];
+    char username[256]; /* the authenticated user, "" when none */
+    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
+    pt_trace_ctx_t trace; /* the server span's context (trace.on 0: tracing is off) */
+};
+
+/* Free request states a worker keeps; and the buffer capacity one keeps
+ * (a larger buffer is freed when the state goes back). */
+#define PT__POOL_MAX 256
+#define PT__POOL_KEEP (16 * 1024)
+
+/* A connection: what lives as long as the socket. About 520 bytes; the
+ * request's state is in rq only while a request is in progress. */
+struct pt_conn_s {
+    pt_transport_tcp_t tcp; /* the storage of the transport below */
+    pt_transport_t *t;      /* what the connection reads and writes through */
+    pt_worker_t *w;
+    pt_worker_conn_t wc; /* in the worker's list of connections */
+    const pt_http_handler_t *handler;
+    pt__req_t *rq;           /* the request in progress; NULL while idle */
+    pt_worker_timer_t timer; /* in the worker's heap; fires at timer.due */
+    uint64_t deadline;       /* loop time the current time-out ends; 0: none */
     const pt_http_owner_ops_t *owner_ops; /* set once handed over */
     void *owner;
-    char peer[48];     /* the client's address, found on first use ("" before) */
-    int hold_reads;    /* pt_http_reading(c, 0): the other side is slow */
     size_t out_queued; /* bytes of pt_http_write still queued */
-    int end_pending;   /* pt_http_response_end waits for out_queued to reach 0 */
-    int write_wait;    /* an answer waits in the transport: idle_timeout to get out */
+    unsigned served;   /* requests answered on this connection */
+    unsigned char state;        /* pt_conn_state_t */
+    unsigned char handles_open; /* the transport's handles, until closed */
+    unsigned char write_depth;  /* responses written synchronously on this stack */
+    unsigned closing : 1;       /* the handles are being closed */
+    unsigned reading : 1;       /* the transport reads */
+    unsigned in_service : 1;    /* a callback holds this request (pt_http_hold) */
+    unsigned dead : 1;          /* handles closed while in_service: freed by pt_http_unhold */
+    unsigned close_after : 1;   /* close once the current response is written */
+    unsigned linger_close : 1;  /* pt_http_shutdown: close once the write side is shut */
+    unsigned hold_reads : 1;    /* pt_http_reading(c, 0): the other side is slow */
+    unsigned end_pending : 1;   /* pt_http_response_end waits for out_queued to reach 0 */
+    unsigned write_wait : 1;    /* an answer waits in the transport: idle_timeout to get out */
+    char peer[48];              /* the client's address, found on first use ("" before) */
 };
 
 typedef struct {
@@ -169,11 +186,89 @@ const char *pt_http_reason(int status)
 
 /* ---- lifetime ---- */
 
+static const pt_http_parser_ops_t pt__parser_ops;
+
+/* ---- the request states' pool ---- */
+
+static void pt__req_free(pt__req_t *rq)
+{
+    pt_http_parser_free(&rq->req);
+    pt_buf_free(&rq->body);
+    pt_buf_free(&rq->pending);
+    free(rq);
+}
+
+/* A request state for c: from the worker's pool, or new. NULL: out of memory. */
+static pt__req_t *pt__req_take(pt_conn_t *c)
+{
+    pt_worker_t *w = c->w;
+    pt__req_t *rq = w->http_pool;
+    if (rq) {
+        w->http_pool = rq->next_free;
+        w->n_http_pool--;
+        rq->next_free = NULL;
+    } else if (!(rq = calloc(1, sizeof *rq))) {
+        return NULL;
+    }
+    pt_http_parser_init(&rq->req, &pt__parser_ops, c, w->cfg->max_header_bytes);
+    return rq;
+}
+
+/* Gives rq back to w's pool, emptied: its buffers keep their memory (up to
+ * PT__POOL_KEEP) for the next request, everything else starts from zero. */
+static void pt__req_put(pt_worker_t *w, pt__req_t *rq)
+{
+    if (w->n_http_pool >= PT__POOL_MAX || rq->head.cap > PT__POOL_KEEP) {
+        pt__req_free(rq);
+        return;
+    }
+    pt_buf_t head = rq->head, body = rq->body, pending = rq->pending;
+    pt_http_header_t *headers = rq->headers;
+    size_t cap_headers = rq->req.cap_headers;
+    if (body.cap > PT__POOL_KEEP) pt_buf_free(&body);
+    if (pending.cap > PT__POOL_KEEP) pt_buf_free(&pending);
+    memset(rq, 0, sizeof *rq);
+    rq->head = head;
+    rq->head.len = 0;
+    rq->headers = headers;
+    rq->req.cap_headers = cap_headers;
+    rq->body = body;
+    rq->body.len = 0;
+    rq->pending = pending;
+    rq->pending.len = 0;
+    rq->next_free = w->http_pool;
+    w->http_pool = rq;
+    w->n_http_pool++;
+}
+
+/* The request is over and the connection idle: its state goes back. */
+static void pt__req_done(pt_conn_t *c)
+{
+    if (!c->rq) return;
+    pt__req_put(c->w, c->rq);
+    c->rq = NULL;
+}
+
+void pt_http_request_done(pt_conn_t *c)
+{
+    if (c->rq && !c->rq->sink && c->state == PT_CONN_OWNED) pt__req_done(c);
+}
+
+void pt_http_worker_end(pt_worker_t *w)
+{
+    for (pt__req_t *rq = w->http_pool, *next; rq; rq = next) {
+        next = rq->next_free;
+        pt__req_free(rq);
+    }
+    w->http_pool = NULL;
+    w->n_http_pool = 0;
+}
+
+/* ---- lifetime ---- */
+
 static void pt__free(pt_conn_t *c)
 {
-    pt_http_parser_free(&c->req);
-    pt_buf_free(&c->body);
-    pt_buf_free(&c->pending);
+    pt__req_done(c);
     free(c);
 }
 
@@ -191,11 +286,6 @@ static void pt__on_handles_closed(pt_conn_t *c)
         pt__free(c);
 }
 
-static void pt__on_timer_closed(uv_handle_t *h)
-{
-    pt__on_handles_closed(h->data);
-}
-
 static void pt__on_transport_closed(pt_transport_t *t, int status)
 {
     (void)status;
@@ -205,10 +295,10 @@ static void pt__on_transport_closed(pt_transport_t *t, int status)
 /* Ends a streamed exchange: its sink hears of it once, and no more. */
 static void pt__sink_abort(pt_conn_t *c)
 {
-    const pt_http_sink_ops_t *ops = c->sink;
+    const pt_http_sink_ops_t *ops = c->rq ? c->rq->sink : NULL;
     if (!ops) return;
-    c->sink = NULL;
-    if (ops->abort) ops->abort(c->sink_ud);
+    c->rq->sink = NULL;
+    if (ops->abort) ops->abort(c->rq->sink_ud);
 }
 
 void pt_http_close(pt_conn_t *c)
@@ -219,8 +309,7 @@ void pt_http_close(pt_conn_t *c)
     pt__sink_abort(c);
     if (c->owner_ops && c->owner_ops->abort) c->owner_ops->abort(c->owner);
     pt_transport_read_stop(c->t);
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, pt__on_timer_closed);
+    pt_worker_timer_stop(c->w, &c->timer);
     pt_transport_close(c->t, pt__on_transport_closed);
 }
 
@@ -239,7 +328,7 @@ static void pt__wc_drain(pt_worker_conn_t *wc)
         c->owner_ops->drain(c->owner);
         return;
     }
-    if (c->state == PT_CONN_WAIT && c->pending.len == c->pending_off)
+    if (c->state == PT_CONN_WAIT && (!c->rq || c->rq->pending.len == c->rq->pending_off))
         pt_http_close(c);
     else
         c->close_after = 1;
@@ -254,24 +343,23 @@ static const pt_worker_conn_ops_t pt__wc_ops = {.drain = pt__wc_drain, .close = 
 
 /* ---- timers ---- */
 
-/* Timers are lazy: a connection keeps one deadline, and its libuv timer is
- * started again only when the deadline comes before the time it is armed
- * for. Moving a deadline later, or clearing it, costs no timer operation; a
- * timer that fires early re-arms for what is left. A keep-alive request then
- * costs about no timer work instead of four heap updates. */
-static void pt__on_timer(uv_timer_t *t)
+/* Timers are lazy: a connection keeps one deadline, and its node in the
+ * worker's timer heap is moved again only when the deadline comes before the
+ * time it is armed for. Moving a deadline later, or clearing it, costs no
+ * heap operation; a timer that fires early re-arms for what is left. A
+ * keep-alive request then costs about no timer work instead of four heap
+ * updates. */
+static void pt__on_timer(pt_worker_timer_t *t)
 {
-    pt_conn_t *c = t->data;
-    uint64_t now = uv_now(t->loop);
-    c->timer_due = 0;
-    if (!c->deadline) return;
+    pt_conn_t *c = (pt_conn_t *)((char *)t - offsetof(pt_conn_t, timer));
+    uint64_t now = uv_now(&c->w->loop);
+    if (!c->deadline || c->closing) return;
     if (now < c->deadline) {
-        c->timer_due = c->deadline;
-        uv_timer_start(&c->timer, pt__on_timer, c->deadline - now, 0);
+        if (pt_worker_timer_start(c->w, &c->timer, c->deadline - now) != 0) pt_http_close(c);
         return;
     }
     c->deadline = 0;
-    switch (c->state) {
+    switch ((pt_conn_state_t)c->state) {
     case PT_CONN_WAIT:
     case PT_CONN_LINGER:
         pt_http_close(c);
@@ -281,7 +369,7 @@ static void pt__on_timer(uv_timer_t *t)
         pt__read_off(c);
         c->state = PT_CONN_HANDLE;
         c->close_after = 1;
-        if (!c->cid[0]) pt_cid_new(c->cid);
+        if (!c->rq->cid[0]) pt_cid_new(c->rq->cid);
         pt__send_error(c, 408, "the request took too long to arrive", NULL);
         break;
     case PT_CONN_HANDLE:
@@ -300,10 +388,9 @@ static void pt__timer(pt_conn_t *c, uint64_t ms)
 {
     if (c->closing) return;
     c->deadline = uv_now(&c->w->loop) + ms;
-    if (c->timer_due && c->timer_due <= c->deadline)
+    if (c->timer.idx && c->timer.due <= c->deadline)
         return; /* fires no later than needed and re-arms then */
-    c->timer_due = c->deadline;
-    uv_timer_start(&c->timer, pt__on_timer, ms, 0);
+    if (pt_worker_timer_start(c->w, &c->timer, ms) != 0) pt_http_close(c);
 }
 
 static void pt__timer_off(pt_conn_t *c)
@@ -314,14 +401,14 @@ static void pt__timer_off(pt_conn_t *c)
 /* ---- the request, as pt_http_parser hands it over ---- */
 
 /* The body's time-out: body_timeout between two reads, and the whole body
- * by c->body_due (server.body_deadline), so a body dribbled a byte at a time
+ * by c->rq->body_due (server.body_deadline), so a body dribbled a byte at a time
  * cannot hold a connection for ever. */
 static void pt__body_timer(pt_conn_t *c)
 {
     uint64_t ms = c->w->cfg->body_timeout_ms;
-    if (c->body_due) {
+    if (c->rq->body_due) {
         uint64_t now = uv_now(&c->w->loop);
-        uint64_t left = c->body_due > now ? c->body_due - now : 0;
+        uint64_t left = c->rq->body_due > now ? c->rq->body_due - now : 0;
         if (left < ms) ms = left;
     }
     pt__timer(c, ms);
@@ -332,7 +419,7 @@ static void pt__body_begins(pt_conn_t *c)
 {
     uint64_t d = c->w->cfg->body_deadline_ms;
     c->state = PT_CONN_BODY;
-    c->body_due = d ? uv_now(&c->w->loop) + d : 0;
+    c->rq->body_due = d ? uv_now(&c->w->loop) + d : 0;
     pt__body_timer(c);
 }
 
@@ -340,18 +427,18 @@ static void pt__on_begin(pt_http_parser_t *p)
 {
     pt_conn_t *c = p->ud;
     c->state = PT_CONN_HEAD;
-    c->body.len = 0;
-    c->body_due = 0;
-    c->cid[0] = '\0';
-    c->trace.on = 0;
-    c->channel_name = NULL;
-    c->service[0] = '\0';
-    c->service_known = 0;
-    c->upstream[0] = '\0';
-    c->upstream_us = 0;
-    c->username[0] = '\0';
-    c->started_ns = 0;
-    c->streamed = 0;
+    c->rq->body.len = 0;
+    c->rq->body_due = 0;
+    c->rq->cid[0] = '\0';
+    c->rq->trace.on = 0;
+    c->rq->channel_name = NULL;
+    c->rq->service[0] = '\0';
+    c->rq->service_known = 0;
+    c->rq->upstream[0] = '\0';
+    c->rq->upstream_us = 0;
+    c->rq->username[0] = '\0';
+    c->rq->started_ns = 0;
+    c->rq->streamed = 0;
     /* the head has one deadline from its first byte; the first request's
      * runs from the accept (no idle time before it) */
     if (c->served) pt__timer(c, c->w->cfg->header_timeout_ms);
@@ -367,7 +454,7 @@ static void pt__on_continue_written(pt_transport_write_t *req, int status)
  * two traceparents are no valid one). */
 static const char *pt__only_header(const pt_conn_t *c, const char *name, size_t *len)
 {
-    const pt_http_parser_t *p = &c->req;
+    const pt_http_parser_t *p = &c->rq->req;
     const char *v = NULL;
     size_t nlen = strlen(name);
     for (size_t i = 0; i < p->n_headers; i++) {
@@ -384,26 +471,26 @@ static void pt__trace_begin(pt_conn_t *c)
     size_t tl = 0, sl = 0;
     const char *tp = pt__only_header(c, "traceparent", &tl);
     const char *ts = tp ? pt__only_header(c, "tracestate", &sl) : NULL;
-    pt_trace_begin(&c->trace, tp, tl, ts, sl);
+    pt_trace_begin(&c->rq->trace, tp, tl, ts, sl);
 }
 
 /* The server span of the request answered now. */
 static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char *method,
                           const char *path, size_t path_len)
 {
-    const char *name = c->channel_name ? c->channel_name : (method ? method : "HTTP");
-    pt_span_t *s = pt_span_new(&c->trace, PT_SPAN_SERVER, name, strlen(name));
+    const char *name = c->rq->channel_name ? c->rq->channel_name : (method ? method : "HTTP");
+    pt_span_t *s = pt_span_new(&c->rq->trace, PT_SPAN_SERVER, name, strlen(name));
     if (!s) return;
     if (method) pt_span_str(s, "http.request.method", method, strlen(method));
     pt_span_str(s, "url.path", path, path_len);
     pt_span_int(s, "http.response.status_code", status);
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
-    if (c->channel_name)
-        pt_span_str(s, "portico.channel", c->channel_name, strlen(c->channel_name));
-    if (c->service[0]) pt_span_str(s, "portico.service", c->service, strlen(c->service));
-    if (c->username[0]) pt_span_str(s, "enduser.id", c->username, strlen(c->username));
-    pt_span_str(s, "portico.cid", c->cid, strlen(c->cid));
-    pt_span_int(s, "portico.security_us", (int64_t)(c->trace.security_ns / 1000));
+    if (c->rq->channel_name)
+        pt_span_str(s, "portico.channel", c->rq->channel_name, strlen(c->rq->channel_name));
+    if (c->rq->service[0]) pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
+    if (c->rq->username[0]) pt_span_str(s, "enduser.id", c->rq->username, strlen(c->rq->username));
+    pt_span_str(s, "portico.cid", c->rq->cid, strlen(c->rq->cid));
+    pt_span_int(s, "portico.security_us", (int64_t)(c->rq->trace.security_ns / 1000));
     if (status >= 500) pt_span_error(s, pt_http_reason(status));
     pt_span_end(s);
 }
@@ -420,17 +507,17 @@ static int pt__on_head(pt_http_parser_t *p)
         len = p->headers[p->h_cid].value_len;
     }
     if (v && pt_cid_valid(v, len)) {
-        memcpy(c->cid, v, len);
-        c->cid[len] = '\0';
+        memcpy(c->rq->cid, v, len);
+        c->rq->cid[len] = '\0';
     } else {
-        pt_cid_new(c->cid);
+        pt_cid_new(c->rq->cid);
     }
     if (pt_trace_enabled()) pt__trace_begin(c);
     if (p->close_after) c->close_after = 1;
     /* the handler decides: a body streamed on (it has no size limit here) or
      * read whole */
-    c->streamed = c->handler->head(c);
-    if (!c->streamed && (lp->flags & F_CONTENT_LENGTH) &&
+    c->rq->streamed = c->handler->head(c);
+    if (!c->rq->streamed && (lp->flags & F_CONTENT_LENGTH) &&
         lp->content_length > cfg->max_body_bytes) {
         p->error_msg = "the request body is larger than the limit";
         return 413;
@@ -453,7 +540,7 @@ static int pt__on_head(pt_http_parser_t *p)
             if (req && pt_transport_write(c->t, req, &buf, 1, pt__on_continue_written)) free(req);
         }
     }
-    if (c->streamed) {
+    if (c->rq->streamed) {
         /* parsing waits here until the handler can take the body (pt_http_release) */
         pt__timer_off(c);
         c->state = PT_CONN_HELD;
@@ -466,12 +553,12 @@ static int pt__on_head(pt_http_parser_t *p)
 static int pt__on_body(pt_http_parser_t *p, const char *at, size_t len)
 {
     pt_conn_t *c = p->ud;
-    if (c->streamed) return c->sink ? c->sink->body(c->sink_ud, at, len) : 0;
-    if (c->body.len + len > c->w->cfg->max_body_bytes) {
+    if (c->rq->streamed) return c->rq->sink ? c->rq->sink->body(c->rq->sink_ud, at, len) : 0;
+    if (c->rq->body.len + len > c->w->cfg->max_body_bytes) {
         p->error_msg = "the request body is larger than the limit";
         return 413;
     }
-    if (pt_buf_append(&c->body, at, len) != 0) {
+    if (pt_buf_append(&c->rq->body, at, len) != 0) {
         p->error_msg = "out of memory";
         return 500;
     }
@@ -483,10 +570,10 @@ static void pt__on_done(pt_http_parser_t *p)
     pt_conn_t *c = p->ud;
     pt__timer_off(c);
     c->state = PT_CONN_HANDLE;
-    if (c->streamed) {
-        if (c->sink && c->sink->end) c->sink->end(c->sink_ud);
+    if (c->rq->streamed) {
+        if (c->rq->sink && c->rq->sink->end) c->rq->sink->end(c->rq->sink_ud);
     } else {
-        c->started_ns = uv_hrtime();
+        c->rq->started_ns = uv_hrtime();
     }
 }
 
@@ -502,7 +589,7 @@ static const pt_http_parser_ops_t pt__parser_ops = {
 static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data);
 
 /* Reading stays on while a request is handled: bytes of the next pipelined
- * request are kept in c->pending, so a keep-alive request costs no epoll_ctl.
+ * request are kept in c->rq->pending, so a keep-alive request costs no epoll_ctl.
  * Reading stops only when pending grows past this. */
 #define PT__PENDING_MAX (256 * 1024)
 
@@ -519,37 +606,37 @@ static void pt__read_off(pt_conn_t *c)
     c->reading = 0;
 }
 
-/* Parses data. from_pending: data lies in c->pending at pending_off. */
+/* Parses data. from_pending: data lies in c->rq->pending at pending_off. */
 static void pt__feed(pt_conn_t *c, const char *data, size_t len, int from_pending)
 {
     size_t used = 0;
-    c->req.max_header_bytes = c->w->cfg->max_header_bytes; /* a reload may change it */
-    int rc = pt_http_parser_execute(&c->req, data, len, &used);
+    c->rq->req.max_header_bytes = c->w->cfg->max_header_bytes; /* a reload may change it */
+    int rc = pt_http_parser_execute(&c->rq->req, data, len, &used);
     if (rc == PT_HTTP_PARSER_MORE) {
-        if (from_pending) c->pending.len = c->pending_off = 0;
+        if (from_pending) c->rq->pending.len = c->rq->pending_off = 0;
         return;
     }
     if (rc == PT_HTTP_PARSER_DONE || rc == PT_HTTP_PARSER_HELD) {
         if (from_pending) {
-            c->pending_off += used;
+            c->rq->pending_off += used;
         } else if (used < len) {
-            c->pending.len = c->pending_off = 0;
-            pt_buf_append(&c->pending, data + used, len - used);
+            c->rq->pending.len = c->rq->pending_off = 0;
+            pt_buf_append(&c->rq->pending, data + used, len - used);
         }
         /* a streamed request's end: its sink was told by the parser callback */
-        if (!c->streamed || c->state == PT_CONN_HELD) c->handler->request(c);
+        if (!c->rq->streamed || c->state == PT_CONN_HELD) c->handler->request(c);
         return;
     }
     pt__read_off(c);
     pt__timer_off(c);
-    int status = c->req.error_status ? c->req.error_status : 400;
-    const char *msg = c->req.error_msg ? c->req.error_msg : "malformed HTTP request";
+    int status = c->rq->req.error_status ? c->rq->req.error_status : 400;
+    const char *msg = c->rq->req.error_msg ? c->rq->req.error_msg : "malformed HTTP request";
     char why[160];
     if (status == 400) {
         snprintf(why, sizeof why, "malformed HTTP request: %s", msg);
         msg = why;
     }
-    if (!c->cid[0]) pt_cid_new(c->cid);
+    if (!c->rq->cid[0]) pt_cid_new(c->rq->cid);
     c->state = PT_CONN_HANDLE;
     c->close_after = 1;
     pt__send_error(c, status, msg, NULL);
@@ -575,12 +662,16 @@ static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data)
     if (c->state == PT_CONN_LINGER)
         return; /* discarded: the response is out, the socket is closing */
     if (c->state == PT_CONN_HANDLE || c->state == PT_CONN_HELD) {
-        if (c->pending_off == c->pending.len) c->pending.len = c->pending_off = 0;
-        pt_buf_append(&c->pending, data, (size_t)nread);
-        if (c->pending.len - c->pending_off > PT__PENDING_MAX) pt__read_off(c);
+        if (c->rq->pending_off == c->rq->pending.len) c->rq->pending.len = c->rq->pending_off = 0;
+        pt_buf_append(&c->rq->pending, data, (size_t)nread);
+        if (c->rq->pending.len - c->rq->pending_off > PT__PENDING_MAX) pt__read_off(c);
         return;
     }
     if (c->state == PT_CONN_BODY) pt__body_timer(c);
+    if (!c->rq && !(c->rq = pt__req_take(c))) { /* a request's first byte */
+        pt_http_close(c);
+        return;
+    }
     pt__feed(c, data, (size_t)nread, 0);
 }
 
@@ -603,12 +694,17 @@ static void pt__next_request(pt_conn_t *c)
 {
     c->served++;
     c->state = PT_CONN_WAIT;
-    pt_http_parser_resume(&c->req);
-    if (c->pending.len > c->pending_off) {
-        pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
+    pt_http_parser_resume(&c->rq->req);
+    if (c->rq->pending.len > c->rq->pending_off) {
+        pt__feed(c, c->rq->pending.data + c->rq->pending_off,
+                 c->rq->pending.len - c->rq->pending_off, 1);
         if (c->state == PT_CONN_HANDLE || c->closing) return;
     }
-    if (c->state == PT_CONN_WAIT) pt__timer(c, c->w->cfg->idle_timeout_ms);
+    if (c->state == PT_CONN_WAIT) {
+        /* idle: no byte of the next request yet, so its state goes back */
+        pt__req_done(c);
+        pt__timer(c, c->w->cfg->idle_timeout_ms);
+    }
     if (pt__read_on(c) != 0) pt_http_close(c);
 }
 
@@ -642,38 +738,39 @@ static void pt__on_written(pt_transport_write_t *req, int status)
 static void pt__observe(pt_conn_t *c, int status, size_t body_len)
 {
     pt_worker_t *w = c->w;
+    if (!c->rq) return; /* no request (a WebSocket gave its state back) */
     uint64_t now = uv_hrtime();
-    uint64_t us = c->started_ns ? (now - c->started_ns) / 1000 : 0;
+    uint64_t us = c->rq->started_ns ? (now - c->rq->started_ns) / 1000 : 0;
     /* a client picks the name in the path: it is a label only once known */
-    const char *label = !c->channel_name ? "" : c->service_known ? c->service : "unknown";
-    pt_metrics_observe(&w->metrics, c->channel_name, label, status, us);
-    const char *url = c->head.data ? c->head.data : "";
-    const char *q = memchr(url, '?', c->url_len);
+    const char *label = !c->rq->channel_name ? "" : c->rq->service_known ? c->rq->service : "unknown";
+    pt_metrics_observe(&w->metrics, c->rq->channel_name, label, status, us);
+    const char *url = c->rq->head.data ? c->rq->head.data : "";
+    const char *q = memchr(url, '?', c->rq->url_len);
     char trace_id[33];
-    if (c->trace.on) {
+    if (c->rq->trace.on) {
         pt__trace_end(c, status, body_len,
-                      c->url_len ? llhttp_method_name(llhttp_get_method(&c->parser)) : NULL, url,
-                      q ? (size_t)(q - url) : c->url_len);
-        pt_trace_hex(c->trace.trace_id, 16, trace_id);
+                      c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL, url,
+                      q ? (size_t)(q - url) : c->rq->url_len);
+        pt_trace_hex(c->rq->trace.trace_id, 16, trace_id);
     }
     if (!pt_accesslog_enabled()) return;
     char client[PT_HTTP_CLIENT_MAX];
     const char *xff;
     size_t xff_len, ua_len = 0;
     const pt_config_obs_t *obs = &w->cfg->obs;
-    pt_client_addr(obs, pt_http_peer(c), &c->req, client, &xff, &xff_len);
-    const char *ua = c->url_len ? pt_http_header(c, "user-agent", &ua_len) : NULL;
+    pt_client_addr(obs, pt_http_peer(c), &c->rq->req, client, &xff, &xff_len);
+    const char *ua = c->rq->url_len ? pt_http_header(c, "user-agent", &ua_len) : NULL;
     pt_accesslog_entry_t e = {
-        .cid = c->cid,
-        .channel = c->channel_name,
-        .service = c->service[0] ? c->service : NULL,
-        .method = c->url_len ? llhttp_method_name(llhttp_get_method(&c->parser)) : NULL,
+        .cid = c->rq->cid,
+        .channel = c->rq->channel_name,
+        .service = c->rq->service[0] ? c->rq->service : NULL,
+        .method = c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL,
         .path = url,
-        .path_len = q ? (size_t)(q - url) : c->url_len,
+        .path_len = q ? (size_t)(q - url) : c->rq->url_len,
         .status = status,
         .bytes = body_len,
         .duration_us = us,
-        .username = c->username[0] ? c->username : NULL,
+        .username = c->rq->username[0] ? c->rq->username : NULL,
         .client = client[0] ? client : NULL,
         .peer = c->peer[0] ? c->peer : NULL,
         .xff = xff,
@@ -681,12 +778,12 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
         .user_agent = ua,
         .user_agent_len = ua_len,
         .query = q ? q + 1 : NULL,
-        .query_len = q ? c->url_len - (size_t)(q + 1 - url) : 0,
-        .upstream = c->upstream[0] ? c->upstream : NULL,
-        .upstream_us = c->upstream_us,
+        .query_len = q ? c->rq->url_len - (size_t)(q + 1 - url) : 0,
+        .upstream = c->rq->upstream[0] ? c->rq->upstream : NULL,
+        .upstream_us = c->rq->upstream_us,
         .redact = obs->redact_query,
         .n_redact = obs->n_redact_query,
-        .trace_id = c->trace.on ? trace_id : NULL,
+        .trace_id = c->rq->trace.on ? trace_id : NULL,
     };
     pt_accesslog_append(&w->access_buf, &e);
 }
@@ -696,17 +793,17 @@ static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_
                       const char *body, size_t body_len)
 {
     const pt_config_obs_t *obs = &c->w->cfg->obs;
-    if (!c->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->channel_name))
+    if (!c->rq || !c->rq->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->rq->channel_name))
         return;
     pt_audit_header_t stack[32];
-    size_t n = c->req.n_headers;
+    size_t n = c->rq->req.n_headers;
     pt_audit_header_t *hs = n <= 32 ? stack : malloc(n * sizeof *hs);
     if (!hs) n = 0, hs = stack;
     for (size_t i = 0; i < n; i++) {
-        const pt_http_header_t *h = &c->req.headers[i];
-        hs[i] = (pt_audit_header_t){.name = c->req.head.data + h->name_off,
+        const pt_http_header_t *h = &c->rq->req.headers[i];
+        hs[i] = (pt_audit_header_t){.name = c->rq->req.head.data + h->name_off,
                                     .name_len = h->name_len,
-                                    .value = c->req.head.data + h->value_off,
+                                    .value = c->rq->req.head.data + h->value_off,
                                     .value_len = h->value_len};
     }
     const char *path, *query;
@@ -714,11 +811,11 @@ static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_
     pt_http_target(c, &path, &path_len, &query, &query_len);
     const char *tp = pt_http_header(c, "traceparent", &tp_len);
     pt_audit_record_t r = {
-        .cid = c->cid,
-        .channel = c->channel_name,
-        .service = c->service[0] ? c->service : NULL,
-        .username = c->username[0] ? c->username : NULL,
-        .method = llhttp_method_name(llhttp_get_method(&c->parser)),
+        .cid = c->rq->cid,
+        .channel = c->rq->channel_name,
+        .service = c->rq->service[0] ? c->rq->service : NULL,
+        .username = c->rq->username[0] ? c->rq->username : NULL,
+        .method = llhttp_method_name(llhttp_get_method(&c->rq->parser)),
         .path = path,
         .path_len = path_len,
         .query = query,
@@ -728,8 +825,8 @@ static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_
         .status = status,
         .headers = hs,
         .n_headers = n,
-        .req_body = c->streamed ? NULL : (c->body.data ? c->body.data : ""),
-        .req_body_len = c->streamed ? 0 : c->body.len,
+        .req_body = c->rq->streamed ? NULL : (c->rq->body.data ? c->rq->body.data : ""),
+        .req_body_len = c->rq->streamed ? 0 : c->rq->body.len,
         .resp_ctype = ctype,
         .resp_ctype_len = ctype_len,
         .resp_body = body,
@@ -773,14 +870,14 @@ void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_l
     }
     pt__observe(c, status, body_len);
     pt__audit(c, status, ctype, ctype ? ctype_len : 0, body ? body : "", body_len);
-    if (c->w->draining || !llhttp_should_keep_alive(&c->parser)) c->close_after = 1;
+    if (c->w->draining || !llhttp_should_keep_alive(&c->rq->parser)) c->close_after = 1;
     /* answered before the whole request was read: the rest cannot be parsed */
     if (c->state == PT_CONN_HELD || c->state == PT_CONN_BODY) c->close_after = 1;
-    int head_only = llhttp_get_method(&c->parser) == HTTP_HEAD;
+    int head_only = llhttp_get_method(&c->rq->parser) == HTTP_HEAD;
     if (status == 204 || status == 304) body_len = 0; /* these never carry a body */
-    int http10 = c->parser.http_major == 1 && c->parser.http_minor == 0;
+    int http10 = c->rq->parser.http_major == 1 && c->rq->parser.http_minor == 0;
     size_t cap =
-        512 + extra_len + strlen(c->cid) + (ctype ? ctype_len : 0) + (head_only ? 0 : body_len);
+        512 + extra_len + strlen(c->rq->cid) + (ctype ? ctype_len : 0) + (head_only ? 0 : body_len);
     pt__write_t *wr = malloc(sizeof *wr + cap);
     if (!wr) {
         pt_http_close(c);
@@ -800,7 +897,7 @@ void pt_http_respond(pt_conn_t *c, int status, const char *ctype, size_t ctype_l
         o = pt__put(o, "\r\n");
     }
     o = pt__put(o, "X-Correlation-Id: ");
-    o = pt__put(o, c->cid);
+    o = pt__put(o, c->rq->cid);
     o = pt__put(o, "\r\n");
     if (ctype && body_len) {
         o = pt__put(o, "Content-Type: ");
@@ -869,13 +966,13 @@ static void pt__send_error(pt_conn_t *c, int status, const char *msg, const char
     pt__sink_abort(c);
     pt_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":\"", status);
     pt_buf_json_escape(&b, msg, strlen(msg));
-    pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->cid);
+    pt_buf_printf(&b, "\",\"cid\":\"%s\"}}", c->rq->cid);
     /* 501 and 505 answer what the client sent (a transfer coding, a
      * version): not the gateway's failure */
     if (status >= 500 && status != 501 && status != 505)
-        pt_log_write(PT_LOG_ERROR, c->cid, NULL, msg, strlen(msg));
+        pt_log_write(PT_LOG_ERROR, c->rq->cid, NULL, msg, strlen(msg));
     else
-        pt_log_write(PT_LOG_DEBUG, c->cid, NULL, msg, strlen(msg));
+        pt_log_write(PT_LOG_DEBUG, c->rq->cid, NULL, msg, strlen(msg));
     if (b.data)
         pt_http_respond(c, status, "application/json", 16, extra, extra ? strlen(extra) : 0, b.data,
                         b.len, 0, NULL);
@@ -912,8 +1009,8 @@ static void pt__on_stream_written(pt_transport_write_t *req, int status)
         pt__written(c, 0);
         return;
     }
-    if (c->sink) {
-        if (c->sink->drained) c->sink->drained(c->sink_ud);
+    if (c->rq->sink) {
+        if (c->rq->sink->drained) c->rq->sink->drained(c->rq->sink_ud);
     } else if (c->owner_ops && c->owner_ops->drained) {
         c->owner_ops->drained(c->owner);
     }
@@ -970,11 +1067,11 @@ size_t pt_http_out_queued(const pt_conn_t *c)
 
 void pt_http_response_end(pt_conn_t *c, int status, uint64_t bytes)
 {
-    if (!c->started_ns) c->started_ns = uv_hrtime();
+    if (c->rq && !c->rq->started_ns) c->rq->started_ns = uv_hrtime();
     pt__observe(c, status, (size_t)bytes);
     pt__audit(c, status, NULL, 0, NULL, (size_t)bytes);
     c->hold_reads = 0;
-    c->sink = NULL;
+    if (c->rq) c->rq->sink = NULL;
     if (c->closing) return;
     if (c->state != PT_CONN_HANDLE) c->close_after = 1; /* the request was not read whole */
     if (c->state == PT_CONN_OWNED) {                    /* a tunnel ended: its owner let go */
@@ -1003,14 +1100,14 @@ void pt_http_reading(pt_conn_t *c, int on)
 
 void pt_http_stream(pt_conn_t *c, const pt_http_sink_ops_t *ops, void *ud)
 {
-    c->sink = ops;
-    c->sink_ud = ud;
-    c->started_ns = uv_hrtime();
+    c->rq->sink = ops;
+    c->rq->sink_ud = ud;
+    c->rq->started_ns = uv_hrtime();
 }
 
 void pt_http_detach(pt_conn_t *c)
 {
-    c->sink = NULL;
+    if (c->rq) c->rq->sink = NULL;
     c->owner_ops = NULL;
 }
 
@@ -1018,10 +1115,10 @@ void pt_http_release(pt_conn_t *c)
 {
     if (c->closing || c->state != PT_CONN_HELD) return;
     pt__body_begins(c);
-    pt_http_parser_resume(&c->req);
+    pt_http_parser_resume(&c->rq->req);
     /* fed even when nothing is pending: a request without a body ends here */
-    if (c->pending.len > c->pending_off)
-        pt__feed(c, c->pending.data + c->pending_off, c->pending.len - c->pending_off, 1);
+    if (c->rq->pending.len > c->rq->pending_off)
+        pt__feed(c, c->rq->pending.data + c->rq->pending_off, c->rq->pending.len - c->rq->pending_off, 1);
     else
         pt__feed(c, "", 0, 0);
     if (!c->closing && c->state != PT_CONN_LINGER && pt__read_on(c) != 0) pt_http_close(c);
@@ -1031,21 +1128,21 @@ void pt_http_release(pt_conn_t *c)
 
 int pt_http_hand_over(pt_conn_t *c, const pt_http_owner_ops_t *ops, void *owner)
 {
-    if (c->closing) return -1;
-    c->sink = NULL; /* an exchange that switched protocols goes on as the owner */
+    if (c->closing || !c->rq) return -1;
+    c->rq->sink = NULL; /* an exchange that switched protocols goes on as the owner */
     c->owner_ops = ops;
     c->owner = owner;
     c->state = PT_CONN_OWNED;
     c->close_after = 0;
     c->hold_reads = 0;
-    uv_timer_stop(&c->timer);
-    c->deadline = c->timer_due = 0;
+    pt_worker_timer_stop(c->w, &c->timer);
+    c->deadline = 0;
     /* what the client sent right behind its request goes first; pending is
      * not written to again, so its bytes stay valid through the call */
-    if (c->pending.len > c->pending_off) {
-        const char *data = c->pending.data + c->pending_off;
-        size_t len = c->pending.len - c->pending_off;
-        c->pending.len = c->pending_off = 0;
+    if (c->rq->pending.len > c->rq->pending_off) {
+        const char *data = c->rq->pending.data + c->rq->pending_off;
+        size_t len = c->rq->pending.len - c->rq->pending_off;
+        c->rq->pending.len = c->rq->pending_off = 0;
         if (ops->data) ops->data(owner, data, len);
     }
     if (!c->closing && c->state == PT_CONN_OWNED && pt__read_on(c) != 0) pt_http_close(c);
@@ -1063,46 +1160,56 @@ void pt_http_shutdown(pt_conn_t *c)
 
 /* ---- accessors ---- */
 
+/* What the accessors read while no request is in progress. */
+static const pt__req_t pt__no_req;
+
+static const pt__req_t *pt__rq(const pt_conn_t *c)
+{
+    return c->rq ? c->rq : &pt__no_req;
+}
+
 const pt_http_parser_t *pt_http_request(const pt_conn_t *c)
 {
-    return &c->req;
+    return &pt__rq(c)->req;
 }
 
 int pt_http_method(const pt_conn_t *c)
 {
-    return c->parser.method;
+    return pt__rq(c)->parser.method;
 }
 
 void pt_http_target(const pt_conn_t *c, const char **path, size_t *path_len, const char **query,
                     size_t *query_len)
 {
-    const char *url = c->head.data ? c->head.data : "";
-    const char *q = memchr(url, '?', c->url_len);
+    const pt__req_t *rq = pt__rq(c);
+    const char *url = rq->head.data ? rq->head.data : "";
+    const char *q = memchr(url, '?', rq->url_len);
     *path = url;
-    *path_len = q ? (size_t)(q - url) : c->url_len;
+    *path_len = q ? (size_t)(q - url) : rq->url_len;
     *query = q ? q + 1 : "";
-    *query_len = q ? c->url_len - *path_len - 1 : 0;
+    *query_len = q ? rq->url_len - *path_len - 1 : 0;
 }
 
 const char *pt_http_header(const pt_conn_t *c, const char *name, size_t *len)
 {
-    return pt_http_parser_header(&c->req, name, len);
+    return pt_http_parser_header(&pt__rq(c)->req, name, len);
 }
 
 const char *pt_http_body(const pt_conn_t *c, size_t *len)
 {
-    *len = c->body.len;
-    return c->body.data ? c->body.data : "";
+    const pt__req_t *rq = pt__rq(c);
+    *len = rq->body.len;
+    return rq->body.data ? rq->body.data : "";
 }
 
 pt_trace_ctx_t *pt_http_trace(pt_conn_t *c)
 {
-    return c->trace.on ? &c->trace : NULL;
+    return c->rq && c->rq->trace.on ? &c->rq->trace : NULL;
 }
 
 const char *pt_http_cid(const pt_conn_t *c)
 {
-    return c->cid;
+    return pt__rq(c)->cid;
 }
 
 pt_worker_t *pt_http_worker(const pt_conn_t *c)
@@ -1153,29 +1260,33 @@ int pt_http_closing(const pt_conn_t *c)
 
 void pt_http_set_route(pt_conn_t *c, const char *channel_name, const char *service)
 {
-    c->channel_name = channel_name;
-    pt_strcpy_cap(c->service, service ? service : "", sizeof c->service);
+    if (!c->rq) return;
+    c->rq->channel_name = channel_name;
+    pt_strcpy_cap(c->rq->service, service ? service : "", sizeof c->rq->service);
 }
 
 void pt_http_set_upstream(pt_conn_t *c, const char *where, uint64_t us)
 {
-    pt_strcpy_cap(c->upstream, where ? where : "", sizeof c->upstream);
-    c->upstream_us = us;
+    if (!c->rq) return;
+    pt_strcpy_cap(c->rq->upstream, where ? where : "", sizeof c->rq->upstream);
+    c->rq->upstream_us = us;
 }
 
 void pt_http_service_known(pt_conn_t *c)
 {
-    c->service_known = 1;
+    if (!c->rq) return;
+    c->rq->service_known = 1;
 }
 
 void pt_http_set_username(pt_conn_t *c, const char *username)
 {
-    pt_strcpy_cap(c->username, username ? username : "", sizeof c->username);
+    if (!c->rq) return;
+    pt_strcpy_cap(c->rq->username, username ? username : "", sizeof c->rq->username);
 }
 
 const char *pt_http_username(const pt_conn_t *c)
 {
-    return c->username;
+    return pt__rq(c)->username;
 }
 
 void pt_http_hold(pt_conn_t *c)
@@ -1203,9 +1314,8 @@ static int pt__setup(pt_conn_t *c, pt_worker_t *w, const pt_http_handler_t *h)
     c->handler = h;
     c->t->on_read = pt__on_read;
     c->t->data = c;
-    uv_timer_init(&w->loop, &c->timer);
-    c->timer.data = c;
-    c->handles_open = 2;
+    c->timer.cb = pt__on_timer;
+    c->handles_open = 1;
     pt_metrics_add(&w->metrics.connections_open, 1);
     pt_metrics_add(&w->metrics.connections_total, 1);
     return pt_worker_conn_add(w, &c->wc, &pt__wc_ops);
@@ -1214,8 +1324,7 @@ static int pt__setup(pt_conn_t *c, pt_worker_t *w, const pt_http_handler_t *h)
 /* The connection waits for its first request. */
 static void pt__begin(pt_conn_t *c)
 {
-    pt_http_parser_init(&c->req, &pt__parser_ops, c, c->w->cfg->max_header_bytes);
-    c->state = PT_CONN_WAIT;
+    c->state = PT_CONN_WAIT; /* the request's state is taken with its first byte */
     pt__timer(c, c->w->cfg->header_timeout_ms);
     if (pt__read_on(c) != 0) pt_http_close(c);
 }

@@ -232,6 +232,16 @@ typedef struct {
  * owner gets no callback). */
 int pt_http_hand_over(pt_conn_t *c, const pt_http_owner_ops_t *ops, void *owner);
 
+/* The owner of a handed-over connection has copied what it needs of the
+ * request (headers, cid, user): the request's state (parser, header arrays,
+ * buffers) goes back to the worker's pool, and from now on the request's
+ * accessors return empty values (pt_http_cid ""). A tunnel that reports its
+ * end with pt_http_response_end keeps the state and does not call it. */
+void pt_http_request_done(pt_conn_t *c);
+
+/* The worker's loop has ended: frees the request states of its pool. */
+void pt_http_worker_end(pt_worker_t *w);
+
 /* The owner is done: queued output goes out, the write side is shut, then
  * the connection closes; bytes read meanwhile are dropped. */
 void pt_http_shutdown(pt_conn_t *c);

@@ -1,4 +1,5 @@
 #include "pt_server.h"
+#include "pt_rlimit.h"
 #include "pt_accesslog.h"
 #include "pt_audit.h"
 #include "pt_audit_amqp.h"
@@ -662,6 +663,8 @@ int pt_server_run(const char *config_path)
     watchdog_ctx.budget_ms = cfg->lua_request_timeout_ms;
     pt_log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* every connection is a descriptor: server.max_connections needs them */
+    pt_rlimit_raise_nofile();
     if (pt_worker_resolve(cfg->listen_host, cfg->listen_port, &addr) != 0) {
         fprintf(stderr, "portico: %s: cannot resolve listen address %s\n", config_path,
                 cfg->listen_host);

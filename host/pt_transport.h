@@ -114,8 +114,8 @@ static inline int pt_transport_peer(pt_transport_t *t, struct sockaddr_storage *
 typedef struct {
     pt_transport_t base; /* first: a pt_transport_tcp_t * is a pt_transport_t * */
     uv_tcp_t tcp;
-    uv_shutdown_t sd;
-    uv_connect_t connect;
+    /* the shutdown and connect requests are allocated when made and freed in
+     * their callbacks: an idle connection carries neither */
     void (*on_connect)(pt_transport_t *t, int status);
 } pt_transport_tcp_t;
 

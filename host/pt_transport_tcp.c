@@ -1,6 +1,7 @@
 #include "pt_transport.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* The handle's data is the transport: libuv callbacks find it there. */
 #define PT__T(h) ((pt_transport_tcp_t *)(h)->data)
@@ -57,6 +58,7 @@ static int pt__write(pt_transport_t *t, pt_transport_write_t *req, const uv_buf_
 static void pt__on_shutdown(uv_shutdown_t *req, int status)
 {
     pt_transport_t *t = req->data;
+    free(req);
     t->on_shutdown(t, status);
 }
 
@@ -64,9 +66,14 @@ static int pt__shutdown(pt_transport_t *t, pt_transport_cb cb)
 {
     pt_transport_tcp_t *tt = (pt_transport_tcp_t *)t;
     t->on_shutdown = cb;
-    /* embedded: one shutdown per connection needs no allocation */
-    tt->sd.data = t;
-    return uv_shutdown(&tt->sd, (uv_stream_t *)&tt->tcp, pt__on_shutdown);
+    /* allocated when needed, not embedded: most connections never shut
+     * down, and every idle one would carry the request (issue 22) */
+    uv_shutdown_t *sd = malloc(sizeof *sd);
+    if (!sd) return UV_ENOMEM;
+    sd->data = t;
+    int rc = uv_shutdown(sd, (uv_stream_t *)&tt->tcp, pt__on_shutdown);
+    if (rc != 0) free(sd);
+    return rc;
 }
 
 static void pt__on_closed(uv_handle_t *h)
@@ -121,6 +128,7 @@ int pt_transport_tcp_accept(pt_transport_tcp_t *t, uv_stream_t *listener)
 static void pt__on_connect(uv_connect_t *req, int status)
 {
     pt_transport_tcp_t *t = req->data;
+    free(req);
     if (status == 0) uv_tcp_nodelay(&t->tcp, 1);
     t->on_connect(&t->base, status);
 }
@@ -129,6 +137,10 @@ int pt_transport_tcp_connect(pt_transport_tcp_t *t, const struct sockaddr *addr,
                              void (*on_connect)(pt_transport_t *t, int status))
 {
     t->on_connect = on_connect;
-    t->connect.data = t;
-    return uv_tcp_connect(&t->connect, &t->tcp, addr, pt__on_connect);
+    uv_connect_t *req = malloc(sizeof *req); /* freed in its callback (ECANCELED on a close) */
+    if (!req) return UV_ENOMEM;
+    req->data = t;
+    int rc = uv_tcp_connect(req, &t->tcp, addr, pt__on_connect);
+    if (rc != 0) free(req);
+    return rc;
 }

@@ -102,6 +102,117 @@ static void pt__close_listeners(pt_worker_t *w)
             uv_close((uv_handle_t *)hs[i], NULL);
 }
 
+/* ---- the connections' timer heap ---- */
+
+static void pt__timer_swap(pt_worker_t *w, size_t a, size_t b)
+{
+    pt_worker_timer_t *t = w->timers[a];
+    w->timers[a] = w->timers[b];
+    w->timers[b] = t;
+    w->timers[a]->idx = a + 1;
+    w->timers[b]->idx = b + 1;
+}
+
+static void pt__timer_up(pt_worker_t *w, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (w->timers[parent]->due <= w->timers[i]->due) break;
+        pt__timer_swap(w, i, parent);
+        i = parent;
+    }
+}
+
+static void pt__timer_down(pt_worker_t *w, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < w->n_timers && w->timers[l]->due < w->timers[m]->due) m = l;
+        if (r < w->n_timers && w->timers[r]->due < w->timers[m]->due) m = r;
+        if (m == i) break;
+        pt__timer_swap(w, i, m);
+        i = m;
+    }
+}
+
+static void pt__on_timer_heap(uv_timer_t *h);
+
+/* Points the one libuv timer at the heap's earliest deadline. */
+static void pt__timer_arm(pt_worker_t *w)
+{
+    if (w->timers_firing || uv_is_closing((uv_handle_t *)&w->timer_heap)) return;
+    if (w->n_timers == 0) {
+        if (w->timer_armed) uv_timer_stop(&w->timer_heap);
+        w->timer_armed = 0;
+        return;
+    }
+    uint64_t due = w->timers[0]->due;
+    if (w->timer_armed == due) return;
+    uint64_t now = uv_now(&w->loop);
+    w->timer_armed = due;
+    uv_timer_start(&w->timer_heap, pt__on_timer_heap, due > now ? due - now : 0, 0);
+}
+
+static void pt__timer_remove(pt_worker_t *w, pt_worker_timer_t *t)
+{
+    size_t i = t->idx - 1;
+    t->idx = 0;
+    if (--w->n_timers == i) return;
+    w->timers[i] = w->timers[w->n_timers];
+    w->timers[i]->idx = i + 1;
+    pt__timer_up(w, i);
+    pt__timer_down(w, w->timers[i]->idx - 1);
+}
+
+static void pt__on_timer_heap(uv_timer_t *h)
+{
+    pt_worker_t *w = h->data;
+    uint64_t now = uv_now(&w->loop);
+    w->timer_armed = 0;
+    w->timers_firing = 1;
+    while (w->n_timers && w->timers[0]->due <= now) {
+        pt_worker_timer_t *t = w->timers[0];
+        pt__timer_remove(w, t);
+        t->cb(t); /* may arm or disarm timers, its own too */
+    }
+    w->timers_firing = 0;
+    pt__timer_arm(w);
+}
+
+int pt_worker_timer_start(pt_worker_t *w, pt_worker_timer_t *t, uint64_t ms)
+{
+    uint64_t due = uv_now(&w->loop) + ms;
+    if (t->idx) {
+        uint64_t was = t->due;
+        t->due = due;
+        if (due < was)
+            pt__timer_up(w, t->idx - 1);
+        else
+            pt__timer_down(w, t->idx - 1);
+    } else {
+        if (w->n_timers == w->cap_timers) {
+            size_t cap = w->cap_timers ? w->cap_timers * 2 : 256;
+            pt_worker_timer_t **a = realloc(w->timers, cap * sizeof *a);
+            if (!a) return -1;
+            w->timers = a;
+            w->cap_timers = cap;
+        }
+        t->due = due;
+        w->timers[w->n_timers++] = t;
+        t->idx = w->n_timers;
+        pt__timer_up(w, t->idx - 1);
+    }
+    pt__timer_arm(w);
+    return 0;
+}
+
+void pt_worker_timer_stop(pt_worker_t *w, pt_worker_timer_t *t)
+{
+    if (!t->idx) return;
+    pt__timer_remove(w, t);
+    pt__timer_arm(w);
+}
+
 /* Once: the hook lets go of what would keep the loop running. */
 static void pt__drained(pt_worker_t *w)
 {
@@ -115,6 +226,8 @@ static void pt__maybe_finish(pt_worker_t *w)
     if (!w->draining || w->n_conns > 0 || (w->tasks > 0 && !w->drain_expired)) return;
     if (!uv_is_closing((uv_handle_t *)&w->drain_timer))
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&w->timer_heap))
+        uv_close((uv_handle_t *)&w->timer_heap, NULL);
     if (!uv_is_closing((uv_handle_t *)&w->stop_async))
         uv_close((uv_handle_t *)&w->stop_async, NULL);
     /* No wake-up may reach the queue's handle once it closes: from here on
@@ -332,6 +445,9 @@ static void pt__run(void *arg)
     if (loop_ok) {
         uv_async_init(&w->loop, &w->stop_async, pt__on_stop);
         uv_timer_init(&w->loop, &w->drain_timer);
+        uv_timer_init(&w->loop, &w->timer_heap);
+        uv_unref((uv_handle_t *)&w->timer_heap); /* connections keep the loop alive, not it */
+        w->timer_heap.data = w;
         uv_check_init(&w->loop, &w->flush_check);
         uv_check_start(&w->flush_check, pt__on_check);
         uv_unref((uv_handle_t *)&w->flush_check);
@@ -357,6 +473,7 @@ static void pt__run(void *arg)
             if (!uv_is_closing((uv_handle_t *)&w->stop_async))
                 uv_close((uv_handle_t *)&w->stop_async, NULL);
             uv_close((uv_handle_t *)&w->drain_timer, NULL);
+            uv_close((uv_handle_t *)&w->timer_heap, NULL);
             uv_close((uv_handle_t *)&w->flush_check, NULL);
             pt__close_listeners(w);
         }
@@ -366,6 +483,9 @@ static void pt__run(void *arg)
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
     }
+    free(w->timers);
+    w->timers = NULL;
+    w->n_timers = w->cap_timers = 0;
     pt_queue_end(&w->msgs); /* ended already: later messages wait for the join */
     if (w->hooks && w->hooks->end) w->hooks->end(w);
     pt__self = NULL;    /* late messages run as on the joining thread */

@@ -41,6 +41,27 @@ struct pt_worker_conn_s { /* embedded in the connection's own struct */
     int admitted;
 };
 
+/* ---- timers of a worker's connections ---- */
+
+/* One deadline of a connection (its idle, head or body time-out), a node
+ * embedded in the connection: every connection of a worker shares the
+ * worker's one binary heap and its one libuv timer, so a connection costs
+ * 24 bytes of timer instead of a uv_timer_t (152). */
+typedef struct pt_worker_timer_s pt_worker_timer_t;
+struct pt_worker_timer_s {
+    uint64_t due; /* loop time (ms) it fires at, while armed */
+    size_t idx;   /* its place in the heap plus one; 0: not armed */
+    void (*cb)(pt_worker_timer_t *t);
+};
+
+/* Arms t to run t->cb once, ms from the loop's now (again: moved). No
+ * allocation but the heap's growth; returns 0, or -1 out of memory (then t
+ * is not armed). Worker thread only. */
+int pt_worker_timer_start(pt_worker_t *w, pt_worker_timer_t *t, uint64_t ms);
+
+/* Disarms t (nothing when it is not armed). */
+void pt_worker_timer_stop(pt_worker_t *w, pt_worker_timer_t *t);
+
 /* ---- what the layer above gives a worker ---- */
 
 /* Every hook runs on the worker's thread, and each may be NULL. */
@@ -85,6 +106,13 @@ struct pt_worker_s {
     uv_async_t stop_async;
     pt_queue_t msgs; /* what other threads hand this worker, in order */
     uv_timer_t drain_timer;
+    pt_worker_timer_t **timers; /* the heap of armed connection timers (earliest first) */
+    size_t n_timers, cap_timers;
+    uv_timer_t timer_heap; /* fires at timers[0]->due */
+    uint64_t timer_armed;  /* when timer_heap fires; 0: stopped */
+    int timers_firing;     /* inside its callback: re-armed once at its end */
+    void *http_pool;       /* pt_http's free request states */
+    size_t n_http_pool;
     uv_thread_t thread;
     uv_sem_t *started; /* posted once start_rc is known */
     int start_rc;
