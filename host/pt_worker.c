@@ -140,6 +140,11 @@ static void pt__on_timer_heap(uv_timer_t *h);
 /* Points the one libuv timer at the heap's earliest deadline. */
 static void pt__timer_arm(pt_worker_t *w)
 {
+    if (!w->timer_heap.loop) { /* a worker made without its thread (the unit tests) */
+        uv_timer_init(&w->loop, &w->timer_heap);
+        uv_unref((uv_handle_t *)&w->timer_heap);
+        w->timer_heap.data = w;
+    }
     if (w->timers_firing || uv_is_closing((uv_handle_t *)&w->timer_heap)) return;
     if (w->n_timers == 0) {
         if (w->timer_armed) uv_timer_stop(&w->timer_heap);

@@ -502,6 +502,7 @@ int main(void)
     PT_RUN(hand_over_gives_the_owner_every_byte);
     PT_RUN(a_drained_worker_closes_an_idle_connection);
     pt_buf_free(&mem.out);
+    pt_http_worker_end(&w);
     uv_loop_close(&w.loop);
     pt_metrics_free(&w.metrics);
     pt_config_free(cfg);
