@@ -56,7 +56,16 @@ struct pt_ws_s {
     const pt__ws_io_t *io;
     pt_conn_t *c; /* NULL once the connection is gone (always for a probe) */
     pt_worker_t *w;
+    /* wslay's context (some 4.5 KB with its frame buffer) exists only while
+     * frames are in progress: made for the first byte either way, freed
+     * once no frame is half read, no message half received and nothing is
+     * queued (pt__ctx_idle). An idle socket holds none of it (issue 22). */
     wslay_event_context_ptr ctx;
+    uint64_t in_given;  /* bytes handed to this ctx (pt__recv_cb) */
+    uint64_t in_framed; /* bytes of the frames it read whole */
+    uint64_t frame_len; /* header and payload of the frame being read */
+    int frame_open;     /* a frame's header is read, its payload not all */
+    int msg_open;       /* a fragmented message is being read */
     pt_buf_t in; /* bytes read, wslay takes them from in_off */
     size_t in_off;
     pt_buf_t out;      /* frames wslay wrote since the last flush */
@@ -78,8 +87,8 @@ struct pt_ws_s {
     uint64_t last_message_ms;
     uint64_t detached_ms; /* a deferred trim covers what was freed before this */
     int in_flight;        /* service calls not answered yet */
-    char channel[PT_SERVICE_NAME_MAX + 1];
-    char username[256];
+    char *channel;  /* the channel's name (allocated) */
+    char *username; /* the authenticated user, "" when none (allocated) */
     /* the handshake's headers (self.request.http.headers of every message):
      * one block, the array then the bytes; bounded by the head's limits */
     pt_lua_header_t *headers;
@@ -95,10 +104,14 @@ typedef struct {
 } pt__ws_call_t;
 
 static void pt__pump(pt_ws_t *ws);
+static int pt__ctx_get(pt_ws_t *ws);
+static void pt__ctx_idle(pt_ws_t *ws);
 
 static void pt__ws_free(pt_ws_t *ws)
 {
     free(ws->headers);
+    free(ws->channel);
+    free(ws->username);
     free(ws);
 }
 static void pt__recv(pt_ws_t *ws);
@@ -300,7 +313,7 @@ static void pt__fail(pt_ws_t *ws, uint16_t code)
     if (ws->ended) return;
     /* a close of ours already went (1003 for a binary message, say): the
      * peer's garbage after it gets no second one */
-    if (!wslay_event_get_close_sent(ws->ctx)) pt__write_close(ws, code);
+    if (!ws->ctx || !wslay_event_get_close_sent(ws->ctx)) pt__write_close(ws, code);
     pt__end(ws, 0);
 }
 
@@ -312,7 +325,8 @@ static void pt__drop(pt_ws_t *ws, const char *why)
     if (ws->ended) return;
     pt_log_info("websocket on %s: %s, closing with 1008", ws->channel, why);
     if (ws->w) pt_metrics_add(&ws->w->metrics.ws_slow_consumers, 1);
-    if (!wslay_event_get_close_sent(ws->ctx)) pt__write_close(ws, WSLAY_CODE_POLICY_VIOLATION);
+    if (!ws->ctx || !wslay_event_get_close_sent(ws->ctx))
+        pt__write_close(ws, WSLAY_CODE_POLICY_VIOLATION);
     pt__end(ws, 1);
 }
 
@@ -335,18 +349,26 @@ static void pt__on_send_timer(uv_timer_t *t)
 static void pt__pump(pt_ws_t *ws)
 {
     if (ws->ended || (ws->c && pt_http_closing(ws->c))) return;
-    if (wslay_event_send(ws->ctx) != 0 || ws->io->flush(ws) != 0) {
+    if ((ws->ctx && wslay_event_send(ws->ctx) != 0) || ws->io->flush(ws) != 0) {
         pt__end(ws, 1);
         return;
     }
     pt__output_grew(ws);
-    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) && !ws->in_flight)
+    if (ws->ctx && !wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) &&
+        !ws->in_flight) {
         pt__end(ws, 0);
+        return;
+    }
+    pt__ctx_idle(ws);
 }
 
 static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 {
     if (ws->ended) return;
+    if (pt__ctx_get(ws) != 0) {
+        pt__end(ws, 1);
+        return;
+    }
     wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, strlen(reason));
     pt__pump(ws);
 }
@@ -354,7 +376,12 @@ static void pt__close(pt_ws_t *ws, uint16_t code, const char *reason)
 static void pt__send_text(pt_ws_t *ws, const char *text, size_t len)
 {
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    if (!ws->ended && wslay_event_queue_msg(ws->ctx, &msg) == 0) pt__pump(ws);
+    if (ws->ended) return;
+    if (pt__ctx_get(ws) != 0) {
+        pt__end(ws, 1);
+        return;
+    }
+    if (wslay_event_queue_msg(ws->ctx, &msg) == 0) pt__pump(ws);
 }
 
 /* ---- wslay callbacks ---- */
@@ -376,6 +403,7 @@ static ssize_t pt__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
     if (len > have) len = have;
     memcpy(buf, ws->in.data + ws->in_off, len);
     ws->in_off += len;
+    ws->in_given += len;
     return (ssize_t)len;
 }
 
@@ -406,6 +434,12 @@ static void pt__on_frame_start_cb(wslay_event_context_ptr ctx,
                                   const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
 {
     pt_ws_t *ws = ud;
+    /* a client's frame is masked and its length minimally encoded (wslay
+     * refuses it otherwise): its header is exactly this long */
+    uint64_t n = arg->payload_length;
+    ws->frame_len = 2 + (n >= 65536 ? 8 : n >= 126 ? 2 : 0) + 4 + n;
+    ws->frame_open = 1;
+    if (!(arg->opcode & 0x8)) ws->msg_open = !arg->fin;
     /* wslay reads a close body of one byte as "no status code" and echoes
      * an empty close; RFC 6455 5.5.1 makes it a protocol error. */
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
@@ -440,23 +474,66 @@ static void pt__on_msg_cb(wslay_event_context_ptr ctx,
     }
 }
 
+static void pt__on_frame_end_cb(wslay_event_context_ptr ctx, void *ud)
+{
+    pt_ws_t *ws = ud;
+    ws->in_framed += ws->frame_len;
+    ws->frame_open = 0;
+}
+
 static const struct wslay_event_callbacks pt__callbacks = {
     .recv_callback = pt__recv_cb,
     .send_callback = pt__send_cb,
     .on_frame_recv_start_callback = pt__on_frame_start_cb,
+    .on_frame_recv_end_callback = pt__on_frame_end_cb,
     .on_msg_recv_callback = pt__on_msg_cb,
 };
 
-/* A socket's wslay context, the same for a connection and a probe. A
- * message over max_message is closed with 1009 by wslay before it is
- * buffered (its length is checked against each frame header), one of too
- * many fragments by pt__on_frame_start_cb. */
+/* A socket's wslay context, the same for a connection and a probe, made
+ * when frames begin either way (pt__ctx_get). A message over max_message is
+ * closed with 1009 by wslay before it is buffered (its length is checked
+ * against each frame header), one of too many fragments by
+ * pt__on_frame_start_cb. */
 static int pt__ctx_init(pt_ws_t *ws, uint64_t max_message)
 {
     ws->max_message = max_message;
-    if (wslay_event_context_server_init(&ws->ctx, &pt__callbacks, ws) != 0) return -1;
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_message);
     return 0;
+}
+
+/* Makes ws->ctx when there is none. Returns 0, or -1 out of memory. */
+static int pt__ctx_get(pt_ws_t *ws)
+{
+    if (ws->ctx) return 0;
+    if (wslay_event_context_server_init(&ws->ctx, &pt__callbacks, ws) != 0) {
+        ws->ctx = NULL;
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->max_message);
+    ws->in_given = ws->in_framed = 0;
+    ws->frame_open = ws->msg_open = 0;
+    return 0;
+}
+
+/* Frees ws->ctx (and the empty buffers) when the socket is idle: every
+ * byte wslay took belongs to a frame it read whole, no message is half
+ * received, nothing is queued, no close went either way and wslay is not
+ * on the stack. A later frame or send makes a new one: wslay keeps no other
+ * state between messages. */
+static void pt__ctx_idle(pt_ws_t *ws)
+{
+    if (ws->in_recv || ws->ended) return;
+    if (ws->in.len == ws->in_off) {
+        ws->in.len = ws->in_off = 0;
+        pt_buf_free(&ws->in);
+    }
+    if (ws->out.len == 0) pt_buf_free(&ws->out);
+    if (!ws->ctx || ws->refused || ws->frame_open || ws->msg_open ||
+        ws->in_given != ws->in_framed || wslay_event_want_write(ws->ctx) ||
+        !wslay_event_want_read(ws->ctx) || wslay_event_get_close_sent(ws->ctx) ||
+        wslay_event_get_close_received(ws->ctx) || wslay_event_get_queued_msg_count(ws->ctx))
+        return;
+    wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
 }
 
 /* Runs the bytes in ws->in through wslay, then sends what that queued. */
@@ -464,6 +541,10 @@ static void pt__recv(pt_ws_t *ws)
 {
     if (ws->ended || ws->in_recv) return;
     for (;;) {
+        if (pt__ctx_get(ws) != 0) { /* the pump below may have freed it */
+            pt__end(ws, 1);
+            return;
+        }
         ws->in_recv = 1;
         int rc = wslay_event_recv(ws->ctx);
         ws->in_recv = 0;
@@ -497,6 +578,7 @@ static void pt__recv(pt_ws_t *ws)
         ws->paused = 0;
     }
     if (ws->paused && !ws->ended && ws->c) pt_http_reading(ws->c, 0);
+    pt__ctx_idle(ws);
 }
 
 /* Appends bytes read to ws->in (what waited moved to its start). */
@@ -751,6 +833,10 @@ static void pt__on_ping_timer(uv_timer_t *t)
     }
     struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"", 0};
     ws->missed++;
+    if (pt__ctx_get(ws) != 0) {
+        pt__end(ws, 1);
+        return;
+    }
     if (wslay_event_queue_msg(ws->ctx, &ping) == 0) pt__pump(ws);
 }
 
@@ -874,8 +960,12 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username,
     ws->w = w;
     ws->max_output = ch->ws_max_output;
     ws->send_timeout_ms = ch->ws_send_timeout_ms;
-    snprintf(ws->channel, sizeof ws->channel, "%s", ch->name);
-    snprintf(ws->username, sizeof ws->username, "%s", username ? username : "");
+    ws->channel = strdup(ch->name);
+    ws->username = strdup(username ? username : "");
+    if (!ws->channel || !ws->username) {
+        pt__ws_free(ws);
+        return pt__refuse(c, 500, "out of memory", NULL);
+    }
     ws->last_message_ms = uv_now(&w->loop);
 
     if (pt_buf_printf(&ws->out,
@@ -884,7 +974,7 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username,
                       "X-Correlation-Id: %s\r\n\r\n",
                       accept, pt_http_cid(c)) != 0 ||
         pt__sock_flush(ws) != 0) {
-        wslay_event_context_free(ws->ctx);
+        if (ws->ctx) wslay_event_context_free(ws->ctx);
         pt_buf_free(&ws->out);
         pt__ws_free(ws);
         pt_http_close(c);
@@ -900,6 +990,9 @@ int pt_ws_upgrade(pt_conn_t *c, const pt_channel_t *ch, const char *username,
     /* the connection is ours now: frames the client sent right behind its
      * handshake come first */
     pt_http_hand_over(c, &pt__owner_ops, ws);
+    /* ws copied what it needs of the handshake: its parser and buffers go
+     * back to the worker's pool */
+    pt_http_request_done(c);
     return 0;
 }
 
@@ -933,7 +1026,7 @@ static void pt__on_closed(void *owner)
     pt__unlink(ws);
     ws->c = NULL;
     ws->ended = 1;
-    wslay_event_context_free(ws->ctx);
+    if (ws->ctx) wslay_event_context_free(ws->ctx);
     ws->ctx = NULL;
     pt_buf_free(&ws->in);
     pt_buf_free(&ws->out);
@@ -1009,6 +1102,12 @@ pt_ws_t *pt_ws_probe_new(const pt_ws_probe_t *probe)
     pt_ws_t *ws = calloc(1, sizeof *ws);
     if (!ws) return NULL;
     ws->probe = *probe;
+    ws->channel = strdup("");
+    ws->username = strdup("");
+    if (!ws->channel || !ws->username) {
+        pt__ws_free(ws);
+        return NULL;
+    }
     if (pt__ctx_init(ws, probe->max_message) != 0) {
         pt__ws_free(ws);
         return NULL;
@@ -1044,7 +1143,7 @@ int pt_ws_probe_paused(const pt_ws_t *ws)
 void pt_ws_probe_free(pt_ws_t *ws)
 {
     if (!ws) return;
-    wslay_event_context_free(ws->ctx);
+    if (ws->ctx) wslay_event_context_free(ws->ctx);
     pt_buf_free(&ws->in);
     pt_buf_free(&ws->out);
     pt__ws_free(ws);
