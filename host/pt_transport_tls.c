@@ -2,6 +2,7 @@
 #include "pt_log.h"
 #include "pt_metrics.h"
 
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 
 #include <stdlib.h>
@@ -25,6 +26,40 @@ typedef struct {
 } pt__chunk_t;
 
 static const char *const pt__versions[] = {"TLSv1.2", "TLSv1.3"};
+
+/* A memory BIO keeps the most it ever held: the handshake's flights (a
+ * ClientHello in, the certificate chain out) and the largest answer would
+ * stay with an idle connection for good. An empty one that grew past this
+ * is replaced by a new one (issue 22); the SSL's own record buffers go back
+ * by SSL_MODE_RELEASE_BUFFERS (pt_tls). */
+#define PT__BIO_KEEP 4096
+
+/* A new memory BIO when b is empty and holds more than PT__BIO_KEEP; NULL
+ * when it is to stay. */
+static BIO *pt__bio_fresh(BIO *b, int for_read)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_ctrl_pending(b) != 0 || BIO_get_mem_ptr(b, &bm) <= 0 || !bm || bm->max <= PT__BIO_KEEP)
+        return NULL;
+    BIO *n = BIO_new(BIO_s_mem());
+    if (n && for_read) BIO_set_mem_eof_return(n, -1);
+    return n;
+}
+
+/* Gives back what the BIOs hold past PT__BIO_KEEP while they are empty. */
+static void pt__shrink(pt_transport_tls_t *t)
+{
+    if (t->closing || !t->handshake_done || !t->ssl) return;
+    BIO *n;
+    if ((n = pt__bio_fresh(t->rbio, 1))) {
+        SSL_set0_rbio(t->ssl, n); /* frees the old one */
+        t->rbio = n;
+    }
+    if ((n = pt__bio_fresh(t->wbio, 0))) {
+        SSL_set0_wbio(t->ssl, n);
+        t->wbio = n;
+    }
+}
 
 /* ---- metrics ---- */
 
@@ -118,6 +153,7 @@ static int pt__flush(pt_transport_tls_t *t, pt_transport_write_t *outer)
         int k = pt_transport_try_write(t->inner, &b, 1);
         if (k == len) {
             (void)BIO_reset(t->wbio);
+            pt__shrink(t);
             return 0;
         }
         if (k < 0 && k != UV_EAGAIN) return k;
@@ -130,6 +166,7 @@ static int pt__flush(pt_transport_tls_t *t, pt_transport_write_t *outer)
     ch->len = (size_t)len;
     memcpy(ch->data, p, (size_t)len);
     (void)BIO_reset(t->wbio);
+    pt__shrink(t);
     uv_buf_t b = uv_buf_init(ch->data, (unsigned)len);
     int rc = pt_transport_write(t->inner, &ch->w, &b, 1, pt__chunk_written);
     if (rc != 0) {
@@ -228,6 +265,7 @@ static void pt__run(pt_transport_tls_t *t)
         pt__deliver(t, t->eof, NULL);
     }
     t->pumping = 0;
+    pt__shrink(t);
 }
 
 static void pt__inner_read(pt_transport_t *inner, ssize_t nread, const char *data)
@@ -355,8 +393,11 @@ static void pt__closed_one(pt_transport_tls_t *t)
     t->ssl = NULL;
     pt_tls_ctx_unref(t->ctx);
     t->ctx = NULL;
+    /* read before the close callback: its owner may free t's memory there
+     * (an embedded transport), and on_free is then NULL */
+    void (*on_free)(pt_transport_tls_t *) = t->on_free;
     if (t->base.on_close) t->base.on_close(&t->base, 0);
-    if (t->on_free) t->on_free(t);
+    if (on_free) on_free(t);
 }
 
 static void pt__inner_closed(pt_transport_t *inner, int status)
