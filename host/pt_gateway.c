@@ -4,6 +4,7 @@
 #include "pt_lua.h"
 #include "pt_primitives.h"
 #include "pt_upstream.h"
+#include "pt_ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,12 +57,18 @@ static void pt__end(pt_worker_t *w)
     w->lua = NULL;
 }
 
+static void pt__at_check(pt_worker_t *w)
+{
+    pt_ws_flush_pushes(w);
+}
+
 const pt_worker_hooks_t pt_gateway_hooks = {
     .start = pt__start,
     .accept = pt__accept,
     .snapshot = pt__snapshot,
     .drain_expired = pt__drain_expired,
     .drained = pt__drained,
+    .at_check = pt__at_check,
     .end = pt__end,
 };
 

@@ -85,6 +85,8 @@ struct pt_ws_s {
     pt_lua_header_t *headers;
     size_t n_headers;
     pt_ws_t *prev, *next; /* the worker's sockets */
+    pt_ws_t *dirty_next;  /* pushes appended to out, written at the loop's check */
+    int dirty;
     pt_ws_probe_t probe;  /* a probe's callbacks */
 };
 
@@ -130,6 +132,25 @@ static void pt__unlink(pt_ws_t *ws)
     if (ws->next) ws->next->prev = ws->prev;
     ws->prev = ws->next = NULL;
     pt_metrics_add(&ws->w->metrics.websockets_open, -1);
+}
+
+/* ---- pushes, batched per loop iteration ---- */
+
+/* Sockets whose ws->out got pushed frames in this loop iteration; each
+ * worker is one thread, so the list is the thread's. pt_ws_flush_pushes
+ * writes them once per iteration: N pushes cost a socket one write. */
+static __thread pt_ws_t *pt__dirty;
+
+static void pt__undirty(pt_ws_t *ws)
+{
+    if (!ws->dirty) return;
+    for (pt_ws_t **at = &pt__dirty; *at; at = &(*at)->dirty_next)
+        if (*at == ws) {
+            *at = ws->dirty_next;
+            break;
+        }
+    ws->dirty = 0;
+    ws->dirty_next = NULL;
 }
 
 /* ---- giving memory back ---- */
@@ -931,6 +952,7 @@ static void pt__on_closed(void *owner)
 {
     pt_ws_t *ws = owner;
     pt__unlink(ws);
+    pt__undirty(ws);
     ws->c = NULL;
     ws->ended = 1;
     wslay_event_context_free(ws->ctx);
@@ -948,10 +970,32 @@ static void pt__on_closed(void *owner)
     uv_close((uv_handle_t *)&ws->send_timer, pt__on_timer_closed);
 }
 
+/* The frame of a push, made once for every socket (a server's frames are
+ * not masked): FIN + text, the length in 7, 16 or 64 bits, the payload. */
+static size_t pt__text_header(uint8_t *h, size_t len)
+{
+    h[0] = 0x80 | WSLAY_TEXT_FRAME;
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
 size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, const char *text,
                   size_t len)
 {
     size_t n = 0;
+    uint8_t head[10];
+    size_t hl = pt__text_header(head, len);
     for (pt_ws_t *ws = *pt__list(w), *next; ws; ws = next) {
         next = ws->next;
         if (ws->ended || strcmp(ws->channel, channel) != 0 ||
@@ -965,10 +1009,46 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
             pt__drop(ws, "a push found its output over max_output");
             continue;
         }
-        pt__send_text(ws, text, len);
+        /* wslay's queue is empty between pumps (pt__send_cb takes every
+         * byte), so the frame goes straight behind what ws->out holds, in
+         * order with replies; after our close nothing more goes. */
+        if (!ws->ctx || wslay_event_get_close_sent(ws->ctx)) continue;
+        if (wslay_event_get_queued_msg_count(ws->ctx) != 0) {
+            pt__send_text(ws, text, len);
+            n++;
+            continue;
+        }
+        if (pt_buf_append(&ws->out, head, hl) != 0 || pt_buf_append(&ws->out, text, len) != 0) {
+            pt__end(ws, 1);
+            continue;
+        }
+        if (!ws->dirty) {
+            ws->dirty = 1;
+            ws->dirty_next = pt__dirty;
+            pt__dirty = ws;
+        }
         n++;
     }
     return n;
+}
+
+void pt_ws_flush_pushes(pt_worker_t *w)
+{
+    (void)w;
+    pt_ws_t *ws = pt__dirty;
+    pt__dirty = NULL;
+    while (ws) {
+        pt_ws_t *next = ws->dirty_next;
+        ws->dirty = 0;
+        ws->dirty_next = NULL;
+        if (!ws->ended) {
+            if (ws->io->flush(ws) != 0)
+                pt__end(ws, 1);
+            else
+                pt__output_grew(ws);
+        }
+        ws = next;
+    }
 }
 
 /* The worker drains (pt_http's owner op): goodbye with 1001. */
