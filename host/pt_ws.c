@@ -87,6 +87,8 @@ struct pt_ws_s {
     pt_ws_t *prev, *next; /* the worker's sockets */
     pt_ws_t *dirty_next;  /* pushes appended to out, written at the loop's check */
     int dirty;
+    pt_ws_t *user_prev, *user_next; /* the bucket of (channel, username) (pt__by_user) */
+    uint32_t user_hash;
     pt_ws_probe_t probe;  /* a probe's callbacks */
 };
 
@@ -114,8 +116,44 @@ static pt_ws_t **pt__list(pt_worker_t *w)
     return (pt_ws_t **)&w->ws_list;
 }
 
+/* The worker's sockets by (channel, username), so that a push to one user
+ * visits that user's sockets (and a bucket's few others), not all of them.
+ * Each worker is one thread: the table is the thread's. */
+#define PT__WS_USER_BUCKETS 4096
+static __thread pt_ws_t *pt__by_user[PT__WS_USER_BUCKETS];
+
+static uint32_t pt__user_hash(const char *channel, const char *username)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = channel; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xff) * 16777619u; /* a separator no name holds */
+    for (const char *p = username; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+static void pt__index(pt_ws_t *ws)
+{
+    ws->user_hash = pt__user_hash(ws->channel, ws->username);
+    pt_ws_t **head = &pt__by_user[ws->user_hash % PT__WS_USER_BUCKETS];
+    ws->user_prev = NULL;
+    ws->user_next = *head;
+    if (*head) (*head)->user_prev = ws;
+    *head = ws;
+}
+
+static void pt__unindex(pt_ws_t *ws)
+{
+    if (ws->user_prev)
+        ws->user_prev->user_next = ws->user_next;
+    else
+        pt__by_user[ws->user_hash % PT__WS_USER_BUCKETS] = ws->user_next;
+    if (ws->user_next) ws->user_next->user_prev = ws->user_prev;
+    ws->user_prev = ws->user_next = NULL;
+}
+
 static void pt__link(pt_ws_t *ws)
 {
+    pt__index(ws);
     pt_ws_t **head = pt__list(ws->w);
     ws->next = *head;
     if (*head) (*head)->prev = ws;
@@ -125,6 +163,7 @@ static void pt__link(pt_ws_t *ws)
 
 static void pt__unlink(pt_ws_t *ws)
 {
+    pt__unindex(ws);
     if (ws->prev)
         ws->prev->next = ws->next;
     else
@@ -140,6 +179,9 @@ static void pt__unlink(pt_ws_t *ws)
  * worker is one thread, so the list is the thread's. pt_ws_flush_pushes
  * writes them once per iteration: N pushes cost a socket one write. */
 static __thread pt_ws_t *pt__dirty;
+/* Bytes appended to the dirty sockets' output since the last flush. */
+static __thread size_t pt__batched;
+#define PT__WS_PUSH_BATCH_MAX (32u * 1024 * 1024)
 
 static void pt__undirty(pt_ws_t *ws)
 {
@@ -996,10 +1038,12 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
     size_t n = 0;
     uint8_t head[10];
     size_t hl = pt__text_header(head, len);
-    for (pt_ws_t *ws = *pt__list(w), *next; ws; ws = next) {
-        next = ws->next;
-        if (ws->ended || strcmp(ws->channel, channel) != 0 ||
-            (username && strcmp(ws->username, username)))
+    uint32_t hash = username ? pt__user_hash(channel, username) : 0;
+    pt_ws_t *ws = username ? pt__by_user[hash % PT__WS_USER_BUCKETS] : *pt__list(w);
+    for (pt_ws_t *next; ws; ws = next) {
+        next = username ? ws->user_next : ws->next;
+        if (ws->ended || (username && ws->user_hash != hash) ||
+            strcmp(ws->channel, channel) != 0 || (username && strcmp(ws->username, username)))
             continue;
         /* A consumer with a backlog this message would take past the bound
          * is dropped rather than buffered for: pushes come at the service's
@@ -1018,10 +1062,16 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
             n++;
             continue;
         }
+        /* What a loop iteration's pushes hold before they are written
+         * stays under PT__WS_PUSH_BATCH_MAX for the worker: a big message
+         * to thousands of sockets is written out as it goes instead. */
+        if (pt__batched && pt__batched + hl + len > PT__WS_PUSH_BATCH_MAX)
+            pt_ws_flush_pushes(w);
         if (pt_buf_append(&ws->out, head, hl) != 0 || pt_buf_append(&ws->out, text, len) != 0) {
             pt__end(ws, 1);
             continue;
         }
+        pt__batched += hl + len;
         if (!ws->dirty) {
             ws->dirty = 1;
             ws->dirty_next = pt__dirty;
@@ -1037,6 +1087,7 @@ void pt_ws_flush_pushes(pt_worker_t *w)
     (void)w;
     pt_ws_t *ws = pt__dirty;
     pt__dirty = NULL;
+    pt__batched = 0;
     while (ws) {
         pt_ws_t *next = ws->dirty_next;
         ws->dirty = 0;

@@ -30,8 +30,7 @@ return M
 GATEWAY_AUTH = "Basic " + base64.b64encode(b"gateway:gw-secret").decode()
 
 
-@pytest.fixture
-def fan(start_gateway, tmp_path):
+def fan_config(tmp_path, max_output="64KB"):
     from conftest import BASE_CONFIG
     from test_websocket import password_hash
     (tmp_path / "services" / "test").mkdir(parents=True, exist_ok=True)
@@ -49,9 +48,23 @@ def fan(start_gateway, tmp_path):
       service: demo.echo
       security: fan.gateway
       ping_interval: 1h
-      max_output: 64KB
+      max_output: %s
       send_timeout: 2s
-"""
+""" % max_output
+    return cfg
+
+
+@pytest.fixture
+def fan(start_gateway, tmp_path):
+    return start_gateway(fan_config(tmp_path))
+
+
+@pytest.fixture
+def fan_big(start_gateway, tmp_path):
+    """Big messages: the body limit of the push call raised to 2 MB, and
+    max_output to 4 MB (a 1 MB message is no backlog)."""
+    cfg = fan_config(tmp_path, max_output="4MB").replace("max_body_bytes: 1MB",
+                                                         "max_body_bytes: 2MB")
     return start_gateway(cfg)
 
 
@@ -191,5 +204,20 @@ def test_a_reader_that_takes_nothing_is_closed_and_the_others_get_everything(fan
         pass
     from test_gate_websocket import metric
     assert metric(fan, "portico_ws_slow_consumers_total") == 1
+    for s in socks:
+        s.s.close()
+
+
+def test_a_push_bigger_than_the_batch_bound_reaches_everyone_whole(fan_big):
+    """100 sockets x 1 MB over two workers is past the 32 MB a worker batches
+    before it writes (pt_ws_push then writes as it goes, mid-push): every
+    socket still gets the whole message, once, and a small one behind it."""
+    socks = open_all(fan_big, 100, 10)
+    http = fan_big.http()
+    push(http, 1, pad=1024 * 1024)
+    push(http, 2)
+    assert pump(socks, lambda: all(len(s.msgs) >= 2 for s in socks), timeout=30)
+    assert all(s.msgs == [1, 2] for s in socks)
+    assert not [s for s in socks if s.closed]
     for s in socks:
         s.s.close()
