@@ -5,6 +5,7 @@
 #include "pt_lua.h"
 #include "pt_primitives.h"
 #include "pt_upstream.h"
+#include "pt_ws.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,12 +59,18 @@ static void pt__end(pt_worker_t *w)
     pt_http_worker_end(w); /* after the VM: its callbacks may give request states back */
 }
 
+static void pt__at_check(pt_worker_t *w)
+{
+    pt_ws_flush_pushes(w);
+}
+
 const pt_worker_hooks_t pt_gateway_hooks = {
     .start = pt__start,
     .accept = pt__accept,
     .snapshot = pt__snapshot,
     .drain_expired = pt__drain_expired,
     .drained = pt__drained,
+    .at_check = pt__at_check,
     .end = pt__end,
 };
 

@@ -86,7 +86,9 @@ static int pt__listen_on(pt_worker_t *w, uv_tcp_t *h, const struct sockaddr_stor
     uv_tcp_init(&w->loop, h);
     h->data = w;
     if ((rc = uv_tcp_open(h, fd)) != 0) return rc;
-    return uv_listen((uv_stream_t *)h, 511, pt__on_connection);
+    /* the kernel caps it at net.core.somaxconn: a burst of thousands of
+     * connects (a reconnect storm) waits in the queue instead of SYN retries */
+    return uv_listen((uv_stream_t *)h, 65535, pt__on_connection);
 }
 
 static int pt__listen(pt_worker_t *w)
@@ -248,6 +250,7 @@ static void pt__maybe_finish(pt_worker_t *w)
 static void pt__on_check(uv_check_t *h)
 {
     pt_worker_t *w = h->data;
+    if (w->hooks && w->hooks->at_check) w->hooks->at_check(w);
     if (w->access_buf.len) pt_accesslog_flush(&w->access_buf);
 }
 

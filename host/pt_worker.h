@@ -85,6 +85,9 @@ typedef struct {
      * start failed: let go of what keeps the loop alive (idle upstream
      * connections). Runs once. */
     void (*drained)(pt_worker_t *w);
+    /* Once per loop iteration, after the I/O callbacks (uv_check): writes
+     * what the iteration batched (WebSocket pushes). */
+    void (*at_check)(pt_worker_t *w);
     /* After the loop ended: frees what start made (w->lua). Later messages
      * then run on the joining thread (pt_worker_call). */
     void (*end)(pt_worker_t *w);

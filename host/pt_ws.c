@@ -94,6 +94,10 @@ struct pt_ws_s {
     pt_lua_header_t *headers;
     size_t n_headers;
     pt_ws_t *prev, *next; /* the worker's sockets */
+    pt_ws_t *dirty_next;  /* pushes appended to out, written at the loop's check */
+    int dirty;
+    pt_ws_t *user_prev, *user_next; /* the bucket of (channel, username) (pt__by_user) */
+    uint32_t user_hash;
     pt_ws_probe_t probe;  /* a probe's callbacks */
 };
 
@@ -125,8 +129,44 @@ static pt_ws_t **pt__list(pt_worker_t *w)
     return (pt_ws_t **)&w->ws_list;
 }
 
+/* The worker's sockets by (channel, username), so that a push to one user
+ * visits that user's sockets (and a bucket's few others), not all of them.
+ * Each worker is one thread: the table is the thread's. */
+#define PT__WS_USER_BUCKETS 4096
+static __thread pt_ws_t *pt__by_user[PT__WS_USER_BUCKETS];
+
+static uint32_t pt__user_hash(const char *channel, const char *username)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = channel; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0xff) * 16777619u; /* a separator no name holds */
+    for (const char *p = username; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+static void pt__index(pt_ws_t *ws)
+{
+    ws->user_hash = pt__user_hash(ws->channel, ws->username);
+    pt_ws_t **head = &pt__by_user[ws->user_hash % PT__WS_USER_BUCKETS];
+    ws->user_prev = NULL;
+    ws->user_next = *head;
+    if (*head) (*head)->user_prev = ws;
+    *head = ws;
+}
+
+static void pt__unindex(pt_ws_t *ws)
+{
+    if (ws->user_prev)
+        ws->user_prev->user_next = ws->user_next;
+    else
+        pt__by_user[ws->user_hash % PT__WS_USER_BUCKETS] = ws->user_next;
+    if (ws->user_next) ws->user_next->user_prev = ws->user_prev;
+    ws->user_prev = ws->user_next = NULL;
+}
+
 static void pt__link(pt_ws_t *ws)
 {
+    pt__index(ws);
     pt_ws_t **head = pt__list(ws->w);
     ws->next = *head;
     if (*head) (*head)->prev = ws;
@@ -136,6 +176,7 @@ static void pt__link(pt_ws_t *ws)
 
 static void pt__unlink(pt_ws_t *ws)
 {
+    pt__unindex(ws);
     if (ws->prev)
         ws->prev->next = ws->next;
     else
@@ -143,6 +184,28 @@ static void pt__unlink(pt_ws_t *ws)
     if (ws->next) ws->next->prev = ws->prev;
     ws->prev = ws->next = NULL;
     pt_metrics_add(&ws->w->metrics.websockets_open, -1);
+}
+
+/* ---- pushes, batched per loop iteration ---- */
+
+/* Sockets whose ws->out got pushed frames in this loop iteration; each
+ * worker is one thread, so the list is the thread's. pt_ws_flush_pushes
+ * writes them once per iteration: N pushes cost a socket one write. */
+static __thread pt_ws_t *pt__dirty;
+/* Bytes appended to the dirty sockets' output since the last flush. */
+static __thread size_t pt__batched;
+#define PT__WS_PUSH_BATCH_MAX (32u * 1024 * 1024)
+
+static void pt__undirty(pt_ws_t *ws)
+{
+    if (!ws->dirty) return;
+    for (pt_ws_t **at = &pt__dirty; *at; at = &(*at)->dirty_next)
+        if (*at == ws) {
+            *at = ws->dirty_next;
+            break;
+        }
+    ws->dirty = 0;
+    ws->dirty_next = NULL;
 }
 
 /* ---- giving memory back ---- */
@@ -1024,6 +1087,7 @@ static void pt__on_closed(void *owner)
 {
     pt_ws_t *ws = owner;
     pt__unlink(ws);
+    pt__undirty(ws);
     ws->c = NULL;
     ws->ended = 1;
     if (ws->ctx) wslay_event_context_free(ws->ctx);
@@ -1041,14 +1105,38 @@ static void pt__on_closed(void *owner)
     uv_close((uv_handle_t *)&ws->send_timer, pt__on_timer_closed);
 }
 
+/* The frame of a push, made once for every socket (a server's frames are
+ * not masked): FIN + text, the length in 7, 16 or 64 bits, the payload. */
+static size_t pt__text_header(uint8_t *h, size_t len)
+{
+    h[0] = 0x80 | WSLAY_TEXT_FRAME;
+    if (len < 126) {
+        h[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(len >> 8);
+        h[3] = (uint8_t)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
 size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, const char *text,
                   size_t len)
 {
     size_t n = 0;
-    for (pt_ws_t *ws = *pt__list(w), *next; ws; ws = next) {
-        next = ws->next;
-        if (ws->ended || strcmp(ws->channel, channel) != 0 ||
-            (username && strcmp(ws->username, username)))
+    uint8_t head[10];
+    size_t hl = pt__text_header(head, len);
+    uint32_t hash = username ? pt__user_hash(channel, username) : 0;
+    pt_ws_t *ws = username ? pt__by_user[hash % PT__WS_USER_BUCKETS] : *pt__list(w);
+    for (pt_ws_t *next; ws; ws = next) {
+        next = username ? ws->user_next : ws->next;
+        if (ws->ended || (username && ws->user_hash != hash) ||
+            strcmp(ws->channel, channel) != 0 || (username && strcmp(ws->username, username)))
             continue;
         /* A consumer with a backlog this message would take past the bound
          * is dropped rather than buffered for: pushes come at the service's
@@ -1058,10 +1146,53 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
             pt__drop(ws, "a push found its output over max_output");
             continue;
         }
-        pt__send_text(ws, text, len);
+        /* wslay's queue is empty between pumps (pt__send_cb takes every
+         * byte), so the frame goes straight behind what ws->out holds, in
+         * order with replies; after our close nothing more goes. */
+        if (!ws->ctx || wslay_event_get_close_sent(ws->ctx)) continue;
+        if (wslay_event_get_queued_msg_count(ws->ctx) != 0) {
+            pt__send_text(ws, text, len);
+            n++;
+            continue;
+        }
+        /* What a loop iteration's pushes hold before they are written
+         * stays under PT__WS_PUSH_BATCH_MAX for the worker: a big message
+         * to thousands of sockets is written out as it goes instead. */
+        if (pt__batched && pt__batched + hl + len > PT__WS_PUSH_BATCH_MAX)
+            pt_ws_flush_pushes(w);
+        if (pt_buf_append(&ws->out, head, hl) != 0 || pt_buf_append(&ws->out, text, len) != 0) {
+            pt__end(ws, 1);
+            continue;
+        }
+        pt__batched += hl + len;
+        if (!ws->dirty) {
+            ws->dirty = 1;
+            ws->dirty_next = pt__dirty;
+            pt__dirty = ws;
+        }
         n++;
     }
     return n;
+}
+
+void pt_ws_flush_pushes(pt_worker_t *w)
+{
+    (void)w;
+    pt_ws_t *ws = pt__dirty;
+    pt__dirty = NULL;
+    pt__batched = 0;
+    while (ws) {
+        pt_ws_t *next = ws->dirty_next;
+        ws->dirty = 0;
+        ws->dirty_next = NULL;
+        if (!ws->ended) {
+            if (ws->io->flush(ws) != 0)
+                pt__end(ws, 1);
+            else
+                pt__output_grew(ws);
+        }
+        ws = next;
+    }
 }
 
 /* The worker drains (pt_http's owner op): goodbye with 1001. */

@@ -52,9 +52,16 @@ int pt_ws_upgrade(struct pt_conn_s *c, const pt_channel_t *ch, const char *usern
                   const char *hide_header);
 
 /* Sends text to this worker's sockets on channel, all of them or only
- * username's (NULL: all). Returns how many sockets it was queued on. */
+ * username's (NULL: all). The frame is made once and appended to each
+ * socket's output; the writes happen at pt_ws_flush_pushes, once per socket
+ * for all the pushes of a loop iteration. Returns how many sockets it was
+ * queued on. Worker thread only. */
 size_t pt_ws_push(struct pt_worker_s *w, const char *channel, const char *username,
                   const char *text, size_t len);
+
+/* Writes what pt_ws_push appended in this loop iteration (the worker's
+ * at_check hook). */
+void pt_ws_flush_pushes(struct pt_worker_s *w);
 
 /* A WebSocket with no socket, for the fuzzer: the frame handling of an
  * upgraded connection (the same wslay context, callbacks and checks) fed
