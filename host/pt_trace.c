@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,12 @@ void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child)
     child->call = NULL;
     child->start_ns = pt_trace_now();
     pt_trace_random(child->span_id, 8);
+}
+
+void pt_trace_copy(pt_trace_ctx_t *dst, const pt_trace_ctx_t *src)
+{
+    memcpy(dst, src, offsetof(pt_trace_ctx_t, state));
+    memcpy(dst->state, src->state, src->state_len + 1u);
 }
 
 void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1])

@@ -99,6 +99,9 @@ void pt_trace_begin(pt_trace_ctx_t *ctx, const char *tp, size_t tp_len, const ch
 /* Sets up child as a new span under parent (same trace, flags and state). */
 void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child);
 
+/* Copies src into dst (the state only as far as it goes). */
+void pt_trace_copy(pt_trace_ctx_t *dst, const pt_trace_ctx_t *src);
+
 /* Writes the traceparent naming ctx's span as the parent ("00-...", 55
  * characters and a NUL). */
 void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1]);
