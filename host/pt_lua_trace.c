@@ -74,24 +74,25 @@ static int pt__emit(lua_State *L)
         lua_pushnil(L);
         while (lua_next(L, 8)) {
             if (lua_type(L, -2) == LUA_TSTRING) {
-                const char *k = lua_tostring(L, -2);
-                size_t vl;
+                size_t kl, vl;
+                const char *k = lua_tolstring(L, -2, &kl);
                 switch (lua_type(L, -1)) {
                 case LUA_TNUMBER: {
                     lua_Number v = lua_tonumber(L, -1);
                     if (v == (lua_Number)(int64_t)v)
-                        pt_span_int(s, k, (int64_t)v);
+                        pt_span_attr(s, 'i' | PT_SPAN_KEY_ESCAPE, k, kl, &(int64_t){(int64_t)v}, 8);
                     else
-                        pt_span_double(s, k, v);
+                        pt_span_attr(s, 'd' | PT_SPAN_KEY_ESCAPE, k, kl, &(double){v}, 8);
                     break;
                 }
                 case LUA_TBOOLEAN:
-                    pt_span_str(s, k, lua_toboolean(L, -1) ? "true" : "false",
-                                lua_toboolean(L, -1) ? 4 : 5);
+                    pt_span_attr(s, 's' | PT_SPAN_KEY_ESCAPE, k, kl,
+                                 lua_toboolean(L, -1) ? "true" : "false",
+                                 lua_toboolean(L, -1) ? 4 : 5);
                     break;
                 case LUA_TSTRING: {
                     const char *v = lua_tolstring(L, -1, &vl);
-                    pt_span_str(s, k, v, vl);
+                    pt_span_attr(s, 's' | PT_SPAN_KEY_ESCAPE, k, kl, v, vl);
                     break;
                 }
                 default:

@@ -296,7 +296,7 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
 /* An attribute is copied into the span as a record (type, key, value) and
  * rendered as JSON by the exporter thread (pt_trace_export.c): the request
  * path only copies bytes. */
-void pt_span_attr(pt_span_t *s, char type, const char *key, size_t klen, const void *v,
+void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
                   size_t len)
 {
     if (!s) return;

@@ -129,8 +129,11 @@ typedef struct pt_span_s pt_span_t;
 pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len);
 
 /* An attribute: type 's' (v: len bytes of text), 'i' (an int64_t) or 'd'
- * (a double); the key klen bytes (at most 255 are kept). Copied into s. */
-void pt_span_attr(pt_span_t *s, char type, const char *key, size_t klen, const void *v,
+ * (a double); the key klen bytes (at most 255 are kept). Copied into s.
+ * A key is taken to need no JSON escaping (the host's keys are literals)
+ * unless type has PT_SPAN_KEY_ESCAPE (a key a service chose). */
+#define PT_SPAN_KEY_ESCAPE 0x80
+void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
                   size_t len);
 
 /* Attributes (key: a literal-like name, no escaping needed; values escaped).

@@ -196,17 +196,61 @@ static size_t pt__span_max(const pt_span_t *s)
 
 #define PT__LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
+/* The decimal digits of v at o, two at a time; returns how many. */
+static size_t pt__digits(uint64_t v, char *o)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char tmp[20];
+    size_t k = sizeof tmp;
+    while (v >= 100) {
+        k -= 2;
+        memcpy(tmp + k, pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        k -= 2;
+        memcpy(tmp + k, pairs + 2 * v, 2);
+    } else {
+        tmp[--k] = (char)('0' + v);
+    }
+    memcpy(o, tmp + k, sizeof tmp - k);
+    return sizeof tmp - k;
+}
+
 /* JSON-escapes s at o; text that is not UTF-8 has "?" for its bytes past
  * 0x7f (a collector refuses a whole batch for one bad string). Returns the
  * end. */
+/* Non-zero when one of the 8 bytes of x needs escaping or checking: below
+ * 0x20, 0x7f and up, '"' or '\\' (bit tricks on a word at a time: the scan
+ * is most of what rendering costs). */
+static inline uint64_t pt__special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+    /* a byte below n: (x - n) & ~x & high; a zero byte: (v - 1) & ~v & high */
+    return ((x - ones * 0x20) & ~x & high) | ((q - ones) & ~q & high) |
+           ((bs - ones) & ~bs & high) | ((del - ones) & ~del & high) | (x & high);
+}
+
 static char *pt__esc(char *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i = 0;
+    /* the usual case: plain ASCII, copied as it is, a word at a time */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (pt__special(x)) break;
+        memcpy(o + i, &x, 8);
+    }
     while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
-           s[i] != '\\')
+           s[i] != '\\') {
+        o[i] = s[i];
         i++;
-    memcpy(o, s, i); /* the usual case: plain ASCII, copied as it is */
+    }
     o += i;
     if (i == n) return o;
     int utf8 = pt_utf8_check(s, n, NULL) == 0;
@@ -239,7 +283,7 @@ static char *pt__attrs(char *o, const pt_span_t *s)
 {
     const unsigned char *p = (const unsigned char *)s->attrs, *end = p + s->attrs_len;
     for (int first = 1; p + 4 <= end; first = 0) {
-        char type = (char)p[0];
+        int type = p[0] & ~PT_SPAN_KEY_ESCAPE, esc_key = p[0] & PT_SPAN_KEY_ESCAPE;
         size_t klen = p[1], vlen = (size_t)p[2] << 8 | p[3];
         const char *key = (const char *)p + 4, *v = key + klen;
         p += 4 + klen + vlen;
@@ -247,7 +291,12 @@ static char *pt__attrs(char *o, const pt_span_t *s)
             o = PT__LIT(o, "{\"key\":\"");
         else
             o = PT__LIT(o, ",{\"key\":\"");
-        o = pt__esc(o, key, klen);
+        if (esc_key) {
+            o = pt__esc(o, key, klen);
+        } else { /* the host's own keys are literals */
+            memcpy(o, key, klen);
+            o += klen;
+        }
         if (type == 's') {
             o = PT__LIT(o, "\",\"value\":{\"stringValue\":\"");
             o = pt__esc(o, v, vlen);
@@ -257,7 +306,7 @@ static char *pt__attrs(char *o, const pt_span_t *s)
             memcpy(&x, v, sizeof x);
             o = PT__LIT(o, "\",\"value\":{\"intValue\":\"");
             if (x < 0) *o++ = '-';
-            o += pt_u64_digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, o);
+            o += pt__digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, o);
             o = PT__LIT(o, "\"}}");
         } else {
             double x;
@@ -323,11 +372,11 @@ static int pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
         o = PT__LIT(o, "\",\"name\":\"");
         o = pt__esc(o, s->name, strnlen(s->name, sizeof s->name));
         o = PT__LIT(o, "\",\"kind\":");
-        o += pt_u64_digits((uint64_t)s->kind, o);
+        o += pt__digits((uint64_t)s->kind, o);
         o = PT__LIT(o, ",\"startTimeUnixNano\":\"");
-        o += pt_u64_digits(s->start_ns, o);
+        o += pt__digits(s->start_ns, o);
         o = PT__LIT(o, "\",\"endTimeUnixNano\":\"");
-        o += pt_u64_digits(s->end_ns, o);
+        o += pt__digits(s->end_ns, o);
         o = PT__LIT(o, "\",\"attributes\":[");
         o = pt__attrs(o, s);
         o = PT__LIT(o, "],\"status\":{");

@@ -25,7 +25,8 @@ struct pt_span_s {
     char name[64];
     char msg[64]; /* the status message of an error */
     size_t attrs_len;
-    /* attributes as records: type ('s', 'i' int64, 'd' double), key length
+    /* attributes as records: type ('s', 'i' int64, 'd' double; with
+     * PT_SPAN_KEY_ESCAPE when the key must be escaped), key length
      * (1 byte), value length (2 bytes, big-endian), key, value */
     char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
 };
