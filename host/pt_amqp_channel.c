@@ -251,8 +251,7 @@ static void pt__on_done(void *ud, const pt_lua_result_t *res)
  * are bounded by the content header frame (frame_max, 128 KiB). */
 /* The delivery's trace: its traceparent and tracestate headers (text, each
  * once) when valid, a new trace otherwise; a consumer span of its own. */
-static void pt__trace_begin(pt__delivery_t *d, const amqp_table_t *h, int n,
-                            char tp[PT_TRACEPARENT_LEN + 1])
+static void pt__trace_begin(pt__delivery_t *d, const amqp_table_t *h, int n)
 {
     const char *v[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
@@ -273,7 +272,6 @@ static void pt__trace_begin(pt__delivery_t *d, const amqp_table_t *h, int n,
     for (int k = 0; k < 2; k++)
         if (seen[k] != 1) v[k] = NULL;
     pt_trace_begin(&d->trace, v[0], len[0], v[0] ? v[1] : NULL, len[1]);
-    pt_trace_format(&d->trace, tp);
     const pt__consumer_t *c = d->c;
     d->trace.call =
         pt_span_new(&d->trace, PT_SPAN_CONSUMER, c->channel.name, strlen(c->channel.name));
@@ -358,8 +356,7 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         }
         nh++;
     }
-    char tp[PT_TRACEPARENT_LEN + 1];
-    if (pt_trace_enabled()) pt__trace_begin(d, h, n, tp);
+    if (pt_trace_enabled()) pt__trace_begin(d, h, n);
     amqp_bytes_t body = d->env.message.body;
     pt_lua_call_t call = {
         .service = c->channel.service,
@@ -376,7 +373,7 @@ static void pt__on_worker(pt_worker_t *w, void *arg)
         .channel = &c->channel,
         .push_extra = pt__push_amqp,
         .extra_ud = d,
-        .traceparent = d->trace.on ? tp : NULL,
+        .trace = d->trace.on ? &d->trace : NULL,
     };
     d->w = w;
     pt_worker_task_begin(w);

@@ -59,9 +59,6 @@ static void pt__handle(const pt_dispatch_req_t *r)
     size_t body_len;
     const char *body = pt_http_body(c, &body_len);
     const char *username = pt_http_username(c);
-    pt_trace_ctx_t *tc = pt_http_trace(c);
-    char tp[PT_TRACEPARENT_LEN + 1];
-    if (tc) pt_trace_format(tc, tp);
     pt_lua_call_t call = {
         .service = m->service,
         .cid = pt_http_cid(c),
@@ -79,7 +76,7 @@ static void pt__handle(const pt_dispatch_req_t *r)
         .gateway = r->sec->gateway[0] ? r->sec->gateway : NULL,
         .params = m->params,
         .n_params = m->n_params,
-        .traceparent = tc ? tp : NULL,
+        .trace = pt_http_trace(c),
     };
     pt_http_hold(c);
     pt_metrics_add(&w->metrics.in_flight, 1);

@@ -746,14 +746,13 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     pt_metrics_observe(&w->metrics, c->rq->channel_name, label, status, us);
     const char *url = c->rq->head.data ? c->rq->head.data : "";
     const char *q = memchr(url, '?', c->rq->url_len);
-    char trace_id[33];
-    if (c->rq->trace.on) {
+    if (c->rq->trace.on)
         pt__trace_end(c, status, body_len,
                       c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL, url,
                       q ? (size_t)(q - url) : c->rq->url_len);
-        pt_trace_hex(c->rq->trace.trace_id, 16, trace_id);
-    }
     if (!pt_accesslog_enabled()) return;
+    char trace_id[33];
+    if (c->rq->trace.on) pt_trace_hex(c->rq->trace.trace_id, 16, trace_id);
     char client[PT_HTTP_CLIENT_MAX];
     const char *xff;
     size_t xff_len, ua_len = 0;

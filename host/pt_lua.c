@@ -41,6 +41,7 @@ struct pt_lua_task_s {
     uint64_t run_id; /* this run's (pt_lua_cancel_run); 0 when free */
     int doomed;      /* pt_lua_cancel_run: no more waits */
     int spawned;     /* pt_lua_spawn's: done gets no result */
+    pt_trace_ctx_t trace; /* the request's context (trace.on 0: not traced) */
 };
 
 typedef struct {
@@ -687,6 +688,7 @@ static void pt__task_put(pt_lua_task_t *t, int reusable)
     t->run_id = 0;
     t->doomed = 0;
     t->spawned = 0;
+    t->trace.on = 0;
     t->next_free = pl->free_tasks;
     pl->free_tasks = t;
 }
@@ -891,6 +893,12 @@ lua_State *pt_lua_running(pt_lua_t *pl)
     return pl->running && !pl->closing ? pl->running->co : NULL;
 }
 
+const pt_trace_ctx_t *pt_lua_trace(pt_lua_t *pl)
+{
+    pt_lua_task_t *t = pl->running;
+    return t && t->trace.on ? &t->trace : NULL;
+}
+
 lua_State *pt_lua_task_state(pt_lua_task_t *t)
 {
     return t->co;
@@ -1003,7 +1011,6 @@ enum {
     PT__R_USERNAME,
     PT__R_GATEWAY, /* also the type of the gateway channel */
     PT__R_PARAMS,
-    PT__R_TRACE,
     PT__R_AMQP, /* also the type of AMQP channels */
     PT__R_N_FIELDS = PT__R_AMQP,
     PT__R_REST,
@@ -1025,7 +1032,6 @@ static const char *const pt__request_names[PT__R_N + 1] = {[PT__R_SERVICE] = "se
                                                            [PT__R_USERNAME] = "username",
                                                            [PT__R_GATEWAY] = "gateway",
                                                            [PT__R_PARAMS] = "params",
-                                                           [PT__R_TRACE] = "trace",
                                                            [PT__R_AMQP] = "amqp",
                                                            [PT__R_REST] = "rest",
                                                            [PT__R_WEBSOCKET] = "websocket",
@@ -1126,6 +1132,7 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
     t->done = done;
     t->ud = ud;
     t->run_id = ++pl->runs;
+    if (c->trace && c->trace->on) pt_trace_copy(&t->trace, c->trace);
     if (c->run_id) *c->run_id = t->run_id;
     lua_State *co = t->co;
     lua_settop(co, 0);
@@ -1191,7 +1198,6 @@ int pt_lua_dispatch(pt_lua_t *pl, const pt_lua_call_t *c, pt_lua_done_cb done, v
      * that was not its own), and most requests have none of them. */
     if (c->username) pt__set_string(co, req, PT__R_USERNAME, c->username);
     if (c->gateway) pt__set_string(co, req, PT__R_GATEWAY, c->gateway);
-    if (c->traceparent) pt__set_string(co, req, PT__R_TRACE, c->traceparent);
     if (c->n_params > 0) {
         pt__field(co, req, PT__R_PARAMS);
         lua_createtable(co, 0, c->n_params);

@@ -37,6 +37,7 @@
 
 #include "pt_config.h"
 #include "pt_router.h"
+#include "pt_trace.h"
 
 #include <lua.h>
 #include <stddef.h>
@@ -73,9 +74,10 @@ typedef struct {
                              header (self.channel.security.gateway); NULL: none */
     const pt_route_param_t *params;
     int n_params;
-    /* The traceparent of the span the service runs under (pt_trace; the
-     * request table's trace field, self.trace's parent); NULL: not traced. */
-    const char *traceparent;
+    /* The context of the span the service runs under (pt_trace): copied
+     * into the task, where portico.host.trace_parent() finds it when the
+     * service first uses self.trace or calls out; NULL: not traced. */
+    const pt_trace_ctx_t *trace;
     /* Optional: pushes the value of the request table's amqp field
      * (self.request.amqp: the AMQP channels pass the delivery's properties
      * this way). */
@@ -249,6 +251,11 @@ void pt_lua_cancel_all(pt_lua_t *pl);
  * VM closes). A waiting primitive checks it is called from there, not from
  * a coroutine of the service's own, before it yields. */
 lua_State *pt_lua_running(pt_lua_t *pl);
+
+/* The trace context of the request running right now (pt_lua_call_t's
+ * trace, as copied), or NULL: none runs, or it is not traced (an async
+ * run, a WebSocket message, tracing off). */
+const pt_trace_ctx_t *pt_lua_trace(pt_lua_t *pl);
 
 /* The coroutine of a task: push the primitive's results here, then resume. */
 lua_State *pt_lua_task_state(pt_lua_task_t *t);

@@ -1,6 +1,8 @@
 #include "pt_lua_trace.h"
+#include "pt_lua.h"
 #include "pt_trace.h"
 #include "pt_trace_queue.h"
+#include "pt_worker.h"
 
 #include <lauxlib.h>
 
@@ -16,6 +18,23 @@ static int pt__id(lua_State *L)
     pt_trace_hex(b, (size_t)n, hex);
     lua_pushlstring(L, hex, 2 * (size_t)n);
     return 1;
+}
+
+/* trace_parent() -> the traceparent naming the running request's span as
+ * the parent, and its tracestate (nil: none); nil when the request is not
+ * traced. Formatted only when a service asks (self.trace, a call out): most
+ * requests never do, and a string a request is measurable. */
+static int pt__parent(lua_State *L)
+{
+    pt_worker_t *w = pt_worker_self();
+    const pt_trace_ctx_t *tc = w && w->lua ? pt_lua_trace(w->lua) : NULL;
+    if (!tc) return 0;
+    char tp[PT_TRACEPARENT_LEN + 1];
+    pt_trace_format(tc, tp);
+    lua_pushlstring(L, tp, PT_TRACEPARENT_LEN);
+    if (!tc->state_len) return 1;
+    lua_pushlstring(L, tc->state, tc->state_len);
+    return 2;
 }
 
 static int pt__now(lua_State *L)
@@ -55,24 +74,25 @@ static int pt__emit(lua_State *L)
         lua_pushnil(L);
         while (lua_next(L, 8)) {
             if (lua_type(L, -2) == LUA_TSTRING) {
-                const char *k = lua_tostring(L, -2);
-                size_t vl;
+                size_t kl, vl;
+                const char *k = lua_tolstring(L, -2, &kl);
                 switch (lua_type(L, -1)) {
                 case LUA_TNUMBER: {
                     lua_Number v = lua_tonumber(L, -1);
                     if (v == (lua_Number)(int64_t)v)
-                        pt_span_int(s, k, (int64_t)v);
+                        pt_span_attr(s, 'i' | PT_SPAN_KEY_ESCAPE, k, kl, &(int64_t){(int64_t)v}, 8);
                     else
-                        pt_span_double(s, k, v);
+                        pt_span_attr(s, 'd' | PT_SPAN_KEY_ESCAPE, k, kl, &(double){v}, 8);
                     break;
                 }
                 case LUA_TBOOLEAN:
-                    pt_span_str(s, k, lua_toboolean(L, -1) ? "true" : "false",
-                                lua_toboolean(L, -1) ? 4 : 5);
+                    pt_span_attr(s, 's' | PT_SPAN_KEY_ESCAPE, k, kl,
+                                 lua_toboolean(L, -1) ? "true" : "false",
+                                 lua_toboolean(L, -1) ? 4 : 5);
                     break;
                 case LUA_TSTRING: {
                     const char *v = lua_tolstring(L, -1, &vl);
-                    pt_span_str(s, k, v, vl);
+                    pt_span_attr(s, 's' | PT_SPAN_KEY_ESCAPE, k, kl, v, vl);
                     break;
                 }
                 default:
@@ -95,6 +115,8 @@ void pt_lua_trace_register(lua_State *L)
     lua_setfield(L, -2, "trace_id");
     lua_pushcfunction(L, pt__now);
     lua_setfield(L, -2, "trace_now");
+    lua_pushcfunction(L, pt__parent);
+    lua_setfield(L, -2, "trace_parent");
     lua_pushcfunction(L, pt__emit);
     lua_setfield(L, -2, "trace_emit");
 }

@@ -4,6 +4,10 @@
  *
  *   host.trace_id(n) -> n random bytes as lower-case hex (n 8 or 16)
  *   host.trace_now() -> the wall clock in unix nanoseconds (a number)
+ *   host.trace_parent() -> traceparent, tracestate (nil: none) of the
+ *     running request's span, or nothing when the request is not traced
+ *     (the context is copied into the task by pt_lua_dispatch and formatted
+ *     only here, when a service first uses self.trace or calls out)
  *   host.trace_emit(trace_id, span_id, parent_id, name, kind, start_ns,
  *                   end_ns, attrs, err) -> nothing
  *     Hands a finished span to the exporter (pt_span_end): ids as hex

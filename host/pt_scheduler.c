@@ -235,10 +235,8 @@ static void pt__run_on_worker(pt_worker_t *w, void *arg)
     uv_timer_start(&r->timer, pt__on_timeout, r->timeout_ms, 0);
     r->start_ms = pt__now_ms();
     pt_trace_ctx_t tc;
-    char tp[PT_TRACEPARENT_LEN + 1];
     if (pt_trace_enabled()) {
         pt_trace_begin(&tc, NULL, 0, NULL, 0);
-        pt_trace_format(&tc, tp);
         r->span = pt_span_new(&tc, PT_SPAN_INTERNAL, r->job, strlen(r->job));
         pt_span_str(r->span, "portico.job", r->job, strlen(r->job));
         pt_span_str(r->span, "portico.service", r->service, strlen(r->service));
@@ -253,7 +251,7 @@ static void pt__run_on_worker(pt_worker_t *w, void *arg)
         .body_len = strlen(r->input),
         .job = r->job,
         .run_id = &r->run_id,
-        .traceparent = pt_trace_enabled() ? tp : NULL,
+        .trace = pt_trace_enabled() ? &tc : NULL,
     };
     if (pt_lua_dispatch(w->lua, &call, pt__on_run_done, r) != 0) {
         snprintf(r->error, sizeof r->error, "cannot start the service (out of memory)");

@@ -1,8 +1,10 @@
 #include "pt_trace.h"
 #include "pt_trace_queue.h"
 
+#include <pthread.h>
 #include <sodium.h>
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +57,14 @@ static int pt__zero(const uint8_t *b, size_t n)
 
 void pt_trace_random(uint8_t *b, size_t n)
 {
+    uint64_t r[2] = {0, 0};
+    if (n > sizeof r) n = sizeof r;
     do {
-        for (size_t i = 0; i < n; i += 8) {
-            uint64_t r = pt__next();
-            memcpy(b + i, &r, n - i < 8 ? n - i : 8);
-        }
-    } while (pt__zero(b, n));
+        r[0] = pt__next();
+        if (n > 8) r[1] = pt__next();
+        if (n < 8) r[0] &= (1ull << (8 * n)) - 1; /* only the bytes kept count */
+    } while (!(r[0] | r[1]));
+    memcpy(b, r, n);
 }
 
 uint64_t pt_trace_now(void)
@@ -218,6 +222,12 @@ void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child)
     pt_trace_random(child->span_id, 8);
 }
 
+void pt_trace_copy(pt_trace_ctx_t *dst, const pt_trace_ctx_t *src)
+{
+    memcpy(dst, src, offsetof(pt_trace_ctx_t, state));
+    memcpy(dst->state, src->state, src->state_len + 1u);
+}
+
 void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1])
 {
     memcpy(out, "00-", 3);
@@ -230,10 +240,43 @@ void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1]
 
 /* ---- spans ---- */
 
+/* This thread's spare records (pt_trace_queue.h), freed when it ends. */
+static __thread pt_span_t *pt__spare;
+static pthread_key_t pt__spare_key;
+static pthread_once_t pt__spare_once = PTHREAD_ONCE_INIT;
+static __thread int pt__spare_keyed;
+
+static void pt__spare_drop(void *unused)
+{
+    (void)unused;
+    pt_trace_queue_free(pt__spare);
+    pt__spare = NULL;
+}
+
+static void pt__spare_key_make(void)
+{
+    pthread_key_create(&pt__spare_key, pt__spare_drop);
+}
+
+static pt_span_t *pt__record(void)
+{
+    pt_span_t *s = pt__spare;
+    if (s) {
+        pt__spare = s->next;
+        return s;
+    }
+    if (!pt__spare_keyed) { /* so the thread's list goes when the thread does */
+        pthread_once(&pt__spare_once, pt__spare_key_make);
+        pthread_setspecific(pt__spare_key, &pt__spare_keyed);
+        pt__spare_keyed = 1;
+    }
+    return malloc(sizeof *s);
+}
+
 pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len)
 {
     if (!ctx->on || !(ctx->flags & 1)) return NULL;
-    pt_span_t *s = malloc(sizeof *s);
+    pt_span_t *s = pt__record();
     if (!s) return NULL;
     memcpy(s->trace_id, ctx->trace_id, 16);
     memcpy(s->span_id, ctx->span_id, 8);
@@ -253,9 +296,11 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
 /* An attribute is copied into the span as a record (type, key, value) and
  * rendered as JSON by the exporter thread (pt_trace_export.c): the request
  * path only copies bytes. */
-static void pt__rec(pt_span_t *s, char type, const char *key, const void *v, size_t len)
+void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
+                  size_t len)
 {
-    size_t klen = strlen(key), at = s->attrs_len;
+    if (!s) return;
+    size_t at = s->attrs_len;
     if (klen > 255) klen = 255;
     if (len > 0xffff) len = 0xffff;
     if (at + 4 + klen + len > sizeof s->attrs) {
@@ -272,21 +317,6 @@ static void pt__rec(pt_span_t *s, char type, const char *key, const void *v, siz
     s->attrs_len = at + 4 + klen + len;
 }
 
-void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len)
-{
-    if (s) pt__rec(s, 's', key, v ? v : "", v ? len : 0);
-}
-
-void pt_span_int(pt_span_t *s, const char *key, int64_t v)
-{
-    if (s) pt__rec(s, 'i', key, &v, sizeof v);
-}
-
-void pt_span_double(pt_span_t *s, const char *key, double v)
-{
-    if (s) pt__rec(s, 'd', key, &v, sizeof v);
-}
-
 void pt_span_error(pt_span_t *s, const char *msg)
 {
     if (!s) return;
@@ -298,5 +328,6 @@ void pt_span_end(pt_span_t *s)
 {
     if (!s) return;
     if (!s->end_ns) s->end_ns = pt_trace_now();
-    pt_trace_queue_push(s);
+    pt_span_t *more = pt_trace_queue_push(s, pt__spare == NULL);
+    if (more) pt__spare = more;
 }

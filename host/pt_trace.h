@@ -13,13 +13,15 @@
  * system call. Sampling is parent-based (a valid parent's sampled flag
  * decides) plus a ratio for new traces.
  *
- * Spans. A sampled span is one malloc'd record, its attributes rendered as
- * OTLP/JSON as they are set (into a bounded buffer: attributes past it are
- * dropped and counted). pt_span_end hands it to a bounded queue (a mutex and
- * a ring of pointers); a full queue drops the span and counts it: a request
- * never waits for the exporter. The exporter is one thread of its own that
- * posts batches to the collector's OTLP/HTTP endpoint (application/json,
- * /v1/traces) with blocking sockets under a time-out.
+ * Spans. A sampled span is one record (recycled: a per-thread list of spare
+ * records, refilled from the exporter's, pt_trace_queue.h), its attributes
+ * copied into it inline as they are set (a bounded area: attributes past it
+ * are dropped and counted) and rendered as OTLP/JSON by the exporter.
+ * pt_span_end hands it to a bounded queue (a mutex and a ring of pointers);
+ * a full queue drops the span and counts it: a request never waits for the
+ * exporter. The exporter is one thread of its own that posts batches to the
+ * collector's OTLP/HTTP endpoint (application/json, /v1/traces) with
+ * blocking sockets under a time-out.
  *
  * When tracing is off (the default) pt_trace_enabled() is 0 and callers
  * skip everything: no parsing, no ids, no allocation. */
@@ -30,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PT_TRACE_STATE_MAX 512
 #define PT_TRACE_STATE_MEMBERS 32
@@ -99,6 +102,9 @@ void pt_trace_begin(pt_trace_ctx_t *ctx, const char *tp, size_t tp_len, const ch
 /* Sets up child as a new span under parent (same trace, flags and state). */
 void pt_trace_child(const pt_trace_ctx_t *parent, pt_trace_ctx_t *child);
 
+/* Copies src into dst (the state only as far as it goes). */
+void pt_trace_copy(pt_trace_ctx_t *dst, const pt_trace_ctx_t *src);
+
 /* Writes the traceparent naming ctx's span as the parent ("00-...", 55
  * characters and a NUL). */
 void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1]);
@@ -106,7 +112,8 @@ void pt_trace_format(const pt_trace_ctx_t *ctx, char out[PT_TRACEPARENT_LEN + 1]
 /* Lower-case hex of n bytes into out (2n characters and a NUL). */
 void pt_trace_hex(const uint8_t *b, size_t n, char *out);
 
-/* Fills n bytes with ids from this thread's generator (never all zero). */
+/* Fills n bytes (at most 16) with ids from this thread's generator (never
+ * all zero). */
 void pt_trace_random(uint8_t *b, size_t n);
 
 /* The wall clock in unix nanoseconds. */
@@ -121,10 +128,28 @@ typedef struct pt_span_s pt_span_t;
  * pt_span_* takes NULL and does nothing). */
 pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len);
 
-/* Attributes (key: a literal-like name, no escaping needed; values escaped). */
-void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len);
-void pt_span_int(pt_span_t *s, const char *key, int64_t v);
-void pt_span_double(pt_span_t *s, const char *key, double v);
+/* An attribute: type 's' (v: len bytes of text), 'i' (an int64_t) or 'd'
+ * (a double); the key klen bytes (at most 255 are kept). Copied into s.
+ * A key is taken to need no JSON escaping (the host's keys are literals)
+ * unless type has PT_SPAN_KEY_ESCAPE (a key a service chose). */
+#define PT_SPAN_KEY_ESCAPE 0x80
+void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
+                  size_t len);
+
+/* Attributes (key: a literal-like name, no escaping needed; values escaped).
+ * Inline, so a literal key's length is known when compiled. */
+static inline void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len)
+{
+    if (s) pt_span_attr(s, 's', key, strlen(key), v ? v : "", v ? len : 0);
+}
+static inline void pt_span_int(pt_span_t *s, const char *key, int64_t v)
+{
+    if (s) pt_span_attr(s, 'i', key, strlen(key), &v, sizeof v);
+}
+static inline void pt_span_double(pt_span_t *s, const char *key, double v)
+{
+    if (s) pt_span_attr(s, 'd', key, strlen(key), &v, sizeof v);
+}
 /* The span's status: error with a message. */
 void pt_span_error(pt_span_t *s, const char *msg);
 

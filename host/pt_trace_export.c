@@ -27,6 +27,8 @@ static int pt__running, pt__stopping;
 static int pt__gave_up; /* the exporter thread's own */
 static pt_span_t **pt__ring;
 static size_t pt__cap, pt__head, pt__count;
+static pt_span_t *pt__spares; /* records of posted spans, for the next pusher */
+static size_t pt__n_spares;
 static pt_trace_cfg_t pt__cfg;
 
 static uint64_t pt__exported, pt__dropped_full, pt__dropped_failed, pt__attr_drops,
@@ -48,21 +50,37 @@ void pt_trace_queue_count_attr_drop(void)
     __atomic_add_fetch(&pt__attr_drops, 1, __ATOMIC_RELAXED);
 }
 
-void pt_trace_queue_push(pt_span_t *s)
+void pt_trace_queue_free(pt_span_t *list)
+{
+    while (list) {
+        pt_span_t *next = list->next;
+        free(list);
+        list = next;
+    }
+}
+
+pt_span_t *pt_trace_queue_push(pt_span_t *s, int want)
 {
     int wake = 0;
+    pt_span_t *spares = NULL;
     pthread_mutex_lock(&pt__mu);
     if (!pt__running || pt__stopping || pt__count == pt__cap) {
         pthread_mutex_unlock(&pt__mu);
         __atomic_add_fetch(&pt__dropped_full, 1, __ATOMIC_RELAXED);
         free(s);
-        return;
+        return NULL;
     }
     pt__ring[(pt__head + pt__count) % pt__cap] = s;
     pt__count++;
     wake = pt__count == pt__cfg.batch_size;
+    if (want && pt__spares) {
+        spares = pt__spares;
+        pt__spares = NULL;
+        pt__n_spares = 0;
+    }
     pthread_mutex_unlock(&pt__mu);
     if (wake) pthread_cond_signal(&pt__cv);
+    return spares;
 }
 
 /* ---- one post ---- */
@@ -162,111 +180,216 @@ done:
     return status;
 }
 
-/* ---- rendering ---- */
+/* ---- rendering ----
+ *
+ * Straight into the body with a cursor: each span first reserves what it
+ * can take at most (pt__span_max), then is written with no further check,
+ * no allocation and no printf but for a double. */
 
-/* JSON-escapes s into b; text that is not UTF-8 has "?" for its bytes past
- * 0x7f (a collector refuses a whole batch for one bad string). */
-static void pt__esc(pt_buf_t *b, const char *s, size_t n)
+/* The most one span renders to: the fixed text and ids, the name and the
+ * status message escaped (6 bytes a byte at most), and per attribute record
+ * (4 bytes of header at least) its text plus its key and value escaped. */
+static size_t pt__span_max(const pt_span_t *s)
 {
-    size_t i = 0;
-    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
-           s[i] != '\\')
-        i++;
-    if (i == n) { /* the usual case: plain ASCII, copied as it is */
-        pt_buf_append(b, s, n);
-        return;
-    }
-    if (pt_utf8_check(s, n, NULL) == 0) {
-        pt_buf_json_escape(b, s, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char ch = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
-        pt_buf_json_escape(b, &ch, 1);
-    }
+    return 1100 + 6 * (sizeof s->name + sizeof s->msg) + 16 * s->attrs_len + 64;
 }
 
-/* The records of a span's attributes (pt_trace.c) as OTLP/JSON. */
-static void pt__attrs(pt_buf_t *b, const pt_span_t *s)
+#define PT__LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
+
+/* The decimal digits of v at o, two at a time; returns how many. */
+static size_t pt__digits(uint64_t v, char *o)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char tmp[20];
+    size_t k = sizeof tmp;
+    while (v >= 100) {
+        k -= 2;
+        memcpy(tmp + k, pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        k -= 2;
+        memcpy(tmp + k, pairs + 2 * v, 2);
+    } else {
+        tmp[--k] = (char)('0' + v);
+    }
+    memcpy(o, tmp + k, sizeof tmp - k);
+    return sizeof tmp - k;
+}
+
+/* JSON-escapes s at o; text that is not UTF-8 has "?" for its bytes past
+ * 0x7f (a collector refuses a whole batch for one bad string). Returns the
+ * end. */
+/* Non-zero when one of the 8 bytes of x needs escaping or checking: below
+ * 0x20, 0x7f and up, '"' or '\\' (bit tricks on a word at a time: the scan
+ * is most of what rendering costs). */
+static inline uint64_t pt__special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+    /* a byte below n: (x - n) & ~x & high; a zero byte: (v - 1) & ~v & high */
+    return ((x - ones * 0x20) & ~x & high) | ((q - ones) & ~q & high) |
+           ((bs - ones) & ~bs & high) | ((del - ones) & ~del & high) | (x & high);
+}
+
+static char *pt__esc(char *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+    /* the usual case: plain ASCII, copied as it is, a word at a time */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (pt__special(x)) break;
+        memcpy(o + i, &x, 8);
+    }
+    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
+           s[i] != '\\') {
+        o[i] = s[i];
+        i++;
+    }
+    o += i;
+    if (i == n) return o;
+    int utf8 = pt_utf8_check(s, n, NULL) == 0;
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x80) {
+            *o++ = utf8 ? (char)ch : '?';
+        } else if (ch == '"' || ch == '\\') {
+            *o++ = '\\';
+            *o++ = (char)ch;
+        } else if (ch == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else if (ch == '\t') {
+            *o++ = '\\';
+            *o++ = 't';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            o = PT__LIT(o, "\\u00");
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        } else {
+            *o++ = (char)ch;
+        }
+    }
+    return o;
+}
+
+/* The records of a span's attributes (pt_trace.c) as OTLP/JSON at o. */
+static char *pt__attrs(char *o, const pt_span_t *s)
 {
     const unsigned char *p = (const unsigned char *)s->attrs, *end = p + s->attrs_len;
-    char num[48];
     for (int first = 1; p + 4 <= end; first = 0) {
-        char type = (char)p[0];
+        int type = p[0] & ~PT_SPAN_KEY_ESCAPE, esc_key = p[0] & PT_SPAN_KEY_ESCAPE;
         size_t klen = p[1], vlen = (size_t)p[2] << 8 | p[3];
         const char *key = (const char *)p + 4, *v = key + klen;
         p += 4 + klen + vlen;
-        pt_buf_puts(b, first ? "{\"key\":\"" : ",{\"key\":\"");
-        pt__esc(b, key, klen);
+        if (first)
+            o = PT__LIT(o, "{\"key\":\"");
+        else
+            o = PT__LIT(o, ",{\"key\":\"");
+        if (esc_key) {
+            o = pt__esc(o, key, klen);
+        } else { /* the host's own keys are literals */
+            memcpy(o, key, klen);
+            o += klen;
+        }
         if (type == 's') {
-            pt_buf_puts(b, "\",\"value\":{\"stringValue\":\"");
-            pt__esc(b, v, vlen);
-            pt_buf_puts(b, "\"}}");
+            o = PT__LIT(o, "\",\"value\":{\"stringValue\":\"");
+            o = pt__esc(o, v, vlen);
+            o = PT__LIT(o, "\"}}");
         } else if (type == 'i') {
             int64_t x;
-            size_t k = 0;
             memcpy(&x, v, sizeof x);
-            if (x < 0) num[k++] = '-';
-            k += pt_u64_digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, num + k);
-            pt_buf_puts(b, "\",\"value\":{\"intValue\":\"");
-            pt_buf_append(b, num, k);
-            pt_buf_puts(b, "\"}}");
+            o = PT__LIT(o, "\",\"value\":{\"intValue\":\"");
+            if (x < 0) *o++ = '-';
+            o += pt__digits(x < 0 ? 0 - (uint64_t)x : (uint64_t)x, o);
+            o = PT__LIT(o, "\"}}");
         } else {
             double x;
             memcpy(&x, v, sizeof x);
             if (x != x || x - x != 0) x = 0; /* JSON has no NaN or infinity */
-            snprintf(num, sizeof num, "%.17g", x);
-            pt_buf_printf(b, "\",\"value\":{\"doubleValue\":%s}}", num);
+            o = PT__LIT(o, "\",\"value\":{\"doubleValue\":");
+            o += snprintf(o, 32, "%.17g", x);
+            o = PT__LIT(o, "}}");
         }
     }
+    return o;
 }
 
-static void pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
+/* Lower-case hex of n bytes at o, two digits a byte from one table. */
+static char *pt__hex(char *o, const uint8_t *b, size_t n)
+{
+    static char pairs[512];
+    if (!pairs[0]) {
+        static const char d[] = "0123456789abcdef";
+        for (int i = 0; i < 256; i++) {
+            pairs[2 * i] = d[i >> 4];
+            pairs[2 * i + 1] = d[i & 15];
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, pairs + 2 * b[i], 2);
+        o += 2;
+    }
+    return o;
+}
+
+static int pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
 {
     pt_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
                    "\"value\":{\"stringValue\":\"");
     pt_buf_json_escape(b, pt__cfg.service_name, strlen(pt__cfg.service_name));
     pt_buf_puts(b, "\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"portico\"},\"spans\":[");
+    /* the spans of one request are one trace: its id is hex-encoded once */
+    uint8_t last_id[16];
+    char last_hex[32];
+    int have_last = 0;
+    static const uint8_t zero[8];
     for (size_t i = 0; i < n; i++) {
-        pt_span_t *s = spans[i];
-        /* no printf: this runs for every span */
-        char ids[96], num[24];
-        size_t k = 0;
-        if (i) ids[k++] = ',';
-        memcpy(ids + k, "{\"traceId\":\"", 12);
-        k += 12;
-        pt_trace_hex(s->trace_id, 16, ids + k);
-        k += 32;
-        memcpy(ids + k, "\",\"spanId\":\"", 12);
-        k += 12;
-        pt_trace_hex(s->span_id, 8, ids + k);
-        k += 16;
-        pt_buf_append(b, ids, k);
-        pt_buf_puts(b, "\",\"parentSpanId\":\"");
-        static const uint8_t zero[8];
-        if (memcmp(s->parent_id, zero, 8) != 0) {
-            pt_trace_hex(s->parent_id, 8, ids);
-            pt_buf_append(b, ids, 16);
+        const pt_span_t *s = spans[i];
+        if (pt_buf_reserve(b, pt__span_max(s)) != 0) return -1;
+        char *o = b->data + b->len;
+        if (i) *o++ = ',';
+        o = PT__LIT(o, "{\"traceId\":\"");
+        if (have_last && memcmp(last_id, s->trace_id, 16) == 0) {
+            memcpy(o, last_hex, 32);
+            o += 32;
+        } else {
+            pt__hex(o, s->trace_id, 16);
+            memcpy(last_id, s->trace_id, 16);
+            memcpy(last_hex, o, 32);
+            have_last = 1;
+            o += 32;
         }
-        pt_buf_puts(b, "\",\"name\":\"");
-        pt__esc(b, s->name, strlen(s->name));
-        pt_buf_puts(b, "\",\"kind\":");
-        pt_buf_append(b, num, pt_u64_digits((uint64_t)s->kind, num));
-        pt_buf_puts(b, ",\"startTimeUnixNano\":\"");
-        pt_buf_append(b, num, pt_u64_digits(s->start_ns, num));
-        pt_buf_puts(b, "\",\"endTimeUnixNano\":\"");
-        pt_buf_append(b, num, pt_u64_digits(s->end_ns, num));
-        pt_buf_puts(b, "\",\"attributes\":[");
-        pt__attrs(b, s);
-        pt_buf_puts(b, "],\"status\":{");
+        o = PT__LIT(o, "\",\"spanId\":\"");
+        o = pt__hex(o, s->span_id, 8);
+        o = PT__LIT(o, "\",\"parentSpanId\":\"");
+        if (memcmp(s->parent_id, zero, 8) != 0) o = pt__hex(o, s->parent_id, 8);
+        o = PT__LIT(o, "\",\"name\":\"");
+        o = pt__esc(o, s->name, strnlen(s->name, sizeof s->name));
+        o = PT__LIT(o, "\",\"kind\":");
+        o += pt__digits((uint64_t)s->kind, o);
+        o = PT__LIT(o, ",\"startTimeUnixNano\":\"");
+        o += pt__digits(s->start_ns, o);
+        o = PT__LIT(o, "\",\"endTimeUnixNano\":\"");
+        o += pt__digits(s->end_ns, o);
+        o = PT__LIT(o, "\",\"attributes\":[");
+        o = pt__attrs(o, s);
+        o = PT__LIT(o, "],\"status\":{");
         if (s->error) {
-            pt_buf_puts(b, "\"code\":2,\"message\":\"");
-            pt__esc(b, s->msg, strlen(s->msg));
-            pt_buf_puts(b, "\"");
+            o = PT__LIT(o, "\"code\":2,\"message\":\"");
+            o = pt__esc(o, s->msg, strnlen(s->msg, sizeof s->msg));
+            *o++ = '"';
         }
-        pt_buf_puts(b, "}}");
+        o = PT__LIT(o, "}}");
+        b->len = (size_t)(o - b->data);
     }
-    pt_buf_puts(b, "]}]}]}");
+    if (pt_buf_puts(b, "]}]}]}") != 0) return -1;
+    return 0;
 }
 
 static void *pt__main(void *arg)
@@ -304,8 +427,7 @@ static void *pt__main(void *arg)
             body.len = 0;
             int st = -1;
             if (!give_up) {
-                pt__render(&body, mine, n);
-                st = body.data ? pt__post(body.data, body.len) : -1;
+                st = pt__render(&body, mine, n) == 0 ? pt__post(body.data, body.len) : -1;
             }
             if (stopping && (st < 200 || st >= 300)) pt__gave_up = 1;
             if (st >= 200 && st < 300) {
@@ -314,10 +436,22 @@ static void *pt__main(void *arg)
                 __atomic_add_fetch(&pt__dropped_failed, n, __ATOMIC_RELAXED);
                 __atomic_add_fetch(&pt__posts_failed, 1, __ATOMIC_RELAXED);
             }
-            for (size_t i = 0; i < n; i++)
-                free(mine[i]);
+            for (size_t i = 0; i + 1 < n; i++)
+                mine[i]->next = mine[i + 1];
         }
         pthread_mutex_lock(&pt__mu);
+        /* the batch's records go back for the pushers to take, as many as
+         * the queue holds at most (more are not needed at once) */
+        if (n && pt__n_spares + n <= pt__cap) {
+            mine[n - 1]->next = pt__spares;
+            pt__spares = mine[0];
+            pt__n_spares += n;
+        } else if (n) {
+            mine[n - 1]->next = NULL;
+            pthread_mutex_unlock(&pt__mu);
+            pt_trace_queue_free(mine[0]);
+            pthread_mutex_lock(&pt__mu);
+        }
         if (stop || (pt__stopping && pt__count == 0)) break;
     }
     pthread_mutex_unlock(&pt__mu);
@@ -383,6 +517,9 @@ void pt_trace_stop(void)
     for (size_t i = 0; i < pt__count; i++)
         free(pt__ring[(pt__head + i) % pt__cap]);
     pt__count = 0;
+    pt_trace_queue_free(pt__spares);
+    pt__spares = NULL;
+    pt__n_spares = 0;
     pt__running = 0;
     pthread_mutex_unlock(&pt__mu);
     free(pt__ring);

@@ -1,7 +1,13 @@
 /* pt_trace_queue: what pt_trace (spans) and pt_trace_export (the exporter
  * thread) share: the span record and the bounded queue between them. The
  * queue is a ring of span pointers under one mutex; a push never waits
- * for the exporter (a full ring drops the span and counts it). */
+ * for the exporter (a full ring drops the span and counts it).
+ *
+ * Records are recycled, not freed: the exporter puts the records of a
+ * batch it posted on a list of spares, and a thread that pushes a span
+ * with no spare record of its own left takes that whole list with it under
+ * the same lock. So a span costs no malloc and no free (a free on the
+ * exporter of memory the worker's malloc cache gave is the dear kind). */
 #ifndef PT_TRACE_QUEUE_H
 #define PT_TRACE_QUEUE_H
 
@@ -9,6 +15,7 @@
 #include <stdint.h>
 
 struct pt_span_s {
+    struct pt_span_s *next; /* on a list of spare records */
     uint8_t trace_id[16];
     uint8_t span_id[8];
     uint8_t parent_id[8];
@@ -18,13 +25,19 @@ struct pt_span_s {
     char name[64];
     char msg[64]; /* the status message of an error */
     size_t attrs_len;
-    /* attributes as records: type ('s', 'i' int64, 'd' double), key length
+    /* attributes as records: type ('s', 'i' int64, 'd' double; with
+     * PT_SPAN_KEY_ESCAPE when the key must be escaped), key length
      * (1 byte), value length (2 bytes, big-endian), key, value */
     char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
 };
 
-/* Takes s (freed by the exporter, or now when the queue is full or off). */
-void pt_trace_queue_push(struct pt_span_s *s);
+/* Takes s (recycled by the exporter, or now when the queue is full or
+ * off). When want, returns the exporter's spare records (a list through
+ * next, now the caller's), or NULL when there are none. */
+struct pt_span_s *pt_trace_queue_push(struct pt_span_s *s, int want);
+
+/* Gives a list of records (through next) back: freed. */
+void pt_trace_queue_free(struct pt_span_s *list);
 
 /* An attribute did not fit in its span. */
 void pt_trace_queue_count_attr_drop(void);

@@ -29,6 +29,7 @@
 --     only the first five).
 
 local cjson = require "cjson"
+local trace = require "portico.trace"
 
 local has_host, host = pcall(require, "portico.host")
 if not has_host or type(host) ~= "table" then
@@ -157,7 +158,8 @@ function Amqp:send(data, outconn, exchange, routing_key, props)
     error("amqp:send: no outgoing AMQP connection named '" .. outconn .. "'", 2)
   end
   local ctx = self.ctx
-  local sp = type(ctx) == "table" and rawget(ctx, "_tp") and ctx.trace:span("amqp publish", "producer")
+  local sp = trace.on and type(ctx) == "table" and ctx.trace
+  if sp then sp = sp ~= trace.NOOP and sp:span("amqp publish", "producer") end
   if not sp then return transport.publish(outconn, exchange, routing_key, body, p, data, props) end
   -- traced: the message carries the producer span's context (a copy of
   -- the caller's headers: its table stays as it gave it)

@@ -36,6 +36,7 @@
 -- error blaming the caller's line.
 local cjson = require "cjson"
 local json = require "portico.json"
+local trace = require "portico.trace"
 
 local has_host, host = pcall(require, "portico.host")
 if not has_host or type(host) ~= "table" then host = nil end
@@ -360,7 +361,8 @@ local function call(self, fname, method, path, data, opts)
   end
   local ctx = self.ctx
   -- traced: a client span under the service's, its context sent on
-  local sp = type(ctx) == "table" and rawget(ctx, "_tp") and ctx.trace:span("http " .. tostring(method), "client")
+  local sp = trace.on and type(ctx) == "table" and ctx.trace
+  if sp then sp = sp ~= trace.NOOP and sp:span("http " .. tostring(method), "client") end
   local p, err = M.prepare(method, path, data, opts, ctx and ctx.cid, sp and sp:traceparent())
   if not p then error("http:" .. fname .. ": " .. err, 3) end
   p.name = self.name

@@ -82,7 +82,8 @@ local service = require "portico.service"
 local schema = require "portico.schema"
 local json = require "portico.json"
 local cache = require "portico.cache"
-local trace_new = require("portico.trace").new
+local trace = require "portico.trace"
+local trace_on, trace_current, TRACE_NOOP = trace.on, trace.current, trace.NOOP
 
 local ok_host, host = pcall(require, "portico.host")
 if not ok_host or type(host) ~= "table" then host = nil end
@@ -384,7 +385,13 @@ local function new(opts, rt)
   local lazy = {
     logger = function(self) return setmetatable({ cid = self.cid, service = self.name }, Logger) end,
     out = function(self) return setmetatable({ _self = self }, out_mt) end,
-    trace = function(self) return trace_new(rawget(self, "_tp"), self.name) end,
+    -- the service span: under the invoke span of an invoked service (_tp),
+    -- else under the request's context, asked of the host only now
+    trace = function(self)
+      local p = rawget(self, "_tp")
+      if p then return p:span("service " .. tostring(self.name)) end
+      return trace_current(self.name)
+    end,
   }
 
   -- The fields of self that are the same for every request. They are read
@@ -438,8 +445,12 @@ local function new(opts, rt)
     local child = new_self(svc, self.cid,
       { payload = input, input = checked, raw = nil, http = preq.http, amqp = preq.amqp },
       { name = pch.name, type = "invoke", security = pch.security })
-    local tsp = rawget(self, "_tp") and self.trace:span("invoke " .. name)
-    if tsp then child._tp = tsp:traceparent() end
+    local tsp = trace_on and self.trace
+    if tsp == TRACE_NOOP then tsp = nil end
+    if tsp then
+      tsp = tsp:span("invoke " .. name)
+      child._tp = tsp
+    end
     svc.handle(child)
     if tsp then
       local tr = rawget(child, "trace")
@@ -606,34 +617,23 @@ local function new(opts, rt)
     return status, tostring(payload), ctype or "text/plain; charset=utf-8", headers
   end
 
-  -- Runs svc for a request whose payload and channel are known: checks the
+  -- Runs svc for self, whose payload and channel are known: checks the
   -- input, calls handle, encodes the response. Returns what dispatch returns;
   -- raises what handle raises (dispatch's xpcall turns it into the answer, the
   -- one protected call of a request).
-  local function run(svc, cid, request, channel, tp)
+  local function run(svc, self)
     local c = svc[COMPILED]
+    local request = self.request
     local input = request.payload
     if c.input then
-      local checked, problems = check_input(c.input, request, channel)
+      local checked, problems = check_input(c.input, request, self.channel)
       if not checked then
-        return error_body(400, "invalid input: " .. concat(problems, "; "), cid)
+        return error_body(400, "invalid input: " .. concat(problems, "; "), self.cid)
       end
       input = checked
     end
     request.input = input
-    local self = new_self(svc, cid, request, channel)
-    if tp then
-      self._tp = tp
-      local ok, e = pcall(svc.handle, self)
-      local tr = rawget(self, "trace")
-      if tr then
-        if not ok then tr:error(getmetatable(e) == ServiceError and e.message or "raised") end
-        tr:finish()
-      end
-      if not ok then error(e, 0) end
-    else
-      svc.handle(self)
-    end
+    svc.handle(self)
     return encode_response(self, svc, c)
   end
 
@@ -802,8 +802,6 @@ local function new(opts, rt)
     if gateway ~= nil then req.gateway = nil end
     if params ~= nil then req.params = nil end
     if amqp ~= nil then req.amqp = nil end
-    local tp = req.trace
-    if tp ~= nil then req.trace = nil end
     local svc = by_name[name]
     if not svc then
       return error_body(404, "unknown service '" .. tostring(name) .. "'", cid)
@@ -837,7 +835,17 @@ local function new(opts, rt)
       name = channel_name, type = channel_type,
       security = { username = username, gateway = gateway },
     }
-    local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, cid, request, channel, tp)
+    local self = new_self(svc, cid, request, channel)
+    local ok, status, rbody, ctype, rheaders = xpcall(run, on_error, svc, self)
+    -- the service span, when the service made one (self.trace, a call out):
+    -- nothing to do for the others, traced or not
+    if trace_on then
+      local tr = rawget(self, "trace")
+      if tr ~= nil then
+        if not ok then tr:error(getmetatable(status) == ServiceError and status.message or "raised") end
+        tr:finish()
+      end
+    end
     local deferred = n_defers > 0 and defers[http]
     if deferred then
       defers[http], n_defers = nil, n_defers - 1

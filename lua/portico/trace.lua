@@ -25,6 +25,7 @@ local sub = string.sub
 local new_id = host and host.trace_id
 local now = host and host.trace_now
 local emit = host and host.trace_emit
+local parent = host and host.trace_parent
 
 local M = {}
 
@@ -40,6 +41,7 @@ function Noop.error(s) return s end
 function Noop.span() return NOOP end
 function Noop.finish() end
 function Noop.traceparent() return nil end
+function Noop.tracestate() return nil end
 M.NOOP = NOOP
 
 -- ---- a span ----
@@ -68,10 +70,11 @@ function Span:error(message)
   return self
 end
 
-local function make(trace_id, parent_id, flags, name, kind)
+local function make(trace_id, parent_id, flags, name, kind, state)
   return setmetatable({
     trace_id = trace_id, span_id = new_id(8), parent_id = parent_id, flags = flags,
     name = name, kind = kind, start = now(), attrs = nil, err = nil, done = false,
+    state = state,
   }, Span)
 end
 
@@ -82,11 +85,16 @@ function Span:span(name, kind)
     k = KINDS[kind]
     if not k then error("trace:span: kind must be internal, server, client, producer or consumer", 2) end
   end
-  return make(self.trace_id, self.span_id, self.flags, name, k)
+  return make(self.trace_id, self.span_id, self.flags, name, k, self.state)
 end
 
 function Span:traceparent()
   return "00-" .. self.trace_id .. "-" .. self.span_id .. "-" .. self.flags
+end
+
+-- The tracestate that came with the trace (passed on as it came), or nil.
+function Span:tracestate()
+  return self.state
 end
 
 function Span:finish()
@@ -99,12 +107,26 @@ function Span:finish()
 end
 
 -- The service span under the traceparent tp (made by the host: trusted to
--- be well formed), or NOOP when tp is nil or the host has no tracing.
-function M.new(tp, name)
+-- be well formed) and its tracestate (nil: none), or NOOP when tp is nil or
+-- the host has no tracing.
+function M.new(tp, name, state)
   if tp == nil or not emit then return NOOP end
   -- "00-" trace "-" parent "-" flags; only the sampled bit is ours to pass on
   local flags = sub(tp, 54, 55) == "01" and "01" or "00"
-  return make(sub(tp, 4, 35), sub(tp, 37, 52), flags, "service " .. tostring(name), 1)
+  return make(sub(tp, 4, 35), sub(tp, 37, 52), flags, "service " .. tostring(name), 1, state)
+end
+
+-- Whether the host traces at all (tracing: on); when not, self.trace is
+-- always NOOP and callers skip it.
+M.on = emit ~= nil and parent ~= nil
+
+-- The service span of the running request: the host formats the request's
+-- context only now (portico.host.trace_parent), or NOOP when the request is
+-- not traced.
+function M.current(name)
+  if not M.on then return NOOP end
+  local tp, state = parent()
+  return M.new(tp, name, state)
 end
 
 return M
