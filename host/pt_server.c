@@ -13,6 +13,7 @@
 #include "pt_metrics_json.h"
 #include "pt_notify.h"
 #include "pt_primitives.h"
+#include "pt_redis.h"
 #include "pt_scheduler.h"
 
 #include <errno.h>
@@ -350,6 +351,9 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
         pt__changed(buf, sizeof buf, "server.tls.listen", a, b);
     }
     if (buf[0]) pt_log_warn("config reload: %s: take effect after a restart", buf);
+    if (!pt_config_cluster_same(&run->cluster, &cfg->cluster))
+        pt_log_warn("config reload: the cluster: section changed: it takes effect after a "
+                    "restart");
     if (!pt_config_obs_same_sink(&run->obs, &cfg->obs))
         pt_log_warn("config reload: the audit sink changed: audit.file, audit.amqp, "
                     "audit.max_queue and audit on or off take effect after a restart");
@@ -747,6 +751,9 @@ int pt_server_run(const char *config_path)
         watchdog.data = &watchdog_ctx;
         uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
         uv_unref((uv_handle_t *)&watchdog);
+        /* cluster: the main loop's Redis connection (registry, scheduler) */
+        if (cfg->cluster.on && !pt_redis_main())
+            pt_redis_set_main(pt_redis_new(s.loop, &cfg->cluster));
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
         s.ready = 1;
@@ -792,6 +799,7 @@ done:
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     pt_scheduler_close(s.sched);
+    pt_redis_free(pt_redis_main());
     uv_run(s.loop, UV_RUN_DEFAULT);
     pt_scheduler_free(s.sched);
     uv_loop_close(s.loop);
