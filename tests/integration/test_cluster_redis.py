@@ -3,6 +3,7 @@ connections, the node registry, GET /cluster and `portico cluster status`,
 and what a node does while Redis is down. Every test has its own private
 redis-server (redis_support.py) and real portico nodes."""
 import json
+import re
 import os
 import socket
 import subprocess
@@ -11,8 +12,9 @@ import time
 import pytest
 
 from amqp_support import ROOT, SOURCE, Http, free_port, scrape, value
-from conftest import BASE_CONFIG
-from redis_support import RedisServer, cluster_nodes, cluster_yaml, redis, redis_server  # noqa: F401
+from conftest import BASE_CONFIG, Gateway
+from redis_support import (RedisServer, cluster_nodes, cluster_yaml, node_config,  # noqa: F401
+                           redis, redis_server)
 
 BIN = os.environ.get("PORTICO_BIN") or os.path.join(SOURCE, "build", "portico")
 
@@ -98,3 +100,114 @@ def test_nodes_serve_with_redis(cluster_nodes):
         assert status == 200
         samples = scrape(gw)
         assert ("portico_redis_up", ()) in samples
+
+
+# ---- the registry ------------------------------------------------------------
+
+def cluster_view(gw):
+    status, _, body = Http(gw.admin_port).request("GET", "/cluster")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def wait_for(fn, timeout=10, interval=0.1):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(interval)
+
+
+def names(view):
+    return sorted(n["name"] for n in view["nodes"])
+
+
+def status_cli(gw, *args):
+    return subprocess.run([BIN, "cluster", "status", "-c", gw.config, *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_three_nodes_see_each_other(cluster_nodes, redis):
+    nodes = cluster_nodes(3)
+    for gw in nodes:
+        view = wait_for(lambda: (lambda v: v if len(v["nodes"]) == 3 else None)(
+            cluster_view(gw)))
+        assert view, cluster_view(gw)
+        assert names(view) == ["node1", "node2", "node3"]
+        assert view["configs_differ"] is False
+        assert view["redis_up"] is True
+        me = [n for n in view["nodes"] if n["self"]]
+        assert [n["name"] for n in me] == [view["node"]]
+        for n in view["nodes"]:
+            assert n["config_differs"] is False
+            assert n["version"] and len(n["checksum"]) == 64
+            assert n["address"].startswith("127.0.0.1:")
+            assert n["started_at"].endswith("Z")
+    # the same checksum although each listens elsewhere and has its own name
+    sums = {n["checksum"] for n in cluster_view(nodes[0])["nodes"]}
+    assert len(sums) == 1
+    # the record in Redis: a TTL of three heartbeats (500ms)
+    ttl = redis.cmd("PTTL", "portico:node:node2")
+    assert 0 < ttl <= 1500
+    # portico cluster status: through the admin endpoint, and from Redis itself
+    for args in ((), ("--redis",)):
+        r = status_cli(nodes[1], *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "3 nodes, one config" in r.stdout, r.stdout
+        for name in ("node1", "node2", "node3"):
+            assert name in r.stdout
+        assert "(this node)" in [l for l in r.stdout.splitlines() if l.startswith("node2")][0]
+    r = status_cli(nodes[0], "--json")
+    assert r.returncode == 0
+    assert names(json.loads(r.stdout)) == ["node1", "node2", "node3"]
+    # GET /cluster lists nodes seen recently only: a second node set cleans up
+    assert redis.cmd("ZCARD", "portico:nodes") == 3
+
+
+def test_a_node_with_another_config_is_flagged(cluster_nodes, redis):
+    nodes = cluster_nodes(2)
+    odd = cluster_nodes(1, names=["odd"], extra_yaml="""
+        cache:
+          default: {max_entries: 500}
+        """)[0]
+    view = wait_for(lambda: (lambda v: v if len(v["nodes"]) == 3 else None)(
+        cluster_view(nodes[0])))
+    assert view, cluster_view(nodes[0])
+    assert view["configs_differ"] is True
+    flagged = {n["name"]: n["config_differs"] for n in view["nodes"]}
+    assert flagged == {"node1": False, "node2": False, "odd": True}
+    # the odd node sees itself in the minority too
+    view = cluster_view(odd)
+    assert {n["name"]: n["config_differs"] for n in view["nodes"]}["odd"] is True
+    r = status_cli(odd)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "configs differ" in r.stdout
+    assert "CONFIG DIFFERS" in [l for l in r.stdout.splitlines() if l.startswith("odd")][0]
+    r = status_cli(nodes[0], "--redis")
+    assert r.returncode == 1
+
+
+def test_a_stopped_node_disappears(cluster_nodes, redis, tmp_path):
+    a, b = cluster_nodes(2)
+    c = Gateway(tmp_path / "killed", node_config(redis.url, "node3"), tmp=a.tmp)
+    assert wait_for(lambda: len(cluster_view(a)["nodes"]) == 3)
+    # a clean stop deletes the record at once
+    assert b.proc.stop() == 0
+    assert wait_for(lambda: names(cluster_view(a)) == ["node1", "node3"], timeout=3)
+    # a killed node's record expires within three heartbeats (1.5 s)
+    c.proc.proc.kill()
+    c.proc.proc.wait()
+    t0 = time.time()
+    assert wait_for(lambda: names(cluster_view(a)) == ["node1"], timeout=5)
+    assert time.time() - t0 < 2.5  # TTL + one heartbeat to see it
+
+
+def test_cluster_endpoint_without_cluster_section(start_gateway):
+    gw = start_gateway()
+    status, _, body = Http(gw.admin_port).request("GET", "/cluster")
+    assert status == 404
+    assert b"no cluster: section" in body
+    r = subprocess.run([BIN, "cluster", "status", "-c", gw.config], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "no cluster: section" in r.stderr
