@@ -211,3 +211,113 @@ def test_cluster_endpoint_without_cluster_section(start_gateway):
     r = subprocess.run([BIN, "cluster", "status", "-c", gw.config], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "no cluster: section" in r.stderr
+
+
+# ---- Redis down ----------------------------------------------------------------
+
+def test_redis_down_keeps_serving_counts_and_reconnects(cluster_nodes, redis):
+    gw, = cluster_nodes(1)
+    assert wait_for(lambda: cluster_view(gw)["redis_up"] and cluster_view(gw)["nodes"])
+    before = scrape(gw)
+    assert value(before, "portico_redis_up") == 1
+    assert value(before, "portico_redis_commands_total") > 0
+    assert value(before, "portico_redis_roundtrip_seconds_count") > 0
+    redis.stop()
+    t0 = time.time()
+    c = gw.http()
+    for _ in range(20):  # serving on, at its usual pace
+        status, _, _ = c.request("GET", "/api/echo?x=1")
+        assert status == 200
+    assert time.time() - t0 < 2
+    assert wait_for(lambda: cluster_view(gw)["redis_up"] is False, timeout=3)
+    view = cluster_view(gw)
+    assert names(view) == ["node1"]  # the last view, still shown
+    assert wait_for(lambda: value(scrape(gw), "portico_redis_failures_total", reason="down") > 0,
+                    timeout=5)
+    s = scrape(gw)
+    assert value(s, "portico_redis_up") == 0
+    assert value(s, "portico_redis_failures_total", reason="lost") + \
+        value(s, "portico_redis_failures_total", reason="connect") > 0
+    assert gw.log_has("commands fail at once until it is back")
+    r = status_cli(gw, "--redis")
+    assert r.returncode == 2 and "cannot read the registry" in r.stderr
+    redis.start()
+    assert wait_for(lambda: value(scrape(gw), "portico_redis_up") == 1, timeout=5)
+    redis.cmd("FLUSHALL")  # a Redis that came back empty: the node registers again
+    assert wait_for(lambda: redis.cmd("EXISTS", "portico:node:node1") == 1, timeout=3)
+    assert wait_for(lambda: cluster_view(gw)["redis_up"] is True, timeout=3)
+    assert gw.log_has("connected again")
+    assert [e for e in gw.log_lines() if e.get("level") == "error"] == []
+
+
+# ---- AUTH, SELECT, TLS ---------------------------------------------------------
+
+def test_auth_from_password_env_and_select_from_the_url(tmp_path, monkeypatch, start_gateway):
+    r = RedisServer(password="pw-" + os.urandom(6).hex())
+    try:
+        monkeypatch.setenv("PT_TEST_REDIS_PASSWORD", r.password)
+        url = "redis://127.0.0.1:%d/5" % r.port
+        gw = start_gateway(node_config(url, "authed", cluster_extra="""
+            password_env: PT_TEST_REDIS_PASSWORD
+            key_prefix: "t1:"
+            """))
+        c = r.connect()
+        c.cmd("SELECT", "5")
+        assert wait_for(lambda: c.cmd("EXISTS", "t1:node:authed") == 1, timeout=5)
+        c.cmd("SELECT", "0")
+        assert c.cmd("EXISTS", "t1:node:authed") == 0
+        c.close()
+        assert r.password not in gw.log_text()
+        assert cluster_view(gw)["redis_up"] is True
+    finally:
+        r.close()
+
+
+def test_wrong_password_is_logged_and_counted(tmp_path, monkeypatch, start_gateway):
+    r = RedisServer(password="right")
+    try:
+        monkeypatch.setenv("PT_TEST_REDIS_PASSWORD", "wrong")
+        gw = start_gateway(node_config(r.url, "denied",
+                                       cluster_extra="password_env: PT_TEST_REDIS_PASSWORD"))
+        assert gw.log_has("refused the connection's set-up")
+        assert wait_for(lambda: value(scrape(gw), "portico_redis_failures_total", reason="auth") > 0,
+                        timeout=5)
+        status, _, _ = gw.http().request("GET", "/api/echo?x=1")
+        assert status == 200
+        assert "wrong" not in gw.log_text()
+    finally:
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def tls_certs(tmp_path_factory):
+    from test_tls import make_ca, make_cert
+    d = tmp_path_factory.mktemp("redis-tls")
+    ca = make_ca(d)
+    cert, key = make_cert(d, ca, "redis", dns=["localhost"], ips=["127.0.0.1"])
+    other = make_ca(d, "other")
+    return {"ca": ca[0], "cert": cert, "key": key, "other_ca": other[0]}
+
+
+def test_rediss_with_a_ca_file(tls_certs, start_gateway, tmp_path):
+    r = RedisServer(tls=tls_certs)
+    try:
+        gw = start_gateway(node_config(r.url, "secure", cluster_extra="""
+            tls: {ca_file: %s}
+            """ % tls_certs["ca"]))
+        assert wait_for(lambda: r.cmd("EXISTS", "portico:node:secure") == 1, timeout=5)
+        assert cluster_view(gw)["redis_up"] is True
+        # a CA that did not sign Redis's certificate: refused, counted, serving on
+        bad = start_gateway(node_config(r.url, "doubtful", cluster_extra="""
+            tls: {ca_file: %s}
+            """ % tls_certs["other_ca"]), sub="bad")
+        assert wait_for(lambda: value(scrape(bad), "portico_redis_failures_total",
+                                      reason="lost") + value(scrape(bad),
+                                      "portico_redis_failures_total", reason="connect") > 0,
+                        timeout=5)
+        assert r.cmd("EXISTS", "portico:node:doubtful") == 0
+        assert value(scrape(bad), "portico_redis_up") == 0
+        status, _, _ = bad.http().request("GET", "/api/echo?x=1")
+        assert status == 200
+    finally:
+        r.close()
