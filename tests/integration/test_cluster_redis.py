@@ -69,37 +69,52 @@ def test_password_env_set_is_accepted(tmp_path):
     assert "s3cret" not in r.stdout + r.stderr
 
 
-def connections_to(port):
-    """Established TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
-    n = 0
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
-        f = line.split()
-        rem, st = f[2], f[3]
-        if st == "01" and rem.endswith(":%04X" % port) and rem.startswith("0100007F"):
-            n += 1
-    return n
+def established(pid):
+    """The remote ports of pid's established TCP connections (its socket
+    inodes matched in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "01" and f[9] in inodes:
+                ports.append(int(f[2].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def test_node_without_cluster_makes_no_redis_connection(redis, start_gateway):
     gw = start_gateway()
-    before = redis.cmd("INFO", "clients")
-    status, _, body = gw.http().request("GET", "/api/echo?x=1")
+    c = gw.http()
+    status, _, body = c.request("GET", "/api/echo?x=1")
     assert status == 200
+    c.close()
     time.sleep(0.3)
-    clients = int([l for l in before.decode().split("\r\n") if l.startswith("connected_clients:")]
-                  [0].split(":")[1])
-    assert clients <= 1  # our INFO's own
+    assert established(gw.proc.proc.pid) == []  # no Redis, nor anything else
     samples = scrape(gw)
     assert not [k for k in samples if k[0].startswith("portico_redis_")]
+    assert "redis" not in gw.log_text()
 
 
-def test_nodes_serve_with_redis(cluster_nodes):
-    nodes = cluster_nodes(2)
-    for gw in nodes:
-        status, _, _ = gw.http().request("GET", "/api/echo?x=1")
-        assert status == 200
-        samples = scrape(gw)
-        assert ("portico_redis_up", ()) in samples
+def test_nodes_serve_with_redis(cluster_nodes, redis, start_gateway):
+    gw, = cluster_nodes(1)
+    status, _, _ = gw.http().request("GET", "/api/echo?x=1")
+    assert status == 200
+    assert ("portico_redis_up", ()) in scrape(gw)
+    # the registry's connection on the main loop, and only it: workers connect on first use
+    assert wait_for(lambda: established(gw.proc.proc.pid).count(redis.port) == 1)
+    time.sleep(0.3)
+    assert established(gw.proc.proc.pid).count(redis.port) == 1
+    # no node name: <hostname>:<port>
+    other = start_gateway(BASE_CONFIG + cluster_yaml(redis.url), sub="unnamed")
+    view = wait_for(lambda: (lambda v: v if len(v["nodes"]) == 2 else None)(cluster_view(other)))
+    assert view["node"] == "%s:%d" % (socket.gethostname(), other.port)
 
 
 # ---- the registry ------------------------------------------------------------
@@ -321,3 +336,17 @@ def test_rediss_with_a_ca_file(tls_certs, start_gateway, tmp_path):
         assert status == 200
     finally:
         r.close()
+
+
+def test_a_reload_publishes_the_new_checksum(cluster_nodes, redis):
+    a, b = cluster_nodes(2)
+    assert wait_for(lambda: len(cluster_view(a)["nodes"]) == 2)
+    assert cluster_view(a)["configs_differ"] is False
+    with open(b.config, "a") as f:
+        f.write("cache:\n  default: {max_entries: 777}\n")
+    status, _, body = Http(b.admin_port).request("POST", "/reload")
+    assert status == 200, body
+    assert wait_for(lambda: cluster_view(a)["configs_differ"], timeout=3)
+    view = cluster_view(b)
+    assert view["configs_differ"] is True
+    assert {n["name"] for n in view["nodes"] if n["config_differs"]} in ({"node1"}, {"node2"})
