@@ -1560,12 +1560,17 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
 {
     static const char *const keys[] = {"server", "log",      "lua",      "services", "channels",
                                        "admin",  "outgoing", "security", "cache",    "scheduler",
-                                       "audit",  "tracing",  NULL};
+                                       "audit",  "tracing",  "cluster",  NULL};
     yaml_node_t *root = yaml_document_get_root_node(c->y.doc);
     if (!root) return pt_yaml_fail(&c->y, NULL, "the file is empty");
     if (pt_yaml_check_keys(&c->y, root, "top level", keys) != 0) return -1;
+    if (pt_config_checksum(&c->y, root, cfg->checksum) != 0)
+        return pt_yaml_fail(&c->y, root, "out of memory");
     yaml_node_t *v;
     if ((v = pt_yaml_get(&c->y, root, "server")) && pt__server(c, v, cfg) != 0) return -1;
+    if ((v = pt_yaml_get(&c->y, root, "cluster")) &&
+        pt_config_cluster_parse(&c->y, v, cfg->listen_port, &cfg->cluster) != 0)
+        return -1;
     if ((v = pt_yaml_get(&c->y, root, "log"))) {
         static const char *const log_keys[] = {"level", "access", "redact_query", NULL};
         if (pt_yaml_check_keys(&c->y, v, "log", log_keys) != 0) return -1;
@@ -1829,6 +1834,7 @@ void pt_config_free(pt_config_t *cfg)
     pt_config_obs_free(&cfg->obs);
     pt_trace_cfg_free(&cfg->tracing);
     pt_config_scheduler_free(&cfg->scheduler);
+    pt_config_cluster_free(&cfg->cluster);
     pt_config_admin_free(&cfg->admin);
     pt__amqp_free(cfg);
     pt__free_list(cfg->service_dirs, cfg->n_service_dirs);

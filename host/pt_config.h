@@ -7,6 +7,7 @@
 
 #include "pt_config_amqp_declare.h"
 #include "pt_config_cache.h"
+#include "pt_config_cluster.h"
 #include "pt_config_obs.h"
 #include "pt_config_upstream_tls.h"
 #include "pt_config_admin.h"
@@ -182,6 +183,9 @@ typedef struct {
     pt_config_caches_t caches;      /* cache: (pt_config_cache.h); [0] is the default */
     pt_scheduler_cfg_t scheduler;   /* scheduler: (pt_config_scheduler.h) */
     pt_trace_cfg_t tracing;         /* tracing: (pt_config_tracing.h); read at start only */
+    pt_cluster_cfg_t cluster;       /* cluster: (pt_config_cluster.h); read at start only */
+    char checksum[65]; /* SHA-256 of the parsed file but its listen addresses and node name
+                          (pt_config_checksum): equal on the nodes of one cluster */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

@@ -4,6 +4,7 @@
 #include "pt_log.h"
 #include "pt_lua.h"
 #include "pt_primitives.h"
+#include "pt_redis.h"
 #include "pt_upstream.h"
 #include "pt_ws.h"
 
@@ -19,6 +20,11 @@ static int pt__start(pt_worker_t *w, char *err, size_t errlen)
 {
     if (pt_lua_new(w->cfg, w->id, pt_primitives, &w->lua, err, errlen) != 0) return -1;
     if (!(w->upstreams = pt_upstreams_new(&w->loop, w->snap, &w->metrics))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* cluster: the loop's Redis connection, made at its first command */
+    if (w->cfg->cluster.on && !(w->redis = pt_redis_new(&w->loop, &w->cfg->cluster))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -50,6 +56,8 @@ static void pt__drained(pt_worker_t *w)
 {
     pt_upstreams_retire(w->upstreams); /* idle upstream connections close */
     w->upstreams = NULL;
+    pt_redis_free(w->redis); /* so does Redis's (its retry timer would keep the loop) */
+    w->redis = NULL;
 }
 
 static void pt__end(pt_worker_t *w)

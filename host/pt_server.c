@@ -14,6 +14,8 @@
 #include "pt_metrics_json.h"
 #include "pt_notify.h"
 #include "pt_primitives.h"
+#include "pt_cluster.h"
+#include "pt_redis.h"
 #include "pt_scheduler.h"
 
 #include <errno.h>
@@ -351,6 +353,9 @@ static void pt__warn_restart_only(const pt_config_t *run, const pt_config_t *cfg
         pt__changed(buf, sizeof buf, "server.tls.listen", a, b);
     }
     if (buf[0]) pt_log_warn("config reload: %s: take effect after a restart", buf);
+    if (!pt_config_cluster_same(&run->cluster, &cfg->cluster))
+        pt_log_warn("config reload: the cluster: section changed: it takes effect after a "
+                    "restart");
     if (!pt_config_obs_same_sink(&run->obs, &cfg->obs))
         pt_log_warn("config reload: the audit sink changed: audit.file, audit.amqp, "
                     "audit.max_queue and audit on or off take effect after a restart");
@@ -400,6 +405,7 @@ static int pt__reload(pt_server_t *s, char *err, size_t errlen)
     s->snap = snap;
     pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
+    pt_cluster_config(s->cluster, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
     pt_console_scan(&s->console, cfg, s->ref_vm);
@@ -492,7 +498,16 @@ static int pt__admin_openapi(void *ud, pt_buf_t *out, char *err, size_t errlen)
     return pt_buf_append(out, s->openapi.data, s->openapi.len);
 }
 
+static int pt__admin_cluster(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    if (!s->cluster) return -1;
+    pt_cluster_json(s->cluster, out);
+    return 0;
+}
+
 static const pt_admin_ops_t pt__admin_ops = {
+    .cluster = pt__admin_cluster,
     .ready = pt__admin_ready,
     .generation = pt__admin_generation,
     .reload = pt__admin_reload,
@@ -750,6 +765,11 @@ int pt_server_run(const char *config_path)
         watchdog.data = &watchdog_ctx;
         uv_timer_start(&watchdog, pt__on_watchdog, 100, 100);
         uv_unref((uv_handle_t *)&watchdog);
+        /* cluster: the main loop's Redis connection (registry, scheduler) */
+        if (cfg->cluster.on && !pt_redis_main())
+            pt_redis_set_main(pt_redis_new(s.loop, &cfg->cluster));
+        if (pt_redis_main() && !(s.cluster = pt_cluster_start(s.loop, pt_redis_main(), cfg)))
+            pt_log_error("cluster: out of memory: this node does not register");
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
         s.ready = 1;
@@ -795,6 +815,11 @@ done:
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     pt_scheduler_close(s.sched);
+    if (s.cluster)
+        pt_cluster_stop(s.cluster); /* its record goes, then the main loop's Redis client */
+    else
+        pt_redis_free(pt_redis_main());
+    s.cluster = NULL;
     uv_run(s.loop, UV_RUN_DEFAULT);
     pt_scheduler_free(s.sched);
     uv_loop_close(s.loop);

@@ -122,6 +122,7 @@ struct pt_worker_s {
     char start_err[512];
     struct pt_lua_s *lua;             /* made by the start hook */
     struct pt_upstreams_s *upstreams; /* targets, pools and health of w->snap's upstreams */
+    struct pt_redis_s *redis;         /* cluster: this loop's Redis connection; NULL: none */
     pt_worker_conn_t *conns;          /* every open client connection, doubly linked */
     void *ws_list;                    /* pt_ws's own list of upgraded connections */
     size_t n_conns;

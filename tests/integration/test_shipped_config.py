@@ -55,6 +55,7 @@ def test_every_setting_of_the_sections_is_shown():
         "outgoing": c_keys("pt_config.c", "static int pt__outgoing("),
         "channels": c_keys("pt_config.c", "static int pt__channels("),
         "security.hash_checks": c_keys("pt_security_config.c", "static int pt__hash_checks("),
+        "cluster": c_keys("pt_config_cluster.c", "int pt_config_cluster_parse("),
     }
     kinds = re.findall(r'\{\.key = "([a-z_]+)"',
                        open(os.path.join(SOURCE, "host", "pt_security_config.c")).read())
@@ -65,5 +66,5 @@ def test_every_setting_of_the_sections_is_shown():
     text = open(CONFIG).read()
     assert "\n  access: stdout" in text  # on by default (docs/observability.md)
     for line in ("# redact_query:", "# audit:", "# rate_limit: {", "#   http:", "#   path: ../lua",
-                 "# tls:", "#       declare:"):
+                 "# tls:", "#       declare:", "# cluster:"):
         assert line in text, line
