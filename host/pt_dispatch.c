@@ -183,13 +183,20 @@ static void pt__rate_limited(pt_conn_t *c, uint32_t retry)
     pt_http_send_error(c, 429, "rate limit exceeded", extra);
 }
 
-/* A cluster limit with on_redis_error: fail_closed while Redis is out. */
+/* A cluster limit with on_redis_error: fail_closed while Redis is out: the
+ * JSON error of pt_http_send_error, without its error line per request
+ * (the outage is logged once, pt_ratelimit_cluster). */
 static void pt__rate_unavailable(pt_conn_t *c)
 {
-    pt_http_send_error(c, 503,
-                       "rate limit unavailable: the cluster's Redis cannot be reached "
-                       "(on_redis_error: fail_closed)",
-                       "Retry-After: 1\r\n");
+    static const char msg[] = "rate limit unavailable: the cluster's Redis cannot be reached "
+                              "(on_redis_error: fail_closed)";
+    static const char extra[] = "Retry-After: 1\r\n";
+    char body[320];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}",
+                     msg, pt_http_cid(c));
+    if (n < 0 || (size_t)n >= sizeof body) n = 0;
+    pt_http_respond(c, 503, "application/json", 16, extra, sizeof extra - 1, body, (size_t)n, 0,
+                    NULL);
 }
 
 /* A cluster-scope decision came back (Redis answered, or the policy
