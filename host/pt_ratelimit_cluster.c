@@ -36,13 +36,67 @@ const char pt_ratelimit_cluster_script[] =
 
 /* ---- pure parts ---- */
 
+/* Writes the decimal of v at p; returns its length. */
+static size_t pt__utoa(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Made per request: memcpy, no printf (a %zu format cost ~400 instructions). */
 int pt_ratelimit_cluster_key(const char *prefix, const char *channel, const char *user, char *buf,
                              size_t cap)
 {
-    int n = user && *user ? snprintf(buf, cap, "%srl:%zu:%s:%s", prefix, strlen(channel), channel,
-                                     user)
-                          : snprintf(buf, cap, "%srl:%zu:%s", prefix, strlen(channel), channel);
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+    size_t p = strlen(prefix), c = strlen(channel), u = user ? strlen(user) : 0;
+    if (p + c + u + 3 + 1 + 20 + 1 + 1 > cap) return -1;
+    size_t n = 0;
+    memcpy(buf, prefix, p), n += p;
+    memcpy(buf + n, "rl:", 3), n += 3;
+    n += pt__utoa(buf + n, c);
+    buf[n++] = ':';
+    memcpy(buf + n, channel, c), n += c;
+    if (u) {
+        buf[n++] = ':';
+        memcpy(buf + n, user, u), n += u;
+    }
+    buf[n] = '\0';
+    return (int)n;
+}
+
+/* "$<len>\r\n<s>\r\n" at p; returns its length. */
+static size_t pt__bulk(char *p, const char *str, size_t len)
+{
+    size_t n = 0;
+    p[n++] = '$';
+    n += pt__utoa(p + n, len);
+    p[n++] = '\r', p[n++] = '\n';
+    memcpy(p + n, str, len), n += len;
+    p[n++] = '\r', p[n++] = '\n';
+    return n;
+}
+
+size_t pt_ratelimit_cluster_tail(char *buf, const char *key, size_t key_len, const char *args,
+                                 size_t args_len, uint32_t want)
+{
+    char w[16];
+    size_t n = pt__bulk(buf, key, key_len);
+    memcpy(buf + n, args, args_len), n += args_len;
+    n += pt__bulk(buf + n, w, pt__utoa(w, want));
+    return n;
+}
+
+size_t pt_ratelimit_cluster_args(const pt_ratelimit_cfg_t *rl, char buf[PT_RLC_ARGS_MAX])
+{
+    char interval[32], burst[16], want[16];
+    pt_ratelimit_cluster_argv(rl, interval, burst, want);
+    size_t n = pt__bulk(buf, interval, strlen(interval));
+    return n + pt__bulk(buf + n, burst, strlen(burst));
 }
 
 void pt_ratelimit_cluster_argv(const pt_ratelimit_cfg_t *rl, char interval[32], char burst[16],
@@ -202,10 +256,11 @@ typedef struct {
     void *arg;
     const pt_channel_t *ch;
     pt_snapshot_t *snap; /* ch's generation, held across the wait */
+    pt_redis_evalf_t ev; /* pt_redis's, until the reply */
     uint32_t want;
-    size_t key_len;   /* the Redis key: key[0..key_len) */
-    size_t local_len; /* the local bucket's name (fail_open): key + key_len + 1 */
-    char key[];
+    size_t key_len;   /* the Redis key: data[0..key_len) */
+    size_t local_len; /* the local bucket's name (fail_open): data + key_len + 1 */
+    char data[];      /* key, NUL, local name, then the script's keys and args in RESP */
 } pt__call_t;
 
 /* The local bucket's name, as scope: local names it (pt_dispatch):
@@ -263,13 +318,38 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
             snprintf(what, sizeof what, "unexpected reply to the rate limit script");
         pt_ratelimit_cluster_failed(what);
         granted = 0;
-        verdict = pt__policy(call->ch, call->key + call->key_len + 1, call->local_len, &retry);
+        verdict = pt__policy(call->ch, call->data + call->key_len + 1, call->local_len, &retry);
     }
     if (call->ch->rate_limit.batch > 1)
-        pt_ratelimit_batch_done(call->key, call->key_len, call->want, granted, uv_hrtime());
+        pt_ratelimit_batch_done(call->data, call->key_len, call->want, granted, uv_hrtime());
     call->cb(call->arg, call->ch, verdict, retry);
     pt_snapshot_release(call->snap);
     free(call);
+}
+
+/* The script's interval and burst in RESP, formatted once per limit and
+ * thread (a %.17g costs thousands of instructions): a few entries keyed by
+ * the limit's address, rate and burst (an address a reload reuses for
+ * another limit with the same figures gives the same bytes). */
+#define PT__ARGS_CACHE 8
+static __thread struct {
+    const pt_ratelimit_cfg_t *rl;
+    double rate, burst;
+    size_t len;
+    char resp[PT_RLC_ARGS_MAX];
+} pt__args[PT__ARGS_CACHE];
+
+static const char *pt__args_of(const pt_ratelimit_cfg_t *rl, size_t *len)
+{
+    size_t i = ((uintptr_t)rl >> 4) % PT__ARGS_CACHE;
+    if (pt__args[i].rl != rl || pt__args[i].rate != rl->rate || pt__args[i].burst != rl->burst) {
+        pt__args[i].len = pt_ratelimit_cluster_args(rl, pt__args[i].resp);
+        pt__args[i].rl = rl;
+        pt__args[i].rate = rl->rate;
+        pt__args[i].burst = rl->burst;
+    }
+    *len = pt__args[i].len;
+    return pt__args[i].resp;
 }
 
 int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
@@ -277,43 +357,47 @@ int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char
 {
     const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
     const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
-    size_t cap = strlen(prefix) + strlen(ch->name) + strlen(user) + 32;
-    size_t lcap = strlen(ch->name) + strlen(user) + 1;
-    pt__call_t *call = malloc(sizeof *call + cap + 1 + lcap);
+    size_t nlen = strlen(ch->name), ulen = strlen(user);
+    size_t kcap = strlen(prefix) + nlen + ulen + 32;
+    /* key, NUL, local name, RESP: the key again and the args */
+    size_t bytes = sizeof(pt__call_t) + kcap + 1 + nlen + 1 + ulen + kcap + 32 + PT_RLC_ARGS_MAX;
+    pt__call_t *call = malloc(bytes);
     if (!call) { /* as scope: local does when out of memory */
         pt_log_warn("cluster rate limit of %s: out of memory: let through", ch->name);
         return PT_RLC_ALLOW;
     }
-    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->key, cap);
+    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
     call->key_len = klen > 0 ? (size_t)klen : 0;
-    call->local_len = pt__local_key(ch, user, call->key + call->key_len + 1);
+    char *local = call->data + call->key_len + 1;
+    call->local_len = pt__local_key(ch, user, local);
 
     call->want = 1;
     if (rl->batch > 1 &&
-        pt_ratelimit_batch_take(call->key, call->key_len, rl->batch, uv_hrtime(), &call->want)) {
+        pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &call->want)) {
         free(call);
         pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
         return PT_RLC_ALLOW;
     }
 
     pthread_once(&pt__script_once, pt__script_init);
-    char interval[32], burst[16], want[16];
-    pt_ratelimit_cluster_argv(rl, interval, burst, want);
-    snprintf(want, sizeof want, "%u", call->want);
-    const char *argv[] = {call->key, interval, burst, want};
-    size_t lens[] = {call->key_len, strlen(interval), strlen(burst), strlen(want)};
+    size_t args_len;
+    const char *args = pt__args_of(rl, &args_len);
+    char *tail = local + call->local_len;
+    size_t tail_len =
+        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
     call->cb = cb;
     call->arg = arg;
     call->ch = ch;
     call->snap = pt_snapshot_ref(w->snap);
     pt_redis_t *r = pt_redis_of_worker(w);
-    if (r && pt_redis_eval(r, &pt__script, 1, 4, argv, lens, pt__done, call) == 0)
+    if (r && pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
+                                     call) == 0)
         return PT_RLC_WAIT;
 
     /* known down (or no connection at all): the policy, at once */
-    pt_ratelimit_cluster_failed(r ? "not connected" : "no Redis connection on this worker");
-    if (rl->batch > 1) pt_ratelimit_batch_done(call->key, call->key_len, call->want, 0, uv_hrtime());
-    int verdict = pt__policy(ch, call->key + call->key_len + 1, call->local_len, retry_after_s);
+    pt_ratelimit_cluster_failed(r ? "redis down" : "no Redis connection on this worker");
+    if (rl->batch > 1) pt_ratelimit_batch_done(call->data, call->key_len, call->want, 0, uv_hrtime());
+    int verdict = pt__policy(ch, local, call->local_len, retry_after_s);
     pt_snapshot_release(call->snap);
     free(call);
     return verdict;

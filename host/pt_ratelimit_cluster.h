@@ -7,6 +7,9 @@
  * nodes' clocks do not matter. The script goes as EVALSHA (EVAL once on
  * NOSCRIPT, pt_redis), pipelined on the worker's connection: one round trip
  * per decision, and the request waits for it without blocking the loop.
+ * Its arguments are formatted once per limit and the command is written
+ * without printf (pt_redis_eval_formatted): a decision costs a few thousand
+ * instructions on the node (docs/cluster-ratelimit.md, "Cost").
  *
  * batch: N lets a node take up to N tokens in one call and spend the rest
  * on its next requests for the same bucket (a process-wide table, unspent
@@ -71,6 +74,17 @@ int pt_ratelimit_cluster_key(const char *prefix, const char *channel, const char
  * microseconds, exact to a double), the burst, the tokens wanted (batch). */
 void pt_ratelimit_cluster_argv(const pt_ratelimit_cfg_t *rl, char interval[32], char burst[16],
                                char want[16]);
+
+/* The script's interval and burst as two RESP bulk strings (what
+ * pt_ratelimit_cluster_argv gives), into buf; returns the length. */
+#define PT_RLC_ARGS_MAX 80
+size_t pt_ratelimit_cluster_args(const pt_ratelimit_cfg_t *rl, char buf[PT_RLC_ARGS_MAX]);
+
+/* The script's keys and arguments in RESP, as pt_redis_eval_formatted takes
+ * them: the key, args (pt_ratelimit_cluster_args), want. buf holds at least
+ * key_len + args_len + 48 bytes. Returns the length; no printf. */
+size_t pt_ratelimit_cluster_tail(char *buf, const char *key, size_t key_len, const char *args,
+                                 size_t args_len, uint32_t want);
 
 /* Reads the script's reply: returns 0 with the tokens granted (0..wanted)
  * and, when none, the whole seconds until one is there (>= 1); -1 when the

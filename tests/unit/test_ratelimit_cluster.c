@@ -42,6 +42,19 @@ PT_CASE(argv)
     PT_CHECK_STR(want, "100");
 }
 
+PT_CASE(resp)
+{
+    /* what goes after "EVALSHA sha 1": the key, the cached args, the tokens wanted */
+    pt_ratelimit_cfg_t rl = {.rate = 100, .burst = 200, .cluster = 1, .batch = 1};
+    char args[PT_RLC_ARGS_MAX], buf[256];
+    size_t n = pt_ratelimit_cluster_args(&rl, args);
+    PT_CHECK_INT(n, strlen("$5\r\n10000\r\n$3\r\n200\r\n"));
+    PT_CHECK(memcmp(args, "$5\r\n10000\r\n$3\r\n200\r\n", n) == 0);
+    size_t t = pt_ratelimit_cluster_tail(buf, "p:rl:1:a", 8, args, n, 100);
+    buf[t] = '\0';
+    PT_CHECK_STR(buf, "$8\r\np:rl:1:a\r\n$5\r\n10000\r\n$3\r\n200\r\n$3\r\n100\r\n");
+}
+
 static redisReply *integer(long long v)
 {
     redisReply *r = calloc(1, sizeof *r);
@@ -183,6 +196,7 @@ int main(void)
 {
     PT_RUN(key);
     PT_RUN(argv);
+    PT_RUN(resp);
     PT_RUN(reply);
     PT_RUN(batch);
     PT_RUN(config);
