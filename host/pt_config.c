@@ -27,6 +27,8 @@ typedef struct {
     pt_yaml_t y; /* y.doc is &doc */
     yaml_document_t doc;
     const pt_security_t *security; /* compiled before the channels that name it */
+    yaml_node_t *rl_cluster_at;    /* the first rate_limit scope: cluster (it needs cluster:) */
+    char rl_cluster_key[112];      /* its key, for the message */
 } pt__cfg_ctx_t;
 
 static int pt__size(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, uint64_t *out)
@@ -264,11 +266,13 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
     return 0;
 }
 
-/* rate_limit: {rate: 10/s, burst: 20, per: user|channel} */
+/* rate_limit: {rate: 10/s, burst: 20, per: user|channel, scope: local|cluster,
+ * on_redis_error: fail_open|fail_closed, batch: N} (docs/cluster-ratelimit.md) */
 static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
                           pt_ratelimit_cfg_t *rl)
 {
-    static const char *const keys[] = {"rate", "burst", "per", NULL};
+    static const char *const keys[] = {"rate",  "burst",          "per",
+                                       "scope", "on_redis_error", "batch", NULL};
     char key[96];
     yaml_node_t *v;
     snprintf(key, sizeof key, "%s.rate_limit", what);
@@ -297,6 +301,44 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
             rl->per_user = 1;
         else if (!s || strcmp(s, "channel") != 0)
             return pt_yaml_fail(&c->y, v, "%s.per: expected user or channel", key);
+    }
+    rl->cluster = 0;
+    if ((v = pt_yaml_get(&c->y, n, "scope"))) {
+        const char *s = pt_yaml_scalar(v);
+        if (s && !strcmp(s, "cluster"))
+            rl->cluster = 1;
+        else if (!s || strcmp(s, "local") != 0)
+            return pt_yaml_fail(&c->y, v, "%s.scope: expected local or cluster", key);
+        /* the cluster: section may come later in the file: checked at the end */
+        if (rl->cluster && !c->rl_cluster_at) {
+            c->rl_cluster_at = v;
+            snprintf(c->rl_cluster_key, sizeof c->rl_cluster_key, "%s.scope", key);
+        }
+    }
+    rl->fail_closed = 0;
+    if ((v = pt_yaml_get(&c->y, n, "on_redis_error"))) {
+        const char *s = pt_yaml_scalar(v);
+        if (s && !strcmp(s, "fail_closed"))
+            rl->fail_closed = 1;
+        else if (!s || strcmp(s, "fail_open") != 0)
+            return pt_yaml_fail(&c->y, v, "%s.on_redis_error: expected fail_open or fail_closed",
+                                key);
+        if (!rl->cluster)
+            return pt_yaml_fail(&c->y, v, "%s.on_redis_error: only with scope: cluster", key);
+    }
+    rl->batch = 1;
+    if ((v = pt_yaml_get(&c->y, n, "batch"))) {
+        const char *s = pt_yaml_scalar(v);
+        size_t digits = s ? strspn(s, "0123456789") : 0;
+        long b = digits && digits < 6 && !s[digits] ? strtol(s, NULL, 10) : 0;
+        if (b < 1 || b > 10000)
+            return pt_yaml_fail(&c->y, v, "%s.batch: a whole number from 1 to 10000", key);
+        if (!rl->cluster) return pt_yaml_fail(&c->y, v, "%s.batch: only with scope: cluster", key);
+        if ((double)b > rl->burst)
+            return pt_yaml_fail(&c->y, v,
+                                "%s.batch: at most burst (%.0f): a node could never take more",
+                                key, rl->burst);
+        rl->batch = (uint32_t)b;
     }
     return 0;
 }
@@ -1699,6 +1741,11 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
                                 "audit.channels: no channel is called '%s'",
                                 cfg->obs.audit_channels[i]);
     }
+    if (c->rl_cluster_at && !pt_yaml_get(&c->y, root, "cluster"))
+        return pt_yaml_fail(&c->y, c->rl_cluster_at,
+                            "%s: cluster needs a cluster: section (the Redis the nodes share: "
+                            "docs/cluster-ratelimit.md)",
+                            c->rl_cluster_key);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include "pt_dispatch_openapi.h"
 #include "pt_proxy.h"
 #include "pt_ratelimit.h"
+#include "pt_ratelimit_cluster.h"
 #include "pt_transport_tls.h"
 #include "pt_ws.h"
 
@@ -165,6 +166,7 @@ static int pt__sec_header(void *ud, const char *name, const char **value, size_t
 }
 
 static void pt__dispatch(pt_conn_t *c);
+static void pt__dispatch_as(pt_conn_t *c, const char *rl_passed);
 
 /* A password check ran on the thread pool; its outcome is in this thread's
  * cache now, so dispatching the request again answers at once. */
@@ -174,11 +176,51 @@ static void pt__on_verified(void *ud)
     if (pt_http_unhold(c)) pt__dispatch(c);
 }
 
+static void pt__rate_limited(pt_conn_t *c, uint32_t retry)
+{
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry);
+    pt_http_send_error(c, 429, "rate limit exceeded", extra);
+}
+
+/* A cluster limit with on_redis_error: fail_closed while Redis is out: the
+ * JSON error of pt_http_send_error, without its error line per request
+ * (the outage is logged once, pt_ratelimit_cluster). */
+static void pt__rate_unavailable(pt_conn_t *c)
+{
+    static const char msg[] = "rate limit unavailable: the cluster's Redis cannot be reached "
+                              "(on_redis_error: fail_closed)";
+    static const char extra[] = "Retry-After: 1\r\n";
+    char body[320];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}",
+                     msg, pt_http_cid(c));
+    if (n < 0 || (size_t)n >= sizeof body) n = 0;
+    pt_http_respond(c, 503, "application/json", 16, extra, sizeof extra - 1, body, (size_t)n, 0,
+                    NULL);
+}
+
+/* A cluster-scope decision came back (Redis answered, or the policy
+ * decided): refused, or dispatched again with the limit passed. */
+static void pt__on_cluster_decided(void *arg, const pt_channel_t *ch, int verdict, uint32_t retry)
+{
+    pt_conn_t *c = arg;
+    if (!pt_http_unhold(c)) return;
+    if (verdict == PT_RLC_LIMITED) {
+        pt__rate_limited(c, retry);
+    } else if (verdict == PT_RLC_CLOSED) {
+        pt__rate_unavailable(c);
+    } else {
+        pt__dispatch_as(c, ch->name);
+    }
+}
+
 /* Runs the channel's security and rate limit. Returns 0 to go on (res
  * filled, the username set on c), or 1 when the request is answered or
- * waits for a password check. */
+ * waits for a password check or a cluster rate limit's decision.
+ * rl_passed: the name of a channel whose cluster limit this request has
+ * passed already (it waited for it), or NULL. */
 static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, const char *query,
-                      size_t query_len, pt_security_result_t *res)
+                      size_t query_len, pt_security_result_t *res, const char *rl_passed)
 {
     char token[2048];
     pt_security_request_t req = {.header = pt__sec_header, .ud = c, .tcp = pt_http_tcp(c)};
@@ -217,6 +259,23 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
     pt_http_set_username(c, res->username);
 
     const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    if (rl->rate > 0 && rl->cluster) {
+        /* passed while the request waited; a reload meanwhile kept the
+         * channel's name, which names its bucket as it does a local one */
+        if (rl_passed && !strcmp(rl_passed, ch->name)) return 0;
+        uint32_t retry = 1;
+        pt_http_hold(c);
+        rc = pt_ratelimit_cluster_take(w, ch, rl->per_user ? pt_http_username(c) : "",
+                                       pt__on_cluster_decided, c, &retry);
+        if (rc == PT_RLC_WAIT) return 1;
+        pt_http_unhold(c);
+        if (rc == PT_RLC_ALLOW) return 0;
+        if (rc == PT_RLC_LIMITED)
+            pt__rate_limited(c, retry);
+        else
+            pt__rate_unavailable(c);
+        return 1;
+    }
     pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
     if (limiter) {
         /* one bucket per channel name (and user): it outlives a reload */
@@ -236,9 +295,7 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
                                &retry);
         if (key != kbuf) free(key);
         if (rc == 1) {
-            char extra[48];
-            snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry);
-            pt_http_send_error(c, 429, "rate limit exceeded", extra);
+            pt__rate_limited(c, retry);
             return 1;
         }
     }
@@ -267,6 +324,11 @@ static int pt__streams(pt_conn_t *c)
 }
 
 static void pt__dispatch(pt_conn_t *c)
+{
+    pt__dispatch_as(c, NULL);
+}
+
+static void pt__dispatch_as(pt_conn_t *c, const char *rl_passed)
 {
     pt_worker_t *w = pt_http_worker(c);
     pt_dispatch_req_t r = {.c = c, .w = w, .method = pt_http_method(c)};
@@ -297,8 +359,9 @@ static void pt__dispatch(pt_conn_t *c)
         /* a reload changed the channels between the headers and the body */
         pt_http_set_close(c);
         pt_http_send_error(c, 503, "the configuration changed during the request: try again", NULL);
-    } else if (pt__secure(c, w, m.channel, r.query, r.query_len, &sec) != 0) {
-        /* refused, or dispatched again once a password check is done */
+    } else if (pt__secure(c, w, m.channel, r.query, r.query_len, &sec, rl_passed) != 0) {
+        /* refused, or dispatched again once a password check or a cluster
+         * rate limit is done */
     } else {
         /* a configured service is known; one named in the path (a prefix
          * channel) is known once its handler found it */

@@ -1,4 +1,5 @@
 #include "pt_metrics.h"
+#include "pt_metrics_ratelimit.h"
 #include "pt_metrics_redis.h"
 #include "pt_trace.h"
 
@@ -417,6 +418,7 @@ void pt_metrics_render(pt_metrics_t *const *workers, size_t n, const pt_metrics_
     pt__render_tls(out);
     pt__render_upstream_tls(out);
     pt_metrics_redis_render(out);
+    pt_metrics_ratelimit_render(out);
     pt_trace_render_metrics(out);
     pt_buf_printf(out,
                   "# HELP portico_websockets_open WebSocket connections open now.\n"

@@ -25,6 +25,11 @@ typedef struct {
     double rate;  /* tokens added per second */
     double burst; /* bucket size: requests allowed at once */
     int per_user; /* one bucket per authenticated user (else one per channel) */
+    /* scope: cluster: the bucket lives in the cluster's Redis
+     * (pt_ratelimit_cluster.h); 0: in this process (the table below) */
+    int cluster;
+    int fail_closed; /* on_redis_error: fail_closed (503); 0: fail_open (the local limit) */
+    uint32_t batch;  /* cluster: tokens a node takes from Redis at once (1: none kept) */
 } pt_ratelimit_cfg_t;
 
 /* Creates a table that holds at most max_buckets buckets (at least one per

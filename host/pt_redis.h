@@ -92,6 +92,26 @@ void pt_redis_script_init(pt_redis_script_t *s, const char *body);
 int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, const char **argv,
                   const size_t *lens, pt_redis_cb cb, void *arg);
 
+/* EVALSHA s with keys and arguments the caller formatted once: tail holds
+ * nargs RESP bulk strings ("$<len>\r\n<bytes>\r\n" each; the first nkeys
+ * are keys), sent after the "EVALSHA sha nkeys" head made here without
+ * printf, so a hot script (a rate limit per request) pays no
+ * redisFormatCommandArgv and no copy. e and tail are the caller's (in what
+ * it keeps for the call) and must stay until cb; on NOSCRIPT the same tail
+ * goes once more with EVAL. Returns as pt_redis_command does. */
+typedef struct {
+    pt_redis_t *r;
+    pt_redis_script_t *s;
+    pt_redis_cb cb;
+    void *arg;
+    int nkeys, nargs;
+    const char *tail;
+    size_t tail_len;
+} pt_redis_evalf_t;
+int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e,
+                            pt_redis_cb cb, void *arg);
+
 /* Up: connected, and the connection's set-up (AUTH, SELECT, a PING; a
  * subscriber's first SUBSCRIBE) answered. A command is refused only while
  * down (after a failure, until the retry), not while connecting. */

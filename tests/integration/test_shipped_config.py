@@ -54,6 +54,7 @@ def test_every_setting_of_the_sections_is_shown():
         "services": c_keys("pt_config.c", "static int pt__parse(", "svc_keys"),
         "outgoing": c_keys("pt_config.c", "static int pt__outgoing("),
         "channels": c_keys("pt_config.c", "static int pt__channels("),
+        "channels.rate_limit": c_keys("pt_config.c", "static int pt__rate_limit("),
         "security.hash_checks": c_keys("pt_security_config.c", "static int pt__hash_checks("),
         "cluster": c_keys("pt_config_cluster.c", "int pt_config_cluster_parse("),
     }

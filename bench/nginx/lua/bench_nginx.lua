@@ -67,4 +67,40 @@ function M.basic_auth()
   ngx.ctx.username = name
 end
 
+-- The rate-limited scenario: a leaky bucket on a lua_shared_dict, as
+-- resty.limit.req (lua-resty-limit-traffic, the OpenResty norm) keeps it:
+-- one dict:get, the leak since the last request, one dict:set of the record
+-- (excess and last time packed in a C struct through the FFI). Written here
+-- because Debian ships no lua-resty-limit-traffic; same algorithm, same
+-- per-request work. The limit is high enough never to refuse (as portico's).
+local ffi = require "ffi"
+ffi.cdef [[ struct bench_limit_rec { unsigned long excess; uint64_t last; }; ]]
+local rec_ptr = ffi.typeof("const struct bench_limit_rec *")
+local rec_size = ffi.sizeof("struct bench_limit_rec")
+local rec = ffi.new("struct bench_limit_rec")
+local ffi_str, ffi_cast = ffi.string, ffi.cast
+local dict = ngx.shared.bench_limit
+local RATE, BURST = 1000000 * 1000, 1000000 * 1000  -- requests/s and burst, x1000 as resty does
+local now = ngx.now
+
+-- access_by_lua_block { require("bench_nginx").limit() }
+function M.limit()
+  local t = now() * 1000
+  local excess = 0
+  local v = dict and dict:get("bench.rl")
+  if v then
+    local r = ffi_cast(rec_ptr, v)
+    local elapsed = t - tonumber(r.last)
+    excess = tonumber(r.excess) - RATE * math.abs(elapsed) / 1000 + 1000
+    if excess < 0 then excess = 0 end
+    if excess > BURST then
+      header["Retry-After"] = "1"
+      return send(429, '{"error":{"status":429,"message":"rate limit exceeded"}}')
+    end
+  end
+  rec.excess = excess
+  rec.last = t
+  dict:set("bench.rl", ffi_str(rec, rec_size))
+end
+
 return M

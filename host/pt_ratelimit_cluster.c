@@ -1,0 +1,404 @@
+#include "pt_ratelimit_cluster.h"
+#include "pt_log.h"
+#include "pt_metrics.h"
+#include "pt_metrics_ratelimit.h"
+#include "pt_redis.h"
+
+#include <hiredis/hiredis.h>
+#include <sodium.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* GCRA on Redis's clock. tat (the theoretical arrival time, microseconds)
+ * is where the bucket's next token stands; the bucket holds the tokens
+ * that fit between tat and now + burst x interval. The 1e-9 keeps a
+ * rounding of (now - tat) / T just under a whole number from losing a
+ * token. tat is stored with %.17g: a double read back exactly. */
+const char pt_ratelimit_cluster_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local T, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local tat = tonumber(redis.call('GET', KEYS[1])) or now\n"
+    "if tat < now then tat = now end\n"
+    "local free = math.floor((now - tat) / T + burst + 1e-9)\n"
+    "if free < 1 then\n"
+    "  return {0, math.ceil(tat - now - (burst - 1) * T)}\n"
+    "end\n"
+    "if want > free then want = free end\n"
+    "tat = tat + want * T\n"
+    "redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX',\n"
+    "           math.ceil((tat - now) / 1000) + 1)\n"
+    "return {want, 0}\n";
+
+/* ---- pure parts ---- */
+
+/* Writes the decimal of v at p; returns its length. */
+static size_t pt__utoa(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Made per request: memcpy, no printf (a %zu format cost ~400 instructions). */
+int pt_ratelimit_cluster_key(const char *prefix, const char *channel, const char *user, char *buf,
+                             size_t cap)
+{
+    size_t p = strlen(prefix), c = strlen(channel), u = user ? strlen(user) : 0;
+    if (p + c + u + 3 + 1 + 20 + 1 + 1 > cap) return -1;
+    size_t n = 0;
+    memcpy(buf, prefix, p), n += p;
+    memcpy(buf + n, "rl:", 3), n += 3;
+    n += pt__utoa(buf + n, c);
+    buf[n++] = ':';
+    memcpy(buf + n, channel, c), n += c;
+    if (u) {
+        buf[n++] = ':';
+        memcpy(buf + n, user, u), n += u;
+    }
+    buf[n] = '\0';
+    return (int)n;
+}
+
+/* "$<len>\r\n<s>\r\n" at p; returns its length. */
+static size_t pt__bulk(char *p, const char *str, size_t len)
+{
+    size_t n = 0;
+    p[n++] = '$';
+    n += pt__utoa(p + n, len);
+    p[n++] = '\r', p[n++] = '\n';
+    memcpy(p + n, str, len), n += len;
+    p[n++] = '\r', p[n++] = '\n';
+    return n;
+}
+
+size_t pt_ratelimit_cluster_tail(char *buf, const char *key, size_t key_len, const char *args,
+                                 size_t args_len, uint32_t want)
+{
+    char w[16];
+    size_t n = pt__bulk(buf, key, key_len);
+    memcpy(buf + n, args, args_len), n += args_len;
+    n += pt__bulk(buf + n, w, pt__utoa(w, want));
+    return n;
+}
+
+size_t pt_ratelimit_cluster_args(const pt_ratelimit_cfg_t *rl, char buf[PT_RLC_ARGS_MAX])
+{
+    char interval[32], burst[16], want[16];
+    pt_ratelimit_cluster_argv(rl, interval, burst, want);
+    size_t n = pt__bulk(buf, interval, strlen(interval));
+    return n + pt__bulk(buf + n, burst, strlen(burst));
+}
+
+void pt_ratelimit_cluster_argv(const pt_ratelimit_cfg_t *rl, char interval[32], char burst[16],
+                               char want[16])
+{
+    snprintf(interval, 32, "%.17g", 1e6 / rl->rate);
+    snprintf(burst, 16, "%.0f", rl->burst);
+    snprintf(want, 16, "%u", rl->batch ? rl->batch : 1);
+}
+
+int pt_ratelimit_cluster_reply(const struct redisReply *r, long long *granted,
+                               uint32_t *retry_after_s)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[0]->integer < 0)
+        return -1;
+    *granted = r->element[0]->integer;
+    long long us = r->element[1]->integer;
+    long long s = (us + 999999) / 1000000;
+    *retry_after_s = s < 1 ? 1 : s > 86400 ? 86400 : (uint32_t)s;
+    return 0;
+}
+
+/* ---- the node's batches ----
+ * A direct-mapped table: a bucket's slot is its keyed hash's; a new key
+ * takes the slot over and what the old one held is dropped (fewer requests
+ * let through, never more). Held tokens stay below N per key, so the
+ * cluster's excess stays under N x nodes. */
+
+#define PT__SLOTS 1024 /* a power of two */
+#define PT__LOCKS 64
+#define PT__KEY_MAX 192
+#define PT__KEEP_NS 1000000000ull /* unspent tokens are dropped after this */
+
+typedef struct {
+    uint32_t tokens;   /* left to spend */
+    uint32_t underway; /* asked of Redis by calls not back yet */
+    uint64_t expires_ns;
+    uint16_t key_len;
+    unsigned char key[PT__KEY_MAX];
+} pt__slot_t;
+
+static struct {
+    pthread_once_t once;
+    pt__slot_t *slots;
+    pthread_mutex_t locks[PT__LOCKS];
+    unsigned char hash_key[crypto_shorthash_KEYBYTES];
+} pt__batch = {.once = PTHREAD_ONCE_INIT};
+
+static void pt__batch_init(void)
+{
+    if (sodium_init() < 0) return;
+    crypto_shorthash_keygen(pt__batch.hash_key);
+    for (int i = 0; i < PT__LOCKS; i++)
+        pthread_mutex_init(&pt__batch.locks[i], NULL);
+    pt__batch.slots = calloc(PT__SLOTS, sizeof *pt__batch.slots);
+}
+
+static size_t pt__slot_of(const void *key, size_t len)
+{
+    unsigned char h[crypto_shorthash_BYTES];
+    uint64_t v;
+    crypto_shorthash(h, key, len, pt__batch.hash_key);
+    memcpy(&v, h, sizeof v);
+    return (size_t)v & (PT__SLOTS - 1);
+}
+
+static int pt__slot_is(const pt__slot_t *s, const void *key, size_t len)
+{
+    return s->key_len == len && memcmp(s->key, key, len) == 0;
+}
+
+int pt_ratelimit_batch_take(const void *key, size_t len, uint32_t batch, uint64_t now_ns,
+                            uint32_t *want)
+{
+    pthread_once(&pt__batch.once, pt__batch_init);
+    *want = 1;
+    if (!pt__batch.slots || len > PT__KEY_MAX || batch < 2) return 0;
+    size_t i = pt__slot_of(key, len);
+    pt__slot_t *s = &pt__batch.slots[i];
+    int took = 0;
+    pthread_mutex_lock(&pt__batch.locks[i % PT__LOCKS]);
+    if (!pt__slot_is(s, key, len)) { /* taken over: the old key's calls find it gone */
+        memcpy(s->key, key, len);
+        s->key_len = (uint16_t)len;
+        s->tokens = s->underway = 0;
+    }
+    if (s->tokens && now_ns >= s->expires_ns) s->tokens = 0;
+    if (s->tokens) {
+        s->tokens--;
+        took = 1;
+    } else {
+        /* a batch already on its way covers what comes meanwhile only as
+         * far as N: past it, each request asks for its own token */
+        *want = s->underway < batch ? batch - s->underway : 1;
+        s->underway += *want;
+    }
+    pthread_mutex_unlock(&pt__batch.locks[i % PT__LOCKS]);
+    return took;
+}
+
+void pt_ratelimit_batch_done(const void *key, size_t len, uint32_t want, long long granted,
+                             uint64_t now_ns)
+{
+    if (!pt__batch.slots || len > PT__KEY_MAX) return;
+    size_t i = pt__slot_of(key, len);
+    pt__slot_t *s = &pt__batch.slots[i];
+    pthread_mutex_lock(&pt__batch.locks[i % PT__LOCKS]);
+    if (pt__slot_is(s, key, len)) {
+        s->underway = s->underway > want ? s->underway - want : 0;
+        if (granted > 1) {
+            if (now_ns >= s->expires_ns) s->tokens = 0;
+            s->tokens += (uint32_t)(granted - 1);
+            s->expires_ns = now_ns + PT__KEEP_NS;
+        }
+    }
+    pthread_mutex_unlock(&pt__batch.locks[i % PT__LOCKS]);
+}
+
+/* ---- outages: logged once each ---- */
+
+static int pt__down; /* atomic: 1 while the last call failed */
+
+void pt_ratelimit_cluster_failed(const char *what)
+{
+    pt_metrics_inc(&pt_metrics_rl_redis_errors, 1);
+    int was = 0;
+    if (__atomic_compare_exchange_n(&pt__down, &was, 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        pt_metrics_inc(&pt_metrics_rl_outages, 1);
+        pt_log_warn("cluster rate limits: Redis unreachable (%s): fail_open channels use their "
+                    "local limit, fail_closed ones answer 503, until it is back",
+                    what);
+    }
+}
+
+void pt_ratelimit_cluster_succeeded(void)
+{
+    int was = 1;
+    if (__atomic_load_n(&pt__down, __ATOMIC_RELAXED) &&
+        __atomic_compare_exchange_n(&pt__down, &was, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        pt_log_info("cluster rate limits: Redis reachable again: limits are cluster-wide again");
+}
+
+/* ---- one decision ---- */
+
+static pt_redis_script_t pt__script;
+static pthread_once_t pt__script_once = PTHREAD_ONCE_INIT;
+
+static void pt__script_init(void)
+{
+    pt_redis_script_init(&pt__script, pt_ratelimit_cluster_script);
+}
+
+typedef struct {
+    pt_rlc_cb cb;
+    void *arg;
+    const pt_channel_t *ch;
+    pt_snapshot_t *snap; /* ch's generation, held across the wait */
+    pt_redis_evalf_t ev; /* pt_redis's, until the reply */
+    uint32_t want;
+    size_t key_len;   /* the Redis key: data[0..key_len) */
+    size_t local_len; /* the local bucket's name (fail_open): data + key_len + 1 */
+    char data[];      /* key, NUL, local name, then the script's keys and args in RESP */
+} pt__call_t;
+
+/* The local bucket's name, as scope: local names it (pt_dispatch):
+ * "channel\0user". Returns its length. */
+static size_t pt__local_key(const pt_channel_t *ch, const char *user, char *buf)
+{
+    size_t n = strlen(ch->name), u = strlen(user);
+    memcpy(buf, ch->name, n);
+    buf[n] = '\0';
+    memcpy(buf + n + 1, user, u);
+    return n + 1 + u;
+}
+
+/* Redis did not answer: the channel's policy. */
+static int pt__policy(const pt_channel_t *ch, const char *local, size_t local_len,
+                      uint32_t *retry_after_s)
+{
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    if (rl->fail_closed) {
+        pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_CLOSED], 1);
+        *retry_after_s = 1;
+        return PT_RLC_CLOSED;
+    }
+    pt_ratelimit_t *limiter = pt_ratelimit_global();
+    int rc = limiter ? pt_ratelimit_take(limiter, local, local_len, rl->rate, rl->burst,
+                                         uv_hrtime(), retry_after_s)
+                     : 0;
+    if (rc == 1) {
+        pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_LOCAL_NO], 1);
+        return PT_RLC_LIMITED;
+    }
+    pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_LOCAL_OK], 1);
+    return PT_RLC_ALLOW; /* out of memory (-1): let through, as scope: local does */
+}
+
+static void pt__done(void *arg, const struct redisReply *reply, int err)
+{
+    pt__call_t *call = arg;
+    long long granted = 0;
+    uint32_t retry = 1;
+    int verdict;
+    if (err == 0 && pt_ratelimit_cluster_reply(reply, &granted, &retry) == 0) {
+        pt_ratelimit_cluster_succeeded();
+        verdict = granted > 0 ? PT_RLC_ALLOW : PT_RLC_LIMITED;
+        pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
+                                                              : PT_METRICS_RL_LIMITED],
+                       1);
+    } else {
+        char what[160];
+        if (err)
+            snprintf(what, sizeof what, "%s", pt_redis_strerror(err));
+        else if (reply && reply->type == REDIS_REPLY_ERROR)
+            snprintf(what, sizeof what, "error reply: %.120s", reply->str);
+        else
+            snprintf(what, sizeof what, "unexpected reply to the rate limit script");
+        pt_ratelimit_cluster_failed(what);
+        granted = 0;
+        verdict = pt__policy(call->ch, call->data + call->key_len + 1, call->local_len, &retry);
+    }
+    if (call->ch->rate_limit.batch > 1)
+        pt_ratelimit_batch_done(call->data, call->key_len, call->want, granted, uv_hrtime());
+    call->cb(call->arg, call->ch, verdict, retry);
+    pt_snapshot_release(call->snap);
+    free(call);
+}
+
+/* The script's interval and burst in RESP, formatted once per limit and
+ * thread (a %.17g costs thousands of instructions): a few entries keyed by
+ * the limit's address, rate and burst (an address a reload reuses for
+ * another limit with the same figures gives the same bytes). */
+#define PT__ARGS_CACHE 8
+static __thread struct {
+    const pt_ratelimit_cfg_t *rl;
+    double rate, burst;
+    size_t len;
+    char resp[PT_RLC_ARGS_MAX];
+} pt__args[PT__ARGS_CACHE];
+
+static const char *pt__args_of(const pt_ratelimit_cfg_t *rl, size_t *len)
+{
+    size_t i = ((uintptr_t)rl >> 4) % PT__ARGS_CACHE;
+    if (pt__args[i].rl != rl || pt__args[i].rate != rl->rate || pt__args[i].burst != rl->burst) {
+        pt__args[i].len = pt_ratelimit_cluster_args(rl, pt__args[i].resp);
+        pt__args[i].rl = rl;
+        pt__args[i].rate = rl->rate;
+        pt__args[i].burst = rl->burst;
+    }
+    *len = pt__args[i].len;
+    return pt__args[i].resp;
+}
+
+int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
+                              pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
+{
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
+    size_t nlen = strlen(ch->name), ulen = strlen(user);
+    size_t kcap = strlen(prefix) + nlen + ulen + 32;
+    /* key, NUL, local name, RESP: the key again and the args */
+    size_t bytes = sizeof(pt__call_t) + kcap + 1 + nlen + 1 + ulen + kcap + 32 + PT_RLC_ARGS_MAX;
+    pt__call_t *call = malloc(bytes);
+    if (!call) { /* as scope: local does when out of memory */
+        pt_log_warn("cluster rate limit of %s: out of memory: let through", ch->name);
+        return PT_RLC_ALLOW;
+    }
+    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
+    call->key_len = klen > 0 ? (size_t)klen : 0;
+    char *local = call->data + call->key_len + 1;
+    call->local_len = pt__local_key(ch, user, local);
+
+    call->want = 1;
+    if (rl->batch > 1 &&
+        pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &call->want)) {
+        free(call);
+        pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+        return PT_RLC_ALLOW;
+    }
+
+    pthread_once(&pt__script_once, pt__script_init);
+    size_t args_len;
+    const char *args = pt__args_of(rl, &args_len);
+    char *tail = local + call->local_len;
+    size_t tail_len =
+        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
+    call->cb = cb;
+    call->arg = arg;
+    call->ch = ch;
+    call->snap = pt_snapshot_ref(w->snap);
+    pt_redis_t *r = pt_redis_of_worker(w);
+    if (r && pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
+                                     call) == 0)
+        return PT_RLC_WAIT;
+
+    /* known down (or no connection at all): the policy, at once */
+    pt_ratelimit_cluster_failed(r ? "redis down" : "no Redis connection on this worker");
+    if (rl->batch > 1) pt_ratelimit_batch_done(call->data, call->key_len, call->want, 0, uv_hrtime());
+    int verdict = pt__policy(ch, local, call->local_len, retry_after_s);
+    pt_snapshot_release(call->snap);
+    free(call);
+    return verdict;
+}
