@@ -6,6 +6,7 @@
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
+#include "pt_cache_redis.h"
 #include "pt_cache_set.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
@@ -633,6 +634,7 @@ int pt_server_run(const char *config_path)
     uv_timer_t watchdog;
     pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
+    pt_cache_redis_install(); /* before a config opens its caches */
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err))) {
         fprintf(stderr, "portico: %s\n", err);
         return 1;
