@@ -8,6 +8,7 @@
 #include "pt_bus.h"
 #include "pt_cache_redis.h"
 #include "pt_cache_set.h"
+#include "pt_cluster_push.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_openapi.h"
@@ -404,6 +405,7 @@ static int pt__reload(pt_server_t *s, char *err, size_t errlen)
     s->snap = snap;
     pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
+    pt_cluster_push_apply(s->loop, cfg, s->started ? &s->started->cluster : &cfg->cluster);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
     pt_console_scan(&s->console, cfg, s->ref_vm);
@@ -474,6 +476,7 @@ static void pt__admin_metrics(void *ud, pt_buf_t *out)
     pt_metrics_render(workers, n, &proc, out);
     pt_cache_render_metrics(out);
     pt_scheduler_metrics(s->sched, out);
+    pt_cluster_push_metrics(out);
 }
 
 static void pt__admin_scheduler(void *ud, pt_buf_t *out)
@@ -758,6 +761,7 @@ int pt_server_run(const char *config_path)
             pt_redis_set_main(pt_redis_new(s.loop, &cfg->cluster));
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
+        pt_cluster_push_apply(s.loop, cfg, s.started ? &s.started->cluster : &cfg->cluster);
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d worker%s, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -801,6 +805,7 @@ done:
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     pt_scheduler_close(s.sched);
+    pt_cluster_push_stop();
     pt_redis_free(pt_redis_main());
     uv_run(s.loop, UV_RUN_DEFAULT);
     pt_scheduler_free(s.sched);
