@@ -1,6 +1,7 @@
 """config/portico.yaml shows every setting, as the README promises: each key
 the config parser accepts at the top level and in server, server.tls, log,
-admin, lua, services, outgoing, channels and security appears in it (set, or
+admin, lua, services, outgoing, channels, security, cache and scheduler
+appears in it (set, or
 commented out with its default or an example), and the file as shipped
 passes `portico --check`."""
 import os
