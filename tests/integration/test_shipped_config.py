@@ -57,6 +57,12 @@ def test_every_setting_of_the_sections_is_shown():
         "channels": c_keys("pt_config.c", "static int pt__channels("),
         "security.hash_checks": c_keys("pt_security_config.c", "static int pt__hash_checks("),
         "cluster": c_keys("pt_config_cluster.c", "int pt_config_cluster_parse("),
+        "cache": c_keys("pt_config_cache.c", "int pt_config_cache_parse("),
+        "cache.caches (redis)": c_keys("pt_config_cache.c", "static int pt__redis("),
+        "cache.caches.near_cache": c_keys("pt_config_cache.c", "static int pt__redis(",
+                                          "near_keys"),
+        "scheduler": c_keys("pt_config_scheduler.c", "int pt_config_scheduler_parse("),
+        "scheduler.jobs": c_keys("pt_config_scheduler.c", "static int pt__job("),
     }
     kinds = re.findall(r'\{\.key = "([a-z_]+)"',
                        open(os.path.join(SOURCE, "host", "pt_security_config.c")).read())
