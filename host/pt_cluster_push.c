@@ -19,6 +19,8 @@ static pt_redis_t *pt__sub;
 static int pt__used; /* a frame was ever published or the subscriber made: show the metrics */
 static uint64_t pt__published, pt__received, pt__own, pt__failures, pt__bad; /* atomics */
 static int64_t pt__warned_s;
+static char pt__node[PT_CLUSTER_NODE_MAX + 1], pt__prefix[PT_CLUSTER_PREFIX_MAX + 1];
+static int pt__named; /* atomic: pt__node and pt__prefix are set */
 
 static void pt__init(void)
 {
@@ -125,9 +127,13 @@ int pt_cluster_push_publish(pt_worker_t *w, const char *channel, const char *use
     }
     pthread_once(&pt__once, pt__init);
     __atomic_store_n(&pt__used, 1, __ATOMIC_RELAXED);
-    const pt_cluster_cfg_t *cc = &w->cfg->cluster;
     pt_redis_t *r = pt_redis_of_worker(w);
-    size_t ilen = strlen(pt__instance), nlen = strlen(cc->node), clen = strlen(channel);
+    /* the start config's names (the section is read at start only), once
+     * pt_cluster_push_apply has them; the worker's until then */
+    const char *node = w->cfg->cluster.node, *prefix = w->cfg->cluster.key_prefix;
+    if (__atomic_load_n(&pt__named, __ATOMIC_ACQUIRE)) node = pt__node, prefix = pt__prefix;
+    if (!node || !prefix) return 0; /* the worker's config has no cluster: nothing to name */
+    size_t ilen = strlen(pt__instance), nlen = strlen(node), clen = strlen(channel);
     char head[128];
     int hlen = snprintf(head, sizeof head, "PTWS1 %zu %zu %zu %lld\n", ilen, nlen, clen,
                         username ? (long long)strlen(username) : -1LL);
@@ -142,11 +148,11 @@ int pt_cluster_push_publish(pt_worker_t *w, const char *channel, const char *use
     char *p = frame;
     memcpy(p, head, (size_t)hlen), p += hlen;
     memcpy(p, pt__instance, ilen), p += ilen;
-    memcpy(p, cc->node, nlen), p += nlen;
+    memcpy(p, node, nlen), p += nlen;
     memcpy(p, channel, clen), p += clen;
     if (ulen) memcpy(p, username, ulen), p += ulen;
     memcpy(p, text, len);
-    int chlen = snprintf(chan, sizeof chan, "%sws", cc->key_prefix);
+    int chlen = snprintf(chan, sizeof chan, "%sws", prefix);
     const char *argv[] = {"PUBLISH", chan, frame};
     size_t lens[] = {7, (size_t)chlen, total};
     if (!r || pt_redis_command(r, 3, argv, lens, pt__on_published, NULL) != 0) {
@@ -205,7 +211,13 @@ bad:
 
 int pt_cluster_push_apply(uv_loop_t *loop, const pt_config_t *cfg, const pt_cluster_cfg_t *cc)
 {
-    if (pt__sub || !cc->on) return 0;
+    if (!cc->on) return 0;
+    if (!__atomic_load_n(&pt__named, __ATOMIC_RELAXED)) {
+        snprintf(pt__node, sizeof pt__node, "%s", cc->node);
+        snprintf(pt__prefix, sizeof pt__prefix, "%s", cc->key_prefix);
+        __atomic_store_n(&pt__named, 1, __ATOMIC_RELEASE);
+    }
+    if (pt__sub) return 0;
     size_t i;
     for (i = 0; i < cfg->n_channels; i++)
         if (cfg->channels[i].type == PT_CHANNEL_WEBSOCKET) break;

@@ -1,6 +1,7 @@
 #include "pt_lua_ws.h"
 #include "pt_cluster_push.h"
 #include "pt_json.h"
+#include "pt_redis.h"
 #include "pt_worker.h"
 
 #include <lauxlib.h>
@@ -24,7 +25,9 @@ static int pt__lua_push(lua_State *L)
     if (pt_utf8_check(text, len, NULL) != 0)
         return luaL_argerror(L, 3, "not valid UTF-8 (a text message must be)");
     pt_worker_t *w = pt_worker_self();
-    int cluster = w && w->cfg && w->cfg->cluster.on;
+    /* a process started with a cluster: section has a connection per worker
+     * (none once the worker drained: its last pushes stay local) */
+    int cluster = w && pt_redis_of_worker(w) != NULL;
     if (cluster && !pt_cluster_push_fits(len)) {
         char err[160];
         pt_cluster_push_publish(w, channel, username, text, len, err, sizeof err);
