@@ -73,6 +73,7 @@ struct pt__conn_s {
     pt_redis_t *r; /* NULL once detached: it only closes then */
     pt_transport_tcp_t tcp;
     pt_transport_tls_t tls;
+    pt_tls_client_watch_t watch; /* why a handshake failed */
     int tls_on;
     int writing;
     char read_buf[PT__READ_SIZE];
@@ -134,9 +135,8 @@ static void pt__conn_drop(pt_redis_t *r)
     if (!c) return;
     r->conn = NULL;
     c->r = NULL;
-    pt_transport_t *io = pt__io(c);
+    pt_transport_t *io = pt__io(c); /* TLS closes the TCP under it (whose data is TLS's) */
     io->data = c;
-    c->tcp.base.data = c;
     pt_transport_close(io, pt__conn_closed);
 }
 
@@ -283,11 +283,21 @@ static void pt__set_up(pt_redis_t *r, int up)
     pt_metrics_redis_up(up ? 1 : -1);
 }
 
+/* The connection's set-up was answered: it is up. */
+static void pt__mark_up(pt_redis_t *r)
+{
+    r->backoff_ms = 0;
+    if (r->up_counted) return;
+    pt__set_up(r, 1);
+    if (__atomic_exchange_n(&pt__outage, 0, __ATOMIC_RELAXED) == 1)
+        pt_log_info("redis %s: connected again", r->display);
+}
+
 /* The connection broke (or timed out, or spoke nonsense): it is dropped,
  * what is pending fails, and a new one is tried after the backoff. */
 static void pt__lost(pt_redis_t *r, int reason, int err, const char *why)
 {
-    int was_up = r->state == PT__READY && r->up_counted;
+    int was_up = r->up_counted;
     pt__conn_drop(r);
     if (r->resolving) {
         r->resolving->r = NULL;
@@ -332,8 +342,7 @@ static void pt__on_push(pt_redis_t *r, redisReply *rep)
     const char *kind = rep->element[0]->str;
     if (!strcmp(kind, "subscribe")) {
         r->subscribed = 1;
-        pt__set_up(r, 1);
-        r->backoff_ms = 0;
+        pt__mark_up(r);
     } else if (!strcmp(kind, "message") && rep->element[1]->type == REDIS_REPLY_STRING &&
                rep->element[2]->type == REDIS_REPLY_STRING) {
         r->msg_cb(r->msg_arg, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
@@ -347,17 +356,19 @@ static void pt__on_reply(pt_redis_t *r, redisReply *rep)
         pt__lost(r, PT_METRICS_REDIS_PROTOCOL, PT_REDIS_EPROTO, "a reply nobody asked for");
         return;
     }
-    if (!cmd->cb) { /* AUTH or SELECT */
+    if (!cmd->cb) { /* AUTH, SELECT, then PING */
+        int last = cmd->arg != NULL;
         free(cmd);
         if (rep->type == REDIS_REPLY_ERROR) {
             char why[300];
             snprintf(why, sizeof why, "refused the connection's set-up: %s", rep->str);
             pt__lost(r, PT_METRICS_REDIS_AUTH, PT_REDIS_EDOWN, why);
+        } else if (last) {
+            pt__mark_up(r);
         }
         return;
     }
     pt_metrics_redis_roundtrip(uv_hrtime() - cmd->t0);
-    r->backoff_ms = 0;
     cmd->cb(cmd->arg, rep, 0);
     free(cmd);
 }
@@ -368,6 +379,13 @@ static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data)
     pt_redis_t *r = c->r;
     if (!r) return;
     if (nread < 0) {
+        if (c->tls_on && !c->tls.handshake_done) {
+            char why[300], tls[200];
+            pt_tls_client_why(c->tls.ssl, &c->watch, tls, sizeof tls);
+            snprintf(why, sizeof why, "TLS handshake failed: %s", tls);
+            pt__lost(r, PT_METRICS_REDIS_CONNECT, PT_REDIS_EDOWN, why);
+            return;
+        }
         pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN,
                  nread == UV_EOF ? "closed by redis" : uv_strerror((int)nread));
         return;
@@ -417,6 +435,11 @@ static int pt__handshake(pt_redis_t *r)
         rc = pt__append(r, 2, argv, NULL);
         if (!r->subscriber && rc == 0 && !pt__push(r, NULL, NULL)) rc = PT_REDIS_ENOMEM;
     }
+    if (rc == 0 && !r->subscriber) { /* its answer says the connection is up */
+        const char *argv[1] = {"PING"};
+        rc = pt__append(r, 1, argv, NULL);
+        if (rc == 0 && !pt__push(r, NULL, (void *)1)) rc = PT_REDIS_ENOMEM;
+    }
     for (size_t i = 0; rc == 0 && i < r->n_channels; i++) {
         const char *argv[2] = {"SUBSCRIBE", r->channels[i]};
         rc = pt__append(r, 2, argv, NULL);
@@ -434,6 +457,7 @@ static int pt__tls_start(pt__conn_t *c, pt_redis_t *r)
 {
     SSL *ssl = pt_tls_client_ssl(r->ssl_ctx, r->sni ? r->sni : r->host);
     if (!ssl) return -1;
+    pt_tls_client_watch(ssl, &c->watch);
     if (pt_transport_tls_init(&c->tls, r->loop, &c->tcp.base, ssl, NULL) != 0) return -1;
     c->tls_on = 1;
     return 0;
@@ -467,10 +491,7 @@ static void pt__on_connect(pt_transport_t *t, int status)
         return;
     }
     uv_tcp_keepalive(&c->tcp.tcp, 1, 15); /* a subscriber may hear nothing for long */
-    r->state = PT__READY;
-    if (!r->subscriber) pt__set_up(r, 1);
-    if (__atomic_exchange_n(&pt__outage, 0, __ATOMIC_RELAXED) == 1)
-        pt_log_info("redis %s: connected again", r->display);
+    r->state = PT__READY;                 /* up once the set-up is answered */
     pt__flush_out(r);
     pt__arm(r);
 }
@@ -678,7 +699,7 @@ void pt_redis_set_main(pt_redis_t *r)
 
 bool pt_redis_up(const pt_redis_t *r)
 {
-    return r && !r->freed && r->state == PT__READY && (!r->subscriber || r->subscribed);
+    return r && !r->freed && r->state == PT__READY && r->up_counted;
 }
 
 int pt_redis_command(pt_redis_t *r, int argc, const char **argv, const size_t *lens, pt_redis_cb cb,

@@ -10,7 +10,8 @@
  * - Pipelined: commands are written as they come (coalesced once per loop
  *   turn) and answered in order.
  * - Lazy: the first command connects (then AUTH with cluster.password_env's
- *   value and SELECT the URL's database go first in the pipeline).
+ *   value, SELECT of the URL's database and a PING go first in the
+ *   pipeline; commands queue behind them while it connects).
  * - Each command has cluster.timeout (also the limit of a connect): past it
  *   the command fails with PT_REDIS_ETIMEOUT and the connection is reset.
  * - A lost connection fails what is pending (PT_REDIS_EDOWN) and is made
@@ -91,7 +92,9 @@ void pt_redis_script_init(pt_redis_script_t *s, const char *body);
 int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, const char **argv,
                   const size_t *lens, pt_redis_cb cb, void *arg);
 
-/* Connected now (a command would be sent, not refused). */
+/* Up: connected, and the connection's set-up (AUTH, SELECT, a PING; a
+ * subscriber's first SUBSCRIBE) answered. A command is refused only while
+ * down (after a failure, until the retry), not while connecting. */
 bool pt_redis_up(const pt_redis_t *r);
 
 /* "redis down", "redis timeout" ... for a PT_REDIS_E*. */
