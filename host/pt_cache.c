@@ -28,6 +28,12 @@ const char *pt_cache_strerror(int rc)
         return "the result is not a finite number";
     case PT_CACHE_EINVAL:
         return "a key must be 1 to 1024 bytes and a ttl at most a year";
+    case PT_CACHE_EBACKEND:
+        return "the cache's backend failed";
+    case PT_CACHE_EMAXVALUE:
+        return "the value is larger than the cache's max_value";
+    case PT_CACHE_EWAIT:
+        return "this cache waits on its backend: it is reached from a request only";
     default:
         return "no error";
     }

@@ -2,12 +2,14 @@
  * (self.cache, self.caches[name]; docs/services.md "Cache").
  *
  * A cache is a pt_cache_t behind a backend's ops table: the in-process
- * store of pt_cache_mem.h now; a Redis backend (the cluster issue) goes
- * behind the same ops. Every op is synchronous and thread-safe: it returns
- * its result before it returns. A backend that has to wait (Redis) will
- * return PT_CACHE_PENDING and complete through a callback; the Lua binding
- * (pt_lua_cache) is where such a call will yield, so the Lua API already has
- * the shape of a waiting call.
+ * store of pt_cache_mem.h, or Redis (pt_cache_redis.h, `backend: redis`).
+ * The ops of pt_cache_backend_ops_t are synchronous and thread-safe: they
+ * return their result before they return. A backend that has to wait
+ * (Redis) also has wait ops (pt_cache_wait_ops_t): each answers at once
+ * (a near-cache hit, a refusal) or returns PT_CACHE_PENDING and completes
+ * through its pt_cache_call_t later, on the caller's loop; the Lua binding
+ * (pt_lua_cache) yields the request's coroutine meanwhile. Such a backend's
+ * synchronous ops answer PT_CACHE_EWAIT.
  * pt_cache_set.h keeps the process's caches by name across reloads. */
 #ifndef PT_CACHE_H
 #define PT_CACHE_H
@@ -62,22 +64,41 @@ enum {
     PT_CACHE_OK = 0,
     PT_CACHE_MISS = 1,    /* no such key (or it expired) */
     PT_CACHE_EXISTS = 2,  /* add: the key is there already */
-    PT_CACHE_PENDING = 3, /* reserved for waiting backends (not returned yet) */
+    PT_CACHE_PENDING = 3, /* a wait op: the answer comes through call->done */
     PT_CACHE_ENOMEM = -1,
     PT_CACHE_ETOOLARGE = -2, /* the entry is larger than the cache's max_bytes */
     PT_CACHE_ENOTNUM = -3,   /* incr: the value is not a number */
     PT_CACHE_ERANGE = -4,    /* incr: the result is not a finite number */
-    PT_CACHE_EINVAL = -5     /* a key of 0 or more than PT_CACHE_KEY_MAX bytes, a bad ttl */
+    PT_CACHE_EINVAL = -5,    /* a key of 0 or more than PT_CACHE_KEY_MAX bytes, a bad ttl */
+    PT_CACHE_EBACKEND = -6,  /* the backend's server failed (down, timed out): call->err says */
+    PT_CACHE_EMAXVALUE = -7, /* the value is larger than the cache's max_value */
+    PT_CACHE_EWAIT = -8      /* a waiting backend reached without a call (not from a request) */
 };
+
+/* Which store a cache uses (cache.caches.NAME.backend). */
+typedef enum { PT_CACHE_BACKEND_MEMORY = 0, PT_CACHE_BACKEND_REDIS } pt_cache_backend_t;
 
 /* One cache's figures, for /metrics. */
 typedef struct {
     uint64_t hits, misses, sets, evictions, expired; /* counters */
+    uint64_t failures;                               /* backend failures (Redis) */
     uint64_t entries, bytes;                         /* now */
     uint64_t max_entries, max_bytes;                 /* the caps */
 } pt_cache_stats_t;
 
 typedef struct pt_cache_s pt_cache_t;
+
+/* One cache of a config: its name, backend and caps. */
+typedef struct pt_cache_spec_s {
+    const char *name;
+    pt_cache_limits_t limits; /* memory: the caps; redis: only ttl_ms counts */
+    pt_cache_backend_t backend;
+    uint64_t max_value;     /* bytes of one value; 0: PT_CACHE_VALUE_MAX */
+    pt_cache_limits_t near; /* redis: the near cache's caps; ttl_ms 0: none */
+    const char *key_prefix; /* redis: cluster.key_prefix; the keys are
+                               <key_prefix>cache:<name>:<key> */
+    int line;
+} pt_cache_spec_t;
 
 /* ttl_ms in the ops: 0 is the cache's ttl (limits.ttl_ms), else at most
  * PT_CACHE_TTL_MAX_MS. keys: 1..PT_CACHE_KEY_MAX bytes, any bytes. */
@@ -98,12 +119,49 @@ typedef struct {
     /* New caps: entries past them are evicted now (LRU first). Returns 0. */
     int (*limits)(pt_cache_t *c, const pt_cache_limits_t *l);
     void (*stats)(pt_cache_t *c, pt_cache_stats_t *out);
+    /* Optional: takes a reload's spec on instead of limits: 0, or -1 when
+     * the cache must be made anew (its settings changed). */
+    int (*apply)(pt_cache_t *c, const struct pt_cache_spec_s *spec);
     void (*free)(pt_cache_t *c);
 } pt_cache_backend_ops_t;
+
+/* One call of a wait op. The caller owns it and keeps it (and the cache:
+ * its generation's set) alive until done. conn: what the backend reaches
+ * its server through on the caller's loop (pt_redis_t of the worker). A
+ * wait op returns its answer (OK, MISS, EXISTS, or < 0) at once with the
+ * results in the call and done never called, or PT_CACHE_PENDING and then
+ * calls done(call, rc) exactly once, later, on that loop; the cache is not
+ * touched after done returns. */
+typedef struct pt_cache_call_s pt_cache_call_t;
+struct pt_cache_call_s {
+    void *conn;
+    void (*done)(pt_cache_call_t *call, int rc);
+    void *ud;               /* the caller's */
+    pt_cache_value_t value; /* get: the value; its bytes valid during done only, or in buf */
+    pt_buf_t *buf;          /* get: where an answer given at once copies its bytes */
+    double number;          /* incr: the sum */
+    char err[160];          /* EBACKEND, EMAXVALUE: what happened */
+};
+
+/* The ops of a cache that may wait; the arguments as the synchronous ops'. */
+typedef struct {
+    int (*get)(pt_cache_t *c, const char *key, size_t klen, pt_cache_call_t *call);
+    int (*set)(pt_cache_t *c, const char *key, size_t klen, const pt_cache_value_t *v,
+               uint64_t ttl_ms, int add, pt_cache_call_t *call);
+    int (*incr)(pt_cache_t *c, const char *key, size_t klen, double by, uint64_t ttl_ms,
+                pt_cache_call_t *call);
+    int (*del)(pt_cache_t *c, const char *key, size_t klen, pt_cache_call_t *call);
+    int (*expire)(pt_cache_t *c, const char *key, size_t klen, uint64_t ttl_ms,
+                  pt_cache_call_t *call);
+} pt_cache_wait_ops_t;
 
 /* The head of every backend's cache struct. */
 struct pt_cache_s {
     const pt_cache_backend_ops_t *ops;
+    const pt_cache_wait_ops_t *wait; /* NULL: ops answer at once */
+    pt_cache_backend_t backend;
+    int retired;        /* a reload replaced it under its name (another backend) */
+    uint64_t max_value; /* bytes of one value (atomic: a reload sets it) */
     char name[PT_CACHE_NAME_MAX + 1];
     size_t name_len;
     int refs;         /* sets holding it; under the registry's lock */

@@ -9,23 +9,45 @@
  * on a cache op. */
 static pthread_mutex_t pt__lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_cache_t *pt__live;
+static pt_cache_new_fn pt__makers[PT_CACHE_BACKEND_REDIS + 1];
 
-/* Under pt__lock: the live cache called name with one more reference and
- * caps l, made when there is none. */
-static pt_cache_t *pt__acquire(const char *name, const pt_cache_limits_t *l)
+void pt_cache_set_backend(pt_cache_backend_t backend, pt_cache_new_fn make)
+{
+    pthread_mutex_lock(&pt__lock);
+    pt__makers[backend] = make;
+    pthread_mutex_unlock(&pt__lock);
+}
+
+static pt_cache_t *pt__took(pt_cache_t *c, const pt_cache_spec_t *sp)
+{
+    __atomic_store_n(&c->max_value, sp->max_value ? sp->max_value : PT_CACHE_VALUE_MAX,
+                     __ATOMIC_RELAXED);
+    c->refs++;
+    return c;
+}
+
+/* Under pt__lock: the live cache of spec sp with one more reference and
+ * sp's caps, made when there is none (or the live one cannot take sp). */
+static pt_cache_t *pt__acquire(const pt_cache_spec_t *sp)
 {
     pt_cache_t *c;
     for (c = pt__live; c; c = c->next)
-        if (strcmp(c->name, name) == 0) break;
-    if (c) {
-        c->ops->limits(c, l);
-    } else {
-        if (pt_cache_mem_new(name, l, &c) != 0) return NULL;
-        c->next = pt__live;
-        pt__live = c;
+        if (!c->retired && strcmp(c->name, sp->name) == 0) break;
+    if (c && c->backend == sp->backend &&
+        (c->ops->apply ? c->ops->apply(c, sp) == 0 : c->ops->limits(c, &sp->limits) == 0)) {
+        return pt__took(c, sp);
     }
-    c->refs++;
-    return c;
+    pt_cache_t *fresh = NULL;
+    if (sp->backend == PT_CACHE_BACKEND_MEMORY) {
+        if (pt_cache_mem_new(sp->name, &sp->limits, &fresh) != 0) return NULL;
+    } else if (!pt__makers[sp->backend] || pt__makers[sp->backend](sp, &fresh) != 0) {
+        return NULL;
+    }
+    fresh->backend = sp->backend;
+    if (c) c->retired = 1; /* the sets that hold it keep it until they go */
+    fresh->next = pt__live;
+    pt__live = fresh;
+    return pt__took(fresh, sp);
 }
 
 /* Under pt__lock. */
@@ -41,16 +63,16 @@ static void pt__release(pt_cache_t *c)
 
 int pt_cache_set_open(const pt_cache_spec_t *specs, size_t n, pt_cache_set_t **out)
 {
-    pt_cache_limits_t def = PT_CACHE_DEFAULT_LIMITS;
+    pt_cache_spec_t def = {.name = "default", .limits = PT_CACHE_DEFAULT_LIMITS};
     size_t first = 0;
-    if (n && strcmp(specs[0].name, "default") == 0) def = specs[0].limits, first = 1;
+    if (n && strcmp(specs[0].name, "default") == 0) def = specs[0], first = 1;
     pt_cache_set_t *set = calloc(1, sizeof *set + (n - first + 1) * sizeof set->caches[0]);
     if (!set) return -1;
     pthread_mutex_lock(&pt__lock);
-    if (!(set->caches[set->n] = pt__acquire("default", &def))) goto fail;
+    if (!(set->caches[set->n] = pt__acquire(&def))) goto fail;
     set->n++;
     for (size_t i = first; i < n; i++) {
-        if (!(set->caches[set->n] = pt__acquire(specs[i].name, &specs[i].limits))) goto fail;
+        if (!(set->caches[set->n] = pt__acquire(&specs[i]))) goto fail;
         set->n++;
     }
     pthread_mutex_unlock(&pt__lock);
@@ -91,6 +113,9 @@ void pt_cache_render_metrics(pt_buf_t *out)
          offsetof(pt_cache_stats_t, evictions)},
         {"portico_cache_expired_total", "counter", "Entries removed because their ttl passed.",
          offsetof(pt_cache_stats_t, expired)},
+        {"portico_cache_failures_total", "counter",
+         "Calls that failed in the cache's backend (Redis down or too slow).",
+         offsetof(pt_cache_stats_t, failures)},
         {"portico_cache_entries", "gauge", "Entries held now.",
          offsetof(pt_cache_stats_t, entries)},
         {"portico_cache_bytes", "gauge", "Bytes held now (keys, values and overhead).",
@@ -105,9 +130,10 @@ void pt_cache_render_metrics(pt_buf_t *out)
     const char *names[MAX];
     size_t n = 0;
     pthread_mutex_lock(&pt__lock);
-    for (pt_cache_t *c = pt__live; c && n < MAX; c = c->next, n++) {
+    for (pt_cache_t *c = pt__live; c && n < MAX; c = c->next) {
+        if (c->retired) continue; /* its name's series is the live one's */
         c->ops->stats(c, &st[n]);
-        names[n] = c->name; /* valid names need no escaping */
+        names[n++] = c->name; /* valid names need no escaping */
     }
     for (size_t f = 0; n && f < N_FAMS; f++) {
         pt_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fams[f].metric, fams[f].help,

@@ -13,11 +13,14 @@
 #include <stddef.h>
 #include <string.h>
 
-/* One cache of a config: its name and caps. */
-typedef struct {
-    const char *name;
-    pt_cache_limits_t limits;
-} pt_cache_spec_t;
+/* Makes a cache of a backend other than memory from its spec (name
+ * copied). Returns 0 and the cache (refs 0) in *out, or < 0. */
+typedef int (*pt_cache_new_fn)(const pt_cache_spec_t *spec, pt_cache_t **out);
+
+/* Hands the registry the maker of backend's caches (pt_cache_redis_install
+ * does it for redis, from the process layer, before any set opens). A spec
+ * of a backend without a maker fails to open. */
+void pt_cache_set_backend(pt_cache_backend_t backend, pt_cache_new_fn make);
 
 /* The caches of one config generation; caches[0] is "default". */
 typedef struct {
@@ -27,8 +30,10 @@ typedef struct {
 
 /* Opens the caches of a generation: the default one with its caps (given
  * first in specs or not at all), then each spec. A cache already live under
- * that name is taken as it is and gets the spec's caps (evicting now what
- * is past them); another is made empty. Main thread (reloads). Returns 0
+ * that name and backend is taken as it is and gets the spec's caps
+ * (evicting now what is past them; a backend's apply op may refuse, then
+ * it is replaced); another is made empty (the one it replaces is retired:
+ * the older sets keep it until they go). Main thread (reloads). Returns 0
  * and the set in *out, or -1 (out of memory: nothing changed but caps). */
 int pt_cache_set_open(const pt_cache_spec_t *specs, size_t n, pt_cache_set_t **out);
 

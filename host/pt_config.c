@@ -1711,7 +1711,8 @@ static int pt__parse(pt__cfg_ctx_t *c, pt_config_t *cfg)
         }
     }
     if (pt_config_obs_audit(&c->y, pt_yaml_get(&c->y, root, "audit"), &cfg->obs) != 0) return -1;
-    if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"), &cfg->caches) != 0)
+    if (pt_config_cache_parse(&c->y, pt_yaml_get(&c->y, root, "cache"),
+                              cfg->cluster.on ? cfg->cluster.key_prefix : NULL, &cfg->caches) != 0)
         return -1;
     if (pt_config_tracing_parse(&c->y, pt_yaml_get(&c->y, root, "tracing"), &cfg->tracing) != 0)
         return -1;

@@ -9,12 +9,73 @@
 #define PT__MIN_BYTES 1024ull
 #define PT__MAX_BYTES (64ull << 30)
 #define PT__MAX_CACHES 64
+#define PT__NEAR_TTL_MAX_MS 60000ull
 
-static int pt__limits(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_cache_limits_t *l)
+static int pt__caps(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_cache_limits_t *l);
+
+/* A redis cache's extra keys: backend, max_value, near_cache (its ttl is
+ * the entry's, its caps are Redis's own maxmemory). */
+static int pt__redis(const pt_yaml_t *y, yaml_node_t *n, const char *what, const char *prefix,
+                     pt_cache_spec_t *sp)
 {
-    static const char *const keys[] = {"max_entries", "max_bytes", "ttl", NULL};
+    static const char *const keys[] = {"backend", "ttl", "max_value", "near_cache", NULL};
+    static const char *const near_keys[] = {"ttl", "max_entries", "max_bytes", NULL};
+    char nwhat[PT_CACHE_NAME_MAX + 64];
+    yaml_node_t *v;
+    uint64_t x;
+    const char *s;
+    if (pt_yaml_check_keys(y, n, what, keys) != 0) return -1;
+    if (!prefix)
+        return pt_yaml_fail(y, pt_yaml_get(y, n, "backend"),
+                            "%s.backend: redis needs a cluster: section (its Redis holds the "
+                            "values)",
+                            what);
+    if (!(sp->key_prefix = strdup(prefix))) return pt_yaml_fail(y, n, "out of memory");
+    sp->backend = PT_CACHE_BACKEND_REDIS;
+    sp->line = (int)n->start_mark.line + 1;
+    sp->max_value = PT_CACHE_REDIS_DEFAULT_MAX_VALUE;
+    if (pt__caps(y, n, what, &sp->limits) != 0) return -1;
+    if ((v = pt_yaml_get(y, n, "max_value"))) {
+        if (!(s = pt_yaml_scalar(v)) || pt_parse_size(s, &x) != 0 || x < 1 ||
+            x > PT_CACHE_VALUE_MAX)
+            return pt_yaml_fail(y, v, "%s.max_value: expected a size from 1 byte to 64MB", what);
+        sp->max_value = x;
+    }
+    sp->near = (pt_cache_limits_t){1000, 16ull << 20, 0};
+    v = pt_yaml_get(y, n, "near_cache");
+    if (pt_yaml_is_null(v)) return 0;
+    snprintf(nwhat, sizeof nwhat, "%s.near_cache", what);
+    if (v->type != YAML_MAPPING_NODE)
+        return pt_yaml_fail(y, v, "%s: expected a mapping (ttl, max_entries, max_bytes)", nwhat);
+    if (pt_yaml_check_keys(y, v, nwhat, near_keys) != 0 || pt__caps(y, v, nwhat, &sp->near) != 0)
+        return -1;
+    yaml_node_t *t = pt_yaml_get(y, v, "ttl");
+    if (!t || sp->near.ttl_ms == 0 || sp->near.ttl_ms > PT__NEAR_TTL_MAX_MS)
+        return pt_yaml_fail(y, t ? t : v,
+                            "%s.ttl: expected how long a node may serve a value it read "
+                            "(from 1ms to 1m, such as \"1s\")",
+                            nwhat);
+    return 0;
+}
+
+/* The entry n of a cache: memory caps, or backend: redis and its keys. */
+static int pt__entry(const pt_yaml_t *y, yaml_node_t *n, const char *what, const char *prefix,
+                     pt_cache_spec_t *sp)
+{
+    yaml_node_t *b = pt_yaml_is_null(n) ? NULL : pt_yaml_get(y, n, "backend");
+    const char *s = b ? pt_yaml_scalar(b) : NULL;
+    if (b && !(s && (strcmp(s, "memory") == 0 || strcmp(s, "redis") == 0)))
+        return pt_yaml_fail(y, b, "%s.backend: expected memory or redis", what);
+    if (s && strcmp(s, "redis") == 0) return pt__redis(y, n, what, prefix, sp);
+    static const char *const keys[] = {"backend", "max_entries", "max_bytes", "ttl", NULL};
     if (pt_yaml_is_null(n)) return 0;
     if (pt_yaml_check_keys(y, n, what, keys) != 0) return -1;
+    return pt__caps(y, n, what, &sp->limits);
+}
+
+/* max_entries, max_bytes and ttl of n (the keys were checked), into l. */
+static int pt__caps(const pt_yaml_t *y, yaml_node_t *n, const char *what, pt_cache_limits_t *l)
+{
     yaml_node_t *v;
     uint64_t x;
     const char *s;
@@ -49,7 +110,8 @@ static int pt__add(const pt_yaml_t *y, yaml_node_t *at, pt_config_caches_t *out,
     return 0;
 }
 
-int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_caches_t *out)
+int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, const char *key_prefix,
+                          pt_config_caches_t *out)
 {
     static const char *const keys[] = {"default", "caches", NULL};
     memset(out, 0, sizeof *out);
@@ -58,7 +120,8 @@ int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_cache
     if (pt__add(y, node, out, "default") != 0) return -1;
     if (pt_yaml_is_null(node)) return 0;
     if (pt_yaml_check_keys(y, node, "cache", keys) != 0) return -1;
-    if (pt__limits(y, pt_yaml_get(y, node, "default"), "cache.default", &out->specs[0].limits) != 0)
+    if (pt__entry(y, pt_yaml_get(y, node, "default"), "cache.default", key_prefix,
+                  &out->specs[0]) != 0)
         return -1;
     yaml_node_t *list = pt_yaml_get(y, node, "caches");
     if (pt_yaml_is_null(list)) return 0;
@@ -78,9 +141,11 @@ int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_cache
             return pt_yaml_fail(y, k, "cache.caches: at most %d caches", PT__MAX_CACHES);
         snprintf(what, sizeof what, "cache.caches.%s", name);
         if (v->type != YAML_MAPPING_NODE && !pt_yaml_is_null(v))
-            return pt_yaml_fail(y, v, "%s: expected a mapping (max_entries, max_bytes, ttl)", what);
+            return pt_yaml_fail(
+                y, v, "%s: expected a mapping (max_entries, max_bytes, ttl, or backend: redis)",
+                what);
         if (pt__add(y, k, out, name) != 0 ||
-            pt__limits(y, v, what, &out->specs[out->n - 1].limits) != 0)
+            pt__entry(y, v, what, key_prefix, &out->specs[out->n - 1]) != 0)
             return -1;
     }
     return 0;
@@ -88,8 +153,10 @@ int pt_config_cache_parse(const pt_yaml_t *y, yaml_node_t *node, pt_config_cache
 
 void pt_config_cache_free(pt_config_caches_t *c)
 {
-    for (size_t i = 0; c->specs && i < c->n; i++)
+    for (size_t i = 0; c->specs && i < c->n; i++) {
         free((char *)c->specs[i].name);
+        free((char *)c->specs[i].key_prefix);
+    }
     free(c->specs);
     c->specs = NULL;
     c->n = 0;

@@ -152,8 +152,9 @@ static int pt__name_ok(const char *s)
 
 static int pt__job(const pt_yaml_t *y, yaml_node_t *n, size_t idx, pt_sched_job_cfg_t *j)
 {
-    static const char *const keys[] = {"name",  "service", "every",   "cron",    "at",
-                                       "input", "timeout", "overlap", "enabled", NULL};
+    static const char *const keys[] = {"name",    "service",        "every",   "cron",
+                                       "at",      "input",          "timeout", "overlap",
+                                       "enabled", "on_redis_error", NULL};
     char what[96], err[256];
     snprintf(what, sizeof what, "scheduler.jobs[%zu]", idx);
     j->line = (int)n->start_mark.line + 1;
@@ -234,14 +235,31 @@ static int pt__job(const pt_yaml_t *y, yaml_node_t *n, size_t idx, pt_sched_job_
         return -1;
     if ((v = pt_yaml_get(y, n, "enabled")) && pt_yaml_bool(y, v, "enabled", &j->enabled) != 0)
         return -1;
+    if ((v = pt_yaml_get(y, n, "on_redis_error"))) {
+        const char *s = pt_yaml_value(v);
+        if (!s || (strcmp(s, "skip") != 0 && strcmp(s, "run") != 0))
+            return pt_yaml_fail(y, v,
+                                "%s: on_redis_error: expected skip (no node runs the tick) or "
+                                "run (every node runs it)",
+                                what);
+        j->on_redis_error_run = strcmp(s, "run") == 0;
+    }
     return 0;
 }
 
 int pt_config_scheduler_parse(const pt_yaml_t *y, yaml_node_t *n, pt_scheduler_cfg_t *out)
 {
-    static const char *const keys[] = {"jobs", NULL};
+    static const char *const keys[] = {"jobs", "lease", NULL};
+    out->lease_ms = PT_SCHED_DEFAULT_LEASE_MS;
     if (pt_yaml_is_null(n)) return 0;
     if (pt_yaml_check_keys(y, n, "scheduler", keys) != 0) return -1;
+    yaml_node_t *v = pt_yaml_get(y, n, "lease");
+    if (v) {
+        const char *s = pt_yaml_value(v);
+        if (!s || pt_parse_duration_ms(s, &out->lease_ms) != 0 || out->lease_ms < 1000 ||
+            out->lease_ms > 3600000)
+            return pt_yaml_fail(y, v, "scheduler.lease: expected a duration from 1s to 1h");
+    }
     yaml_node_t *list = pt_yaml_get(y, n, "jobs");
     if (!list || pt_yaml_is_null(list)) return 0;
     if (list->type != YAML_SEQUENCE_NODE)

@@ -10,7 +10,10 @@
  *         input: {max: 10}       # optional mapping, the service's payload
  *         timeout: 60s           # default 60s: the run is cancelled past it
  *         overlap: false         # default: a tick while a run goes on is skipped
- *         enabled: true          # default */
+ *         enabled: true          # default
+ *         on_redis_error: skip   # cluster: skip (default) or run when Redis fails
+ *     lease: 10s                 # cluster: how long a node's claim on a run holds
+ *                                # without renewal (1s to 1h; pt_scheduler_lease.h) */
 #ifndef PT_CONFIG_SCHEDULER_H
 #define PT_CONFIG_SCHEDULER_H
 
@@ -25,6 +28,7 @@
 #define PT_SCHED_MAX_INPUT (64 * 1024) /* bytes of the input's JSON */
 #define PT_SCHED_MIN_EVERY_MS 100
 #define PT_SCHED_DEFAULT_TIMEOUT_MS 60000
+#define PT_SCHED_DEFAULT_LEASE_MS 10000
 
 typedef enum { PT_SCHED_EVERY = 0, PT_SCHED_CRON, PT_SCHED_AT } pt_sched_kind_t;
 
@@ -40,12 +44,14 @@ typedef struct {
     uint64_t timeout_ms;
     int overlap;
     int enabled;
+    int on_redis_error_run; /* cluster: Redis failed: run the tick here (else skip it) */
     int line;
 } pt_sched_job_cfg_t;
 
 typedef struct {
     pt_sched_job_cfg_t *jobs;
     size_t n_jobs;
+    uint64_t lease_ms; /* scheduler.lease (default 10s) */
 } pt_scheduler_cfg_t;
 
 /* Parses the scheduler: mapping n into *out (which must be zeroed). Returns

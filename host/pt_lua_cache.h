@@ -1,9 +1,11 @@
 /* pt_lua_cache: the cache primitives of portico.host, under the Lua module
  * lua/portico/cache.lua (self.cache, self.caches[name]). Each reaches the
  * cache called name in the set of the generation the worker serves now
- * (pt_cache.h); the in-process backend answers at once, so none of them
- * yields yet (a waiting backend will yield here, in the request's own
- * coroutine, behind the same calls).
+ * (pt_cache.h). The in-process backend answers at once; a waiting one
+ * (backend: redis, pt_cache_redis.h) yields the request's own coroutine
+ * through the yield protocol until its answer comes, holding a reference to
+ * that generation meanwhile (a reload during the wait frees nothing the call
+ * uses). Outside a request's own coroutine such a cache fails "context".
  *
  *   host.cache_get(name, key) -> value, is_json | nil (a miss)
  *   host.cache_set(name, key, value, is_json, ttl, add) -> true | false (add: the key is there)
@@ -16,7 +18,9 @@
  * cache's). Each returns nil, kind, detail on failure, kind one of
  * "context" (not on a worker's thread), "unknown" (no cache called name),
  * "invalid" (a key of 0 or more than 1024 bytes, a bad ttl or value),
- * "too_large", "not_number", "range", "nomem". portico.cache raises for the
+ * "too_large" (past max_bytes, or the cache's max_value), "not_number",
+ * "range", "nomem", "backend" (Redis failed: detail says how), "cancelled"
+ * (a wait cut short by a drain or the run's time-out). portico.cache raises for the
  * first four and for not_number; the rest are runtime failures. */
 #ifndef PT_LUA_CACHE_H
 #define PT_LUA_CACHE_H

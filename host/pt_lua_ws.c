@@ -1,61 +1,45 @@
 #include "pt_lua_ws.h"
+#include "pt_cluster_push.h"
 #include "pt_json.h"
+#include "pt_redis.h"
 #include "pt_worker.h"
-#include "pt_ws.h"
 
 #include <lauxlib.h>
 
 #include <stdlib.h>
 #include <string.h>
 
-/* One push on its way to one worker: owns copies of everything, since it
- * runs later on that worker's loop. */
-typedef struct {
-    char *channel;
-    char *username; /* NULL: everyone on the channel */
-    size_t len;
-    char text[];
-} pt__push_t;
-
-static void pt__push_on_worker(pt_worker_t *w, void *arg)
-{
-    pt__push_t *p = arg;
-    if (w->lua) /* NULL when the worker has ended: only free */
-        pt_ws_push(w, p->channel, p->username, p->text, p->len);
-    free(p->channel);
-    free(p->username);
-    free(p);
-}
-
-/* Sockets live on every worker: the text goes to each of them. Returns the
- * number of workers it was handed to. */
+/* Sockets live on every worker, and with a cluster on every node: the text
+ * goes to each worker here (pt_cluster_push_fanout) and to the other nodes
+ * through Redis (pt_cluster_push_publish). Returns the number of workers
+ * it was handed to, or nil, "too_large", detail for a cluster push over
+ * PT_CLUSTER_PUSH_MAX (then no socket gets it). */
 static int pt__lua_push(lua_State *L)
 {
-    size_t clen, len;
-    const char *channel = luaL_checklstring(L, 1, &clen);
+    size_t len;
+    const char *channel = luaL_checkstring(L, 1);
     const char *username = lua_isnoneornil(L, 2) ? NULL : luaL_checkstring(L, 2);
     const char *text = luaL_checklstring(L, 3, &len);
-    int n = 0, count = 0;
     /* a text frame is UTF-8 (RFC 6455 5.6): portico.websocket refuses
      * other data first, this holds for any caller */
     if (pt_utf8_check(text, len, NULL) != 0)
         return luaL_argerror(L, 3, "not valid UTF-8 (a text message must be)");
-    pt_worker_t *all = pt_worker_all(&n);
-    for (int i = 0; i < n; i++) {
-        pt__push_t *p = malloc(sizeof *p + len + 1);
-        if (!p) break;
-        p->channel = strdup(channel);
-        p->username = username ? strdup(username) : NULL;
-        p->len = len;
-        memcpy(p->text, text, len);
-        p->text[len] = '\0';
-        if (pt_worker_call(&all[i], pt__push_on_worker, p) == 0) {
-            count++;
-        } else {
-            free(p->channel);
-            free(p->username);
-            free(p);
-        }
+    pt_worker_t *w = pt_worker_self();
+    /* a process started with a cluster: section has a connection per worker
+     * (none once the worker drained: its last pushes stay local) */
+    int cluster = w && pt_redis_of_worker(w) != NULL;
+    if (cluster && !pt_cluster_push_fits(len)) {
+        char err[160];
+        pt_cluster_push_publish(w, channel, username, text, len, err, sizeof err);
+        lua_pushnil(L);
+        lua_pushliteral(L, "too_large");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    int count = pt_cluster_push_fanout(channel, username, text, len);
+    if (cluster) {
+        char err[160];
+        pt_cluster_push_publish(w, channel, username, text, len, err, sizeof err);
     }
     lua_pushinteger(L, count);
     return 1;

@@ -6,7 +6,10 @@
  *     message to the sockets of the websocket channel called channel on
  *     every worker: all of them, or only those of username. The text is
  *     handed to each worker's loop (pt_ws_push there); count is the number
- *     of workers it was handed to, not of sockets. Never waits. */
+ *     of workers it was handed to, not of sockets. With a cluster: section
+ *     it is also published to the other nodes (pt_cluster_push.h), and a
+ *     text over PT_CLUSTER_PUSH_MAX (1 MiB) is refused before any socket
+ *     gets it: nil, "too_large", detail. Never waits. */
 #ifndef PT_LUA_WS_H
 #define PT_LUA_WS_H
 

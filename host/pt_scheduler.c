@@ -2,6 +2,7 @@
 #include "pt_log.h"
 #include "pt_lua.h"
 #include "pt_queue.h"
+#include "pt_scheduler_lease.h"
 
 #include <jansson.h>
 
@@ -24,6 +25,10 @@ typedef struct {
     int64_t next_ms;        /* -1: none */
     int64_t prev_due_ms;    /* 0: never due yet */
     int running;            /* runs in flight */
+    int claiming;           /* cluster: claims of a tick waiting for Redis */
+    int holds_run;          /* cluster: this node holds the job's run key */
+    uint64_t elsewhere;     /* cluster: ticks another node ran */
+    uint64_t redis_errors;  /* cluster: claims that failed (on_redis_error applied) */
     uint64_t runs[PT__RESULTS];
     uint64_t skipped;
     uint64_t duration_sum_ms;
@@ -66,7 +71,18 @@ struct pt_scheduler_s {
     pt__job_t **jobs;
     size_t n_jobs;
     int stopped;
+    pt_sched_lease_t *lease; /* cluster: section: ticks are claimed in Redis; NULL: none */
+    uint64_t lease_ms;
+    uv_timer_t renew_timer; /* renews the run keys this node holds */
 };
+
+/* A claim in flight: finds its job by id (a reload may remove it). */
+typedef struct {
+    pt_scheduler_t *s;
+    uint64_t job_id;
+    int hold_run;
+    char job[PT_SCHED_JOB_NAME_MAX + 1];
+} pt__claim_t;
 
 static int64_t pt__now_ms(void)
 {
@@ -267,9 +283,9 @@ static void pt__run_on_worker(pt_worker_t *w, void *arg)
 
 static void pt__arm(pt_scheduler_t *s);
 
-static void pt__start_run(pt_scheduler_t *s, pt__job_t *j)
+static int pt__start_run(pt_scheduler_t *s, pt__job_t *j)
 {
-    if (s->n_workers <= 0) return;
+    if (s->n_workers <= 0) return -1;
     pt__run_t *r = calloc(1, sizeof *r);
     if (!r || !(r->job = strdup(j->cfg.name)) || !(r->service = strdup(j->cfg.service)) ||
         !(r->input = strdup(j->cfg.input_json)))
@@ -284,10 +300,83 @@ static void pt__start_run(pt_scheduler_t *s, pt__job_t *j)
     j->running++;
     pt_log_debug("scheduler: job '%s' runs %s on worker %d (cid %s)", j->cfg.name, j->cfg.service,
                  w->id, r->cid);
-    return;
+    return 0;
 oom:
     if (r) pt__run_free(r);
     pt_log_error("scheduler: out of memory: job '%s' skipped a tick", j->cfg.name);
+    return -1;
+}
+
+/* ---- the cluster: one node runs each tick ---- */
+
+static void pt__on_claim(void *arg, int verdict, const char *err)
+{
+    pt__claim_t *c = arg;
+    pt_scheduler_t *s = c->s;
+    pt__job_t *j = pt__find(s, c->job_id);
+    int run = 0;
+    if (j && j->claiming > 0) j->claiming--;
+    if (s->stopped || !j) {
+        /* the process stops, or a reload removed the job: nothing runs */
+    } else if (verdict == PT_LEASE_RUN) {
+        run = 1;
+    } else if (verdict == PT_LEASE_ELSEWHERE) {
+        j->elsewhere++;
+    } else if (verdict == PT_LEASE_BUSY) {
+        j->skipped++;
+        pt_log_info("scheduler: job '%s' skipped a tick: its last run goes on on another node",
+                    j->cfg.name);
+    } else {
+        j->redis_errors++;
+        run = j->cfg.on_redis_error_run;
+        pt_log_warn(
+            "scheduler: job '%s': Redis failed (%s): the tick %s", j->cfg.name, err ? err : "?",
+            run ? "runs on this node (on_redis_error: run)" : "is skipped (on_redis_error: skip)");
+        if (!run) j->skipped++;
+    }
+    int held = verdict == PT_LEASE_RUN && c->hold_run;
+    if (run && pt__start_run(s, j) == 0) {
+        if (held) j->holds_run = 1;
+    } else if (held && !s->stopped) {
+        pt_sched_lease_release(s->lease, c->job);
+    }
+    free(c);
+}
+
+/* A claim that could not even be sent: the job's on_redis_error applies. */
+static void pt__on_claim_failed(pt_scheduler_t *s, pt__job_t *j)
+{
+    j->redis_errors++;
+    pt_log_warn("scheduler: job '%s': its tick could not be claimed in Redis: %s", j->cfg.name,
+                j->cfg.on_redis_error_run ? "it runs on this node" : "skipped");
+    if (!j->cfg.on_redis_error_run || pt__start_run(s, j) != 0) j->skipped++;
+}
+
+static void pt__on_renew(uv_timer_t *h)
+{
+    pt_scheduler_t *s = h->data;
+    for (size_t i = 0; i < s->n_jobs; i++)
+        if (s->jobs[i]->holds_run)
+            pt_sched_lease_renew(s->lease, s->jobs[i]->cfg.name, s->lease_ms);
+}
+
+/* Asks Redis for job j's tick due (its run key too unless it may overlap). */
+static void pt__claim(pt_scheduler_t *s, pt__job_t *j, int64_t due)
+{
+    pt__claim_t *c = calloc(1, sizeof *c);
+    if (c) {
+        c->s = s;
+        c->job_id = j->id;
+        c->hold_run = !j->cfg.overlap;
+        snprintf(c->job, sizeof c->job, "%s", j->cfg.name);
+        if (pt_sched_lease_claim(s->lease, j->cfg.name, due, s->lease_ms, c->hold_run, pt__on_claim,
+                                 c) == 0) {
+            j->claiming++;
+            return;
+        }
+        free(c);
+    }
+    pt__on_claim_failed(s, j);
 }
 
 static void pt__on_tick(uv_timer_t *h)
@@ -298,10 +387,12 @@ static void pt__on_tick(uv_timer_t *h)
         pt__job_t *j = s->jobs[i];
         if (!j->cfg.enabled || j->next_ms < 0 || j->next_ms > now + 1) continue;
         int64_t due = j->next_ms;
-        if (j->running > 0 && !j->cfg.overlap) {
+        if ((j->running > 0 || j->claiming > 0) && !j->cfg.overlap) {
             j->skipped++;
             pt_log_info("scheduler: job '%s' skipped a tick: its last run is still going",
                         j->cfg.name);
+        } else if (s->lease) {
+            pt__claim(s, j, due);
         } else {
             pt__start_run(s, j);
         }
@@ -336,6 +427,10 @@ static void pt__on_results(pt_queue_t *q)
         pt__job_t *j = pt__find(s, r->job_id);
         if (j) { /* else the job was removed by a reload meanwhile */
             if (j->running > 0) j->running--;
+            if (j->holds_run && j->running == 0) {
+                j->holds_run = 0;
+                if (!s->stopped) pt_sched_lease_release(s->lease, j->cfg.name);
+            }
             j->runs[r->result]++;
             j->duration_sum_ms += r->duration_ms;
             int b = 0;
@@ -356,6 +451,18 @@ static void pt__on_results(pt_queue_t *q)
     }
 }
 
+/* The first due time of a job from now. In a cluster an `every` job's
+ * ticks are multiples of every since the epoch, so every node computes the
+ * same ones (and claims the same tick keys). */
+static int64_t pt__first(const pt_scheduler_t *s, const pt_sched_job_cfg_t *c, int64_t now)
+{
+    if (s->lease && c->kind == PT_SCHED_EVERY) {
+        int64_t every = (int64_t)c->every_ms;
+        return (now / every + 1) * every;
+    }
+    return pt_sched_next(c, now, 0);
+}
+
 static pt__job_t *pt__job_new(pt_scheduler_t *s, const pt_sched_job_cfg_t *c, int64_t now)
 {
     pt__job_t *j = calloc(1, sizeof *j);
@@ -365,7 +472,7 @@ static pt__job_t *pt__job_new(pt_scheduler_t *s, const pt_sched_job_cfg_t *c, in
         return NULL;
     }
     j->id = ++s->next_id;
-    j->next_ms = pt_sched_next(&j->cfg, now, 0);
+    j->next_ms = pt__first(s, &j->cfg, now);
     return j;
 }
 
@@ -374,6 +481,11 @@ void pt_scheduler_apply(pt_scheduler_t *s, const pt_config_t *cfg)
     if (!s) return;
     const pt_scheduler_cfg_t *sc = &cfg->scheduler;
     int64_t now = pt__now_ms();
+    s->lease_ms = sc->lease_ms ? sc->lease_ms : PT_SCHED_DEFAULT_LEASE_MS;
+    if (s->lease) {
+        uint64_t every = s->lease_ms / 3 ? s->lease_ms / 3 : 1;
+        uv_timer_start(&s->renew_timer, pt__on_renew, every, every);
+    }
     pt__job_t **jobs = sc->n_jobs ? calloc(sc->n_jobs, sizeof *jobs) : NULL;
     if (sc->n_jobs && !jobs) {
         pt_log_error("scheduler: out of memory: the jobs stay as they were");
@@ -401,7 +513,7 @@ void pt_scheduler_apply(pt_scheduler_t *s, const pt_config_t *cfg)
             old->cfg = fresh;
             if (!same) {
                 old->prev_due_ms = 0;
-                old->next_ms = pt_sched_next(&old->cfg, now, 0);
+                old->next_ms = pt__first(s, &old->cfg, now);
             }
             jobs[i] = old;
         } else if (!(jobs[i] = pt__job_new(s, c, now))) {
@@ -443,6 +555,10 @@ pt_scheduler_t *pt_scheduler_start(uv_loop_t *loop, const pt_config_t *cfg, pt_w
     s->queue_started = 1;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
+    uv_timer_init(loop, &s->renew_timer);
+    s->renew_timer.data = s;
+    if (cfg->cluster.on && !(s->lease = pt_sched_lease_new(loop, &cfg->cluster)))
+        pt_log_error("scheduler: out of memory: the jobs run on this node only");
     pt_scheduler_apply(s, cfg);
     if (s->n_jobs) pt_log_info("scheduler: %zu jobs", s->n_jobs);
     return s;
@@ -453,6 +569,7 @@ void pt_scheduler_stop(pt_scheduler_t *s)
     if (!s) return;
     s->stopped = 1;
     uv_timer_stop(&s->timer);
+    uv_timer_stop(&s->renew_timer);
 }
 
 void pt_scheduler_close(pt_scheduler_t *s)
@@ -460,6 +577,11 @@ void pt_scheduler_close(pt_scheduler_t *s)
     if (!s) return;
     pt_scheduler_stop(s);
     if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&s->renew_timer))
+        uv_close((uv_handle_t *)&s->renew_timer, NULL);
+    /* the run keys this node holds expire within a lease; claims in flight end now */
+    pt_sched_lease_free(s->lease);
+    s->lease = NULL;
     pt_queue_end(&s->results);
 }
 
@@ -525,6 +647,9 @@ void pt_scheduler_json(pt_scheduler_t *s, pt_buf_t *out)
         } else {
             pt_buf_puts(out, ",\"last_run\":null");
         }
+        if (s->lease)
+            pt_buf_printf(out, ",\"cluster\":{\"elsewhere\":%llu,\"redis_errors\":%llu}",
+                          (unsigned long long)j->elsewhere, (unsigned long long)j->redis_errors);
         pt_buf_printf(out,
                       ",\"runs\":{\"ok\":%llu,\"error\":%llu,\"timeout\":%llu},\"skipped\":%llu}",
                       (unsigned long long)j->runs[PT__OK], (unsigned long long)j->runs[PT__ERROR],
@@ -572,6 +697,19 @@ void pt_scheduler_metrics(pt_scheduler_t *s, pt_buf_t *out)
                       "portico_scheduler_run_duration_seconds_count{job=\"%s\"} %llu\n",
                       j->cfg.name, (double)j->duration_sum_ms / 1000.0, j->cfg.name,
                       (unsigned long long)cum);
+    }
+    if (s->lease) {
+        pt_buf_puts(out, "# HELP portico_scheduler_elsewhere_total Ticks another node of the "
+                         "cluster ran.\n# TYPE portico_scheduler_elsewhere_total counter\n");
+        for (size_t i = 0; i < s->n_jobs; i++)
+            pt_buf_printf(out, "portico_scheduler_elsewhere_total{job=\"%s\"} %llu\n",
+                          s->jobs[i]->cfg.name, (unsigned long long)s->jobs[i]->elsewhere);
+        pt_buf_puts(out, "# HELP portico_scheduler_redis_errors_total Ticks whose claim in Redis "
+                         "failed (on_redis_error applied).\n"
+                         "# TYPE portico_scheduler_redis_errors_total counter\n");
+        for (size_t i = 0; i < s->n_jobs; i++)
+            pt_buf_printf(out, "portico_scheduler_redis_errors_total{job=\"%s\"} %llu\n",
+                          s->jobs[i]->cfg.name, (unsigned long long)s->jobs[i]->redis_errors);
     }
     pt_buf_puts(out, "# HELP portico_scheduler_running Scheduler runs in flight by job.\n"
                      "# TYPE portico_scheduler_running gauge\n");

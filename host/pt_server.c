@@ -7,7 +7,9 @@
 #include "pt_amqp.h"
 #include "pt_amqp_channel.h"
 #include "pt_bus.h"
+#include "pt_cache_redis.h"
 #include "pt_cache_set.h"
+#include "pt_cluster_push.h"
 #include "pt_gateway.h"
 #include "pt_log.h"
 #include "pt_openapi.h"
@@ -405,6 +407,7 @@ static int pt__reload(pt_server_t *s, char *err, size_t errlen)
     s->snap = snap;
     pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
+    pt_cluster_push_apply(s->loop, cfg, s->started ? &s->started->cluster : &cfg->cluster);
     pt_cluster_config(s->cluster, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
@@ -476,6 +479,7 @@ static void pt__admin_metrics(void *ud, pt_buf_t *out)
     pt_metrics_render(workers, n, &proc, out);
     pt_cache_render_metrics(out);
     pt_scheduler_metrics(s->sched, out);
+    pt_cluster_push_metrics(out);
 }
 
 static void pt__admin_scheduler(void *ud, pt_buf_t *out)
@@ -645,6 +649,7 @@ int pt_server_run(const char *config_path)
     uv_timer_t watchdog;
     pt__watchdog_ctx_t watchdog_ctx = {.s = &s};
 
+    pt_cache_redis_install(); /* before a config opens its caches */
     if (!(s.snap = pt_snapshot_load(config_path, 1, err, sizeof err))) {
         fprintf(stderr, "portico: %s\n", err);
         return 1;
@@ -772,6 +777,7 @@ int pt_server_run(const char *config_path)
             pt_log_error("cluster: out of memory: this node does not register");
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
+        pt_cluster_push_apply(s.loop, cfg, s.started ? &s.started->cluster : &cfg->cluster);
         s.ready = 1;
         pt_log_info("portico %s listening on %s:%d with %d worker%s, %zu services, %zu channels",
                     PT_VERSION, cfg->listen_host, cfg->listen_port, s.n_workers,
@@ -815,6 +821,7 @@ done:
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     pt_scheduler_close(s.sched);
+    pt_cluster_push_stop();
     if (s.cluster)
         pt_cluster_stop(s.cluster); /* its record goes, then the main loop's Redis client */
     else

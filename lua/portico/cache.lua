@@ -17,10 +17,11 @@
 -- most a year; nil or 0: the cache's ttl (its config's, else none).
 -- Programmer mistakes raise (a bad key, value or ttl, an unknown cache, incr
 -- of a value that is not a number); runtime failures return nil, err (an
--- entry larger than the cache's max_bytes, out of memory). The calls do not
--- wait with the in-process store; a networked backend will wait inside them
--- like self.out.http does, so call them where a service may wait (handle and
--- what it calls, not a __gc or __tostring metamethod).
+-- entry larger than the cache's max_bytes or max_value, out of memory, Redis
+-- down or too slow for a backend: redis cache). The calls do not wait with
+-- the in-process store; a backend: redis cache waits inside them like
+-- self.out.http does (docs/cluster-cache.md), so call them where a service
+-- may wait (handle and what it calls, not a __gc or __tostring metamethod).
 --
 -- M.new(backend) -> { default = cache, named = table } for portico.runtime:
 -- backend has get, set, incr, delete, expire and exists with the signatures

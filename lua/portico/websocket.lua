@@ -8,6 +8,9 @@
 -- sockets that close meanwhile simply miss it. A socket that does not keep up
 -- (its backlog would pass the channel's max_output) is closed with 1008 and
 -- counted in portico_ws_slow_consumers_total: a push never buffers without end.
+-- With a cluster: section the push reaches the sockets of every node
+-- (docs/cluster-push.md); a message over 1 MiB is refused then: nil, err, and
+-- no socket gets it.
 -- A text message is UTF-8 (RFC 6455 5.6): data that is not (a string, or a
 -- table holding such a string) is a mistake raised at the caller.
 --
@@ -30,6 +33,7 @@ local HOST
 if host and host.ws_push then
   local ws_push = host.ws_push
   HOST = { push = function(channel, username, text) return ws_push(channel, username, text) end }
+  -- ws_push -> count, or nil, kind, detail (a cluster push over 1 MiB)
 end
 
 local M = {}
@@ -68,7 +72,10 @@ function Push:send(channel, username, data)
   if not transport then
     return nil, "WebSocket push is not available outside the portico host"
   end
-  transport.push(channel, username, text, data)
+  local ok, kind, detail = transport.push(channel, username, text, data)
+  if ok == nil and kind ~= nil then
+    return nil, "websocket:send: " .. tostring(detail or kind)
+  end
   return true
 end
 

@@ -1,6 +1,7 @@
 """config/portico.yaml shows every setting, as the README promises: each key
 the config parser accepts at the top level and in server, server.tls, log,
-admin, lua, services, outgoing, channels and security appears in it (set, or
+admin, lua, services, outgoing, channels, security, cache and scheduler
+appears in it (set, or
 commented out with its default or an example), and the file as shipped
 passes `portico --check`."""
 import os
@@ -57,6 +58,12 @@ def test_every_setting_of_the_sections_is_shown():
         "channels.rate_limit": c_keys("pt_config.c", "static int pt__rate_limit("),
         "security.hash_checks": c_keys("pt_security_config.c", "static int pt__hash_checks("),
         "cluster": c_keys("pt_config_cluster.c", "int pt_config_cluster_parse("),
+        "cache": c_keys("pt_config_cache.c", "int pt_config_cache_parse("),
+        "cache.caches (redis)": c_keys("pt_config_cache.c", "static int pt__redis("),
+        "cache.caches.near_cache": c_keys("pt_config_cache.c", "static int pt__redis(",
+                                          "near_keys"),
+        "scheduler": c_keys("pt_config_scheduler.c", "int pt_config_scheduler_parse("),
+        "scheduler.jobs": c_keys("pt_config_scheduler.c", "static int pt__job("),
     }
     kinds = re.findall(r'\{\.key = "([a-z_]+)"',
                        open(os.path.join(SOURCE, "host", "pt_security_config.c")).read())

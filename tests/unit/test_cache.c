@@ -352,8 +352,9 @@ PT_CASE(threads_hammer_the_same_keys)
 
 PT_CASE(sets_keep_caches_by_name)
 {
-    pt_cache_spec_t specs[] = {
-        {"default", {100, 1 << 20, 0}}, {"sessions", {10, 1 << 20, 0}}, {"gone", {10, 1 << 20, 0}}};
+    pt_cache_spec_t specs[] = {{.name = "default", .limits = {100, 1 << 20, 0}},
+                               {.name = "sessions", .limits = {10, 1 << 20, 0}},
+                               {.name = "gone", .limits = {10, 1 << 20, 0}}};
     pt_cache_set_t *a = NULL, *b = NULL;
     pt_buf_t buf = {0}, out = {0};
     pt_cache_value_t v;
