@@ -1149,8 +1149,9 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
         /* wslay's queue is empty between pumps (pt__send_cb takes every
          * byte), so the frame goes straight behind what ws->out holds, in
          * order with replies; after our close nothing more goes. */
-        if (!ws->ctx || wslay_event_get_close_sent(ws->ctx)) continue;
-        if (wslay_event_get_queued_msg_count(ws->ctx) != 0) {
+        if (ws->ctx && wslay_event_get_close_sent(ws->ctx)) continue;
+        /* no context: an idle socket (pt__ctx_idle), nothing queued */
+        if (ws->ctx && wslay_event_get_queued_msg_count(ws->ctx) != 0) {
             pt__send_text(ws, text, len);
             n++;
             continue;
@@ -1186,10 +1187,12 @@ void pt_ws_flush_pushes(pt_worker_t *w)
         ws->dirty = 0;
         ws->dirty_next = NULL;
         if (!ws->ended) {
-            if (ws->io->flush(ws) != 0)
+            if (ws->io->flush(ws) != 0) {
                 pt__end(ws, 1);
-            else
+            } else {
                 pt__output_grew(ws);
+                if (ws->out.len == 0) pt_buf_free(&ws->out); /* an idle socket holds none */
+            }
         }
         ws = next;
     }
