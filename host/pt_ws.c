@@ -1052,6 +1052,15 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
          * is dropped rather than buffered for: pushes come at the service's
          * pace, not the consumer's. */
         size_t q = pt__queued(ws);
+        if (q > 0 && q + len > ws->max_output && ws->dirty && ws->out.len) {
+            /* what this iteration batched is no backlog yet: written now,
+             * only what the peer did not take counts */
+            if (ws->io->flush(ws) != 0) {
+                pt__end(ws, 1);
+                continue;
+            }
+            q = pt__queued(ws);
+        }
         if (q > 0 && q + len > ws->max_output) {
             pt__drop(ws, "a push found its output over max_output");
             continue;
