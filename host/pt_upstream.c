@@ -57,7 +57,10 @@ struct pt_upstreams_s {
     size_t n;
     size_t refs; /* the owner, every live connection, exchange and name lookup */
     int retired;
-    char read_buf[64 * 1024];
+    /* a target's responses are read into this, one set per worker: a large
+     * download goes in 256 KB reads (a quarter of the syscalls of 64 KB;
+     * pages only become resident as a big read touches them) */
+    char read_buf[256 * 1024];
 };
 
 /* What the connection's one timer is counting. */

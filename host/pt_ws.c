@@ -98,7 +98,7 @@ struct pt_ws_s {
     int dirty;
     pt_ws_t *user_prev, *user_next; /* the bucket of (channel, username) (pt__by_user) */
     uint32_t user_hash;
-    pt_ws_probe_t probe;  /* a probe's callbacks */
+    pt_ws_probe_t probe; /* a probe's callbacks */
 };
 
 typedef struct {
@@ -138,9 +138,11 @@ static __thread pt_ws_t *pt__by_user[PT__WS_USER_BUCKETS];
 static uint32_t pt__user_hash(const char *channel, const char *username)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = channel; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    for (const char *p = channel; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
     h = (h ^ 0xff) * 16777619u; /* a separator no name holds */
-    for (const char *p = username; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    for (const char *p = username; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
     return h;
 }
 
@@ -1121,7 +1123,8 @@ static size_t pt__text_header(uint8_t *h, size_t len)
         return 4;
     }
     h[1] = 127;
-    for (int i = 0; i < 8; i++) h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     return 10;
 }
 
@@ -1135,13 +1138,22 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
     pt_ws_t *ws = username ? pt__by_user[hash % PT__WS_USER_BUCKETS] : *pt__list(w);
     for (pt_ws_t *next; ws; ws = next) {
         next = username ? ws->user_next : ws->next;
-        if (ws->ended || (username && ws->user_hash != hash) ||
-            strcmp(ws->channel, channel) != 0 || (username && strcmp(ws->username, username)))
+        if (ws->ended || (username && ws->user_hash != hash) || strcmp(ws->channel, channel) != 0 ||
+            (username && strcmp(ws->username, username)))
             continue;
         /* A consumer with a backlog this message would take past the bound
          * is dropped rather than buffered for: pushes come at the service's
          * pace, not the consumer's. */
         size_t q = pt__queued(ws);
+        if (q > 0 && q + len > ws->max_output && ws->dirty && ws->out.len) {
+            /* what this iteration batched is no backlog yet: written now,
+             * only what the peer did not take counts */
+            if (ws->io->flush(ws) != 0) {
+                pt__end(ws, 1);
+                continue;
+            }
+            q = pt__queued(ws);
+        }
         if (q > 0 && q + len > ws->max_output) {
             pt__drop(ws, "a push found its output over max_output");
             continue;
@@ -1159,8 +1171,7 @@ size_t pt_ws_push(pt_worker_t *w, const char *channel, const char *username, con
         /* What a loop iteration's pushes hold before they are written
          * stays under PT__WS_PUSH_BATCH_MAX for the worker: a big message
          * to thousands of sockets is written out as it goes instead. */
-        if (pt__batched && pt__batched + hl + len > PT__WS_PUSH_BATCH_MAX)
-            pt_ws_flush_pushes(w);
+        if (pt__batched && pt__batched + hl + len > PT__WS_PUSH_BATCH_MAX) pt_ws_flush_pushes(w);
         if (pt_buf_append(&ws->out, head, hl) != 0 || pt_buf_append(&ws->out, text, len) != 0) {
             pt__end(ws, 1);
             continue;

@@ -1,7 +1,6 @@
 #!/usr/bin/python3
-"""The backend of bench/run's bigbody scenario (and of tests/integration's
-test_proxy_large): a small HTTP/1.1 server, one thread per connection,
-keep-alive.
+"""The backend of bench/run's bigbody scenario: a small HTTP/1.1 server,
+one thread per connection, keep-alive.
   POST /sink            reads the body (Content-Length or chunked) and answers
                         {"bytes": N, "sha256": "..."} (sha256 only with ?sum=1)
   GET  /source?bytes=N  sends N bytes (with &seed=S, the pattern

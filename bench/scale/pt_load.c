@@ -79,8 +79,10 @@ static double h_sum, h_sq, h_min = 1e18, h_max;
 
 static void h_add(uint64_t us)
 {
-    if (us < FINE) fine[us]++;
-    else coarse[us / 1000 < COARSE ? us / 1000 : COARSE - 1]++;
+    if (us < FINE)
+        fine[us]++;
+    else
+        coarse[us / 1000 < COARSE ? us / 1000 : COARSE - 1]++;
     h_n++;
     h_sum += us;
     h_sq += (double)us * us;
@@ -254,7 +256,8 @@ static void ws_frames(conn_t *c)
         } else if (plen == 127) {
             if (c->len - off < 10) break;
             plen = 0;
-            for (int i = 0; i < 8; i++) plen = (plen << 8) | f[2 + i];
+            for (int i = 0; i < 8; i++)
+                plen = (plen << 8) | f[2 + i];
             hl = 10;
         }
         if (c->len - off < hl + plen) break;
@@ -314,8 +317,10 @@ static void step(int timeout_ms, uint64_t stop_ns)
         }
         int r = grow_read(c);
         if (r < 0) {
-            if (c->state == S_HANDSHAKE) err_connect++;
-            else err_read++;
+            if (c->state == S_HANDSHAKE)
+                err_connect++;
+            else
+                err_read++;
             drop(c, c->state != S_OPEN || !is_ws);
             continue;
         }
@@ -323,8 +328,7 @@ static void step(int timeout_ms, uint64_t stop_ns)
             char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
             if (!end) continue;
             if (strncmp(c->buf, "HTTP/1.1 101", 12) != 0) {
-                fprintf(stderr, "pt_load: handshake refused: %.*s\n", (int)(end - c->buf),
-                        c->buf);
+                fprintf(stderr, "pt_load: handshake refused: %.*s\n", (int)(end - c->buf), c->buf);
                 exit(2);
             }
             consume(c, (size_t)(end - c->buf) + 4);
@@ -362,7 +366,8 @@ static double connect_all(void)
     int next = 0;
     while (n_up < n_conns) {
         int limit = n_up == 0 ? 1 : MAX_CONNECTING;
-        while (next < n_conns && connecting < limit) start_connect(&conns[next++]);
+        while (next < n_conns && connecting < limit)
+            start_connect(&conns[next++]);
         step(50, 0);
         if (now_ns() > deadline) {
             fprintf(stderr, "pt_load: only %d of %d connections up after 60s\n", n_up, n_conns);
@@ -411,7 +416,8 @@ static void ws_phase(const char *name, int user, int sep)
     char uname[32];
     snprintf(uname, sizeof uname, "u%d", user);
     int targets = 0;
-    for (int i = 0; i < n_conns; i++) targets += user < 0 || conns[i].user == user;
+    for (int i = 0; i < n_conns; i++)
+        targets += user < 0 || conns[i].user == user;
     printf("%s\"%s\":{\"sockets\":%d,\"latency_ms\":[", sep ? "," : "", name, targets);
     for (int r = 0; r < rounds; r++) {
         uint64_t t0 = now_ns();
@@ -420,7 +426,8 @@ static void ws_phase(const char *name, int user, int sep)
         printf("%s%.3f", r ? "," : "", s < 0 ? -1.0 : s * 1000);
     }
     uint64_t t0 = now_ns();
-    for (int k = 0; k < pushes; k++) push(user < 0 ? NULL : uname);
+    for (int k = 0; k < pushes; k++)
+        push(user < 0 ? NULL : uname);
     double s = wait_seq(user, push_seq, t0);
     printf("],\"pushes\":%d,\"messages\":%lld,\"seconds\":%.4f,\"msgs_per_s\":%.0f}", pushes,
            (long long)targets * pushes, s, s > 0 ? (double)targets * pushes / s : 0.0);
@@ -447,8 +454,10 @@ static void run_ws(void)
     ws_phase("channel", -1, 0);
     ws_phase("user", 0, 1);
     uint64_t t0 = now_ns();
-    while (push_answers < push_sent && now_ns() - t0 < 5000000000ull) step(10, 0);
-    for (int i = 0; i < 20; i++) step(5, 0); /* anything that should not come */
+    while (push_answers < push_sent && now_ns() - t0 < 5000000000ull)
+        step(10, 0);
+    for (int i = 0; i < 20; i++)
+        step(5, 0); /* anything that should not come */
     long per_all = rounds + pushes, missing = 0, extra = 0, disorder = 0;
     for (int i = 0; i < n_conns; i++) {
         long want = per_all + (conns[i].user == 0 ? per_all : 0);
@@ -467,8 +476,10 @@ static void run_http(void)
     err_connect = 0; /* retried until up: what counts is whether all got there */
     uint64_t t0 = now_ns(), stop = t0 + (uint64_t)seconds * 1000000000u;
     measuring = 1;
-    for (int i = 0; i < n_conns; i++) send_request(&conns[i]);
-    while (now_ns() < stop) step(10, stop);
+    for (int i = 0; i < n_conns; i++)
+        send_request(&conns[i]);
+    while (now_ns() < stop)
+        step(10, stop);
     uint64_t t1 = now_ns();
     /* the answers still on their way are not waited for */
     double mean = h_n ? h_sum / h_n : 0, var = h_n ? h_sq / h_n - mean * mean : 0;
@@ -500,17 +511,26 @@ int main(int argc, char **argv)
     size_t hl = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
-        if (!strcmp(o, "-c")) n_conns = atoi(v);
-        else if (!strcmp(o, "-d")) seconds = atoi(v);
-        else if (!strcmp(o, "-b")) body_file = v;
-        else if (!strcmp(o, "-P")) push_path = v;
-        else if (!strcmp(o, "-u")) users = atoi(v);
-        else if (!strcmp(o, "-k")) pushes = atoi(v);
-        else if (!strcmp(o, "-r")) rounds = atoi(v);
-        else if (!strcmp(o, "-s")) pad = atoi(v) < 60000 ? atoi(v) : 60000;
-        else if (!strcmp(o, "-H")) hl += (size_t)snprintf(headers + hl, sizeof headers - hl,
-                                                          "%s\r\n", v);
-        else usage();
+        if (!strcmp(o, "-c"))
+            n_conns = atoi(v);
+        else if (!strcmp(o, "-d"))
+            seconds = atoi(v);
+        else if (!strcmp(o, "-b"))
+            body_file = v;
+        else if (!strcmp(o, "-P"))
+            push_path = v;
+        else if (!strcmp(o, "-u"))
+            users = atoi(v);
+        else if (!strcmp(o, "-k"))
+            pushes = atoi(v);
+        else if (!strcmp(o, "-r"))
+            rounds = atoi(v);
+        else if (!strcmp(o, "-s"))
+            pad = atoi(v) < 60000 ? atoi(v) : 60000;
+        else if (!strcmp(o, "-H"))
+            hl += (size_t)snprintf(headers + hl, sizeof headers - hl, "%s\r\n", v);
+        else
+            usage();
         if (hl >= sizeof headers) usage();
     }
     if (n_conns < 1 || port < 1 || users < 1 || (is_ws && !push_path)) usage();
@@ -527,12 +547,11 @@ int main(int argc, char **argv)
             fclose(f);
         }
         req = malloc(16384 + blen);
-        req_len = (size_t)sprintf(req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s", body_file ? "POST" : "GET",
-                                  path, headers);
+        req_len = (size_t)sprintf(req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s",
+                                  body_file ? "POST" : "GET", path, headers);
         if (body_file)
-            req_len += (size_t)sprintf(req + req_len,
-                                       "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-                                       blen);
+            req_len += (size_t)sprintf(
+                req + req_len, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
         req_len += (size_t)sprintf(req + req_len, "\r\n");
         memcpy(req + req_len, body, blen);
         req_len += blen;

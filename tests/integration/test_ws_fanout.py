@@ -221,3 +221,21 @@ def test_a_push_bigger_than_the_batch_bound_reaches_everyone_whole(fan_big):
     assert not [s for s in socks if s.closed]
     for s in socks:
         s.s.close()
+
+
+def test_a_burst_of_pushes_past_max_output_does_not_drop_a_reader_that_keeps_up(fan):
+    """Pushes that arrive together are batched; a batch bigger than the
+    socket's max_output (64 KB here) is written as it grows, not counted as a
+    backlog: a socket that reads gets them all and stays open."""
+    socks = open_all(fan, 4, 2)
+    bodies = [json.dumps({"seq": i, "pad": "x" * 30000}).encode() for i in range(1, 11)]
+    s = fan.raw()
+    s.sendall(b"".join(b"POST /gateway/test.fanout HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                       % (len(b), b) for b in bodies))
+    assert pump(socks, lambda: all(len(x.msgs) >= 10 or x.closed for x in socks), timeout=10)
+    assert [x.msgs for x in socks] == [list(range(1, 11))] * 4
+    assert not [x for x in socks if x.closed]
+    s.close()
+    for x in socks:
+        x.s.close()
