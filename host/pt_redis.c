@@ -62,7 +62,9 @@ struct pt_redis_s {
     int up_counted;
     /* subscriber */
     int subscriber;
-    int subscribed; /* the first SUBSCRIBE was confirmed on this connection */
+    int subscribed;                  /* the first SUBSCRIBE was confirmed on this connection */
+    uint64_t ping_at, pong_deadline; /* the subscriber's next PING; its answer's limit (0: none) */
+    uint64_t ping_ms; /* a subscriber may hear nothing for long: a PING each heartbeat */
     pt_redis_msg_cb msg_cb;
     void *msg_arg;
     char **channels;
@@ -336,13 +338,24 @@ static void pt__on_push(pt_redis_t *r, redisReply *rep)
         pt__lost(r, PT_METRICS_REDIS_AUTH, PT_REDIS_EDOWN, rep->str);
         return;
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING)
         return; /* +OK of AUTH and SELECT */
     const char *kind = rep->element[0]->str;
-    if (!strcmp(kind, "subscribe")) {
-        r->subscribed = 1;
-        pt__mark_up(r);
+    if (!strcmp(kind, "pong")) {
+        r->pong_deadline = 0;
+        r->ping_at = uv_now(r->loop) + r->ping_ms;
+        pt__arm(r);
+    } else if (rep->elements < 3) {
+        return;
+    } else if (!strcmp(kind, "subscribe")) {
+        if (!r->subscribed) {
+            r->subscribed = 1;
+            r->pong_deadline = 0;
+            r->ping_at = uv_now(r->loop) + r->ping_ms;
+            pt__mark_up(r);
+            pt__arm(r);
+        }
     } else if (!strcmp(kind, "message") && rep->element[1]->type == REDIS_REPLY_STRING &&
                rep->element[2]->type == REDIS_REPLY_STRING) {
         r->msg_cb(r->msg_arg, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
@@ -582,6 +595,16 @@ static void pt__on_timer(uv_timer_t *tm)
         pt__lost(r, PT_METRICS_REDIS_CONNECT, PT_REDIS_ETIMEOUT, "connect timed out");
     } else if (r->head && now >= r->head->deadline) {
         pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN, "a command timed out");
+    } else if (r->subscriber && r->state == PT__READY && r->subscribed) {
+        if (r->pong_deadline && now >= r->pong_deadline) {
+            pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN, "no answer to a PING");
+        } else if (!r->pong_deadline && now >= r->ping_at) {
+            const char *argv[1] = {"PING"};
+            if (pt__append(r, 1, argv, NULL) == 0) {
+                r->pong_deadline = now + r->timeout_ms;
+                pt__want_flush(r);
+            }
+        }
     }
     if (!r->freed) pt__arm(r);
 }
@@ -595,6 +618,8 @@ static void pt__arm(pt_redis_t *r)
         due = r->retry_at;
     else if (r->state == PT__CONNECTING || (r->subscriber && !r->subscribed))
         due = r->connect_deadline;
+    else if (r->subscriber && r->state == PT__READY)
+        due = r->pong_deadline ? r->pong_deadline : r->ping_at;
     if (r->head && (!due || r->head->deadline < due)) due = r->head->deadline;
     if (!due) {
         if (r->timer_due) uv_timer_stop(&r->timer);
@@ -618,6 +643,7 @@ static pt_redis_t *pt__new(uv_loop_t *loop, const pt_cluster_cfg_t *cfg)
     r->port = cfg->port;
     r->db = cfg->db;
     r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1000;
+    r->ping_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 2000;
     r->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     r->display = strdup(cfg->redis ? cfg->redis : "redis");
     if (cfg->user) r->user = strdup(cfg->user);

@@ -108,7 +108,9 @@ typedef void (*pt_redis_msg_cb)(void *arg, const char *channel, const char *data
 /* A subscriber: its own connection, made now, that SUBSCRIBEs channel (and
  * those of pt_redis_subscriber_add) on every connect, and hands each
  * message to cb. Messages published while it is reconnecting are lost
- * (Redis keeps none). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
+ * (Redis keeps none). It PINGs every cluster.heartbeat, so a connection
+ * that died silently is noticed (no answer within cluster.timeout: made
+ * again). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
  * it with pt_redis_free. NULL when out of memory. */
 pt_redis_t *pt_redis_subscriber_new(uv_loop_t *loop, const pt_cluster_cfg_t *cfg,
                                     const char *channel, pt_redis_msg_cb cb, void *arg);

@@ -343,6 +343,34 @@ PT_CASE(subscriber_gets_messages)
     PT_CHECK_STR(last_channel, "t:other");
     PT_CHECK_STR(last_msg, "hello");
     pt_redis_free(sub);
+    /* a subscriber whose Redis stops answering notices it by its PING, and
+     * subscribes again once it answers */
+    cfg.heartbeat_ms = 100;
+    cfg.timeout_ms = 100;
+    sub = pt_redis_subscriber_new(&loop, &cfg, "t:chan", on_msg, NULL);
+    for (int i = 0; i < 100 && !pt_redis_up(sub); i++)
+        run_ms(10);
+    PT_CHECK(pt_redis_up(sub));
+    const char *pause[] = {"CLIENT", "PAUSE", "700", "ALL"};
+    PT_CHECK_INT(cmd(r, &res, 4, pause), 0);
+    run_until(&res.done, 1, 2000);
+    PT_CHECK_INT(res.err, 0);
+    run_ms(400);
+    PT_CHECK(!pt_redis_up(sub));
+    for (int i = 0; i < 300 && !pt_redis_up(sub); i++)
+        run_ms(10);
+    PT_CHECK(pt_redis_up(sub));
+    n_msgs = 0;
+    const char *pub2[] = {"PUBLISH", "t:chan", "again"};
+    memset(&res, 0, sizeof res);
+    if (pt_redis_command(r, 3, pub2, NULL, on_result, &res) != 0) { /* r was paused too */
+        run_ms(300);
+        PT_CHECK_INT(pt_redis_command(r, 3, pub2, NULL, on_result, &res), 0);
+    }
+    run_until(&n_msgs, 1, 3000);
+    PT_CHECK_INT(n_msgs, 1);
+    PT_CHECK_STR(last_msg, "again");
+    pt_redis_free(sub);
     pt_redis_free(r);
     run_ms(20);
 }
