@@ -246,14 +246,31 @@ static pt__cmd_t *pt__pop(pt_redis_t *r)
     return cmd;
 }
 
+/* The command in RESP ("*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n") straight into
+ * r->out. Not redisFormatCommandArgv: its sprintf of every length and its
+ * own buffer (malloc, copy, free) were half the client's instructions per
+ * command (callgrind, test_redis throughput); the grammar is this loop. */
 static int pt__append(pt_redis_t *r, int argc, const char **argv, const size_t *lens)
 {
-    char *buf = NULL;
-    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
-    if (len < 0) return PT_REDIS_ENOMEM;
-    int rc = pt_buf_append(&r->out, buf, (size_t)len) ? PT_REDIS_ENOMEM : 0;
-    redisFreeCommand(buf);
-    return rc;
+    size_t need = 16;
+    for (int i = 0; i < argc; i++)
+        need += (lens ? lens[i] : strlen(argv[i])) + 26;
+    if (pt_buf_reserve(&r->out, need) != 0) return PT_REDIS_ENOMEM;
+    char *p = r->out.data + r->out.len;
+    *p++ = '*';
+    p += pt_u64_digits((uint64_t)argc, p);
+    *p++ = '\r', *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        size_t len = lens ? lens[i] : strlen(argv[i]);
+        *p++ = '$';
+        p += pt_u64_digits(len, p);
+        *p++ = '\r', *p++ = '\n';
+        memcpy(p, argv[i], len);
+        p += len;
+        *p++ = '\r', *p++ = '\n';
+    }
+    r->out.len = (size_t)(p - r->out.data);
+    return 0;
 }
 
 /* Fails every pending command: err, or PT_REDIS_ETIMEOUT for those whose

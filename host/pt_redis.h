@@ -1,7 +1,9 @@
 /* pt_redis: a Redis client on a libuv loop, for the cluster (docs/cluster.md).
  *
- * hiredis is the codec only (redisFormatCommandArgv writes commands,
- * redisReader parses replies); the bytes go through the project's own
+ * hiredis is the reply codec only (redisReader parses replies; commands
+ * are written in RESP here, not by redisFormatCommandArgv, whose sprintf
+ * and copy were half the client's cost per command); the bytes go through
+ * the project's own
  * pt_transport (TCP, or TLS through pt_transport_tls for rediss://), so
  * nothing ever blocks the loop. One pt_redis_t is one connection of one
  * loop: a worker's (pt_redis_of_worker), or the main loop's (pt_redis_main,
@@ -23,7 +25,8 @@
  *   (err 0): the caller reads reply->type.
  * Figures go to pt_metrics_redis. Everything here runs on r's loop thread.
  *
- * Differences from the API first drafted for issue 18 (tools/cluster-api):
+ * Differences from what was first drafted for issue 18 (tools/cluster-api):
+ * commands are encoded here (above), not by redisFormatCommandArgv; API
  * additions only: pt_redis_main/pt_redis_set_main (the main loop's
  * connection), pt_redis_subscriber_add (more channels on a subscriber),
  * PT_REDIS_ENOMEM/EINVAL, and pt_redis_new copies what it needs of cfg (it

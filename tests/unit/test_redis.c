@@ -399,6 +399,47 @@ PT_CASE(free_from_within_a_callback)
     run_ms(20);
 }
 
+/* PT_REDIS_BENCH=N: N INCRs, at most 64 outstanding (a worker's pipeline
+ * under load), timed; not a check. Under callgrind, the difference of two
+ * runs is the client's instructions per command. */
+static int bench_left, bench_out, bench_done;
+static pt_redis_t *bench_r;
+static void bench_send(void);
+static void on_bench(void *arg, const struct redisReply *reply, int err)
+{
+    (void)arg, (void)reply;
+    PT_CHECK_INT(err, 0);
+    bench_out--;
+    bench_done++;
+    bench_send();
+}
+static void bench_send(void)
+{
+    const char *incr[] = {"INCR", "t:bench"};
+    while (bench_left > 0 && bench_out < 64) {
+        if (pt_redis_command(bench_r, 2, incr, NULL, on_bench, NULL) != 0) return;
+        bench_left--, bench_out++;
+    }
+}
+
+PT_CASE(throughput)
+{
+    const char *n = getenv("PT_REDIS_BENCH");
+    if (!n) return;
+    pt_cluster_cfg_t cfg = cfg_of(1000);
+    bench_r = pt_redis_new(&loop, &cfg);
+    int total = atoi(n);
+    bench_left = total, bench_out = 0, bench_done = 0;
+    uint64_t t0 = uv_hrtime();
+    bench_send();
+    run_until(&bench_done, total, 60000);
+    double s = (double)(uv_hrtime() - t0) / 1e9;
+    printf("throughput: %d INCR in %.3f s: %.0f/s, 64 outstanding, one connection\n", bench_done, s,
+           bench_done / s);
+    pt_redis_free(bench_r);
+    run_ms(10);
+}
+
 PT_CASE(urls)
 {
     char err[256];
@@ -445,6 +486,7 @@ int main(void)
     PT_RUN(subscriber_gets_messages);
     PT_RUN(free_from_within_a_callback);
     PT_RUN(down_fails_fast_and_reconnects);
+    PT_RUN(throughput);
     server_stop();
     rmdir(dir);
     uv_run(&loop, UV_RUN_NOWAIT);
