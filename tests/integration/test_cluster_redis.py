@@ -350,3 +350,30 @@ def test_a_reload_publishes_the_new_checksum(cluster_nodes, redis):
     view = cluster_view(b)
     assert view["configs_differ"] is True
     assert {n["name"] for n in view["nodes"] if n["config_differs"]} in ({"node1"}, {"node2"})
+
+
+def test_a_stop_while_redis_is_down_or_hung_is_quick(cluster_nodes, redis):
+    a, b = cluster_nodes(2)
+    assert wait_for(lambda: len(cluster_view(a)["nodes"]) == 2)
+    redis.stop()
+    assert wait_for(lambda: cluster_view(a)["redis_up"] is False, timeout=3)
+    t0 = time.time()
+    assert a.proc.stop() == 0
+    assert time.time() - t0 < 3
+    redis.start()
+    assert wait_for(lambda: cluster_view(b)["redis_up"] is True, timeout=5)
+    # a Redis that accepts but does not answer: the stop's DEL waits one timeout (1s)
+    redis.cmd("CLIENT", "PAUSE", "2000", "ALL")
+    t0 = time.time()
+    assert b.proc.stop() == 0
+    assert time.time() - t0 < 3.5
+
+
+def test_a_reload_that_changes_cluster_warns_it_needs_a_restart(cluster_nodes, redis):
+    gw, = cluster_nodes(1)
+    text = open(gw.config).read().replace("heartbeat: 500ms", "heartbeat: 700ms")
+    with open(gw.config, "w") as f:
+        f.write(text)
+    status, _, body = Http(gw.admin_port).request("POST", "/reload")
+    assert status == 200, body
+    assert gw.log_has("the cluster: section changed: it takes effect after a restart")
