@@ -476,7 +476,9 @@ static int pt__handshake(pt_redis_t *r)
     }
     if (queued.len && rc == 0) rc = pt_buf_append(&r->out, queued.data, queued.len);
     pt_buf_free(&queued);
-    if (user) { /* the user's commands after ours */
+    if (user) { /* the user's commands after ours, whose deadlines keep the queue's order */
+        for (pt__cmd_t *c = r->head; c; c = c->next)
+            if (c->deadline > user->deadline) c->deadline = user->deadline;
         *r->tail = user;
         r->tail = user_tail;
     }
