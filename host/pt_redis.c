@@ -409,15 +409,19 @@ static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data)
     pt_redis_t *r = c->r;
     if (!r) return;
     if (nread < 0) {
-        if (c->tls_on && !c->tls.handshake_done) {
-            char why[300], tls[200];
+        /* a connection that never came up failed to connect (a client
+         * certificate refused after a TLS 1.3 handshake, say) */
+        int reason = r->up_counted ? PT_METRICS_REDIS_LOST : PT_METRICS_REDIS_CONNECT;
+        char why[300], tls[200];
+        if (c->tls_on && (nread == UV_EPROTO || !c->tls.handshake_done)) {
             pt_tls_client_why(c->tls.ssl, &c->watch, tls, sizeof tls);
-            snprintf(why, sizeof why, "TLS handshake failed: %s", tls);
-            pt__lost(r, PT_METRICS_REDIS_CONNECT, PT_REDIS_EDOWN, why);
-            return;
+            snprintf(why, sizeof why, "TLS %s: %s",
+                     c->tls.handshake_done ? "connection failed" : "handshake failed", tls);
+        } else {
+            snprintf(why, sizeof why, "%s",
+                     nread == UV_EOF ? "closed by redis" : uv_strerror((int)nread));
         }
-        pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN,
-                 nread == UV_EOF ? "closed by redis" : uv_strerror((int)nread));
+        pt__lost(r, reason, PT_REDIS_EDOWN, why);
         return;
     }
     if (redisReaderFeed(r->reader, data, (size_t)nread) != REDIS_OK) {
