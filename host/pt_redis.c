@@ -851,6 +851,99 @@ int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, cons
 
 /* ---- pub/sub ---- */
 
+/* ---- preformatted scripts (pt_redis_eval_formatted) ---- */
+
+/* Writes the decimal of v at p; returns its length. */
+static size_t pt__utoa(char *p, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* pt_redis_command for bytes already in RESP: head, then tail. */
+static int pt__send_resp(pt_redis_t *r, const char *head, size_t head_len, const char *tail,
+                         size_t tail_len, pt_redis_cb cb, void *arg)
+{
+    if (!r || r->freed) return PT_REDIS_EDOWN;
+    if (r->subscriber || !cb) return PT_REDIS_EINVAL;
+    if (r->state == PT__IDLE) pt__connect(r);
+    if (r->state == PT__BACKOFF) {
+        pt_metrics_redis_fail(PT_METRICS_REDIS_DOWN);
+        return PT_REDIS_EDOWN;
+    }
+    size_t before = r->out.len;
+    if (pt_buf_append(&r->out, head, head_len) || pt_buf_append(&r->out, tail, tail_len) ||
+        !pt__push(r, cb, arg)) {
+        r->out.len = before;
+        return PT_REDIS_ENOMEM;
+    }
+    pt_metrics_redis_command();
+    pt__want_flush(r);
+    if (!r->timer_due) pt__arm(r);
+    return 0;
+}
+
+/* "*<3 + nargs>\r\n$<len>\r\n<verb>\r\n$<len>\r\n<what>\r\n$<len>\r\n<nkeys>\r\n"
+ * into buf (big enough for what plus 64); returns its length. */
+static size_t pt__eval_head(char *buf, const char *verb, size_t verb_len, const char *what,
+                            size_t what_len, int nkeys, int nargs)
+{
+    char num[24];
+    size_t n = 0, k;
+    buf[n++] = '*';
+    n += pt__utoa(buf + n, (size_t)nargs + 3);
+    buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
+    n += pt__utoa(buf + n, verb_len);
+    buf[n++] = '\r', buf[n++] = '\n';
+    memcpy(buf + n, verb, verb_len), n += verb_len;
+    buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
+    n += pt__utoa(buf + n, what_len);
+    buf[n++] = '\r', buf[n++] = '\n';
+    memcpy(buf + n, what, what_len), n += what_len;
+    k = pt__utoa(num, (size_t)nkeys);
+    buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
+    n += pt__utoa(buf + n, k);
+    buf[n++] = '\r', buf[n++] = '\n';
+    memcpy(buf + n, num, k), n += k;
+    buf[n++] = '\r', buf[n++] = '\n';
+    return n;
+}
+
+static void pt__evalf_done(void *arg, const struct redisReply *reply, int err)
+{
+    pt_redis_evalf_t *e = arg;
+    if (!err && reply->type == REDIS_REPLY_ERROR && !strncmp(reply->str, "NOSCRIPT", 8)) {
+        size_t blen = strlen(e->s->body);
+        char *head = malloc(blen + 64);
+        int rc = PT_REDIS_ENOMEM;
+        if (head) {
+            size_t n = pt__eval_head(head, "EVAL", 4, e->s->body, blen, e->nkeys, e->nargs);
+            rc = pt__send_resp(e->r, head, n, e->tail, e->tail_len, e->cb, e->arg);
+            free(head);
+        }
+        if (rc != 0) e->cb(e->arg, NULL, rc);
+        return;
+    }
+    e->cb(e->arg, reply, err);
+}
+
+int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
+                            void *arg)
+{
+    if (!s->body || !s->sha1[0] || nkeys < 0 || nkeys > nargs) return PT_REDIS_EINVAL;
+    *e = (pt_redis_evalf_t){r, s, cb, arg, nkeys, nargs, tail, tail_len};
+    char head[40 + 64];
+    size_t n = pt__eval_head(head, "EVALSHA", 7, s->sha1, 40, nkeys, nargs);
+    return pt__send_resp(r, head, n, tail, tail_len, pt__evalf_done, e);
+}
+
 int pt_redis_subscriber_add(pt_redis_t *s, const char *channel)
 {
     if (!s || !s->subscriber || s->freed) return PT_REDIS_EINVAL;

@@ -29,6 +29,7 @@
  * commands are encoded here (above), not by redisFormatCommandArgv; API
  * additions only: pt_redis_main/pt_redis_set_main (the main loop's
  * connection), pt_redis_subscriber_add (more channels on a subscriber),
+ * pt_redis_eval_formatted (wt-rlimit's: a script with preformatted args),
  * PT_REDIS_ENOMEM/EINVAL, and pt_redis_new copies what it needs of cfg (it
  * may be freed after, a reload does). */
 #ifndef PT_REDIS_H
@@ -94,6 +95,26 @@ void pt_redis_script_init(pt_redis_script_t *s, const char *body);
  * Returns as pt_redis_command does. */
 int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, const char **argv,
                   const size_t *lens, pt_redis_cb cb, void *arg);
+
+/* EVALSHA s with keys and arguments the caller formatted once: tail holds
+ * nargs RESP bulk strings ("$<len>\r\n<bytes>\r\n" each; the first nkeys
+ * are keys), sent after the "EVALSHA sha nkeys" head made here without
+ * printf, so a hot script (a rate limit per request) pays no
+ * redisFormatCommandArgv and no copy. e and tail are the caller's (in what
+ * it keeps for the call) and must stay until cb; on NOSCRIPT the same tail
+ * goes once more with EVAL. Returns as pt_redis_command does. */
+typedef struct {
+    pt_redis_t *r;
+    pt_redis_script_t *s;
+    pt_redis_cb cb;
+    void *arg;
+    int nkeys, nargs;
+    const char *tail;
+    size_t tail_len;
+} pt_redis_evalf_t;
+int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
+                            void *arg);
 
 /* Up: connected, and the connection's set-up (AUTH, SELECT, a PING; a
  * subscriber's first SUBSCRIBE) answered. A command is refused only while

@@ -199,6 +199,19 @@ PT_CASE(scripts_run_by_sha_then_whole)
         PT_CHECK_INT(res.type, REDIS_REPLY_INTEGER);
         PT_CHECK_INT(res.integer, 5 * i);
     }
+    /* preformatted arguments (pt_redis_eval_formatted): NOSCRIPT, then cached */
+    PT_CHECK_INT(cmd(r, &res, 2, flush), 0);
+    run_until(&res.done, 1, 2000);
+    static const char tail[] = "$3\r\nt:s\r\n$1\r\n2\r\n";
+    for (int i = 1; i <= 2; i++) {
+        pt_redis_evalf_t e;
+        memset(&res, 0, sizeof res);
+        PT_CHECK_INT(
+            pt_redis_eval_formatted(r, &s, 1, 2, tail, sizeof tail - 1, &e, on_result, &res), 0);
+        run_until(&res.done, 1, 2000);
+        PT_CHECK_INT(res.err, 0);
+        PT_CHECK_INT(res.integer, 10 + 2 * i);
+    }
     pt_redis_free(r);
     run_ms(20);
 }
