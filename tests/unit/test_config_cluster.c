@@ -5,7 +5,6 @@
 
 #include <unistd.h>
 
-
 static pt_config_t *load(const char *yaml)
 {
     pt_config_t *cfg = NULL;
