@@ -1,9 +1,10 @@
 /* pt_admin: the admin listener on the main thread, on its own address
  * (admin.listen), off the public port. GET /healthz, GET /readyz,
- * GET /metrics, GET /scheduler, GET /cluster, GET /openapi.json, POST /reload, and the console (GET /,
- * /console/..., behind admin.users: pt_admin_console.h). One request a connection, within 5 s of
- * the accept and 64 KB; at most 32 connections, past which the oldest unanswered one is closed.
- * Also the client side that `portico reload` uses. */
+ * GET /metrics, GET /scheduler, GET /cluster, GET /openapi.json, POST /reload,
+ * and the console (GET /, /console/..., behind admin.users:
+ * pt_admin_console.h). One request a connection, within 5 s of the accept
+ * and 64 KB; at most 32 connections, past which the oldest unanswered one is
+ * closed. Also the client side that `portico reload` uses. */
 #ifndef PT_ADMIN_H
 #define PT_ADMIN_H
 

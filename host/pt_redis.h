@@ -1,7 +1,9 @@
 /* pt_redis: a Redis client on a libuv loop, for the cluster (docs/cluster.md).
  *
- * hiredis is the codec only (redisFormatCommandArgv writes commands,
- * redisReader parses replies); the bytes go through the project's own
+ * hiredis is the reply codec only (redisReader parses replies; commands
+ * are written in RESP here, not by redisFormatCommandArgv, whose sprintf
+ * and copy were half the client's cost per command); the bytes go through
+ * the project's own
  * pt_transport (TCP, or TLS through pt_transport_tls for rediss://), so
  * nothing ever blocks the loop. One pt_redis_t is one connection of one
  * loop: a worker's (pt_redis_of_worker), or the main loop's (pt_redis_main,
@@ -23,9 +25,11 @@
  *   (err 0): the caller reads reply->type.
  * Figures go to pt_metrics_redis. Everything here runs on r's loop thread.
  *
- * Differences from the API first drafted for issue 18 (tools/cluster-api):
+ * Differences from what was first drafted for issue 18 (tools/cluster-api):
+ * commands are encoded here (above), not by redisFormatCommandArgv; API
  * additions only: pt_redis_main/pt_redis_set_main (the main loop's
  * connection), pt_redis_subscriber_add (more channels on a subscriber),
+ * pt_redis_eval_formatted (wt-rlimit's: a script with preformatted args),
  * PT_REDIS_ENOMEM/EINVAL, and pt_redis_new copies what it needs of cfg (it
  * may be freed after, a reload does). */
 #ifndef PT_REDIS_H
@@ -92,6 +96,26 @@ void pt_redis_script_init(pt_redis_script_t *s, const char *body);
 int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, const char **argv,
                   const size_t *lens, pt_redis_cb cb, void *arg);
 
+/* EVALSHA s with keys and arguments the caller formatted once: tail holds
+ * nargs RESP bulk strings ("$<len>\r\n<bytes>\r\n" each; the first nkeys
+ * are keys), sent after the "EVALSHA sha nkeys" head made here without
+ * printf, so a hot script (a rate limit per request) pays no
+ * redisFormatCommandArgv and no copy. e and tail are the caller's (in what
+ * it keeps for the call) and must stay until cb; on NOSCRIPT the same tail
+ * goes once more with EVAL. Returns as pt_redis_command does. */
+typedef struct {
+    pt_redis_t *r;
+    pt_redis_script_t *s;
+    pt_redis_cb cb;
+    void *arg;
+    int nkeys, nargs;
+    const char *tail;
+    size_t tail_len;
+} pt_redis_evalf_t;
+int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
+                            void *arg);
+
 /* Up: connected, and the connection's set-up (AUTH, SELECT, a PING; a
  * subscriber's first SUBSCRIBE) answered. A command is refused only while
  * down (after a failure, until the retry), not while connecting. */
@@ -108,7 +132,9 @@ typedef void (*pt_redis_msg_cb)(void *arg, const char *channel, const char *data
 /* A subscriber: its own connection, made now, that SUBSCRIBEs channel (and
  * those of pt_redis_subscriber_add) on every connect, and hands each
  * message to cb. Messages published while it is reconnecting are lost
- * (Redis keeps none). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
+ * (Redis keeps none). It PINGs every cluster.heartbeat, so a connection
+ * that died silently is noticed (no answer within cluster.timeout: made
+ * again). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
  * it with pt_redis_free. NULL when out of memory. */
 pt_redis_t *pt_redis_subscriber_new(uv_loop_t *loop, const pt_cluster_cfg_t *cfg,
                                     const char *channel, pt_redis_msg_cb cb, void *arg);

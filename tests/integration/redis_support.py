@@ -12,8 +12,9 @@ RedisServer(port=None, password=None, tls=None) starts redis-server on
 127.0.0.1 (a free port of the tests' allocator), with no persistence (no RDB,
 no AOF) and its files in a temporary folder; stop(), start() and restart()
 keep the port, so the nodes find it again. tls: a dict of cert, key, ca
-file paths: the server then speaks TLS only (tls-port), clients need no
-certificate."""
+file paths: the server then speaks TLS only (tls-port); clients need no
+certificate unless auth_clients is true (then one signed by ca; the
+helper's own client, cmd(), has none and cannot talk to it)."""
 import os
 import shutil
 import socket
@@ -56,7 +57,8 @@ class RedisServer:
         if self.tls:
             a += ["--port", "0", "--tls-port", str(self.port),
                   "--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"],
-                  "--tls-ca-cert-file", self.tls["ca"], "--tls-auth-clients", "no"]
+                  "--tls-ca-cert-file", self.tls["ca"],
+                  "--tls-auth-clients", "yes" if self.tls.get("auth_clients") else "no"]
         else:
             a += ["--port", str(self.port)]
         return a

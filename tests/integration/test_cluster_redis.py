@@ -350,3 +350,80 @@ def test_a_reload_publishes_the_new_checksum(cluster_nodes, redis):
     view = cluster_view(b)
     assert view["configs_differ"] is True
     assert {n["name"] for n in view["nodes"] if n["config_differs"]} in ({"node1"}, {"node2"})
+
+
+def test_a_stop_while_redis_is_down_or_hung_is_quick(cluster_nodes, redis):
+    a, b = cluster_nodes(2)
+    assert wait_for(lambda: len(cluster_view(a)["nodes"]) == 2)
+    redis.stop()
+    assert wait_for(lambda: cluster_view(a)["redis_up"] is False, timeout=3)
+    t0 = time.time()
+    assert a.proc.stop() == 0
+    assert time.time() - t0 < 3
+    redis.start()
+    assert wait_for(lambda: cluster_view(b)["redis_up"] is True, timeout=5)
+    # a Redis that accepts but does not answer: the stop's DEL waits one timeout (1s)
+    redis.cmd("CLIENT", "PAUSE", "2000", "ALL")
+    t0 = time.time()
+    assert b.proc.stop() == 0
+    assert time.time() - t0 < 3.5
+
+
+def test_a_reload_that_changes_cluster_warns_it_needs_a_restart(cluster_nodes, redis):
+    gw, = cluster_nodes(1)
+    text = open(gw.config).read().replace("heartbeat: 500ms", "heartbeat: 700ms")
+    with open(gw.config, "w") as f:
+        f.write(text)
+    status, _, body = Http(gw.admin_port).request("POST", "/reload")
+    assert status == 200, body
+    assert gw.log_has("the cluster: section changed: it takes effect after a restart")
+
+
+def make_client_cert(d, ca, name):
+    from test_tls import openssl
+    d = str(d)
+    key, csr = os.path.join(d, name + ".key"), os.path.join(d, name + ".csr")
+    cert, ext = os.path.join(d, name + ".pem"), os.path.join(d, name + ".ext")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=" + name, "-keyout", key, "-out", csr)
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", "7",
+            "-days", "30", "-extfile", ext, "-out", cert)
+    return cert, key
+
+
+def test_rediss_with_a_client_certificate(tmp_path, start_gateway):
+    from test_tls import make_ca, make_cert
+    ca = make_ca(tmp_path / "pki")
+    cert, key = make_cert(tmp_path / "pki", ca, "redis", dns=["localhost"], ips=["127.0.0.1"])
+    ccert, ckey = make_client_cert(tmp_path / "pki", ca, "portico-node")
+    r = RedisServer(tls={"ca": ca[0], "cert": cert, "key": key, "auth_clients": True},
+                    start=False)
+    r.proc = subprocess.Popen(r.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _listening(r.port), timeout=10)
+        gw = start_gateway(node_config(r.url, "mtls", cluster_extra="""
+            tls: {ca_file: %s, cert: %s, key: %s}
+            """ % (ca[0], ccert, ckey)))
+        assert wait_for(lambda: cluster_view(gw)["redis_up"] is True, timeout=5)
+        assert names(wait_for(lambda: (lambda v: v if v["nodes"] else None)(cluster_view(gw)))) \
+            == ["mtls"]
+        anon = start_gateway(node_config(r.url, "anonymous", cluster_extra="""
+            tls: {ca_file: %s}
+            """ % ca[0]), sub="anon")
+        assert wait_for(lambda: value(scrape(anon), "portico_redis_failures_total",
+                                      reason="connect") > 0, timeout=5)
+        assert cluster_view(anon)["redis_up"] is False
+        assert [n["name"] for n in cluster_view(gw)["nodes"]] == ["mtls"]
+    finally:
+        r.stop()
+        r.close()
+
+
+def _listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
