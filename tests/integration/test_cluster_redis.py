@@ -427,3 +427,32 @@ def _listening(port):
         return True
     except OSError:
         return False
+
+
+def test_cluster_endpoint_behind_admin_users(redis, start_gateway):
+    import base64
+    h = subprocess.run([BIN, "hash-password"], input=b"ops-pass", capture_output=True, timeout=60)
+    assert h.returncode == 0, h.stderr
+    text = node_config(redis.url, "gated").replace(
+        "admin:\n  listen: 127.0.0.1:{admin_port}\n",
+        "admin:\n  listen: 127.0.0.1:{admin_port}\n  users:\n    - username: ops\n"
+        "      password_hash: \"%s\"\n" % h.stdout.decode().strip().replace("{", "{{")
+        .replace("}", "}}"))
+    assert "users:" in text
+    gw = start_gateway(text)
+    status, _, _ = Http(gw.admin_port).request("GET", "/cluster")
+    assert status == 401
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:ops-pass").decode(),
+            "X-Portico-Console": "1"}
+    assert wait_for(lambda: json.loads(Http(gw.admin_port).request(
+        "GET", "/cluster", headers=auth)[2])["nodes"], timeout=5)
+    env = dict(os.environ, PORTICO_ADMIN_AUTH="ops:ops-pass")
+    r = subprocess.run([BIN, "cluster", "status", "-c", gw.config], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode == 0 and "(admin 127.0.0.1:" in r.stdout, r.stdout + r.stderr
+    env.pop("PORTICO_ADMIN_AUTH")
+    r = subprocess.run([BIN, "cluster", "status", "-c", gw.config], capture_output=True,
+                       text=True, timeout=30, env=env)
+    # no credentials: said so, and the registry is read in Redis instead
+    assert r.returncode == 0 and "answered 401" in r.stderr and "(redis)" in r.stdout, \
+        r.stdout + r.stderr

@@ -176,6 +176,56 @@ PT_CASE(pipelined_replies_come_in_order)
     run_ms(20);
 }
 
+static int big_ok, big_done, n_long, long_bad;
+static void on_long(void *arg, const struct redisReply *reply, int err)
+{
+    (void)arg;
+    n_long++;
+    if (err || reply->integer != n_long) long_bad++;
+}
+static void on_big_get(void *arg, const struct redisReply *reply, int err)
+{
+    const char *want = arg;
+    big_done++;
+    big_ok = !err && reply->type == REDIS_REPLY_STRING && reply->len == 4 << 20 &&
+             !memcmp(reply->str, want, reply->len);
+}
+
+/* 4 MB each way (partial writes, a reply over many reads) and 20,000
+ * commands queued in one loop turn (one write far past the socket's room). */
+PT_CASE(big_values_and_long_pipelines)
+{
+    pt_cluster_cfg_t cfg = cfg_of(5000);
+    pt_redis_t *r = pt_redis_new(&loop, &cfg);
+    size_t n = 4 << 20;
+    char *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + i % 26);
+    const char *set[] = {"SET", "t:big", big};
+    size_t lens[] = {3, 5, n};
+    result_t res = {0};
+    PT_CHECK_INT(pt_redis_command(r, 3, set, lens, on_result, &res), 0);
+    const char *get[] = {"GET", "t:big"};
+    big_done = big_ok = 0;
+    PT_CHECK_INT(pt_redis_command(r, 2, get, NULL, on_big_get, big), 0);
+    run_until(&big_done, 1, 5000);
+    PT_CHECK_INT(res.err, 0);
+    PT_CHECK(big_ok);
+    const char *del[] = {"DEL", "t:n"};
+    PT_CHECK_INT(cmd(r, &res, 2, del), 0);
+    run_until(&res.done, 1, 2000);
+    n_long = long_bad = 0;
+    const char *incr[] = {"INCR", "t:n"};
+    for (int i = 0; i < 20000; i++)
+        PT_CHECK(pt_redis_command(r, 2, incr, NULL, on_long, NULL) == 0);
+    run_until(&n_long, 20000, 10000);
+    PT_CHECK_INT(n_long, 20000);
+    PT_CHECK_INT(long_bad, 0); /* each reply is the next integer: in order, none lost */
+    free(big);
+    pt_redis_free(r);
+    run_ms(20);
+}
+
 PT_CASE(scripts_run_by_sha_then_whole)
 {
     pt_cluster_cfg_t cfg = cfg_of(1000);
@@ -493,6 +543,7 @@ int main(void)
     server_start();
     PT_RUN(pipelined_replies_come_in_order);
     PT_RUN(scripts_run_by_sha_then_whole);
+    PT_RUN(big_values_and_long_pipelines);
     PT_RUN(a_command_times_out_and_the_connection_comes_back);
     PT_RUN(the_first_connect_fails_fast_too);
     PT_RUN(auth_and_select);
