@@ -190,7 +190,8 @@ end
 
 -- ---- an in-Lua backend with the host's semantics (portico.testing) ----
 
--- caps: { name = { max_entries =, max_bytes =, ttl = (seconds) } }; default gets
+-- caps: { name = { max_entries =, max_bytes =, ttl = (seconds), max_value = (bytes) } }
+-- (other keys, such as backend = "redis", are ignored: one process is the cluster); default gets
 -- 10000 entries, 64 MB, no ttl unless caps.default says otherwise. clock() ->
 -- seconds (default: 0, moved by the returned backend's advance(s)). The
 -- backend also has stats(name) -> { hits, misses, sets, evictions, expired,
@@ -203,7 +204,7 @@ function M.memory(caps, clock)
     c = c or {}
     return {
       max_entries = c.max_entries or 10000, max_bytes = c.max_bytes or 64 * 1024 * 1024,
-      ttl = c.ttl or 0, entries = {}, n = 0, bytes = 0,
+      ttl = c.ttl or 0, max_value = c.max_value, entries = {}, n = 0, bytes = 0,
       stats = { hits = 0, misses = 0, sets = 0, evictions = 0, expired = 0 },
     }
   end
@@ -291,6 +292,10 @@ function M.memory(caps, clock)
     elseif tv == "boolean" then vlen = 1
     else return nil, "invalid", "a value must be a string, a number or a boolean" end
     local size = #key + vlen + OVERHEAD
+    if s.max_value and tv == "string" and vlen > s.max_value then
+      return nil, "too_large", fmt("the value is %d bytes, more than the cache's max_value (%d)",
+        vlen, s.max_value)
+    end
     if vlen > VALUE_MAX or size > s.max_bytes then
       return nil, "too_large", "the entry is larger than the cache's max_bytes"
     end

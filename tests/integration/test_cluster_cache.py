@@ -206,12 +206,15 @@ def test_reload_during_a_pending_call(start_gateway, tmp_path, redis):
     t = threading.Thread(target=lambda: holder.update(out=op(a, op="get", key="k")))
     t.start()
     time.sleep(0.3)
-    # the new generation drops the cache the call waits on
+    # the new generation drops the cache the call waits on, and gives "near" a
+    # new near cache (another object under the same name)
     with open(a.config) as f:
         text = f.read()
+    new = text.replace("    shared:\n      backend: redis\n      ttl: 10m\n"
+                       "      max_value: 4KB\n", "").replace("ttl: 1s", "ttl: 2s")
+    assert new.count("backend: redis") == 1 and "ttl: 2s" in new
     with open(a.config, "w") as f:
-        f.write(text.replace("    shared:\n      backend: redis\n      ttl: 10m\n"
-                             "      max_value: 4KB\n", ""))
+        f.write(new)
     st, _, body = Http(a.admin_port).request("POST", "/reload")
     assert st == 200, body
     assert a.log_has("config reloaded: generation 2")
@@ -221,7 +224,11 @@ def test_reload_during_a_pending_call(start_gateway, tmp_path, redis):
     a.expect_error("no cache named 'shared'")
     st, _, _ = Http(a.port).post("/cc", {"op": "get", "key": "k"})
     assert st == 500  # the cache is gone from the new generation
-    assert op(a, op="get", cache="near", key="x").get("err") is None
+    assert op(a, op="set", cache="near", key="x", value=1)["ok"] is True
+    assert op(a, op="get", cache="near", key="x")["value"] == 1
+    s = scrape(a)  # one series per name: the replaced cache is not shown
+    assert value(s, "portico_cache_sets_total", cache="near") == 1
+    assert value(s, "portico_cache_entries", cache="near") == 1
 
 
 def check(tmp_path, caches, cluster=True):

@@ -211,10 +211,17 @@ def test_a_push_over_one_mib_is_refused(start_gateway, tmp_path, redis):
 
 
 def test_no_subscriber_without_websocket_channels(start_gateway, tmp_path, redis):
-    svc = tmp_path / "svc"
-    svc.mkdir(exist_ok=True)
-    text = (config_head("workers: 1", dirs=str(svc)) + "channels: {{}}\n" +
+    text = (config_head("workers: 1", dirs="{root}/services") + "channels: {{}}\n" +
             cluster_yaml(redis.url, "lonely"))
-    start_gateway(text, sub="lonely")
+    gw = start_gateway(text, sub="lonely")
     time.sleep(0.5)
     assert redis.cmd("PUBSUB", "NUMSUB", "portico:ws")[1] == 0
+    # the reload that brings the first WebSocket channel makes the subscriber
+    with open(gw.config) as f:
+        cfg = f.read()
+    with open(gw.config, "w") as f:
+        f.write(cfg.replace("channels: {}\n", "channels:\n  websocket:\n    - name: ws\n"
+                            "      url_path: /ws\n      service: demo.echo\n"))
+    st, _, body = Http(gw.admin_port).request("POST", "/reload")
+    assert st == 200, body
+    subscribed(redis, 1)

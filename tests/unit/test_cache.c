@@ -436,6 +436,84 @@ PT_CASE(config_section)
     PT_CHECK(pt_test_fails_with("cache:\n  caches:\n    s: {}\n    s: {}\n", "duplicate key 's'"));
 }
 
+PT_CASE(config_redis_caches)
+{
+    pt_config_t *cfg = NULL;
+    char err[512] = "";
+    PT_CHECK_INT(pt_test_load("cluster:\n  redis: redis://127.0.0.1:1/0\n  key_prefix: \"p:\"\n"
+                              "cache:\n"
+                              "  caches:\n"
+                              "    shared: {backend: redis, ttl: 1m, max_value: 2KB}\n"
+                              "    near:\n"
+                              "      backend: redis\n"
+                              "      near_cache: {ttl: 500ms, max_entries: 7}\n"
+                              "    mem: {backend: memory, max_entries: 3}\n",
+                              &cfg, err, sizeof err),
+                 0);
+    if (cfg) {
+        PT_CHECK_INT(cfg->caches.n, 4);
+        const pt_cache_spec_t *sp = &cfg->caches.specs[1];
+        PT_CHECK_INT(sp->backend, PT_CACHE_BACKEND_REDIS);
+        PT_CHECK_STR(sp->key_prefix, "p:");
+        PT_CHECK_INT(sp->limits.ttl_ms, 60000);
+        PT_CHECK_INT(sp->max_value, 2048);
+        PT_CHECK_INT(sp->near.ttl_ms, 0);
+        sp = &cfg->caches.specs[2];
+        PT_CHECK_INT(sp->max_value, 1 << 20); /* the default */
+        PT_CHECK_INT(sp->near.ttl_ms, 500);
+        PT_CHECK_INT(sp->near.max_entries, 7);
+        PT_CHECK_INT(cfg->caches.specs[3].backend, PT_CACHE_BACKEND_MEMORY);
+        PT_CHECK_INT(cfg->caches.specs[3].limits.max_entries, 3);
+    }
+    pt_config_free(cfg);
+    PT_CHECK(pt_test_fails_with("cache:\n  caches:\n    s: {backend: redis}\n",
+                                ":3: cache.caches.s.backend: redis needs a cluster: section"));
+    PT_CHECK(pt_test_fails_with("cluster: {redis: \"redis://h/0\"}\n"
+                                "cache:\n  caches:\n    s: {backend: redis, max_bytes: 1MB}\n",
+                                "unknown key 'max_bytes'"));
+    PT_CHECK(
+        pt_test_fails_with("cluster: {redis: \"redis://h/0\"}\n"
+                           "cache:\n  caches:\n    s: {backend: redis, near_cache: {ttl: 2m}}\n",
+                           "cache.caches.s.near_cache.ttl: expected"));
+    PT_CHECK(pt_test_fails_with("cache:\n  caches:\n    s: {backend: memory, near_cache: {}}\n",
+                                "unknown key 'near_cache'"));
+}
+
+/* A spec of a backend with no maker fails to open; a memory cache that a
+ * reload turns into another backend is replaced (the old one retired). */
+static int pt__fake_made;
+static int pt__fake_new(const pt_cache_spec_t *sp, pt_cache_t **out)
+{
+    pt__fake_made++;
+    return pt_cache_mem_new(sp->name, &sp->limits, out);
+}
+
+PT_CASE(sets_replace_a_cache_of_another_backend)
+{
+    pt_cache_spec_t mem[] = {{.name = "x", .limits = {10, 1 << 20, 0}}};
+    pt_cache_spec_t red[] = {
+        {.name = "x", .limits = {10, 1 << 20, 0}, .backend = PT_CACHE_BACKEND_REDIS}};
+    pt_cache_set_t *a = NULL, *b = NULL;
+    PT_CHECK_INT(pt_cache_set_open(red, 1, &a), -1); /* no maker yet */
+    pt_cache_set_backend(PT_CACHE_BACKEND_REDIS, pt__fake_new);
+    PT_CHECK_INT(pt_cache_set_open(mem, 1, &a), 0);
+    PT_CHECK_INT(pt_cache_set_open(red, 1, &b), 0);
+    PT_CHECK_INT(pt__fake_made, 1);
+    pt_cache_t *old = pt_cache_set_find(a, "x", 1), *fresh = pt_cache_set_find(b, "x", 1);
+    PT_CHECK(old && fresh && old != fresh);
+    PT_CHECK(old->retired && !fresh->retired);
+    PT_CHECK_INT(fresh->backend, PT_CACHE_BACKEND_REDIS);
+    pt_buf_t out = {0};
+    pt_cache_render_metrics(&out);
+    PT_CHECK(out.data && strstr(out.data, "portico_cache_max_entries{cache=\"x\"} 10\n"));
+    PT_CHECK(out.data && !strstr(strstr(out.data, "{cache=\"x\"}") + 1,
+                                 "portico_cache_hits_total{cache=\"x\"}"));
+    pt_buf_free(&out);
+    pt_cache_set_free(a);
+    pt_cache_set_free(b);
+    pt_cache_set_backend(PT_CACHE_BACKEND_REDIS, NULL);
+}
+
 int main(void)
 {
     PT_RUN(lru_by_entries);
@@ -446,5 +524,7 @@ int main(void)
     PT_RUN(threads_hammer_the_same_keys);
     PT_RUN(sets_keep_caches_by_name);
     PT_RUN(config_section);
+    PT_RUN(config_redis_caches);
+    PT_RUN(sets_replace_a_cache_of_another_backend);
     return PT_TEST_DONE();
 }

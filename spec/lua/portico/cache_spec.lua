@@ -76,6 +76,16 @@ return M
     assert.same({ true, false, true }, res.payload.a)
   end)
 
+  it("takes a redis cache's config as one process's store, max_value too", function()
+    local t = testing.new { caches = { shared = { backend = "redis", ttl = 60, max_value = 8 } } }
+    local res = run(t, [[return { c:set("k", "12345678"), c:get("k") }]], { cache = "shared" })
+    assert.same({ true, "12345678" }, res.payload.a)
+    res = run(t, [[return c:set("k", "123456789")]], { cache = "shared" })
+    assert.is_nil(res.payload.a)
+    assert.equal("cache 'shared' set: the value is 9 bytes, more than the cache's max_value (8)",
+      res.payload.b)
+  end)
+
   it("incr counts from 0, takes a step, refuses a value that is not a number", function()
     local t = testing.new()
     local res = run(t, [[return { c:incr("n"), c:incr("n"), c:incr("n", 10), c:incr("n", -0.5) }]])
