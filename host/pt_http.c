@@ -51,8 +51,8 @@ struct pt__req_s {
     uint64_t upstream_us;
     char cid[65];
     char service[PT_SERVICE_NAME_MAX + 1];
-    char username[256]; /* the authenticated user, "" when none */
-    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
+    char username[256];   /* the authenticated user, "" when none */
+    char upstream[80];    /* where the request went (pt_http_set_upstream), "" when nowhere */
     pt_trace_ctx_t trace; /* the server span's context (trace.on 0: tracing is off) */
 };
 
@@ -69,13 +69,13 @@ struct pt_conn_s {
     pt_worker_t *w;
     pt_worker_conn_t wc; /* in the worker's list of connections */
     const pt_http_handler_t *handler;
-    pt__req_t *rq;           /* the request in progress; NULL while idle */
-    pt_worker_timer_t timer; /* in the worker's heap; fires at timer.due */
-    uint64_t deadline;       /* loop time the current time-out ends; 0: none */
+    pt__req_t *rq;                        /* the request in progress; NULL while idle */
+    pt_worker_timer_t timer;              /* in the worker's heap; fires at timer.due */
+    uint64_t deadline;                    /* loop time the current time-out ends; 0: none */
     const pt_http_owner_ops_t *owner_ops; /* set once handed over */
     void *owner;
-    size_t out_queued; /* bytes of pt_http_write still queued */
-    unsigned served;   /* requests answered on this connection */
+    size_t out_queued;          /* bytes of pt_http_write still queued */
+    unsigned served;            /* requests answered on this connection */
     unsigned char state;        /* pt_conn_state_t */
     unsigned char handles_open; /* the transport's handles, until closed */
     unsigned char write_depth;  /* responses written synchronously on this stack */
@@ -487,7 +487,8 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
     if (c->rq->channel_name)
         pt_span_str(s, "portico.channel", c->rq->channel_name, strlen(c->rq->channel_name));
-    if (c->rq->service[0]) pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
+    if (c->rq->service[0])
+        pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
     if (c->rq->username[0]) pt_span_str(s, "enduser.id", c->rq->username, strlen(c->rq->username));
     pt_span_str(s, "portico.cid", c->rq->cid, strlen(c->rq->cid));
     pt_span_int(s, "portico.security_us", (int64_t)(c->rq->trace.security_ns / 1000));
@@ -742,15 +743,17 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     uint64_t now = uv_hrtime();
     uint64_t us = c->rq->started_ns ? (now - c->rq->started_ns) / 1000 : 0;
     /* a client picks the name in the path: it is a label only once known */
-    const char *label = !c->rq->channel_name ? "" : c->rq->service_known ? c->rq->service : "unknown";
+    const char *label = !c->rq->channel_name   ? ""
+                        : c->rq->service_known ? c->rq->service
+                                               : "unknown";
     pt_metrics_observe(&w->metrics, c->rq->channel_name, label, status, us);
     const char *url = c->rq->head.data ? c->rq->head.data : "";
     const char *q = memchr(url, '?', c->rq->url_len);
     char trace_id[33];
     if (c->rq->trace.on) {
         pt__trace_end(c, status, body_len,
-                      c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL, url,
-                      q ? (size_t)(q - url) : c->rq->url_len);
+                      c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL,
+                      url, q ? (size_t)(q - url) : c->rq->url_len);
         pt_trace_hex(c->rq->trace.trace_id, 16, trace_id);
     }
     if (!pt_accesslog_enabled()) return;
@@ -793,7 +796,8 @@ static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_
                       const char *body, size_t body_len)
 {
     const pt_config_obs_t *obs = &c->w->cfg->obs;
-    if (!c->rq || !c->rq->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->rq->channel_name))
+    if (!c->rq || !c->rq->channel_name || !pt_audit_running() ||
+        !pt_config_obs_audited(obs, c->rq->channel_name))
         return;
     pt_audit_header_t stack[32];
     size_t n = c->rq->req.n_headers;
@@ -1118,7 +1122,8 @@ void pt_http_release(pt_conn_t *c)
     pt_http_parser_resume(&c->rq->req);
     /* fed even when nothing is pending: a request without a body ends here */
     if (c->rq->pending.len > c->rq->pending_off)
-        pt__feed(c, c->rq->pending.data + c->rq->pending_off, c->rq->pending.len - c->rq->pending_off, 1);
+        pt__feed(c, c->rq->pending.data + c->rq->pending_off,
+                 c->rq->pending.len - c->rq->pending_off, 1);
     else
         pt__feed(c, "", 0, 0);
     if (!c->closing && c->state != PT_CONN_LINGER && pt__read_on(c) != 0) pt_http_close(c);
