@@ -56,10 +56,12 @@ struct pt__req_s {
     pt_trace_ctx_t trace; /* the server span's context (trace.on 0: tracing is off) */
 };
 
-/* Free request states a worker keeps; and the buffer capacity one keeps
- * (a larger buffer is freed when the state goes back). */
-#define PT__POOL_MAX 256
-#define PT__POOL_KEEP (16 * 1024)
+/* Free request states a worker keeps (each about 1.5 KB and its buffers);
+ * and the capacity each of its buffers keeps (a larger one is freed when
+ * the state goes back): at most some 1 MB a worker after a burst of large
+ * requests. */
+#define PT__POOL_MAX 64
+#define PT__POOL_KEEP 4096
 
 /* A connection: what lives as long as the socket. About 520 bytes; the
  * request's state is in rq only while a request is in progress. */
@@ -218,13 +220,14 @@ static pt__req_t *pt__req_take(pt_conn_t *c)
  * PT__POOL_KEEP) for the next request, everything else starts from zero. */
 static void pt__req_put(pt_worker_t *w, pt__req_t *rq)
 {
-    if (w->n_http_pool >= PT__POOL_MAX || rq->head.cap > PT__POOL_KEEP) {
+    if (w->n_http_pool >= PT__POOL_MAX) {
         pt__req_free(rq);
         return;
     }
     pt_buf_t head = rq->head, body = rq->body, pending = rq->pending;
     pt_http_header_t *headers = rq->headers;
     size_t cap_headers = rq->req.cap_headers;
+    if (head.cap > PT__POOL_KEEP) pt_buf_free(&head);
     if (body.cap > PT__POOL_KEEP) pt_buf_free(&body);
     if (pending.cap > PT__POOL_KEEP) pt_buf_free(&pending);
     memset(rq, 0, sizeof *rq);
