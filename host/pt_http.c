@@ -51,15 +51,17 @@ struct pt__req_s {
     uint64_t upstream_us;
     char cid[65];
     char service[PT_SERVICE_NAME_MAX + 1];
-    char username[256]; /* the authenticated user, "" when none */
-    char upstream[80];  /* where the request went (pt_http_set_upstream), "" when nowhere */
+    char username[256];   /* the authenticated user, "" when none */
+    char upstream[80];    /* where the request went (pt_http_set_upstream), "" when nowhere */
     pt_trace_ctx_t trace; /* the server span's context (trace.on 0: tracing is off) */
 };
 
-/* Free request states a worker keeps; and the buffer capacity one keeps
- * (a larger buffer is freed when the state goes back). */
-#define PT__POOL_MAX 256
-#define PT__POOL_KEEP (16 * 1024)
+/* Free request states a worker keeps (each about 1.5 KB and its buffers);
+ * and the capacity each of its buffers keeps (a larger one is freed when
+ * the state goes back): at most some 1 MB a worker after a burst of large
+ * requests. */
+#define PT__POOL_MAX 64
+#define PT__POOL_KEEP 4096
 
 /* A connection: what lives as long as the socket. About 520 bytes; the
  * request's state is in rq only while a request is in progress. */
@@ -69,13 +71,13 @@ struct pt_conn_s {
     pt_worker_t *w;
     pt_worker_conn_t wc; /* in the worker's list of connections */
     const pt_http_handler_t *handler;
-    pt__req_t *rq;           /* the request in progress; NULL while idle */
-    pt_worker_timer_t timer; /* in the worker's heap; fires at timer.due */
-    uint64_t deadline;       /* loop time the current time-out ends; 0: none */
+    pt__req_t *rq;                        /* the request in progress; NULL while idle */
+    pt_worker_timer_t timer;              /* in the worker's heap; fires at timer.due */
+    uint64_t deadline;                    /* loop time the current time-out ends; 0: none */
     const pt_http_owner_ops_t *owner_ops; /* set once handed over */
     void *owner;
-    size_t out_queued; /* bytes of pt_http_write still queued */
-    unsigned served;   /* requests answered on this connection */
+    size_t out_queued;          /* bytes of pt_http_write still queued */
+    unsigned served;            /* requests answered on this connection */
     unsigned char state;        /* pt_conn_state_t */
     unsigned char handles_open; /* the transport's handles, until closed */
     unsigned char write_depth;  /* responses written synchronously on this stack */
@@ -218,13 +220,14 @@ static pt__req_t *pt__req_take(pt_conn_t *c)
  * PT__POOL_KEEP) for the next request, everything else starts from zero. */
 static void pt__req_put(pt_worker_t *w, pt__req_t *rq)
 {
-    if (w->n_http_pool >= PT__POOL_MAX || rq->head.cap > PT__POOL_KEEP) {
+    if (w->n_http_pool >= PT__POOL_MAX) {
         pt__req_free(rq);
         return;
     }
     pt_buf_t head = rq->head, body = rq->body, pending = rq->pending;
     pt_http_header_t *headers = rq->headers;
     size_t cap_headers = rq->req.cap_headers;
+    if (head.cap > PT__POOL_KEEP) pt_buf_free(&head);
     if (body.cap > PT__POOL_KEEP) pt_buf_free(&body);
     if (pending.cap > PT__POOL_KEEP) pt_buf_free(&pending);
     memset(rq, 0, sizeof *rq);
@@ -487,7 +490,8 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
     if (c->rq->channel_name)
         pt_span_str(s, "portico.channel", c->rq->channel_name, strlen(c->rq->channel_name));
-    if (c->rq->service[0]) pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
+    if (c->rq->service[0])
+        pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
     if (c->rq->username[0]) pt_span_str(s, "enduser.id", c->rq->username, strlen(c->rq->username));
     pt_span_str(s, "portico.cid", c->rq->cid, strlen(c->rq->cid));
     pt_span_int(s, "portico.security_us", (int64_t)(c->rq->trace.security_ns / 1000));
@@ -742,14 +746,16 @@ static void pt__observe(pt_conn_t *c, int status, size_t body_len)
     uint64_t now = uv_hrtime();
     uint64_t us = c->rq->started_ns ? (now - c->rq->started_ns) / 1000 : 0;
     /* a client picks the name in the path: it is a label only once known */
-    const char *label = !c->rq->channel_name ? "" : c->rq->service_known ? c->rq->service : "unknown";
+    const char *label = !c->rq->channel_name   ? ""
+                        : c->rq->service_known ? c->rq->service
+                                               : "unknown";
     pt_metrics_observe(&w->metrics, c->rq->channel_name, label, status, us);
     const char *url = c->rq->head.data ? c->rq->head.data : "";
     const char *q = memchr(url, '?', c->rq->url_len);
     if (c->rq->trace.on)
         pt__trace_end(c, status, body_len,
-                      c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL, url,
-                      q ? (size_t)(q - url) : c->rq->url_len);
+                      c->rq->url_len ? llhttp_method_name(llhttp_get_method(&c->rq->parser)) : NULL,
+                      url, q ? (size_t)(q - url) : c->rq->url_len);
     if (!pt_accesslog_enabled()) return;
     char trace_id[33];
     if (c->rq->trace.on) pt_trace_hex(c->rq->trace.trace_id, 16, trace_id);
@@ -792,7 +798,8 @@ static void pt__audit(pt_conn_t *c, int status, const char *ctype, size_t ctype_
                       const char *body, size_t body_len)
 {
     const pt_config_obs_t *obs = &c->w->cfg->obs;
-    if (!c->rq || !c->rq->channel_name || !pt_audit_running() || !pt_config_obs_audited(obs, c->rq->channel_name))
+    if (!c->rq || !c->rq->channel_name || !pt_audit_running() ||
+        !pt_config_obs_audited(obs, c->rq->channel_name))
         return;
     pt_audit_header_t stack[32];
     size_t n = c->rq->req.n_headers;
@@ -1117,7 +1124,8 @@ void pt_http_release(pt_conn_t *c)
     pt_http_parser_resume(&c->rq->req);
     /* fed even when nothing is pending: a request without a body ends here */
     if (c->rq->pending.len > c->rq->pending_off)
-        pt__feed(c, c->rq->pending.data + c->rq->pending_off, c->rq->pending.len - c->rq->pending_off, 1);
+        pt__feed(c, c->rq->pending.data + c->rq->pending_off,
+                 c->rq->pending.len - c->rq->pending_off, 1);
     else
         pt__feed(c, "", 0, 0);
     if (!c->closing && c->state != PT_CONN_LINGER && pt__read_on(c) != 0) pt_http_close(c);

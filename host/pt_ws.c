@@ -66,7 +66,7 @@ struct pt_ws_s {
     uint64_t frame_len; /* header and payload of the frame being read */
     int frame_open;     /* a frame's header is read, its payload not all */
     int msg_open;       /* a fragmented message is being read */
-    pt_buf_t in; /* bytes read, wslay takes them from in_off */
+    pt_buf_t in;        /* bytes read, wslay takes them from in_off */
     size_t in_off;
     pt_buf_t out;      /* frames wslay wrote since the last flush */
     size_t out_bytes;  /* handed to uv_write and not written yet */
@@ -87,8 +87,8 @@ struct pt_ws_s {
     uint64_t last_message_ms;
     uint64_t detached_ms; /* a deferred trim covers what was freed before this */
     int in_flight;        /* service calls not answered yet */
-    char *channel;  /* the channel's name (allocated) */
-    char *username; /* the authenticated user, "" when none (allocated) */
+    char *channel;        /* the channel's name (allocated) */
+    char *username;       /* the authenticated user, "" when none (allocated) */
     /* the handshake's headers (self.request.http.headers of every message):
      * one block, the array then the bytes; bounded by the head's limits */
     pt_lua_header_t *headers;

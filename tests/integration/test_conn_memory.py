@@ -366,3 +366,22 @@ def test_tls_connections_after_idle(gw, tmp_path):
         assert get(s)[0] == 200
     for s in conns:
         s.close()
+
+
+# ---- the open-file limit ----
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one(gw):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        g = gw()  # inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open("/proc/%d/limits" % g.proc.proc.pid) as f:
+        line = next(l for l in f if l.startswith("Max open files"))
+    assert line.split()[3] == str(hard), line
+    if low < hard:
+        assert g.log_has("open-file limit raised from %d to %d" % (low, hard))
+    else:
+        assert g.log_has("open-file limit: %d" % hard)
