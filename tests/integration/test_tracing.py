@@ -144,6 +144,21 @@ function M:handle()
 end
 return M
 """,
+    "esc.lua": r"""
+local service = require "portico.service"
+local M = service.new { name = "trace.esc" }
+function M:handle()
+  self.trace:set("q", 'say "hi" \\ back')
+    :set("ctl", "a\nb\tc\1d\127e")
+    :set("utf8", "h\195\169llo, a long text that is more than a word")
+    :set("bad", "x\255\254y")
+    :set('k"ey', "v")
+    :set("edge", "1234567\"")
+    :set("neg", -42):set("big", 9007199254740993):set("half", 0.5)
+  self.response.payload = { ok = true }
+end
+return M
+""",
     "send.lua": """
 local service = require "portico.service"
 local M = service.new { name = "trace.send" }
@@ -194,6 +209,7 @@ outgoing:
 """ % BROKER_URL if amqp else "") + """  rest:
     - {name: api.front, url_path: /front, methods: [GET], service: trace.front}
     - {name: api.plain, url_path: /plain, methods: [GET], service: trace.plain}
+    - {name: api.esc, url_path: /esc, methods: [GET], service: trace.esc}
     - {name: api.send, url_path: /send, methods: [POST], service: trace.send}
   http_proxy:
     - name: px
@@ -300,6 +316,24 @@ def test_a_retried_proxy_call_names_both_targets(lab):
     assert a["server.address"] == "127.0.0.1:%d" % be.port
     assert a["portico.failed_target"].startswith("127.0.0.1:") and \
         a["portico.failed_target"] != a["server.address"]
+
+
+def test_attribute_text_is_escaped_and_bad_utf8_replaced(lab):
+    # the exporter renders with a word-at-a-time scan: quotes, backslashes,
+    # control bytes, UTF-8 and bytes that are not UTF-8, at any offset
+    rec, be, start = lab
+    gw = start()
+    assert gw.http().request("GET", "/esc?x=\"1\"")[0] == 200
+    span = rec.wait(lambda s: s["name"] == "service trace.esc")[0]
+    a = attrs(span)
+    assert a["q"] == 'say "hi" \\ back'
+    assert a["ctl"] == "a\nb\tc\x01d\x7fe"
+    assert a["utf8"] == "h\u00e9llo, a long text that is more than a word"
+    assert a["bad"] == "x??y"
+    assert a['k"ey'] == "v" and a["edge"] == '1234567"'
+    assert a["neg"] == "-42" and a["half"] == 0.5
+    server = rec.wait(lambda s: s["spanId"] == span["parentSpanId"])[0]
+    assert attrs(server)["url.path"] == "/esc"
 
 
 def test_an_invalid_traceparent_starts_a_new_trace(lab):
