@@ -18,6 +18,7 @@ from conftest import config_head
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 CLIENT_TP = "00-%s-%s-01" % (CLIENT_TRACE, CLIENT_SPAN)
+STATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$")
 
 
@@ -397,6 +398,24 @@ def test_one_trace_across_invoke_and_outgoing_http(lab):
     child = [s for s in spans.values() if s["name"] == "price lookup"][0]
     assert child["parentSpanId"] == front["spanId"]
     assert child["attributes"] == [{"key": "cache.hit", "value": {"stringValue": "false"}}]
+    assert "tracestate" not in be.seen[-1]  # none came, none goes
+
+
+def test_tracestate_goes_on_through_invoke_and_outgoing_http(lab):
+    rec, be, start = lab
+    gw = start()
+    http = gw.http()
+    status, _h, body = http.request("GET", "/front", headers={
+        "traceparent": CLIENT_TP, "tracestate": STATE})
+    assert status == 200, body
+    seen = be.seen[-1]
+    assert TP.match(seen["traceparent"]).group(1) == CLIENT_TRACE
+    assert seen["tracestate"] == STATE
+    # an invalid one is dropped, not passed on
+    status, _h, body = http.request("GET", "/front", headers={
+        "traceparent": CLIENT_TP, "tracestate": "Bad Key=1"})
+    assert status == 200, body
+    assert "tracestate" not in be.seen[-1]
 
 
 def test_a_caller_s_unsampled_flag_is_kept(lab):
@@ -524,11 +543,13 @@ def test_an_amqp_message_carries_the_trace(lab):
         amqp.queue_declare(q, durable=False)
         amqp.queue_purge(q)
         status, _h, body = gw.http().request("POST", "/send", body={"queue": q},
-                                             headers={"traceparent": CLIENT_TP})
+                                             headers={"traceparent": CLIENT_TP,
+                                                      "tracestate": STATE})
         assert status == 200 and json.loads(body)["sent"] is True, body
         msg = amqp.wait_get(q)
         amqp.queue_delete(q)
     assert msg.props["headers"]["x"] == "y"
+    assert msg.props["headers"]["tracestate"] == STATE
     m = TP.match(msg.props["headers"]["traceparent"])
     assert m and m.group(1) == CLIENT_TRACE
     pub = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
@@ -551,13 +572,15 @@ def test_a_bus_request_and_an_amqp_delivery_carry_the_trace(lab):
         backend = Responder(Q_FOO, echo_answer)
         try:
             status, _h, body = gw.http().request("GET", "/bus/foo/bar/baz",
-                                                 headers={"traceparent": CLIENT_TP})
+                                                 headers={"traceparent": CLIENT_TP,
+                                                          "tracestate": STATE})
             assert status == 200, body
             backend.wait_for(1)
         finally:
             backend.stop()
         m = TP.match(backend.received[0].headers["traceparent"])
         assert m and m.group(1) == CLIENT_TRACE
+        assert backend.received[0].headers["tracestate"] == STATE
         bus = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
         assert bus["name"] == "bus" and bus["kind"] == 3
         server = rec.wait(lambda s: s["spanId"] == bus["parentSpanId"])[0]
