@@ -293,6 +293,19 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
     return s;
 }
 
+pt_span_t *pt_span_split(pt_span_t *s)
+{
+    if (!s) return NULL;
+    pt_span_t *a = pt__record();
+    if (!a) return NULL;
+    memcpy(a, s, offsetof(pt_span_t, attrs) + s->attrs_len);
+    a->next = NULL;
+    pt_trace_random(a->span_id, 8);
+    a->end_ns = pt_trace_now();
+    s->start_ns = a->end_ns;
+    return a;
+}
+
 void pt_span_error(pt_span_t *s, const char *msg)
 {
     if (!s) return;

@@ -193,6 +193,12 @@ static inline void pt_span_double(pt_span_t *s, const char *key, double v)
 {
     if (s) pt_span_attr(s, 'd', key, strlen(key), &v, sizeof v);
 }
+/* An attempt of s that is over (a retried call): a copy of s as it is
+ * (trace, parent, kind, name, start, attributes so far) with a span id of
+ * its own, ending now; s starts again now. The caller adds to the copy and
+ * hands it on with pt_span_end. NULL when s is NULL or out of memory. */
+pt_span_t *pt_span_split(pt_span_t *s);
+
 /* The span's status: error with a message. */
 void pt_span_error(pt_span_t *s, const char *msg);
 

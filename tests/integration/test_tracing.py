@@ -312,11 +312,27 @@ def test_a_retried_proxy_call_names_both_targets(lab):
     http = gw.http()
     for _ in range(4):
         assert http.request("GET", "/px/flaky/x")[0] == 200
-    retried = rec.wait(lambda s: s["name"] == "proxy" and attrs(s)["portico.retries"] == "1")[0]
+    retried = rec.wait(lambda s: s["name"] == "proxy" and attrs(s).get("portico.retries") == "1")[0]
     a = attrs(retried)
     assert a["server.address"] == "127.0.0.1:%d" % be.port
     assert a["portico.failed_target"].startswith("127.0.0.1:") and \
         a["portico.failed_target"] != a["server.address"]
+    assert a["portico.retry"] == "1" and retried["status"] == {}
+    # the failed attempt is a client span of its own beside it: same parent,
+    # its target, its number, the failure; over before the retry started
+    first = rec.wait(lambda s: s["name"] == "proxy" and s["spanId"] != retried["spanId"] and
+                     s["parentSpanId"] == retried["parentSpanId"])[0]
+    f = attrs(first)
+    assert first["kind"] == 3 and first["traceId"] == retried["traceId"]
+    assert f["server.address"] == a["portico.failed_target"] and f["portico.retry"] == "0"
+    assert first["status"]["code"] == 2 and a["portico.failed_target"] in first["status"]["message"]
+    assert f["portico.upstream"] == "flaky" and f["url.path"] == "/x"
+    assert int(first["endTimeUnixNano"]) <= int(retried["startTimeUnixNano"])
+    # the target that answered names the last attempt as its parent
+    assert any(TP.match(h["traceparent"]).group(2) == retried["spanId"] for h in be.seen)
+    # a call that was not retried is one attempt, number 0
+    one = rec.wait(lambda s: s["name"] == "proxy" and attrs(s).get("portico.retries") == "0")[0]
+    assert attrs(one)["portico.retry"] == "0"
 
 
 def test_attribute_text_is_escaped_and_bad_utf8_replaced(lab):
