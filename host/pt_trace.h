@@ -60,6 +60,11 @@ typedef struct {
     uint64_t interval_ms; /* a batch that is not full goes after this */
     char *service_name;   /* the resource's service.name */
     char *headers;        /* "Name: value\r\n" lines for the post ("" none) */
+    /* https:// endpoints: the client context (tracing.tls, built by
+     * pt_config_upstream_tls; a reference this struct holds) and the name
+     * sent as SNI and checked (tls.server_name, else the host). NULL: http. */
+    struct ssl_ctx_st *tls_ctx;
+    char *tls_name;
 } pt_trace_cfg_t;
 
 /* Frees what a pt_trace_cfg_t owns (not the struct). */

@@ -7,7 +7,11 @@
 #include "pt_trace.h"
 #include "pt_trace_queue.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -46,6 +50,8 @@ void pt_trace_cfg_free(pt_trace_cfg_t *cfg)
     free(cfg->path);
     free(cfg->service_name);
     free(cfg->headers);
+    free(cfg->tls_name);
+    if (cfg->tls_ctx) SSL_CTX_free(cfg->tls_ctx);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -131,12 +137,72 @@ static int pt__connect(uint64_t deadline)
     return fd;
 }
 
+/* An https endpoint: OpenSSL on the socket, each step waiting under the
+ * post's deadline. Returns the SSL after the handshake, or NULL. */
+static SSL *pt__tls_open(int fd, uint64_t deadline)
+{
+    SSL *ssl = SSL_new(pt__cfg.tls_ctx);
+    if (!ssl) return NULL;
+    const char *name = pt__cfg.tls_name;
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    int ok = SSL_set_fd(ssl, fd) == 1 && (is_ip || SSL_set_tlsext_host_name(ssl, name) == 1);
+    if (ok && (SSL_CTX_get_verify_mode(pt__cfg.tls_ctx) & SSL_VERIFY_PEER))
+        ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
+                   : SSL_set1_host(ssl, name) == 1;
+    while (ok) {
+        int r = SSL_connect(ssl);
+        if (r == 1) return ssl;
+        int e = SSL_get_error(ssl, r);
+        if (!((e == SSL_ERROR_WANT_READ && pt__wait(fd, POLLIN, deadline) == 0) ||
+              (e == SSL_ERROR_WANT_WRITE && pt__wait(fd, POLLOUT, deadline) == 0)))
+            ok = 0;
+    }
+    ERR_clear_error();
+    SSL_free(ssl);
+    return NULL;
+}
+
+/* Sends or receives through ssl (NULL: the plain socket) as far as it can
+ * before deadline. Returns the bytes moved (> 0), or -1. */
+static ssize_t pt__io(int fd, SSL *ssl, int out, void *p, size_t n, uint64_t deadline)
+{
+    for (;;) {
+        ssize_t r;
+        short ev = out ? POLLOUT : POLLIN;
+        if (ssl) {
+            int k = out ? SSL_write(ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n))
+                        : SSL_read(ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+            if (k > 0) return k;
+            int e = SSL_get_error(ssl, k);
+            if (e == SSL_ERROR_WANT_READ)
+                ev = POLLIN;
+            else if (e == SSL_ERROR_WANT_WRITE)
+                ev = POLLOUT;
+            else {
+                ERR_clear_error();
+                return -1;
+            }
+        } else {
+            r = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+            if (r > 0) return r;
+            if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) return -1;
+        }
+        if (pt__wait(fd, ev, deadline) != 0) return -1;
+    }
+}
+
 /* Posts body; returns the HTTP status, or -1. */
 static int pt__post(const char *body, size_t len)
 {
     uint64_t deadline = pt__mono_ms() + pt__cfg.timeout_ms;
     int fd = pt__connect(deadline);
     if (fd < 0) return -1;
+    SSL *ssl = NULL;
+    if (pt__cfg.tls_ctx && !(ssl = pt__tls_open(fd, deadline))) {
+        close(fd);
+        return -1;
+    }
     pt_buf_t head = {0};
     pt_buf_printf(&head,
                   "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
@@ -149,37 +215,31 @@ static int pt__post(const char *body, size_t len)
     for (int i = 0; i < 2; i++) {
         size_t off = 0;
         while (off < lens[i]) {
-            ssize_t n = send(fd, parts[i] + off, lens[i] - off, MSG_NOSIGNAL);
-            if (n > 0) {
-                off += (size_t)n;
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
-                pt__wait(fd, POLLOUT, deadline) == 0)
-                continue;
-            goto done;
+            ssize_t n = pt__io(fd, ssl, 1, (char *)parts[i] + off, lens[i] - off, deadline);
+            if (n < 0) goto done;
+            off += (size_t)n;
         }
     }
     /* the status line is all we need */
     char resp[256];
     size_t got = 0;
     while (got < sizeof resp - 1) {
-        ssize_t n = recv(fd, resp + got, sizeof resp - 1 - got, 0);
-        if (n > 0) {
-            got += (size_t)n;
-            resp[got] = '\0';
-            if (strstr(resp, "\r\n")) break;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR) && pt__wait(fd, POLLIN, deadline) == 0)
-            continue;
-        break;
+        ssize_t n = pt__io(fd, ssl, 0, resp + got, sizeof resp - 1 - got, deadline);
+        if (n < 0) break;
+        got += (size_t)n;
+        resp[got] = '\0';
+        if (strstr(resp, "\r\n")) break;
     }
     resp[got] = '\0';
     int code;
     if (sscanf(resp, "HTTP/1.%*1d %3d", &code) == 1) status = code;
 done:
     pt_buf_free(&head);
+    if (ssl) {
+        SSL_shutdown(ssl); /* close_notify, not waited for */
+        SSL_free(ssl);
+        ERR_clear_error();
+    }
     close(fd);
     return status;
 }
@@ -543,6 +603,8 @@ int pt_trace_start(const pt_trace_cfg_t *cfg, char *err, size_t errlen)
     pt__cfg.path = pt__dup(cfg->path);
     pt__cfg.service_name = pt__dup(cfg->service_name ? cfg->service_name : "portico");
     pt__cfg.headers = pt__dup(cfg->headers ? cfg->headers : "");
+    pt__cfg.tls_name = pt__dup(cfg->tls_name);
+    if (pt__cfg.tls_ctx) SSL_CTX_up_ref(pt__cfg.tls_ctx);
     pt__cap = cfg->queue_size;
     pt__ring = calloc(pt__cap, sizeof *pt__ring);
     pthread_condattr_t ca;

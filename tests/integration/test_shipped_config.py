@@ -55,6 +55,7 @@ def test_every_setting_of_the_sections_is_shown():
         "outgoing": c_keys("pt_config.c", "static int pt__outgoing("),
         "channels": c_keys("pt_config.c", "static int pt__channels("),
         "security.hash_checks": c_keys("pt_security_config.c", "static int pt__hash_checks("),
+        "tracing": c_keys("pt_config_tracing.c", "int pt_config_tracing_parse("),
     }
     kinds = re.findall(r'\{\.key = "([a-z_]+)"',
                        open(os.path.join(SOURCE, "host", "pt_security_config.c")).read())

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ import pytest
 
 from amqp_support import BROKER_URL, AmqpClient, Http, broker_serving, free_port, scrape
 from conftest import config_head
+from test_https_backend import certs  # noqa: F401 (its test CA and certificates)
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -25,7 +27,7 @@ TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$")
 class Receiver:
     """An OTLP/HTTP collector: POST /v1/traces with application/json."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.spans, self.posts, self.bad = [], 0, []
         rec = self
 
@@ -56,6 +58,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
+        if tls:  # (cert, key): an https collector
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -174,11 +180,11 @@ return M
 
 
 def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs=False,
-           timeout="1s"):
+           timeout="1s", scheme="http"):
     text = config_head("workers: 2", log="level: info\naccess: %s/access.log" % tmp,
                        dirs="{root}/services, %s/services" % tmp)
     text += """tracing:
-  endpoint: http://127.0.0.1:%d/v1/traces
+  endpoint: %s://127.0.0.1:%d/v1/traces
   ratio: 1.0
   batch_size: 4
   interval: 100ms
@@ -190,7 +196,7 @@ outgoing:
   http:
     - name: crm
       targets: [http://127.0.0.1:%d]
-""" % (collector_port, timeout, extra_tracing, backend_port)
+""" % (scheme, collector_port, timeout, extra_tracing, backend_port)
     if amqp:
         text += """  amqp:
     - name: bus
@@ -527,9 +533,55 @@ def test_tracing_off_means_no_trace_fields(tmp_path, start_gateway):
     assert not any(k[0].startswith("portico_trace") for k in scrape(gw))
 
 
+def test_an_https_collector_is_verified_with_the_tls_block(lab, certs):
+    rec, be, start = lab
+    good = Receiver(tls=(os.path.join(certs, "good.pem"), os.path.join(certs, "good.key")))
+    try:
+        gw = start(collector=good.port, scheme="https",
+                   extra_tracing="  tls: {ca_file: %s}" % os.path.join(certs, "ca.pem"))
+        assert gw.http().request("GET", "/plain", headers={"traceparent": CLIENT_TP})[0] == 200
+        span = good.wait(lambda s: s["kind"] == 2 and s["traceId"] == CLIENT_TRACE)[0]
+        assert span["name"] == "api.plain" and span["_auth"] == "Bearer s3cret"
+        assert rec.spans == []
+    finally:
+        good.close()
+
+
+@pytest.mark.parametrize("name, with_ca", [("good", False), ("wrong-host", True)])
+def test_an_https_collector_not_trusted_gets_nothing(lab, certs, name, with_ca):
+    # its certificate is signed by a CA the system store does not hold, or
+    # names another host: the post fails and is counted, requests go on
+    rec, be, start = lab
+    coll = Receiver(tls=(os.path.join(certs, name + ".pem"), os.path.join(certs, name + ".key")))
+    try:
+        tls = "  tls: {ca_file: %s}" % os.path.join(certs, "ca.pem") if with_ca else ""
+        gw = start(collector=coll.port, scheme="https", extra_tracing=tls)
+        http = gw.http()
+        for _ in range(5):
+            assert http.request("GET", "/plain")[0] == 200
+        deadline = time.time() + 10
+        while True:
+            m = scrape(gw)
+            if m.get(("portico_trace_export_failures_total", ()), 0) >= 1 or \
+                    time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert m[("portico_trace_export_failures_total", ())] >= 1
+        assert m[("portico_trace_spans_exported_total", ())] == 0
+        assert coll.spans == []
+    finally:
+        coll.close()
+
+
 @pytest.mark.parametrize("section, message", [
     ("tracing:\n  ratio: 1\n", "tracing: endpoint is required"),
-    ("tracing:\n  endpoint: https://c:4318/v1/traces\n", "must start with http://"),
+    ("tracing:\n  endpoint: ftp://c:4318/v1/traces\n", "must start with http:// or https://"),
+    ("tracing:\n  endpoint: http://c:4318/v1/traces\n  tls: {verify: false}\n",
+     "tracing.tls: only with an https:// endpoint"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {ca_file: /nonexistent/ca.pem}\n",
+     "/nonexistent/ca.pem"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {verify: maybe}\n", "verify"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {ca: x}\n", "unknown key 'ca'"),
     ("tracing:\n  endpoint: http://c:99999/v1/traces\n", "bad port"),
     ("tracing:\n  endpoint: http://c/x\n  ratio: 1.5\n", "tracing.ratio: a number from 0 to 1"),
     ("tracing:\n  endpoint: http://c/x\n  batch_size: 10\n  queue_size: 5\n",
