@@ -43,6 +43,7 @@ typedef struct pt__job_s {
     amqp_bytes_t exchange, routing_key, method, query, content_type, body, corr;
     int has_content_type;
     char traceparent[PT_TRACEPARENT_LEN + 1]; /* "" none */
+    char tracestate[PT_TRACE_STATE_MAX + 1];  /* "" none (only with a traceparent) */
     /* The outcome. */
     int status;
     char error[PT_AMQP_ERRLEN];
@@ -355,13 +356,16 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
             return -1;
         }
     }
-    amqp_table_entry_t headers[3] = {
+    amqp_table_entry_t headers[4] = {
         {.key = amqp_cstring_bytes("X-WASP-METHOD")},
         {.key = amqp_cstring_bytes("X-WASP-QS")},
         {.key = amqp_cstring_bytes("traceparent")},
+        {.key = amqp_cstring_bytes("tracestate")},
     };
     headers[2].value.kind = AMQP_FIELD_KIND_UTF8;
     headers[2].value.value.bytes = amqp_cstring_bytes(job->traceparent);
+    headers[3].value.kind = AMQP_FIELD_KIND_UTF8;
+    headers[3].value.value.bytes = amqp_cstring_bytes(job->tracestate);
     headers[0].value.kind = AMQP_FIELD_KIND_UTF8;
     headers[0].value.value.bytes = job->method;
     headers[1].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -371,7 +375,8 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
             AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_HEADERS_FLAG,
         .correlation_id = job->corr,
         .reply_to = amqp_cstring_bytes(PT__REPLY_TO),
-        .headers = {.num_entries = job->traceparent[0] ? 3 : 2, .entries = headers},
+        .headers = {.num_entries = !job->traceparent[0] ? 2 : job->tracestate[0] ? 4 : 3,
+                    .entries = headers},
     };
     if (job->has_content_type) {
         p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
@@ -729,8 +734,11 @@ int pt_bus_send(pt_worker_t *w, const pt_bus_request_t *req, pt_bus_done_cb done
     job->has_content_type = req->content_type != NULL;
     job->body = pt__copy(&at, req->body, blen);
     job->corr = pt__copy(&at, corr, (size_t)corrlen);
-    if (req->traceparent)
+    if (req->traceparent) {
         pt_strcpy_cap(job->traceparent, req->traceparent, sizeof job->traceparent);
+        if (req->tracestate)
+            pt_strcpy_cap(job->tracestate, req->tracestate, sizeof job->tracestate);
+    }
     job->timeout_ms = ch->bus_reply_timeout_ms ? ch->bus_reply_timeout_ms : PT__DEFAULT_TIMEOUT_MS;
     job->deadline_ms = pt_amqp_now_ms() + job->timeout_ms;
     job->max_reply = w && w->cfg ? w->cfg->max_body_bytes : PT__DEFAULT_MAX_REPLY;

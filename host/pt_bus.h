@@ -54,6 +54,7 @@ typedef struct {
     size_t body_len;
     const char *cid;
     const char *traceparent; /* sent as the message's traceparent header; NULL: none */
+    const char *tracestate;  /* and its tracestate (with a traceparent only); NULL: none */
 } pt_bus_request_t;
 
 /* The outcome, valid only during the callback. status is the reply's (body

@@ -1,6 +1,9 @@
 #include "pt_config_tracing.h"
+#include "pt_config_upstream_tls.h"
 #include "pt_field.h"
 #include "pt_util.h"
+
+#include <openssl/ssl.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +17,14 @@ static char *pt__ndup(const char *s, size_t n)
     return o;
 }
 
-/* http://host[:port]/path (no https: a collector next to the gateway). */
-static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
+/* http[s]://host[:port]/path; *tls set for https. */
+static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out, int *tls)
 {
     const char *s = out->endpoint;
-    if (strncmp(s, "http://", 7) != 0)
-        return pt_yaml_fail(y, n, "tracing.endpoint: must start with http://");
-    const char *h = s + 7, *slash = strchr(h, '/'), *end = slash ? slash : h + strlen(h);
+    *tls = strncmp(s, "https://", 8) == 0;
+    if (!*tls && strncmp(s, "http://", 7) != 0)
+        return pt_yaml_fail(y, n, "tracing.endpoint: must start with http:// or https://");
+    const char *h = s + (*tls ? 8 : 7), *slash = strchr(h, '/'), *end = slash ? slash : h + strlen(h);
     const char *colon = NULL;
     if (*h == '[') {
         const char *rb = memchr(h, ']', (size_t)(end - h));
@@ -47,7 +51,7 @@ static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
             return pt_yaml_fail(y, n, "tracing.endpoint: bad port");
         out->port = pt__ndup(colon + 1, pn);
     } else {
-        out->port = strdup("80");
+        out->port = strdup(*tls ? "443" : "80");
     }
     out->path = strdup(slash ? slash : "/v1/traces");
     if (!out->port || !out->path) return pt_yaml_fail(y, n, "out of memory");
@@ -101,7 +105,7 @@ int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_
 {
     static const char *const keys[] = {"endpoint", "ratio",    "batch_size",   "queue_size",
                                        "timeout",  "interval", "service_name", "headers",
-                                       "enabled",  NULL};
+                                       "enabled",  "tls",      NULL};
     memset(out, 0, sizeof *out);
     if (pt_yaml_is_null(node)) return 0;
     if (node->type != YAML_MAPPING_NODE) return pt_yaml_fail(y, node, "tracing: a mapping");
@@ -118,8 +122,24 @@ int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_
         return -1;
     if (!(v = pt_yaml_get(y, node, "endpoint")))
         return pt_yaml_fail(y, node, "tracing: endpoint is required");
-    if (pt_yaml_string(y, v, "tracing.endpoint", &out->endpoint) || pt__endpoint(y, v, out))
+    int https = 0;
+    if (pt_yaml_string(y, v, "tracing.endpoint", &out->endpoint) ||
+        pt__endpoint(y, v, out, &https))
         return -1;
+    /* https: the tls options of outgoing https (ca_file, verify,
+     * server_name, cert, key), checked and built now */
+    yaml_node_t *tv = pt_yaml_get(y, node, "tls");
+    if (tv && !https)
+        return pt_yaml_fail(y, tv, "tracing.tls: only with an https:// endpoint");
+    if (https) {
+        pt_upstream_tls_t *t = NULL;
+        if (pt_config_upstream_tls(y, tv, tv ? tv : node, "tracing", &t) != 0) return -1;
+        out->tls_ctx = t->ctx;
+        SSL_CTX_up_ref(out->tls_ctx);
+        out->tls_name = strdup(t->server_name ? t->server_name : out->host);
+        pt_upstream_tls_free(t);
+        if (!out->tls_name) return pt_yaml_fail(y, node, "out of memory");
+    }
     if ((v = pt_yaml_get(y, node, "ratio"))) {
         const char *s = pt_yaml_value(v);
         char *e;

@@ -2,7 +2,8 @@
  * absent:
  *
  *   tracing:
- *     endpoint: http://127.0.0.1:4318/v1/traces   # required: OTLP/HTTP, JSON
+ *     endpoint: http://127.0.0.1:4318/v1/traces   # required: OTLP/HTTP, JSON (or https://)
+ *     tls: {ca_file, verify, server_name, cert, key}   # https only (pt_config_upstream_tls)
  *     ratio: 1.0          # of new traces sampled (a caller's flag decides otherwise)
  *     batch_size: 512     # spans a post
  *     queue_size: 8192    # spans waiting at most; past it they are dropped

@@ -92,6 +92,7 @@ static void pt__bus(const pt_dispatch_req_t *r)
         pt_trace_child(tc, &child);
         pt_trace_format(&child, tp);
         req.traceparent = tp;
+        if (child.state_len) req.tracestate = child.state;
         tc->call = pt_span_new(&child, PT_SPAN_CLIENT, "bus", 3);
         pt_span_str(tc->call, "messaging.system", "rabbitmq", 8);
         pt_span_str(tc->call, "messaging.destination.name", m->service, strlen(m->service));

@@ -25,7 +25,8 @@ struct pt_proxy_s {
     pt_buf_t head;       /* the answer's head, sent with the first body bytes (one write) */
     pt_buf_t out;        /* answer bytes behind the client's writes in flight (pt__emit) */
     uint64_t started_ns; /* the exchange started (the access log's upstream_ms) */
-    pt_span_t *span;     /* the client span of the exchange (NULL: not traced) */
+    pt_span_t *span;     /* the client span of the last attempt (NULL: not traced) */
+    int attempt;         /* attempts that failed before this one (portico.retry) */
 };
 
 static const pt_http_sink_ops_t pt__sink_ops;
@@ -330,6 +331,7 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
         int retries = pt_upx_retries(px->x, &failed);
         pt_span_str(px->span, "server.address", target, strlen(target));
         pt_span_int(px->span, "portico.retries", retries);
+        pt_span_int(px->span, "portico.retry", px->attempt);
         if (failed) pt_span_str(px->span, "portico.failed_target", failed, strlen(failed));
     }
     px->x = NULL;
@@ -358,12 +360,26 @@ static void pt__on_done(void *ud, pt_upx_err_t err, const char *msg, const char 
     pt_http_close(c); /* the answer is cut short: the client must see it */
 }
 
+/* A failed attempt has a client span of its own, beside the next one's:
+ * the target it tried, its number and why it failed. The traceparent sent
+ * names the span of the attempt that reaches a target (the last). */
+static void pt__on_retry(void *ud, const char *target, const char *msg)
+{
+    pt_proxy_t *px = ud;
+    pt_span_t *a = pt_span_split(px->span);
+    pt_span_str(a, "server.address", target, strlen(target));
+    pt_span_int(a, "portico.retry", px->attempt++);
+    pt_span_error(a, msg);
+    pt_span_end(a);
+}
+
 static const pt_upx_handler_t pt__handler = {
     .on_ready = pt__on_ready,
     .on_head = pt__on_head,
     .on_body = pt__on_body,
     .on_drain = pt__on_drain,
     .on_done = pt__on_done,
+    .on_retry = pt__on_retry,
 };
 
 /* ---- the request ---- */

@@ -293,28 +293,17 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
     return s;
 }
 
-/* An attribute is copied into the span as a record (type, key, value) and
- * rendered as JSON by the exporter thread (pt_trace_export.c): the request
- * path only copies bytes. */
-void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
-                  size_t len)
+pt_span_t *pt_span_split(pt_span_t *s)
 {
-    if (!s) return;
-    size_t at = s->attrs_len;
-    if (klen > 255) klen = 255;
-    if (len > 0xffff) len = 0xffff;
-    if (at + 4 + klen + len > sizeof s->attrs) {
-        pt_trace_queue_count_attr_drop();
-        return;
-    }
-    unsigned char *o = (unsigned char *)s->attrs + at;
-    o[0] = (unsigned char)type;
-    o[1] = (unsigned char)klen;
-    o[2] = (unsigned char)(len >> 8);
-    o[3] = (unsigned char)(len & 0xff);
-    memcpy(o + 4, key, klen);
-    memcpy(o + 4 + klen, v, len);
-    s->attrs_len = at + 4 + klen + len;
+    if (!s) return NULL;
+    pt_span_t *a = pt__record();
+    if (!a) return NULL;
+    memcpy(a, s, offsetof(pt_span_t, attrs) + s->attrs_len);
+    a->next = NULL;
+    pt_trace_random(a->span_id, 8);
+    a->end_ns = pt_trace_now();
+    s->start_ns = a->end_ns;
+    return a;
 }
 
 void pt_span_error(pt_span_t *s, const char *msg)

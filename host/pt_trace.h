@@ -60,6 +60,11 @@ typedef struct {
     uint64_t interval_ms; /* a batch that is not full goes after this */
     char *service_name;   /* the resource's service.name */
     char *headers;        /* "Name: value\r\n" lines for the post ("" none) */
+    /* https:// endpoints: the client context (tracing.tls, built by
+     * pt_config_upstream_tls; a reference this struct holds) and the name
+     * sent as SNI and checked (tls.server_name, else the host). NULL: http. */
+    struct ssl_ctx_st *tls_ctx;
+    char *tls_name;
 } pt_trace_cfg_t;
 
 /* Frees what a pt_trace_cfg_t owns (not the struct). */
@@ -123,6 +128,30 @@ uint64_t pt_trace_now(void);
 
 typedef struct pt_span_s pt_span_t;
 
+/* A span's record: made by pt_span_new, filled by pt_span_*, handed to the
+ * exporter by pt_span_end (pt_trace_queue.h). Its fields are the host's
+ * business: callers use the functions. */
+struct pt_span_s {
+    struct pt_span_s *next; /* on a list of spare records */
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t parent_id[8];
+    int kind;
+    int error;
+    uint64_t start_ns, end_ns;
+    char name[64];
+    char msg[64]; /* the status message of an error */
+    size_t attrs_len;
+    /* attributes as records: type ('s', 'i' int64, 'd' double; with
+     * PT_SPAN_KEY_ESCAPE when the key must be escaped), key length
+     * (1 byte), value length (2 bytes, big-endian), key, value */
+    char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
+    char pad[8];     /* the exporter reads text 8 bytes at a time */
+};
+
+/* An attribute did not fit in its span (counted). */
+void pt_trace_count_attr_drop(void);
+
 /* A span of ctx (its trace, its span id, its parent) when ctx is sampled,
  * started at ctx->start_ns; NULL when not sampled or out of memory (every
  * pt_span_* takes NULL and does nothing). */
@@ -133,8 +162,27 @@ pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, si
  * A key is taken to need no JSON escaping (the host's keys are literals)
  * unless type has PT_SPAN_KEY_ESCAPE (a key a service chose). */
 #define PT_SPAN_KEY_ESCAPE 0x80
-void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
-                  size_t len);
+static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen,
+                                const void *v, size_t len)
+{
+    /* inline: a literal key's bytes are copied by a few moves */
+    if (!s) return;
+    if (klen > 255) klen = 255;
+    if (len > 0xffff) len = 0xffff;
+    size_t at = s->attrs_len;
+    if (at + 4 + klen + len > sizeof s->attrs) {
+        pt_trace_count_attr_drop();
+        return;
+    }
+    unsigned char *o = (unsigned char *)s->attrs + at;
+    o[0] = (unsigned char)type;
+    o[1] = (unsigned char)klen;
+    o[2] = (unsigned char)(len >> 8);
+    o[3] = (unsigned char)(len & 0xff);
+    memcpy(o + 4, key, klen);
+    memcpy(o + 4 + klen, v, len);
+    s->attrs_len = at + 4 + klen + len;
+}
 
 /* Attributes (key: a literal-like name, no escaping needed; values escaped).
  * Inline, so a literal key's length is known when compiled. */
@@ -150,6 +198,12 @@ static inline void pt_span_double(pt_span_t *s, const char *key, double v)
 {
     if (s) pt_span_attr(s, 'd', key, strlen(key), &v, sizeof v);
 }
+/* An attempt of s that is over (a retried call): a copy of s as it is
+ * (trace, parent, kind, name, start, attributes so far) with a span id of
+ * its own, ending now; s starts again now. The caller adds to the copy and
+ * hands it on with pt_span_end. NULL when s is NULL or out of memory. */
+pt_span_t *pt_span_split(pt_span_t *s);
+
 /* The span's status: error with a message. */
 void pt_span_error(pt_span_t *s, const char *msg);
 

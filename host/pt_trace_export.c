@@ -7,7 +7,11 @@
 #include "pt_trace.h"
 #include "pt_trace_queue.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -19,6 +23,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "pt__esc reads words as little-endian"
+#endif
 
 static pthread_mutex_t pt__mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pt__cv;
@@ -42,10 +50,12 @@ void pt_trace_cfg_free(pt_trace_cfg_t *cfg)
     free(cfg->path);
     free(cfg->service_name);
     free(cfg->headers);
+    free(cfg->tls_name);
+    if (cfg->tls_ctx) SSL_CTX_free(cfg->tls_ctx);
     memset(cfg, 0, sizeof *cfg);
 }
 
-void pt_trace_queue_count_attr_drop(void)
+void pt_trace_count_attr_drop(void)
 {
     __atomic_add_fetch(&pt__attr_drops, 1, __ATOMIC_RELAXED);
 }
@@ -127,12 +137,72 @@ static int pt__connect(uint64_t deadline)
     return fd;
 }
 
+/* An https endpoint: OpenSSL on the socket, each step waiting under the
+ * post's deadline. Returns the SSL after the handshake, or NULL. */
+static SSL *pt__tls_open(int fd, uint64_t deadline)
+{
+    SSL *ssl = SSL_new(pt__cfg.tls_ctx);
+    if (!ssl) return NULL;
+    const char *name = pt__cfg.tls_name;
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    int ok = SSL_set_fd(ssl, fd) == 1 && (is_ip || SSL_set_tlsext_host_name(ssl, name) == 1);
+    if (ok && (SSL_CTX_get_verify_mode(pt__cfg.tls_ctx) & SSL_VERIFY_PEER))
+        ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
+                   : SSL_set1_host(ssl, name) == 1;
+    while (ok) {
+        int r = SSL_connect(ssl);
+        if (r == 1) return ssl;
+        int e = SSL_get_error(ssl, r);
+        if (!((e == SSL_ERROR_WANT_READ && pt__wait(fd, POLLIN, deadline) == 0) ||
+              (e == SSL_ERROR_WANT_WRITE && pt__wait(fd, POLLOUT, deadline) == 0)))
+            ok = 0;
+    }
+    ERR_clear_error();
+    SSL_free(ssl);
+    return NULL;
+}
+
+/* Sends or receives through ssl (NULL: the plain socket) as far as it can
+ * before deadline. Returns the bytes moved (> 0), or -1. */
+static ssize_t pt__io(int fd, SSL *ssl, int out, void *p, size_t n, uint64_t deadline)
+{
+    for (;;) {
+        ssize_t r;
+        short ev = out ? POLLOUT : POLLIN;
+        if (ssl) {
+            int k = out ? SSL_write(ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n))
+                        : SSL_read(ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+            if (k > 0) return k;
+            int e = SSL_get_error(ssl, k);
+            if (e == SSL_ERROR_WANT_READ)
+                ev = POLLIN;
+            else if (e == SSL_ERROR_WANT_WRITE)
+                ev = POLLOUT;
+            else {
+                ERR_clear_error();
+                return -1;
+            }
+        } else {
+            r = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+            if (r > 0) return r;
+            if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) return -1;
+        }
+        if (pt__wait(fd, ev, deadline) != 0) return -1;
+    }
+}
+
 /* Posts body; returns the HTTP status, or -1. */
 static int pt__post(const char *body, size_t len)
 {
     uint64_t deadline = pt__mono_ms() + pt__cfg.timeout_ms;
     int fd = pt__connect(deadline);
     if (fd < 0) return -1;
+    SSL *ssl = NULL;
+    if (pt__cfg.tls_ctx && !(ssl = pt__tls_open(fd, deadline))) {
+        close(fd);
+        return -1;
+    }
     pt_buf_t head = {0};
     pt_buf_printf(&head,
                   "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
@@ -145,37 +215,31 @@ static int pt__post(const char *body, size_t len)
     for (int i = 0; i < 2; i++) {
         size_t off = 0;
         while (off < lens[i]) {
-            ssize_t n = send(fd, parts[i] + off, lens[i] - off, MSG_NOSIGNAL);
-            if (n > 0) {
-                off += (size_t)n;
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
-                pt__wait(fd, POLLOUT, deadline) == 0)
-                continue;
-            goto done;
+            ssize_t n = pt__io(fd, ssl, 1, (char *)parts[i] + off, lens[i] - off, deadline);
+            if (n < 0) goto done;
+            off += (size_t)n;
         }
     }
     /* the status line is all we need */
     char resp[256];
     size_t got = 0;
     while (got < sizeof resp - 1) {
-        ssize_t n = recv(fd, resp + got, sizeof resp - 1 - got, 0);
-        if (n > 0) {
-            got += (size_t)n;
-            resp[got] = '\0';
-            if (strstr(resp, "\r\n")) break;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR) && pt__wait(fd, POLLIN, deadline) == 0)
-            continue;
-        break;
+        ssize_t n = pt__io(fd, ssl, 0, resp + got, sizeof resp - 1 - got, deadline);
+        if (n < 0) break;
+        got += (size_t)n;
+        resp[got] = '\0';
+        if (strstr(resp, "\r\n")) break;
     }
     resp[got] = '\0';
     int code;
     if (sscanf(resp, "HTTP/1.%*1d %3d", &code) == 1) status = code;
 done:
     pt_buf_free(&head);
+    if (ssl) {
+        SSL_shutdown(ssl); /* close_notify, not waited for */
+        SSL_free(ssl);
+        ERR_clear_error();
+    }
     close(fd);
     return status;
 }
@@ -196,63 +260,96 @@ static size_t pt__span_max(const pt_span_t *s)
 
 #define PT__LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
-/* The decimal digits of v at o, two at a time; returns how many. */
+static const char pt__pairs[] = "00010203040506070809101112131415161718192021222324"
+                               "25262728293031323334353637383940414243444546474849"
+                               "50515253545556575859606162636465666768697071727374"
+                               "75767778798081828384858687888990919293949596979899";
+
+/* The decimal digits of v at o; returns how many. Written from the end,
+ * two at a time, once their number is known (no buffer, no copy). */
 static size_t pt__digits(uint64_t v, char *o)
 {
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-                                "25262728293031323334353637383940414243444546474849"
-                                "50515253545556575859606162636465666768697071727374"
-                                "75767778798081828384858687888990919293949596979899";
-    char tmp[20];
-    size_t k = sizeof tmp;
+    static const uint64_t p10[20] = {1ull,
+                                     10ull,
+                                     100ull,
+                                     1000ull,
+                                     10000ull,
+                                     100000ull,
+                                     1000000ull,
+                                     10000000ull,
+                                     100000000ull,
+                                     1000000000ull,
+                                     10000000000ull,
+                                     100000000000ull,
+                                     1000000000000ull,
+                                     10000000000000ull,
+                                     100000000000000ull,
+                                     1000000000000000ull,
+                                     10000000000000000ull,
+                                     100000000000000000ull,
+                                     1000000000000000000ull,
+                                     10000000000000000000ull};
+    /* digits from the bit length: log10(2) ~ 1233 / 4096 */
+    unsigned t = (unsigned)(64 - __builtin_clzll(v | 1)) * 1233 >> 12;
+    size_t n = t + 1 - ((v | 1) < p10[t]); /* v | 1: 0 has one digit too */
+    char *e = o + n;
     while (v >= 100) {
-        k -= 2;
-        memcpy(tmp + k, pairs + 2 * (v % 100), 2);
+        e -= 2;
+        memcpy(e, pt__pairs + 2 * (v % 100), 2);
         v /= 100;
     }
     if (v >= 10) {
-        k -= 2;
-        memcpy(tmp + k, pairs + 2 * v, 2);
+        e -= 2;
+        memcpy(e, pt__pairs + 2 * v, 2);
     } else {
-        tmp[--k] = (char)('0' + v);
+        *--e = (char)('0' + v);
     }
-    memcpy(o, tmp + k, sizeof tmp - k);
-    return sizeof tmp - k;
+    return n;
 }
 
-/* JSON-escapes s at o; text that is not UTF-8 has "?" for its bytes past
- * 0x7f (a collector refuses a whole batch for one bad string). Returns the
- * end. */
 /* Non-zero when one of the 8 bytes of x needs escaping or checking: below
  * 0x20, 0x7f and up, '"' or '\\' (bit tricks on a word at a time: the scan
  * is most of what rendering costs). */
 static inline uint64_t pt__special(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-    /* a byte below n: (x - n) & ~x & high; a zero byte: (v - 1) & ~v & high */
-    return ((x - ones * 0x20) & ~x & high) | ((q - ones) & ~q & high) |
-           ((bs - ones) & ~bs & high) | ((del - ones) & ~del & high) | (x & high);
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+    /* a high bit of x - 0x20 (below 0x20), of x + 1 (0x7f), of x (0x80 and
+     * up), or of a zero byte of q or bs ((v - 1) & ~v); a borrow or a carry
+     * between bytes comes only from a byte that is special itself */
+    return ((x - ones * 0x20) | (x + ones) | x | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & high;
 }
 
-static char *pt__esc(char *o, const char *s, size_t n)
+/* JSON-escapes s at o; text that is not UTF-8 has "?" for its bytes past
+ * 0x7f (a collector refuses a whole batch for one bad string). Returns the
+ * end. s is text inside a span record, where 8 bytes may be read from any
+ * byte of it (pt_trace_queue.h pads the record); o has room for 8 bytes
+ * past what it writes (pt__span_max). */
+static char *pt__esc_slow(char *o, const char *s, size_t n, size_t i);
+
+static inline __attribute__((always_inline)) char *pt__esc(char *o, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t i = 0;
-    /* the usual case: plain ASCII, copied as it is, a word at a time */
-    for (; i + 8 <= n; i += 8) {
+    /* the usual case: plain ASCII, copied as it is, a word at a time; the
+     * last word's bytes past the text count as spaces */
+    for (; i < n; i += 8) {
         uint64_t x;
         memcpy(&x, s + i, 8);
+        if (n - i < 8) {
+            uint64_t keep = (1ull << (8 * (n - i))) - 1; /* little-endian: the first bytes */
+            x = (x & keep) | (0x2020202020202020ull & ~keep);
+        }
         if (pt__special(x)) break;
         memcpy(o + i, &x, 8);
     }
-    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
-           s[i] != '\\') {
-        o[i] = s[i];
-        i++;
-    }
-    o += i;
-    if (i == n) return o;
+    if (i >= n) return o + n;
+    return pt__esc_slow(o + i, s, n, i);
+}
+
+/* From byte i on, where the word scan stopped. */
+static char *pt__esc_slow(char *o, const char *s, size_t n, size_t i)
+{
+    static const char hex[] = "0123456789abcdef";
     int utf8 = pt_utf8_check(s, n, NULL) == 0;
     for (; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -293,8 +390,9 @@ static char *pt__attrs(char *o, const pt_span_t *s)
             o = PT__LIT(o, ",{\"key\":\"");
         if (esc_key) {
             o = pt__esc(o, key, klen);
-        } else { /* the host's own keys are literals */
-            memcpy(o, key, klen);
+        } else { /* the host's own keys are literals: copied a word at a time */
+            for (size_t i = 0; i < klen; i += 8)
+                memcpy(o + i, key + i, 8);
             o += klen;
         }
         if (type == 's') {
@@ -320,20 +418,49 @@ static char *pt__attrs(char *o, const pt_span_t *s)
     return o;
 }
 
-/* Lower-case hex of n bytes at o, two digits a byte from one table. */
+/* A unix time in nanoseconds at o: the seconds' digits are those of the
+ * last time when they are the same (the spans of a batch are from one
+ * second or a few), then the nine digits of the nanoseconds. */
+typedef struct {
+    uint64_t sec;
+    size_t len;
+    char digits[20];
+} pt__secs_t;
+
+static char *pt__time(char *o, uint64_t ns, pt__secs_t *last)
+{
+    uint64_t sec = ns / 1000000000u;
+    uint32_t frac = (uint32_t)(ns % 1000000000u);
+    if (sec != last->sec || !last->len) {
+        last->sec = sec;
+        last->len = sec ? pt__digits(sec, last->digits) : 0;
+    }
+    memcpy(o, last->digits, sizeof last->digits); /* a fixed size: a few moves */
+    o += last->len;
+    if (!sec) return o + pt__digits(frac, o);
+    for (int k = 7; k >= 1; k -= 2) {
+        memcpy(o + k, pt__pairs + 2 * (frac % 100), 2);
+        frac /= 100;
+    }
+    o[0] = (char)('0' + frac);
+    return o + 9;
+}
+
+/* Lower-case hex of n bytes (a multiple of 4) at o, four bytes at a time:
+ * each byte's nibbles spread into two bytes of a word, then made digits. */
 static char *pt__hex(char *o, const uint8_t *b, size_t n)
 {
-    static char pairs[512];
-    if (!pairs[0]) {
-        static const char d[] = "0123456789abcdef";
-        for (int i = 0; i < 256; i++) {
-            pairs[2 * i] = d[i >> 4];
-            pairs[2 * i + 1] = d[i & 15];
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        memcpy(o, pairs + 2 * b[i], 2);
-        o += 2;
+    for (size_t i = 0; i < n; i += 4) {
+        uint32_t v;
+        memcpy(&v, b + i, 4);
+        uint64_t x = v;
+        x = (x | (x << 16)) & 0x0000ffff0000ffffull;
+        x = (x | (x << 8)) & 0x00ff00ff00ff00ffull; /* byte k at byte 2k */
+        x = ((x >> 4) & 0x000f000f000f000full) | ((x & 0x000f000f000f000full) << 8);
+        uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+        x += 0x3030303030303030ull + letters * ('a' - '0' - 10);
+        memcpy(o, &x, 8);
+        o += 8;
     }
     return o;
 }
@@ -348,6 +475,7 @@ static int pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
     uint8_t last_id[16];
     char last_hex[32];
     int have_last = 0;
+    pt__secs_t secs = {0};
     static const uint8_t zero[8];
     for (size_t i = 0; i < n; i++) {
         const pt_span_t *s = spans[i];
@@ -374,9 +502,9 @@ static int pt__render(pt_buf_t *b, pt_span_t **spans, size_t n)
         o = PT__LIT(o, "\",\"kind\":");
         o += pt__digits((uint64_t)s->kind, o);
         o = PT__LIT(o, ",\"startTimeUnixNano\":\"");
-        o += pt__digits(s->start_ns, o);
+        o = pt__time(o, s->start_ns, &secs);
         o = PT__LIT(o, "\",\"endTimeUnixNano\":\"");
-        o += pt__digits(s->end_ns, o);
+        o = pt__time(o, s->end_ns, &secs);
         o = PT__LIT(o, "\",\"attributes\":[");
         o = pt__attrs(o, s);
         o = PT__LIT(o, "],\"status\":{");
@@ -475,6 +603,8 @@ int pt_trace_start(const pt_trace_cfg_t *cfg, char *err, size_t errlen)
     pt__cfg.path = pt__dup(cfg->path);
     pt__cfg.service_name = pt__dup(cfg->service_name ? cfg->service_name : "portico");
     pt__cfg.headers = pt__dup(cfg->headers ? cfg->headers : "");
+    pt__cfg.tls_name = pt__dup(cfg->tls_name);
+    if (pt__cfg.tls_ctx) SSL_CTX_up_ref(pt__cfg.tls_ctx);
     pt__cap = cfg->queue_size;
     pt__ring = calloc(pt__cap, sizeof *pt__ring);
     pthread_condattr_t ca;

@@ -14,22 +14,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct pt_span_s {
-    struct pt_span_s *next; /* on a list of spare records */
-    uint8_t trace_id[16];
-    uint8_t span_id[8];
-    uint8_t parent_id[8];
-    int kind;
-    int error;
-    uint64_t start_ns, end_ns;
-    char name[64];
-    char msg[64]; /* the status message of an error */
-    size_t attrs_len;
-    /* attributes as records: type ('s', 'i' int64, 'd' double; with
-     * PT_SPAN_KEY_ESCAPE when the key must be escaped), key length
-     * (1 byte), value length (2 bytes, big-endian), key, value */
-    char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
-};
 
 /* Takes s (recycled by the exporter, or now when the queue is full or
  * off). When want, returns the exporter's spare records (a list through
@@ -38,9 +22,6 @@ struct pt_span_s *pt_trace_queue_push(struct pt_span_s *s, int want);
 
 /* Gives a list of records (through next) back: freed. */
 void pt_trace_queue_free(struct pt_span_s *list);
-
-/* An attribute did not fit in its span. */
-void pt_trace_queue_count_attr_drop(void);
 
 /* The ratio of new traces sampled (pt_trace_start sets it). */
 void pt_trace_set_ratio(double r);

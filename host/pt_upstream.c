@@ -1221,6 +1221,7 @@ static void pt__attempt_failed(pt_upx_t *x, pt_upx_err_t err, int health)
         x->tries++;
         x->failed = t;
         pt_log_info("upstream %s: %s; trying again", x->up->cfg->name, x->errmsg);
+        if (x->h->on_retry) x->h->on_retry(x->ud, t ? t->cfg->display : "", x->errmsg);
         pt__connect(x);
         return;
     }

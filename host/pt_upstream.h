@@ -90,6 +90,10 @@ typedef struct {
      * target" (for an error answer to a client: no internal address). The
      * exchange is freed after this returns. */
     void (*on_done)(void *ud, pt_upx_err_t err, const char *msg, const char *safe);
+    /* Optional (NULL: none): the attempt on target failed (msg says why,
+     * naming it) and the exchange tries another target now; the same head
+     * goes there. For a span per attempt: it must not call pt_upx_*. */
+    void (*on_retry)(void *ud, const char *target, const char *msg);
 } pt_upx_handler_t;
 
 /* Builds the runtime of every upstream in snap's config (channels.http_proxy

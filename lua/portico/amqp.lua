@@ -166,7 +166,10 @@ function Amqp:send(data, outconn, exchange, routing_key, props)
   p = p or {}
   local h = {}
   if p.headers then for k, v in pairs(p.headers) do h[k] = v end end
-  if h.traceparent == nil then h.traceparent = sp:traceparent() end
+  if h.traceparent == nil then
+    h.traceparent = sp:traceparent()
+    if h.tracestate == nil then h.tracestate = sp:tracestate() end
+  end
   p.headers = h
   sp:set("messaging.system", "rabbitmq"):set("messaging.destination.name", exchange)
     :set("messaging.rabbitmq.destination.routing_key", routing_key):set("portico.outconn", outconn)

@@ -194,7 +194,7 @@ local OPTS = { query = true, headers = true, timeout = true, data = true, body =
 -- { method, target, head, body, data, retry, head_only, timeout_ms, headers = lines }
 -- or nil, err (a mistake of the caller). data is the data argument of
 -- post/put/patch (nil for the others). cid goes into X-Correlation-Id.
-function M.prepare(method, path, data, opts, cid, traceparent)
+function M.prepare(method, path, data, opts, cid, traceparent, tracestate)
   if type(method) ~= "string" or not match(method, "^%a[%a%-_]*$") or #method > 32 then
     return nil, "method must be an HTTP method like \"GET\", got "
       .. (type(method) == "string" and fmt("%q", method) or type(method))
@@ -281,6 +281,10 @@ function M.prepare(method, path, data, opts, cid, traceparent)
   end
   if traceparent and not given["traceparent"] then
     head[#head + 1] = "traceparent: " .. traceparent .. "\r\n"
+    -- the trace's tracestate goes with portico's traceparent, as it came
+    if tracestate and not given["tracestate"] then
+      head[#head + 1] = "tracestate: " .. tracestate .. "\r\n"
+    end
   end
   if content_type and not given["content-type"] then
     head[#head + 1] = "Content-Type: " .. content_type .. "\r\n"
@@ -363,7 +367,8 @@ local function call(self, fname, method, path, data, opts)
   -- traced: a client span under the service's, its context sent on
   local sp = trace.on and type(ctx) == "table" and ctx.trace
   if sp then sp = sp ~= trace.NOOP and sp:span("http " .. tostring(method), "client") end
-  local p, err = M.prepare(method, path, data, opts, ctx and ctx.cid, sp and sp:traceparent())
+  local p, err = M.prepare(method, path, data, opts, ctx and ctx.cid, sp and sp:traceparent(),
+    sp and sp:tracestate())
   if not p then error("http:" .. fname .. ": " .. err, 3) end
   p.name = self.name
   local max_body = M.MAX_BODY

@@ -64,6 +64,7 @@ def test_every_setting_of_the_sections_is_shown():
                                           "near_keys"),
         "scheduler": c_keys("pt_config_scheduler.c", "int pt_config_scheduler_parse("),
         "scheduler.jobs": c_keys("pt_config_scheduler.c", "static int pt__job("),
+        "tracing": c_keys("pt_config_tracing.c", "int pt_config_tracing_parse("),
     }
     kinds = re.findall(r'\{\.key = "([a-z_]+)"',
                        open(os.path.join(SOURCE, "host", "pt_security_config.c")).read())

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,17 +15,19 @@ import pytest
 
 from amqp_support import BROKER_URL, AmqpClient, Http, broker_serving, free_port, scrape
 from conftest import config_head
+from test_https_backend import certs  # noqa: F401 (its test CA and certificates)
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 CLIENT_TP = "00-%s-%s-01" % (CLIENT_TRACE, CLIENT_SPAN)
+STATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$")
 
 
 class Receiver:
     """An OTLP/HTTP collector: POST /v1/traces with application/json."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.spans, self.posts, self.bad = [], 0, []
         rec = self
 
@@ -55,6 +58,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
+        if tls:  # (cert, key): an https collector
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -144,6 +151,21 @@ function M:handle()
 end
 return M
 """,
+    "esc.lua": r"""
+local service = require "portico.service"
+local M = service.new { name = "trace.esc" }
+function M:handle()
+  self.trace:set("q", 'say "hi" \\ back')
+    :set("ctl", "a\nb\tc\1d\127e")
+    :set("utf8", "h\195\169llo, a long text that is more than a word")
+    :set("bad", "x\255\254y")
+    :set('k"ey', "v")
+    :set("edge", "1234567\"")
+    :set("neg", -42):set("big", 9007199254740993):set("half", 0.5)
+  self.response.payload = { ok = true }
+end
+return M
+""",
     "send.lua": """
 local service = require "portico.service"
 local M = service.new { name = "trace.send" }
@@ -158,11 +180,11 @@ return M
 
 
 def config(tmp, collector_port, backend_port, extra_tracing="", amqp=False, jobs=False,
-           timeout="1s"):
+           timeout="1s", scheme="http"):
     text = config_head("workers: 2", log="level: info\naccess: %s/access.log" % tmp,
                        dirs="{root}/services, %s/services" % tmp)
     text += """tracing:
-  endpoint: http://127.0.0.1:%d/v1/traces
+  endpoint: %s://127.0.0.1:%d/v1/traces
   ratio: 1.0
   batch_size: 4
   interval: 100ms
@@ -174,7 +196,7 @@ outgoing:
   http:
     - name: crm
       targets: [http://127.0.0.1:%d]
-""" % (collector_port, timeout, extra_tracing, backend_port)
+""" % (scheme, collector_port, timeout, extra_tracing, backend_port)
     if amqp:
         text += """  amqp:
     - name: bus
@@ -194,6 +216,7 @@ outgoing:
 """ % BROKER_URL if amqp else "") + """  rest:
     - {name: api.front, url_path: /front, methods: [GET], service: trace.front}
     - {name: api.plain, url_path: /plain, methods: [GET], service: trace.plain}
+    - {name: api.esc, url_path: /esc, methods: [GET], service: trace.esc}
     - {name: api.send, url_path: /send, methods: [POST], service: trace.send}
   http_proxy:
     - name: px
@@ -295,11 +318,45 @@ def test_a_retried_proxy_call_names_both_targets(lab):
     http = gw.http()
     for _ in range(4):
         assert http.request("GET", "/px/flaky/x")[0] == 200
-    retried = rec.wait(lambda s: s["name"] == "proxy" and attrs(s)["portico.retries"] == "1")[0]
+    retried = rec.wait(lambda s: s["name"] == "proxy" and attrs(s).get("portico.retries") == "1")[0]
     a = attrs(retried)
     assert a["server.address"] == "127.0.0.1:%d" % be.port
     assert a["portico.failed_target"].startswith("127.0.0.1:") and \
         a["portico.failed_target"] != a["server.address"]
+    assert a["portico.retry"] == "1" and retried["status"] == {}
+    # the failed attempt is a client span of its own beside it: same parent,
+    # its target, its number, the failure; over before the retry started
+    first = rec.wait(lambda s: s["name"] == "proxy" and s["spanId"] != retried["spanId"] and
+                     s["parentSpanId"] == retried["parentSpanId"])[0]
+    f = attrs(first)
+    assert first["kind"] == 3 and first["traceId"] == retried["traceId"]
+    assert f["server.address"] == a["portico.failed_target"] and f["portico.retry"] == "0"
+    assert first["status"]["code"] == 2 and a["portico.failed_target"] in first["status"]["message"]
+    assert f["portico.upstream"] == "flaky" and f["url.path"] == "/x"
+    assert int(first["endTimeUnixNano"]) <= int(retried["startTimeUnixNano"])
+    # the target that answered names the last attempt as its parent
+    assert any(TP.match(h["traceparent"]).group(2) == retried["spanId"] for h in be.seen)
+    # a call that was not retried is one attempt, number 0
+    one = rec.wait(lambda s: s["name"] == "proxy" and attrs(s).get("portico.retries") == "0")[0]
+    assert attrs(one)["portico.retry"] == "0"
+
+
+def test_attribute_text_is_escaped_and_bad_utf8_replaced(lab):
+    # the exporter renders with a word-at-a-time scan: quotes, backslashes,
+    # control bytes, UTF-8 and bytes that are not UTF-8, at any offset
+    rec, be, start = lab
+    gw = start()
+    assert gw.http().request("GET", "/esc?x=\"1\"")[0] == 200
+    span = rec.wait(lambda s: s["name"] == "service trace.esc")[0]
+    a = attrs(span)
+    assert a["q"] == 'say "hi" \\ back'
+    assert a["ctl"] == "a\nb\tc\x01d\x7fe"
+    assert a["utf8"] == "h\u00e9llo, a long text that is more than a word"
+    assert a["bad"] == "x??y"
+    assert a['k"ey'] == "v" and a["edge"] == '1234567"'
+    assert a["neg"] == "-42" and a["half"] == 0.5
+    server = rec.wait(lambda s: s["spanId"] == span["parentSpanId"])[0]
+    assert attrs(server)["url.path"] == "/esc"
 
 
 def test_an_invalid_traceparent_starts_a_new_trace(lab):
@@ -363,6 +420,24 @@ def test_one_trace_across_invoke_and_outgoing_http(lab):
     child = [s for s in spans.values() if s["name"] == "price lookup"][0]
     assert child["parentSpanId"] == front["spanId"]
     assert child["attributes"] == [{"key": "cache.hit", "value": {"stringValue": "false"}}]
+    assert "tracestate" not in be.seen[-1]  # none came, none goes
+
+
+def test_tracestate_goes_on_through_invoke_and_outgoing_http(lab):
+    rec, be, start = lab
+    gw = start()
+    http = gw.http()
+    status, _h, body = http.request("GET", "/front", headers={
+        "traceparent": CLIENT_TP, "tracestate": STATE})
+    assert status == 200, body
+    seen = be.seen[-1]
+    assert TP.match(seen["traceparent"]).group(1) == CLIENT_TRACE
+    assert seen["tracestate"] == STATE
+    # an invalid one is dropped, not passed on
+    status, _h, body = http.request("GET", "/front", headers={
+        "traceparent": CLIENT_TP, "tracestate": "Bad Key=1"})
+    assert status == 200, body
+    assert "tracestate" not in be.seen[-1]
 
 
 def test_a_caller_s_unsampled_flag_is_kept(lab):
@@ -458,9 +533,55 @@ def test_tracing_off_means_no_trace_fields(tmp_path, start_gateway):
     assert not any(k[0].startswith("portico_trace") for k in scrape(gw))
 
 
+def test_an_https_collector_is_verified_with_the_tls_block(lab, certs):
+    rec, be, start = lab
+    good = Receiver(tls=(os.path.join(certs, "good.pem"), os.path.join(certs, "good.key")))
+    try:
+        gw = start(collector=good.port, scheme="https",
+                   extra_tracing="  tls: {ca_file: %s}" % os.path.join(certs, "ca.pem"))
+        assert gw.http().request("GET", "/plain", headers={"traceparent": CLIENT_TP})[0] == 200
+        span = good.wait(lambda s: s["kind"] == 2 and s["traceId"] == CLIENT_TRACE)[0]
+        assert span["name"] == "api.plain" and span["_auth"] == "Bearer s3cret"
+        assert rec.spans == []
+    finally:
+        good.close()
+
+
+@pytest.mark.parametrize("name, with_ca", [("good", False), ("wrong-host", True)])
+def test_an_https_collector_not_trusted_gets_nothing(lab, certs, name, with_ca):
+    # its certificate is signed by a CA the system store does not hold, or
+    # names another host: the post fails and is counted, requests go on
+    rec, be, start = lab
+    coll = Receiver(tls=(os.path.join(certs, name + ".pem"), os.path.join(certs, name + ".key")))
+    try:
+        tls = "  tls: {ca_file: %s}" % os.path.join(certs, "ca.pem") if with_ca else ""
+        gw = start(collector=coll.port, scheme="https", extra_tracing=tls)
+        http = gw.http()
+        for _ in range(5):
+            assert http.request("GET", "/plain")[0] == 200
+        deadline = time.time() + 10
+        while True:
+            m = scrape(gw)
+            if m.get(("portico_trace_export_failures_total", ()), 0) >= 1 or \
+                    time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert m[("portico_trace_export_failures_total", ())] >= 1
+        assert m[("portico_trace_spans_exported_total", ())] == 0
+        assert coll.spans == []
+    finally:
+        coll.close()
+
+
 @pytest.mark.parametrize("section, message", [
     ("tracing:\n  ratio: 1\n", "tracing: endpoint is required"),
-    ("tracing:\n  endpoint: https://c:4318/v1/traces\n", "must start with http://"),
+    ("tracing:\n  endpoint: ftp://c:4318/v1/traces\n", "must start with http:// or https://"),
+    ("tracing:\n  endpoint: http://c:4318/v1/traces\n  tls: {verify: false}\n",
+     "tracing.tls: only with an https:// endpoint"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {ca_file: /nonexistent/ca.pem}\n",
+     "/nonexistent/ca.pem"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {verify: maybe}\n", "verify"),
+    ("tracing:\n  endpoint: https://c/v1/traces\n  tls: {ca: x}\n", "unknown key 'ca'"),
     ("tracing:\n  endpoint: http://c:99999/v1/traces\n", "bad port"),
     ("tracing:\n  endpoint: http://c/x\n  ratio: 1.5\n", "tracing.ratio: a number from 0 to 1"),
     ("tracing:\n  endpoint: http://c/x\n  batch_size: 10\n  queue_size: 5\n",
@@ -490,11 +611,13 @@ def test_an_amqp_message_carries_the_trace(lab):
         amqp.queue_declare(q, durable=False)
         amqp.queue_purge(q)
         status, _h, body = gw.http().request("POST", "/send", body={"queue": q},
-                                             headers={"traceparent": CLIENT_TP})
+                                             headers={"traceparent": CLIENT_TP,
+                                                      "tracestate": STATE})
         assert status == 200 and json.loads(body)["sent"] is True, body
         msg = amqp.wait_get(q)
         amqp.queue_delete(q)
     assert msg.props["headers"]["x"] == "y"
+    assert msg.props["headers"]["tracestate"] == STATE
     m = TP.match(msg.props["headers"]["traceparent"])
     assert m and m.group(1) == CLIENT_TRACE
     pub = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
@@ -517,13 +640,15 @@ def test_a_bus_request_and_an_amqp_delivery_carry_the_trace(lab):
         backend = Responder(Q_FOO, echo_answer)
         try:
             status, _h, body = gw.http().request("GET", "/bus/foo/bar/baz",
-                                                 headers={"traceparent": CLIENT_TP})
+                                                 headers={"traceparent": CLIENT_TP,
+                                                          "tracestate": STATE})
             assert status == 200, body
             backend.wait_for(1)
         finally:
             backend.stop()
         m = TP.match(backend.received[0].headers["traceparent"])
         assert m and m.group(1) == CLIENT_TRACE
+        assert backend.received[0].headers["tracestate"] == STATE
         bus = rec.wait(lambda s: s["spanId"] == m.group(2))[0]
         assert bus["name"] == "bus" and bus["kind"] == 3
         server = rec.wait(lambda s: s["spanId"] == bus["parentSpanId"])[0]

@@ -83,5 +83,27 @@ describe("portico.trace", function()
         assert.truthy(tostring(err):match("trace_spec.lua"), err)
       end
     end)
+
+  it("asks the host for the request's context only when used (current)", function()
+    local asked, given = 0, { TP, "rojo=00f067aa0ba902b7" }
+    local n = 0
+    local trace = load_with({
+      trace_id = function(bytes) n = n + 1; return string.format("%0" .. (2 * bytes) .. "x", n) end,
+      trace_now = function() return 1 end,
+      trace_emit = function() end,
+      trace_parent = function() asked = asked + 1; return given[1], given[2] end,
+    })
+    assert.is_true(trace.on)
+    assert.are.equal(0, asked)
+    local t = trace.current("svc")
+    assert.are.equal(1, asked)
+    assert.are.equal("4bf92f3577b34da6a3ce929d0e0e4736", t.trace_id)
+    assert.are.equal("rojo=00f067aa0ba902b7", t:tracestate())
+    assert.are.equal("rojo=00f067aa0ba902b7", t:span("child"):tracestate())
+    given = {}
+    assert.are.equal(trace.NOOP, trace.current("svc"))  -- not traced
+    assert.is_nil(trace.NOOP:tracestate())
+    assert.is_false(load_with(nil).on)
+  end)
   end)
 end)
