@@ -189,28 +189,33 @@ int pt_ratelimit_batch_take(const void *key, size_t len, uint32_t batch, uint64_
     if (s->tokens) {
         s->tokens--;
         took = 1;
+        /* half spent: the next batch is asked for now, in the background,
+         * so a steady flow seldom finds the table empty (held and asked
+         * together stay within N) */
+        *want = s->tokens <= batch / 2 && !s->underway ? batch - s->tokens : 0;
     } else {
         /* a batch already on its way covers what comes meanwhile only as
          * far as N: past it, each request asks for its own token */
         *want = s->underway < batch ? batch - s->underway : 1;
-        s->underway += *want;
     }
+    s->underway += *want;
     pthread_mutex_unlock(&pt__batch.locks[i % PT__LOCKS]);
     return took;
 }
 
 void pt_ratelimit_batch_done(const void *key, size_t len, uint32_t want, long long granted,
-                             uint64_t now_ns)
+                             int spend_one, uint64_t now_ns)
 {
     if (!pt__batch.slots || len > PT__KEY_MAX) return;
     size_t i = pt__slot_of(key, len);
     pt__slot_t *s = &pt__batch.slots[i];
+    long long keep = spend_one && granted > 0 ? granted - 1 : granted;
     pthread_mutex_lock(&pt__batch.locks[i % PT__LOCKS]);
     if (pt__slot_is(s, key, len)) {
         s->underway = s->underway > want ? s->underway - want : 0;
-        if (granted > 1) {
+        if (keep > 0) {
             if (now_ns >= s->expires_ns) s->tokens = 0;
-            s->tokens += (uint32_t)(granted - 1);
+            s->tokens += (uint32_t)keep;
             s->expires_ns = now_ns + PT__KEEP_NS;
         }
     }
@@ -305,9 +310,14 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
     if (err == 0 && pt_ratelimit_cluster_reply(reply, &granted, &retry) == 0) {
         pt_ratelimit_cluster_succeeded();
         verdict = granted > 0 ? PT_RLC_ALLOW : PT_RLC_LIMITED;
-        pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
-                                                              : PT_METRICS_RL_LIMITED],
-                       1);
+        if (call->cb) /* a decision, not a batch asked ahead */
+            pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
+                                                                  : PT_METRICS_RL_LIMITED],
+                           1);
+    } else if (!call->cb) { /* a batch asked ahead: no request waits for it */
+        pt_ratelimit_cluster_failed(err ? pt_redis_strerror(err) : "error reply");
+        granted = 0;
+        verdict = PT_RLC_ALLOW;
     } else {
         char what[160];
         if (err)
@@ -321,8 +331,9 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
         verdict = pt__policy(call->ch, call->data + call->key_len + 1, call->local_len, &retry);
     }
     if (call->ch->rate_limit.batch > 1)
-        pt_ratelimit_batch_done(call->data, call->key_len, call->want, granted, uv_hrtime());
-    call->cb(call->arg, call->ch, verdict, retry);
+        pt_ratelimit_batch_done(call->data, call->key_len, call->want, granted, call->cb != NULL,
+                                uv_hrtime());
+    if (call->cb) call->cb(call->arg, call->ch, verdict, retry);
     pt_snapshot_release(call->snap);
     free(call);
 }
@@ -352,53 +363,90 @@ static const char *pt__args_of(const pt_ratelimit_cfg_t *rl, size_t *len)
     return pt__args[i].resp;
 }
 
-int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
-                              pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
+/* Sends the script for call (its data holds the key and the local name);
+ * returns 0 or a PT_REDIS_E*. */
+static int pt__send(pt_worker_t *w, pt__call_t *call)
 {
-    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    const pt_ratelimit_cfg_t *rl = &call->ch->rate_limit;
+    pthread_once(&pt__script_once, pt__script_init);
+    size_t args_len;
+    const char *args = pt__args_of(rl, &args_len);
+    char *tail = call->data + call->key_len + 1 + call->local_len;
+    size_t tail_len =
+        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
+    call->snap = pt_snapshot_ref(w->snap);
+    pt_redis_t *r = pt_redis_of_worker(w);
+    int rc = r ? pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
+                                         call)
+               : PT_REDIS_EDOWN;
+    if (rc != 0) pt_snapshot_release(call->snap);
+    return rc;
+}
+
+/* A call for ch by user; NULL when out of memory. */
+static pt__call_t *pt__call_new(pt_worker_t *w, const pt_channel_t *ch, const char *user)
+{
     const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
     size_t nlen = strlen(ch->name), ulen = strlen(user);
     size_t kcap = strlen(prefix) + nlen + ulen + 32;
     /* key, NUL, local name, RESP: the key again and the args */
     size_t bytes = sizeof(pt__call_t) + kcap + 1 + nlen + 1 + ulen + kcap + 32 + PT_RLC_ARGS_MAX;
     pt__call_t *call = malloc(bytes);
+    if (!call) return NULL;
+    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
+    call->key_len = klen > 0 ? (size_t)klen : 0;
+    call->local_len = pt__local_key(ch, user, call->data + call->key_len + 1);
+    call->ch = ch;
+    call->cb = NULL;
+    call->arg = NULL;
+    call->want = 1;
+    return call;
+}
+
+/* Asks for want tokens of call's bucket ahead of need (batch: N), with no
+ * request waiting; a failure only gives them up. Takes call over. */
+static void pt__ask_ahead(pt_worker_t *w, pt__call_t *call, uint32_t want)
+{
+    call->want = want;
+    int rc = pt__send(w, call);
+    if (rc == 0) return;
+    pt_ratelimit_cluster_failed(pt_redis_strerror(rc));
+    pt_ratelimit_batch_done(call->data, call->key_len, want, 0, 0, uv_hrtime());
+    free(call);
+}
+
+int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
+                              pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
+{
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    pt__call_t *call = pt__call_new(w, ch, user);
     if (!call) { /* as scope: local does when out of memory */
         pt_log_warn("cluster rate limit of %s: out of memory: let through", ch->name);
         return PT_RLC_ALLOW;
     }
-    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
-    call->key_len = klen > 0 ? (size_t)klen : 0;
-    char *local = call->data + call->key_len + 1;
-    call->local_len = pt__local_key(ch, user, local);
-
-    call->want = 1;
-    if (rl->batch > 1 &&
-        pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &call->want)) {
-        free(call);
-        pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
-        return PT_RLC_ALLOW;
+    if (rl->batch > 1) {
+        uint32_t want = 1;
+        if (pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &want)) {
+            pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+            if (want)
+                pt__ask_ahead(w, call, want);
+            else
+                free(call);
+            return PT_RLC_ALLOW;
+        }
+        call->want = want;
     }
-
-    pthread_once(&pt__script_once, pt__script_init);
-    size_t args_len;
-    const char *args = pt__args_of(rl, &args_len);
-    char *tail = local + call->local_len;
-    size_t tail_len =
-        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
     call->cb = cb;
     call->arg = arg;
-    call->ch = ch;
-    call->snap = pt_snapshot_ref(w->snap);
-    pt_redis_t *r = pt_redis_of_worker(w);
-    if (r && pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
-                                     call) == 0)
-        return PT_RLC_WAIT;
+    int rc = pt__send(w, call);
+    if (rc == 0) return PT_RLC_WAIT;
 
     /* known down (or no connection at all): the policy, at once */
-    pt_ratelimit_cluster_failed(r ? "redis down" : "no Redis connection on this worker");
-    if (rl->batch > 1) pt_ratelimit_batch_done(call->data, call->key_len, call->want, 0, uv_hrtime());
-    int verdict = pt__policy(ch, local, call->local_len, retry_after_s);
-    pt_snapshot_release(call->snap);
+    pt_ratelimit_cluster_failed(pt_redis_of_worker(w) ? pt_redis_strerror(rc)
+                                                      : "no Redis connection on this worker");
+    if (rl->batch > 1)
+        pt_ratelimit_batch_done(call->data, call->key_len, call->want, 0, 1, uv_hrtime());
+    int verdict = pt__policy(ch, call->data + call->key_len + 1, call->local_len, retry_after_s);
     free(call);
     return verdict;
 }
