@@ -192,8 +192,9 @@ static void pt__rate_unavailable(pt_conn_t *c)
                               "(on_redis_error: fail_closed)";
     static const char extra[] = "Retry-After: 1\r\n";
     char body[320];
-    int n = snprintf(body, sizeof body, "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}",
-                     msg, pt_http_cid(c));
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}", msg,
+                     pt_http_cid(c));
     if (n < 0 || (size_t)n >= sizeof body) n = 0;
     pt_http_respond(c, 503, "application/json", 16, extra, sizeof extra - 1, body, (size_t)n, 0,
                     NULL);

@@ -312,7 +312,7 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
         verdict = granted > 0 ? PT_RLC_ALLOW : PT_RLC_LIMITED;
         if (call->cb) /* a decision, not a batch asked ahead */
             pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
-                                                                  : PT_METRICS_RL_LIMITED],
+                                                                : PT_METRICS_RL_LIMITED],
                            1);
     } else if (!call->cb) { /* a batch asked ahead: no request waits for it */
         pt_ratelimit_cluster_failed(err ? pt_redis_strerror(err) : "error reply");
@@ -376,9 +376,9 @@ static int pt__send(pt_worker_t *w, pt__call_t *call)
         pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
     call->snap = pt_snapshot_ref(w->snap);
     pt_redis_t *r = pt_redis_of_worker(w);
-    int rc = r ? pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
-                                         call)
-               : PT_REDIS_EDOWN;
+    int rc =
+        r ? pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done, call)
+          : PT_REDIS_EDOWN;
     if (rc != 0) pt_snapshot_release(call->snap);
     return rc;
 }

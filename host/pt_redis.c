@@ -864,8 +864,8 @@ static void pt__evalf_done(void *arg, const struct redisReply *reply, int err)
 }
 
 int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
-                            const char *tail, size_t tail_len, pt_redis_evalf_t *e,
-                            pt_redis_cb cb, void *arg)
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
+                            void *arg)
 {
     if (!s->body || !s->sha1[0] || nkeys < 0 || nkeys > nargs) return PT_REDIS_EINVAL;
     *e = (pt_redis_evalf_t){r, s, cb, arg, nkeys, nargs, tail, tail_len};

@@ -108,8 +108,8 @@ typedef struct {
     size_t tail_len;
 } pt_redis_evalf_t;
 int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int nargs,
-                            const char *tail, size_t tail_len, pt_redis_evalf_t *e,
-                            pt_redis_cb cb, void *arg);
+                            const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
+                            void *arg);
 
 /* Connected now (a command would be sent, not refused). */
 bool pt_redis_up(const pt_redis_t *r);

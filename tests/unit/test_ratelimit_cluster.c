@@ -131,14 +131,14 @@ PT_CASE(batch)
         PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 8, &want), 1);
         ahead += want;
     }
-    PT_CHECK_INT(ahead, 5); /* asked ahead once more, at 5 left */
+    PT_CHECK_INT(ahead, 5);                             /* asked ahead once more, at 5 left */
     pt_ratelimit_batch_done(k, n, ahead, 0, 0, t0 + 8); /* and that call failed */
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 9, &want), 0);
     PT_CHECK_INT(want, 10);
     /* Redis granted fewer than asked (the bucket was nearly empty) */
     pt_ratelimit_batch_done(k, n, 10, 3, 1, t0 + 20);
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 30, &want), 1);
-    PT_CHECK_INT(want, 9); /* 1 left: ask ahead */
+    PT_CHECK_INT(want, 9);                           /* 1 left: ask ahead */
     pt_ratelimit_batch_done(k, n, 9, 0, 0, t0 + 35); /* refused: nothing */
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 40, &want), 1);
     PT_CHECK_INT(want, 10); /* none left, none on its way */
@@ -167,11 +167,11 @@ PT_CASE(config)
     pt_config_t *cfg = NULL;
     char err[512] = "";
     PT_CHECK_INT(pt_test_load(CLUSTER HEAD "{rate: 100/s, burst: 200, per: user, scope: cluster}\n"
-                              "    - name: b\n      url_path: /b\n      service: s\n"
-                              "      rate_limit: {rate: 10, scope: cluster, "
-                              "on_redis_error: fail_closed, batch: 5}\n"
-                              "    - name: c\n      url_path: /c\n      service: s\n"
-                              "      rate_limit: {rate: 10, scope: local}\n",
+                                           "    - name: b\n      url_path: /b\n      service: s\n"
+                                           "      rate_limit: {rate: 10, scope: cluster, "
+                                           "on_redis_error: fail_closed, batch: 5}\n"
+                                           "    - name: c\n      url_path: /c\n      service: s\n"
+                                           "      rate_limit: {rate: 10, scope: local}\n",
                               &cfg, err, sizeof err),
                  0);
     if (cfg) {
