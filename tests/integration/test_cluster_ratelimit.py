@@ -125,6 +125,18 @@ def test_refusal_has_retry_after(cluster_nodes, redis):
     c.close()
 
 
+def test_script_flushed_runs_again_with_eval(cluster_nodes, redis):
+    # EVALSHA, and EVAL once when Redis has forgotten the script (a restart,
+    # SCRIPT FLUSH): the bucket goes on where it was
+    nodes = start_nodes(cluster_nodes, n=1, rate=1, burst=3)
+    c = Http(nodes[0].port)
+    assert [c.request("GET", "/limited")[0] for _ in range(2)] == [200, 200]
+    redis.cmd("SCRIPT", "FLUSH")
+    assert [c.request("GET", "/limited")[0] for _ in range(2)] == [200, 429]
+    c.close()
+    assert value(scrape(nodes[0]), "portico_ratelimit_redis_errors_total") == 0
+
+
 def test_batch_error_bound(cluster_nodes, redis):
     rate, burst, batch, seconds = 20, 20, 10, 4
     nodes = start_nodes(cluster_nodes, rate=rate, burst=burst,
