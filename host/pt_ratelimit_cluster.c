@@ -419,23 +419,28 @@ int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char
                               pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
 {
     const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    uint32_t want = 1;
+    int took = 0, klen = 0;
+    char kbuf[PT__KEY_MAX + 1];
+    if (rl->batch > 1) { /* a token of the node's batch: no call, no allocation */
+        const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
+        klen = pt_ratelimit_cluster_key(prefix, ch->name, user, kbuf, sizeof kbuf);
+        if (klen > 0)
+            took = pt_ratelimit_batch_take(kbuf, (size_t)klen, rl->batch, uv_hrtime(), &want);
+        if (took) pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+        if (took && !want) return PT_RLC_ALLOW;
+    }
     pt__call_t *call = pt__call_new(w, ch, user);
     if (!call) { /* as scope: local does when out of memory */
+        if (klen > 0) pt_ratelimit_batch_done(kbuf, (size_t)klen, want, 0, 0, uv_hrtime());
         pt_log_warn("cluster rate limit of %s: out of memory: let through", ch->name);
         return PT_RLC_ALLOW;
     }
-    if (rl->batch > 1) {
-        uint32_t want = 1;
-        if (pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &want)) {
-            pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
-            if (want)
-                pt__ask_ahead(w, call, want);
-            else
-                free(call);
-            return PT_RLC_ALLOW;
-        }
-        call->want = want;
+    if (took) { /* let through; the next batch is asked for ahead */
+        pt__ask_ahead(w, call, want);
+        return PT_RLC_ALLOW;
     }
+    call->want = want;
     call->cb = cb;
     call->arg = arg;
     int rc = pt__send(w, call);
