@@ -97,16 +97,17 @@ int pt_ratelimit_cluster_reply(const struct redisReply *r, long long *granted,
  * a token of key's batch was left (spent now), and *want tokens to ask
  * Redis for ahead of need (0: none; the batch is half spent and none is on
  * its way); 0 when none was left, and *want tokens to ask Redis for with
- * this request (what N leaves after the calls under way, at least 1). What
- * *want says is counted as under way until done. done: a call for key that
- * asked for want came back with granted tokens (0 on failure); spend_one:
- * a request took one of them; the rest are kept for 1 s. Held and asked-for
- * tokens together stay within N (past it, each request asks for its own).
- * Thread-safe. */
+ * this request (what N leaves after the calls under way), or 0 when those
+ * calls asked for N already: then the request waits for one of this
+ * worker's, or asks for one token that is counted nowhere. What *want says
+ * is counted as under way until done. done: a call for key counted as want
+ * came back with granted tokens (0 on failure), of which spent went to
+ * requests; the rest are kept for 1 s. Held and counted tokens together
+ * stay within N. Thread-safe. */
 int pt_ratelimit_batch_take(const void *key, size_t len, uint32_t batch, uint64_t now_ns,
                             uint32_t *want);
 void pt_ratelimit_batch_done(const void *key, size_t len, uint32_t want, long long granted,
-                             int spend_one, uint64_t now_ns);
+                             uint32_t spent, uint64_t now_ns);
 
 /* Whether Redis is in an outage for the rate limits (the last call
  * failed). A failure of a call marks it and logs the outage once; a success
