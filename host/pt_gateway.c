@@ -62,6 +62,7 @@ static void pt__end(pt_worker_t *w)
 {
     pt_lua_free(w->lua);
     w->lua = NULL;
+    pt_dispatch_end(w);
 }
 
 const pt_worker_hooks_t pt_gateway_hooks = {

@@ -247,6 +247,35 @@ def test_redis_hung_requests_answered_within_timeout(cluster_nodes, redis):
     assert len(outage_lines(nodes[0])) == 1
 
 
+def test_reload_while_a_decision_waits(cluster_nodes, redis):
+    # the request holds its config generation across the wait; a reload
+    # meanwhile sends it on with the new generation's channel of that name
+    nodes = start_nodes(cluster_nodes, n=1, rate=1000, burst=1000, timeout="3s")
+    gw = nodes[0]
+    c = Http(gw.port)
+    assert c.request("GET", "/limited")[0] == 200
+    out = {}
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        def call():
+            out["status"] = Http(gw.port).request("GET", "/limited")[0]
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.3)                  # it waits for Redis now
+        with open(gw.config) as f:
+            text = f.read()
+        with open(gw.config, "w") as f:
+            f.write(text.replace("rate: 1000/s, burst: 1000", "rate: 2000/s, burst: 2000"))
+        gw.proc.proc.send_signal(signal.SIGHUP)
+        assert gw.log_has("config reloaded: generation 2")
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    t.join(10)
+    assert out.get("status") == 200, out
+    assert c.request("GET", "/limited")[0] == 200
+    c.close()
+
+
 BAD = [
     ("{rate: 10, scope: cluster}", False,
      ":%d: channels.rest[0].rate_limit.scope: cluster needs a cluster: section"),
