@@ -271,8 +271,8 @@ static int pt__websocket(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what, pt_
 static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
                           pt_ratelimit_cfg_t *rl)
 {
-    static const char *const keys[] = {"rate",  "burst",          "per",
-                                       "scope", "on_redis_error", "batch", NULL};
+    static const char *const keys[] = {"rate",           "burst", "per", "scope",
+                                       "on_redis_error", "batch", NULL};
     char key[96];
     yaml_node_t *v;
     snprintf(key, sizeof key, "%s.rate_limit", what);
@@ -336,8 +336,8 @@ static int pt__rate_limit(pt__cfg_ctx_t *c, yaml_node_t *n, const char *what,
         if (!rl->cluster) return pt_yaml_fail(&c->y, v, "%s.batch: only with scope: cluster", key);
         if ((double)b > rl->burst)
             return pt_yaml_fail(&c->y, v,
-                                "%s.batch: at most burst (%.0f): a node could never take more",
-                                key, rl->burst);
+                                "%s.batch: at most burst (%.0f): a node could never take more", key,
+                                rl->burst);
         rl->batch = (uint32_t)b;
     }
     return 0;

@@ -193,8 +193,9 @@ static void pt__rate_unavailable(pt_conn_t *c)
                               "(on_redis_error: fail_closed)";
     static const char extra[] = "Retry-After: 1\r\n";
     char body[320];
-    int n = snprintf(body, sizeof body, "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}",
-                     msg, pt_http_cid(c));
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"status\":503,\"message\":\"%s\",\"cid\":\"%s\"}}", msg,
+                     pt_http_cid(c));
     if (n < 0 || (size_t)n >= sizeof body) n = 0;
     pt_http_respond(c, 503, "application/json", 16, extra, sizeof extra - 1, body, (size_t)n, 0,
                     NULL);
@@ -202,22 +203,139 @@ static void pt__rate_unavailable(pt_conn_t *c)
 
 /* A cluster-scope decision came back (Redis answered, or the policy
  * decided): refused, or dispatched again with the limit passed. */
+/* A routed, secured request waiting for its cluster rate limit: what its
+ * handler needs, copied off the stack of pt__dispatch_as, so the decision
+ * goes on to the handler without routing and securing it again (about
+ * 1 500 instructions of a request that waited). */
+typedef struct pt__parked_s {
+    struct pt__parked_s *next_free;
+    size_t cap; /* of buf */
+    pt_conn_t *c;
+    uint64_t generation; /* routed on it; another one by the decision: routed again */
+    pt_dispatch_req_t r;
+    pt_route_match_t m;
+    pt_security_result_t sec;
+    char buf[]; /* the decoded path the match points into */
+} pt__parked_t;
+
+/* Parked requests are about 1.5 KB, past malloc's per-thread cache: the
+ * worker keeps a few for the next ones (paths up to PT__PARK_PATH). */
+#define PT__PARK_PATH 256
+#define PT__PARK_KEEP 64
+static __thread pt__parked_t *pt__park_free;
+static __thread int pt__park_n;
+
+static void pt__unpark(pt__parked_t *p)
+{
+    if (p->cap == PT__PARK_PATH && pt__park_n < PT__PARK_KEEP) {
+        p->next_free = pt__park_free;
+        pt__park_free = p;
+        pt__park_n++;
+    } else {
+        free(p);
+    }
+}
+
+void pt_dispatch_end(pt_worker_t *w)
+{
+    (void)w;
+    while (pt__park_free) {
+        pt__parked_t *p = pt__park_free;
+        pt__park_free = p->next_free;
+        free(p);
+    }
+    pt__park_n = 0;
+}
+
+static pt__parked_t *pt__park(pt_worker_t *w, const pt_dispatch_req_t *r, const pt_route_match_t *m,
+                              const pt_security_result_t *sec, const char *buf)
+{
+    size_t len = r->path_len + 1;
+    pt__parked_t *p;
+    if (len <= PT__PARK_PATH && pt__park_free) {
+        p = pt__park_free;
+        pt__park_free = p->next_free;
+        pt__park_n--;
+    } else {
+        size_t cap = len <= PT__PARK_PATH ? PT__PARK_PATH : len;
+        if (!(p = malloc(sizeof *p + cap))) return NULL;
+        p->cap = cap;
+    }
+    p->c = r->c;
+    p->generation = w->snap->generation;
+    p->r = *r;
+    p->m = *m;
+    p->sec = *sec;
+    memcpy(p->buf, buf, len);
+    for (int i = 0; i < m->n_params; i++)
+        p->m.params[i].value = p->buf + (m->params[i].value - buf);
+    if (m->service == m->name_buf) p->m.service = p->m.name_buf;
+    p->r.m = &p->m;
+    p->r.sec = &p->sec;
+    return p;
+}
+
+/* The request's handler, now that it is routed, secured and let through. */
+static void pt__handle(const pt_dispatch_req_t *r)
+{
+    /* a configured service is known; one named in the path (a prefix
+     * channel) is known once its handler found it */
+    if (r->m->service != r->m->name_buf) pt_http_service_known(r->c);
+    pt__handler(r->m->channel)->handle(r);
+}
+
 static void pt__on_cluster_decided(void *arg, const pt_channel_t *ch, int verdict, uint32_t retry)
 {
-    pt_conn_t *c = arg;
-    if (!pt_http_unhold(c)) return;
+    pt__parked_t *p = arg;
+    pt_conn_t *c = p->c;
+    if (!pt_http_unhold(c)) {
+        pt__unpark(p);
+        return;
+    }
     if (verdict == PT_RLC_LIMITED) {
         pt__rate_limited(c, retry);
     } else if (verdict == PT_RLC_CLOSED) {
         pt__rate_unavailable(c);
-    } else {
+    } else if (p->generation == pt_http_worker(c)->snap->generation) {
+        p->r.w = pt_http_worker(c);
+        pt__handle(&p->r);
+    } else { /* a reload came meanwhile: on the new generation's channel */
         pt__dispatch_as(c, ch->name);
     }
+    pt__unpark(p);
+}
+
+/* Asks the channel's cluster rate limit for r (routed and secured; buf
+ * the decoded path r->m points into), then answers or hands it on: now, or
+ * from pt__on_cluster_decided once Redis has decided. */
+static void pt__cluster_limit(const pt_dispatch_req_t *r, const char *buf)
+{
+    pt_conn_t *c = r->c;
+    const pt_channel_t *ch = r->m->channel;
+    pt__parked_t *p = pt__park(r->w, r, r->m, r->sec, buf);
+    if (!p) {
+        pt_http_send_error(c, 500, "out of memory", NULL);
+        return;
+    }
+    uint32_t retry = 1;
+    pt_http_hold(c);
+    int rc = pt_ratelimit_cluster_take(r->w, ch, ch->rate_limit.per_user ? pt_http_username(c) : "",
+                                       pt__on_cluster_decided, p, &retry);
+    if (rc == PT_RLC_WAIT) return;
+    pt_http_unhold(c);
+    pt__unpark(p);
+    if (rc == PT_RLC_ALLOW)
+        pt__handle(r);
+    else if (rc == PT_RLC_LIMITED)
+        pt__rate_limited(c, retry);
+    else
+        pt__rate_unavailable(c);
 }
 
 /* Runs the channel's security and rate limit. Returns 0 to go on (res
- * filled, the username set on c), or 1 when the request is answered or
- * waits for a password check or a cluster rate limit's decision.
+ * filled, the username set on c), 1 when the request is answered or waits
+ * for a password check, 2 when a cluster rate limit is to be asked (res
+ * filled, the username set).
  * rl_passed: the name of a channel whose cluster limit this request has
  * passed already (it waited for it), or NULL. */
 static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, const char *query,
@@ -264,18 +382,7 @@ static int pt__secure(pt_conn_t *c, pt_worker_t *w, const pt_channel_t *ch, cons
         /* passed while the request waited; a reload meanwhile kept the
          * channel's name, which names its bucket as it does a local one */
         if (rl_passed && !strcmp(rl_passed, ch->name)) return 0;
-        uint32_t retry = 1;
-        pt_http_hold(c);
-        rc = pt_ratelimit_cluster_take(w, ch, rl->per_user ? pt_http_username(c) : "",
-                                       pt__on_cluster_decided, c, &retry);
-        if (rc == PT_RLC_WAIT) return 1;
-        pt_http_unhold(c);
-        if (rc == PT_RLC_ALLOW) return 0;
-        if (rc == PT_RLC_LIMITED)
-            pt__rate_limited(c, retry);
-        else
-            pt__rate_unavailable(c);
-        return 1;
+        return 2; /* the caller asks, with what the handler will need */
     }
     pt_ratelimit_t *limiter = rl->rate > 0 ? pt_ratelimit_global() : NULL;
     if (limiter) {
@@ -360,16 +467,15 @@ static void pt__dispatch_as(pt_conn_t *c, const char *rl_passed)
         /* a reload changed the channels between the headers and the body */
         pt_http_set_close(c);
         pt_http_send_error(c, 503, "the configuration changed during the request: try again", NULL);
-    } else if (pt__secure(c, w, m.channel, r.query, r.query_len, &sec, rl_passed) != 0) {
-        /* refused, or dispatched again once a password check or a cluster
-         * rate limit is done */
+    } else if ((rc = pt__secure(c, w, m.channel, r.query, r.query_len, &sec, rl_passed)) == 1) {
+        /* refused, or dispatched again once a password check is done */
     } else {
-        /* a configured service is known; one named in the path (a prefix
-         * channel) is known once its handler found it */
-        if (m.service != m.name_buf) pt_http_service_known(c);
         r.m = &m;
         r.sec = &sec;
-        pt__handler(m.channel)->handle(&r);
+        if (rc == 0)
+            pt__handle(&r);
+        else
+            pt__cluster_limit(&r, buf);
     }
     if (buf != stackbuf) free(buf);
 }

@@ -15,4 +15,8 @@
  * dispatch table of channel types. */
 void pt_dispatch_accept(pt_worker_t *w, uv_stream_t *listener);
 
+/* The worker's loop has ended: frees what dispatch keeps for the thread
+ * (requests parked for a cluster rate limit are kept for reuse). */
+void pt_dispatch_end(pt_worker_t *w);
+
 #endif

@@ -64,6 +64,7 @@ static void pt__end(pt_worker_t *w)
 {
     pt_lua_free(w->lua);
     w->lua = NULL;
+    pt_dispatch_end(w);
     pt_http_worker_end(w); /* after the VM: its callbacks may give request states back */
 }
 

@@ -12,9 +12,9 @@ static unsigned long long pt__load(const uint64_t *p)
 void pt_metrics_ratelimit_render(pt_buf_t *out)
 {
     static const char *const results[PT_METRICS_RL_RESULTS] = {
-        [PT_METRICS_RL_ALLOWED] = "allowed",          [PT_METRICS_RL_LIMITED] = "limited",
-        [PT_METRICS_RL_BATCH] = "allowed_batch",      [PT_METRICS_RL_LOCAL_OK] = "local_allowed",
-        [PT_METRICS_RL_LOCAL_NO] = "local_limited",   [PT_METRICS_RL_CLOSED] = "unavailable",
+        [PT_METRICS_RL_ALLOWED] = "allowed",        [PT_METRICS_RL_LIMITED] = "limited",
+        [PT_METRICS_RL_BATCH] = "allowed_batch",    [PT_METRICS_RL_LOCAL_OK] = "local_allowed",
+        [PT_METRICS_RL_LOCAL_NO] = "local_limited", [PT_METRICS_RL_CLOSED] = "unavailable",
     };
     pt_buf_puts(out, "# HELP portico_ratelimit_cluster_decisions_total Cluster-scope rate "
                      "limit decisions, by how they were made (local_*: Redis unreachable, "

@@ -189,28 +189,34 @@ int pt_ratelimit_batch_take(const void *key, size_t len, uint32_t batch, uint64_
     if (s->tokens) {
         s->tokens--;
         took = 1;
+        /* half spent: the next batch is asked for now, in the background,
+         * so a steady flow seldom finds the table empty (held and asked
+         * together stay within N) */
+        *want = s->tokens <= batch / 2 && !s->underway ? batch - s->tokens : 0;
     } else {
         /* a batch already on its way covers what comes meanwhile only as
-         * far as N: past it, each request asks for its own token */
-        *want = s->underway < batch ? batch - s->underway : 1;
-        s->underway += *want;
+         * far as N; past it, *want 0: the caller waits for one on its way
+         * (pt__join) or asks for its own token, counted nowhere */
+        *want = s->underway < batch ? batch - s->underway : 0;
     }
+    s->underway += *want;
     pthread_mutex_unlock(&pt__batch.locks[i % PT__LOCKS]);
     return took;
 }
 
 void pt_ratelimit_batch_done(const void *key, size_t len, uint32_t want, long long granted,
-                             uint64_t now_ns)
+                             uint32_t spent, uint64_t now_ns)
 {
     if (!pt__batch.slots || len > PT__KEY_MAX) return;
     size_t i = pt__slot_of(key, len);
     pt__slot_t *s = &pt__batch.slots[i];
+    long long keep = granted - (long long)spent;
     pthread_mutex_lock(&pt__batch.locks[i % PT__LOCKS]);
     if (pt__slot_is(s, key, len)) {
         s->underway = s->underway > want ? s->underway - want : 0;
-        if (granted > 1) {
+        if (keep > 0) {
             if (now_ns >= s->expires_ns) s->tokens = 0;
-            s->tokens += (uint32_t)(granted - 1);
+            s->tokens += (uint32_t)keep;
             s->expires_ns = now_ns + PT__KEEP_NS;
         }
     }
@@ -251,13 +257,27 @@ static void pt__script_init(void)
     pt_redis_script_init(&pt__script, pt_ratelimit_cluster_script);
 }
 
+/* A request waiting for a batch another request (or an ask ahead) of this
+ * worker has asked for. */
+typedef struct pt__waiter_s {
+    struct pt__waiter_s *next;
+    pt_rlc_cb cb;
+    void *arg;
+    const pt_channel_t *ch;
+    pt_snapshot_t *snap; /* ch's generation */
+} pt__waiter_t;
+
 typedef struct {
     pt_rlc_cb cb;
     void *arg;
     const pt_channel_t *ch;
     pt_snapshot_t *snap; /* ch's generation, held across the wait */
     pt_redis_evalf_t ev; /* pt_redis's, until the reply */
-    uint32_t want;
+    uint32_t want;       /* tokens asked for */
+    uint32_t counted;    /* of them, counted as under way in the batch table */
+    uint32_t n_waiters;
+    pt__waiter_t *waiters, **wtail;
+    size_t slot;      /* in pt__inflight, when set there */
     size_t key_len;   /* the Redis key: data[0..key_len) */
     size_t local_len; /* the local bucket's name (fail_open): data + key_len + 1 */
     char data[];      /* key, NUL, local name, then the script's keys and args in RESP */
@@ -296,6 +316,44 @@ static int pt__policy(const pt_channel_t *ch, const char *local, size_t local_le
     return PT_RLC_ALLOW; /* out of memory (-1): let through, as scope: local does */
 }
 
+/* The reply is the script's (a decision was made by Redis). */
+static int reply_ok(int err, const struct redisReply *reply)
+{
+    long long g;
+    uint32_t r;
+    return err == 0 && pt_ratelimit_cluster_reply(reply, &g, &r) == 0;
+}
+
+/* This worker's batch calls on their way, by the batch table's slot, so a
+ * request that finds the table empty and enough asked for already waits
+ * for those tokens instead of asking for its own. */
+#define PT__INFLIGHT 64
+static __thread pt__call_t *pt__inflight[PT__INFLIGHT + 1]; /* [PT__INFLIGHT]: none */
+
+static size_t pt__inflight_slot(const char *key, size_t len)
+{
+    pthread_once(&pt__batch.once, pt__batch_init);
+    return pt__slot_of(key, len) % PT__INFLIGHT;
+}
+
+/* Waits for this worker's call on its way for key, when it asked for
+ * enough to cover one more. Returns 1 when joined. */
+static int pt__join(pt_worker_t *w, const char *key, size_t len, const pt_channel_t *ch,
+                    pt_rlc_cb cb, void *arg)
+{
+    pt__call_t *on = pt__inflight[pt__inflight_slot(key, len)];
+    if (!on || on->key_len != len || memcmp(on->data, key, len) != 0 ||
+        on->n_waiters + (on->cb ? 1 : 0) >= on->want)
+        return 0;
+    pt__waiter_t *wt = malloc(sizeof *wt);
+    if (!wt) return 0;
+    *wt = (pt__waiter_t){NULL, cb, arg, ch, pt_snapshot_ref(w->snap)};
+    *on->wtail = wt;
+    on->wtail = &wt->next;
+    on->n_waiters++;
+    return 1;
+}
+
 static void pt__done(void *arg, const struct redisReply *reply, int err)
 {
     pt__call_t *call = arg;
@@ -305,9 +363,14 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
     if (err == 0 && pt_ratelimit_cluster_reply(reply, &granted, &retry) == 0) {
         pt_ratelimit_cluster_succeeded();
         verdict = granted > 0 ? PT_RLC_ALLOW : PT_RLC_LIMITED;
-        pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
-                                                              : PT_METRICS_RL_LIMITED],
-                       1);
+        if (call->cb) /* a decision, not a batch asked ahead */
+            pt_metrics_inc(&pt_metrics_rl_decisions[granted > 0 ? PT_METRICS_RL_ALLOWED
+                                                                : PT_METRICS_RL_LIMITED],
+                           1);
+    } else if (!call->cb) { /* a batch asked ahead: no request waits for it */
+        pt_ratelimit_cluster_failed(err ? pt_redis_strerror(err) : "error reply");
+        granted = 0;
+        verdict = PT_RLC_ALLOW;
     } else {
         char what[160];
         if (err)
@@ -320,9 +383,38 @@ static void pt__done(void *arg, const struct redisReply *reply, int err)
         granted = 0;
         verdict = pt__policy(call->ch, call->data + call->key_len + 1, call->local_len, &retry);
     }
-    if (call->ch->rate_limit.batch > 1)
-        pt_ratelimit_batch_done(call->data, call->key_len, call->want, granted, uv_hrtime());
-    call->cb(call->arg, call->ch, verdict, retry);
+    if (pt__inflight[call->slot] == call) pt__inflight[call->slot] = NULL;
+    /* the waiters take theirs first, in order; the rest is the node's */
+    uint32_t spent = call->cb && granted > 0 ? 1 : 0;
+    pt__waiter_t *wt = call->waiters, *next;
+    if (call->ch->rate_limit.batch > 1) {
+        uint32_t served = 0;
+        for (pt__waiter_t *x = wt; x && spent + served < granted; x = x->next)
+            served++;
+        pt_ratelimit_batch_done(call->data, call->key_len, call->counted, granted, spent + served,
+                                uv_hrtime());
+    }
+    if (call->cb) call->cb(call->arg, call->ch, verdict, retry);
+    int decided = reply_ok(err, reply);
+    for (; wt; wt = next) {
+        next = wt->next;
+        int v;
+        uint32_t r = 1;
+        if (decided && spent < granted) {
+            spent++;
+            v = PT_RLC_ALLOW;
+            pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+        } else if (decided) { /* fewer granted than asked: the bucket is empty */
+            v = PT_RLC_LIMITED;
+            r = retry;
+            pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_LIMITED], 1);
+        } else {
+            v = pt__policy(wt->ch, call->data + call->key_len + 1, call->local_len, &r);
+        }
+        wt->cb(wt->arg, wt->ch, v, r);
+        pt_snapshot_release(wt->snap);
+        free(wt);
+    }
     pt_snapshot_release(call->snap);
     free(call);
 }
@@ -352,53 +444,110 @@ static const char *pt__args_of(const pt_ratelimit_cfg_t *rl, size_t *len)
     return pt__args[i].resp;
 }
 
-int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
-                              pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
+/* Sends the script for call (its data holds the key and the local name);
+ * returns 0 or a PT_REDIS_E*. */
+static int pt__send(pt_worker_t *w, pt__call_t *call)
 {
-    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    const pt_ratelimit_cfg_t *rl = &call->ch->rate_limit;
+    pthread_once(&pt__script_once, pt__script_init);
+    size_t args_len;
+    const char *args = pt__args_of(rl, &args_len);
+    char *tail = call->data + call->key_len + 1 + call->local_len;
+    size_t tail_len =
+        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
+    call->snap = pt_snapshot_ref(w->snap);
+    call->waiters = NULL;
+    call->wtail = &call->waiters;
+    call->n_waiters = 0;
+    pt_redis_t *r = pt_redis_of_worker(w);
+    int rc =
+        r ? pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done, call)
+          : PT_REDIS_EDOWN;
+    if (rc != 0) {
+        pt_snapshot_release(call->snap);
+        return rc;
+    }
+    call->slot = rl->batch > 1 && call->want > 1 ? pt__inflight_slot(call->data, call->key_len)
+                                                 : PT__INFLIGHT;
+    if (call->slot < PT__INFLIGHT) pt__inflight[call->slot] = call; /* the latest wins */
+    return 0;
+}
+
+/* A call for ch by user; NULL when out of memory. */
+static pt__call_t *pt__call_new(pt_worker_t *w, const pt_channel_t *ch, const char *user)
+{
     const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
     size_t nlen = strlen(ch->name), ulen = strlen(user);
     size_t kcap = strlen(prefix) + nlen + ulen + 32;
     /* key, NUL, local name, RESP: the key again and the args */
     size_t bytes = sizeof(pt__call_t) + kcap + 1 + nlen + 1 + ulen + kcap + 32 + PT_RLC_ARGS_MAX;
     pt__call_t *call = malloc(bytes);
+    if (!call) return NULL;
+    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
+    call->key_len = klen > 0 ? (size_t)klen : 0;
+    call->local_len = pt__local_key(ch, user, call->data + call->key_len + 1);
+    call->ch = ch;
+    call->cb = NULL;
+    call->arg = NULL;
+    call->want = call->counted = 1;
+    call->slot = PT__INFLIGHT;
+    return call;
+}
+
+/* Asks for want tokens of call's bucket ahead of need (batch: N), with no
+ * request waiting; a failure only gives them up. Takes call over. */
+static void pt__ask_ahead(pt_worker_t *w, pt__call_t *call, uint32_t want)
+{
+    call->want = call->counted = want;
+    int rc = pt__send(w, call);
+    if (rc == 0) return;
+    pt_ratelimit_cluster_failed(pt_redis_strerror(rc));
+    pt_ratelimit_batch_done(call->data, call->key_len, want, 0, 0, uv_hrtime());
+    free(call);
+}
+
+int pt_ratelimit_cluster_take(pt_worker_t *w, const pt_channel_t *ch, const char *user,
+                              pt_rlc_cb cb, void *arg, uint32_t *retry_after_s)
+{
+    const pt_ratelimit_cfg_t *rl = &ch->rate_limit;
+    uint32_t want = 1;
+    int took = 0, klen = 0;
+    char kbuf[PT__KEY_MAX + 1];
+    if (rl->batch > 1) { /* a token of the node's batch: no call, no allocation */
+        const char *prefix = w->cfg->cluster.key_prefix ? w->cfg->cluster.key_prefix : "portico:";
+        klen = pt_ratelimit_cluster_key(prefix, ch->name, user, kbuf, sizeof kbuf);
+        if (klen > 0)
+            took = pt_ratelimit_batch_take(kbuf, (size_t)klen, rl->batch, uv_hrtime(), &want);
+        if (took) pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+        if (took && !want) return PT_RLC_ALLOW;
+        /* none left and enough on its way: wait for it when it is this
+         * worker's, else ask for one token of our own (counted nowhere) */
+        if (!took && !want && klen > 0 && pt__join(w, kbuf, (size_t)klen, ch, cb, arg))
+            return PT_RLC_WAIT;
+    }
+    pt__call_t *call = pt__call_new(w, ch, user);
     if (!call) { /* as scope: local does when out of memory */
+        if (klen > 0) pt_ratelimit_batch_done(kbuf, (size_t)klen, want, 0, 0, uv_hrtime());
         pt_log_warn("cluster rate limit of %s: out of memory: let through", ch->name);
         return PT_RLC_ALLOW;
     }
-    int klen = pt_ratelimit_cluster_key(prefix, ch->name, user, call->data, kcap);
-    call->key_len = klen > 0 ? (size_t)klen : 0;
-    char *local = call->data + call->key_len + 1;
-    call->local_len = pt__local_key(ch, user, local);
-
-    call->want = 1;
-    if (rl->batch > 1 &&
-        pt_ratelimit_batch_take(call->data, call->key_len, rl->batch, uv_hrtime(), &call->want)) {
-        free(call);
-        pt_metrics_inc(&pt_metrics_rl_decisions[PT_METRICS_RL_BATCH], 1);
+    if (took) { /* let through; the next batch is asked for ahead */
+        pt__ask_ahead(w, call, want);
         return PT_RLC_ALLOW;
     }
-
-    pthread_once(&pt__script_once, pt__script_init);
-    size_t args_len;
-    const char *args = pt__args_of(rl, &args_len);
-    char *tail = local + call->local_len;
-    size_t tail_len =
-        pt_ratelimit_cluster_tail(tail, call->data, call->key_len, args, args_len, call->want);
+    call->want = want ? want : 1;
+    call->counted = rl->batch > 1 && klen > 0 ? want : 0;
     call->cb = cb;
     call->arg = arg;
-    call->ch = ch;
-    call->snap = pt_snapshot_ref(w->snap);
-    pt_redis_t *r = pt_redis_of_worker(w);
-    if (r && pt_redis_eval_formatted(r, &pt__script, 1, 4, tail, tail_len, &call->ev, pt__done,
-                                     call) == 0)
-        return PT_RLC_WAIT;
+    int rc = pt__send(w, call);
+    if (rc == 0) return PT_RLC_WAIT;
 
     /* known down (or no connection at all): the policy, at once */
-    pt_ratelimit_cluster_failed(r ? "redis down" : "no Redis connection on this worker");
-    if (rl->batch > 1) pt_ratelimit_batch_done(call->data, call->key_len, call->want, 0, uv_hrtime());
-    int verdict = pt__policy(ch, local, call->local_len, retry_after_s);
-    pt_snapshot_release(call->snap);
+    pt_ratelimit_cluster_failed(pt_redis_of_worker(w) ? pt_redis_strerror(rc)
+                                                      : "no Redis connection on this worker");
+    if (rl->batch > 1)
+        pt_ratelimit_batch_done(call->data, call->key_len, call->counted, 0, 0, uv_hrtime());
+    int verdict = pt__policy(ch, call->data + call->key_len + 1, call->local_len, retry_after_s);
     free(call);
     return verdict;
 }

@@ -13,8 +13,9 @@
  *
  * batch: N lets a node take up to N tokens in one call and spend the rest
  * on its next requests for the same bucket (a process-wide table, unspent
- * tokens dropped after a second): the cluster then admits at most
- * (N - 1) x nodes more than the limit in any window.
+ * tokens dropped after a second; the next batch asked for when half is
+ * spent): the cluster then admits at most N x nodes more than the limit in
+ * any window.
  *
  * When Redis cannot be reached (down, time-out, an error reply) the
  * channel's on_redis_error applies: fail_open decides with the process's
@@ -93,15 +94,20 @@ int pt_ratelimit_cluster_reply(const struct redisReply *r, long long *granted,
                                uint32_t *retry_after_s);
 
 /* The node's batches (batch > 1), one table for the process. take: 1 when
- * a token of key's batch was left (spent now); else 0 and *want tokens to
- * ask Redis for (what N leaves after the calls under way for key, at least
- * 1), counted as under way. done: a call for key that asked for want came
- * back with granted tokens (0 on failure): one is the caller's, the rest
- * are kept for 1 s. Thread-safe. */
+ * a token of key's batch was left (spent now), and *want tokens to ask
+ * Redis for ahead of need (0: none; the batch is half spent and none is on
+ * its way); 0 when none was left, and *want tokens to ask Redis for with
+ * this request (what N leaves after the calls under way), or 0 when those
+ * calls asked for N already: then the request waits for one of this
+ * worker's, or asks for one token that is counted nowhere. What *want says
+ * is counted as under way until done. done: a call for key counted as want
+ * came back with granted tokens (0 on failure), of which spent went to
+ * requests; the rest are kept for 1 s. Held and counted tokens together
+ * stay within N. Thread-safe. */
 int pt_ratelimit_batch_take(const void *key, size_t len, uint32_t batch, uint64_t now_ns,
                             uint32_t *want);
 void pt_ratelimit_batch_done(const void *key, size_t len, uint32_t want, long long granted,
-                             uint64_t now_ns);
+                             uint32_t spent, uint64_t now_ns);
 
 /* Whether Redis is in an outage for the rate limits (the last call
  * failed). A failure of a call marks it and logs the outage once; a success

@@ -108,28 +108,50 @@ PT_CASE(batch)
     /* nothing held: ask Redis for a whole batch */
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0, &want), 0);
     PT_CHECK_INT(want, 10);
-    /* while it is under way, the next request asks for the rest only, and
-     * past N each asks for its own token */
+    /* while it is under way, the next request is covered by it (held and
+     * asked for stay within N): it waits for it, or asks for one token
+     * counted nowhere */
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0, &want), 0);
-    PT_CHECK_INT(want, 1);
+    PT_CHECK_INT(want, 0);
     /* the batch came: 10 granted, one is the caller's, 9 are kept */
-    pt_ratelimit_batch_done(k, n, 10, 10, t0);
-    pt_ratelimit_batch_done(k, n, 1, 1, t0); /* the single one: nothing left over */
-    for (int i = 0; i < 9; i++)
+    pt_ratelimit_batch_done(k, n, 10, 10, 1, t0);
+    pt_ratelimit_batch_done(k, n, 0, 1, 1, t0); /* the single one: nothing left over */
+    for (int i = 0; i < 3; i++) {
         PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + i, &want), 1);
-    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 10, &want), 0);
+        PT_CHECK_INT(want, 0);
+    }
+    /* half spent (5 left): the next batch is asked for ahead, once */
+    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 5, &want), 1);
+    PT_CHECK_INT(want, 5); /* 5 held + 5 asked for = N */
+    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 6, &want), 1);
+    PT_CHECK_INT(want, 0);
+    /* it came (no request took one of it): 4 held + 5 */
+    pt_ratelimit_batch_done(k, n, 5, 5, 0, t0 + 7);
+    uint32_t ahead = 0;
+    for (int i = 0; i < 9; i++) {
+        PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 8, &want), 1);
+        ahead += want;
+    }
+    PT_CHECK_INT(ahead, 5);                             /* asked ahead once more, at 5 left */
+    pt_ratelimit_batch_done(k, n, ahead, 0, 0, t0 + 8); /* and that call failed */
+    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 9, &want), 0);
     PT_CHECK_INT(want, 10);
     /* Redis granted fewer than asked (the bucket was nearly empty) */
-    pt_ratelimit_batch_done(k, n, 10, 3, t0 + 20);
+    pt_ratelimit_batch_done(k, n, 10, 3, 1, t0 + 20);
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 30, &want), 1);
-    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 30, &want), 1);
-    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 30, &want), 0);
+    PT_CHECK_INT(want, 9);                           /* 1 left: ask ahead */
+    pt_ratelimit_batch_done(k, n, 9, 0, 0, t0 + 35); /* refused: nothing */
+    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 40, &want), 1);
+    PT_CHECK_INT(want, 10); /* none left, none on its way */
+    pt_ratelimit_batch_done(k, n, 10, 0, 0, t0 + 40);
+    PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 40, &want), 0);
+    PT_CHECK_INT(want, 10);
     /* a failed call gives nothing and frees what it had asked for */
-    pt_ratelimit_batch_done(k, n, want, 0, t0 + 40);
+    pt_ratelimit_batch_done(k, n, 10, 0, 1, t0 + 40);
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 50, &want), 0);
     PT_CHECK_INT(want, 10);
     /* unspent tokens are dropped after a second */
-    pt_ratelimit_batch_done(k, n, 10, 10, t0 + 60);
+    pt_ratelimit_batch_done(k, n, 10, 10, 1, t0 + 60);
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 60 + S / 2, &want), 1);
     PT_CHECK_INT(pt_ratelimit_batch_take(k, n, 10, t0 + 60 + S + 1, &want), 0);
     /* batch 1 keeps nothing */
@@ -146,11 +168,11 @@ PT_CASE(config)
     pt_config_t *cfg = NULL;
     char err[512] = "";
     PT_CHECK_INT(pt_test_load(CLUSTER HEAD "{rate: 100/s, burst: 200, per: user, scope: cluster}\n"
-                              "    - name: b\n      url_path: /b\n      service: s\n"
-                              "      rate_limit: {rate: 10, scope: cluster, "
-                              "on_redis_error: fail_closed, batch: 5}\n"
-                              "    - name: c\n      url_path: /c\n      service: s\n"
-                              "      rate_limit: {rate: 10, scope: local}\n",
+                                           "    - name: b\n      url_path: /b\n      service: s\n"
+                                           "      rate_limit: {rate: 10, scope: cluster, "
+                                           "on_redis_error: fail_closed, batch: 5}\n"
+                                           "    - name: c\n      url_path: /c\n      service: s\n"
+                                           "      rate_limit: {rate: 10, scope: local}\n",
                               &cfg, err, sizeof err),
                  0);
     if (cfg) {
