@@ -375,12 +375,69 @@ PT_CASE(a_failed_start_still_drains_and_ends)
     pt_snapshot_release(s);
 }
 
+/* ---- the connections' timer heap, on a worker without its thread ---- */
+
+static int fired[64], n_fired;
+static uint64_t fired_due[64];
+static pt_worker_t *heap_w;
+static pt_worker_timer_t timers[64];
+
+static void on_fire(pt_worker_timer_t *t)
+{
+    int i = (int)(t - timers);
+    fired_due[n_fired] = t->due;
+    fired[n_fired++] = i;
+    if (i == 7) pt_worker_timer_stop(heap_w, &timers[5]); /* another one, from a callback */
+    if (i == 7 && n_fired < 4) pt_worker_timer_start(heap_w, &timers[7], 5); /* itself, once */
+}
+
+PT_CASE(the_timer_heap_fires_in_deadline_order)
+{
+    static pt_worker_t w;
+    heap_w = &w;
+    uv_loop_init(&w.loop);
+    n_fired = 0;
+    /* 0..9 at 10*(9-i) ms: they fire 9, 8, ..., 0 (moved and stopped ones aside) */
+    for (int i = 0; i < 10; i++) {
+        timers[i].cb = on_fire;
+        PT_CHECK_INT(pt_worker_timer_start(&w, &timers[i], (uint64_t)(10 * (9 - i))), 0);
+    }
+    pt_worker_timer_start(&w, &timers[2], 200); /* moved later */
+    pt_worker_timer_start(&w, &timers[9], 1);   /* moved a little later: still first */
+    pt_worker_timer_stop(&w, &timers[3]);       /* never fires */
+    pt_worker_timer_stop(&w, &timers[3]);       /* twice: nothing */
+    PT_CHECK_INT((int)w.n_timers, 9);
+    /* the heap's timer keeps no loop alive (connections do): here it must */
+    uv_ref((uv_handle_t *)&w.timer_heap);
+    uv_run(&w.loop, UV_RUN_DEFAULT); /* returns once the heap is empty (its timer stopped) */
+    PT_CHECK_INT((int)w.n_timers, 0);
+    /* 9 8 7 6 4 1 0 with 7 again between them (3 and 5 stopped), 2 last */
+    int seen[10] = {0};
+    for (int i = 0; i < n_fired; i++)
+        seen[fired[i]]++;
+    PT_CHECK_INT(n_fired, 9);
+    PT_CHECK_INT(seen[3], 0);
+    PT_CHECK_INT(seen[5], 0);
+    PT_CHECK_INT(seen[7], 2);
+    PT_CHECK_INT(seen[2], 1);
+    PT_CHECK_INT(fired[0], 9);
+    PT_CHECK_INT(fired[n_fired - 1], 2);
+    for (int i = 1; i < n_fired; i++)
+        PT_CHECK(fired_due[i - 1] <= fired_due[i]);
+    PT_CHECK_INT((int)timers[2].idx, 0);
+    uv_close((uv_handle_t *)&w.timer_heap, NULL);
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w.loop);
+    free(w.timers);
+}
+
 int main(void)
 {
     (void)pt_test_fails_with;
     uv_sem_init(&done_sem, 0);
     uv_sem_init(&drain_sem, 0);
     PT_RUN(max_connections_count_for_the_whole_process);
+    PT_RUN(the_timer_heap_fires_in_deadline_order);
     PT_RUN(a_draining_worker_refuses_without_counting);
     PT_RUN(hooks_run_on_the_worker_in_order);
     PT_RUN(a_drain_waits_for_connections_and_tasks);
