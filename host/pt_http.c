@@ -394,7 +394,7 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     const char *name = c->channel_name ? c->channel_name : (method ? method : "HTTP");
     pt_span_t *s = pt_span_new(&c->trace, PT_SPAN_SERVER, name, strlen(name));
     if (!s) return;
-    if (method) pt_span_str(s, "http.request.method", method, strlen(method));
+    if (method) pt_span_plain(s, "http.request.method", method, strlen(method));
     pt_span_str(s, "url.path", path, path_len);
     pt_span_int(s, "http.response.status_code", status);
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
@@ -402,7 +402,7 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
         pt_span_str(s, "portico.channel", c->channel_name, strlen(c->channel_name));
     if (c->service[0]) pt_span_str(s, "portico.service", c->service, strlen(c->service));
     if (c->username[0]) pt_span_str(s, "enduser.id", c->username, strlen(c->username));
-    pt_span_str(s, "portico.cid", c->cid, strlen(c->cid));
+    pt_span_plain(s, "portico.cid", c->cid, strlen(c->cid));
     pt_span_int(s, "portico.security_us", (int64_t)(c->trace.security_ns / 1000));
     if (status >= 500) pt_span_error(s, pt_http_reason(status));
     pt_span_end(s);
