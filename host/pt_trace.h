@@ -158,12 +158,12 @@ void pt_trace_count_attr_drop(void);
 pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len);
 
 /* An attribute: type 's' (v: len bytes of text), 'p' (text known plain:
- * pt_span_plain), 'i' (an int64_t) or 'd' (a double); the key klen bytes (at most 255 are kept). Copied into s.
- * A key is taken to need no JSON escaping (the host's keys are literals)
- * unless type has PT_SPAN_KEY_ESCAPE (a key a service chose). */
+ * pt_span_plain), 'i' (an int64_t) or 'd' (a double); the key klen bytes (at most 255 are kept).
+ * Copied into s. A key is taken to need no JSON escaping (the host's keys are literals) unless type
+ * has PT_SPAN_KEY_ESCAPE (a key a service chose). */
 #define PT_SPAN_KEY_ESCAPE 0x80
-static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen,
-                                const void *v, size_t len)
+static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
+                                size_t len)
 {
     /* inline: a literal key's bytes are copied by a few moves */
     if (!s) return;

@@ -265,9 +265,9 @@ static size_t pt__span_max(const pt_span_t *s)
 #define PT__LIT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) + sizeof(lit) - 1)
 
 static const char pt__pairs[] = "00010203040506070809101112131415161718192021222324"
-                               "25262728293031323334353637383940414243444546474849"
-                               "50515253545556575859606162636465666768697071727374"
-                               "75767778798081828384858687888990919293949596979899";
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
 
 /* The decimal digits of v at o; returns how many. Written from the end,
  * two at a time, once their number is known (no buffer, no copy). */
