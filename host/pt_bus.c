@@ -375,7 +375,9 @@ static int pt__publish(pt__conn_t *c, pt__job_t *job, char *err, size_t errlen)
             AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_HEADERS_FLAG,
         .correlation_id = job->corr,
         .reply_to = amqp_cstring_bytes(PT__REPLY_TO),
-        .headers = {.num_entries = !job->traceparent[0] ? 2 : job->tracestate[0] ? 4 : 3,
+        .headers = {.num_entries = !job->traceparent[0] ? 2
+                                   : job->tracestate[0] ? 4
+                                                        : 3,
                     .entries = headers},
     };
     if (job->has_content_type) {

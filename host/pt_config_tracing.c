@@ -24,7 +24,8 @@ static int pt__endpoint(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out,
     *tls = strncmp(s, "https://", 8) == 0;
     if (!*tls && strncmp(s, "http://", 7) != 0)
         return pt_yaml_fail(y, n, "tracing.endpoint: must start with http:// or https://");
-    const char *h = s + (*tls ? 8 : 7), *slash = strchr(h, '/'), *end = slash ? slash : h + strlen(h);
+    const char *h = s + (*tls ? 8 : 7), *slash = strchr(h, '/'),
+               *end = slash ? slash : h + strlen(h);
     const char *colon = NULL;
     if (*h == '[') {
         const char *rb = memchr(h, ']', (size_t)(end - h));
@@ -103,9 +104,9 @@ static int pt__headers(const pt_yaml_t *y, yaml_node_t *n, pt_trace_cfg_t *out)
 
 int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_t *out)
 {
-    static const char *const keys[] = {"endpoint", "ratio",    "batch_size",   "queue_size",
-                                       "timeout",  "interval", "service_name", "headers",
-                                       "enabled",  "tls",      NULL};
+    static const char *const keys[] = {
+        "endpoint",     "ratio",   "batch_size", "queue_size", "timeout", "interval",
+        "service_name", "headers", "enabled",    "tls",        NULL};
     memset(out, 0, sizeof *out);
     if (pt_yaml_is_null(node)) return 0;
     if (node->type != YAML_MAPPING_NODE) return pt_yaml_fail(y, node, "tracing: a mapping");
@@ -123,14 +124,12 @@ int pt_config_tracing_parse(const pt_yaml_t *y, yaml_node_t *node, pt_trace_cfg_
     if (!(v = pt_yaml_get(y, node, "endpoint")))
         return pt_yaml_fail(y, node, "tracing: endpoint is required");
     int https = 0;
-    if (pt_yaml_string(y, v, "tracing.endpoint", &out->endpoint) ||
-        pt__endpoint(y, v, out, &https))
+    if (pt_yaml_string(y, v, "tracing.endpoint", &out->endpoint) || pt__endpoint(y, v, out, &https))
         return -1;
     /* https: the tls options of outgoing https (ca_file, verify,
      * server_name, cert, key), checked and built now */
     yaml_node_t *tv = pt_yaml_get(y, node, "tls");
-    if (tv && !https)
-        return pt_yaml_fail(y, tv, "tracing.tls: only with an https:// endpoint");
+    if (tv && !https) return pt_yaml_fail(y, tv, "tracing.tls: only with an https:// endpoint");
     if (https) {
         pt_upstream_tls_t *t = NULL;
         if (pt_config_upstream_tls(y, tv, tv ? tv : node, "tracing", &t) != 0) return -1;

@@ -484,7 +484,7 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     const char *name = c->rq->channel_name ? c->rq->channel_name : (method ? method : "HTTP");
     pt_span_t *s = pt_span_new(&c->rq->trace, PT_SPAN_SERVER, name, strlen(name));
     if (!s) return;
-    if (method) pt_span_str(s, "http.request.method", method, strlen(method));
+    if (method) pt_span_plain(s, "http.request.method", method, strlen(method));
     pt_span_str(s, "url.path", path, path_len);
     pt_span_int(s, "http.response.status_code", status);
     pt_span_int(s, "http.response.body.size", (int64_t)body_len);
@@ -493,7 +493,7 @@ static void pt__trace_end(pt_conn_t *c, int status, size_t body_len, const char 
     if (c->rq->service[0])
         pt_span_str(s, "portico.service", c->rq->service, strlen(c->rq->service));
     if (c->rq->username[0]) pt_span_str(s, "enduser.id", c->rq->username, strlen(c->rq->username));
-    pt_span_str(s, "portico.cid", c->rq->cid, strlen(c->rq->cid));
+    pt_span_plain(s, "portico.cid", c->rq->cid, strlen(c->rq->cid));
     pt_span_int(s, "portico.security_us", (int64_t)(c->rq->trace.security_ns / 1000));
     if (status >= 500) pt_span_error(s, pt_http_reason(status));
     pt_span_end(s);

@@ -38,9 +38,9 @@ struct pt_lua_task_s {
     uint64_t wait_seq; /* which wait of the VM this is: a sweep ends at its start */
     uint64_t swept;    /* the sweep that called cancel (0: none) */
     pt_lua_task_t *wait_prev, *wait_next;
-    uint64_t run_id; /* this run's (pt_lua_cancel_run); 0 when free */
-    int doomed;      /* pt_lua_cancel_run: no more waits */
-    int spawned;     /* pt_lua_spawn's: done gets no result */
+    uint64_t run_id;      /* this run's (pt_lua_cancel_run); 0 when free */
+    int doomed;           /* pt_lua_cancel_run: no more waits */
+    int spawned;          /* pt_lua_spawn's: done gets no result */
     pt_trace_ctx_t trace; /* the request's context (trace.on 0: not traced) */
 };
 

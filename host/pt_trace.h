@@ -146,7 +146,7 @@ struct pt_span_s {
      * PT_SPAN_KEY_ESCAPE when the key must be escaped), key length
      * (1 byte), value length (2 bytes, big-endian), key, value */
     char attrs[800]; /* the span stays under glibc's per-thread cache limit (1 KB) */
-    char pad[8];     /* the exporter reads text 8 bytes at a time */
+    char pad[16];    /* the exporter reads text 16 bytes at a time */
 };
 
 /* An attribute did not fit in its span (counted). */
@@ -157,13 +157,13 @@ void pt_trace_count_attr_drop(void);
  * pt_span_* takes NULL and does nothing). */
 pt_span_t *pt_span_new(const pt_trace_ctx_t *ctx, int kind, const char *name, size_t name_len);
 
-/* An attribute: type 's' (v: len bytes of text), 'i' (an int64_t) or 'd'
- * (a double); the key klen bytes (at most 255 are kept). Copied into s.
- * A key is taken to need no JSON escaping (the host's keys are literals)
- * unless type has PT_SPAN_KEY_ESCAPE (a key a service chose). */
+/* An attribute: type 's' (v: len bytes of text), 'p' (text known plain:
+ * pt_span_plain), 'i' (an int64_t) or 'd' (a double); the key klen bytes (at most 255 are kept).
+ * Copied into s. A key is taken to need no JSON escaping (the host's keys are literals) unless type
+ * has PT_SPAN_KEY_ESCAPE (a key a service chose). */
 #define PT_SPAN_KEY_ESCAPE 0x80
-static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen,
-                                const void *v, size_t len)
+static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t klen, const void *v,
+                                size_t len)
 {
     /* inline: a literal key's bytes are copied by a few moves */
     if (!s) return;
@@ -189,6 +189,12 @@ static inline void pt_span_attr(pt_span_t *s, int type, const char *key, size_t 
 static inline void pt_span_str(pt_span_t *s, const char *key, const char *v, size_t len)
 {
     if (s) pt_span_attr(s, 's', key, strlen(key), v ? v : "", v ? len : 0);
+}
+/* A string the host knows needs no JSON escaping (printable ASCII without
+ * '"' or '\\': a method name, a cid): the exporter copies it as it is. */
+static inline void pt_span_plain(pt_span_t *s, const char *key, const char *v, size_t len)
+{
+    if (s) pt_span_attr(s, 'p', key, strlen(key), v, len);
 }
 static inline void pt_span_int(pt_span_t *s, const char *key, int64_t v)
 {

@@ -1,5 +1,6 @@
 /* pt_trace_queue: what pt_trace (spans) and pt_trace_export (the exporter
- * thread) share: the span record and the bounded queue between them. The
+ * thread) share: the bounded queue between them (the span record is in
+ * pt_trace.h, for its inline attribute functions). The
  * queue is a ring of span pointers under one mutex; a push never waits
  * for the exporter (a full ring drops the span and counts it).
  *
@@ -13,7 +14,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
 
 /* Takes s (recycled by the exporter, or now when the queue is full or
  * off). When want, returns the exporter's spare records (a list through

@@ -9,9 +9,12 @@
 --   self.trace:traceparent()       the W3C traceparent naming this span as
 --                                  the parent (nil when not traced)
 --   self.trace.trace_id            32 hex digits (nil when not traced)
+--   self.trace:tracestate()        the tracestate that came with the trace
+--                                  (passed on with every call out; nil: none)
 --
 -- The service's span is a child of the gateway's server span, made on the
--- first use of self.trace and finished when the handler returns; calls
+-- first use of self.trace (only then is the request's context asked of the
+-- host: portico.host.trace_parent) and finished when the handler returns; calls
 -- through self.out.http and self.out.amqp and self:invoke make child spans
 -- of it and carry its context on. When tracing is off (or the request is
 -- not traced) self.trace is one shared no-op object: no table, no string is
