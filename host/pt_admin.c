@@ -99,6 +99,17 @@ static int pt__scheduler(pt_admin_t *a, pt_buf_t *body)
     return 200;
 }
 
+static int pt__cluster(pt_admin_t *a, pt_buf_t *body)
+{
+    if (!a->ops->cluster || a->ops->cluster(a->ud, body) != 0) {
+        body->len = 0;
+        pt_buf_puts(body, "{\"error\":{\"status\":404,\"message\":\"this node has no "
+                          "cluster: section\"}}");
+        return 404;
+    }
+    return 200;
+}
+
 static int pt__openapi(pt_admin_t *a, pt_buf_t *body)
 {
     char err[1024];
@@ -117,6 +128,7 @@ static const pt__admin_route_t pt__routes[] = {
     {HTTP_GET, "/metrics", pt__metrics},      {HTTP_GET, "/scheduler", pt__scheduler},
     {HTTP_GET, "/openapi.json", pt__openapi}, {HTTP_GET, "/healthz", pt__healthz},
     {HTTP_GET, "/readyz", pt__readyz},        {HTTP_POST, "/reload", pt__reload},
+    {HTTP_GET, "/cluster", pt__cluster},
 };
 
 static void pt__on_conn_closed(uv_handle_t *h)

@@ -1,9 +1,10 @@
 /* pt_admin: the admin listener on the main thread, on its own address
  * (admin.listen), off the public port. GET /healthz, GET /readyz,
- * GET /metrics, GET /scheduler, GET /openapi.json, POST /reload, and the console (GET /,
- * /console/..., behind admin.users: pt_admin_console.h). One request a connection, within 5 s of
- * the accept and 64 KB; at most 32 connections, past which the oldest unanswered one is closed.
- * Also the client side that `portico reload` uses. */
+ * GET /metrics, GET /scheduler, GET /cluster, GET /openapi.json, POST /reload,
+ * and the console (GET /, /console/..., behind admin.users:
+ * pt_admin_console.h). One request a connection, within 5 s of the accept
+ * and 64 KB; at most 32 connections, past which the oldest unanswered one is
+ * closed. Also the client side that `portico reload` uses. */
 #ifndef PT_ADMIN_H
 #define PT_ADMIN_H
 
@@ -30,6 +31,9 @@ typedef struct {
     void (*metrics)(void *ud, pt_buf_t *out);
     /* Appends the JSON of the scheduler's jobs (GET /scheduler). */
     void (*scheduler)(void *ud, pt_buf_t *out);
+    /* Appends the JSON of the cluster's nodes (GET /cluster, pt_cluster.h).
+     * Returns 0, or -1 when the node has no cluster: section (404). NULL: 404. */
+    int (*cluster)(void *ud, pt_buf_t *out);
     /* Appends the OpenAPI document (GET /openapi.json, pt_openapi.h). Returns
      * 0, or -1 with the reason in err. NULL: 404. */
     int (*openapi)(void *ud, pt_buf_t *out, char *err, size_t errlen);

@@ -2,6 +2,7 @@
  * pt_server.c; this file only reads the arguments. */
 #include "pt_admin.h"
 #include "pt_cli_test.h"
+#include "pt_cluster_cli.h"
 #include "pt_config.h"
 #include "pt_home.h"
 #include "pt_security_hash.h"
@@ -16,6 +17,10 @@ static const char pt__usage[] =
     "usage: portico [-c FILE]            run the gateway\n"
     "       portico --check [-c FILE]    validate a config and its services\n"
     "       portico reload [-c FILE]     ask the running gateway to reload its config\n"
+    "       portico cluster status [-c FILE] [--json] [--redis]\n"
+    "                                    list the cluster's nodes (GET /cluster of the\n"
+    "                                    admin listener, or the registry in Redis): exit\n"
+    "                                    0 one config, 1 configs differ, 2 unreadable\n"
     "       portico openapi [-c FILE]    print the OpenAPI 3.1 document of the config and\n"
     "                                    its services (what GET /openapi.json serves)\n"
     "       portico hash-password [--api-key]\n"
@@ -58,8 +63,8 @@ static int pt__reload(const char *path)
             fprintf(stderr, "portico: %s has no admin.listen: send SIGHUP to reload\n", path);
         return 1;
     }
-    int status = pt_admin_request(host, port, "POST", "/reload", body, sizeof body, err,
-                                  sizeof err);
+    int status =
+        pt_admin_request(host, port, "POST", "/reload", body, sizeof body, err, sizeof err);
     free(host);
     if (status < 0) {
         fprintf(stderr, "portico: %s\n", err);
@@ -74,6 +79,7 @@ int main(int argc, char **argv)
 {
     const char *path = NULL; /* none given: pt_home_config() */
     int path_given = 0;
+    int cluster_json = 0, cluster_redis = 0;
     const char *command = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -87,6 +93,17 @@ int main(int argc, char **argv)
             command = "check";
         } else if (!strcmp(a, "reload") && !command) {
             command = "reload";
+        } else if (!strcmp(a, "cluster") && !command) {
+            if (i + 1 >= argc || strcmp(argv[i + 1], "status") != 0) {
+                fprintf(stderr, "portico cluster: expected 'status'\n\n%s", pt__usage);
+                return 2;
+            }
+            command = "cluster-status";
+            i++;
+        } else if (command && !strcmp(command, "cluster-status") && !strcmp(a, "--json")) {
+            cluster_json = 1;
+        } else if (command && !strcmp(command, "cluster-status") && !strcmp(a, "--redis")) {
+            cluster_redis = 1;
         } else if (!strcmp(a, "openapi") && !command) {
             command = "openapi";
         } else if (!strcmp(a, "test") && !command) {
@@ -126,6 +143,8 @@ int main(int argc, char **argv)
     }
     if (command && !strcmp(command, "check")) return pt_server_check(path) == 0 ? 0 : 1;
     if (command && !strcmp(command, "reload")) return pt__reload(path);
+    if (command && !strcmp(command, "cluster-status"))
+        return pt_cluster_status_cli(path, cluster_json, cluster_redis);
     if (command && !strcmp(command, "openapi")) return pt_server_openapi(path) == 0 ? 0 : 1;
     return pt_server_run(path);
 }

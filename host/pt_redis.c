@@ -62,7 +62,9 @@ struct pt_redis_s {
     int up_counted;
     /* subscriber */
     int subscriber;
-    int subscribed; /* the first SUBSCRIBE was confirmed on this connection */
+    int subscribed;                  /* the first SUBSCRIBE was confirmed on this connection */
+    uint64_t ping_at, pong_deadline; /* the subscriber's next PING; its answer's limit (0: none) */
+    uint64_t ping_ms; /* a subscriber may hear nothing for long: a PING each heartbeat */
     pt_redis_msg_cb msg_cb;
     void *msg_arg;
     char **channels;
@@ -73,6 +75,7 @@ struct pt__conn_s {
     pt_redis_t *r; /* NULL once detached: it only closes then */
     pt_transport_tcp_t tcp;
     pt_transport_tls_t tls;
+    pt_tls_client_watch_t watch; /* why a handshake failed */
     int tls_on;
     int writing;
     char read_buf[PT__READ_SIZE];
@@ -134,9 +137,8 @@ static void pt__conn_drop(pt_redis_t *r)
     if (!c) return;
     r->conn = NULL;
     c->r = NULL;
-    pt_transport_t *io = pt__io(c);
+    pt_transport_t *io = pt__io(c); /* TLS closes the TCP under it (whose data is TLS's) */
     io->data = c;
-    c->tcp.base.data = c;
     pt_transport_close(io, pt__conn_closed);
 }
 
@@ -244,14 +246,31 @@ static pt__cmd_t *pt__pop(pt_redis_t *r)
     return cmd;
 }
 
+/* The command in RESP ("*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n") straight into
+ * r->out. Not redisFormatCommandArgv: its sprintf of every length and its
+ * own buffer (malloc, copy, free) were half the client's instructions per
+ * command (callgrind, test_redis throughput); the grammar is this loop. */
 static int pt__append(pt_redis_t *r, int argc, const char **argv, const size_t *lens)
 {
-    char *buf = NULL;
-    int len = redisFormatCommandArgv(&buf, argc, argv, lens);
-    if (len < 0) return PT_REDIS_ENOMEM;
-    int rc = pt_buf_append(&r->out, buf, (size_t)len) ? PT_REDIS_ENOMEM : 0;
-    redisFreeCommand(buf);
-    return rc;
+    size_t need = 16;
+    for (int i = 0; i < argc; i++)
+        need += (lens ? lens[i] : strlen(argv[i])) + 26;
+    if (pt_buf_reserve(&r->out, need) != 0) return PT_REDIS_ENOMEM;
+    char *p = r->out.data + r->out.len;
+    *p++ = '*';
+    p += pt_u64_digits((uint64_t)argc, p);
+    *p++ = '\r', *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        size_t len = lens ? lens[i] : strlen(argv[i]);
+        *p++ = '$';
+        p += pt_u64_digits(len, p);
+        *p++ = '\r', *p++ = '\n';
+        memcpy(p, argv[i], len);
+        p += len;
+        *p++ = '\r', *p++ = '\n';
+    }
+    r->out.len = (size_t)(p - r->out.data);
+    return 0;
 }
 
 /* Fails every pending command: err, or PT_REDIS_ETIMEOUT for those whose
@@ -283,11 +302,21 @@ static void pt__set_up(pt_redis_t *r, int up)
     pt_metrics_redis_up(up ? 1 : -1);
 }
 
+/* The connection's set-up was answered: it is up. */
+static void pt__mark_up(pt_redis_t *r)
+{
+    r->backoff_ms = 0;
+    if (r->up_counted) return;
+    pt__set_up(r, 1);
+    if (__atomic_exchange_n(&pt__outage, 0, __ATOMIC_RELAXED) == 1)
+        pt_log_info("redis %s: connected again", r->display);
+}
+
 /* The connection broke (or timed out, or spoke nonsense): it is dropped,
  * what is pending fails, and a new one is tried after the backoff. */
 static void pt__lost(pt_redis_t *r, int reason, int err, const char *why)
 {
-    int was_up = r->state == PT__READY && r->up_counted;
+    int was_up = r->up_counted;
     pt__conn_drop(r);
     if (r->resolving) {
         r->resolving->r = NULL;
@@ -326,14 +355,24 @@ static void pt__on_push(pt_redis_t *r, redisReply *rep)
         pt__lost(r, PT_METRICS_REDIS_AUTH, PT_REDIS_EDOWN, rep->str);
         return;
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING)
         return; /* +OK of AUTH and SELECT */
     const char *kind = rep->element[0]->str;
-    if (!strcmp(kind, "subscribe")) {
-        r->subscribed = 1;
-        pt__set_up(r, 1);
-        r->backoff_ms = 0;
+    if (!strcmp(kind, "pong")) {
+        r->pong_deadline = 0;
+        r->ping_at = uv_now(r->loop) + r->ping_ms;
+        pt__arm(r);
+    } else if (rep->elements < 3) {
+        return;
+    } else if (!strcmp(kind, "subscribe")) {
+        if (!r->subscribed) {
+            r->subscribed = 1;
+            r->pong_deadline = 0;
+            r->ping_at = uv_now(r->loop) + r->ping_ms;
+            pt__mark_up(r);
+            pt__arm(r);
+        }
     } else if (!strcmp(kind, "message") && rep->element[1]->type == REDIS_REPLY_STRING &&
                rep->element[2]->type == REDIS_REPLY_STRING) {
         r->msg_cb(r->msg_arg, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
@@ -347,17 +386,19 @@ static void pt__on_reply(pt_redis_t *r, redisReply *rep)
         pt__lost(r, PT_METRICS_REDIS_PROTOCOL, PT_REDIS_EPROTO, "a reply nobody asked for");
         return;
     }
-    if (!cmd->cb) { /* AUTH or SELECT */
+    if (!cmd->cb) { /* AUTH, SELECT, then PING */
+        int last = cmd->arg != NULL;
         free(cmd);
         if (rep->type == REDIS_REPLY_ERROR) {
             char why[300];
             snprintf(why, sizeof why, "refused the connection's set-up: %s", rep->str);
             pt__lost(r, PT_METRICS_REDIS_AUTH, PT_REDIS_EDOWN, why);
+        } else if (last) {
+            pt__mark_up(r);
         }
         return;
     }
     pt_metrics_redis_roundtrip(uv_hrtime() - cmd->t0);
-    r->backoff_ms = 0;
     cmd->cb(cmd->arg, rep, 0);
     free(cmd);
 }
@@ -368,8 +409,19 @@ static void pt__on_read(pt_transport_t *t, ssize_t nread, const char *data)
     pt_redis_t *r = c->r;
     if (!r) return;
     if (nread < 0) {
-        pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN,
-                 nread == UV_EOF ? "closed by redis" : uv_strerror((int)nread));
+        /* a connection that never came up failed to connect (a client
+         * certificate refused after a TLS 1.3 handshake, say) */
+        int reason = r->up_counted ? PT_METRICS_REDIS_LOST : PT_METRICS_REDIS_CONNECT;
+        char why[300], tls[200];
+        if (c->tls_on && (nread == UV_EPROTO || !c->tls.handshake_done)) {
+            pt_tls_client_why(c->tls.ssl, &c->watch, tls, sizeof tls);
+            snprintf(why, sizeof why, "TLS %s: %s",
+                     c->tls.handshake_done ? "connection failed" : "handshake failed", tls);
+        } else {
+            snprintf(why, sizeof why, "%s",
+                     nread == UV_EOF ? "closed by redis" : uv_strerror((int)nread));
+        }
+        pt__lost(r, reason, PT_REDIS_EDOWN, why);
         return;
     }
     if (redisReaderFeed(r->reader, data, (size_t)nread) != REDIS_OK) {
@@ -417,13 +469,20 @@ static int pt__handshake(pt_redis_t *r)
         rc = pt__append(r, 2, argv, NULL);
         if (!r->subscriber && rc == 0 && !pt__push(r, NULL, NULL)) rc = PT_REDIS_ENOMEM;
     }
+    if (rc == 0 && !r->subscriber) { /* its answer says the connection is up */
+        const char *argv[1] = {"PING"};
+        rc = pt__append(r, 1, argv, NULL);
+        if (rc == 0 && !pt__push(r, NULL, (void *)1)) rc = PT_REDIS_ENOMEM;
+    }
     for (size_t i = 0; rc == 0 && i < r->n_channels; i++) {
         const char *argv[2] = {"SUBSCRIBE", r->channels[i]};
         rc = pt__append(r, 2, argv, NULL);
     }
     if (queued.len && rc == 0) rc = pt_buf_append(&r->out, queued.data, queued.len);
     pt_buf_free(&queued);
-    if (user) { /* the user's commands after ours */
+    if (user) { /* the user's commands after ours, whose deadlines keep the queue's order */
+        for (pt__cmd_t *c = r->head; c; c = c->next)
+            if (c->deadline > user->deadline) c->deadline = user->deadline;
         *r->tail = user;
         r->tail = user_tail;
     }
@@ -434,6 +493,7 @@ static int pt__tls_start(pt__conn_t *c, pt_redis_t *r)
 {
     SSL *ssl = pt_tls_client_ssl(r->ssl_ctx, r->sni ? r->sni : r->host);
     if (!ssl) return -1;
+    pt_tls_client_watch(ssl, &c->watch);
     if (pt_transport_tls_init(&c->tls, r->loop, &c->tcp.base, ssl, NULL) != 0) return -1;
     c->tls_on = 1;
     return 0;
@@ -467,10 +527,7 @@ static void pt__on_connect(pt_transport_t *t, int status)
         return;
     }
     uv_tcp_keepalive(&c->tcp.tcp, 1, 15); /* a subscriber may hear nothing for long */
-    r->state = PT__READY;
-    if (!r->subscriber) pt__set_up(r, 1);
-    if (__atomic_exchange_n(&pt__outage, 0, __ATOMIC_RELAXED) == 1)
-        pt_log_info("redis %s: connected again", r->display);
+    r->state = PT__READY;                 /* up once the set-up is answered */
     pt__flush_out(r);
     pt__arm(r);
 }
@@ -561,6 +618,16 @@ static void pt__on_timer(uv_timer_t *tm)
         pt__lost(r, PT_METRICS_REDIS_CONNECT, PT_REDIS_ETIMEOUT, "connect timed out");
     } else if (r->head && now >= r->head->deadline) {
         pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN, "a command timed out");
+    } else if (r->subscriber && r->state == PT__READY && r->subscribed) {
+        if (r->pong_deadline && now >= r->pong_deadline) {
+            pt__lost(r, PT_METRICS_REDIS_LOST, PT_REDIS_EDOWN, "no answer to a PING");
+        } else if (!r->pong_deadline && now >= r->ping_at) {
+            const char *argv[1] = {"PING"};
+            if (pt__append(r, 1, argv, NULL) == 0) {
+                r->pong_deadline = now + r->timeout_ms;
+                pt__want_flush(r);
+            }
+        }
     }
     if (!r->freed) pt__arm(r);
 }
@@ -574,6 +641,8 @@ static void pt__arm(pt_redis_t *r)
         due = r->retry_at;
     else if (r->state == PT__CONNECTING || (r->subscriber && !r->subscribed))
         due = r->connect_deadline;
+    else if (r->subscriber && r->state == PT__READY)
+        due = r->pong_deadline ? r->pong_deadline : r->ping_at;
     if (r->head && (!due || r->head->deadline < due)) due = r->head->deadline;
     if (!due) {
         if (r->timer_due) uv_timer_stop(&r->timer);
@@ -597,6 +666,7 @@ static pt_redis_t *pt__new(uv_loop_t *loop, const pt_cluster_cfg_t *cfg)
     r->port = cfg->port;
     r->db = cfg->db;
     r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1000;
+    r->ping_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 2000;
     r->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     r->display = strdup(cfg->redis ? cfg->redis : "redis");
     if (cfg->user) r->user = strdup(cfg->user);
@@ -678,7 +748,7 @@ void pt_redis_set_main(pt_redis_t *r)
 
 bool pt_redis_up(const pt_redis_t *r)
 {
-    return r && !r->freed && r->state == PT__READY && (!r->subscriber || r->subscribed);
+    return r && !r->freed && r->state == PT__READY && r->up_counted;
 }
 
 int pt_redis_command(pt_redis_t *r, int argc, const char **argv, const size_t *lens, pt_redis_cb cb,

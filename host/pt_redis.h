@@ -1,7 +1,9 @@
 /* pt_redis: a Redis client on a libuv loop, for the cluster (docs/cluster.md).
  *
- * hiredis is the codec only (redisFormatCommandArgv writes commands,
- * redisReader parses replies); the bytes go through the project's own
+ * hiredis is the reply codec only (redisReader parses replies; commands
+ * are written in RESP here, not by redisFormatCommandArgv, whose sprintf
+ * and copy were half the client's cost per command); the bytes go through
+ * the project's own
  * pt_transport (TCP, or TLS through pt_transport_tls for rediss://), so
  * nothing ever blocks the loop. One pt_redis_t is one connection of one
  * loop: a worker's (pt_redis_of_worker), or the main loop's (pt_redis_main,
@@ -10,7 +12,8 @@
  * - Pipelined: commands are written as they come (coalesced once per loop
  *   turn) and answered in order.
  * - Lazy: the first command connects (then AUTH with cluster.password_env's
- *   value and SELECT the URL's database go first in the pipeline).
+ *   value, SELECT of the URL's database and a PING go first in the
+ *   pipeline; commands queue behind them while it connects).
  * - Each command has cluster.timeout (also the limit of a connect): past it
  *   the command fails with PT_REDIS_ETIMEOUT and the connection is reset.
  * - A lost connection fails what is pending (PT_REDIS_EDOWN) and is made
@@ -22,9 +25,11 @@
  *   (err 0): the caller reads reply->type.
  * Figures go to pt_metrics_redis. Everything here runs on r's loop thread.
  *
- * Differences from the API first drafted for issue 18 (tools/cluster-api):
+ * Differences from what was first drafted for issue 18 (tools/cluster-api):
+ * commands are encoded here (above), not by redisFormatCommandArgv; API
  * additions only: pt_redis_main/pt_redis_set_main (the main loop's
  * connection), pt_redis_subscriber_add (more channels on a subscriber),
+ * pt_redis_eval_formatted (wt-rlimit's: a script with preformatted args),
  * PT_REDIS_ENOMEM/EINVAL, and pt_redis_new copies what it needs of cfg (it
  * may be freed after, a reload does). */
 #ifndef PT_REDIS_H
@@ -111,7 +116,9 @@ int pt_redis_eval_formatted(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int 
                             const char *tail, size_t tail_len, pt_redis_evalf_t *e, pt_redis_cb cb,
                             void *arg);
 
-/* Connected now (a command would be sent, not refused). */
+/* Up: connected, and the connection's set-up (AUTH, SELECT, a PING; a
+ * subscriber's first SUBSCRIBE) answered. A command is refused only while
+ * down (after a failure, until the retry), not while connecting. */
 bool pt_redis_up(const pt_redis_t *r);
 
 /* "redis down", "redis timeout" ... for a PT_REDIS_E*. */
@@ -125,7 +132,9 @@ typedef void (*pt_redis_msg_cb)(void *arg, const char *channel, const char *data
 /* A subscriber: its own connection, made now, that SUBSCRIBEs channel (and
  * those of pt_redis_subscriber_add) on every connect, and hands each
  * message to cb. Messages published while it is reconnecting are lost
- * (Redis keeps none). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
+ * (Redis keeps none). It PINGs every cluster.heartbeat, so a connection
+ * that died silently is noticed (no answer within cluster.timeout: made
+ * again). pt_redis_command refuses it (PT_REDIS_EINVAL). Free
  * it with pt_redis_free. NULL when out of memory. */
 pt_redis_t *pt_redis_subscriber_new(uv_loop_t *loop, const pt_cluster_cfg_t *cfg,
                                     const char *channel, pt_redis_msg_cb cb, void *arg);

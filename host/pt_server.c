@@ -13,6 +13,7 @@
 #include "pt_metrics_json.h"
 #include "pt_notify.h"
 #include "pt_primitives.h"
+#include "pt_cluster.h"
 #include "pt_redis.h"
 #include "pt_scheduler.h"
 
@@ -403,6 +404,7 @@ static int pt__reload(pt_server_t *s, char *err, size_t errlen)
     s->snap = snap;
     pt__openapi_stale(s);
     pt_scheduler_apply(s->sched, cfg);
+    pt_cluster_config(s->cluster, cfg);
     pt_log_set_level(cfg->log_level);
     s->reloads++;
     pt_console_scan(&s->console, cfg, s->ref_vm);
@@ -495,7 +497,16 @@ static int pt__admin_openapi(void *ud, pt_buf_t *out, char *err, size_t errlen)
     return pt_buf_append(out, s->openapi.data, s->openapi.len);
 }
 
+static int pt__admin_cluster(void *ud, pt_buf_t *out)
+{
+    pt_server_t *s = ud;
+    if (!s->cluster) return -1;
+    pt_cluster_json(s->cluster, out);
+    return 0;
+}
+
 static const pt_admin_ops_t pt__admin_ops = {
+    .cluster = pt__admin_cluster,
     .ready = pt__admin_ready,
     .generation = pt__admin_generation,
     .reload = pt__admin_reload,
@@ -754,6 +765,8 @@ int pt_server_run(const char *config_path)
         /* cluster: the main loop's Redis connection (registry, scheduler) */
         if (cfg->cluster.on && !pt_redis_main())
             pt_redis_set_main(pt_redis_new(s.loop, &cfg->cluster));
+        if (pt_redis_main() && !(s.cluster = pt_cluster_start(s.loop, pt_redis_main(), cfg)))
+            pt_log_error("cluster: out of memory: this node does not register");
         if (!(s.sched = pt_scheduler_start(s.loop, cfg, s.workers, s.n_workers)))
             pt_log_error("scheduler: out of memory: no job runs");
         s.ready = 1;
@@ -799,7 +812,11 @@ done:
     pt_bus_stop(bus);
     pt_admin_stop(s.admin);
     pt_scheduler_close(s.sched);
-    pt_redis_free(pt_redis_main());
+    if (s.cluster)
+        pt_cluster_stop(s.cluster); /* its record goes, then the main loop's Redis client */
+    else
+        pt_redis_free(pt_redis_main());
+    s.cluster = NULL;
     uv_run(s.loop, UV_RUN_DEFAULT);
     pt_scheduler_free(s.sched);
     uv_loop_close(s.loop);

@@ -16,6 +16,7 @@
 
 typedef struct pt_admin_s pt_admin_t;
 struct pt_scheduler_s;
+struct pt_cluster_s;
 
 typedef struct pt_server_s {
     const char *config_path;
@@ -31,6 +32,7 @@ typedef struct pt_server_s {
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     pt_admin_t *admin;
     struct pt_scheduler_s *sched; /* scheduler: jobs (pt_scheduler.h) */
+    struct pt_cluster_s *cluster; /* cluster: the node registry (pt_cluster.h); NULL: none */
     int ready;                    /* every worker listens */
     int stopping;                 /* a drain has begun */
     uint64_t reloads, reload_failures;

@@ -355,8 +355,11 @@ static void pt__closed_one(pt_transport_tls_t *t)
     t->ssl = NULL;
     pt_tls_ctx_unref(t->ctx);
     t->ctx = NULL;
+    /* read before the close callback: the owner may free t in it (the
+     * contract allows it), and on_free is then gone with t */
+    void (*on_free)(pt_transport_tls_t *) = t->on_free;
     if (t->base.on_close) t->base.on_close(&t->base, 0);
-    if (t->on_free) t->on_free(t);
+    if (on_free) on_free(t);
 }
 
 static void pt__inner_closed(pt_transport_t *inner, int status)

@@ -12,8 +12,9 @@ RedisServer(port=None, password=None, tls=None) starts redis-server on
 127.0.0.1 (a free port of the tests' allocator), with no persistence (no RDB,
 no AOF) and its files in a temporary folder; stop(), start() and restart()
 keep the port, so the nodes find it again. tls: a dict of cert, key, ca
-file paths: the server then speaks TLS only (tls-port), clients need no
-certificate."""
+file paths: the server then speaks TLS only (tls-port); clients need no
+certificate unless auth_clients is true (then one signed by ca; the
+helper's own client, cmd(), has none and cannot talk to it)."""
 import os
 import shutil
 import socket
@@ -56,7 +57,8 @@ class RedisServer:
         if self.tls:
             a += ["--port", "0", "--tls-port", str(self.port),
                   "--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"],
-                  "--tls-ca-cert-file", self.tls["ca"], "--tls-auth-clients", "no"]
+                  "--tls-ca-cert-file", self.tls["ca"],
+                  "--tls-auth-clients", "yes" if self.tls.get("auth_clients") else "no"]
         else:
             a += ["--port", str(self.port)]
         return a
@@ -213,6 +215,15 @@ def _escape(text):
     return text.replace("{", "{{").replace("}", "}}")
 
 
+def node_config(redis_url, name, extra_yaml="", config_text=None, cluster_extra="",
+                heartbeat="500ms"):
+    """The Gateway template of one cluster node (conftest.BASE_CONFIG by
+    default, then extra_yaml and the cluster: section)."""
+    from conftest import BASE_CONFIG
+    return ((config_text or BASE_CONFIG) + _escape(textwrap.dedent(extra_yaml)) +
+            _escape(cluster_yaml(redis_url, name, heartbeat, cluster_extra)))
+
+
 @pytest.fixture
 def cluster_nodes(redis, start_gateway):
     """cluster_nodes(n, extra_yaml="", config_text=None, cluster_extra="",
@@ -220,17 +231,24 @@ def cluster_nodes(redis, start_gateway):
     its own folder, node names node1..nodeN) sharing the test's Redis.
     config_text is a Gateway template (default conftest.BASE_CONFIG);
     extra_yaml (plain YAML, braces as they are) and the cluster: section are
-    appended to it."""
-    from conftest import BASE_CONFIG
+    appended to it. Every node's {tmp} is the first node's folder ever
+    started by the test, so the files are the same on all nodes (as in a
+    real cluster) but for the listen addresses and node name: the same
+    config checksum."""
+    shared = []
 
     def start(n, extra_yaml="", config_text=None, cluster_extra="", heartbeat="500ms",
               names=None, **opts):
         nodes = []
         for i in range(n):
             name = names[i] if names else "node%d" % (i + 1)
-            text = ((config_text or BASE_CONFIG) + _escape(textwrap.dedent(extra_yaml)) +
-                    _escape(cluster_yaml(redis.url, name, heartbeat, cluster_extra)))
-            nodes.append(start_gateway(text, sub=name, **opts))
+            text = node_config(redis.url, name, extra_yaml, config_text, cluster_extra, heartbeat)
+            if shared:
+                opts.setdefault("tmp", shared[0])
+            gw = start_gateway(text, sub=name, **opts)
+            if not shared:
+                shared.append(gw.tmp)
+            nodes.append(gw)
         return nodes
 
     return start

@@ -176,6 +176,56 @@ PT_CASE(pipelined_replies_come_in_order)
     run_ms(20);
 }
 
+static int big_ok, big_done, n_long, long_bad;
+static void on_long(void *arg, const struct redisReply *reply, int err)
+{
+    (void)arg;
+    n_long++;
+    if (err || reply->integer != n_long) long_bad++;
+}
+static void on_big_get(void *arg, const struct redisReply *reply, int err)
+{
+    const char *want = arg;
+    big_done++;
+    big_ok = !err && reply->type == REDIS_REPLY_STRING && reply->len == 4 << 20 &&
+             !memcmp(reply->str, want, reply->len);
+}
+
+/* 4 MB each way (partial writes, a reply over many reads) and 20,000
+ * commands queued in one loop turn (one write far past the socket's room). */
+PT_CASE(big_values_and_long_pipelines)
+{
+    pt_cluster_cfg_t cfg = cfg_of(5000);
+    pt_redis_t *r = pt_redis_new(&loop, &cfg);
+    size_t n = 4 << 20;
+    char *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + i % 26);
+    const char *set[] = {"SET", "t:big", big};
+    size_t lens[] = {3, 5, n};
+    result_t res = {0};
+    PT_CHECK_INT(pt_redis_command(r, 3, set, lens, on_result, &res), 0);
+    const char *get[] = {"GET", "t:big"};
+    big_done = big_ok = 0;
+    PT_CHECK_INT(pt_redis_command(r, 2, get, NULL, on_big_get, big), 0);
+    run_until(&big_done, 1, 5000);
+    PT_CHECK_INT(res.err, 0);
+    PT_CHECK(big_ok);
+    const char *del[] = {"DEL", "t:n"};
+    PT_CHECK_INT(cmd(r, &res, 2, del), 0);
+    run_until(&res.done, 1, 2000);
+    n_long = long_bad = 0;
+    const char *incr[] = {"INCR", "t:n"};
+    for (int i = 0; i < 20000; i++)
+        PT_CHECK(pt_redis_command(r, 2, incr, NULL, on_long, NULL) == 0);
+    run_until(&n_long, 20000, 10000);
+    PT_CHECK_INT(n_long, 20000);
+    PT_CHECK_INT(long_bad, 0); /* each reply is the next integer: in order, none lost */
+    free(big);
+    pt_redis_free(r);
+    run_ms(20);
+}
+
 PT_CASE(scripts_run_by_sha_then_whole)
 {
     pt_cluster_cfg_t cfg = cfg_of(1000);
@@ -198,6 +248,19 @@ PT_CASE(scripts_run_by_sha_then_whole)
         PT_CHECK_INT(res.err, 0);
         PT_CHECK_INT(res.type, REDIS_REPLY_INTEGER);
         PT_CHECK_INT(res.integer, 5 * i);
+    }
+    /* preformatted arguments (pt_redis_eval_formatted): NOSCRIPT, then cached */
+    PT_CHECK_INT(cmd(r, &res, 2, flush), 0);
+    run_until(&res.done, 1, 2000);
+    static const char tail[] = "$3\r\nt:s\r\n$1\r\n2\r\n";
+    for (int i = 1; i <= 2; i++) {
+        pt_redis_evalf_t e;
+        memset(&res, 0, sizeof res);
+        PT_CHECK_INT(
+            pt_redis_eval_formatted(r, &s, 1, 2, tail, sizeof tail - 1, &e, on_result, &res), 0);
+        run_until(&res.done, 1, 2000);
+        PT_CHECK_INT(res.err, 0);
+        PT_CHECK_INT(res.integer, 10 + 2 * i);
     }
     pt_redis_free(r);
     run_ms(20);
@@ -343,6 +406,34 @@ PT_CASE(subscriber_gets_messages)
     PT_CHECK_STR(last_channel, "t:other");
     PT_CHECK_STR(last_msg, "hello");
     pt_redis_free(sub);
+    /* a subscriber whose Redis stops answering notices it by its PING, and
+     * subscribes again once it answers */
+    cfg.heartbeat_ms = 100;
+    cfg.timeout_ms = 100;
+    sub = pt_redis_subscriber_new(&loop, &cfg, "t:chan", on_msg, NULL);
+    for (int i = 0; i < 100 && !pt_redis_up(sub); i++)
+        run_ms(10);
+    PT_CHECK(pt_redis_up(sub));
+    const char *pause[] = {"CLIENT", "PAUSE", "700", "ALL"};
+    PT_CHECK_INT(cmd(r, &res, 4, pause), 0);
+    run_until(&res.done, 1, 2000);
+    PT_CHECK_INT(res.err, 0);
+    run_ms(400);
+    PT_CHECK(!pt_redis_up(sub));
+    for (int i = 0; i < 300 && !pt_redis_up(sub); i++)
+        run_ms(10);
+    PT_CHECK(pt_redis_up(sub));
+    n_msgs = 0;
+    const char *pub2[] = {"PUBLISH", "t:chan", "again"};
+    memset(&res, 0, sizeof res);
+    if (pt_redis_command(r, 3, pub2, NULL, on_result, &res) != 0) { /* r was paused too */
+        run_ms(300);
+        PT_CHECK_INT(pt_redis_command(r, 3, pub2, NULL, on_result, &res), 0);
+    }
+    run_until(&n_msgs, 1, 3000);
+    PT_CHECK_INT(n_msgs, 1);
+    PT_CHECK_STR(last_msg, "again");
+    pt_redis_free(sub);
     pt_redis_free(r);
     run_ms(20);
 }
@@ -369,6 +460,47 @@ PT_CASE(free_from_within_a_callback)
     run_until(&cb_calls, 2, 2000);
     PT_CHECK_INT(cb_calls, 2); /* the second heard EDOWN from the free */
     run_ms(20);
+}
+
+/* PT_REDIS_BENCH=N: N INCRs, at most 64 outstanding (a worker's pipeline
+ * under load), timed; not a check. Under callgrind, the difference of two
+ * runs is the client's instructions per command. */
+static int bench_left, bench_out, bench_done;
+static pt_redis_t *bench_r;
+static void bench_send(void);
+static void on_bench(void *arg, const struct redisReply *reply, int err)
+{
+    (void)arg, (void)reply;
+    PT_CHECK_INT(err, 0);
+    bench_out--;
+    bench_done++;
+    bench_send();
+}
+static void bench_send(void)
+{
+    const char *incr[] = {"INCR", "t:bench"};
+    while (bench_left > 0 && bench_out < 64) {
+        if (pt_redis_command(bench_r, 2, incr, NULL, on_bench, NULL) != 0) return;
+        bench_left--, bench_out++;
+    }
+}
+
+PT_CASE(throughput)
+{
+    const char *n = getenv("PT_REDIS_BENCH");
+    if (!n) return;
+    pt_cluster_cfg_t cfg = cfg_of(1000);
+    bench_r = pt_redis_new(&loop, &cfg);
+    int total = atoi(n);
+    bench_left = total, bench_out = 0, bench_done = 0;
+    uint64_t t0 = uv_hrtime();
+    bench_send();
+    run_until(&bench_done, total, 60000);
+    double s = (double)(uv_hrtime() - t0) / 1e9;
+    printf("throughput: %d INCR in %.3f s: %.0f/s, 64 outstanding, one connection\n", bench_done, s,
+           bench_done / s);
+    pt_redis_free(bench_r);
+    run_ms(10);
 }
 
 PT_CASE(urls)
@@ -411,12 +543,14 @@ int main(void)
     server_start();
     PT_RUN(pipelined_replies_come_in_order);
     PT_RUN(scripts_run_by_sha_then_whole);
+    PT_RUN(big_values_and_long_pipelines);
     PT_RUN(a_command_times_out_and_the_connection_comes_back);
     PT_RUN(the_first_connect_fails_fast_too);
     PT_RUN(auth_and_select);
     PT_RUN(subscriber_gets_messages);
     PT_RUN(free_from_within_a_callback);
     PT_RUN(down_fails_fast_and_reconnects);
+    PT_RUN(throughput);
     server_stop();
     rmdir(dir);
     uv_run(&loop, UV_RUN_NOWAIT);
