@@ -201,8 +201,6 @@ static void pt__rate_unavailable(pt_conn_t *c)
                     NULL);
 }
 
-/* A cluster-scope decision came back (Redis answered, or the policy
- * decided): refused, or dispatched again with the limit passed. */
 /* A routed, secured request waiting for its cluster rate limit: what its
  * handler needs, copied off the stack of pt__dispatch_as, so the decision
  * goes on to the handler without routing and securing it again (about
@@ -284,6 +282,8 @@ static void pt__handle(const pt_dispatch_req_t *r)
     pt__handler(r->m->channel)->handle(r);
 }
 
+/* A cluster-scope decision came back (Redis answered, or the policy
+ * decided): refused, or on to the handler. */
 static void pt__on_cluster_decided(void *arg, const pt_channel_t *ch, int verdict, uint32_t retry)
 {
     pt__parked_t *p = arg;

@@ -7,7 +7,6 @@
 #include <hiredis/hiredis.h>
 #include <sodium.h>
 
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
