@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,8 +422,19 @@ static const pt_cache_backend_ops_t pt__ops = {
     .free = pt__free,
 };
 
+/* The scripts' digests are made when the first redis cache is: the digest's
+ * first use loads much of libcrypto, which a node without one never needs. */
+static pthread_once_t pt__scripts_once = PTHREAD_ONCE_INIT;
+
+static void pt__scripts_init(void)
+{
+    pt_redis_script_init(&pt__incr_script, pt__incr_lua);
+    pt_redis_script_init(&pt__expire_script, pt__expire_lua);
+}
+
 int pt_cache_redis_new(const pt_cache_spec_t *sp, pt_cache_t **out)
 {
+    pthread_once(&pt__scripts_once, pt__scripts_init);
     size_t len = strlen(sp->name);
     if (len > PT_CACHE_NAME_MAX) return PT_CACHE_ENOMEM;
     char prefix[512];
@@ -452,7 +464,5 @@ int pt_cache_redis_new(const pt_cache_spec_t *sp, pt_cache_t **out)
 
 void pt_cache_redis_install(void)
 {
-    pt_redis_script_init(&pt__incr_script, pt__incr_lua);
-    pt_redis_script_init(&pt__expire_script, pt__expire_lua);
     pt_cache_set_backend(PT_CACHE_BACKEND_REDIS, pt_cache_redis_new);
 }

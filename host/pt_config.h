@@ -185,7 +185,8 @@ typedef struct {
     pt_trace_cfg_t tracing;         /* tracing: (pt_config_tracing.h); read at start only */
     pt_cluster_cfg_t cluster;       /* cluster: (pt_config_cluster.h); read at start only */
     char checksum[65]; /* SHA-256 of the parsed file but its listen addresses and node name
-                          (pt_config_checksum): equal on the nodes of one cluster */
+                          (pt_config_checksum): equal on the nodes of one cluster; "" without
+                          a cluster: section */
 } pt_config_t;
 
 /* Reads and checks path. On success returns 0 and a snapshot in *out that the

@@ -3,6 +3,7 @@
 #include "pt_metrics.h"
 #include "pt_metrics_ratelimit.h"
 #include "pt_redis.h"
+#include "pt_util.h"
 
 #include <hiredis/hiredis.h>
 #include <sodium.h>
@@ -35,19 +36,6 @@ const char pt_ratelimit_cluster_script[] =
 
 /* ---- pure parts ---- */
 
-/* Writes the decimal of v at p; returns its length. */
-static size_t pt__utoa(char *p, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* Made per request: memcpy, no printf (a %zu format cost ~400 instructions). */
 int pt_ratelimit_cluster_key(const char *prefix, const char *channel, const char *user, char *buf,
                              size_t cap)
@@ -57,7 +45,7 @@ int pt_ratelimit_cluster_key(const char *prefix, const char *channel, const char
     size_t n = 0;
     memcpy(buf, prefix, p), n += p;
     memcpy(buf + n, "rl:", 3), n += 3;
-    n += pt__utoa(buf + n, c);
+    n += pt_u64_digits(c, buf + n);
     buf[n++] = ':';
     memcpy(buf + n, channel, c), n += c;
     if (u) {
@@ -73,7 +61,7 @@ static size_t pt__bulk(char *p, const char *str, size_t len)
 {
     size_t n = 0;
     p[n++] = '$';
-    n += pt__utoa(p + n, len);
+    n += pt_u64_digits(len, p + n);
     p[n++] = '\r', p[n++] = '\n';
     memcpy(p + n, str, len), n += len;
     p[n++] = '\r', p[n++] = '\n';
@@ -86,7 +74,7 @@ size_t pt_ratelimit_cluster_tail(char *buf, const char *key, size_t key_len, con
     char w[16];
     size_t n = pt__bulk(buf, key, key_len);
     memcpy(buf + n, args, args_len), n += args_len;
-    n += pt__bulk(buf + n, w, pt__utoa(w, want));
+    n += pt__bulk(buf + n, w, pt_u64_digits(want, w));
     return n;
 }
 

@@ -853,19 +853,6 @@ int pt_redis_eval(pt_redis_t *r, pt_redis_script_t *s, int nkeys, int argc, cons
 
 /* ---- preformatted scripts (pt_redis_eval_formatted) ---- */
 
-/* Writes the decimal of v at p; returns its length. */
-static size_t pt__utoa(char *p, size_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* pt_redis_command for bytes already in RESP: head, then tail. */
 static int pt__send_resp(pt_redis_t *r, const char *head, size_t head_len, const char *tail,
                          size_t tail_len, pt_redis_cb cb, void *arg)
@@ -897,18 +884,18 @@ static size_t pt__eval_head(char *buf, const char *verb, size_t verb_len, const 
     char num[24];
     size_t n = 0, k;
     buf[n++] = '*';
-    n += pt__utoa(buf + n, (size_t)nargs + 3);
+    n += pt_u64_digits((size_t)nargs + 3, buf + n);
     buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
-    n += pt__utoa(buf + n, verb_len);
+    n += pt_u64_digits(verb_len, buf + n);
     buf[n++] = '\r', buf[n++] = '\n';
     memcpy(buf + n, verb, verb_len), n += verb_len;
     buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
-    n += pt__utoa(buf + n, what_len);
+    n += pt_u64_digits(what_len, buf + n);
     buf[n++] = '\r', buf[n++] = '\n';
     memcpy(buf + n, what, what_len), n += what_len;
-    k = pt__utoa(num, (size_t)nkeys);
+    k = pt_u64_digits((size_t)nkeys, num);
     buf[n++] = '\r', buf[n++] = '\n', buf[n++] = '$';
-    n += pt__utoa(buf + n, k);
+    n += pt_u64_digits(k, buf + n);
     buf[n++] = '\r', buf[n++] = '\n';
     memcpy(buf + n, num, k), n += k;
     buf[n++] = '\r', buf[n++] = '\n';

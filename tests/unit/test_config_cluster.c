@@ -136,8 +136,13 @@ PT_CASE(checksum)
     PT_CHECK(!same_sum(base, "admin:\n  listen: 127.0.0.1:1\ncluster:\n  node: a\n  heartbeat: "
                              "1s\ncache:\n  default: {max_entries: 11, max_bytes: 1MB}\n"));
     /* a "listen" elsewhere is a value like any other */
-    PT_CHECK(!same_sum("cache:\n  default: {max_entries: 10}\n",
-                       "cache:\n  default: {max_entries: 10}\nscheduler: {jobs: []}\n"));
+    PT_CHECK(!same_sum("cluster: {node: a}\ncache:\n  default: {max_entries: 10}\n",
+                       "cluster: {node: a}\ncache:\n  default: {max_entries: 10}\n"
+                       "scheduler: {jobs: []}\n"));
+    /* without a cluster: section no digest is made */
+    pt_config_t *x = load("cache:\n  default: {max_entries: 10}\n");
+    PT_CHECK(x && x->checksum[0] == 0);
+    pt_config_free(x);
 }
 
 int main(void)
