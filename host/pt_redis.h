@@ -25,11 +25,11 @@
  *   (err 0): the caller reads reply->type.
  * Figures go to pt_metrics_redis. Everything here runs on r's loop thread.
  *
- * Differences from what was first drafted for issue 18 (tools/cluster-api):
+ * Differences from the first draft of this interface:
  * commands are encoded here (above), not by redisFormatCommandArgv; API
  * additions only: pt_redis_main/pt_redis_set_main (the main loop's
  * connection), pt_redis_subscriber_add (more channels on a subscriber),
- * pt_redis_eval_formatted (wt-rlimit's: a script with preformatted args),
+ * pt_redis_eval_formatted (a script with preformatted args: rate limits),
  * PT_REDIS_ENOMEM/EINVAL, and pt_redis_new copies what it needs of cfg (it
  * may be freed after, a reload does). */
 #ifndef PT_REDIS_H

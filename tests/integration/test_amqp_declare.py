@@ -4,7 +4,7 @@ fresh broker needs no setup step; a declaration the broker refuses (an
 existing exchange of another type: 406 PRECONDITION_FAILED) is logged with
 its name and the broker's text, and portico keeps serving.
 
-Run under `flock /work/tools/broker.lock` (the shared test broker)."""
+They use the test broker (scripts/rabbitmq)."""
 
 import os
 import random

@@ -201,7 +201,7 @@ def test_bad_audit_config_is_refused(start_gateway, monkeypatch, audit, message)
 
 
 def test_amqp_sink(start_gateway, monkeypatch, broker):
-    """Run under flock /work/tools/broker.lock: the broker is shared."""
+    """The audit log's AMQP sink publishes to the test broker."""
     from amqp_support import BROKER_URL, AmqpClient
     monkeypatch.setenv("PT_TEST_AUDIT_KEY", KEY)
     with AmqpClient() as a:

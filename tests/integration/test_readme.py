@@ -19,9 +19,9 @@ convention is written at the top of README.md's source; in short:
   in the commands, their expected output and the copied configs.
 
 So the README cannot drift: change a command or its output and this fails.
-Blocks marked broker need the test broker (flock /work/tools/broker.lock
-when several trees share it). The first screen's block (scripts/run,
-scripts/test) is the one block not run: scripts/test would run this test.
+Blocks marked broker need the test broker (scripts/rabbitmq start). The
+first screen's block (scripts/run, scripts/test) is the one block not run:
+scripts/test would run this test.
 """
 import json
 import os

@@ -1,7 +1,7 @@
 """Distributed tracing (docs/tracing.md): W3C trace context in and out of
 portico, spans exported as OTLP/JSON to a collector. The collector here is
 a small http.server that decodes each post; the backend records the
-headers it gets. Broker cases run under flock /work/tools/broker.lock."""
+headers it gets. Broker cases use the test broker."""
 import json
 import os
 import re
