@@ -215,7 +215,8 @@ static void pt__warn_missing(pt_server_t *s, const char *name, const char *path,
 
 /* A settled change of a service file: check it on the reference VM, then
  * hand it to the workers. A file that fails is reported once per version. */
-static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
+static int pt__on_file(void *ud, const char *path, const pt_watch_file_t *now,
+                       pt_watch_event_t ev)
 {
     pt_server_t *s = ud;
     char err[1024];
@@ -231,12 +232,20 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
             if (old) pt__warn_missing(s, old, path, "was removed");
         }
         free(old);
-        return;
+        return 0;
     }
     char *source = NULL;
     size_t len = 0;
-    if (pt_lua_read_file(path, &source, &len, err, sizeof err) != 0 ||
-        pt_lua_load_file(s->ref_vm, path, source, len, err, sizeof err) != 0) {
+    int rc = pt_lua_read_file(path, &source, &len, err, sizeof err);
+    /* a writer that came back while it was read (truncated it, say): what
+     * was read is no version of the file; it is read again once settled */
+    if (rc == 0 && (len != now->size || !pt_watch_same_on_disk(now))) {
+        pt_log_debug("service file %s changed while it was read: read again once settled", path);
+        free(source);
+        free(old);
+        return PT_WATCH_RETRY;
+    }
+    if (rc != 0 || pt_lua_load_file(s->ref_vm, path, source, len, err, sizeof err) != 0) {
         free(source);
         s->reload_failures++;
         if (old)
@@ -246,7 +255,7 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
         free(old);
         pt_console_file_failed(&s->console, path, err);
         pt_console_reload(&s->console, "file", path, 0, s->snap->generation, err);
-        return;
+        return 0;
     }
     s->reloads++;
     pt__openapi_stale(s);
@@ -258,23 +267,25 @@ static void pt__on_file(void *ud, const char *path, pt_watch_event_t ev)
     free(source);
     if (old) pt__warn_missing(s, old, path, "now names another service");
     free(old);
+    return 0;
 }
 
 /* A settled change of a library file (lua.lib_dirs): the services that
  * required it are checked again with it on the reference VM, all of them or
  * none, and only then reloaded on the workers (pt_lua_reload_libs). */
-static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
+static int pt__on_lib(void *ud, const char *path, const pt_watch_file_t *now,
+                      pt_watch_event_t ev)
 {
     pt_server_t *s = ud;
     char err[1024] = "";
     const char *files[] = {path};
     char **deps = NULL;
     size_t n = 0;
-    if (pt_lua_lib_dependants(s->ref_vm, files, 1, &deps, &n) != 0) return;
+    if (pt_lua_lib_dependants(s->ref_vm, files, 1, &deps, &n) != 0) return 0;
     if (n == 0) {
         pt_log_info("library file %s: no loaded service uses it", path);
         pt_lua_free_list(deps, n);
-        return;
+        return 0;
     }
     pt_lua_source_t lib = {.path = path};
     pt_lua_source_t *svcs = calloc(n, sizeof *svcs);
@@ -284,6 +295,14 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
     if (rc == 0 && ev == PT_WATCH_CHANGED) {
         rc = pt_lua_read_file(path, &text, &lib.len, err, sizeof err);
         lib.source = text;
+        if (rc == 0 && (lib.len != now->size || !pt_watch_same_on_disk(now))) {
+            pt_log_debug("library file %s changed while it was read: read again once settled",
+                         path);
+            free(text);
+            free(svcs);
+            pt_lua_free_list(deps, n);
+            return PT_WATCH_RETRY;
+        }
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char *src = NULL;
@@ -314,6 +333,7 @@ static void pt__on_lib(void *ud, const char *path, pt_watch_event_t ev)
     free(svcs);
     free(text);
     pt_lua_free_list(deps, n);
+    return 0;
 }
 
 /* Appends ", name (running: a, new: b)" to buf when a and b differ. */

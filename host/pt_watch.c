@@ -44,6 +44,15 @@ static int pt__scan_file(void *ud, const char *path, const struct stat *st)
     return pt__push(sc->l, &sc->cap, &f);
 }
 
+int pt_watch_same_on_disk(const pt_watch_file_t *f)
+{
+    struct stat st;
+    if (stat(f->path, &st) != 0) return 0;
+    return f->ino == st.st_ino && f->size == (uint64_t)st.st_size &&
+           f->mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec &&
+           f->ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+}
+
 static int pt__cmp(const void *a, const void *b)
 {
     return strcmp(((const pt_watch_file_t *)a)->path, ((const pt_watch_file_t *)b)->path);
@@ -134,10 +143,9 @@ static void pt__diff(pt_watch_t *w, pt_watch_list_t *now, int settle, uint64_t n
                 settled = !settle || now_ms - mark.since_ms >= w->remove_ms;
                 if (!settled) pt__push(&gone, &gone_cap, &mark);
             }
-            if (settled) {
-                w->cb(w->ud, path, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED);
+            if (settled &&
+                w->cb(w->ud, path, cur, cur ? PT_WATCH_CHANGED : PT_WATCH_REMOVED) != PT_WATCH_RETRY)
                 keep = cur;
-            }
         }
         if (keep) pt__push(&next, &cap, keep);
         if (c <= 0) i++;

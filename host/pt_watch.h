@@ -27,8 +27,17 @@ typedef struct {
 
 typedef enum { PT_WATCH_CHANGED = 0, PT_WATCH_REMOVED } pt_watch_event_t;
 
-/* Called for each settled change; path is valid during the call. */
-typedef void (*pt_watch_cb)(void *ud, const char *path, pt_watch_event_t ev);
+/* Called for each settled change; path is valid during the call, now is the
+ * file's settled fingerprint (NULL for a removal). Returns 0, or
+ * PT_WATCH_RETRY when the file changed while the callback read it (a writer
+ * came back: pt_watch_same_on_disk): the change is then reported again once
+ * the file has settled anew, not taken as done. */
+#define PT_WATCH_RETRY 1
+typedef int (*pt_watch_cb)(void *ud, const char *path, const pt_watch_file_t *now,
+                           pt_watch_event_t ev);
+
+/* 1 when f->path is on disk now with f's fingerprint, else 0. */
+int pt_watch_same_on_disk(const pt_watch_file_t *f);
 
 typedef struct {
     uv_timer_t timer;
