@@ -8,18 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int pt__host_ok(const char *h, size_t n)
-{
-    if (n == 0 || n > 253) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = h[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-' || c == '_' || c == ':'))
-            return 0;
-    }
-    return 1;
-}
-
 int pt_config_cluster_url(const char *url, pt_cluster_cfg_t *out, int *tls, char *err,
                           size_t errlen)
 {
@@ -62,7 +50,7 @@ int pt_config_cluster_url(const char *url, pt_cluster_cfg_t *out, int *tls, char
         host_end = p + strcspn(p, ":/");
         q = host_end;
     }
-    if (!pt__host_ok(host, (size_t)(host_end - host))) {
+    if (!pt_host_name_ok(host, (size_t)(host_end - host))) {
         snprintf(err, errlen, "expected a host name or IP address after //");
         return -1;
     }

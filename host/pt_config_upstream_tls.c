@@ -1,6 +1,7 @@
 #include "pt_config_upstream_tls.h"
 #include "pt_log.h"
 #include "pt_tls.h"
+#include "pt_util.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -20,20 +21,6 @@ static int pt__file(const pt_yaml_t *y, yaml_node_t *n, const char *key, char **
     if (!f) return pt_yaml_fail(y, n, "%s: cannot read %s: %s", key, p, strerror(errno));
     fclose(f);
     return 0;
-}
-
-/* A DNS name or an IP literal: what SNI and the certificate check take. */
-static int pt__name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 253) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-' || c == '_' || c == ':'))
-            return 0;
-    }
-    return 1;
 }
 
 int pt_config_upstream_tls(const pt_yaml_t *y, yaml_node_t *n, yaml_node_t *where, const char *what,
@@ -68,7 +55,7 @@ int pt_config_upstream_tls(const pt_yaml_t *y, yaml_node_t *n, yaml_node_t *wher
         if ((v = pt_yaml_get(y, n, "server_name"))) {
             snprintf(key, sizeof key, "%s.tls.server_name", what);
             const char *s = pt_yaml_value(v);
-            if (!s || !pt__name_ok(s))
+            if (!s || !pt_host_name_ok(s, strlen(s)))
                 return pt_yaml_fail(y, v, "%s: expected a host name or IP address", key);
             if (!(t->server_name = strdup(s))) return pt_yaml_fail(y, v, "out of memory");
         }

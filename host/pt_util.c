@@ -55,6 +55,18 @@ int pt_buf_printf(pt_buf_t *b, const char *fmt, ...)
     return 0;
 }
 
+int pt_host_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 253) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
 size_t pt_u64_digits(uint64_t v, char *out)
 {
     char d[20];

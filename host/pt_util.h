@@ -23,6 +23,10 @@ int pt_buf_append(pt_buf_t *b, const void *p, size_t n);
 int pt_buf_puts(pt_buf_t *b, const char *s);
 /* Appends printf-style text; returns 0 or -1. */
 int pt_buf_printf(pt_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 when s[0..n) is a host name or IP literal by its bytes: 1 to 253 of
+ * letters, digits, '.', '-', '_' and ':' (what SNI, a certificate check and
+ * a Redis URL take), else 0. */
+int pt_host_name_ok(const char *s, size_t n);
 /* Writes the decimal digits of v at out (room for 20; no NUL, no printf on
  * hot paths); returns how many. */
 size_t pt_u64_digits(uint64_t v, char *out);

@@ -230,6 +230,22 @@ PT_CASE(utcnow_is_iso_8601)
     PT_CHECK(now[10] == 'T');
 }
 
+/* Host names by their bytes: SNI, certificate checks and Redis URLs share it. */
+PT_CASE(host_name_bytes)
+{
+    PT_CHECK_INT(pt_host_name_ok("redis.example-1.internal", 24), 1);
+    PT_CHECK_INT(pt_host_name_ok("::1", 3), 1);
+    PT_CHECK_INT(pt_host_name_ok("", 0), 0);
+    PT_CHECK_INT(pt_host_name_ok("a b", 3), 0);
+    PT_CHECK_INT(pt_host_name_ok("a/b", 3), 0);
+    PT_CHECK_INT(pt_host_name_ok("a\0b", 3), 0);
+    PT_CHECK_INT(pt_host_name_ok("\xc3\xa9", 2), 0);
+    char long_name[300];
+    memset(long_name, 'a', sizeof long_name);
+    PT_CHECK_INT(pt_host_name_ok(long_name, 253), 1);
+    PT_CHECK_INT(pt_host_name_ok(long_name, 254), 0);
+}
+
 int main(void)
 {
     PT_RUN(parse_strict);
@@ -238,6 +254,7 @@ int main(void)
     PT_RUN(walk_loop);
     PT_RUN(durations_and_sizes_parse);
     PT_RUN(percent_decode);
+    PT_RUN(host_name_bytes);
     PT_RUN(strcpy_cap_cuts_and_terminates);
     PT_RUN(buf_json_escape_and_numbers);
     PT_RUN(cids_are_made_and_checked);
