@@ -2,6 +2,7 @@
 #include "pt_util.h"
 
 #include <openssl/evp.h>
+#include <sodium.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,17 +95,11 @@ static int pt__prefix_ok(const char *s)
     return 1;
 }
 
+/* A node name: host-name bytes (it is a Redis key part and a label) */
 static int pt__node_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n < 1 || n > PT_CLUSTER_NODE_MAX) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-' || c == '_' || c == ':'))
-            return 0;
-    }
-    return 1;
+    return n <= PT_CLUSTER_NODE_MAX && pt_host_name_ok(s, n);
 }
 
 static int pt__duration(const pt_yaml_t *y, yaml_node_t *n, const char *what, uint64_t lo,
@@ -201,7 +196,7 @@ void pt_config_cluster_free(pt_cluster_cfg_t *out)
     free(out->user);
     free(out->password_env);
     if (out->password) {
-        memset(out->password, 0, strlen(out->password));
+        sodium_memzero(out->password, strlen(out->password));
         free(out->password);
     }
     pt_upstream_tls_free(out->tls);

@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <sodium.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -704,7 +705,7 @@ static void pt__handle_closed(uv_handle_t *h)
     free(r->host);
     free(r->user);
     if (r->password) {
-        memset(r->password, 0, strlen(r->password));
+        sodium_memzero(r->password, strlen(r->password));
         free(r->password);
     }
     free(r->sni);
