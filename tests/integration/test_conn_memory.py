@@ -18,7 +18,7 @@ import time
 import pytest
 
 from amqp_support import ROOT, free_port
-from conftest import config_head
+from conftest import config_head, ws_frame
 
 N = 3000
 HTTP_BOUND = 1024  # bytes per idle keep-alive HTTP connection
@@ -108,17 +108,6 @@ def http_conn(port, ctx=None):
     return s
 
 
-def ws_frame(payload, opcode=0x1):
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    else:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def ws_read(s, buf):
     """(opcode, payload, rest)."""
     def need(k):
@@ -151,11 +140,11 @@ def ws_open(port):
 
 def ws_call(s, buf, payload):
     """Sends payload, answers pings, returns (the reply's JSON, rest)."""
-    s.sendall(ws_frame(json.dumps(payload).encode()))
+    s.sendall(ws_frame(0x1, json.dumps(payload).encode()))
     while True:
         op, data, buf = ws_read(s, buf)
         if op == 0x9:
-            s.sendall(ws_frame(data, 0xA))
+            s.sendall(ws_frame(0xA, data))
             continue
         assert op == 0x1, op
         return json.loads(data), buf
@@ -292,7 +281,7 @@ def test_a_websocket_after_idle_answers_pings_and_messages(gw):
             continue
         assert op == 0x9
         pings += 1
-        s.sendall(ws_frame(data, 0xA))
+        s.sendall(ws_frame(0xA, data))
     s.settimeout(10)
     assert pings >= 2
     # a message cut into fragments across reads, after idle
@@ -310,12 +299,12 @@ def test_a_websocket_after_idle_answers_pings_and_messages(gw):
     while True:
         op, data, buf = ws_read(s, buf)
         if op == 0x9:
-            s.sendall(ws_frame(data, 0xA))
+            s.sendall(ws_frame(0xA, data))
             continue
         break
     assert op == 0x1 and json.loads(data)["payload"] == {"n": 2}
     # a close after idle is answered with a close
-    s.sendall(ws_frame(struct.pack("!H", 1000), 0x8))
+    s.sendall(ws_frame(0x8, struct.pack("!H", 1000)))
     while True:
         op, data, buf = ws_read(s, buf)
         if op == 0x8:

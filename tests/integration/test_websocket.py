@@ -9,6 +9,7 @@ import time
 import pytest
 
 from amqp_support import ROOT
+from conftest import ws_frame
 
 WS_DIR = os.path.join(ROOT, "tests", "integration", "ws")
 
@@ -238,19 +239,6 @@ def test_browser_websocket_in_headless_chromium(wsgw):
     assert "HeadlessChrome" in out["agent"]
     reply = json.loads(out["replies"][0])
     assert reply["request_id"] == "b1" and reply["data"]["name"] == "John Doe"
-
-
-def ws_frame(opcode, payload):
-    """A masked client frame (RFC 6455 5.2), for the few raw-socket checks below."""
-    import struct
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    else:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def ws_read(sock):
